@@ -1,0 +1,47 @@
+# Every target sets itself up: a fresh machine needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest docs bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,dev,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m flowhooks run examples/etl_pipeline.py:workflow --input source=orders.csv
+	$(PY) -m flowhooks history
+
+test: $(STAMP)
+	$(PY) -m ruff check flowhooks tests examples benchmarks
+	$(PY) -m ruff format --check flowhooks tests examples benchmarks
+	$(PY) -m mypy flowhooks
+	$(PY) -m pytest --cov --cov-report=term
+	$(PY) -m mkdocs build --strict --quiet
+	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
+
+lint: $(STAMP)
+	$(PY) -m ruff check flowhooks tests examples benchmarks
+	$(PY) -m ruff format --check flowhooks tests examples benchmarks
+
+typecheck: $(STAMP)
+	$(PY) -m mypy flowhooks
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage flowhooks.db

@@ -1,0 +1,60 @@
+"""flowhooks: observe and react to workflow runs.
+
+Subclass ``BaseCallbackHandler``, override the ``on_*`` methods you need, and
+attach handlers to runs through a ``CallbackManager``. Built-in handlers live
+in ``flowhooks.handlers``, test helpers in ``flowhooks.testing``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from flowhooks._context import current_run
+from flowhooks._errors import (
+    CycleError,
+    FlowhooksError,
+    MissingInputError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowFailed,
+)
+from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
+from flowhooks._handler import BaseCallbackHandler
+from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
+from flowhooks._plan import HookStats
+from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._serialize import set_max_payload_chars, to_jsonable
+
+# composites: exports
+
+# workflow and runners: exports
+
+try:
+    __version__ = version("flowhooks")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BaseCallbackHandler",
+    "CallbackManager",
+    "CycleError",
+    "ErrorInfo",
+    "Event",
+    "EventType",
+    "FlowhooksError",
+    "HandlerTimeoutError",
+    "HookStats",
+    "MissingInputError",
+    "NodeResult",
+    "NodeStatus",
+    "PriorityCallbackManager",
+    "RunContext",
+    "RunResult",
+    "RunStatus",
+    "Severity",
+    "WorkflowCancelled",
+    "WorkflowError",
+    "WorkflowFailed",
+    "__version__",
+    "current_run",
+    "set_max_payload_chars",
+    "to_jsonable",
+]

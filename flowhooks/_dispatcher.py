@@ -1,0 +1,182 @@
+"""``Dispatcher``: a handler that forwards whole events to other handlers.
+
+The manager and every composite are dispatchers. A parent manager hands a
+dispatcher the event type, the positional arguments and (when somebody below
+asked for it) the ``Event`` in one call, instead of calling its ``on_*``
+methods, so nesting costs one call per level and builds the ``Event`` once.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type
+from flowhooks._handler import BaseCallbackHandler
+
+_generation = [0]
+"""Bumped whenever any dispatcher's set of handlers changes, so cached plans
+above it (in parent managers) know to rebuild."""
+
+
+def bump_generation() -> None:
+    """Invalidate every cached dispatch plan (a handler was added or removed somewhere)."""
+    _generation[0] += 1
+
+
+def current_generation() -> int:
+    """Return the plan generation; plans cached at an older one are stale."""
+    return _generation[0]
+
+
+class Dispatcher(BaseCallbackHandler):
+    """Base class of managers and composites: handlers that forward events.
+
+    Subclasses implement ``dispatch`` and ``wants_event``. The ``on_*``
+    methods are the typed shortcuts: ``await manager.on_node_start("a", {})``.
+    """
+
+    @abstractmethod
+    async def dispatch(
+        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
+    ) -> None:
+        """Forward one event. ``event`` may be ``None`` when no handler asked for it."""
+
+    @abstractmethod
+    def wants_event(self, event_type: EventType) -> bool:
+        """Return whether something below needs the ``Event`` object for ``event_type``."""
+
+    def handles(self, event_type: EventType) -> bool:
+        """Return whether anything below reacts to ``event_type`` (cheap pre-check)."""
+        return True
+
+    async def trigger(self, event_type: str | EventType, *args: Any, **kwargs: Any) -> None:
+        """Send one event by name, as if a run had emitted it.
+
+        ``event_type`` is ``"node_start"`` or ``"on_node_start"`` (or an
+        ``EventType``); the event's arguments come positionally or by their
+        documented names. Optional keywords ``run_id``, ``workflow_name``,
+        ``node_id``, ``attempt``, ``duration``, ``status``, ``metadata``,
+        ``resource_id`` and ``parent_run_id`` fill in the ``Event`` handlers
+        receive; ``event=`` passes a ready-made one.
+
+        Raises:
+            ValueError: for an unknown event type.
+            TypeError: for missing or unexpected arguments, naming them.
+        """
+        etype = parse_event_type(event_type)
+        event = kwargs.pop("event", None)
+        names = etype.arg_names
+        values = list(args)
+        if len(values) > len(names):
+            msg = f"{etype.method_name} takes {len(names)} arguments ({', '.join(names)}), got {len(values)}"
+            raise TypeError(msg)
+        for name in names[len(values) :]:
+            if name not in kwargs:
+                msg = (
+                    f"trigger({etype.value!r}) is missing the argument {name!r}; "
+                    f"pass {', '.join(f'{n}=...' for n in names)}"
+                )
+                raise TypeError(msg)
+            values.append(kwargs.pop(name))
+        fields = {k: kwargs.pop(k) for k in list(kwargs) if k in _EVENT_FIELDS}
+        if kwargs:
+            msg = (
+                f"trigger({etype.value!r}) got unexpected keyword arguments "
+                f"{sorted(kwargs)}; it takes {', '.join(names)} and the Event fields "
+                f"{', '.join(sorted(_EVENT_FIELDS))}"
+            )
+            raise TypeError(msg)
+        argt = tuple(values)
+        if event is None and self.wants_event(etype):
+            event = event_from_args(etype, argt, **fields)
+        await self.dispatch(etype, argt, event)
+
+    async def on_workflow_start(
+        self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """Dispatch ``workflow_start`` to the handlers."""
+        await self._shortcut(EventType.WORKFLOW_START, (workflow_id, input_data), event)
+
+    async def on_workflow_end(
+        self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """Dispatch ``workflow_end`` to the handlers."""
+        await self._shortcut(EventType.WORKFLOW_END, (workflow_id, output_data), event)
+
+    async def on_node_start(
+        self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """Dispatch ``node_start`` to the handlers."""
+        await self._shortcut(EventType.NODE_START, (node_id, input_data), event)
+
+    async def on_node_end(self, node_id: str, output_data: Any, *, event: Event | None = None) -> None:
+        """Dispatch ``node_end`` to the handlers."""
+        await self._shortcut(EventType.NODE_END, (node_id, output_data), event)
+
+    async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
+        """Dispatch ``error`` to the handlers."""
+        await self._shortcut(EventType.ERROR, (error_info,), event)
+
+    async def on_custom_event(self, name: str, data: Any, *, event: Event | None = None) -> None:
+        """Dispatch a custom event to the handlers."""
+        await self._shortcut(EventType.CUSTOM_EVENT, (name, data), event)
+
+    async def _shortcut(
+        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
+    ) -> None:
+        if event is None and self.wants_event(event_type):
+            event = event_from_args(event_type, args)
+        await self.dispatch(event_type, args, event)
+
+
+_EVENT_FIELDS = frozenset(
+    {
+        "run_id",
+        "workflow_name",
+        "parent_run_id",
+        "resource_id",
+        "metadata",
+        "node_id",
+        "attempt",
+        "duration",
+        "status",
+        "timestamp",
+    }
+)
+
+
+def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any) -> Event:
+    """Build the ``Event`` for an event sent by hand (outside any run): ``seq`` 0."""
+    from uuid import uuid4
+
+    from flowhooks._events import utcnow
+
+    node_id = fields.pop("node_id", None)
+    name: str | None = None
+    if event_type in (EventType.NODE_START, EventType.NODE_END):
+        node_id = args[0]
+    elif event_type is EventType.CUSTOM_EVENT:
+        name = args[0]
+    elif event_type is EventType.ERROR and isinstance(args[0], ErrorInfo):
+        node_id = node_id if node_id is not None else args[0].node_id
+        fields.setdefault("run_id", args[0].run_id)
+        fields.setdefault("workflow_name", args[0].workflow_name)
+        fields.setdefault("attempt", args[0].attempt)
+    if event_type in (EventType.WORKFLOW_START, EventType.WORKFLOW_END) and not fields.get(
+        "run_id"
+    ):
+        fields["run_id"] = args[0] if isinstance(args[0], str) else ""
+    fields.setdefault("timestamp", utcnow())
+    fields.setdefault("metadata", {})
+    fields.setdefault("run_id", "")
+    fields.setdefault("workflow_name", "")
+    return Event(
+        id=uuid4().hex,
+        type=event_type,
+        seq=0,
+        node_id=node_id,
+        name=name,
+        payload=args[-1],
+        **fields,
+    )

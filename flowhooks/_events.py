@@ -1,0 +1,215 @@
+"""Event vocabulary: ``EventType``, the statuses, ``ErrorInfo`` and the frozen ``Event``.
+
+Everything that leaves a run (history rows, webhook bodies, batches) is one of
+these models. Serialisation to JSON never fails: payloads JSON cannot hold
+fall back to ``repr()`` and very large ones are capped (see ``_serialize``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, KeysView
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    field_serializer,
+    model_validator,
+)
+
+from flowhooks._serialize import to_jsonable
+
+
+class EventType(StrEnum):
+    """The kinds of event a run emits; each maps to one handler method."""
+
+    WORKFLOW_START = "workflow_start"
+    WORKFLOW_END = "workflow_end"
+    NODE_START = "node_start"
+    NODE_END = "node_end"
+    ERROR = "error"
+    CUSTOM_EVENT = "custom_event"
+
+    @property
+    def method_name(self) -> str:
+        """The handler method called for this event, e.g. ``"on_node_start"``."""
+        return _METHOD_NAMES[self]
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        """The positional arguments the handler method receives, in order."""
+        return EVENT_ARGS[self]
+
+
+EVENT_ARGS: Final[dict[EventType, tuple[str, ...]]] = {
+    EventType.WORKFLOW_START: ("workflow_id", "input_data"),
+    EventType.WORKFLOW_END: ("workflow_id", "output_data"),
+    EventType.NODE_START: ("node_id", "input_data"),
+    EventType.NODE_END: ("node_id", "output_data"),
+    EventType.ERROR: ("error_info",),
+    EventType.CUSTOM_EVENT: ("name", "data"),
+}
+"""Positional arguments of each event's handler method."""
+
+_METHOD_NAMES: Final = {t: f"on_{t.value}" for t in EventType}
+METHOD_TO_EVENT: Final[dict[str, EventType]] = {f"on_{t.value}": t for t in EventType}
+
+
+def parse_event_type(name: str | EventType) -> EventType:
+    """Return the ``EventType`` for ``"node_start"``, ``"on_node_start"`` or an ``EventType``.
+
+    Raises:
+        ValueError: naming the accepted values, when ``name`` is none of them.
+    """
+    if isinstance(name, EventType):
+        return name
+    if isinstance(name, str):
+        if name in METHOD_TO_EVENT:
+            return METHOD_TO_EVENT[name]
+        try:
+            return EventType(name)
+        except ValueError:
+            pass
+    known = ", ".join(repr(t.value) for t in EventType)
+    msg = f"unknown event type {name!r}; expected one of {known} (or the same with an 'on_' prefix)"
+    raise ValueError(msg)
+
+
+class RunStatus(StrEnum):
+    """How a run ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class NodeStatus(StrEnum):
+    """Where a node stands within one run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class Severity(StrEnum):
+    """How bad an error is: ``warning`` when it will be retried."""
+
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+def utcnow() -> datetime:
+    """Return the current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class ErrorInfo(BaseModel):
+    """One failure: a node attempt that raised, or the run's timeout.
+
+    Frozen, and also readable like a mapping (``info["message"]``,
+    ``info.get("severity")``, ``"type" in info``) so handlers written for
+    dict-shaped error payloads keep working.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    type: str
+    message: str
+    stack_trace: str = ""
+    severity: Severity = Severity.ERROR
+    node_id: str | None = None
+    run_id: str = ""
+    workflow_name: str = ""
+    attempt: int | None = None
+    will_retry: bool = False
+    timestamp: datetime = Field(default_factory=utcnow)
+    exception: BaseException | None = Field(default=None, exclude=True, repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the field ``key``, or ``default`` when there is no such field."""
+        return getattr(self, key) if key in type(self).model_fields else default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in type(self).model_fields
+
+    def keys(self) -> KeysView[str]:
+        """Return the field names, as a mapping would."""
+        return type(self).model_fields.keys()
+
+    def values(self) -> Iterator[Any]:
+        """Return the field values, in field order."""
+        return (getattr(self, k) for k in type(self).model_fields)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """Return ``(field, value)`` pairs, in field order."""
+        return ((k, getattr(self, k)) for k in type(self).model_fields)
+
+
+class Event(BaseModel):
+    """One event of one run, complete: what gets stored, posted and batched.
+
+    ``id`` is unique per event and serves as an idempotency key; ``seq``
+    counts 1, 2, 3 ... within a run in emission order (0 for events triggered
+    by hand outside any run).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: str
+    type: EventType
+    seq: int = 0
+    run_id: str = ""
+    workflow_name: str = ""
+    parent_run_id: str | None = None
+    resource_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    node_id: str | None = None
+    attempt: int | None = None
+    timestamp: datetime = Field(default_factory=utcnow)
+    duration: float | None = None
+    status: str | None = None
+    name: str | None = None
+    payload: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _revive_error_payload(cls, data: Any) -> Any:
+        """Turn a serialised error payload back into an ``ErrorInfo`` on validation."""
+        if (
+            isinstance(data, dict)
+            and data.get("type") in (EventType.ERROR, "error")
+            and isinstance(data.get("payload"), dict)
+        ):
+            data = {**data, "payload": ErrorInfo.model_validate(data["payload"])}
+        return data
+
+    @field_serializer("metadata", "payload", when_used="json")
+    def _serialize_any(self, value: Any, info: FieldSerializationInfo) -> Any:
+        if isinstance(value, ErrorInfo):
+            return value.model_dump(mode="json")
+        limit = info.context.get("max_payload_chars") if isinstance(info.context, dict) else None
+        return to_jsonable(value, max_chars=limit)
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The positional arguments the handler method for this event receives."""
+        if self.type is EventType.ERROR:
+            return (self.payload,)
+        if self.type is EventType.CUSTOM_EVENT:
+            return (self.name, self.payload)
+        if self.type in (EventType.WORKFLOW_START, EventType.WORKFLOW_END):
+            return (self.run_id, self.payload)
+        return (self.node_id, self.payload)

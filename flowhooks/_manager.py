@@ -1,0 +1,401 @@
+"""``CallbackManager``: registers handlers and drives them, one event at a time.
+
+This is the only place that awaits handler methods. Per event it walks a plan
+built when handlers were added (``_plan``): handlers that do not override the
+event are not in it, sync and async methods are told apart once, and the
+``Event`` object is only built when some handler asked for ``event=``.
+Failures are isolated here: logged through loguru, counted, and dispatch goes
+on, unless the handler set ``raise_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from time import perf_counter
+from types import TracebackType
+from typing import Any, Final, Self
+
+from loguru import logger
+
+from flowhooks._context import run_id_for_logs
+from flowhooks._dispatcher import (
+    Dispatcher,
+    bump_generation,
+    current_generation,
+    event_from_args,
+)
+from flowhooks._events import Event, EventType
+from flowhooks._handler import BaseCallbackHandler
+from flowhooks._plan import (
+    CallKind,
+    Entry,
+    HookCall,
+    HookStats,
+    check_handler,
+    make_entry,
+    sort_entries,
+)
+
+_ASYNC: Final = CallKind.ASYNC
+_SYNC: Final = CallKind.SYNC
+_DISPATCHER: Final = CallKind.DISPATCHER
+
+HookObserver = Callable[[HookCall, float, BaseException | None], None]
+"""Called after every handler call with the call, its seconds and its error (if any)."""
+
+_hook_observers: list[HookObserver] = []
+
+
+def add_hook_observer(observer: HookObserver) -> None:
+    """Register a process-wide observer of handler calls (used by ``PrometheusCallback``)."""
+    if observer not in _hook_observers:
+        _hook_observers.append(observer)
+
+
+def remove_hook_observer(observer: HookObserver) -> None:
+    """Unregister an observer added with ``add_hook_observer``; unknown ones are ignored."""
+    if observer in _hook_observers:
+        _hook_observers.remove(observer)
+
+
+class HandlerTimeoutError(TimeoutError):
+    """A handler call took longer than its ``timeout``."""
+
+
+_PROPAGATE: Final = "__flowhooks_propagate__"
+
+
+def _mark_propagating(exc: BaseException) -> None:
+    try:
+        setattr(exc, _PROPAGATE, True)
+    except (AttributeError, TypeError):  # exceptions with __slots__: nothing to mark
+        pass
+
+
+def must_propagate(exc: BaseException) -> bool:
+    """Return whether ``exc`` came from a ``raise_error`` handler and must not be isolated."""
+    return getattr(exc, _PROPAGATE, False) is True
+
+
+async def _invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
+    """Call a hook that needs ``event=``, a timeout or a worker thread."""
+    kwargs = {"event": event} if call.wants_event else {}
+    if call.in_thread:
+        awaitable: Any = asyncio.to_thread(call.fn, *args, **kwargs)
+    elif call.is_async:
+        awaitable = call.fn(*args, **kwargs)
+    else:
+        call.fn(*args, **kwargs)
+        return
+    if call.timeout is None:
+        await awaitable
+        return
+    deadline = asyncio.timeout(call.timeout)
+    try:
+        async with deadline:
+            await awaitable
+    except TimeoutError as exc:
+        if deadline.expired():
+            msg = f"{call.label}.{call.event_type.method_name} timed out after {call.timeout:g}s"
+            raise HandlerTimeoutError(msg) from exc
+        raise
+
+
+class CallbackManager(Dispatcher):
+    """Holds handlers and dispatches events to them in priority order.
+
+    Handlers for one event run one after another, highest ``priority`` first,
+    equal priorities in the order they were added. A handler's exception or
+    timeout is logged (handler, event type, run id), counted in ``stats`` and
+    isolated, unless the handler sets ``raise_error``. A manager is itself a
+    handler, so managers nest.
+
+    Args:
+        handlers: handlers to add, each with priority 0.
+    """
+
+    def __init__(self, handlers: Iterable[BaseCallbackHandler] | None = None) -> None:
+        self._entries: list[Entry] = []
+        self._order = 0
+        self._plan_generation = -1
+        self._plans: dict[EventType, tuple[HookCall, ...]] = {}
+        self._wants: dict[EventType, bool] = {}
+        for handler in handlers or ():
+            self.add_handler(handler)
+
+    # -- registration -----------------------------------------------------------------
+
+    def add_handler(self, handler: BaseCallbackHandler, priority: int = 0) -> None:
+        """Register ``handler``; higher ``priority`` runs first, ties in insertion order.
+
+        Raises:
+            TypeError: when ``handler`` is not a handler instance, or one of its
+                ``on_*`` overrides cannot take the event's documented arguments.
+            ValueError: when adding the manager to itself.
+        """
+        checked = check_handler(handler)
+        if checked is self:
+            msg = "cannot add a CallbackManager to itself"
+            raise ValueError(msg)
+        label = self._label_for(checked)
+        self._entries.append(
+            make_entry(checked, priority=priority, order=self._order, label=label)
+        )
+        self._order += 1
+        self._entries = sort_entries(self._entries)
+        bump_generation()
+
+    def remove_handler(self, handler: BaseCallbackHandler) -> None:
+        """Unregister ``handler``.
+
+        Raises:
+            ValueError: when ``handler`` was never added (or already removed).
+        """
+        for i, entry in enumerate(self._entries):
+            if entry.handler is handler:
+                del self._entries[i]
+                bump_generation()
+                return
+        registered = ", ".join(e.handler.__class__.__name__ for e in self._entries) or "none"
+        msg = (
+            f"{handler!r} is not registered with this CallbackManager "
+            f"(registered: {registered})"
+        )
+        raise ValueError(msg)
+
+    @property
+    def handlers(self) -> tuple[BaseCallbackHandler, ...]:
+        """The registered handlers, in dispatch order."""
+        return tuple(e.handler for e in self._entries)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """The registrations (handler, priority, order), in dispatch order."""
+        return tuple(self._entries)
+
+    @property
+    def stats(self) -> dict[str, dict[EventType, HookStats]]:
+        """Calls, errors, timeouts and total seconds per handler and event type.
+
+        Keys are handler labels: the class name, with ``#2``, ``#3`` ... for
+        further handlers of the same class. Only overridden events appear.
+        """
+        return {e.label: {t: c.stats for t, c in e.calls.items()} for e in self._entries}
+
+    def _label_for(self, handler: BaseCallbackHandler) -> str:
+        base = type(handler).__name__
+        taken = {e.label for e in self._entries}
+        if base not in taken:
+            return base
+        n = 2
+        while f"{base}#{n}" in taken:
+            n += 1
+        return f"{base}#{n}"
+
+    @classmethod
+    def combine(cls, *managers: CallbackManager | None) -> CallbackManager:
+        """Return a manager dispatching to the handlers of ``managers`` in one order.
+
+        The order is by priority, then the managers' order, then each
+        manager's own order. The registrations (and so their stats) are
+        shared with the given managers, not copied.
+        """
+        present = [m for m in managers if m is not None and m._entries]
+        if len(present) == 1:
+            return present[0]
+        combined = cls()
+        ranked = []
+        for rank, manager in enumerate(present):
+            ranked.extend((-e.priority, rank, e.order, e) for e in manager._entries)
+        ranked.sort(key=lambda item: item[:3])
+        combined._entries = [item[3] for item in ranked]
+        return combined
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _replan(self) -> None:
+        plans: dict[EventType, tuple[HookCall, ...]] = {}
+        wants: dict[EventType, bool] = {}
+        for event_type in EventType:
+            calls = tuple(
+                e.calls[event_type]
+                for e in self._entries
+                if event_type in e.calls
+                and (
+                    e.calls[event_type].kind is not _DISPATCHER
+                    or e.calls[event_type].dispatcher.handles(event_type)
+                )
+            )
+            plans[event_type] = calls
+            wants[event_type] = any(
+                c.wants_event
+                or (c.kind is _DISPATCHER and c.dispatcher.wants_event(event_type))
+                for c in calls
+            )
+        self._plans = plans
+        self._wants = wants
+        self._plan_generation = current_generation()
+
+    def handles(self, event_type: EventType) -> bool:
+        """Return whether any registered handler reacts to ``event_type``."""
+        if self._plan_generation != current_generation():
+            self._replan()
+        return bool(self._plans[event_type])
+
+    def wants_event(self, event_type: EventType) -> bool:
+        """Return whether any handler (at any depth) asked for ``event=`` on ``event_type``."""
+        if self._plan_generation != current_generation():
+            self._replan()
+        return self._wants[event_type]
+
+    async def dispatch(
+        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
+    ) -> None:
+        """Call every handler of ``event_type`` in order, isolating their failures."""
+        if self._plan_generation != current_generation():
+            self._replan()
+        calls = self._plans[event_type]
+        if not calls:
+            return
+        if event is None and self._wants[event_type]:
+            event = event_from_args(event_type, args)
+        observed = bool(_hook_observers)
+        for call in calls:
+            start = perf_counter()
+            try:
+                kind = call.kind
+                if kind is _ASYNC:
+                    await call.fn(*args)
+                elif kind is _SYNC:
+                    call.fn(*args)
+                elif kind is _DISPATCHER:
+                    await call.fn(event_type, args, event)
+                else:
+                    await _invoke_general(call, args, event)
+            except Exception as exc:
+                self._failed(call, exc, event, perf_counter() - start)
+                continue
+            stats = call.stats
+            stats.calls += 1
+            elapsed = perf_counter() - start
+            stats.seconds += elapsed
+            if observed:
+                _notify_observers(call, elapsed, None)
+
+    def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> None:
+        stats = call.stats
+        stats.calls += 1
+        stats.seconds += elapsed
+        timed_out = isinstance(exc, HandlerTimeoutError)
+        if timed_out:
+            stats.timeouts += 1
+        else:
+            stats.errors += 1
+        _notify_observers(call, elapsed, exc)
+        if call.raise_error or must_propagate(exc):
+            _mark_propagating(exc)
+            raise exc
+        run_id = event.run_id if event is not None else run_id_for_logs()
+        what = "timed out" if timed_out else f"raised {type(exc).__name__}: {exc}"
+        logger.opt(exception=None if timed_out else exc).bind(
+            handler=call.label, event_type=call.event_type.value, run_id=run_id
+        ).error(
+            "Callback {handler} {what} on {event_type} (run {run_id}); isolated, dispatch goes on",
+            handler=call.label,
+            what=what,
+            event_type=call.event_type.value,
+            run_id=run_id or "-",
+        )
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Deliver everything buffered by the handlers (batches, background queues)."""
+        await self._call_closers("flush")
+
+    async def aclose(self) -> None:
+        """Flush, then release every handler's resources (timers, tasks, connections)."""
+        await self._call_closers("flush")
+        await self._call_closers("aclose")
+
+    async def _call_closers(self, name: str) -> None:
+        for entry in list(self._entries):
+            if name not in entry.closers and not isinstance(entry.handler, Dispatcher):
+                continue
+            try:
+                await getattr(entry.handler, name)()
+            except Exception as exc:
+                if entry.handler.raise_error or must_propagate(exc):
+                    _mark_propagating(exc)
+                    raise
+                logger.opt(exception=exc).error(
+                    "Callback {handler}.{method}() raised {error}; isolated",
+                    handler=type(entry.handler).__name__,
+                    method=name,
+                    error=repr(exc),
+                )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        names = ", ".join(type(h).__name__ for h in self.handlers)
+        return f"{type(self).__name__}([{names}])"
+
+
+def _notify_observers(call: HookCall, elapsed: float, error: BaseException | None) -> None:
+    for observer in tuple(_hook_observers):
+        try:
+            observer(call, elapsed, error)
+        except Exception as exc:  # an observer must not break dispatch
+            logger.opt(exception=exc).warning("hook observer {!r} failed", observer)
+
+
+class PriorityCallbackManager(CallbackManager):
+    """The same as ``CallbackManager``; priorities are built in. Kept as a name."""
+
+
+def as_manager(
+    callbacks: BaseCallbackHandler | Iterable[BaseCallbackHandler] | Mapping[Any, Any] | None,
+    *,
+    where: str,
+) -> CallbackManager | None:
+    """Normalise ``callbacks=`` (a handler, a list of them, or a manager) to a manager.
+
+    Raises:
+        TypeError: naming ``where`` and the offending value.
+    """
+    if callbacks is None:
+        return None
+    if isinstance(callbacks, CallbackManager):
+        return callbacks
+    if isinstance(callbacks, BaseCallbackHandler):
+        return CallbackManager([callbacks])
+    if isinstance(callbacks, Mapping) or isinstance(callbacks, str | bytes):
+        msg = (
+            f"{where} takes a handler, a list of handlers or a CallbackManager, "
+            f"got {callbacks!r}"
+        )
+        raise TypeError(msg)
+    try:
+        items = list(callbacks)
+    except TypeError:
+        check_handler(callbacks)  # raises the helpful message
+        raise
+    manager = CallbackManager()
+    for i, item in enumerate(items):
+        try:
+            manager.add_handler(item)
+        except TypeError as exc:
+            msg = f"{where}[{i}]: {exc}"
+            raise TypeError(msg) from None
+    return manager

@@ -1,0 +1,217 @@
+"""Dispatch plans: pure, synchronous decisions about which handler methods run, and how.
+
+When a handler is added, each of its ``on_*`` overrides is inspected once and
+turned into a ``HookCall``: the bound method, whether it is async, whether it
+wants ``event=``, its timeout and thread settings, and its stats record.
+``build_plan`` orders the calls of many entries for one event type. Nothing
+here awaits; the manager drives the result.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Final
+
+from flowhooks._events import EVENT_ARGS, EventType
+from flowhooks._handler import BaseCallbackHandler
+
+if TYPE_CHECKING:
+    from flowhooks._dispatcher import Dispatcher
+
+
+class CallKind(IntEnum):
+    """How the manager invokes one hook; decided once per hook when it is added."""
+
+    ASYNC = 0  # await fn(*args)
+    SYNC = 1  # fn(*args), inline on the loop
+    DISPATCHER = 2  # a nested manager or composite: await dispatcher.dispatch(...)
+    GENERAL = 3  # needs event=, a timeout or a worker thread
+
+
+@dataclass(slots=True)
+class HookStats:
+    """Counters for one handler and one event type."""
+
+    calls: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class HookCall:
+    """One handler method, ready to be invoked for one event type."""
+
+    handler: BaseCallbackHandler
+    label: str
+    event_type: EventType
+    fn: Callable[..., Any]
+    kind: CallKind
+    is_async: bool
+    wants_event: bool
+    raise_error: bool
+    timeout: float | None
+    in_thread: bool
+    stats: HookStats = field(default_factory=HookStats)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The nested dispatcher, for ``CallKind.DISPATCHER`` calls."""
+        return self.handler  # type: ignore[return-value]
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """A handler registered with one manager: its priority, order and hook calls."""
+
+    handler: BaseCallbackHandler
+    label: str
+    priority: int
+    order: int
+    calls: dict[EventType, HookCall]
+    closers: tuple[str, ...]  # "flush" / "aclose" when overridden
+
+
+def _overrides(handler: BaseCallbackHandler, name: str) -> bool:
+    if name in getattr(handler, "__dict__", {}):
+        return True
+    return getattr(type(handler), name, None) is not getattr(BaseCallbackHandler, name)
+
+
+def _accepts_event(sig: inspect.Signature) -> bool:
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return True
+        if p.name == "event" and p.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            return True
+    return False
+
+
+def _describe(handler: BaseCallbackHandler, method: str) -> str:
+    return f"{type(handler).__name__}.{method}"
+
+
+def inspect_hook(handler: BaseCallbackHandler, event_type: EventType, label: str) -> HookCall:
+    """Check one overridden method's signature and turn it into a ``HookCall``.
+
+    Raises:
+        TypeError: when the method cannot take the event's documented
+            positional arguments, saying which arguments it must accept.
+    """
+    method_name = event_type.method_name
+    fn = getattr(handler, method_name)
+    if not callable(fn):
+        msg = f"{_describe(handler, method_name)} must be a method, got {fn!r}"
+        raise TypeError(msg)
+    arg_names = EVENT_ARGS[event_type]
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        sig = None
+    wants_event = sig is not None and _accepts_event(sig)
+    if sig is not None:
+        try:
+            if wants_event:
+                sig.bind(*arg_names, event=None)
+            else:
+                sig.bind(*arg_names)
+        except TypeError as exc:
+            expected = ", ".join(arg_names)
+            msg = (
+                f"{_describe(handler, method_name)}{sig} cannot be called with the "
+                f"arguments of the {event_type.value!r} event ({expected}): {exc}. "
+                f"Define it as `def {method_name}(self, {expected})`, optionally "
+                "with a keyword-only `event` parameter to receive the full Event."
+            )
+            raise TypeError(msg) from None
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+    timeout = getattr(handler, "timeout", None)
+    in_thread = bool(getattr(handler, "run_in_thread", False)) and not is_async
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        msg = (
+            f"{type(handler).__name__}.timeout must be a positive number of seconds "
+            f"or None, got {timeout!r}"
+        )
+        raise TypeError(msg)
+    if wants_event or in_thread or (timeout is not None and is_async):
+        kind = CallKind.GENERAL
+    else:
+        kind = CallKind.ASYNC if is_async else CallKind.SYNC
+    return HookCall(
+        handler=handler,
+        label=label,
+        event_type=event_type,
+        fn=fn,
+        kind=kind,
+        is_async=is_async,
+        wants_event=wants_event,
+        raise_error=bool(getattr(handler, "raise_error", False)),
+        timeout=float(timeout) if timeout is not None else None,
+        in_thread=in_thread,
+    )
+
+
+def check_handler(handler: object) -> BaseCallbackHandler:
+    """Return ``handler`` if it is a handler instance, else raise a helpful ``TypeError``."""
+    if isinstance(handler, BaseCallbackHandler):
+        return handler
+    if isinstance(handler, type) and issubclass(handler, BaseCallbackHandler):
+        msg = (
+            f"expected a BaseCallbackHandler instance, got the class {handler.__name__}; "
+            f"did you mean {handler.__name__}()?"
+        )
+        raise TypeError(msg)
+    msg = (
+        f"expected a BaseCallbackHandler instance, got {handler!r} "
+        f"({type(handler).__name__}); subclass flowhooks.BaseCallbackHandler and "
+        "override the on_* methods you need"
+    )
+    raise TypeError(msg)
+
+
+def make_entry(
+    handler: BaseCallbackHandler, *, priority: int, order: int, label: str
+) -> Entry:
+    """Inspect ``handler`` once: which events it handles and how each is called."""
+    from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
+
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        msg = f"priority must be an int (higher runs first), got {priority!r}"
+        raise TypeError(msg)
+    calls: dict[EventType, HookCall] = {}
+    for event_type in EventType:
+        if isinstance(handler, Dispatcher):
+            calls[event_type] = HookCall(
+                handler=handler,
+                label=label,
+                event_type=event_type,
+                fn=handler.dispatch,
+                kind=CallKind.DISPATCHER,
+                is_async=True,
+                wants_event=False,
+                raise_error=bool(handler.raise_error),
+                timeout=None,
+                in_thread=False,
+            )
+        elif _overrides(handler, event_type.method_name):
+            calls[event_type] = inspect_hook(handler, event_type, label)
+    closers = tuple(name for name in ("flush", "aclose") if _overrides(handler, name))
+    return Entry(handler=handler, label=label, priority=priority, order=order, calls=calls, closers=closers)
+
+
+def build_plan(entries: Iterable[Entry], event_type: EventType) -> tuple[HookCall, ...]:
+    """Return the calls to make for ``event_type``: highest priority first, ties in order."""
+    ordered = sorted(entries, key=lambda e: (-e.priority, e.order))
+    return tuple(e.calls[event_type] for e in ordered if event_type in e.calls)
+
+
+def sort_entries(entries: Sequence[Entry]) -> list[Entry]:
+    """Return ``entries`` in dispatch order: priority descending, then registration order."""
+    return sorted(entries, key=lambda e: (-e.priority, e.order))

@@ -1,0 +1,235 @@
+"""What a run produces and what its code can see: ``RunResult``, ``NodeResult``, ``RunContext``.
+
+``NodeResult`` is a slotted class (one per node per run, on the hot path);
+timestamps are kept as epoch floats and turned into UTC datetimes on access.
+``RunResult`` is a dataclass with a never-failing ``to_dict()`` for webhooks
+and history.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from flowhooks._errors import WorkflowCancelled, WorkflowFailed
+from flowhooks._events import ErrorInfo, NodeStatus, RunStatus
+from flowhooks._serialize import to_jsonable
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class NodeResult:
+    """The outcome of one node within one run.
+
+    Attributes:
+        node_id: the node's name.
+        status: ``pending``, ``running``, ``succeeded``, ``failed``,
+            ``skipped`` or ``cancelled``.
+        attempts: how many attempts started (0 for a skipped node).
+        output: the return value, when it succeeded.
+        error: the last attempt's ``ErrorInfo``, when it failed.
+    """
+
+    __slots__ = ("_ended", "_started", "attempts", "duration", "error", "node_id", "output", "status")
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.status: NodeStatus = NodeStatus.PENDING
+        self.attempts = 0
+        self.output: Any = None
+        self.error: ErrorInfo | None = None
+        self.duration: float | None = None
+        self._started: float | None = None
+        self._ended: float | None = None
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the first attempt started (UTC)."""
+        return _dt(self._started)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the node reached its final status (UTC)."""
+        return _dt(self._ended)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the node's result as JSON-ready data (never raises)."""
+        return {
+            "node_id": self.node_id,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "started_at": self.started_at.isoformat() if self._started else None,
+            "ended_at": self.ended_at.isoformat() if self._ended else None,
+            "duration": self.duration,
+            "output": to_jsonable(self.output),
+            "error": self.error.model_dump(mode="json") if self.error else None,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"NodeResult(node_id={self.node_id!r}, status={self.status.value!r}, "
+            f"attempts={self.attempts}, duration={self.duration!r})"
+        )
+
+
+@dataclass(eq=False)
+class RunResult:
+    """The outcome of one run; ``run`` returns it instead of raising.
+
+    Call ``raise_for_status()`` to turn a failed or cancelled run into an
+    exception.
+    """
+
+    run_id: str
+    workflow_name: str
+    status: RunStatus
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    nodes: dict[str, NodeResult]
+    error: ErrorInfo | None = None
+    final_node: str | None = None
+    cancel_reason: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration: float = 0.0
+    parent_run_id: str | None = None
+    resource_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the run succeeded."""
+        return self.status is RunStatus.SUCCEEDED
+
+    def raise_for_status(self) -> RunResult:
+        """Return ``self`` when the run succeeded, else raise.
+
+        Raises:
+            WorkflowFailed: the run failed; the failing exception is its ``__cause__``.
+            WorkflowCancelled: the run was cancelled.
+        """
+        if self.status is RunStatus.FAILED:
+            where = f" at node {self.final_node!r}" if self.final_node else ""
+            detail = f": {self.error.type}: {self.error.message}" if self.error else ""
+            msg = f"workflow {self.workflow_name!r} run {self.run_id} failed{where}{detail}"
+            cause = self.error.exception if self.error else None
+            raise WorkflowFailed(msg, self) from cause
+        if self.status is RunStatus.CANCELLED:
+            reason = f": {self.cancel_reason}" if self.cancel_reason else ""
+            msg = f"workflow {self.workflow_name!r} run {self.run_id} was cancelled{reason}"
+            raise WorkflowCancelled(msg, self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as JSON-ready data (payloads capped, never raises)."""
+        return {
+            "run_id": self.run_id,
+            "workflow_name": self.workflow_name,
+            "status": self.status.value,
+            "inputs": to_jsonable(self.inputs),
+            "outputs": to_jsonable(self.outputs),
+            "error": self.error.model_dump(mode="json") if self.error else None,
+            "nodes": {name: n.to_dict() for name, n in self.nodes.items()},
+            "final_node": self.final_node,
+            "cancel_reason": self.cancel_reason,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat(),
+            "duration": self.duration,
+            "parent_run_id": self.parent_run_id,
+            "resource_id": self.resource_id,
+            "metadata": to_jsonable(self.metadata),
+        }
+
+
+class RunContext:
+    """What code running inside a run can see: ``flowhooks.current_run()`` returns it.
+
+    Attributes:
+        run_id: the run's unique id (also ``workflow_id`` in events).
+        workflow_name: the workflow's definition name.
+        parent_run_id: the parent run's id, for sub-workflow runs.
+        resource_id: the caller-supplied tenant/user id.
+        metadata: the caller-supplied run headers.
+        inputs: the run's inputs (read-only view).
+        started_at: when the run started (UTC).
+        logger: a loguru logger bound with ``run_id`` and ``workflow_name``.
+        result: the ``RunResult``, set once the run has ended (visible to
+            ``workflow_end`` handlers); ``None`` before.
+    """
+
+    __slots__ = (
+        "_emit",
+        "_inputs",
+        "_outputs",
+        "inputs",
+        "logger",
+        "metadata",
+        "parent_run_id",
+        "resource_id",
+        "result",
+        "run_id",
+        "started_at",
+        "workflow_name",
+    )
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow_name: str,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        emit: Callable[[str, Any], Awaitable[None]],
+        logger: Logger,
+        started_at: datetime,
+        parent_run_id: str | None = None,
+        resource_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_name = workflow_name
+        self.parent_run_id = parent_run_id
+        self.resource_id = resource_id
+        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self._inputs = inputs
+        self.inputs: Mapping[str, Any] = MappingProxyType(inputs)
+        self._outputs = outputs
+        self._emit = emit
+        self.logger = logger
+        self.started_at = started_at
+        self.result: RunResult | None = None
+
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        """Read-only view of the outputs of the nodes that have succeeded so far."""
+        return MappingProxyType(self._outputs)
+
+    def get_init_data(self) -> dict[str, Any]:
+        """Return a copy of the run's inputs, safe to modify."""
+        try:
+            return copy.deepcopy(self._inputs)
+        except Exception:  # inputs that cannot be deep-copied: a shallow copy
+            return dict(self._inputs)
+
+    async def emit(self, name: str, data: Any = None) -> None:
+        """Send a custom event (``on_custom_event(name, data)``) to the run's handlers.
+
+        Raises:
+            TypeError: when ``name`` is not a non-empty string.
+        """
+        if not isinstance(name, str) or not name:
+            msg = f"emit() needs a non-empty event name, got {name!r}"
+            raise TypeError(msg)
+        await self._emit(name, data)
+
+    def __repr__(self) -> str:
+        return f"RunContext(run_id={self.run_id!r}, workflow_name={self.workflow_name!r})"
