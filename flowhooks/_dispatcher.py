@@ -69,7 +69,10 @@ class Dispatcher(BaseCallbackHandler):
         names = etype.arg_names
         values = list(args)
         if len(values) > len(names):
-            msg = f"{etype.method_name} takes {len(names)} arguments ({', '.join(names)}), got {len(values)}"
+            msg = (
+                f"{etype.method_name} takes {len(names)} arguments "
+                f"({', '.join(names)}), got {len(values)}"
+            )
             raise TypeError(msg)
         for name in names[len(values) :]:
             if name not in kwargs:
@@ -110,7 +113,9 @@ class Dispatcher(BaseCallbackHandler):
         """Dispatch ``node_start`` to the handlers."""
         await self._shortcut(EventType.NODE_START, (node_id, input_data), event)
 
-    async def on_node_end(self, node_id: str, output_data: Any, *, event: Event | None = None) -> None:
+    async def on_node_end(
+        self, node_id: str, output_data: Any, *, event: Event | None = None
+    ) -> None:
         """Dispatch ``node_end`` to the handlers."""
         await self._shortcut(EventType.NODE_END, (node_id, output_data), event)
 

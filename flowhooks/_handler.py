@@ -57,4 +57,3 @@ class BaseCallbackHandler:
 
     async def aclose(self) -> None:
         """Release resources (connections, tasks). Called by ``manager.aclose()``."""
-

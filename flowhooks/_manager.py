@@ -11,6 +11,7 @@ on, unless the handler set ``raise_error``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
@@ -67,10 +68,8 @@ _PROPAGATE: Final = "__flowhooks_propagate__"
 
 
 def _mark_propagating(exc: BaseException) -> None:
-    try:
+    with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
         setattr(exc, _PROPAGATE, True)
-    except (AttributeError, TypeError):  # exceptions with __slots__: nothing to mark
-        pass
 
 
 def must_propagate(exc: BaseException) -> bool:
@@ -139,9 +138,7 @@ class CallbackManager(Dispatcher):
             msg = "cannot add a CallbackManager to itself"
             raise ValueError(msg)
         label = self._label_for(checked)
-        self._entries.append(
-            make_entry(checked, priority=priority, order=self._order, label=label)
-        )
+        self._entries.append(make_entry(checked, priority=priority, order=self._order, label=label))
         self._order += 1
         self._entries = sort_entries(self._entries)
         bump_generation()
@@ -158,10 +155,7 @@ class CallbackManager(Dispatcher):
                 bump_generation()
                 return
         registered = ", ".join(e.handler.__class__.__name__ for e in self._entries) or "none"
-        msg = (
-            f"{handler!r} is not registered with this CallbackManager "
-            f"(registered: {registered})"
-        )
+        msg = f"{handler!r} is not registered with this CallbackManager (registered: {registered})"
         raise ValueError(msg)
 
     @property
@@ -205,7 +199,7 @@ class CallbackManager(Dispatcher):
         if len(present) == 1:
             return present[0]
         combined = cls()
-        ranked = []
+        ranked: list[tuple[int, int, int, Entry]] = []
         for rank, manager in enumerate(present):
             ranked.extend((-e.priority, rank, e.order, e) for e in manager._entries)
         ranked.sort(key=lambda item: item[:3])
@@ -229,8 +223,7 @@ class CallbackManager(Dispatcher):
             )
             plans[event_type] = calls
             wants[event_type] = any(
-                c.wants_event
-                or (c.kind is _DISPATCHER and c.dispatcher.wants_event(event_type))
+                c.wants_event or (c.kind is _DISPATCHER and c.dispatcher.wants_event(event_type))
                 for c in calls
             )
         self._plans = plans
@@ -380,11 +373,8 @@ def as_manager(
         return callbacks
     if isinstance(callbacks, BaseCallbackHandler):
         return CallbackManager([callbacks])
-    if isinstance(callbacks, Mapping) or isinstance(callbacks, str | bytes):
-        msg = (
-            f"{where} takes a handler, a list of handlers or a CallbackManager, "
-            f"got {callbacks!r}"
-        )
+    if isinstance(callbacks, Mapping | str | bytes):
+        msg = f"{where} takes a handler, a list of handlers or a CallbackManager, got {callbacks!r}"
         raise TypeError(msg)
     try:
         items = list(callbacks)

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from flowhooks._events import EVENT_ARGS, EventType
 from flowhooks._handler import BaseCallbackHandler
@@ -176,9 +176,7 @@ def check_handler(handler: object) -> BaseCallbackHandler:
     raise TypeError(msg)
 
 
-def make_entry(
-    handler: BaseCallbackHandler, *, priority: int, order: int, label: str
-) -> Entry:
+def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label: str) -> Entry:
     """Inspect ``handler`` once: which events it handles and how each is called."""
     from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
 
@@ -203,7 +201,9 @@ def make_entry(
         elif _overrides(handler, event_type.method_name):
             calls[event_type] = inspect_hook(handler, event_type, label)
     closers = tuple(name for name in ("flush", "aclose") if _overrides(handler, name))
-    return Entry(handler=handler, label=label, priority=priority, order=order, calls=calls, closers=closers)
+    return Entry(
+        handler=handler, label=label, priority=priority, order=order, calls=calls, closers=closers
+    )
 
 
 def build_plan(entries: Iterable[Entry], event_type: EventType) -> tuple[HookCall, ...]:

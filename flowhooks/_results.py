@@ -27,6 +27,10 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
 class NodeResult:
     """The outcome of one node within one run.
 
@@ -39,7 +43,16 @@ class NodeResult:
         error: the last attempt's ``ErrorInfo``, when it failed.
     """
 
-    __slots__ = ("_ended", "_started", "attempts", "duration", "error", "node_id", "output", "status")
+    __slots__ = (
+        "_ended",
+        "_started",
+        "attempts",
+        "duration",
+        "error",
+        "node_id",
+        "output",
+        "status",
+    )
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -67,8 +80,8 @@ class NodeResult:
             "node_id": self.node_id,
             "status": self.status.value,
             "attempts": self.attempts,
-            "started_at": self.started_at.isoformat() if self._started else None,
-            "ended_at": self.ended_at.isoformat() if self._ended else None,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
             "duration": self.duration,
             "output": to_jsonable(self.output),
             "error": self.error.model_dump(mode="json") if self.error else None,

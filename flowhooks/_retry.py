@@ -1,0 +1,89 @@
+"""One retry policy for the whole package: exponential backoff with optional full jitter.
+
+Used by ``RetryingCallback``, ``BatchedCallback`` and the HTTP handlers. The
+core depends only on pydantic and loguru, so this small policy lives here
+rather than pulling in a retry library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry.
+
+    Attributes:
+        attempts: total tries, the first included (1 means no retry).
+        backoff: delay before the second try, in seconds; doubles each time.
+        max_backoff: cap on any single delay.
+        jitter: when true, each delay is drawn uniformly from ``[0, delay]``
+            ("full jitter") so that many failing callers do not retry in step.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 10.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or self.attempts < 1
+        ):
+            msg = f"attempts must be an int >= 1 (total tries), got {self.attempts!r}"
+            raise ValueError(msg)
+        if self.backoff < 0 or self.max_backoff < 0:
+            msg = (
+                f"backoff and max_backoff must be >= 0 seconds, "
+                f"got backoff={self.backoff!r}, max_backoff={self.max_backoff!r}"
+            )
+            raise ValueError(msg)
+
+    def delay(self, retry_number: int) -> float:
+        """Return the wait before retry ``retry_number`` (1 for the first retry)."""
+        delay = min(self.backoff * 2 ** (retry_number - 1), self.max_backoff)
+        return random.uniform(0, delay) if self.jitter else delay
+
+
+async def retry_async(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    retry_on: Callable[[Exception], bool] = lambda exc: True,
+    on_retry: Callable[[int, Exception, float], None] | None = None,
+) -> T:
+    """Await ``attempt()`` until it succeeds or ``policy.attempts`` tries are used.
+
+    Args:
+        attempt: makes one try; called anew for each.
+        policy: how many tries and how long to wait between them.
+        retry_on: whether an exception is worth another try; others raise at once.
+        on_retry: told ``(retry_number, exception, delay)`` before each wait.
+
+    Returns:
+        The first successful result.
+
+    Raises:
+        Exception: the last try's exception, when every try failed.
+    """
+    retry_number = 0
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            retry_number += 1
+            if retry_number >= policy.attempts or not retry_on(exc):
+                raise
+            delay = policy.delay(retry_number)
+            if on_retry is not None:
+                on_retry(retry_number, exc, delay)
+            await asyncio.sleep(delay)
