@@ -7,6 +7,7 @@ fall back to ``repr()`` and very large ones are capped (see ``_serialize``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, KeysView
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FieldSerializationInfo,
+    ValidationError,
     field_serializer,
     model_validator,
 )
@@ -187,13 +189,18 @@ class Event(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _revive_error_payload(cls, data: Any) -> Any:
-        """Turn a serialised error payload back into an ``ErrorInfo`` on validation."""
+        """Turn a serialised error payload back into an ``ErrorInfo`` on validation.
+
+        A dict that is not a serialised ``ErrorInfo`` (a hand-made, dict-shaped
+        error payload) is kept as it is.
+        """
         if (
             isinstance(data, dict)
             and data.get("type") in (EventType.ERROR, "error")
             and isinstance(data.get("payload"), dict)
         ):
-            data = {**data, "payload": ErrorInfo.model_validate(data["payload"])}
+            with contextlib.suppress(ValidationError):
+                data = {**data, "payload": ErrorInfo.model_validate(data["payload"])}
         return data
 
     @field_serializer("metadata", "payload", when_used="json")
