@@ -1,0 +1,317 @@
+"""Tests for dispatch plans: signature checks at add time, event= detection, ordering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowhooks import BaseCallbackHandler, CallbackManager, Event, EventType
+from flowhooks._plan import build_plan, make_entry
+
+# -- signature checks -----------------------------------------------------------------
+
+
+class TooFewArgs(BaseCallbackHandler):
+    async def on_node_start(self, node_id):  # type: ignore[override]
+        pass
+
+
+class ExtraRequiredArg(BaseCallbackHandler):
+    def on_node_end(self, node_id, output_data, extra):  # type: ignore[override]
+        pass
+
+
+class NoArgsOnError(BaseCallbackHandler):
+    async def on_error(self):  # type: ignore[override]
+        pass
+
+
+class RequiredKeywordOnly(BaseCallbackHandler):
+    async def on_workflow_start(self, workflow_id, input_data, *, strict):  # type: ignore[override]
+        pass
+
+
+@pytest.mark.parametrize(
+    ("handler_cls", "method", "expected"),
+    [
+        (TooFewArgs, "TooFewArgs.on_node_start", "node_id, input_data"),
+        (ExtraRequiredArg, "ExtraRequiredArg.on_node_end", "node_id, output_data"),
+        (NoArgsOnError, "NoArgsOnError.on_error", "error_info"),
+        (RequiredKeywordOnly, "RequiredKeywordOnly.on_workflow_start", "workflow_id, input_data"),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else None,
+)
+def test_bad_signature_rejected_at_add_time(handler_cls: type, method: str, expected: str) -> None:
+    """add_handler raises TypeError naming the method and the arguments it must take."""
+    manager = CallbackManager()
+    with pytest.raises(TypeError) as info:
+        manager.add_handler(handler_cls())
+    message = str(info.value)
+    assert method in message
+    assert f"({expected})" in message
+    assert manager.handlers == ()
+
+
+def test_bad_signature_rejected_by_constructor() -> None:
+    """CallbackManager([...]) checks signatures like add_handler does."""
+    with pytest.raises(TypeError, match="on_node_start"):
+        CallbackManager([TooFewArgs()])
+
+
+class Flexible(BaseCallbackHandler):
+    async def on_node_start(self, *args):  # type: ignore[override]
+        pass
+
+    def on_node_end(self, node_id, output_data, extra=None):  # type: ignore[override]
+        pass
+
+    async def on_error(self, error_info, /):  # type: ignore[override]
+        pass
+
+    def on_custom_event(self, *args, **kwargs):  # type: ignore[override]
+        pass
+
+
+def test_compatible_signatures_accepted() -> None:
+    """*args, extra defaulted parameters and positional-only parameters are accepted."""
+    manager = CallbackManager([Flexible()])
+    assert len(manager.handlers) == 1
+
+
+def test_non_callable_hook_rejected() -> None:
+    """An on_* attribute that is not callable is a TypeError naming it."""
+
+    class NotAMethod(BaseCallbackHandler):
+        on_node_start = 5  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"NotAMethod\.on_node_start must be a method"):
+        CallbackManager([NotAMethod()])
+
+
+@pytest.mark.parametrize("timeout", [0, -1, True, "5"], ids=repr)
+def test_invalid_timeout_rejected(timeout: object) -> None:
+    """A handler timeout that is not a positive number is rejected when it is added."""
+
+    class Slow(BaseCallbackHandler):
+        async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+            pass
+
+    Slow.timeout = timeout  # type: ignore[assignment]
+    with pytest.raises(TypeError, match=r"Slow\.timeout must be a positive number"):
+        CallbackManager([Slow()])
+
+
+@pytest.mark.parametrize("priority", ["high", 1.5, None, True], ids=repr)
+def test_invalid_priority_rejected(priority: object) -> None:
+    """add_handler rejects a priority that is not an int."""
+    with pytest.raises(TypeError, match="priority must be an int"):
+        CallbackManager().add_handler(Flexible(), priority=priority)  # type: ignore[arg-type]
+
+
+# -- event= detection -----------------------------------------------------------------
+
+
+class Seen(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+
+class KeywordOnlyEvent(Seen):
+    async def on_node_start(self, node_id, input_data, *, event):  # type: ignore[override]
+        self.calls.append(("node_start", (node_id, input_data), {"event": event}))
+
+
+class VarKeywords(Seen):
+    def on_node_end(self, node_id, output_data, **kwargs):  # type: ignore[override]
+        self.calls.append(("node_end", (node_id, output_data), kwargs))
+
+
+class NoEvent(Seen):
+    async def on_node_start(self, node_id, input_data, *extra, **nothing):  # type: ignore[override]
+        self.calls.append(("node_start", (node_id, input_data, *extra), nothing))
+
+
+class PlainNoEvent(Seen):
+    def on_node_start(self, node_id, input_data):  # type: ignore[override]
+        self.calls.append(("node_start", (node_id, input_data), {}))
+
+
+async def test_keyword_only_event_receives_full_event() -> None:
+    """A method with keyword-only `event` gets the Event as event=."""
+    handler = KeywordOnlyEvent()
+    await CallbackManager([handler]).trigger("node_start", node_id="a", input_data={"x": 1})
+    [(_, args, kwargs)] = handler.calls
+    assert args == ("a", {"x": 1})
+    event = kwargs["event"]
+    assert isinstance(event, Event)
+    assert event.type == "node_start"
+    assert event.node_id == "a"
+    assert event.payload == {"x": 1}
+
+
+async def test_var_keywords_receive_event() -> None:
+    """A method with **kwargs gets the Event as kwargs['event'] and nothing else."""
+    handler = VarKeywords()
+    await CallbackManager([handler]).trigger("node_end", node_id="a", output_data=3)
+    [(_, args, kwargs)] = handler.calls
+    assert args == ("a", 3)
+    assert list(kwargs) == ["event"]
+    assert kwargs["event"].payload == 3
+
+
+async def test_method_without_event_gets_positional_arguments_only() -> None:
+    """A method that does not declare `event` is called with the positional arguments alone."""
+    handler = PlainNoEvent()
+    await CallbackManager([handler]).trigger("node_start", node_id="a", input_data={})
+    assert handler.calls == [("node_start", ("a", {}), {})]
+
+
+def test_event_wanted_is_decided_once_per_hook() -> None:
+    """The plan records, per hook, whether it wants event= when the handler is added."""
+    entry = make_entry(KeywordOnlyEvent(), priority=0, order=0, label="k")
+    assert entry.calls[EventType.NODE_START].wants_event is True
+    entry = make_entry(PlainNoEvent(), priority=0, order=0, label="p")
+    assert entry.calls[EventType.NODE_START].wants_event is False
+    entry = make_entry(VarKeywords(), priority=0, order=0, label="v")
+    assert entry.calls[EventType.NODE_END].wants_event is True
+
+
+def test_manager_wants_event_only_when_a_handler_asks() -> None:
+    """A manager builds Events only for event types some handler asked event= for."""
+    manager = CallbackManager([PlainNoEvent(), KeywordOnlyEvent()])
+    assert manager.wants_event(EventType.NODE_START) is True
+    assert manager.wants_event(EventType.NODE_END) is False
+    assert CallbackManager([PlainNoEvent()]).wants_event(EventType.NODE_START) is False
+
+
+# -- non-overridden methods -----------------------------------------------------------
+
+
+class OnlyNodeEnd(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.ends: list[str] = []
+
+    async def on_node_end(self, node_id, output_data):  # type: ignore[override]
+        self.ends.append(node_id)
+
+
+async def test_non_overridden_methods_are_never_called() -> None:
+    """Events a handler does not override are not in its plan and cost no call."""
+    handler = OnlyNodeEnd()
+    manager = CallbackManager([handler])
+    for event_type in ("workflow_start", "node_start", "custom_event"):
+        assert not manager.handles(EventType(event_type))
+    await manager.trigger("node_start", node_id="a", input_data={})
+    await manager.trigger("node_end", node_id="a", output_data=1)
+    assert handler.ends == ["a"]
+    assert set(manager.stats["OnlyNodeEnd"]) == {EventType.NODE_END}
+    assert manager.stats["OnlyNodeEnd"][EventType.NODE_END].calls == 1
+
+
+def test_plan_skips_handlers_without_override() -> None:
+    """build_plan holds only the hooks of handlers that override the event."""
+    entries = [
+        make_entry(OnlyNodeEnd(), priority=0, order=0, label="a"),
+        make_entry(PlainNoEvent(), priority=0, order=1, label="b"),
+    ]
+    assert [c.label for c in build_plan(entries, EventType.NODE_END)] == ["a"]
+    assert [c.label for c in build_plan(entries, EventType.NODE_START)] == ["b"]
+    assert build_plan(entries, EventType.ERROR) == ()
+
+
+async def test_instance_attribute_override_counts() -> None:
+    """A hook assigned on the instance (not the class) is found and called."""
+    handler = BaseCallbackHandler()
+    seen: list[str] = []
+
+    async def on_custom_event(name: str, data: Any) -> None:
+        seen.append(name)
+
+    handler.on_custom_event = on_custom_event  # type: ignore[method-assign]
+    await CallbackManager([handler]).trigger("custom_event", name="ping", data=None)
+    assert seen == ["ping"]
+
+
+def test_inherited_override_counts() -> None:
+    """A hook overridden by a parent class is in the plan of a subclass."""
+
+    class Child(OnlyNodeEnd):
+        pass
+
+    entry = make_entry(Child(), priority=0, order=0, label="c")
+    assert set(entry.calls) == {EventType.NODE_END}
+
+
+def test_closers_recorded_only_when_overridden() -> None:
+    """flush/aclose are recorded for a handler only when it overrides them."""
+
+    class Closing(BaseCallbackHandler):
+        async def aclose(self) -> None:
+            pass
+
+    assert make_entry(Closing(), priority=0, order=0, label="c").closers == ("aclose",)
+    assert make_entry(OnlyNodeEnd(), priority=0, order=0, label="o").closers == ()
+
+
+# -- ordering (hypothesis) ------------------------------------------------------------
+
+
+class Tagged(BaseCallbackHandler):
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+
+    async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+        pass
+
+
+class TaggedIgnoring(BaseCallbackHandler):
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+
+    async def on_node_end(self, node_id, output_data):  # type: ignore[override]
+        pass
+
+
+def _expected_order(priorities: list[int]) -> list[int]:
+    return sorted(range(len(priorities)), key=lambda i: -priorities[i])
+
+
+@given(st.lists(st.integers(-3, 3), max_size=20))
+def test_plan_is_stable_by_priority(priorities: list[int]) -> None:
+    """Higher priority first; equal priorities keep registration order."""
+    manager = CallbackManager()
+    for tag, priority in enumerate(priorities):
+        manager.add_handler(Tagged(tag), priority=priority)
+    expected = _expected_order(priorities)
+    assert [h.tag for h in manager.handlers] == expected  # type: ignore[attr-defined]
+    entries = [
+        make_entry(Tagged(t), priority=p, order=t, label=str(t)) for t, p in enumerate(priorities)
+    ]
+    assert [int(c.label) for c in build_plan(entries, EventType.NODE_START)] == expected
+
+
+@given(st.lists(st.tuples(st.integers(-2, 2), st.booleans()), max_size=15))
+def test_plan_keeps_only_overriding_handlers_in_order(specs: list[tuple[int, bool]]) -> None:
+    """The plan for an event is the dispatch order restricted to the handlers that override it."""
+    entries = [
+        make_entry(Tagged(t) if overrides else TaggedIgnoring(t), priority=p, order=t, label=str(t))
+        for t, (p, overrides) in enumerate(specs)
+    ]
+    expected = [t for t in _expected_order([p for p, _ in specs]) if specs[t][1]]
+    assert [int(c.label) for c in build_plan(entries, EventType.NODE_START)] == expected
+
+
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=10), st.data())
+def test_removal_keeps_relative_order(priorities: list[int], data: st.DataObject) -> None:
+    """Removing a handler leaves the others in the same relative dispatch order."""
+    manager = CallbackManager()
+    handlers = [Tagged(t) for t in range(len(priorities))]
+    for handler, priority in zip(handlers, priorities, strict=True):
+        manager.add_handler(handler, priority=priority)
+    victim = data.draw(st.sampled_from(handlers))
+    manager.remove_handler(victim)
+    expected = [t for t in _expected_order(priorities) if t != victim.tag]
+    assert [h.tag for h in manager.handlers] == expected  # type: ignore[attr-defined]
