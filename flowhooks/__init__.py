@@ -7,6 +7,13 @@ in ``flowhooks.handlers``, test helpers in ``flowhooks.testing``.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from flowhooks._batching import BackgroundCallback, BatchedCallback
+from flowhooks._composites import (
+    ChainedCallback,
+    ConditionalCallback,
+    FilteringCallback,
+    RetryingCallback,
+)
 from flowhooks._context import current_run
 from flowhooks._errors import (
     CycleError,
@@ -23,8 +30,6 @@ from flowhooks._plan import HookStats
 from flowhooks._results import NodeResult, RunContext, RunResult
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
 
-# composites: exports
-
 # workflow and runners: exports
 
 try:
@@ -33,12 +38,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "BackgroundCallback",
     "BaseCallbackHandler",
+    "BatchedCallback",
     "CallbackManager",
+    "ChainedCallback",
+    "ConditionalCallback",
     "CycleError",
     "ErrorInfo",
     "Event",
     "EventType",
+    "FilteringCallback",
     "FlowhooksError",
     "HandlerTimeoutError",
     "HookStats",
@@ -46,6 +56,7 @@ __all__ = [
     "NodeResult",
     "NodeStatus",
     "PriorityCallbackManager",
+    "RetryingCallback",
     "RunContext",
     "RunResult",
     "RunStatus",
