@@ -91,7 +91,9 @@ class Dispatcher(BaseCallbackHandler):
             )
             raise TypeError(msg)
         argt = tuple(values)
-        if event is None and self.wants_event(etype):
+        # Event fields given by hand (run_id, ...) must reach the logs too, not only
+        # handlers that asked for event=; hand triggers are off the hot path.
+        if event is None and (fields or self.wants_event(etype)):
             event = event_from_args(etype, argt, **fields)
         await self.dispatch(etype, argt, event)
 
