@@ -1,0 +1,99 @@
+"""Command line: ``python -m benchmarks [--quick] [--output-dir DIR] [--only PATTERN]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import composites, dispatch, runner
+from benchmarks._harness import Result, Settings, measure, quiet_logging, select
+from benchmarks._report import evaluate, machine_info, write_reports
+
+DEFAULT_OUTPUT = Path(__file__).parent / "results"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark flowhooks against in-process floors and peer libraries.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke check: few rounds, small sizes; checks every case ran and every event "
+        "arrived, asserts nothing about speed",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="where latest.md and latest.json go (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--only", metavar="PATTERN", help="run only cases whose name matches this regex"
+    )
+    parser.add_argument("--rounds", type=int, help="override the number of rounds")
+    return parser.parse_args(argv)
+
+
+async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, Any], list[str]]:
+    quick = args.quick
+    settings = Settings(
+        rounds=args.rounds or (3 if quick else 20),
+        sample_seconds=0.001 if quick else 0.007,
+        quick=quick,
+    )
+    results: dict[str, Result] = {}
+    extras: dict[str, Any] = {}
+    notes: list[str] = []
+
+    groups: list[tuple[str, list[Any], int | None]] = [
+        ("dispatch", dispatch.cases(quick), None),
+    ]
+    comp, comp_notes = composites.cases(quick)
+    notes += comp_notes
+    groups.append(("composites", comp, None))
+    run_groups, run_notes = runner.groups(quick)
+    notes += run_notes
+    groups += run_groups
+
+    for title, group_cases, rounds in groups:
+        chosen = select(group_cases, args.only)
+        if not chosen:
+            continue
+        n_rounds = rounds if rounds is not None else settings.rounds
+        if args.rounds:
+            n_rounds = args.rounds
+        print(f"[{title}] {len(chosen)} cases, {n_rounds} rounds", flush=True)
+        t0 = time.perf_counter()
+        results.update(await measure(chosen, settings, rounds=n_rounds))
+        print(f"[{title}] done in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    if not args.only or "runner" in args.only or "memory" in args.only:
+        extras.update(await runner.extras(quick))
+    return results, extras, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite, write the reports, and return the exit status."""
+    args = _parse(argv)
+    quiet_logging()
+    started = time.time()
+    results, extras, notes = asyncio.run(_run(args))
+    targets = evaluate(results, extras)
+    info = machine_info(quick=args.quick, started=started)
+    md_path, json_path = write_reports(args.output_dir, info, results, extras, targets, notes)
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {json_path}")
+
+    problems = [r.verify_message for r in results.values() if not r.verified]
+    problems += [r.name + ": no samples" for r in results.values() if not r.ns_per_unit]
+    problems += extras.get("problems", [])
+    if not results:
+        problems.append("no case ran (check --only)")
+    for p in problems:
+        print(f"FAILED: {p}")
+    return 1 if problems else 0

@@ -1,0 +1,217 @@
+"""Measurement core: cases, calibration, shuffled rounds, ratios to in-process floors.
+
+A case is built twice. First with counting handlers, run for a few loops, and
+checked: every event sent must have reached every handler that should see it.
+Then with no-op handlers for timing. Each timed sample runs ``loops``
+iterations of the case's body, calibrated so one sample takes a few
+milliseconds. In every round the cases run in a fresh random order and each
+case's time per unit (event, node, run) is divided by its floor's time per
+unit from the same round; the report keeps the median of those ratios.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import random
+import re
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+Body = Callable[[int], Awaitable[None]]
+
+
+@dataclass
+class Built:
+    """One instance of a case: its timed body and how to check what it delivered."""
+
+    body: Body
+    delivered: Callable[[], int] = lambda: 0
+    """Handler calls counted so far (only meaningful when built with counting on)."""
+    expected_per_loop: int = 0
+    """Handler calls one loop of ``body`` must produce."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+BuildFn = Callable[[bool], Awaitable[Built]]
+
+
+@dataclass
+class Case:
+    """A named measurement.
+
+    Attributes:
+        name: unique id, e.g. ``dispatch/flowhooks/async/N=10``.
+        system: ``floor``, ``flowhooks`` or a peer's name.
+        build: ``await build(counting)`` returns a ``Built``.
+        units_per_loop: events (or nodes, or runs) one loop of the body handles.
+        unit: what ``units_per_loop`` counts, for the report.
+        floor: the name of the case this one is divided by, or ``None``.
+    """
+
+    name: str
+    system: str
+    build: BuildFn
+    units_per_loop: int
+    unit: str = "event"
+    floor: str | None = None
+    note: str = ""
+
+
+@dataclass
+class Result:
+    """The measurements of one case."""
+
+    name: str
+    system: str
+    unit: str
+    floor: str | None
+    note: str
+    loops: int = 0
+    ns_per_unit: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    verified: bool = False
+    verify_message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median_ns(self) -> float | None:
+        return statistics.median(self.ns_per_unit) if self.ns_per_unit else None
+
+    @property
+    def median_ratio(self) -> float | None:
+        return statistics.median(self.ratios) if self.ratios else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "system": self.system,
+            "unit": self.unit,
+            "floor": self.floor,
+            "note": self.note,
+            "loops_per_sample": self.loops,
+            "rounds": len(self.ns_per_unit),
+            "median_ns_per_unit": self.median_ns,
+            "median_ratio_to_floor": self.median_ratio,
+            "verified": self.verified,
+            "verify_message": self.verify_message,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+@dataclass
+class Settings:
+    """How hard to measure."""
+
+    rounds: int = 20
+    sample_seconds: float = 0.007
+    verify_loops: int = 3
+    quick: bool = False
+
+
+def quiet_logging() -> None:
+    """Silence loguru (flowhooks logs through it) and stdlib INFO logging while timing."""
+    logger.disable("flowhooks")
+    logger.remove()
+    logging.disable(logging.INFO)
+
+
+def select(cases: Sequence[Case], pattern: str | None) -> list[Case]:
+    """Keep the cases whose name matches ``pattern`` (a regex), plus the floors they need."""
+    if not pattern:
+        return list(cases)
+    rx = re.compile(pattern)
+    wanted = {c.name for c in cases if rx.search(c.name)}
+    by_name = {c.name: c for c in cases}
+    for name in list(wanted):
+        floor = by_name[name].floor
+        while floor is not None and floor in by_name:
+            wanted.add(floor)
+            floor = by_name[floor].floor
+    return [c for c in cases if c.name in wanted]
+
+
+async def _sample(body: Body, loops: int) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    await body(loops)
+    return time.perf_counter() - t0
+
+
+async def _calibrate(body: Body, target: float) -> int:
+    loops = 1
+    while True:
+        elapsed = await _sample(body, loops)
+        if elapsed >= target or (elapsed >= target / 2 and loops > 1):
+            return loops
+        if elapsed < target / 20:
+            loops *= 10
+        else:
+            loops = max(loops + 1, int(loops * target / max(elapsed, 1e-9)))
+
+
+async def verify(case: Case, loops: int) -> tuple[bool, str]:
+    """Build ``case`` with counting handlers and check every event arrived."""
+    built = await case.build(True)
+    await built.body(loops)
+    got = built.delivered()
+    want = built.expected_per_loop * loops
+    if got != want:
+        return False, f"{case.name}: {got} handler calls counted, {want} expected"
+    return True, f"{got} handler calls counted, as expected"
+
+
+async def measure(
+    cases: Sequence[Case],
+    settings: Settings,
+    *,
+    rounds: int | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Result]:
+    """Verify, build, calibrate and time ``cases`` in shuffled rounds; return their results."""
+    results: dict[str, Result] = {}
+    for case in cases:
+        res = Result(case.name, case.system, case.unit, case.floor, case.note)
+        res.verified, res.verify_message = await verify(case, settings.verify_loops)
+        if not res.verified:
+            progress(f"  VERIFY FAILED {res.verify_message}")
+        results[case.name] = res
+    gc.collect()
+
+    built: dict[str, Built] = {}
+    for case in cases:
+        built[case.name] = await case.build(False)
+        results[case.name].extra.update(built[case.name].extra)
+    gc.collect()
+    gc.freeze()
+    try:
+        loops: dict[str, int] = {}
+        for case in cases:
+            loops[case.name] = await _calibrate(built[case.name].body, settings.sample_seconds)
+            results[case.name].loops = loops[case.name]
+        n_rounds = rounds if rounds is not None else settings.rounds
+        order = list(cases)
+        rng = random.Random(20261123)
+        for r in range(n_rounds):
+            rng.shuffle(order)
+            per_unit: dict[str, float] = {}
+            for case in order:
+                elapsed = await _sample(built[case.name].body, loops[case.name])
+                per_unit[case.name] = elapsed * 1e9 / (loops[case.name] * case.units_per_loop)
+            for case in cases:
+                res = results[case.name]
+                res.ns_per_unit.append(per_unit[case.name])
+                if case.floor is not None and case.floor in per_unit:
+                    res.ratios.append(per_unit[case.name] / per_unit[case.floor])
+            if not settings.quick and (r + 1) % 5 == 0:
+                progress(f"  round {r + 1}/{n_rounds}")
+    finally:
+        built.clear()
+        gc.unfreeze()
+        gc.collect()
+    return results
