@@ -1,0 +1,311 @@
+"""``OpenTelemetryCallback``: a span per run and a child span per node attempt.
+
+Part of ``flowhooks.handlers`` (after the runner in the import chain); needs
+the ``otel`` extra. Spans are kept by ``run_id``, so one handler can trace
+many concurrent runs; sub-workflow runs nest under their parent's spans.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, final
+
+from flowhooks._context import current_run_var
+from flowhooks._events import ErrorInfo, Event
+from flowhooks._handler import BaseCallbackHandler
+from flowhooks.handlers._extras import require
+
+require("opentelemetry.trace", extra="otel", handler="OpenTelemetryCallback")
+
+from opentelemetry import context as otel_context  # noqa: E402
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer  # noqa: E402
+
+__all__ = ["OpenTelemetryCallback"]
+
+_ATTR: Final = "flowhooks"
+"""Prefix of the span attributes this handler sets."""
+
+
+def _ns(ts: datetime | None) -> int | None:
+    """Return an aware datetime as epoch nanoseconds (what OpenTelemetry takes)."""
+    if ts is None:
+        return None
+    return int(ts.timestamp() * 1_000_000) * 1_000
+
+
+@dataclass(slots=True)
+class _RunSpans:
+    span: Span
+    workflow_name: str
+    # (node_id, attempt) -> span, in start order
+    nodes: dict[tuple[str, int | None], Span] = field(default_factory=dict)
+
+
+@final
+class OpenTelemetryCallback(BaseCallbackHandler):
+    """Traces runs with OpenTelemetry: one span per run, a child span per node attempt.
+
+    * The run span (``workflow <name>``, kind ``INTERNAL``) starts at
+      ``workflow_start`` and ends at ``workflow_end``; its status is ``ERROR``
+      for a failed run (with the run's error as description when known) and
+      ``OK`` for a succeeded one; a cancelled run stays ``UNSET`` and gets a
+      ``cancelled`` span event. Attributes: ``flowhooks.run_id``,
+      ``flowhooks.workflow_name``, ``flowhooks.parent_run_id``,
+      ``flowhooks.resource_id``, ``flowhooks.run_status``.
+    * A node span (``node <node_id>``) covers one attempt, from
+      ``node_start`` to its ``node_end`` (status ``OK``) or ``error`` (status
+      ``ERROR``, the exception recorded as an ``exception`` span event,
+      attributes ``flowhooks.error_type``, ``flowhooks.will_retry`` and
+      ``flowhooks.severity``). Attributes: ``flowhooks.node_id``,
+      ``flowhooks.attempt``, ``flowhooks.run_id``, ``flowhooks.workflow_name``.
+      Attempts still open at ``workflow_end`` (cancelled) end there with
+      ``flowhooks.node_status = "cancelled"``.
+    * A run-level error (the run timeout) is recorded on the run span.
+    * Custom events become span events on the node's span when the event
+      names a running node, else on the run span.
+    * A sub-workflow run (``parent_run_id`` set) starts under the parent
+      run's span for the node that runs it: the running node named like the
+      child workflow, else the parent's only running node, else the parent
+      run span itself. A root run starts under the current OpenTelemetry
+      context, so a run awaited inside an application span nests under it.
+
+    Span times are the events' timestamps. The spans of one run are kept
+    until its ``workflow_end``; ``aclose()`` ends any still open.
+
+    Args:
+        tracer: the tracer to use; defaults to
+            ``opentelemetry.trace.get_tracer("flowhooks")`` (the global provider).
+    """
+
+    def __init__(self, tracer: Tracer | None = None) -> None:
+        self.tracer: Tracer = tracer if tracer is not None else trace.get_tracer("flowhooks")
+        self._runs: dict[str, _RunSpans] = {}
+        self._lock = threading.Lock()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def _parent_context(self, event: Event | None) -> otel_context.Context | None:
+        if event is None or event.parent_run_id is None:
+            return None  # the current context
+        with self._lock:
+            parent = self._runs.get(event.parent_run_id)
+            if parent is None:
+                return None
+            running = list(parent.nodes.items())
+        named = [span for (node_id, _), span in running if node_id == event.workflow_name]
+        if named:
+            return trace.set_span_in_context(named[-1])
+        if len(running) == 1:
+            return trace.set_span_in_context(running[0][1])
+        return trace.set_span_in_context(parent.span)
+
+    async def on_workflow_start(
+        self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """Start the run span (nested under the parent run's spans for a sub-run)."""
+        name = event.workflow_name if event is not None else ""
+        attributes: dict[str, str] = {
+            f"{_ATTR}.run_id": workflow_id,
+            f"{_ATTR}.workflow_name": name,
+        }
+        if event is not None and event.parent_run_id:
+            attributes[f"{_ATTR}.parent_run_id"] = event.parent_run_id
+        if event is not None and event.resource_id:
+            attributes[f"{_ATTR}.resource_id"] = event.resource_id
+        span = self.tracer.start_span(
+            f"workflow {name}".rstrip(),
+            context=self._parent_context(event),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=_ns(event.timestamp if event is not None else None),
+        )
+        with self._lock:
+            old = self._runs.pop(workflow_id, None)
+            self._runs[workflow_id] = _RunSpans(span=span, workflow_name=name)
+        if old is not None:  # a second start for one run id: close the first cleanly
+            _end_open(old, None)
+
+    async def on_workflow_end(
+        self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """End the run's open node spans (cancelled) and the run span, with its status."""
+        with self._lock:
+            run = self._runs.pop(workflow_id, None)
+        if run is None:
+            return
+        end = _ns(event.timestamp if event is not None else None)
+        status = event.status if event is not None else None
+        span = run.span
+        if status:
+            span.set_attribute(f"{_ATTR}.run_status", status)
+        if event is not None and event.duration is not None:
+            span.set_attribute(f"{_ATTR}.duration", event.duration)
+        result = _finished_result(workflow_id)
+        if status == "failed":
+            error = getattr(result, "error", None)
+            where = getattr(result, "final_node", None)
+            detail = f"{error.type}: {error.message}" if error is not None else "run failed"
+            if where:
+                detail = f"node {where!r} failed: {detail}"
+                span.set_attribute(f"{_ATTR}.final_node", where)
+            span.set_status(Status(StatusCode.ERROR, detail))
+        elif status == "succeeded":
+            span.set_status(Status(StatusCode.OK))
+        elif status == "cancelled":
+            reason = getattr(result, "cancel_reason", None)
+            span.add_event("cancelled", {"reason": reason or ""}, timestamp=end)
+        _end_open(run, end)
+
+    # -- nodes --------------------------------------------------------------------------
+
+    async def on_node_start(
+        self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """Start a span for this node attempt, under its run's span."""
+        run_id = event.run_id if event is not None else ""
+        attempt = event.attempt if event is not None else None
+        with self._lock:
+            run = self._runs.get(run_id)
+        attributes: dict[str, str | int] = {
+            f"{_ATTR}.node_id": node_id,
+            f"{_ATTR}.run_id": run_id,
+            f"{_ATTR}.workflow_name": event.workflow_name if event is not None else "",
+        }
+        if attempt is not None:
+            attributes[f"{_ATTR}.attempt"] = attempt
+        span = self.tracer.start_span(
+            f"node {node_id}",
+            context=trace.set_span_in_context(run.span) if run is not None else None,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=_ns(event.timestamp if event is not None else None),
+        )
+        if run is None:  # outside a traced run: a root span, ended by its end event
+            run = _RunSpans(span=trace.INVALID_SPAN, workflow_name="")
+            with self._lock:
+                run = self._runs.setdefault(run_id, run)
+        with self._lock:
+            previous = run.nodes.pop((node_id, attempt), None)
+            run.nodes[(node_id, attempt)] = span
+        if previous is not None:
+            previous.end()
+
+    def _pop_node(self, run_id: str, node_id: str, attempt: int | None) -> Span | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            span = run.nodes.pop((node_id, attempt), None)
+            if span is None:  # attempt unknown: the latest attempt of that node
+                for key in reversed(list(run.nodes)):
+                    if key[0] == node_id:
+                        span = run.nodes.pop(key)
+                        break
+            if not run.nodes and run.span is trace.INVALID_SPAN:
+                del self._runs[run_id]
+            return span
+
+    async def on_node_end(
+        self, node_id: str, output_data: Any, *, event: Event | None = None
+    ) -> None:
+        """End the attempt's span with status OK."""
+        run_id = event.run_id if event is not None else ""
+        span = self._pop_node(run_id, node_id, event.attempt if event is not None else None)
+        if span is None:
+            return
+        if event is not None and event.duration is not None:
+            span.set_attribute(f"{_ATTR}.duration", event.duration)
+        span.set_attribute(f"{_ATTR}.node_status", "succeeded")
+        span.set_status(Status(StatusCode.OK))
+        span.end(end_time=_ns(event.timestamp if event is not None else None))
+
+    async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
+        """Record the error on the attempt's span (and end it), or on the run span."""
+        run_id = (event.run_id if event is not None else "") or getattr(error_info, "run_id", "")
+        node_id = event.node_id if event is not None else getattr(error_info, "node_id", None)
+        attempt = event.attempt if event is not None else getattr(error_info, "attempt", None)
+        when = _ns(event.timestamp if event is not None else None)
+        if node_id is not None:
+            span = self._pop_node(run_id, node_id, attempt)
+            if span is None:
+                return
+            _record_error(span, error_info, when)
+            will_retry = bool(getattr(error_info, "will_retry", False))
+            span.set_attribute(f"{_ATTR}.node_status", "retrying" if will_retry else "failed")
+            if event is not None and event.duration is not None:
+                span.set_attribute(f"{_ATTR}.duration", event.duration)
+            span.end(end_time=when)
+            return
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None and run.span is not trace.INVALID_SPAN:
+            _record_error(run.span, error_info, when)
+
+    async def on_custom_event(self, name: str, data: Any, *, event: Event | None = None) -> None:
+        """Add a span event named after the custom event to the node's or the run's span."""
+        if event is None:
+            return
+        with self._lock:
+            run = self._runs.get(event.run_id)
+            if run is None:
+                return
+            span = run.span
+            if event.node_id is not None:
+                for (node_id, _), node_span in reversed(list(run.nodes.items())):
+                    if node_id == event.node_id:
+                        span = node_span
+                        break
+        if span is not trace.INVALID_SPAN:
+            span.add_event(name, {f"{_ATTR}.custom_event": name}, timestamp=_ns(event.timestamp))
+
+    async def aclose(self) -> None:
+        """End every span still open (runs that never sent ``workflow_end``)."""
+        with self._lock:
+            runs = list(self._runs.values())
+            self._runs.clear()
+        for run in runs:
+            _end_open(run, None)
+
+    def __repr__(self) -> str:
+        return f"OpenTelemetryCallback(open_runs={len(self._runs)})"
+
+
+def _end_open(run: _RunSpans, end: int | None) -> None:
+    """End the node spans still open (cancelled attempts), then the run span."""
+    for span in reversed(list(run.nodes.values())):
+        span.set_attribute(f"{_ATTR}.node_status", "cancelled")
+        span.end(end_time=end)
+    run.nodes.clear()
+    if run.span is not trace.INVALID_SPAN:
+        run.span.end(end_time=end)
+
+
+def _record_error(span: Span, info: Any, when: int | None) -> None:
+    """Record ``info`` (an ``ErrorInfo``, or anything sent by hand) as an exception event."""
+    err_type = str(getattr(info, "type", type(info).__name__))
+    message = str(getattr(info, "message", info))
+    exc = getattr(info, "exception", None)
+    attributes = {
+        "exception.type": err_type,
+        "exception.message": message,
+        "exception.stacktrace": str(getattr(info, "stack_trace", "")),
+    }
+    if isinstance(exc, BaseException):
+        span.record_exception(exc, attributes=attributes, timestamp=when)
+    else:
+        span.add_event("exception", attributes, timestamp=when)
+    span.set_attribute(f"{_ATTR}.error_type", err_type)
+    span.set_attribute(f"{_ATTR}.will_retry", bool(getattr(info, "will_retry", False)))
+    span.set_attribute(f"{_ATTR}.severity", str(getattr(info, "severity", "error")))
+    span.set_status(Status(StatusCode.ERROR, f"{err_type}: {message}"))
+
+
+def _finished_result(run_id: str) -> Any:
+    """Return the ``RunResult`` of ``run_id`` while its ``workflow_end`` is dispatched."""
+    ctx = current_run_var.get(None)
+    if ctx is None or ctx.run_id != run_id:
+        return None
+    return ctx.result

@@ -1,0 +1,278 @@
+"""``PrometheusCallback``: run, node and hook metrics in a prometheus_client registry.
+
+Part of ``flowhooks.handlers`` (after the runner in the import chain); needs
+the ``prometheus`` extra. Expose the registry the usual way
+(``prometheus_client.start_http_server``, ``make_asgi_app``,
+``generate_latest``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any, Final, final
+
+from flowhooks._events import ErrorInfo, Event
+from flowhooks._handler import BaseCallbackHandler
+from flowhooks._manager import CallbackManager, add_hook_observer, remove_hook_observer
+from flowhooks._plan import HookCall
+from flowhooks.handlers._extras import require
+
+require("prometheus_client", extra="prometheus", handler="PrometheusCallback")
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram  # noqa: E402
+
+__all__ = ["DEFAULT_BUCKETS", "PrometheusCallback"]
+
+DEFAULT_BUCKETS: Final[tuple[float, ...]] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+"""Histogram buckets (seconds) for run and node durations: 5 ms to one hour."""
+
+_HOOK_BUCKETS: Final[tuple[float, ...]] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    5.0,
+)
+
+
+class _Metrics:
+    """The collectors of one registry, shared by every handler that uses it.
+
+    Also the hook observer: registered while at least one open handler uses
+    this registry, so two handlers on one registry do not count hooks twice.
+    """
+
+    def __init__(self, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
+        self.users = 0
+        self.lock = threading.Lock()
+        self.runs = Counter(
+            "flowhooks_workflow_runs",
+            "Workflow runs that ended, by workflow and final status.",
+            ["workflow", "status"],
+            registry=registry,
+        )
+        self.run_duration = Histogram(
+            "flowhooks_workflow_duration_seconds",
+            "Duration of workflow runs that ended, by workflow and final status.",
+            ["workflow", "status"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.active = Gauge(
+            "flowhooks_workflow_runs_active",
+            "Workflow runs started and not yet ended.",
+            ["workflow"],
+            registry=registry,
+        )
+        self.nodes = Counter(
+            "flowhooks_node_executions",
+            "Node attempts that finished, by workflow, node and status "
+            "(succeeded; failed; retrying: failed and retried).",
+            ["workflow", "node", "status"],
+            registry=registry,
+        )
+        self.node_duration = Histogram(
+            "flowhooks_node_duration_seconds",
+            "Duration of node attempts that finished, by workflow, node and status.",
+            ["workflow", "node", "status"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "flowhooks_errors",
+            "Error events (failed node attempts and run timeouts), by workflow, node, "
+            "error type and severity.",
+            ["workflow", "node", "error_type", "severity"],
+            registry=registry,
+        )
+        self.hook_calls = Counter(
+            "flowhooks_hook_executions",
+            "Handler method calls made by every CallbackManager in the process.",
+            ["handler", "event"],
+            registry=registry,
+        )
+        self.hook_errors = Counter(
+            "flowhooks_hook_errors",
+            "Handler method calls that raised or timed out.",
+            ["handler", "event"],
+            registry=registry,
+        )
+        self.hook_duration = Histogram(
+            "flowhooks_hook_duration_seconds",
+            "Duration of handler method calls.",
+            ["handler", "event"],
+            buckets=_HOOK_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_hook(self, call: HookCall, seconds: float, error: BaseException | None) -> None:
+        """Record one handler call (the hook observer)."""
+        if isinstance(call.handler, CallbackManager):
+            return  # a nested manager: its own handlers are reported one by one
+        labels = (call.label, call.event_type.value)
+        self.hook_calls.labels(*labels).inc()
+        self.hook_duration.labels(*labels).observe(seconds)
+        if error is not None:
+            self.hook_errors.labels(*labels).inc()
+
+    def acquire(self) -> None:
+        with self.lock:
+            self.users += 1
+            if self.users == 1:
+                add_hook_observer(self.observe_hook)
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                remove_hook_observer(self.observe_hook)
+
+
+_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+_by_registry_lock = threading.Lock()
+
+
+def _metrics_for(registry: CollectorRegistry, buckets: Sequence[float]) -> _Metrics:
+    with _by_registry_lock:
+        metrics = _by_registry.get(registry)
+        if metrics is None:
+            metrics = _Metrics(registry, buckets)
+            _by_registry[registry] = metrics
+        return metrics
+
+
+@final
+class PrometheusCallback(BaseCallbackHandler):
+    """Exports run, node and handler metrics to Prometheus.
+
+    Metrics (``_total``, ``_bucket``, ``_sum`` and ``_count`` suffixes as
+    prometheus_client adds them):
+
+    * ``flowhooks_workflow_runs_total{workflow, status}``: runs that ended.
+    * ``flowhooks_workflow_duration_seconds{workflow, status}``: their durations.
+    * ``flowhooks_workflow_runs_active{workflow}``: runs under way.
+    * ``flowhooks_node_executions_total{workflow, node, status}``: finished
+      node attempts; ``status`` is ``succeeded``, ``failed`` (not retried)
+      or ``retrying`` (failed, and retried).
+    * ``flowhooks_node_duration_seconds{workflow, node, status}``: their durations.
+    * ``flowhooks_errors_total{workflow, node, error_type, severity}``: error
+      events; ``node`` is empty for the run timeout.
+    * ``flowhooks_hook_executions_total{handler, event}``,
+      ``flowhooks_hook_errors_total{handler, event}`` and
+      ``flowhooks_hook_duration_seconds{handler, event}``: every handler call
+      made by any ``CallbackManager`` in the process, labelled by the
+      handler's label in its manager (its class name, ``#2`` for a second one)
+      and the event type. They are fed by a hook observer registered when
+      the handler is created and removed by ``aclose()``.
+
+    Handlers built on the same registry share its collectors (and one hook
+    observer), so creating several is safe.
+
+    Args:
+        registry: where to register the metrics; defaults to
+            ``prometheus_client.REGISTRY``.
+        buckets: histogram buckets in seconds for run and node durations; the
+            first handler on a registry decides them.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
+        self._metrics = _metrics_for(self.registry, buckets)
+        self._metrics.acquire()
+        self._closed = False
+        self._active: dict[str, str] = {}  # run_id -> workflow, for the active gauge
+        self._lock = threading.Lock()
+
+    async def on_workflow_start(
+        self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """Count the run as active."""
+        workflow = event.workflow_name if event is not None else ""
+        with self._lock:
+            if workflow_id in self._active:
+                return
+            self._active[workflow_id] = workflow
+        self._metrics.active.labels(workflow).inc()
+
+    async def on_workflow_end(
+        self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        """Count the ended run by status and observe its duration."""
+        workflow = event.workflow_name if event is not None else ""
+        status = (event.status if event is not None else None) or "unknown"
+        with self._lock:
+            started = self._active.pop(workflow_id, None)
+        if started is not None:
+            self._metrics.active.labels(started).dec()
+        self._metrics.runs.labels(workflow, status).inc()
+        if event is not None and event.duration is not None:
+            self._metrics.run_duration.labels(workflow, status).observe(event.duration)
+
+    async def on_node_end(
+        self, node_id: str, output_data: Any, *, event: Event | None = None
+    ) -> None:
+        """Count a successful node attempt and observe its duration."""
+        self._node(node_id, "succeeded", event)
+
+    async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
+        """Count the error, and the failed attempt when it is a node's."""
+        workflow = event.workflow_name if event is not None else ""
+        node_id = event.node_id if event is not None else getattr(error_info, "node_id", None)
+        self._metrics.errors.labels(
+            workflow,
+            node_id or "",
+            str(getattr(error_info, "type", "Error")),
+            str(getattr(error_info, "severity", "error")),
+        ).inc()
+        if node_id is not None:
+            retrying = bool(getattr(error_info, "will_retry", False))
+            self._node(node_id, "retrying" if retrying else "failed", event)
+
+    def _node(self, node_id: str, status: str, event: Event | None) -> None:
+        workflow = event.workflow_name if event is not None else ""
+        self._metrics.nodes.labels(workflow, node_id, status).inc()
+        if event is not None and event.duration is not None:
+            self._metrics.node_duration.labels(workflow, node_id, status).observe(event.duration)
+
+    async def aclose(self) -> None:
+        """Stop feeding the hook metrics from this handler (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._metrics.release()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"PrometheusCallback(registry={self.registry!r}, {state})"
