@@ -28,9 +28,9 @@ from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
 from flowhooks._plan import HookStats
 from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._runner import AsyncioRunner, RunHandle, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
-
-# workflow and runners: exports
+from flowhooks._workflow import InvalidCallbackError, Node, Workflow, node
 
 try:
     __version__ = version("flowhooks")
@@ -38,6 +38,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncioRunner",
     "BackgroundCallback",
     "BaseCallbackHandler",
     "BatchedCallback",
@@ -52,20 +53,27 @@ __all__ = [
     "FlowhooksError",
     "HandlerTimeoutError",
     "HookStats",
+    "InvalidCallbackError",
     "MissingInputError",
+    "Node",
     "NodeResult",
     "NodeStatus",
     "PriorityCallbackManager",
     "RetryingCallback",
     "RunContext",
+    "RunHandle",
     "RunResult",
     "RunStatus",
+    "Runner",
+    "SequentialRunner",
     "Severity",
+    "Workflow",
     "WorkflowCancelled",
     "WorkflowError",
     "WorkflowFailed",
-    "__version__",
     "current_run",
+    "node",
     "set_max_payload_chars",
     "to_jsonable",
+    "__version__",
 ]

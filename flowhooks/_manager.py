@@ -41,6 +41,7 @@ from flowhooks._plan import (
 _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
+_WORKFLOW_END: Final = EventType.WORKFLOW_END
 
 HookObserver = Callable[[HookCall, float, BaseException | None], None]
 """Called after every handler call with the call, its seconds and its error (if any)."""
@@ -254,6 +255,7 @@ class CallbackManager(Dispatcher):
         if event is None and self._wants[event_type]:
             event = event_from_args(event_type, args)
         observed = bool(_hook_observers)
+        deferred: Exception | None = None
         for call in calls:
             start = perf_counter()
             try:
@@ -267,7 +269,11 @@ class CallbackManager(Dispatcher):
                 else:
                     await _invoke_general(call, args, event)
             except Exception as exc:
-                self._failed(call, exc, event, perf_counter() - start)
+                if self._failed(call, exc, event, perf_counter() - start):
+                    if event_type is not _WORKFLOW_END:
+                        raise
+                    # workflow_end reaches every handler; the first error is raised after.
+                    deferred = deferred or exc
                 continue
             stats = call.stats
             stats.calls += 1
@@ -275,8 +281,11 @@ class CallbackManager(Dispatcher):
             stats.seconds += elapsed
             if observed:
                 _notify_observers(call, elapsed, None)
+        if deferred is not None:
+            raise deferred
 
-    def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> None:
+    def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> bool:
+        """Count and log a failed call; return True when ``exc`` must propagate."""
         stats = call.stats
         stats.calls += 1
         stats.seconds += elapsed
@@ -288,7 +297,7 @@ class CallbackManager(Dispatcher):
         _notify_observers(call, elapsed, exc)
         if call.raise_error or must_propagate(exc):
             _mark_propagating(exc)
-            raise exc
+            return True
         run_id = event.run_id if event is not None else run_id_for_logs()
         what = "timed out" if timed_out else f"raised {type(exc).__name__}: {exc}"
         logger.opt(exception=None if timed_out else exc).bind(
@@ -300,6 +309,7 @@ class CallbackManager(Dispatcher):
             event_type=call.event_type.value,
             run_id=run_id or "-",
         )
+        return False
 
     # -- lifecycle --------------------------------------------------------------------
 

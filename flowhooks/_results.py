@@ -175,6 +175,7 @@ class RunContext:
         inputs: the run's inputs (read-only view).
         started_at: when the run started (UTC).
         logger: a loguru logger bound with ``run_id`` and ``workflow_name``.
+        node_count: how many nodes this run executes (all, or the ``outputs=`` subset).
         result: the ``RunResult``, set once the run has ended (visible to
             ``workflow_end`` handlers); ``None`` before.
     """
@@ -183,9 +184,11 @@ class RunContext:
         "_emit",
         "_inputs",
         "_outputs",
+        "_run",
         "inputs",
         "logger",
         "metadata",
+        "node_count",
         "parent_run_id",
         "resource_id",
         "result",
@@ -207,8 +210,12 @@ class RunContext:
         parent_run_id: str | None = None,
         resource_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        node_count: int = 0,
+        run: object = None,
     ) -> None:
         self.run_id = run_id
+        self.node_count = node_count
+        self._run = run
         self.workflow_name = workflow_name
         self.parent_run_id = parent_run_id
         self.resource_id = resource_id

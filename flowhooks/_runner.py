@@ -1,0 +1,913 @@
+"""Running workflows: ``Runner`` (owns the semantics), ``AsyncioRunner``, ``SequentialRunner``.
+
+A run's events are dispatched one at a time in ``seq`` order through a
+per-run lock, however many nodes run at once. Cancellation (fail-fast, the
+run timeout, ``RunHandle.cancel``) only ever interrupts node *bodies*, never
+a handler in the middle of an event, so no handler loses an event. The run's
+end (``workflow_end``, function callbacks, the managers' flush) runs to
+completion even if the awaiting task is cancelled again meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections import deque
+from collections.abc import Coroutine, Iterable, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import uuid4
+
+from loguru import logger
+
+from flowhooks._context import current_run_var
+from flowhooks._errors import WorkflowError
+from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
+from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._workflow import InvalidCallbackError, Node, RunPlan, Workflow
+
+if TYPE_CHECKING:
+    from flowhooks._workflow import Callbacks
+
+T = TypeVar("T")
+
+_WORKFLOW_START = EventType.WORKFLOW_START
+_WORKFLOW_END = EventType.WORKFLOW_END
+_NODE_START = EventType.NODE_START
+_NODE_END = EventType.NODE_END
+_ERROR = EventType.ERROR
+_CUSTOM = EventType.CUSTOM_EVENT
+_SUCCEEDED = NodeStatus.SUCCEEDED
+
+_current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
+
+
+class Runner:
+    """Base class of runners: walks the DAG and owns every run semantic.
+
+    Events, retries, timeouts, skips, fail-fast and cancellation are the
+    same for every runner. A subclass only decides where a node body runs
+    (override ``submit``) and how many run at once (``max_concurrency``).
+
+    Args:
+        max_concurrency: most node bodies running at once; ``None`` for no limit.
+        fail_fast: when true (default) the first node that fails for good
+            cancels the running nodes and skips the rest; when false,
+            independent branches finish and only the failed node's
+            descendants are skipped.
+    """
+
+    sequential: bool = False
+    """Run nodes one at a time in the calling task, in a deterministic topological order."""
+
+    def __init__(self, *, max_concurrency: int | None = None, fail_fast: bool = True) -> None:
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            msg = f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
+            raise ValueError(msg)
+        self.max_concurrency = max_concurrency
+        self.fail_fast = bool(fail_fast)
+
+    async def submit(self, node: Node, kwargs: dict[str, Any]) -> Any:
+        """Execute one attempt of ``node``'s body and return its result.
+
+        The default awaits async functions on the event loop and runs sync
+        functions in a worker thread (``asyncio.to_thread``).
+        """
+        if node.is_async:
+            return await node.fn(**kwargs)
+        return await asyncio.to_thread(node.fn, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(max_concurrency={self.max_concurrency!r}, "
+            f"fail_fast={self.fail_fast!r})"
+        )
+
+
+class AsyncioRunner(Runner):
+    """The default runner: independent nodes run concurrently as asyncio tasks."""
+
+
+class SequentialRunner(Runner):
+    """Runs one node at a time, in the calling task, in a deterministic topological order."""
+
+    sequential = True
+
+    def __init__(self, *, fail_fast: bool = True) -> None:
+        super().__init__(max_concurrency=1, fail_fast=fail_fast)
+
+
+_DEFAULT_RUNNER = AsyncioRunner()
+_NO_CALLBACKS = CallbackManager()
+
+
+class RunControl:
+    """Cancellation requested through a ``RunHandle``, possibly before the run started."""
+
+    __slots__ = ("reason", "requested", "state")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason: str | None = None
+        self.state: RunState | None = None
+
+    def cancel(self, reason: str | None) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        self.reason = reason
+        if self.state is not None:
+            self.state.request_stop(RunStatus.CANCELLED, reason)
+
+
+def _error_info(
+    exc: BaseException,
+    *,
+    run_id: str,
+    workflow_name: str,
+    node: Node | None,
+    attempt: int | None,
+    will_retry: bool,
+    message: str | None = None,
+) -> ErrorInfo:
+    if will_retry:
+        severity = Severity.WARNING
+    elif node is None or node.critical:
+        severity = Severity.CRITICAL
+    else:
+        severity = Severity.ERROR
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=message if message is not None else str(exc),
+        stack_trace="".join(traceback.format_exception(exc)),
+        severity=severity,
+        node_id=node.name if node is not None else None,
+        run_id=run_id,
+        workflow_name=workflow_name,
+        attempt=attempt,
+        will_retry=will_retry,
+        exception=exc,
+    )
+
+
+async def _call_function_callback(fn: Any, args: tuple[Any, ...], what: str, run_id: str) -> None:
+    """Call a user function callback (sync in a worker thread), logging its failure."""
+    try:
+        if asyncio.iscoroutinefunction(fn):
+            await fn(*args)
+        else:
+            outcome = await asyncio.to_thread(fn, *args)
+            if asyncio.iscoroutine(outcome):
+                await outcome
+    except Exception as exc:
+        logger.opt(exception=exc).bind(run_id=run_id).error(
+            "{what} raised {error} (run {run_id}); isolated",
+            what=what,
+            error=repr(exc),
+            run_id=run_id,
+        )
+
+
+class RunState:
+    """Everything about one run while it executes; the runners drive it."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        plan: RunPlan,
+        manager: CallbackManager,
+        runner: Runner,
+        inputs: dict[str, Any],
+        *,
+        run_id: str,
+        parent: RunState | None,
+        resource_id: str | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.workflow = workflow
+        self.plan = plan
+        self.manager = manager
+        self.runner = runner
+        self.inputs = inputs
+        self.run_id = run_id
+        self.workflow_name = workflow.name
+        self.parent_run_id = parent.run_id if parent is not None else None
+        self.resource_id = resource_id
+        self.metadata = metadata
+        self.outputs: dict[str, Any] = {}
+        self.nodes: dict[str, NodeResult] = {name: NodeResult(name) for name in plan.order}
+        self.seq = 0
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self.closed = False
+        self.stopping: RunStatus | None = None
+        self.stop_reason: str | None = None
+        self.timed_out = False
+        self.error: ErrorInfo | None = None
+        self.failed_node: str | None = None
+        self.last_success: str | None = None
+        self.raised: BaseException | None = None
+        self.bodies: set[asyncio.Task[Any]] = set()
+        self.injected: set[asyncio.Task[Any]] = set()
+        self.callback_tasks: set[asyncio.Task[None]] = set()
+        self.started_at = datetime.now(UTC)
+        self.t0 = perf_counter()
+        self.done: asyncio.Future[None] | None = None
+        self.active = 0
+        self.ready: deque[str] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ctx = RunContext(
+            run_id=run_id,
+            workflow_name=workflow.name,
+            inputs=inputs,
+            outputs=self.outputs,
+            emit=self.emit_custom,
+            logger=logger.bind(run_id=run_id, workflow_name=workflow.name),
+            started_at=self.started_at,
+            parent_run_id=self.parent_run_id,
+            resource_id=resource_id,
+            metadata=metadata,
+            node_count=len(plan.order),
+            run=self,
+        )
+
+    # -- events -----------------------------------------------------------------------
+
+    async def emit(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        node_id: str | None = None,
+        attempt: int | None = None,
+        duration: float | None = None,
+        status: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Dispatch one event of this run, after every earlier one, in ``seq`` order."""
+        if not self.manager.handles(event_type):
+            self.seq += 1
+            return
+        task = asyncio.current_task()
+        if self._owner is task:
+            # A handler sent an event while one is being dispatched: it goes next.
+            self._pending.append((event_type, args, node_id, attempt, duration, status, name))
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                await self._deliver(event_type, args, node_id, attempt, duration, status, name)
+                while self._pending:
+                    await self._deliver(*self._pending.popleft())
+            finally:
+                self._owner = None
+
+    async def _deliver(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        node_id: str | None,
+        attempt: int | None,
+        duration: float | None,
+        status: str | None,
+        name: str | None,
+    ) -> None:
+        self.seq += 1
+        manager = self.manager
+        event = None
+        if manager.wants_event(event_type):
+            event = Event.model_construct(
+                id=uuid4().hex,
+                type=event_type,
+                seq=self.seq,
+                run_id=self.run_id,
+                workflow_name=self.workflow_name,
+                parent_run_id=self.parent_run_id,
+                resource_id=self.resource_id,
+                metadata=self.metadata,
+                node_id=node_id,
+                attempt=attempt,
+                timestamp=datetime.now(UTC),
+                duration=duration,
+                status=status,
+                name=name,
+                payload=args[-1],
+            )
+        await manager.dispatch(event_type, args, event)
+
+    async def emit_custom(self, name: str, data: Any) -> None:
+        """Send a custom event from a node or handler of this run (``RunContext.emit``)."""
+        if self.closed:
+            msg = (
+                f"run {self.run_id} of workflow {self.workflow_name!r} has ended; "
+                f"custom event {name!r} cannot be sent after workflow_end"
+            )
+            raise RuntimeError(msg)
+        await self.emit(_CUSTOM, (name, data), node_id=_current_node.get(), name=name)
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def request_stop(self, status: RunStatus, reason: str | None) -> None:
+        """Stop the run: cancel running node bodies; nodes not started are skipped."""
+        if self.stopping is not None:
+            return
+        self.stopping = status
+        self.stop_reason = reason
+        for task in list(self.bodies):
+            if task not in self.injected:
+                self.injected.add(task)
+                task.cancel()
+
+    def _on_timeout(self, timeout: float) -> None:
+        if self.stopping is None:
+            self.timed_out = True
+            self.request_stop(RunStatus.FAILED, f"run timed out after {timeout:g}s")
+
+    def _fail(self, node: str | None, info: ErrorInfo) -> None:
+        if self.error is None:
+            self.error = info
+            self.failed_node = node
+
+    # -- one node ---------------------------------------------------------------------
+
+    def _kwargs(self, node: Node) -> dict[str, Any]:
+        outputs = self.outputs
+        inputs = self.inputs
+        kwargs: dict[str, Any] = {}
+        for p in node.params:
+            if p in outputs:
+                kwargs[p] = outputs[p]
+            elif p in inputs:
+                kwargs[p] = inputs[p]
+        return kwargs
+
+    async def _absorb_injected_cancel(self, task: asyncio.Task[Any]) -> None:
+        """Consume a cancellation we requested that arrived after the body had finished."""
+        self.injected.discard(task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+        task.uncancel()
+        if task.cancelling():
+            raise asyncio.CancelledError
+
+    async def run_node(self, name: str) -> bool:
+        """Run every attempt of node ``name``; return whether it succeeded."""
+        node = self.workflow._nodes[name]
+        result = self.nodes[name]
+        kwargs = self._kwargs(node)
+        result.status = NodeStatus.RUNNING
+        result._started = time.time()
+        first_start = perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            result.attempts = attempt
+            start = perf_counter()
+            try:
+                await self.emit(_NODE_START, (name, kwargs), name, attempt)
+            except Exception as exc:  # a raise_error handler: the node fails without retry
+                return await self._node_failed(node, result, exc, attempt, start, first_start)
+            if self.stopping is not None:
+                return self._node_cancelled(result, first_start)
+            self.bodies.add(task)
+            try:
+                if node.timeout is None:
+                    output = await self.runner.submit(node, kwargs)
+                else:
+                    async with asyncio.timeout(node.timeout):
+                        output = await self.runner.submit(node, kwargs)
+            except asyncio.CancelledError:
+                self.bodies.discard(task)
+                if task not in self.injected:
+                    raise
+                self.injected.discard(task)
+                task.uncancel()
+                if task.cancelling():
+                    raise
+                return self._node_cancelled(result, first_start)
+            except Exception as exc:
+                self.bodies.discard(task)
+                if task in self.injected:
+                    await self._absorb_injected_cancel(task)
+                    return self._node_cancelled(result, first_start)
+                will_retry = attempt <= node.retries
+                message = None
+                if isinstance(exc, TimeoutError) and node.timeout is not None and not str(exc):
+                    message = f"node {name!r} timed out after {node.timeout:g}s (attempt {attempt})"
+                info = _error_info(
+                    exc,
+                    run_id=self.run_id,
+                    workflow_name=self.workflow_name,
+                    node=node,
+                    attempt=attempt,
+                    will_retry=will_retry,
+                    message=message,
+                )
+                if not will_retry:
+                    return await self._node_failed(
+                        node, result, exc, attempt, start, first_start, info
+                    )
+                try:
+                    await self.emit(_ERROR, (info,), name, attempt, perf_counter() - start)
+                except Exception as handler_exc:
+                    return await self._node_failed(
+                        node, result, handler_exc, attempt, start, first_start, emitted=True
+                    )
+                if self.stopping is not None:
+                    return self._node_cancelled(result, first_start)
+                delay = node.retry_delay * node.backoff ** (attempt - 1)
+                if delay > 0:
+                    self.bodies.add(task)
+                    try:
+                        await asyncio.sleep(delay)
+                    except asyncio.CancelledError:
+                        if task not in self.injected:
+                            raise
+                        self.injected.discard(task)
+                        task.uncancel()
+                        if task.cancelling():
+                            raise
+                        return self._node_cancelled(result, first_start)
+                    finally:
+                        self.bodies.discard(task)
+                continue
+            self.bodies.discard(task)
+            if task in self.injected:
+                await self._absorb_injected_cancel(task)
+            self.outputs[name] = output
+            try:
+                await self.emit(_NODE_END, (name, output), name, attempt, perf_counter() - start)
+            except Exception as exc:
+                del self.outputs[name]
+                return await self._node_failed(
+                    node, result, exc, attempt, start, first_start, emitted=True
+                )
+            result.output = output
+            result.status = _SUCCEEDED
+            end = perf_counter()
+            result.duration = end - first_start
+            result._ended = time.time()
+            self.last_success = name
+            if node.on_success is not None:
+                self._spawn_callback(node.on_success, (name, self.ctx), f"on_success of {name!r}")
+            return True
+
+    def _node_cancelled(self, result: NodeResult, first_start: float) -> bool:
+        result.status = NodeStatus.CANCELLED
+        result.duration = perf_counter() - first_start
+        result._ended = time.time()
+        return False
+
+    async def _node_failed(
+        self,
+        node: Node,
+        result: NodeResult,
+        exc: BaseException,
+        attempt: int,
+        start: float,
+        first_start: float,
+        info: ErrorInfo | None = None,
+        *,
+        emitted: bool = False,
+    ) -> bool:
+        """Fail ``node`` for good: emit its error (unless its event already ended the attempt)."""
+        if info is None:
+            info = _error_info(
+                exc,
+                run_id=self.run_id,
+                workflow_name=self.workflow_name,
+                node=node,
+                attempt=attempt,
+                will_retry=False,
+            )
+        result.status = NodeStatus.FAILED
+        result.error = info
+        result.duration = perf_counter() - first_start
+        result._ended = time.time()
+        self._fail(node.name, info)
+        if not emitted:
+            try:
+                await self.emit(_ERROR, (info,), node.name, attempt, perf_counter() - start)
+            except Exception as handler_exc:  # the run already fails; its first error stays
+                logger.bind(run_id=self.run_id).debug(
+                    "raise_error handler raised {error!r} on a failing node's error event",
+                    error=handler_exc,
+                )
+        if node.on_failure is not None:
+            self._spawn_callback(
+                node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}"
+            )
+        return False
+
+    def _remember_raised(self, exc: BaseException) -> None:
+        if self.raised is None:
+            self.raised = exc
+
+    def _spawn_callback(self, fn: Any, args: tuple[Any, ...], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            _call_function_callback(fn, args, what, self.run_id)
+        )
+        self.callback_tasks.add(task)
+        task.add_done_callback(self.callback_tasks.discard)
+
+    # -- scheduling -------------------------------------------------------------------
+
+    async def run_sequential(self) -> None:
+        """Run the nodes one at a time in the calling task, in topological order."""
+        deps = self.plan.deps
+        nodes = self.nodes
+        fail_fast = self.runner.fail_fast
+        token = _current_node.set(None)
+        try:
+            for name in self.plan.order:
+                if self.stopping is not None:
+                    return
+                if any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
+                    continue  # an ancestor failed (continue mode): skipped
+                _current_node.set(name)
+                ok = await self.run_node(name)
+                if not ok and fail_fast and self.error is not None:
+                    self.request_stop(RunStatus.FAILED, None)
+        finally:
+            _current_node.reset(token)
+
+    async def run_concurrent(self) -> None:
+        """Run ready nodes as asyncio tasks, up to ``max_concurrency`` at once."""
+        self.indegree = dict(self.plan.indegree)
+        self.done = asyncio.get_running_loop().create_future()
+        self.ready.extend(n for n in self.plan.order if self.indegree[n] == 0)
+        self._start_ready()
+        if self.active:
+            await self.done
+
+    def _start_ready(self) -> None:
+        limit = self.runner.max_concurrency
+        loop = asyncio.get_running_loop()
+        ready = self.ready
+        while ready and self.stopping is None and (limit is None or self.active < limit):
+            self.active += 1
+            task = loop.create_task(self._drive(ready.popleft()))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _drive(self, name: str) -> None:
+        _current_node.set(name)
+        ok = False
+        try:
+            ok = await self.run_node(name)
+        except BaseException as exc:  # a propagating BaseException: stop the run
+            self._remember_raised(exc)
+            self.request_stop(RunStatus.FAILED, None)
+        finally:
+            self.active -= 1
+            if ok:
+                indegree = self.indegree
+                for dependent in self.plan.dependents[name]:
+                    indegree[dependent] -= 1
+                    if indegree[dependent] == 0:
+                        self.ready.append(dependent)
+            elif self.runner.fail_fast and self.error is not None:
+                self.request_stop(RunStatus.FAILED, None)
+            self._start_ready()
+            if self.active == 0 and self.done is not None and not self.done.done():
+                self.done.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Wait until no node of this run is executing (after a stop was requested)."""
+        if self.done is not None and self.active:
+            await asyncio.shield(self.done)
+
+    # -- the whole run ----------------------------------------------------------------
+
+    async def execute(self, timeout: float | None, control: RunControl | None) -> RunResult:
+        """Run the workflow start to end; see ``Workflow.run``."""
+        loop = asyncio.get_running_loop()
+        timer = None
+        if control is not None:
+            control.state = self
+            if control.requested:
+                self.request_stop(RunStatus.CANCELLED, control.reason)
+        if timeout is not None:
+            timer = loop.call_later(timeout, self._on_timeout, timeout)
+        external_cancel: asyncio.CancelledError | None = None
+        try:
+            try:
+                await self.emit(_WORKFLOW_START, (self.run_id, self.inputs))
+            except Exception as exc:  # a raise_error handler fails the run before any node
+                self._fail(
+                    None,
+                    _error_info(
+                        exc,
+                        run_id=self.run_id,
+                        workflow_name=self.workflow_name,
+                        node=None,
+                        attempt=None,
+                        will_retry=False,
+                    ),
+                )
+                self.stopping = RunStatus.FAILED
+            if self.stopping is None:
+                if self.runner.sequential:
+                    await self.run_sequential()
+                else:
+                    await self.run_concurrent()
+        except asyncio.CancelledError as exc:
+            external_cancel = exc
+            reason = str(exc) or "the task awaiting the run was cancelled"
+            self.request_stop(RunStatus.CANCELLED, reason)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        result, cancelled_meanwhile = await _run_to_completion(self._finish())
+        if external_cancel is not None:
+            raise external_cancel
+        if cancelled_meanwhile:
+            raise asyncio.CancelledError
+        if self.raised is not None:
+            raise self.raised
+        return result
+
+    async def _finish(self) -> RunResult:
+        await self.wait_idle()
+        if self.callback_tasks:
+            await asyncio.gather(*list(self.callback_tasks))
+        if self.timed_out:
+            info = ErrorInfo(
+                type="TimeoutError",
+                message=f"workflow {self.workflow_name!r} {self.stop_reason}",
+                severity=Severity.CRITICAL,
+                run_id=self.run_id,
+                workflow_name=self.workflow_name,
+                exception=TimeoutError(self.stop_reason),
+            )
+            self.error = info
+            self.failed_node = None
+            try:
+                await self.emit(_ERROR, (info,))
+            except Exception as exc:  # the run already fails with the timeout
+                logger.bind(run_id=self.run_id).debug(
+                    "raise_error handler raised {error!r} on the run timeout", error=exc
+                )
+        for res in self.nodes.values():
+            if res.status is NodeStatus.PENDING:
+                res.status = NodeStatus.SKIPPED
+        if self.stopping is RunStatus.CANCELLED:
+            status = RunStatus.CANCELLED
+        elif self.error is not None or self.stopping is RunStatus.FAILED:
+            status = RunStatus.FAILED
+        else:
+            status = RunStatus.SUCCEEDED
+        duration = perf_counter() - self.t0
+        final_node = {
+            RunStatus.SUCCEEDED: self.last_success,
+            RunStatus.FAILED: self.failed_node,
+        }.get(status)
+        result = RunResult(
+            run_id=self.run_id,
+            workflow_name=self.workflow_name,
+            status=status,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            nodes=self.nodes,
+            error=self.error,
+            final_node=final_node,
+            cancel_reason=self.stop_reason if status is RunStatus.CANCELLED else None,
+            started_at=self.started_at,
+            ended_at=datetime.now(UTC),
+            duration=duration,
+            parent_run_id=self.parent_run_id,
+            resource_id=self.resource_id,
+            metadata=self.metadata,
+        )
+        self.ctx.result = result
+        self.closed = True  # nothing may follow workflow_end
+        try:
+            await self.emit(
+                _WORKFLOW_END, (self.run_id, self.outputs), duration=duration, status=status.value
+            )
+        except Exception as exc:
+            self._remember_raised(exc)
+        hook = {
+            RunStatus.SUCCEEDED: self.workflow.on_workflow_complete,
+            RunStatus.FAILED: self.workflow.on_workflow_failure,
+            RunStatus.CANCELLED: self.workflow.on_workflow_cancel,
+        }[status]
+        if hook is not None:
+            await _call_function_callback(
+                hook,
+                (result,),
+                f"workflow callback {getattr(hook, '__name__', hook)!r}",
+                self.run_id,
+            )
+        try:
+            await self.manager.flush()
+        except Exception as exc:
+            self._remember_raised(exc)
+        return result
+
+
+async def _run_to_completion(coro: Coroutine[Any, Any, T]) -> tuple[T, bool]:
+    """Await ``coro`` to its end even if the awaiting task is cancelled meanwhile.
+
+    Returns the result and whether a cancellation arrived (to re-raise later).
+    """
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+
+
+class _Prepared:
+    """A run validated and ready to start (every error raised before any event)."""
+
+    __slots__ = ("control", "state", "timeout")
+
+    def __init__(self, state: RunState, timeout: float | None, control: RunControl | None) -> None:
+        self.state = state
+        self.timeout = timeout
+        self.control = control
+
+
+def _prepare(
+    workflow: Workflow,
+    inputs: Mapping[str, Any] | None,
+    *,
+    callbacks: Callbacks = None,
+    runner: Runner | None = None,
+    run_id: str | None = None,
+    resource_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    timeout: float | None = None,
+    control: RunControl | None = None,
+) -> _Prepared:
+    if not isinstance(workflow, Workflow):
+        msg = f"expected a Workflow, got {workflow!r}"
+        raise TypeError(msg)
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        msg = f"run() takes the workflow inputs as a mapping of name -> value, got {inputs!r}"
+        raise WorkflowError(msg)
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    plan = workflow.plan(outputs)
+    input_dict = dict(inputs)
+    workflow.check_inputs(input_dict, plan)
+    if runner is None:
+        runner = _DEFAULT_RUNNER
+    elif not isinstance(runner, Runner):
+        msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()), got {runner!r}"
+        raise WorkflowError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        msg = f"timeout= must be a positive number of seconds or None, got {timeout!r}"
+        raise WorkflowError(msg)
+    if metadata is not None and not isinstance(metadata, Mapping):
+        msg = f"metadata= takes a mapping of run headers, got {metadata!r}"
+        raise WorkflowError(msg)
+    try:
+        run_manager = as_manager(callbacks, where="run(callbacks=...)")
+    except TypeError as exc:
+        raise InvalidCallbackError(str(exc)) from None
+    parent_ctx = current_run_var.get(None)
+    parent = parent_ctx._run if parent_ctx is not None else None
+    if not isinstance(parent, RunState):
+        parent = None
+    manager = CallbackManager.combine(
+        workflow.callbacks, run_manager, parent.manager if parent is not None else None
+    )
+    if not manager.entries:
+        manager = _NO_CALLBACKS
+    if parent is not None:
+        resource_id = resource_id if resource_id is not None else parent.resource_id
+        metadata = metadata if metadata is not None else parent.metadata
+    state = RunState(
+        workflow,
+        plan,
+        manager,
+        runner,
+        input_dict,
+        run_id=run_id or uuid4().hex,
+        parent=parent,
+        resource_id=resource_id,
+        metadata=dict(metadata) if metadata is not None else {},
+    )
+    return _Prepared(state, None if timeout is None else float(timeout), control)
+
+
+async def execute_run(
+    workflow: Workflow, inputs: Mapping[str, Any] | None, **options: Any
+) -> RunResult:
+    """Validate, then run ``workflow`` in the calling task (see ``Workflow.run``)."""
+    prepared = _prepare(workflow, inputs, **options)
+    return await _execute(prepared)
+
+
+async def _execute(prepared: _Prepared) -> RunResult:
+    state = prepared.state
+    token = current_run_var.set(state.ctx)
+    try:
+        return await state.execute(prepared.timeout, prepared.control)
+    finally:
+        current_run_var.reset(token)
+
+
+class RunHandle:
+    """A run started with ``Workflow.start``: await it for the ``RunResult``.
+
+    Attributes:
+        run_id: the run's id, known before it starts.
+    """
+
+    def __init__(self, run_id: str, task: asyncio.Task[RunResult], control: RunControl) -> None:
+        self.run_id = run_id
+        self._task = task
+        self._control = control
+
+    def cancel(self, reason: str | None = None) -> bool:
+        """Ask the run to stop; it ends with status ``cancelled`` and ``cancel_reason``.
+
+        Returns:
+            False when the run had already finished, else True.
+        """
+        if self._task.done():
+            return False
+        self._control.cancel(reason or "cancelled through RunHandle.cancel()")
+        return True
+
+    def done(self) -> bool:
+        """Whether the run has finished (callbacks included)."""
+        return self._task.done()
+
+    def result(self) -> RunResult:
+        """The ``RunResult`` of a finished run.
+
+        Raises:
+            asyncio.InvalidStateError: when the run has not finished yet.
+        """
+        return self._task.result()
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "running"
+        return f"RunHandle(run_id={self.run_id!r}, {state})"
+
+
+def start_run(workflow: Workflow, inputs: Mapping[str, Any] | None, **options: Any) -> RunHandle:
+    """Validate, then start ``workflow`` as a task of the running loop (see ``Workflow.start``)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        msg = (
+            "Workflow.start() needs a running event loop; call it from async code, "
+            "or use Workflow.run_sync() from synchronous code"
+        )
+        raise RuntimeError(msg) from None
+    control = RunControl()
+    prepared = _prepare(workflow, inputs, control=control, **options)
+    task = loop.create_task(_execute(prepared), name=f"flowhooks-run-{prepared.state.run_id}")
+    return RunHandle(prepared.state.run_id, task, control)
+
+
+def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any) -> Node:
+    """Return a node whose body runs ``child`` as a sub-workflow of the current run."""
+    plan = child.plan()
+    params = tuple(sorted(plan.inputs))
+    required = frozenset(plan.required_inputs)
+    node_name = name if name is not None else child.name
+
+    async def run_child(**kwargs: Any) -> dict[str, Any]:
+        result = await execute_run(child, kwargs)
+        result.raise_for_status()
+        return dict(result.outputs)
+
+    run_child.__name__ = node_name
+    run_child.__qualname__ = f"{child.name}.as_node"
+    return Node(
+        run_child,
+        name=node_name,
+        params=params,
+        required=required,
+        is_async=True,
+        **options,
+    )
