@@ -258,11 +258,10 @@ class LoggingCallback(BaseCallbackHandler):
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Log that a run started (with its inputs at DEBUG)."""
-        name = _workflow_name(event)
         parent = f" (sub-run of {event.parent_run_id})" if event and event.parent_run_id else ""
         self._emit(
             self._level_no,
-            f"workflow {name!r} run {workflow_id} started{parent}",
+            f"{_run_label(event, workflow_id)} started{parent}",
             EventType.WORKFLOW_START,
             event,
             payload=input_data,
@@ -274,13 +273,12 @@ class LoggingCallback(BaseCallbackHandler):
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Log how a run ended and how long it took (with its outputs at DEBUG)."""
-        name = _workflow_name(event)
         status = (event.status if event else None) or "ended"
         took = _took(event)
         level = self._level_no if status in ("succeeded", "ended") else _WARNING
         self._emit(
             level,
-            f"workflow {name!r} run {workflow_id} {status}{took}",
+            f"{_run_label(event, workflow_id)} {status}{took}",
             EventType.WORKFLOW_END,
             event,
             payload=output_data,
@@ -425,11 +423,12 @@ def _fields(etype: EventType, event: Event | None, node_id: str | None) -> dict[
     }
 
 
-def _workflow_name(event: Event | None) -> str:
-    if event is not None and event.workflow_name:
-        return event.workflow_name
-    ctx = current_run_var.get(None)
-    return ctx.workflow_name if ctx is not None else ""
+def _run_label(event: Event | None, run_id: str) -> str:
+    name = event.workflow_name if event is not None else ""
+    if not name:
+        ctx = current_run_var.get(None)
+        name = ctx.workflow_name if ctx is not None and ctx.run_id == run_id else ""
+    return f"workflow {name!r} run {run_id}" if name else f"run {run_id}"
 
 
 def _attempt(event: Event | None, fallback: int | None = None) -> str:

@@ -132,6 +132,17 @@ class ProgressCallback(BaseCallbackHandler):
         """Whether progress is drawn as live bars (the console is a terminal)."""
         return self.console.is_terminal
 
+    @property
+    def active_runs(self) -> tuple[str, ...]:
+        """The ids of the runs shown as under way, in the order they started."""
+        with self._lock:
+            return tuple(self._rows)
+
+    @property
+    def displaying(self) -> bool:
+        """Whether a live display is running right now."""
+        return self._progress is not None
+
     # -- display ------------------------------------------------------------------------
 
     def _display(self) -> _TreeProgress:

@@ -1,0 +1,296 @@
+"""Tests for LoggingCallback: structured records, levels, redaction and truncation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from flowhooks import CallbackManager, ErrorInfo
+from flowhooks.handlers import LoggingCallback
+from flowhooks.handlers.logging import DEFAULT_REDACT_KEYS, REDACTED, redact
+
+BOUND = ("run_id", "workflow_name", "node_id", "attempt", "event_type", "duration", "status")
+
+
+@pytest.fixture
+def records() -> Iterator[list[dict[str, Any]]]:
+    """Every loguru record emitted during the test, at any level."""
+    captured: list[dict[str, Any]] = []
+    sink_id = logger.add(lambda m: captured.append(m.record), level="TRACE", format="{message}")
+    yield captured
+    logger.remove(sink_id)
+
+
+async def run_events(manager: CallbackManager, run_id: str = "run-1", name: str = "etl") -> None:
+    """Send one small run's worth of events by hand."""
+    fields = {"run_id": run_id, "workflow_name": name}
+    await manager.trigger("workflow_start", workflow_id=run_id, input_data={"n": 1}, **fields)
+    await manager.trigger("node_start", node_id="a", input_data={"n": 1}, attempt=1, **fields)
+    await manager.trigger(
+        "node_end", node_id="a", output_data=2, attempt=1, duration=0.25, **fields
+    )
+    await manager.trigger("custom_event", name="progress", data={"pct": 50}, **fields)
+    await manager.trigger(
+        "workflow_end",
+        workflow_id=run_id,
+        output_data={"a": 2},
+        workflow_name=name,
+        status="succeeded",
+        duration=1.5,
+    )
+
+
+async def test_one_record_per_event_with_bound_fields(records):
+    """Each lifecycle event gives exactly one record bound with the run and node fields."""
+    await run_events(CallbackManager([LoggingCallback()]))
+    assert [r["extra"]["event_type"] for r in records] == [
+        "workflow_start",
+        "node_start",
+        "node_end",
+        "custom_event",
+        "workflow_end",
+    ]
+    for record in records:
+        assert set(BOUND) <= set(record["extra"])
+        assert record["extra"]["run_id"] == "run-1"
+        assert record["level"].name == "INFO"
+    node_end = records[2]
+    assert node_end["extra"]["node_id"] == "a"
+    assert node_end["extra"]["attempt"] == 1
+    assert node_end["extra"]["duration"] == 0.25
+    assert node_end["extra"]["workflow_name"] == "etl"
+    assert node_end["message"] == "node 'a' (attempt 1) succeeded in 0.250s"
+    assert records[-1]["extra"]["status"] == "succeeded"
+    assert records[-1]["message"] == "workflow 'etl' run run-1 succeeded in 1.500s"
+
+
+async def test_info_level_never_renders_payloads(records):
+    """At INFO, records carry no inputs or outputs, in the message or the extras."""
+    manager = CallbackManager([LoggingCallback(level="INFO")])
+    await manager.trigger(
+        "node_end", node_id="a", output_data={"customer": "Alice Example"}, run_id="r"
+    )
+    (record,) = records
+    assert "payload" not in record["extra"]
+    assert "Alice" not in record["message"]
+
+
+async def test_debug_level_renders_payloads(records):
+    """At DEBUG, the node's inputs and outputs appear in the message and in extra['payload']."""
+    manager = CallbackManager([LoggingCallback(level="DEBUG")])
+    await manager.trigger("node_start", node_id="a", input_data={"city": "Lyon"}, run_id="r")
+    await manager.trigger("node_end", node_id="a", output_data=[1, 2, 3], run_id="r")
+    assert [r["level"].name for r in records] == ["DEBUG", "DEBUG"]
+    assert records[0]["extra"]["payload"] == '{"city": "Lyon"}'
+    assert records[0]["message"].endswith('| {"city": "Lyon"}')
+    assert records[1]["extra"]["payload"] == "[1, 2, 3]"
+
+
+async def test_secrets_are_redacted_at_any_depth(records):
+    """Secret-looking keys are redacted in nested dicts, lists and headers; other keys stay."""
+    manager = CallbackManager([LoggingCallback(level="DEBUG")])
+    inputs = {
+        "user": "bob",
+        "password": "hunter2",
+        "config": {"db": {"DB_PASSWORD": "pw-123"}, "retries": 3},
+        "headers": [{"Authorization": "Bearer abc.def"}, {"X-API-Key": "key-999"}],
+        "credentials": {"anything": "inside-creds"},
+        "refreshToken": "rt-555",
+        "total_tokens": 1234,
+    }
+    await manager.trigger("workflow_start", workflow_id="r", input_data=inputs)
+    (record,) = records
+    text = record["message"] + record["extra"]["payload"]
+    for secret in ("hunter2", "pw-123", "abc.def", "key-999", "inside-creds", "rt-555"):
+        assert secret not in text
+    assert REDACTED in text
+    assert '"user": "bob"' in text
+    assert '"retries": 3' in text
+    assert '"total_tokens": 1234' in text  # a count, not a token
+
+
+async def test_secrets_in_a_pydantic_model_are_redacted(records):
+    """A pydantic model payload is walked like a dict, so its secret fields are redacted."""
+    from pydantic import BaseModel
+
+    class Login(BaseModel):
+        username: str
+        api_key: str
+
+    manager = CallbackManager([LoggingCallback(level="DEBUG")])
+    await manager.trigger(
+        "node_end", node_id="login", output_data=Login(username="u", api_key="k1")
+    )
+    assert "k1" not in records[0]["message"]
+    assert '"username": "u"' in records[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("password", True),
+        ("db_password", True),
+        ("access_token", True),
+        ("X-Auth-Token", True),
+        ("apiKey", True),
+        ("X-API-KEY", True),
+        ("client_secret", True),
+        ("Authorization", True),
+        ("private_key", True),
+        ("total_tokens", False),
+        ("author", False),
+        ("keyboard", False),
+        ("name", False),
+    ],
+)
+def test_redact_matches_key_words(key, secret):
+    """Keys match by whole words in any case style, so counts like total_tokens are kept."""
+    out = redact({key: "v"})
+    assert (out[key] == REDACTED) is secret
+
+
+def test_redact_leaves_the_original_untouched():
+    """redact() returns a copy; the payload the node returned is not modified."""
+    payload = {"token": "t", "items": [{"secret": "s"}]}
+    out = redact(payload)
+    assert payload == {"token": "t", "items": [{"secret": "s"}]}
+    assert out == {"token": REDACTED, "items": [{"secret": REDACTED}]}
+
+
+async def test_redaction_keys_are_configurable(records):
+    """extra_redact_keys adds to the defaults; redact_keys replaces them."""
+    extra = CallbackManager([LoggingCallback(level="DEBUG", extra_redact_keys=["ssn"])])
+    await extra.trigger("node_end", node_id="a", output_data={"ssn": "123-45", "password": "p"})
+    replaced = CallbackManager([LoggingCallback(level="DEBUG", redact_keys=["ssn"])])
+    await replaced.trigger("node_end", node_id="a", output_data={"ssn": "123-45", "password": "p"})
+    assert "123-45" not in records[0]["message"]
+    assert '"password": "p"' not in records[0]["message"]
+    assert "123-45" not in records[1]["message"]
+    assert '"password": "p"' in records[1]["message"]
+    assert "password" in DEFAULT_REDACT_KEYS
+
+
+async def test_huge_outputs_are_truncated(records):
+    """A very large output is cut to max_length with a marker giving the full size."""
+    manager = CallbackManager([LoggingCallback(level="DEBUG", max_length=200)])
+    await manager.trigger("node_end", node_id="big", output_data="x" * 1_000_000)
+    await manager.trigger("node_end", node_id="many", output_data=list(range(1_000_000)))
+    first, second = (r["extra"]["payload"] for r in records)
+    assert len(first) < 260
+    assert first.endswith("… [truncated, 1000002 chars]")
+    assert len(second) < 260
+    assert "truncated" in second
+
+
+async def test_unrepresentable_payloads_do_not_break_logging(records):
+    """Objects whose repr raises are logged with a placeholder instead of failing."""
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    manager = CallbackManager([LoggingCallback(level="DEBUG")])
+    manager_stats_before = 0
+    await manager.trigger("node_end", node_id="a", output_data={"obj": Broken()})
+    assert "unrepresentable Broken" in records[0]["message"]
+    errors = sum(s.errors for per in manager.stats.values() for s in per.values())
+    assert errors == manager_stats_before
+
+
+async def test_error_levels_follow_retry_and_severity(records):
+    """Retried errors log at WARNING, final ones at ERROR with the exception, critical at CRITICAL."""
+    manager = CallbackManager([LoggingCallback()])
+    try:
+        raise ValueError("bad row")
+    except ValueError as exc:
+        boom = exc
+    common = {"type": "ValueError", "message": "bad row", "node_id": "a", "run_id": "r"}
+    await manager.trigger(
+        "error", ErrorInfo(**common, will_retry=True, severity="warning", attempt=1, exception=boom)
+    )
+    await manager.trigger("error", ErrorInfo(**common, attempt=2, exception=boom))
+    await manager.trigger("error", ErrorInfo(**common, severity="critical", attempt=3))
+    assert [r["level"].name for r in records] == ["WARNING", "ERROR", "CRITICAL"]
+    assert records[0]["exception"] is None  # retried: no traceback noise
+    assert records[1]["exception"] is not None
+    assert records[1]["extra"]["error_type"] == "ValueError"
+    assert records[1]["extra"]["will_retry"] is False
+    assert records[1]["extra"]["attempt"] == 2
+    assert records[0]["message"] == "node 'a' (attempt 1) failed: ValueError: bad row (will retry)"
+
+
+async def test_run_level_error_and_failed_run_end(records):
+    """The run timeout is logged as a run error and a failed run's end at WARNING."""
+    manager = CallbackManager([LoggingCallback()])
+    await manager.trigger(
+        "error",
+        ErrorInfo(type="TimeoutError", message="run timed out", run_id="r", severity="critical"),
+    )
+    await manager.trigger(
+        "workflow_end", workflow_id="r", output_data={}, status="failed", workflow_name="etl"
+    )
+    assert records[0]["message"] == "run failed: TimeoutError: run timed out"
+    assert records[0]["extra"]["node_id"] is None
+    assert records[1]["level"].name == "WARNING"
+    assert records[1]["message"] == "workflow 'etl' run r failed"
+
+
+async def test_a_quieter_level_raises_every_record(records):
+    """With level='ERROR', lifecycle records log at ERROR and retries are raised to it too."""
+    manager = CallbackManager([LoggingCallback(level="ERROR")])
+    await manager.trigger("node_start", node_id="a", input_data={})
+    await manager.trigger("error", ErrorInfo(type="E", message="m", node_id="a", will_retry=True))
+    assert [r["level"].name for r in records] == ["ERROR", "ERROR"]
+
+
+async def test_custom_logger_keeps_its_bindings(records):
+    """A pre-bound logger passed in keeps its own extras next to the event fields."""
+    manager = CallbackManager([LoggingCallback(logger=logger.bind(service="billing"))])
+    await manager.trigger("node_start", node_id="a", input_data={}, run_id="r")
+    assert records[0]["extra"]["service"] == "billing"
+    assert records[0]["extra"]["run_id"] == "r"
+
+
+async def test_used_outside_a_run_without_an_event(records):
+    """Calling the handler directly, outside any run and without an Event, still logs."""
+    handler = LoggingCallback()
+    await handler.on_node_start("a", {})
+    await handler.on_error(ErrorInfo(type="KeyError", message="'x'", node_id="a"))
+    assert records[0]["message"] == "node 'a' started"
+    assert records[0]["extra"]["run_id"] == ""
+    assert records[1]["level"].name == "ERROR"
+
+
+async def test_concurrent_runs_keep_their_own_run_ids(records):
+    """Interleaved runs log records each bound to its own run id."""
+    manager = CallbackManager([LoggingCallback()])
+    await asyncio.gather(*(run_events(manager, run_id=f"run-{i}") for i in range(3)))
+    for i in range(3):
+        mine = [r for r in records if r["extra"]["run_id"] == f"run-{i}"]
+        assert len(mine) == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"level": "LOUD"}, ValueError),
+        ({"level": True}, ValueError),
+        ({"max_length": 0}, ValueError),
+        ({"redact_keys": "password"}, TypeError),
+    ],
+    ids=["unknown-level", "bool-level", "zero-length", "string-keys"],
+)
+def test_bad_configuration_is_rejected(kwargs, error):
+    """Invalid settings fail when the handler is created, not at the first event."""
+    with pytest.raises(error):
+        LoggingCallback(**kwargs)
+
+
+def test_level_names_are_case_insensitive_and_numbers_work():
+    """'debug' and 10 both select DEBUG, so payloads are rendered."""
+    assert LoggingCallback(level="debug").render({"a": 1}) == '{"a": 1}'
+    assert LoggingCallback(level=10).level == 10
