@@ -61,6 +61,8 @@ class Case:
     unit: str = "event"
     floor: str | None = None
     note: str = ""
+    verify_loops: int | None = None
+    """Loops of the verification pass; ``None`` for the settings' default."""
 
 
 @dataclass
@@ -177,7 +179,9 @@ async def measure(
     results: dict[str, Result] = {}
     for case in cases:
         res = Result(case.name, case.system, case.unit, case.floor, case.note)
-        res.verified, res.verify_message = await verify(case, settings.verify_loops)
+        res.verified, res.verify_message = await verify(
+            case, case.verify_loops or settings.verify_loops
+        )
         if not res.verified:
             progress(f"  VERIFY FAILED {res.verify_message}")
         results[case.name] = res
