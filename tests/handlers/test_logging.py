@@ -202,7 +202,7 @@ async def test_unrepresentable_payloads_do_not_break_logging(records):
 
 
 async def test_error_levels_follow_retry_and_severity(records):
-    """Retried errors log at WARNING, final ones at ERROR with the exception, critical at CRITICAL."""
+    """Retried errors log at WARNING, final ones at ERROR with the exception, critical CRITICAL."""
     manager = CallbackManager([LoggingCallback()])
     try:
         raise ValueError("bad row")
