@@ -383,7 +383,7 @@ class _PassThroughManager(CallbackManager):
     isolated (or propagated) by the composite once the retries are used up.
     """
 
-    def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> None:
+    def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> bool:
         stats = call.stats
         stats.calls += 1
         stats.seconds += elapsed
@@ -394,7 +394,7 @@ class _PassThroughManager(CallbackManager):
         _notify_observers(call, elapsed, exc)
         if call.raise_error:
             _mark_propagating(exc)
-        raise exc
+        return True  # always: the composite decides after its retries
 
 
 @dataclass(slots=True)
