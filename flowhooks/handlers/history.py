@@ -273,9 +273,12 @@ class _Database:
     """One engine per event loop for one URL, with the schema created once.
 
     Engines hold connections tied to the loop that opened them, so the engine
-    is created inside the running loop on first use and replaced (the old one
-    dropped without touching its connections) when a later call comes from
-    another loop, e.g. a second ``asyncio.run``.
+    is created inside the running loop on first use and disposed of at the
+    end of every run (``HistoryCallback``) or on ``aclose()``, so the next run
+    may come from another loop, e.g. a second ``asyncio.run``. An engine
+    still open when a call comes from a new loop is disposed of from there:
+    SQLite connections close cleanly; network connections of a closed loop
+    can only be dropped.
     """
 
     def __init__(self, url: URL, *, connect_timeout: float, echo: bool) -> None:
@@ -298,12 +301,13 @@ class _Database:
         loop = asyncio.get_running_loop()
         if self._engine is None or self._loop is not loop:
             if self._engine is not None:
-                # Connections of a previous loop cannot be closed from this one.
-                await self._engine.dispose(close=False)
+                await _dispose_foreign(self._engine)
             self._engine = self._create_engine()
             self._loop = loop
             self._lock = asyncio.Lock()
-            self._schema_ready = False
+            path = _sqlite_file(self.url)
+            if path is not None and not path.exists():
+                self._schema_ready = False
         if not self._schema_ready:
             engine = self._engine
             async with self.write_lock():
@@ -339,14 +343,24 @@ class _Database:
         engine, loop = self._engine, self._loop
         self._engine = None
         self._loop = None
-        self._schema_ready = False
         if engine is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - aclose() is always awaited
-            running = None
-        await engine.dispose(close=running is loop)
+        if loop is asyncio.get_running_loop():
+            await engine.dispose()
+        else:
+            await _dispose_foreign(engine)
+
+
+async def _dispose_foreign(engine: AsyncEngine) -> None:
+    """Dispose of an engine whose connections were opened by another (likely closed) loop.
+
+    aiosqlite connections live in their own threads and close fine from here;
+    network connections of a closed loop cannot, and are dropped instead.
+    """
+    try:
+        await engine.dispose()
+    except Exception:  # connections bound to a closed loop
+        await engine.dispose(close=False)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -406,6 +420,7 @@ class HistoryCallback(BaseCallbackHandler):
         self.max_payload_chars = max_payload_chars
         self.record_payloads = record_payloads
         self._db = _Database(self.url, connect_timeout=connect_timeout, echo=echo)
+        self._active_runs: set[str] = set()
 
     def __repr__(self) -> str:
         return f"HistoryCallback({self._db.display_url!r})"
@@ -421,6 +436,7 @@ class HistoryCallback(BaseCallbackHandler):
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Insert the run's row with status ``running``."""
+        self._active_runs.add(workflow_id)
         await self._write(
             _ensure(event, EventType.WORKFLOW_START, workflow_id, input_data), self._run_started
         )
@@ -429,9 +445,16 @@ class HistoryCallback(BaseCallbackHandler):
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Complete the run's row: status, end time, duration, outputs, error."""
-        await self._write(
-            _ensure(event, EventType.WORKFLOW_END, workflow_id, output_data), self._run_ended
-        )
+        try:
+            await self._write(
+                _ensure(event, EventType.WORKFLOW_END, workflow_id, output_data), self._run_ended
+            )
+        finally:
+            # Between runs no connection is kept: the next run may come from
+            # another event loop (two run_sync calls), where these could not close.
+            self._active_runs.discard(workflow_id)
+            if not self._active_runs:
+                await self._db.dispose()
 
     async def on_node_start(
         self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None

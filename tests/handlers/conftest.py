@@ -1,0 +1,273 @@
+"""Fixtures for the handler tests: a throwaway PostgreSQL cluster, a loopback HTTP receiver,
+and captured loguru records.
+
+The PostgreSQL fixture starts a real server from the installed binaries
+(``/usr/lib/postgresql/*/bin``) in a temporary directory, on a free loopback
+port, and removes it at the end of the session. When the binaries are missing
+or cannot run here, the tests that need it are skipped with the reason. Set
+``FLOWHOOKS_TEST_POSTGRES_URL`` to use an existing server instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loguru import logger
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that nothing listens on (right now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+@dataclass
+class PostgresServer:
+    """A running throwaway cluster: ``url(db)`` gives a SQLAlchemy URL for database ``db``."""
+
+    bindir: Path
+    port: int
+    run_as: list[str]
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _where(self) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+
+    def createdb(self, name: str) -> None:
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "createdb"), *self._where(), name],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def dropdb(self, name: str) -> None:
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "dropdb"), *self._where(), "--force", name],
+            check=False,
+            capture_output=True,
+            timeout=30,
+        )
+
+
+def _find_bindir() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on 127.0.0.1 for the whole session (skips when none can run)."""
+    bindir = _find_bindir()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); "
+            "run scripts/ensure-postgres.sh as root to install it"
+        )
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if is_root:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root but `runuser` is missing: cannot start PostgreSQL")
+        try:
+            import pwd
+
+            pg_user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root but there is no `postgres` user to run PostgreSQL")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    else:
+        run_as = []
+    tmp = Path(tempfile.mkdtemp(prefix="flowhooks-pg-"))
+    if is_root:
+        os.chown(tmp, pg_user.pw_uid, pg_user.pw_gid)
+    data = tmp / "data"
+    port = free_port()
+    server = PostgresServer(bindir=bindir, port=port, run_as=run_as)
+    try:
+        init = subprocess.run(
+            [*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if init.returncode != 0:
+            pytest.skip(f"initdb could not run here: {init.stderr.strip()[-300:]}")
+        log = str(tmp / "server.log")
+        wait = ["-w", "-t", "60", "start"]
+        options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, *wait],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if start.returncode != 0:
+            log = (tmp / "server.log").read_text() if (tmp / "server.log").exists() else ""
+            pytest.skip(f"PostgreSQL did not start: {(start.stderr + log).strip()[-300:]}")
+        yield server
+    finally:
+        if data.exists():
+            subprocess.run(
+                [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    external = os.environ.get("FLOWHOOKS_TEST_POSTGRES_URL")
+    if external:
+        yield external
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"fh_{uuid.uuid4().hex[:12]}"
+    server.createdb(name)
+    try:
+        yield server.url(name)
+    finally:
+        server.dropdb(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A history database URL: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+# -- loopback HTTP receiver -----------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """One request the receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers.items():
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records requests and answers from a script.
+
+    ``responses`` is consumed one status per request; when empty, it answers 200.
+    """
+
+    server: ThreadingHTTPServer
+    requests: list[Request] = field(default_factory=list)
+    responses: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, *statuses: int) -> None:
+        """Answer the next requests with these statuses, in order (then 200)."""
+        with self.lock:
+            self.responses[:] = list(statuses)
+
+    def next_status(self) -> int:
+        with self.lock:
+            return self.responses.pop(0) if self.responses else 200
+
+
+def _make_handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            receiver = receiver_ref[0]
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            with receiver.lock:
+                receiver.requests.append(
+                    Request("POST", self.path, dict(self.headers.items()), body)
+                )
+            status = receiver.next_status()
+            payload = json.dumps({"status": status}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep the test output quiet."""
+
+    return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A recording HTTP server on 127.0.0.1 (random port), stopped after the test."""
+    ref: list[Receiver] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(ref))
+    server.daemon_threads = True
+    rec = Receiver(server=server)
+    ref.append(rec)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback URL on which nothing listens: connections are refused."""
+    return f"http://127.0.0.1:{free_port()}/hook"
+
+
+# -- logs -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """Every loguru message emitted during the test, formatted as 'LEVEL message'."""
+    messages: list[str] = []
+    sink_id = logger.add(
+        lambda m: messages.append(f"{m.record['level'].name} {m.record['message']}")
+    )
+    try:
+        yield messages
+    finally:
+        logger.remove(sink_id)
