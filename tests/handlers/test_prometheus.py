@@ -151,7 +151,9 @@ async def test_nested_managers_are_not_counted_as_handlers(registry, prom):
     outer = CallbackManager([prom, inner])
     await outer.trigger("node_end", node_id="a", output_data=1)
     handlers = {
-        dict(labels).get("handler") for (name, labels) in scrape(registry) if "hook" in name
+        dict(labels).get("handler")
+        for (name, labels) in scrape(registry)
+        if name.startswith("flowhooks_hook_")
     }
     assert handlers == {"Boom", "PrometheusCallback"}
 
