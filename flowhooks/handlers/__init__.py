@@ -16,35 +16,43 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from flowhooks.handlers.history import HistoryCallback
+    from flowhooks.handlers.history import HistoryCallback, HistoryStore
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
-    from flowhooks.handlers.notification import NotificationCallback
+    from flowhooks.handlers.notification import NotificationCallback, Notifier, WebhookNotifier
     from flowhooks.handlers.otel import OpenTelemetryCallback
     from flowhooks.handlers.progress import ProgressCallback
     from flowhooks.handlers.prometheus import PrometheusCallback
-    from flowhooks.handlers.webhook import WebhookCallback
+    from flowhooks.handlers.webhook import WebhookCallback, verify_signature
 
 __all__ = [
     "HistoryCallback",
+    "HistoryStore",
     "LoggingCallback",
     "MetricsCallback",
     "NotificationCallback",
+    "Notifier",
     "OpenTelemetryCallback",
     "ProgressCallback",
     "PrometheusCallback",
     "WebhookCallback",
+    "WebhookNotifier",
+    "verify_signature",
 ]
 
 _MODULES: Final[dict[str, str]] = {
     "HistoryCallback": "history",
+    "HistoryStore": "history",
     "LoggingCallback": "logging",
     "MetricsCallback": "metrics",
     "NotificationCallback": "notification",
+    "Notifier": "notification",
     "OpenTelemetryCallback": "otel",
     "ProgressCallback": "progress",
     "PrometheusCallback": "prometheus",
     "WebhookCallback": "webhook",
+    "WebhookNotifier": "notification",
+    "verify_signature": "webhook",
 }
 """Public handler name -> the submodule of ``flowhooks.handlers`` defining it."""
 
