@@ -330,6 +330,6 @@ def _node_count(run_id: str) -> int | None:
     if ctx is None or ctx.run_id != run_id:
         return None
     count = getattr(ctx, "node_count", None)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:  # 0: not given
         return None
     return count
