@@ -22,6 +22,7 @@ from loguru import logger
 from flowhooks._context import run_id_for_logs
 from flowhooks._dispatcher import (
     Dispatcher,
+    _generation,
     bump_generation,
     current_generation,
     event_from_args,
@@ -233,13 +234,13 @@ class CallbackManager(Dispatcher):
 
     def handles(self, event_type: EventType) -> bool:
         """Return whether any registered handler reacts to ``event_type``."""
-        if self._plan_generation != current_generation():
+        if self._plan_generation != _generation[0]:
             self._replan()
         return bool(self._plans[event_type])
 
     def wants_event(self, event_type: EventType) -> bool:
         """Return whether any handler (at any depth) asked for ``event=`` on ``event_type``."""
-        if self._plan_generation != current_generation():
+        if self._plan_generation != _generation[0]:
             self._replan()
         return self._wants[event_type]
 
@@ -247,7 +248,7 @@ class CallbackManager(Dispatcher):
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
     ) -> None:
         """Call every handler of ``event_type`` in order, isolating their failures."""
-        if self._plan_generation != current_generation():
+        if self._plan_generation != _generation[0]:
             self._replan()
         calls = self._plans[event_type]
         if not calls:
@@ -256,8 +257,8 @@ class CallbackManager(Dispatcher):
             event = event_from_args(event_type, args)
         observed = bool(_hook_observers)
         deferred: Exception | None = None
+        last = perf_counter()  # one clock read per call: each call ends where the next starts
         for call in calls:
-            start = perf_counter()
             try:
                 kind = call.kind
                 if kind is _ASYNC:
@@ -269,18 +270,21 @@ class CallbackManager(Dispatcher):
                 else:
                     await _invoke_general(call, args, event)
             except Exception as exc:
-                if self._failed(call, exc, event, perf_counter() - start):
+                now = perf_counter()
+                if self._failed(call, exc, event, now - last):
                     if event_type is not _WORKFLOW_END:
                         raise
                     # workflow_end reaches every handler; the first error is raised after.
                     deferred = deferred or exc
+                last = now
                 continue
+            now = perf_counter()
             stats = call.stats
             stats.calls += 1
-            elapsed = perf_counter() - start
-            stats.seconds += elapsed
+            stats.seconds += now - last
             if observed:
-                _notify_observers(call, elapsed, None)
+                _notify_observers(call, now - last, None)
+            last = now
         if deferred is not None:
             raise deferred
 

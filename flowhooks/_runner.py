@@ -226,6 +226,7 @@ class RunState:
         self.active = 0
         self.ready: deque[str] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.default_submit = type(runner).submit is Runner.submit
         self.ctx = RunContext(
             run_id=run_id,
             workflow_name=workflow.name,
@@ -359,30 +360,35 @@ class RunState:
         if task.cancelling():
             raise asyncio.CancelledError
 
-    async def run_node(self, name: str) -> bool:
-        """Run every attempt of node ``name``; return whether it succeeded."""
+    async def run_node(self, name: str, task: asyncio.Task[Any]) -> bool:
+        """Run every attempt of node ``name`` in ``task``; return whether it succeeded."""
         node = self.workflow._nodes[name]
         result = self.nodes[name]
         kwargs = self._kwargs(node)
         result.status = NodeStatus.RUNNING
         result._started = time.time()
         first_start = perf_counter()
-        task = asyncio.current_task()
-        assert task is not None
+        manager = self.manager
+        direct = node.is_async and self.default_submit
         attempt = 0
         while True:
             attempt += 1
             result.attempts = attempt
             start = perf_counter()
             try:
-                await self.emit(_NODE_START, (name, kwargs), name, attempt)
+                if manager.handles(_NODE_START):
+                    await self.emit(_NODE_START, (name, kwargs), name, attempt)
+                else:
+                    self.seq += 1
             except Exception as exc:  # a raise_error handler: the node fails without retry
                 return await self._node_failed(node, result, exc, attempt, start, first_start)
             if self.stopping is not None:
                 return self._node_cancelled(result, first_start)
             self.bodies.add(task)
             try:
-                if node.timeout is None:
+                if direct and node.timeout is None:
+                    output = await node.fn(**kwargs)
+                elif node.timeout is None:
                     output = await self.runner.submit(node, kwargs)
                 else:
                     async with asyncio.timeout(node.timeout):
@@ -447,7 +453,12 @@ class RunState:
                 await self._absorb_injected_cancel(task)
             self.outputs[name] = output
             try:
-                await self.emit(_NODE_END, (name, output), name, attempt, perf_counter() - start)
+                if manager.handles(_NODE_END):
+                    await self.emit(
+                        _NODE_END, (name, output), name, attempt, perf_counter() - start
+                    )
+                else:
+                    self.seq += 1
             except Exception as exc:
                 del self.outputs[name]
                 return await self._node_failed(
@@ -528,15 +539,17 @@ class RunState:
         deps = self.plan.deps
         nodes = self.nodes
         fail_fast = self.runner.fail_fast
+        task = asyncio.current_task()
+        assert task is not None
         token = _current_node.set(None)
         try:
             for name in self.plan.order:
                 if self.stopping is not None:
                     return
-                if any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
+                if not fail_fast and any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
                 _current_node.set(name)
-                ok = await self.run_node(name)
+                ok = await self.run_node(name, task)
                 if not ok and fail_fast and self.error is not None:
                     self.request_stop(RunStatus.FAILED, None)
         finally:
@@ -545,7 +558,8 @@ class RunState:
     async def run_concurrent(self) -> None:
         """Run ready nodes as asyncio tasks, up to ``max_concurrency`` at once."""
         self.indegree = dict(self.plan.indegree)
-        self.done = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
         self.ready.extend(n for n in self.plan.order if self.indegree[n] == 0)
         self._start_ready()
         if self.active:
@@ -553,23 +567,25 @@ class RunState:
 
     def _start_ready(self) -> None:
         limit = self.runner.max_concurrency
-        loop = asyncio.get_running_loop()
+        create_task = self.loop.create_task
         ready = self.ready
+        tasks = self.tasks
         while ready and self.stopping is None and (limit is None or self.active < limit):
             self.active += 1
-            task = loop.create_task(self._drive(ready.popleft()))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            tasks.add(create_task(self._drive(ready.popleft())))
 
     async def _drive(self, name: str) -> None:
         _current_node.set(name)
         ok = False
+        task = asyncio.current_task()
+        assert task is not None
         try:
-            ok = await self.run_node(name)
+            ok = await self.run_node(name, task)
         except BaseException as exc:  # a propagating BaseException: stop the run
             self._remember_raised(exc)
             self.request_stop(RunStatus.FAILED, None)
         finally:
+            self.tasks.discard(task)  # the strong reference that kept the task alive
             self.active -= 1
             if ok:
                 indegree = self.indegree
