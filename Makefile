@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(PY) -m flowhooks history
 
 test: $(STAMP)
+	bash scripts/ensure-postgres.sh
 	$(PY) -m ruff check flowhooks tests examples benchmarks
 	$(PY) -m ruff format --check flowhooks tests examples benchmarks
 	$(PY) -m mypy flowhooks
