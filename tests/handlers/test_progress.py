@@ -1,0 +1,252 @@
+"""Tests for ProgressCallback, drawn on recording rich consoles."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from loguru import logger
+from rich.console import Console
+
+from flowhooks import CallbackManager, ErrorInfo, RunContext, Workflow, node
+from flowhooks._context import current_run_var
+from flowhooks.handlers import ProgressCallback
+
+
+def terminal() -> Console:
+    """A recording console that behaves like a terminal."""
+    return Console(file=io.StringIO(), force_terminal=True, width=120, record=True)
+
+
+def plain() -> Console:
+    """A recording console that is not a terminal (a CI log, a pipe)."""
+    return Console(file=io.StringIO(), force_terminal=False, width=120, record=True)
+
+
+async def start(m: CallbackManager, run: str, name: str = "etl", **kw: object) -> None:
+    """Send workflow_start."""
+    await m.trigger("workflow_start", workflow_id=run, input_data={}, workflow_name=name, **kw)
+
+
+async def end(m: CallbackManager, run: str, status: str = "succeeded", **kw: object) -> None:
+    """Send workflow_end."""
+    await m.trigger(
+        "workflow_end", workflow_id=run, output_data={}, status=status, duration=0.5, **kw
+    )
+
+
+async def done(m: CallbackManager, run: str, node_id: str) -> None:
+    """Send a node attempt that succeeds."""
+    await m.trigger("node_start", node_id=node_id, input_data={}, run_id=run)
+    await m.trigger("node_end", node_id=node_id, output_data=1, run_id=run)
+
+
+def run_context(run_id: str, node_count: int = 0) -> RunContext:
+    """A RunContext like the runner's, with ``node_count`` nodes."""
+
+    async def emit(name: str, data: object) -> None:
+        return None
+
+    return RunContext(
+        run_id=run_id,
+        workflow_name="etl",
+        inputs={},
+        outputs={},
+        emit=emit,
+        logger=logger,
+        started_at=datetime.now(UTC),
+        node_count=node_count,
+    )
+
+
+async def test_live_bar_counts_nodes_against_the_run_node_count():
+    """On a terminal the run's row shows nodes done out of current_run().node_count."""
+    console = terminal()
+    progress = ProgressCallback(console, auto_refresh=False)
+    m = CallbackManager([progress])
+    token = current_run_var.set(run_context("run-0001", node_count=3))
+    try:
+        await start(m, "run-0001")
+        await done(m, "run-0001", "a")
+        await done(m, "run-0001", "b")
+        assert progress.displaying
+        await end(m, "run-0001", status="failed")
+    finally:
+        current_run_var.reset(token)
+    text = console.export_text()
+    assert "etl [run-0001]" in text
+    assert "1/3" in text
+    assert "2/3 failed" in text
+    assert not progress.displaying
+    assert progress.active_runs == ()
+
+
+async def test_without_a_node_count_the_bar_is_indeterminate():
+    """Runs that do not expose node_count get a '?' total that is fixed at the end."""
+    console = terminal()
+    m = CallbackManager([ProgressCallback(console, auto_refresh=False)])
+    await start(m, "r-1")
+    await done(m, "r-1", "a")
+    text_mid = console.export_text(clear=False)
+    assert "1/?" in text_mid
+    await end(m, "r-1")
+    assert "1/1 succeeded" in console.export_text()
+
+
+async def test_nested_runs_are_drawn_under_their_parent():
+    """A sub-run's row is indented under its parent's, even when another run started between."""
+    console = terminal()
+    m = CallbackManager([ProgressCallback(console, auto_refresh=False)])
+    await start(m, "parent01", name="orders")
+    await start(m, "other001", name="reports")
+    await start(m, "child001", name="billing", parent_run_id="parent01")
+    await done(m, "child001", "charge")
+    await end(m, "child001", parent_run_id="parent01")
+    await end(m, "other001")
+    await end(m, "parent01")
+    text = console.export_text()
+    final = text[text.rindex("orders [parent01]") :]  # the last frame starts with the first row
+    assert final.index("orders [parent01]") < final.index("└ billing [child001]")
+    assert final.index("└ billing [child001]") < final.index("reports [other001]")
+
+
+async def test_retries_do_not_count_and_final_failures_do():
+    """A retried attempt leaves the count alone; a node failing for good counts as done."""
+    console = plain()
+    m = CallbackManager([ProgressCallback(console)])
+    await start(m, "r-1")
+    info = {"type": "IOError", "message": "x", "node_id": "load", "run_id": "r-1"}
+    await m.trigger("error", ErrorInfo(**info, will_retry=True))
+    await m.trigger("error", ErrorInfo(**info))
+    await end(m, "r-1", status="failed")
+    assert console.export_text().splitlines() == [
+        "etl [r-1] started",
+        "etl [r-1] load failed (IOError), retrying (0/? nodes)",
+        "etl [r-1] load failed (IOError) (1/? nodes)",
+        "etl [r-1] failed in 0.50s (1/? nodes)",
+    ]
+
+
+async def test_plain_lines_when_not_a_terminal():
+    """Off a terminal, one plain line per start, finished node and end, nested ones indented."""
+    console = plain()
+    progress = ProgressCallback(console)
+    m = CallbackManager([progress])
+    token = current_run_var.set(run_context("p", node_count=2))
+    try:
+        await start(m, "p")
+    finally:
+        current_run_var.reset(token)
+    await start(m, "c", name="sub", parent_run_id="p")
+    await done(m, "c", "x")
+    await end(m, "c")
+    await done(m, "p", "a")
+    await end(m, "p")
+    assert console.export_text().splitlines() == [
+        "etl [p] started (0/2 nodes)",
+        "  sub [c] started",
+        "  sub [c] x succeeded (1/? nodes)",
+        "  sub [c] succeeded in 0.50s (1/? nodes)",
+        "etl [p] a succeeded (1/2 nodes)",
+        "etl [p] succeeded in 0.50s (1/2 nodes)",
+    ]
+    assert not progress.live
+    assert not progress.displaying
+
+
+async def test_markup_in_names_is_shown_literally():
+    """Workflow and node names containing rich markup are escaped, not interpreted."""
+    console = terminal()
+    m = CallbackManager([ProgressCallback(console, auto_refresh=False)])
+    await start(m, "r", name="[bold]etl")
+    await m.trigger("node_start", node_id="[red]x", input_data={}, run_id="r")
+    await end(m, "r")
+    assert "[bold]etl" in console.export_text()
+
+
+async def test_events_outside_a_run_and_aclose():
+    """Node events for a run never started get a row; aclose() stops the display."""
+    console = terminal()
+    progress = ProgressCallback(console, auto_refresh=False)
+    m = CallbackManager([progress])
+    await done(m, "", "a")
+    assert progress.displaying
+    assert progress.active_runs == ("",)
+    await m.aclose()
+    assert not progress.displaying
+    assert "1/?" in console.export_text()
+
+
+async def test_real_workflow_with_a_sub_workflow():
+    """A real run with a sub-workflow node shows both rows with the runner's node counts."""
+
+    @node
+    def double(x: int) -> int:
+        return x * 2
+
+    @node
+    def prepare(n: int) -> int:
+        return n + 1
+
+    @node
+    def report(prepare: int) -> str:
+        return f"n={prepare}"
+
+    child = Workflow("pricing", nodes=[double])
+    parent = Workflow("orders", nodes=[prepare, report, child.as_node(name="pricing")])
+    console = terminal()
+    result = await parent.run(
+        {"n": 1, "x": 2}, callbacks=[ProgressCallback(console, auto_refresh=False)]
+    )
+    assert result.status == "succeeded"
+    lines = [line for line in console.export_text().splitlines() if line.strip()][-2:]
+    assert "orders [" in lines[0]
+    assert "3/3 succeeded" in lines[0]
+    assert "└ pricing [" in lines[1]
+    assert "1/1 succeeded" in lines[1]
+
+
+def test_importing_the_handlers_package_does_not_import_optional_dependencies():
+    """import flowhooks.handlers leaves rich, prometheus_client and opentelemetry unimported."""
+    code = (
+        "import sys, flowhooks, flowhooks.handlers\n"
+        "from flowhooks.handlers import LoggingCallback, MetricsCallback\n"
+        "bad = [m for m in ('rich', 'prometheus_client', 'opentelemetry', 'sqlalchemy', 'httpx')"
+        " if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "import flowhooks.handlers as h\n"
+        "assert sorted(n for n in h.__all__ if n.endswith('Callback')) == sorted(["
+        "'HistoryCallback', 'LoggingCallback', 'MetricsCallback', 'NotificationCallback',"
+        " 'OpenTelemetryCallback', 'ProgressCallback', 'PrometheusCallback', 'WebhookCallback'])\n"
+        "from flowhooks.handlers import ProgressCallback\n"
+        "assert 'rich' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_missing_extra_names_the_pip_install_line():
+    """Without rich installed, importing ProgressCallback says which extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['rich'] = None  # as if rich were not installed\n"
+        "try:\n"
+        "    from flowhooks.handlers import ProgressCallback\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=60, capture_output=True, text=True
+    ).stdout
+    assert "pip install 'flowhooks[rich]'" in out
+    assert "ProgressCallback" in out
+
+
+def test_unknown_names_raise_attribute_error():
+    """Asking flowhooks.handlers for a name it does not define is an AttributeError."""
+    import flowhooks.handlers as handlers
+
+    with pytest.raises(AttributeError, match="NoSuchCallback"):
+        handlers.NoSuchCallback  # noqa: B018 - the attribute access is the test
