@@ -660,6 +660,8 @@ class BackgroundCallback(Dispatcher):
                 queue.popleft()
                 self._done += 1
                 self._count_drop()
+                if self._waiters:  # a flush() may have been waiting for the dropped event
+                    self._wake_waiters()
         queue.append((event_type, args, event))
         self._put += 1
         self._stats.enqueued += 1
