@@ -294,3 +294,34 @@ def test_level_names_are_case_insensitive_and_numbers_work():
     """'debug' and 10 both select DEBUG, so payloads are rendered."""
     assert LoggingCallback(level="debug").render({"a": 1}) == '{"a": 1}'
     assert LoggingCallback(level=10).level == 10
+
+
+async def test_real_workflow_run_is_logged_with_secrets_redacted(records):
+    """A real run logs its lifecycle bound to the run id, with secret inputs redacted."""
+    from flowhooks import Workflow, node
+
+    @node
+    def login(user: str, password: str) -> dict[str, str]:
+        return {"user": user, "session_token": "tok-" + password}
+
+    @node
+    def greet(login: dict[str, str]) -> str:
+        return f"hello {login['user']}"
+
+    wf = Workflow("onboarding", nodes=[login, greet])
+    result = await wf.run(
+        {"user": "ann", "password": "s3cret-pw"}, callbacks=[LoggingCallback(level="DEBUG")]
+    )
+    assert result.status == "succeeded"
+    mine = [r for r in records if r["extra"].get("run_id") == result.run_id]
+    assert [r["extra"]["event_type"] for r in mine] == [
+        "workflow_start",
+        "node_start",
+        "node_end",
+        "node_start",
+        "node_end",
+        "workflow_end",
+    ]
+    assert all(r["extra"]["workflow_name"] == "onboarding" for r in mine)
+    assert all("s3cret-pw" not in r["message"] for r in mine)
+    assert "hello ann" in mine[4]["message"]

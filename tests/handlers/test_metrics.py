@@ -259,3 +259,38 @@ def test_bad_configuration_is_rejected(kwargs):
     """Negative or non-integer limits are rejected when the handler is created."""
     with pytest.raises(ValueError, match="must be"):
         MetricsCallback(**kwargs)
+
+
+async def test_real_workflow_with_a_retried_node():
+    """A real run whose node fails once and is retried is counted like the events say."""
+    from flowhooks import Workflow, node
+
+    calls = {"n": 0}
+
+    @node(retries=1)
+    async def flaky() -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("first try fails")
+        return 1
+
+    @node
+    def total(flaky: int) -> int:
+        return flaky + 1
+
+    metrics = MetricsCallback()
+    wf = Workflow("flaky-etl", nodes=[flaky, total])
+    results = [await wf.run(callbacks=[metrics]) for _ in range(2)]
+    assert [r.status for r in results] == ["succeeded", "succeeded"]
+    report = metrics.get_report()
+    assert report["total_workflows"] == 2
+    assert report["succeeded_workflows"] == 2
+    assert report["total_nodes"] == 4
+    assert report["total_node_attempts"] == 5
+    assert report["retries"] == 1
+    assert report["error_rate"] == pytest.approx(1 / 5)
+    assert report["avg_workflow_duration"] is not None
+    assert report["by_node"]["flaky-etl.flaky"]["failures"] == 1
+    run = metrics.get_run(results[0].run_id)
+    assert run is not None
+    assert run.nodes["flaky"].attempts == 2

@@ -275,3 +275,39 @@ async def test_default_tracer_works_without_a_configured_provider():
     await end(m, "r")
     assert m.stats["OpenTelemetryCallback"]
     assert all(s.errors == 0 for s in m.stats["OpenTelemetryCallback"].values())
+
+
+async def test_real_sub_workflow_run_nests_spans(tracer, exporter):
+    """A real run with a failing node and a sub-workflow gives nested spans with the error."""
+    from flowhooks import Workflow, node
+
+    @node
+    def double(x: int) -> int:
+        return x * 2
+
+    @node
+    def check(pricing: dict[str, int]) -> None:
+        raise ValueError(f"bad total {pricing['double']}")
+
+    child = Workflow("pricing", nodes=[double])
+    parent = Workflow("orders", nodes=[child.as_node(name="pricing"), check])
+    result = await parent.run({"x": 2}, callbacks=[OpenTelemetryCallback(tracer)])
+    assert result.status == "failed"
+    spans = by_name(exporter.get_finished_spans())
+    assert set(spans) == {
+        "workflow orders",
+        "node pricing",
+        "workflow pricing",
+        "node double",
+        "node check",
+    }
+    assert spans["workflow pricing"].parent is not None
+    assert spans["workflow pricing"].parent.span_id == spans["node pricing"].context.span_id
+    assert spans["node double"].parent is not None
+    assert spans["node double"].parent.span_id == spans["workflow pricing"].context.span_id
+    assert spans["node check"].status.status_code is StatusCode.ERROR
+    assert spans["node check"].status.description == "ValueError: bad total 4"
+    orders = spans["workflow orders"]
+    assert orders.status.status_code is StatusCode.ERROR
+    assert "check" in (orders.status.description or "")
+    assert len({s.context.trace_id for s in spans.values()}) == 1

@@ -214,3 +214,27 @@ async def test_events_sent_by_hand_use_empty_labels(registry, prom):
     assert value(s, "flowhooks_workflow_runs_total", workflow="", status="unknown") == 1
     hist = "flowhooks_node_duration_seconds_count"
     assert value(s, hist, workflow="", node="a", status="succeeded") is None
+
+
+async def test_real_workflow_runs_are_exported(registry, prom):
+    """Real runs, one failing, show up by workflow, node and status in the scrape."""
+    from flowhooks import Workflow, node
+
+    @node
+    def parse(text: str) -> int:
+        return int(text)
+
+    wf = Workflow("parser", nodes=[parse])
+    ok = await wf.run({"text": "12"}, callbacks=[prom])
+    bad = await wf.run({"text": "twelve"}, callbacks=[prom])
+    assert (ok.status, bad.status) == ("succeeded", "failed")
+    s = scrape(registry)
+    assert value(s, "flowhooks_workflow_runs_total", workflow="parser", status="succeeded") == 1
+    assert value(s, "flowhooks_workflow_runs_total", workflow="parser", status="failed") == 1
+    nodes = "flowhooks_node_executions_total"
+    assert value(s, nodes, workflow="parser", node="parse", status="succeeded") == 1
+    assert value(s, nodes, workflow="parser", node="parse", status="failed") == 1
+    assert (
+        value(s, "flowhooks_hook_executions_total", handler="PrometheusCallback", event="node_end")
+        == 1
+    )
