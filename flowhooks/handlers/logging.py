@@ -53,6 +53,8 @@ DEFAULT_REDACT_KEYS: Final[tuple[str, ...]] = (
     "credential",
     "credentials",
     "signature",
+    "card_number",
+    "cvv",
 )
 """Key names whose values are redacted.
 
