@@ -155,9 +155,8 @@ _EVENT_FIELDS = frozenset(
 
 def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any) -> Event:
     """Build the ``Event`` for an event sent by hand (outside any run): ``seq`` 0."""
-    from uuid import uuid4
-
     from flowhooks._events import utcnow
+    from flowhooks._ids import new_id
 
     node_id = fields.pop("node_id", None)
     name: str | None = None
@@ -179,7 +178,7 @@ def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any)
     fields.setdefault("run_id", "")
     fields.setdefault("workflow_name", "")
     return Event(
-        id=uuid4().hex,
+        id=new_id(),
         type=event_type,
         seq=0,
         node_id=node_id,

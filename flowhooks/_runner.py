@@ -20,13 +20,13 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
-from uuid import uuid4
 
 from loguru import logger
 
 from flowhooks._context import current_run_var
 from flowhooks._errors import WorkflowError
-from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
+from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity, trusted_event
+from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager, as_manager
 from flowhooks._results import NodeResult, RunContext, RunResult
 from flowhooks._workflow import InvalidCallbackError, Node, RunPlan, Workflow
@@ -286,8 +286,8 @@ class RunState:
         manager = self.manager
         event = None
         if manager.wants_event(event_type):
-            event = Event.model_construct(
-                id=uuid4().hex,
+            event = trusted_event(
+                id=new_id(),
                 type=event_type,
                 seq=self.seq,
                 run_id=self.run_id,
@@ -678,6 +678,13 @@ class RunState:
         for res in self.nodes.values():
             if res.status is NodeStatus.PENDING:
                 res.status = NodeStatus.SKIPPED
+            elif res.status is NodeStatus.RUNNING:
+                # Interrupted in the run's own task (SequentialRunner) when the task
+                # awaiting the run was cancelled: the attempt ends silently, cancelled.
+                res.status = NodeStatus.CANCELLED
+                res._ended = time.time()
+                if res._started is not None:
+                    res.duration = res._ended - res._started
         if self.stopping is RunStatus.CANCELLED:
             status = RunStatus.CANCELLED
         elif self.error is not None or self.stopping is RunStatus.FAILED:
@@ -821,7 +828,7 @@ def _prepare(
         manager,
         runner,
         input_dict,
-        run_id=run_id or uuid4().hex,
+        run_id=run_id or new_id(),
         parent=parent,
         resource_id=resource_id,
         metadata=dict(metadata) if metadata is not None else {},
