@@ -549,7 +549,15 @@ class RunState:
                 if not fail_fast and any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
                 _current_node.set(name)
-                ok = await self.run_node(name, task)
+                try:
+                    ok = await self.run_node(name, task)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # as in _drive: end the run, re-raise after it
+                    self.bodies.discard(task)  # the run's own task: not to be cancelled
+                    self._remember_raised(exc)
+                    self.request_stop(RunStatus.FAILED, None)
+                    return
                 if not ok and fail_fast and self.error is not None:
                     self.request_stop(RunStatus.FAILED, None)
         finally:
