@@ -469,13 +469,6 @@ def run_command(
             wanted = set(wf.inputs)
         except WorkflowError as exc:
             raise CLIError(str(exc)) from None
-        unknown = sorted(set(inputs) - wanted)
-        if unknown:
-            takes = ", ".join(sorted(wanted)) or "no inputs"
-            sys.stderr.write(
-                f"flowhooks: warning: workflow {wf.name!r} does not take input(s) "
-                f"{', '.join(unknown)} (it takes: {takes})\n"
-            )
         missing = [name for name in wf.required_inputs if name not in inputs]
         if missing:
             flags = " ".join(f"--input {name}=VALUE" for name in missing)
@@ -484,6 +477,13 @@ def run_command(
                 f"pass {flags}"
             )
             raise CLIError(msg)
+        unknown = sorted(set(inputs) - wanted)
+        if unknown:
+            takes = ", ".join(sorted(wanted)) or "no inputs"
+            sys.stderr.write(
+                f"flowhooks: warning: workflow {wf.name!r} does not take input(s) "
+                f"{', '.join(unknown)} (it takes: {takes})\n"
+            )
         database = None if no_history else db
         if database is not None:
             _check_url(database)

@@ -1,0 +1,537 @@
+"""Tests of the ``flowhooks`` command line, in-process (typer's CliRunner) and as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowhooks import __version__
+from flowhooks._cli import EXIT_BAD_INPUT, EXIT_FAILED, create_app, main, parse_inputs
+
+PIPELINE = """
+from flowhooks import Workflow, node
+from {helper} import double
+
+
+@node
+def extract(source: str, n: int = 3) -> list[int]:
+    return list(range(n))
+
+
+@node
+def transform(extract: list[int]) -> list[int]:
+    return [double(x) for x in extract]
+
+
+@node
+def load(transform: list[int], source: str) -> str:
+    return f"{{sum(transform)}} rows to {{source}}"
+
+
+workflow = Workflow("etl", nodes=[extract, transform, load])
+answer = 42
+
+
+@node(retries=1)
+def explode(source: str) -> None:
+    raise ValueError("bad row 7 in " + source)
+
+
+@node
+def after(explode: None) -> None:
+    return None
+
+
+failing = Workflow("breaks", nodes=[explode, after])
+
+
+@node
+def echo(n, ids, name, flag, nothing, quoted, text) -> dict:
+    return {{"n": n, "ids": ids, "name": name, "flag": flag, "nothing": nothing,
+             "quoted": quoted, "text": text}}
+
+
+echoing = Workflow("echo", nodes=[echo])
+
+
+@node(depends_on=["b"])
+def a() -> int:
+    return 1
+
+
+@node(depends_on=["a"])
+def b() -> int:
+    return 2
+
+
+cyclic = Workflow("loop", nodes=[a, b])
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated_imports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Work in tmp_path; undo the sys.path and sys.modules entries a loaded file adds."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if not name.startswith(("flowhooks", "typer", "rich", "sqlalchemy", "aiosqlite")):
+            sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Path:
+    """A workflow file with a helper module next to it, in the working directory."""
+    helper = f"helper_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{helper}.py").write_text("def double(x):\n    return 2 * x\n")
+    path = tmp_path / "pipeline.py"
+    path.write_text(textwrap.dedent(PIPELINE.format(helper=helper)))
+    return path
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    """A CliRunner with stdout and stderr kept apart."""
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str):
+    """Run the app in-process; no exception may escape and no traceback reach stderr."""
+    result = runner.invoke(create_app(), list(args), catch_exceptions=False)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+def test_run_succeeds_prints_summary_and_records_history(cli, pipeline, tmp_path):
+    """A succeeding run exits 0, shows every node, and is listed and detailed by history."""
+    result = invoke(cli, "run", "pipeline.py:workflow", "--input", "source=orders.csv")
+    assert result.exit_code == 0, result.output
+    for name in ("extract", "transform", "load"):
+        assert name in result.stdout
+    assert "succeeded" in result.stdout
+    run_line = next(line for line in result.stdout.splitlines() if line.startswith("run "))
+    run_id = run_line.split()[1]
+    assert len(run_id) == 32
+    assert "node 'extract' (attempt 1) started" in result.stderr  # logs go to stderr
+    assert (tmp_path / "flowhooks.db").exists()
+
+    listing = invoke(cli, "history")
+    assert listing.exit_code == 0, listing.output
+    assert run_id[:12] in listing.stdout
+    assert "etl" in listing.stdout
+
+    detail = invoke(cli, "history", run_id)
+    assert detail.exit_code == 0, detail.output
+    assert run_id in detail.stdout
+    for name in ("extract", "transform", "load"):
+        assert name in detail.stdout
+
+
+def test_run_failing_exits_nonzero_and_shows_the_error(cli, pipeline):
+    """A failing run exits 1 and names the failing node and its error in the summary."""
+    result = invoke(cli, "run", "pipeline.py:failing", "-i", "source=x.csv")
+    assert result.exit_code == EXIT_FAILED
+    assert "error in node 'explode': ValueError: bad row 7 in x.csv" in result.stdout
+    assert "skipped" in result.stdout
+    assert "retries: 1" in result.stdout
+
+    listing = invoke(cli, "history")
+    assert "failed" in listing.stdout
+    run_id = listing.stdout.split("breaks")[0].split()[-2]
+    detail = invoke(cli, "history", run_id)
+    assert "ValueError: bad row 7 in x.csv" in detail.stdout
+    assert "warning (retried)" in detail.stdout
+
+
+def test_run_json_prints_only_the_result(cli, pipeline):
+    """--json writes the RunResult's to_dict() as the whole of stdout."""
+    result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a.csv", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["status"] == "succeeded"
+    assert data["outputs"]["load"] == "6 rows to a.csv"
+    assert set(data["nodes"]) == {"extract", "transform", "load"}
+
+
+def test_run_json_of_a_failed_run_has_its_error(cli, pipeline):
+    """--json on a failing run still prints parseable JSON, with status failed, and exits 1."""
+    result = invoke(cli, "run", "pipeline.py:failing", "-i", "source=a", "--json", "-q")
+    assert result.exit_code == EXIT_FAILED
+    data = json.loads(result.stdout)
+    assert data["status"] == "failed"
+    assert data["error"]["type"] == "ValueError"
+
+
+def test_input_values_are_json_when_they_parse(cli, pipeline):
+    """--input values that parse as JSON become numbers, lists, booleans, null; others stay text."""
+    result = invoke(
+        cli,
+        "run",
+        "pipeline.py:echoing",
+        "--json",
+        "--no-history",
+        "-i",
+        "n=3",
+        "-i",
+        "ids=[1,2]",
+        "-i",
+        "name=orders.csv",
+        "-i",
+        "flag=true",
+        "-i",
+        "nothing=null",
+        "-i",
+        'quoted="7"',
+        "-i",
+        "text=a=b",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"]["echo"] == {
+        "n": 3,
+        "ids": [1, 2],
+        "name": "orders.csv",
+        "flag": True,
+        "nothing": None,
+        "quoted": "7",
+        "text": "a=b",
+    }
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["n=3"], {"n": 3}),
+        (["x=1.5"], {"x": 1.5}),
+        (["ids=[1,2]"], {"ids": [1, 2]}),
+        (['cfg={"a": 1}'], {"cfg": {"a": 1}}),
+        (["s=orders.csv"], {"s": "orders.csv"}),
+        (["empty="], {"empty": ""}),
+        (["sp = spaced"], {"sp": " spaced"}),
+    ],
+    ids=["int", "float", "list", "object", "text", "empty", "key-trimmed"],
+)
+def test_parse_inputs(items, expected):
+    """parse_inputs reads JSON when the value parses and keeps the text otherwise."""
+    assert parse_inputs(items) == expected
+
+
+def test_no_history_writes_no_database(cli, pipeline, tmp_path):
+    """--no-history runs without creating the history database."""
+    result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "--no-history")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "flowhooks.db").exists()
+    assert "history:" not in result.stdout
+
+
+def test_db_option_chooses_the_database(cli, pipeline, tmp_path):
+    """--db records the run in the given SQLite file, and history --db reads it back."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "--db", url, "-q")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs.db").exists()
+    assert not (tmp_path / "flowhooks.db").exists()
+    assert "etl" in invoke(cli, "history", "--db", url).stdout
+
+
+def test_quiet_hides_logs_and_progress(cli, pipeline):
+    """--quiet leaves stderr empty for a clean run while the summary still prints."""
+    result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert "extract" in result.stdout
+
+
+def test_verbose_logs_payloads(cli, pipeline):
+    """--verbose logs node inputs and outputs."""
+    result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "-v", "--no-history")
+    assert result.exit_code == 0, result.output
+    assert '"6 rows to a"' in result.stderr
+
+
+def test_unknown_input_is_a_warning(cli, pipeline):
+    """An --input the workflow does not take is reported on stderr but the run goes on."""
+    result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "-i", "sorce=b", "-q")
+    assert result.exit_code == 0, result.output
+    assert "does not take input(s) sorce" in result.stderr
+
+
+# -- graph ------------------------------------------------------------------------------------
+
+
+def test_graph_prints_mermaid(cli, pipeline):
+    """graph prints the workflow's to_mermaid() text."""
+    result = invoke(cli, "graph", "pipeline.py:workflow")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "flowchart TD"
+    assert "extract --> transform" in result.stdout
+    assert "transform --> load" in result.stdout
+    assert invoke(cli, "graph", "pipeline.py:workflow", "--format", "mermaid").exit_code == 0
+
+
+# -- history ----------------------------------------------------------------------------------
+
+
+def test_history_of_an_empty_database_is_friendly(cli, tmp_path):
+    """history without a database file says no runs are recorded, and exits 0."""
+    result = invoke(cli, "history")
+    assert result.exit_code == 0
+    assert "No runs recorded" in result.stdout
+    missing_dir = invoke(cli, "history", "--db", f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}")
+    assert missing_dir.exit_code == 0
+    assert "No runs recorded" in missing_dir.stdout
+    assert not (tmp_path / "flowhooks.db").exists()
+
+
+def test_history_limit_and_json(cli, pipeline):
+    """history --limit caps the listing; --json prints the records."""
+    for _ in range(3):
+        assert invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "-q").exit_code == 0
+    listing = json.loads(invoke(cli, "history", "--json").stdout)
+    assert len(listing) == 3
+    assert {r["status"] for r in listing} == {"succeeded"}
+    assert len(json.loads(invoke(cli, "history", "--json", "--limit", "2").stdout)) == 2
+    detail = json.loads(invoke(cli, "history", listing[0]["run_id"], "--json").stdout)
+    assert [n["node_id"] for n in detail["nodes"]] == ["extract", "transform", "load"]
+
+
+def test_history_unknown_run_is_one_line(cli, pipeline):
+    """history with an unknown run id exits 1 with one line on stderr."""
+    invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "-q")
+    result = invoke(cli, "history", "0000dead")
+    assert result.exit_code == EXIT_FAILED
+    assert result.stderr.count("\n") == 1
+    assert "no run '0000dead'" in result.stderr
+
+
+def test_version(cli):
+    """--version prints the package version."""
+    result = invoke(cli, "--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"flowhooks {__version__}"
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+BAD_INPUT = {
+    "missing-file": (["run", "nope.py:workflow"], "no such file: 'nope.py'"),
+    "no-colon": (["run", "pipeline.py"], "expected FILE.py:WORKFLOW"),
+    "no-attribute": (["run", "pipeline.py:nope", "-i", "source=a"], "has no attribute 'nope'"),
+    "not-a-workflow": (["run", "pipeline.py:answer"], "not a flowhooks.Workflow"),
+    "input-without-equals": (["run", "pipeline.py:workflow", "-i", "source"], "KEY=VALUE"),
+    "input-twice": (["run", "pipeline.py:workflow", "-i", "a=1", "-i", "a=2"], "more than once"),
+    "missing-input": (["run", "pipeline.py:workflow"], "missing required input(s): source"),
+    "cycle": (["run", "pipeline.py:cyclic"], "has a cycle"),
+    "invalid-db-url": (
+        ["run", "pipeline.py:workflow", "-i", "source=a", "--db", "mysql://h/db"],
+        "unsupported history database 'mysql'",
+    ),
+    "db-directory-missing": (
+        ["run", "pipeline.py:workflow", "-i", "source=a", "--db", "sqlite:///no/such/dir/x.db"],
+        "does not exist",
+    ),
+    "db-unreachable": (
+        [
+            *("run", "pipeline.py:workflow", "-i", "source=a"),
+            *("--db", "postgresql://u:pw@127.0.0.1:1/db"),
+        ],
+        "ConnectionRefusedError",
+    ),
+    "db-not-a-database": (
+        ["run", "pipeline.py:workflow", "-i", "source=a", "--db", "sqlite:///garbage.db"],
+        "file is not a database",
+    ),
+    "history-invalid-url": (["history", "--db", "not a url"], "cannot parse history database"),
+    "history-not-a-database": (
+        ["history", "--db", "sqlite:///garbage.db"],
+        "file is not a database",
+    ),
+    "graph-unknown-format": (["graph", "pipeline.py:workflow", "--format", "dot"], "'dot'"),
+    "graph-missing-file": (["graph", "gone.py:wf"], "no such file"),
+    "broken-module": (["run", "broken.py:workflow"], "cannot load 'broken.py': RuntimeError"),
+    "syntax-error": (["run", "syntax.py:workflow"], "SyntaxError"),
+}
+
+
+@pytest.fixture
+def bad_files(pipeline: Path, tmp_path: Path) -> Path:
+    """Files for the bad-input cases: a module that raises, one with a syntax error, junk."""
+    (tmp_path / "broken.py").write_text("raise RuntimeError('cannot start')\n")
+    (tmp_path / "syntax.py").write_text("def (:\n")
+    (tmp_path / "garbage.db").write_text("this is not a database\n" * 20)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_INPUT.values(), ids=list(BAD_INPUT))
+def test_bad_input_is_one_line(cli, bad_files, args, expected):
+    """Each kind of bad input exits non-zero with one clear line on stderr and no traceback."""
+    result = invoke(cli, *args)
+    assert result.exit_code != 0
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("flowhooks: error: ")
+    assert expected in result.stderr
+    assert "pw@" not in result.stderr  # passwords are hidden
+
+
+def test_bad_input_exit_code_is_2(cli, pipeline):
+    """Bad input exits with code 2, which a failed run (code 1) never uses."""
+    assert invoke(cli, "run", "nope.py:x").exit_code == EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run"], "Missing argument"),
+        (["history", "--limit", "0"], "--limit"),
+        (["run", "pipeline.py:workflow", "--bogus"], "No such option: --bogus"),
+        (["frobnicate"], "No such command"),
+    ],
+    ids=["missing-argument", "bad-limit", "unknown-option", "unknown-command"],
+)
+def test_usage_errors_from_main_are_one_line(capsys, pipeline, args, expected):
+    """main() reports the parser's usage errors as one line and exit code 2."""
+    with pytest.raises(SystemExit) as exc_info:
+        main(args)
+    assert exc_info.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert expected in err
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+def _launchers() -> list[pytest.param]:
+    script = Path(sys.executable).parent / "flowhooks"
+    return [
+        pytest.param([sys.executable, "-m", "flowhooks"], id="python-m"),
+        pytest.param(
+            [str(script)],
+            id="script",
+            marks=pytest.mark.skipif(not script.exists(), reason="flowhooks script not installed"),
+        ),
+    ]
+
+
+def _run(launcher: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "120"}
+    return subprocess.run(
+        [*launcher, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("launcher", _launchers())
+def test_process_run_and_history(launcher, pipeline, tmp_path):
+    """As a real process: a run exits 0 with a summary, and history lists and shows it."""
+    done = _run(
+        launcher, "run", "pipeline.py:workflow", "--input", "source=orders.csv", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    run_id = next(line for line in done.stdout.splitlines() if line.startswith("run ")).split()[1]
+    listing = _run(launcher, "history", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert run_id[:12] in listing.stdout
+    detail = _run(launcher, "history", run_id, cwd=tmp_path)
+    assert detail.returncode == 0, detail.stderr
+    assert "transform" in detail.stdout
+
+
+@pytest.mark.parametrize("launcher", _launchers())
+def test_process_failing_run(launcher, pipeline, tmp_path):
+    """As a real process: a failing run exits 1 and shows its error."""
+    done = _run(launcher, "run", "pipeline.py:failing", "-i", "source=f.csv", cwd=tmp_path)
+    assert done.returncode == EXIT_FAILED
+    assert "ValueError: bad row 7 in f.csv" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("launcher", _launchers())
+def test_process_json_stdout_is_pure_json(launcher, pipeline, tmp_path):
+    """As a real process: --json leaves logs and progress on stderr and only JSON on stdout."""
+    done = _run(launcher, "run", "pipeline.py:workflow", "-i", "source=a", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    assert "started" in done.stderr
+
+
+@pytest.mark.parametrize("launcher", _launchers())
+def test_process_graph_and_version(launcher, pipeline, tmp_path):
+    """As a real process: graph prints Mermaid and --version the version."""
+    graph = _run(launcher, "graph", "pipeline.py:workflow", cwd=tmp_path)
+    assert graph.returncode == 0, graph.stderr
+    assert graph.stdout.startswith("flowchart TD\n")
+    version = _run(launcher, "--version", cwd=tmp_path)
+    assert version.stdout.strip() == f"flowhooks {__version__}"
+
+
+PROCESS_BAD_INPUT = [
+    "missing-file",
+    "no-colon",
+    "no-attribute",
+    "not-a-workflow",
+    "input-without-equals",
+    "missing-input",
+    "invalid-db-url",
+    "db-unreachable",
+    "broken-module",
+    "history-not-a-database",
+]
+
+
+@pytest.mark.parametrize("launcher", _launchers())
+@pytest.mark.parametrize("case", PROCESS_BAD_INPUT)
+def test_process_bad_input_is_one_line(launcher, case, bad_files):
+    """As a real process, bad input gives one line on stderr, no traceback, a non-zero exit."""
+    args, expected = BAD_INPUT[case]
+    done = _run(launcher, *args, cwd=bad_files)
+    assert done.returncode == EXIT_BAD_INPUT
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_process_usage_error_is_one_line(pipeline, tmp_path):
+    """As a real process, a missing argument is one line and exit code 2."""
+    done = _run([sys.executable, "-m", "flowhooks"], "graph", cwd=tmp_path)
+    assert done.returncode == EXIT_BAD_INPUT
+    assert done.stderr.count("\n") == 1
+    assert "Missing argument" in done.stderr
+
+
+def test_without_the_cli_extra_main_prints_the_install_line(tmp_path):
+    """Without typer, main() prints the pip install line on stderr and exits 1."""
+    code = (
+        "import sys; sys.modules['typer'] = None\n"
+        "from flowhooks._cli import main\n"
+        "main(['--version'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "pip install 'flowhooks[cli]'" in done.stderr
+    assert done.stderr.count("\n") == 1
