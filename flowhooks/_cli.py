@@ -22,12 +22,13 @@ the ``pip install`` line and exits 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -228,7 +229,7 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _reported() -> Iterator[None]:
     """Turn ``CLIError`` and Ctrl-C into one line on stderr and an exit code."""
     try:
@@ -239,7 +240,7 @@ def _reported() -> Iterator[None]:
         _fail("interrupted", EXIT_INTERRUPTED)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _log_to_stderr(level: str, *, tracebacks: bool) -> Iterator[None]:
     """Send loguru records at ``level`` and above to stderr for the command's duration."""
     from loguru import logger
@@ -487,7 +488,10 @@ def run_command(
         database = None if no_history else db
         if database is not None:
             _check_url(database)
-        with _log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=verbose):
+        # With --json, stdout carries the JSON document alone: whatever the workflow's
+        # own code or callbacks print while it runs goes to stderr instead.
+        keep_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else nullcontext()
+        with _log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=verbose), keep_stdout:
             try:
                 result, manager, metrics = asyncio.run(
                     _execute(

@@ -164,6 +164,33 @@ def test_run_json_prints_only_the_result(cli, pipeline):
     assert set(data["nodes"]) == {"extract", "transform", "load"}
 
 
+def test_run_json_keeps_prints_of_the_workflow_off_stdout(cli, tmp_path):
+    """With --json, what nodes and the workflow's handlers print goes to stderr."""
+    (tmp_path / "noisy.py").write_text(
+        textwrap.dedent(
+            """
+            from flowhooks import BaseCallbackHandler, Workflow, node
+
+            class Shout(BaseCallbackHandler):
+                def on_node_end(self, node_id, output_data):
+                    print("handler says hi")
+
+            @node
+            def talk() -> int:
+                print("node says hi")
+                return 1
+
+            wf = Workflow("noisy", nodes=[talk], callbacks=[Shout()])
+            """
+        )
+    )
+    result = invoke(cli, "run", "noisy.py:wf", "--json", "--no-history")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["outputs"] == {"talk": 1}
+    assert "node says hi" in result.stderr
+    assert "handler says hi" in result.stderr
+
+
 def test_run_json_of_a_failed_run_has_its_error(cli, pipeline):
     """--json on a failing run still prints parseable JSON, with status failed, and exits 1."""
     result = invoke(cli, "run", "pipeline.py:failing", "-i", "source=a", "--json", "-q")
