@@ -36,6 +36,8 @@ class Built:
     expected_per_loop: int = 0
     """Handler calls one loop of ``body`` must produce."""
     extra: dict[str, Any] = field(default_factory=dict)
+    close: Callable[[], Awaitable[None]] | None = None
+    """Releases what the case started (background tasks), after its last sample."""
 
 
 BuildFn = Callable[[bool], Awaitable[Built]]
@@ -160,7 +162,11 @@ async def _calibrate(body: Body, target: float) -> int:
 async def verify(case: Case, loops: int) -> tuple[bool, str]:
     """Build ``case`` with counting handlers and check every event arrived."""
     built = await case.build(True)
-    await built.body(loops)
+    try:
+        await built.body(loops)
+    finally:
+        if built.close is not None:
+            await built.close()
     got = built.delivered()
     want = built.expected_per_loop * loops
     if got != want:
@@ -215,6 +221,9 @@ async def measure(
             if not settings.quick and (r + 1) % 5 == 0:
                 progress(f"  round {r + 1}/{n_rounds}")
     finally:
+        for b in built.values():
+            if b.close is not None:
+                await b.close()
         built.clear()
         gc.unfreeze()
         gc.collect()

@@ -34,7 +34,8 @@ def _manager_case(name: str, floor: str, make: Any, expected: int, *, drain: boo
             if drain:
                 await manager.flush()
 
-        return Built(body, delivered, expected, extra={"events_per_loop": 1} if drain else {})
+        extra = {"events_per_loop": 1} if drain else {}
+        return Built(body, delivered, expected, extra=extra, close=manager.aclose)
 
     return Case(f"composites/flowhooks/{name}", "flowhooks", build, 1, floor=floor)
 
