@@ -1,0 +1,118 @@
+"""Tests that run the workflow examples as scripts, each in a fresh working directory."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name>`` with the test's interpreter in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_etl_pipeline_generates_sample_orders(tmp_path: Path) -> None:
+    """etl_pipeline.py runs on a fresh machine: sample orders, one retry, all nodes succeed."""
+    proc = run_example("etl_pipeline.py", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0].startswith("run ")
+    assert out[0].split(": ")[1].startswith("succeeded")
+    assert "  exchange_rates     succeeded  attempts=2" in out
+    assert "  report             succeeded  attempts=1" in out
+    assert any(line.startswith("orders loaded: 57 into ") for line in out)
+    assert any(line.startswith("top customers: ") for line in out)
+    assert "metrics: 8 nodes, 1 retried attempt(s), error rate 11%" in out
+    assert "generated sample orders" in proc.stderr
+    assert "will retry" in proc.stderr
+    assert not (tmp_path / "orders.csv").exists()
+
+
+def test_etl_pipeline_reads_a_given_csv(tmp_path: Path) -> None:
+    """etl_pipeline.py reads the CSV it is given and loads it into SQLite."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import etl_pipeline
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    source = etl_pipeline.write_sample_orders(tmp_path / "mine.csv", count=10, seed=1)
+    database = tmp_path / "warehouse.db"
+    result = etl_pipeline.workflow.run_sync({"source": str(source), "database": str(database)})
+    assert result.status == "succeeded", result.error
+    assert result.nodes["exchange_rates"].attempts == 2
+    report = result.outputs["report"]
+    assert report["orders_loaded"] == 10
+    assert report["database"] == str(database)
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 10
+    conn.close()
+    assert set(report["revenue_by_region"]) <= {"north", "south", "east", "west"}
+    again = etl_pipeline.workflow.run_sync({"source": str(source), "database": str(database)})
+    assert again.nodes["exchange_rates"].attempts == 2  # the transient failure is per run
+
+
+def test_etl_pipeline_through_the_cli(tmp_path: Path) -> None:
+    """The CLI runs the module-level workflow with --input source=orders.csv and exits 0."""
+    pytest.importorskip("typer")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowhooks",
+            "run",
+            f"{EXAMPLES / 'etl_pipeline.py'}:workflow",
+            "--input",
+            "source=orders.csv",
+            "--db",
+            f"sqlite:///{tmp_path / 'history.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "succeeded" in proc.stdout
+
+
+def test_lifecycle_callbacks(tmp_path: Path) -> None:
+    """lifecycle_callbacks.py alerts on failure, times nodes and cleans up on every outcome."""
+    proc = run_example("lifecycle_callbacks.py", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "complete: lifecycle_demo produced 'total=6'",
+        "status: succeeded; timed nodes: ['crunch', 'download', 'publish']",
+        "ALERT [critical] lifecycle_demo/crunch failed after 2 attempt(s): "
+        "ValueError: batch contains a zero",
+        "failure: run failed at 'crunch' (ValueError)",
+        "status: failed; pages sent: 1",
+        "cancelled: deploy window closed; scratch removed: True",
+        "status: cancelled; publish: cancelled",
+        "scratch directories left: 0",
+    ]
+
+
+def test_thread_pool_runner(tmp_path: Path) -> None:
+    """thread_pool_runner.py runs sync nodes on the runner's own pool threads."""
+    proc = run_example("thread_pool_runner.py", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "status: succeeded",
+        "outputs: {'squares': 285, 'cubes': 2025}",
+        "sync nodes ran on: ['flowhooks-node']",
+    ]
