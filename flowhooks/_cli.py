@@ -380,6 +380,8 @@ def _print_summary(console: Console, result: RunResult, metrics: Any, db: str | 
     from rich.markup import escape
     from rich.table import Table
 
+    from flowhooks._serialize import to_jsonable
+
     colors = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
     status = result.status.value
     table = Table(title=f"workflow {escape(result.workflow_name)!s}", title_justify="left")
@@ -402,6 +404,12 @@ def _print_summary(console: Console, result: RunResult, metrics: Any, db: str | 
         f"run [bold]{result.run_id}[/] [{color}]{status}[/] in {_seconds(result.duration)}",
         soft_wrap=True,
     )
+    if result.succeeded and result.final_node in result.outputs:
+        shown = json.dumps(to_jsonable(result.outputs[result.final_node]), ensure_ascii=False)
+        console.print(
+            f"output of {escape(result.final_node)!s}: {escape(_one_line(shown, 500))}",
+            soft_wrap=True,
+        )
     report = metrics.get_report()
     if report["retries"]:
         console.print(f"retries: {report['retries']}", soft_wrap=True)

@@ -124,6 +124,7 @@ def test_run_succeeds_prints_summary_and_records_history(cli, pipeline, tmp_path
     run_id = run_line.split()[1]
     assert len(run_id) == 32
     assert "node 'extract' (attempt 1) started" in result.stderr  # logs go to stderr
+    assert 'output of load: "6 rows to orders.csv"' in result.stdout
     assert (tmp_path / "flowhooks.db").exists()
 
     listing = invoke(cli, "history")
@@ -145,6 +146,7 @@ def test_run_failing_exits_nonzero_and_shows_the_error(cli, pipeline):
     assert "error in node 'explode': ValueError: bad row 7 in x.csv" in result.stdout
     assert "skipped" in result.stdout
     assert "retries: 1" in result.stdout
+    assert "output of" not in result.stdout
 
     listing = invoke(cli, "history")
     assert "failed" in listing.stdout
@@ -534,6 +536,25 @@ def test_process_bad_input_is_one_line(launcher, case, bad_files):
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "examples" / "etl_pipeline.py"
+
+
+@pytest.mark.skipif(not DEMO.exists(), reason="examples/etl_pipeline.py is not there")
+def test_demo_runs_the_etl_example_and_lists_it(tmp_path):
+    """The `make demo` commands run examples/etl_pipeline.py and list the stored run."""
+    launcher = [sys.executable, "-m", "flowhooks"]
+    done = _run(launcher, "run", f"{DEMO}:workflow", "--input", "source=orders.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "report" in done.stdout
+    assert (tmp_path / "flowhooks.db").exists()
+    listing = _run(launcher, "history", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "etl_pipeline" in listing.stdout
+    assert "succeeded" in listing.stdout
 
 
 def test_process_usage_error_is_one_line(pipeline, tmp_path):
