@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from flowhooks._manager import CallbackManager
     from flowhooks._results import RunResult
     from flowhooks.handlers.history import RunDetail, RunRecord
+    from flowhooks.handlers.metrics import MetricsCallback
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "create_app", "main"]
 
@@ -266,11 +267,13 @@ def _log_to_stderr(level: str, *, tracebacks: bool) -> Iterator[None]:
         logger.remove(handler_id)
 
 
-def _history_module() -> ModuleType:
+def _history_module(hint: str = "") -> ModuleType:
     try:
         from flowhooks.handlers import history
     except ImportError as exc:
-        msg = f"the history database needs SQLAlchemy ({exc}); install it with: {_INSTALL_SQL}"
+        msg = (
+            f"the history database needs SQLAlchemy ({exc}); install it with: {_INSTALL_SQL}{hint}"
+        )
         raise CLIError(msg, EXIT_FAILED) from None
     return history
 
@@ -294,9 +297,9 @@ def _db_message(verb: str, url: str, exc: BaseException) -> str:
     return f"cannot {verb} the history database {_display_url(url)!r}: {type(exc).__name__}: {exc}"
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str, hint: str = "") -> None:
     """Reject a database URL that is not SQLite or PostgreSQL, with the reason."""
-    history = _history_module()
+    history = _history_module(hint)
     try:
         history.normalize_url(url)
     except ValueError as exc:
@@ -342,7 +345,7 @@ async def _execute(
     show_progress: bool,
     show_logs: bool,
     verbose: bool,
-) -> tuple[RunResult, CallbackManager, Any]:
+) -> tuple[RunResult, CallbackManager, MetricsCallback]:
     from flowhooks._manager import CallbackManager
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
@@ -376,7 +379,9 @@ def _history_failures(manager: CallbackManager) -> int:
     return sum(s.errors + s.timeouts for s in stats.values())
 
 
-def _print_summary(console: Console, result: RunResult, metrics: Any, db: str | None) -> None:
+def _print_summary(
+    console: Console, result: RunResult, metrics: MetricsCallback, db: str | None
+) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -495,7 +500,7 @@ def run_command(
             )
         database = None if no_history else db
         if database is not None:
-            _check_url(database)
+            _check_url(database, " (or pass --no-history)")
         # With --json, stdout carries the JSON document alone: whatever the workflow's
         # own code or callbacks print while it runs goes to stderr instead.
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else nullcontext()

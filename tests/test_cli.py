@@ -583,3 +583,21 @@ def test_without_the_cli_extra_main_prints_the_install_line(tmp_path):
     assert done.returncode == 1
     assert "pip install 'flowhooks[cli]'" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_without_the_sql_extra_run_says_how_to_proceed(pipeline, tmp_path):
+    """Without SQLAlchemy, run names the sql extra and --no-history; --no-history still works."""
+    code = (
+        "import sys; sys.modules['sqlalchemy'] = None\n"
+        "from flowhooks._cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    base = [sys.executable, "-c", code, "run", "pipeline.py:workflow", "-i", "source=a", "-q"]
+    done = subprocess.run(base, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == EXIT_FAILED
+    assert "pip install 'flowhooks[sql]' (or pass --no-history)" in done.stderr
+    assert done.stderr.count("\n") == 1
+    plain = [*base, "--no-history"]
+    done = subprocess.run(plain, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "succeeded" in done.stdout
