@@ -374,16 +374,19 @@ class RunState:
         while True:
             attempt += 1
             result.attempts = attempt
-            start = perf_counter()
             try:
                 if manager.handles(_NODE_START):
                     await self.emit(_NODE_START, (name, kwargs), name, attempt)
                 else:
                     self.seq += 1
             except Exception as exc:  # a raise_error handler: the node fails without retry
-                return await self._node_failed(node, result, exc, attempt, start, first_start)
+                return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
             if self.stopping is not None:
                 return self._node_cancelled(result, first_start)
+            # Durations measure the node's body, not the handlers around it.
+            start = perf_counter()
+            if attempt == 1:
+                first_start = start
             self.bodies.add(task)
             try:
                 if direct and node.timeout is None:
@@ -403,6 +406,7 @@ class RunState:
                     raise
                 return self._node_cancelled(result, first_start)
             except Exception as exc:
+                elapsed = perf_counter() - start
                 self.bodies.discard(task)
                 if task in self.injected:
                     await self._absorb_injected_cancel(task)
@@ -422,13 +426,13 @@ class RunState:
                 )
                 if not will_retry:
                     return await self._node_failed(
-                        node, result, exc, attempt, start, first_start, info
+                        node, result, exc, attempt, elapsed, first_start, info
                     )
                 try:
-                    await self.emit(_ERROR, (info,), name, attempt, perf_counter() - start)
+                    await self.emit(_ERROR, (info,), name, attempt, elapsed)
                 except Exception as handler_exc:
                     return await self._node_failed(
-                        node, result, handler_exc, attempt, start, first_start, emitted=True
+                        node, result, handler_exc, attempt, elapsed, first_start, emitted=True
                     )
                 if self.stopping is not None:
                     return self._node_cancelled(result, first_start)
@@ -448,26 +452,24 @@ class RunState:
                     finally:
                         self.bodies.discard(task)
                 continue
+            end = perf_counter()
             self.bodies.discard(task)
             if task in self.injected:
                 await self._absorb_injected_cancel(task)
             self.outputs[name] = output
+            result.duration = end - first_start
             try:
                 if manager.handles(_NODE_END):
-                    await self.emit(
-                        _NODE_END, (name, output), name, attempt, perf_counter() - start
-                    )
+                    await self.emit(_NODE_END, (name, output), name, attempt, end - start)
                 else:
                     self.seq += 1
             except Exception as exc:
                 del self.outputs[name]
                 return await self._node_failed(
-                    node, result, exc, attempt, start, first_start, emitted=True
+                    node, result, exc, attempt, end - start, first_start, emitted=True
                 )
             result.output = output
             result.status = _SUCCEEDED
-            end = perf_counter()
-            result.duration = end - first_start
             result._ended = time.time()
             self.last_success = name
             if node.on_success is not None:
@@ -486,7 +488,7 @@ class RunState:
         result: NodeResult,
         exc: BaseException,
         attempt: int,
-        start: float,
+        duration: float,
         first_start: float,
         info: ErrorInfo | None = None,
         *,
@@ -509,7 +511,7 @@ class RunState:
         self._fail(node.name, info)
         if not emitted:
             try:
-                await self.emit(_ERROR, (info,), node.name, attempt, perf_counter() - start)
+                await self.emit(_ERROR, (info,), node.name, attempt, duration)
             except Exception as handler_exc:  # the run already fails; its first error stays
                 logger.bind(run_id=self.run_id).debug(
                     "raise_error handler raised {error!r} on a failing node's error event",
