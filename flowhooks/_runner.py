@@ -573,7 +573,9 @@ class RunState:
         self.ready.extend(n for n in self.plan.order if self.indegree[n] == 0)
         self._start_ready()
         if self.active:
-            await self.done
+            # Shielded: cancelling the awaiting task must not cancel the shared future
+            # that wait_idle() and the node tasks still use to finish the run.
+            await asyncio.shield(self.done)
 
     def _start_ready(self) -> None:
         limit = self.runner.max_concurrency
@@ -692,6 +694,7 @@ class RunState:
                 # Interrupted in the run's own task (SequentialRunner) when the task
                 # awaiting the run was cancelled: the attempt ends silently, cancelled.
                 res.status = NodeStatus.CANCELLED
+                self.outputs.pop(res.node_id, None)  # its node_end dispatch was interrupted
                 res._ended = time.time()
                 if res._started is not None:
                     res.duration = res._ended - res._started

@@ -1226,3 +1226,30 @@ async def test_base_exception_from_a_node_still_ends_the_run(runner: Runner) -> 
         await Workflow("exit", nodes=[leave]).run(callbacks=[rec], runner=runner)
     assert steps(rec) == [("workflow_start", None), ("node_start", "leave"), ("workflow_end", None)]
     assert rec.events[-1].status == "failed"
+
+
+async def test_cancelling_the_awaiting_task_during_a_handler(any_runner: Runner) -> None:
+    """Cancelling the awaiting task while a handler runs still ends the run with workflow_end."""
+    in_handler = asyncio.Event()
+    rec = RecordingCallback()
+
+    class SlowEnd(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            in_handler.set()
+            await asyncio.sleep(0.05)
+
+    wf = Workflow("c", nodes=[node(lambda: 1, name="a")])
+    task = asyncio.create_task(wf.run(callbacks=[SlowEnd(), rec], runner=any_runner))
+    await asyncio.wait_for(in_handler.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rec.types[0] == "workflow_start"
+    assert rec.types[-1] == "workflow_end"
+    rec.assert_called("workflow_end", times=1)
+    end = rec.events[-1]
+    assert end.status == "cancelled"
+    node_ended = [e.node_id for e in rec.events_of("node_end")]
+    assert end.payload == ({"a": 1} if node_ended else {})
+    if not any_runner.sequential:
+        assert node_ended == ["a"]  # the handler was not interrupted
