@@ -540,6 +540,14 @@ async def concurrent(quick: bool) -> dict[str, Any]:
     }
 
 
+def _counting(fn: Any, built: list[int]) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        built[0] += 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 async def event_construction() -> dict[str, Any]:
     """Count ``Event`` objects built during runs with and without an ``event=`` handler."""
     fh = _flowhooks_api()
@@ -566,18 +574,32 @@ async def event_construction() -> dict[str, Any]:
         async def on_node_start(self, node_id: str, input_data: Any, *, event: Any) -> None:
             pass
 
+    # every known way to build one: the constructor, model_construct, and module-level
+    # helpers of flowhooks annotated to return an Event (looked up where they are used)
+    patched: list[tuple[Any, str, Any]] = [
+        (cls, "__init__", counting_init),
+        (cls, "model_construct", counting_construct),
+    ]
+    for mod_name, mod in list(sys.modules.items()):
+        if not mod_name.startswith("flowhooks.") or mod is None:
+            continue
+        for attr, value in list(vars(mod).items()):
+            ret = getattr(value, "__annotations__", {}).get("return")
+            if isinstance(value, types.FunctionType) and ret in ("Event", cls):
+                patched.append((mod, attr, _counting(value, built)))
+    originals = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patched]
     wf = build_workflow("chain", 50, None, name="events")
     counts = {}
-    cls.__init__ = counting_init  # type: ignore[method-assign]
-    cls.model_construct = counting_construct  # type: ignore[method-assign]
+    for obj, attr, fn in patched:
+        setattr(obj, attr, fn)
     try:
         for label, handler in (("without_event", Plain()), ("with_event", WantsEvent())):
             built[0] = 0
             await wf.run(callbacks=fh.CallbackManager([handler]))
             counts[label] = built[0]
     finally:
-        cls.__init__ = original_init  # type: ignore[method-assign]
-        cls.model_construct = original_construct  # type: ignore[method-assign]
+        for obj, attr, fn in originals:
+            setattr(obj, attr, fn)
     counts["events"] = 2 + 2 * 50
     counts["where"] = "in a run of a 50-node chain"
     return counts
