@@ -21,8 +21,9 @@ test: $(STAMP)
 	$(PY) -m ruff check flowhooks tests examples benchmarks
 	$(PY) -m ruff format --check flowhooks tests examples benchmarks
 	$(PY) -m mypy flowhooks
-	$(PY) -m pytest --cov --cov-report=term
-	$(PY) -m mkdocs build --strict --quiet
+	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage report
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
 
 lint: $(STAMP)
