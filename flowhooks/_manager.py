@@ -143,7 +143,7 @@ class CallbackManager(Dispatcher):
         self._entries.append(make_entry(checked, priority=priority, order=self._order, label=label))
         self._order += 1
         self._entries = sort_entries(self._entries)
-        bump_generation()
+        self._changed()
 
     def remove_handler(self, handler: BaseCallbackHandler) -> None:
         """Unregister ``handler``.
@@ -154,11 +154,21 @@ class CallbackManager(Dispatcher):
         for i, entry in enumerate(self._entries):
             if entry.handler is handler:
                 del self._entries[i]
-                bump_generation()
+                self._changed()
                 return
         registered = ", ".join(e.handler.__class__.__name__ for e in self._entries) or "none"
         msg = f"{handler!r} is not registered with this CallbackManager (registered: {registered})"
         raise ValueError(msg)
+
+    def _changed(self) -> None:
+        """Invalidate this manager's plans, and those of managers it is nested in.
+
+        A manager that was never planned cannot be cached by any parent yet
+        (the usual case: a manager being built), so it invalidates nothing else.
+        """
+        if self._plan_generation != -1:
+            self._plan_generation = -1
+            bump_generation()
 
     @property
     def handlers(self) -> tuple[BaseCallbackHandler, ...]:

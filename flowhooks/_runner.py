@@ -29,6 +29,7 @@ from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Sever
 from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager, as_manager
 from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._turn import DispatchTurn
 from flowhooks._workflow import InvalidCallbackError, Node, RunPlan, Workflow
 
 if TYPE_CHECKING:
@@ -206,8 +207,7 @@ class RunState:
         self.outputs: dict[str, Any] = {}
         self.nodes: dict[str, NodeResult] = {name: NodeResult(name) for name in plan.order}
         self.seq = 0
-        self._lock = asyncio.Lock()
-        self._owner: asyncio.Task[Any] | None = None
+        self._turn = DispatchTurn()
         self._pending: deque[tuple[Any, ...]] = deque()
         self.closed = False
         self.stopping: RunStatus | None = None
@@ -259,18 +259,20 @@ class RunState:
             self.seq += 1
             return
         task = asyncio.current_task()
-        if self._owner is task:
+        assert task is not None
+        turn = self._turn
+        if turn.holder is task:
             # A handler sent an event while one is being dispatched: it goes next.
             self._pending.append((event_type, args, node_id, attempt, duration, status, name))
             return
-        async with self._lock:
-            self._owner = task
-            try:
-                await self._deliver(event_type, args, node_id, attempt, duration, status, name)
-                while self._pending:
-                    await self._deliver(*self._pending.popleft())
-            finally:
-                self._owner = None
+        if not turn.try_take(task):
+            await turn.take(task)
+        try:
+            await self._deliver(event_type, args, node_id, attempt, duration, status, name)
+            while self._pending:
+                await self._deliver(*self._pending.popleft())
+        finally:
+            turn.release()
 
     async def _deliver(
         self,

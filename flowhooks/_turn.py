@@ -1,0 +1,56 @@
+"""``DispatchTurn``: one event dispatch at a time per run, first come first served.
+
+It does what an ``asyncio.Lock`` would, with two differences that matter on
+the per-event path: taking a free turn costs no coroutine, and the turn knows
+which task holds it, so an event sent by a handler in the middle of a
+dispatch (``RunContext.emit``) can be queued behind it instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+
+class DispatchTurn:
+    """A FIFO turn for dispatching a run's events; ``holder`` is the task dispatching now."""
+
+    __slots__ = ("_waiters", "holder")
+
+    def __init__(self) -> None:
+        self.holder: asyncio.Task[Any] | None = None
+        self._waiters: deque[tuple[asyncio.Future[None], asyncio.Task[Any]]] = deque()
+
+    def try_take(self, task: asyncio.Task[Any]) -> bool:
+        """Take the turn at once if nobody holds it or waits for it; return whether taken."""
+        if self.holder is None and not self._waiters:
+            self.holder = task
+            return True
+        return False
+
+    async def take(self, task: asyncio.Task[Any]) -> None:
+        """Wait for the turn, after everybody already waiting."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (waiter, task)
+        self._waiters.append(entry)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the turn was handed to us as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+            raise
+
+    def release(self) -> None:
+        """End the holder's turn and hand it to the next waiting task, if any."""
+        while self._waiters:
+            waiter, task = self._waiters.popleft()
+            if not waiter.done():
+                self.holder = task
+                waiter.set_result(None)
+                return
+        self.holder = None
