@@ -24,8 +24,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loguru import logger
 
 from flowhooks._context import current_run_var
+from flowhooks._dispatcher import _generation
 from flowhooks._errors import WorkflowError
-from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity, trusted_event
+from flowhooks._events import (
+    ErrorInfo,
+    Event,
+    EventType,
+    NodeStatus,
+    RunStatus,
+    Severity,
+    trusted_event,
+)
 from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager, as_manager
 from flowhooks._results import NodeResult, RunContext, RunResult
@@ -208,6 +217,8 @@ class RunState:
         self.nodes: dict[str, NodeResult] = {name: NodeResult(name) for name in plan.order}
         self.seq = 0
         self._turn = DispatchTurn()
+        self._modes: dict[EventType, int] = {}
+        self._modes_generation = -1
         self._pending: deque[tuple[Any, ...]] = deque()
         self.closed = False
         self.stopping: RunStatus | None = None
@@ -244,6 +255,20 @@ class RunState:
 
     # -- events -----------------------------------------------------------------------
 
+    def _listening(self, event_type: EventType) -> int:
+        """0: no handler takes ``event_type``; 1: some do; 2: some also want the ``Event``.
+
+        Cached per run and refreshed when any handler anywhere is added or removed.
+        """
+        if self._modes_generation != _generation[0]:
+            manager = self.manager
+            self._modes = {
+                t: (2 if manager.wants_event(t) else 1) if manager.handles(t) else 0
+                for t in EventType
+            }
+            self._modes_generation = _generation[0]
+        return self._modes[event_type]
+
     async def emit(
         self,
         event_type: EventType,
@@ -253,13 +278,16 @@ class RunState:
         duration: float | None = None,
         status: str | None = None,
         name: str | None = None,
+        task: asyncio.Task[Any] | None = None,
     ) -> None:
         """Dispatch one event of this run, after every earlier one, in ``seq`` order."""
-        if not self.manager.handles(event_type):
+        mode = self._listening(event_type)
+        if not mode:
             self.seq += 1
             return
-        task = asyncio.current_task()
-        assert task is not None
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
         turn = self._turn
         if turn.holder is task:
             # A handler sent an event while one is being dispatched: it goes next.
@@ -268,13 +296,17 @@ class RunState:
         if not turn.try_take(task):
             await turn.take(task)
         try:
-            await self._deliver(event_type, args, node_id, attempt, duration, status, name)
+            self.seq += 1
+            event = self._event(event_type, args, node_id, attempt, duration, status, name)
+            await self.manager.dispatch(event_type, args, event)
             while self._pending:
-                await self._deliver(*self._pending.popleft())
+                pending = self._pending.popleft()
+                self.seq += 1
+                await self.manager.dispatch(pending[0], pending[1], self._event(*pending))
         finally:
             turn.release()
 
-    async def _deliver(
+    def _event(
         self,
         event_type: EventType,
         args: tuple[Any, ...],
@@ -283,29 +315,27 @@ class RunState:
         duration: float | None,
         status: str | None,
         name: str | None,
-    ) -> None:
-        self.seq += 1
-        manager = self.manager
-        event = None
-        if manager.wants_event(event_type):
-            event = trusted_event(
-                id=new_id(),
-                type=event_type,
-                seq=self.seq,
-                run_id=self.run_id,
-                workflow_name=self.workflow_name,
-                parent_run_id=self.parent_run_id,
-                resource_id=self.resource_id,
-                metadata=self.metadata,
-                node_id=node_id,
-                attempt=attempt,
-                timestamp=datetime.now(UTC),
-                duration=duration,
-                status=status,
-                name=name,
-                payload=args[-1],
-            )
-        await manager.dispatch(event_type, args, event)
+    ) -> Event | None:
+        """Build the ``Event`` numbered ``self.seq``, when some handler asked for it."""
+        if self._modes[event_type] != 2:
+            return None
+        return trusted_event(
+            id=new_id(),
+            type=event_type,
+            seq=self.seq,
+            run_id=self.run_id,
+            workflow_name=self.workflow_name,
+            parent_run_id=self.parent_run_id,
+            resource_id=self.resource_id,
+            metadata=self.metadata,
+            node_id=node_id,
+            attempt=attempt,
+            timestamp=datetime.now(UTC),
+            duration=duration,
+            status=status,
+            name=name,
+            payload=args[-1],
+        )
 
     async def emit_custom(self, name: str, data: Any) -> None:
         """Send a custom event from a node or handler of this run (``RunContext.emit``)."""
@@ -370,15 +400,14 @@ class RunState:
         result.status = NodeStatus.RUNNING
         result._started = time.time()
         first_start = perf_counter()
-        manager = self.manager
         direct = node.is_async and self.default_submit
         attempt = 0
         while True:
             attempt += 1
             result.attempts = attempt
             try:
-                if manager.handles(_NODE_START):
-                    await self.emit(_NODE_START, (name, kwargs), name, attempt)
+                if self._listening(_NODE_START):
+                    await self.emit(_NODE_START, (name, kwargs), name, attempt, task=task)
                 else:
                     self.seq += 1
             except Exception as exc:  # a raise_error handler: the node fails without retry
@@ -461,8 +490,10 @@ class RunState:
             self.outputs[name] = output
             result.duration = end - first_start
             try:
-                if manager.handles(_NODE_END):
-                    await self.emit(_NODE_END, (name, output), name, attempt, end - start)
+                if self._listening(_NODE_END):
+                    await self.emit(
+                        _NODE_END, (name, output), name, attempt, end - start, task=task
+                    )
                 else:
                     self.seq += 1
             except Exception as exc:
