@@ -21,10 +21,10 @@ test: $(STAMP)
 	$(PY) -m ruff check flowhooks tests examples benchmarks
 	$(PY) -m ruff format --check flowhooks tests examples benchmarks
 	$(PY) -m mypy flowhooks
-	$(PY) -m coverage run -m pytest
-	$(PY) -m coverage report
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
+	$(PY) -m coverage run -m pytest
+	$(PY) -m coverage report
 
 lint: $(STAMP)
 	$(PY) -m ruff check flowhooks tests examples benchmarks
