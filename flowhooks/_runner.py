@@ -365,6 +365,25 @@ class RunState:
             self.timed_out = True
             self.request_stop(RunStatus.FAILED, f"run timed out after {timeout:g}s")
 
+    def _error_info(
+        self,
+        exc: BaseException,
+        node: Node | None,
+        attempt: int | None,
+        *,
+        will_retry: bool = False,
+        message: str | None = None,
+    ) -> ErrorInfo:
+        return _error_info(
+            exc,
+            run_id=self.run_id,
+            workflow_name=self.workflow_name,
+            node=node,
+            attempt=attempt,
+            will_retry=will_retry,
+            message=message,
+        )
+
     def _fail(self, node: str | None, info: ErrorInfo) -> None:
         if self.error is None:
             self.error = info
@@ -446,15 +465,7 @@ class RunState:
                 message = None
                 if isinstance(exc, TimeoutError) and node.timeout is not None and not str(exc):
                     message = f"node {name!r} timed out after {node.timeout:g}s (attempt {attempt})"
-                info = _error_info(
-                    exc,
-                    run_id=self.run_id,
-                    workflow_name=self.workflow_name,
-                    node=node,
-                    attempt=attempt,
-                    will_retry=will_retry,
-                    message=message,
-                )
+                info = self._error_info(exc, node, attempt, will_retry=will_retry, message=message)
                 if not will_retry:
                     return await self._node_failed(
                         node, result, exc, attempt, elapsed, first_start, info
@@ -529,14 +540,7 @@ class RunState:
     ) -> bool:
         """Fail ``node`` for good: emit its error (unless its event already ended the attempt)."""
         if info is None:
-            info = _error_info(
-                exc,
-                run_id=self.run_id,
-                workflow_name=self.workflow_name,
-                node=node,
-                attempt=attempt,
-                will_retry=False,
-            )
+            info = self._error_info(exc, node, attempt)
         result.status = NodeStatus.FAILED
         result.error = info
         result.duration = perf_counter() - first_start
@@ -666,17 +670,7 @@ class RunState:
             try:
                 await self.emit(_WORKFLOW_START, (self.run_id, self.inputs))
             except Exception as exc:  # a raise_error handler fails the run before any node
-                self._fail(
-                    None,
-                    _error_info(
-                        exc,
-                        run_id=self.run_id,
-                        workflow_name=self.workflow_name,
-                        node=None,
-                        attempt=None,
-                        will_retry=False,
-                    ),
-                )
+                self._fail(None, self._error_info(exc, None, None))
                 self.stopping = RunStatus.FAILED
             if self.stopping is None:
                 if self.runner.sequential:
