@@ -31,9 +31,8 @@ from flowhooks._events import EVENT_ARGS, Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import (
     CallbackManager,
-    HandlerTimeoutError,
     _mark_propagating,
-    _notify_observers,
+    count_failure,
     must_propagate,
 )
 from flowhooks._plan import HookCall, HookStats
@@ -384,14 +383,7 @@ class _PassThroughManager(CallbackManager):
     """
 
     def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> bool:
-        stats = call.stats
-        stats.calls += 1
-        stats.seconds += elapsed
-        if isinstance(exc, HandlerTimeoutError):
-            stats.timeouts += 1
-        else:
-            stats.errors += 1
-        _notify_observers(call, elapsed, exc)
+        count_failure(call, exc, elapsed)
         if call.raise_error:
             _mark_propagating(exc)
         return True  # always: the composite decides after its retries

@@ -300,15 +300,7 @@ class CallbackManager(Dispatcher):
 
     def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> bool:
         """Count and log a failed call; return True when ``exc`` must propagate."""
-        stats = call.stats
-        stats.calls += 1
-        stats.seconds += elapsed
-        timed_out = isinstance(exc, HandlerTimeoutError)
-        if timed_out:
-            stats.timeouts += 1
-        else:
-            stats.errors += 1
-        _notify_observers(call, elapsed, exc)
+        timed_out = count_failure(call, exc, elapsed)
         if call.raise_error or must_propagate(exc):
             _mark_propagating(exc)
             return True
@@ -367,6 +359,20 @@ class CallbackManager(Dispatcher):
     def __repr__(self) -> str:
         names = ", ".join(type(h).__name__ for h in self.handlers)
         return f"{type(self).__name__}([{names}])"
+
+
+def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
+    """Record a failed call in its stats and tell the observers; return whether it timed out."""
+    stats = call.stats
+    stats.calls += 1
+    stats.seconds += elapsed
+    timed_out = isinstance(exc, HandlerTimeoutError)
+    if timed_out:
+        stats.timeouts += 1
+    else:
+        stats.errors += 1
+    _notify_observers(call, elapsed, exc)
+    return timed_out
 
 
 def _notify_observers(call: HookCall, elapsed: float, error: BaseException | None) -> None:
