@@ -29,6 +29,7 @@ from flowhooks._context import run_id_for_logs
 from flowhooks._dispatcher import Dispatcher
 from flowhooks._events import EVENT_ARGS, Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._logs import failure_text
 from flowhooks._manager import (
     CallbackManager,
     _mark_propagating,
@@ -78,14 +79,12 @@ def isolate(
         _mark_propagating(exc)
         raise exc
     run_id = event.run_id if event is not None else run_id_for_logs()
-    logger.opt(exception=exc).bind(
-        handler=type(composite).__name__, event_type=event_type.value, run_id=run_id
-    ).error(
+    logger.bind(handler=type(composite).__name__, event_type=event_type.value, run_id=run_id).error(
         "Callback {handler}: {what} raised {error} on {event_type} (run {run_id}); "
         "isolated, dispatch goes on",
         handler=type(composite).__name__,
         what=what,
-        error=f"{type(exc).__name__}: {exc}",
+        error=failure_text(exc, with_traceback=True),
         event_type=event_type.value,
         run_id=run_id or "-",
     )

@@ -29,6 +29,7 @@ from flowhooks._dispatcher import (
 )
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._logs import failure_text
 from flowhooks._plan import (
     CallKind,
     Entry,
@@ -305,10 +306,14 @@ class CallbackManager(Dispatcher):
             _mark_propagating(exc)
             return True
         run_id = event.run_id if event is not None else run_id_for_logs()
-        what = "timed out" if timed_out else f"raised {type(exc).__name__}: {exc}"
-        logger.opt(exception=None if timed_out else exc).bind(
-            handler=call.label, event_type=call.event_type.value, run_id=run_id
-        ).error(
+        if timed_out:
+            what = "timed out"
+        else:
+            # The traceback is logged with a handler's first failure on an event
+            # type; later ones are one line each (stats keep the count).
+            first = call.stats.errors == 1
+            what = "raised " + failure_text(exc, with_traceback=first)
+        logger.bind(handler=call.label, event_type=call.event_type.value, run_id=run_id).error(
             "Callback {handler} {what} on {event_type} (run {run_id}); isolated, dispatch goes on",
             handler=call.label,
             what=what,
@@ -338,11 +343,11 @@ class CallbackManager(Dispatcher):
                 if entry.handler.raise_error or must_propagate(exc):
                     _mark_propagating(exc)
                     raise
-                logger.opt(exception=exc).error(
+                logger.error(
                     "Callback {handler}.{method}() raised {error}; isolated",
                     handler=type(entry.handler).__name__,
                     method=name,
-                    error=repr(exc),
+                    error=failure_text(exc, with_traceback=True),
                 )
 
     async def __aenter__(self) -> Self:
@@ -380,7 +385,9 @@ def _notify_observers(call: HookCall, elapsed: float, error: BaseException | Non
         try:
             observer(call, elapsed, error)
         except Exception as exc:  # an observer must not break dispatch
-            logger.opt(exception=exc).warning("hook observer {!r} failed", observer)
+            logger.warning(
+                "hook observer {!r} failed: {}", observer, failure_text(exc, with_traceback=True)
+            )
 
 
 class PriorityCallbackManager(CallbackManager):

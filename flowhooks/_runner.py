@@ -36,6 +36,7 @@ from flowhooks._events import (
     trusted_event,
 )
 from flowhooks._ids import new_id
+from flowhooks._logs import failure_text
 from flowhooks._manager import CallbackManager, as_manager
 from flowhooks._results import NodeResult, RunContext, RunResult
 from flowhooks._turn import DispatchTurn
@@ -179,10 +180,10 @@ async def _call_function_callback(fn: Any, args: tuple[Any, ...], what: str, run
             if asyncio.iscoroutine(outcome):
                 await outcome
     except Exception as exc:
-        logger.opt(exception=exc).bind(run_id=run_id).error(
+        logger.bind(run_id=run_id).error(
             "{what} raised {error} (run {run_id}); isolated",
             what=what,
-            error=repr(exc),
+            error=failure_text(exc, with_traceback=True),
             run_id=run_id,
         )
 

@@ -299,11 +299,38 @@ async def test_failing_handler_is_isolated_and_logged(
     assert message.record["extra"]["run_id"] == "run-42"
 
 
-async def test_isolated_error_log_includes_traceback(logs: list[Any]) -> None:
-    """The log record of an isolated exception carries the exception itself."""
-    await CallbackManager([Boom()]).trigger("node_start", node_id="n", input_data={})
-    [message] = _errors(logs)
-    assert isinstance(message.record["exception"].value, RuntimeError)
+async def test_isolated_error_log_includes_traceback_once(logs: list[Any]) -> None:
+    """A handler's first failure on an event is logged with its traceback, later ones briefly."""
+    manager = CallbackManager([Boom()])
+    await manager.trigger("node_start", node_id="n", input_data={})
+    await manager.trigger("node_start", node_id="n", input_data={})
+    first, second = _errors(logs)
+    assert "Traceback (most recent call last)" in str(first)
+    assert "RuntimeError" in str(first)
+    assert "Traceback" not in str(second)
+    assert "RuntimeError" in str(second)
+
+
+async def test_isolated_error_log_never_shows_local_values() -> None:
+    """Local variables of a failing handler (often a run's secrets) never reach the log."""
+    messages: list[str] = []
+    sink_id = logger.add(messages.append, format="{message}", diagnose=True, backtrace=True)
+
+    class Leaky(BaseCallbackHandler):
+        async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+            password = input_data["password"]
+            if password:
+                raise RuntimeError(f"login failed for {node_id}")
+
+    try:
+        await CallbackManager([Leaky()]).trigger(
+            "node_start", node_id="n", input_data={"password": "hunter2-SECRET"}
+        )
+    finally:
+        logger.remove(sink_id)
+    text = "".join(messages)
+    assert "login failed for n" in text
+    assert "hunter2-SECRET" not in text
 
 
 async def test_failing_handler_does_not_stop_later_events() -> None:

@@ -1,0 +1,20 @@
+"""How flowhooks writes a failure it isolates into the log.
+
+The exception is rendered as plain text (type, message and, when asked, the
+traceback) instead of being attached to the loguru record: loguru's default
+sink prints the values of local variables next to an attached traceback,
+and those locals are often a run's inputs, passwords included.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+
+def failure_text(exc: BaseException, *, with_traceback: bool) -> str:
+    """Return ``"Type: message"``, followed by the plain traceback when ``with_traceback``."""
+    summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if not with_traceback:
+        return summary
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    return f"{summary}\n{trace}"
