@@ -8,8 +8,9 @@ methods, so nesting costs one call per level and builds the ``Event`` once.
 
 from __future__ import annotations
 
+import contextlib
 from abc import abstractmethod
-from typing import Any
+from typing import Any, Final
 
 from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
@@ -27,6 +28,25 @@ def bump_generation() -> None:
 def current_generation() -> int:
     """Return the plan generation; plans cached at an older one are stale."""
     return _generation[0]
+
+
+_PROPAGATE: Final = "__flowhooks_propagate__"
+
+
+def _mark_propagating(exc: BaseException) -> None:
+    with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
+        setattr(exc, _PROPAGATE, True)
+
+
+def clear_propagating(exc: BaseException) -> None:
+    """Remove the mark once the exception has left the managers (run or caller boundary)."""
+    with contextlib.suppress(AttributeError):
+        delattr(exc, _PROPAGATE)
+
+
+def must_propagate(exc: BaseException) -> bool:
+    """Return whether ``exc`` came from a ``raise_error`` handler and must not be isolated."""
+    return getattr(exc, _PROPAGATE, False) is True
 
 
 class Dispatcher(BaseCallbackHandler):
@@ -95,7 +115,7 @@ class Dispatcher(BaseCallbackHandler):
         # handlers that asked for event=; hand triggers are off the hot path.
         if event is None and (fields or self.wants_event(etype)):
             event = event_from_args(etype, argt, **fields)
-        await self.dispatch(etype, argt, event)
+        await self._dispatch_from_caller(etype, argt, event)
 
     async def on_workflow_start(
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
@@ -134,7 +154,17 @@ class Dispatcher(BaseCallbackHandler):
     ) -> None:
         if event is None and self.wants_event(event_type):
             event = event_from_args(event_type, args)
-        await self.dispatch(event_type, args, event)
+        await self._dispatch_from_caller(event_type, args, event)
+
+    async def _dispatch_from_caller(
+        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
+    ) -> None:
+        """Dispatch on behalf of user code: a ``raise_error`` exception leaves unmarked."""
+        try:
+            await self.dispatch(event_type, args, event)
+        except Exception as exc:
+            clear_propagating(exc)
+            raise
 
 
 _EVENT_FIELDS = frozenset(

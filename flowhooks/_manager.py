@@ -11,7 +11,6 @@ on, unless the handler set ``raise_error``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
@@ -26,6 +25,15 @@ from flowhooks._dispatcher import (
     bump_generation,
     current_generation,
     event_from_args,
+)
+from flowhooks._dispatcher import (  # re-exported: composites import them from here
+    _mark_propagating as _mark_propagating,
+)
+from flowhooks._dispatcher import (
+    clear_propagating as clear_propagating,
+)
+from flowhooks._dispatcher import (
+    must_propagate as must_propagate,
 )
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
@@ -43,7 +51,6 @@ from flowhooks._plan import (
 _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
-_WORKFLOW_END: Final = EventType.WORKFLOW_END
 
 HookObserver = Callable[[HookCall, float, BaseException | None], None]
 """Called after every handler call with the call, its seconds and its error (if any)."""
@@ -65,19 +72,6 @@ def remove_hook_observer(observer: HookObserver) -> None:
 
 class HandlerTimeoutError(TimeoutError):
     """A handler call took longer than its ``timeout``."""
-
-
-_PROPAGATE: Final = "__flowhooks_propagate__"
-
-
-def _mark_propagating(exc: BaseException) -> None:
-    with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
-        setattr(exc, _PROPAGATE, True)
-
-
-def must_propagate(exc: BaseException) -> bool:
-    """Return whether ``exc`` came from a ``raise_error`` handler and must not be isolated."""
-    return getattr(exc, _PROPAGATE, False) is True
 
 
 async def _invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
@@ -283,9 +277,7 @@ class CallbackManager(Dispatcher):
             except Exception as exc:
                 now = perf_counter()
                 if self._failed(call, exc, event, now - last):
-                    if event_type is not _WORKFLOW_END:
-                        raise
-                    # workflow_end reaches every handler; the first error is raised after.
+                    # Every handler still gets the event; the first such error is raised after.
                     deferred = deferred or exc
                 last = now
                 continue

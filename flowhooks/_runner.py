@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._dispatcher import _generation
+from flowhooks._dispatcher import _generation, clear_propagating
 from flowhooks._errors import WorkflowError
 from flowhooks._events import (
     ErrorInfo,
@@ -56,6 +56,8 @@ _CUSTOM = EventType.CUSTOM_EVENT
 _SUCCEEDED = NodeStatus.SUCCEEDED
 
 _current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
+_dispatching: ContextVar[RunState | None] = ContextVar("flowhooks_dispatching", default=None)
+"""The run whose event is being dispatched in this context (handlers, and tasks they start)."""
 
 
 class Runner:
@@ -286,16 +288,18 @@ class RunState:
         if not mode:
             self.seq += 1
             return
+        if _dispatching.get() is self:
+            # Sent by a handler (or a task it started) while this run's event is being
+            # dispatched: it goes right after that event, from the same turn.
+            self._pending.append((event_type, args, node_id, attempt, duration, status, name))
+            return
         if task is None:
             task = asyncio.current_task()
             assert task is not None
         turn = self._turn
-        if turn.holder is task:
-            # A handler sent an event while one is being dispatched: it goes next.
-            self._pending.append((event_type, args, node_id, attempt, duration, status, name))
-            return
         if not turn.try_take(task):
             await turn.take(task)
+        marker = _dispatching.set(self)
         try:
             self.seq += 1
             event = self._event(event_type, args, node_id, attempt, duration, status, name)
@@ -305,6 +309,7 @@ class RunState:
                 self.seq += 1
                 await self.manager.dispatch(pending[0], pending[1], self._event(*pending))
         finally:
+            _dispatching.reset(marker)
             turn.release()
 
     def _event(
@@ -540,6 +545,7 @@ class RunState:
         emitted: bool = False,
     ) -> bool:
         """Fail ``node`` for good: emit its error (unless its event already ended the attempt)."""
+        clear_propagating(exc)
         if info is None:
             info = self._error_info(exc, node, attempt)
         result.status = NodeStatus.FAILED
@@ -551,9 +557,13 @@ class RunState:
             try:
                 await self.emit(_ERROR, (info,), node.name, attempt, duration)
             except Exception as handler_exc:  # the run already fails; its first error stays
-                logger.bind(run_id=self.run_id).debug(
-                    "raise_error handler raised {error!r} on a failing node's error event",
-                    error=handler_exc,
+                clear_propagating(handler_exc)
+                logger.bind(run_id=self.run_id).error(
+                    "a raise_error handler raised {error} on the error event of failing node "
+                    "{node!r}; the run fails with the node's error (run {run_id})",
+                    error=failure_text(handler_exc, with_traceback=False),
+                    node=node.name,
+                    run_id=self.run_id,
                 )
         if node.on_failure is not None:
             self._spawn_callback(
@@ -562,6 +572,7 @@ class RunState:
         return False
 
     def _remember_raised(self, exc: BaseException) -> None:
+        clear_propagating(exc)
         if self.raised is None:
             self.raised = exc
 
@@ -671,6 +682,7 @@ class RunState:
             try:
                 await self.emit(_WORKFLOW_START, (self.run_id, self.inputs))
             except Exception as exc:  # a raise_error handler fails the run before any node
+                clear_propagating(exc)
                 self._fail(None, self._error_info(exc, None, None))
                 self.stopping = RunStatus.FAILED
             if self.stopping is None:
@@ -685,7 +697,9 @@ class RunState:
         finally:
             if timer is not None:
                 timer.cancel()
-        result, cancelled_meanwhile = await _run_to_completion(self._finish())
+        result, cancelled_meanwhile = await _run_to_completion(
+            self._finish(), patience=0 if external_cancel is not None else 1, run_id=self.run_id
+        )
         if external_cancel is not None:
             raise external_cancel
         if cancelled_meanwhile:
@@ -712,8 +726,12 @@ class RunState:
             try:
                 await self.emit(_ERROR, (info,))
             except Exception as exc:  # the run already fails with the timeout
-                logger.bind(run_id=self.run_id).debug(
-                    "raise_error handler raised {error!r} on the run timeout", error=exc
+                clear_propagating(exc)
+                logger.bind(run_id=self.run_id).error(
+                    "a raise_error handler raised {error} on the run timeout's error event; "
+                    "the run fails with the timeout (run {run_id})",
+                    error=failure_text(exc, with_traceback=False),
+                    run_id=self.run_id,
                 )
         for res in self.nodes.values():
             if res.status is NodeStatus.PENDING:
@@ -781,20 +799,34 @@ class RunState:
         return result
 
 
-async def _run_to_completion(coro: Coroutine[Any, Any, T]) -> tuple[T, bool]:
+async def _run_to_completion(
+    coro: Coroutine[Any, Any, T], *, patience: int, run_id: str
+) -> tuple[T, bool]:
     """Await ``coro`` to its end even if the awaiting task is cancelled meanwhile.
 
-    Returns the result and whether a cancellation arrived (to re-raise later).
+    Up to ``patience`` cancellations are held back (and reported, to be
+    re-raised later); one more abandons ``coro``, so a handler that hangs at
+    the end of a run can never make shutdown hang.
+
+    Returns the result and whether a cancellation arrived.
     """
     task = asyncio.ensure_future(coro)
-    cancelled = False
+    cancellations = 0
     while True:
         try:
-            return await asyncio.shield(task), cancelled
+            return await asyncio.shield(task), cancellations > 0
         except asyncio.CancelledError:
             if task.done():
                 raise
-            cancelled = True
+            cancellations += 1
+            if cancellations > patience:
+                task.cancel()
+                logger.bind(run_id=run_id).warning(
+                    "run {run_id} was cancelled again while its end was being dispatched; "
+                    "the remaining end-of-run callbacks were abandoned",
+                    run_id=run_id,
+                )
+                raise
 
 
 class _Prepared:

@@ -438,14 +438,54 @@ class Strict(BaseCallbackHandler):
 
 
 async def test_raise_error_propagates(logs: list[Any]) -> None:
-    """raise_error=True makes the handler's exception propagate, counted but not logged."""
+    """raise_error=True propagates the exception (counted, not logged) after later handlers ran."""
     log: list[Any] = []
     manager = CallbackManager([Strict(), Log("after", log)])
-    with pytest.raises(KeyError, match="strict"):
+    with pytest.raises(KeyError, match="strict") as raised:
         await manager.trigger("node_start", node_id="a", input_data={})
-    assert log == []
+    assert log == [("after", "node_start", ("a", {}))]
     assert manager.stats["Strict"][EventType.NODE_START].errors == 1
     assert _errors(logs) == []
+    assert not hasattr(raised.value, "__flowhooks_propagate__")
+
+
+async def test_first_of_several_raise_error_exceptions_propagates() -> None:
+    """When two raise_error handlers fail on one event, both ran and the first error propagates."""
+
+    class Second(BaseCallbackHandler):
+        raise_error = True
+
+        async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+            raise ValueError("second")
+
+    manager = CallbackManager([Strict(), Second()])
+    with pytest.raises(KeyError, match="strict"):
+        await manager.trigger("node_start", node_id="a", input_data={})
+    assert manager.stats["Second"][EventType.NODE_START].errors == 1
+
+
+async def test_exception_from_raise_error_handler_is_isolated_when_reused_elsewhere(
+    logs: list[Any],
+) -> None:
+    """An exception object that once propagated is isolated when a plain handler raises it later."""
+    shared = KeyError("shared")
+
+    class StrictShared(BaseCallbackHandler):
+        raise_error = True
+
+        async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+            raise shared
+
+    class PlainShared(BaseCallbackHandler):
+        async def on_node_end(self, node_id, output_data):  # type: ignore[override]
+            raise shared
+
+    manager = CallbackManager([StrictShared(), PlainShared()])
+    with pytest.raises(KeyError):
+        await manager.trigger("node_start", node_id="a", input_data={})
+    await manager.trigger("node_end", node_id="a", output_data=1)  # isolated, not raised
+    assert manager.stats["PlainShared"][EventType.NODE_END].errors == 1
+    assert len(_errors(logs)) == 1
 
 
 async def test_raise_error_propagates_through_nested_managers() -> None:

@@ -1,0 +1,147 @@
+"""Reliability at the edges: raise_error guards, re-entrant emits, repeated cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from stream_checks import assert_well_formed
+
+from flowhooks import (
+    AsyncioRunner,
+    BaseCallbackHandler,
+    EventType,
+    Runner,
+    RunStatus,
+    SequentialRunner,
+    Workflow,
+    current_run,
+    node,
+)
+from flowhooks.testing import RecordingCallback
+
+RUNNERS = {"asyncio": AsyncioRunner, "sequential": SequentialRunner}
+
+
+@pytest.fixture(params=list(RUNNERS.values()), ids=list(RUNNERS))
+def runner(request: pytest.FixtureRequest) -> Runner:
+    """Each runner in turn."""
+    return request.param()
+
+
+@node
+async def first() -> int:
+    return 1
+
+
+@node
+async def second(first: int) -> int:
+    return first + 1
+
+
+def two_nodes() -> Workflow:
+    return Workflow("pair", nodes=[first, second])
+
+
+class GuardOn(BaseCallbackHandler):
+    """A raise_error guard that trips on one event type for one node."""
+
+    raise_error = True
+
+    def __init__(self, event_type: str, node_id: str) -> None:
+        self.event_type = event_type
+        self.node_id = node_id
+
+    def _check(self, event_type: str, node_id: str | None) -> None:
+        if event_type == self.event_type and node_id == self.node_id:
+            raise RuntimeError(f"guard tripped on {event_type} of {node_id}")
+
+    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+        self._check("node_start", node_id)
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        self._check("node_end", node_id)
+
+    async def on_error(self, error_info: Any) -> None:
+        self._check("error", error_info.node_id)
+
+
+@pytest.mark.parametrize("event_type", ["node_start", "node_end"])
+async def test_handlers_after_a_tripped_guard_still_see_a_well_formed_stream(
+    runner: Runner, event_type: str
+) -> None:
+    """A raise_error guard fails the node, but later handlers still get every event, well formed."""
+    after = RecordingCallback()
+    result = await two_nodes().run(callbacks=[GuardOn(event_type, "first"), after], runner=runner)
+    assert result.status is RunStatus.FAILED
+    assert result.final_node == "first"
+    assert result.error is not None
+    assert result.error.type == "RuntimeError"
+    assert "guard tripped" in result.error.message
+    assert_well_formed(after.events)
+    assert after.events_for("first")[0].type is EventType.NODE_START
+    assert result.nodes["second"].status == "skipped"
+
+
+async def test_guard_tripping_on_the_final_error_is_logged_and_later_handlers_get_it(
+    runner: Runner,
+) -> None:
+    """A guard raising on a failing node's error event leaves that error with every handler."""
+    from loguru import logger
+
+    @node
+    async def broken() -> None:
+        raise ValueError("body failed")
+
+    messages: list[str] = []
+    sink = logger.add(messages.append, format="{message}", level="ERROR")
+    after = RecordingCallback()
+    try:
+        result = await Workflow("broken", nodes=[broken]).run(
+            callbacks=[GuardOn("error", "broken"), after], runner=runner
+        )
+    finally:
+        logger.remove(sink)
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "ValueError"
+    assert [e.type for e in after.events].count(EventType.ERROR) == 1
+    assert any("guard tripped" in m for m in messages)
+
+
+async def test_handler_emitting_from_child_tasks_does_not_deadlock(runner: Runner) -> None:
+    """Custom events sent from tasks a handler starts and awaits are delivered, without a hang."""
+
+    class FanOutEmitter(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            ctx = current_run()
+            await asyncio.gather(ctx.emit("a", node_id), ctx.emit("b", node_id))
+
+    rec = RecordingCallback()
+    result = await asyncio.wait_for(
+        two_nodes().run(callbacks=[FanOutEmitter(), rec], runner=runner), timeout=10
+    )
+    assert result.status is RunStatus.SUCCEEDED
+    assert_well_formed(rec.events)
+    customs = [(e.name, e.payload) for e in rec.events if e.type is EventType.CUSTOM_EVENT]
+    assert sorted(customs) == [("a", "first"), ("a", "second"), ("b", "first"), ("b", "second")]
+
+
+async def test_a_second_cancellation_abandons_a_hanging_end_of_run(runner: Runner) -> None:
+    """A workflow_end handler that hangs cannot hang shutdown: cancelling twice gets out."""
+    entered = asyncio.Event()
+
+    class HangsAtEnd(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(two_nodes().run(callbacks=[HangsAtEnd()], runner=runner))
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    task.cancel()  # first: held back, the end of the run goes on
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()  # second: the end of the run is abandoned
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=5)
