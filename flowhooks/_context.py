@@ -35,3 +35,16 @@ def run_id_for_logs() -> str:
     """Return the current run's id, or ``""`` outside any run."""
     ctx = current_run_var.get(None)
     return ctx.run_id if ctx is not None else ""
+
+
+def run_context_for(run_id: str) -> RunContext | None:
+    """Return the current run's context when it is run ``run_id``, else ``None``.
+
+    Handlers use it to reach the ``RunContext`` (and, while ``workflow_end``
+    is dispatched, its ``result``) of the run an event belongs to; an event
+    triggered by hand, or for another run, gets ``None``.
+    """
+    ctx = current_run_var.get(None)
+    if ctx is None or ctx.run_id != run_id:
+        return None
+    return ctx

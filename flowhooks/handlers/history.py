@@ -32,12 +32,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from flowhooks._context import current_run_var
 from flowhooks._dispatcher import event_from_args
 from flowhooks._errors import FlowhooksError
 from flowhooks._events import ErrorInfo, Event, EventType, RunStatus
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._serialize import to_jsonable
+from flowhooks.handlers._run_end import closing_status, finished_result
 
 if TYPE_CHECKING:
     from flowhooks._results import RunResult
@@ -163,7 +163,12 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class NodeExecutionRecord:
-    """One node attempt: ``status`` is ``running``, ``succeeded`` or ``failed``."""
+    """One node attempt: ``status`` is ``running``, ``succeeded``, ``failed`` or ``cancelled``.
+
+    An attempt still ``running`` when its run ends (it was cancelled, which
+    sends no event) is closed with the node's final status from the run's
+    result, ``cancelled``.
+    """
 
     run_id: str
     node_id: str
@@ -554,7 +559,8 @@ class HistoryCallback(BaseCallbackHandler):
             )
 
     async def _run_ended(self, conn: AsyncConnection, event: Event) -> None:
-        result = _finished_result(event.run_id)
+        result = finished_result(event.run_id)
+        await self._close_open_attempts(conn, event, result)
         values: dict[str, Any] = {
             "status": event.status or "unknown",
             "ended_at": event.timestamp,
@@ -598,6 +604,34 @@ class HistoryCallback(BaseCallbackHandler):
                     run_metadata=to_jsonable(event.metadata),
                     inputs=self._payload(result.inputs) if result is not None else None,
                     **values,
+                )
+            )
+
+    async def _close_open_attempts(
+        self, conn: AsyncConnection, event: Event, result: RunResult | None
+    ) -> None:
+        """Close the attempts of the ended run that are still ``running``.
+
+        A cancelled attempt ends without an event, so its row is still open
+        when the run ends. It gets the node's final status from ``result``
+        when known, else ``cancelled``.
+        """
+        open_rows = (
+            await conn.execute(
+                sa.select(nodes_table.c.id, nodes_table.c.node_id)
+                .where(nodes_table.c.run_id == event.run_id)
+                .where(nodes_table.c.status == "running")
+            )
+        ).all()
+        for row_id, node_id in open_rows:
+            node = result.nodes.get(node_id) if result is not None else None
+            ended_at = node.ended_at if node is not None else None
+            await conn.execute(
+                sa.update(nodes_table)
+                .where(nodes_table.c.id == row_id)
+                .values(
+                    status=closing_status(result, node_id).value,
+                    ended_at=ended_at or event.timestamp,
                 )
             )
 
@@ -694,14 +728,6 @@ class HistoryCallback(BaseCallbackHandler):
 def _ensure(event: Event | None, event_type: EventType, *args: Any) -> Event:
     """The ``Event`` passed by the manager, or one built from the arguments of a direct call."""
     return event if event is not None else event_from_args(event_type, args)
-
-
-def _finished_result(run_id: str) -> RunResult | None:
-    """The ``RunResult`` of run ``run_id`` when dispatching its ``workflow_end``, else ``None``."""
-    ctx = current_run_var.get(None)
-    if ctx is None or ctx.run_id != run_id:
-        return None
-    return ctx.result
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, TypedDict, final
 
 from flowhooks._events import ErrorInfo, Event
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks.handlers._run_end import closing_status, finished_result
 
 __all__ = ["MetricsCallback", "MetricsReport", "NodeMetrics", "NodeSummary", "RunMetrics"]
 
@@ -32,7 +33,10 @@ class NodeMetrics:
         failures: attempts that failed (node ``error`` events, retried or not).
         duration: seconds spent in its attempts, summed over attempts that ended.
         status: ``running``, ``succeeded``, ``retrying`` (the last attempt
-            failed and will be retried) or ``failed``.
+            failed and will be retried), ``failed`` or ``cancelled`` (an
+            attempt still running when its run ended: it was cancelled, which
+            sends no event; inside a run, the node's final status from the
+            run's result is used).
     """
 
     node_id: str
@@ -232,6 +236,7 @@ class MetricsCallback(BaseCallbackHandler):
             if run.status != "running":  # a second workflow_end for one run: count it once
                 return
             run.status = (event.status if event is not None else None) or "ended"
+            self._close_open_nodes(run)
             self._statuses[run.status] = self._statuses.get(run.status, 0) + 1
             seconds = _seconds(event, run._started)
             run.duration = seconds
@@ -242,6 +247,16 @@ class MetricsCallback(BaseCallbackHandler):
                     self._max_workflow_duration = seconds
             self._ended[workflow_id] = None
             self._evict()
+
+    def _close_open_nodes(self, run: RunMetrics) -> None:
+        """Give the nodes still ``running`` at the run's end their final status."""
+        still_open = [node for node in run.nodes.values() if node.status == "running"]
+        if not still_open:
+            return
+        result = finished_result(run.run_id)
+        for node in still_open:
+            node.status = closing_status(result, node.node_id).value
+            node._started = None
 
     def _evict(self) -> None:
         if self.max_runs is None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, final
 
-from flowhooks._context import current_run_var
 from flowhooks._events import ErrorInfo, Event
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._run_end import finished_result
 
 require("opentelemetry.trace", extra="otel", handler="OpenTelemetryCallback")
 
@@ -143,7 +143,7 @@ class OpenTelemetryCallback(BaseCallbackHandler):
             span.set_attribute(f"{_ATTR}.run_status", status)
         if event is not None and event.duration is not None:
             span.set_attribute(f"{_ATTR}.duration", event.duration)
-        result = _finished_result(workflow_id)
+        result = finished_result(workflow_id)
         if status == "failed":
             error = getattr(result, "error", None)
             where = getattr(result, "final_node", None)
@@ -301,11 +301,3 @@ def _record_error(span: Span, info: Any, when: int | None) -> None:
     span.set_attribute(f"{_ATTR}.will_retry", bool(getattr(info, "will_retry", False)))
     span.set_attribute(f"{_ATTR}.severity", str(getattr(info, "severity", "error")))
     span.set_status(Status(StatusCode.ERROR, f"{err_type}: {message}"))
-
-
-def _finished_result(run_id: str) -> Any:
-    """Return the ``RunResult`` of ``run_id`` while its ``workflow_end`` is dispatched."""
-    ctx = current_run_var.get(None)
-    if ctx is None or ctx.run_id != run_id:
-        return None
-    return ctx.result

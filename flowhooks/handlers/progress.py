@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, final
 
-from flowhooks._context import current_run_var
+from flowhooks._context import run_context_for
 from flowhooks._events import ErrorInfo, Event
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._run_end import closing_status, finished_result
 
 require("rich", extra="rich", handler="ProgressCallback")
 
@@ -90,7 +91,9 @@ class ProgressCallback(BaseCallbackHandler):
     overlap share it); a sub-workflow run (``parent_run_id`` set) gets an
     indented row under its parent's. A row counts a node as done when it
     succeeds or fails for good (retried attempts do not count), names the
-    nodes running, and ends with the run's status. The display stops when no
+    nodes running, and ends with the run's status; a node still running at
+    the run's end was cancelled (it sends no event) and is named as such
+    (e.g. ``failed (slow cancelled)``). The display stops when no
     run is left under way (and on ``aclose()``); finished rows stay on screen
     unless ``transient`` is set.
 
@@ -297,6 +300,7 @@ class ProgressCallback(BaseCallbackHandler):
                 return
             del self._rows[workflow_id]
             status = (event.status if event is not None else None) or "ended"
+            closed = _close_running(row)
             seconds = (
                 event.duration
                 if event is not None and event.duration is not None
@@ -304,9 +308,12 @@ class ProgressCallback(BaseCallbackHandler):
             )
             if self.live:
                 color = {"succeeded": "green", "failed": "red"}.get(status, "yellow")
-                self._update(row, f"[{color}]{status}[/]", finished=True)
+                extra = f" ({escape(closed)})" if closed else ""
+                self._update(row, f"[{color}]{status}[/]{extra}", finished=True)
                 self._stop_if_idle()
             else:
+                if closed:
+                    self._print(row, closed)
                 self._print(row, f"{status} in {seconds:.2f}s ({row.counts()} nodes)")
 
     async def aclose(self) -> None:
@@ -324,10 +331,29 @@ def _run_id(event: Event | None) -> str:
     return event.run_id if event is not None else ""
 
 
+def _close_running(row: _Row) -> str:
+    """Clear the nodes still shown as running when the run ends; return how they ended.
+
+    A cancelled attempt sends no event, so it is still listed as running.
+    Inside the run its node's final status comes from the run's result;
+    otherwise it is reported as cancelled. Returns e.g. ``"slow cancelled"``,
+    or ``""`` when no node was left running.
+    """
+    if not row.running:
+        return ""
+    result = finished_result(row.run_id)
+    names = list(row.running)
+    row.running.clear()
+    by_status: dict[str, list[str]] = {}
+    for name in names:
+        by_status.setdefault(closing_status(result, name).value, []).append(name)
+    return "; ".join(f"{', '.join(nodes)} {status}" for status, nodes in by_status.items())
+
+
 def _node_count(run_id: str) -> int | None:
     """Return the node count the running workflow exposes, if this is its run."""
-    ctx = current_run_var.get(None)
-    if ctx is None or ctx.run_id != run_id:
+    ctx = run_context_for(run_id)
+    if ctx is None:
         return None
     count = getattr(ctx, "node_count", None)
     if isinstance(count, bool) or not isinstance(count, int) or count <= 0:  # 0: not given

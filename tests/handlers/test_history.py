@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flowhooks import CallbackManager, ErrorInfo, Event, EventType
+from flowhooks import CallbackManager, ErrorInfo, Event, EventType, Workflow, node
 from flowhooks.handlers.history import (
     HistoryCallback,
     HistoryError,
@@ -468,3 +468,52 @@ def test_repr_hides_the_password() -> None:
     text = repr(HistoryCallback("postgresql://user:hunter2@db.internal/flow"))
     assert "hunter2" not in text
     assert "db.internal/flow" in text
+
+
+def fail_fast_workflow() -> Workflow:
+    """A workflow whose ``bad`` node fails while ``slow`` runs, so ``slow`` is cancelled."""
+    started = asyncio.Event()
+
+    @node
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @node
+    async def bad() -> None:
+        await started.wait()
+        raise ValueError("bad input")
+
+    return Workflow("cancelling", nodes=[slow, bad])
+
+
+async def test_cancelled_attempt_is_closed_at_run_end(db_url: str) -> None:
+    """A node attempt cancelled by a failing sibling is stored as cancelled, not running."""
+    result = await fail_fast_workflow().run(callbacks=[HistoryCallback(db_url)])
+    assert result.status == "failed"
+    assert result.nodes["slow"].status == "cancelled"
+    async with HistoryStore(db_url) as store:
+        detail = await store.get_run(result.run_id)
+    assert detail is not None
+    assert detail.run.status == "failed"
+    statuses = {n.node_id: n.status for n in detail.nodes}
+    assert statuses == {"slow": "cancelled", "bad": "failed"}
+    [slow] = [n for n in detail.nodes if n.node_id == "slow"]
+    assert slow.ended_at is not None
+
+
+async def test_open_attempt_of_hand_sent_events_is_closed_as_cancelled(db_url: str) -> None:
+    """Outside a run, an attempt with no end event is closed as cancelled at workflow_end."""
+    events = run_events("hand", fail=True)
+    extra = _event(EventType.NODE_START, "hand", 10, {}, node_id="side", attempt=1)
+    events.insert(-1, extra)
+    async with CallbackManager([HistoryCallback(db_url)]) as manager:
+        await deliver(manager, events)
+    async with HistoryStore(db_url) as store:
+        detail = await store.get_run("hand")
+    assert detail is not None
+    assert [(n.node_id, n.status) for n in detail.nodes] == [
+        ("extract", "succeeded"),
+        ("load", "failed"),
+        ("side", "cancelled"),
+    ]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from flowhooks import CallbackManager, ErrorInfo
+from flowhooks import CallbackManager, ErrorInfo, Workflow, node
 from flowhooks.handlers import MetricsCallback
 
 
@@ -294,3 +294,38 @@ async def test_real_workflow_with_a_retried_node():
     run = metrics.get_run(results[0].run_id)
     assert run is not None
     assert run.nodes["flaky"].attempts == 2
+
+
+async def test_cancelled_node_is_not_left_running():
+    """A node cancelled by a failing sibling ends with status cancelled in the run's details."""
+    started = asyncio.Event()
+
+    @node
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @node
+    async def bad() -> None:
+        await started.wait()
+        raise ValueError("bad input")
+
+    metrics = MetricsCallback()
+    result = await Workflow("cancelling", nodes=[slow, bad]).run(callbacks=[metrics])
+    assert result.status == "failed"
+    run = metrics.get_run(result.run_id)
+    assert run is not None
+    assert {n: m.status for n, m in run.nodes.items()} == {"slow": "cancelled", "bad": "failed"}
+    slowest = {s["node_id"]: s["status"] for s in metrics.get_report()["slowest_nodes"]}
+    assert slowest["slow"] == "cancelled"
+
+
+async def test_open_node_of_hand_sent_events_ends_cancelled():
+    """Outside a run, a node started and never ended is cancelled at workflow_end."""
+    m = CallbackManager([metrics := MetricsCallback()])
+    await m.trigger("workflow_start", workflow_id="r", input_data={})
+    await m.trigger("node_start", node_id="a", input_data={}, run_id="r")
+    await m.trigger("workflow_end", workflow_id="r", output_data={}, status="cancelled")
+    run = metrics.get_run("r")
+    assert run is not None
+    assert run.nodes["a"].status == "cancelled"
