@@ -183,8 +183,10 @@ class LoggingCallback(BaseCallbackHandler):
         extra_redact_keys: key names to redact in addition to ``redact_keys``.
         max_length: the longest rendered payload, in characters; longer ones
             are cut and marked ``… [truncated, N chars]``.
-        traceback: attach the exception (and so its traceback) to records of
-            errors that will not be retried.
+        traceback: append the plain traceback (``ErrorInfo.stack_trace``) to
+            records of errors that will not be retried. It is text, not an
+            attached exception, so sinks with loguru's ``diagnose`` never print
+            the values of local variables (often a run's secrets).
 
     Raises:
         ValueError: for an unknown ``level`` or a ``max_length`` below 1.
@@ -238,7 +240,7 @@ class LoggingCallback(BaseCallbackHandler):
         node_id: str | None = None,
         payload: Any = None,
         has_payload: bool = False,
-        exception: BaseException | None = None,
+        stack_trace: str | None = None,
         **extra: Any,
     ) -> None:
         fields = _fields(etype, event, node_id)
@@ -249,10 +251,9 @@ class LoggingCallback(BaseCallbackHandler):
             message = f"{message} | {rendered}"
         number = max(level_no, self._level_no)
         level: str | int = _LEVEL_NAMES.get(number, number)
-        log = self.logger.bind(**fields)
-        if exception is not None:
-            log = log.opt(exception=exception)
-        log.log(level, message)
+        if stack_trace:
+            message = f"{message}\n{stack_trace.rstrip()}"
+        self.logger.bind(**fields).log(level, message)
 
     # -- events -------------------------------------------------------------------------
 
@@ -329,14 +330,14 @@ class LoggingCallback(BaseCallbackHandler):
             level = _ERROR
         where = f"node {info.node_id!r}{_attempt(event, info.attempt)}" if info.node_id else "run"
         retry = " (will retry)" if info.will_retry else ""
-        exc = info.exception if self.traceback and not info.will_retry else None
+        trace = info.stack_trace if self.traceback and not info.will_retry else None
         self._emit(
             level,
             f"{where} failed{_took(event)}: {info.type}: {info.message}{retry}",
             EventType.ERROR,
             event,
             node_id=info.node_id,
-            exception=exc,
+            stack_trace=trace,
             error_type=info.type,
             error_message=info.message,
             severity=str(info.severity),

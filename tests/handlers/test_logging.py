@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from flowhooks import CallbackManager, ErrorInfo
+from flowhooks import CallbackManager, ErrorInfo, Workflow, node
 from flowhooks.handlers import LoggingCallback
 from flowhooks.handlers.logging import DEFAULT_REDACT_KEYS, REDACTED, redact
 
@@ -202,21 +202,20 @@ async def test_unrepresentable_payloads_do_not_break_logging(records):
 
 
 async def test_error_levels_follow_retry_and_severity(records):
-    """Retried errors log at WARNING, final ones at ERROR with the exception, critical CRITICAL."""
+    """Retried errors log at WARNING, final ones at ERROR with the traceback, critical CRITICAL."""
     manager = CallbackManager([LoggingCallback()])
-    try:
-        raise ValueError("bad row")
-    except ValueError as exc:
-        boom = exc
+    trace = "Traceback (most recent call last):\n  ...\nValueError: bad row"
     common = {"type": "ValueError", "message": "bad row", "node_id": "a", "run_id": "r"}
     await manager.trigger(
-        "error", ErrorInfo(**common, will_retry=True, severity="warning", attempt=1, exception=boom)
+        "error",
+        ErrorInfo(**common, will_retry=True, severity="warning", attempt=1, stack_trace=trace),
     )
-    await manager.trigger("error", ErrorInfo(**common, attempt=2, exception=boom))
+    await manager.trigger("error", ErrorInfo(**common, attempt=2, stack_trace=trace))
     await manager.trigger("error", ErrorInfo(**common, severity="critical", attempt=3))
     assert [r["level"].name for r in records] == ["WARNING", "ERROR", "CRITICAL"]
-    assert records[0]["exception"] is None  # retried: no traceback noise
-    assert records[1]["exception"] is not None
+    assert "Traceback" not in records[0]["message"]  # retried: no traceback noise
+    assert records[1]["message"].endswith(trace)
+    assert all(r["exception"] is None for r in records)  # text, never an attached exception
     assert records[1]["extra"]["error_type"] == "ValueError"
     assert records[1]["extra"]["will_retry"] is False
     assert records[1]["extra"]["attempt"] == 2
@@ -325,3 +324,26 @@ async def test_real_workflow_run_is_logged_with_secrets_redacted(records):
     assert all(r["extra"]["workflow_name"] == "onboarding" for r in mine)
     assert all("s3cret-pw" not in r["message"] for r in mine)
     assert "hello ann" in mine[4]["message"]
+
+
+async def test_node_error_logs_never_show_local_values():
+    """A failing node's locals (here a password) never reach a diagnose=True sink."""
+    from loguru import logger
+
+    @node
+    async def login(password: str) -> None:
+        if password:
+            raise PermissionError("login refused")
+
+    messages: list[str] = []
+    sink = logger.add(messages.append, format="{message}", diagnose=True, backtrace=True)
+    try:
+        await Workflow("login", nodes=[login]).run(
+            {"password": "hunter2-SECRET"}, callbacks=[LoggingCallback()]
+        )
+    finally:
+        logger.remove(sink)
+    text = "".join(messages)
+    assert "login refused" in text
+    assert "Traceback" in text
+    assert "hunter2-SECRET" not in text
