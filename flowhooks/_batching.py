@@ -8,16 +8,25 @@ a different loop (two ``asyncio.run`` calls in a row): whatever the old loop
 left queued is delivered by the new one. They are meant to be used from one
 event loop at a time.
 
-Neither creates a task per event. ``BatchedCallback`` starts one delivery
-task when a batch is sealed and none is running (it ends when no batch is
-left); ``BackgroundCallback`` keeps one worker per loop that sleeps on a
-future while its queue is empty.
+Neither creates a task per event, nor keeps a task alive while idle:
+``BatchedCallback`` starts one delivery task when a batch is sealed and none
+is running, ``BackgroundCallback`` one worker when an event is queued and
+none is running; each ends as soon as nothing is left to deliver.
 
 Waits on shutdown are bounded: ``flush()`` waits at most ``close_timeout``
 seconds (default 30) for delivery, then logs what is still queued and returns
 (delivery goes on in the background); ``aclose()`` does the same, then
 cancels the worker. What ``aclose()`` could not deliver is handed to
 ``on_dead_letter`` (batches) or logged and counted as dropped (background).
+
+``raise_error`` failures happen in the delivery task, after the event's
+dispatch has returned, so they are kept per run (the ``run_id`` of the queued
+``Event``; ``""`` for events sent by hand, outside a run) and raised from
+``flush()``: the flush at the end of the run they belong to raises that run's
+error, and any flush or ``aclose()`` raises the error of events sent by
+hand. ``dispatch`` never raises a stored error. ``aclose()`` also raises what
+is still kept (for instance an error that came after its run's flush gave
+up at ``close_timeout``), the first one, and logs the others.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import Any, Final, Literal, final
 from loguru import logger
 
 from flowhooks._composites import HandlerStats, wrap_handlers
+from flowhooks._context import current_run_var
 from flowhooks._dispatcher import Dispatcher, event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
@@ -83,11 +93,56 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
     await asyncio.wait([task])
 
 
-def _raise_stored(owner: BatchedCallback | BackgroundCallback) -> None:
-    error = owner._error
-    if error is not None:
-        owner._error = None
-        raise error
+class _RunErrors:
+    """``raise_error`` failures of queued deliveries, kept per run until a flush reports them.
+
+    The key is the ``run_id`` of the event whose delivery failed, or ``""``
+    for an event sent by hand (``seq`` 0: not numbered by a run). Only the
+    first error of each key is kept.
+    """
+
+    __slots__ = ("_errors",)
+
+    def __init__(self) -> None:
+        self._errors: dict[str, BaseException] = {}
+
+    def keep(self, event: Event, error: BaseException) -> None:
+        key = event.run_id if event.seq else ""
+        if key not in self._errors:
+            _mark_propagating(error)
+            self._errors[key] = error
+
+    def raise_for_caller(self) -> None:
+        """Raise the error of the run calling (if any), else that of events sent by hand."""
+        errors = self._errors
+        if errors:
+            key = self._caller_key()
+            if key is not None:
+                raise errors.pop(key)
+
+    def raise_all(self, owner: str) -> None:
+        """Raise the caller's error, else the oldest kept one; log and forget the others."""
+        errors = self._errors
+        if not errors:
+            return
+        key = self._caller_key()
+        first = errors.pop(key if key is not None else next(iter(errors)))
+        for run_id, error in errors.items():
+            logger.opt(exception=error).error(
+                "{owner} closed with the raise_error failure {error} of run {run_id!r} "
+                "unreported (aclose() raises only one)",
+                owner=owner,
+                error=repr(error),
+                run_id=run_id,
+            )
+        errors.clear()
+        raise first
+
+    def _caller_key(self) -> str | None:
+        ctx = current_run_var.get(None)
+        if ctx is not None and ctx.run_id in self._errors:
+            return ctx.run_id
+        return "" if "" in self._errors else None
 
 
 # -- BatchedCallback ------------------------------------------------------------------
@@ -129,9 +184,21 @@ class BatchedCallback(Dispatcher):
     (``retry_backoff``, then twice that, ... capped at 10 s); ``flush()``
     waits for those retries. A batch that still fails goes to
     ``on_dead_letter(batch, error)`` and is counted in ``stats``: it is never
-    silently dropped. With ``raise_error = True`` set on the instance or a
-    subclass, the dead-lettered batch's error is also raised from the next
-    ``flush()`` or dispatch.
+    silently dropped.
+
+    ``flush()`` waits at most ``close_timeout`` seconds (default 30) for a slow
+    sink; batches not delivered by then stay queued and the delivery task
+    goes on delivering them after ``flush()`` has returned, so a run can end
+    before its last batches are delivered. ``aclose()`` hands what it could not
+    deliver within ``close_timeout`` to ``on_dead_letter`` with a ``TimeoutError``.
+
+    With ``raise_error = True`` set on the instance or a subclass, a
+    dead-lettered batch's error is kept for each run that had events in the
+    batch and raised from ``flush()`` in that run, i.e. at the end of the run
+    (``run`` re-raises it once the remaining callbacks have run). Events sent
+    by hand outside a run have their error raised from the next ``flush()`` or
+    ``aclose()``. Dispatch never raises it. An error that arrives after its
+    run's flush has given up waiting is raised from ``aclose()``.
 
     Args:
         sink: a sync or async callable taking the batch. Optional when a
@@ -229,7 +296,7 @@ class BatchedCallback(Dispatcher):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._error: BaseException | None = None
+        self._errors = _RunErrors()
         self._stats = BatchStats()
 
     # -- public surface ---------------------------------------------------------------
@@ -303,9 +370,10 @@ class BatchedCallback(Dispatcher):
     async def dispatch(
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
     ) -> None:
-        """Buffer the event; seal a batch when ``batch_size`` is reached."""
-        if self._error is not None:
-            _raise_stored(self)
+        """Buffer the event; seal a batch when ``batch_size`` is reached.
+
+        Never raises a stored ``raise_error`` failure: those come from ``flush()``.
+        """
         if event_type not in self._types:
             return
         if event is None:
@@ -328,8 +396,45 @@ class BatchedCallback(Dispatcher):
 
         Waits through retries, for at most ``close_timeout`` seconds; past that,
         it logs how many batches are still queued and returns (they keep being
-        delivered in the background).
+        delivered in the background). Then, with ``raise_error`` set, it raises
+        the error of a dead-lettered batch holding events of the run calling,
+        or else of events sent by hand outside a run.
         """
+        await self._drain()
+        self._errors.raise_for_caller()
+
+    async def aclose(self) -> None:
+        """Flush (bounded by ``close_timeout``), then stop the timer and delivery task.
+
+        Batches still undelivered then go to ``on_dead_letter`` with a
+        ``TimeoutError``. With ``raise_error`` set, every error still kept is
+        reported: the calling run's (or that of events sent by hand) or else
+        the oldest is raised, the others are logged. The instance can be used
+        again afterwards.
+        """
+        try:
+            await self._drain()
+        finally:
+            self._cancel_timer()
+            await _stop(self._worker)
+            self._worker = None
+            if self._buffer:
+                self._seal()
+            while self._queue:
+                batch = self._queue.popleft()
+                error = TimeoutError(
+                    f"{type(self).__name__} closed before this batch was delivered "
+                    f"(close_timeout={self._close_timeout}s)"
+                )
+                await self._dead_letter(batch, error)
+                self._finished += 1
+            self._wake_waiters()
+        self._errors.raise_all(type(self).__name__)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Seal the buffer and wait (at most ``close_timeout``) for every sealed batch."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
@@ -348,34 +453,6 @@ class BatchedCallback(Dispatcher):
                     n=target - self._finished,
                     t=self._close_timeout,
                 )
-        _raise_stored(self)
-
-    async def aclose(self) -> None:
-        """Flush (bounded by ``close_timeout``), then stop the timer and delivery task.
-
-        Batches still undelivered then go to ``on_dead_letter`` with a
-        ``TimeoutError``. The instance can be used again afterwards.
-        """
-        try:
-            await self.flush()
-        finally:
-            self._cancel_timer()
-            await _stop(self._worker)
-            self._worker = None
-            if self._buffer:
-                self._seal()
-            while self._queue:
-                batch = self._queue.popleft()
-                error = TimeoutError(
-                    f"{type(self).__name__} closed before this batch was delivered "
-                    f"(close_timeout={self._close_timeout}s)"
-                )
-                await self._dead_letter(batch, error)
-                self._finished += 1
-            self._wake_waiters()
-        _raise_stored(self)
-
-    # -- internals --------------------------------------------------------------------
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Forget the timer, task and waiters of a previous loop; keep the data."""
@@ -463,9 +540,9 @@ class BatchedCallback(Dispatcher):
                 error=repr(exc),
                 ids=[e.id for e in batch],
             )
-        if self.raise_error and self._error is None:
-            _mark_propagating(error)
-            self._error = error
+        if self.raise_error:
+            for event in batch:
+                self._errors.keep(event, error)
 
     def _wake_waiters(self) -> None:
         waiters = self._waiters
@@ -525,7 +602,7 @@ class BackgroundStats:
     dropped: int = 0
 
 
-_Item = tuple[EventType, tuple[Any, ...], Event | None]
+_Item = tuple[EventType, tuple[Any, ...], Event]  # the Event is captured when queued
 
 
 @final
@@ -533,11 +610,16 @@ class BackgroundCallback(Dispatcher):
     """Delivers events to ``wrapped`` from a background task, so the workflow does not wait.
 
     Events are queued in order and delivered one at a time, in that order, by
-    one worker task per event loop. The wrapped handler's own failures are
-    isolated and counted by an inner manager (see ``handler_stats``); with
-    ``raise_error`` on the wrapped handler, its exception is raised from the
-    next dispatch, ``flush()`` or ``aclose()``, the first point where a caller
-    is waiting on this composite.
+    one worker task. The wrapped handler's own failures are
+    isolated and counted by an inner manager (see ``handler_stats``). With
+    ``raise_error`` on the wrapped handler, its exception is kept for the run
+    of the event it failed on and raised from ``flush()`` in that run, i.e. at
+    the end of the run (``run`` re-raises it once the remaining callbacks have
+    run); the node whose event it was is not failed, since the node went on
+    without waiting. For events sent by hand outside a run it is raised from
+    the next ``flush()`` or ``aclose()``. Dispatch never raises it. An error
+    that arrives after its run's flush has given up waiting is raised from
+    ``aclose()``.
 
     When ``max_queue`` events are waiting, ``overflow`` decides: ``"block"``
     makes the dispatcher wait for room, ``"drop_oldest"`` discards the oldest
@@ -545,9 +627,16 @@ class BackgroundCallback(Dispatcher):
     counted in ``stats.dropped`` and logged (at most one warning per second).
 
     ``flush()`` (called at the end of every run) waits until everything queued
-    before the call has been delivered, for at most ``close_timeout`` seconds;
-    ``aclose()`` flushes, stops the worker, and logs and counts as dropped
-    what it could not deliver.
+    before the call has been delivered, for at most ``close_timeout`` seconds
+    (default 30) for a slow handler; events not delivered by then stay queued
+    and the worker goes on delivering them after ``flush()`` has returned, so a
+    run can end before its last events are delivered. ``aclose()`` flushes,
+    stops the worker, and logs and counts as dropped what it could not deliver
+    within ``close_timeout``.
+
+    The worker task runs only while events are queued: it ends when the queue
+    is empty and the next event starts a new one, so an instance dropped
+    without ``aclose()`` leaves no task behind.
 
     Args:
         wrapped: the handler (or composite) to deliver to.
@@ -587,10 +676,9 @@ class BackgroundCallback(Dispatcher):
         self._done = 0  # events delivered (or dropped from the queue) so far
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # flush() calls
         self._space: deque[asyncio.Future[None]] = deque()  # producers blocked on a full queue
-        self._wakeup: asyncio.Future[None] | None = None  # the idle worker sleeps on it
-        self._worker: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None  # runs only while events are queued
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._error: BaseException | None = None
+        self._errors = _RunErrors()
         self._stats = BackgroundStats()
         self._unlogged_drops = 0
         self._last_drop_log = float("-inf")
@@ -640,9 +728,10 @@ class BackgroundCallback(Dispatcher):
     async def dispatch(
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
     ) -> None:
-        """Queue the event for the worker; apply the overflow policy when the queue is full."""
-        if self._error is not None:
-            _raise_stored(self)
+        """Queue the event for the worker; apply the overflow policy when the queue is full.
+
+        Never raises a stored ``raise_error`` failure: those come from ``flush()``.
+        """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
@@ -667,12 +756,6 @@ class BackgroundCallback(Dispatcher):
         self._stats.enqueued += 1
         if self._worker is None:
             self._start_worker()
-        else:
-            wakeup = self._wakeup
-            if wakeup is not None:
-                self._wakeup = None
-                if not wakeup.done():
-                    wakeup.set_result(None)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -680,8 +763,49 @@ class BackgroundCallback(Dispatcher):
         """Wait until everything queued before this call is delivered, then flush ``wrapped``.
 
         Waits at most ``close_timeout`` seconds; past that, it logs how many
-        events are still queued and returns (delivery goes on).
+        events are still queued and returns (delivery goes on). Then it raises
+        the wrapped handler's ``raise_error`` failure on an event of the run
+        calling, or else on an event sent by hand outside a run.
         """
+        await self._drain()
+        self._errors.raise_for_caller()
+
+    async def aclose(self) -> None:
+        """Flush (bounded by ``close_timeout``), stop the worker, then close ``wrapped``.
+
+        Events still queued then are logged and counted in ``stats.dropped``.
+        Every ``raise_error`` failure still kept is reported: the calling run's
+        (or that of events sent by hand) or else the oldest is raised, the
+        others are logged. The instance can be used again afterwards.
+        """
+        try:
+            await self._drain()
+        finally:
+            await _stop(self._worker)
+            self._worker = None
+            left = len(self._queue)
+            if left:
+                self._queue.clear()
+                self._done += left
+                self._stats.dropped += left
+                logger.error(
+                    "BackgroundCallback closed with {n} events undelivered "
+                    "(close_timeout={t}s); they are dropped",
+                    n=left,
+                    t=self._close_timeout,
+                )
+            self._wake_waiters()
+            while self._space:
+                fut = self._space.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+            await self._manager.aclose()
+        self._errors.raise_all("BackgroundCallback")
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Wait (at most ``close_timeout``) for what is queued now, then flush ``wrapped``."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._bind(loop)
@@ -700,46 +824,11 @@ class BackgroundCallback(Dispatcher):
                 )
         self._report_drops()
         await self._manager.flush()
-        _raise_stored(self)
-
-    async def aclose(self) -> None:
-        """Flush (bounded by ``close_timeout``), stop the worker, then close ``wrapped``.
-
-        Events still queued then are logged and counted in ``stats.dropped``.
-        The instance can be used again afterwards.
-        """
-        try:
-            await self.flush()
-        finally:
-            await _stop(self._worker)
-            self._worker = None
-            self._wakeup = None
-            left = len(self._queue)
-            if left:
-                self._queue.clear()
-                self._done += left
-                self._stats.dropped += left
-                logger.error(
-                    "BackgroundCallback closed with {n} events undelivered "
-                    "(close_timeout={t}s); they are dropped",
-                    n=left,
-                    t=self._close_timeout,
-                )
-            self._wake_waiters()
-            while self._space:
-                fut = self._space.popleft()
-                if not fut.done():
-                    fut.set_result(None)
-            await self._manager.aclose()
-        _raise_stored(self)
-
-    # -- internals --------------------------------------------------------------------
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Forget the worker and futures of a previous loop; keep the queue."""
         self._loop = loop
         self._worker = None
-        self._wakeup = None
         self._waiters.clear()
         self._space.clear()
 
@@ -750,25 +839,19 @@ class BackgroundCallback(Dispatcher):
             )
 
     async def _run(self) -> None:
+        """Deliver queued events in order; end as soon as the queue is empty."""
         queue = self._queue
         manager = self._manager
         stats = self._stats
         try:
-            while True:
-                if not queue:
-                    wakeup: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                    self._wakeup = wakeup
-                    await wakeup
-                    continue
-                event_type, args, event = queue.popleft()
+            while queue:
+                item = queue.popleft()
                 if self._space:
                     self._give_space()
                 try:
-                    await manager.dispatch(event_type, args, event)
+                    await manager.dispatch(*item)
                 except Exception as exc:  # only raise_error failures get past the manager
-                    if self._error is None:
-                        _mark_propagating(exc)
-                        self._error = exc
+                    self._errors.keep(item[2], exc)
                 self._done += 1
                 stats.delivered += 1
                 if self._waiters:
@@ -776,7 +859,6 @@ class BackgroundCallback(Dispatcher):
         finally:
             if self._worker is asyncio.current_task():
                 self._worker = None
-                self._wakeup = None
 
     async def _wait_for_space(self, loop: asyncio.AbstractEventLoop) -> None:
         while len(self._queue) >= self._max_queue:

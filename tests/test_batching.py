@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -20,6 +21,10 @@ from flowhooks import (
     Event,
     EventType,
     FilteringCallback,
+    NodeStatus,
+    RunStatus,
+    Workflow,
+    node,
 )
 
 
@@ -602,12 +607,161 @@ async def test_raise_error_propagates_out_of_background_delivery_at_flush():
     await manager.aclose()
 
 
-async def test_raise_error_from_background_surfaces_at_the_next_dispatch():
-    """A stored raise_error exception is raised from the next event sent to the composite."""
+async def test_a_stored_raise_error_is_raised_from_flush_not_from_the_next_dispatch():
+    """An event sent by hand whose delivery raised fails the next flush(), never a dispatch."""
     background = BackgroundCallback(Guard())
     manager = CallbackManager([background])
     await manager.on_node_end("bad", -1)
     await until(lambda: background.stats.delivered == 1)
-    with pytest.raises(PermissionError):
-        await manager.on_node_end("next", 1)
+    await manager.on_node_end("next", 1)  # an unrelated event is not failed
+    with pytest.raises(PermissionError, match="negative output from bad"):
+        await manager.flush()
+    await manager.flush()  # reported once
+    assert background.stats.delivered == 2
     await manager.aclose()
+
+
+class StrictBatched(BatchedCallback):
+    raise_error = True
+
+
+def strict_composite(kind: str) -> BackgroundCallback | BatchedCallback:
+    """A composite whose raise_error failure comes from delivering node_end of ``bad``."""
+    if kind == "background":
+        return BackgroundCallback(Guard())
+
+    def sink(batch: list[Event]) -> None:
+        if any(e.node_id == "bad" for e in batch):
+            raise PermissionError("negative output from bad")
+
+    return StrictBatched(
+        sink, batch_size=1, flush_interval=None, events=["node_end"], retry_attempts=0
+    )
+
+
+def failures(composite: BackgroundCallback | BatchedCallback) -> int:
+    if isinstance(composite, BackgroundCallback):
+        return composite.stats.delivered  # only bad's node_end is delivered meanwhile
+    return composite.dead_letters
+
+
+@pytest.mark.parametrize("kind", ["background", "batched"])
+async def test_a_stored_raise_error_fails_the_run_whose_event_it_was_not_another(kind):
+    """Run B, sharing the composite, succeeds; run A raises its own error from its end."""
+    composite = strict_composite(kind)
+    release = asyncio.Event()
+
+    @node
+    async def bad():
+        return -1
+
+    @node
+    async def hold(bad):
+        await release.wait()
+        return 0
+
+    @node
+    async def ok():
+        return 1
+
+    run_a = asyncio.ensure_future(Workflow("a", nodes=[bad, hold]).run(callbacks=[composite]))
+    await until(lambda: failures(composite) == 1)  # run A's error is stored, A still runs
+    result_b = await Workflow("b", nodes=[ok]).run(callbacks=[composite])
+    assert result_b.status is RunStatus.SUCCEEDED
+    assert result_b.nodes["ok"].status is NodeStatus.SUCCEEDED
+    release.set()
+    with pytest.raises(PermissionError, match="negative output from bad"):
+        await run_a
+    await composite.aclose()  # nothing left to report
+
+
+async def test_the_error_of_a_node_event_fails_its_own_run_at_the_end_not_a_later_node():
+    """Later events of the same run are dispatched normally; run() raises from its flush."""
+    rec = Recorder()
+    guard = Guard()
+
+    @node
+    async def bad():
+        return -1
+
+    @node
+    async def after(bad):
+        await until(lambda: background.stats.delivered == 1)  # bad's error is stored
+        return 2
+
+    background = BackgroundCallback(guard)
+    with pytest.raises(PermissionError, match="negative output from bad"):
+        await Workflow("w", nodes=[bad, after]).run(callbacks=[background, rec])
+    assert rec.seen == [-1, 2]  # after's node_end went through
+
+
+async def test_aclose_raises_an_error_kept_for_a_run_that_already_ended(logs):
+    """An error whose run's flush() gave up waiting is raised by aclose(), the others logged."""
+
+    class GatedGuard(Gated):
+        raise_error = True
+
+        async def on_node_end(self, node_id, output_data):
+            await super().on_node_end(node_id, output_data)
+            raise PermissionError(f"late failure of {node_id}")
+
+    gated = GatedGuard()
+    background = BackgroundCallback(gated, close_timeout=0.01)
+
+    @node
+    async def one():
+        return 1
+
+    @node
+    async def two():
+        return 2
+
+    first = await Workflow("a", nodes=[one]).run(callbacks=[background])
+    second = await Workflow("b", nodes=[two]).run(callbacks=[background])
+    assert first.status is second.status is RunStatus.SUCCEEDED  # flush gave up on both
+    gated.gate.set()
+    await until(lambda: background.stats.delivered == 2)
+    with pytest.raises(PermissionError, match="late failure of one"):
+        await background.aclose()
+    assert any("late failure of two" in m and "unreported" in m for m in logs)
+    await background.aclose()  # nothing kept any more
+
+
+# -- the background worker only lives while events are queued ---------------------------
+
+
+def worker_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("flowhooks ")]
+
+
+async def test_the_background_worker_ends_when_its_queue_is_empty():
+    """No task is left pending once everything is delivered; the next event starts one again."""
+    rec = Recorder()
+    background = BackgroundCallback(rec)
+    manager = CallbackManager([background])
+    await send(manager, 3)
+    await manager.flush()
+    await until(lambda: not worker_tasks())
+    await send(manager, 2, start=3)
+    assert len(worker_tasks()) == 1
+    await manager.flush()
+    await until(lambda: not worker_tasks())
+    assert rec.seen == [0, 1, 2, 3, 4]
+
+
+def test_a_background_callback_dropped_without_aclose_leaves_no_pending_task(logs):
+    """Dropping the instance after a run does not trip "Task was destroyed but it is pending"."""
+    destroyed: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: destroyed.append(context["message"]))
+        await Workflow("w", nodes=[node(lambda: 1, name="one")]).run(
+            callbacks=[BackgroundCallback(Recorder())]
+        )
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    gc.collect()
+    assert destroyed == []
