@@ -65,12 +65,12 @@ class WebhookNotifier:
         self.url = str(check_http_url(url, what="WebhookNotifier url"))
         self.secret = secret
         self._poster = JsonPoster(
+            "WebhookNotifier",
             timeout=timeout,
             retries=retries,
             backoff=backoff,
             max_backoff=max_backoff,
             headers=headers,
-            owner="WebhookNotifier",
         )
 
     def __repr__(self) -> str:
@@ -90,8 +90,7 @@ class WebhookNotifier:
         await self._poster.post(self.url, body, headers)
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._poster.aclose()
+        """Nothing to close: each alert opens and closes its own HTTP client."""
 
 
 DEFAULT_CHANNELS: Final[Mapping[str, str]] = {

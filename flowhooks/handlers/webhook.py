@@ -12,7 +12,6 @@ poster).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -109,22 +108,24 @@ def _positive(value: object, name: str) -> float:
 
 
 class JsonPoster:
-    """POST JSON bodies with timeouts and retries, on a client bound to the running loop.
+    """POST JSON bodies with timeouts and retries.
 
-    Shared by ``WebhookCallback`` and ``WebhookNotifier``. The ``AsyncClient``
-    is created on first use inside the running loop and replaced when a later
-    call comes from another loop.
+    Shared by ``WebhookCallback`` and ``WebhookNotifier``, which pass their
+    delivery options straight through. Each ``post`` opens its own
+    ``AsyncClient`` in the running loop and closes it before returning (the
+    handlers POST once per run or alert), so no client or connection outlives
+    a delivery, whichever loop it came from, and nothing needs ``aclose()``.
     """
 
     def __init__(
         self,
+        owner: str,
         *,
         timeout: float,
         retries: int,
         backoff: float,
         max_backoff: float,
         headers: Mapping[str, str] | None,
-        owner: str,
     ) -> None:
         self.timeout = _positive(timeout, "timeout")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -134,19 +135,6 @@ class JsonPoster:
         self.policy = RetryPolicy(attempts=retries + 1, backoff=backoff, max_backoff=max_backoff)
         self.headers = dict(headers or {})
         self.owner = owner
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def client(self) -> httpx.AsyncClient:
-        """Return the client for the running loop, creating it when needed."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # A client of a previous loop holds connections of that loop: drop it.
-            self._client = httpx.AsyncClient(
-                timeout=self.timeout, follow_redirects=False, headers=self.headers
-            )
-            self._loop = loop
-        return self._client
 
     async def post(self, url: str | httpx.URL, body: bytes, headers: Mapping[str, str]) -> int:
         """POST ``body``; return the final status code.
@@ -155,7 +143,18 @@ class JsonPoster:
             WebhookDeliveryError: on a 4xx or 3xx answer (no retry), or when
                 every try ended in a 5xx or a connection error.
         """
-        client = self.client()
+        async with httpx.AsyncClient(
+            timeout=self.timeout, follow_redirects=False, headers=self.headers
+        ) as client:
+            return await self._deliver(client, url, body, headers)
+
+    async def _deliver(
+        self,
+        client: httpx.AsyncClient,
+        url: str | httpx.URL,
+        body: bytes,
+        headers: Mapping[str, str],
+    ) -> int:
         tries = 0
 
         async def attempt() -> httpx.Response:
@@ -197,16 +196,6 @@ class JsonPoster:
             )
             raise WebhookDeliveryError(msg)
         return response.status_code
-
-    async def aclose(self) -> None:
-        """Close the client, when it belongs to the running loop."""
-        client, loop = self._client, self._loop
-        self._client = None
-        self._loop = None
-        if client is None:
-            return
-        if loop is asyncio.get_running_loop():
-            await client.aclose()
 
 
 def _safe_url(url: str | httpx.URL) -> str:
@@ -296,12 +285,12 @@ class WebhookCallback(BaseCallbackHandler):
         self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
         self.metadata_key = metadata_key
         self._poster = JsonPoster(
+            "WebhookCallback",
             timeout=timeout,
             retries=retries,
             backoff=backoff,
             max_backoff=max_backoff,
             headers=headers,
-            owner="WebhookCallback",
         )
 
     def __repr__(self) -> str:
@@ -373,7 +362,3 @@ class WebhookCallback(BaseCallbackHandler):
             )
             return None
         return str(parsed)
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._poster.aclose()

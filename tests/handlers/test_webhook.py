@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 from typing import Any
 
+import httpx
 import pytest
 
 from flowhooks import CallbackManager, EventType
+from flowhooks.handlers.notification import WebhookNotifier
 from flowhooks.handlers.webhook import (
     WebhookCallback,
     WebhookDeliveryError,
@@ -124,7 +127,8 @@ async def test_retries_on_connection_refused(closed_port_url: str, logs: list[st
     """A refused connection is retried, then reported; the caller is not interrupted."""
     manager = await end_run(WebhookCallback(closed_port_url, retries=2, **FAST))
     assert errors(manager) == 1
-    assert sum("retry" in m and "ConnectError" in m for m in logs) == 2
+    retried = [m for m in logs if m.startswith("WARNING") and "ConnectError" in m]
+    assert [m.split("); ")[1].split(" in ")[0] for m in retried] == ["retry 1 of 2", "retry 2 of 2"]
     assert any("after 3 tries" in m for m in logs)
 
 
@@ -259,3 +263,37 @@ def test_bad_options_at_construction(kwargs: dict[str, Any], message: str) -> No
     """Out-of-range options are ValueErrors that name the option."""
     with pytest.raises(ValueError, match=message):
         WebhookCallback("http://127.0.0.1/hook", **kwargs)
+
+
+def open_clients() -> set[int]:
+    """The ids of the httpx.AsyncClient objects alive and not closed."""
+    gc.collect()
+    return {
+        id(obj)
+        for obj in gc.get_objects()
+        if isinstance(obj, httpx.AsyncClient) and not obj.is_closed
+    }
+
+
+def test_no_client_is_left_open_after_runs_in_successive_loops(receiver: Receiver) -> None:
+    """Deliveries from two asyncio.run calls leave no HTTP client open, without aclose()."""
+    before = open_clients()
+    handler = WebhookCallback(receiver.url, **FAST)
+    manager = CallbackManager([handler])
+
+    async def end(run_id: str) -> None:
+        await manager.trigger("workflow_end", workflow_id=run_id, output_data={}, status="failed")
+
+    asyncio.run(end("a"))
+    asyncio.run(end("b"))
+    assert [r.header("Workflow-Run-Id") for r in receiver.requests] == ["a", "b"]
+    assert open_clients() - before == set()
+
+
+async def test_webhook_notifier_leaves_no_client_open(receiver: Receiver) -> None:
+    """WebhookNotifier.send opens and closes its own client; nothing waits for aclose()."""
+    before = open_clients()
+    notifier = WebhookNotifier(receiver.url, **FAST)
+    await notifier.send("alerts", "run failed", run_id="r1")
+    assert len(receiver.requests) == 1
+    assert open_clients() - before == set()
