@@ -47,6 +47,7 @@ from flowhooks._context import current_run_var
 from flowhooks._dispatcher import Dispatcher, event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._logs import failure_text
 from flowhooks._manager import _mark_propagating
 from flowhooks._retry import RetryPolicy, retry_async
 
@@ -128,11 +129,11 @@ class _RunErrors:
         key = self._caller_key()
         first = errors.pop(key if key is not None else next(iter(errors)))
         for run_id, error in errors.items():
-            logger.opt(exception=error).error(
+            logger.error(
                 "{owner} closed with the raise_error failure {error} of run {run_id!r} "
                 "unreported (aclose() raises only one)",
                 owner=owner,
-                error=repr(error),
+                error=failure_text(error, with_traceback=True),
                 run_id=run_id,
             )
         errors.clear()
@@ -534,10 +535,10 @@ class BatchedCallback(Dispatcher):
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
-            logger.opt(exception=exc).error(
+            logger.error(
                 "{handler}.on_dead_letter raised {error}; event ids of the lost batch: {ids}",
                 handler=type(self).__name__,
-                error=repr(exc),
+                error=failure_text(exc, with_traceback=True),
                 ids=[e.id for e in batch],
             )
         if self.raise_error:

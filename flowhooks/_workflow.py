@@ -561,7 +561,10 @@ class Workflow:
         """Run the workflow and return its ``RunResult`` (a failed node does not raise).
 
         Returns only after every callback of the run has completed, batched
-        and background deliveries and node callbacks included.
+        and background deliveries and node callbacks included. The one bound
+        on that wait is ``close_timeout`` of ``BatchedCallback`` and
+        ``BackgroundCallback`` (30 s by default): what a stalled sink or
+        handler has not taken by then is delivered after ``run`` returned.
 
         Raises:
             WorkflowError: before any event, for an invalid graph, missing
