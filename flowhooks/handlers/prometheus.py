@@ -15,8 +15,8 @@ from typing import Any, Final, final
 
 from flowhooks._events import ErrorInfo, Event
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._manager import CallbackManager, add_hook_observer, remove_hook_observer
-from flowhooks._plan import HookCall
+from flowhooks._manager import add_hook_observer, remove_hook_observer
+from flowhooks._plan import CallKind, HookCall
 from flowhooks.handlers._extras import require
 
 require("prometheus_client", extra="prometheus", handler="PrometheusCallback")
@@ -66,13 +66,17 @@ _HOOK_BUCKETS: Final[tuple[float, ...]] = (
 class _Metrics:
     """The collectors of one registry, shared by every handler that uses it.
 
-    Also the hook observer: registered while at least one open handler uses
-    this registry, so two handlers on one registry do not count hooks twice.
+    Also the hook observer: registered while at least one handler that uses
+    this registry is open and alive, so two handlers on one registry do not
+    count hooks twice. Handlers release it from ``aclose()``, or from a
+    ``weakref.finalize`` when they are garbage-collected unclosed; the lock is
+    reentrant because such a finalizer can run inside ``acquire``/``release``
+    on the same thread.
     """
 
     def __init__(self, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
         self.users = 0
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.runs = Counter(
             "flowhooks_workflow_runs",
             "Workflow runs that ended, by workflow and final status.",
@@ -135,8 +139,8 @@ class _Metrics:
 
     def observe_hook(self, call: HookCall, seconds: float, error: BaseException | None) -> None:
         """Record one handler call (the hook observer)."""
-        if isinstance(call.handler, CallbackManager):
-            return  # a nested manager: its own handlers are reported one by one
+        if call.kind is CallKind.DISPATCHER:
+            return  # a nested manager or composite: its own handlers are reported one by one
         labels = (call.label, call.event_type.value)
         self.hook_calls.labels(*labels).inc()
         self.hook_duration.labels(*labels).observe(seconds)
@@ -145,14 +149,14 @@ class _Metrics:
 
     def acquire(self) -> None:
         with self.lock:
-            self.users += 1
-            if self.users == 1:
+            self.users = users = self.users + 1
+            if users == 1:
                 add_hook_observer(self.observe_hook)
 
     def release(self) -> None:
         with self.lock:
-            self.users -= 1
-            if self.users == 0:
+            self.users = users = self.users - 1
+            if users == 0:
                 remove_hook_observer(self.observe_hook)
 
 
@@ -190,8 +194,12 @@ class PrometheusCallback(BaseCallbackHandler):
       ``flowhooks_hook_duration_seconds{handler, event}``: every handler call
       made by any ``CallbackManager`` in the process, labelled by the
       handler's label in its manager (its class name, ``#2`` for a second one)
-      and the event type. They are fed by a hook observer registered when
-      the handler is created and removed by ``aclose()``.
+      and the event type; a composite or nested manager is not counted
+      itself, only the handlers it calls. They are fed by a process-wide hook
+      observer registered when the handler is created. ``aclose()``
+      unregisters it at once; a handler dropped without ``aclose()`` stops
+      feeding the hook metrics when it is garbage-collected (the observer
+      does not keep it alive).
 
     Handlers built on the same registry share its collectors (and one hook
     observer), so creating several is safe.
@@ -212,7 +220,8 @@ class PrometheusCallback(BaseCallbackHandler):
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
         self._metrics = _metrics_for(self.registry, buckets)
         self._metrics.acquire()
-        self._closed = False
+        # Releases the hook observer on aclose(), or when this handler is collected.
+        self._release = weakref.finalize(self, self._metrics.release)
         self._active: dict[str, str] = {}  # run_id -> workflow, for the active gauge
         self._lock = threading.Lock()
 
@@ -268,11 +277,9 @@ class PrometheusCallback(BaseCallbackHandler):
             self._metrics.node_duration.labels(workflow, node_id, status).observe(event.duration)
 
     async def aclose(self) -> None:
-        """Stop feeding the hook metrics from this handler (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._metrics.release()
+        """Stop feeding the hook metrics from this handler, at once (idempotent)."""
+        self._release()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "open" if self._release.alive else "closed"
         return f"PrometheusCallback(registry={self.registry!r}, {state})"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowhooks import BaseCallbackHandler, CallbackManager, ErrorInfo
+from flowhooks import BaseCallbackHandler, CallbackManager, ChainedCallback, ErrorInfo
 from flowhooks.handlers import PrometheusCallback
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -238,3 +240,42 @@ async def test_real_workflow_runs_are_exported(registry, prom):
         value(s, "flowhooks_hook_executions_total", handler="PrometheusCallback", event="node_end")
         == 1
     )
+
+
+async def test_composites_are_not_counted_as_handlers(registry, prom):
+    """A handler inside a composite is counted once; the composite itself is not a hook call."""
+    m = CallbackManager([ChainedCallback(Boom())])
+    await m.trigger("node_end", node_id="a", output_data=1)
+    s = scrape(registry)
+    handlers = {
+        dict(labels).get("handler")
+        for (name, labels) in s
+        if name == "flowhooks_hook_executions_total"
+    }
+    assert handlers == {"Boom"}
+    assert value(s, "flowhooks_hook_executions_total", handler="Boom", event="node_end") == 1
+    assert value(s, "flowhooks_hook_duration_seconds_count", handler="Boom", event="node_end") == 1
+
+
+async def test_a_dropped_handler_stops_observing_and_is_collected(registry):
+    """A handler dropped without aclose() is garbage-collected and no longer feeds hook metrics."""
+    m = CallbackManager([Boom()])
+    prom = PrometheusCallback(registry)
+    gone = weakref.ref(prom)
+    await m.trigger("node_end", node_id="a", output_data=1)
+    del prom
+    gc.collect()
+    assert gone() is None
+    await m.trigger("node_end", node_id="a", output_data=1)
+    s = scrape(registry)
+    assert value(s, "flowhooks_hook_executions_total", handler="Boom", event="node_end") == 1
+
+
+async def test_one_dropped_handler_leaves_the_other_observing(registry, prom):
+    """Dropping one of two handlers on a registry keeps the hook observer of the other."""
+    PrometheusCallback(registry)  # dropped at once
+    gc.collect()
+    m = CallbackManager([Boom()])
+    await m.trigger("node_end", node_id="a", output_data=1)
+    s = scrape(registry)
+    assert value(s, "flowhooks_hook_executions_total", handler="Boom", event="node_end") == 1
