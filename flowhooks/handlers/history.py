@@ -286,11 +286,12 @@ class _Database:
     can only be dropped.
     """
 
-    def __init__(self, url: URL, *, connect_timeout: float, echo: bool) -> None:
-        self.url = url
+    def __init__(self, url: str | URL, *, connect_timeout: float, echo: bool) -> None:
+        self.given = url
+        self.url = normalize_url(url)
         self.connect_timeout = connect_timeout
         self.echo = echo
-        self.dialect = "postgresql" if url.drivername.startswith("postgresql") else "sqlite"
+        self.dialect = "postgresql" if self.url.drivername.startswith("postgresql") else "sqlite"
         self._engine: AsyncEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._schema_ready = False
@@ -298,8 +299,8 @@ class _Database:
 
     @property
     def display_url(self) -> str:
-        """The URL with its password hidden, for messages."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL as the user gave it (not its async-driver form), password hidden."""
+        return make_url(self.given).render_as_string(hide_password=True)
 
     async def engine(self) -> AsyncEngine:
         """Return the engine for the running loop, creating it (and the schema) when needed."""
@@ -421,10 +422,10 @@ class HistoryCallback(BaseCallbackHandler):
         record_payloads: bool = True,
         echo: bool = False,
     ) -> None:
-        self.url = normalize_url(url)
+        self._db = _Database(url, connect_timeout=connect_timeout, echo=echo)
+        self.url = self._db.url
         self.max_payload_chars = max_payload_chars
         self.record_payloads = record_payloads
-        self._db = _Database(self.url, connect_timeout=connect_timeout, echo=echo)
         self._active_runs: set[str] = set()
 
     def __repr__(self) -> str:
@@ -433,7 +434,7 @@ class HistoryCallback(BaseCallbackHandler):
     @property
     def store(self) -> HistoryStore:
         """A ``HistoryStore`` reading the same database."""
-        return HistoryStore(self.url, connect_timeout=self._db.connect_timeout)
+        return HistoryStore(self._db.given, connect_timeout=self._db.connect_timeout)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -756,8 +757,8 @@ class HistoryStore:
     """
 
     def __init__(self, url: str | URL = DEFAULT_URL, *, connect_timeout: float = 10.0) -> None:
-        self.url = normalize_url(url)
-        self._db = _Database(self.url, connect_timeout=connect_timeout, echo=False)
+        self._db = _Database(url, connect_timeout=connect_timeout, echo=False)
+        self.url = self._db.url
 
     def __repr__(self) -> str:
         return f"HistoryStore({self._db.display_url!r})"

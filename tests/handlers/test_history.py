@@ -517,3 +517,32 @@ async def test_open_attempt_of_hand_sent_events_is_closed_as_cancelled(db_url: s
         ("load", "failed"),
         ("side", "cancelled"),
     ]
+
+
+async def test_write_errors_show_the_url_as_given(tmp_path: Path, logs: list[str]) -> None:
+    """A write error names the database by the URL the user gave, not its async-driver form."""
+    url = f"postgresql://nobody:hunter2@127.0.0.1:{free_port()}/history"
+    sqlite_url = f"sqlite:///{tmp_path / 'no' / 'h.db'}"
+    manager = CallbackManager(
+        [HistoryCallback(url, connect_timeout=5), HistoryCallback(sqlite_url)]
+    )
+    await manager.trigger("workflow_start", workflow_id="x", input_data={})
+    await manager.aclose()
+    text = "\n".join(logs)
+    assert f"'postgresql://nobody:***@127.0.0.1:{url.rsplit(':', 1)[1]}'" in text
+    assert f"{sqlite_url!r}" in text
+    assert "hunter2" not in text
+    assert "+asyncpg" not in text
+    assert "+aiosqlite" not in text
+
+
+async def test_read_errors_show_the_url_as_given(tmp_path: Path) -> None:
+    """HistoryStore names an unreadable database by the URL the user gave."""
+    path = tmp_path / "not-a-database.db"
+    path.write_text("this is not SQLite\n" * 100)
+    url = f"sqlite:///{path}"
+    async with HistoryStore(url) as store:
+        with pytest.raises(HistoryError) as caught:
+            await store.list_runs()
+    assert f"cannot read the history database {url!r}" in str(caught.value)
+    assert repr(store) == f"HistoryStore({url!r})"
