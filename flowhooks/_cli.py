@@ -27,6 +27,7 @@ import importlib.util
 import inspect
 import json
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from datetime import datetime
@@ -343,7 +344,6 @@ async def _execute(
     *,
     db: str | None,
     show_progress: bool,
-    show_logs: bool,
     verbose: bool,
 ) -> tuple[RunResult, CallbackManager, MetricsCallback]:
     from flowhooks._manager import CallbackManager
@@ -353,10 +353,8 @@ async def _execute(
     if db is not None:
         await _check_database(db)
     manager = CallbackManager()
-    if show_logs:
-        manager.add_handler(
-            LoggingCallback(level="DEBUG" if verbose else "INFO", traceback=verbose)
-        )
+    # Always attached: with --quiet the stderr sink keeps only its warnings and errors.
+    manager.add_handler(LoggingCallback(level="DEBUG" if verbose else "INFO", traceback=verbose))
     if show_progress:
         from flowhooks.handlers.progress import ProgressCallback
 
@@ -467,7 +465,12 @@ def run_command(
         bool, _Opt("--json", help="Print the run's result as JSON on stdout, and nothing else.")
     ] = False,
     quiet: Annotated[
-        bool, _Opt("--quiet", "-q", help="No logs or progress on stderr (warnings still show).")
+        bool,
+        _Opt(
+            "--quiet",
+            "-q",
+            help="No progress and no info logs on stderr; warnings and errors still show.",
+        ),
     ] = False,
     verbose: Annotated[
         bool, _Opt("--verbose", "-v", help="Log inputs and outputs, and tracebacks of failures.")
@@ -512,12 +515,20 @@ def run_command(
                         inputs,
                         db=database,
                         show_progress=not quiet,
-                        show_logs=not quiet,
                         verbose=verbose,
                     )
                 )
+            except CLIError:
+                raise
             except WorkflowError as exc:
                 raise CLIError(str(exc)) from None
+            except Exception as exc:
+                # A raise_error handler's exception re-raised by run(), or anything else
+                # escaping it: one line, and the traceback only when asked for.
+                if verbose:
+                    traceback.print_exc(file=sys.stderr)
+                msg = f"{type(exc).__name__}: {exc}"
+                raise CLIError(msg, EXIT_FAILED) from None
         if database is not None and _history_failures(manager):
             sys.stderr.write(
                 f"flowhooks: warning: the run was not fully recorded in {database!r} "
@@ -746,12 +757,31 @@ def root_callback(
     """Observe workflow runs: run one, draw its DAG, read the run history."""
 
 
+class _FlagsWithoutMetavar:
+    """Mixin for typer commands: on/off flags (``--quiet``, ``--help``) show no value type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
 def create_app() -> typer.Typer:
     """Return the typer application behind the ``flowhooks`` console script."""
     import typer as typer_mod
+    from typer.core import TyperCommand, TyperGroup
+
+    class _Group(_FlagsWithoutMetavar, TyperGroup):
+        pass
+
+    class _Command(_FlagsWithoutMetavar, TyperCommand):
+        pass
 
     app = typer_mod.Typer(
         name="flowhooks",
+        cls=_Group,
         help="Run workflows with handlers attached, draw their DAG, and read their history.",
         no_args_is_help=True,
         add_completion=False,
@@ -760,10 +790,20 @@ def create_app() -> typer.Typer:
     )
 
     app.callback()(root_callback)
-    app.command("run")(run_command)
-    app.command("graph")(graph_command)
-    app.command("history")(history_command)
+    app.command("run", cls=_Command)(run_command)
+    app.command("graph", cls=_Command)(graph_command)
+    app.command("history", cls=_Command)(history_command)
     return app
+
+
+def _command_path(args: Sequence[str], app: typer.Typer) -> str:
+    """``flowhooks`` plus the subcommand named in ``args``, for a parse error without context."""
+    names = {info.name for info in app.registered_commands}
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        return f"flowhooks {arg}" if arg in names else "flowhooks"
+    return "flowhooks"
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -795,6 +835,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if not callable(message) or not isinstance(code, int):
             raise
         ctx = getattr(exc, "ctx", None)
-        path = getattr(ctx, "command_path", None) or "flowhooks"
+        path = getattr(ctx, "command_path", None) or _command_path(args, app)
         _fail(f"{message()} (see '{path} --help')", code)
     raise SystemExit(outcome if isinstance(outcome, int) else EXIT_OK)

@@ -601,3 +601,113 @@ def test_without_the_sql_extra_run_says_how_to_proceed(pipeline, tmp_path):
     done = subprocess.run(plain, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "succeeded" in done.stdout
+
+
+# -- exceptions that end a run, --quiet, --help -----------------------------------------------
+
+GUARDED = """
+from flowhooks import BaseCallbackHandler, Workflow, node
+
+
+class Guard(BaseCallbackHandler):
+    raise_error = True
+
+    def on_workflow_end(self, workflow_id, output_data):
+        raise RuntimeError("guard tripped")
+
+
+@node
+def step(n: int) -> int:
+    return n + 1
+
+
+guarded = Workflow("guarded", nodes=[step], callbacks=[Guard()])
+"""
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Path:
+    """A workflow file whose raise_error handler raises on workflow_end."""
+    path = tmp_path / "guarded.py"
+    path.write_text(textwrap.dedent(GUARDED))
+    return path
+
+
+def test_run_reraised_handler_error_is_one_line(cli, guarded):
+    """A raise_error handler's exception re-raised by run ends in one error line, exit 1."""
+    result = invoke(cli, "run", "guarded.py:guarded", "-i", "n=1", "--no-history", "-q")
+    assert result.exit_code == EXIT_FAILED
+    assert result.stderr == "flowhooks: error: RuntimeError: guard tripped\n"
+    assert result.stdout == ""
+
+
+def test_run_reraised_handler_error_traceback_with_verbose(cli, guarded):
+    """With --verbose the traceback comes first, then the same one error line."""
+    result = cli.invoke(
+        create_app(),
+        ["run", "guarded.py:guarded", "-i", "n=1", "--no-history", "-q", "-v"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == EXIT_FAILED
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.endswith("flowhooks: error: RuntimeError: guard tripped\n")
+
+
+def test_run_unexpected_exception_is_one_line(cli, pipeline, monkeypatch):
+    """Anything else escaping the run is reported as one line with its type, exit 1."""
+
+    async def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("flowhooks._cli._execute", broken)
+    result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "--no-history")
+    assert result.exit_code == EXIT_FAILED
+    assert result.stderr.endswith("flowhooks: error: OSError: disk full\n")
+    assert result.stderr.count("flowhooks: error:") == 1
+
+
+def test_process_reraised_handler_error_is_one_line(guarded, tmp_path):
+    """As a real process, the re-raised exception gives one stderr line and exit code 1."""
+    done = _run(
+        [sys.executable, "-m", "flowhooks"],
+        *("run", "guarded.py:guarded", "-i", "n=1", "--no-history", "-q"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == EXIT_FAILED
+    assert done.stderr == "flowhooks: error: RuntimeError: guard tripped\n"
+
+
+def test_quiet_still_shows_warnings_and_errors(cli, pipeline):
+    """--quiet drops progress and info lines but keeps the failure's warning and error lines."""
+    result = invoke(cli, "run", "pipeline.py:failing", "-i", "source=a", "-q", "--no-history")
+    assert result.exit_code == EXIT_FAILED
+    lines = result.stderr.splitlines()
+    assert any("WARNING" in line and "will retry" in line for line in lines), result.stderr
+    assert any("ERROR" in line and "bad row 7" in line for line in lines), result.stderr
+    assert not any("INFO" in line for line in lines), result.stderr
+    assert "started" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["history", "--help"]])
+def test_help_shows_no_value_for_on_off_flags(cli, args):
+    """On/off flags such as --quiet and --help show no value placeholder in --help."""
+    result = cli.invoke(create_app(), args, env={"COLUMNS": "120", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout
+    assert "--help" in result.stdout
+
+
+def test_run_help_says_quiet_keeps_warnings_and_errors(cli):
+    """--help describes --quiet as the docs do: warnings and errors still show."""
+    result = cli.invoke(create_app(), ["run", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert "warnings and errors still show" in " ".join(result.stdout.split())
+
+
+def test_graph_option_error_points_to_graph_help(capsys, pipeline):
+    """An option missing its value in graph points to 'flowhooks graph --help'."""
+    with pytest.raises(SystemExit) as exc_info:
+        main(["graph", "pipeline.py:workflow", "--format"])
+    assert exc_info.value.code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "(see 'flowhooks graph --help')" in err
