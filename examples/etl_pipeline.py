@@ -9,8 +9,10 @@ run history::
 
     flowhooks run examples/etl_pipeline.py:workflow --input source=orders.csv
 
-When the ``source`` file does not exist, sample orders are generated in a
-temporary directory, so the example works on a fresh machine. The graph::
+When the ``source`` file does not exist, sample orders are generated, so the
+example works on a fresh machine. Generated orders and the SQLite database (unless
+``database`` is given) go to one folder, ``./flowhooks-demo/`` in the working
+directory; each run overwrites them, and deleting the folder is always safe. The graph::
 
     extract -> validate -> exchange_rates -> enrich -> revenue_by_region --\\
                     \\_______________________/     |-> top_customers ------+-> report
@@ -27,7 +29,6 @@ import csv
 import random
 import sqlite3
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ Row = dict[str, Any]
 REGIONS = ("north", "south", "east", "west")
 CUSTOMERS = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne")
 CURRENCIES = ("USD", "EUR", "GBP")
+
+DEMO_DIR = Path("flowhooks-demo")
+"""Where generated sample orders and the default database go, relative to the working directory."""
 
 
 def write_sample_orders(path: Path, count: int = 60, seed: int = 7) -> Path:
@@ -85,8 +89,7 @@ def extract(source: str = "orders.csv") -> list[Row]:
     """Read the orders CSV (generating sample orders when the file does not exist)."""
     path = Path(source)
     if not path.exists():
-        sample_dir = Path(tempfile.mkdtemp(prefix="flowhooks-etl-"))
-        path = write_sample_orders(sample_dir / path.name)
+        path = write_sample_orders(DEMO_DIR / path.name)
         current_run().logger.info(
             "{source} not found; generated sample orders at {path}", source=source, path=path
         )
@@ -169,7 +172,8 @@ def top_customers(enrich: list[Row], top_n: int = 3) -> list[tuple[str, float]]:
 @node(retries=1, retry_delay=0.1)
 def load(enrich: list[Row], database: str | None = None) -> dict[str, Any]:
     """Upsert the enriched orders into the SQLite table ``orders``."""
-    path = Path(database) if database else Path(tempfile.gettempdir()) / "flowhooks-etl.db"
+    path = Path(database) if database else DEMO_DIR / "orders.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS orders (order_id INTEGER PRIMARY KEY, customer TEXT, "

@@ -42,6 +42,25 @@ def test_etl_pipeline_generates_sample_orders(tmp_path: Path) -> None:
     assert not (tmp_path / "orders.csv").exists()
 
 
+def test_etl_pipeline_keeps_its_files_in_one_folder_of_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """Sample orders and the default database go to ./flowhooks-demo/, nowhere else."""
+    first = run_example("etl_pipeline.py", tmp_path)
+    assert first.returncode == 0, first.stderr
+    demo = tmp_path / "flowhooks-demo"
+    assert sorted(p.name for p in demo.iterdir()) == ["orders.csv", "orders.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flowhooks-demo"]
+    assert "orders loaded: 57 into flowhooks-demo/orders.db" in first.stdout.splitlines()
+    assert "/tmp/flowhooks-etl" not in first.stdout + first.stderr
+    again = run_example("etl_pipeline.py", tmp_path)  # a second run reuses the folder
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in demo.iterdir()) == ["orders.csv", "orders.db"]
+    with sqlite3.connect(demo / "orders.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 57
+    conn.close()
+
+
 def test_etl_pipeline_reads_a_given_csv(tmp_path: Path) -> None:
     """etl_pipeline.py reads the CSV it is given and loads it into SQLite."""
     sys.path.insert(0, str(EXAMPLES))
