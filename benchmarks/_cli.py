@@ -10,7 +10,13 @@ from typing import Any
 
 from benchmarks import composites, dispatch, runner
 from benchmarks._harness import Result, Settings, measure, quiet_logging, select
-from benchmarks._report import evaluate, machine_info, write_reports
+from benchmarks._report import (
+    evaluate,
+    machine_info,
+    quick_summary,
+    set_not_judged,
+    write_reports,
+)
 
 DEFAULT_OUTPUT = Path(__file__).parent / "results"
 
@@ -67,10 +73,12 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
         n_rounds = rounds if rounds is not None else settings.rounds
         if args.rounds:
             n_rounds = args.rounds
-        print(f"[{title}] {len(chosen)} cases, {n_rounds} rounds", flush=True)
+        if not quick:
+            print(f"[{title}] {len(chosen)} cases, {n_rounds} rounds", flush=True)
         t0 = time.perf_counter()
         results.update(await measure(chosen, settings, rounds=n_rounds))
-        print(f"[{title}] done in {time.perf_counter() - t0:.1f}s", flush=True)
+        if not quick:
+            print(f"[{title}] done in {time.perf_counter() - t0:.1f}s", flush=True)
 
     if not args.only or "runner" in args.only or "memory" in args.only:
         extras.update(await runner.extras(quick))
@@ -84,10 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results, extras, notes = asyncio.run(_run(args))
     targets = evaluate(results, extras)
+    if args.quick:
+        set_not_judged(targets)
     info = machine_info(quick=args.quick, started=started)
     md_path, json_path = write_reports(args.output_dir, info, results, extras, targets, notes)
-    print(md_path.read_text())
-    print(f"wrote {md_path} and {json_path}")
+    if args.quick:
+        print(quick_summary(results, extras, md_path, json_path))
+    else:
+        print(md_path.read_text())
+        print(f"wrote {md_path} and {json_path}")
 
     problems = [r.verify_message for r in results.values() if not r.verified]
     problems += [r.name + ": no samples" for r in results.values() if not r.ns_per_unit]

@@ -81,6 +81,8 @@ class Result:
     ratios: list[float] = field(default_factory=list)
     verified: bool = False
     verify_message: str = ""
+    verified_calls: int = 0
+    """Handler calls counted by the verification pass."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -159,8 +161,11 @@ async def _calibrate(body: Body, target: float) -> int:
             loops = max(loops + 1, int(loops * target / max(elapsed, 1e-9)))
 
 
-async def verify(case: Case, loops: int) -> tuple[bool, str]:
-    """Build ``case`` with counting handlers and check every event arrived."""
+async def verify(case: Case, loops: int) -> tuple[bool, str, int]:
+    """Build ``case`` with counting handlers and check every event arrived.
+
+    Returns whether the count is right, a message, and the number of handler calls counted.
+    """
     built = await case.build(True)
     try:
         await built.body(loops)
@@ -170,8 +175,8 @@ async def verify(case: Case, loops: int) -> tuple[bool, str]:
     got = built.delivered()
     want = built.expected_per_loop * loops
     if got != want:
-        return False, f"{case.name}: {got} handler calls counted, {want} expected"
-    return True, f"{got} handler calls counted, as expected"
+        return False, f"{case.name}: {got} handler calls counted, {want} expected", got
+    return True, f"{got} handler calls counted, as expected", got
 
 
 async def measure(
@@ -185,7 +190,7 @@ async def measure(
     results: dict[str, Result] = {}
     for case in cases:
         res = Result(case.name, case.system, case.unit, case.floor, case.note)
-        res.verified, res.verify_message = await verify(
+        res.verified, res.verify_message, res.verified_calls = await verify(
             case, case.verify_loops or settings.verify_loops
         )
         if not res.verified:

@@ -608,10 +608,12 @@ async def event_construction() -> dict[str, Any]:
 async def extras(quick: bool) -> dict[str, Any]:
     """Memory, concurrent runs and the Event-construction check."""
     out: dict[str, Any] = {"problems": []}
-    print("[memory] tracemalloc peaks", flush=True)
+    if not quick:
+        print("[memory] tracemalloc peaks", flush=True)
     out["memory"] = await memory(quick)
     if flowhooks_runner_available() is None:
-        print("[concurrent] runs", flush=True)
+        if not quick:
+            print("[concurrent] runs", flush=True)
         out["concurrent"] = conc = await concurrent(quick)
         if conc["lost"] or conc["failed_runs"]:
             out["problems"].append(
