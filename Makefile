@@ -37,7 +37,7 @@ pytest: $(STAMP)
 	$(PY) -m pytest
 
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
