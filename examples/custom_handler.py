@@ -48,7 +48,10 @@ class Broken(BaseCallbackHandler):
 async def main() -> None:
     # Show isolated handler failures as one line each (loguru logs them with a traceback).
     logger.remove()
-    logger.add(lambda message: print(f"log: {message.record['message']}"), level="WARNING")
+    logger.add(
+        lambda message: print(f"log: {message.record['message'].splitlines()[0]}"),
+        level="WARNING",
+    )
 
     timing = TimingHandler()
     manager = CallbackManager([Broken(), timing])

@@ -40,7 +40,10 @@ class Hanging(BaseCallbackHandler):
 
 async def main() -> None:
     logger.remove()  # isolated failures are logged; print them as one line each
-    logger.add(lambda message: print(f"log: {message.record['message']}"), level="WARNING")
+    logger.add(
+        lambda message: print(f"log: {message.record['message'].splitlines()[0]}"),
+        level="WARNING",
+    )
 
     audit = CallbackManager([Printer("audit")])  # a manager is itself a handler
 

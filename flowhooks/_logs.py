@@ -14,7 +14,9 @@ import traceback
 def failure_text(exc: BaseException, *, with_traceback: bool) -> str:
     """Return ``"Type: message"``, followed by the plain traceback when ``with_traceback``."""
     summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if not with_traceback:
-        return summary
-    trace = "".join(traceback.format_exception(exc)).rstrip()
-    return f"{summary}\n{trace}"
+    return summary + traceback_suffix(exc) if with_traceback else summary
+
+
+def traceback_suffix(exc: BaseException) -> str:
+    """Return the plain traceback of ``exc`` on its own lines, to end a log message with."""
+    return "\n" + "".join(traceback.format_exception(exc)).rstrip()

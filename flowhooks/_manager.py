@@ -37,7 +37,7 @@ from flowhooks._dispatcher import (
 )
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._logs import failure_text
+from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._plan import (
     CallKind,
     Entry,
@@ -299,18 +299,20 @@ class CallbackManager(Dispatcher):
             return True
         run_id = event.run_id if event is not None else run_id_for_logs()
         if timed_out:
-            what = "timed out"
+            what, trace = "timed out", ""
         else:
-            # The traceback is logged with a handler's first failure on an event
-            # type; later ones are one line each (stats keep the count).
-            first = call.stats.errors == 1
-            what = "raised " + failure_text(exc, with_traceback=first)
+            # The traceback ends the record of a handler's first failure on an event
+            # type; later failures are one line each (stats keep the count).
+            what = "raised " + failure_text(exc, with_traceback=False)
+            trace = traceback_suffix(exc) if call.stats.errors == 1 else ""
         logger.bind(handler=call.label, event_type=call.event_type.value, run_id=run_id).error(
-            "Callback {handler} {what} on {event_type} (run {run_id}); isolated, dispatch goes on",
+            "Callback {handler} {what} on {event_type} (run {run_id}); "
+            "isolated, dispatch goes on{trace}",
             handler=call.label,
             what=what,
             event_type=call.event_type.value,
             run_id=run_id or "-",
+            trace=trace,
         )
         return False
 
