@@ -42,13 +42,14 @@ from typing import Any, Final, Literal, final
 
 from loguru import logger
 
-from flowhooks._composites import HandlerStats, wrap_handlers
+from flowhooks._composites import wrap_handlers
 from flowhooks._context import current_run_var
 from flowhooks._dispatcher import Dispatcher, event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._logs import failure_text
 from flowhooks._manager import _mark_propagating
+from flowhooks._plan import HandlerStats
 from flowhooks._retry import RetryPolicy, retry_async
 
 BatchSink = Callable[[list[Event]], object] | Callable[[list[Event]], Awaitable[object]]

@@ -36,10 +36,9 @@ from flowhooks._manager import (
     count_failure,
     must_propagate,
 )
-from flowhooks._plan import HookCall, HookStats
+from flowhooks._plan import HandlerStats, HookCall
 from flowhooks._retry import RetryPolicy, retry_async
 
-HandlerStats = dict[str, dict[EventType, HookStats]]
 """Per-handler stats of the handlers a composite wraps (the shape of ``CallbackManager.stats``)."""
 
 _VALUES: Final[dict[EventType, str]] = {t: t.value for t in EventType}

@@ -41,8 +41,9 @@ from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._plan import (
     CallKind,
     Entry,
+    EventStats,
+    HandlerStats,
     HookCall,
-    HookStats,
     check_handler,
     make_entry,
     sort_entries,
@@ -176,13 +177,18 @@ class CallbackManager(Dispatcher):
         return tuple(self._entries)
 
     @property
-    def stats(self) -> dict[str, dict[EventType, HookStats]]:
+    def stats(self) -> HandlerStats:
         """Calls, errors, timeouts and total seconds per handler and event type.
 
         Keys are handler labels: the class name, with ``#2``, ``#3`` ... for
-        further handlers of the same class. Only overridden events appear.
+        further handlers of the same class; the handler object works as a key
+        too. Per handler, keys are event types (``EventType.NODE_START``,
+        ``"node_start"`` or ``"on_node_start"``); only overridden events appear.
         """
-        return {e.label: {t: c.stats for t, c in e.calls.items()} for e in self._entries}
+        return HandlerStats(
+            (e.handler, e.label, EventStats({t: c.stats for t, c in e.calls.items()}))
+            for e in self._entries
+        )
 
     def _label_for(self, handler: BaseCallbackHandler) -> str:
         base = type(handler).__name__

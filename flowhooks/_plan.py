@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from flowhooks._events import EVENT_ARGS, EventType
+from flowhooks._events import EVENT_ARGS, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
 
 if TYPE_CHECKING:
@@ -39,6 +39,77 @@ class HookStats:
     errors: int = 0
     timeouts: int = 0
     seconds: float = 0.0
+
+    @property
+    def total_seconds(self) -> float:
+        """Total time spent in the handler for this event type (same as ``seconds``)."""
+        return self.seconds
+
+
+class EventStats(dict[EventType, HookStats]):
+    """One handler's ``HookStats`` per event type.
+
+    Keys are ``EventType`` members; ``"node_start"`` and ``"on_node_start"``
+    work as keys too.
+    """
+
+    def __getitem__(self, key: object) -> HookStats:
+        return super().__getitem__(_event_key(key))
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return super().__contains__(_event_key(key))
+        except KeyError:
+            return False
+
+    def get(self, key: object, default: Any = None) -> Any:
+        """Return the stats for ``key``, or ``default`` when the handler does not take it."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+class HandlerStats(dict[str, EventStats]):
+    """``EventStats`` per registered handler, keyed by its label.
+
+    The handler object itself works as a key too: ``manager.stats[handler]``.
+    """
+
+    def __init__(self, items: Iterable[tuple[BaseCallbackHandler, str, EventStats]]) -> None:
+        rows = list(items)
+        super().__init__((label, stats) for _, label, stats in rows)
+        self._labels = {id(handler): label for handler, label, _ in rows}
+
+    def __getitem__(self, key: object) -> EventStats:
+        if isinstance(key, BaseCallbackHandler):
+            if id(key) not in self._labels:
+                raise KeyError(key)
+            key = self._labels[id(key)]
+        return super().__getitem__(key)  # type: ignore[index]
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, BaseCallbackHandler):
+            return id(key) in self._labels
+        return super().__contains__(key)
+
+    def get(self, key: object, default: Any = None) -> Any:
+        """Return the stats for ``key`` (label or handler), or ``default``."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+def _event_key(key: object) -> EventType:
+    if isinstance(key, EventType):
+        return key
+    if isinstance(key, str):
+        try:
+            return parse_event_type(key)
+        except ValueError:
+            raise KeyError(key) from None
+    raise KeyError(key)
 
 
 @dataclass(slots=True, eq=False)

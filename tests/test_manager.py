@@ -927,3 +927,23 @@ def test_every_healthy_handler_sees_every_event_once_in_order(
     finally:
         logger.enable("flowhooks")
     assert log == [(tag, key) for _, key in sent for tag in order]
+
+
+async def test_stats_accept_the_handler_and_any_spelling_of_the_event() -> None:
+    """manager.stats is keyed by label or handler object, then by any event-type spelling."""
+    boom = Boom()
+    manager = CallbackManager([boom])
+    await manager.trigger("node_start", node_id="n", input_data={})
+    by_label = manager.stats["Boom"]
+    assert manager.stats[boom] is not by_label  # a fresh view each time ...
+    assert manager.stats[boom][EventType.NODE_START] is by_label["node_start"]  # ... same records
+    assert by_label["on_node_start"].errors == 1
+    assert by_label["node_start"].total_seconds == by_label["node_start"].seconds
+    assert "node_end" not in by_label
+    assert by_label.get("node_end") is None
+    assert boom in manager.stats
+    assert Boom() not in manager.stats
+    with pytest.raises(KeyError):
+        manager.stats[Boom()]
+    with pytest.raises(KeyError):
+        by_label["not_an_event"]
