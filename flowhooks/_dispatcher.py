@@ -12,8 +12,9 @@ import contextlib
 from abc import abstractmethod
 from typing import Any, Final
 
-from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type
+from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type, trusted_event, utcnow
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._ids import new_id
 
 _generation = [0]
 """Bumped whenever any dispatcher's set of handlers changes, so cached plans
@@ -184,35 +185,48 @@ _EVENT_FIELDS = frozenset(
 
 
 def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any) -> Event:
-    """Build the ``Event`` for an event sent by hand (outside any run): ``seq`` 0."""
-    from flowhooks._events import utcnow
-    from flowhooks._ids import new_id
+    """Build the ``Event`` for an event sent by hand (outside any run): ``seq`` 0.
 
-    node_id = fields.pop("node_id", None)
-    name: str | None = None
+    ``fields`` are Event fields the caller gave (``run_id=...``); they are
+    validated. Everything else is derived from ``args`` and needs no validation.
+    """
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "type": event_type,
+        "seq": 0,
+        "run_id": "",
+        "workflow_name": "",
+        "parent_run_id": None,
+        "resource_id": None,
+        "metadata": {},
+        "node_id": None,
+        "attempt": None,
+        "timestamp": None,
+        "duration": None,
+        "status": None,
+        "name": None,
+        "payload": args[-1],
+    }
+    first = args[0]
     if event_type in (EventType.NODE_START, EventType.NODE_END):
-        node_id = args[0]
+        values["node_id"] = first
     elif event_type is EventType.CUSTOM_EVENT:
-        name = args[0]
-    elif event_type is EventType.ERROR and isinstance(args[0], ErrorInfo):
-        node_id = node_id if node_id is not None else args[0].node_id
-        fields.setdefault("run_id", args[0].run_id)
-        fields.setdefault("workflow_name", args[0].workflow_name)
-        fields.setdefault("attempt", args[0].attempt)
-    if event_type in (EventType.WORKFLOW_START, EventType.WORKFLOW_END) and not fields.get(
-        "run_id"
+        values["name"] = first
+    elif event_type is EventType.ERROR and isinstance(first, ErrorInfo):
+        values.update(
+            node_id=first.node_id,
+            run_id=first.run_id,
+            workflow_name=first.workflow_name,
+            attempt=first.attempt,
+        )
+    elif event_type in (EventType.WORKFLOW_START, EventType.WORKFLOW_END) and isinstance(
+        first, str
     ):
-        fields["run_id"] = args[0] if isinstance(args[0], str) else ""
-    fields.setdefault("timestamp", utcnow())
-    fields.setdefault("metadata", {})
-    fields.setdefault("run_id", "")
-    fields.setdefault("workflow_name", "")
-    return Event(
-        id=new_id(),
-        type=event_type,
-        seq=0,
-        node_id=node_id,
-        name=name,
-        payload=args[-1],
-        **fields,
-    )
+        values["run_id"] = first  # workflow_id is the run's id
+    if fields:
+        values.update(fields)
+        if values["timestamp"] is None:
+            values["timestamp"] = utcnow()
+        return Event(**values)
+    values["timestamp"] = utcnow()
+    return trusted_event(**values)

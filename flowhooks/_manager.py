@@ -52,6 +52,8 @@ from flowhooks._plan import (
 _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
+_ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
+_SYNC_EVENT: Final = CallKind.SYNC_EVENT
 
 HookObserver = Callable[[HookCall, float, BaseException | None], None]
 """Called after every handler call with the call, its seconds and its error (if any)."""
@@ -278,6 +280,10 @@ class CallbackManager(Dispatcher):
                     call.fn(*args)
                 elif kind is _DISPATCHER:
                     await call.fn(event_type, args, event)
+                elif kind is _ASYNC_EVENT:
+                    await call.fn(*args, event=event)
+                elif kind is _SYNC_EVENT:
+                    call.fn(*args, event=event)
                 else:
                     await _invoke_general(call, args, event)
             except Exception as exc:

@@ -28,7 +28,9 @@ class CallKind(IntEnum):
     ASYNC = 0  # await fn(*args)
     SYNC = 1  # fn(*args), inline on the loop
     DISPATCHER = 2  # a nested manager or composite: await dispatcher.dispatch(...)
-    GENERAL = 3  # needs event=, a timeout or a worker thread
+    ASYNC_EVENT = 3  # await fn(*args, event=event)
+    SYNC_EVENT = 4  # fn(*args, event=event), inline on the loop
+    GENERAL = 5  # needs a timeout or a worker thread
 
 
 @dataclass(slots=True)
@@ -211,8 +213,10 @@ def inspect_hook(handler: BaseCallbackHandler, event_type: EventType, label: str
             f"or None, got {timeout!r}"
         )
         raise TypeError(msg)
-    if wants_event or in_thread or (timeout is not None and is_async):
+    if in_thread or (timeout is not None and is_async):
         kind = CallKind.GENERAL
+    elif wants_event:
+        kind = CallKind.ASYNC_EVENT if is_async else CallKind.SYNC_EVENT
     else:
         kind = CallKind.ASYNC if is_async else CallKind.SYNC
     return HookCall(
