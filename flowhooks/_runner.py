@@ -431,7 +431,7 @@ class RunState:
             attempt += 1
             result.attempts = attempt
             try:
-                if self._listening(_NODE_START):
+                if self._modes_generation != _generation[0] or self._modes[_NODE_START]:
                     await self.emit(_NODE_START, (name, kwargs), name, attempt, task=task)
                 else:
                     self.seq += 1
@@ -507,7 +507,7 @@ class RunState:
             self.outputs[name] = output
             result.duration = end - first_start
             try:
-                if self._listening(_NODE_END):
+                if self._modes_generation != _generation[0] or self._modes[_NODE_END]:
                     await self.emit(
                         _NODE_END, (name, output), name, attempt, end - start, task=task
                     )
