@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._dispatcher import _generation, clear_propagating
+from flowhooks._dispatcher import _generation, clear_propagating, must_propagate
 from flowhooks._errors import WorkflowError
 from flowhooks._events import (
     ErrorInfo,
@@ -467,7 +467,9 @@ class RunState:
                 if task in self.injected:
                     await self._absorb_injected_cancel(task)
                     return self._node_cancelled(result, first_start)
-                will_retry = attempt <= node.retries
+                # A raise_error handler's exception (from a custom event the node sent)
+                # fails the node for good, like one raised on any other node event.
+                will_retry = attempt <= node.retries and not must_propagate(exc)
                 message = None
                 if isinstance(exc, TimeoutError) and node.timeout is not None and not str(exc):
                     message = f"node {name!r} timed out after {node.timeout:g}s (attempt {attempt})"

@@ -145,3 +145,34 @@ async def test_a_second_cancellation_abandons_a_hanging_end_of_run(runner: Runne
     task.cancel()  # second: the end of the run is abandoned
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=5)
+
+
+async def test_guard_tripping_on_a_custom_event_fails_the_node_without_retry(
+    runner: Runner,
+) -> None:
+    """A raise_error handler failing on a node's custom event fails that node for good."""
+    attempts: list[int] = []
+
+    class GuardOnCustom(BaseCallbackHandler):
+        raise_error = True
+
+        async def on_custom_event(self, name: str, data: Any) -> None:
+            raise RuntimeError(f"guard tripped on {name}")
+
+    @node(retries=2)
+    async def chatty() -> int:
+        attempts.append(1)
+        await current_run().emit("progress", 50)
+        return 1
+
+    after = RecordingCallback()
+    result = await Workflow("chatty", nodes=[chatty]).run(
+        callbacks=[GuardOnCustom(), after], runner=runner
+    )
+    assert result.status is RunStatus.FAILED
+    assert len(attempts) == 1
+    assert result.error is not None
+    assert result.error.will_retry is False
+    assert "guard tripped on progress" in result.error.message
+    assert not hasattr(result.error.exception, "__flowhooks_propagate__")
+    assert_well_formed(after.events)
