@@ -21,8 +21,9 @@ from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager, as_manager
 
 if TYPE_CHECKING:
+    from flowhooks._launch import RunHandle
     from flowhooks._results import RunResult
-    from flowhooks._runner import RunHandle, Runner
+    from flowhooks._runner import Runner
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callbacks = BaseCallbackHandler | Iterable[BaseCallbackHandler] | CallbackManager | None
@@ -572,7 +573,7 @@ class Workflow:
             asyncio.CancelledError: when the awaiting task was cancelled,
                 after the run's callbacks have run.
         """
-        from flowhooks._runner import execute_run
+        from flowhooks._launch import execute_run
 
         return await execute_run(
             self,
@@ -612,7 +613,7 @@ class Workflow:
         Validation errors (graph, inputs, callbacks) are raised here, before
         the run starts.
         """
-        from flowhooks._runner import start_run
+        from flowhooks._launch import start_run
 
         return start_run(self, inputs, **options)
 
@@ -627,7 +628,7 @@ class Workflow:
             name: the node's name; defaults to this workflow's name.
             **options: further ``node`` options (retries, timeout, ...).
         """
-        from flowhooks._runner import subworkflow_node
+        from flowhooks._launch import subworkflow_node
 
         return subworkflow_node(self, name=name, **options)
 

@@ -1,0 +1,206 @@
+"""Starting runs: validation before any event, ``execute_run``, ``RunHandle``, sub-workflows.
+
+Everything that can be wrong with a call to ``run`` (graph, inputs, runner,
+callbacks, timeout) is raised here, before the run's first event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from flowhooks._context import current_run_var
+from flowhooks._errors import WorkflowError
+from flowhooks._ids import new_id
+from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._results import RunResult
+from flowhooks._run import RunControl, RunState
+from flowhooks._runner import AsyncioRunner, Runner
+from flowhooks._workflow import InvalidCallbackError, Node, Workflow
+
+if TYPE_CHECKING:
+    from flowhooks._workflow import Callbacks
+
+_DEFAULT_RUNNER = AsyncioRunner()
+_NO_CALLBACKS = CallbackManager()
+
+
+class _Prepared:
+    """A run validated and ready to start (every error raised before any event)."""
+
+    __slots__ = ("control", "state", "timeout")
+
+    def __init__(self, state: RunState, timeout: float | None, control: RunControl | None) -> None:
+        self.state = state
+        self.timeout = timeout
+        self.control = control
+
+
+def _prepare(
+    workflow: Workflow,
+    inputs: Mapping[str, Any] | None,
+    *,
+    callbacks: Callbacks = None,
+    runner: Runner | None = None,
+    run_id: str | None = None,
+    resource_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    timeout: float | None = None,
+    control: RunControl | None = None,
+) -> _Prepared:
+    if not isinstance(workflow, Workflow):
+        msg = f"expected a Workflow, got {workflow!r}"
+        raise TypeError(msg)
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        msg = f"run() takes the workflow inputs as a mapping of name -> value, got {inputs!r}"
+        raise WorkflowError(msg)
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    plan = workflow.plan(outputs)
+    input_dict = dict(inputs)
+    workflow.check_inputs(input_dict, plan)
+    if runner is None:
+        runner = _DEFAULT_RUNNER
+    elif not isinstance(runner, Runner):
+        msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()), got {runner!r}"
+        raise WorkflowError(msg)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        msg = f"timeout= must be a positive number of seconds or None, got {timeout!r}"
+        raise WorkflowError(msg)
+    if metadata is not None and not isinstance(metadata, Mapping):
+        msg = f"metadata= takes a mapping of run headers, got {metadata!r}"
+        raise WorkflowError(msg)
+    try:
+        run_manager = as_manager(callbacks, where="run(callbacks=...)")
+    except TypeError as exc:
+        raise InvalidCallbackError(str(exc)) from None
+    parent_ctx = current_run_var.get(None)
+    parent = parent_ctx._run if parent_ctx is not None else None
+    if not isinstance(parent, RunState):
+        parent = None
+    manager = CallbackManager.combine(
+        workflow.callbacks, run_manager, parent.manager if parent is not None else None
+    )
+    if not manager.entries:
+        manager = _NO_CALLBACKS
+    if parent is not None:
+        resource_id = resource_id if resource_id is not None else parent.resource_id
+        metadata = metadata if metadata is not None else parent.metadata
+    state = RunState(
+        workflow,
+        plan,
+        manager,
+        runner,
+        input_dict,
+        run_id=run_id or new_id(),
+        parent=parent,
+        resource_id=resource_id,
+        metadata=dict(metadata) if metadata is not None else {},
+    )
+    return _Prepared(state, None if timeout is None else float(timeout), control)
+
+
+async def execute_run(
+    workflow: Workflow, inputs: Mapping[str, Any] | None, **options: Any
+) -> RunResult:
+    """Validate, then run ``workflow`` in the calling task (see ``Workflow.run``)."""
+    prepared = _prepare(workflow, inputs, **options)
+    return await _execute(prepared)
+
+
+async def _execute(prepared: _Prepared) -> RunResult:
+    state = prepared.state
+    token = current_run_var.set(state.ctx)
+    try:
+        return await state.execute(prepared.timeout, prepared.control)
+    finally:
+        current_run_var.reset(token)
+
+
+class RunHandle:
+    """A run started with ``Workflow.start``: await it for the ``RunResult``.
+
+    Attributes:
+        run_id: the run's id, known before it starts.
+    """
+
+    def __init__(self, run_id: str, task: asyncio.Task[RunResult], control: RunControl) -> None:
+        self.run_id = run_id
+        self._task = task
+        self._control = control
+
+    def cancel(self, reason: str | None = None) -> bool:
+        """Ask the run to stop; it ends with status ``cancelled`` and ``cancel_reason``.
+
+        Returns:
+            False when the run had already finished, else True.
+        """
+        if self._task.done():
+            return False
+        self._control.cancel(reason or "cancelled through RunHandle.cancel()")
+        return True
+
+    def done(self) -> bool:
+        """Whether the run has finished (callbacks included)."""
+        return self._task.done()
+
+    def result(self) -> RunResult:
+        """The ``RunResult`` of a finished run.
+
+        Raises:
+            asyncio.InvalidStateError: when the run has not finished yet.
+        """
+        return self._task.result()
+
+    def __await__(self) -> Any:
+        return self._task.__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "running"
+        return f"RunHandle(run_id={self.run_id!r}, {state})"
+
+
+def start_run(workflow: Workflow, inputs: Mapping[str, Any] | None, **options: Any) -> RunHandle:
+    """Validate, then start ``workflow`` as a task of the running loop (see ``Workflow.start``)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        msg = (
+            "Workflow.start() needs a running event loop; call it from async code, "
+            "or use Workflow.run_sync() from synchronous code"
+        )
+        raise RuntimeError(msg) from None
+    control = RunControl()
+    prepared = _prepare(workflow, inputs, control=control, **options)
+    task = loop.create_task(_execute(prepared), name=f"flowhooks-run-{prepared.state.run_id}")
+    return RunHandle(prepared.state.run_id, task, control)
+
+
+def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any) -> Node:
+    """Return a node whose body runs ``child`` as a sub-workflow of the current run."""
+    plan = child.plan()
+    params = tuple(sorted(plan.inputs))
+    required = frozenset(plan.required_inputs)
+    node_name = name if name is not None else child.name
+
+    async def run_child(**kwargs: Any) -> dict[str, Any]:
+        result = await execute_run(child, kwargs)
+        result.raise_for_status()
+        return dict(result.outputs)
+
+    run_child.__name__ = node_name
+    run_child.__qualname__ = f"{child.name}.as_node"
+    return Node(
+        run_child,
+        name=node_name,
+        params=params,
+        required=required,
+        is_async=True,
+        **options,
+    )

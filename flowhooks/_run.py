@@ -1,0 +1,765 @@
+"""One run while it executes: ``RunState`` drives a workflow's nodes and emits its events.
+
+A run's events are dispatched one at a time in ``seq`` order through a
+per-run dispatch turn, however many nodes run at once. Cancellation
+(fail-fast, the run timeout, ``RunHandle.cancel``) only ever interrupts node
+*bodies*, never a handler in the middle of an event, so no handler loses an
+event. The run's end (``workflow_end``, function callbacks, the managers'
+flush) runs to completion even if the awaiting task is cancelled once more
+meanwhile; a further cancellation abandons it, so shutdown never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections import deque
+from collections.abc import Coroutine
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from flowhooks._dispatcher import _generation, clear_propagating, must_propagate
+from flowhooks._events import (
+    ErrorInfo,
+    Event,
+    EventType,
+    NodeStatus,
+    RunStatus,
+    Severity,
+    trusted_event,
+)
+from flowhooks._ids import new_id
+from flowhooks._logs import failure_text
+from flowhooks._manager import CallbackManager
+from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._runner import Runner
+from flowhooks._turn import DispatchTurn
+from flowhooks._workflow import Node, RunPlan, Workflow
+
+T = TypeVar("T")
+
+_WORKFLOW_START = EventType.WORKFLOW_START
+_WORKFLOW_END = EventType.WORKFLOW_END
+_NODE_START = EventType.NODE_START
+_NODE_END = EventType.NODE_END
+_ERROR = EventType.ERROR
+_CUSTOM = EventType.CUSTOM_EVENT
+_SUCCEEDED = NodeStatus.SUCCEEDED
+
+_current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
+_dispatching: ContextVar[RunState | None] = ContextVar("flowhooks_dispatching", default=None)
+"""The run whose event is being dispatched in this context (handlers, and tasks they start)."""
+
+
+class RunControl:
+    """Cancellation requested through a ``RunHandle``, possibly before the run started."""
+
+    __slots__ = ("reason", "requested", "state")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason: str | None = None
+        self.state: RunState | None = None
+
+    def cancel(self, reason: str | None) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        self.reason = reason
+        if self.state is not None:
+            self.state.request_stop(RunStatus.CANCELLED, reason)
+
+
+def _error_info(
+    exc: BaseException,
+    *,
+    run_id: str,
+    workflow_name: str,
+    node: Node | None,
+    attempt: int | None,
+    will_retry: bool,
+    message: str | None = None,
+) -> ErrorInfo:
+    if will_retry:
+        severity = Severity.WARNING
+    elif node is None or node.critical:
+        severity = Severity.CRITICAL
+    else:
+        severity = Severity.ERROR
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=message if message is not None else str(exc),
+        stack_trace="".join(traceback.format_exception(exc)),
+        severity=severity,
+        node_id=node.name if node is not None else None,
+        run_id=run_id,
+        workflow_name=workflow_name,
+        attempt=attempt,
+        will_retry=will_retry,
+        exception=exc,
+    )
+
+
+async def _call_function_callback(fn: Any, args: tuple[Any, ...], what: str, run_id: str) -> None:
+    """Call a user function callback (sync in a worker thread), logging its failure."""
+    try:
+        if asyncio.iscoroutinefunction(fn):
+            await fn(*args)
+        else:
+            outcome = await asyncio.to_thread(fn, *args)
+            if asyncio.iscoroutine(outcome):
+                await outcome
+    except Exception as exc:
+        logger.bind(run_id=run_id).error(
+            "{what} raised {error} (run {run_id}); isolated",
+            what=what,
+            error=failure_text(exc, with_traceback=True),
+            run_id=run_id,
+        )
+
+
+class RunState:
+    """Everything about one run while it executes; the runners drive it."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        plan: RunPlan,
+        manager: CallbackManager,
+        runner: Runner,
+        inputs: dict[str, Any],
+        *,
+        run_id: str,
+        parent: RunState | None,
+        resource_id: str | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.workflow = workflow
+        self.plan = plan
+        self.manager = manager
+        self.runner = runner
+        self.inputs = inputs
+        self.run_id = run_id
+        self.workflow_name = workflow.name
+        self.parent_run_id = parent.run_id if parent is not None else None
+        self.resource_id = resource_id
+        self.metadata = metadata
+        self.outputs: dict[str, Any] = {}
+        self.nodes: dict[str, NodeResult] = {name: NodeResult(name) for name in plan.order}
+        self.seq = 0
+        self._turn = DispatchTurn()
+        self._modes: dict[EventType, int] = {}
+        self._modes_generation = -1
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self.closed = False
+        self.stopping: RunStatus | None = None
+        self.stop_reason: str | None = None
+        self.timed_out = False
+        self.error: ErrorInfo | None = None
+        self.failed_node: str | None = None
+        self.last_success: str | None = None
+        self.raised: BaseException | None = None
+        self.bodies: set[asyncio.Task[Any]] = set()
+        self.injected: set[asyncio.Task[Any]] = set()
+        self.callback_tasks: set[asyncio.Task[None]] = set()
+        self.started_at = datetime.now(UTC)
+        self.t0 = perf_counter()
+        self.done: asyncio.Future[None] | None = None
+        self.active = 0
+        self.ready: deque[str] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.default_submit = type(runner).submit is Runner.submit
+        self.ctx = RunContext(
+            run_id=run_id,
+            workflow_name=workflow.name,
+            inputs=inputs,
+            outputs=self.outputs,
+            emit=self.emit_custom,
+            logger=logger.bind(run_id=run_id, workflow_name=workflow.name),
+            started_at=self.started_at,
+            parent_run_id=self.parent_run_id,
+            resource_id=resource_id,
+            metadata=metadata,
+            node_count=len(plan.order),
+            run=self,
+        )
+
+    # -- events -----------------------------------------------------------------------
+
+    def _listening(self, event_type: EventType) -> int:
+        """0: no handler takes ``event_type``; 1: some do; 2: some also want the ``Event``.
+
+        Cached per run and refreshed when any handler anywhere is added or removed.
+        """
+        if self._modes_generation != _generation[0]:
+            manager = self.manager
+            self._modes = {
+                t: (2 if manager.wants_event(t) else 1) if manager.handles(t) else 0
+                for t in EventType
+            }
+            self._modes_generation = _generation[0]
+        return self._modes[event_type]
+
+    async def emit(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        node_id: str | None = None,
+        attempt: int | None = None,
+        duration: float | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        task: asyncio.Task[Any] | None = None,
+    ) -> None:
+        """Dispatch one event of this run, after every earlier one, in ``seq`` order."""
+        mode = self._listening(event_type)
+        if not mode:
+            self.seq += 1
+            return
+        if _dispatching.get() is self:
+            # Sent by a handler (or a task it started) while this run's event is being
+            # dispatched: it goes right after that event, from the same turn.
+            self._pending.append((event_type, args, node_id, attempt, duration, status, name))
+            return
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
+        turn = self._turn
+        if not turn.try_take(task):
+            await turn.take(task)
+        marker = _dispatching.set(self)
+        try:
+            self.seq += 1
+            event = self._event(event_type, args, node_id, attempt, duration, status, name)
+            await self.manager.dispatch(event_type, args, event)
+            while self._pending:
+                pending = self._pending.popleft()
+                self.seq += 1
+                await self.manager.dispatch(pending[0], pending[1], self._event(*pending))
+        finally:
+            _dispatching.reset(marker)
+            turn.release()
+
+    def _event(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        node_id: str | None,
+        attempt: int | None,
+        duration: float | None,
+        status: str | None,
+        name: str | None,
+    ) -> Event | None:
+        """Build the ``Event`` numbered ``self.seq``, when some handler asked for it."""
+        if self._modes[event_type] != 2:
+            return None
+        return trusted_event(
+            id=new_id(),
+            type=event_type,
+            seq=self.seq,
+            run_id=self.run_id,
+            workflow_name=self.workflow_name,
+            parent_run_id=self.parent_run_id,
+            resource_id=self.resource_id,
+            metadata=self.metadata,
+            node_id=node_id,
+            attempt=attempt,
+            timestamp=datetime.now(UTC),
+            duration=duration,
+            status=status,
+            name=name,
+            payload=args[-1],
+        )
+
+    async def emit_custom(self, name: str, data: Any) -> None:
+        """Send a custom event from a node or handler of this run (``RunContext.emit``)."""
+        if self.closed:
+            msg = (
+                f"run {self.run_id} of workflow {self.workflow_name!r} has ended; "
+                f"custom event {name!r} cannot be sent after workflow_end"
+            )
+            raise RuntimeError(msg)
+        await self.emit(_CUSTOM, (name, data), node_id=_current_node.get(), name=name)
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def request_stop(self, status: RunStatus, reason: str | None) -> None:
+        """Stop the run: cancel running node bodies; nodes not started are skipped."""
+        if self.stopping is not None:
+            return
+        self.stopping = status
+        self.stop_reason = reason
+        for task in list(self.bodies):
+            if task not in self.injected:
+                self.injected.add(task)
+                task.cancel()
+
+    def _on_timeout(self, timeout: float) -> None:
+        if self.stopping is None:
+            self.timed_out = True
+            self.request_stop(RunStatus.FAILED, f"run timed out after {timeout:g}s")
+
+    def _error_info(
+        self,
+        exc: BaseException,
+        node: Node | None,
+        attempt: int | None,
+        *,
+        will_retry: bool = False,
+        message: str | None = None,
+    ) -> ErrorInfo:
+        return _error_info(
+            exc,
+            run_id=self.run_id,
+            workflow_name=self.workflow_name,
+            node=node,
+            attempt=attempt,
+            will_retry=will_retry,
+            message=message,
+        )
+
+    def _fail(self, node: str | None, info: ErrorInfo) -> None:
+        if self.error is None:
+            self.error = info
+            self.failed_node = node
+
+    # -- one node ---------------------------------------------------------------------
+
+    def _kwargs(self, node: Node) -> dict[str, Any]:
+        outputs = self.outputs
+        inputs = self.inputs
+        kwargs: dict[str, Any] = {}
+        for p in node.params:
+            if p in outputs:
+                kwargs[p] = outputs[p]
+            elif p in inputs:
+                kwargs[p] = inputs[p]
+        return kwargs
+
+    async def _absorb_injected_cancel(self, task: asyncio.Task[Any]) -> None:
+        """Consume a cancellation we requested that arrived after the body had finished."""
+        self.injected.discard(task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+        task.uncancel()
+        if task.cancelling():
+            raise asyncio.CancelledError
+
+    async def run_node(self, name: str, task: asyncio.Task[Any]) -> bool:
+        """Run every attempt of node ``name`` in ``task``; return whether it succeeded."""
+        node = self.workflow._nodes[name]
+        result = self.nodes[name]
+        kwargs = self._kwargs(node)
+        result.status = NodeStatus.RUNNING
+        result._started = time.time()
+        first_start = perf_counter()
+        direct = node.is_async and self.default_submit
+        attempt = 0
+        while True:
+            attempt += 1
+            result.attempts = attempt
+            try:
+                if self._modes_generation != _generation[0] or self._modes[_NODE_START]:
+                    await self.emit(_NODE_START, (name, kwargs), name, attempt, task=task)
+                else:
+                    self.seq += 1
+            except Exception as exc:  # a raise_error handler: the node fails without retry
+                return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
+            if self.stopping is not None:
+                return self._node_cancelled(result, first_start)
+            # Durations measure the node's body, not the handlers around it.
+            start = perf_counter()
+            if attempt == 1:
+                first_start = start
+            self.bodies.add(task)
+            try:
+                if direct and node.timeout is None:
+                    output = await node.fn(**kwargs)
+                elif node.timeout is None:
+                    output = await self.runner.submit(node, kwargs)
+                else:
+                    async with asyncio.timeout(node.timeout):
+                        output = await self.runner.submit(node, kwargs)
+            except asyncio.CancelledError:
+                self.bodies.discard(task)
+                if task not in self.injected:
+                    raise
+                self.injected.discard(task)
+                task.uncancel()
+                if task.cancelling():
+                    raise
+                return self._node_cancelled(result, first_start)
+            except Exception as exc:
+                elapsed = perf_counter() - start
+                self.bodies.discard(task)
+                if task in self.injected:
+                    await self._absorb_injected_cancel(task)
+                    return self._node_cancelled(result, first_start)
+                # A raise_error handler's exception (from a custom event the node sent)
+                # fails the node for good, like one raised on any other node event.
+                will_retry = attempt <= node.retries and not must_propagate(exc)
+                message = None
+                if isinstance(exc, TimeoutError) and node.timeout is not None and not str(exc):
+                    message = f"node {name!r} timed out after {node.timeout:g}s (attempt {attempt})"
+                info = self._error_info(exc, node, attempt, will_retry=will_retry, message=message)
+                if not will_retry:
+                    return await self._node_failed(
+                        node, result, exc, attempt, elapsed, first_start, info
+                    )
+                try:
+                    await self.emit(_ERROR, (info,), name, attempt, elapsed)
+                except Exception as handler_exc:
+                    return await self._node_failed(
+                        node, result, handler_exc, attempt, elapsed, first_start, emitted=True
+                    )
+                if self.stopping is not None:
+                    return self._node_cancelled(result, first_start)
+                delay = node.retry_delay * node.backoff ** (attempt - 1)
+                if delay > 0:
+                    self.bodies.add(task)
+                    try:
+                        await asyncio.sleep(delay)
+                    except asyncio.CancelledError:
+                        if task not in self.injected:
+                            raise
+                        self.injected.discard(task)
+                        task.uncancel()
+                        if task.cancelling():
+                            raise
+                        return self._node_cancelled(result, first_start)
+                    finally:
+                        self.bodies.discard(task)
+                continue
+            end = perf_counter()
+            self.bodies.discard(task)
+            if task in self.injected:
+                await self._absorb_injected_cancel(task)
+            self.outputs[name] = output
+            result.duration = end - first_start
+            try:
+                if self._modes_generation != _generation[0] or self._modes[_NODE_END]:
+                    await self.emit(
+                        _NODE_END, (name, output), name, attempt, end - start, task=task
+                    )
+                else:
+                    self.seq += 1
+            except Exception as exc:
+                del self.outputs[name]
+                return await self._node_failed(
+                    node, result, exc, attempt, end - start, first_start, emitted=True
+                )
+            result.output = output
+            result.status = _SUCCEEDED
+            result._ended = time.time()
+            self.last_success = name
+            if node.on_success is not None:
+                self._spawn_callback(node.on_success, (name, self.ctx), f"on_success of {name!r}")
+            return True
+
+    def _node_cancelled(self, result: NodeResult, first_start: float) -> bool:
+        result.status = NodeStatus.CANCELLED
+        result.duration = perf_counter() - first_start
+        result._ended = time.time()
+        return False
+
+    async def _node_failed(
+        self,
+        node: Node,
+        result: NodeResult,
+        exc: BaseException,
+        attempt: int,
+        duration: float,
+        first_start: float,
+        info: ErrorInfo | None = None,
+        *,
+        emitted: bool = False,
+    ) -> bool:
+        """Fail ``node`` for good: emit its error (unless its event already ended the attempt)."""
+        clear_propagating(exc)
+        if info is None:
+            info = self._error_info(exc, node, attempt)
+        result.status = NodeStatus.FAILED
+        result.error = info
+        result.duration = perf_counter() - first_start
+        result._ended = time.time()
+        self._fail(node.name, info)
+        if not emitted:
+            try:
+                await self.emit(_ERROR, (info,), node.name, attempt, duration)
+            except Exception as handler_exc:  # the run already fails; its first error stays
+                clear_propagating(handler_exc)
+                logger.bind(run_id=self.run_id).error(
+                    "a raise_error handler raised {error} on the error event of failing node "
+                    "{node!r}; the run fails with the node's error (run {run_id})",
+                    error=failure_text(handler_exc, with_traceback=False),
+                    node=node.name,
+                    run_id=self.run_id,
+                )
+        if node.on_failure is not None:
+            self._spawn_callback(
+                node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}"
+            )
+        return False
+
+    def _remember_raised(self, exc: BaseException) -> None:
+        clear_propagating(exc)
+        if self.raised is None:
+            self.raised = exc
+
+    def _spawn_callback(self, fn: Any, args: tuple[Any, ...], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            _call_function_callback(fn, args, what, self.run_id)
+        )
+        self.callback_tasks.add(task)
+        task.add_done_callback(self.callback_tasks.discard)
+
+    # -- scheduling -------------------------------------------------------------------
+
+    async def run_sequential(self) -> None:
+        """Run the nodes one at a time in the calling task, in topological order."""
+        deps = self.plan.deps
+        nodes = self.nodes
+        fail_fast = self.runner.fail_fast
+        task = asyncio.current_task()
+        assert task is not None
+        token = _current_node.set(None)
+        try:
+            for name in self.plan.order:
+                if self.stopping is not None:
+                    return
+                if not fail_fast and any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
+                    continue  # an ancestor failed (continue mode): skipped
+                _current_node.set(name)
+                try:
+                    ok = await self.run_node(name, task)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # as in _drive: end the run, re-raise after it
+                    self.bodies.discard(task)  # the run's own task: not to be cancelled
+                    self._remember_raised(exc)
+                    self.request_stop(RunStatus.FAILED, None)
+                    return
+                if not ok and fail_fast and self.error is not None:
+                    self.request_stop(RunStatus.FAILED, None)
+        finally:
+            _current_node.reset(token)
+
+    async def run_concurrent(self) -> None:
+        """Run ready nodes as asyncio tasks, up to ``max_concurrency`` at once."""
+        self.indegree = dict(self.plan.indegree)
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        self.ready.extend(n for n in self.plan.order if self.indegree[n] == 0)
+        self._start_ready()
+        if self.active:
+            # Shielded: cancelling the awaiting task must not cancel the shared future
+            # that wait_idle() and the node tasks still use to finish the run.
+            await asyncio.shield(self.done)
+
+    def _start_ready(self) -> None:
+        limit = self.runner.max_concurrency
+        create_task = self.loop.create_task
+        ready = self.ready
+        tasks = self.tasks
+        while ready and self.stopping is None and (limit is None or self.active < limit):
+            self.active += 1
+            tasks.add(create_task(self._drive(ready.popleft())))
+
+    async def _drive(self, name: str) -> None:
+        _current_node.set(name)
+        ok = False
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            ok = await self.run_node(name, task)
+        except BaseException as exc:  # a propagating BaseException: stop the run
+            self._remember_raised(exc)
+            self.request_stop(RunStatus.FAILED, None)
+        finally:
+            self.tasks.discard(task)  # the strong reference that kept the task alive
+            self.active -= 1
+            if ok:
+                indegree = self.indegree
+                for dependent in self.plan.dependents[name]:
+                    indegree[dependent] -= 1
+                    if indegree[dependent] == 0:
+                        self.ready.append(dependent)
+            elif self.runner.fail_fast and self.error is not None:
+                self.request_stop(RunStatus.FAILED, None)
+            self._start_ready()
+            if self.active == 0 and self.done is not None and not self.done.done():
+                self.done.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Wait until no node of this run is executing (after a stop was requested)."""
+        if self.done is not None and self.active:
+            await asyncio.shield(self.done)
+
+    # -- the whole run ----------------------------------------------------------------
+
+    async def execute(self, timeout: float | None, control: RunControl | None) -> RunResult:
+        """Run the workflow start to end; see ``Workflow.run``."""
+        loop = asyncio.get_running_loop()
+        timer = None
+        if control is not None:
+            control.state = self
+            if control.requested:
+                self.request_stop(RunStatus.CANCELLED, control.reason)
+        if timeout is not None:
+            timer = loop.call_later(timeout, self._on_timeout, timeout)
+        external_cancel: asyncio.CancelledError | None = None
+        try:
+            try:
+                await self.emit(_WORKFLOW_START, (self.run_id, self.inputs))
+            except Exception as exc:  # a raise_error handler fails the run before any node
+                clear_propagating(exc)
+                self._fail(None, self._error_info(exc, None, None))
+                self.stopping = RunStatus.FAILED
+            if self.stopping is None:
+                if self.runner.sequential:
+                    await self.run_sequential()
+                else:
+                    await self.run_concurrent()
+        except asyncio.CancelledError as exc:
+            external_cancel = exc
+            reason = str(exc) or "the task awaiting the run was cancelled"
+            self.request_stop(RunStatus.CANCELLED, reason)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        result, cancelled_meanwhile = await _run_to_completion(
+            self._finish(), patience=0 if external_cancel is not None else 1, run_id=self.run_id
+        )
+        if external_cancel is not None:
+            raise external_cancel
+        if cancelled_meanwhile:
+            raise asyncio.CancelledError
+        if self.raised is not None:
+            raise self.raised
+        return result
+
+    async def _finish(self) -> RunResult:
+        await self.wait_idle()
+        if self.callback_tasks:
+            await asyncio.gather(*list(self.callback_tasks))
+        if self.timed_out:
+            info = ErrorInfo(
+                type="TimeoutError",
+                message=f"workflow {self.workflow_name!r} {self.stop_reason}",
+                severity=Severity.CRITICAL,
+                run_id=self.run_id,
+                workflow_name=self.workflow_name,
+                exception=TimeoutError(self.stop_reason),
+            )
+            self.error = info
+            self.failed_node = None
+            try:
+                await self.emit(_ERROR, (info,))
+            except Exception as exc:  # the run already fails with the timeout
+                clear_propagating(exc)
+                logger.bind(run_id=self.run_id).error(
+                    "a raise_error handler raised {error} on the run timeout's error event; "
+                    "the run fails with the timeout (run {run_id})",
+                    error=failure_text(exc, with_traceback=False),
+                    run_id=self.run_id,
+                )
+        for res in self.nodes.values():
+            if res.status is NodeStatus.PENDING:
+                res.status = NodeStatus.SKIPPED
+            elif res.status is NodeStatus.RUNNING:
+                # Interrupted in the run's own task (SequentialRunner) when the task
+                # awaiting the run was cancelled: the attempt ends silently, cancelled.
+                res.status = NodeStatus.CANCELLED
+                self.outputs.pop(res.node_id, None)  # its node_end dispatch was interrupted
+                res._ended = time.time()
+                if res._started is not None:
+                    res.duration = res._ended - res._started
+        if self.stopping is RunStatus.CANCELLED:
+            status = RunStatus.CANCELLED
+        elif self.error is not None or self.stopping is RunStatus.FAILED:
+            status = RunStatus.FAILED
+        else:
+            status = RunStatus.SUCCEEDED
+        duration = perf_counter() - self.t0
+        final_node = {
+            RunStatus.SUCCEEDED: self.last_success,
+            RunStatus.FAILED: self.failed_node,
+        }.get(status)
+        result = RunResult(
+            run_id=self.run_id,
+            workflow_name=self.workflow_name,
+            status=status,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            nodes=self.nodes,
+            error=self.error,
+            final_node=final_node,
+            cancel_reason=self.stop_reason if status is RunStatus.CANCELLED else None,
+            started_at=self.started_at,
+            ended_at=datetime.now(UTC),
+            duration=duration,
+            parent_run_id=self.parent_run_id,
+            resource_id=self.resource_id,
+            metadata=self.metadata,
+        )
+        self.ctx.result = result
+        self.closed = True  # nothing may follow workflow_end
+        try:
+            await self.emit(
+                _WORKFLOW_END, (self.run_id, self.outputs), duration=duration, status=status.value
+            )
+        except Exception as exc:
+            self._remember_raised(exc)
+        hook = {
+            RunStatus.SUCCEEDED: self.workflow.on_workflow_complete,
+            RunStatus.FAILED: self.workflow.on_workflow_failure,
+            RunStatus.CANCELLED: self.workflow.on_workflow_cancel,
+        }[status]
+        if hook is not None:
+            await _call_function_callback(
+                hook,
+                (result,),
+                f"workflow callback {getattr(hook, '__name__', hook)!r}",
+                self.run_id,
+            )
+        try:
+            await self.manager.flush()
+        except Exception as exc:
+            self._remember_raised(exc)
+        return result
+
+
+async def _run_to_completion(
+    coro: Coroutine[Any, Any, T], *, patience: int, run_id: str
+) -> tuple[T, bool]:
+    """Await ``coro`` to its end even if the awaiting task is cancelled meanwhile.
+
+    Up to ``patience`` cancellations are held back (and reported, to be
+    re-raised later); one more abandons ``coro``, so a handler that hangs at
+    the end of a run can never make shutdown hang.
+
+    Returns the result and whether a cancellation arrived.
+    """
+    task = asyncio.ensure_future(coro)
+    cancellations = 0
+    while True:
+        try:
+            return await asyncio.shield(task), cancellations > 0
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancellations += 1
+            if cancellations > patience:
+                task.cancel()
+                logger.bind(run_id=run_id).warning(
+                    "run {run_id} was cancelled again while its end was being dispatched; "
+                    "the remaining end-of-run callbacks were abandoned",
+                    run_id=run_id,
+                )
+                raise
