@@ -7,7 +7,8 @@ in ``flowhooks.handlers``, test helpers in ``flowhooks.testing``.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from flowhooks._batching import BackgroundCallback, BatchedCallback
+from flowhooks._background import BackgroundCallback
+from flowhooks._batched import BatchedCallback
 from flowhooks._composites import (
     ChainedCallback,
     ConditionalCallback,

@@ -1,0 +1,463 @@
+"""``BatchedCallback``: buffers events and delivers them in batches, with retries.
+
+Place in the chain: events -> handler -> plan -> manager -> composites
+(``_composites`` -> ``_delivery`` -> **here**). Loop binding, bounded waits on
+shutdown and per-run ``raise_error`` failures are shared with
+``BackgroundCallback`` and described in ``_delivery``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from loguru import logger
+
+from flowhooks._delivery import _check_timeout, _RunErrors, _stop, _wait
+from flowhooks._dispatcher import Dispatcher, event_from_args
+from flowhooks._events import Event, EventType, parse_event_type
+from flowhooks._logs import failure_text
+from flowhooks._retry import RetryPolicy, retry_async
+
+BatchSink = Callable[[list[Event]], object] | Callable[[list[Event]], Awaitable[object]]
+"""A sync or async callable taking one batch (a ``list[Event]``)."""
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """Counters of a ``BatchedCallback``.
+
+    Attributes:
+        batches: batches delivered successfully.
+        events: events in those batches.
+        retries: delivery attempts repeated after a failure.
+        dead_letters: batches that still failed after every retry (sent to
+            ``on_dead_letter``).
+        dead_letter_events: events in those batches.
+    """
+
+    batches: int = 0
+    events: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    dead_letter_events: int = 0
+
+
+class BatchedCallback(Dispatcher):
+    """Buffers events and delivers them in batches to a sink, with retries and a dead letter.
+
+    Events (all types, or those in ``events``) are collected as ``Event``
+    objects and handed as a ``list[Event]`` to ``sink`` or to an overridden
+    ``process_batch``. A batch is sealed when ``batch_size`` events are
+    buffered, when ``flush_interval`` seconds have passed since its first
+    event (a timer started lazily in the running loop), on ``flush()`` (which
+    the runner calls at the end of every run) and on ``aclose()``.
+
+    Batches are delivered one at a time, in the order they were sealed, by a
+    delivery task, so dispatch itself never waits for the sink. A failing
+    batch is retried ``retry_attempts`` times with exponential backoff
+    (``retry_backoff``, then twice that, ... capped at 10 s); ``flush()``
+    waits for those retries. A batch that still fails goes to
+    ``on_dead_letter(batch, error)`` and is counted in ``stats``: it is never
+    silently dropped.
+
+    ``flush()`` waits at most ``close_timeout`` seconds (default 30) for a slow
+    sink; batches not delivered by then stay queued and the delivery task
+    goes on delivering them after ``flush()`` has returned, so a run can end
+    before its last batches are delivered. ``aclose()`` hands what it could not
+    deliver within ``close_timeout`` to ``on_dead_letter`` with a ``TimeoutError``.
+
+    With ``raise_error = True`` set on the instance or a subclass, a
+    dead-lettered batch's error is kept for each run that had events in the
+    batch and raised from ``flush()`` in that run, i.e. at the end of the run
+    (``run`` re-raises it once the remaining callbacks have run). Events sent
+    by hand outside a run have their error raised from the next ``flush()`` or
+    ``aclose()``. Dispatch never raises it. An error that arrives after its
+    run's flush has given up waiting is raised from ``aclose()``.
+
+    Args:
+        sink: a sync or async callable taking the batch. Optional when a
+            subclass overrides ``process_batch``. A sync sink runs on the event
+            loop: give blocking I/O its own thread (``asyncio.to_thread``).
+        batch_size: events per batch (at least 1).
+        flush_interval: seconds an event may wait before its batch is sealed,
+            or ``None`` for no timer (batches then seal on size and flush).
+        events: event types to collect (``"node_end"``, ``EventType`` ...), or
+            ``None`` for all.
+        retry_attempts: retries of a failing batch after its first try
+            (``0`` = no retry).
+        retry_backoff: wait before the first retry, in seconds; doubles each time.
+        close_timeout: longest wait of ``flush()``/``aclose()`` for delivery,
+            in seconds (``None`` = no limit).
+
+    Raises:
+        TypeError: when there is neither a callable ``sink`` nor a
+            ``process_batch`` override, or an argument has the wrong type.
+        ValueError: for a non-positive ``batch_size``/``flush_interval``, a
+            negative retry setting, or unknown/empty ``events``.
+    """
+
+    def __init__(
+        self,
+        sink: BatchSink | None = None,
+        *,
+        batch_size: int = 100,
+        flush_interval: float | None = 5.0,
+        events: Iterable[str | EventType] | str | EventType | None = None,
+        retry_attempts: int = 5,
+        retry_backoff: float = 0.05,
+        close_timeout: float | None = 30.0,
+    ) -> None:
+        name = type(self).__name__
+        overridden = type(self).process_batch is not BatchedCallback.process_batch
+        if sink is None and not overridden:
+            msg = (
+                f"{name} needs somewhere to deliver batches: pass sink=<callable taking a "
+                "list[Event]> or subclass it and override `async def process_batch(self, batch)`"
+            )
+            raise TypeError(msg)
+        given: object = sink
+        if given is not None and not callable(given):
+            msg = (
+                f"{name}: sink must be a sync or async callable taking a list[Event], got {given!r}"
+            )
+            raise TypeError(msg)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            msg = f"{name}: batch_size must be an int >= 1 (events per batch), got {batch_size!r}"
+            raise ValueError(msg)
+        if flush_interval is not None and (
+            isinstance(flush_interval, bool)
+            or not isinstance(flush_interval, int | float)
+            or flush_interval <= 0
+        ):
+            msg = (
+                f"{name}: flush_interval must be a positive number of seconds "
+                f"(or None for no timer), got {flush_interval!r}"
+            )
+            raise ValueError(msg)
+        if (
+            isinstance(retry_attempts, bool)
+            or not isinstance(retry_attempts, int)
+            or retry_attempts < 0
+        ):
+            msg = (
+                f"{name}: retry_attempts must be an int >= 0 (retries after the first try), "
+                f"got {retry_attempts!r}"
+            )
+            raise ValueError(msg)
+        if (
+            isinstance(retry_backoff, bool)
+            or not isinstance(retry_backoff, int | float)
+            or retry_backoff < 0
+        ):
+            msg = f"{name}: retry_backoff must be a number of seconds >= 0, got {retry_backoff!r}"
+            raise ValueError(msg)
+        self._sink = sink
+        self._batch_size = batch_size
+        self._interval = float(flush_interval) if flush_interval is not None else None
+        self._types = _parse_types(name, events)
+        self._policy = RetryPolicy(
+            attempts=retry_attempts + 1,
+            backoff=float(retry_backoff),
+            max_backoff=10.0,
+            jitter=False,
+        )
+        self._close_timeout = _check_timeout(name, close_timeout)
+        self._buffer: list[Event] = []
+        self._queue: deque[list[Event]] = deque()  # sealed, not yet finished; head in delivery
+        self._sealed = 0  # batches sealed so far
+        self._finished = 0  # batches delivered or dead-lettered so far
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._errors = _RunErrors()
+        self._stats = BatchStats()
+
+    # -- public surface ---------------------------------------------------------------
+
+    @property
+    def stats(self) -> BatchStats:
+        """Delivered batches and events, retries, and dead letters."""
+        return self._stats
+
+    @property
+    def batches(self) -> int:
+        """Batches delivered successfully so far."""
+        return self._stats.batches
+
+    @property
+    def dead_letters(self) -> int:
+        """Batches handed to ``on_dead_letter`` so far."""
+        return self._stats.dead_letters
+
+    @property
+    def pending(self) -> int:
+        """Events buffered or waiting in sealed batches, not yet delivered."""
+        return len(self._buffer) + sum(len(b) for b in self._queue)
+
+    @property
+    def event_types(self) -> frozenset[EventType]:
+        """The event types collected."""
+        return self._types
+
+    async def process_batch(self, batch: list[Event]) -> None:
+        """Deliver one batch; the default calls ``sink``. Override to deliver elsewhere.
+
+        Raise to have the batch retried (and, when every retry fails, dead-lettered).
+        """
+        sink = self._sink
+        if sink is None:  # pragma: no cover - ruled out by __init__
+            msg = f"{type(self).__name__} has no sink"
+            raise TypeError(msg)
+        result = sink(batch)
+        if inspect.isawaitable(result):
+            await result
+
+    def on_dead_letter(self, batch: list[Event], error: BaseException) -> Awaitable[None] | None:
+        """Receive a batch that could not be delivered. The default logs its event ids.
+
+        Override (sync or ``async def``) to park the batch somewhere durable.
+        The batch is already counted in ``stats.dead_letters`` when this runs.
+        """
+        ids = [e.id for e in batch]
+        logger.bind(handler=type(self).__name__, event_ids=ids).error(
+            "{handler}: batch of {n} events could not be delivered after {tries} tries "
+            "({error}); dead-lettered event ids: {ids}",
+            handler=type(self).__name__,
+            n=len(batch),
+            tries=self._policy.attempts,
+            error=f"{type(error).__name__}: {error}",
+            ids=ids,
+        )
+        return None
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def handles(self, event_type: EventType) -> bool:
+        """Return whether ``event_type`` is collected."""
+        return event_type in self._types
+
+    def wants_event(self, event_type: EventType) -> bool:
+        """Return whether ``event_type`` is collected (batches hold whole ``Event`` objects)."""
+        return event_type in self._types
+
+    async def dispatch(
+        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
+    ) -> None:
+        """Buffer the event; seal a batch when ``batch_size`` is reached.
+
+        Never raises a stored ``raise_error`` failure: those come from ``flush()``.
+        """
+        if event_type not in self._types:
+            return
+        if event is None:
+            event = event_from_args(event_type, args)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        buffer = self._buffer
+        buffer.append(event)
+        if len(buffer) >= self._batch_size:
+            self._seal()
+            self._start_worker()
+        elif self._timer is None and self._interval is not None:
+            self._timer = loop.call_later(self._interval, self._on_timer)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Seal what is buffered and wait until every sealed batch is delivered or dead-lettered.
+
+        Waits through retries, for at most ``close_timeout`` seconds; past that,
+        it logs how many batches are still queued and returns (they keep being
+        delivered in the background). Then, with ``raise_error`` set, it raises
+        the error of a dead-lettered batch holding events of the run calling,
+        or else of events sent by hand outside a run.
+        """
+        await self._drain()
+        self._errors.raise_for_caller()
+
+    async def aclose(self) -> None:
+        """Flush (bounded by ``close_timeout``), then stop the timer and delivery task.
+
+        Batches still undelivered then go to ``on_dead_letter`` with a
+        ``TimeoutError``. With ``raise_error`` set, every error still kept is
+        reported: the calling run's (or that of events sent by hand) or else
+        the oldest is raised, the others are logged. The instance can be used
+        again afterwards.
+        """
+        try:
+            await self._drain()
+        finally:
+            self._cancel_timer()
+            await _stop(self._worker)
+            self._worker = None
+            if self._buffer:
+                self._seal()
+            while self._queue:
+                batch = self._queue.popleft()
+                error = TimeoutError(
+                    f"{type(self).__name__} closed before this batch was delivered "
+                    f"(close_timeout={self._close_timeout}s)"
+                )
+                await self._dead_letter(batch, error)
+                self._finished += 1
+            self._wake_waiters()
+        self._errors.raise_all(type(self).__name__)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Seal the buffer and wait (at most ``close_timeout``) for every sealed batch."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        if self._buffer:
+            self._seal()
+        target = self._sealed
+        if self._finished < target:
+            self._start_worker()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((target, fut))
+            if not await _wait(fut, self._close_timeout):
+                logger.warning(
+                    "{handler}.flush(): {n} batches still undelivered after {t}s; "
+                    "delivery goes on in the background",
+                    handler=type(self).__name__,
+                    n=target - self._finished,
+                    t=self._close_timeout,
+                )
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget the timer, task and waiters of a previous loop; keep the data."""
+        self._cancel_timer()
+        self._worker = None
+        self._waiters.clear()
+        self._loop = loop
+        if self._queue:
+            self._start_worker()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _seal(self) -> None:
+        self._queue.append(self._buffer)
+        self._buffer = []
+        self._sealed += 1
+        self._cancel_timer()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._buffer:
+            self._seal()
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        if self._worker is None and self._loop is not None:
+            self._worker = self._loop.create_task(
+                self._deliver_all(), name=f"flowhooks {type(self).__name__} delivery"
+            )
+
+    async def _deliver_all(self) -> None:
+        try:
+            queue = self._queue
+            while queue:
+                batch = queue[0]
+                await self._deliver(batch)
+                if queue and queue[0] is batch:
+                    queue.popleft()
+                    self._finished += 1
+                self._wake_waiters()
+        finally:
+            if self._worker is asyncio.current_task():
+                self._worker = None
+
+    async def _deliver(self, batch: list[Event]) -> None:
+        try:
+            await retry_async(partial(self._attempt, batch), self._policy, on_retry=self._on_retry)
+        except Exception as exc:
+            await self._dead_letter(batch, exc)
+        else:
+            self._stats.batches += 1
+            self._stats.events += len(batch)
+
+    async def _attempt(self, batch: list[Event]) -> None:
+        result: object = self.process_batch(list(batch))  # a copy: the sink may mutate it
+        if inspect.isawaitable(result):
+            await result
+
+    def _on_retry(self, number: int, exc: Exception, delay: float) -> None:
+        self._stats.retries += 1
+        logger.warning(
+            "{handler}: delivering a batch failed ({error}); retry {number} of {total} "
+            "in {delay:.3f}s",
+            handler=type(self).__name__,
+            error=f"{type(exc).__name__}: {exc}",
+            number=number,
+            total=self._policy.attempts - 1,
+            delay=delay,
+        )
+
+    async def _dead_letter(self, batch: list[Event], error: BaseException) -> None:
+        self._stats.dead_letters += 1
+        self._stats.dead_letter_events += len(batch)
+        try:
+            result: object = self.on_dead_letter(batch, error)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            logger.error(
+                "{handler}.on_dead_letter raised {error}; event ids of the lost batch: {ids}",
+                handler=type(self).__name__,
+                error=failure_text(exc, with_traceback=True),
+                ids=[e.id for e in batch],
+            )
+        if self.raise_error:
+            for event in batch:
+                self._errors.keep(event, error)
+
+    def _wake_waiters(self) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._finished:
+            fut = waiters.popleft()[1]
+            if not fut.done():
+                fut.set_result(None)
+
+    def __repr__(self) -> str:
+        target = self._sink if self._sink is not None else "process_batch"
+        return (
+            f"{type(self).__name__}({target!r}, batch_size={self._batch_size}, "
+            f"flush_interval={self._interval!r})"
+        )
+
+
+def _parse_types(
+    owner: str, events: Iterable[str | EventType] | str | EventType | None
+) -> frozenset[EventType]:
+    if events is None:
+        return frozenset(EventType)
+    items: Iterable[str | EventType] = (events,) if isinstance(events, str) else events
+    try:
+        items = list(items)
+    except TypeError:
+        msg = f"{owner}: events must be a list of event types, e.g. ['node_end'], got {events!r}"
+        raise TypeError(msg) from None
+    types: set[EventType] = set()
+    for item in items:
+        try:
+            types.add(parse_event_type(item))
+        except ValueError as exc:
+            msg = f"{owner}: bad entry in events: {exc}"
+            raise ValueError(msg) from None
+    if not types:
+        msg = f"{owner}: events is empty, so nothing would be batched; pass None for all events"
+        raise ValueError(msg)
+    return frozenset(types)
