@@ -1,0 +1,272 @@
+"""The history database: its schema, URLs, and one engine per event loop (extra ``sql``).
+
+Place in the chain: handlers, at the bottom of the history handler's three
+modules (**here** -> ``_history_store`` -> ``history``). ``HistoryCallback``
+writes through it and ``HistoryStore`` reads through it; both are imported
+from ``flowhooks.handlers.history``.
+
+Tables (created on first use):
+
+* ``flowhooks_runs``: one row per run, updated when the run ends.
+* ``flowhooks_node_executions``: one row per node attempt.
+* ``flowhooks_errors``: one row per ``error`` event.
+* ``flowhooks_events``: the id, type and ``seq`` of every event written, so
+  that an event delivered twice is recorded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from flowhooks._errors import FlowhooksError
+
+DEFAULT_URL: Final = "sqlite:///flowhooks.db"
+
+# -- schema ---------------------------------------------------------------------------------
+
+metadata = sa.MetaData()
+"""The history schema; ``metadata.create_all`` creates it (done on first use)."""
+
+_TS = sa.DateTime(timezone=True)
+_JSON = sa.JSON(none_as_null=True)
+
+runs_table = sa.Table(
+    "flowhooks_runs",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("workflow_name", sa.String(), nullable=False, default=""),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("started_at", _TS),
+    sa.Column("ended_at", _TS),
+    sa.Column("duration", sa.Float()),
+    sa.Column("parent_run_id", sa.String()),
+    sa.Column("resource_id", sa.String()),
+    sa.Column("run_metadata", _JSON),
+    sa.Column("inputs", _JSON),
+    sa.Column("outputs", _JSON),
+    sa.Column("final_node", sa.String()),
+    sa.Column("cancel_reason", sa.String()),
+    sa.Column("error_type", sa.String()),
+    sa.Column("error_message", sa.Text()),
+    sa.Index("ix_flowhooks_runs_workflow_started", "workflow_name", "started_at"),
+    sa.Index("ix_flowhooks_runs_status", "status"),
+    sa.Index("ix_flowhooks_runs_started_at", "started_at"),
+    sa.Index("ix_flowhooks_runs_parent", "parent_run_id"),
+)
+
+nodes_table = sa.Table(
+    "flowhooks_node_executions",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(), nullable=False),
+    sa.Column("node_id", sa.String(), nullable=False),
+    sa.Column("attempt", sa.Integer()),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("started_at", _TS),
+    sa.Column("ended_at", _TS),
+    sa.Column("duration", sa.Float()),
+    sa.Column("input_data", _JSON),
+    sa.Column("output_data", _JSON),
+    sa.Column("error_type", sa.String()),
+    sa.Column("error_message", sa.Text()),
+    sa.Index("ix_flowhooks_nodes_run_node", "run_id", "node_id", "attempt"),
+    sa.Index("ix_flowhooks_nodes_status", "status"),
+    sa.Index("ix_flowhooks_nodes_started_at", "started_at"),
+)
+
+errors_table = sa.Table(
+    "flowhooks_errors",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(), nullable=False, unique=True),
+    sa.Column("run_id", sa.String(), nullable=False),
+    sa.Column("workflow_name", sa.String(), nullable=False, default=""),
+    sa.Column("node_id", sa.String()),
+    sa.Column("attempt", sa.Integer()),
+    sa.Column("type", sa.String(), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("stack_trace", sa.Text()),
+    sa.Column("severity", sa.String(), nullable=False),
+    sa.Column("will_retry", sa.Boolean(), nullable=False, default=False),
+    sa.Column("timestamp", _TS),
+    sa.Index("ix_flowhooks_errors_run", "run_id"),
+    sa.Index("ix_flowhooks_errors_severity", "severity"),
+    sa.Index("ix_flowhooks_errors_timestamp", "timestamp"),
+)
+
+events_table = sa.Table(
+    "flowhooks_events",
+    metadata,
+    sa.Column("event_id", sa.String(), primary_key=True),
+    sa.Column("run_id", sa.String(), nullable=False),
+    sa.Column("type", sa.String(), nullable=False),
+    sa.Column("seq", sa.Integer(), nullable=False),
+    sa.Column("timestamp", _TS),
+    sa.Index("ix_flowhooks_events_run", "run_id", "seq"),
+)
+
+# -- URLs and engines ------------------------------------------------------------------------
+
+
+class HistoryError(FlowhooksError):
+    """The history database could not be reached or written."""
+
+
+_DRIVERS: Final = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def normalize_url(url: object) -> URL:
+    """Return the async-driver URL for ``url``.
+
+    ``sqlite:///path.db`` becomes ``sqlite+aiosqlite:///path.db`` and
+    ``postgresql://...`` becomes ``postgresql+asyncpg://...``; URLs that
+    already name those drivers are kept.
+
+    Raises:
+        ValueError: when ``url`` is not a database URL, or names a backend
+            other than SQLite or PostgreSQL.
+    """
+    if not isinstance(url, str | URL):
+        msg = f"history database URL must be a string like 'sqlite:///flowhooks.db', got {url!r}"
+        raise ValueError(msg)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        msg = (
+            f"cannot parse history database URL {str(url)!r}: {exc}; expected e.g. "
+            "'sqlite:///flowhooks.db' or 'postgresql://user:password@host/dbname'"
+        )
+        raise ValueError(msg) from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        msg = (
+            f"unsupported history database {parsed.drivername!r} in "
+            f"{parsed.render_as_string(hide_password=True)!r}; use 'sqlite:///PATH' "
+            "or 'postgresql://user:password@host/dbname'"
+        )
+        raise ValueError(msg)
+    if driver.startswith("postgresql") and not parsed.database:
+        msg = (
+            f"history database URL {parsed.render_as_string(hide_password=True)!r} "
+            "names no database; add it after the host, e.g. 'postgresql://host/flowhooks'"
+        )
+        raise ValueError(msg)
+    return parsed.set(drivername=driver)
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """Return the file of a SQLite URL, or ``None`` for an in-memory database."""
+    if not url.drivername.startswith("sqlite"):
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+class _Database:
+    """One engine per event loop for one URL, with the schema created once.
+
+    Engines hold connections tied to the loop that opened them, so the engine
+    is created inside the running loop on first use and disposed of at the
+    end of every run (``HistoryCallback``) or on ``aclose()``, so the next run
+    may come from another loop, e.g. a second ``asyncio.run``. An engine
+    still open when a call comes from a new loop is disposed of from there:
+    SQLite connections close cleanly; network connections of a closed loop
+    can only be dropped.
+    """
+
+    def __init__(self, url: str | URL, *, connect_timeout: float, echo: bool) -> None:
+        self.given = url
+        self.url = normalize_url(url)
+        self.connect_timeout = connect_timeout
+        self.echo = echo
+        self.dialect = "postgresql" if self.url.drivername.startswith("postgresql") else "sqlite"
+        self._engine: AsyncEngine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._schema_ready = False
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def display_url(self) -> str:
+        """The URL as the user gave it (not its async-driver form), password hidden."""
+        return make_url(self.given).render_as_string(hide_password=True)
+
+    async def engine(self) -> AsyncEngine:
+        """Return the engine for the running loop, creating it (and the schema) when needed."""
+        loop = asyncio.get_running_loop()
+        if self._engine is None or self._loop is not loop:
+            if self._engine is not None:
+                await _dispose_foreign(self._engine)
+            self._engine = self._create_engine()
+            self._loop = loop
+            self._lock = asyncio.Lock()
+            path = _sqlite_file(self.url)
+            if path is not None and not path.exists():
+                self._schema_ready = False
+        if not self._schema_ready:
+            engine = self._engine
+            async with self.write_lock():
+                if not self._schema_ready:
+                    async with engine.begin() as conn:
+                        await conn.run_sync(metadata.create_all, checkfirst=True)
+                    self._schema_ready = True
+            return engine
+        return self._engine
+
+    def write_lock(self) -> asyncio.Lock:
+        """A per-loop lock: schema creation, and writes to SQLite (one writer at a time)."""
+        assert self._lock is not None  # engine() ran first
+        return self._lock
+
+    def _create_engine(self) -> AsyncEngine:
+        connect_args: dict[str, Any] = {"timeout": self.connect_timeout}
+        if self.dialect == "sqlite":
+            path = _sqlite_file(self.url)
+            if path is not None and not path.parent.exists():
+                msg = (
+                    f"cannot open the history database {self.display_url!r}: "
+                    f"the directory {str(path.parent)!r} does not exist"
+                )
+                raise HistoryError(msg)
+            return create_async_engine(self.url, echo=self.echo, connect_args=connect_args)
+        return create_async_engine(
+            self.url, echo=self.echo, connect_args=connect_args, pool_pre_ping=True
+        )
+
+    async def dispose(self) -> None:
+        """Close the engine's connections (when still on the loop that opened them)."""
+        engine, loop = self._engine, self._loop
+        self._engine = None
+        self._loop = None
+        if engine is None:
+            return
+        if loop is asyncio.get_running_loop():
+            await engine.dispose()
+        else:
+            await _dispose_foreign(engine)
+
+
+async def _dispose_foreign(engine: AsyncEngine) -> None:
+    """Dispose of an engine whose connections were opened by another (likely closed) loop.
+
+    aiosqlite connections live in their own threads and close fine from here;
+    network connections of a closed loop cannot, and are dropped instead.
+    """
+    try:
+        await engine.dispose()
+    except Exception:  # connections bound to a closed loop
+        await engine.dispose(close=False)
