@@ -53,8 +53,16 @@ _CUSTOM = EventType.CUSTOM_EVENT
 _SUCCEEDED = NodeStatus.SUCCEEDED
 
 _current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
-_dispatching: ContextVar[RunState | None] = ContextVar("flowhooks_dispatching", default=None)
-"""The run whose event is being dispatched in this context (handlers, and tasks they start)."""
+
+
+class _DispatchMark:
+    """Identifies one dispatch of one run; see ``RunState.emit``."""
+
+    __slots__ = ()
+
+
+_dispatching: ContextVar[_DispatchMark | None] = ContextVar("flowhooks_dispatching", default=None)
+"""The dispatch under way in this context (handlers, and tasks they start)."""
 
 
 class RunControl:
@@ -154,6 +162,7 @@ class RunState:
         self.nodes: dict[str, NodeResult] = {name: NodeResult(name) for name in plan.order}
         self.seq = 0
         self._turn = DispatchTurn()
+        self._active_mark: _DispatchMark | None = None
         self._modes: dict[EventType, int] = {}
         self._modes_generation = -1
         self._pending: deque[tuple[Any, ...]] = deque()
@@ -222,9 +231,10 @@ class RunState:
         if not mode:
             self.seq += 1
             return
-        if _dispatching.get() is self:
-            # Sent by a handler (or a task it started) while this run's event is being
-            # dispatched: it goes right after that event, from the same turn.
+        mark = _dispatching.get()
+        if mark is not None and mark is self._active_mark:
+            # Sent by a handler (or a task it started) while this very dispatch is
+            # running: it goes right after the event, within the same turn.
             self._pending.append((event_type, args, node_id, attempt, duration, status, name))
             return
         if task is None:
@@ -233,17 +243,24 @@ class RunState:
         turn = self._turn
         if not turn.try_take(task):
             await turn.take(task)
-        marker = _dispatching.set(self)
+        # A fresh mark per dispatch: tasks that handlers start copy it, and it stops
+        # counting as "inside the dispatch" as soon as this dispatch is over.
+        mark = self._active_mark = _DispatchMark()
+        token = _dispatching.set(mark)
         try:
             self.seq += 1
             event = self._event(event_type, args, node_id, attempt, duration, status, name)
-            await self.manager.dispatch(event_type, args, event)
-            while self._pending:
-                pending = self._pending.popleft()
-                self.seq += 1
-                await self.manager.dispatch(pending[0], pending[1], self._event(*pending))
+            try:
+                await self.manager.dispatch(event_type, args, event)
+            finally:
+                # Events handlers sent meanwhile are delivered even if a guard raised.
+                while self._pending:
+                    pending = self._pending.popleft()
+                    self.seq += 1
+                    await self.manager.dispatch(pending[0], pending[1], self._event(*pending))
         finally:
-            _dispatching.reset(marker)
+            self._active_mark = None
+            _dispatching.reset(token)
             turn.release()
 
     def _event(

@@ -176,3 +176,36 @@ async def test_guard_tripping_on_a_custom_event_fails_the_node_without_retry(
     assert "guard tripped on progress" in result.error.message
     assert not hasattr(result.error.exception, "__flowhooks_propagate__")
     assert_well_formed(after.events)
+
+
+async def test_task_started_by_a_handler_emits_in_order_after_that_dispatch(
+    runner: Runner,
+) -> None:
+    """Events a handler-started task sends after the dispatch arrive before workflow_end."""
+    delivered = asyncio.Event()
+
+    class StartsBackgroundWork(BaseCallbackHandler):
+        async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+            ctx = current_run()
+
+            async def later() -> None:
+                await asyncio.sleep(0.02)
+                await ctx.emit("progress", 1)
+                delivered.set()
+
+            self.task = asyncio.get_running_loop().create_task(later())
+
+    @node
+    async def slow() -> int:
+        await asyncio.sleep(0.2)
+        return 1
+
+    starter, rec = StartsBackgroundWork(), RecordingCallback()
+    result = await asyncio.wait_for(
+        Workflow("bg", nodes=[slow]).run(callbacks=[starter, rec], runner=runner), timeout=10
+    )
+    assert result.status is RunStatus.SUCCEEDED
+    assert delivered.is_set()
+    types = [e.type for e in rec.events]
+    assert types.index(EventType.CUSTOM_EVENT) < types.index(EventType.WORKFLOW_END)
+    assert_well_formed(rec.events)
