@@ -17,60 +17,55 @@ is not in the history; 2 bad input; 130 interrupted.
 typer, rich and sqlalchemy are imported only when a command runs, so
 ``import flowhooks`` stays free of them; without the extra, ``main()`` prints
 the ``pip install`` line and exits 1.
+
+This module holds the commands and the typer application; it is the last of
+four (``_cli_load`` -> ``_cli_db`` -> ``_cli_render`` -> **here**):
+``_cli_load`` loads the workflow and parses inputs, ``_cli_db`` checks and
+reads the history database, ``_cli_render`` prints summaries and tables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import inspect
 import json
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from datetime import datetime
-from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
+from flowhooks._cli_db import DEFAULT_DB as DEFAULT_DB
+from flowhooks._cli_db import _check_database, _check_url, _display_url, _read_history
+from flowhooks._cli_load import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from flowhooks._cli_load import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from flowhooks._cli_load import CLIError as CLIError
+from flowhooks._cli_load import load_module as load_module
+from flowhooks._cli_load import load_workflow as load_workflow
+from flowhooks._cli_load import parse_inputs as parse_inputs
+from flowhooks._cli_load import parse_target as parse_target
+from flowhooks._cli_render import (
+    _one_line,
+    _print_detail,
+    _print_runs,
+    _print_summary,
+    _record_dict,
+)
 from flowhooks._errors import WorkflowError
 from flowhooks._workflow import Workflow
 
 if TYPE_CHECKING:
     import typer
     from loguru import Message
-    from rich.console import Console
 
     from flowhooks._manager import CallbackManager
     from flowhooks._results import RunResult
-    from flowhooks.handlers.history import RunDetail, RunRecord
     from flowhooks.handlers.metrics import MetricsCallback
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "create_app", "main"]
 
-EXIT_OK: Final = 0
-"""The command did what was asked; for ``run``, the run succeeded."""
-EXIT_FAILED: Final = 1
-"""The run failed or was cancelled, a requested run is not recorded, or an extra is missing."""
-EXIT_BAD_INPUT: Final = 2
-"""Bad input: the target, an ``--input``, the database URL, the workflow's inputs."""
-EXIT_INTERRUPTED: Final = 130
-"""Interrupted with Ctrl-C."""
-
-DEFAULT_DB: Final = "sqlite:///flowhooks.db"
 _INSTALL_CLI: Final = "pip install 'flowhooks[cli]'"
-_INSTALL_SQL: Final = "pip install 'flowhooks[sql]'"
 _FORMATS: Final = ("mermaid",)
-
-
-class CLIError(Exception):
-    """A problem reported as one line on stderr, ending the command with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _Opt(*names: str, **options: Any) -> Any:
@@ -91,138 +86,6 @@ _TARGET_HELP: Final = "A Python file and the Workflow in it, e.g. pipeline.py:wo
 
 
 # -- plain helpers (no typer or rich needed) ----------------------------------------------------
-
-
-def parse_target(target: str) -> tuple[Path, str]:
-    """Split ``FILE.py:WORKFLOW`` into the file's path and the attribute name.
-
-    Raises:
-        CLIError: when there is no ``:`` or either side is empty.
-    """
-    path, sep, attr = target.rpartition(":")
-    if not sep or not path or not attr.strip():
-        msg = (
-            f"expected FILE.py:WORKFLOW (a Python file and the name of the Workflow in it), "
-            f"got {target!r}; e.g. 'pipeline.py:workflow'"
-        )
-        raise CLIError(msg)
-    return Path(path), attr.strip()
-
-
-def _module_name(path: Path) -> str:
-    stem = path.stem if path.stem.isidentifier() else "workflow_file"
-    return stem if stem not in sys.modules else f"flowhooks_target_{stem}"
-
-
-def load_module(path: Path) -> ModuleType:
-    """Import the Python file ``path`` as a module, with its directory on ``sys.path``.
-
-    Raises:
-        CLIError: when the file is missing, not importable, or raises while loading.
-    """
-    if not path.exists():
-        msg = f"no such file: {str(path)!r}"
-        raise CLIError(msg)
-    if not path.is_file():
-        msg = f"{str(path)!r} is not a file; expected a Python file such as 'pipeline.py'"
-        raise CLIError(msg)
-    resolved = path.resolve()
-    name = _module_name(resolved)
-    spec = importlib.util.spec_from_file_location(name, resolved)
-    if spec is None or spec.loader is None:
-        msg = f"cannot import {str(path)!r} as a Python module; expected a .py file"
-        raise CLIError(msg)
-    folder = str(resolved.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # the file's own imports resolve next to it
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except KeyboardInterrupt:
-        raise
-    except SyntaxError as exc:
-        sys.modules.pop(name, None)
-        msg = f"cannot load {str(path)!r}: SyntaxError: {exc.msg} (line {exc.lineno})"
-        raise CLIError(msg) from exc
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(name, None)
-        msg = f"cannot load {str(path)!r}: {type(exc).__name__}: {exc}"
-        raise CLIError(msg) from exc
-    return module
-
-
-def load_workflow(target: str) -> Workflow:
-    """Return the ``Workflow`` named by ``FILE.py:WORKFLOW``.
-
-    Raises:
-        CLIError: for a malformed target, a missing or broken file, a missing
-            attribute, or an attribute that is not a ``Workflow``.
-    """
-    path, attr = parse_target(target)
-    module = load_module(path)
-    found = [k for k, v in vars(module).items() if isinstance(v, Workflow)]
-    hint = f"; workflows defined there: {', '.join(found)}" if found else ""
-    if not hasattr(module, attr):
-        msg = f"{str(path)!r} has no attribute {attr!r}{hint}"
-        raise CLIError(msg)
-    value = getattr(module, attr)
-    if not isinstance(value, Workflow):
-        if isinstance(value, type):
-            kind = "a class"
-        elif callable(value):
-            kind = "a function" if inspect.isfunction(value) else "a callable"
-        else:
-            kind = f"an object of type {type(value).__name__}"
-        msg = f"{path!s}:{attr} is {kind}, not a flowhooks.Workflow{hint}"
-        raise CLIError(msg)
-    return value
-
-
-def parse_inputs(items: Sequence[str]) -> dict[str, Any]:
-    """Turn ``KEY=VALUE`` strings into a dict; a value is JSON when it parses, else text.
-
-    ``n=3`` gives the int 3, ``ids=[1,2]`` a list, ``flag=true`` ``True`` and
-    ``source=orders.csv`` the string ``"orders.csv"``.
-
-    Raises:
-        CLIError: for an item without ``=``, an empty key, or a key given twice.
-    """
-    inputs: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep:
-            msg = f"--input expects KEY=VALUE, got {item!r}; e.g. --input source=orders.csv"
-            raise CLIError(msg)
-        if not key:
-            msg = f"--input {item!r} has an empty key; expected KEY=VALUE"
-            raise CLIError(msg)
-        if key in inputs:
-            msg = f"--input {key!r} is given more than once"
-            raise CLIError(msg)
-        try:
-            inputs[key] = json.loads(raw)
-        except ValueError:
-            inputs[key] = raw
-    return inputs
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
-
-
-def _when(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else f"{flat[: limit - 1]}…"
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:
@@ -268,73 +131,6 @@ def _log_to_stderr(level: str, *, tracebacks: bool) -> Iterator[None]:
         logger.remove(handler_id)
 
 
-def _history_module(hint: str = "") -> ModuleType:
-    try:
-        from flowhooks.handlers import history
-    except ImportError as exc:
-        msg = (
-            f"the history database needs SQLAlchemy ({exc}); install it with: {_INSTALL_SQL}{hint}"
-        )
-        raise CLIError(msg, EXIT_FAILED) from None
-    return history
-
-
-def _display_url(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: nothing to hide that the user did not type
-        return url
-
-
-def _db_message(verb: str, url: str, exc: BaseException) -> str:
-    """One line for a database problem: a ``HistoryError`` already names the database."""
-    from flowhooks._errors import FlowhooksError
-
-    if isinstance(exc, FlowhooksError):
-        return str(exc)
-    return f"cannot {verb} the history database {_display_url(url)!r}: {type(exc).__name__}: {exc}"
-
-
-def _check_url(url: str, hint: str = "") -> None:
-    """Reject a database URL that is not SQLite or PostgreSQL, with the reason."""
-    history = _history_module(hint)
-    try:
-        history.normalize_url(url)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-
-
-async def _check_database(url: str) -> None:
-    """Make sure the history database can be used before a run starts.
-
-    Raises:
-        CLIError: when the URL is invalid, a SQLite file's directory is
-            missing, or the database cannot be reached or read.
-    """
-    history = _history_module()
-    _check_url(url)
-    store = history.HistoryStore(url, connect_timeout=10.0)
-    database = store.url.database
-    if store.url.drivername.startswith("sqlite") and database and database != ":memory:":
-        path = Path(database)
-        if not database.startswith("file:") and not path.parent.exists():
-            msg = (
-                f"cannot use the history database {_display_url(url)!r}: the directory "
-                f"{str(path.parent)!r} does not exist"
-            )
-            raise CLIError(msg)
-    try:
-        await store.list_runs(limit=1)
-    except Exception as exc:
-        msg = _db_message("use", url, exc)
-        raise CLIError(msg) from None
-    finally:
-        await store.aclose()
-
-
 # -- run ----------------------------------------------------------------------------------------
 
 
@@ -375,70 +171,6 @@ async def _execute(
 def _history_failures(manager: CallbackManager) -> int:
     stats = manager.stats.get("HistoryCallback", {})
     return sum(s.errors + s.timeouts for s in stats.values())
-
-
-def _print_summary(
-    console: Console, result: RunResult, metrics: MetricsCallback, db: str | None
-) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from flowhooks._serialize import to_jsonable
-
-    colors = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "skipped": "dim"}
-    status = result.status.value
-    table = Table(title=f"workflow {escape(result.workflow_name)!s}", title_justify="left")
-    table.add_column("node")
-    table.add_column("status")
-    table.add_column("attempts", justify="right")
-    table.add_column("duration", justify="right")
-    for name, node_result in result.nodes.items():
-        node_status = node_result.status.value
-        color = colors.get(node_status, "white")
-        table.add_row(
-            escape(name),
-            f"[{color}]{node_status}[/]",
-            str(node_result.attempts),
-            _seconds(node_result.duration),
-        )
-    console.print(table)
-    color = colors.get(status, "white")
-    console.print(
-        f"run [bold]{result.run_id}[/] [{color}]{status}[/] in {_seconds(result.duration)}",
-        soft_wrap=True,
-    )
-    if result.succeeded and result.final_node in result.outputs:
-        shown = json.dumps(to_jsonable(result.outputs[result.final_node]), ensure_ascii=False)
-        console.print(
-            f"output of {escape(result.final_node)!s}: {escape(_one_line(shown, 500))}",
-            soft_wrap=True,
-        )
-    report = metrics.get_report()
-    if report["retries"]:
-        console.print(f"retries: {report['retries']}", soft_wrap=True)
-    if result.error is not None:
-        where = f"node {result.error.node_id!r}" if result.error.node_id else "run"
-        console.print(
-            f"[red]error[/] in {escape(where)}: "
-            f"{escape(result.error.type)}: {escape(_one_line(result.error.message))}",
-            soft_wrap=True,
-        )
-    for name, node_result in result.nodes.items():
-        error = node_result.error
-        if error is None or (result.error is not None and name == result.error.node_id):
-            continue
-        console.print(
-            f"[red]error[/] in node {escape(repr(name))}: {escape(error.type)}: "
-            f"{escape(_one_line(error.message))}",
-            soft_wrap=True,
-        )
-    if result.cancel_reason:
-        console.print(f"cancelled: {escape(result.cancel_reason)}", soft_wrap=True)
-    if db is not None:
-        console.print(
-            f"history: {escape(_display_url(db))} (flowhooks history {result.run_id[:12]})",
-            soft_wrap=True,
-        )
 
 
 def run_command(
@@ -568,115 +300,6 @@ def graph_command(
 
 
 # -- history ------------------------------------------------------------------------------------
-
-
-async def _read_history(
-    url: str, run_id: str | None, limit: int
-) -> list[RunRecord] | RunDetail | None:
-    history = _history_module()
-    store = history.HistoryStore(url, connect_timeout=10.0)
-    try:
-        if run_id is not None:
-            detail: RunDetail | None = await store.get_run(run_id)
-            return detail
-        runs: list[RunRecord] = await store.list_runs(limit=limit)
-        return runs
-    except Exception as exc:
-        msg = _db_message("read", url, exc)
-        raise CLIError(msg) from None
-    finally:
-        await store.aclose()
-
-
-def _print_runs(console: Console, runs: list[RunRecord]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table()
-    table.add_column("run id", no_wrap=True)
-    table.add_column("workflow")
-    table.add_column("status")
-    table.add_column("started", no_wrap=True)
-    table.add_column("duration", justify="right")
-    for run in runs:
-        table.add_row(
-            run.run_id[:12],
-            escape(run.workflow_name),
-            _status(run.status),
-            _when(run.started_at),
-            _seconds(run.duration),
-        )
-    console.print(table)
-
-
-def _status(status: str) -> str:
-    color = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status, "cyan")
-    return f"[{color}]{status}[/]"
-
-
-def _print_detail(console: Console, detail: RunDetail) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    run = detail.run
-    console.print(f"run [bold]{run.run_id}[/]", soft_wrap=True)
-    console.print(f"workflow: {escape(run.workflow_name)}", soft_wrap=True)
-    console.print(f"status: {_status(run.status)}", soft_wrap=True)
-    console.print(
-        f"started: {_when(run.started_at)}  ended: {_when(run.ended_at)}  "
-        f"duration: {_seconds(run.duration)}",
-        soft_wrap=True,
-    )
-    if run.parent_run_id:
-        console.print(f"parent run: {run.parent_run_id}", soft_wrap=True)
-    if run.error_type:
-        where = f" in node {run.final_node!r}" if run.final_node else ""
-        console.print(
-            f"error{escape(where)}: {escape(run.error_type)}: "
-            f"{escape(_one_line(run.error_message or ''))}",
-            soft_wrap=True,
-        )
-    if run.cancel_reason:
-        console.print(f"cancelled: {escape(run.cancel_reason)}", soft_wrap=True)
-    nodes = Table(title="nodes", title_justify="left")
-    nodes.add_column("node")
-    nodes.add_column("attempt", justify="right")
-    nodes.add_column("status")
-    nodes.add_column("duration", justify="right")
-    nodes.add_column("error")
-    for n in detail.nodes:
-        error = f"{n.error_type}: {_one_line(n.error_message or '', 120)}" if n.error_type else ""
-        nodes.add_row(
-            escape(n.node_id),
-            str(n.attempt) if n.attempt is not None else "-",
-            _status(n.status),
-            _seconds(n.duration),
-            escape(error),
-        )
-    console.print(nodes)
-    if detail.errors:
-        errors = Table(title="errors", title_justify="left")
-        errors.add_column("node")
-        errors.add_column("attempt", justify="right")
-        errors.add_column("severity")
-        errors.add_column("error")
-        for e in detail.errors:
-            errors.add_row(
-                escape(e.node_id or "(run)"),
-                str(e.attempt) if e.attempt is not None else "-",
-                e.severity + (" (retried)" if e.will_retry else ""),
-                escape(f"{e.type}: {_one_line(e.message, 200)}"),
-            )
-        console.print(errors)
-
-
-def _record_dict(record: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    from flowhooks._serialize import to_jsonable
-
-    data: dict[str, Any] = to_jsonable(asdict(record))
-    return data
 
 
 def history_command(

@@ -1,0 +1,106 @@
+"""The history database as the commands use it: URL checks, the pre-run check, reads.
+
+Place in the chain: cli (``_cli_load`` -> **here** -> ``_cli_render`` ->
+``_cli``). ``flowhooks.handlers.history`` (and with it SQLAlchemy) is imported
+only when a command needs the database, and a missing ``sql`` extra is
+reported as a ``CLIError`` naming the ``pip install`` line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Final
+
+from flowhooks._cli_load import EXIT_FAILED, CLIError
+
+if TYPE_CHECKING:
+    from flowhooks.handlers.history import RunDetail, RunRecord
+
+DEFAULT_DB: Final = "sqlite:///flowhooks.db"
+_INSTALL_SQL: Final = "pip install 'flowhooks[sql]'"
+
+
+def _history_module(hint: str = "") -> ModuleType:
+    try:
+        from flowhooks.handlers import history
+    except ImportError as exc:
+        msg = (
+            f"the history database needs SQLAlchemy ({exc}); install it with: {_INSTALL_SQL}{hint}"
+        )
+        raise CLIError(msg, EXIT_FAILED) from None
+    return history
+
+
+def _display_url(url: str) -> str:
+    """``url`` with its password hidden, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: nothing to hide that the user did not type
+        return url
+
+
+def _db_message(verb: str, url: str, exc: BaseException) -> str:
+    """One line for a database problem: a ``HistoryError`` already names the database."""
+    from flowhooks._errors import FlowhooksError
+
+    if isinstance(exc, FlowhooksError):
+        return str(exc)
+    return f"cannot {verb} the history database {_display_url(url)!r}: {type(exc).__name__}: {exc}"
+
+
+def _check_url(url: str, hint: str = "") -> None:
+    """Reject a database URL that is not SQLite or PostgreSQL, with the reason."""
+    history = _history_module(hint)
+    try:
+        history.normalize_url(url)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+async def _check_database(url: str) -> None:
+    """Make sure the history database can be used before a run starts.
+
+    Raises:
+        CLIError: when the URL is invalid, a SQLite file's directory is
+            missing, or the database cannot be reached or read.
+    """
+    history = _history_module()
+    _check_url(url)
+    store = history.HistoryStore(url, connect_timeout=10.0)
+    database = store.url.database
+    if store.url.drivername.startswith("sqlite") and database and database != ":memory:":
+        path = Path(database)
+        if not database.startswith("file:") and not path.parent.exists():
+            msg = (
+                f"cannot use the history database {_display_url(url)!r}: the directory "
+                f"{str(path.parent)!r} does not exist"
+            )
+            raise CLIError(msg)
+    try:
+        await store.list_runs(limit=1)
+    except Exception as exc:
+        msg = _db_message("use", url, exc)
+        raise CLIError(msg) from None
+    finally:
+        await store.aclose()
+
+
+async def _read_history(
+    url: str, run_id: str | None, limit: int
+) -> list[RunRecord] | RunDetail | None:
+    history = _history_module()
+    store = history.HistoryStore(url, connect_timeout=10.0)
+    try:
+        if run_id is not None:
+            detail: RunDetail | None = await store.get_run(run_id)
+            return detail
+        runs: list[RunRecord] = await store.list_runs(limit=limit)
+        return runs
+    except Exception as exc:
+        msg = _db_message("read", url, exc)
+        raise CLIError(msg) from None
+    finally:
+        await store.aclose()
