@@ -16,11 +16,10 @@ import contextlib
 import time
 import traceback
 from collections import deque
-from collections.abc import Coroutine
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any
 
 from loguru import logger
 
@@ -41,8 +40,6 @@ from flowhooks._results import NodeResult, RunContext, RunResult
 from flowhooks._runner import Runner
 from flowhooks._turn import DispatchTurn
 from flowhooks._workflow import Node, RunPlan, Workflow
-
-T = TypeVar("T")
 
 _WORKFLOW_START = EventType.WORKFLOW_START
 _WORKFLOW_END = EventType.WORKFLOW_END
@@ -174,6 +171,7 @@ class RunState:
         self.failed_node: str | None = None
         self.last_success: str | None = None
         self.raised: BaseException | None = None
+        self.result: RunResult | None = None
         self.bodies: set[asyncio.Task[Any]] = set()
         self.injected: set[asyncio.Task[Any]] = set()
         self.callback_tasks: set[asyncio.Task[None]] = set()
@@ -650,8 +648,8 @@ class RunState:
         finally:
             if timer is not None:
                 timer.cancel()
-        result, cancelled_meanwhile = await _run_to_completion(
-            self._finish(), patience=0 if external_cancel is not None else 1, run_id=self.run_id
+        result, cancelled_meanwhile = await self._end(
+            patience=0 if external_cancel is not None else 1
         )
         if external_cancel is not None:
             raise external_cancel
@@ -660,6 +658,61 @@ class RunState:
         if self.raised is not None:
             raise self.raised
         return result
+
+    async def _end(self, *, patience: int) -> tuple[RunResult, bool]:
+        """Run the end of the run (``_finish``) to completion, within limits.
+
+        The end runs in its own task, so a cancellation of the awaiting task
+        (up to ``patience`` of them) does not interrupt a handler mid-event; it
+        is reported instead, to be re-raised. Once the run was stopped
+        (cancelled or timed out), the end may take ``runner.cancel_grace``
+        seconds; after that, or after one more cancellation, what is left is
+        abandoned, so a hanging handler can never hang shutdown.
+
+        Returns:
+            The run's result and whether a cancellation arrived meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        finish = loop.create_task(self._finish())
+        grace = self.runner.cancel_grace
+        deadline = None
+        if grace is not None and (self.stopping is RunStatus.CANCELLED or self.timed_out):
+            deadline = loop.time() + grace
+        cancellations = 0
+        while True:
+            try:
+                if deadline is None:
+                    return await asyncio.shield(finish), cancellations > 0
+                async with asyncio.timeout_at(deadline):
+                    return await asyncio.shield(finish), cancellations > 0
+            except TimeoutError:
+                if finish.done():
+                    raise
+                self._abandon(finish, f"after the {grace:g}s grace period")
+                return self._build_result(), cancellations > 0
+            except asyncio.CancelledError:
+                if finish.done():
+                    raise
+                cancellations += 1
+                if cancellations > patience:
+                    self._abandon(finish, "after a further cancellation")
+                    raise
+                if deadline is None and grace is not None:
+                    deadline = loop.time() + grace
+
+    def _abandon(self, finish: asyncio.Task[RunResult], why: str) -> None:
+        """Give up on the end of a stopped run: cancel it and any node still executing."""
+        finish.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        self.closed = True
+        logger.bind(run_id=self.run_id).warning(
+            "run {run_id} of workflow {workflow!r}: the end of the run was abandoned {why}; "
+            "callbacks still running were cancelled (give handlers a timeout to avoid this)",
+            run_id=self.run_id,
+            workflow=self.workflow_name,
+            why=why,
+        )
 
     async def _finish(self) -> RunResult:
         await self.wait_idle()
@@ -686,12 +739,47 @@ class RunState:
                     error=failure_text(exc, with_traceback=False),
                     run_id=self.run_id,
                 )
+        result = self._build_result()
+        status = result.status
+        self.closed = True  # nothing may follow workflow_end
+        try:
+            await self.emit(
+                _WORKFLOW_END,
+                (self.run_id, self.outputs),
+                duration=result.duration,
+                status=status.value,
+            )
+        except Exception as exc:
+            self._remember_raised(exc)
+        hook = {
+            RunStatus.SUCCEEDED: self.workflow.on_workflow_complete,
+            RunStatus.FAILED: self.workflow.on_workflow_failure,
+            RunStatus.CANCELLED: self.workflow.on_workflow_cancel,
+        }[status]
+        if hook is not None:
+            await _call_function_callback(
+                hook,
+                (result,),
+                f"workflow callback {getattr(hook, '__name__', hook)!r}",
+                self.run_id,
+            )
+        try:
+            await self.manager.flush()
+        except Exception as exc:
+            self._remember_raised(exc)
+        return result
+
+    def _build_result(self) -> RunResult:
+        """Settle every node's final status and build the run's ``RunResult`` (once)."""
+        if self.result is not None:
+            return self.result
         for res in self.nodes.values():
             if res.status is NodeStatus.PENDING:
                 res.status = NodeStatus.SKIPPED
             elif res.status is NodeStatus.RUNNING:
                 # Interrupted in the run's own task (SequentialRunner) when the task
-                # awaiting the run was cancelled: the attempt ends silently, cancelled.
+                # awaiting the run was cancelled, or abandoned after the grace period:
+                # the attempt ends silently, cancelled.
                 res.status = NodeStatus.CANCELLED
                 self.outputs.pop(res.node_id, None)  # its node_end dispatch was interrupted
                 res._ended = time.time()
@@ -726,57 +814,5 @@ class RunState:
             metadata=self.metadata,
         )
         self.ctx.result = result
-        self.closed = True  # nothing may follow workflow_end
-        try:
-            await self.emit(
-                _WORKFLOW_END, (self.run_id, self.outputs), duration=duration, status=status.value
-            )
-        except Exception as exc:
-            self._remember_raised(exc)
-        hook = {
-            RunStatus.SUCCEEDED: self.workflow.on_workflow_complete,
-            RunStatus.FAILED: self.workflow.on_workflow_failure,
-            RunStatus.CANCELLED: self.workflow.on_workflow_cancel,
-        }[status]
-        if hook is not None:
-            await _call_function_callback(
-                hook,
-                (result,),
-                f"workflow callback {getattr(hook, '__name__', hook)!r}",
-                self.run_id,
-            )
-        try:
-            await self.manager.flush()
-        except Exception as exc:
-            self._remember_raised(exc)
+        self.result = result
         return result
-
-
-async def _run_to_completion(
-    coro: Coroutine[Any, Any, T], *, patience: int, run_id: str
-) -> tuple[T, bool]:
-    """Await ``coro`` to its end even if the awaiting task is cancelled meanwhile.
-
-    Up to ``patience`` cancellations are held back (and reported, to be
-    re-raised later); one more abandons ``coro``, so a handler that hangs at
-    the end of a run can never make shutdown hang.
-
-    Returns the result and whether a cancellation arrived.
-    """
-    task = asyncio.ensure_future(coro)
-    cancellations = 0
-    while True:
-        try:
-            return await asyncio.shield(task), cancellations > 0
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancellations += 1
-            if cancellations > patience:
-                task.cancel()
-                logger.bind(run_id=run_id).warning(
-                    "run {run_id} was cancelled again while its end was being dispatched; "
-                    "the remaining end-of-run callbacks were abandoned",
-                    run_id=run_id,
-                )
-                raise

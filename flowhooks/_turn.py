@@ -1,9 +1,9 @@
 """``DispatchTurn``: one event dispatch at a time per run, first come first served.
 
-It does what an ``asyncio.Lock`` would, with two differences that matter on
-the per-event path: taking a free turn costs no coroutine, and the turn knows
-which task holds it, so an event sent by a handler in the middle of a
-dispatch (``RunContext.emit``) can be queued behind it instead of deadlocking.
+It does what an ``asyncio.Lock`` would, except that taking a free turn costs
+no coroutine, which matters on the per-event path. (Events that handlers
+send while holding the turn never wait for it: ``RunState.emit`` recognises
+them by a per-dispatch context mark and queues them behind the current event.)
 """
 
 from __future__ import annotations

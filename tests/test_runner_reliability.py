@@ -209,3 +209,68 @@ async def test_task_started_by_a_handler_emits_in_order_after_that_dispatch(
     types = [e.type for e in rec.events]
     assert types.index(EventType.CUSTOM_EVENT) < types.index(EventType.WORKFLOW_END)
     assert_well_formed(rec.events)
+
+
+async def test_one_cancellation_cannot_hang_on_a_handler_stuck_in_a_node_event(
+    runner: Runner,
+) -> None:
+    """A single cancellation (as wait_for sends) ends a run whose handler hangs, after the grace."""
+    runner.cancel_grace = 0.2
+    entered = asyncio.Event()
+
+    class HangsOnNodeStart(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(two_nodes().run(callbacks=[HangsOnNodeStart()], runner=runner))
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=5)
+
+
+async def test_handle_cancel_returns_a_result_even_when_a_handler_hangs(runner: Runner) -> None:
+    """RunHandle.cancel() on a run whose end hangs returns a cancelled result after the grace."""
+    runner.cancel_grace = 0.2
+    entered = asyncio.Event()
+
+    class HangsAtEnd(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
+            await asyncio.Event().wait()
+
+    @node
+    async def waits() -> int:
+        entered.set()
+        await asyncio.sleep(10)
+        return 1
+
+    handle = Workflow("stuck", nodes=[waits]).start(callbacks=[HangsAtEnd()], runner=runner)
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    handle.cancel("operator asked")
+    result = await asyncio.wait_for(handle, timeout=5)
+    assert result.status is RunStatus.CANCELLED
+    assert result.cancel_reason == "operator asked"
+    assert result.nodes["waits"].status == "cancelled"
+
+
+async def test_a_timed_out_run_returns_even_when_its_end_hangs(runner: Runner) -> None:
+    """run(timeout=...) bounds a run whose workflow_end handler hangs, plus the grace."""
+    runner.cancel_grace = 0.2
+
+    class HangsAtEnd(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
+            await asyncio.Event().wait()
+
+    @node
+    async def slow() -> int:
+        await asyncio.sleep(10)
+        return 1
+
+    result = await asyncio.wait_for(
+        Workflow("late", nodes=[slow]).run(callbacks=[HangsAtEnd()], runner=runner, timeout=0.1),
+        timeout=5,
+    )
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "TimeoutError"
