@@ -60,7 +60,8 @@ class BackgroundCallback(Dispatcher):
     the end of the run (``run`` re-raises it once the remaining callbacks have
     run); the node whose event it was is not failed, since the node went on
     without waiting. For events sent by hand outside a run it is raised from
-    the next ``flush()`` or ``aclose()``. Dispatch never raises it. An error
+    the next ``flush()`` or ``aclose()`` called outside any run. Dispatch
+    never raises it. An error
     that arrives after its run's flush has given up waiting is raised from
     ``aclose()``.
 
@@ -208,7 +209,7 @@ class BackgroundCallback(Dispatcher):
         Waits at most ``close_timeout`` seconds; past that, it logs how many
         events are still queued and returns (delivery goes on). Then it raises
         the wrapped handler's ``raise_error`` failure on an event of the run
-        calling, or else on an event sent by hand outside a run.
+        calling; called outside any run, that on an event sent by hand.
         """
         await self._drain()
         self._errors.raise_for_caller()

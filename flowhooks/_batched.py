@@ -77,7 +77,7 @@ class BatchedCallback(Dispatcher):
     batch and raised from ``flush()`` in that run, i.e. at the end of the run
     (``run`` re-raises it once the remaining callbacks have run). Events sent
     by hand outside a run have their error raised from the next ``flush()`` or
-    ``aclose()``. Dispatch never raises it. An error that arrives after its
+    ``aclose()`` called outside any run. Dispatch never raises it. An error that arrives after its
     run's flush has given up waiting is raised from ``aclose()``.
 
     Args:
@@ -277,8 +277,8 @@ class BatchedCallback(Dispatcher):
         Waits through retries, for at most ``close_timeout`` seconds; past that,
         it logs how many batches are still queued and returns (they keep being
         delivered in the background). Then, with ``raise_error`` set, it raises
-        the error of a dead-lettered batch holding events of the run calling,
-        or else of events sent by hand outside a run.
+        the error of a dead-lettered batch holding events of the run calling;
+        called outside any run, that of events sent by hand.
         """
         await self._drain()
         self._errors.raise_for_caller()

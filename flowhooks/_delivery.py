@@ -99,7 +99,7 @@ class _RunErrors:
             self._errors[key] = error
 
     def raise_for_caller(self) -> None:
-        """Raise the error of the run calling (if any), else that of events sent by hand."""
+        """Raise the calling run's error; outside any run, that of events sent by hand."""
         errors = self._errors
         if errors:
             key = self._caller_key()
@@ -125,7 +125,8 @@ class _RunErrors:
         raise first
 
     def _caller_key(self) -> str | None:
+        """The key whose error the caller may raise: its own run's, or, outside any
+        run, that of events sent by hand. A run never raises another's error."""
         ctx = current_run_var.get(None)
-        if ctx is not None and ctx.run_id in self._errors:
-            return ctx.run_id
-        return "" if "" in self._errors else None
+        key = ctx.run_id if ctx is not None else ""
+        return key if key in self._errors else None

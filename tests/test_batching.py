@@ -765,3 +765,25 @@ def test_a_background_callback_dropped_without_aclose_leaves_no_pending_task(log
     asyncio.run(main())
     gc.collect()
     assert destroyed == []
+
+
+async def test_a_hand_sent_events_failure_never_fails_an_unrelated_run() -> None:
+    """A raise_error failure of an event sent by hand is not raised by a later run's flush."""
+
+    class Guard(BaseCallbackHandler):
+        raise_error = True
+
+        async def on_custom_event(self, name, data):
+            raise RuntimeError(f"guard on hand-sent {name}")
+
+    @node
+    async def ok() -> int:
+        return 1
+
+    background = BackgroundCallback(Guard())
+    await background.trigger("custom_event", "probe", 1)
+    await asyncio.sleep(0.05)
+    result = await Workflow("unrelated", nodes=[ok]).run(callbacks=[background])
+    assert result.status == "succeeded"
+    with pytest.raises(RuntimeError, match="guard on hand-sent probe"):
+        await background.flush()  # outside any run: the hand-sent event's failure surfaces
