@@ -34,9 +34,9 @@ class NodeMetrics:
         duration: seconds spent in its attempts, summed over attempts that ended.
         status: ``running``, ``succeeded``, ``retrying`` (the last attempt
             failed and will be retried), ``failed`` or ``cancelled`` (an
-            attempt still running when its run ended: it was cancelled, which
-            sends no event; inside a run, the node's final status from the
-            run's result is used).
+            attempt still running, or a retry still pending, when its run
+            ended: it was cancelled, which sends no event; inside a run, the
+            node's final status from the run's result is used).
     """
 
     node_id: str
@@ -249,8 +249,12 @@ class MetricsCallback(BaseCallbackHandler):
             self._evict()
 
     def _close_open_nodes(self, run: RunMetrics) -> None:
-        """Give the nodes still ``running`` at the run's end their final status."""
-        still_open = [node for node in run.nodes.values() if node.status == "running"]
+        """Give the nodes still ``running`` or ``retrying`` at the run's end their final status.
+
+        A node can end its run ``retrying`` when the run was stopped during its
+        retry delay, or when a ``raise_error`` handler vetoed the retry.
+        """
+        still_open = [node for node in run.nodes.values() if node.status in ("running", "retrying")]
         if not still_open:
             return
         result = finished_result(run.run_id)

@@ -329,3 +329,24 @@ async def test_open_node_of_hand_sent_events_ends_cancelled():
     run = metrics.get_run("r")
     assert run is not None
     assert run.nodes["a"].status == "cancelled"
+
+
+async def test_node_stopped_during_its_retry_delay_is_not_left_retrying():
+    """A run stopped while a node waits to retry closes that node with its final status."""
+    started = asyncio.Event()
+
+    @node(retries=3, retry_delay=5.0)
+    async def flaky() -> int:
+        started.set()
+        raise ValueError("transient")
+
+    metrics = MetricsCallback()
+    handle = Workflow("flaky", nodes=[flaky]).start(callbacks=[metrics])
+    await asyncio.wait_for(started.wait(), timeout=5)
+    await asyncio.sleep(0.05)  # the first attempt failed; the retry delay is under way
+    handle.cancel("stop")
+    result = await asyncio.wait_for(handle, timeout=5)
+    assert result.nodes["flaky"].status == "cancelled"
+    run = metrics.get_run(result.run_id)
+    assert run is not None
+    assert run.nodes["flaky"].status == "cancelled"
