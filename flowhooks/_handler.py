@@ -22,7 +22,8 @@ class BaseCallbackHandler:
         timeout: seconds allowed per call. An ``async`` method that exceeds it
             is cancelled and counted as a timeout; a sync method only when
             ``run_in_thread`` is set (the thread itself cannot be stopped; the
-            run stops waiting for it).
+            run stops waiting for it, and the handler's next calls are skipped,
+            counted as timeouts, until that thread returns).
         run_in_thread: when true, sync methods run in a worker thread with the
             caller's contextvars, so slow I/O does not block the event loop.
 

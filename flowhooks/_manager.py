@@ -44,6 +44,7 @@ from flowhooks._plan import (
     EventStats,
     HandlerStats,
     HookCall,
+    ThreadSlot,
     check_handler,
     make_entry,
     sort_entries,
@@ -77,11 +78,38 @@ class HandlerTimeoutError(TimeoutError):
     """A handler call took longer than its ``timeout``."""
 
 
+class _HandlerStillBusy(HandlerTimeoutError):
+    """A threaded handler's call was skipped: its earlier, timed-out call still runs."""
+
+
+def _run_in_lane(
+    slot: ThreadSlot, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run a handler method in a worker thread, holding its handler's lane meanwhile.
+
+    The lane is taken here, in the thread, so a call cancelled while still
+    queued for a thread (it never runs) never holds it.
+    """
+    slot.busy = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        slot.busy = False
+
+
 async def _invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
     """Call a hook that needs ``event=``, a timeout or a worker thread."""
     kwargs = {"event": event} if call.wants_event else {}
     if call.in_thread:
-        awaitable: Any = asyncio.to_thread(call.fn, *args, **kwargs)
+        slot = call.thread_slot
+        assert slot is not None
+        if slot.busy:
+            msg = (
+                f"{call.label}.{call.event_type.method_name} skipped: an earlier call that "
+                "timed out is still running in its worker thread"
+            )
+            raise _HandlerStillBusy(msg)
+        awaitable: Any = asyncio.to_thread(_run_in_lane, slot, call.fn, args, kwargs)
     elif call.is_async:
         awaitable = call.fn(*args, **kwargs)
     else:
@@ -310,7 +338,9 @@ class CallbackManager(Dispatcher):
             _mark_propagating(exc)
             return True
         run_id = event.run_id if event is not None else run_id_for_logs()
-        if timed_out:
+        if isinstance(exc, _HandlerStillBusy):
+            what, trace = "was skipped (its earlier call timed out and still runs)", ""
+        elif timed_out:
             what, trace = "timed out", ""
         else:
             # The traceback ends the record of a handler's first failure on an event

@@ -114,6 +114,20 @@ def _event_key(key: object) -> EventType:
     raise KeyError(key)
 
 
+class ThreadSlot:
+    """Whether one handler's worker-thread call is still running (shared by its hooks).
+
+    A call that timed out keeps running in its thread; while it does, the
+    handler's later calls are skipped, so a handler never runs concurrently
+    with itself.
+    """
+
+    __slots__ = ("busy",)
+
+    def __init__(self) -> None:
+        self.busy = False
+
+
 @dataclass(slots=True, eq=False)
 class HookCall:
     """One handler method, ready to be invoked for one event type."""
@@ -129,6 +143,7 @@ class HookCall:
     timeout: float | None
     in_thread: bool
     stats: HookStats = field(default_factory=HookStats)
+    thread_slot: ThreadSlot | None = None
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -167,7 +182,12 @@ def _describe(handler: BaseCallbackHandler, method: str) -> str:
     return f"{type(handler).__name__}.{method}"
 
 
-def inspect_hook(handler: BaseCallbackHandler, event_type: EventType, label: str) -> HookCall:
+def inspect_hook(
+    handler: BaseCallbackHandler,
+    event_type: EventType,
+    label: str,
+    thread_slot: ThreadSlot | None = None,
+) -> HookCall:
     """Check one overridden method's signature and turn it into a ``HookCall``.
 
     Raises:
@@ -230,6 +250,7 @@ def inspect_hook(handler: BaseCallbackHandler, event_type: EventType, label: str
         raise_error=bool(getattr(handler, "raise_error", False)),
         timeout=float(timeout) if timeout is not None else None,
         in_thread=in_thread,
+        thread_slot=(thread_slot or ThreadSlot()) if in_thread else None,
     )
 
 
@@ -259,6 +280,7 @@ def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label
         msg = f"priority must be an int (higher runs first), got {priority!r}"
         raise TypeError(msg)
     calls: dict[EventType, HookCall] = {}
+    thread_slot = ThreadSlot()  # one per handler: its hooks share one worker-thread lane
     for event_type in EventType:
         if isinstance(handler, Dispatcher):
             calls[event_type] = HookCall(
@@ -274,7 +296,7 @@ def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label
                 in_thread=False,
             )
         elif _overrides(handler, event_type.method_name):
-            calls[event_type] = inspect_hook(handler, event_type, label)
+            calls[event_type] = inspect_hook(handler, event_type, label, thread_slot)
     closers = tuple(name for name in ("flush", "aclose") if _overrides(handler, name))
     return Entry(
         handler=handler, label=label, priority=priority, order=order, calls=calls, closers=closers

@@ -947,3 +947,35 @@ async def test_stats_accept_the_handler_and_any_spelling_of_the_event() -> None:
         manager.stats[Boom()]
     with pytest.raises(KeyError):
         by_label["not_an_event"]
+
+
+async def test_threaded_handler_never_runs_concurrently_with_itself() -> None:
+    """While a timed-out threaded call still runs, the handler's next calls are skipped."""
+    running = threading.Event()
+    overlaps: list[str] = []
+    release = threading.Event()
+
+    class SlowThreaded(BaseCallbackHandler):
+        run_in_thread = True
+        timeout = 0.05
+
+        def on_node_end(self, node_id, output_data):  # type: ignore[override]
+            if running.is_set():
+                overlaps.append(node_id)
+            running.set()
+            release.wait(2)
+            running.clear()
+
+    manager = CallbackManager([SlowThreaded()])
+    await manager.trigger("node_end", node_id="first", output_data=1)  # times out, keeps running
+    await manager.trigger("node_end", node_id="second", output_data=2)  # skipped: lane busy
+    release.set()
+    for _ in range(100):  # wait for the first call's thread to finish
+        if not running.is_set():
+            break
+        await asyncio.sleep(0.01)
+    await manager.trigger("node_end", node_id="third", output_data=3)  # lane free again
+    release.set()
+    stats = manager.stats["SlowThreaded"]["node_end"]
+    assert overlaps == []
+    assert (stats.calls, stats.timeouts) == (3, 2)
