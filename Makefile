@@ -46,4 +46,4 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage flowhooks.db
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis flowhooks.db flowhooks-demo
