@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from flowhooks._context import current_run_var
 from flowhooks._errors import WorkflowError
 from flowhooks._ids import new_id
-from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._manager import CallbackManager
 from flowhooks._results import RunResult
 from flowhooks._run import RunControl, RunState
 from flowhooks._runner import AsyncioRunner, Runner
-from flowhooks._workflow import InvalidCallbackError, Node, Workflow
+from flowhooks._workflow import InvalidCallbackError, Node, Workflow, as_manager
 
 if TYPE_CHECKING:
     from flowhooks._workflow import Callbacks

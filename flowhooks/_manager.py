@@ -11,7 +11,7 @@ on, unless the handler set ``raise_error``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Self
@@ -38,6 +38,7 @@ from flowhooks._dispatcher import (
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._logs import failure_text, traceback_suffix
+from flowhooks._observers import hook_observers, notify_observers
 from flowhooks._plan import (
     CallKind,
     Entry,
@@ -55,23 +56,6 @@ _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
 _ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
 _SYNC_EVENT: Final = CallKind.SYNC_EVENT
-
-HookObserver = Callable[[HookCall, float, BaseException | None], None]
-"""Called after every handler call with the call, its seconds and its error (if any)."""
-
-_hook_observers: list[HookObserver] = []
-
-
-def add_hook_observer(observer: HookObserver) -> None:
-    """Register a process-wide observer of handler calls (used by ``PrometheusCallback``)."""
-    if observer not in _hook_observers:
-        _hook_observers.append(observer)
-
-
-def remove_hook_observer(observer: HookObserver) -> None:
-    """Unregister an observer added with ``add_hook_observer``; unknown ones are ignored."""
-    if observer in _hook_observers:
-        _hook_observers.remove(observer)
 
 
 class HandlerTimeoutError(TimeoutError):
@@ -296,7 +280,7 @@ class CallbackManager(Dispatcher):
             return
         if event is None and self._wants[event_type]:
             event = event_from_args(event_type, args)
-        observed = bool(_hook_observers)
+        observed = bool(hook_observers)
         deferred: Exception | None = None
         last = perf_counter()  # one clock read per call: each call ends where the next starts
         for call in calls:
@@ -326,7 +310,7 @@ class CallbackManager(Dispatcher):
             stats.calls += 1
             stats.seconds += now - last
             if observed:
-                _notify_observers(call, now - last, None)
+                notify_observers(call, now - last, None)
             last = now
         if deferred is not None:
             raise deferred
@@ -412,53 +396,9 @@ def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
         stats.timeouts += 1
     else:
         stats.errors += 1
-    _notify_observers(call, elapsed, exc)
+    notify_observers(call, elapsed, exc)
     return timed_out
-
-
-def _notify_observers(call: HookCall, elapsed: float, error: BaseException | None) -> None:
-    for observer in tuple(_hook_observers):
-        try:
-            observer(call, elapsed, error)
-        except Exception as exc:  # an observer must not break dispatch
-            logger.warning(
-                "hook observer {!r} failed: {}", observer, failure_text(exc, with_traceback=True)
-            )
 
 
 class PriorityCallbackManager(CallbackManager):
     """The same as ``CallbackManager``; priorities are built in. Kept as a name."""
-
-
-def as_manager(
-    callbacks: BaseCallbackHandler | Iterable[BaseCallbackHandler] | Mapping[Any, Any] | None,
-    *,
-    where: str,
-) -> CallbackManager | None:
-    """Normalise ``callbacks=`` (a handler, a list of them, or a manager) to a manager.
-
-    Raises:
-        TypeError: naming ``where`` and the offending value.
-    """
-    if callbacks is None:
-        return None
-    if isinstance(callbacks, CallbackManager):
-        return callbacks
-    if isinstance(callbacks, BaseCallbackHandler):
-        return CallbackManager([callbacks])
-    if isinstance(callbacks, Mapping | str | bytes):
-        msg = f"{where} takes a handler, a list of handlers or a CallbackManager, got {callbacks!r}"
-        raise TypeError(msg)
-    try:
-        items = list(callbacks)
-    except TypeError:
-        check_handler(callbacks)  # raises the helpful message
-        raise
-    manager = CallbackManager()
-    for i, item in enumerate(items):
-        try:
-            manager.add_handler(item)
-        except TypeError as exc:
-            msg = f"{where}[{i}]: {exc}"
-            raise TypeError(msg) from None
-    return manager

@@ -15,7 +15,7 @@ from typing import Any, Final, final
 
 from flowhooks._events import ErrorInfo, Event
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._manager import add_hook_observer, remove_hook_observer
+from flowhooks._observers import add_hook_observer, remove_hook_observer
 from flowhooks._plan import CallKind, HookCall
 from flowhooks.handlers._extras import require
 
