@@ -28,11 +28,12 @@ from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._launch import RunHandle
 from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
+from flowhooks._node import InvalidCallbackError, Node, node
 from flowhooks._plan import HookStats
 from flowhooks._results import NodeResult, RunContext, RunResult
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
-from flowhooks._workflow import InvalidCallbackError, Node, Workflow, node
+from flowhooks._workflow import Workflow
 
 try:
     __version__ = version("flowhooks")

@@ -36,10 +36,11 @@ from flowhooks._events import (
 from flowhooks._ids import new_id
 from flowhooks._logs import failure_text
 from flowhooks._manager import CallbackManager
+from flowhooks._node import Node
 from flowhooks._results import NodeResult, RunContext, RunResult
 from flowhooks._runner import Runner
 from flowhooks._turn import DispatchTurn
-from flowhooks._workflow import Node, RunPlan, Workflow
+from flowhooks._workflow import RunPlan, Workflow
 
 _WORKFLOW_START = EventType.WORKFLOW_START
 _WORKFLOW_END = EventType.WORKFLOW_END

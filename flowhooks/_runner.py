@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from flowhooks._workflow import Node
+from flowhooks._node import Node
 
 
 class Runner:

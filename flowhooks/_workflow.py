@@ -1,4 +1,4 @@
-"""Workflow definition: ``node``, ``Node`` and ``Workflow`` (no running here).
+"""Workflow definition: ``Workflow``, its validation and its static run plan (no running here).
 
 Dependencies come from parameter names: a parameter named like another node
 receives that node's return value; any other parameter is a workflow input.
@@ -10,15 +10,15 @@ Running lives in ``_runner``; ``Workflow.run`` delegates there.
 from __future__ import annotations
 
 import graphlib
-import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from flowhooks._errors import CycleError, MissingInputError, WorkflowError
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager
+from flowhooks._node import F, InvalidCallbackError, Node, _check_function_callback, node
 from flowhooks._plan import check_handler
 
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from flowhooks._results import RunResult
     from flowhooks._runner import Runner
 
-F = TypeVar("F", bound=Callable[..., Any])
 Callbacks = BaseCallbackHandler | Iterable[BaseCallbackHandler] | CallbackManager | None
 
 
@@ -62,261 +61,6 @@ def as_manager(
             msg = f"{where}[{i}]: {exc}"
             raise TypeError(msg) from None
     return manager
-
-
-class InvalidCallbackError(WorkflowError, TypeError):
-    """A callback given to ``@node`` or ``Workflow`` cannot be called as documented."""
-
-
-def _check_function_callback(fn: object, *, where: str, args: Sequence[str]) -> None:
-    """Check that ``fn`` is callable with the documented positional ``args``."""
-    if fn is None:
-        return
-    expected = ", ".join(args)
-    if not callable(fn):
-        msg = f"{where} must be a function taking ({expected}), got {fn!r}"
-        raise InvalidCallbackError(msg)
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        sig.bind(*args)
-    except TypeError as exc:
-        name = getattr(fn, "__qualname__", repr(fn))
-        msg = f"{where}={name}{sig} cannot be called with ({expected}): {exc}"
-        raise InvalidCallbackError(msg) from None
-
-
-def _positive_or_none(value: object, what: str, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        msg = f"{where}: {what} must be a positive number of seconds or None, got {value!r}"
-        raise WorkflowError(msg)
-    return float(value)
-
-
-class Node:
-    """One step of a workflow: a function plus how to run it.
-
-    Made by ``@node``; calling a ``Node`` calls its function, so decorated
-    functions stay unit-testable.
-
-    Attributes:
-        name: the node's name (the function's name unless given).
-        fn: the wrapped function.
-        params: every parameter name, in signature order.
-        required: parameters without a default.
-        depends_on: ordering-only dependencies (node names).
-    """
-
-    __slots__ = (
-        "__wrapped__",
-        "backoff",
-        "critical",
-        "depends_on",
-        "fn",
-        "is_async",
-        "name",
-        "on_failure",
-        "on_success",
-        "params",
-        "required",
-        "retries",
-        "retry_delay",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str | None = None,
-        depends_on: str | Iterable[str] = (),
-        retries: int = 0,
-        retry_delay: float = 0.0,
-        backoff: float = 2.0,
-        timeout: float | None = None,
-        critical: bool = False,
-        on_success: Callable[..., Any] | None = None,
-        on_failure: Callable[..., Any] | None = None,
-        params: Sequence[str] | None = None,
-        required: Iterable[str] | None = None,
-        is_async: bool | None = None,
-    ) -> None:
-        if isinstance(fn, Node):
-            inner: Callable[..., Any] = fn.fn
-            fn = inner
-        if not callable(fn):
-            msg = f"@node needs a function, got {fn!r}"
-            raise WorkflowError(msg)
-        node_name = name if name is not None else getattr(fn, "__name__", None)
-        if not isinstance(node_name, str) or not node_name.isidentifier():
-            msg = (
-                f"node name must be a valid Python identifier (it is also the parameter "
-                f"name downstream nodes use), got {node_name!r}; pass name='...'"
-            )
-            raise WorkflowError(msg)
-        where = f"@node {node_name!r}"
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            msg = f"{where}: retries must be an int >= 0, got {retries!r}"
-            raise WorkflowError(msg)
-        if (
-            isinstance(retry_delay, bool)
-            or not isinstance(retry_delay, int | float)
-            or retry_delay < 0
-        ):
-            msg = f"{where}: retry_delay must be a number of seconds >= 0, got {retry_delay!r}"
-            raise WorkflowError(msg)
-        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff <= 0:
-            msg = f"{where}: backoff must be a positive multiplier, got {backoff!r}"
-            raise WorkflowError(msg)
-        if isinstance(depends_on, str):
-            depends_on = (depends_on,)
-        deps = tuple(depends_on)
-        for dep in deps:
-            if not isinstance(dep, str):
-                msg = f"{where}: depends_on takes node names (str), got {dep!r}"
-                raise WorkflowError(msg)
-        _check_function_callback(on_success, where=f"{where} on_success", args=("node_id", "ctx"))
-        _check_function_callback(
-            on_failure, where=f"{where} on_failure", args=("node_id", "error", "ctx")
-        )
-        if params is None:
-            params, required = _signature_params(fn, where)
-        self.fn: Callable[..., Any] = fn
-        self.__wrapped__: Callable[..., Any] = fn
-        self.name = node_name
-        self.params: tuple[str, ...] = tuple(params)
-        self.required: frozenset[str] = frozenset(required if required is not None else params)
-        self.depends_on = deps
-        self.retries = retries
-        self.retry_delay = float(retry_delay)
-        self.backoff = float(backoff)
-        self.timeout = _positive_or_none(timeout, "timeout", where)
-        self.critical = bool(critical)
-        self.on_success = on_success
-        self.on_failure = on_failure
-        self.is_async = is_async if is_async is not None else inspect.iscoroutinefunction(fn)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"Node({self.name!r}, params={list(self.params)!r})"
-
-
-def _signature_params(fn: Callable[..., Any], where: str) -> tuple[tuple[str, ...], set[str]]:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        msg = f"{where}: cannot read the function's signature ({exc})"
-        raise WorkflowError(msg) from None
-    params: list[str] = []
-    required: set[str] = set()
-    for p in sig.parameters.values():
-        if p.kind is inspect.Parameter.VAR_KEYWORD:
-            continue
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL):
-            msg = (
-                f"{where}: parameter {p.name!r} cannot be passed by name; node functions "
-                "receive dependencies and inputs as keyword arguments"
-            )
-            raise WorkflowError(msg)
-        params.append(p.name)
-        if p.default is inspect.Parameter.empty:
-            required.add(p.name)
-    return tuple(params), required
-
-
-@overload
-def node(fn: F, /) -> Node: ...
-@overload
-def node(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    depends_on: str | Iterable[str] = (),
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    timeout: float | None = None,
-    critical: bool = False,
-    on_success: Callable[..., Any] | None = None,
-    on_failure: Callable[..., Any] | None = None,
-) -> Callable[[Callable[..., Any]], Node]: ...
-@overload
-def node(
-    fn: Callable[..., Any],
-    /,
-    *,
-    name: str | None = None,
-    depends_on: str | Iterable[str] = (),
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    timeout: float | None = None,
-    critical: bool = False,
-    on_success: Callable[..., Any] | None = None,
-    on_failure: Callable[..., Any] | None = None,
-) -> Node: ...
-
-
-def node(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    depends_on: str | Iterable[str] = (),
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    timeout: float | None = None,
-    critical: bool = False,
-    on_success: Callable[..., Any] | None = None,
-    on_failure: Callable[..., Any] | None = None,
-) -> Node | Callable[[Callable[..., Any]], Node]:
-    """Turn a function (sync or async) into a workflow ``Node``.
-
-    Usable bare (``@node``), with options (``@node(retries=2)``) or as a call
-    (``node(fn, name="load")``).
-
-    Args:
-        fn: the function; its parameters name its dependencies and inputs.
-        name: the node's name; defaults to the function's name.
-        depends_on: extra, ordering-only dependencies (node names).
-        retries: how many times a failed attempt is retried.
-        retry_delay: seconds before the first retry; attempt *n*'s retry
-            waits ``retry_delay * backoff ** (n - 1)``.
-        backoff: multiplier of the delay between retries.
-        timeout: seconds allowed per attempt.
-        critical: errors of this node have severity ``critical`` (when not retried).
-        on_success: ``f(node_id, ctx)``, sync or async, after the node succeeded.
-        on_failure: ``f(node_id, error, ctx)``, sync or async, after it failed for good.
-
-    Raises:
-        WorkflowError: for an invalid option or callback, naming the node.
-    """
-
-    def wrap(f: Callable[..., Any]) -> Node:
-        return Node(
-            f,
-            name=name,
-            depends_on=depends_on,
-            retries=retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            timeout=timeout,
-            critical=critical,
-            on_success=on_success,
-            on_failure=on_failure,
-        )
-
-    if fn is None:
-        return wrap
-    return wrap(fn)
 
 
 @dataclass(frozen=True, slots=True)
