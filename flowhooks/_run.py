@@ -358,6 +358,18 @@ class RunState:
                 kwargs[p] = inputs[p]
         return kwargs
 
+    def _consume_own_cancellation(self, task: asyncio.Task[Any]) -> bool:
+        """Whether a ``CancelledError`` in ``task`` was only the run's own stop request.
+
+        The request is consumed; False means someone else cancelled the task
+        too (or only someone else did), so the error must propagate.
+        """
+        if task not in self.injected:
+            return False
+        self.injected.discard(task)
+        task.uncancel()
+        return not task.cancelling()
+
     async def _absorb_injected_cancel(self, task: asyncio.Task[Any]) -> None:
         """Consume a cancellation we requested that arrived after the body had finished."""
         self.injected.discard(task)
@@ -404,11 +416,7 @@ class RunState:
                         output = await self.runner.submit(node, kwargs)
             except asyncio.CancelledError:
                 self.bodies.discard(task)
-                if task not in self.injected:
-                    raise
-                self.injected.discard(task)
-                task.uncancel()
-                if task.cancelling():
+                if not self._consume_own_cancellation(task):
                     raise
                 return self._node_cancelled(result, first_start)
             except Exception as exc:
@@ -442,11 +450,7 @@ class RunState:
                     try:
                         await asyncio.sleep(delay)
                     except asyncio.CancelledError:
-                        if task not in self.injected:
-                            raise
-                        self.injected.discard(task)
-                        task.uncancel()
-                        if task.cancelling():
+                        if not self._consume_own_cancellation(task):
                             raise
                         return self._node_cancelled(result, first_start)
                     finally:
