@@ -45,6 +45,7 @@ from flowhooks._plan import (
     EventStats,
     HandlerStats,
     HookCall,
+    ThreadCall,
     ThreadSlot,
     check_handler,
     make_entry,
@@ -66,34 +67,37 @@ class _HandlerStillBusy(HandlerTimeoutError):
     """A threaded handler's call was skipped: its earlier, timed-out call still runs."""
 
 
-def _run_in_lane(
-    slot: ThreadSlot, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+def _run_in_thread(
+    slot: ThreadSlot,
+    call: ThreadCall,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
-    """Run a handler method in a worker thread, holding its handler's lane meanwhile.
-
-    The lane is taken here, in the thread, so a call cancelled while still
-    queued for a thread (it never runs) never holds it.
-    """
-    slot.busy = True
+    """Run a handler method in a worker thread; when it returns, free a handler it held up."""
     try:
         return fn(*args, **kwargs)
     finally:
-        slot.busy = False
+        call.finished = True
+        if slot.stuck is call:
+            slot.stuck = None
 
 
 async def _invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
     """Call a hook that needs ``event=``, a timeout or a worker thread."""
     kwargs = {"event": event} if call.wants_event else {}
+    slot = thread_call = None
     if call.in_thread:
         slot = call.thread_slot
         assert slot is not None
-        if slot.busy:
+        if slot.stuck is not None:
             msg = (
                 f"{call.label}.{call.event_type.method_name} skipped: an earlier call that "
                 "timed out is still running in its worker thread"
             )
             raise _HandlerStillBusy(msg)
-        awaitable: Any = asyncio.to_thread(_run_in_lane, slot, call.fn, args, kwargs)
+        thread_call = ThreadCall()
+        awaitable: Any = asyncio.to_thread(_run_in_thread, slot, thread_call, call.fn, args, kwargs)
     elif call.is_async:
         awaitable = call.fn(*args, **kwargs)
     else:
@@ -108,6 +112,10 @@ async def _invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | 
             await awaitable
     except TimeoutError as exc:
         if deadline.expired():
+            if slot is not None and thread_call is not None and not thread_call.finished:
+                slot.stuck = thread_call  # its thread runs on: hold the handler's next calls
+                if thread_call.finished:  # it returned meanwhile
+                    slot.stuck = None
             msg = f"{call.label}.{call.event_type.method_name} timed out after {call.timeout:g}s"
             raise HandlerTimeoutError(msg) from exc
         raise

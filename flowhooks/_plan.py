@@ -115,17 +115,27 @@ def _event_key(key: object) -> EventType:
 
 
 class ThreadSlot:
-    """Whether one handler's worker-thread call is still running (shared by its hooks).
+    """One handler's worker-thread state, shared by its hooks.
 
-    A call that timed out keeps running in its thread; while it does, the
-    handler's later calls are skipped, so a handler never runs concurrently
-    with itself.
+    A threaded call that timed out keeps running in its thread; until it
+    returns (``stuck`` is set meanwhile), the handler's later calls are
+    skipped, so a handler whose call timed out never runs concurrently with
+    itself. Calls that did not time out are not affected.
     """
 
-    __slots__ = ("busy",)
+    __slots__ = ("stuck",)
 
     def __init__(self) -> None:
-        self.busy = False
+        self.stuck: ThreadCall | None = None
+
+
+class ThreadCall:
+    """One threaded call; ``finished`` is set by its thread when it returns."""
+
+    __slots__ = ("finished",)
+
+    def __init__(self) -> None:
+        self.finished = False
 
 
 @dataclass(slots=True, eq=False)

@@ -979,3 +979,25 @@ async def test_threaded_handler_never_runs_concurrently_with_itself() -> None:
     stats = manager.stats["SlowThreaded"]["node_end"]
     assert overlaps == []
     assert (stats.calls, stats.timeouts) == (3, 2)
+
+
+async def test_overlapping_threaded_calls_that_did_not_time_out_are_never_skipped() -> None:
+    """Threaded calls from concurrent dispatches (e.g. two runs) all run when none timed out."""
+    calls: list[str] = []
+    both_in = threading.Barrier(2, timeout=5)
+
+    class Threaded(BaseCallbackHandler):
+        run_in_thread = True
+
+        def on_node_start(self, node_id, input_data):  # type: ignore[override]
+            both_in.wait()  # proves the two calls really overlap
+            calls.append(node_id)
+
+    manager = CallbackManager([Threaded()])
+    await asyncio.gather(
+        manager.trigger("node_start", node_id="run1", input_data={}),
+        manager.trigger("node_start", node_id="run2", input_data={}),
+    )
+    stats = manager.stats["Threaded"]["node_start"]
+    assert sorted(calls) == ["run1", "run2"]
+    assert (stats.calls, stats.timeouts, stats.errors) == (2, 0, 0)
