@@ -208,6 +208,10 @@ def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any)
         "payload": args[-1],
     }
     first = args[0]
+    if event_type is not EventType.ERROR and not isinstance(first, str):
+        name = event_type.arg_names[0]
+        msg = f"the {event_type.value!r} event takes a str {name}, got {first!r}"
+        raise TypeError(msg)
     if event_type in (EventType.NODE_START, EventType.NODE_END):
         values["node_id"] = first
     elif event_type is EventType.CUSTOM_EVENT:
@@ -219,9 +223,7 @@ def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any)
             workflow_name=first.workflow_name,
             attempt=first.attempt,
         )
-    elif event_type in (EventType.WORKFLOW_START, EventType.WORKFLOW_END) and isinstance(
-        first, str
-    ):
+    elif event_type in (EventType.WORKFLOW_START, EventType.WORKFLOW_END):
         values["run_id"] = first  # workflow_id is the run's id
     if fields:
         values.update(fields)

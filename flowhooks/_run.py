@@ -247,20 +247,37 @@ class RunState:
         mark = self._active_mark = _DispatchMark()
         token = _dispatching.set(mark)
         try:
+            # Events left queued by a dispatch that was cancelled go first: they were sent
+            # earlier. Then this event, then what handlers send while it is dispatched.
+            error = await self._deliver_queued()
             self.seq += 1
             event = self._event(event_type, args, node_id, attempt, duration, status, name)
             try:
                 await self.manager.dispatch(event_type, args, event)
-            finally:
-                # Events handlers sent meanwhile are delivered even if a guard raised.
-                while self._pending:
-                    pending = self._pending.popleft()
-                    self.seq += 1
-                    await self.manager.dispatch(pending[0], pending[1], self._event(*pending))
+            except Exception as exc:  # a raise_error handler: raised once the queue is empty
+                error = exc
+            error = await self._deliver_queued() or error
+            if error is not None:
+                raise error
         finally:
             self._active_mark = None
             _dispatching.reset(token)
             turn.release()
+
+    async def _deliver_queued(self) -> Exception | None:
+        """Dispatch the events handlers sent during a dispatch, in order; return the first
+        ``raise_error`` exception instead of stopping at it. A cancellation stops here and
+        leaves the rest queued, for the run's next event to deliver first."""
+        first: Exception | None = None
+        pending = self._pending
+        while pending:
+            queued = pending.popleft()
+            self.seq += 1
+            try:
+                await self.manager.dispatch(queued[0], queued[1], self._event(*queued))
+            except Exception as exc:
+                first = first or exc
+        return first
 
     def _event(
         self,
@@ -691,8 +708,8 @@ class RunState:
                 async with asyncio.timeout_at(deadline):
                     return await asyncio.shield(finish), cancellations > 0
             except TimeoutError:
-                if finish.done():
-                    raise
+                if finish.done():  # it ended as the grace ran out: its result stands
+                    return finish.result(), cancellations > 0
                 self._abandon(finish, f"after the {grace:g}s grace period")
                 return self._build_result(), cancellations > 0
             except asyncio.CancelledError:

@@ -1001,3 +1001,14 @@ async def test_overlapping_threaded_calls_that_did_not_time_out_are_never_skippe
     stats = manager.stats["Threaded"]["node_start"]
     assert sorted(calls) == ["run1", "run2"]
     assert (stats.calls, stats.timeouts, stats.errors) == (2, 0, 0)
+
+
+async def test_hand_sent_event_with_a_non_str_name_is_a_clear_error() -> None:
+    """A hand-sent event whose name or id is not a str fails clearly when an Event is built."""
+    recorder = RecordingCallback()
+    manager = CallbackManager([recorder])
+    with pytest.raises(TypeError, match="takes a str name, got 42"):
+        await manager.trigger("custom_event", name=42, data=None)
+    with pytest.raises(TypeError, match="takes a str node_id"):
+        await manager.on_node_start(None, {})  # type: ignore[arg-type]
+    assert recorder.events == []

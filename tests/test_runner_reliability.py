@@ -183,6 +183,8 @@ async def test_task_started_by_a_handler_emits_in_order_after_that_dispatch(
 ) -> None:
     """Events a handler-started task sends after the dispatch arrive before workflow_end."""
     delivered = asyncio.Event()
+    rec = RecordingCallback()
+    seen_when_emit_returned: list[bool] = []
 
     class StartsBackgroundWork(BaseCallbackHandler):
         async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
@@ -191,6 +193,8 @@ async def test_task_started_by_a_handler_emits_in_order_after_that_dispatch(
             async def later() -> None:
                 await asyncio.sleep(0.02)
                 await ctx.emit("progress", 1)
+                custom = [e for e in rec.events if e.type is EventType.CUSTOM_EVENT]
+                seen_when_emit_returned.append(bool(custom))
                 delivered.set()
 
             self.task = asyncio.get_running_loop().create_task(later())
@@ -200,12 +204,13 @@ async def test_task_started_by_a_handler_emits_in_order_after_that_dispatch(
         await asyncio.sleep(0.2)
         return 1
 
-    starter, rec = StartsBackgroundWork(), RecordingCallback()
+    starter = StartsBackgroundWork()
     result = await asyncio.wait_for(
         Workflow("bg", nodes=[slow]).run(callbacks=[starter, rec], runner=runner), timeout=10
     )
     assert result.status is RunStatus.SUCCEEDED
     assert delivered.is_set()
+    assert seen_when_emit_returned == [True]  # delivered, not parked, once emit returned
     types = [e.type for e in rec.events]
     assert types.index(EventType.CUSTOM_EVENT) < types.index(EventType.WORKFLOW_END)
     assert_well_formed(rec.events)
@@ -274,3 +279,52 @@ async def test_a_timed_out_run_returns_even_when_its_end_hangs(runner: Runner) -
     assert result.status is RunStatus.FAILED
     assert result.error is not None
     assert result.error.type == "TimeoutError"
+
+
+async def test_events_queued_behind_a_tripped_guard_still_precede_workflow_end(
+    runner: Runner,
+) -> None:
+    """When a guard fails on one queued custom event, the later queued ones still come first."""
+
+    class EmitsTwo(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            ctx = current_run()
+            await ctx.emit("a", 1)
+            await ctx.emit("b", 2)
+
+    class GuardOnA(BaseCallbackHandler):
+        raise_error = True
+
+        async def on_custom_event(self, name: str, data: Any) -> None:
+            if name == "a":
+                raise RuntimeError("guard on a")
+
+    rec = RecordingCallback()
+    result = await Workflow("queued", nodes=[first]).run(
+        callbacks=[EmitsTwo(), GuardOnA(), rec], runner=runner
+    )
+    assert result.status is RunStatus.FAILED
+    assert [(e.type.value, e.name) for e in rec.events][-3:] == [
+        ("custom_event", "a"),
+        ("custom_event", "b"),
+        ("workflow_end", None),
+    ]
+    assert_well_formed(rec.events)
+
+
+async def test_a_zero_grace_still_returns_the_result(runner: Runner) -> None:
+    """With cancel_grace=0 a timed-out or cancelled run still returns its RunResult."""
+    runner.cancel_grace = 0
+
+    @node
+    async def slow() -> int:
+        await asyncio.sleep(10)
+        return 1
+
+    timed_out = await Workflow("zero", nodes=[slow]).run(runner=runner, timeout=0.05)
+    assert timed_out.status is RunStatus.FAILED
+    handle = Workflow("zero", nodes=[slow]).start(runner=runner)
+    await asyncio.sleep(0.05)
+    handle.cancel("now")
+    cancelled = await asyncio.wait_for(handle, timeout=5)
+    assert cancelled.status is RunStatus.CANCELLED
