@@ -173,6 +173,10 @@ class RunState:
         self.last_success: str | None = None
         self.raised: BaseException | None = None
         self.result: RunResult | None = None
+        self.main: asyncio.Task[Any] | None = None
+        self.forced = False
+        self.nodes_settled = False
+        self._force_timer: asyncio.TimerHandle | None = None
         self.bodies: set[asyncio.Task[Any]] = set()
         self.injected: set[asyncio.Task[Any]] = set()
         self.callback_tasks: set[asyncio.Task[None]] = set()
@@ -332,11 +336,48 @@ class RunState:
             if task not in self.injected:
                 self.injected.add(task)
                 task.cancel()
+        grace = self.runner.cancel_grace
+        if grace is not None and self.main is not None:
+            self._force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
+
+    def _force_stop(self) -> None:
+        """The grace after a stop ran out: cancel node tasks still running, wherever they are.
+
+        A node left running that long is stuck outside its body, in a handler of one
+        of its events; it ends cancelled (without its closing event).
+        """
+        if self.nodes_settled:
+            return
+        self.forced = True
+        if self.runner.sequential:
+            if self.main is not None and self.main not in self.injected:
+                self.main.cancel()
+        else:
+            for task in list(self.tasks):
+                task.cancel()
+        logger.bind(run_id=self.run_id).warning(
+            "run {run_id} of workflow {workflow!r}: nodes still running {grace:g}s after the "
+            "run was stopped were cancelled (give handlers a timeout to avoid this)",
+            run_id=self.run_id,
+            workflow=self.workflow_name,
+            grace=self.runner.cancel_grace,
+        )
 
     def _on_timeout(self, timeout: float) -> None:
         if self.stopping is None:
             self.timed_out = True
-            self.request_stop(RunStatus.FAILED, f"run timed out after {timeout:g}s")
+            reason = f"run timed out after {timeout:g}s"
+            # Recorded now, so the result carries it even if the run's end is abandoned.
+            self.error = ErrorInfo(
+                type="TimeoutError",
+                message=f"workflow {self.workflow_name!r} {reason}",
+                severity=Severity.CRITICAL,
+                run_id=self.run_id,
+                workflow_name=self.workflow_name,
+                exception=TimeoutError(reason),
+            )
+            self.failed_node = None
+            self.request_stop(RunStatus.FAILED, reason)
 
     def _error_info(
         self,
@@ -615,6 +656,9 @@ class RunState:
         assert task is not None
         try:
             ok = await self.run_node(name, task)
+        except asyncio.CancelledError:
+            if not self.forced:  # nobody but the run cancels its node tasks
+                raise
         except BaseException as exc:  # a propagating BaseException: stop the run
             self._remember_raised(exc)
             self.request_stop(RunStatus.FAILED, None)
@@ -644,6 +688,7 @@ class RunState:
         """Run the workflow start to end; see ``Workflow.run``."""
         loop = asyncio.get_running_loop()
         timer = None
+        self.main = asyncio.current_task()
         if control is not None:
             control.state = self
             if control.requested:
@@ -664,12 +709,19 @@ class RunState:
                 else:
                     await self.run_concurrent()
         except asyncio.CancelledError as exc:
-            external_cancel = exc
-            reason = str(exc) or "the task awaiting the run was cancelled"
-            self.request_stop(RunStatus.CANCELLED, reason)
+            main = self.main
+            if self.forced and main is not None and main.uncancel() == 0:
+                pass  # only the run's own forced stop (SequentialRunner): its end goes on
+            else:
+                external_cancel = exc
+                reason = str(exc) or "the task awaiting the run was cancelled"
+                self.request_stop(RunStatus.CANCELLED, reason)
         finally:
+            self.nodes_settled = True
             if timer is not None:
                 timer.cancel()
+            if self._force_timer is not None:
+                self._force_timer.cancel()
         result, cancelled_meanwhile = await self._end(
             patience=0 if external_cancel is not None else 1
         )
@@ -740,17 +792,8 @@ class RunState:
         await self.wait_idle()
         if self.callback_tasks:
             await asyncio.gather(*list(self.callback_tasks))
-        if self.timed_out:
-            info = ErrorInfo(
-                type="TimeoutError",
-                message=f"workflow {self.workflow_name!r} {self.stop_reason}",
-                severity=Severity.CRITICAL,
-                run_id=self.run_id,
-                workflow_name=self.workflow_name,
-                exception=TimeoutError(self.stop_reason),
-            )
-            self.error = info
-            self.failed_node = None
+        if self.timed_out and self.error is not None:
+            info = self.error
             try:
                 await self.emit(_ERROR, (info,))
             except Exception as exc:  # the run already fails with the timeout

@@ -33,9 +33,10 @@ class Runner:
     """Run nodes one at a time in the calling task, in a deterministic topological order."""
 
     cancel_grace: float | None = 30.0
-    """Seconds the end of a cancelled or timed-out run may take (waiting for interrupted
-    nodes, ``workflow_end``, function callbacks, flushes) before what is left is
-    abandoned and ``run`` returns; ``None`` waits as long as it takes."""
+    """Seconds a stopped run waits for nodes stuck in a handler before cancelling them,
+    and then, for a cancelled or timed-out run, for its end (``workflow_end``,
+    function callbacks, flushes) before abandoning what is left; ``None`` waits
+    as long as it takes."""
 
     def __init__(self, *, max_concurrency: int | None = None, fail_fast: bool = True) -> None:
         if max_concurrency is not None and (

@@ -328,3 +328,58 @@ async def test_a_zero_grace_still_returns_the_result(runner: Runner) -> None:
     handle.cancel("now")
     cancelled = await asyncio.wait_for(handle, timeout=5)
     assert cancelled.status is RunStatus.CANCELLED
+
+
+@pytest.mark.parametrize("stop", ["timeout", "handle"])
+async def test_a_node_stuck_in_a_handler_cannot_hold_a_stopped_run(
+    runner: Runner, stop: str
+) -> None:
+    """A stopped run whose node hangs in a handler (not its body) ends after the grace."""
+    runner.cancel_grace = 0.2
+
+    class HangsOnNodeEnd(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            await asyncio.Event().wait()
+
+    wf = two_nodes()
+    if stop == "timeout":
+        result = await asyncio.wait_for(
+            wf.run(callbacks=[HangsOnNodeEnd()], runner=runner, timeout=0.1), timeout=5
+        )
+        assert result.status is RunStatus.FAILED
+        assert result.error is not None
+        assert result.error.type == "TimeoutError"
+    else:
+        handle = wf.start(callbacks=[HangsOnNodeEnd()], runner=runner)
+        await asyncio.sleep(0.1)
+        handle.cancel("operator")
+        result = await asyncio.wait_for(handle, timeout=5)
+        assert result.status is RunStatus.CANCELLED
+    assert result.nodes["first"].status == "cancelled"
+    assert result.nodes["second"].status == "skipped"
+    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert leftovers == []
+
+
+async def test_an_abandoned_timed_out_run_still_reports_its_timeout(runner: Runner) -> None:
+    """When a timed-out run's end is abandoned, its result still carries the TimeoutError."""
+    runner.cancel_grace = 0.2
+
+    async def stuck_callback(node_id: str, ctx: Any) -> None:
+        await asyncio.Event().wait()
+
+    @node(on_success=stuck_callback)
+    async def quick() -> int:
+        return 1
+
+    @node
+    async def slow(quick: int) -> int:
+        await asyncio.sleep(10)
+        return quick
+
+    result = await asyncio.wait_for(
+        Workflow("abandon", nodes=[quick, slow]).run(runner=runner, timeout=0.1), timeout=5
+    )
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "TimeoutError"
