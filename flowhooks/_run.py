@@ -253,14 +253,15 @@ class RunState:
         try:
             # Events left queued by a dispatch that was cancelled go first: they were sent
             # earlier. Then this event, then what handlers send while it is dispatched.
-            error = await self._deliver_queued()
+            error = await self._deliver_queued() if self._pending else None
             self.seq += 1
             event = self._event(event_type, args, node_id, attempt, duration, status, name)
             try:
                 await self.manager.dispatch(event_type, args, event)
             except Exception as exc:  # a raise_error handler: raised once the queue is empty
                 error = exc
-            error = await self._deliver_queued() or error
+            if self._pending:
+                error = await self._deliver_queued() or error
             if error is not None:
                 raise error
         finally:
