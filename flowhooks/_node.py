@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypedDict, Unpack, overload
 
 from flowhooks._errors import WorkflowError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class InvalidCallbackError(WorkflowError, TypeError):
@@ -182,38 +180,26 @@ def _signature_params(fn: Callable[..., Any], where: str) -> tuple[tuple[str, ..
     return tuple(params), required
 
 
+class NodeOptions(TypedDict, total=False):
+    """The keyword options of ``node`` (see its docstring), for type checkers."""
+
+    name: str | None
+    depends_on: str | Iterable[str]
+    retries: int
+    retry_delay: float
+    backoff: float
+    timeout: float | None
+    critical: bool
+    on_success: Callable[..., Any] | None
+    on_failure: Callable[..., Any] | None
+
+
 @overload
-def node(fn: F, /) -> Node: ...
+def node(fn: Callable[..., Any], /, **options: Unpack[NodeOptions]) -> Node: ...
 @overload
 def node(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    depends_on: str | Iterable[str] = (),
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    timeout: float | None = None,
-    critical: bool = False,
-    on_success: Callable[..., Any] | None = None,
-    on_failure: Callable[..., Any] | None = None,
+    fn: None = None, /, **options: Unpack[NodeOptions]
 ) -> Callable[[Callable[..., Any]], Node]: ...
-@overload
-def node(
-    fn: Callable[..., Any],
-    /,
-    *,
-    name: str | None = None,
-    depends_on: str | Iterable[str] = (),
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    timeout: float | None = None,
-    critical: bool = False,
-    on_success: Callable[..., Any] | None = None,
-    on_failure: Callable[..., Any] | None = None,
-) -> Node: ...
 
 
 def node(

@@ -13,12 +13,18 @@ import graphlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from flowhooks._errors import CycleError, MissingInputError, WorkflowError
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager
-from flowhooks._node import F, InvalidCallbackError, Node, _check_function_callback, node
+from flowhooks._node import (
+    InvalidCallbackError,
+    Node,
+    NodeOptions,
+    _check_function_callback,
+    node,
+)
 from flowhooks._plan import check_handler
 
 if TYPE_CHECKING:
@@ -158,11 +164,13 @@ class Workflow:
         return item
 
     @overload
-    def node(self, fn: F, /) -> Node: ...
+    def node(self, fn: Callable[..., Any], /, **options: Unpack[NodeOptions]) -> Node: ...
     @overload
-    def node(self, fn: None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Node]: ...
     def node(
-        self, fn: Callable[..., Any] | None = None, /, **options: Any
+        self, fn: None = None, /, **options: Unpack[NodeOptions]
+    ) -> Callable[[Callable[..., Any]], Node]: ...
+    def node(
+        self, fn: Callable[..., Any] | None = None, /, **options: Unpack[NodeOptions]
     ) -> Node | Callable[[Callable[..., Any]], Node]:
         """Decorator like ``flowhooks.node`` that also registers the node on this workflow."""
 
