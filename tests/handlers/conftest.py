@@ -10,6 +10,7 @@ or cannot run here, the tests that need it are skipped with the reason. Set
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
@@ -27,6 +28,8 @@ from typing import Any
 
 import pytest
 from loguru import logger
+
+from flowhooks import Workflow, node
 
 
 def free_port() -> int:
@@ -271,3 +274,21 @@ def logs() -> Iterator[list[str]]:
         yield messages
     finally:
         logger.remove(sink_id)
+
+
+@pytest.fixture
+def fail_fast_workflow() -> Workflow:
+    """A workflow whose ``bad`` node fails while ``slow`` runs, so ``slow`` is cancelled."""
+    started = asyncio.Event()
+
+    @node
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    @node
+    async def bad() -> None:
+        await started.wait()
+        raise ValueError("bad input")
+
+    return Workflow("cancelling", nodes=[slow, bad])

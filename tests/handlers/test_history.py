@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flowhooks import CallbackManager, ErrorInfo, Event, EventType, Workflow, node
+from flowhooks import CallbackManager, ErrorInfo, Event, EventType, Workflow
 from flowhooks.handlers.history import (
     HistoryCallback,
     HistoryError,
@@ -470,26 +470,11 @@ def test_repr_hides_the_password() -> None:
     assert "db.internal/flow" in text
 
 
-def fail_fast_workflow() -> Workflow:
-    """A workflow whose ``bad`` node fails while ``slow`` runs, so ``slow`` is cancelled."""
-    started = asyncio.Event()
-
-    @node
-    async def slow() -> None:
-        started.set()
-        await asyncio.sleep(60)
-
-    @node
-    async def bad() -> None:
-        await started.wait()
-        raise ValueError("bad input")
-
-    return Workflow("cancelling", nodes=[slow, bad])
-
-
-async def test_cancelled_attempt_is_closed_at_run_end(db_url: str) -> None:
+async def test_cancelled_attempt_is_closed_at_run_end(
+    db_url: str, fail_fast_workflow: Workflow
+) -> None:
     """A node attempt cancelled by a failing sibling is stored as cancelled, not running."""
-    result = await fail_fast_workflow().run(callbacks=[HistoryCallback(db_url)])
+    result = await fail_fast_workflow.run(callbacks=[HistoryCallback(db_url)])
     assert result.status == "failed"
     assert result.nodes["slow"].status == "cancelled"
     async with HistoryStore(db_url) as store:

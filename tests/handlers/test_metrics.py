@@ -296,22 +296,10 @@ async def test_real_workflow_with_a_retried_node():
     assert run.nodes["flaky"].attempts == 2
 
 
-async def test_cancelled_node_is_not_left_running():
+async def test_cancelled_node_is_not_left_running(fail_fast_workflow):
     """A node cancelled by a failing sibling ends with status cancelled in the run's details."""
-    started = asyncio.Event()
-
-    @node
-    async def slow() -> None:
-        started.set()
-        await asyncio.sleep(60)
-
-    @node
-    async def bad() -> None:
-        await started.wait()
-        raise ValueError("bad input")
-
     metrics = MetricsCallback()
-    result = await Workflow("cancelling", nodes=[slow, bad]).run(callbacks=[metrics])
+    result = await fail_fast_workflow.run(callbacks=[metrics])
     assert result.status == "failed"
     run = metrics.get_run(result.run_id)
     assert run is not None

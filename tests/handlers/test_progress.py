@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import subprocess
 import sys
@@ -253,27 +252,10 @@ def test_unknown_names_raise_attribute_error():
         handlers.NoSuchCallback  # noqa: B018 - the attribute access is the test
 
 
-def cancelling_workflow() -> Workflow:
-    """A workflow whose ``bad`` node fails while ``slow`` runs, so ``slow`` is cancelled."""
-    started = asyncio.Event()
-
-    @node
-    async def slow() -> None:
-        started.set()
-        await asyncio.sleep(60)
-
-    @node
-    async def bad() -> None:
-        await started.wait()
-        raise ValueError("bad input")
-
-    return Workflow("cancelling", nodes=[slow, bad])
-
-
-async def test_plain_lines_report_a_cancelled_node_at_run_end():
+async def test_plain_lines_report_a_cancelled_node_at_run_end(fail_fast_workflow):
     """Off a terminal, a node cancelled by a failing sibling is reported when the run ends."""
     console = plain()
-    result = await cancelling_workflow().run(callbacks=[ProgressCallback(console)])
+    result = await fail_fast_workflow.run(callbacks=[ProgressCallback(console)])
     assert result.status == "failed"
     lines = console.export_text().splitlines()
     assert lines[-2].endswith("slow cancelled")
@@ -281,11 +263,11 @@ async def test_plain_lines_report_a_cancelled_node_at_run_end():
     assert lines[-1].endswith("(1/2 nodes)")
 
 
-async def test_live_row_does_not_list_a_cancelled_node_as_running():
+async def test_live_row_does_not_list_a_cancelled_node_as_running(fail_fast_workflow):
     """On a terminal, the finished row names the cancelled node instead of leaving it running."""
     console = terminal()
     callback = ProgressCallback(console, auto_refresh=False)
-    result = await cancelling_workflow().run(callbacks=[callback])
+    result = await fail_fast_workflow.run(callbacks=[callback])
     assert result.status == "failed"
     last = console.export_text().rsplit("cancelling [", 1)[-1]  # the row's final redraw
     assert "failed (slow cancelled)" in last
