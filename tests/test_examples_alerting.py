@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-
-import flowhooks
-
-ROOT = Path(__file__).resolve().parent.parent
+from example_runs import run_example
 
 
-@pytest.mark.skipif(
-    not hasattr(flowhooks, "Workflow"), reason="flowhooks.Workflow is not available yet"
-)
 def test_alerting_example() -> None:
     """The alerting example delivers signed webhooks, alerts and history for two runs."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "alerting.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run_example("alerting.py")
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
     assert "run with rows=3: succeeded" in out

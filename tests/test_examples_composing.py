@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "composing_handlers.py"
+from example_runs import run_example
 
 
 def test_composing_example_monitors_alerts_and_cleans_up(tmp_path: Path) -> None:
     """The stack counts, pages on the failure, posts both runs and removes both scratch folders."""
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
+    proc = run_example("composing_handlers.py", tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "first run: succeeded -> charged 42.50" in lines

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from example_runs import run_example
 
 
 def test_composites_example_runs_and_reports_every_composite() -> None:
     """examples/composites.py exits 0 and prints the effect of each of the six composites."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "composites.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run_example("composites.py")
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
     assert out[0] == "run-1:"

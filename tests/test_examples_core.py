@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import inspect
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from example_runs import ROOT, run_example
 
 from flowhooks import BaseCallbackHandler, EventType
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _run_example(name: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run_example(name)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "monitoring.py"
+from example_runs import run_example
 
 
 def test_monitoring_example_runs_and_reports():
     """The example exits 0, redacts the secrets and prints the metrics and Prometheus lines."""
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = run_example("monitoring.py")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "sk-live-not-for-logs" not in out

@@ -8,21 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-
-
-def run_example(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``examples/<name>`` with the test's interpreter in ``cwd``."""
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
+from example_runs import EXAMPLES, run_example
 
 
 def test_etl_pipeline_generates_sample_orders(tmp_path: Path) -> None:
