@@ -1,7 +1,9 @@
 """What a run produces and what its code can see: ``RunResult``, ``NodeResult``, ``RunContext``.
 
 ``NodeResult`` is a slotted class (one per node per run, on the hot path);
-timestamps are kept as epoch floats and turned into UTC datetimes on access.
+timestamps are kept as ``perf_counter()`` readings (one clock read serves both
+the timestamp and the duration) and turned into UTC datetimes on access,
+through the wall-clock offset its run took when it started.
 ``RunResult`` is a dataclass with a never-failing ``to_dict()`` for webhooks
 and history.
 """
@@ -45,6 +47,7 @@ class NodeResult:
 
     __slots__ = (
         "_ended",
+        "_offset",
         "_started",
         "attempts",
         "duration",
@@ -54,7 +57,8 @@ class NodeResult:
         "status",
     )
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, clock_offset: float = 0.0) -> None:
+        """``clock_offset``: wall-clock time minus ``perf_counter()`` when the run started."""
         self.node_id = node_id
         self.status: NodeStatus = NodeStatus.PENDING
         self.attempts = 0
@@ -63,16 +67,17 @@ class NodeResult:
         self.duration: float | None = None
         self._started: float | None = None
         self._ended: float | None = None
+        self._offset = clock_offset
 
     @property
     def started_at(self) -> datetime | None:
         """When the first attempt started (UTC)."""
-        return _dt(self._started)
+        return None if self._started is None else _dt(self._started + self._offset)
 
     @property
     def ended_at(self) -> datetime | None:
         """When the node reached its final status (UTC)."""
-        return _dt(self._ended)
+        return None if self._ended is None else _dt(self._ended + self._offset)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the node's result as JSON-ready data (never raises)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import traceback
 from collections import deque
 from contextvars import ContextVar
@@ -49,6 +48,7 @@ _NODE_END = EventType.NODE_END
 _ERROR = EventType.ERROR
 _CUSTOM = EventType.CUSTOM_EVENT
 _SUCCEEDED = NodeStatus.SUCCEEDED
+_RUNNING = NodeStatus.RUNNING
 
 _current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
 
@@ -157,7 +157,10 @@ class RunState:
         self.resource_id = resource_id
         self.metadata = metadata
         self.outputs: dict[str, Any] = {}
-        self.nodes: dict[str, NodeResult] = {name: NodeResult(name) for name in plan.order}
+        self.started_at = datetime.now(UTC)
+        self.t0 = perf_counter()
+        offset = self.started_at.timestamp() - self.t0  # perf_counter() readings to wall time
+        self.nodes: dict[str, NodeResult] = {name: NodeResult(name, offset) for name in plan.order}
         self.seq = 0
         self._turn = DispatchTurn()
         self._active_mark: _DispatchMark | None = None
@@ -180,8 +183,6 @@ class RunState:
         self.bodies: set[asyncio.Task[Any]] = set()
         self.injected: set[asyncio.Task[Any]] = set()
         self.callback_tasks: set[asyncio.Task[None]] = set()
-        self.started_at = datetime.now(UTC)
-        self.t0 = perf_counter()
         self.done: asyncio.Future[None] | None = None
         self.active = 0
         self.ready: deque[str] = deque()
@@ -204,19 +205,14 @@ class RunState:
 
     # -- events -----------------------------------------------------------------------
 
-    def _listening(self, event_type: EventType) -> int:
-        """0: no handler takes ``event_type``; 1: some do; 2: some also want the ``Event``.
-
-        Cached per run and refreshed when any handler anywhere is added or removed.
-        """
-        if self._modes_generation != _generation[0]:
-            manager = self.manager
-            self._modes = {
-                t: (2 if manager.wants_event(t) else 1) if manager.handles(t) else 0
-                for t in EventType
-            }
-            self._modes_generation = _generation[0]
-        return self._modes[event_type]
+    def _refresh_modes(self) -> None:
+        """Cache, per event type, 0: no handler takes it; 1: some do; 2: some also want
+        the ``Event``. Refreshed when any handler anywhere is added or removed."""
+        manager = self.manager
+        self._modes = {
+            t: (2 if manager.wants_event(t) else 1) if manager.handles(t) else 0 for t in EventType
+        }
+        self._modes_generation = _generation[0]
 
     async def emit(
         self,
@@ -230,7 +226,9 @@ class RunState:
         task: asyncio.Task[Any] | None = None,
     ) -> None:
         """Dispatch one event of this run, after every earlier one, in ``seq`` order."""
-        mode = self._listening(event_type)
+        if self._modes_generation != _generation[0]:
+            self._refresh_modes()
+        mode = self._modes[event_type]
         if not mode:
             self.seq += 1
             return
@@ -244,7 +242,9 @@ class RunState:
             task = asyncio.current_task()
             assert task is not None
         turn = self._turn
-        if not turn.try_take(task):
+        if turn.holder is None and not turn.waiters:  # DispatchTurn.try_take, inlined
+            turn.holder = task
+        else:
             await turn.take(task)
         # A fresh mark per dispatch: tasks that handlers start copy it, and it stops
         # counting as "inside the dispatch" as soon as this dispatch is over.
@@ -255,7 +255,11 @@ class RunState:
             # earlier. Then this event, then what handlers send while it is dispatched.
             error = await self._deliver_queued() if self._pending else None
             self.seq += 1
-            event = self._event(event_type, args, node_id, attempt, duration, status, name)
+            event = (
+                self._event(event_type, args, node_id, attempt, duration, status, name)
+                if mode == 2
+                else None
+            )
             try:
                 await self.manager.dispatch(event_type, args, event)
             except Exception as exc:  # a raise_error handler: raised once the queue is empty
@@ -267,7 +271,10 @@ class RunState:
         finally:
             self._active_mark = None
             _dispatching.reset(token)
-            turn.release()
+            if turn.waiters:
+                turn.release()
+            else:
+                turn.holder = None
 
     async def _deliver_queued(self) -> Exception | None:
         """Dispatch the events handlers sent during a dispatch, in order; return the first
@@ -406,17 +413,6 @@ class RunState:
 
     # -- one node ---------------------------------------------------------------------
 
-    def _kwargs(self, node: Node) -> dict[str, Any]:
-        outputs = self.outputs
-        inputs = self.inputs
-        kwargs: dict[str, Any] = {}
-        for p in node.params:
-            if p in outputs:
-                kwargs[p] = outputs[p]
-            elif p in inputs:
-                kwargs[p] = inputs[p]
-        return kwargs
-
     def _consume_own_cancellation(self, task: asyncio.Task[Any]) -> bool:
         """Whether a ``CancelledError`` in ``task`` was only the run's own stop request.
 
@@ -442,10 +438,15 @@ class RunState:
         """Run every attempt of node ``name`` in ``task``; return whether it succeeded."""
         node = self.workflow._nodes[name]
         result = self.nodes[name]
-        kwargs = self._kwargs(node)
-        result.status = NodeStatus.RUNNING
-        result._started = time.time()
-        first_start = perf_counter()
+        outputs, inputs = self.outputs, self.inputs
+        kwargs: dict[str, Any] = {}
+        for p in node.params:  # a parameter no dependency or input provides keeps its default
+            if p in outputs:
+                kwargs[p] = outputs[p]
+            elif p in inputs:
+                kwargs[p] = inputs[p]
+        result.status = _RUNNING
+        result._started = first_start = perf_counter()
         direct = node.is_async and self.default_submit
         attempt = 0
         while True:
@@ -535,7 +536,7 @@ class RunState:
                 )
             result.output = output
             result.status = _SUCCEEDED
-            result._ended = time.time()
+            result._ended = end
             self.last_success = name
             if node.on_success is not None:
                 self._spawn_callback(node.on_success, (name, self.ctx), f"on_success of {name!r}")
@@ -543,8 +544,8 @@ class RunState:
 
     def _node_cancelled(self, result: NodeResult, first_start: float) -> bool:
         result.status = NodeStatus.CANCELLED
-        result.duration = perf_counter() - first_start
-        result._ended = time.time()
+        result._ended = perf_counter()
+        result.duration = result._ended - first_start
         return False
 
     async def _node_failed(
@@ -565,8 +566,8 @@ class RunState:
             info = self._error_info(exc, node, attempt)
         result.status = NodeStatus.FAILED
         result.error = info
-        result.duration = perf_counter() - first_start
-        result._ended = time.time()
+        result._ended = perf_counter()
+        result.duration = result._ended - first_start
         self._fail(node.name, info)
         if not emitted:
             try:
@@ -848,7 +849,7 @@ class RunState:
                 # the attempt ends silently, cancelled.
                 res.status = NodeStatus.CANCELLED
                 self.outputs.pop(res.node_id, None)  # its node_end dispatch was interrupted
-                res._ended = time.time()
+                res._ended = perf_counter()
                 if res._started is not None:
                     res.duration = res._ended - res._started
         if self.stopping is RunStatus.CANCELLED:

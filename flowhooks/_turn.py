@@ -15,17 +15,22 @@ from typing import Any
 
 
 class DispatchTurn:
-    """A FIFO turn for dispatching a run's events; ``holder`` is the task dispatching now."""
+    """A FIFO turn for dispatching a run's events; ``holder`` is the task dispatching now.
 
-    __slots__ = ("_waiters", "holder")
+    ``RunState.emit`` inlines ``try_take`` and the no-waiter case of ``release``
+    (plain attribute reads and writes on ``holder`` and ``waiters``): a method
+    call there costs as much as the rest of taking the turn.
+    """
+
+    __slots__ = ("holder", "waiters")
 
     def __init__(self) -> None:
         self.holder: asyncio.Task[Any] | None = None
-        self._waiters: deque[tuple[asyncio.Future[None], asyncio.Task[Any]]] = deque()
+        self.waiters: deque[tuple[asyncio.Future[None], asyncio.Task[Any]]] = deque()
 
     def try_take(self, task: asyncio.Task[Any]) -> bool:
         """Take the turn at once if nobody holds it or waits for it; return whether taken."""
-        if self.holder is None and not self._waiters:
+        if self.holder is None and not self.waiters:
             self.holder = task
             return True
         return False
@@ -34,7 +39,7 @@ class DispatchTurn:
         """Wait for the turn, after everybody already waiting."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (waiter, task)
-        self._waiters.append(entry)
+        self.waiters.append(entry)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -42,13 +47,13 @@ class DispatchTurn:
                 self.release()  # the turn was handed to us as we were cancelled: pass it on
             else:
                 with contextlib.suppress(ValueError):
-                    self._waiters.remove(entry)
+                    self.waiters.remove(entry)
             raise
 
     def release(self) -> None:
         """End the holder's turn and hand it to the next waiting task, if any."""
-        while self._waiters:
-            waiter, task = self._waiters.popleft()
+        while self.waiters:
+            waiter, task = self.waiters.popleft()
             if not waiter.done():
                 self.holder = task
                 waiter.set_result(None)

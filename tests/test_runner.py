@@ -7,6 +7,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -259,6 +260,47 @@ async def test_retry_then_success(runner: Runner, callback_recorder: RecordingCa
     assert result.nodes["flaky"].attempts == 3
     assert result.error is None
     assert_well_formed(callback_recorder.events)
+
+
+async def test_node_timestamps_are_utc_and_within_the_run(runner: Runner) -> None:
+    """started_at/ended_at are UTC wall-clock times inside the run, in dependency order."""
+
+    @node
+    async def first() -> int:
+        await asyncio.sleep(0.02)
+        return 1
+
+    @node
+    async def second(first: int) -> int:
+        await asyncio.sleep(0.02)
+        return first + 1
+
+    @node
+    async def never(second: int) -> int:
+        raise ValueError("boom")
+
+    before = datetime.now(UTC)
+    result = await Workflow("ts", nodes=[first, second, never]).run(runner=runner)
+    after = datetime.now(UTC)
+    assert result.status == "failed"
+    spans: list[tuple[datetime, datetime]] = []
+    for name in ("first", "second", "never"):
+        res = result.nodes[name]
+        started, ended, duration = res.started_at, res.ended_at, res.duration
+        assert started is not None, name
+        assert ended is not None, name
+        assert duration is not None, name
+        assert started.tzinfo is UTC
+        assert ended.tzinfo is UTC
+        assert before - timedelta(milliseconds=5) <= started <= ended
+        assert ended <= after + timedelta(milliseconds=5)
+        assert (ended - started).total_seconds() == pytest.approx(duration, abs=0.002)
+        assert res.to_dict()["started_at"] == started.isoformat()
+        spans.append((started, ended))
+    assert result.nodes["first"].duration >= 0.02  # type: ignore[operator]
+    assert result.started_at <= spans[0][0]
+    assert spans[0][1] <= spans[1][0]  # dependency order
+    assert spans[1][1] <= spans[2][0]
 
 
 @pytest.mark.parametrize(
