@@ -288,7 +288,7 @@ class CallbackManager(Dispatcher):
             return
         if event is None and self._wants[event_type]:
             event = event_from_args(event_type, args)
-        observed = bool(hook_observers)
+        observed = hook_observers  # a list: truthy while a hook observer is registered
         deferred: Exception | None = None
         last = perf_counter()  # one clock read per call: each call ends where the next starts
         for call in calls:
