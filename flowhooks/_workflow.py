@@ -386,13 +386,17 @@ class Workflow:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run(inputs, **options))
-        msg = (
-            f"Workflow.run_sync() cannot be used inside a running event loop; "
-            f"use 'await workflow.run(...)' (or workflow.start(...)) instead "
-            f"(workflow {self.name!r})"
-        )
-        raise RuntimeError(msg)
+            pass  # no loop running: the usual case
+        else:
+            msg = (
+                f"Workflow.run_sync() cannot be used inside a running event loop; "
+                f"use 'await workflow.run(...)' (or workflow.start(...)) instead "
+                f"(workflow {self.name!r})"
+            )
+            raise RuntimeError(msg)
+        # Outside the ``except`` block, so that errors raised during the run are not
+        # chained to the "no running event loop" probe in their tracebacks.
+        return asyncio.run(self.run(inputs, **options))
 
     def start(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
         """Start a run in the background of the running loop and return its ``RunHandle``.

@@ -644,6 +644,22 @@ def test_run_sync_outside_a_loop() -> None:
     assert linear().run_sync({"source": "ab"}).status == "succeeded"
 
 
+def test_run_sync_tracebacks_hold_only_the_node_error() -> None:
+    """A node's stack trace under run_sync is its own, not chained to the loop probe."""
+
+    @node
+    async def broken() -> None:
+        raise ValueError("bad row 7")
+
+    result = Workflow("tb", nodes=[broken]).run_sync()
+    assert result.error is not None
+    trace = result.error.stack_trace
+    assert trace.startswith("Traceback (most recent call last)")
+    assert "ValueError: bad row 7" in trace
+    assert "no running event loop" not in trace
+    assert "During handling of the above exception" not in trace
+
+
 async def test_run_sync_inside_a_running_loop_is_a_clear_error() -> None:
     """run_sync inside a running loop raises a RuntimeError pointing to await run()."""
     with pytest.raises(RuntimeError, match=r"cannot be used inside a running event loop.*await"):
