@@ -108,7 +108,8 @@ async def main(base_url: str) -> None:
     stack = CallbackManager()
     stack.add_handler(LoggingCallback(level="INFO"), priority=100)  # monitoring first
     stack.add_handler(metrics, priority=90)
-    stack.add_handler(NotificationCallback(WebhookNotifier(f"{base_url}/page")), priority=50)
+    pager = NotificationCallback(WebhookNotifier(f"{base_url}/page"), on_completion=False)
+    stack.add_handler(pager, priority=50)  # pages for trouble only, not for each success
     stack.add_handler(BackgroundCallback(WebhookCallback(f"{base_url}/runs")), priority=10)
     stack.add_handler(cleanup)
     workflow = Workflow("orders", nodes=[fetch_orders, charge, receipt], callbacks=stack)

@@ -132,6 +132,10 @@ class NotificationCallback(BaseCallbackHandler):
         on_failure: alert when a run fails.
         on_completion: alert when a run succeeds.
         on_cancel: alert when a run is cancelled.
+        subworkflows: also alert when a sub-workflow's own run ends. Off by
+            default: its outcome reaches the parent run (a failed child fails
+            the node that ran it), so one alert per top-level run is enough.
+            Critical errors inside a child run alert either way.
         severities: which error severities alert (``"warning"``, ``"error"``,
             ``"critical"``); warnings are attempts that will be retried.
         channels: channel names by alert kind, merged over ``DEFAULT_CHANNELS``.
@@ -147,8 +151,9 @@ class NotificationCallback(BaseCallbackHandler):
         *,
         on_critical: bool = True,
         on_failure: bool = True,
-        on_completion: bool = False,
-        on_cancel: bool = False,
+        on_completion: bool = True,
+        on_cancel: bool = True,
+        subworkflows: bool = False,
         severities: Iterable[str] = ("critical",),
         channels: Mapping[str, str] | None = None,
     ) -> None:
@@ -175,6 +180,7 @@ class NotificationCallback(BaseCallbackHandler):
         self.on_failure = on_failure
         self.on_completion = on_completion
         self.on_cancel = on_cancel
+        self.subworkflows = subworkflows
         if isinstance(severities, str):
             severities = [severities]
         known = {s.value for s in Severity}
@@ -231,9 +237,11 @@ class NotificationCallback(BaseCallbackHandler):
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
-        """Alert on a failed, cancelled or (when asked) succeeded run."""
+        """Alert on a run that ended: failed, cancelled or succeeded, as enabled."""
         if event is None:
             event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
+        if event.parent_run_id is not None and not self.subworkflows:
+            return
         ctx = current_run_var.get(None)
         result = ctx.result if ctx is not None and ctx.run_id == event.run_id else None
         status = result.status.value if result is not None else (event.status or "")

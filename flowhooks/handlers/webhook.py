@@ -256,6 +256,10 @@ class WebhookCallback(BaseCallbackHandler):
         max_backoff: cap on one delay.
         headers: extra headers for every request.
         metadata_key: the metadata entry holding a per-run URL.
+        subworkflows: also POST when a sub-workflow's own run ends. Off by
+            default: a child run inherits its parent's metadata (and so its
+            ``callback_url``), and its outcome is part of the parent's result,
+            so the receiver gets one POST per top-level run.
 
     Raises:
         ValueError: when ``url`` is not an absolute http(s) URL, or an option
@@ -274,6 +278,7 @@ class WebhookCallback(BaseCallbackHandler):
         max_backoff: float = 10.0,
         headers: Mapping[str, str] | None = None,
         metadata_key: str = "callback_url",
+        subworkflows: bool = False,
     ) -> None:
         self.url = str(check_http_url(url, what="WebhookCallback url")) if url is not None else None
         if secret is not None and not (isinstance(secret, str | bytes) and secret):
@@ -284,6 +289,7 @@ class WebhookCallback(BaseCallbackHandler):
             allowed_hosts = [allowed_hosts]
         self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
         self.metadata_key = metadata_key
+        self.subworkflows = subworkflows
         self._poster = JsonPoster(
             "WebhookCallback",
             timeout=timeout,
@@ -303,6 +309,8 @@ class WebhookCallback(BaseCallbackHandler):
         """POST the finished run's result to the configured or allow-listed URL."""
         if event is None:
             event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
+        if event.parent_run_id is not None and not self.subworkflows:
+            return
         ctx = current_run_var.get(None)
         in_run = ctx is not None and ctx.run_id == event.run_id
         metadata = ctx.metadata if ctx is not None and in_run else event.metadata

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flowhooks import CallbackManager, ErrorInfo, EventType
+from flowhooks import CallbackManager, ErrorInfo, EventType, Workflow, node
 from flowhooks.handlers.notification import (
     NotificationCallback,
     Notifier,
@@ -94,10 +94,10 @@ async def test_failure_alert_at_workflow_end(receiver: Receiver) -> None:
     assert body["fields"]["status"] == "failed"
 
 
-async def test_completion_alerts_only_when_enabled(receiver: Receiver) -> None:
-    """Succeeded runs alert only with on_completion=True, on the 'runs' channel by default."""
-    quiet = NotificationCallback(WebhookNotifier(receiver.url, **FAST))
-    loud = NotificationCallback(WebhookNotifier(receiver.url, **FAST), on_completion=True)
+async def test_completion_alerts_by_default_and_can_be_switched_off(receiver: Receiver) -> None:
+    """A succeeded run alerts on the 'runs' channel by default; on_completion=False silences it."""
+    quiet = NotificationCallback(WebhookNotifier(receiver.url, **FAST), on_completion=False)
+    loud = NotificationCallback(WebhookNotifier(receiver.url, **FAST))
     async with CallbackManager([quiet]) as m:
         await end(m, "succeeded")
     assert receiver.requests == []
@@ -105,18 +105,55 @@ async def test_completion_alerts_only_when_enabled(receiver: Receiver) -> None:
         await end(m, "succeeded")
     [request] = receiver.requests
     assert request.json()["channel"] == "runs"
+    assert request.json()["fields"]["kind"] == "completion"
     assert "succeeded in 2.00s" in request.json()["message"]
 
 
-async def test_cancel_alerts_only_when_enabled(receiver: Receiver) -> None:
-    """Cancelled runs alert only with on_cancel=True."""
-    async with CallbackManager([NotificationCallback(WebhookNotifier(receiver.url, **FAST))]) as m:
+async def test_cancel_alerts_by_default_and_can_be_switched_off(receiver: Receiver) -> None:
+    """A cancelled run alerts by default; on_cancel=False silences it."""
+    quiet = NotificationCallback(WebhookNotifier(receiver.url, **FAST), on_cancel=False)
+    async with CallbackManager([quiet]) as m:
         await end(m, "cancelled")
     assert receiver.requests == []
-    handler = NotificationCallback(WebhookNotifier(receiver.url, **FAST), on_cancel=True)
-    async with CallbackManager([handler]) as m:
+    async with CallbackManager([NotificationCallback(WebhookNotifier(receiver.url, **FAST))]) as m:
         await end(m, "cancelled")
-    assert receiver.requests[0].json()["fields"]["kind"] == "cancel"
+    [request] = receiver.requests
+    assert request.json()["fields"]["kind"] == "cancel"
+    assert request.json()["channel"] == "alerts"
+
+
+async def test_subworkflow_runs_alert_once_per_top_level_run(receiver: Receiver) -> None:
+    """A child run's end does not alert unless subworkflows=True; its critical errors do."""
+    child = Workflow("child", nodes=[node(lambda: 1, name="inner")])
+
+    @node(critical=True)
+    async def shaky() -> None:
+        raise ValueError("disk full")
+
+    failing_child = Workflow("failing-child", nodes=[shaky])
+    parent = Workflow("parent", nodes=[child.as_node(name="sub")])
+    await parent.run(callbacks=[NotificationCallback(WebhookNotifier(receiver.url, **FAST))])
+    assert [r.json()["fields"]["kind"] for r in receiver.requests] == ["completion"]
+    assert "Workflow 'parent'" in receiver.requests[0].json()["message"]
+
+    receiver.requests.clear()
+    everything = NotificationCallback(WebhookNotifier(receiver.url, **FAST), subworkflows=True)
+    await parent.run(callbacks=[everything])
+    assert [r.json()["message"].split(" run ")[0] for r in receiver.requests] == [
+        "Workflow 'child'",
+        "Workflow 'parent'",
+    ]
+
+    receiver.requests.clear()
+    broken = Workflow("broken", nodes=[failing_child.as_node(name="sub")])
+    result = await broken.run(
+        callbacks=[NotificationCallback(WebhookNotifier(receiver.url, **FAST))]
+    )
+    assert result.status == "failed"
+    kinds = [
+        (r.json()["fields"]["kind"], r.json()["fields"]["workflow_name"]) for r in receiver.requests
+    ]
+    assert kinds == [("critical", "failing-child"), ("failure", "broken")]
 
 
 async def test_everything_can_be_switched_off(receiver: Receiver) -> None:

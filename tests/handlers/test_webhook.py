@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flowhooks import CallbackManager, EventType
+from flowhooks import CallbackManager, EventType, Workflow, node
 from flowhooks.handlers.notification import WebhookNotifier
 from flowhooks.handlers.webhook import (
     WebhookCallback,
@@ -191,6 +191,25 @@ async def test_no_url_at_all_does_nothing(receiver: Receiver) -> None:
     manager = await end_run(WebhookCallback(allowed_hosts=["127.0.0.1"], **FAST))
     assert errors(manager) == 0
     assert receiver.requests == []
+
+
+async def test_subworkflow_runs_post_only_with_subworkflows_true(receiver: Receiver) -> None:
+    """A child run inherits the parent's callback_url; only the top-level run is POSTed."""
+    child = Workflow("child", nodes=[node(lambda: 1, name="inner")])
+    parent = Workflow("parent", nodes=[child.as_node(name="sub")])
+    metadata = {"callback_url": receiver.url + "/runs"}
+    handler = WebhookCallback(allowed_hosts=["127.0.0.1"], **FAST)
+    result = await parent.run(callbacks=[handler], metadata=metadata)
+    assert [r.header("Workflow-Run-Id") for r in receiver.requests] == [result.run_id]
+    assert receiver.requests[0].json()["outputs"] == {"sub": {"inner": 1}}
+
+    receiver.requests.clear()
+    every_run = WebhookCallback(allowed_hosts=["127.0.0.1"], subworkflows=True, **FAST)
+    result = await parent.run(callbacks=[every_run], metadata=metadata)
+    bodies = [r.json() for r in receiver.requests]
+    assert [b["workflow_name"] for b in bodies] == ["child", "parent"]
+    assert bodies[0]["parent_run_id"] == result.run_id
+    assert bodies[1]["parent_run_id"] is None
 
 
 def test_wildcard_allowed_hosts() -> None:
