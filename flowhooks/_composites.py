@@ -21,20 +21,17 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Final, final
+from typing import Any, Final, NoReturn, final
 
 from loguru import logger
 
-from flowhooks._context import run_id_for_logs
 from flowhooks._dispatcher import Dispatcher
 from flowhooks._events import EVENT_ARGS, Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._logs import failure_text
 from flowhooks._manager import (
     CallbackManager,
     _mark_propagating,
     count_failure,
-    must_propagate,
 )
 from flowhooks._plan import HandlerStats, HookCall
 from flowhooks._retry import RetryPolicy, retry_async
@@ -62,31 +59,17 @@ def wrap_handlers(
     return manager
 
 
-def isolate(
-    composite: BaseCallbackHandler,
-    what: str,
-    event_type: EventType,
-    event: Event | None,
-    exc: Exception,
-) -> None:
-    """Log a composite's own failure like a failing handler, or re-raise it.
+def fail_with_context(composite: BaseCallbackHandler, what: str, exc: Exception) -> NoReturn:
+    """Re-raise a composite's own failure, noting ``what`` failed inside it.
 
-    Re-raises (marked so every manager above lets it through) when the
-    exception already must propagate or the composite sets ``raise_error``.
+    The manager above isolates it like any handler failure: logged (the note
+    is part of the message), counted in its ``stats``, and dispatch goes on;
+    or it propagates, when the composite sets ``raise_error``.
     """
-    if composite.raise_error or must_propagate(exc):
-        _mark_propagating(exc)
-        raise exc
-    run_id = event.run_id if event is not None else run_id_for_logs()
-    logger.bind(handler=type(composite).__name__, event_type=event_type.value, run_id=run_id).error(
-        "Callback {handler}: {what} raised {error} on {event_type} (run {run_id}); "
-        "isolated, dispatch goes on",
-        handler=type(composite).__name__,
-        what=what,
-        error=failure_text(exc, with_traceback=True),
-        event_type=event_type.value,
-        run_id=run_id or "-",
-    )
+    note = f"in {type(composite).__name__}: {what}"
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+    raise exc
 
 
 def _check_predicate(owner: str, what: str, fn: object) -> None:
@@ -233,8 +216,7 @@ class ConditionalCallback(_WrappingDispatcher):
             ok = self._condition(_VALUES[event_type], *args)
         except Exception as exc:
             self._stats.errors += 1
-            isolate(self, "condition_fn", event_type, event, exc)
-            return
+            fail_with_context(self, "condition_fn raised", exc)
         if ok:
             self._stats.passed += 1
             await self._manager.dispatch(event_type, args, event)
@@ -356,8 +338,7 @@ class FilteringCallback(_WrappingDispatcher):
                     ok = predicate(*args[:n])
             except Exception as exc:
                 self._stats.errors += 1
-                isolate(self, f"the filter for {event_type.value!r}", event_type, event, exc)
-                return
+                fail_with_context(self, f"the filter for {event_type.value!r} raised", exc)
             if not ok:
                 self._stats.skipped += 1
                 return
@@ -499,12 +480,9 @@ class RetryingCallback(_WrappingDispatcher):
         except Exception as exc:
             stats.gave_up += 1
             tries = self._policy.attempts
-            isolate(
-                self,
-                f"{self._label} (after {tries} tries in {perf_counter() - started:.2f}s)",
-                event_type,
-                event,
-                exc,
+            elapsed = perf_counter() - started
+            fail_with_context(
+                self, f"{self._label} gave up after {tries} tries in {elapsed:.2f}s", exc
             )
         else:
             stats.recovered += 1

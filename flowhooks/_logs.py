@@ -12,8 +12,11 @@ import traceback
 
 
 def failure_text(exc: BaseException, *, with_traceback: bool) -> str:
-    """Return ``"Type: message"``, followed by the plain traceback when ``with_traceback``."""
+    """Return ``"Type: message (notes)"``, then the plain traceback when ``with_traceback``."""
     summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    notes = getattr(exc, "__notes__", None)
+    if notes:  # e.g. which part of a composite failed (the traceback repeats them)
+        summary += " (" + "; ".join(str(n) for n in notes) + ")"
     return summary + traceback_suffix(exc) if with_traceback else summary
 
 

@@ -229,7 +229,12 @@ async def test_conditional_isolates_a_raising_condition(logs):
     assert rec.seen == []
     assert other.seen == [("node_start", ("n", {}))]
     assert cond.stats.errors == 1
-    assert any("ConditionalCallback" in m and "condition_fn" in m and "run-3" in m for m in logs)
+    assert manager.stats[cond][EventType.NODE_START].errors == 1
+    assert any(
+        "Callback ConditionalCallback raised KeyError: 'missing' "
+        "(in ConditionalCallback: condition_fn raised) on node_start (run run-3)" in m
+        for m in logs
+    )
 
 
 async def test_conditional_with_raise_error_propagates_a_raising_condition():
@@ -340,7 +345,12 @@ async def test_filtering_isolates_a_raising_predicate(logs):
     assert rec.seen == []
     assert other.seen == [("node_end", ("n", {}))]
     assert filtering.stats.errors == 1
-    assert any("FilteringCallback" in m and "'node_end'" in m for m in logs)
+    assert manager.stats[filtering]["node_end"].errors == 1
+    assert any(
+        "Callback FilteringCallback raised KeyError: 'missing' "
+        "(in FilteringCallback: the filter for 'node_end' raised) on node_end" in m
+        for m in logs
+    )
 
 
 async def test_filtering_without_filters_passes_everything():
@@ -397,12 +407,19 @@ async def test_retrying_isolates_the_error_when_every_try_fails(logs):
     flaky = Flaky(failures=100)
     after = Recorder()
     retrying = RetryingCallback(flaky, attempts=4, backoff=0.001, max_backoff=0.002)
-    await CallbackManager([retrying, after]).trigger("node_start", "n", {}, run_id="run-5")
+    manager = CallbackManager([retrying, after])
+    await manager.trigger("node_start", "n", {}, run_id="run-5")
     assert flaky.calls == 4
     assert after.seen == [("node_start", ("n", {}))]
     assert retrying.stats.gave_up == 1
+    assert manager.stats[retrying][EventType.NODE_START].errors == 1  # counted where isolated
+    assert manager.stats[retrying][EventType.NODE_START].calls == 1
     assert any(
-        "RetryingCallback" in m and "Flaky (after 4 tries" in m and "run-5" in m for m in logs
+        "Callback RetryingCallback raised ConnectionError: transient failure 4 "
+        "(in RetryingCallback: Flaky gave up after 4 tries"
+        in m
+        and "(run run-5)" in m
+        for m in logs
     )
 
 
