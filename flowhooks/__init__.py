@@ -5,7 +5,7 @@ attach handlers to runs through a ``CallbackManager``. Built-in handlers live
 in ``flowhooks.handlers``, test helpers in ``flowhooks.testing``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from flowhooks._background import BackgroundCallback
 from flowhooks._batched import BatchedCallback
@@ -36,8 +36,8 @@ from flowhooks._serialize import set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
 
 try:
-    __version__ = version("flowhooks")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+    __version__ = _metadata.version("flowhooks")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree without metadata
     __version__ = "0.0.0"
 
 __all__ = [
