@@ -175,6 +175,8 @@ class RunContext:
         run_id: the run's unique id (also ``workflow_id`` in events).
         workflow_name: the workflow's definition name.
         parent_run_id: the parent run's id, for sub-workflow runs.
+        parent_node_id: the parent run's node that runs this sub-workflow run
+            (``None`` for a top-level run).
         resource_id: the caller-supplied tenant/user id.
         metadata: the caller-supplied run headers.
         inputs: the run's inputs (read-only view).
@@ -194,6 +196,7 @@ class RunContext:
         "logger",
         "metadata",
         "node_count",
+        "parent_node_id",
         "parent_run_id",
         "resource_id",
         "result",
@@ -217,12 +220,14 @@ class RunContext:
         metadata: dict[str, Any] | None = None,
         node_count: int = 0,
         run: object = None,
+        parent_node_id: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.node_count = node_count
         self._run = run
         self.workflow_name = workflow_name
         self.parent_run_id = parent_run_id
+        self.parent_node_id = parent_node_id
         self.resource_id = resource_id
         self.metadata: dict[str, Any] = metadata if metadata is not None else {}
         self._inputs = inputs

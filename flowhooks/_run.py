@@ -154,6 +154,8 @@ class RunState:
         self.run_id = run_id
         self.workflow_name = workflow.name
         self.parent_run_id = parent.run_id if parent is not None else None
+        # A sub-workflow run starts inside its parent's node: that node is current here.
+        self.parent_node_id = _current_node.get() if parent is not None else None
         self.resource_id = resource_id
         self.metadata = metadata
         self.outputs: dict[str, Any] = {}
@@ -201,6 +203,7 @@ class RunState:
             metadata=metadata,
             node_count=len(plan.order),
             run=self,
+            parent_node_id=self.parent_node_id,
         )
 
     # -- events -----------------------------------------------------------------------

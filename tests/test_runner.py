@@ -1189,6 +1189,30 @@ async def test_subworkflow_outputs_and_events(runner: Runner) -> None:
     assert max(positions) < ids.index(sub_end.id)
 
 
+async def test_subworkflow_run_context_names_its_parent_node(runner: Runner) -> None:
+    """RunContext.parent_node_id is the parent's node running the child; None at top level."""
+    seen: dict[str, tuple[str | None, str | None]] = {}
+
+    @node
+    async def probe() -> int:
+        ctx = current_run()
+        seen[ctx.workflow_name] = (ctx.parent_run_id, ctx.parent_node_id)
+        return 1
+
+    @node
+    async def sibling() -> int:
+        await asyncio.sleep(0.01)
+        return 2
+
+    child = Workflow("child", nodes=[probe])
+    parent_probe = node(probe.fn, name="top")
+    parent = Workflow("parent", nodes=[sibling, parent_probe, child.as_node(name="via")])
+    result = await parent.run(runner=runner)
+    assert result.status == "succeeded"
+    assert seen["parent"] == (None, None)
+    assert seen["child"] == (result.run_id, "via")
+
+
 async def test_subworkflow_failure(any_runner: Runner) -> None:
     """A failed child run fails the sub node with WorkflowFailed naming the child's error."""
     child_rec = RecordingCallback()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, final
 
+from flowhooks._context import current_run_var
 from flowhooks._events import ErrorInfo, Event
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks.handlers._extras import require
@@ -88,17 +89,26 @@ class OpenTelemetryCallback(BaseCallbackHandler):
     # -- runs ---------------------------------------------------------------------------
 
     def _parent_context(self, event: Event | None) -> otel_context.Context | None:
+        """The span a sub-workflow run nests under: the parent node that runs it.
+
+        Inside a run, ``RunContext.parent_node_id`` names that node. For events
+        sent by hand it is guessed: the running parent node named like the
+        child workflow, else the only running one, else the parent run's span.
+        """
         if event is None or event.parent_run_id is None:
             return None  # the current context
+        ctx = current_run_var.get(None)
+        known = ctx is not None and ctx.run_id == event.run_id and ctx.parent_node_id is not None
         with self._lock:
             parent = self._runs.get(event.parent_run_id)
             if parent is None:
                 return None
             running = list(parent.nodes.items())
-        named = [span for (node_id, _), span in running if node_id == event.workflow_name]
-        if named:
+        wanted = ctx.parent_node_id if known and ctx is not None else event.workflow_name
+        named = [span for (node_id, _), span in running if node_id == wanted]
+        if named:  # its latest attempt
             return trace.set_span_in_context(named[-1])
-        if len(running) == 1:
+        if len(running) == 1 and not known:
             return trace.set_span_in_context(running[0][1])
         return trace.set_span_in_context(parent.span)
 

@@ -277,6 +277,29 @@ async def test_default_tracer_works_without_a_configured_provider():
     assert all(s.errors == 0 for s in m.stats["OpenTelemetryCallback"].values())
 
 
+async def test_sub_workflow_nests_under_its_node_while_siblings_run(tracer, exporter):
+    """With sibling nodes running at the same time, the child run nests under its own node."""
+    from flowhooks import Workflow, node
+
+    @node
+    async def audit() -> str:
+        await asyncio.sleep(0.05)
+        return "ok"
+
+    @node
+    async def step(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x + 1
+
+    child = Workflow("pricing", nodes=[step])
+    parent = Workflow("orders", nodes=[audit, child.as_node(name="sub")])
+    result = await parent.run({"x": 1}, callbacks=[OpenTelemetryCallback(tracer)])
+    assert result.status == "succeeded"
+    spans = by_name(exporter.get_finished_spans())
+    assert spans["workflow pricing"].parent is not None
+    assert spans["workflow pricing"].parent.span_id == spans["node sub"].context.span_id
+
+
 async def test_real_sub_workflow_run_nests_spans(tracer, exporter):
     """A real run with a failing node and a sub-workflow gives nested spans with the error."""
     from flowhooks import Workflow, node
