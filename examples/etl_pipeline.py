@@ -33,6 +33,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from flowhooks import ErrorInfo, RunContext, RunResult, Workflow, current_run, node
 from flowhooks.handlers import LoggingCallback, MetricsCallback
 
@@ -244,6 +246,9 @@ def print_summary(result: RunResult, metrics: MetricsCallback) -> None:
 
 async def main(source: str) -> int:
     """Run the pipeline once with logging and metrics attached, and print a summary."""
+    # Lifecycle records on stderr; a sink at DEBUG would add each node's inputs and outputs.
+    logger.remove()
+    logger.add(sys.stderr, level="INFO")
     metrics = MetricsCallback()
     result = await workflow.run({"source": source}, callbacks=[LoggingCallback(), metrics])
     print_summary(result, metrics)

@@ -150,7 +150,9 @@ async def _execute(
         await _check_database(db)
     manager = CallbackManager()
     # Always attached: with --quiet the stderr sink keeps only its warnings and errors.
-    manager.add_handler(LoggingCallback(level="DEBUG" if verbose else "INFO", traceback=verbose))
+    manager.add_handler(
+        LoggingCallback(level="DEBUG" if verbose else "INFO", traceback=verbose, payloads=verbose)
+    )
     if show_progress:
         from flowhooks.handlers.progress import ProgressCallback
 

@@ -282,10 +282,15 @@ def test_quiet_hides_logs_and_progress(cli, pipeline):
 
 
 def test_verbose_logs_payloads(cli, pipeline):
-    """--verbose logs node inputs and outputs."""
+    """--verbose logs node inputs and outputs; without it they stay out of the DEBUG sink."""
     result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "-v", "--no-history")
     assert result.exit_code == 0, result.output
     assert '"6 rows to a"' in result.stderr
+    plain = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "--no-history")
+    assert plain.exit_code == 0, plain.output
+    assert "node 'load' (attempt 1) succeeded" in plain.stderr
+    assert "rows to a" not in plain.stderr
+    assert "DEBUG" not in plain.stderr
 
 
 def test_unknown_input_is_a_warning(cli, pipeline):

@@ -3,9 +3,10 @@
 Part of ``flowhooks.handlers`` (after the runner in the import chain); it needs
 only the core dependencies. Records are bound with ``run_id``,
 ``workflow_name``, ``node_id``, ``attempt`` and more, so any loguru sink can
-filter or serialise them. Payloads (inputs and outputs) are included only
-when the handler logs at ``DEBUG`` or below, with secret-looking keys redacted
-at any depth and the rendered text truncated.
+filter or serialise them. Payloads (inputs and outputs) are logged at
+``DEBUG``, so the sinks' levels decide who sees them; they are rendered only
+when some sink takes ``DEBUG`` records, with secret-looking keys redacted at
+any depth and the rendered text truncated.
 """
 
 from __future__ import annotations
@@ -58,26 +59,75 @@ DEFAULT_REDACT_KEYS: Final[tuple[str, ...]] = (
 )
 """Key names whose values are redacted.
 
-A mapping key is redacted when the words of one of these names appear, in
-order and next to each other, among the words of the key. Keys are split into
-words at ``_``, ``-``, ``.``, spaces and camelCase boundaries and compared
-case-insensitively: ``"token"`` matches ``access_token``, ``X-Auth-Token`` and
-``refreshToken`` but not ``total_tokens``; ``"api_key"`` matches ``apiKey``
-and ``X-API-KEY``.
+Keys and names are split into words at ``_``, ``-``, ``.``, spaces and
+camelCase boundaries and compared case-insensitively. A mapping key is
+redacted when the words of one of these names appear in it, in order and next
+to each other, where
+
+* the last word may be plural (``+s``): ``"token"`` matches ``refresh_tokens``
+  and ``"api_key"`` matches ``api_keys``;
+* the first word may be run together with what comes before it: ``"token"``
+  matches ``mytoken`` and ``csrftoken``, ``"password"`` matches ``dbpassword``;
+* a name's words may be run together: ``"api_key"`` matches ``xapikey``.
+
+So ``"token"`` also matches ``access_token``, ``X-Auth-Token`` and
+``accessToken``, and ``"api_key"`` matches ``apiKey`` and ``X-API-KEY``. A
+word that only *starts* with a name is kept: ``tokenizer``, ``secretary``,
+``author``. A key matched only through a plural (``total_tokens``,
+``tokens_used``) names a count when its value is a number, so a number there
+is kept and anything else is redacted.
 """
 
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _MAX_DEPTH: Final = 32
-_PAYLOAD_LEVELS: Final = 10  # loguru's DEBUG; TRACE (5) also shows payloads
+
+# What a key's words say about its value: redact it, keep it, or redact it unless it is a
+# number (a key matched only through a plural, such as ``total_tokens``, names a count).
+_KEEP: Final = 0
+_PLURAL: Final = 1
+_SECRET: Final = 2
 
 
 def _words(key: str) -> tuple[str, ...]:
     return tuple(w.lower() for w in _WORD.findall(key))
 
 
-def _contains(words: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
-    n = len(pattern)
-    return n > 0 and any(words[i : i + n] == pattern for i in range(len(words) - n + 1))
+def _word_match(word: str, name: str, *, first: bool, last: bool) -> int:
+    """How one word of a key matches one word of a name (see ``DEFAULT_REDACT_KEYS``)."""
+    if word == name or (first and word.endswith(name)):
+        return _SECRET
+    plural = name + "s"
+    if last and (word == plural or (first and word.endswith(plural))):
+        return _PLURAL
+    return _KEEP
+
+
+def _match(words: tuple[str, ...], name: tuple[str, ...]) -> int:
+    """The strongest match of the name's words among the key's words."""
+    n = len(name)
+    best = _KEEP
+    for i in range(len(words) - n + 1):
+        found = _SECRET
+        for j in range(n):
+            got = _word_match(words[i + j], name[j], first=j == 0, last=j == n - 1)
+            if got == _KEEP:
+                found = _KEEP
+                break
+            found = min(found, got)
+        if found == _SECRET:
+            return _SECRET
+        best = max(best, found)
+    if n > 1:  # the name's words run together inside one word of the key
+        joined = "".join(name)
+        for word in words:
+            best = max(best, _word_match(word, joined, first=True, last=True))
+            if best == _SECRET:
+                return _SECRET
+    return best
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _Redactor:
@@ -87,18 +137,28 @@ class _Redactor:
 
     def __init__(self, keys: Iterable[str]) -> None:
         self._patterns = tuple({_words(k) for k in keys if _words(k)})
-        self._cache: dict[str, bool] = {}
+        self._cache: dict[str, int] = {}
 
-    def is_secret(self, key: object) -> bool:
+    def verdict(self, key: object) -> int:
+        """``_SECRET``, ``_PLURAL`` (secret unless the value is a number) or ``_KEEP``."""
         if not isinstance(key, str):
-            return False
+            return _KEEP
         hit = self._cache.get(key)
         if hit is None:
             words = _words(key)
-            hit = any(_contains(words, p) for p in self._patterns)
+            hit = _KEEP
+            for pattern in self._patterns:
+                hit = max(hit, _match(words, pattern))
+                if hit == _SECRET:
+                    break
             if len(self._cache) < 10_000:
                 self._cache[key] = hit
         return hit
+
+    def hides(self, key: object, value: Any) -> bool:
+        """Whether the value of ``key`` is redacted."""
+        hit = self.verdict(key)
+        return hit == _SECRET or (hit == _PLURAL and not _is_count(value))
 
     def walk(self, value: Any, depth: int, max_items: int) -> Any:
         """Return a copy of ``value`` with secret keys redacted, as plain containers."""
@@ -119,7 +179,7 @@ class _Redactor:
                 if i >= max_items:
                     out["..."] = f"{len(value) - max_items} more keys"
                     break
-                out[str(k)] = REDACTED if self.is_secret(k) else self.walk(v, depth + 1, max_items)
+                out[str(k)] = REDACTED if self.hides(k, v) else self.walk(v, depth + 1, max_items)
             return out
         if isinstance(value, list | tuple | set | frozenset):
             items = list(value)[: max_items + 1]
@@ -169,14 +229,22 @@ class LoggingCallback(BaseCallbackHandler):
     nodes and the run timeout), and the end of a failed or cancelled run at
     ``WARNING``, each raised to ``level`` if that is more severe.
 
-    Payloads: when ``level`` is ``DEBUG`` (or ``TRACE``), records also carry
-    the event's inputs or outputs, redacted and rendered as JSON text of at
-    most ``max_length`` characters, both in the message and in
-    ``extra["payload"]``. At ``INFO`` and above they are never rendered.
+    Payloads: the inputs of a run and of each node attempt, each node's return
+    value, the run's outputs and custom event data are logged at ``DEBUG``,
+    redacted and rendered as JSON text of at most ``max_length`` characters,
+    both in the message (``... | {"rows": 120}``) and in ``extra["payload"]``.
+    When the lifecycle record is above ``DEBUG`` (the default ``level="INFO"``),
+    the payload follows it as a separate ``DEBUG`` record bound with the same
+    fields; when it is at ``DEBUG`` or below, it carries the payload itself.
+    So a sink at ``DEBUG`` shows payloads and a sink at ``INFO`` does not. A
+    payload is rendered (and redacted) only when some sink takes records at
+    its level, so it costs next to nothing otherwise.
 
     Args:
-        logger: the loguru logger to write to (it may be pre-bound);
-            defaults to ``loguru.logger``.
+        logger: the loguru logger to write to (it may be pre-bound or
+            patched); defaults to ``loguru.logger``. Records are written
+            through ``logger.opt(lazy=True)``, so other ``opt()`` settings of
+            the logger passed in do not apply.
         level: the level of lifecycle records, a loguru level name or number.
         redact_keys: key names to redact, replacing the defaults
             (``DEFAULT_REDACT_KEYS``).
@@ -187,6 +255,8 @@ class LoggingCallback(BaseCallbackHandler):
             records of errors that will not be retried. It is text, not an
             attached exception, so sinks with loguru's ``diagnose`` never print
             the values of local variables (often a run's secrets).
+        payloads: log inputs and outputs; ``False`` never logs or renders
+            them, whatever the sinks' levels.
 
     Raises:
         ValueError: for an unknown ``level`` or a ``max_length`` below 1.
@@ -201,8 +271,9 @@ class LoggingCallback(BaseCallbackHandler):
         extra_redact_keys: Iterable[str] = (),
         max_length: int = 1_000,
         traceback: bool = True,
+        payloads: bool = True,
     ) -> None:
-        self.logger: Logger = logger if logger is not None else _default_logger
+        self.logger = logger if logger is not None else _default_logger
         self._level_no = _level_number(level)
         self.level = level
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
@@ -215,7 +286,19 @@ class LoggingCallback(BaseCallbackHandler):
             raise TypeError(msg)
         self.redact_keys: tuple[str, ...] = (*redact_keys, *extra_redact_keys)
         self._redactor = _Redactor(self.redact_keys)
-        self._payloads = self._level_no <= _PAYLOAD_LEVELS
+        self.payloads = payloads
+
+    @property
+    def logger(self) -> Logger:
+        """The loguru logger records are written to."""
+        return self._logger
+
+    @logger.setter
+    def logger(self, value: Logger) -> None:
+        self._logger = value
+        # Records go through a lazy view of it (same extras and patchers): a payload is
+        # passed as a callable that loguru calls only once some sink takes its level.
+        self._lazy = value.opt(lazy=True)
 
     # -- rendering ----------------------------------------------------------------------
 
@@ -239,21 +322,41 @@ class LoggingCallback(BaseCallbackHandler):
         *,
         node_id: str | None = None,
         payload: Any = None,
-        has_payload: bool = False,
+        payload_label: str | None = None,
+        subject: str = "",
         stack_trace: str | None = None,
         **extra: Any,
     ) -> None:
+        """Log one lifecycle record and, with ``payload_label``, the event's payload.
+
+        ``subject`` and ``payload_label`` name the payload in its own record's
+        message: ``node 'a' (attempt 1)`` and ``inputs``.
+
+        The payload is passed to loguru lazily (``opt(lazy=True)``): loguru
+        calls ``render`` only after its own check that some sink takes the
+        record's level (``level_no < core.min_level`` returns at once), so
+        nothing is redacted or rendered otherwise.
+        """
         fields = _fields(etype, event, node_id)
         fields.update(extra)
-        if has_payload and self._payloads:
-            rendered = self.render(payload)
-            fields["payload"] = rendered
-            message = f"{message} | {rendered}"
         number = max(level_no, self._level_no)
         level: str | int = _LEVEL_NAMES.get(number, number)
         if stack_trace:
             message = f"{message}\n{stack_trace.rstrip()}"
-        self.logger.bind(**fields).log(level, message)
+        bound = self._lazy.bind(**fields)
+        if payload_label is None or not self.payloads:
+            bound.log(level, message)
+            return
+
+        def rendered() -> str:
+            return self.render(payload)
+
+        if number <= _DEBUG:  # a DEBUG (or TRACE) lifecycle record carries its payload
+            bound.log(level, f"{_escaped(message)} | {{payload}}", payload=rendered)
+            return
+        bound.log(level, message)
+        about = _escaped(f"{subject} {payload_label}")
+        bound.log("DEBUG", f"{about} | {{payload}}", payload=rendered)
 
     # -- events -------------------------------------------------------------------------
 
@@ -262,13 +365,15 @@ class LoggingCallback(BaseCallbackHandler):
     ) -> None:
         """Log that a run started (with its inputs at DEBUG)."""
         parent = f" (sub-run of {event.parent_run_id})" if event and event.parent_run_id else ""
+        subject = _run_label(event, workflow_id)
         self._emit(
             self._level_no,
-            f"{_run_label(event, workflow_id)} started{parent}",
+            f"{subject} started{parent}",
             EventType.WORKFLOW_START,
             event,
             payload=input_data,
-            has_payload=True,
+            payload_label="inputs",
+            subject=subject,
             run_id=workflow_id,
         )
 
@@ -279,13 +384,15 @@ class LoggingCallback(BaseCallbackHandler):
         status = (event.status if event else None) or "ended"
         took = _took(event)
         level = self._level_no if status in ("succeeded", "ended") else _WARNING
+        subject = _run_label(event, workflow_id)
         self._emit(
             level,
-            f"{_run_label(event, workflow_id)} {status}{took}",
+            f"{subject} {status}{took}",
             EventType.WORKFLOW_END,
             event,
             payload=output_data,
-            has_payload=True,
+            payload_label="outputs",
+            subject=subject,
             run_id=workflow_id,
         )
 
@@ -293,28 +400,32 @@ class LoggingCallback(BaseCallbackHandler):
         self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Log that a node attempt started (with its keyword arguments at DEBUG)."""
+        subject = f"node {node_id!r}{_attempt(event)}"
         self._emit(
             self._level_no,
-            f"node {node_id!r}{_attempt(event)} started",
+            f"{subject} started",
             EventType.NODE_START,
             event,
             node_id=node_id,
             payload=input_data,
-            has_payload=True,
+            payload_label="inputs",
+            subject=subject,
         )
 
     async def on_node_end(
         self, node_id: str, output_data: Any, *, event: Event | None = None
     ) -> None:
         """Log that a node attempt succeeded (with its return value at DEBUG)."""
+        subject = f"node {node_id!r}{_attempt(event)}"
         self._emit(
             self._level_no,
-            f"node {node_id!r}{_attempt(event)} succeeded{_took(event)}",
+            f"{subject} succeeded{_took(event)}",
             EventType.NODE_END,
             event,
             node_id=node_id,
             payload=output_data,
-            has_payload=True,
+            payload_label="output",
+            subject=subject,
         )
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
@@ -347,14 +458,16 @@ class LoggingCallback(BaseCallbackHandler):
 
     async def on_custom_event(self, name: str, data: Any, *, event: Event | None = None) -> None:
         """Log a custom event by name (with its data at DEBUG)."""
+        subject = f"custom event {name!r}"
         self._emit(
             self._level_no,
-            f"custom event {name!r}",
+            subject,
             EventType.CUSTOM_EVENT,
             event,
             node_id=event.node_id if event else None,
             payload=data,
-            has_payload=True,
+            payload_label="data",
+            subject=subject,
             event_name=name,
         )
 
@@ -374,6 +487,11 @@ _LEVEL_NAMES: Final[dict[int, str]] = {
     _ERROR: "ERROR",
     _CRITICAL: "CRITICAL",
 }
+
+
+def _escaped(text: str) -> str:
+    """``text`` as a ``str.format`` template of itself (loguru formats lazy messages)."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _level_number(level: str | int) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -16,13 +19,49 @@ from flowhooks.handlers.logging import DEFAULT_REDACT_KEYS, REDACTED, redact
 BOUND = ("run_id", "workflow_name", "node_id", "attempt", "event_type", "duration", "status")
 
 
+def capture(level: str) -> Iterator[list[dict[str, Any]]]:
+    """Every loguru record at ``level`` or above emitted while the sink is in place."""
+    captured: list[dict[str, Any]] = []
+    sink_id = logger.add(lambda m: captured.append(m.record), level=level, format="{message}")
+    yield captured
+    logger.remove(sink_id)
+
+
 @pytest.fixture
 def records() -> Iterator[list[dict[str, Any]]]:
     """Every loguru record emitted during the test, at any level."""
-    captured: list[dict[str, Any]] = []
-    sink_id = logger.add(lambda m: captured.append(m.record), level="TRACE", format="{message}")
-    yield captured
-    logger.remove(sink_id)
+    yield from capture("TRACE")
+
+
+@pytest.fixture
+def debug_records() -> Iterator[list[dict[str, Any]]]:
+    """What a sink at DEBUG receives during the test."""
+    yield from capture("DEBUG")
+
+
+@pytest.fixture
+def info_records() -> Iterator[list[dict[str, Any]]]:
+    """What a sink at INFO receives during the test."""
+    yield from capture("INFO")
+
+
+class Watched(Mapping[str, Any]):
+    """A read-only mapping that counts how often its items are read (by redaction)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.reads = 0
+
+    def __getitem__(self, key: str) -> Any:
+        self.reads += 1
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.reads += 1
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 async def run_events(manager: CallbackManager, run_id: str = "run-1", name: str = "etl") -> None:
@@ -44,8 +83,9 @@ async def run_events(manager: CallbackManager, run_id: str = "run-1", name: str 
     )
 
 
-async def test_one_record_per_event_with_bound_fields(records):
-    """Each lifecycle event gives exactly one record bound with the run and node fields."""
+async def test_one_record_per_event_with_bound_fields(info_records):
+    """At INFO, each lifecycle event gives exactly one record bound with the run and node fields."""
+    records = info_records
     await run_events(CallbackManager([LoggingCallback()]))
     assert [r["extra"]["event_type"] for r in records] == [
         "workflow_start",
@@ -68,15 +108,146 @@ async def test_one_record_per_event_with_bound_fields(records):
     assert records[-1]["message"] == "workflow 'etl' run run-1 succeeded in 1.500s"
 
 
-async def test_info_level_never_renders_payloads(records):
-    """At INFO, records carry no inputs or outputs, in the message or the extras."""
+async def test_info_sink_gets_lifecycle_records_only(info_records):
+    """A sink at INFO gets no inputs or outputs, in the messages or the extras."""
     manager = CallbackManager([LoggingCallback(level="INFO")])
     await manager.trigger(
         "node_end", node_id="a", output_data={"customer": "Alice Example"}, run_id="r"
     )
-    (record,) = records
+    (record,) = info_records
+    assert record["level"].name == "INFO"
     assert "payload" not in record["extra"]
     assert "Alice" not in record["message"]
+
+
+async def test_debug_sink_gets_payload_records_from_the_default_handler(
+    debug_records, info_records
+):
+    """With level='INFO', each payload follows its lifecycle record as a DEBUG record.
+
+    The payload record is bound with the same fields plus ``payload``; a sink at
+    INFO, attached at the same time, gets exactly the lifecycle records.
+    """
+    await run_events(CallbackManager([LoggingCallback()]))
+    assert [(r["level"].name, r["message"]) for r in debug_records] == [
+        ("INFO", "workflow 'etl' run run-1 started"),
+        ("DEBUG", "workflow 'etl' run run-1 inputs | {\"n\": 1}"),
+        ("INFO", "node 'a' (attempt 1) started"),
+        ("DEBUG", "node 'a' (attempt 1) inputs | {\"n\": 1}"),
+        ("INFO", "node 'a' (attempt 1) succeeded in 0.250s"),
+        ("DEBUG", "node 'a' (attempt 1) output | 2"),
+        ("INFO", "custom event 'progress'"),
+        ("DEBUG", "custom event 'progress' data | {\"pct\": 50}"),
+        ("INFO", "workflow 'etl' run run-1 succeeded in 1.500s"),
+        ("DEBUG", "workflow 'etl' run run-1 outputs | {\"a\": 2}"),
+    ]
+    lifecycle, payloads = debug_records[::2], debug_records[1::2]
+    for record, payload in zip(lifecycle, payloads, strict=True):
+        assert "payload" not in record["extra"]
+        assert payload["extra"] == {**record["extra"], "payload": payload["extra"]["payload"]}
+    assert [p["extra"]["payload"] for p in payloads] == [
+        '{"n": 1}',
+        '{"n": 1}',
+        "2",
+        '{"pct": 50}',
+        '{"a": 2}',
+    ]
+    assert [r["message"] for r in info_records] == [r["message"] for r in lifecycle]
+    assert [r["extra"] for r in info_records] == [r["extra"] for r in lifecycle]
+
+
+async def test_payload_record_messages_keep_braces_in_names(debug_records):
+    """Node ids with braces are logged as they are (loguru formats the lazy payload message)."""
+    manager = CallbackManager([LoggingCallback()])
+    await manager.trigger("node_start", node_id="load{0}", input_data={"x": "{y}"}, run_id="r")
+    assert debug_records[1]["message"] == 'node \'load{0}\' inputs | {"x": "{y}"}'
+
+
+async def test_payload_records_follow_warnings_at_debug(records):
+    """At level='DEBUG', a failed run's end is a WARNING and its outputs a DEBUG record."""
+    manager = CallbackManager([LoggingCallback(level="DEBUG")])
+    await manager.trigger(
+        "workflow_end", workflow_id="r", output_data={"a": 1}, status="failed", workflow_name="w"
+    )
+    assert [(r["level"].name, r["message"]) for r in records] == [
+        ("WARNING", "workflow 'w' run r failed"),
+        ("DEBUG", "workflow 'w' run r outputs | {\"a\": 1}"),
+    ]
+
+
+async def test_payloads_false_never_logs_or_renders_them(records):
+    """payloads=False: no payload records even for a TRACE sink, and nothing is read."""
+    watched = Watched({"password": "p", "rows": 3})
+    manager = CallbackManager([LoggingCallback(payloads=False)])
+    await manager.trigger("node_start", node_id="a", input_data=watched, run_id="r")
+    debug = CallbackManager([LoggingCallback(level="DEBUG", payloads=False)])
+    await debug.trigger("node_start", node_id="a", input_data=watched, run_id="r")
+    assert [r["message"] for r in records] == ["node 'a' started", "node 'a' started"]
+    assert all("payload" not in r["extra"] for r in records)
+    assert watched.reads == 0
+
+
+def test_payloads_are_not_rendered_unless_a_sink_takes_debug(tmp_path):
+    """With only an INFO sink, payloads are never redacted or rendered; a DEBUG sink renders them.
+
+    Runs in a fresh interpreter: this test process keeps loguru's default DEBUG sink.
+    """
+    script = tmp_path / "lazy.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from collections.abc import Mapping
+
+            from loguru import logger
+
+            from flowhooks import CallbackManager
+            from flowhooks.handlers import LoggingCallback
+
+
+            class Watched(Mapping):
+                def __init__(self, data):
+                    self.data, self.reads = data, 0
+
+                def __getitem__(self, key):
+                    self.reads += 1
+                    return self.data[key]
+
+                def __iter__(self):
+                    self.reads += 1
+                    return iter(self.data)
+
+                def __len__(self):
+                    return len(self.data)
+
+
+            async def main():
+                logger.remove()
+                info, debug = [], []
+                logger.add(lambda m: info.append(m.record), level="INFO")
+                manager = CallbackManager([LoggingCallback()])
+                watched = Watched({"password": "p", "rows": 3})
+                await manager.trigger("node_start", node_id="a", input_data=watched, run_id="r")
+                assert watched.reads == 0, watched.reads
+                assert [r["message"] for r in info] == ["node 'a' started"]
+
+                logger.add(lambda m: debug.append(m.record), level="DEBUG")
+                await manager.trigger("node_start", node_id="a", input_data=watched, run_id="r")
+                assert watched.reads > 0
+                assert debug[-1]["extra"]["payload"] == '{"password": "***REDACTED***", "rows": 3}'
+                assert len(info) == 2
+                print("ok")
+
+
+            asyncio.run(main())
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
 
 
 async def test_debug_level_renders_payloads(records):
@@ -113,6 +284,29 @@ async def test_secrets_are_redacted_at_any_depth(records):
     assert '"total_tokens": 1234' in text  # a count, not a token
 
 
+async def test_default_handler_redacts_nested_secrets_in_debug_records(debug_records):
+    """The DEBUG payload records of the default handler are redacted at any depth."""
+    manager = CallbackManager([LoggingCallback()])
+    inputs = {
+        "user": "bob",
+        "config": {"db": {"db_password": "pw-123"}, "retries": 3},
+        "headers": [{"X-Api-Key": "key-999"}, {"accessToken": "at-777"}],
+        "accounts": [{"name": "ci", "passwords": ["old-1", "new-2"]}],
+    }
+    await manager.trigger("workflow_start", workflow_id="r", input_data=inputs)
+    await manager.trigger("node_end", node_id="login", output_data={"session": {"mytoken": "t-1"}})
+    await manager.trigger("workflow_end", workflow_id="r", output_data={"refresh_tokens": ["rt"]})
+    payloads = [r for r in debug_records if "payload" in r["extra"]]
+    assert [r["level"].name for r in payloads] == ["DEBUG", "DEBUG", "DEBUG"]
+    text = "".join(r["message"] + r["extra"]["payload"] for r in payloads)
+    for secret in ("pw-123", "key-999", "at-777", "old-1", "new-2", "t-1", '"rt"'):
+        assert secret not in text
+    assert '"user": "bob"' in text
+    assert '"retries": 3' in text
+    assert '"name": "ci"' in text
+    assert payloads[2]["extra"]["payload"] == '{"refresh_tokens": "***REDACTED***"}'
+
+
 async def test_secrets_in_a_pydantic_model_are_redacted(records):
     """A pydantic model payload is walked like a dict, so its secret fields are redacted."""
     from pydantic import BaseModel
@@ -141,16 +335,82 @@ async def test_secrets_in_a_pydantic_model_are_redacted(records):
         ("client_secret", True),
         ("Authorization", True),
         ("private_key", True),
-        ("total_tokens", False),
+        # plural and run-together keys
+        ("passwords", True),
+        ("api_keys", True),
+        ("mytoken", True),
+        ("accessToken", True),
+        ("refresh_tokens", True),
+        ("PASSWORD", True),
+        ("X-Api-Key", True),
+        ("client-secret", True),
+        ("csrftoken", True),
+        ("xapikey", True),
+        ("MYAPIKEYS", True),
+        ("oauth", True),
+        ("session_cookies", True),
+        ("total_tokens", True),  # as text; a number there is a count (see below)
+        # words that only start with a secret name, or hold one inside
+        ("tokenizer", False),
+        ("tokenizer_name", False),
+        ("secretary", False),
+        ("passwordless", False),
         ("author", False),
         ("keyboard", False),
+        ("keys", False),
         ("name", False),
     ],
 )
 def test_redact_matches_key_words(key, secret):
-    """Keys match by whole words in any case style, so counts like total_tokens are kept."""
+    """Keys match by words in any case style, plural or run together with a prefix."""
     out = redact({key: "v"})
     assert (out[key] == REDACTED) is secret
+
+
+def test_a_plural_key_with_a_number_is_a_count():
+    """A key matched only through a plural keeps a number (a count); a singular key never does."""
+    payload = {
+        "total_tokens": 1234,
+        "tokens_used": 56.5,
+        "passwords": 3,
+        "refresh_tokens": ["rt-1"],
+        "tokens": "t1,t2",
+        "has_tokens": True,
+        "token": 42,
+        "token_count": 7,
+        "cvv": 123,
+    }
+    assert redact(payload) == {
+        "total_tokens": 1234,
+        "tokens_used": 56.5,
+        "passwords": 3,
+        "refresh_tokens": REDACTED,
+        "tokens": REDACTED,
+        "has_tokens": REDACTED,
+        "token": REDACTED,
+        "token_count": REDACTED,
+        "cvv": REDACTED,
+    }
+
+
+def test_redaction_decisions_are_cached_per_key():
+    """Each key's verdict is computed once; other values under the same key reuse it."""
+    from flowhooks.handlers.logging import _Redactor
+
+    redactor = _Redactor(DEFAULT_REDACT_KEYS)
+    rows = [{"tokenizer": "bpe", "api_keys": ["k"], "total_tokens": n} for n in range(100)]
+    out = redactor.walk(rows, 0, 1_000)
+    assert out[5] == {"tokenizer": "bpe", "api_keys": REDACTED, "total_tokens": 5}
+    assert set(redactor._cache) == {"tokenizer", "api_keys", "total_tokens"}
+
+
+def test_custom_redaction_keys_follow_the_same_rule():
+    """extra_redact_keys get the same plural and run-together matching as the defaults."""
+    handler = LoggingCallback(level="DEBUG", extra_redact_keys=["ssn", "iban_number"])
+    assert handler.render({"ssns": ["1"], "userssn": "2", "IbanNumbers": "3", "ssnotes": "n"}) == (
+        '{"ssns": "***REDACTED***", "userssn": "***REDACTED***", '
+        '"IbanNumbers": "***REDACTED***", "ssnotes": "n"}'
+    )
 
 
 def test_redact_leaves_the_original_untouched():
@@ -239,11 +499,14 @@ async def test_run_level_error_and_failed_run_end(records):
 
 
 async def test_a_quieter_level_raises_every_record(records):
-    """With level='ERROR', lifecycle records log at ERROR and retries are raised to it too."""
+    """With level='ERROR', lifecycle records log at ERROR and retries are raised to it too.
+
+    Payloads stay at DEBUG.
+    """
     manager = CallbackManager([LoggingCallback(level="ERROR")])
     await manager.trigger("node_start", node_id="a", input_data={})
     await manager.trigger("error", ErrorInfo(type="E", message="m", node_id="a", will_retry=True))
-    assert [r["level"].name for r in records] == ["ERROR", "ERROR"]
+    assert [r["level"].name for r in records] == ["ERROR", "DEBUG", "ERROR"]
 
 
 async def test_custom_logger_keeps_its_bindings(records):
@@ -254,8 +517,9 @@ async def test_custom_logger_keeps_its_bindings(records):
     assert records[0]["extra"]["run_id"] == "r"
 
 
-async def test_used_outside_a_run_without_an_event(records):
+async def test_used_outside_a_run_without_an_event(info_records):
     """Calling the handler directly, outside any run and without an Event, still logs."""
+    records = info_records
     handler = LoggingCallback()
     await handler.on_node_start("a", {})
     await handler.on_error(ErrorInfo(type="KeyError", message="'x'", node_id="a"))
@@ -265,12 +529,13 @@ async def test_used_outside_a_run_without_an_event(records):
 
 
 async def test_concurrent_runs_keep_their_own_run_ids(records):
-    """Interleaved runs log records each bound to its own run id."""
+    """Interleaved runs log records, payload records too, each bound to its own run id."""
     manager = CallbackManager([LoggingCallback()])
     await asyncio.gather(*(run_events(manager, run_id=f"run-{i}") for i in range(3)))
     for i in range(3):
         mine = [r for r in records if r["extra"]["run_id"] == f"run-{i}"]
-        assert len(mine) == 5
+        assert len(mine) == 10
+        assert sum("payload" in r["extra"] for r in mine) == 5
 
 
 @pytest.mark.parametrize(
@@ -290,7 +555,7 @@ def test_bad_configuration_is_rejected(kwargs, error):
 
 
 def test_level_names_are_case_insensitive_and_numbers_work():
-    """'debug' and 10 both select DEBUG, so payloads are rendered."""
+    """'debug' and 10 both select DEBUG."""
     assert LoggingCallback(level="debug").render({"a": 1}) == '{"a": 1}'
     assert LoggingCallback(level=10).level == 10
 
