@@ -1,9 +1,37 @@
-"""Shared test configuration: hypothesis profiles ("ci" when the CI variable is set, else "dev")."""
+"""Shared test configuration: hypothesis profiles ("ci" when the CI variable is set, else "dev"),
+and a memory cap for tests that serialise endless iterators."""
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("dev", deadline=None)
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture
+def capped_memory() -> Iterator[None]:
+    """Cap this process's address space at its current size plus 1 GiB, for one test.
+
+    An endless iterator that gets consumed (by pydantic-core, in native code
+    that no timeout interrupts) then ends in a MemoryError, or an abort,
+    within seconds: the test fails instead of filling the machine's memory.
+    """
+    resource = pytest.importorskip("resource")
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        pytest.skip("needs /proc/self/statm to measure the process size")
+    size = int(statm.read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = size + 2**30
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import collections
+import decimal
+import io
+import itertools
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from json_checks import strict_json
+from pydantic import BaseModel, Field, RootModel, ValidationError, field_serializer
 
 from flowhooks import (
     ErrorInfo,
@@ -21,8 +29,10 @@ from flowhooks import (
     set_max_payload_chars,
     to_jsonable,
 )
+from flowhooks._serialize import dumps
 
 MARKER = "__flowhooks_truncated__"
+CIRCULAR = "<circular reference>"
 
 
 @pytest.fixture
@@ -211,6 +221,54 @@ class BrokenRepr:
         raise RuntimeError("no repr for you")
 
 
+@dataclass
+class Node:
+    """A dataclass that can point at itself."""
+
+    name: object
+    next: Node | None = None
+
+
+class Reading(BaseModel):
+    """A pydantic model with a free-form field."""
+
+    value: float
+    extra: Any = None
+
+
+class Account(BaseModel):
+    """A model whose JSON serialisers mask and exclude fields."""
+
+    token: str
+    at: datetime | None = None
+    rows: Any = None
+    hidden: Any = Field(default=None, exclude=True)
+
+    @field_serializer("token", when_used="json")
+    def _mask(self, value: str) -> str:
+        return "***"
+
+
+class Rows(RootModel[Any]):
+    """A root model: serialised as its root value."""
+
+
+class Countdown:
+    """A hand-written iterator (``iter(x) is x``); endless when started below zero."""
+
+    def __init__(self, start: int) -> None:
+        self.left = start
+
+    def __iter__(self) -> Countdown:
+        return self
+
+    def __next__(self) -> int:
+        if self.left == 0:
+            raise StopIteration
+        self.left -= 1
+        return self.left
+
+
 def test_unserialisable_payload_falls_back_to_repr() -> None:
     """A payload JSON cannot hold is serialised as its repr()."""
     event = _event(payload={"obj": Opaque(), "n": 1}, metadata={"who": Opaque()})
@@ -225,16 +283,204 @@ def test_broken_repr_does_not_break_serialisation() -> None:
     assert "BrokenRepr" in data["payload"]
 
 
-def test_circular_payload_serialises() -> None:
-    """A self-referencing list or dict serialises instead of raising."""
+def test_circular_reference_replaces_only_the_value_closing_it() -> None:
+    """A cycle is cut where it closes; the rest of the payload stays JSON objects and arrays."""
     loop: list[object] = [1]
     loop.append(loop)
-    cyclic: dict[str, object] = {"a": 1}
-    cyclic["self"] = cyclic
-    for payload in (loop, cyclic):
-        data = json.loads(_event(payload=payload).model_dump_json())
-        assert isinstance(data["payload"], str)
-        assert "..." in data["payload"]
+    tree: dict[str, object] = {"name": "root", "children": [{"name": "leaf"}]}
+    tree["children"].append(tree)  # type: ignore[attr-defined]
+    tree["self"] = tree
+    node = Node("a")
+    node.next = node
+    data = strict_json(_event(payload={"loop": loop, "tree": tree, "node": node}).model_dump_json())
+    assert data["payload"] == {
+        "loop": [1, CIRCULAR],
+        "tree": {
+            "name": "root",
+            "children": [{"name": "leaf"}, CIRCULAR],
+            "self": CIRCULAR,
+        },
+        "node": {"name": "a", "next": CIRCULAR},
+    }
+
+
+def test_shared_values_that_are_not_cycles_are_kept() -> None:
+    """The same list twice side by side, or a NaN beside it, is not a cycle."""
+    shared = [1, 2]
+    assert to_jsonable({"a": shared, "b": [shared, shared]}) == {
+        "a": [1, 2],
+        "b": [[1, 2], [1, 2]],
+    }
+    payload = {"a": shared, "b": shared, "nan": math.nan}
+    assert to_jsonable(payload) == {"a": [1, 2], "b": [1, 2], "nan": "NaN"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (math.nan, "NaN"),
+        (math.inf, "Infinity"),
+        (-math.inf, "-Infinity"),
+        ({"ratio": math.nan, "n": 1.5}, {"ratio": "NaN", "n": 1.5}),
+        ([1.0, [math.inf, (-math.inf,)]], [1.0, ["Infinity", ["-Infinity"]]]),
+        ({math.nan: 1, math.inf: 2, 1.5: 3}, {"NaN": 1, "Infinity": 2, "1.5": 3}),
+        (Node(math.nan), {"name": "NaN", "next": None}),
+        (Reading(value=math.inf), {"value": "Infinity", "extra": None}),
+        (decimal.Decimal("NaN"), "NaN"),
+    ],
+    ids=repr,
+)
+def test_non_finite_floats_become_strings(value: object, expected: object) -> None:
+    """NaN and infinities become "NaN", "Infinity", "-Infinity": the text stays strict JSON."""
+    assert to_jsonable(value) == expected
+    assert strict_json(dumps(value)) == expected
+    assert strict_json(_event(payload=value).model_dump_json())["payload"] == expected
+    assert strict_json(json.dumps(to_jsonable({"p": value}))) == {"p": expected}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (i for i in range(3)),
+        lambda: map(int, "012"),
+        lambda: filter(None, [1, 2, 3]),
+        lambda: zip([0, 1, 2], "abc", strict=True),
+        lambda: enumerate("abc"),
+        lambda: iter([0, 1, 2]),
+        lambda: iter({"a": 0, "b": 1, "c": 2}),
+        lambda: reversed([2, 1, 0]),
+        lambda: itertools.islice(itertools.count(), 3),
+        lambda: io.StringIO("0\n1\n2\n"),
+        lambda: Countdown(3),
+    ],
+    ids=[
+        "generator",
+        "map",
+        "filter",
+        "zip",
+        "enumerate",
+        "list_iterator",
+        "dict_keyiterator",
+        "reversed",
+        "islice",
+        "StringIO",
+        "iter(x) is x",
+    ],
+)
+def test_one_shot_iterators_are_shown_not_consumed(make: Callable[[], Iterator[object]]) -> None:
+    """An iterator becomes its repr(), at any depth, and is left whole for its consumer."""
+    expected = list(make())
+    it = make()
+    shown = repr(it)
+    inside = {
+        "top": it,
+        "list": [it],
+        "tuple": (1, it),
+        "dict": {"deep": {"deeper": [it]}},
+        "set": {it},
+        "deque": collections.deque([it]),
+        "dataclass": Node(it),
+        "model": Reading(value=1.0, extra=it),
+    }
+    assert to_jsonable(it) == shown
+    assert to_jsonable(inside) == {
+        "top": shown,
+        "list": [shown],
+        "tuple": [1, shown],
+        "dict": {"deep": {"deeper": [shown]}},
+        "set": [shown],
+        "deque": [shown],
+        "dataclass": {"name": shown, "next": None},
+        "model": {"value": 1.0, "extra": shown},
+    }
+    strict_json(_event(payload=inside, metadata={"it": it}).model_dump_json())
+    assert list(it) == expected
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        itertools.count,
+        lambda: itertools.cycle([1]),
+        lambda: itertools.repeat("x"),
+        lambda: (i for i in itertools.count()),
+        lambda: Countdown(-1),
+    ],
+    ids=["count", "cycle", "repeat", "generator", "iter(x) is x"],
+)
+@pytest.mark.usefixtures("capped_memory")
+def test_endless_iterators_do_not_hang(make: Callable[[], Iterator[object]]) -> None:
+    """An endless iterator anywhere in a payload serialises at once, as its repr()."""
+    it = make()
+    payload = {"it": it, "rows": [Node(it), Reading(value=0.5, extra=[it])], "more": {it}}
+    assert to_jsonable(payload) == {
+        "it": repr(it),
+        "rows": [{"name": repr(it), "next": None}, {"value": 0.5, "extra": [repr(it)]}],
+        "more": [repr(it)],
+    }
+    strict_json(_event(payload=payload).model_dump_json())
+
+
+async def test_async_generators_are_shown_not_iterated() -> None:
+    """An async generator (or any async iterator) becomes its repr()."""
+
+    async def ticks() -> AsyncIterator[int]:
+        for i in itertools.count():
+            yield i
+
+    gen = ticks()
+    assert to_jsonable({"ticks": [gen]}) == {"ticks": [repr(gen)]}
+    assert [i async for i in _take(gen, 3)] == [0, 1, 2]
+    await gen.aclose()
+
+
+async def _take(gen: AsyncIterator[int], n: int) -> AsyncIterator[int]:
+    for _ in range(n):
+        yield await anext(gen)
+
+
+def test_re_iterable_containers_serialise_as_before() -> None:
+    """Lists, tuples, sets, dicts, deques, named tuples and ranges are not one-shot."""
+    point = collections.namedtuple("point", "x y")
+    assert to_jsonable(
+        {
+            "list": [1, 2],
+            "tuple": (1, 2),
+            "frozenset": frozenset([3]),
+            "dict": {"a": 1},
+            "deque": collections.deque([1, 2]),
+            "named": point(1, 2),
+            "range": range(3),
+            "counter": collections.Counter("aab"),
+        }
+    ) == {
+        "list": [1, 2],
+        "tuple": [1, 2],
+        "frozenset": [3],
+        "dict": {"a": 1},
+        "deque": [1, 2],
+        "named": [1, 2],
+        "range": "range(0, 3)",
+        "counter": {"a": 2, "b": 1},
+    }
+
+
+def test_models_keep_their_own_serialisers_beside_an_iterator() -> None:
+    """A model holding an iterator still masks, renames and excludes as its serialisers say."""
+    gen = (i for i in range(2))
+    account = Account(token="s3cret", rows=gen, hidden=gen, at=datetime(2024, 1, 2, tzinfo=UTC))
+    data = to_jsonable(account)
+    assert data == {"token": "***", "at": "2024-01-02T00:00:00Z", "rows": repr(gen)}
+    assert to_jsonable(Account(token="s3cret", rows=[1])) == {
+        "token": "***",
+        "at": None,
+        "rows": [1],
+    }
+    assert to_jsonable(Rows(gen)) == repr(gen)
+    assert to_jsonable(Rows([Account(token="s3cret", rows=gen)])) == [
+        {"token": "***", "at": None, "rows": repr(gen)}
+    ]
+    assert list(gen) == [0, 1]
 
 
 def test_huge_payload_is_truncated_with_marker() -> None:
@@ -372,3 +618,24 @@ def test_serialisation_never_fails(payload: list[object]) -> None:
     """Any mix of JSON data and opaque objects serialises to valid JSON."""
     text = _event(payload=payload, metadata={"p": payload}).model_dump_json()
     assert json.loads(text)["id"] == "e1"
+
+
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@given(
+    st.recursive(
+        non_finite | st.floats() | st.integers() | st.text(max_size=5) | st.builds(Opaque),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.text(max_size=4) | non_finite, inner, max_size=4)
+            | st.iterables(inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_serialisation_is_always_strict_json(payload: object) -> None:
+    """NaN, infinities, iterators and opaque objects anywhere still give strict JSON."""
+    text = _event(payload=payload, metadata={"p": payload}).model_dump_json()
+    assert strict_json(text)["id"] == "e1"
+    strict_json(dumps(payload))

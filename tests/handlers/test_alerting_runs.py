@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from json_checks import strict_json
 
 import flowhooks
 from flowhooks.handlers.history import HistoryCallback, HistoryStore
@@ -42,6 +48,78 @@ def make_workflow(*, fail_times: int = 0, fail_for_good: bool = False) -> Workfl
         return len(transform)
 
     return Workflow("etl", nodes=[extract, transform, load])
+
+
+def odd_outputs_workflow() -> Workflow:
+    """Outputs JSON cannot hold as they are: a generator the next node consumes, an endless
+    iterator, NaN and infinities, and a tree that contains itself."""
+
+    @node
+    def numbers() -> Iterator[int]:
+        return (i for i in range(3))
+
+    @node
+    def total(numbers: Iterator[int]) -> list[int]:
+        return list(numbers)
+
+    @node
+    def ticker() -> Iterator[int]:
+        return itertools.count()
+
+    @node
+    def stats() -> dict[str, float]:
+        return {"mean": 1.5, "ratio": math.nan, "max": math.inf, "min": -math.inf}
+
+    @node
+    def tree() -> dict[str, Any]:
+        root: dict[str, Any] = {"name": "root", "children": [{"name": "leaf"}]}
+        root["children"].append(root)
+        return root
+
+    return Workflow("odd", nodes=[numbers, total, ticker, stats, tree])
+
+
+def assert_odd_outputs(outputs: dict[str, Any]) -> None:
+    """The serialised outputs of ``odd_outputs_workflow``."""
+    assert outputs["numbers"].startswith("<generator object")
+    assert outputs["total"] == [0, 1, 2]
+    assert outputs["ticker"] == "count(0)"
+    assert outputs["stats"] == {
+        "mean": 1.5,
+        "ratio": "NaN",
+        "max": "Infinity",
+        "min": "-Infinity",
+    }
+    assert outputs["tree"] == {
+        "name": "root",
+        "children": [{"name": "leaf"}, "<circular reference>"],
+    }
+
+
+@pytest.mark.usefixtures("capped_memory")
+async def test_history_of_odd_outputs(db_url: str) -> None:
+    """Recording a run leaves a generator whole for the next node and does not hang on
+    count(); NaN is stored as strict JSON and a cycle is cut only where it closes."""
+    history = HistoryCallback(db_url)
+    run = odd_outputs_workflow().run({}, callbacks=[history])
+    result = await asyncio.wait_for(run, timeout=60)
+    await history.aclose()
+    assert result.status == "succeeded"
+    assert result.outputs["total"] == [0, 1, 2]
+    async with HistoryStore(db_url) as store:
+        detail = await store.get_run(result.run_id)
+    assert detail is not None
+    assert_odd_outputs(detail.run.outputs)
+    assert {n.node_id: n.output_data for n in detail.nodes} == detail.run.outputs
+    inputs = {n.node_id: n.input_data for n in detail.nodes}
+    assert inputs["total"] == {"numbers": detail.run.outputs["numbers"]}
+    if db_url.startswith("sqlite:///"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            [(text,)] = conn.execute(
+                "SELECT outputs FROM flowhooks_runs WHERE run_id = ?", (result.run_id,)
+            )
+        assert_odd_outputs(strict_json(text))
+    assert_odd_outputs(strict_json(json.dumps(result.to_dict()))["outputs"])
 
 
 async def test_history_of_real_runs(db_url: str) -> None:
@@ -119,6 +197,22 @@ async def test_webhook_posts_the_run_result(receiver: Receiver) -> None:
     assert verify_signature(request.body, request.header("X-Flowhooks-Signature"), "k")
     assert request.json() == result.to_dict()
     assert request.json()["nodes"]["transform"]["status"] == "failed"
+
+
+@pytest.mark.usefixtures("capped_memory")
+async def test_webhook_body_of_odd_outputs_is_strict_json(receiver: Receiver) -> None:
+    """The webhook of a run with a generator, count(), NaN and a cycle in its outputs is
+    posted at once, as strict JSON, and the generator still reaches the next node whole."""
+    handler = WebhookCallback(receiver.url, **FAST)
+    run = odd_outputs_workflow().run({}, callbacks=[handler])
+    result = await asyncio.wait_for(run, timeout=60)
+    await handler.aclose()
+    assert result.outputs["total"] == [0, 1, 2]
+    [request] = receiver.requests
+    body = strict_json(request.body)
+    assert_odd_outputs(body["outputs"])
+    assert {name: n["output"] for name, n in body["nodes"].items()} == body["outputs"]
+    assert body == result.to_dict()
 
 
 async def test_refused_metadata_url_does_not_change_the_run(

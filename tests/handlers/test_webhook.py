@@ -6,10 +6,12 @@ import asyncio
 import gc
 import hashlib
 import hmac
+import math
 from typing import Any
 
 import httpx
 import pytest
+from json_checks import strict_json
 
 from flowhooks import CallbackManager, EventType, Workflow, node
 from flowhooks.handlers.notification import WebhookNotifier
@@ -316,3 +318,19 @@ async def test_webhook_notifier_leaves_no_client_open(receiver: Receiver) -> Non
     await notifier.send("alerts", "run failed", run_id="r1")
     assert len(receiver.requests) == 1
     assert open_clients() - before == set()
+
+
+async def test_webhook_notifier_body_is_strict_json(receiver: Receiver) -> None:
+    """Alert fields holding NaN, a generator or a cycle still make a strict JSON body."""
+    rows = (i for i in range(2))
+    loop: list[Any] = ["x"]
+    loop.append(loop)
+    notifier = WebhookNotifier(receiver.url, **FAST)
+    await notifier.send("alerts", "odd", ratio=math.nan, rows=rows, loop=loop)
+    [request] = receiver.requests
+    assert strict_json(request.body)["fields"] == {
+        "ratio": "NaN",
+        "rows": repr(rows),
+        "loop": ["x", "<circular reference>"],
+    }
+    assert list(rows) == [0, 1]
