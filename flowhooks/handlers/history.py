@@ -25,32 +25,37 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from loguru import logger
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import ErrorInfo, Event, EventType, RunStatus
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._serialize import to_jsonable
-from flowhooks.handlers._history_db import DEFAULT_URL as DEFAULT_URL
-from flowhooks.handlers._history_db import HistoryError, _Database
-from flowhooks.handlers._history_db import errors_table as errors_table
-from flowhooks.handlers._history_db import events_table as events_table
-from flowhooks.handlers._history_db import metadata as metadata
-from flowhooks.handlers._history_db import nodes_table as nodes_table
-from flowhooks.handlers._history_db import normalize_url as normalize_url
-from flowhooks.handlers._history_db import runs_table as runs_table
-from flowhooks.handlers._history_store import (
+from flowhooks.handlers._extras import require
+from flowhooks.handlers._run_end import closing_status, finished_result
+
+require("sqlalchemy", extra="sql", handler="HistoryCallback")
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import URL  # noqa: E402
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine  # noqa: E402
+
+from flowhooks.handlers._history_db import DEFAULT_URL as DEFAULT_URL  # noqa: E402
+from flowhooks.handlers._history_db import HistoryError, _Database  # noqa: E402
+from flowhooks.handlers._history_db import errors_table as errors_table  # noqa: E402
+from flowhooks.handlers._history_db import events_table as events_table  # noqa: E402
+from flowhooks.handlers._history_db import metadata as metadata  # noqa: E402
+from flowhooks.handlers._history_db import nodes_table as nodes_table  # noqa: E402
+from flowhooks.handlers._history_db import normalize_url as normalize_url  # noqa: E402
+from flowhooks.handlers._history_db import runs_table as runs_table  # noqa: E402
+from flowhooks.handlers._history_store import (  # noqa: E402
     ErrorRecord,
     HistoryStore,
     NodeExecutionRecord,
     RunDetail,
     RunRecord,
 )
-from flowhooks.handlers._run_end import closing_status, finished_result
 
 if TYPE_CHECKING:
     from flowhooks._results import RunResult

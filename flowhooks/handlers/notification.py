@@ -19,7 +19,16 @@ from flowhooks._dispatcher import event_from_args
 from flowhooks._events import ErrorInfo, Event, EventType, RunStatus, Severity
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._serialize import to_jsonable
-from flowhooks.handlers.webhook import SIGNATURE_HEADER, JsonPoster, check_http_url, sign_body
+from flowhooks.handlers._extras import require
+
+require("httpx", extra="http", handler="NotificationCallback")
+
+from flowhooks.handlers.webhook import (  # noqa: E402
+    SIGNATURE_HEADER,
+    JsonPoster,
+    check_http_url,
+    sign_body,
+)
 
 __all__ = ["DEFAULT_CHANNELS", "NotificationCallback", "Notifier", "WebhookNotifier"]
 

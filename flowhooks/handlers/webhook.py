@@ -18,7 +18,6 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-import httpx
 from loguru import logger
 
 from flowhooks._context import current_run_var
@@ -28,6 +27,11 @@ from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._retry import RetryPolicy, retry_async
 from flowhooks._serialize import to_jsonable
+from flowhooks.handlers._extras import require
+
+require("httpx", extra="http", handler="WebhookCallback")
+
+import httpx  # noqa: E402
 
 __all__ = [
     "SIGNATURE_HEADER",

@@ -227,23 +227,6 @@ def test_importing_the_handlers_package_does_not_import_optional_dependencies():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_a_missing_extra_names_the_pip_install_line():
-    """Without rich installed, importing ProgressCallback says which extra to install."""
-    code = (
-        "import sys\n"
-        "sys.modules['rich'] = None  # as if rich were not installed\n"
-        "try:\n"
-        "    from flowhooks.handlers import ProgressCallback\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, timeout=60, capture_output=True, text=True
-    ).stdout
-    assert "pip install 'flowhooks[rich]'" in out
-    assert "ProgressCallback" in out
-
-
 def test_unknown_names_raise_attribute_error():
     """Asking flowhooks.handlers for a name it does not define is an AttributeError."""
     import flowhooks.handlers as handlers
