@@ -135,6 +135,14 @@ class ErrorInfo(BaseModel):
     timestamp: datetime = Field(default_factory=utcnow)
     exception: BaseException | None = Field(default=None, exclude=True, repr=False)
 
+    def __str__(self) -> str:
+        """``"ValueError: bad row (node 'parse', attempt 2)"``: what ``print(error)`` shows."""
+        where = [f"node {self.node_id!r}"] if self.node_id else []
+        if self.attempt is not None:
+            where.append(f"attempt {self.attempt}")
+        suffix = f" ({', '.join(where)})" if where else ""
+        return f"{self.type}: {self.message}{suffix}"
+
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:
             raise KeyError(key)

@@ -660,6 +660,22 @@ def test_run_sync_tracebacks_hold_only_the_node_error() -> None:
     assert "During handling of the above exception" not in trace
 
 
+def test_printing_a_run_error_gives_one_line() -> None:
+    """print(result.error) shows type, message, node and attempt; repr keeps everything."""
+
+    @node(retries=1)
+    async def parse() -> None:
+        raise ValueError("bad row 7")
+
+    error = Workflow("p", nodes=[parse]).run_sync().error
+    assert error is not None
+    assert str(error) == "ValueError: bad row 7 (node 'parse', attempt 2)"
+    assert "stack_trace=" in repr(error)
+    assert str(ErrorInfo(type="TimeoutError", message="run timed out")) == (
+        "TimeoutError: run timed out"
+    )
+
+
 async def test_run_sync_inside_a_running_loop_is_a_clear_error() -> None:
     """run_sync inside a running loop raises a RuntimeError pointing to await run()."""
     with pytest.raises(RuntimeError, match=r"cannot be used inside a running event loop.*await"):
