@@ -29,7 +29,7 @@ from flowhooks._handler import BaseCallbackHandler
 from flowhooks._launch import RunHandle
 from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
 from flowhooks._node import InvalidCallbackError, Node, node
-from flowhooks._plan import HookStats
+from flowhooks._plan import HookNameWarning, HookStats
 from flowhooks._results import NodeResult, RunContext, RunResult
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
@@ -55,6 +55,7 @@ __all__ = [
     "FilteringCallback",
     "FlowhooksError",
     "HandlerTimeoutError",
+    "HookNameWarning",
     "HookStats",
     "InvalidCallbackError",
     "MissingInputError",
@@ -80,3 +81,11 @@ __all__ = [
     "to_jsonable",
     "__version__",
 ]
+
+# Tracebacks and reprs name the public path (flowhooks.WorkflowFailed), not the
+# private module that defines the exception.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and issubclass(_obj, BaseException):
+        _obj.__module__ = __name__
+del _name, _obj

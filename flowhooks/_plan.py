@@ -9,11 +9,16 @@ here awaits; the manager drives the result.
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import os
+import sys
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from flowhooks._events import EVENT_ARGS, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
@@ -282,6 +287,54 @@ def check_handler(handler: object) -> BaseCallbackHandler:
     raise TypeError(msg)
 
 
+class HookNameWarning(UserWarning):
+    """A handler method looks like a misspelled hook name, so it is never called."""
+
+
+_HOOK_NAMES: Final = tuple(t.method_name for t in EventType)
+
+
+_checked_classes: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _warn_misspelled_hooks(cls: type) -> None:
+    """Warn (once per class) about ``on_*`` methods that are near misses of hook names.
+
+    A method named ``on_node_started`` is not a hook: the manager never calls
+    it, and without this warning the handler would fail silently.
+    """
+    if cls in _checked_classes:
+        return
+    _checked_classes.add(cls)
+    for klass in cls.__mro__:
+        if klass.__module__.partition(".")[0] == "flowhooks":
+            continue  # the library's own classes (e.g. BatchedCallback.on_dead_letter)
+        for name in vars(klass):
+            if not name.startswith("on_") or name in _HOOK_NAMES:
+                continue
+            close = difflib.get_close_matches(name, _HOOK_NAMES, n=1, cutoff=0.75)
+            if close and not _overrides_in(cls, close[0]):
+                warnings.warn(
+                    f"{cls.__qualname__}.{name} is not a hook and will never be called; "
+                    f"did you mean {close[0]}? (hooks: {', '.join(_HOOK_NAMES)})",
+                    HookNameWarning,
+                    stacklevel=_caller_stacklevel(),
+                )
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside flowhooks."""
+    package = os.path.dirname(__file__) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
+
+
+def _overrides_in(cls: type, name: str) -> bool:
+    return getattr(cls, name, None) is not getattr(BaseCallbackHandler, name, None)
+
+
 def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label: str) -> Entry:
     """Inspect ``handler`` once: which events it handles and how each is called."""
     from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
@@ -289,6 +342,8 @@ def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label
     if isinstance(priority, bool) or not isinstance(priority, int):
         msg = f"priority must be an int (higher runs first), got {priority!r}"
         raise TypeError(msg)
+    if not isinstance(handler, Dispatcher):
+        _warn_misspelled_hooks(type(handler))
     calls: dict[EventType, HookCall] = {}
     thread_slot = ThreadSlot()  # one per handler: its hooks share one worker-thread lane
     for event_type in EventType:

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from loguru import logger
 
+import flowhooks
 from flowhooks import (
     BaseCallbackHandler,
+    BatchedCallback,
     CallbackManager,
     ErrorInfo,
     Event,
@@ -120,6 +123,41 @@ async def test_docs_style_handler_works_unchanged() -> None:
     manager = CallbackManager([handler])
     await manager.trigger("on_node_start", node_id="extract", input_data={"source": "x.csv"})
     assert handler.seen == [("extract", {"source": "x.csv"})]
+
+
+def test_a_misspelled_hook_name_warns_once_per_class() -> None:
+    """on_node_started is never called: adding the handler says which hook was meant."""
+
+    class Audit(BaseCallbackHandler):
+        def on_node_started(self, node_id: str, input_data: dict[str, Any]) -> None:
+            pass
+
+        def on_retry(self) -> None:  # a helper, not a near miss of any hook
+            pass
+
+    with pytest.warns(flowhooks.HookNameWarning, match=r"Audit\.on_node_started .*on_node_start\?"):
+        CallbackManager([Audit()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CallbackManager([Audit()])  # once per class
+
+
+def test_correct_hook_names_and_helpers_do_not_warn() -> None:
+    """Real hooks, their near-miss helpers next to the real hook, and library classes are quiet."""
+
+    class Fine(BaseCallbackHandler):
+        def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+            pass
+
+        def on_node_starting(self) -> None:  # on_node_start exists too: a deliberate helper
+            pass
+
+        def on_failure_page(self) -> None:
+            pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CallbackManager([Fine(), BatchedCallback(lambda batch: None)])
 
 
 async def test_sync_handler_called_inline() -> None:

@@ -113,3 +113,20 @@ def test_import_does_not_load_optional_dependencies() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(result.stdout) == []
+
+
+def test_public_exceptions_show_their_public_path() -> None:
+    """Exceptions print as flowhooks.X (not a private module) and survive pickling."""
+    import pickle
+
+    exceptions = [
+        obj
+        for name in flowhooks.__all__
+        if isinstance(obj := getattr(flowhooks, name), type) and issubclass(obj, BaseException)
+    ]
+    assert flowhooks.WorkflowFailed in exceptions
+    assert flowhooks.HookNameWarning in exceptions
+    for exc_type in exceptions:
+        assert exc_type.__module__ == "flowhooks", exc_type
+    error = flowhooks.WorkflowError("bad graph")
+    assert type(pickle.loads(pickle.dumps(error))) is flowhooks.WorkflowError
