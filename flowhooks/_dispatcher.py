@@ -16,6 +16,15 @@ from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type, tru
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._ids import new_id
 
+# Event types as module constants: reading an enum member (EventType.X) costs an
+# attribute lookup on the enum class at every use.
+_WORKFLOW_START: Final = EventType.WORKFLOW_START
+_WORKFLOW_END: Final = EventType.WORKFLOW_END
+_NODE_START: Final = EventType.NODE_START
+_NODE_END: Final = EventType.NODE_END
+_ERROR: Final = EventType.ERROR
+_CUSTOM_EVENT: Final = EventType.CUSTOM_EVENT
+
 _generation = [0]
 """Bumped whenever any dispatcher's set of handlers changes, so cached plans
 above it (in parent managers) know to rebuild."""
@@ -122,33 +131,33 @@ class Dispatcher(BaseCallbackHandler):
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Dispatch ``workflow_start`` to the handlers."""
-        await self._shortcut(EventType.WORKFLOW_START, (workflow_id, input_data), event)
+        await self._shortcut(_WORKFLOW_START, (workflow_id, input_data), event)
 
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Dispatch ``workflow_end`` to the handlers."""
-        await self._shortcut(EventType.WORKFLOW_END, (workflow_id, output_data), event)
+        await self._shortcut(_WORKFLOW_END, (workflow_id, output_data), event)
 
     async def on_node_start(
         self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Dispatch ``node_start`` to the handlers."""
-        await self._shortcut(EventType.NODE_START, (node_id, input_data), event)
+        await self._shortcut(_NODE_START, (node_id, input_data), event)
 
     async def on_node_end(
         self, node_id: str, output_data: Any, *, event: Event | None = None
     ) -> None:
         """Dispatch ``node_end`` to the handlers."""
-        await self._shortcut(EventType.NODE_END, (node_id, output_data), event)
+        await self._shortcut(_NODE_END, (node_id, output_data), event)
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
         """Dispatch ``error`` to the handlers."""
-        await self._shortcut(EventType.ERROR, (error_info,), event)
+        await self._shortcut(_ERROR, (error_info,), event)
 
     async def on_custom_event(self, name: str, data: Any, *, event: Event | None = None) -> None:
         """Dispatch a custom event to the handlers."""
-        await self._shortcut(EventType.CUSTOM_EVENT, (name, data), event)
+        await self._shortcut(_CUSTOM_EVENT, (name, data), event)
 
     async def _shortcut(
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
@@ -208,22 +217,22 @@ def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any)
         "payload": args[-1],
     }
     first = args[0]
-    if event_type is not EventType.ERROR and not isinstance(first, str):
+    if event_type is not _ERROR and not isinstance(first, str):
         name = event_type.arg_names[0]
         msg = f"the {event_type.value!r} event takes a str {name}, got {first!r}"
         raise TypeError(msg)
-    if event_type in (EventType.NODE_START, EventType.NODE_END):
+    if event_type in (_NODE_START, _NODE_END):
         values["node_id"] = first
-    elif event_type is EventType.CUSTOM_EVENT:
+    elif event_type is _CUSTOM_EVENT:
         values["name"] = first
-    elif event_type is EventType.ERROR and isinstance(first, ErrorInfo):
+    elif event_type is _ERROR and isinstance(first, ErrorInfo):
         values.update(
             node_id=first.node_id,
             run_id=first.run_id,
             workflow_name=first.workflow_name,
             attempt=first.attempt,
         )
-    elif event_type in (EventType.WORKFLOW_START, EventType.WORKFLOW_END):
+    elif event_type in (_WORKFLOW_START, _WORKFLOW_END):
         values["run_id"] = first  # workflow_id is the run's id
     if fields:
         values.update(fields)

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from loguru import Logger
 
 
+_PENDING = NodeStatus.PENDING  # a module constant: reading an enum member is slow
+
+
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
@@ -60,7 +63,7 @@ class NodeResult:
     def __init__(self, node_id: str, clock_offset: float = 0.0) -> None:
         """``clock_offset``: wall-clock time minus ``perf_counter()`` when the run started."""
         self.node_id = node_id
-        self.status: NodeStatus = NodeStatus.PENDING
+        self.status: NodeStatus = _PENDING
         self.attempts = 0
         self.output: Any = None
         self.error: ErrorInfo | None = None

@@ -49,6 +49,7 @@ _ERROR = EventType.ERROR
 _CUSTOM = EventType.CUSTOM_EVENT
 _SUCCEEDED = NodeStatus.SUCCEEDED
 _RUNNING = NodeStatus.RUNNING
+_PENDING = NodeStatus.PENDING
 
 _current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
 
@@ -844,9 +845,12 @@ class RunState:
         if self.result is not None:
             return self.result
         for res in self.nodes.values():
-            if res.status is NodeStatus.PENDING:
+            node_status = res.status
+            if node_status is _SUCCEEDED:
+                continue
+            if node_status is _PENDING:
                 res.status = NodeStatus.SKIPPED
-            elif res.status is NodeStatus.RUNNING:
+            elif node_status is _RUNNING:
                 # Interrupted in the run's own task (SequentialRunner) when the task
                 # awaiting the run was cancelled, or abandoned after the grace period:
                 # the attempt ends silently, cancelled.
