@@ -125,7 +125,7 @@ class Dispatcher(BaseCallbackHandler):
         # handlers that asked for event=; hand triggers are off the hot path.
         if event is None and (fields or self.wants_event(etype)):
             event = event_from_args(etype, argt, **fields)
-        await self._dispatch_from_caller(etype, argt, event)
+        await self._shortcut(etype, argt, event)
 
     async def on_workflow_start(
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
@@ -162,14 +162,13 @@ class Dispatcher(BaseCallbackHandler):
     async def _shortcut(
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
     ) -> None:
+        """Dispatch on behalf of user code: a ``raise_error`` exception leaves unmarked.
+
+        One coroutine for the typed shortcuts and ``trigger``: each level of
+        ``await`` costs as much as a handler call.
+        """
         if event is None and self.wants_event(event_type):
             event = event_from_args(event_type, args)
-        await self._dispatch_from_caller(event_type, args, event)
-
-    async def _dispatch_from_caller(
-        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
-    ) -> None:
-        """Dispatch on behalf of user code: a ``raise_error`` exception leaves unmarked."""
         try:
             await self.dispatch(event_type, args, event)
         except Exception as exc:

@@ -236,8 +236,8 @@ class RunState:
         if not mode:
             self.seq += 1
             return
-        mark = _dispatching.get()
-        if mark is not None and mark is self._active_mark:
+        active = self._active_mark
+        if active is not None and _dispatching.get() is active:
             # Sent by a handler (or a task it started) while this very dispatch is
             # running: it goes right after the event, within the same turn.
             self._pending.append((event_type, args, node_id, attempt, duration, status, name))
