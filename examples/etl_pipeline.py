@@ -240,7 +240,7 @@ def print_summary(result: RunResult, metrics: MetricsCallback) -> None:
     stats = metrics.get_report()
     print(
         f"metrics: {stats['total_nodes']} nodes, {stats['retries']} retried attempt(s), "
-        f"error rate {stats['error_rate']:.0%}"
+        f"{stats['error_rate']:.0%} of node attempts failed (retried ones included)"
     )
 
 
