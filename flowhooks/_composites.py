@@ -233,8 +233,8 @@ def _arity(owner: str, event_type: EventType, predicate: Callable[..., object]) 
     available = len(EVENT_ARGS[event_type])
     try:
         sig = inspect.signature(predicate)
-    except (TypeError, ValueError):  # builtins without a signature: give them everything
-        return available
+    except (TypeError, ValueError):  # builtins without a signature (bool, str.isdigit, ...)
+        return 1  # predicates among them take the one value to test
     positional = 0
     required = 0
     for p in sig.parameters.values():
@@ -266,7 +266,8 @@ class FilteringCallback(_WrappingDispatcher):
     ``EventType``) to predicates over the event's positional arguments. A
     predicate receives as many leading arguments as it accepts (decided once,
     here), so ``{"node_start": lambda node_id: node_id.startswith("critical_"),
-    "error": lambda e: e.severity == "critical"}`` works. Events of a type
+    "error": lambda e: e.severity == "critical"}`` works; a builtin without a
+    signature (``bool``, ``str.isidentifier``) gets the first. Events of a type
     with no filter pass. A predicate that raises is logged and counted in
     ``stats.errors``; the event is then not forwarded. Nested filtering
     composites combine like ``and``.

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from flowhooks._ids import new_id
 from flowhooks._serialize import to_jsonable
 
 
@@ -171,14 +172,15 @@ class ErrorInfo(BaseModel):
 class Event(BaseModel):
     """One event of one run, complete: what gets stored, posted and batched.
 
-    ``id`` is unique per event and serves as an idempotency key; ``seq``
+    ``id`` is unique per event (a fresh uuid4 hex when not given) and serves as
+    an idempotency key; ``seq``
     counts 1, 2, 3 ... within a run in emission order (0 for events triggered
     by hand outside any run).
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    id: str
+    id: str = Field(default_factory=new_id)
     type: EventType
     seq: int = 0
     run_id: str = ""

@@ -35,6 +35,7 @@ from flowhooks._dispatcher import (
 from flowhooks._dispatcher import (
     must_propagate as must_propagate,
 )
+from flowhooks._errors import FlowhooksError
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._logs import failure_text, traceback_suffix
@@ -59,8 +60,8 @@ _ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
 _SYNC_EVENT: Final = CallKind.SYNC_EVENT
 
 
-class HandlerTimeoutError(TimeoutError):
-    """A handler call took longer than its ``timeout``."""
+class HandlerTimeoutError(FlowhooksError, TimeoutError):
+    """A handler call took longer than its ``timeout`` (also a ``TimeoutError``)."""
 
 
 class _HandlerStillBusy(HandlerTimeoutError):
@@ -227,8 +228,9 @@ class CallbackManager(Dispatcher):
         """Return a manager dispatching to the handlers of ``managers`` in one order.
 
         The order is by priority, then the managers' order, then each
-        manager's own order. The registrations (and so their stats) are
-        shared with the given managers, not copied.
+        manager's own order. A handler registered with several of them is
+        kept once, where it comes first. The registrations (and so their
+        stats) are shared with the given managers, not copied.
         """
         present = [m for m in managers if m is not None and m._entries]
         if len(present) == 1:
@@ -238,7 +240,11 @@ class CallbackManager(Dispatcher):
         for rank, manager in enumerate(present):
             ranked.extend((-e.priority, rank, e.order, e) for e in manager._entries)
         ranked.sort(key=lambda item: item[:3])
-        combined._entries = [item[3] for item in ranked]
+        seen: set[int] = set()
+        for *_, entry in ranked:  # a handler given twice (workflow and run) gets each event once
+            if id(entry.handler) not in seen:
+                seen.add(id(entry.handler))
+                combined._entries.append(entry)
         return combined
 
     # -- dispatch ---------------------------------------------------------------------

@@ -334,7 +334,10 @@ class RunState:
                 f"custom event {name!r} cannot be sent after workflow_end"
             )
             raise RuntimeError(msg)
-        await self.emit(_CUSTOM, (name, data), node_id=_current_node.get(), name=name)
+        node_id = _current_node.get()
+        result = self.nodes.get(node_id) if node_id is not None else None
+        attempt = result.attempts if result is not None and result.attempts else None
+        await self.emit(_CUSTOM, (name, data), node_id=node_id, attempt=attempt, name=name)
 
     # -- stopping ---------------------------------------------------------------------
 

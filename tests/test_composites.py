@@ -314,6 +314,19 @@ async def test_filtering_passes_as_many_leading_args_as_the_predicate_takes():
     assert len(rec.seen) == 3
 
 
+async def test_filtering_gives_builtin_predicates_without_a_signature_the_first_argument():
+    """bool, str.isidentifier and friends have no inspectable signature: they get one value."""
+    rec = Recorder()
+    filtering = FilteringCallback(rec, filters={"node_end": bool, "node_start": str.isidentifier})
+    manager = CallbackManager([filtering])
+    await manager.on_node_start("load_rows", {})
+    await manager.on_node_start("not an identifier", {})
+    await manager.on_node_end("x", 1)
+    await manager.on_node_end("", 1)
+    assert rec.seen == [("node_start", ("load_rows", {})), ("node_end", ("x", 1))]
+    assert filtering.stats.errors == 0
+
+
 def test_filtering_rejects_unknown_event_types_naming_the_valid_ones():
     """A bad key in filters is a ValueError listing the event types that exist."""
     with pytest.raises(ValueError, match=r"'node_begin'.*'workflow_start'.*'custom_event'"):

@@ -111,6 +111,15 @@ def test_event_defaults() -> None:
     assert event.timestamp.utcoffset() == timedelta(0)
 
 
+def test_event_id_defaults_to_a_fresh_uuid4_hex() -> None:
+    """Event(type=...) without an id gets a unique 32-character hex id."""
+    first, second = Event(type="node_start"), Event(type="node_start")
+    assert len(first.id) == 32
+    assert int(first.id, 16) >= 0
+    assert first.id != second.id
+    assert Event(id="given", type="node_start").id == "given"
+
+
 def test_event_type_validated_from_string() -> None:
     """A plain string type becomes the EventType member; an unknown one is rejected."""
     assert _event(type="node_start").type is EventType.NODE_START

@@ -397,6 +397,8 @@ async def test_timeout_raises_handler_timeout_error_when_raise_error() -> None:
     with pytest.raises(HandlerTimeoutError, match=r"StrictHang\.on_node_start timed out after"):
         await CallbackManager([StrictHang()]).trigger("node_start", node_id="a", input_data={})
     assert issubclass(HandlerTimeoutError, TimeoutError)
+    with pytest.raises(flowhooks.FlowhooksError):  # the root of every flowhooks exception
+        await CallbackManager([StrictHang()]).on_node_start("a", {})
 
 
 async def test_handler_own_timeout_error_is_not_a_timeout(logs: list[Any]) -> None:

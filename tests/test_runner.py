@@ -1229,6 +1229,34 @@ async def test_subworkflow_run_context_names_its_parent_node(runner: Runner) -> 
     assert seen["child"] == (result.run_id, "via")
 
 
+async def test_a_handler_on_both_workflow_and_run_gets_each_event_once(runner: Runner) -> None:
+    """The same handler object given to Workflow(callbacks=) and run(callbacks=) is called once."""
+    rec = RecordingCallback()
+
+    @node(retries=1)
+    async def flaky() -> int:
+        if not rec.errors:
+            raise ValueError("first try")
+        await current_run().emit("progress", 1)
+        return 1
+
+    wf = Workflow("twice", nodes=[flaky], callbacks=[rec])
+    result = await wf.run(callbacks=[rec], runner=runner)
+    assert result.status == "succeeded"
+    rec.assert_no_duplicates()
+    assert [e.type.value for e in rec.events] == [
+        "workflow_start",
+        "node_start",
+        "error",
+        "node_start",
+        "custom_event",
+        "node_end",
+        "workflow_end",
+    ]
+    custom = next(e for e in rec.events if e.type.value == "custom_event")
+    assert (custom.node_id, custom.attempt) == ("flaky", 2)  # the attempt that sent it
+
+
 async def test_subworkflow_failure(any_runner: Runner) -> None:
     """A failed child run fails the sub node with WorkflowFailed naming the child's error."""
     child_rec = RecordingCallback()
