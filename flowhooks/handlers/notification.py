@@ -20,6 +20,7 @@ from flowhooks._events import ErrorInfo, Event, EventType, RunStatus, Severity
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._serialize import to_jsonable
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._run_end import OpenRuns
 
 require("httpx", extra="http", handler="NotificationCallback")
 
@@ -141,10 +142,12 @@ class NotificationCallback(BaseCallbackHandler):
         on_failure: alert when a run fails.
         on_completion: alert when a run succeeds.
         on_cancel: alert when a run is cancelled.
-        subworkflows: also alert when a sub-workflow's own run ends. Off by
-            default: its outcome reaches the parent run (a failed child fails
-            the node that ran it), so one alert per top-level run is enough.
-            Critical errors inside a child run alert either way.
+        subworkflows: also alert when a sub-workflow run ends inside a run
+            this handler watches too. Off by default: its outcome reaches the
+            parent run (a failed child fails the node that ran it), so one
+            alert per watched run is enough. A handler attached only to the
+            child workflow alerts on the child's runs either way, and critical
+            errors inside a child run alert either way.
         severities: which error severities alert (``"warning"``, ``"error"``,
             ``"critical"``); warnings are attempts that will be retried.
         channels: channel names by alert kind, merged over ``DEFAULT_CHANNELS``.
@@ -190,6 +193,7 @@ class NotificationCallback(BaseCallbackHandler):
         self.on_completion = on_completion
         self.on_cancel = on_cancel
         self.subworkflows = subworkflows
+        self._open_runs = OpenRuns()
         if isinstance(severities, str):
             severities = [severities]
         known = {s.value for s in Severity}
@@ -243,14 +247,19 @@ class NotificationCallback(BaseCallbackHandler):
             resource_id=event.resource_id,
         )
 
+    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+        """Remember the run, to recognise its sub-workflow runs when they end."""
+        self._open_runs.started(workflow_id)
+
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Alert on a run that ended: failed, cancelled or succeeded, as enabled."""
         if event is None:
             event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
-        if event.parent_run_id is not None and not self.subworkflows:
-            return
+        self._open_runs.ended(event.run_id)
+        if not self.subworkflows and self._open_runs.is_open(event.parent_run_id):
+            return  # a sub-workflow run inside a run this handler reports on
         ctx = current_run_var.get(None)
         result = ctx.result if ctx is not None and ctx.run_id == event.run_id else None
         status = result.status.value if result is not None else (event.status or "")

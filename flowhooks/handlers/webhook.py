@@ -28,6 +28,7 @@ from flowhooks._handler import BaseCallbackHandler
 from flowhooks._retry import RetryPolicy, retry_async
 from flowhooks._serialize import to_jsonable
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._run_end import OpenRuns
 
 require("httpx", extra="http", handler="WebhookCallback")
 
@@ -260,10 +261,12 @@ class WebhookCallback(BaseCallbackHandler):
         max_backoff: cap on one delay.
         headers: extra headers for every request.
         metadata_key: the metadata entry holding a per-run URL.
-        subworkflows: also POST when a sub-workflow's own run ends. Off by
-            default: a child run inherits its parent's metadata (and so its
-            ``callback_url``), and its outcome is part of the parent's result,
-            so the receiver gets one POST per top-level run.
+        subworkflows: also POST when a sub-workflow run ends inside a run
+            this handler watches too. Off by default: a child run inherits its
+            parent's metadata (and so its ``callback_url``), and its outcome
+            is part of the parent's result, so the receiver gets one POST per
+            run it asked about. A handler attached only to the child workflow
+            posts the child's runs either way.
 
     Raises:
         ValueError: when ``url`` is not an absolute http(s) URL, or an option
@@ -294,6 +297,7 @@ class WebhookCallback(BaseCallbackHandler):
         self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
         self.metadata_key = metadata_key
         self.subworkflows = subworkflows
+        self._open_runs = OpenRuns()
         self._poster = JsonPoster(
             "WebhookCallback",
             timeout=timeout,
@@ -307,14 +311,19 @@ class WebhookCallback(BaseCallbackHandler):
         target = _safe_url(self.url) if self.url else f"metadata[{self.metadata_key!r}]"
         return f"WebhookCallback({target!r})"
 
+    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+        """Remember the run, to recognise its sub-workflow runs when they end."""
+        self._open_runs.started(workflow_id)
+
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """POST the finished run's result to the configured or allow-listed URL."""
         if event is None:
             event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
-        if event.parent_run_id is not None and not self.subworkflows:
-            return
+        self._open_runs.ended(event.run_id)
+        if not self.subworkflows and self._open_runs.is_open(event.parent_run_id):
+            return  # a sub-workflow run inside a run this handler reports on
         ctx = current_run_var.get(None)
         in_run = ctx is not None and ctx.run_id == event.run_id
         metadata = ctx.metadata if ctx is not None and in_run else event.metadata

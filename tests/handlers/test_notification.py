@@ -156,6 +156,26 @@ async def test_subworkflow_runs_alert_once_per_top_level_run(receiver: Receiver)
     assert kinds == [("critical", "failing-child"), ("failure", "broken")]
 
 
+async def test_a_handler_on_the_child_workflow_only_alerts_on_its_runs(receiver: Receiver) -> None:
+    """Attached to the child workflow alone, the handler reports the child's runs."""
+
+    @node
+    async def shaky() -> None:
+        raise ValueError("disk full")
+
+    child = Workflow(
+        "child",
+        nodes=[shaky],
+        callbacks=[NotificationCallback(WebhookNotifier(receiver.url, **FAST))],
+    )
+    parent = Workflow("parent", nodes=[child.as_node(name="sub")])
+    result = await parent.run()
+    assert result.status == "failed"
+    [request] = receiver.requests
+    fields = request.json()["fields"]
+    assert (fields["kind"], fields["workflow_name"]) == ("failure", "child")
+
+
 async def test_everything_can_be_switched_off(receiver: Receiver) -> None:
     """With on_critical and on_failure off, nothing is sent."""
     handler = NotificationCallback(

@@ -214,6 +214,24 @@ async def test_subworkflow_runs_post_only_with_subworkflows_true(receiver: Recei
     assert bodies[1]["parent_run_id"] is None
 
 
+async def test_a_webhook_on_the_child_workflow_only_posts_its_runs(receiver: Receiver) -> None:
+    """Attached to the child workflow alone, the webhook posts each child run."""
+    child = Workflow(
+        "child",
+        nodes=[node(lambda: 1, name="inner")],
+        callbacks=[WebhookCallback(receiver.url + "/child", **FAST)],
+    )
+    parent = Workflow("parent", nodes=[child.as_node(name="sub")])
+    result = await parent.run()
+    [request] = receiver.requests
+    body = request.json()
+    assert (request.path, body["workflow_name"], body["parent_run_id"]) == (
+        "/child",
+        "child",
+        result.run_id,
+    )
+
+
 def test_wildcard_allowed_hosts() -> None:
     """'*.example.com' allows subdomains; hosts compare case-insensitively."""
     from flowhooks.handlers.webhook import _host_allowed
