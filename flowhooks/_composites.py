@@ -9,10 +9,11 @@ the positional arguments and (when something below asked for it) the
 signature checks, sync/async adaptation, timeouts, isolation, stats and
 ``raise_error`` propagation without any of it being repeated here.
 
-A composite's own failure (a condition or filter that raises) is treated like
-a failing handler: logged through loguru with the composite's name, the event
-type and the run id, counted in the composite's ``stats``, and dispatch goes
-on. Setting ``raise_error = True`` on the composite makes it propagate.
+A composite's own failure (a condition or filter that raises, retries given
+up) is treated like a failing handler: it is raised, with a note on what
+failed, to the manager holding the composite, which logs it with the
+composite's name, the event type and the run id, counts it in its ``stats``
+and goes on. Setting ``raise_error = True`` on the composite makes it propagate.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from time import perf_counter
 from typing import Any, Final, NoReturn, final
 
 from loguru import logger
@@ -183,8 +183,9 @@ class ConditionalCallback(_WrappingDispatcher):
     ``event_type`` is the plain string value of the ``EventType``, and ``args``
     are the event's documented positional arguments, e.g.
     ``condition_fn("workflow_start", workflow_id, input_data)`` or
-    ``condition_fn("error", error_info)``. A condition that raises is logged
-    and counted in ``stats.errors``; the event is then not forwarded.
+    ``condition_fn("error", error_info)``. A condition that raises is counted
+    in ``stats.errors`` and raised to the manager holding this composite, which
+    logs and isolates it; the event is then not forwarded.
 
     Args:
         condition_fn: a synchronous callable returning a truthy value to forward.
@@ -268,8 +269,9 @@ class FilteringCallback(_WrappingDispatcher):
     here), so ``{"node_start": lambda node_id: node_id.startswith("critical_"),
     "error": lambda e: e.severity == "critical"}`` works; a builtin without a
     signature (``bool``, ``str.isidentifier``) gets the first. Events of a type
-    with no filter pass. A predicate that raises is logged and counted in
-    ``stats.errors``; the event is then not forwarded. Nested filtering
+    with no filter pass. A predicate that raises is counted in ``stats.errors``
+    and raised to the manager holding this composite, which logs and isolates
+    it; the event is then not forwarded. Nested filtering
     composites combine like ``and``.
 
     Args:
@@ -358,8 +360,8 @@ class FilteringCallback(_WrappingDispatcher):
 class _PassThroughManager(CallbackManager):
     """A manager that counts a handler's failure but lets the caller decide what to do.
 
-    ``RetryingCallback`` needs to see the exception to retry; the failure is
-    isolated (or propagated) by the composite once the retries are used up.
+    ``RetryingCallback`` needs to see the exception to retry; once the retries
+    are used up, it raises the failure to the manager above.
     """
 
     def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> bool:
@@ -391,8 +393,9 @@ class RetryingCallback(_WrappingDispatcher):
     The first retry waits up to ``backoff`` seconds, each further one up to
     twice as long, capped at ``max_backoff`` ("full jitter": each wait is drawn
     uniformly from zero to that bound). When every try failed, the last error
-    is logged and isolated like any handler failure, or propagates when the
-    wrapped handler (or this composite) sets ``raise_error``. Timeouts of the
+    is raised to the manager holding this composite, which logs and isolates
+    it like any handler failure; it propagates further when the wrapped
+    handler (or this composite) sets ``raise_error``. Timeouts of the
     wrapped handler count as failures and are retried too.
 
     Wrap a single handler: retrying a composite repeats the event for all of
@@ -475,15 +478,14 @@ class RetryingCallback(_WrappingDispatcher):
                 delay=delay,
             )
 
-        started = perf_counter()
         try:
             await retry_async(attempt, self._policy, on_retry=on_retry)
         except Exception as exc:
             stats.gave_up += 1
-            tries = self._policy.attempts
-            elapsed = perf_counter() - started
+            # No timing in the note: a handler that raises one exception object on
+            # every event must not collect a new note each time.
             fail_with_context(
-                self, f"{self._label} gave up after {tries} tries in {elapsed:.2f}s", exc
+                self, f"{self._label} gave up after {self._policy.attempts} tries", exc
             )
         else:
             stats.recovered += 1

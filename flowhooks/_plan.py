@@ -9,6 +9,7 @@ here awaits; the manager drives the result.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import inspect
 import os
@@ -312,7 +313,7 @@ def _warn_misspelled_hooks(cls: type) -> None:
         for name in vars(klass):
             if not name.startswith("on_") or name in _HOOK_NAMES:
                 continue
-            close = difflib.get_close_matches(name, _HOOK_NAMES, n=1, cutoff=0.75)
+            close = difflib.get_close_matches(name, _HOOK_NAMES, n=1, cutoff=0.85)
             if close and not _overrides_in(cls, close[0]):
                 warnings.warn(
                     f"{cls.__qualname__}.{name} is not a hook and will never be called; "
@@ -322,11 +323,17 @@ def _warn_misspelled_hooks(cls: type) -> None:
                 )
 
 
+_OWN_FRAMES: Final = (
+    os.path.dirname(__file__) + os.sep,
+    os.path.dirname(asyncio.__file__) + os.sep,
+)
+
+
 def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside flowhooks."""
-    package = os.path.dirname(__file__) + os.sep
+    """The ``stacklevel`` that points a warning at user code: the first frame outside
+    flowhooks and asyncio (``run_sync`` and ``asyncio.run`` run a workflow through both)."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_FRAMES):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     return level
 

@@ -3,7 +3,9 @@
 ``NodeResult`` is a slotted class (one per node per run, on the hot path);
 timestamps are kept as ``perf_counter()`` readings (one clock read serves both
 the timestamp and the duration) and turned into UTC datetimes on access,
-through the wall-clock offset its run took when it started.
+through the wall-clock offset its run took when it started. (The monotonic
+clock does not count time the machine spends suspended, so in a run that
+spans a suspend, later node timestamps lag the wall clock by that time.)
 ``RunResult`` is a dataclass with a never-failing ``to_dict()`` for webhooks
 and history.
 """

@@ -51,7 +51,8 @@ _SUCCEEDED = NodeStatus.SUCCEEDED
 _RUNNING = NodeStatus.RUNNING
 _PENDING = NodeStatus.PENDING
 
-_current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
+current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
+"""The node of the current run whose task this is (``None`` outside its nodes)."""
 
 
 class _DispatchMark:
@@ -156,7 +157,7 @@ class RunState:
         self.workflow_name = workflow.name
         self.parent_run_id = parent.run_id if parent is not None else None
         # A sub-workflow run starts inside its parent's node: that node is current here.
-        self.parent_node_id = _current_node.get() if parent is not None else None
+        self.parent_node_id = current_node.get() if parent is not None else None
         self.resource_id = resource_id
         self.metadata = metadata
         self.outputs: dict[str, Any] = {}
@@ -250,6 +251,10 @@ class RunState:
             turn.holder = task
         else:
             await turn.take(task)
+            # Handlers may have been added or removed while this event waited.
+            if self._modes_generation != _generation[0]:
+                self._refresh_modes()
+            mode = self._modes[event_type]
         # A fresh mark per dispatch: tasks that handlers start copy it, and it stops
         # counting as "inside the dispatch" as soon as this dispatch is over.
         mark = self._active_mark = _DispatchMark()
@@ -334,7 +339,7 @@ class RunState:
                 f"custom event {name!r} cannot be sent after workflow_end"
             )
             raise RuntimeError(msg)
-        node_id = _current_node.get()
+        node_id = current_node.get()
         result = self.nodes.get(node_id) if node_id is not None else None
         attempt = result.attempts if result is not None and result.attempts else None
         await self.emit(_CUSTOM, (name, data), node_id=node_id, attempt=attempt, name=name)
@@ -615,14 +620,14 @@ class RunState:
         fail_fast = self.runner.fail_fast
         task = asyncio.current_task()
         assert task is not None
-        token = _current_node.set(None)
+        token = current_node.set(None)
         try:
             for name in self.plan.order:
                 if self.stopping is not None:
                     return
                 if not fail_fast and any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
-                _current_node.set(name)
+                current_node.set(name)
                 try:
                     ok = await self.run_node(name, task)
                 except asyncio.CancelledError:
@@ -635,7 +640,7 @@ class RunState:
                 if not ok and fail_fast and self.error is not None:
                     self.request_stop(RunStatus.FAILED, None)
         finally:
-            _current_node.reset(token)
+            current_node.reset(token)
 
     async def run_concurrent(self) -> None:
         """Run ready nodes as asyncio tasks, up to ``max_concurrency`` at once."""
@@ -659,7 +664,7 @@ class RunState:
             tasks.add(create_task(self._drive(ready.popleft())))
 
     async def _drive(self, name: str) -> None:
-        _current_node.set(name)
+        current_node.set(name)
         ok = False
         task = asyncio.current_task()
         assert task is not None

@@ -436,6 +436,21 @@ async def test_retrying_isolates_the_error_when_every_try_fails(logs):
     )
 
 
+async def test_retrying_notes_once_on_an_exception_object_raised_every_time(logs):
+    """A handler raising one shared exception object does not pile up notes on it."""
+    shared = ConnectionError("down")
+
+    class Down(BaseCallbackHandler):
+        async def on_node_start(self, node_id, input_data):
+            raise shared
+
+    manager = CallbackManager([RetryingCallback(Down(), attempts=2, backoff=0.0)])
+    for _ in range(3):
+        await manager.on_node_start("n", {})
+    assert shared.__notes__ == ["in RetryingCallback: Down gave up after 2 tries"]
+    assert manager.stats["RetryingCallback"]["node_start"].errors == 3
+
+
 async def test_retrying_retries_timeouts_of_the_wrapped_handler():
     """A wrapped handler's timeout counts as a failure and is retried."""
 

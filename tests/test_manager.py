@@ -26,6 +26,8 @@ from flowhooks import (
     EventType,
     HandlerTimeoutError,
     PriorityCallbackManager,
+    Workflow,
+    node,
 )
 from flowhooks.testing import RecordingCallback
 
@@ -142,6 +144,19 @@ def test_a_misspelled_hook_name_warns_once_per_class() -> None:
         CallbackManager([Audit()])  # once per class
 
 
+def test_the_hook_name_warning_points_at_the_callers_line_under_run_sync() -> None:
+    """Through run_sync (asyncio.run inside), the warning names this file, not asyncio's."""
+
+    class Typo(BaseCallbackHandler):
+        async def on_workflow_ended(self, workflow_id: str, output_data: dict[str, Any]) -> None:
+            pass
+
+    wf = Workflow("w", nodes=[node(lambda: 1, name="a")])
+    with pytest.warns(flowhooks.HookNameWarning) as caught:
+        wf.run_sync(callbacks=[Typo()])
+    assert caught[0].filename == __file__
+
+
 def test_correct_hook_names_and_helpers_do_not_warn() -> None:
     """Real hooks, their near-miss helpers next to the real hook, and library classes are quiet."""
 
@@ -153,6 +168,12 @@ def test_correct_hook_names_and_helpers_do_not_warn() -> None:
             pass
 
         def on_failure_page(self) -> None:
+            pass
+
+        def on_node_retry(self) -> None:  # helpers that only resemble a hook
+            pass
+
+        def on_workflow_failure(self) -> None:
             pass
 
     with warnings.catch_warnings():

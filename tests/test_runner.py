@@ -1257,6 +1257,30 @@ async def test_a_handler_on_both_workflow_and_run_gets_each_event_once(runner: R
     assert (custom.node_id, custom.attempt) == ("flaky", 2)  # the attempt that sent it
 
 
+async def test_events_a_child_run_sends_outside_its_nodes_name_no_parent_node(
+    runner: Runner,
+) -> None:
+    """A custom event sent from a child's workflow_start handler has no node_id."""
+    rec = RecordingCallback()
+
+    class Announce(BaseCallbackHandler):
+        async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+            if current_run().parent_run_id is not None:
+                await current_run().emit("child_started", workflow_id)
+
+    @node
+    async def inner() -> int:  # a child node named like nothing in the parent
+        return 1
+
+    child = Workflow("child", nodes=[inner], callbacks=[Announce()])
+    parent = Workflow("parent", nodes=[child.as_node(name="runchild")])
+    result = await parent.run(callbacks=[rec], runner=runner)
+    assert result.status == "succeeded"
+    [custom] = [e for e in rec.events if e.type.value == "custom_event"]
+    assert (custom.name, custom.node_id, custom.attempt) == ("child_started", None, None)
+    assert custom.parent_run_id == result.run_id
+
+
 async def test_subworkflow_failure(any_runner: Runner) -> None:
     """A failed child run fails the sub node with WorkflowFailed naming the child's error."""
     child_rec = RecordingCallback()

@@ -11,6 +11,8 @@ from stream_checks import assert_well_formed
 from flowhooks import (
     AsyncioRunner,
     BaseCallbackHandler,
+    CallbackManager,
+    Event,
     EventType,
     Runner,
     RunStatus,
@@ -383,3 +385,41 @@ async def test_an_abandoned_timed_out_run_still_reports_its_timeout(runner: Runn
     assert result.status is RunStatus.FAILED
     assert result.error is not None
     assert result.error.type == "TimeoutError"
+
+
+async def test_an_event_waiting_for_its_turn_sees_handlers_added_meanwhile() -> None:
+    """A handler added while an event waits for the run's turn gets that event, complete."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    seen: list[Event] = []
+
+    class Gate(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+            if node_id == "x":
+                entered.set()
+                await release.wait()  # y's node_start now waits for the turn
+
+    class Late(BaseCallbackHandler):
+        async def on_node_start(
+            self, node_id: str, input_data: dict[str, Any], *, event: Event
+        ) -> None:
+            seen.append(event)
+
+    @node
+    async def x() -> int:
+        return 1
+
+    @node
+    async def y() -> int:
+        return 2
+
+    manager = CallbackManager([Gate()])
+    run = asyncio.create_task(Workflow("late", nodes=[x, y]).run(callbacks=manager))
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    await asyncio.sleep(0.05)
+    manager.add_handler(Late())
+    release.set()
+    result = await asyncio.wait_for(run, timeout=5)
+    assert result.status is RunStatus.SUCCEEDED
+    [late] = seen
+    assert (late.node_id, late.run_id, late.workflow_name) == ("y", result.run_id, "late")
+    assert late.seq > 0
