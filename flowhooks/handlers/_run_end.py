@@ -5,14 +5,18 @@ attempts sees it start and never end. At ``workflow_end`` such an attempt is
 closed with the node's final status from the run's ``RunResult`` when the
 handler runs inside that run, else as ``cancelled``.
 
-``OpenRuns`` lets a handler that reports whole runs (webhook, notification)
-recognise a sub-workflow run whose parent it also watches.
+``RunReporter`` is the base of handlers that report whole runs (webhook,
+notification): it recognises a sub-workflow run whose parent they also watch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowhooks._context import run_context_for
-from flowhooks._events import NodeStatus
+from flowhooks._dispatcher import event_from_args
+from flowhooks._events import Event, EventType, NodeStatus
+from flowhooks._handler import BaseCallbackHandler
 from flowhooks._results import NodeResult, RunResult
 
 _UNFINISHED = frozenset({NodeStatus.PENDING, NodeStatus.RUNNING})
@@ -38,22 +42,31 @@ def closing_status(result: RunResult | None, node_id: str) -> NodeStatus:
     return node.status
 
 
-class OpenRuns:
-    """The runs a handler has seen start and not yet end."""
+class RunReporter(BaseCallbackHandler):
+    """Base of handlers that report whole runs (webhook, notification).
 
-    __slots__ = ("_ids",)
+    A sub-workflow run that ends inside a run the handler also watches is
+    skipped unless ``subworkflows`` is true: its outcome is part of the
+    parent's. A handler attached only to the child workflow sees no parent
+    start, so it reports the child's runs.
+    """
 
-    def __init__(self) -> None:
-        self._ids: set[str] = set()
+    def __init__(self, *, subworkflows: bool = False) -> None:
+        self.subworkflows = subworkflows
+        self._open_runs: set[str] = set()  # runs seen to start and not yet end
 
-    def started(self, run_id: str) -> None:
-        """Note that run ``run_id`` started."""
-        self._ids.add(run_id)
+    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+        """Remember the run, to recognise its sub-workflow runs when they end."""
+        self._open_runs.add(workflow_id)
 
-    def ended(self, run_id: str) -> None:
-        """Note that run ``run_id`` ended."""
-        self._ids.discard(run_id)
-
-    def is_open(self, run_id: str | None) -> bool:
-        """Whether run ``run_id`` started and has not ended (``None``: no run)."""
-        return run_id is not None and run_id in self._ids
+    def _run_to_report(
+        self, workflow_id: str, output_data: dict[str, Any], event: Event | None
+    ) -> Event | None:
+        """The ``workflow_end`` event to report, or ``None`` for a nested run to skip."""
+        if event is None:
+            event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
+        open_runs = self._open_runs
+        open_runs.discard(event.run_id)
+        if not self.subworkflows and event.parent_run_id in open_runs:
+            return None
+        return event

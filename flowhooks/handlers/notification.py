@@ -17,10 +17,9 @@ from typing import Any, Final, Protocol, runtime_checkable
 from flowhooks._context import current_run_var
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import ErrorInfo, Event, EventType, RunStatus, Severity
-from flowhooks._handler import BaseCallbackHandler
 from flowhooks._serialize import to_jsonable
 from flowhooks.handlers._extras import require
-from flowhooks.handlers._run_end import OpenRuns
+from flowhooks.handlers._run_end import RunReporter
 
 require("httpx", extra="http", handler="NotificationCallback")
 
@@ -116,7 +115,7 @@ def _seconds(value: float | None) -> str:
     return f"{value:.2f}s" if value is not None else "an unknown time"
 
 
-class NotificationCallback(BaseCallbackHandler):
+class NotificationCallback(RunReporter):
     """Send alerts through a ``Notifier`` when something worth a human's attention happens.
 
     Alert kinds, each sent to its channel (see ``DEFAULT_CHANNELS``):
@@ -192,8 +191,7 @@ class NotificationCallback(BaseCallbackHandler):
         self.on_failure = on_failure
         self.on_completion = on_completion
         self.on_cancel = on_cancel
-        self.subworkflows = subworkflows
-        self._open_runs = OpenRuns()
+        super().__init__(subworkflows=subworkflows)
         if isinstance(severities, str):
             severities = [severities]
         known = {s.value for s in Severity}
@@ -247,18 +245,12 @@ class NotificationCallback(BaseCallbackHandler):
             resource_id=event.resource_id,
         )
 
-    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
-        """Remember the run, to recognise its sub-workflow runs when they end."""
-        self._open_runs.started(workflow_id)
-
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Alert on a run that ended: failed, cancelled or succeeded, as enabled."""
+        event = self._run_to_report(workflow_id, output_data, event)
         if event is None:
-            event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
-        self._open_runs.ended(event.run_id)
-        if not self.subworkflows and self._open_runs.is_open(event.parent_run_id):
             return  # a sub-workflow run inside a run this handler reports on
         ctx = current_run_var.get(None)
         result = ctx.result if ctx is not None and ctx.run_id == event.run_id else None

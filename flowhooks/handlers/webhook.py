@@ -21,14 +21,12 @@ from typing import Any, Final
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._dispatcher import event_from_args
 from flowhooks._errors import FlowhooksError
-from flowhooks._events import Event, EventType
-from flowhooks._handler import BaseCallbackHandler
+from flowhooks._events import Event
 from flowhooks._retry import RetryPolicy, retry_async
 from flowhooks._serialize import to_jsonable
 from flowhooks.handlers._extras import require
-from flowhooks.handlers._run_end import OpenRuns
+from flowhooks.handlers._run_end import RunReporter
 
 require("httpx", extra="http", handler="WebhookCallback")
 
@@ -229,7 +227,7 @@ def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
     return False
 
 
-class WebhookCallback(BaseCallbackHandler):
+class WebhookCallback(RunReporter):
     """POST the ``RunResult`` of every finished run as JSON.
 
     The body is ``RunResult.to_dict()`` (run id, workflow name, status,
@@ -296,8 +294,7 @@ class WebhookCallback(BaseCallbackHandler):
             allowed_hosts = [allowed_hosts]
         self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
         self.metadata_key = metadata_key
-        self.subworkflows = subworkflows
-        self._open_runs = OpenRuns()
+        super().__init__(subworkflows=subworkflows)
         self._poster = JsonPoster(
             "WebhookCallback",
             timeout=timeout,
@@ -311,18 +308,12 @@ class WebhookCallback(BaseCallbackHandler):
         target = _safe_url(self.url) if self.url else f"metadata[{self.metadata_key!r}]"
         return f"WebhookCallback({target!r})"
 
-    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
-        """Remember the run, to recognise its sub-workflow runs when they end."""
-        self._open_runs.started(workflow_id)
-
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """POST the finished run's result to the configured or allow-listed URL."""
+        event = self._run_to_report(workflow_id, output_data, event)
         if event is None:
-            event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
-        self._open_runs.ended(event.run_id)
-        if not self.subworkflows and self._open_runs.is_open(event.parent_run_id):
             return  # a sub-workflow run inside a run this handler reports on
         ctx = current_run_var.get(None)
         in_run = ctx is not None and ctx.run_id == event.run_id
