@@ -9,6 +9,7 @@ the same N.
 from __future__ import annotations
 
 import uuid
+from time import perf_counter
 from typing import Any
 
 from benchmarks._harness import Built, Case
@@ -137,6 +138,74 @@ def floor_case(kind: str, n: int) -> Case:
         return Built(body, _counter(hs), n)
 
     return Case(f"dispatch/floor/{kind}/N={n}", "floor", build, 1)
+
+
+class _CallStats:
+    """What SPEC section 4 keeps per handler and event: calls and total seconds."""
+
+    __slots__ = ("calls", "errors", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.seconds = 0.0
+
+
+def bound_case(kind: str, n: int) -> Case:
+    """The least any dispatcher keeping exact per-call ``stats`` can do.
+
+    The floor's loop plus what SPEC sections 3-4 require of every call:
+    isolation (a ``try`` block), one ``perf_counter()`` read, and the call
+    count and total seconds of that handler. No plan lookup, no ``Event``,
+    no observers: a lower bound for flowhooks, not a competitor.
+    """
+
+    async def build(counting: bool) -> Built:
+        hs = make_handlers(kind, n, counting)
+        steps = tuple((h.on_node_start, _CallStats()) for h in hs)
+        if kind == "async":
+
+            async def dispatch(args: tuple[Any, ...]) -> None:
+                last = perf_counter()
+                for fn, stats in steps:
+                    try:
+                        await fn(*args)
+                    except Exception:
+                        stats.errors += 1
+                    now = perf_counter()
+                    stats.calls += 1
+                    stats.seconds += now - last
+                    last = now
+
+        else:
+
+            async def dispatch(args: tuple[Any, ...]) -> None:
+                last = perf_counter()
+                for fn, stats in steps:
+                    try:
+                        fn(*args)
+                    except Exception:
+                        stats.errors += 1
+                    now = perf_counter()
+                    stats.calls += 1
+                    stats.seconds += now - last
+                    last = now
+
+        async def body(loops: int) -> None:
+            args = (NODE_ID, DATA)
+            for _ in range(loops):
+                await dispatch(args)
+
+        return Built(body, _counter(hs), n)
+
+    return Case(
+        f"dispatch/bound/{kind}/N={n}",
+        "exact-stats bound",
+        build,
+        1,
+        floor=f"dispatch/floor/{kind}/N={n}",
+        note="floor loop + try + one clock read and two counter updates per call",
+    )
 
 
 # -- flowhooks ------------------------------------------------------------------------
@@ -352,6 +421,8 @@ def cases(quick: bool) -> list[Case]:
     for kind in ("async", "sync"):
         out += [floor_case(kind, n) for n in sizes]
     out.append(floor_case("mixed", 10))
+    for kind in ("async", "sync"):
+        out += [bound_case(kind, n) for n in (1, 10)]
 
     def fl(kind: str, n: int) -> str:
         return f"dispatch/floor/{kind}/N={n}"

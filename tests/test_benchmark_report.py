@@ -1,0 +1,79 @@
+"""The benchmark report's judgement of targets, from hand-made timings (no timing here)."""
+
+from __future__ import annotations
+
+from benchmarks._harness import Result
+from benchmarks._report import Target, evaluate, render_markdown
+
+
+def _result(name: str, ns: list[float]) -> Result:
+    return Result(name, "x", "event", None, "", ns_per_unit=ns)
+
+
+def _dispatch_results(flowhooks_ns: float, bound_ns: float) -> dict[str, Result]:
+    """Async N=1 dispatch: a floor of 100 ns per event in each of three rounds."""
+    return {
+        r.name: r
+        for r in (
+            _result("dispatch/floor/async/N=1", [100.0, 100.0, 100.0]),
+            _result("dispatch/flowhooks/async/N=1", [flowhooks_ns] * 3),
+            _result("dispatch/bound/async/N=1", [bound_ns] * 3),
+        )
+    }
+
+
+def _target(results: dict[str, Result], what: str) -> Target:
+    return next(t for t in evaluate(results, {}) if t.what == what)
+
+
+ONE = "manager dispatch, 1 no-op async handler"
+
+
+def test_a_miss_whose_bound_also_misses_is_reported_as_unreachable() -> None:
+    results = _dispatch_results(flowhooks_ns=380.0, bound_ns=300.0)
+    t = _target(results, ONE)
+    assert t.status == "MISS"
+    assert t.bound == 3.0
+    assert t.unreachable
+    assert t.peers["exact-stats bound"] == "x3.00"
+    md = render_markdown(_info(), results, {}, evaluate(results, {}), [])
+    assert "cannot be met by any dispatcher that keeps exact per-call `stats`" in md
+    assert ONE + "." in md
+
+
+def test_a_miss_the_bound_meets_is_not_excused() -> None:
+    results = _dispatch_results(flowhooks_ns=380.0, bound_ns=200.0)
+    t = _target(results, ONE)
+    assert t.status == "MISS"
+    assert not t.unreachable
+    md = render_markdown(_info(), results, {}, evaluate(results, {}), [])
+    assert "cannot be met" not in md
+
+
+def test_a_pass_is_a_pass_whatever_the_bound() -> None:
+    t = _target(_dispatch_results(flowhooks_ns=240.0, bound_ns=300.0), ONE)
+    assert t.status == "PASS"
+    assert t.as_dict()["unreachable"] is True
+
+
+def test_without_a_bound_case_nothing_is_claimed_about_it() -> None:
+    results = _dispatch_results(flowhooks_ns=380.0, bound_ns=300.0)
+    del results["dispatch/bound/async/N=1"]
+    t = _target(results, ONE)
+    assert t.status == "MISS"
+    assert t.bound is None
+    assert not t.unreachable
+    assert "exact-stats bound" not in t.peers
+
+
+def _info() -> dict[str, object]:
+    return {
+        "cpu": "test cpu",
+        "cores": 2,
+        "platform": "test",
+        "python": "3.11",
+        "implementation": "CPython",
+        "date": "2026-11-23 00:00 UTC",
+        "mode": "full",
+        "versions": {"flowhooks": "0"},
+    }
