@@ -458,7 +458,7 @@ class RunState:
             elif p in inputs:
                 kwargs[p] = inputs[p]
         result.status = _RUNNING
-        result._started = first_start = perf_counter()
+        result._started = first_start = start = perf_counter()
         direct = node.is_async and self.default_submit
         attempt = 0
         while True:
@@ -467,14 +467,14 @@ class RunState:
             try:
                 if self._modes_generation != _generation[0] or self._modes[_NODE_START]:
                     await self.emit(_NODE_START, (name, kwargs), name, attempt, task=task)
+                    # Durations measure the node's body, not the handlers around it.
+                    start = perf_counter()
                 else:
                     self.seq += 1
             except Exception as exc:  # a raise_error handler: the node fails without retry
                 return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
             if self.stopping is not None:
                 return self._node_cancelled(result, first_start)
-            # Durations measure the node's body, not the handlers around it.
-            start = perf_counter()
             if attempt == 1:
                 first_start = start
             self.bodies.add(task)
@@ -527,6 +527,7 @@ class RunState:
                         return self._node_cancelled(result, first_start)
                     finally:
                         self.bodies.discard(task)
+                start = perf_counter()
                 continue
             end = perf_counter()
             self.bodies.discard(task)
