@@ -170,6 +170,9 @@ class RunState:
         self._active_mark: _DispatchMark | None = None
         self._modes: dict[EventType, int] = {}
         self._modes_generation = -1
+        # A run whose manager has no handlers can get none (``run`` gives it a shared
+        # empty manager): its node events are only numbered, without a lookup.
+        self.has_handlers = bool(manager.entries)
         self._pending: deque[tuple[Any, ...]] = deque()
         self.closed = False
         self.stopping: RunStatus | None = None
@@ -465,7 +468,9 @@ class RunState:
             attempt += 1
             result.attempts = attempt
             try:
-                if self._modes_generation != _generation[0] or self._modes[_NODE_START]:
+                if self.has_handlers and (
+                    self._modes_generation != _generation[0] or self._modes[_NODE_START]
+                ):
                     await self.emit(_NODE_START, (name, kwargs), name, attempt, task=task)
                     # Durations measure the node's body, not the handlers around it.
                     start = perf_counter()
@@ -536,7 +541,9 @@ class RunState:
             self.outputs[name] = output
             result.duration = end - first_start
             try:
-                if self._modes_generation != _generation[0] or self._modes[_NODE_END]:
+                if self.has_handlers and (
+                    self._modes_generation != _generation[0] or self._modes[_NODE_END]
+                ):
                     await self.emit(
                         _NODE_END, (name, output), name, attempt, end - start, task=task
                     )
