@@ -133,7 +133,61 @@ async def _call_function_callback(fn: Any, args: tuple[Any, ...], what: str, run
 
 
 class RunState:
-    """Everything about one run while it executes; the runners drive it."""
+    """Everything about one run while it executes; the runners drive it.
+
+    Slotted: the runners call its methods for every node, and with this many
+    attributes (30 or more) CPython 3.11 gives up its fast method lookup on an
+    instance that keeps them in a ``__dict__``.
+    """
+
+    __slots__ = (
+        "_active_mark",
+        "_force_timer",
+        "_modes",
+        "_modes_generation",
+        "_pending",
+        "_turn",
+        "active",
+        "bodies",
+        "callback_tasks",
+        "closed",
+        "ctx",
+        "default_submit",
+        "done",
+        "error",
+        "failed_node",
+        "forced",
+        "has_handlers",
+        "indegree",
+        "injected",
+        "inputs",
+        "last_success",
+        "loop",
+        "main",
+        "manager",
+        "metadata",
+        "nodes",
+        "nodes_settled",
+        "outputs",
+        "parent_node_id",
+        "parent_run_id",
+        "plan",
+        "raised",
+        "ready",
+        "resource_id",
+        "result",
+        "run_id",
+        "runner",
+        "seq",
+        "started_at",
+        "stop_reason",
+        "stopping",
+        "t0",
+        "tasks",
+        "timed_out",
+        "workflow",
+        "workflow_name",
+    )
 
     def __init__(
         self,
