@@ -236,23 +236,31 @@ def evaluate(results: Results, extras: dict[str, Any]) -> list[Target]:
     for shape in ("chain", "fan"):
         h1 = r(f"{ru}flowhooks-asyncio/{shape}/1000/h=1", f"{ru}flowhooks-asyncio/{shape}/1000/h=0")
         out.append(
-            _ratio_target(
-                results,
-                f"`AsyncioRunner` + 1 no-op handler, {shape} of 1,000",
-                1.15,
-                "adds ≤ 15 %",
-                h1,
-                {
-                    "Hamilton Driver + adapter": r(
-                        f"{ru}hamilton-driver/{shape}/1000/adapter",
-                        f"{ru}hamilton-driver/{shape}/1000",
-                    ),
-                    "Hamilton AsyncDriver + adapter": r(
-                        f"{ru}hamilton-async/{shape}/1000/adapter",
-                        f"{ru}hamilton-async/{shape}/1000",
-                    ),
-                },
-                note="ratio to the same runner without handlers",
+            bounded(
+                _ratio_target(
+                    results,
+                    f"`AsyncioRunner` + 1 no-op handler, {shape} of 1,000",
+                    1.15,
+                    "adds ≤ 15 %",
+                    h1,
+                    {
+                        "floor + bare handler": r(
+                            f"{ru}floor-tasks+handler/{shape}/1000", f"{ru}floor-tasks/{shape}/1000"
+                        ),
+                        "Hamilton Driver + adapter": r(
+                            f"{ru}hamilton-driver/{shape}/1000/adapter",
+                            f"{ru}hamilton-driver/{shape}/1000",
+                        ),
+                        "Hamilton AsyncDriver + adapter": r(
+                            f"{ru}hamilton-async/{shape}/1000/adapter",
+                            f"{ru}hamilton-async/{shape}/1000",
+                        ),
+                    },
+                    note="ratio to the same runner without handlers",
+                ),
+                "contract bound",
+                f"{ru}floor-tasks+contract-handler/{shape}/1000",
+                f"{ru}floor-tasks/{shape}/1000",
             )
         )
     out.append(
@@ -379,11 +387,14 @@ def render_markdown(
             lines += [
                 "",
                 f"{len(unreachable)} of them are missed by their bound too, so no implementation "
-                "could meet them here: "
+                "keeping the contract could meet them on this machine: "
                 + "; ".join(f"{t.what} ({t.bound_label} {_x(t.bound)})" for t in unreachable)
                 + ". The exact-stats bound is the floor's loop plus what exact per-call "
                 "`stats` (SPEC section 4) cost: a `try`, one clock read and two counter "
-                "updates per call; a scale row's bound is the hand-written floor's own growth.",
+                "updates per call. The contract bound is the task-per-node floor calling its "
+                "handler with the least a runner must do per event: the exact-stats call, the "
+                "run's dispatch turn and a context mark for events sent from inside a dispatch. "
+                "A scale row's bound is the hand-written floor's own growth.",
             ]
     elif all(t.status in ("PASS", "info") for t in targets):
         lines.append("All targets met.")
