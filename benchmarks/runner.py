@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from benchmarks._harness import Built, Case
+from benchmarks.dispatch import CallStats
 
 Spec = list[tuple[str, tuple[str, ...], tuple[str, ...]]]
 """(node name, parameters, ordering-only dependencies), in topological order."""
@@ -127,15 +128,6 @@ class _Turn:
     holder = False
 
 
-class _HookStats:
-    __slots__ = ("calls", "errors", "seconds")
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.errors = 0
-        self.seconds = 0.0
-
-
 _dispatching: ContextVar[object | None] = ContextVar("bench_dispatching", default=None)
 
 
@@ -149,7 +141,7 @@ def _with_contract(method: Callable[..., Any], turn: _Turn) -> Callable[..., Any
     to the hook's stats. The floor's handlers never suspend, so the turn is
     never contended here.
     """
-    stats = _HookStats()
+    stats = CallStats()
 
     async def call(node_id: str, payload: Any) -> None:
         if turn.holder:
