@@ -117,12 +117,12 @@ def added(results: Results, name: str, base: str, own: str) -> float | None:
     """1 + (``name`` - ``base``) / ``own``, median over rounds: what ``name`` adds to
     ``base``, as a share of another system's own time (all three timed in the same rounds)."""
     a, b, c = results.get(name), results.get(base), results.get(own)
-    if a is None or b is None or c is None:
+    if a is None or b is None or c is None or not a.ns_per_unit:
         return None
-    rows = list(zip(a.ns_per_unit, b.ns_per_unit, c.ns_per_unit, strict=False))
-    if not rows or not (len(a.ns_per_unit) == len(b.ns_per_unit) == len(c.ns_per_unit)):
-        return None
-    return statistics.median(1 + (x - y) / z for x, y, z in rows)
+    if not len(a.ns_per_unit) == len(b.ns_per_unit) == len(c.ns_per_unit):
+        return None  # not timed in the same rounds
+    rounds = zip(a.ns_per_unit, b.ns_per_unit, c.ns_per_unit, strict=True)
+    return statistics.median(1 + (x - y) / z for x, y, z in rounds)
 
 
 def _x(v: float | None) -> str:
