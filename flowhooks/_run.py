@@ -176,6 +176,7 @@ class RunState:
         "ready",
         "resource_id",
         "result",
+        "results",
         "run_id",
         "runner",
         "seq",
@@ -218,7 +219,8 @@ class RunState:
         self.started_at = datetime.now(UTC)
         self.t0 = perf_counter()
         offset = self.started_at.timestamp() - self.t0  # perf_counter() readings to wall time
-        self.nodes: dict[str, NodeResult] = {name: NodeResult(name, offset) for name in plan.order}
+        self.results = [NodeResult(name, offset) for name in plan.order]
+        self.nodes: dict[str, NodeResult] = dict(zip(plan.order, self.results, strict=True))
         self.seq = 0
         self._turn = DispatchTurn()
         self._active_mark: _DispatchMark | None = None
@@ -246,7 +248,7 @@ class RunState:
         self.callback_tasks: set[asyncio.Task[None]] = set()
         self.done: asyncio.Future[None] | None = None
         self.active = 0
-        self.ready: deque[str] = deque()
+        self.ready: deque[int] = deque()  # positions in plan.order
         self.tasks: set[asyncio.Task[None]] = set()
         self.default_submit = type(runner).submit is Runner.submit
         self.ctx = RunContext(
@@ -503,10 +505,9 @@ class RunState:
         if task.cancelling():
             raise asyncio.CancelledError
 
-    async def run_node(self, name: str, task: asyncio.Task[Any]) -> bool:
-        """Run every attempt of node ``name`` in ``task``; return whether it succeeded."""
-        node = self.workflow._nodes[name]
-        result = self.nodes[name]
+    async def run_node(self, node: Node, result: NodeResult, task: asyncio.Task[Any]) -> bool:
+        """Run every attempt of ``node`` in ``task``; return whether it succeeded."""
+        name = node.name
         outputs, inputs = self.outputs, self.inputs
         kwargs: dict[str, Any] = {}
         for p in node.params:  # a parameter no dependency or input provides keeps its default
@@ -684,14 +685,15 @@ class RunState:
         assert task is not None
         token = current_node.set(None)
         try:
-            for name in self.plan.order:
+            for node, result in zip(self.plan.steps, self.results, strict=True):
                 if self.stopping is not None:
                     return
+                name = node.name
                 if not fail_fast and any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
                 current_node.set(name)
                 try:
-                    ok = await self.run_node(name, task)
+                    ok = await self.run_node(node, result, task)
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # as in _drive: end the run, re-raise after it
@@ -706,10 +708,10 @@ class RunState:
 
     async def run_concurrent(self) -> None:
         """Run ready nodes as asyncio tasks, up to ``max_concurrency`` at once."""
-        self.indegree = dict(self.plan.indegree)
+        self.indegree = list(self.plan.waits)
         self.loop = asyncio.get_running_loop()
         self.done = self.loop.create_future()
-        self.ready.extend(n for n in self.plan.order if self.indegree[n] == 0)
+        self.ready.extend(i for i, waits in enumerate(self.indegree) if waits == 0)
         self._start_ready()
         if self.active:
             # Shielded: cancelling the awaiting task must not cancel the shared future
@@ -725,13 +727,14 @@ class RunState:
             self.active += 1
             tasks.add(create_task(self._drive(ready.popleft())))
 
-    async def _drive(self, name: str) -> None:
-        current_node.set(name)
+    async def _drive(self, position: int) -> None:
+        node = self.plan.steps[position]
+        current_node.set(node.name)
         ok = False
         task = asyncio.current_task()
         assert task is not None
         try:
-            ok = await self.run_node(name, task)
+            ok = await self.run_node(node, self.results[position], task)
         except asyncio.CancelledError:
             if not self.forced:  # nobody but the run cancels its node tasks
                 raise
@@ -743,7 +746,7 @@ class RunState:
             self.active -= 1
             if ok:
                 indegree = self.indegree
-                for dependent in self.plan.dependents[name]:
+                for dependent in self.plan.successors[position]:
                     indegree[dependent] -= 1
                     if indegree[dependent] == 0:
                         self.ready.append(dependent)

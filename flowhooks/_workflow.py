@@ -80,6 +80,9 @@ class RunPlan:
         indegree: node -> number of dependencies (copied per run).
         inputs: input name -> the nodes that take it.
         required_inputs: input name -> the nodes that require it.
+        steps: the ``Node`` objects, in ``order``.
+        successors: for each position in ``order``, the positions of its dependents.
+        waits: for each position in ``order``, its number of dependencies.
     """
 
     order: tuple[str, ...]
@@ -88,6 +91,9 @@ class RunPlan:
     indegree: Mapping[str, int]
     inputs: Mapping[str, tuple[str, ...]]
     required_inputs: Mapping[str, tuple[str, ...]]
+    steps: tuple[Node, ...]
+    successors: tuple[tuple[int, ...], ...]
+    waits: tuple[int, ...]
 
 
 class Workflow:
@@ -271,6 +277,7 @@ class Workflow:
             ready = sorted(sorter.get_ready(), key=index.__getitem__)
             order.extend(ready)
             sorter.done(*ready)
+        position = {name: i for i, name in enumerate(order)}
         dependents: dict[str, list[str]] = {name: [] for name in order}
         for name in order:
             for d in deps[name]:
@@ -292,6 +299,9 @@ class Workflow:
             indegree=MappingProxyType({k: len(v) for k, v in deps.items()}),
             inputs=MappingProxyType({k: tuple(v) for k, v in inputs.items()}),
             required_inputs=MappingProxyType({k: tuple(v) for k, v in required.items()}),
+            steps=tuple(self._nodes[name] for name in order),
+            successors=tuple(tuple(position[d] for d in dependents[name]) for name in order),
+            waits=tuple(len(deps[name]) for name in order),
         )
         self._plans[key] = plan
         return plan
