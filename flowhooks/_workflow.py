@@ -9,7 +9,6 @@ Running lives in ``_runner``; ``Workflow.run`` delegates there.
 
 from __future__ import annotations
 
-import graphlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -143,8 +142,7 @@ class Workflow:
         self.on_workflow_failure = on_workflow_failure
         self.on_workflow_cancel = on_workflow_cancel
         self._nodes: dict[str, Node] = {}
-        self._plans: dict[frozenset[str] | None, RunPlan] = {}
-        self._validated = False
+        self._plans: dict[frozenset[str] | None, RunPlan] = {}  # None: the whole graph
         for item in nodes or ():
             self.add_node(item if isinstance(item, Node) else Node(item))
 
@@ -166,7 +164,6 @@ class Workflow:
             raise WorkflowError(msg)
         self._nodes[item.name] = item
         self._plans.clear()
-        self._validated = False
         return item
 
     @overload
@@ -229,8 +226,10 @@ class Workflow:
             WorkflowError: naming the node and the unknown dependency.
             CycleError: naming the cycle's nodes in order.
         """
-        if self._validated:
-            return self
+        self.plan()  # the whole graph's plan: built only for a valid graph
+        return self
+
+    def _check_names(self) -> None:
         if not self._nodes:
             msg = f"workflow {self.name!r} has no nodes; pass nodes=[...] or use @wf.node"
             raise WorkflowError(msg)
@@ -246,15 +245,6 @@ class Workflow:
             if n.name in n.depends_on:
                 msg = f"workflow {self.name!r} has a cycle: {n.name} -> {n.name}"
                 raise CycleError(msg, [n.name, n.name])
-        sorter = graphlib.TopologicalSorter({name: self._edges(name) for name in self._nodes})
-        try:
-            sorter.prepare()
-        except graphlib.CycleError as exc:
-            cycle = list(exc.args[1])  # each node feeds the next one
-            msg = f"workflow {self.name!r} has a cycle: {' -> '.join(cycle)}"
-            raise CycleError(msg, cycle) from None
-        self._validated = True
-        return self
 
     def plan(self, outputs: Iterable[str] | None = None) -> RunPlan:
         """Return the static run plan for all nodes, or for ``outputs`` and their ancestors.
@@ -262,26 +252,22 @@ class Workflow:
         Raises:
             WorkflowError: for unknown ``outputs`` names (and see ``validate``).
         """
-        self.validate()
         key = None if outputs is None else frozenset(outputs)
         cached = self._plans.get(key)
         if cached is not None:
             return cached
+        if key is None:
+            self._check_names()
+        elif None not in self._plans:
+            self.plan()  # a graph with a cycle anywhere cannot run any part of it
         wanted = self._closure(key)
-        index = {name: i for i, name in enumerate(self._nodes)}
-        deps = {name: self._edges(name) for name in wanted}
-        sorter = graphlib.TopologicalSorter(deps)
-        sorter.prepare()
-        order: list[str] = []
-        while sorter.is_active():
-            ready = sorted(sorter.get_ready(), key=index.__getitem__)
-            order.extend(ready)
-            sorter.done(*ready)
-        position = {name: i for i, name in enumerate(order)}
-        dependents: dict[str, list[str]] = {name: [] for name in order}
-        for name in order:
-            for d in deps[name]:
+        deps = {name: self._edges(name) for name in self._nodes if name in wanted}
+        dependents: dict[str, list[str]] = {name: [] for name in deps}
+        for name, ds in deps.items():
+            for d in ds:
                 dependents[d].append(name)
+        order = self._order(deps, dependents)
+        position = {name: i for i, name in enumerate(order)}
         inputs: dict[str, list[str]] = {}
         required: dict[str, list[str]] = {}
         for name in order:
@@ -295,7 +281,7 @@ class Workflow:
         plan = RunPlan(
             order=tuple(order),
             deps=MappingProxyType({k: tuple(v) for k, v in deps.items()}),
-            dependents=MappingProxyType({k: tuple(v) for k, v in dependents.items()}),
+            dependents=MappingProxyType({k: tuple(dependents[k]) for k in order}),
             indegree=MappingProxyType({k: len(v) for k, v in deps.items()}),
             inputs=MappingProxyType({k: tuple(v) for k, v in inputs.items()}),
             required_inputs=MappingProxyType({k: tuple(v) for k, v in required.items()}),
@@ -305,6 +291,45 @@ class Workflow:
         )
         self._plans[key] = plan
         return plan
+
+    def _order(
+        self, deps: dict[str, tuple[str, ...]], dependents: dict[str, list[str]]
+    ) -> list[str]:
+        """Order ``deps`` wave by wave, each wave in registration order.
+
+        A wave is every node whose dependencies all came in earlier waves.
+
+        Raises:
+            CycleError: naming one cycle's nodes, each feeding the next.
+        """
+        rank = {name: i for i, name in enumerate(deps)}
+        waiting = {name: len(ds) for name, ds in deps.items()}
+        wave = [name for name, count in waiting.items() if count == 0]
+        order: list[str] = []
+        while wave:
+            order += wave
+            ready = []
+            for name in wave:
+                for dependent in dependents[name]:
+                    waiting[dependent] -= 1
+                    if waiting[dependent] == 0:
+                        ready.append(dependent)
+            wave = sorted(ready, key=rank.__getitem__) if len(ready) > 1 else ready
+        if len(order) == len(deps):
+            return order
+        # Every node left waits for another node left: walking back along dependencies
+        # from any of them must come round to a node already seen.
+        stuck = {name for name, count in waiting.items() if count}
+        name = next(n for n in deps if n in stuck)
+        path: dict[str, None] = {}
+        while name not in path:
+            path[name] = None
+            name = next(d for d in deps[name] if d in stuck)
+        walked = list(path)
+        cycle = [*walked[walked.index(name) :], name]
+        cycle.reverse()  # walked from dependent to dependency; report in feeding order
+        msg = f"workflow {self.name!r} has a cycle: {' -> '.join(cycle)}"
+        raise CycleError(msg, cycle)
 
     def _closure(self, outputs: frozenset[str] | None) -> set[str]:
         if outputs is None:

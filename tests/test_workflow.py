@@ -315,6 +315,43 @@ def test_nodes_are_in_topological_order_and_read_only() -> None:
         wf.nodes["x"] = wf.nodes["join"]  # type: ignore[index]
 
 
+def test_order_goes_wave_by_wave_in_registration_order() -> None:
+    """Each node comes after its dependencies; nodes ready together keep registration order,
+    even when a node is registered before the nodes it depends on."""
+
+    @node
+    def report(late: int, early: int) -> int:
+        return late + early
+
+    @node
+    def late(early: int) -> int:
+        return early
+
+    @node
+    def other() -> int:
+        return 1
+
+    @node
+    def early() -> int:
+        return 1
+
+    @node(depends_on=["other"])
+    def tidy() -> None:
+        return None
+
+    wf = Workflow("w", nodes=[report, late, other, early, tidy])
+    assert list(wf.nodes) == ["other", "early", "late", "tidy", "report"]
+
+
+def test_plan_positions_match_its_names() -> None:
+    """The plan's per-position fields describe the same graph as its name-keyed ones."""
+    plan = _diamond().plan()
+    assert [n.name for n in plan.steps] == list(plan.order)
+    for i, name in enumerate(plan.order):
+        assert plan.waits[i] == len(plan.deps[name]) == plan.indegree[name]
+        assert [plan.order[j] for j in plan.successors[i]] == list(plan.dependents[name])
+
+
 def test_inputs_and_required_inputs() -> None:
     """wf.inputs names every input (sorted); required_inputs only those without defaults."""
     wf = _diamond()
@@ -423,6 +460,46 @@ def test_cycle_through_depends_on() -> None:
     with pytest.raises(CycleError, match=r"workflow 'w' has a cycle: s -> s") as info:
         Workflow("w", nodes=[s]).validate()
     assert info.value.cycle == ["s", "s"]
+
+
+def test_cycle_behind_other_nodes_is_named_alone() -> None:
+    """A cycle deep in a larger graph is named without the nodes that feed it or wait on it,
+    and a plan for an acyclic part of that graph is refused too."""
+
+    @node
+    def free() -> int:
+        return 1
+
+    @node
+    def waits_on_cycle(c: int) -> int:
+        return c
+
+    @node
+    def src() -> int:
+        return 1
+
+    @node
+    def a(src: int, c: int) -> int:
+        return src + c
+
+    @node
+    def b(a: int) -> int:
+        return a
+
+    @node
+    def c(b: int) -> int:
+        return b
+
+    wf = Workflow("big", nodes=[free, waits_on_cycle, src, a, b, c])
+    with pytest.raises(CycleError) as info:
+        wf.validate()
+    cycle = info.value.cycle
+    assert cycle[0] == cycle[-1]
+    assert sorted(cycle[:-1]) == ["a", "b", "c"]
+    feeds = {("a", "b"), ("b", "c"), ("c", "a")}
+    assert all((x, y) in feeds for x, y in itertools.pairwise(cycle))
+    with pytest.raises(CycleError, match="workflow 'big' has a cycle"):
+        wf.plan(["free"])
 
 
 def test_empty_workflow_is_invalid() -> None:
