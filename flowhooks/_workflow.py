@@ -252,6 +252,8 @@ class Workflow:
         Raises:
             WorkflowError: for unknown ``outputs`` names (and see ``validate``).
         """
+        if isinstance(outputs, str):
+            outputs = [outputs]
         key = None if outputs is None else frozenset(outputs)
         cached = self._plans.get(key)
         if cached is not None:
@@ -334,8 +336,6 @@ class Workflow:
     def _closure(self, outputs: frozenset[str] | None) -> set[str]:
         if outputs is None:
             return set(self._nodes)
-        if isinstance(outputs, str):
-            outputs = frozenset([outputs])
         unknown = sorted(o for o in outputs if o not in self._nodes)
         if unknown:
             known = ", ".join(self._nodes)

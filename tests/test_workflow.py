@@ -363,6 +363,7 @@ def test_plan_for_outputs_keeps_ancestors_only() -> None:
     """plan(outputs) holds the named nodes and their ancestors, nothing else."""
     plan = _diamond().plan(["left"])
     assert plan.order == ("extract", "left")
+    assert _diamond().plan("left").order == plan.order  # one name, given as a string
     assert dict(plan.deps) == {"extract": (), "left": ("extract",)}
     assert dict(plan.inputs) == {"source": ("extract",)}
 
