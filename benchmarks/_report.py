@@ -58,6 +58,11 @@ def paired(results: Results, name: str, base: str) -> float | None:
     return statistics.median(x / y for x, y in zip(a.ns_per_unit, b.ns_per_unit, strict=True))
 
 
+def paused_growth(results: Results, big: str, small: str) -> float | None:
+    """Per-unit growth from ``small`` to ``big``, both timed with the collector paused."""
+    return paired(results, f"{big}/gc-paused", f"{small}/gc-paused")
+
+
 @dataclass
 class Target:
     """One row of the targets table."""
@@ -312,6 +317,16 @@ def evaluate(results: Results, extras: dict[str, Any]) -> list[Target]:
             )
             if t.measured is not None and growth:
                 t.note += f"; x{t.measured / growth:.2f} the floor's own growth"
+            paused = paused_growth(results, big, small)
+            if paused is not None:
+                t.note += f"; x{paused:.2f} with the garbage collector paused"
+                floor_paused = paused_growth(
+                    results,
+                    f"{ru}floor-{floor_kind}/{shape}/100000",
+                    f"{ru}floor-{floor_kind}/{shape}/1000",
+                )
+                if floor_paused is not None:
+                    t.peers[f"floor ({floor_kind}), collector paused"] = _x(floor_paused)
             out.append(t)
     mem = extras.get("memory", {})
     for key, entry in mem.items():

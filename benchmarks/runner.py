@@ -19,6 +19,8 @@ wires parameters by name must.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import statistics
 import sys
 import time
@@ -226,6 +228,37 @@ def _floor_case(
         unit="node",
         floor=f"runner/floor-tasks/{shape}/{n}" if handler else None,
         verify_loops=1 if n > 1000 else None,
+    )
+
+
+def collector_paused(case: Case, floor: str | None = None) -> Case:
+    """``case`` timed with CPython's cyclic garbage collector paused (``/gc-paused``).
+
+    At 100,000 nodes the collector's full passes over the objects a run keeps
+    alive cost more per node than at 1,000; this variant shows how much of a
+    scale ratio is that. The harness collects before every sample, so what a
+    paused sample leaves behind is not charged to the next one.
+    """
+
+    async def build(counting: bool) -> Built:
+        built = await case.build(counting)
+        timed = built.body
+
+        async def body(loops: int) -> None:
+            gc.disable()
+            try:
+                await timed(loops)
+            finally:
+                gc.enable()
+
+        return dataclasses.replace(built, body=body)
+
+    return dataclasses.replace(
+        case,
+        name=f"{case.name}/gc-paused",
+        build=build,
+        floor=floor,
+        note="garbage collector paused while timed",
     )
 
 
@@ -438,7 +471,9 @@ def groups(quick: bool) -> tuple[list[tuple[str, list[Case], int | None]], list[
     for n in sizes:
         cases: list[Case] = []
         for shape in ("chain", "fan"):
-            cases += [_floor_case("tasks", shape, n), _floor_case("sequential", shape, n)]
+            floors = {kind: _floor_case(kind, shape, n) for kind in ("tasks", "sequential")}
+            cases += floors.values()
+            cases += [collector_paused(floor) for floor in floors.values()]
             if n <= 1000:
                 cases.append(_floor_case("tasks", shape, n, handler=True))
                 cases.append(_floor_case("tasks", shape, n, handler=True, contract=True))
@@ -446,6 +481,12 @@ def groups(quick: bool) -> tuple[list[tuple[str, list[Case], int | None]], list[
                 for runner_kind in ("asyncio", "sequential"):
                     for h in (0, 1):
                         cases.append(_flowhooks_case(runner_kind, shape, n, h))
+                    floor = floors["tasks" if runner_kind == "asyncio" else "sequential"]
+                    cases.append(
+                        collector_paused(
+                            _flowhooks_case(runner_kind, shape, n, 0), f"{floor.name}/gc-paused"
+                        )
+                    )
                 if n <= 1000:
                     cases.append(_flowhooks_case("asyncio", shape, n, 1, form="list"))
             if n <= 1000:

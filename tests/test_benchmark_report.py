@@ -87,6 +87,29 @@ def test_scale_shows_the_floors_own_growth_without_excusing_a_miss() -> None:
     assert not t.unreachable
 
 
+def test_scale_shows_the_growth_with_the_collector_paused_and_still_judges_it_on() -> None:
+    ru = "runner/"
+    results = {
+        r.name: r
+        for r in (
+            _result(f"{ru}flowhooks-sequential/fan/1000/h=0", [1000.0]),
+            _result(f"{ru}flowhooks-sequential/fan/100000/h=0", [1400.0]),
+            _result(f"{ru}flowhooks-sequential/fan/1000/h=0/gc-paused", [900.0]),
+            _result(f"{ru}flowhooks-sequential/fan/100000/h=0/gc-paused", [990.0]),
+            _result(f"{ru}floor-sequential/fan/1000", [100.0]),
+            _result(f"{ru}floor-sequential/fan/100000", [125.0]),
+            _result(f"{ru}floor-sequential/fan/1000/gc-paused", [100.0]),
+            _result(f"{ru}floor-sequential/fan/100000/gc-paused", [120.0]),
+        )
+    }
+    t = _target(results, "scale: `SequentialRunner` fan, per node at 100,000 vs 1,000")
+    assert t.status == "MISS"  # judged with the collector on, as the method says
+    assert t.measured == 1.4
+    assert "x1.10 with the garbage collector paused" in t.note
+    assert t.peers["floor (sequential), collector paused"] == "x1.20"
+    assert not t.unreachable
+
+
 def test_added_is_the_extra_time_as_a_share_of_another_systems_own_time() -> None:
     results = {
         r.name: r
