@@ -270,6 +270,8 @@ class Workflow:
                 dependents[d].append(name)
         order = self._order(deps, dependents)
         position = {name: i for i, name in enumerate(order)}
+        for waiting in dependents.values():  # in run order, as the runners start them
+            waiting.sort(key=position.__getitem__)
         inputs: dict[str, list[str]] = {}
         required: dict[str, list[str]] = {}
         for name in order:

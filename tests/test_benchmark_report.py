@@ -110,6 +110,21 @@ def test_scale_shows_the_growth_with_the_collector_paused_and_still_judges_it_on
     assert not t.unreachable
 
 
+def test_scale_divides_medians_even_when_round_counts_match() -> None:
+    """The two sizes run in different groups: their rounds are never paired by index."""
+    ru = "runner/"
+    results = {
+        r.name: r
+        for r in (
+            _result(f"{ru}flowhooks-asyncio/fan/1000/h=0", [1000.0, 3000.0, 2000.0]),
+            _result(f"{ru}flowhooks-asyncio/fan/100000/h=0", [2000.0, 2000.0, 6000.0]),
+        )
+    }
+    t = _target(results, "scale: `AsyncioRunner` fan, per node at 100,000 vs 1,000")
+    assert t.measured == 1.0  # paired by index it would be median(2, 0.67, 3) = 2
+    assert t.status == "PASS"
+
+
 def test_added_is_the_extra_time_as_a_share_of_another_systems_own_time() -> None:
     results = {
         r.name: r

@@ -343,6 +343,36 @@ def test_order_goes_wave_by_wave_in_registration_order() -> None:
     assert list(wf.nodes) == ["other", "early", "late", "tidy", "report"]
 
 
+def test_dependents_are_listed_in_run_order() -> None:
+    """A node's dependents come in the order they run, whatever the registration order:
+    the concurrent runner starts the ones it makes ready in that order."""
+
+    @node
+    def late(a: int, mid: int) -> int:
+        return a + mid
+
+    @node
+    def early(a: int) -> int:
+        return a
+
+    @node
+    def a() -> int:
+        return 1
+
+    @node
+    def root() -> int:
+        return 1
+
+    @node
+    def mid(root: int) -> int:
+        return root
+
+    plan = Workflow("w", nodes=[late, early, a, root, mid]).plan()
+    assert plan.order == ("a", "root", "early", "mid", "late")
+    assert plan.dependents["a"] == ("early", "late")
+    assert plan.successors[0] == (2, 4)
+
+
 def test_plan_positions_match_its_names() -> None:
     """The plan's per-position fields describe the same graph as its name-keyed ones."""
     plan = _diamond().plan()
