@@ -315,59 +315,37 @@ def test_nodes_are_in_topological_order_and_read_only() -> None:
         wf.nodes["x"] = wf.nodes["join"]  # type: ignore[index]
 
 
+def _graph(name: str, edges: dict[str, list[str]]) -> Workflow:
+    """A workflow registering ``edges``' nodes in its order, each taking its listed
+    dependencies as parameters."""
+
+    def body(**values: int) -> int:
+        return sum(values.values())
+
+    return Workflow(name, nodes=[Node(body, name=n, params=ps) for n, ps in edges.items()])
+
+
 def test_order_goes_wave_by_wave_in_registration_order() -> None:
     """Each node comes after its dependencies; nodes ready together keep registration order,
     even when a node is registered before the nodes it depends on."""
-
-    @node
-    def report(late: int, early: int) -> int:
-        return late + early
-
-    @node
-    def late(early: int) -> int:
-        return early
-
-    @node
-    def other() -> int:
-        return 1
-
-    @node
-    def early() -> int:
-        return 1
-
-    @node(depends_on=["other"])
-    def tidy() -> None:
-        return None
-
-    wf = Workflow("w", nodes=[report, late, other, early, tidy])
+    wf = _graph(
+        "w",
+        {
+            "report": ["late", "early"],
+            "late": ["early"],
+            "other": [],
+            "early": [],
+            "tidy": ["other"],
+        },
+    )
     assert list(wf.nodes) == ["other", "early", "late", "tidy", "report"]
 
 
 def test_dependents_are_listed_in_run_order() -> None:
     """A node's dependents come in the order they run, whatever the registration order:
     the concurrent runner starts the ones it makes ready in that order."""
-
-    @node
-    def late(a: int, mid: int) -> int:
-        return a + mid
-
-    @node
-    def early(a: int) -> int:
-        return a
-
-    @node
-    def a() -> int:
-        return 1
-
-    @node
-    def root() -> int:
-        return 1
-
-    @node
-    def mid(root: int) -> int:
-        return root
-
-    plan = Workflow("w", nodes=[late, early, a, root, mid]).plan()
+    wf = _graph("w", {"late": ["a", "mid"], "early": ["a"], "a": [], "root": [], "mid": ["root"]})
+    plan = wf.plan()
     assert plan.order == ("a", "root", "early", "mid", "late")
     assert plan.dependents["a"] == ("early", "late")
     assert plan.successors[0] == (2, 4)
@@ -496,32 +474,10 @@ def test_cycle_through_depends_on() -> None:
 def test_cycle_behind_other_nodes_is_named_alone() -> None:
     """A cycle deep in a larger graph is named without the nodes that feed it or wait on it,
     and a plan for an acyclic part of that graph is refused too."""
-
-    @node
-    def free() -> int:
-        return 1
-
-    @node
-    def waits_on_cycle(c: int) -> int:
-        return c
-
-    @node
-    def src() -> int:
-        return 1
-
-    @node
-    def a(src: int, c: int) -> int:
-        return src + c
-
-    @node
-    def b(a: int) -> int:
-        return a
-
-    @node
-    def c(b: int) -> int:
-        return b
-
-    wf = Workflow("big", nodes=[free, waits_on_cycle, src, a, b, c])
+    wf = _graph(
+        "big",
+        {"free": [], "waits_on_cycle": ["c"], "src": [], "a": ["src", "c"], "b": ["a"], "c": ["b"]},
+    )
     with pytest.raises(CycleError) as info:
         wf.validate()
     cycle = info.value.cycle
