@@ -10,6 +10,11 @@ def _result(name: str, ns: list[float]) -> Result:
     return Result(name, "x", "event", None, "", ns_per_unit=ns)
 
 
+def _results(timings: dict[str, list[float]], prefix: str = "") -> dict[str, Result]:
+    """Results keyed by name, from each case's time per unit in every round."""
+    return {prefix + name: _result(prefix + name, ns) for name, ns in timings.items()}
+
+
 def _dispatch_results(flowhooks_ns: float, bound_ns: float) -> dict[str, Result]:
     """Async N=1 dispatch: a floor of 100 ns per event in each of three rounds."""
     return {
@@ -68,16 +73,15 @@ def test_without_a_bound_case_nothing_is_claimed_about_it() -> None:
 
 
 def test_scale_shows_the_floors_own_growth_without_excusing_a_miss() -> None:
-    ru = "runner/"
-    results = {
-        r.name: r
-        for r in (
-            _result(f"{ru}flowhooks-asyncio/chain/1000/h=0", [1000.0]),
-            _result(f"{ru}flowhooks-asyncio/chain/100000/h=0", [1500.0]),
-            _result(f"{ru}floor-tasks/chain/1000", [1000.0]),
-            _result(f"{ru}floor-tasks/chain/100000", [2000.0]),
-        )
-    }
+    results = _results(
+        {
+            "flowhooks-asyncio/chain/1000/h=0": [1000.0],
+            "flowhooks-asyncio/chain/100000/h=0": [1500.0],
+            "floor-tasks/chain/1000": [1000.0],
+            "floor-tasks/chain/100000": [2000.0],
+        },
+        "runner/",
+    )
     t = _target(results, "scale: `AsyncioRunner` chain, per node at 100,000 vs 1,000")
     assert t.status == "MISS"
     assert t.measured == 1.5
@@ -88,20 +92,19 @@ def test_scale_shows_the_floors_own_growth_without_excusing_a_miss() -> None:
 
 
 def test_scale_shows_the_growth_with_the_collector_paused_and_still_judges_it_on() -> None:
-    ru = "runner/"
-    results = {
-        r.name: r
-        for r in (
-            _result(f"{ru}flowhooks-sequential/fan/1000/h=0", [1000.0]),
-            _result(f"{ru}flowhooks-sequential/fan/100000/h=0", [1400.0]),
-            _result(f"{ru}flowhooks-sequential/fan/1000/h=0/gc-paused", [900.0]),
-            _result(f"{ru}flowhooks-sequential/fan/100000/h=0/gc-paused", [990.0]),
-            _result(f"{ru}floor-sequential/fan/1000", [100.0]),
-            _result(f"{ru}floor-sequential/fan/100000", [125.0]),
-            _result(f"{ru}floor-sequential/fan/1000/gc-paused", [100.0]),
-            _result(f"{ru}floor-sequential/fan/100000/gc-paused", [120.0]),
-        )
-    }
+    results = _results(
+        {
+            "flowhooks-sequential/fan/1000/h=0": [1000.0],
+            "flowhooks-sequential/fan/100000/h=0": [1400.0],
+            "flowhooks-sequential/fan/1000/h=0/gc-paused": [900.0],
+            "flowhooks-sequential/fan/100000/h=0/gc-paused": [990.0],
+            "floor-sequential/fan/1000": [100.0],
+            "floor-sequential/fan/100000": [125.0],
+            "floor-sequential/fan/1000/gc-paused": [100.0],
+            "floor-sequential/fan/100000/gc-paused": [120.0],
+        },
+        "runner/",
+    )
     t = _target(results, "scale: `SequentialRunner` fan, per node at 100,000 vs 1,000")
     assert t.status == "MISS"  # judged with the collector on, as the method says
     assert t.measured == 1.4
@@ -112,28 +115,26 @@ def test_scale_shows_the_growth_with_the_collector_paused_and_still_judges_it_on
 
 def test_scale_divides_medians_even_when_round_counts_match() -> None:
     """The two sizes run in different groups: their rounds are never paired by index."""
-    ru = "runner/"
-    results = {
-        r.name: r
-        for r in (
-            _result(f"{ru}flowhooks-asyncio/fan/1000/h=0", [1000.0, 3000.0, 2000.0]),
-            _result(f"{ru}flowhooks-asyncio/fan/100000/h=0", [2000.0, 2000.0, 6000.0]),
-        )
-    }
+    results = _results(
+        {
+            "flowhooks-asyncio/fan/1000/h=0": [1000.0, 3000.0, 2000.0],
+            "flowhooks-asyncio/fan/100000/h=0": [2000.0, 2000.0, 6000.0],
+        },
+        "runner/",
+    )
     t = _target(results, "scale: `AsyncioRunner` fan, per node at 100,000 vs 1,000")
     assert t.measured == 1.0  # paired by index it would be median(2, 0.67, 3) = 2
     assert t.status == "PASS"
 
 
 def test_added_is_the_extra_time_as_a_share_of_another_systems_own_time() -> None:
-    results = {
-        r.name: r
-        for r in (
-            _result("with", [130.0, 140.0, 120.0]),
-            _result("without", [100.0, 100.0, 100.0]),
-            _result("own", [200.0, 100.0, 100.0]),
-        )
-    }
+    results = _results(
+        {
+            "with": [130.0, 140.0, 120.0],
+            "without": [100.0, 100.0, 100.0],
+            "own": [200.0, 100.0, 100.0],
+        }
+    )
     # per round: 1 + 30/200, 1 + 40/100, 1 + 20/100 -> median 1.2
     assert added(results, "with", "without", "own") == 1.2
     assert added(results, "with", "without", "missing") is None
