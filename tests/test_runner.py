@@ -341,9 +341,10 @@ async def test_retry_delay_and_backoff(runner: Runner) -> None:
     result = await Workflow("r", nodes=[flaky]).run(runner=runner)
     assert result.outputs == {"flaky": 3}
     first_wait, second_wait = stamps[1] - stamps[0], stamps[2] - stamps[1]
+    # Lower bounds only: a busy machine can stretch any wait. The second one's bound is
+    # above the base delay, so it shows the backoff applied.
     assert first_wait >= 0.04 * 0.9
     assert second_wait >= 0.08 * 0.9
-    assert second_wait > first_wait
 
 
 # -- timeouts -------------------------------------------------------------------------
