@@ -203,18 +203,7 @@ def node(
 
 
 def node(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    depends_on: str | Iterable[str] = (),
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    timeout: float | None = None,
-    critical: bool = False,
-    on_success: Callable[..., Any] | None = None,
-    on_failure: Callable[..., Any] | None = None,
+    fn: Callable[..., Any] | None = None, /, **options: Unpack[NodeOptions]
 ) -> Node | Callable[[Callable[..., Any]], Node]:
     """Turn a function (sync or async) into a workflow ``Node``.
 
@@ -238,19 +227,16 @@ def node(
         WorkflowError: for an invalid option or callback, naming the node.
     """
 
-    def wrap(f: Callable[..., Any]) -> Node:
-        return Node(
-            f,
-            name=name,
-            depends_on=depends_on,
-            retries=retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            timeout=timeout,
-            critical=critical,
-            on_success=on_success,
-            on_failure=on_failure,
+    unknown = sorted(options.keys() - NodeOptions.__annotations__.keys())
+    if unknown:
+        msg = (
+            f"node() got unknown option(s) {unknown}; "
+            f"it takes {', '.join(NodeOptions.__annotations__)}"
         )
+        raise TypeError(msg)
+
+    def wrap(f: Callable[..., Any]) -> Node:
+        return Node(f, **options)  # the defaults live in Node alone
 
     if fn is None:
         return wrap

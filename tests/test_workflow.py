@@ -153,6 +153,13 @@ def test_bad_node_options_are_rejected(options: dict[str, object], pattern: str)
         node(f, **options)  # type: ignore[arg-type]
 
 
+def test_node_names_an_unknown_option_when_decorating() -> None:
+    """A misspelt option fails at @node(...), before any function is given, listing the
+    options node takes."""
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['retrys'\]; it takes name, "):
+        node(retrys=2)  # type: ignore[call-overload]
+
+
 def test_node_needs_a_callable() -> None:
     """Decorating something that is not callable is a WorkflowError."""
     with pytest.raises(WorkflowError, match=r"@node needs a function, got 42"):
