@@ -59,9 +59,7 @@ def _prepare(
     if not isinstance(inputs, Mapping):
         msg = f"run() takes the workflow inputs as a mapping of name -> value, got {inputs!r}"
         raise WorkflowError(msg)
-    if isinstance(outputs, str):
-        outputs = [outputs]
-    plan = workflow.plan(outputs)
+    plan = workflow.plan(outputs)  # one name may come as a string
     input_dict = dict(inputs)
     workflow.check_inputs(input_dict, plan)
     if runner is None:
