@@ -582,8 +582,11 @@ async def test_missing_input_of_unneeded_node_is_fine_with_outputs(runner: Async
     def b(region: str) -> str:
         return region
 
-    result = await Workflow("w", nodes=[a, b]).run({"source": "s"}, outputs=["a"], runner=runner)
+    wf = Workflow("w", nodes=[a, b])
+    result = await wf.run({"source": "s"}, outputs=["a"], runner=runner)
     assert result.outputs == {"a": "s"}
+    one = await wf.run({"region": "eu"}, outputs="b", runner=runner)  # one name, a string
+    assert one.outputs == {"b": "eu"}
 
 
 async def test_unknown_outputs_before_any_event(runner: AsyncioRunner) -> None:
