@@ -437,7 +437,8 @@ def render_markdown(
                 "`stats` (SPEC section 4) cost: a `try`, one clock read and two counter "
                 "updates per call. The contract bound is what the task-per-node floor adds "
                 "when it calls its handler through the exact-stats call, the run's dispatch "
-                "turn and a context mark for events sent from inside a dispatch, divided by "
+                "turn and a mark on the node task's frame for events sent from inside a "
+                "dispatch (the frame set in the task's context once per node), divided by "
                 "flowhooks' own time without handlers.",
             ]
     elif all(t.status in ("PASS", "info") for t in targets):

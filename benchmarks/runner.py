@@ -130,26 +130,36 @@ class _Turn:
     holder = False
 
 
-_dispatching: ContextVar[object | None] = ContextVar("bench_dispatching", default=None)
+class _Frame:
+    """A node task's own frame: what the dispatch marks (see ``flowhooks._run.TaskFrame``)."""
+
+    __slots__ = ("dispatching",)
+
+    def __init__(self) -> None:
+        self.dispatching = False
+
+
+_frame: ContextVar[_Frame | None] = ContextVar("bench_frame", default=None)
 
 
 def _with_contract(method: Callable[..., Any], turn: _Turn) -> Callable[..., Any]:
     """``method`` called with the least work the event contract asks of a runner per event.
 
     It takes the run's dispatch turn (a run's events are dispatched one at a
-    time, in order), marks the dispatch in a context variable (so that a task
-    a handler starts and awaits can send an event without waiting for a turn
-    its own dispatch holds), isolates the call, and adds its exact duration
-    to the hook's stats. The floor's handlers never suspend, so the turn is
-    never contended here.
+    time, in order), marks the dispatch on the node task's frame (so that a
+    task a handler starts and awaits can send an event without waiting for a
+    turn its own dispatch holds), isolates the call, and adds its exact
+    duration to the hook's stats. The floor's handlers never suspend, so the
+    turn is never contended here. The frame comes from the node's task, which
+    sets it in its context once (``_enter_frame``).
     """
     stats = CallStats()
 
-    async def call(node_id: str, payload: Any) -> None:
+    async def call(frame: _Frame, node_id: str, payload: Any) -> None:
         if turn.holder:
             raise RuntimeError("contended turn: this floor runs no handler that suspends")
         turn.holder = True
-        token = _dispatching.set(object())
+        frame.dispatching = True
         last = time.perf_counter()
         try:
             await method(node_id, payload)
@@ -158,10 +168,17 @@ def _with_contract(method: Callable[..., Any], turn: _Turn) -> Callable[..., Any
         now = time.perf_counter()
         stats.calls += 1
         stats.seconds += now - last
-        _dispatching.reset(token)
+        frame.dispatching = False
         turn.holder = False
 
     return call
+
+
+def _enter_frame() -> _Frame:
+    """Give the calling node task a frame of its own, in its context, as a runner must."""
+    frame = _Frame()
+    _frame.set(frame)
+    return frame
 
 
 def floor_tasks_with_handler(
@@ -176,16 +193,28 @@ def floor_tasks_with_handler(
     start, end = handler.on_node_start, handler.on_node_end
     if contract:
         turn = _Turn()
-        start, end = _with_contract(start, turn), _with_contract(end, turn)
+        marked_start, marked_end = _with_contract(start, turn), _with_contract(end, turn)
 
-    async def one(name: str, fn: Any, params: Any, order: Any) -> Any:
-        for t in order:
-            await t
-        kwargs = {p: await t for p, t in params}
-        await start(name, kwargs)
-        out = await fn(**kwargs)
-        await end(name, out)
-        return out
+        async def one(name: str, fn: Any, params: Any, order: Any) -> Any:
+            for t in order:
+                await t
+            kwargs = {p: await t for p, t in params}
+            frame = _enter_frame()
+            await marked_start(frame, name, kwargs)
+            out = await fn(**kwargs)
+            await marked_end(frame, name, out)
+            return out
+
+    else:
+
+        async def one(name: str, fn: Any, params: Any, order: Any) -> Any:
+            for t in order:
+                await t
+            kwargs = {p: await t for p, t in params}
+            await start(name, kwargs)
+            out = await fn(**kwargs)
+            await end(name, out)
+            return out
 
     async def run() -> dict[str, Any]:
         tasks: dict[str, asyncio.Task[Any]] = {}

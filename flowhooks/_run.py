@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import traceback
 from collections import deque
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
@@ -51,18 +51,57 @@ _SUCCEEDED = NodeStatus.SUCCEEDED
 _RUNNING = NodeStatus.RUNNING
 _PENDING = NodeStatus.PENDING
 
-current_node: ContextVar[str | None] = ContextVar("flowhooks_current_node", default=None)
-"""The node of the current run whose task this is (``None`` outside its nodes)."""
+
+class TaskFrame:
+    """What a run knows about the code running in a task: its node, and its dispatch.
+
+    The frame in a task's context (``_frame``) is copied by the tasks it
+    starts. ``dispatching`` is the run whose event is being dispatched with
+    this frame in context: an event sent while it is set, by a handler or a
+    task a handler started, joins that dispatch instead of waiting for the
+    turn the dispatch itself holds.
+
+    A node's task has one frame for its node events, marked by a plain
+    attribute write per event instead of a context variable set and reset
+    per event (which costs as much as the rest of the dispatch). The node's
+    body runs with just the node's name in context instead, which no dispatch
+    marks, so tasks the body starts wait for their turn as any other code
+    does. Every other dispatch (custom, error and workflow events) sets a
+    fresh frame for its duration.
+    """
+
+    __slots__ = ("dispatching", "node", "owner")
+
+    def __init__(self, node: str | None, owner: asyncio.Task[Any]) -> None:
+        self.node = node
+        self.owner = owner
+        self.dispatching: RunState | None = None
 
 
-class _DispatchMark:
-    """Identifies one dispatch of one run; see ``RunState.emit``."""
-
-    __slots__ = ()
+_frame: ContextVar[TaskFrame | str | None] = ContextVar("flowhooks_task_frame", default=None)
+"""The current task's frame; a node's name alone while the node's body runs."""
 
 
-_dispatching: ContextVar[_DispatchMark | None] = ContextVar("flowhooks_dispatching", default=None)
-"""The dispatch under way in this context (handlers, and tasks they start)."""
+def enter_frame(
+    node: str | None, task: asyncio.Task[Any]
+) -> tuple[TaskFrame, Token[TaskFrame | str | None]]:
+    """Give ``task`` (the calling task) a frame of its own, running ``node``.
+
+    Returns the frame and the token that restores the frame it had before.
+    """
+    frame = TaskFrame(node, task)
+    return frame, _frame.set(frame)
+
+
+def leave_frame(token: Token[TaskFrame | str | None]) -> None:
+    """Give the calling task back the frame it had before ``enter_frame``."""
+    _frame.reset(token)
+
+
+def current_node() -> str | None:
+    """The node of the current run whose code this is (``None`` outside its nodes)."""
+    frame = _frame.get()
+    return frame.node if isinstance(frame, TaskFrame) else frame
 
 
 class RunControl:
@@ -141,7 +180,6 @@ class RunState:
     """
 
     __slots__ = (
-        "_active_mark",
         "_force_timer",
         "_modes",
         "_modes_generation",
@@ -212,7 +250,7 @@ class RunState:
         self.workflow_name = workflow.name
         self.parent_run_id = parent.run_id if parent is not None else None
         # A sub-workflow run starts inside its parent's node: that node is current here.
-        self.parent_node_id = current_node.get() if parent is not None else None
+        self.parent_node_id = current_node() if parent is not None else None
         self.resource_id = resource_id
         self.metadata = metadata
         self.outputs: dict[str, Any] = {}
@@ -223,7 +261,6 @@ class RunState:
         self.nodes: dict[str, NodeResult] = dict(zip(plan.order, self.results, strict=True))
         self.seq = 0
         self._turn = DispatchTurn()
-        self._active_mark: _DispatchMark | None = None
         self._modes: dict[EventType, int] = {}
         self._modes_generation = -1
         # A run whose manager has no handlers can get none (``run`` gives it a shared
@@ -287,24 +324,30 @@ class RunState:
         duration: float | None = None,
         status: str | None = None,
         name: str | None = None,
-        task: asyncio.Task[Any] | None = None,
+        frame: TaskFrame | None = None,
     ) -> None:
-        """Dispatch one event of this run, after every earlier one, in ``seq`` order."""
+        """Dispatch one event of this run, after every earlier one, in ``seq`` order.
+
+        ``frame`` is given for a node's own events: the node task's frame,
+        in its context now (see ``TaskFrame``).
+        """
         if self._modes_generation != _generation[0]:
             self._refresh_modes()
         mode = self._modes[event_type]
         if not mode:
             self.seq += 1
             return
-        active = self._active_mark
-        if active is not None and _dispatching.get() is active:
-            # Sent by a handler (or a task it started) while this very dispatch is
-            # running: it goes right after the event, within the same turn.
-            self._pending.append((event_type, args, node_id, attempt, duration, status, name))
-            return
-        if task is None:
+        if frame is None:
+            inherited = _frame.get()
+            if isinstance(inherited, TaskFrame) and inherited.dispatching is self:
+                # Sent while this run's current dispatch runs, by one of its handlers or
+                # a task sharing its frame: it goes right after the event, in the same turn.
+                self._pending.append((event_type, args, node_id, attempt, duration, status, name))
+                return
             task = asyncio.current_task()
             assert task is not None
+        else:
+            task = frame.owner
         turn = self._turn
         if turn.holder is None and not turn.waiters:  # DispatchTurn.try_take, inlined
             turn.holder = task
@@ -314,10 +357,11 @@ class RunState:
             if self._modes_generation != _generation[0]:
                 self._refresh_modes()
             mode = self._modes[event_type]
-        # A fresh mark per dispatch: tasks that handlers start copy it, and it stops
-        # counting as "inside the dispatch" as soon as this dispatch is over.
-        mark = self._active_mark = _DispatchMark()
-        token = _dispatching.set(mark)
+        token = None
+        if frame is None:  # only what this dispatch's handlers start may share its frame
+            frame = TaskFrame(current_node(), task)
+            token = _frame.set(frame)
+        frame.dispatching = self
         try:
             # Events left queued by a dispatch that was cancelled go first: they were sent
             # earlier. Then this event, then what handlers send while it is dispatched.
@@ -337,8 +381,9 @@ class RunState:
             if error is not None:
                 raise error
         finally:
-            self._active_mark = None
-            _dispatching.reset(token)
+            frame.dispatching = None
+            if token is not None:
+                _frame.reset(token)
             if turn.waiters:
                 turn.release()
             else:
@@ -398,7 +443,7 @@ class RunState:
                 f"custom event {name!r} cannot be sent after workflow_end"
             )
             raise RuntimeError(msg)
-        node_id = current_node.get()
+        node_id = current_node()
         result = self.nodes.get(node_id) if node_id is not None else None
         attempt = result.attempts if result is not None and result.attempts else None
         await self.emit(_CUSTOM, (name, data), node_id=node_id, attempt=attempt, name=name)
@@ -505,8 +550,26 @@ class RunState:
         if task.cancelling():
             raise asyncio.CancelledError
 
-    async def run_node(self, node: Node, result: NodeResult, task: asyncio.Task[Any]) -> bool:
-        """Run every attempt of ``node`` in ``task``; return whether it succeeded."""
+    def _enter_node(self, name: str, task: asyncio.Task[Any]) -> TaskFrame | None:
+        """Make ``name`` the calling task's current node; return the frame its events mark.
+
+        A run without handlers dispatches nothing: its node's name is all the
+        task's context needs.
+        """
+        if not self.has_handlers:
+            _frame.set(name)
+            return None
+        frame = TaskFrame(name, task)
+        _frame.set(frame)
+        return frame
+
+    async def run_node(
+        self, node: Node, result: NodeResult, task: asyncio.Task[Any], frame: TaskFrame | None
+    ) -> bool:
+        """Run every attempt of ``node`` in ``task``; return whether it succeeded.
+
+        ``frame`` is the one ``_enter_node`` gave ``task`` (``None`` without handlers).
+        """
         name = node.name
         outputs, inputs = self.outputs, self.inputs
         kwargs: dict[str, Any] = {}
@@ -518,6 +581,9 @@ class RunState:
         result.status = _RUNNING
         result._started = first_start = start = perf_counter()
         direct = node.is_async and self.default_submit
+        # While the body runs, its tasks must not count as inside the node's dispatches
+        # (see TaskFrame): the node's name alone stands in for the frame meanwhile.
+        swap = frame is not None
         attempt = 0
         while True:
             attempt += 1
@@ -526,7 +592,7 @@ class RunState:
                 if self.has_handlers and (
                     self._modes_generation != _generation[0] or self._modes[_NODE_START]
                 ):
-                    await self.emit(_NODE_START, (name, kwargs), name, attempt, task=task)
+                    await self.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
                     # Durations measure the node's body, not the handlers around it.
                     start = perf_counter()
                 else:
@@ -538,6 +604,8 @@ class RunState:
             if attempt == 1:
                 first_start = start
             self.bodies.add(task)
+            if swap:
+                _frame.set(name)
             try:
                 if direct and node.timeout is None:
                     output = await node.fn(**kwargs)
@@ -587,9 +655,13 @@ class RunState:
                         return self._node_cancelled(result, first_start)
                     finally:
                         self.bodies.discard(task)
+                if swap:
+                    _frame.set(frame)
                 start = perf_counter()
                 continue
             end = perf_counter()
+            if swap:
+                _frame.set(frame)
             self.bodies.discard(task)
             if task in self.injected:
                 await self._absorb_injected_cancel(task)
@@ -600,7 +672,7 @@ class RunState:
                     self._modes_generation != _generation[0] or self._modes[_NODE_END]
                 ):
                     await self.emit(
-                        _NODE_END, (name, output), name, attempt, end - start, task=task
+                        _NODE_END, (name, output), name, attempt, end - start, frame=frame
                     )
                 else:
                     self.seq += 1
@@ -683,7 +755,7 @@ class RunState:
         fail_fast = self.runner.fail_fast
         task = asyncio.current_task()
         assert task is not None
-        token = current_node.set(None)
+        outer = _frame.get()  # the run's own frame, given back at the end
         try:
             for node, result in zip(self.plan.steps, self.results, strict=True):
                 if self.stopping is not None:
@@ -691,9 +763,9 @@ class RunState:
                 name = node.name
                 if not fail_fast and any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
-                current_node.set(name)
+                frame = self._enter_node(name, task)
                 try:
-                    ok = await self.run_node(node, result, task)
+                    ok = await self.run_node(node, result, task, frame)
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # as in _drive: end the run, re-raise after it
@@ -704,7 +776,7 @@ class RunState:
                 if not ok and fail_fast and self.error is not None:
                     self.request_stop(RunStatus.FAILED, None)
         finally:
-            current_node.reset(token)
+            _frame.set(outer)
 
     async def run_concurrent(self) -> None:
         """Run ready nodes as asyncio tasks, up to ``max_concurrency`` at once."""
@@ -729,12 +801,12 @@ class RunState:
 
     async def _drive(self, position: int) -> None:
         node = self.plan.steps[position]
-        current_node.set(node.name)
         ok = False
         task = asyncio.current_task()
         assert task is not None
+        frame = self._enter_node(node.name, task)
         try:
-            ok = await self.run_node(node, self.results[position], task)
+            ok = await self.run_node(node, self.results[position], task, frame)
         except asyncio.CancelledError:
             if not self.forced:  # nobody but the run cancels its node tasks
                 raise

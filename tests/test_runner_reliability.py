@@ -130,6 +130,102 @@ async def test_handler_emitting_from_child_tasks_does_not_deadlock(runner: Runne
     assert sorted(customs) == [("a", "first"), ("a", "second"), ("b", "first"), ("b", "second")]
 
 
+async def test_handler_awaiting_a_task_it_started_on_an_earlier_event_does_not_deadlock(
+    runner: Runner,
+) -> None:
+    """A task a handler started on node_start, awaited by the node_end handler, may emit.
+
+    The task sends its event while the node's task dispatches node_end: the
+    event joins that dispatch (right after node_end) instead of waiting for
+    the turn node_end holds, which would never come.
+    """
+    release = asyncio.Event()
+
+    class StartsThenAwaits(BaseCallbackHandler):
+        pending: dict[str, asyncio.Task[None]]
+
+        def __init__(self) -> None:
+            self.pending = {}
+
+        async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+            ctx = current_run()
+
+            async def report() -> None:
+                await release.wait()
+                await ctx.emit("report", node_id)
+
+            self.pending[node_id] = asyncio.get_running_loop().create_task(report())
+
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            release.set()
+            await self.pending.pop(node_id)
+            release.clear()
+
+    rec = RecordingCallback()
+    result = await asyncio.wait_for(
+        two_nodes().run(callbacks=[StartsThenAwaits(), rec], runner=runner), timeout=10
+    )
+    assert result.status is RunStatus.SUCCEEDED
+    assert_well_formed(rec.events)
+    order = [(e.type.value, e.node_id) for e in rec.events[1:-1]]
+    assert order == [
+        ("node_start", "first"),
+        ("node_end", "first"),
+        ("custom_event", "first"),
+        ("node_start", "second"),
+        ("node_end", "second"),
+        ("custom_event", "second"),
+    ]
+
+
+async def test_task_started_by_a_node_body_waits_for_its_turn_during_the_nodes_event(
+    runner: Runner,
+) -> None:
+    """A body-started task emitting while its node's node_end is dispatched waits for its turn.
+
+    Its emit returns once the event is delivered, as any emit outside a
+    dispatch does: sharing the node's task does not make it part of the
+    node's own dispatch.
+    """
+    go = asyncio.Event()
+    rec = RecordingCallback()
+    delivered_when_emit_returned: list[bool] = []
+    started: list[asyncio.Task[None]] = []
+
+    @node
+    async def spawner() -> int:
+        ctx = current_run()
+
+        async def later() -> None:
+            await go.wait()
+            await ctx.emit("late", 1)
+            delivered_when_emit_returned.append(
+                any(e.type is EventType.CUSTOM_EVENT for e in rec.events)
+            )
+
+        started.append(asyncio.get_running_loop().create_task(later()))
+        return 1
+
+    class LingersOnNodeEnd(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            go.set()
+            await asyncio.sleep(0.05)  # the task sends its event meanwhile
+
+    result = await asyncio.wait_for(
+        Workflow("spawns", nodes=[spawner]).run(callbacks=[LingersOnNodeEnd(), rec], runner=runner),
+        timeout=10,
+    )
+    await asyncio.wait_for(asyncio.gather(*started), timeout=5)
+    assert result.status is RunStatus.SUCCEEDED
+    assert delivered_when_emit_returned == [True]
+    types = [e.type for e in rec.events]
+    assert types.index(EventType.NODE_END) < types.index(EventType.CUSTOM_EVENT)
+    assert types.index(EventType.CUSTOM_EVENT) < types.index(EventType.WORKFLOW_END)
+    custom = next(e for e in rec.events if e.type is EventType.CUSTOM_EVENT)
+    assert custom.node_id == "spawner"
+    assert_well_formed(rec.events)
+
+
 async def test_a_second_cancellation_abandons_a_hanging_end_of_run(runner: Runner) -> None:
     """A workflow_end handler that hangs cannot hang shutdown: cancelling twice gets out."""
     entered = asyncio.Event()
