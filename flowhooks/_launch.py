@@ -16,7 +16,7 @@ from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError, Node
 from flowhooks._results import RunResult
-from flowhooks._run import RunControl, RunState, enter_frame, leave_frame
+from flowhooks._run import RunControl, RunState, enter_run_task, leave_run_task
 from flowhooks._runner import AsyncioRunner, Runner
 from flowhooks._workflow import Workflow, as_manager
 
@@ -118,13 +118,11 @@ async def _execute(prepared: _Prepared) -> RunResult:
     token = current_run_var.set(state.ctx)
     # A sub-workflow run executes in its parent node's task: outside its own nodes,
     # no node of it is current (the parent's node is its parent_node_id instead).
-    task = asyncio.current_task()
-    assert task is not None
-    _, frame_token = enter_frame(None, task)
+    frame_token = enter_run_task()
     try:
         return await state.execute(prepared.timeout, prepared.control)
     finally:
-        leave_frame(frame_token)
+        leave_run_task(frame_token)
         current_run_var.reset(token)
 
 

@@ -82,19 +82,13 @@ _frame: ContextVar[TaskFrame | str | None] = ContextVar("flowhooks_task_frame", 
 """The current task's frame; a node's name alone while the node's body runs."""
 
 
-def enter_frame(
-    node: str | None, task: asyncio.Task[Any]
-) -> tuple[TaskFrame, Token[TaskFrame | str | None]]:
-    """Give ``task`` (the calling task) a frame of its own, running ``node``.
-
-    Returns the frame and the token that restores the frame it had before.
-    """
-    frame = TaskFrame(node, task)
-    return frame, _frame.set(frame)
+def enter_run_task() -> Token[TaskFrame | str | None]:
+    """Mark the calling task as a run's own (no node of it is current); reset the token after."""
+    return _frame.set(None)
 
 
-def leave_frame(token: Token[TaskFrame | str | None]) -> None:
-    """Give the calling task back the frame it had before ``enter_frame``."""
+def leave_run_task(token: Token[TaskFrame | str | None]) -> None:
+    """Give the calling task back what ``enter_run_task`` replaced."""
     _frame.reset(token)
 
 
