@@ -808,6 +808,8 @@ class RunState:
             self._remember_raised(exc)
             self.request_stop(RunStatus.FAILED, None)
         finally:
+            if frame is not None:  # the frame refers to the task: no cycle through its context
+                _frame.set(None)
             self.tasks.discard(task)  # the strong reference that kept the task alive
             self.active -= 1
             if ok:

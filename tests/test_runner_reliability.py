@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -519,3 +521,38 @@ async def test_an_event_waiting_for_its_turn_sees_handlers_added_meanwhile() -> 
     [late] = seen
     assert (late.node_id, late.run_id, late.workflow_name) == ("y", result.run_id, "late")
     assert late.seq > 0
+
+
+async def test_finished_node_tasks_are_freed_without_the_garbage_collector() -> None:
+    """A handled node's task leaves no reference cycle behind, so a wide fan does not
+    hold every finished task (about 1 KB each) until the collector runs."""
+    tasks: list[weakref.ref[asyncio.Task[Any]]] = []
+
+    class Watch(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.append(weakref.ref(task))
+
+    def middle(i: int) -> Any:
+        async def fn(src: int) -> int:
+            return src + i
+
+        return node(fn, name=f"m{i}")
+
+    @node
+    async def src() -> int:
+        return 1
+
+    wf = Workflow("fan", nodes=[src, *(middle(i) for i in range(20))])
+    gc.collect()
+    gc.disable()
+    try:
+        result = await wf.run(callbacks=[Watch()], runner=AsyncioRunner())
+        await asyncio.sleep(0)  # let the loop drop its last handles on finished tasks
+        alive = [ref() for ref in tasks if ref() is not None]
+    finally:
+        gc.enable()
+    assert result.status is RunStatus.SUCCEEDED
+    assert len(tasks) == 21
+    assert alive == []
