@@ -750,6 +750,7 @@ class RunState:
         task = asyncio.current_task()
         assert task is not None
         outer = _frame.get()  # the run's own frame, given back at the end
+        has_handlers = self.has_handlers
         try:
             for node, result in zip(self.plan.steps, self.results, strict=True):
                 if self.stopping is not None:
@@ -757,7 +758,11 @@ class RunState:
                 name = node.name
                 if not fail_fast and any(nodes[d].status is not _SUCCEEDED for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
-                frame = self._enter_node(name, task)
+                if has_handlers:
+                    frame = self._enter_node(name, task)
+                else:  # _enter_node's own shortcut, without the call (5 % of a node here)
+                    frame = None
+                    _frame.set(name)
                 try:
                     ok = await self.run_node(node, result, task, frame)
                 except asyncio.CancelledError:
