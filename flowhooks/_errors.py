@@ -30,6 +30,10 @@ class WorkflowError(FlowhooksError):
     """A workflow cannot run as it was defined or called."""
 
 
+class InvalidRunOptionError(WorkflowError, TypeError, ValueError):
+    """An option given to ``run`` (``timeout=``, ...) has a wrong type or value."""
+
+
 class CycleError(WorkflowError):
     """The workflow's dependency graph has a cycle.
 

@@ -8,6 +8,7 @@ fall back to ``repr()`` and very large ones are capped (see ``_serialize``).
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import Iterator, KeysView
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -135,6 +136,39 @@ class ErrorInfo(BaseModel):
     will_retry: bool = False
     timestamp: datetime = Field(default_factory=utcnow)
     exception: BaseException | None = Field(default=None, exclude=True, repr=False)
+
+    @classmethod
+    def from_exception(
+        cls,
+        exc: BaseException,
+        *,
+        node_id: str | None = None,
+        attempt: int | None = None,
+        run_id: str = "",
+        workflow_name: str = "",
+        will_retry: bool = False,
+        severity: Severity | str | None = None,
+        message: str | None = None,
+    ) -> ErrorInfo:
+        """Describe ``exc``: its type, message, formatted traceback and the live exception.
+
+        ``severity`` defaults to ``warning`` when the attempt will be retried,
+        else ``error``. ``message`` replaces ``str(exc)`` when given.
+        """
+        if severity is None:
+            severity = Severity.WARNING if will_retry else Severity.ERROR
+        return cls(
+            type=type(exc).__name__,
+            message=message if message is not None else str(exc),
+            stack_trace="".join(traceback.format_exception(exc)),
+            severity=Severity(severity),
+            node_id=node_id,
+            run_id=run_id,
+            workflow_name=workflow_name,
+            attempt=attempt,
+            will_retry=will_retry,
+            exception=exc,
+        )
 
     def __str__(self) -> str:
         """``"ValueError: bad row (node 'parse', attempt 2)"``: what ``print(error)`` shows."""

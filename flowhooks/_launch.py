@@ -11,13 +11,16 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowhooks._context import current_run_var
-from flowhooks._errors import WorkflowError
+from flowhooks._ending import execute
+from flowhooks._errors import InvalidRunOptionError, WorkflowError
+from flowhooks._execution import RunControl, RunState
 from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError, Node
 from flowhooks._results import RunResult
-from flowhooks._run import RunControl, RunState, enter_run_task, leave_run_task
 from flowhooks._runner import AsyncioRunner, Runner
+from flowhooks._sequencer import enter_run_task, leave_run_task
+from flowhooks._validate import check_seconds
 from flowhooks._workflow import Workflow, as_manager
 
 if TYPE_CHECKING:
@@ -67,11 +70,10 @@ def _prepare(
     elif not isinstance(runner, Runner):
         msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()), got {runner!r}"
         raise WorkflowError(msg)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        msg = f"timeout= must be a positive number of seconds or None, got {timeout!r}"
-        raise WorkflowError(msg)
+    try:
+        timeout = check_seconds("timeout=", timeout, allow_none=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRunOptionError(str(exc)) from None
     if metadata is not None and not isinstance(metadata, Mapping):
         msg = f"metadata= takes a mapping of run headers, got {metadata!r}"
         raise WorkflowError(msg)
@@ -102,7 +104,7 @@ def _prepare(
         resource_id=resource_id,
         metadata=dict(metadata) if metadata is not None else {},
     )
-    return _Prepared(state, None if timeout is None else float(timeout), control)
+    return _Prepared(state, timeout, control)
 
 
 async def execute_run(
@@ -119,11 +121,14 @@ async def _execute(prepared: _Prepared) -> RunResult:
     # A sub-workflow run executes in its parent node's task: outside its own nodes,
     # no node of it is current (the parent's node is its parent_node_id instead).
     frame_token = enter_run_task()
+    runner = state.runner
+    await runner.hold_for_run()
     try:
-        return await state.execute(prepared.timeout, prepared.control)
+        return await execute(state, prepared.timeout, prepared.control)
     finally:
         leave_run_task(frame_token)
         current_run_var.reset(token)
+        await runner.release_for_run()
 
 
 class RunHandle:
@@ -142,12 +147,12 @@ class RunHandle:
         """Ask the run to stop; it ends with status ``cancelled`` and ``cancel_reason``.
 
         Returns:
-            False when the run had already finished, else True.
+            True only when this call stopped the run; False when the run was
+            already stopping (a repeated cancel, a failure, a timeout) or had ended.
         """
         if self._task.done():
             return False
-        self._control.cancel(reason or "cancelled through RunHandle.cancel()")
-        return True
+        return self._control.cancel(reason or "cancelled through RunHandle.cancel()")
 
     def done(self) -> bool:
         """Whether the run has finished (callbacks included)."""

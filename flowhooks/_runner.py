@@ -1,25 +1,54 @@
-"""Runners: ``Runner`` (the base class), ``AsyncioRunner`` and ``SequentialRunner``.
+"""Runners walk the DAG: ``Runner`` (the base class), ``AsyncioRunner``, ``SequentialRunner``.
 
-A runner decides only where a node body executes (``submit``) and how many
-run at once. Everything else a run means (events in ``seq`` order, retries,
-timeouts, skips, fail-fast, cancellation) lives in ``_run`` and is the same
-for every runner.
+A runner decides the schedule of a run (which node starts when, in which
+task) and where a node body executes (``submit``). What one node's attempts
+mean (events in ``seq`` order, retries, timeouts, cancellation) and how a run
+ends belong to the run (``_execution.RunState``), the same for every runner:
+a runner's schedule calls ``RunState.run_step`` for each node it starts.
+
+A runner may hold resources (a cluster client): ``open()``/``aclose()`` or
+``async with runner:``. A run opens a runner it was given unopened and closes
+only what it opened; the built-in runners hold nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from flowhooks._node import Node
+from flowhooks._sequencer import get_frame, set_frame
+from flowhooks._validate import check_count, check_seconds
+
+if TYPE_CHECKING:
+    from flowhooks._execution import RunState
+
+
+class Schedule(Protocol):
+    """One run's walk over its DAG, made by its runner (``Runner.schedule``)."""
+
+    async def walk(self) -> None:
+        """Run the plan's nodes until all have run or the run stops."""
+
+    async def wait_idle(self) -> None:
+        """Wait until no node of the run is executing (after a stop was requested)."""
+
+    def force_stop(self) -> None:
+        """The stop's grace ran out: cancel node tasks still running, wherever they are."""
+
+    def abandon(self) -> None:
+        """The run's end is given up on: cancel what still executes nodes."""
 
 
 class Runner:
-    """Base class of runners: walks the DAG and owns every run semantic.
+    """Base class of runners: a runner walks the DAG; the run owns every node semantic.
 
     Events, retries, timeouts, skips, fail-fast and cancellation are the
-    same for every runner. A subclass only decides where a node body runs
-    (override ``submit``) and how many run at once (``max_concurrency``).
+    same for every runner. A subclass decides where a node body runs
+    (override ``submit``), how many run at once (``max_concurrency``), and
+    may override ``schedule`` to walk the DAG its own way.
 
     Args:
         max_concurrency: most node bodies running at once; ``None`` for no limit.
@@ -30,7 +59,7 @@ class Runner:
     """
 
     sequential: bool = False
-    """Run nodes one at a time in the calling task, in a deterministic topological order."""
+    """Whether the runner runs one node at a time in the run's own task (informational)."""
 
     cancel_grace: float | None = 30.0
     """Seconds a stopped run waits for nodes stuck in a handler before cancelling them,
@@ -39,15 +68,21 @@ class Runner:
     as long as it takes."""
 
     def __init__(self, *, max_concurrency: int | None = None, fail_fast: bool = True) -> None:
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            msg = f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
-            raise ValueError(msg)
-        self.max_concurrency = max_concurrency
-        self.fail_fast = bool(fail_fast)
+        self.max_concurrency = check_count("max_concurrency", max_concurrency, minimum=1)
+        if not isinstance(fail_fast, bool):
+            msg = f"fail_fast must be True or False, got {fail_fast!r}"
+            raise TypeError(msg)
+        self.fail_fast = fail_fast
+        self.is_open = False
+        self._runs_holding = 0
+        self._opened_by_runs = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "cancel_grace":
+            value = check_seconds("cancel_grace", value, allow_none=True, allow_zero=True)
+        super().__setattr__(name, value)
+
+    # -- where a body runs, and the walk ------------------------------------------------
 
     async def submit(self, node: Node, kwargs: dict[str, Any]) -> Any:
         """Execute one attempt of ``node``'s body and return its result.
@@ -58,6 +93,67 @@ class Runner:
         if node.is_async:
             return await node.fn(**kwargs)
         return await asyncio.to_thread(node.fn, **kwargs)
+
+    @property
+    def inline_async_bodies(self) -> bool:
+        """Whether async bodies are simply awaited in the node's task (``submit`` as is).
+
+        The run then awaits them itself, saving a call per attempt.
+        """
+        return type(self).submit is Runner.submit
+
+    def schedule(self, run: RunState) -> Schedule:
+        """Make the walk of one run: by default, ready nodes run concurrently as tasks."""
+        return ConcurrentWalk(run, self)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Acquire what the runner needs to run nodes (a client, a cluster). Idempotent."""
+        self.is_open = True
+
+    async def aclose(self) -> None:
+        """Release what ``open`` acquired. Idempotent."""
+        self.is_open = False
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def _has_lifecycle(self) -> bool:
+        cls = type(self)
+        return cls.open is not Runner.open or cls.aclose is not Runner.aclose
+
+    async def hold_for_run(self) -> None:
+        """A run starts on this runner: open it if nobody has (the run then owns it)."""
+        if not self._has_lifecycle:
+            return
+        self._runs_holding += 1
+        if not self.is_open:
+            self._opened_by_runs = True
+            try:
+                await self.open()
+            except BaseException:
+                self._runs_holding -= 1
+                raise
+
+    async def release_for_run(self) -> None:
+        """A run ended: close the runner when runs opened it and the last one is done."""
+        if not self._has_lifecycle:
+            return
+        self._runs_holding -= 1
+        if self._runs_holding == 0 and self._opened_by_runs:
+            self._opened_by_runs = False
+            await self.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -77,3 +173,112 @@ class SequentialRunner(Runner):
 
     def __init__(self, *, fail_fast: bool = True) -> None:
         super().__init__(max_concurrency=1, fail_fast=fail_fast)
+
+    def schedule(self, run: RunState) -> Schedule:
+        """Walk the plan's order in the run's own task."""
+        return SequentialWalk(run, self)
+
+
+class ConcurrentWalk:
+    """Ready nodes start as asyncio tasks, up to ``max_concurrency`` at once.
+
+    A node becomes ready when its last dependency succeeded; the walk is over
+    when no node task is left running.
+    """
+
+    __slots__ = ("_done", "_limit", "active", "fail_fast", "indegree", "ready", "run", "tasks")
+
+    def __init__(self, run: RunState, runner: Runner) -> None:
+        self.run = run
+        self._limit = runner.max_concurrency
+        self.fail_fast = runner.fail_fast
+        self.indegree = list(run.plan.waits)
+        self.ready = deque(i for i, waits in enumerate(self.indegree) if waits == 0)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active = 0
+        self._done: asyncio.Future[None] | None = None
+
+    async def walk(self) -> None:
+        self._done = asyncio.get_running_loop().create_future()
+        self._start_ready()
+        if self.active:
+            # Shielded: cancelling the awaiting task must not cancel the shared future
+            # that wait_idle() and the node tasks still use to finish the run.
+            await asyncio.shield(self._done)
+
+    def _start_ready(self) -> None:
+        run, ready, limit = self.run, self.ready, self._limit
+        create_task = asyncio.get_running_loop().create_task
+        while ready and run.stopping is None and (limit is None or self.active < limit):
+            self.active += 1
+            self.tasks.add(create_task(self._drive(ready.popleft())))
+
+    async def _drive(self, position: int) -> None:
+        run = self.run
+        task = asyncio.current_task()
+        assert task is not None
+        ok = False
+        try:
+            ok = await run.run_step(position, task)
+        except asyncio.CancelledError:
+            if not run.forced:  # nobody but the run cancels its node tasks
+                raise
+        finally:
+            set_frame(None)  # the frame refers to the task: no cycle through its context
+            self.tasks.discard(task)  # the strong reference that kept the task alive
+            self.active -= 1
+            if ok:
+                indegree = self.indegree
+                for dependent in run.plan.successors[position]:
+                    indegree[dependent] -= 1
+                    if indegree[dependent] == 0:
+                        self.ready.append(dependent)
+            self._start_ready()
+            if self.active == 0 and self._done is not None and not self._done.done():
+                self._done.set_result(None)
+
+    async def wait_idle(self) -> None:
+        if self._done is not None and self.active:
+            await asyncio.shield(self._done)
+
+    def force_stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+    def abandon(self) -> None:
+        self.force_stop()
+
+
+class SequentialWalk:
+    """Nodes run one at a time in the run's own task, in the plan's topological order."""
+
+    __slots__ = ("fail_fast", "run")
+
+    def __init__(self, run: RunState, runner: Runner) -> None:
+        self.run = run
+        self.fail_fast = runner.fail_fast
+
+    async def walk(self) -> None:
+        run = self.run
+        deps, nodes = run.plan.deps, run.nodes
+        task = asyncio.current_task()
+        assert task is not None
+        outer = get_frame()  # the run's own frame, given back at the end
+        try:
+            for position, name in enumerate(run.plan.order):
+                if run.stopping is not None:
+                    return
+                if not self.fail_fast and any(nodes[d].status != "succeeded" for d in deps[name]):
+                    continue  # an ancestor failed (continue mode): skipped
+                await run.run_step(position, task)
+        finally:
+            set_frame(outer)
+
+    async def wait_idle(self) -> None:
+        return  # nodes run in the awaiting task: when it waits, none is executing
+
+    def force_stop(self) -> None:
+        self.run.cancel_main_task()
+
+    def abandon(self) -> None:
+        return  # the task that runs the nodes is the one giving up on the end

@@ -4,17 +4,18 @@ Dependencies come from parameter names: a parameter named like another node
 receives that node's return value; any other parameter is a workflow input.
 Everything that can be checked without running is checked as early as
 possible, with errors that say what is wrong, where, and how to fix it.
-Running lives in ``_runner``; ``Workflow.run`` delegates there.
+The graph itself is ``_graph``'s; running is ``_launch``'s (``Workflow.run``
+delegates there, through a deferred import: the one import circle left).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
-from flowhooks._errors import CycleError, MissingInputError, WorkflowError
+from flowhooks._errors import WorkflowError
+from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager
 from flowhooks._node import (
@@ -66,33 +67,6 @@ def as_manager(
             msg = f"{where}[{i}]: {exc}"
             raise TypeError(msg) from None
     return manager
-
-
-@dataclass(frozen=True, slots=True)
-class RunPlan:
-    """The static part of a run, computed once per workflow and ``outputs=`` subset.
-
-    Attributes:
-        order: node names in deterministic topological order.
-        deps: node -> the nodes it waits for (parameter and ``depends_on`` edges).
-        dependents: node -> the nodes waiting for it.
-        indegree: node -> number of dependencies (copied per run).
-        inputs: input name -> the nodes that take it.
-        required_inputs: input name -> the nodes that require it.
-        steps: the ``Node`` objects, in ``order``.
-        successors: for each position in ``order``, the positions of its dependents.
-        waits: for each position in ``order``, its number of dependencies.
-    """
-
-    order: tuple[str, ...]
-    deps: Mapping[str, tuple[str, ...]]
-    dependents: Mapping[str, tuple[str, ...]]
-    indegree: Mapping[str, int]
-    inputs: Mapping[str, tuple[str, ...]]
-    required_inputs: Mapping[str, tuple[str, ...]]
-    steps: tuple[Node, ...]
-    successors: tuple[tuple[int, ...], ...]
-    waits: tuple[int, ...]
 
 
 class Workflow:
@@ -214,11 +188,6 @@ class Workflow:
 
     # -- validation -------------------------------------------------------------------
 
-    def _edges(self, name: str) -> tuple[str, ...]:
-        n = self._nodes[name]
-        data = tuple(p for p in n.params if p in self._nodes and p != name)
-        return data + tuple(d for d in n.depends_on if d not in data)
-
     def validate(self) -> Workflow:
         """Check the graph: unknown ``depends_on`` names and cycles. Returns ``self``.
 
@@ -229,145 +198,29 @@ class Workflow:
         self.plan()  # the whole graph's plan: built only for a valid graph
         return self
 
-    def _check_names(self) -> None:
-        if not self._nodes:
-            msg = f"workflow {self.name!r} has no nodes; pass nodes=[...] or use @wf.node"
-            raise WorkflowError(msg)
-        for n in self._nodes.values():
-            unknown = [d for d in n.depends_on if d not in self._nodes]
-            if unknown:
-                known = ", ".join(sorted(self._nodes))
-                msg = (
-                    f"node {n.name!r} of workflow {self.name!r} depends_on unknown "
-                    f"node(s) {unknown!r}; known nodes: {known}"
-                )
-                raise WorkflowError(msg)
-            if n.name in n.depends_on:
-                msg = f"workflow {self.name!r} has a cycle: {n.name} -> {n.name}"
-                raise CycleError(msg, [n.name, n.name])
-
     def plan(self, outputs: Iterable[str] | None = None) -> RunPlan:
         """Return the static run plan for all nodes, or for ``outputs`` and their ancestors.
 
         Raises:
             WorkflowError: for unknown ``outputs`` names (and see ``validate``).
+            TypeError: when ``outputs`` is not a node name or an iterable of them.
+            ValueError: for an empty ``outputs`` selection.
         """
-        if isinstance(outputs, str):
-            outputs = [outputs]
-        key = None if outputs is None else frozenset(outputs)
+        key = selection(self.name, outputs)
         cached = self._plans.get(key)
         if cached is not None:
             return cached
         if key is None:
-            self._check_names()
+            check_names(self.name, self._nodes)
         elif None not in self._plans:
             self.plan()  # a graph with a cycle anywhere cannot run any part of it
-        wanted = self._closure(key)
-        deps = {name: self._edges(name) for name in self._nodes if name in wanted}
-        dependents: dict[str, list[str]] = {name: [] for name in deps}
-        for name, ds in deps.items():
-            for d in ds:
-                dependents[d].append(name)
-        order = self._order(deps, dependents)
-        position = {name: i for i, name in enumerate(order)}
-        for waiting in dependents.values():  # in run order, as the runners start them
-            waiting.sort(key=position.__getitem__)
-        inputs: dict[str, list[str]] = {}
-        required: dict[str, list[str]] = {}
-        for name in order:
-            n = self._nodes[name]
-            for p in n.params:
-                if p in self._nodes and p != name:
-                    continue
-                inputs.setdefault(p, []).append(name)
-                if p in n.required:
-                    required.setdefault(p, []).append(name)
-        plan = RunPlan(
-            order=tuple(order),
-            deps=MappingProxyType({k: tuple(v) for k, v in deps.items()}),
-            dependents=MappingProxyType({k: tuple(dependents[k]) for k in order}),
-            indegree=MappingProxyType({k: len(v) for k, v in deps.items()}),
-            inputs=MappingProxyType({k: tuple(v) for k, v in inputs.items()}),
-            required_inputs=MappingProxyType({k: tuple(v) for k, v in required.items()}),
-            steps=tuple(self._nodes[name] for name in order),
-            successors=tuple(tuple(position[d] for d in dependents[name]) for name in order),
-            waits=tuple(len(deps[name]) for name in order),
-        )
+        plan = build_run_plan(self.name, self._nodes, key)
         self._plans[key] = plan
         return plan
 
-    def _order(
-        self, deps: dict[str, tuple[str, ...]], dependents: dict[str, list[str]]
-    ) -> list[str]:
-        """Order ``deps`` wave by wave, each wave in registration order.
-
-        A wave is every node whose dependencies all came in earlier waves.
-
-        Raises:
-            CycleError: naming one cycle's nodes, each feeding the next.
-        """
-        rank = {name: i for i, name in enumerate(deps)}
-        waiting = {name: len(ds) for name, ds in deps.items()}
-        wave = [name for name, count in waiting.items() if count == 0]
-        order: list[str] = []
-        while wave:
-            order += wave
-            ready = []
-            for name in wave:
-                for dependent in dependents[name]:
-                    waiting[dependent] -= 1
-                    if waiting[dependent] == 0:
-                        ready.append(dependent)
-            wave = sorted(ready, key=rank.__getitem__) if len(ready) > 1 else ready
-        if len(order) == len(deps):
-            return order
-        # Every node left waits for another node left: walking back along dependencies
-        # from any of them must come round to a node already seen.
-        stuck = {name for name, count in waiting.items() if count}
-        name = next(n for n in deps if n in stuck)
-        path: dict[str, None] = {}
-        while name not in path:
-            path[name] = None
-            name = next(d for d in deps[name] if d in stuck)
-        walked = list(path)
-        cycle = [*walked[walked.index(name) :], name]
-        cycle.reverse()  # walked from dependent to dependency; report in feeding order
-        msg = f"workflow {self.name!r} has a cycle: {' -> '.join(cycle)}"
-        raise CycleError(msg, cycle)
-
-    def _closure(self, outputs: frozenset[str] | None) -> set[str]:
-        if outputs is None:
-            return set(self._nodes)
-        unknown = sorted(o for o in outputs if o not in self._nodes)
-        if unknown:
-            known = ", ".join(self._nodes)
-            msg = (
-                f"outputs= names unknown node(s) {unknown!r} of workflow {self.name!r}; "
-                f"known nodes: {known}"
-            )
-            raise WorkflowError(msg)
-        wanted: set[str] = set()
-        stack = list(outputs)
-        while stack:
-            name = stack.pop()
-            if name in wanted:
-                continue
-            wanted.add(name)
-            stack.extend(self._edges(name))
-        return wanted
-
     def check_inputs(self, inputs: Mapping[str, Any], plan: RunPlan) -> None:
         """Raise ``MissingInputError`` naming every required input missing from ``inputs``."""
-        missing = sorted(name for name in plan.required_inputs if name not in inputs)
-        if missing:
-            detail = "; ".join(
-                f"{name!r} (needed by {', '.join(plan.required_inputs[name])})" for name in missing
-            )
-            msg = (
-                f"workflow {self.name!r} is missing required input(s): {detail}. "
-                f"Pass them to run(), e.g. run({{{', '.join(repr(m) + ': ...' for m in missing)}}})"
-            )
-            raise MissingInputError(msg, missing)
+        check_inputs(self.name, inputs, plan)
 
     # -- running (delegated to the runner module) -------------------------------------
 

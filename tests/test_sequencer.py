@@ -2,7 +2,7 @@
 
 import asyncio
 
-from flowhooks._turn import DispatchTurn
+from flowhooks._sequencer import DispatchTurn
 
 
 async def _hold(turn: DispatchTurn, log: list[str], name: str, gate: asyncio.Event) -> None:

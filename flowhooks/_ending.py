@@ -1,0 +1,207 @@
+"""A whole run, start to end: ``workflow_start``, the runner's walk, and an end that completes.
+
+The end of a run (``workflow_end``, the workflow's function callback, the
+managers' flush) runs in a task of its own, so a cancellation of the task
+awaiting the run does not interrupt a handler mid-event; it is re-raised
+once the end is over. A stopped run's end is bounded by the runner's
+``cancel_grace``, and a further cancellation abandons what is left, so a
+hanging handler can never hang shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from flowhooks._dispatcher import clear_propagating
+from flowhooks._events import EventType, NodeStatus, RunStatus
+from flowhooks._function_callbacks import call_function_callback
+from flowhooks._results import RunResult
+
+if TYPE_CHECKING:
+    from flowhooks._execution import RunControl, RunState
+
+
+async def execute(run: RunState, timeout: float | None, control: RunControl | None) -> RunResult:
+    """Run ``run`` start to end in the calling task; see ``Workflow.run``."""
+    loop = asyncio.get_running_loop()
+    timer = None
+    run.main = asyncio.current_task()
+    if control is not None:
+        control.attach(run)
+    if timeout is not None:
+        timer = loop.call_later(timeout, run.on_timeout, timeout)
+    external_cancel: asyncio.CancelledError | None = None
+    try:
+        try:
+            await run.events.emit(EventType.WORKFLOW_START, (run.run_id, run.inputs))
+        except Exception as exc:  # a raise_error handler fails the run before any node
+            clear_propagating(exc)
+            run.fail(None, run.error_info(exc, None, None))
+            run.stopping = RunStatus.FAILED
+        if run.stopping is None:
+            await run.schedule.walk()
+    except asyncio.CancelledError as exc:
+        main = run.main
+        if run.forced and main is not None and main.uncancel() == 0:
+            pass  # only the run's own forced stop (sequential schedule): its end goes on
+        else:
+            external_cancel = exc
+            reason = str(exc) or "the task awaiting the run was cancelled"
+            run.request_stop(RunStatus.CANCELLED, reason)
+    finally:
+        run.nodes_settled = True
+        if timer is not None:
+            timer.cancel()
+        if run.force_timer is not None:
+            run.force_timer.cancel()
+    result, cancelled_meanwhile = await _end(run, patience=0 if external_cancel is not None else 1)
+    if external_cancel is not None:
+        raise external_cancel
+    if cancelled_meanwhile:
+        raise asyncio.CancelledError
+    if run.raised is not None:
+        raise run.raised
+    return result
+
+
+async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
+    """Run the end of the run (``_finish``) to completion, within limits.
+
+    Up to ``patience`` cancellations of the awaiting task are reported
+    instead of interrupting the end. Once the run was stopped (cancelled or
+    timed out), the end may take ``runner.cancel_grace`` seconds; after that,
+    or after one more cancellation, what is left is abandoned.
+
+    Returns:
+        The run's result and whether a cancellation arrived meanwhile.
+    """
+    loop = asyncio.get_running_loop()
+    finish = loop.create_task(_finish(run))
+    grace = run.runner.cancel_grace
+    deadline = None
+    if grace is not None and (run.stopping is RunStatus.CANCELLED or run.timed_out):
+        deadline = loop.time() + grace
+    cancellations = 0
+    while True:
+        try:
+            if deadline is None:
+                return await asyncio.shield(finish), cancellations > 0
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(finish), cancellations > 0
+        except TimeoutError:
+            if finish.done():  # it ended as the grace ran out: its result stands
+                return finish.result(), cancellations > 0
+            _abandon(run, finish, f"after the {grace:g}s grace period")
+            return build_result(run), cancellations > 0
+        except asyncio.CancelledError:
+            if finish.done():
+                raise
+            cancellations += 1
+            if cancellations > patience:
+                _abandon(run, finish, "after a further cancellation")
+                raise
+            if deadline is None and grace is not None:
+                deadline = loop.time() + grace
+
+
+def _abandon(run: RunState, finish: asyncio.Task[RunResult], why: str) -> None:
+    """Give up on the end of a stopped run: cancel it and any node still executing."""
+    finish.cancel()
+    run.schedule.abandon()
+    run.closed = True
+    logger.bind(run_id=run.run_id).warning(
+        "run {run_id} of workflow {workflow!r}: the end of the run was abandoned {why}; "
+        "callbacks still running were cancelled (give handlers a timeout to avoid this)",
+        run_id=run.run_id,
+        workflow=run.workflow_name,
+        why=why,
+    )
+
+
+async def _finish(run: RunState) -> RunResult:
+    """Wait for the nodes and node callbacks, then send the run's last events."""
+    await run.schedule.wait_idle()
+    if run.callback_tasks:
+        await asyncio.gather(*list(run.callback_tasks))
+    if run.timed_out and run.error is not None:
+        await run.emit_error_isolated(run.error, None, None, None, "the run timeout's error event")
+    result = build_result(run)
+    status = result.status
+    run.closed = True  # nothing may follow workflow_end
+    try:
+        await run.events.emit(
+            EventType.WORKFLOW_END,
+            (run.run_id, run.outputs),
+            duration=result.duration,
+            status=status.value,
+        )
+    except Exception as exc:
+        run.remember_raised(exc)
+    workflow = run.workflow
+    hook = {
+        RunStatus.SUCCEEDED: workflow.on_workflow_complete,
+        RunStatus.FAILED: workflow.on_workflow_failure,
+        RunStatus.CANCELLED: workflow.on_workflow_cancel,
+    }[status]
+    if hook is not None:
+        await call_function_callback(
+            hook, (result,), f"workflow callback {getattr(hook, '__name__', hook)!r}", run.run_id
+        )
+    try:
+        await run.manager.flush()
+    except Exception as exc:
+        run.remember_raised(exc)
+    return result
+
+
+def build_result(run: RunState) -> RunResult:
+    """Settle every node's final status and build the run's ``RunResult`` (once)."""
+    if run.result is not None:
+        return run.result
+    for res in run.results:
+        if res.status is NodeStatus.PENDING:
+            res.status = NodeStatus.SKIPPED
+        elif res.status is NodeStatus.RUNNING:
+            # Interrupted in the run's own task (sequential schedule) when the task
+            # awaiting the run was cancelled, or abandoned after the grace period:
+            # the attempt ends silently, cancelled.
+            res.status = NodeStatus.CANCELLED
+            run.outputs.pop(res.node_id, None)  # its node_end dispatch was interrupted
+            res._ended = perf_counter()
+            if res._started is not None:
+                res.duration = res._ended - res._started
+    if run.stopping is RunStatus.CANCELLED:
+        status = RunStatus.CANCELLED
+    elif run.error is not None or run.stopping is RunStatus.FAILED:
+        status = RunStatus.FAILED
+    else:
+        status = RunStatus.SUCCEEDED
+    final_node = {
+        RunStatus.SUCCEEDED: run.last_success,
+        RunStatus.FAILED: run.failed_node,
+    }.get(status)
+    result = RunResult(
+        run_id=run.run_id,
+        workflow_name=run.workflow_name,
+        status=status,
+        inputs=run.inputs,
+        outputs=run.outputs,
+        nodes=run.nodes,
+        error=run.error,
+        final_node=final_node,
+        cancel_reason=run.stop_reason if status is RunStatus.CANCELLED else None,
+        started_at=run.started_at,
+        ended_at=datetime.now(UTC),
+        duration=perf_counter() - run.t0,
+        parent_run_id=run.parent_run_id,
+        resource_id=run.resource_id,
+        metadata=run.metadata,
+    )
+    run.ctx.result = result
+    run.result = result
+    return result

@@ -1,0 +1,581 @@
+"""One run while it executes: ``RunState`` runs one node's attempts, stops the run, ends it.
+
+The runner's schedule (``_runner``) decides which node runs when and calls
+``RunState.run_step`` for each; the run's events go through its
+``EventSequencer`` (``_sequencer``), one at a time in ``seq`` order.
+Cancellation (fail-fast, the run timeout, ``RunHandle.cancel``) only ever
+interrupts node *bodies*, never a handler in the middle of an event, so no
+handler loses an event. The run's end (``workflow_end``, function callbacks,
+the managers' flush) runs to completion even if the awaiting task is
+cancelled once more meanwhile; a further cancellation abandons it, so
+shutdown never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from flowhooks._dispatcher import clear_propagating, must_propagate
+from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
+from flowhooks._function_callbacks import call_function_callback
+from flowhooks._logs import failure_text
+from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._sequencer import EventSequencer, TaskFrame, current_node, set_frame
+
+if TYPE_CHECKING:
+    from flowhooks._graph import RunPlan
+    from flowhooks._manager import CallbackManager
+    from flowhooks._node import Node
+    from flowhooks._runner import Runner, Schedule
+    from flowhooks._workflow import Workflow
+
+_NODE_START = EventType.NODE_START
+_NODE_END = EventType.NODE_END
+_ERROR = EventType.ERROR
+
+
+class RunControl:
+    """Cancellation requested through a ``RunHandle``, possibly before the run started."""
+
+    __slots__ = ("reason", "requested", "state")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason: str | None = None
+        self.state: RunState | None = None
+
+    def attach(self, state: RunState) -> None:
+        """The run started: a cancel requested before now stops it at once."""
+        self.state = state
+        if self.requested:
+            state.request_stop(RunStatus.CANCELLED, self.reason)
+
+    def cancel(self, reason: str | None) -> bool:
+        """Stop the run; False when it was already stopping or had ended."""
+        state = self.state
+        if self.requested or (state is not None and (state.stopping is not None or state.closed)):
+            return False
+        self.requested = True
+        self.reason = reason
+        if state is not None:
+            state.request_stop(RunStatus.CANCELLED, reason)
+        return True
+
+
+class RunState:
+    """Everything about one run while it executes; its runner's schedule drives it.
+
+    Slotted: the schedules call its methods for every node, and with this many
+    attributes CPython 3.11 gives up its fast method lookup on an instance
+    that keeps them in a ``__dict__``.
+    """
+
+    __slots__ = (
+        "bodies",
+        "callback_tasks",
+        "closed",
+        "ctx",
+        "default_submit",
+        "error",
+        "events",
+        "failed_node",
+        "force_timer",
+        "forced",
+        "has_handlers",
+        "injected",
+        "inputs",
+        "last_success",
+        "main",
+        "manager",
+        "metadata",
+        "nodes",
+        "nodes_settled",
+        "outputs",
+        "parent_node_id",
+        "parent_run_id",
+        "plan",
+        "raised",
+        "resource_id",
+        "result",
+        "results",
+        "run_id",
+        "runner",
+        "schedule",
+        "started_at",
+        "stop_reason",
+        "stopping",
+        "t0",
+        "timed_out",
+        "workflow",
+        "workflow_name",
+    )
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        plan: RunPlan,
+        manager: CallbackManager,
+        runner: Runner,
+        inputs: dict[str, Any],
+        *,
+        run_id: str,
+        parent: RunState | None,
+        resource_id: str | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.workflow = workflow
+        self.plan = plan
+        self.manager = manager
+        self.runner = runner
+        self.inputs = inputs
+        self.run_id = run_id
+        self.workflow_name = workflow.name
+        self.parent_run_id = parent.run_id if parent is not None else None
+        # A sub-workflow run starts inside its parent's node: that node is current here.
+        self.parent_node_id = current_node() if parent is not None else None
+        self.resource_id = resource_id
+        self.metadata = metadata
+        self.outputs: dict[str, Any] = {}
+        self.started_at = datetime.now(UTC)
+        self.t0 = perf_counter()
+        offset = self.started_at.timestamp() - self.t0  # perf_counter() readings to wall time
+        self.results = [NodeResult(name, offset) for name in plan.order]
+        self.nodes: dict[str, NodeResult] = dict(zip(plan.order, self.results, strict=True))
+        self.events = EventSequencer(
+            manager,
+            {
+                "run_id": run_id,
+                "workflow_name": workflow.name,
+                "parent_run_id": self.parent_run_id,
+                "resource_id": resource_id,
+                "metadata": metadata,
+            },
+        )
+        # A run whose manager has no handlers can get none (``run`` gives it a shared
+        # empty manager): its node events are only numbered, without a lookup.
+        self.has_handlers = bool(manager.entries)
+        self.closed = False
+        self.stopping: RunStatus | None = None
+        self.stop_reason: str | None = None
+        self.timed_out = False
+        self.error: ErrorInfo | None = None
+        self.failed_node: str | None = None
+        self.last_success: str | None = None
+        self.raised: BaseException | None = None
+        self.result: RunResult | None = None
+        self.main: asyncio.Task[Any] | None = None
+        self.forced = False
+        self.nodes_settled = False
+        self.force_timer: asyncio.TimerHandle | None = None
+        self.bodies: set[asyncio.Task[Any]] = set()
+        self.injected: set[asyncio.Task[Any]] = set()
+        self.callback_tasks: set[asyncio.Task[None]] = set()
+        self.default_submit = runner.inline_async_bodies
+        self.schedule: Schedule = runner.schedule(self)
+        self.ctx = RunContext(
+            run_id=run_id,
+            workflow_name=workflow.name,
+            inputs=inputs,
+            outputs=self.outputs,
+            emit=self.emit_custom,
+            logger=logger.bind(run_id=run_id, workflow_name=workflow.name),
+            started_at=self.started_at,
+            parent_run_id=self.parent_run_id,
+            resource_id=resource_id,
+            metadata=metadata,
+            node_count=len(plan.order),
+            run=self,
+            parent_node_id=self.parent_node_id,
+        )
+
+    async def emit_custom(self, name: str, data: Any) -> None:
+        """Send a custom event from a node or handler of this run (``RunContext.emit``)."""
+        if self.closed:
+            msg = (
+                f"run {self.run_id} of workflow {self.workflow_name!r} has ended; "
+                f"custom event {name!r} cannot be sent after workflow_end"
+            )
+            raise RuntimeError(msg)
+        node_id = current_node()
+        result = self.nodes.get(node_id) if node_id is not None else None
+        attempt = result.attempts if result is not None and result.attempts else None
+        await self.events.emit(
+            EventType.CUSTOM_EVENT, (name, data), node_id=node_id, attempt=attempt, name=name
+        )
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def request_stop(self, status: RunStatus, reason: str | None) -> None:
+        """Stop the run: cancel running node bodies; nodes not started are skipped."""
+        if self.stopping is not None:
+            return
+        self.stopping = status
+        self.stop_reason = reason
+        for task in list(self.bodies):
+            if task not in self.injected:
+                self.injected.add(task)
+                task.cancel()
+        grace = self.runner.cancel_grace
+        if grace is not None and self.main is not None:
+            self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
+
+    def _force_stop(self) -> None:
+        """The grace after a stop ran out: cancel node tasks still running, wherever they are.
+
+        A node left running that long is stuck outside its body, in a handler of one
+        of its events; it ends cancelled (without its closing event).
+        """
+        if self.nodes_settled:
+            return
+        self.forced = True
+        self.schedule.force_stop()
+        logger.bind(run_id=self.run_id).warning(
+            "run {run_id} of workflow {workflow!r}: nodes still running {grace:g}s after the "
+            "run was stopped were cancelled (give handlers a timeout to avoid this)",
+            run_id=self.run_id,
+            workflow=self.workflow_name,
+            grace=self.runner.cancel_grace,
+        )
+
+    def cancel_main_task(self) -> None:
+        """Cancel the run's own task, where a sequential schedule runs its nodes."""
+        if self.main is not None and self.main not in self.injected:
+            self.main.cancel()
+
+    def on_timeout(self, timeout: float) -> None:
+        """The run's ``timeout=`` ran out: fail it with a ``TimeoutError`` and stop it."""
+        if self.stopping is None:
+            self.timed_out = True
+            reason = f"run timed out after {timeout:g}s"
+            # Recorded now, so the result carries it even if the run's end is abandoned.
+            self.error = ErrorInfo(
+                type="TimeoutError",
+                message=f"workflow {self.workflow_name!r} {reason}",
+                severity=Severity.CRITICAL,
+                run_id=self.run_id,
+                workflow_name=self.workflow_name,
+                exception=TimeoutError(reason),
+            )
+            self.failed_node = None
+            self.request_stop(RunStatus.FAILED, reason)
+
+    def fail(self, node: str | None, info: ErrorInfo) -> None:
+        """Record ``info`` as the run's error, unless an earlier failure already is."""
+        if self.error is None:
+            self.error = info
+            self.failed_node = node
+
+    def remember_raised(self, exc: BaseException) -> None:
+        """Keep the first exception to re-raise to the caller once the run has ended."""
+        clear_propagating(exc)
+        if self.raised is None:
+            self.raised = exc
+
+    # -- one node ---------------------------------------------------------------------
+
+    async def run_step(self, position: int, task: asyncio.Task[Any]) -> bool:
+        """Run the plan's node at ``position`` in ``task`` (a schedule's one call per node).
+
+        A node that fails for good stops a fail-fast run; a ``BaseException``
+        escaping it stops the run and is re-raised to the caller after the end.
+        """
+        node = self.plan.steps[position]
+        frame = self._enter_node(node.name, task)
+        try:
+            ok = await self.run_node(node, self.results[position], task, frame)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.bodies.discard(task)
+            self.remember_raised(exc)
+            self.request_stop(RunStatus.FAILED, None)
+            return False
+        if not ok and self.runner.fail_fast and self.error is not None:
+            self.request_stop(RunStatus.FAILED, None)
+        return ok
+
+    def _enter_node(self, name: str, task: asyncio.Task[Any]) -> TaskFrame | None:
+        """Make ``name`` the calling task's current node; return the frame its events mark.
+
+        A run without handlers dispatches nothing: its node's name is all the
+        task's context needs.
+        """
+        if not self.has_handlers:
+            set_frame(name)
+            return None
+        frame = TaskFrame(name, task)
+        set_frame(frame)
+        return frame
+
+    async def run_node(
+        self, node: Node, result: NodeResult, task: asyncio.Task[Any], frame: TaskFrame | None
+    ) -> bool:
+        """Run every attempt of ``node`` in ``task``; return whether it succeeded.
+
+        The one hot loop of a run, kept in one function on purpose: per
+        attempt it announces ``node_start``, runs the body, and on success
+        records the output and announces ``node_end``. Failures, retries and
+        cancellation leave the loop through the methods below it.
+        ``frame`` is the one ``_enter_node`` gave ``task`` (``None`` without
+        handlers); while the body runs, the node's bare name stands in for it,
+        so tasks the body starts do not count as inside the node's dispatches.
+        """
+        name = node.name
+        outputs, inputs = self.outputs, self.inputs
+        kwargs: dict[str, Any] = {}
+        for p in node.params:  # a parameter no dependency or input provides keeps its default
+            if p in outputs:
+                kwargs[p] = outputs[p]
+            elif p in inputs:
+                kwargs[p] = inputs[p]
+        events, has_handlers = self.events, self.has_handlers
+        direct = node.is_async and node.timeout is None and self.default_submit
+        result.status = NodeStatus.RUNNING
+        result._started = first_start = perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            result.attempts = attempt
+            try:
+                if has_handlers and events.wanted(_NODE_START):
+                    await events.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
+                else:
+                    events.skip()
+            except Exception as exc:  # a raise_error handler: the node fails without retry
+                return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
+            if self.stopping is not None:
+                return self._node_cancelled(result, first_start)
+            # Durations measure the node's body, not the handlers around it.
+            start = perf_counter()
+            if attempt == 1:
+                first_start = start
+            self.bodies.add(task)
+            if frame is not None:
+                set_frame(name)
+            try:
+                if direct:
+                    output = await node.fn(**kwargs)
+                elif node.timeout is None:
+                    output = await self.runner.submit(node, kwargs)
+                else:
+                    async with asyncio.timeout(node.timeout):
+                        output = await self.runner.submit(node, kwargs)
+            except asyncio.CancelledError:
+                self._body_left(task, frame)
+                if not self._consume_own_cancellation(task):
+                    raise
+                return self._node_cancelled(result, first_start)
+            except Exception as exc:
+                self._body_left(task, frame)
+                retry = await self._attempt_failed(node, result, exc, attempt, start, first_start)
+                if retry is None:
+                    continue
+                return retry
+            end = perf_counter()
+            self._body_left(task, frame)
+            if task in self.injected:  # the body caught the run's own cancellation
+                await self._absorb_injected_cancel(task)
+                return self._node_cancelled(result, first_start)
+            outputs[name] = output
+            result.duration = end - first_start
+            try:
+                if has_handlers and events.wanted(_NODE_END):
+                    await events.emit(
+                        _NODE_END, (name, output), name, attempt, end - start, frame=frame
+                    )
+                else:
+                    events.skip()
+            except Exception as exc:
+                del outputs[name]
+                return await self._node_failed(
+                    node, result, exc, attempt, end - start, first_start, emitted=True
+                )
+            result.output = output
+            result.status = NodeStatus.SUCCEEDED
+            result._ended = end
+            self.last_success = name
+            if node.on_success is not None:
+                self._spawn_callback(node.on_success, (name, self.ctx), f"on_success of {name!r}")
+            return True
+
+    def _body_left(self, task: asyncio.Task[Any], frame: TaskFrame | None) -> None:
+        """The body of an attempt returned or raised: it can no longer be cancelled as one."""
+        self.bodies.discard(task)
+        if frame is not None:
+            set_frame(frame)
+
+    async def _attempt_failed(
+        self,
+        node: Node,
+        result: NodeResult,
+        exc: Exception,
+        attempt: int,
+        start: float,
+        first_start: float,
+    ) -> bool | None:
+        """An attempt's body raised: retry (``None``), or end the node (``False``)."""
+        elapsed = perf_counter() - start
+        task = asyncio.current_task()
+        assert task is not None
+        if task in self.injected:
+            await self._absorb_injected_cancel(task)
+            return self._node_cancelled(result, first_start)
+        # A raise_error handler's exception (from a custom event the node sent)
+        # fails the node for good, like one raised on any other node event.
+        will_retry = attempt <= node.retries and not must_propagate(exc)
+        message = None
+        if isinstance(exc, TimeoutError) and node.timeout is not None and not str(exc):
+            message = f"node {node.name!r} timed out after {node.timeout:g}s (attempt {attempt})"
+        info = self.error_info(exc, node, attempt, will_retry=will_retry, message=message)
+        if not will_retry:
+            return await self._node_failed(node, result, exc, attempt, elapsed, first_start, info)
+        try:
+            await self.events.emit(_ERROR, (info,), node.name, attempt, elapsed)
+        except Exception as handler_exc:
+            return await self._node_failed(
+                node, result, handler_exc, attempt, elapsed, first_start, emitted=True
+            )
+        if self.stopping is not None:
+            return self._node_cancelled(result, first_start)
+        if not await self._wait_before_retry(node, attempt, task):
+            return self._node_cancelled(result, first_start)
+        return None
+
+    async def _wait_before_retry(self, node: Node, attempt: int, task: asyncio.Task[Any]) -> bool:
+        """Sleep the retry delay of ``attempt``; False when the run's stop interrupted it."""
+        delay = node.retry_delay * node.backoff ** (attempt - 1)
+        if delay <= 0:
+            return True
+        self.bodies.add(task)
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if not self._consume_own_cancellation(task):
+                raise
+            return False
+        finally:
+            self.bodies.discard(task)
+        return True
+
+    def _consume_own_cancellation(self, task: asyncio.Task[Any]) -> bool:
+        """Whether a ``CancelledError`` in ``task`` was only the run's own stop request.
+
+        The request is consumed; False means someone else cancelled the task
+        too (or only someone else did), so the error must propagate.
+        """
+        if task not in self.injected:
+            return False
+        self.injected.discard(task)
+        task.uncancel()
+        return not task.cancelling()
+
+    async def _absorb_injected_cancel(self, task: asyncio.Task[Any]) -> None:
+        """Consume a cancellation we requested that the body did not let through."""
+        self.injected.discard(task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+        task.uncancel()
+        if task.cancelling():
+            raise asyncio.CancelledError
+
+    def _node_cancelled(self, result: NodeResult, first_start: float) -> bool:
+        result.status = NodeStatus.CANCELLED
+        result._ended = perf_counter()
+        result.duration = result._ended - first_start
+        return False
+
+    async def _node_failed(
+        self,
+        node: Node,
+        result: NodeResult,
+        exc: BaseException,
+        attempt: int,
+        duration: float,
+        first_start: float,
+        info: ErrorInfo | None = None,
+        *,
+        emitted: bool = False,
+    ) -> bool:
+        """Fail ``node`` for good: emit its error (unless its event already ended the attempt)."""
+        clear_propagating(exc)
+        if info is None:
+            info = self.error_info(exc, node, attempt)
+        result.status = NodeStatus.FAILED
+        result.error = info
+        result._ended = perf_counter()
+        result.duration = result._ended - first_start
+        self.fail(node.name, info)
+        if not emitted:
+            await self.emit_error_isolated(
+                info, node.name, attempt, duration, f"the error event of failing node {node.name!r}"
+            )
+        if node.on_failure is not None:
+            self._spawn_callback(
+                node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}"
+            )
+        return False
+
+    async def emit_error_isolated(
+        self,
+        info: ErrorInfo,
+        node_id: str | None,
+        attempt: int | None,
+        duration: float | None,
+        what: str,
+    ) -> None:
+        """Emit an ``error`` event of a run that already fails with ``info``.
+
+        A ``raise_error`` handler's exception cannot change that outcome: it
+        is logged, and the run keeps its first error.
+        """
+        try:
+            await self.events.emit(_ERROR, (info,), node_id, attempt, duration)
+        except Exception as handler_exc:
+            clear_propagating(handler_exc)
+            logger.bind(run_id=self.run_id).error(
+                "a raise_error handler raised {error} on {what}; the run fails with "
+                "its first error (run {run_id})",
+                error=failure_text(handler_exc, with_traceback=False),
+                what=what,
+                run_id=self.run_id,
+            )
+
+    def error_info(
+        self,
+        exc: BaseException,
+        node: Node | None,
+        attempt: int | None,
+        *,
+        will_retry: bool = False,
+        message: str | None = None,
+    ) -> ErrorInfo:
+        """The ``ErrorInfo`` of ``exc`` in this run (``node`` ``None``: a run-level error)."""
+        if will_retry:
+            severity = Severity.WARNING
+        elif node is None or node.critical:
+            severity = Severity.CRITICAL
+        else:
+            severity = Severity.ERROR
+        return ErrorInfo.from_exception(
+            exc,
+            node_id=node.name if node is not None else None,
+            attempt=attempt,
+            run_id=self.run_id,
+            workflow_name=self.workflow_name,
+            will_retry=will_retry,
+            severity=severity,
+            message=message,
+        )
+
+    def _spawn_callback(self, fn: Any, args: tuple[Any, ...], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            call_function_callback(fn, args, what, self.run_id)
+        )
+        self.callback_tasks.add(task)
+        task.add_done_callback(self.callback_tasks.discard)

@@ -1,0 +1,286 @@
+"""The ordering of one run's events: one dispatch at a time, in ``seq`` order, re-entrant.
+
+A run's events go through its ``EventSequencer``, however many nodes run at
+once. Three pieces make that hold:
+
+* ``DispatchTurn``: a first-come-first-served turn per run; the task that
+  holds it is the one dispatching. Taking a free turn costs no coroutine.
+* ``TaskFrame``: what the sequencer knows about the code running in a task
+  (its node, and which run's event it is dispatching now). The frame lives in
+  a context variable that tasks inherit, so an event sent *during* a dispatch
+  (by a handler, or by a task that handler started) is recognised and queued
+  right behind the current event instead of waiting for a turn its own
+  dispatch holds, which would deadlock.
+* ``EventSequencer.emit``: takes the turn, numbers the event, builds the
+  ``Event`` only when some handler asked for ``event=``, dispatches it through
+  the run's manager, then delivers what was queued meanwhile.
+
+This module knows the manager, not the run: a run hands it its identity and
+asks it to emit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from flowhooks._dispatcher import current_generation
+from flowhooks._events import Event, EventType, trusted_event
+from flowhooks._ids import new_id
+
+if TYPE_CHECKING:
+    from flowhooks._manager import CallbackManager
+
+
+class DispatchTurn:
+    """A FIFO turn for dispatching a run's events; ``holder`` is the task dispatching now."""
+
+    __slots__ = ("holder", "waiters")
+
+    def __init__(self) -> None:
+        self.holder: asyncio.Task[Any] | None = None
+        self.waiters: deque[tuple[asyncio.Future[None], asyncio.Task[Any]]] = deque()
+
+    def try_take(self, task: asyncio.Task[Any]) -> bool:
+        """Take the turn at once if nobody holds it or waits for it; return whether taken."""
+        if self.holder is None and not self.waiters:
+            self.holder = task
+            return True
+        return False
+
+    async def take(self, task: asyncio.Task[Any]) -> None:
+        """Wait for the turn, after everybody already waiting."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (waiter, task)
+        self.waiters.append(entry)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the turn was handed to us as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(entry)
+            raise
+
+    def release(self) -> None:
+        """End the holder's turn and hand it to the next waiting task, if any."""
+        while self.waiters:
+            waiter, task = self.waiters.popleft()
+            if not waiter.done():
+                self.holder = task
+                waiter.set_result(None)
+                return
+        self.holder = None
+
+
+class TaskFrame:
+    """What a run knows about the code running in a task: its node, and its dispatch.
+
+    The frame in a task's context is copied by the tasks it starts.
+    ``dispatching`` is the sequencer whose event is being dispatched with this
+    frame in context: an event sent while it is set joins that dispatch.
+
+    A node's task has one frame for its node events, marked by a plain
+    attribute write per event instead of a context variable set and reset per
+    event (which costs as much as the rest of the dispatch). The node's body
+    runs with just the node's name in context instead, which no dispatch
+    marks, so tasks the body starts wait for their turn as any other code
+    does. Every other dispatch (custom, error and workflow events) sets a fresh
+    frame for its duration.
+    """
+
+    __slots__ = ("dispatching", "node", "owner")
+
+    def __init__(self, node: str | None, owner: asyncio.Task[Any]) -> None:
+        self.node = node
+        self.owner = owner
+        self.dispatching: EventSequencer | None = None
+
+
+_frame: ContextVar[TaskFrame | str | None] = ContextVar("flowhooks_task_frame", default=None)
+"""The current task's frame; a node's name alone while the node's body runs."""
+
+
+def enter_run_task() -> Token[TaskFrame | str | None]:
+    """Mark the calling task as a run's own (no node of it is current); reset the token after."""
+    return _frame.set(None)
+
+
+def leave_run_task(token: Token[TaskFrame | str | None]) -> None:
+    """Give the calling task back what ``enter_run_task`` replaced."""
+    _frame.reset(token)
+
+
+def set_frame(frame: TaskFrame | str | None) -> None:
+    """Make ``frame`` (or a node's bare name) the calling task's frame."""
+    _frame.set(frame)
+
+
+def get_frame() -> TaskFrame | str | None:
+    """The calling task's frame, or the bare node name its body runs with."""
+    return _frame.get()
+
+
+def current_node() -> str | None:
+    """The node of the current run whose code this is (``None`` outside its nodes)."""
+    frame = _frame.get()
+    return frame.node if isinstance(frame, TaskFrame) else frame
+
+
+_NOBODY, _SOME, _WANT_EVENT = 0, 1, 2
+"""Per event type: no handler takes it; some do; some also want the ``Event``."""
+
+
+class EventSequencer:
+    """Numbers and dispatches one run's events, one at a time, in ``seq`` order.
+
+    Args:
+        manager: the run's combined manager.
+        identity: the ``Event`` fields every event of the run carries
+            (``run_id``, ``workflow_name``, ``parent_run_id``, ``resource_id``,
+            ``metadata``).
+    """
+
+    __slots__ = ("_generation", "_modes", "_pending", "_turn", "identity", "manager", "seq")
+
+    def __init__(self, manager: CallbackManager, identity: dict[str, Any]) -> None:
+        self.manager = manager
+        self.identity = identity
+        self.seq = 0
+        self._turn = DispatchTurn()
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._modes: dict[EventType, int] = {}
+        self._generation = -1
+
+    def _mode(self, event_type: EventType) -> int:
+        """Who takes ``event_type`` now; cached until a handler is added or removed anywhere."""
+        if self._generation != current_generation():
+            manager = self.manager
+            self._modes = {
+                t: (_WANT_EVENT if manager.wants_event(t) else _SOME)
+                if manager.handles(t)
+                else _NOBODY
+                for t in EventType
+            }
+            self._generation = current_generation()
+        return self._modes[event_type]
+
+    def wanted(self, event_type: EventType) -> bool:
+        """Whether some handler takes ``event_type``; when none does, ``skip`` it instead."""
+        return self._mode(event_type) != _NOBODY
+
+    def skip(self) -> None:
+        """Number an event that no handler takes, without dispatching it."""
+        self.seq += 1
+
+    async def emit(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        node_id: str | None = None,
+        attempt: int | None = None,
+        duration: float | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        frame: TaskFrame | None = None,
+    ) -> None:
+        """Dispatch one event, after every earlier one of this run.
+
+        ``frame`` is given for a node's own events: the node task's frame, in
+        its context now (see ``TaskFrame``).
+
+        Raises:
+            Exception: the first ``raise_error`` handler's exception, after the
+                event (and what handlers sent meanwhile) reached every handler.
+        """
+        if not self._mode(event_type):
+            self.seq += 1
+            return
+        if frame is None:
+            inherited = _frame.get()
+            if isinstance(inherited, TaskFrame) and inherited.dispatching is self:
+                # Sent while this run's current dispatch runs, by one of its handlers or a
+                # task sharing its frame: it goes right after the event, in the same turn.
+                self._pending.append((event_type, args, node_id, attempt, duration, status, name))
+                return
+            task = asyncio.current_task()
+            assert task is not None
+        else:
+            task = frame.owner
+        turn = self._turn
+        if not turn.try_take(task):
+            await turn.take(task)
+        token = None
+        if frame is None:  # only what this dispatch's handlers start may share its frame
+            frame = TaskFrame(current_node(), task)
+            token = _frame.set(frame)
+        frame.dispatching = self
+        try:
+            # Events left queued by a dispatch that was cancelled go first: they were sent
+            # earlier. Then this event, then what handlers send while it is dispatched.
+            error = await self._deliver_queued() if self._pending else None
+            self.seq += 1
+            event = self._event(event_type, args, node_id, attempt, duration, status, name)
+            try:
+                await self.manager.dispatch(event_type, args, event)
+            except Exception as exc:  # a raise_error handler: raised once the queue is empty
+                error = exc
+            if self._pending:
+                error = await self._deliver_queued() or error
+            if error is not None:
+                raise error
+        finally:
+            frame.dispatching = None
+            if token is not None:
+                _frame.reset(token)
+            turn.release()
+
+    async def _deliver_queued(self) -> Exception | None:
+        """Dispatch the events handlers sent during a dispatch, in order.
+
+        Returns the first ``raise_error`` exception instead of stopping at it.
+        A cancellation stops here and leaves the rest queued, for the run's next
+        event to deliver first.
+        """
+        first: Exception | None = None
+        pending = self._pending
+        while pending:
+            queued = pending.popleft()
+            self.seq += 1
+            try:
+                await self.manager.dispatch(queued[0], queued[1], self._event(*queued))
+            except Exception as exc:
+                first = first or exc
+        return first
+
+    def _event(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        node_id: str | None,
+        attempt: int | None,
+        duration: float | None,
+        status: str | None,
+        name: str | None,
+    ) -> Event | None:
+        """Build the ``Event`` numbered ``self.seq``, when some handler asked for it."""
+        if self._mode(event_type) != _WANT_EVENT:  # handlers may have changed while waiting
+            return None
+        return trusted_event(
+            id=new_id(),
+            type=event_type,
+            seq=self.seq,
+            **self.identity,
+            node_id=node_id,
+            attempt=attempt,
+            timestamp=datetime.now(UTC),
+            duration=duration,
+            status=status,
+            name=name,
+            payload=args[-1],
+        )
