@@ -46,13 +46,9 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
         if run.stopping is None:
             await run.schedule.walk()
     except asyncio.CancelledError as exc:
-        main = run.main
-        if run.forced and main is not None and main.uncancel() == 0:
-            pass  # only the run's own forced stop (sequential schedule): its end goes on
-        else:
-            external_cancel = exc
-            reason = str(exc) or "the task awaiting the run was cancelled"
-            run.request_stop(RunStatus.CANCELLED, reason)
+        external_cancel = exc
+        reason = str(exc) or "the task awaiting the run was cancelled"
+        run.request_stop(RunStatus.CANCELLED, reason)
     finally:
         run.nodes_settled = True
         if timer is not None:
@@ -70,43 +66,96 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
 
 
 async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
-    """Run the end of the run (``_finish``) to completion, within limits.
+    """Wait for the nodes, then run the end of the run (``_finish``) to completion, within limits.
 
     Up to ``patience`` cancellations of the awaiting task are reported
-    instead of interrupting the end. Once the run was stopped (cancelled or
-    timed out), the end may take ``runner.cancel_grace`` seconds; after that,
-    or after one more cancellation, what is left is abandoned.
+    instead of interrupting the end; one more abandons what is left and is
+    raised. Once the run was stopped (cancelled or timed out), its nodes get
+    ``runner.cancel_grace`` seconds to settle, after which those still
+    running are abandoned (``cancelled``) and the end goes on without them;
+    the end itself then gets the same grace.
 
     Returns:
         The run's result and whether a cancellation arrived meanwhile.
     """
     loop = asyncio.get_running_loop()
-    finish = loop.create_task(_finish(run))
     grace = run.runner.cancel_grace
     deadline = None
     if grace is not None and (run.stopping is RunStatus.CANCELLED or run.timed_out):
         deadline = loop.time() + grace
-    cancellations = 0
-    while True:
-        try:
-            if deadline is None:
-                return await asyncio.shield(finish), cancellations > 0
-            async with asyncio.timeout_at(deadline):
-                return await asyncio.shield(finish), cancellations > 0
-        except TimeoutError:
-            if finish.done():  # it ended as the grace ran out: its result stands
-                return finish.result(), cancellations > 0
-            _abandon(run, finish, f"after the {grace:g}s grace period")
-            return build_result(run), cancellations > 0
-        except asyncio.CancelledError:
-            if finish.done():
-                raise
-            cancellations += 1
-            if cancellations > patience:
-                _abandon(run, finish, "after a further cancellation")
-                raise
-            if deadline is None and grace is not None:
-                deadline = loop.time() + grace
+    waiting = _Patience(patience, grace)
+    idle = loop.create_task(run.schedule.wait_idle())
+    try:
+        settled = await waiting.wait(idle, deadline)
+    except asyncio.CancelledError:
+        idle.cancel()
+        run.schedule.abandon()
+        run.closed = True
+        raise
+    if not settled:
+        idle.cancel()
+        _abandon_nodes(run, grace)
+        deadline = loop.time() + grace if grace is not None else None
+    elif waiting.deadline_from_cancel is not None:
+        deadline = waiting.deadline_from_cancel
+    finish = loop.create_task(_finish(run))
+    try:
+        if await waiting.wait(finish, deadline):
+            return finish.result(), waiting.cancellations > 0
+    except asyncio.CancelledError:
+        _abandon(run, finish, "after a further cancellation")
+        raise
+    _abandon(run, finish, f"after the {grace:g}s grace period")
+    return build_result(run), waiting.cancellations > 0
+
+
+class _Patience:
+    """Waits on a task of the run's end, counting the awaiting task's cancellations."""
+
+    def __init__(self, patience: int, grace: float | None) -> None:
+        self.patience = patience
+        self.grace = grace
+        self.cancellations = 0
+        self.deadline_from_cancel: float | None = None
+
+    async def wait(self, task: asyncio.Task[object], deadline: float | None) -> bool:
+        """Wait for ``task``; False when ``deadline`` passed first.
+
+        Raises:
+            asyncio.CancelledError: on a cancellation beyond the patience.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if deadline is None:
+                    await asyncio.shield(task)
+                    return True
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(task)
+                return True
+            except TimeoutError:
+                return task.done()  # it ended as the grace ran out: its result stands
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                self.cancellations += 1
+                if self.cancellations > self.patience:
+                    raise
+                if deadline is None and self.grace is not None:
+                    deadline = self.deadline_from_cancel = loop.time() + self.grace
+
+
+def _abandon_nodes(run: RunState, grace: float | None) -> None:
+    """The nodes did not settle within the grace: leave them running, cancelled."""
+    run.forced = True
+    run.schedule.abandon()
+    logger.bind(run_id=run.run_id).warning(
+        "run {run_id} of workflow {workflow!r}: nodes still running {grace}s after the run "
+        "was stopped were abandoned (they ignore cancellation); the run ends without them",
+        run_id=run.run_id,
+        workflow=run.workflow_name,
+        grace=f"{grace:g}" if grace is not None else "?",
+    )
 
 
 def _abandon(run: RunState, finish: asyncio.Task[RunResult], why: str) -> None:
@@ -124,8 +173,7 @@ def _abandon(run: RunState, finish: asyncio.Task[RunResult], why: str) -> None:
 
 
 async def _finish(run: RunState) -> RunResult:
-    """Wait for the nodes and node callbacks, then send the run's last events."""
-    await run.schedule.wait_idle()
+    """Wait for the node callbacks, then send the run's last events."""
     if run.callback_tasks:
         await asyncio.gather(*list(run.callback_tasks))
     if run.timed_out and run.error is not None:
@@ -175,6 +223,8 @@ def build_result(run: RunState) -> RunResult:
             res._ended = perf_counter()
             if res._started is not None:
                 res.duration = res._ended - res._started
+    if run.stopping is None and run.error is None:
+        _fail_unfinished(run)
     if run.stopping is RunStatus.CANCELLED:
         status = RunStatus.CANCELLED
     elif run.error is not None or run.stopping is RunStatus.FAILED:
@@ -205,3 +255,15 @@ def build_result(run: RunState) -> RunResult:
     run.ctx.result = result
     run.result = result
     return result
+
+
+def _fail_unfinished(run: RunState) -> None:
+    """A run nobody stopped succeeds only if every node of its plan succeeded.
+
+    Should a node have ended any other way without an error of its own, the
+    run fails with a ``CancelledError`` naming it rather than report success.
+    """
+    unfinished = [r.node_id for r in run.results if r.status is not NodeStatus.SUCCEEDED]
+    if unfinished:
+        exc = asyncio.CancelledError(f"node(s) {unfinished!r} did not complete")
+        run.fail(unfinished[0], run.error_info(exc, run.workflow.nodes[unfinished[0]], None))

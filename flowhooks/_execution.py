@@ -243,11 +243,6 @@ class RunState:
             grace=self.runner.cancel_grace,
         )
 
-    def cancel_main_task(self) -> None:
-        """Cancel the run's own task, where a sequential schedule runs its nodes."""
-        if self.main is not None and self.main not in self.injected:
-            self.main.cancel()
-
     def on_timeout(self, timeout: float) -> None:
         """The run's ``timeout=`` ran out: fail it with a ``TimeoutError`` and stop it."""
         if self.stopping is None:
@@ -285,12 +280,14 @@ class RunState:
         A node that fails for good stops a fail-fast run; a ``BaseException``
         escaping it stops the run and is re-raised to the caller after the end.
         """
-        node = self.plan.steps[position]
+        node, result = self.plan.steps[position], self.results[position]
         frame = self._enter_node(node.name, task)
         try:
-            ok = await self.run_node(node, self.results[position], task, frame)
-        except asyncio.CancelledError:
-            raise
+            ok = await self.run_node(node, result, task, frame)
+        except asyncio.CancelledError as exc:
+            if self.forced:  # the run's own forced stop: the node ends cancelled
+                raise
+            ok = await self._cancelled_by_someone_else(node, result, task, exc)
         except BaseException as exc:
             self.bodies.discard(task)
             self.remember_raised(exc)
@@ -299,6 +296,22 @@ class RunState:
         if not ok and self.runner.fail_fast and self.error is not None:
             self.request_stop(RunStatus.FAILED, None)
         return ok
+
+    async def _cancelled_by_someone_else(
+        self, node: Node, result: NodeResult, task: asyncio.Task[Any], exc: BaseException
+    ) -> bool:
+        """The node's task was cancelled, not by the run's stop: the node fails.
+
+        A handler that raises ``CancelledError`` or cancels its own task, or
+        code that cancels a node's task, cannot make a node vanish from a run
+        that then reports success: the node fails with a ``CancelledError``.
+        """
+        task.uncancel()
+        self.bodies.discard(task)
+        self.injected.discard(task)
+        started = result._started if result._started is not None else perf_counter()
+        attempt = result.attempts or 1
+        return await self._node_failed(node, result, exc, attempt, 0.0, started)
 
     def _enter_node(self, name: str, task: asyncio.Task[Any]) -> TaskFrame | None:
         """Make ``name`` the calling task's current node; return the frame its events mark.

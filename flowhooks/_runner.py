@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from flowhooks._node import Node
-from flowhooks._sequencer import get_frame, set_frame
+from flowhooks._sequencer import set_frame
 from flowhooks._validate import check_count, check_seconds
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Runner:
     """
 
     sequential: bool = False
-    """Whether the runner runs one node at a time in the run's own task (informational)."""
+    """Whether the runner runs one node at a time, in topological order (informational)."""
 
     cancel_grace: float | None = 30.0
     """Seconds a stopped run waits for nodes stuck in a handler before cancelling them,
@@ -167,7 +167,7 @@ class AsyncioRunner(Runner):
 
 
 class SequentialRunner(Runner):
-    """Runs one node at a time, in the calling task, in a deterministic topological order."""
+    """Runs one node at a time, in a deterministic topological order."""
 
     sequential = True
 
@@ -175,7 +175,7 @@ class SequentialRunner(Runner):
         super().__init__(max_concurrency=1, fail_fast=fail_fast)
 
     def schedule(self, run: RunState) -> Schedule:
-        """Walk the plan's order in the run's own task."""
+        """Walk the plan's order, one node after the other."""
         return SequentialWalk(run, self)
 
 
@@ -250,20 +250,35 @@ class ConcurrentWalk:
 
 
 class SequentialWalk:
-    """Nodes run one at a time in the run's own task, in the plan's topological order."""
+    """Nodes run one at a time, in the plan's topological order, in one task of the run.
 
-    __slots__ = ("fail_fast", "run")
+    That task is not the caller's: a node that swallows or ignores the run's
+    cancellation cannot keep the caller's own cancellation from being honoured,
+    and can be abandoned like a node task of the concurrent walk.
+    """
+
+    __slots__ = ("_task", "fail_fast", "run")
 
     def __init__(self, run: RunState, runner: Runner) -> None:
         self.run = run
         self.fail_fast = runner.fail_fast
+        self._task: asyncio.Task[None] | None = None
 
     async def walk(self) -> None:
+        walking = self._task = asyncio.get_running_loop().create_task(self._walk())
+        try:
+            await asyncio.shield(walking)
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if walking.cancelled() and caller is not None and not caller.cancelling():
+                return  # cancelled from inside (a handler cancelled its own task): nodes tell
+            raise
+
+    async def _walk(self) -> None:
         run = self.run
         deps, nodes = run.plan.deps, run.nodes
         task = asyncio.current_task()
         assert task is not None
-        outer = get_frame()  # the run's own frame, given back at the end
         try:
             for position, name in enumerate(run.plan.order):
                 if run.stopping is not None:
@@ -271,14 +286,19 @@ class SequentialWalk:
                 if not self.fail_fast and any(nodes[d].status != "succeeded" for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
                 await run.run_step(position, task)
+        except asyncio.CancelledError:
+            if not run.forced:  # nobody but the run cancels this task
+                raise
         finally:
-            set_frame(outer)
+            set_frame(None)
 
     async def wait_idle(self) -> None:
-        return  # nodes run in the awaiting task: when it waits, none is executing
+        if self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
 
     def force_stop(self) -> None:
-        self.run.cancel_main_task()
+        if self._task is not None:
+            self._task.cancel()
 
     def abandon(self) -> None:
-        return  # the task that runs the nodes is the one giving up on the end
+        self.force_stop()
