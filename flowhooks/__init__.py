@@ -18,6 +18,7 @@ from flowhooks._composites import (
 from flowhooks._context import current_run
 from flowhooks._errors import (
     CycleError,
+    DuplicateRunError,
     FlowhooksError,
     MissingInputError,
     WorkflowCancelled,
@@ -49,6 +50,7 @@ __all__ = [
     "ChainedCallback",
     "ConditionalCallback",
     "CycleError",
+    "DuplicateRunError",
     "ErrorInfo",
     "Event",
     "EventType",

@@ -6,6 +6,7 @@
       WorkflowError            a workflow cannot run as defined or called
         CycleError             the DAG has a cycle
         MissingInputError      required inputs were not given
+        DuplicateRunError      a run id is already used by a live run
       WorkflowFailed           raise_for_status() on a failed run
       WorkflowCancelled        raise_for_status() on a cancelled run
 
@@ -56,6 +57,13 @@ class MissingInputError(WorkflowError):
     def __init__(self, message: str, missing: list[str]) -> None:
         super().__init__(message)
         self.missing = missing
+
+
+class DuplicateRunError(WorkflowError):
+    """A run was given the ``run_id`` of a run still live in this process.
+
+    Handlers key their state by run id, so two live runs never share one.
+    """
 
 
 class _RunOutcomeError(FlowhooksError):

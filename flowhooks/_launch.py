@@ -7,12 +7,13 @@ callbacks, timeout) is raised here, before the run's first event.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowhooks._context import current_run_var
 from flowhooks._ending import execute
-from flowhooks._errors import InvalidRunOptionError, WorkflowError
+from flowhooks._errors import DuplicateRunError, InvalidRunOptionError, WorkflowError
 from flowhooks._execution import RunControl, RunState
 from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager
@@ -28,6 +29,56 @@ if TYPE_CHECKING:
 
 _DEFAULT_RUNNER = AsyncioRunner()
 _NO_CALLBACKS = CallbackManager()
+
+
+class _LiveRunIds:
+    """The ids of the runs live in this process (in any thread), so no two share one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[str] = set()
+        self._owners: dict[str, object] = {}
+
+    def claim(self, run_id: object) -> str:
+        """Reserve a caller-supplied ``run_id`` (or a fresh one for ``None``).
+
+        Raises:
+            TypeError: when ``run_id`` is not a ``str``.
+            ValueError: when it is empty.
+            DuplicateRunError: when a live run already has it.
+        """
+        if run_id is None:
+            run_id = new_id()
+        elif not isinstance(run_id, str):
+            msg = f"run_id= takes a non-empty str, got {run_id!r} ({type(run_id).__name__})"
+            raise TypeError(msg)
+        elif not run_id.strip():
+            msg = f"run_id= takes a non-empty str, got {run_id!r}"
+            raise ValueError(msg)
+        with self._lock:
+            if run_id in self._ids:
+                msg = (
+                    f"run_id {run_id!r} is already used by a run still live in this process; "
+                    "give each run its own id (or leave run_id= out for a fresh one)"
+                )
+                raise DuplicateRunError(msg)
+            self._ids.add(run_id)
+        return run_id
+
+    def own(self, run_id: str, owner: object) -> None:
+        """Tie a claimed id to the run that uses it (what ``release`` checks)."""
+        with self._lock:
+            self._owners[run_id] = owner
+
+    def release(self, run_id: str, owner: object) -> None:
+        """The run ``owner`` has ended (or never started): its id may be used again."""
+        with self._lock:
+            if self._owners.get(run_id) is owner:
+                del self._owners[run_id]
+                self._ids.discard(run_id)
+
+
+_LIVE = _LiveRunIds()
 
 
 class _Prepared:
@@ -93,17 +144,24 @@ def _prepare(
     if parent is not None:
         resource_id = resource_id if resource_id is not None else parent.resource_id
         metadata = metadata if metadata is not None else parent.metadata
-    state = RunState(
-        workflow,
-        plan,
-        manager,
-        runner,
-        input_dict,
-        run_id=run_id or new_id(),
-        parent=parent,
-        resource_id=resource_id,
-        metadata=dict(metadata) if metadata is not None else {},
-    )
+    claimed = _LIVE.claim(run_id)
+    try:
+        state = RunState(
+            workflow,
+            plan,
+            manager,
+            runner,
+            input_dict,
+            run_id=claimed,
+            parent=parent,
+            resource_id=resource_id,
+            metadata=dict(metadata) if metadata is not None else {},
+        )
+    except BaseException:
+        _LIVE.own(claimed, None)
+        _LIVE.release(claimed, None)
+        raise
+    _LIVE.own(claimed, state)
     return _Prepared(state, timeout, control)
 
 
@@ -122,13 +180,16 @@ async def _execute(prepared: _Prepared) -> RunResult:
     # no node of it is current (the parent's node is its parent_node_id instead).
     frame_token = enter_run_task()
     runner = state.runner
-    await runner.hold_for_run()
     try:
-        return await execute(state, prepared.timeout, prepared.control)
+        await runner.hold_for_run()
+        try:
+            return await execute(state, prepared.timeout, prepared.control)
+        finally:
+            await runner.release_for_run()
     finally:
         leave_run_task(frame_token)
         current_run_var.reset(token)
-        await runner.release_for_run()
+        _LIVE.release(state.run_id, state)
 
 
 class RunHandle:
@@ -186,7 +247,10 @@ def start_run(workflow: Workflow, inputs: Mapping[str, Any] | None, **options: A
         raise RuntimeError(msg) from None
     control = RunControl()
     prepared = _prepare(workflow, inputs, control=control, **options)
-    task = loop.create_task(_execute(prepared), name=f"flowhooks-run-{prepared.state.run_id}")
+    state = prepared.state
+    task = loop.create_task(_execute(prepared), name=f"flowhooks-run-{state.run_id}")
+    # A task cancelled before its first step never runs ``_execute``'s cleanup.
+    task.add_done_callback(lambda _: _LIVE.release(state.run_id, state))
     return RunHandle(prepared.state.run_id, task, control)
 
 

@@ -1,0 +1,259 @@
+"""The run guarantees on the exit paths that hostile handlers and cancellation take.
+
+Each test is one scenario of SPEC §2/§6 (v2), run with every runner: a run
+reports ``succeeded`` only when every planned node succeeded, the caller's
+cancellation is honoured, a node that swallows or ignores the run's
+cancellation is recorded ``cancelled`` (or abandoned), and every handler still
+gets its ``workflow_end`` exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+from stream_checks import assert_well_formed
+
+from flowhooks import (
+    AsyncioRunner,
+    BaseCallbackHandler,
+    DuplicateRunError,
+    NodeStatus,
+    Runner,
+    RunStatus,
+    SequentialRunner,
+    Workflow,
+    node,
+)
+from flowhooks.testing import RecordingCallback
+
+RUNNERS = {"asyncio": AsyncioRunner, "sequential": SequentialRunner}
+
+
+@pytest.fixture(params=list(RUNNERS.values()), ids=list(RUNNERS))
+def runner(request: pytest.FixtureRequest) -> Runner:
+    """Each runner in turn, with a short grace so abandonment tests end quickly."""
+    made: Runner = request.param()
+    made.cancel_grace = 0.3
+    return made
+
+
+@node
+async def source() -> int:
+    await asyncio.sleep(0)  # a real node awaits something: where a pending cancel lands
+    return 1
+
+
+@node
+async def sink(source: int) -> int:
+    return source + 1
+
+
+def pair() -> Workflow:
+    return Workflow("pair", nodes=[source, sink])
+
+
+class RaisesCancelled(BaseCallbackHandler):
+    """Raises ``CancelledError`` on node_start of ``source`` (it awaits a cancelled future)."""
+
+    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+        if node_id == "source":
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.cancel()
+            await fut
+
+
+class CancelsOwnTask(BaseCallbackHandler):
+    """Cancels the task it runs in, on node_start of ``source``."""
+
+    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+        if node_id == "source":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+
+@pytest.mark.parametrize("hostile", [RaisesCancelled, CancelsOwnTask])
+async def test_a_handler_cancelling_a_node_cannot_make_the_run_succeed(
+    runner: Runner, hostile: type[BaseCallbackHandler]
+) -> None:
+    recorder = RecordingCallback()
+    result = await pair().run(callbacks=[hostile(), recorder], runner=runner)
+    assert result.status is RunStatus.FAILED
+    assert result.nodes["source"].status is NodeStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "CancelledError"
+    assert result.error.node_id == "source"
+    assert "sink" not in result.outputs
+    assert_well_formed(recorder.events)
+    assert [e.type for e in recorder.events].count("workflow_end") == 1
+
+
+async def test_a_node_that_swallows_the_runs_cancellation_is_recorded_cancelled(
+    runner: Runner,
+) -> None:
+    """It returns anyway: no node_end, no on_success, no output."""
+    entered = asyncio.Event()
+    successes: list[str] = []
+
+    def on_success(node_id: str, ctx: object) -> None:
+        successes.append(node_id)
+
+    @node(on_success=on_success)
+    async def stubborn() -> str:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        return "ignored the stop"
+
+    recorder = RecordingCallback()
+    wf = Workflow("stubborn", nodes=[stubborn])
+    handle = wf.start(callbacks=[recorder], runner=runner)
+    await entered.wait()
+    assert handle.cancel("stop") is True
+    result = await handle
+    assert result.status is RunStatus.CANCELLED
+    assert result.nodes["stubborn"].status is NodeStatus.CANCELLED
+    assert result.outputs == {}
+    assert successes == []
+    assert [e.type for e in recorder.events] == ["workflow_start", "node_start", "workflow_end"]
+
+
+async def test_the_callers_cancellation_is_honoured_when_a_node_swallows_it(
+    runner: Runner,
+) -> None:
+    entered = asyncio.Event()
+
+    @node
+    async def swallow() -> str:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        return "done anyway"
+
+    recorder = RecordingCallback()
+    task = asyncio.create_task(
+        Workflow("swallow", nodes=[swallow]).run(callbacks=[recorder], runner=runner)
+    )
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    ends = recorder.events_of("workflow_end")
+    assert len(ends) == 1
+    assert ends[0].status == "cancelled"
+
+
+async def test_an_asyncio_timeout_around_run_fires(runner: Runner) -> None:
+    @node
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    recorder = RecordingCallback()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await Workflow("slow", nodes=[slow]).run(callbacks=[recorder], runner=runner)
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["cancelled"]
+
+
+async def test_a_node_ignoring_cancellation_is_abandoned_and_workflow_end_still_fires(
+    runner: Runner,
+) -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    @node
+    async def deaf() -> None:
+        entered.set()
+        while not release.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue
+
+    recorder = RecordingCallback()
+    task = asyncio.create_task(
+        Workflow("deaf", nodes=[deaf]).run(callbacks=[recorder], runner=runner)
+    )
+    await entered.wait()
+    task.cancel()
+    try:
+        async with asyncio.timeout(10):  # bounded by the grace, not by the deaf node
+            await asyncio.wait([task])
+    finally:
+        release.set()
+    assert task.cancelled()
+    ends = recorder.events_of("workflow_end")
+    assert len(ends) == 1
+    assert ends[0].status == "cancelled"
+    await asyncio.sleep(0.05)  # the abandoned node ends by itself; nothing follows the end
+    assert recorder.events[-1].type == "workflow_end"
+
+
+async def test_handle_cancel_says_whether_this_call_stopped_the_run(runner: Runner) -> None:
+    entered = asyncio.Event()
+
+    @node
+    async def waits() -> None:
+        entered.set()
+        await asyncio.sleep(30)
+
+    handle = Workflow("waits", nodes=[waits]).start(runner=runner)
+    await entered.wait()
+    assert handle.cancel("first") is True
+    assert handle.cancel("second") is False
+    result = await handle
+    assert result.cancel_reason == "first"
+    assert handle.cancel("after the end") is False
+
+
+async def test_handle_cancel_before_the_run_started_counts_once(runner: Runner) -> None:
+    handle = pair().start(runner=runner)
+    assert handle.cancel("early") is True
+    assert handle.cancel("again") is False
+    result = await handle
+    assert result.status is RunStatus.CANCELLED
+
+
+async def test_two_live_runs_cannot_share_a_run_id(runner: Runner) -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    @node
+    async def hold() -> None:
+        entered.set()
+        await release.wait()
+
+    wf = Workflow("hold", nodes=[hold])
+    recorder = RecordingCallback()
+    first_run = wf.start(run_id="order-1", callbacks=[recorder], runner=runner)
+    await entered.wait()
+    with pytest.raises(DuplicateRunError, match="'order-1' is already used"):
+        await wf.run(run_id="order-1", callbacks=[recorder], runner=runner)
+    release.set()
+    assert (await first_run).status is RunStatus.SUCCEEDED
+    assert {e.run_id for e in recorder.events} == {"order-1"}
+    assert_well_formed(recorder.events)
+    again = await wf.run(run_id="order-1", runner=runner)  # free once the first ended
+    assert again.run_id == "order-1"
+
+
+async def test_a_run_cancelled_before_it_started_frees_its_id() -> None:
+    handle = pair().start(run_id="early")
+    handle._task.cancel()  # before its first step: the run's own code never runs
+    with pytest.raises(asyncio.CancelledError):
+        await handle
+    assert (await pair().run(run_id="early")).status is RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("run_id", "error"),
+    [(123, TypeError), (b"id", TypeError), ("", ValueError), ("   ", ValueError)],
+)
+async def test_a_run_id_must_be_a_non_empty_str(run_id: object, error: type[Exception]) -> None:
+    recorder = RecordingCallback()
+    with pytest.raises(error, match="run_id= takes a non-empty str"):
+        await pair().run(run_id=run_id, callbacks=[recorder])  # type: ignore[arg-type]
+    assert recorder.events == []
