@@ -13,7 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flowhooks import __version__
-from flowhooks._cli import EXIT_BAD_INPUT, EXIT_FAILED, create_app, main, parse_inputs
+from flowhooks._cli import main
+from flowhooks._cli.app import create_app
+from flowhooks._cli.errors import EXIT_BAD_INPUT, EXIT_FAILED
+from flowhooks._cli.load import parse_inputs
 
 PIPELINE = """
 from flowhooks import Workflow, node
@@ -664,7 +667,7 @@ def test_run_unexpected_exception_is_one_line(cli, pipeline, monkeypatch):
     async def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("flowhooks._cli._execute", broken)
+    monkeypatch.setattr("flowhooks._cli.app._execute", broken)
     result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "--no-history")
     assert result.exit_code == EXIT_FAILED
     assert result.stderr.endswith("flowhooks: error: OSError: disk full\n")

@@ -1,4 +1,4 @@
-"""The ``flowhooks`` console script (extra ``cli``): the last link of the import chain.
+"""The typer application behind ``flowhooks``: its commands and ``main``.
 
 Three commands, built with typer and rich on top of the public API::
 
@@ -13,15 +13,6 @@ and a non-zero exit code, never a traceback.
 
 Exit codes: 0 success; 1 the run failed or was cancelled, or a requested run
 is not in the history; 2 bad input; 130 interrupted.
-
-typer, rich and sqlalchemy are imported only when a command runs, so
-``import flowhooks`` stays free of them; without the extra, ``main()`` prints
-the ``pip install`` line and exits 1.
-
-This module holds the commands and the typer application; it is the last of
-four (``_cli_load`` -> ``_cli_db`` -> ``_cli_render`` -> **here**):
-``_cli_load`` loads the workflow and parses inputs, ``_cli_db`` checks and
-reads the history database, ``_cli_render`` prints summaries and tables.
 """
 
 from __future__ import annotations
@@ -35,16 +26,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
-from flowhooks._cli_db import DEFAULT_DB as DEFAULT_DB
-from flowhooks._cli_db import _check_database, _check_url, _display_url, _read_history
-from flowhooks._cli_load import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from flowhooks._cli_load import EXIT_INTERRUPTED as EXIT_INTERRUPTED
-from flowhooks._cli_load import CLIError as CLIError
-from flowhooks._cli_load import load_module as load_module
-from flowhooks._cli_load import load_workflow as load_workflow
-from flowhooks._cli_load import parse_inputs as parse_inputs
-from flowhooks._cli_load import parse_target as parse_target
-from flowhooks._cli_render import (
+from flowhooks._cli.db import DEFAULT_DB, _check_database, _check_url, _display_url, _read_history
+from flowhooks._cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIError
+from flowhooks._cli.load import load_workflow, parse_inputs
+from flowhooks._cli.render import (
     _one_line,
     _print_detail,
     _print_runs,
@@ -62,7 +47,7 @@ if TYPE_CHECKING:
     from flowhooks._results import RunResult
     from flowhooks.handlers.metrics import MetricsCallback
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "create_app", "main"]
+__all__ = ["create_app", "main"]
 
 _INSTALL_CLI: Final = "pip install 'flowhooks[cli]'"
 _FORMATS: Final = ("mermaid",)

@@ -1,10 +1,8 @@
-"""The command line's input side: exit codes, ``CLIError``, and loading what to run.
+"""The command line's input side: finding the workflow a target names, and parsing inputs.
 
-Place in the chain: cli, the first of the console script's modules
-(**here** -> ``_cli_db`` -> ``_cli_render`` -> ``_cli``). It turns
-``FILE.py:WORKFLOW`` into a ``Workflow`` and ``--input KEY=VALUE`` items into
-the run's inputs, and reports every problem as a ``CLIError`` carrying its
-exit code. Needs neither typer nor rich.
+It turns ``FILE.py:WORKFLOW`` into a ``Workflow`` and ``--input KEY=VALUE``
+items into the run's inputs, and reports every problem as a ``CLIError``.
+Needs neither typer nor rich.
 """
 
 from __future__ import annotations
@@ -16,26 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any
 
+from flowhooks._cli.errors import CLIError
 from flowhooks._workflow import Workflow
-
-EXIT_OK: Final = 0
-"""The command did what was asked; for ``run``, the run succeeded."""
-EXIT_FAILED: Final = 1
-"""The run failed or was cancelled, a requested run is not recorded, or an extra is missing."""
-EXIT_BAD_INPUT: Final = 2
-"""Bad input: the target, an ``--input``, the database URL, the workflow's inputs."""
-EXIT_INTERRUPTED: Final = 130
-"""Interrupted with Ctrl-C."""
-
-
-class CLIError(Exception):
-    """A problem reported as one line on stderr, ending the command with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def parse_target(target: str) -> tuple[Path, str]:

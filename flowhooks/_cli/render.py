@@ -1,6 +1,5 @@
 """What the commands print: the run summary, the history tables, and their formatting.
 
-Place in the chain: cli (``_cli_load`` -> ``_cli_db`` -> **here** -> ``_cli``).
 rich is imported inside each printing function, when a command runs.
 """
 
@@ -10,7 +9,7 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from flowhooks._cli_db import _display_url
+from flowhooks._cli.db import _display_url
 
 if TYPE_CHECKING:
     from rich.console import Console
