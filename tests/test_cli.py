@@ -16,7 +16,7 @@ from flowhooks import __version__
 from flowhooks._cli import main
 from flowhooks._cli.app import create_app
 from flowhooks._cli.errors import EXIT_BAD_INPUT, EXIT_FAILED
-from flowhooks._cli.load import parse_inputs
+from flowhooks._cli.load import Target, parse_inputs, parse_target
 
 PIPELINE = """
 from flowhooks import Workflow, node
@@ -303,6 +303,82 @@ def test_unknown_input_is_a_warning(cli, pipeline):
     assert "does not take input(s) sorce" in result.stderr
 
 
+# -- package.module:WORKFLOW targets ---------------------------------------------------------
+
+FLOWS = """
+from flowpkg.steps import double
+from flowhooks import Workflow, node
+
+
+@node
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@node
+def doubled(numbers: list[int]) -> list[int]:
+    return [double(x) for x in numbers]
+
+
+workflow = Workflow("pkg-flow", nodes=[numbers, doubled])
+"""
+
+
+def make_package(root: Path) -> Path:
+    """Write the package ``flowpkg`` (``flows`` defines the workflow, ``steps`` a helper)."""
+    package = root / "flowpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "steps.py").write_text("def double(x):\n    return 2 * x\n")
+    (package / "flows.py").write_text(textwrap.dedent(FLOWS))
+    return package
+
+
+def test_module_target_runs_the_workflow(cli, tmp_path):
+    """package.module:WORKFLOW imports the module from the working directory and runs it."""
+    make_package(tmp_path)
+    result = invoke(cli, "run", "flowpkg.flows:workflow", "-i", "n=3", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["workflow_name"] == "pkg-flow"
+    assert data["outputs"]["doubled"] == [0, 2, 4]
+    graph = invoke(cli, "graph", "flowpkg.flows:workflow")
+    assert graph.exit_code == 0, graph.output
+    assert "numbers --> doubled" in graph.stdout
+
+
+def test_module_target_is_found_without_the_working_directory_on_sys_path(cli, tmp_path):
+    """The working directory is put on sys.path, as python -m does, when it is not there."""
+    make_package(tmp_path)
+    sys.path[:] = [p for p in sys.path if p not in ("", str(tmp_path))]
+    result = invoke(cli, "run", "flowpkg.flows:workflow", "-i", "n=2", "--no-history", "-q")
+    assert result.exit_code == 0, result.output
+    assert "pkg-flow" in result.stdout
+    assert sys.path[0] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("target", "source", "attr", "is_file"),
+    [
+        ("pipeline.py:workflow", "pipeline.py", "workflow", True),
+        ("flows/etl.py:wf", "flows/etl.py", "wf", True),
+        ("flowpkg.flows:workflow", "flowpkg.flows", "workflow", False),
+        ("flows:wf", "flows", "wf", False),
+        ("my-flows:wf", "my-flows", "wf", True),
+        (" etl.flows : wf ", "etl.flows", "wf", False),
+    ],
+)
+def test_parse_target_tells_files_from_modules(target, source, attr, is_file):
+    """A path (.py, a separator, not a dotted name) is a file; a dotted name is a module."""
+    assert parse_target(target) == Target(source, attr, is_file)
+
+
+def test_parse_target_takes_an_existing_file_without_suffix(tmp_path):
+    """A dotted-looking name that is an existing file is loaded as that file."""
+    (tmp_path / "flows").write_text("")
+    assert parse_target("flows:wf").is_file
+
+
 # -- graph ------------------------------------------------------------------------------------
 
 
@@ -397,6 +473,24 @@ BAD_INPUT = {
     "graph-missing-file": (["graph", "gone.py:wf"], "no such file"),
     "broken-module": (["run", "broken.py:workflow"], "cannot load 'broken.py': RuntimeError"),
     "syntax-error": (["run", "syntax.py:workflow"], "SyntaxError"),
+    "no-such-module": (["run", "nosuch.flows:workflow"], "no module named 'nosuch.flows'"),
+    "no-such-submodule": (["graph", "flowpkg.nope:workflow"], "no module named 'flowpkg.nope'"),
+    "module-no-attribute": (
+        ["run", "flowpkg.flows:nope"],
+        "module 'flowpkg.flows' has no attribute 'nope'; workflows defined there: workflow",
+    ),
+    "module-not-a-workflow": (
+        ["run", "flowpkg.flows:double"],
+        "flowpkg.flows:double is a function, not a flowhooks.Workflow",
+    ),
+    "module-missing-import": (
+        ["run", "flowpkg.needs:workflow"],
+        "cannot load module 'flowpkg.needs': ModuleNotFoundError: No module named 'not_installed",
+    ),
+    "module-raises": (
+        ["graph", "flowpkg.raises:workflow"],
+        "cannot load module 'flowpkg.raises': RuntimeError: cannot start",
+    ),
 }
 
 
@@ -406,6 +500,9 @@ def bad_files(pipeline: Path, tmp_path: Path) -> Path:
     (tmp_path / "broken.py").write_text("raise RuntimeError('cannot start')\n")
     (tmp_path / "syntax.py").write_text("def (:\n")
     (tmp_path / "garbage.db").write_text("this is not a database\n" * 20)
+    package = make_package(tmp_path)
+    (package / "needs.py").write_text("import not_installed_x\n")
+    (package / "raises.py").write_text("raise RuntimeError('cannot start')\n")
     return tmp_path
 
 
@@ -492,6 +589,15 @@ def test_process_run_and_history(launcher, pipeline, tmp_path):
 
 
 @pytest.mark.parametrize("launcher", _launchers())
+def test_process_module_target(launcher, tmp_path):
+    """As a real process: package.module:WORKFLOW is imported from the working directory."""
+    make_package(tmp_path)
+    done = _run(launcher, "run", "flowpkg.flows:workflow", "-i", "n=4", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"]["doubled"] == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("launcher", _launchers())
 def test_process_failing_run(launcher, pipeline, tmp_path):
     """As a real process: a failing run exits 1 and shows its error."""
     done = _run(launcher, "run", "pipeline.py:failing", "-i", "source=f.csv", cwd=tmp_path)
@@ -530,6 +636,9 @@ PROCESS_BAD_INPUT = [
     "db-unreachable",
     "broken-module",
     "history-not-a-database",
+    "no-such-module",
+    "module-no-attribute",
+    "module-missing-import",
 ]
 
 

@@ -2,8 +2,10 @@
 
 Three commands, built with typer and rich on top of the public API::
 
-    flowhooks run FILE.py:WORKFLOW [--input KEY=VALUE ...] [--db URL] [--json]
-    flowhooks graph FILE.py:WORKFLOW [--format mermaid]
+    flowhooks run TARGET [--input KEY=VALUE ...] [--db URL] [--json]
+    flowhooks graph TARGET [--format mermaid]
+
+A ``TARGET`` is ``FILE.py:WORKFLOW`` or ``package.module:WORKFLOW``.
     flowhooks history [RUN_ID] [--db URL] [--limit N]
 
 Results go to stdout; logs, progress and error messages go to stderr. Bad
@@ -67,7 +69,9 @@ def _Arg(**options: Any) -> Any:
     return typer_mod.Argument(**options)
 
 
-_TARGET_HELP: Final = "A Python file and the Workflow in it, e.g. pipeline.py:workflow."
+_TARGET_HELP: Final = (
+    "FILE.py:WORKFLOW or package.module:WORKFLOW: where the Workflow is defined, and its name."
+)
 
 
 # -- plain helpers (no typer or rich needed) ----------------------------------------------------
@@ -163,7 +167,7 @@ def _history_failures(manager: CallbackManager) -> int:
 def run_command(
     target: Annotated[
         str,
-        _Arg(help=_TARGET_HELP, metavar="FILE.py:WORKFLOW"),
+        _Arg(help=_TARGET_HELP, metavar="TARGET"),
     ],
     input_items: Annotated[
         list[str] | None,
@@ -267,7 +271,7 @@ def run_command(
 def graph_command(
     target: Annotated[
         str,
-        _Arg(help=_TARGET_HELP, metavar="FILE.py:WORKFLOW"),
+        _Arg(help=_TARGET_HELP, metavar="TARGET"),
     ],
     fmt: Annotated[
         str, _Opt("--format", "-f", help="Output format; 'mermaid' is the only one.")

@@ -1,48 +1,92 @@
 """The command line's input side: finding the workflow a target names, and parsing inputs.
 
-It turns ``FILE.py:WORKFLOW`` into a ``Workflow`` and ``--input KEY=VALUE``
-items into the run's inputs, and reports every problem as a ``CLIError``.
-Needs neither typer nor rich.
+A target is ``FILE.py:WORKFLOW`` (a Python file, imported with its own
+directory first on ``sys.path``) or ``package.module:WORKFLOW`` (imported with
+importlib, the working directory on ``sys.path`` as ``python -m`` puts it).
+Every problem is a ``CLIError``: one line, never a traceback. Needs neither
+typer nor rich.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from flowhooks._cli.errors import CLIError
 from flowhooks._workflow import Workflow
 
+TARGET_FORMS: Final = "FILE.py:WORKFLOW or package.module:WORKFLOW"
 
-def parse_target(target: str) -> tuple[Path, str]:
-    """Split ``FILE.py:WORKFLOW`` into the file's path and the attribute name.
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed target: where the workflow is defined, and the attribute naming it."""
+
+    source: str
+    """The file's path or the module's dotted name, as given."""
+    attr: str
+    """The name of the ``Workflow`` in that file or module."""
+    is_file: bool
+    """Whether ``source`` is a file's path (else a module's dotted name)."""
+
+    @property
+    def where(self) -> str:
+        """How messages name the source: ``'pipeline.py'`` or ``module 'etl.flows'``."""
+        return repr(self.source) if self.is_file else f"module {self.source!r}"
+
+
+def _is_module_name(text: str) -> bool:
+    return all(part.isidentifier() for part in text.split("."))
+
+
+def parse_target(target: str) -> Target:
+    """Split a target at its last ``:`` and tell a file's path from a module's name.
+
+    The left side is a file when it ends in ``.py``, contains a path separator,
+    names an existing file, or is not a dotted name; otherwise it is a module.
 
     Raises:
         CLIError: when there is no ``:`` or either side is empty.
     """
-    path, sep, attr = target.rpartition(":")
-    if not sep or not path or not attr.strip():
+    source, sep, attr = target.rpartition(":")
+    source, attr = source.strip(), attr.strip()
+    if not sep or not source or not attr:
         msg = (
-            f"expected FILE.py:WORKFLOW (a Python file and the name of the Workflow in it), "
-            f"got {target!r}; e.g. 'pipeline.py:workflow'"
+            f"expected {TARGET_FORMS} (where the Workflow is defined, and its name), "
+            f"got {target!r}; e.g. 'pipeline.py:workflow' or 'etl.flows:workflow'"
         )
         raise CLIError(msg)
-    return Path(path), attr.strip()
+    is_file = (
+        source.endswith(".py")
+        or any(s in source for s in ("/", os.sep, os.altsep) if s)
+        or Path(source).is_file()
+        or not _is_module_name(source)
+    )
+    return Target(source, attr, is_file)
 
 
-def _module_name(path: Path) -> str:
+def _file_module_name(path: Path) -> str:
     stem = path.stem if path.stem.isidentifier() else "workflow_file"
     return stem if stem not in sys.modules else f"flowhooks_target_{stem}"
 
 
-def load_module(path: Path) -> ModuleType:
-    """Import the Python file ``path`` as a module, with its directory on ``sys.path``.
+def _cannot_load(where: str, exc: BaseException) -> CLIError:
+    if isinstance(exc, SyntaxError):
+        return CLIError(f"cannot load {where}: SyntaxError: {exc.msg} (line {exc.lineno})")
+    return CLIError(f"cannot load {where}: {type(exc).__name__}: {exc}")
+
+
+def load_file(path: Path) -> ModuleType:
+    """Import the Python file ``path`` as a module, with its directory first on ``sys.path``.
 
     Raises:
         CLIError: when the file is missing, not importable, or raises while loading.
@@ -54,7 +98,7 @@ def load_module(path: Path) -> ModuleType:
         msg = f"{str(path)!r} is not a file; expected a Python file such as 'pipeline.py'"
         raise CLIError(msg)
     resolved = path.resolve()
-    name = _module_name(resolved)
+    name = _file_module_name(resolved)
     spec = importlib.util.spec_from_file_location(name, resolved)
     if spec is None or spec.loader is None:
         msg = f"cannot import {str(path)!r} as a Python module; expected a .py file"
@@ -68,40 +112,74 @@ def load_module(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except KeyboardInterrupt:
         raise
-    except SyntaxError as exc:
-        sys.modules.pop(name, None)
-        msg = f"cannot load {str(path)!r}: SyntaxError: {exc.msg} (line {exc.lineno})"
-        raise CLIError(msg) from exc
     except (Exception, SystemExit) as exc:
         sys.modules.pop(name, None)
-        msg = f"cannot load {str(path)!r}: {type(exc).__name__}: {exc}"
-        raise CLIError(msg) from exc
+        raise _cannot_load(repr(str(path)), exc) from exc
     return module
 
 
-def load_workflow(target: str) -> Workflow:
-    """Return the ``Workflow`` named by ``FILE.py:WORKFLOW``.
+def _missing_is_the_target(name: str, exc: ModuleNotFoundError) -> bool:
+    """Whether ``exc`` says ``name`` (or a package above it) is missing, not one of its imports."""
+    return exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}."))
+
+
+def import_target_module(name: str) -> ModuleType:
+    """Import the module ``name`` (dotted), the working directory on ``sys.path`` as for ``-m``.
+
+    ``python -m flowhooks`` already has the working directory first on
+    ``sys.path``; the ``flowhooks`` console script does not, so it is added.
 
     Raises:
-        CLIError: for a malformed target, a missing or broken file, a missing
-            attribute, or an attribute that is not a ``Workflow``.
+        CLIError: when the module is not found, or raises while loading.
     """
-    path, attr = parse_target(target)
-    module = load_module(path)
+    where = f"module {name!r}"
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    importlib.invalidate_caches()  # files written since this process last looked are seen
+    try:
+        return importlib.import_module(name)
+    except KeyboardInterrupt:
+        raise
+    except ModuleNotFoundError as exc:
+        if _missing_is_the_target(name, exc):
+            msg = f"no module named {name!r} (looked in the working directory and on sys.path)"
+            raise CLIError(msg) from None
+        raise _cannot_load(where, exc) from exc
+    except (Exception, SystemExit) as exc:
+        raise _cannot_load(where, exc) from exc
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, type):
+        return "a class"
+    if inspect.ismodule(value):
+        return "a module"
+    if callable(value):
+        return "a function" if inspect.isfunction(value) else "a callable"
+    return f"an object of type {type(value).__name__}"
+
+
+def load_workflow(target: str) -> Workflow:
+    """Return the ``Workflow`` a target (``FILE.py:WORKFLOW`` or ``module:WORKFLOW``) names.
+
+    Raises:
+        CLIError: for a malformed target, a missing or broken file or module, a
+            missing attribute, or an attribute that is not a ``Workflow``.
+    """
+    parsed = parse_target(target)
+    if parsed.is_file:
+        module = load_file(Path(parsed.source))
+    else:
+        module = import_target_module(parsed.source)
     found = [k for k, v in vars(module).items() if isinstance(v, Workflow)]
     hint = f"; workflows defined there: {', '.join(found)}" if found else ""
-    if not hasattr(module, attr):
-        msg = f"{str(path)!r} has no attribute {attr!r}{hint}"
+    if not hasattr(module, parsed.attr):
+        msg = f"{parsed.where} has no attribute {parsed.attr!r}{hint}"
         raise CLIError(msg)
-    value = getattr(module, attr)
+    value = getattr(module, parsed.attr)
     if not isinstance(value, Workflow):
-        if isinstance(value, type):
-            kind = "a class"
-        elif callable(value):
-            kind = "a function" if inspect.isfunction(value) else "a callable"
-        else:
-            kind = f"an object of type {type(value).__name__}"
-        msg = f"{path!s}:{attr} is {kind}, not a flowhooks.Workflow{hint}"
+        msg = f"{parsed.source}:{parsed.attr} is {_kind(value)}, not a flowhooks.Workflow{hint}"
         raise CLIError(msg)
     return value
 
