@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
@@ -32,18 +31,23 @@ from flowhooks._cli.db import DEFAULT_DB, _check_database, _check_url, _display_
 from flowhooks._cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIError
 from flowhooks._cli.load import load_workflow, parse_inputs
 from flowhooks._cli.render import (
-    _one_line,
-    _print_detail,
-    _print_runs,
-    _print_summary,
-    _record_dict,
+    console,
+    fail,
+    log_to_stderr,
+    print_detail,
+    print_runs,
+    print_summary,
+    print_traceback,
+    printable,
+    printable_lines,
+    record_dict,
+    warn,
 )
 from flowhooks._errors import WorkflowError
 from flowhooks._workflow import Workflow
 
 if TYPE_CHECKING:
     import typer
-    from loguru import Message
 
     from flowhooks._manager import CallbackManager
     from flowhooks._results import RunResult
@@ -74,50 +78,15 @@ _TARGET_HELP: Final = (
 )
 
 
-# -- plain helpers (no typer or rich needed) ----------------------------------------------------
-
-
-def _fail(message: str, exit_code: int) -> NoReturn:
-    sys.stderr.write(f"flowhooks: error: {_one_line(message, 2000)}\n")
-    sys.stderr.flush()
-    raise SystemExit(exit_code)
-
-
 @contextlib.contextmanager
 def _reported() -> Iterator[None]:
     """Turn ``CLIError`` and Ctrl-C into one line on stderr and an exit code."""
     try:
         yield
     except CLIError as exc:
-        _fail(str(exc), exc.exit_code)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
-
-
-@contextlib.contextmanager
-def _log_to_stderr(level: str, *, tracebacks: bool) -> Iterator[None]:
-    """Send loguru records at ``level`` and above to stderr for the command's duration."""
-    from loguru import logger
-
-    def sink(message: Message) -> None:
-        sys.stderr.write(message)  # resolved per write: follows rich's redirection
-
-    def fmt(record: Any) -> str:
-        tail = "{exception}" if tracebacks else ""
-        return "<green>{time:HH:mm:ss}</green> | <level>{level: <8}</level> | {message}\n" + tail
-
-    handler_id = logger.add(
-        sink,
-        level=level,
-        format=fmt,
-        colorize=sys.stderr.isatty(),
-        backtrace=False,
-        diagnose=False,
-    )
-    try:
-        yield
-    finally:
-        logger.remove(handler_id)
+        fail("interrupted", EXIT_INTERRUPTED)
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -145,7 +114,7 @@ async def _execute(
     if show_progress:
         from flowhooks.handlers.progress import ProgressCallback
 
-        manager.add_handler(ProgressCallback())
+        manager.add_handler(ProgressCallback(console(stderr=True)))
     metrics = MetricsCallback()
     manager.add_handler(metrics)
     if db is not None:
@@ -200,8 +169,6 @@ def run_command(
     ] = False,
 ) -> None:
     """Run a workflow with logging, progress, metrics and history, then print a summary."""
-    from rich.console import Console
-
     with _reported():
         wf = load_workflow(target)
         inputs = parse_inputs(input_items or [])
@@ -220,9 +187,9 @@ def run_command(
         unknown = sorted(set(inputs) - wanted)
         if unknown:
             takes = ", ".join(sorted(wanted)) or "no inputs"
-            sys.stderr.write(
-                f"flowhooks: warning: workflow {wf.name!r} does not take input(s) "
-                f"{', '.join(unknown)} (it takes: {takes})\n"
+            warn(
+                f"workflow {wf.name!r} does not take input(s) {', '.join(unknown)} "
+                f"(it takes: {takes})"
             )
         database = None if no_history else db
         if database is not None:
@@ -230,7 +197,7 @@ def run_command(
         # With --json, stdout carries the JSON document alone: whatever the workflow's
         # own code or callbacks print while it runs goes to stderr instead.
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else nullcontext()
-        with _log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=verbose), keep_stdout:
+        with log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=verbose), keep_stdout:
             try:
                 result, manager, metrics = asyncio.run(
                     _execute(
@@ -249,18 +216,15 @@ def run_command(
                 # A raise_error handler's exception re-raised by run(), or anything else
                 # escaping it: one line, and the traceback only when asked for.
                 if verbose:
-                    traceback.print_exc(file=sys.stderr)
+                    print_traceback(exc)
                 msg = f"{type(exc).__name__}: {exc}"
                 raise CLIError(msg, EXIT_FAILED) from None
         if database is not None and _history_failures(manager):
-            sys.stderr.write(
-                f"flowhooks: warning: the run was not fully recorded in {database!r} "
-                "(see the log above)\n"
-            )
+            warn(f"the run was not fully recorded in {database!r} (see the log above)")
         if as_json:
             sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         else:
-            _print_summary(Console(highlight=False), result, metrics, database)
+            print_summary(console(), result, metrics, database)
         if not result.succeeded:
             raise SystemExit(EXIT_FAILED)
 
@@ -287,7 +251,7 @@ def graph_command(
             text = wf.to_mermaid()
         except WorkflowError as exc:
             raise CLIError(str(exc)) from None
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(printable_lines(text) + "\n")
 
 
 # -- history ------------------------------------------------------------------------------------
@@ -304,23 +268,21 @@ def history_command(
     as_json: Annotated[bool, _Opt("--json", help="Print the history as JSON.")] = False,
 ) -> None:
     """List past runs, newest first, or show one run's nodes and errors."""
-    from rich.console import Console
-
     with _reported():
         _check_url(db)
         found = asyncio.run(_read_history(db, run_id, limit))
-        console = Console(highlight=False)
+        out = console()
         if run_id is not None:
             if not isinstance(found, list) and found is not None:
                 if as_json:
                     payload = {
-                        "run": _record_dict(found.run),
-                        "nodes": [_record_dict(n) for n in found.nodes],
-                        "errors": [_record_dict(e) for e in found.errors],
+                        "run": record_dict(found.run),
+                        "nodes": [record_dict(n) for n in found.nodes],
+                        "errors": [record_dict(e) for e in found.errors],
                     }
                     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
                 else:
-                    _print_detail(console, found)
+                    print_detail(out, found)
                 return
             msg = (
                 f"no run {run_id!r} in {_display_url(db)!r} "
@@ -329,16 +291,16 @@ def history_command(
             raise CLIError(msg, EXIT_FAILED)
         runs = found if isinstance(found, list) else []
         if as_json:
-            sys.stdout.write(json.dumps([_record_dict(r) for r in runs], indent=2) + "\n")
+            sys.stdout.write(json.dumps([record_dict(r) for r in runs], indent=2) + "\n")
         elif not runs:
-            console.print(
-                f"No runs recorded in {_display_url(db)} yet; "
-                "'flowhooks run FILE.py:WORKFLOW' records them.",
+            out.print(
+                f"No runs recorded in {printable(_display_url(db))} yet; "
+                "'flowhooks run TARGET' records them.",
                 soft_wrap=True,
                 markup=False,
             )
         else:
-            _print_runs(console, runs)
+            print_runs(out, runs)
 
 
 # -- the application ----------------------------------------------------------------------------
@@ -441,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
-        _fail("aborted", EXIT_INTERRUPTED)
+        fail("aborted", EXIT_INTERRUPTED)
     except Exception as exc:
         # A usage error of the parser (missing argument, unknown option, bad number):
         # one line, with where to find help, instead of a usage box.
@@ -450,5 +412,5 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             raise
         ctx = getattr(exc, "ctx", None)
         path = getattr(ctx, "command_path", None) or _command_path(args, app)
-        _fail(f"{message()} (see '{path} --help')", code)
+        fail(f"{message()} (see '{path} --help')", code)
     raise SystemExit(outcome if isinstance(outcome, int) else EXIT_OK)
