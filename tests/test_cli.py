@@ -814,6 +814,18 @@ def test_help_shows_no_value_for_on_off_flags(cli, args):
     assert "--help" in result.stdout
 
 
+@pytest.mark.parametrize("command", [None, "run", "graph", "history"])
+def test_each_help_ends_with_examples(cli, command):
+    """flowhooks --help and each command's --help show example command lines."""
+    args = [command, "--help"] if command else ["--help"]
+    result = cli.invoke(create_app(), args, env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    examples = lines[lines.index("Examples:") + 1 :]
+    prefix = f"flowhooks {command}" if command else "flowhooks "
+    assert any(line.startswith(prefix) for line in examples), result.stdout
+
+
 def test_run_help_says_quiet_keeps_warnings_and_errors(cli):
     """--help describes --quiet as the docs do: warnings and errors still show."""
     result = cli.invoke(create_app(), ["run", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})

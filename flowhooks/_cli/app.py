@@ -333,6 +333,29 @@ def root_callback(
     """Observe workflow runs: run one, draw its DAG, read the run history."""
 
 
+_EXAMPLES: Final[dict[str | None, tuple[str, ...]]] = {
+    None: (
+        "flowhooks run pipeline.py:workflow --input source=orders.csv",
+        "flowhooks graph etl.flows:workflow",
+        "flowhooks history",
+    ),
+    "run": (
+        "flowhooks run pipeline.py:workflow --input source=orders.csv --input limit=5",
+        "flowhooks run etl.flows:workflow -i source=orders.csv --json > result.json",
+    ),
+    "graph": ("flowhooks graph pipeline.py:workflow > dag.mmd",),
+    "history": (
+        "flowhooks history",
+        "flowhooks history 26b8ffe5 --db sqlite:///runs.db",
+    ),
+}
+
+
+def _examples(command: str | None) -> str:
+    """The ``Examples:`` block closing ``flowhooks [COMMAND] --help``, one command per line."""
+    return "Examples:\n\n" + "\n".join(f"  {line}" for line in _EXAMPLES[command])
+
+
 class _FlagsWithoutMetavar:
     """Mixin for typer commands: on/off flags (``--quiet``, ``--help``) show no value type."""
 
@@ -365,10 +388,10 @@ def create_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
 
-    app.callback()(root_callback)
-    app.command("run", cls=_Command)(run_command)
-    app.command("graph", cls=_Command)(graph_command)
-    app.command("history", cls=_Command)(history_command)
+    app.callback(epilog=_examples(None))(root_callback)
+    app.command("run", cls=_Command, epilog=_examples("run"))(run_command)
+    app.command("graph", cls=_Command, epilog=_examples("graph"))(graph_command)
+    app.command("history", cls=_Command, epilog=_examples("history"))(history_command)
     return app
 
 
