@@ -13,7 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flowhooks import __version__
-from flowhooks._cli import EXIT_BAD_INPUT, EXIT_FAILED, create_app, main, parse_inputs
+from flowhooks._cli import main
+from flowhooks._cli.app import create_app
+from flowhooks._cli.errors import EXIT_BAD_INPUT, EXIT_FAILED
+from flowhooks._cli.load import Target, parse_inputs, parse_target
 
 PIPELINE = """
 from flowhooks import Workflow, node
@@ -300,6 +303,82 @@ def test_unknown_input_is_a_warning(cli, pipeline):
     assert "does not take input(s) sorce" in result.stderr
 
 
+# -- package.module:WORKFLOW targets ---------------------------------------------------------
+
+FLOWS = """
+from flowpkg.steps import double
+from flowhooks import Workflow, node
+
+
+@node
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@node
+def doubled(numbers: list[int]) -> list[int]:
+    return [double(x) for x in numbers]
+
+
+workflow = Workflow("pkg-flow", nodes=[numbers, doubled])
+"""
+
+
+def make_package(root: Path) -> Path:
+    """Write the package ``flowpkg`` (``flows`` defines the workflow, ``steps`` a helper)."""
+    package = root / "flowpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "steps.py").write_text("def double(x):\n    return 2 * x\n")
+    (package / "flows.py").write_text(textwrap.dedent(FLOWS))
+    return package
+
+
+def test_module_target_runs_the_workflow(cli, tmp_path):
+    """package.module:WORKFLOW imports the module from the working directory and runs it."""
+    make_package(tmp_path)
+    result = invoke(cli, "run", "flowpkg.flows:workflow", "-i", "n=3", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["workflow_name"] == "pkg-flow"
+    assert data["outputs"]["doubled"] == [0, 2, 4]
+    graph = invoke(cli, "graph", "flowpkg.flows:workflow")
+    assert graph.exit_code == 0, graph.output
+    assert "numbers --> doubled" in graph.stdout
+
+
+def test_module_target_is_found_without_the_working_directory_on_sys_path(cli, tmp_path):
+    """The working directory is put on sys.path, as python -m does, when it is not there."""
+    make_package(tmp_path)
+    sys.path[:] = [p for p in sys.path if p not in ("", str(tmp_path))]
+    result = invoke(cli, "run", "flowpkg.flows:workflow", "-i", "n=2", "--no-history", "-q")
+    assert result.exit_code == 0, result.output
+    assert "pkg-flow" in result.stdout
+    assert sys.path[0] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("target", "source", "attr", "is_file"),
+    [
+        ("pipeline.py:workflow", "pipeline.py", "workflow", True),
+        ("flows/etl.py:wf", "flows/etl.py", "wf", True),
+        ("flowpkg.flows:workflow", "flowpkg.flows", "workflow", False),
+        ("flows:wf", "flows", "wf", False),
+        ("my-flows:wf", "my-flows", "wf", True),
+        (" etl.flows : wf ", "etl.flows", "wf", False),
+    ],
+)
+def test_parse_target_tells_files_from_modules(target, source, attr, is_file):
+    """A path (.py, a separator, not a dotted name) is a file; a dotted name is a module."""
+    assert parse_target(target) == Target(source, attr, is_file)
+
+
+def test_parse_target_takes_an_existing_file_without_suffix(tmp_path):
+    """A dotted-looking name that is an existing file is loaded as that file."""
+    (tmp_path / "flows").write_text("")
+    assert parse_target("flows:wf").is_file
+
+
 # -- graph ------------------------------------------------------------------------------------
 
 
@@ -394,6 +473,24 @@ BAD_INPUT = {
     "graph-missing-file": (["graph", "gone.py:wf"], "no such file"),
     "broken-module": (["run", "broken.py:workflow"], "cannot load 'broken.py': RuntimeError"),
     "syntax-error": (["run", "syntax.py:workflow"], "SyntaxError"),
+    "no-such-module": (["run", "nosuch.flows:workflow"], "no module named 'nosuch.flows'"),
+    "no-such-submodule": (["graph", "flowpkg.nope:workflow"], "no module named 'flowpkg.nope'"),
+    "module-no-attribute": (
+        ["run", "flowpkg.flows:nope"],
+        "module 'flowpkg.flows' has no attribute 'nope'; workflows defined there: workflow",
+    ),
+    "module-not-a-workflow": (
+        ["run", "flowpkg.flows:double"],
+        "flowpkg.flows:double is a function, not a flowhooks.Workflow",
+    ),
+    "module-missing-import": (
+        ["run", "flowpkg.needs:workflow"],
+        "cannot load module 'flowpkg.needs': ModuleNotFoundError: No module named 'not_installed",
+    ),
+    "module-raises": (
+        ["graph", "flowpkg.raises:workflow"],
+        "cannot load module 'flowpkg.raises': RuntimeError: cannot start",
+    ),
 }
 
 
@@ -403,6 +500,9 @@ def bad_files(pipeline: Path, tmp_path: Path) -> Path:
     (tmp_path / "broken.py").write_text("raise RuntimeError('cannot start')\n")
     (tmp_path / "syntax.py").write_text("def (:\n")
     (tmp_path / "garbage.db").write_text("this is not a database\n" * 20)
+    package = make_package(tmp_path)
+    (package / "needs.py").write_text("import not_installed_x\n")
+    (package / "raises.py").write_text("raise RuntimeError('cannot start')\n")
     return tmp_path
 
 
@@ -489,6 +589,15 @@ def test_process_run_and_history(launcher, pipeline, tmp_path):
 
 
 @pytest.mark.parametrize("launcher", _launchers())
+def test_process_module_target(launcher, tmp_path):
+    """As a real process: package.module:WORKFLOW is imported from the working directory."""
+    make_package(tmp_path)
+    done = _run(launcher, "run", "flowpkg.flows:workflow", "-i", "n=4", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"]["doubled"] == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("launcher", _launchers())
 def test_process_failing_run(launcher, pipeline, tmp_path):
     """As a real process: a failing run exits 1 and shows its error."""
     done = _run(launcher, "run", "pipeline.py:failing", "-i", "source=f.csv", cwd=tmp_path)
@@ -527,6 +636,9 @@ PROCESS_BAD_INPUT = [
     "db-unreachable",
     "broken-module",
     "history-not-a-database",
+    "no-such-module",
+    "module-no-attribute",
+    "module-missing-import",
 ]
 
 
@@ -664,7 +776,7 @@ def test_run_unexpected_exception_is_one_line(cli, pipeline, monkeypatch):
     async def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("flowhooks._cli._execute", broken)
+    monkeypatch.setattr("flowhooks._cli.app._execute", broken)
     result = invoke(cli, "run", "pipeline.py:workflow", "-i", "source=a", "--no-history")
     assert result.exit_code == EXIT_FAILED
     assert result.stderr.endswith("flowhooks: error: OSError: disk full\n")
@@ -700,6 +812,18 @@ def test_help_shows_no_value_for_on_off_flags(cli, args):
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.stdout
     assert "--help" in result.stdout
+
+
+@pytest.mark.parametrize("command", [None, "run", "graph", "history"])
+def test_each_help_ends_with_examples(cli, command):
+    """flowhooks --help and each command's --help show example command lines."""
+    args = [command, "--help"] if command else ["--help"]
+    result = cli.invoke(create_app(), args, env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    examples = lines[lines.index("Examples:") + 1 :]
+    prefix = f"flowhooks {command}" if command else "flowhooks "
+    assert any(line.startswith(prefix) for line in examples), result.stdout
 
 
 def test_run_help_says_quiet_keeps_warnings_and_errors(cli):

@@ -1,9 +1,11 @@
-"""The ``flowhooks`` console script (extra ``cli``): the last link of the import chain.
+"""The typer application behind ``flowhooks``: its commands and ``main``.
 
 Three commands, built with typer and rich on top of the public API::
 
-    flowhooks run FILE.py:WORKFLOW [--input KEY=VALUE ...] [--db URL] [--json]
-    flowhooks graph FILE.py:WORKFLOW [--format mermaid]
+    flowhooks run TARGET [--input KEY=VALUE ...] [--db URL] [--json]
+    flowhooks graph TARGET [--format mermaid]
+
+A ``TARGET`` is ``FILE.py:WORKFLOW`` or ``package.module:WORKFLOW``.
     flowhooks history [RUN_ID] [--db URL] [--limit N]
 
 Results go to stdout; logs, progress and error messages go to stderr. Bad
@@ -13,15 +15,6 @@ and a non-zero exit code, never a traceback.
 
 Exit codes: 0 success; 1 the run failed or was cancelled, or a requested run
 is not in the history; 2 bad input; 130 interrupted.
-
-typer, rich and sqlalchemy are imported only when a command runs, so
-``import flowhooks`` stays free of them; without the extra, ``main()`` prints
-the ``pip install`` line and exits 1.
-
-This module holds the commands and the typer application; it is the last of
-four (``_cli_load`` -> ``_cli_db`` -> ``_cli_render`` -> **here**):
-``_cli_load`` loads the workflow and parses inputs, ``_cli_db`` checks and
-reads the history database, ``_cli_render`` prints summaries and tables.
 """
 
 from __future__ import annotations
@@ -30,39 +23,37 @@ import asyncio
 import contextlib
 import json
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
-from flowhooks._cli_db import DEFAULT_DB as DEFAULT_DB
-from flowhooks._cli_db import _check_database, _check_url, _display_url, _read_history
-from flowhooks._cli_load import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from flowhooks._cli_load import EXIT_INTERRUPTED as EXIT_INTERRUPTED
-from flowhooks._cli_load import CLIError as CLIError
-from flowhooks._cli_load import load_module as load_module
-from flowhooks._cli_load import load_workflow as load_workflow
-from flowhooks._cli_load import parse_inputs as parse_inputs
-from flowhooks._cli_load import parse_target as parse_target
-from flowhooks._cli_render import (
-    _one_line,
-    _print_detail,
-    _print_runs,
-    _print_summary,
-    _record_dict,
+from flowhooks._cli.db import DEFAULT_DB, _check_database, _check_url, _display_url, _read_history
+from flowhooks._cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIError
+from flowhooks._cli.load import load_workflow, parse_inputs
+from flowhooks._cli.render import (
+    console,
+    fail,
+    log_to_stderr,
+    print_detail,
+    print_runs,
+    print_summary,
+    print_traceback,
+    printable,
+    printable_lines,
+    record_dict,
+    warn,
 )
 from flowhooks._errors import WorkflowError
 from flowhooks._workflow import Workflow
 
 if TYPE_CHECKING:
     import typer
-    from loguru import Message
 
     from flowhooks._manager import CallbackManager
     from flowhooks._results import RunResult
     from flowhooks.handlers.metrics import MetricsCallback
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "create_app", "main"]
+__all__ = ["create_app", "main"]
 
 _INSTALL_CLI: Final = "pip install 'flowhooks[cli]'"
 _FORMATS: Final = ("mermaid",)
@@ -82,16 +73,9 @@ def _Arg(**options: Any) -> Any:
     return typer_mod.Argument(**options)
 
 
-_TARGET_HELP: Final = "A Python file and the Workflow in it, e.g. pipeline.py:workflow."
-
-
-# -- plain helpers (no typer or rich needed) ----------------------------------------------------
-
-
-def _fail(message: str, exit_code: int) -> NoReturn:
-    sys.stderr.write(f"flowhooks: error: {_one_line(message, 2000)}\n")
-    sys.stderr.flush()
-    raise SystemExit(exit_code)
+_TARGET_HELP: Final = (
+    "FILE.py:WORKFLOW or package.module:WORKFLOW: where the Workflow is defined, and its name."
+)
 
 
 @contextlib.contextmanager
@@ -100,35 +84,9 @@ def _reported() -> Iterator[None]:
     try:
         yield
     except CLIError as exc:
-        _fail(str(exc), exc.exit_code)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
-
-
-@contextlib.contextmanager
-def _log_to_stderr(level: str, *, tracebacks: bool) -> Iterator[None]:
-    """Send loguru records at ``level`` and above to stderr for the command's duration."""
-    from loguru import logger
-
-    def sink(message: Message) -> None:
-        sys.stderr.write(message)  # resolved per write: follows rich's redirection
-
-    def fmt(record: Any) -> str:
-        tail = "{exception}" if tracebacks else ""
-        return "<green>{time:HH:mm:ss}</green> | <level>{level: <8}</level> | {message}\n" + tail
-
-    handler_id = logger.add(
-        sink,
-        level=level,
-        format=fmt,
-        colorize=sys.stderr.isatty(),
-        backtrace=False,
-        diagnose=False,
-    )
-    try:
-        yield
-    finally:
-        logger.remove(handler_id)
+        fail("interrupted", EXIT_INTERRUPTED)
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -156,7 +114,7 @@ async def _execute(
     if show_progress:
         from flowhooks.handlers.progress import ProgressCallback
 
-        manager.add_handler(ProgressCallback())
+        manager.add_handler(ProgressCallback(console(stderr=True)))
     metrics = MetricsCallback()
     manager.add_handler(metrics)
     if db is not None:
@@ -178,7 +136,7 @@ def _history_failures(manager: CallbackManager) -> int:
 def run_command(
     target: Annotated[
         str,
-        _Arg(help=_TARGET_HELP, metavar="FILE.py:WORKFLOW"),
+        _Arg(help=_TARGET_HELP, metavar="TARGET"),
     ],
     input_items: Annotated[
         list[str] | None,
@@ -211,8 +169,6 @@ def run_command(
     ] = False,
 ) -> None:
     """Run a workflow with logging, progress, metrics and history, then print a summary."""
-    from rich.console import Console
-
     with _reported():
         wf = load_workflow(target)
         inputs = parse_inputs(input_items or [])
@@ -231,9 +187,9 @@ def run_command(
         unknown = sorted(set(inputs) - wanted)
         if unknown:
             takes = ", ".join(sorted(wanted)) or "no inputs"
-            sys.stderr.write(
-                f"flowhooks: warning: workflow {wf.name!r} does not take input(s) "
-                f"{', '.join(unknown)} (it takes: {takes})\n"
+            warn(
+                f"workflow {wf.name!r} does not take input(s) {', '.join(unknown)} "
+                f"(it takes: {takes})"
             )
         database = None if no_history else db
         if database is not None:
@@ -241,7 +197,7 @@ def run_command(
         # With --json, stdout carries the JSON document alone: whatever the workflow's
         # own code or callbacks print while it runs goes to stderr instead.
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else nullcontext()
-        with _log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=verbose), keep_stdout:
+        with log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=verbose), keep_stdout:
             try:
                 result, manager, metrics = asyncio.run(
                     _execute(
@@ -260,18 +216,15 @@ def run_command(
                 # A raise_error handler's exception re-raised by run(), or anything else
                 # escaping it: one line, and the traceback only when asked for.
                 if verbose:
-                    traceback.print_exc(file=sys.stderr)
+                    print_traceback(exc)
                 msg = f"{type(exc).__name__}: {exc}"
                 raise CLIError(msg, EXIT_FAILED) from None
         if database is not None and _history_failures(manager):
-            sys.stderr.write(
-                f"flowhooks: warning: the run was not fully recorded in {database!r} "
-                "(see the log above)\n"
-            )
+            warn(f"the run was not fully recorded in {database!r} (see the log above)")
         if as_json:
             sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         else:
-            _print_summary(Console(highlight=False), result, metrics, database)
+            print_summary(console(), result, metrics, database)
         if not result.succeeded:
             raise SystemExit(EXIT_FAILED)
 
@@ -282,7 +235,7 @@ def run_command(
 def graph_command(
     target: Annotated[
         str,
-        _Arg(help=_TARGET_HELP, metavar="FILE.py:WORKFLOW"),
+        _Arg(help=_TARGET_HELP, metavar="TARGET"),
     ],
     fmt: Annotated[
         str, _Opt("--format", "-f", help="Output format; 'mermaid' is the only one.")
@@ -298,7 +251,7 @@ def graph_command(
             text = wf.to_mermaid()
         except WorkflowError as exc:
             raise CLIError(str(exc)) from None
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(printable_lines(text) + "\n")
 
 
 # -- history ------------------------------------------------------------------------------------
@@ -315,23 +268,21 @@ def history_command(
     as_json: Annotated[bool, _Opt("--json", help="Print the history as JSON.")] = False,
 ) -> None:
     """List past runs, newest first, or show one run's nodes and errors."""
-    from rich.console import Console
-
     with _reported():
         _check_url(db)
         found = asyncio.run(_read_history(db, run_id, limit))
-        console = Console(highlight=False)
+        out = console()
         if run_id is not None:
             if not isinstance(found, list) and found is not None:
                 if as_json:
                     payload = {
-                        "run": _record_dict(found.run),
-                        "nodes": [_record_dict(n) for n in found.nodes],
-                        "errors": [_record_dict(e) for e in found.errors],
+                        "run": record_dict(found.run),
+                        "nodes": [record_dict(n) for n in found.nodes],
+                        "errors": [record_dict(e) for e in found.errors],
                     }
                     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
                 else:
-                    _print_detail(console, found)
+                    print_detail(out, found)
                 return
             msg = (
                 f"no run {run_id!r} in {_display_url(db)!r} "
@@ -340,16 +291,16 @@ def history_command(
             raise CLIError(msg, EXIT_FAILED)
         runs = found if isinstance(found, list) else []
         if as_json:
-            sys.stdout.write(json.dumps([_record_dict(r) for r in runs], indent=2) + "\n")
+            sys.stdout.write(json.dumps([record_dict(r) for r in runs], indent=2) + "\n")
         elif not runs:
-            console.print(
-                f"No runs recorded in {_display_url(db)} yet; "
-                "'flowhooks run FILE.py:WORKFLOW' records them.",
+            out.print(
+                f"No runs recorded in {printable(_display_url(db))} yet; "
+                "'flowhooks run TARGET' records them.",
                 soft_wrap=True,
                 markup=False,
             )
         else:
-            _print_runs(console, runs)
+            print_runs(out, runs)
 
 
 # -- the application ----------------------------------------------------------------------------
@@ -380,6 +331,29 @@ def root_callback(
     ] = False,
 ) -> None:
     """Observe workflow runs: run one, draw its DAG, read the run history."""
+
+
+_EXAMPLES: Final[dict[str | None, tuple[str, ...]]] = {
+    None: (
+        "flowhooks run pipeline.py:workflow --input source=orders.csv",
+        "flowhooks graph etl.flows:workflow",
+        "flowhooks history",
+    ),
+    "run": (
+        "flowhooks run pipeline.py:workflow --input source=orders.csv --input limit=5",
+        "flowhooks run etl.flows:workflow -i source=orders.csv --json > result.json",
+    ),
+    "graph": ("flowhooks graph pipeline.py:workflow > dag.mmd",),
+    "history": (
+        "flowhooks history",
+        "flowhooks history 26b8ffe5 --db sqlite:///runs.db",
+    ),
+}
+
+
+def _examples(command: str | None) -> str:
+    """The ``Examples:`` block closing ``flowhooks [COMMAND] --help``, one command per line."""
+    return "Examples:\n\n" + "\n".join(f"  {line}" for line in _EXAMPLES[command])
 
 
 class _FlagsWithoutMetavar:
@@ -414,10 +388,10 @@ def create_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
 
-    app.callback()(root_callback)
-    app.command("run", cls=_Command)(run_command)
-    app.command("graph", cls=_Command)(graph_command)
-    app.command("history", cls=_Command)(history_command)
+    app.callback(epilog=_examples(None))(root_callback)
+    app.command("run", cls=_Command, epilog=_examples("run"))(run_command)
+    app.command("graph", cls=_Command, epilog=_examples("graph"))(graph_command)
+    app.command("history", cls=_Command, epilog=_examples("history"))(history_command)
     return app
 
 
@@ -452,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
-        _fail("aborted", EXIT_INTERRUPTED)
+        fail("aborted", EXIT_INTERRUPTED)
     except Exception as exc:
         # A usage error of the parser (missing argument, unknown option, bad number):
         # one line, with where to find help, instead of a usage box.
@@ -461,5 +435,5 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             raise
         ctx = getattr(exc, "ctx", None)
         path = getattr(ctx, "command_path", None) or _command_path(args, app)
-        _fail(f"{message()} (see '{path} --help')", code)
+        fail(f"{message()} (see '{path} --help')", code)
     raise SystemExit(outcome if isinstance(outcome, int) else EXIT_OK)

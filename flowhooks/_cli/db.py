@@ -1,8 +1,7 @@
 """The history database as the commands use it: URL checks, the pre-run check, reads.
 
-Place in the chain: cli (``_cli_load`` -> **here** -> ``_cli_render`` ->
-``_cli``). ``flowhooks.handlers.history`` (and with it SQLAlchemy) is imported
-only when a command needs the database, and a missing ``sql`` extra is
+``flowhooks.handlers.history`` (and with it SQLAlchemy) is imported only
+when a command needs the database, and a missing ``sql`` extra is
 reported as a ``CLIError`` naming the ``pip install`` line.
 """
 
@@ -12,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
-from flowhooks._cli_load import EXIT_FAILED, CLIError
+from flowhooks._cli.errors import EXIT_FAILED, CLIError
 
 if TYPE_CHECKING:
     from flowhooks.handlers.history import RunDetail, RunRecord
