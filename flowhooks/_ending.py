@@ -39,7 +39,11 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
     try:
         try:
             await run.events.emit(EventType.WORKFLOW_START, (run.run_id, run.inputs))
-        except Exception as exc:  # a raise_error handler fails the run before any node
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a raise_error handler, or a BaseException: no node runs
+            if not isinstance(exc, Exception):
+                run.remember_raised(exc)  # re-raised once the run's end completed
             clear_propagating(exc)
             run.fail(None, run.error_info(exc, None, None))
             run.stopping = RunStatus.FAILED
@@ -188,7 +192,9 @@ async def _finish(run: RunState) -> RunResult:
             duration=result.duration,
             status=status.value,
         )
-    except Exception as exc:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # re-raised to the caller once the end completed
         run.remember_raised(exc)
     workflow = run.workflow
     hook = {
@@ -202,7 +208,9 @@ async def _finish(run: RunState) -> RunResult:
         )
     try:
         await run.manager.flush()
-    except Exception as exc:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
         run.remember_raised(exc)
     return result
 
