@@ -21,9 +21,12 @@ from flowhooks._errors import (
     DuplicateRunError,
     FlowhooksError,
     MissingInputError,
+    NotResumable,
+    Suspend,
     WorkflowCancelled,
     WorkflowError,
     WorkflowFailed,
+    WorkflowSuspended,
 )
 from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._handler import BaseCallbackHandler
@@ -31,7 +34,7 @@ from flowhooks._launch import RunHandle
 from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
 from flowhooks._node import InvalidCallbackError, Node, node
 from flowhooks._plan import HookNameWarning, HookStats
-from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._results import NodeResult, RunContext, RunResult, Suspension
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
@@ -64,6 +67,7 @@ __all__ = [
     "Node",
     "NodeResult",
     "NodeStatus",
+    "NotResumable",
     "PriorityCallbackManager",
     "RetryingCallback",
     "RunContext",
@@ -73,10 +77,13 @@ __all__ = [
     "Runner",
     "SequentialRunner",
     "Severity",
+    "Suspend",
+    "Suspension",
     "Workflow",
     "WorkflowCancelled",
     "WorkflowError",
     "WorkflowFailed",
+    "WorkflowSuspended",
     "current_run",
     "node",
     "set_max_payload_chars",

@@ -87,6 +87,8 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     deadline = None
     if grace is not None and (run.stopping is RunStatus.CANCELLED or run.timed_out):
         deadline = loop.time() + grace
+    elif grace is not None and run.stopping is RunStatus.SUSPENDED:
+        deadline = loop.time() + 2 * grace  # a grace to finish, then one to end cancelled
     waiting = _Patience(patience, grace)
     idle = loop.create_task(run.schedule.wait_idle())
     try:
@@ -201,6 +203,7 @@ async def _finish(run: RunState) -> RunResult:
         RunStatus.SUCCEEDED: workflow.on_workflow_complete,
         RunStatus.FAILED: workflow.on_workflow_failure,
         RunStatus.CANCELLED: workflow.on_workflow_cancel,
+        RunStatus.SUSPENDED: workflow.on_workflow_suspend,
     }[status]
     if hook is not None:
         await call_function_callback(
@@ -220,12 +223,9 @@ def build_result(run: RunState) -> RunResult:
     if run.result is not None:
         return run.result
     for res in run.results:
-        if res.status is NodeStatus.PENDING:
-            res.status = NodeStatus.SKIPPED
-        elif res.status is NodeStatus.RUNNING:
-            # Interrupted in the run's own task (sequential schedule) when the task
-            # awaiting the run was cancelled, or abandoned after the grace period:
-            # the attempt ends silently, cancelled.
+        if res.status is NodeStatus.RUNNING:
+            # Interrupted when the task awaiting the run was cancelled, or abandoned
+            # after the grace period: the attempt ends silently, cancelled.
             res.status = NodeStatus.CANCELLED
             run.outputs.pop(res.node_id, None)  # its node_end dispatch was interrupted
             res._ended = perf_counter()
@@ -237,11 +237,19 @@ def build_result(run: RunState) -> RunResult:
         status = RunStatus.CANCELLED
     elif run.error is not None or run.stopping is RunStatus.FAILED:
         status = RunStatus.FAILED
+    elif run.stopping is RunStatus.SUSPENDED:
+        status = RunStatus.SUSPENDED
     else:
         status = RunStatus.SUCCEEDED
+    if status is not RunStatus.SUSPENDED:  # a suspended run's pending nodes wait for resume
+        for res in run.results:
+            if res.status is NodeStatus.PENDING:
+                res.status = NodeStatus.SKIPPED
+    suspension = run.suspension if status is RunStatus.SUSPENDED else None
     final_node = {
         RunStatus.SUCCEEDED: run.last_success,
         RunStatus.FAILED: run.failed_node,
+        RunStatus.SUSPENDED: suspension.node_id if suspension is not None else None,
     }.get(status)
     result = RunResult(
         run_id=run.run_id,
@@ -259,6 +267,9 @@ def build_result(run: RunState) -> RunResult:
         parent_run_id=run.parent_run_id,
         resource_id=run.resource_id,
         metadata=run.metadata,
+        suspension=suspension,
+        state=run.state,
+        resumed_from=run.resumed_from,
     )
     run.ctx.result = result
     run.result = result

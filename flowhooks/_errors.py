@@ -9,6 +9,10 @@
         DuplicateRunError      a run id is already used by a live run
       WorkflowFailed           raise_for_status() on a failed run
       WorkflowCancelled        raise_for_status() on a cancelled run
+      WorkflowSuspended        raise_for_status() on a suspended run
+      NotResumable             resume() of a run that cannot be resumed
+
+``Suspend`` is not an error: a node raises it to suspend its run.
 
 Handler registration errors are plain ``TypeError`` / ``ValueError`` so that
 they read like the Python mistakes they are (a wrong argument, an unknown
@@ -17,7 +21,7 @@ handler).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flowhooks._results import RunResult
@@ -80,3 +84,40 @@ class WorkflowFailed(_RunOutcomeError):
 
 class WorkflowCancelled(_RunOutcomeError):
     """A run was cancelled; ``result.cancel_reason`` says why."""
+
+
+class WorkflowSuspended(_RunOutcomeError):
+    """A run was suspended; ``result.suspension`` says where and why."""
+
+
+class NotResumable(FlowhooksError):
+    """A run cannot be resumed: unknown, not suspended, already resumed, expired or changed."""
+
+
+class Suspend(Exception):
+    """Raised by a node to suspend its run until ``Workflow.resume`` continues it.
+
+    Not retried and not an error (no ``error`` event): the node's attempt
+    ends ``suspended``, nodes already running finish, nodes not started stay
+    pending, and the run ends ``suspended``. On resume, the node runs again
+    with ``current_run().resume_data`` set.
+
+    Args:
+        reason: why the run waits (shown to people: alerts, the CLI).
+        payload: data for whoever resumes it (an amount to approve, ...).
+        expires_in: seconds after which the suspended run may no longer be
+            resumed (a sweep cancels it); ``None`` for never.
+    """
+
+    def __init__(
+        self, reason: str, payload: Any = None, *, expires_in: float | None = None
+    ) -> None:
+        if not isinstance(reason, str):
+            msg = f"Suspend(reason) takes a str saying why the run waits, got {reason!r}"
+            raise TypeError(msg)
+        from flowhooks._validate import check_seconds
+
+        super().__init__(reason)
+        self.reason = reason
+        self.payload = payload
+        self.expires_in = check_seconds("expires_in", expires_in, allow_none=True, owner="Suspend")

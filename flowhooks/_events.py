@@ -84,11 +84,18 @@ def parse_event_type(name: str | EventType) -> EventType:
 
 
 class RunStatus(StrEnum):
-    """How a run ended."""
+    """How a run ended.
+
+    ``suspended``: a node raised ``Suspend``; the run can be resumed.
+    ``crashed``: only ever written by a sweep of a persisted run whose process
+    stopped reporting; a live run never reports it.
+    """
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SUSPENDED = "suspended"
+    CRASHED = "crashed"
 
 
 class NodeStatus(StrEnum):
@@ -100,6 +107,7 @@ class NodeStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    SUSPENDED = "suspended"
 
 
 class Severity(StrEnum):

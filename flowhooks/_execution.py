@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from flowhooks._dispatcher import clear_propagating, must_propagate
+from flowhooks._errors import Suspend
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._logs import failure_text
-from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._results import NodeResult, RunContext, RunResult, Suspension
 from flowhooks._sequencer import EventSequencer, TaskFrame, current_node, set_frame
 
 if TYPE_CHECKING:
@@ -102,14 +103,18 @@ class RunState:
         "plan",
         "raised",
         "resource_id",
+        "restored",
         "result",
         "results",
+        "resumed_from",
         "run_id",
         "runner",
         "schedule",
         "started_at",
+        "state",
         "stop_reason",
         "stopping",
+        "suspension",
         "t0",
         "timed_out",
         "workflow",
@@ -169,6 +174,10 @@ class RunState:
         self.last_success: str | None = None
         self.raised: BaseException | None = None
         self.result: RunResult | None = None
+        self.suspension: Suspension | None = None
+        self.state: dict[str, Any] = {}
+        self.resumed_from: str | None = None
+        self.restored: frozenset[str] = frozenset()
         self.main: asyncio.Task[Any] | None = None
         self.forced = False
         self.nodes_settled = False
@@ -212,18 +221,41 @@ class RunState:
     # -- stopping ---------------------------------------------------------------------
 
     def request_stop(self, status: RunStatus, reason: str | None) -> None:
-        """Stop the run: cancel running node bodies; nodes not started are skipped."""
-        if self.stopping is not None:
+        """Stop the run: cancel running node bodies; nodes not started are skipped.
+
+        A suspension stops the run more gently: nodes not started stay
+        pending, running ones may finish within ``cancel_grace`` before they
+        are cancelled. A failure or a cancel that comes meanwhile still wins.
+        """
+        current = self.stopping
+        if current is not None and (current is not RunStatus.SUSPENDED or status is current):
             return
         self.stopping = status
         self.stop_reason = reason
+        grace = self.runner.cancel_grace
+        if self.force_timer is not None:
+            self.force_timer.cancel()
+            self.force_timer = None
+        if status is RunStatus.SUSPENDED:
+            if grace is not None and self.main is not None:
+                self.force_timer = asyncio.get_running_loop().call_later(grace, self._drain_over)
+            return
+        self._cancel_bodies()
+        if grace is not None and self.main is not None:
+            self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
+
+    def _cancel_bodies(self) -> None:
         for task in list(self.bodies):
             if task not in self.injected:
                 self.injected.add(task)
                 task.cancel()
+
+    def _drain_over(self) -> None:
+        """A suspended run's running nodes had their grace: cancel them like a stop does."""
+        self._cancel_bodies()
         grace = self.runner.cancel_grace
-        if grace is not None and self.main is not None:
-            self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
+        assert grace is not None
+        self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
 
     def _force_stop(self) -> None:
         """The grace after a stop ran out: cancel node tasks still running, wherever they are.
@@ -347,6 +379,7 @@ class RunState:
                 kwargs[p] = outputs[p]
             elif p in inputs:
                 kwargs[p] = inputs[p]
+        result.inputs = kwargs
         events, has_handlers = self.events, self.has_handlers
         direct = node.is_async and node.timeout is None and self.default_submit
         result.status = NodeStatus.RUNNING
@@ -362,7 +395,7 @@ class RunState:
                     events.skip()
             except Exception as exc:  # a raise_error handler: the node fails without retry
                 return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
-            if self.stopping is not None:
+            if self.stopping is not None and self.stopping is not RunStatus.SUSPENDED:
                 return self._node_cancelled(result, first_start)
             # Durations measure the node's body, not the handlers around it.
             start = perf_counter()
@@ -439,6 +472,8 @@ class RunState:
         if task in self.injected:
             await self._absorb_injected_cancel(task)
             return self._node_cancelled(result, first_start)
+        if isinstance(exc, Suspend):
+            return self._node_suspended(node, result, exc, first_start)
         # A raise_error handler's exception (from a custom event the node sent)
         # fails the node for good, like one raised on any other node event.
         will_retry = attempt <= node.retries and not must_propagate(exc)
@@ -496,6 +531,21 @@ class RunState:
         task.uncancel()
         if task.cancelling():
             raise asyncio.CancelledError
+
+    def _node_suspended(
+        self, node: Node, result: NodeResult, suspend: Suspend, first_start: float
+    ) -> bool:
+        """The node raised ``Suspend``: not an error, not retried; the run suspends."""
+        result.status = NodeStatus.SUSPENDED
+        result._ended = perf_counter()
+        result.duration = result._ended - first_start
+        if self.suspension is None:
+            expires_at = None
+            if suspend.expires_in is not None:
+                expires_at = datetime.now(UTC) + timedelta(seconds=suspend.expires_in)
+            self.suspension = Suspension(node.name, suspend.reason, suspend.payload, expires_at)
+        self.request_stop(RunStatus.SUSPENDED, suspend.reason)
+        return False
 
     def _node_cancelled(self, result: NodeResult, first_start: float) -> bool:
         result.status = NodeStatus.CANCELLED

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from flowhooks._errors import WorkflowCancelled, WorkflowFailed
+from flowhooks._errors import WorkflowCancelled, WorkflowFailed, WorkflowSuspended
 from flowhooks._events import ErrorInfo, NodeStatus, RunStatus
 from flowhooks._serialize import to_jsonable
 
@@ -46,6 +46,8 @@ class NodeResult:
         status: ``pending``, ``running``, ``succeeded``, ``failed``,
             ``skipped`` or ``cancelled``.
         attempts: how many attempts started (0 for a skipped node).
+        inputs: the keyword arguments of its last attempt (``node_start``'s
+            ``input_data``); ``None`` before it started.
         output: the return value, when it succeeded.
         error: the last attempt's ``ErrorInfo``, when it failed.
     """
@@ -57,6 +59,7 @@ class NodeResult:
         "attempts",
         "duration",
         "error",
+        "inputs",
         "node_id",
         "output",
         "status",
@@ -67,6 +70,7 @@ class NodeResult:
         self.node_id = node_id
         self.status: NodeStatus = _PENDING
         self.attempts = 0
+        self.inputs: dict[str, Any] | None = None
         self.output: Any = None
         self.error: ErrorInfo | None = None
         self.duration: float | None = None
@@ -90,6 +94,7 @@ class NodeResult:
             "node_id": self.node_id,
             "status": self.status.value,
             "attempts": self.attempts,
+            "inputs": to_jsonable(self.inputs),
             "started_at": _iso(self.started_at),
             "ended_at": _iso(self.ended_at),
             "duration": self.duration,
@@ -102,6 +107,33 @@ class NodeResult:
             f"NodeResult(node_id={self.node_id!r}, status={self.status.value!r}, "
             f"attempts={self.attempts}, duration={self.duration!r})"
         )
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """Where and why a run was suspended (``RunResult.suspension``).
+
+    Attributes:
+        node_id: the node that raised ``Suspend`` (in a parent run, the node
+            running the suspended sub-workflow).
+        reason: the reason given to ``Suspend``.
+        payload: the payload given to ``Suspend``.
+        expires_at: when the suspended run can no longer be resumed (UTC), or ``None``.
+    """
+
+    node_id: str
+    reason: str
+    payload: Any = None
+    expires_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the suspension as JSON-ready data (never raises)."""
+        return {
+            "node_id": self.node_id,
+            "reason": self.reason,
+            "payload": to_jsonable(self.payload),
+            "expires_at": _iso(self.expires_at),
+        }
 
 
 @dataclass(eq=False)
@@ -127,6 +159,9 @@ class RunResult:
     parent_run_id: str | None = None
     resource_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    suspension: Suspension | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    resumed_from: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -139,6 +174,7 @@ class RunResult:
         Raises:
             WorkflowFailed: the run failed; the failing exception is its ``__cause__``.
             WorkflowCancelled: the run was cancelled.
+            WorkflowSuspended: the run was suspended.
         """
         if self.status is RunStatus.FAILED:
             where = f" at node {self.final_node!r}" if self.final_node else ""
@@ -150,6 +186,13 @@ class RunResult:
             reason = f": {self.cancel_reason}" if self.cancel_reason else ""
             msg = f"workflow {self.workflow_name!r} run {self.run_id} was cancelled{reason}"
             raise WorkflowCancelled(msg, self)
+        if self.status is RunStatus.SUSPENDED and self.suspension is not None:
+            s = self.suspension
+            msg = (
+                f"workflow {self.workflow_name!r} run {self.run_id} is suspended at node "
+                f"{s.node_id!r}: {s.reason}"
+            )
+            raise WorkflowSuspended(msg, self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +213,9 @@ class RunResult:
             "parent_run_id": self.parent_run_id,
             "resource_id": self.resource_id,
             "metadata": to_jsonable(self.metadata),
+            "suspension": self.suspension.to_dict() if self.suspension else None,
+            "state": to_jsonable(self.state),
+            "resumed_from": self.resumed_from,
         }
 
 

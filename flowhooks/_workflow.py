@@ -80,6 +80,7 @@ class Workflow:
         on_workflow_complete: ``f(result)``, after a run succeeded.
         on_workflow_failure: ``f(result)``, after a run failed.
         on_workflow_cancel: ``f(result)``, after a run was cancelled.
+        on_workflow_suspend: ``f(result)``, after a run was suspended (``result.suspension``).
 
     Raises:
         WorkflowError: for duplicate node names, a bad name or a callback that
@@ -96,6 +97,7 @@ class Workflow:
         on_workflow_complete: Callable[..., Any] | None = None,
         on_workflow_failure: Callable[..., Any] | None = None,
         on_workflow_cancel: Callable[..., Any] | None = None,
+        on_workflow_suspend: Callable[..., Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             msg = f"Workflow needs a non-empty name, got {name!r}"
@@ -110,11 +112,13 @@ class Workflow:
             ("on_workflow_complete", on_workflow_complete),
             ("on_workflow_failure", on_workflow_failure),
             ("on_workflow_cancel", on_workflow_cancel),
+            ("on_workflow_suspend", on_workflow_suspend),
         ):
             _check_function_callback(fn, where=f"Workflow({name!r}) {label}", args=("result",))
         self.on_workflow_complete = on_workflow_complete
         self.on_workflow_failure = on_workflow_failure
         self.on_workflow_cancel = on_workflow_cancel
+        self.on_workflow_suspend = on_workflow_suspend
         self._nodes: dict[str, Node] = {}
         self._plans: dict[frozenset[str] | None, RunPlan] = {}  # None: the whole graph
         for item in nodes or ():
