@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, final
 
 import flowhooks
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, RunResult, current_run
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event
 from flowhooks.handlers._delivery_thread import DeliveryThread
+from flowhooks.handlers._event_args import context_of, given_event
 from flowhooks.handlers._extras import require
 
 require("openlineage.client", extra="openlineage", handler="OpenLineageCallback")
@@ -163,7 +164,7 @@ class OpenLineageCallback(BaseCallbackHandler):
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Start the workflow's OpenLineage run (under its parent's, for a sub-workflow)."""
-        event = _given(event, "on_workflow_start")
+        event = given_event(event, "OpenLineageCallback", "on_workflow_start")
         run_uuid = lineage_run_id(workflow_id)
         job = event.workflow_name
         parent = self._parent_of(event)
@@ -185,7 +186,7 @@ class OpenLineageCallback(BaseCallbackHandler):
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Abort the attempts still open (cancelled), then end the workflow's run."""
-        event = _given(event, "on_workflow_end")
+        event = given_event(event, "OpenLineageCallback", "on_workflow_end")
         with self._lock:
             run = self._runs.pop(workflow_id, None)
         if run is None:
@@ -195,7 +196,8 @@ class OpenLineageCallback(BaseCallbackHandler):
             facets = self._node_facets(run)
             await self._send(RunState.ABORT, event, attempt.run_uuid, attempt.job, "NODE", facets)
         run.attempts.clear()
-        result = _result_of(workflow_id)
+        ctx = context_of(workflow_id)
+        result = ctx.result if ctx is not None else None
         state = _ENDS.get(event.status or "", RunState.ABORT)
         facets = {"processing_engine": self._engine}
         if run.parent is not None:
@@ -211,7 +213,7 @@ class OpenLineageCallback(BaseCallbackHandler):
         self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Start the node attempt's OpenLineage run, a child of the workflow's."""
-        event = _given(event, "on_node_start")
+        event = given_event(event, "OpenLineageCallback", "on_node_start")
         attempt = event.attempt or 1
         with self._lock:
             run = self._runs.get(event.run_id)
@@ -228,7 +230,7 @@ class OpenLineageCallback(BaseCallbackHandler):
         self, node_id: str, output_data: Any, *, event: Event | None = None
     ) -> None:
         """Complete the node attempt's OpenLineage run."""
-        event = _given(event, "on_node_end")
+        event = given_event(event, "OpenLineageCallback", "on_node_end")
         run, attempt = self._close_attempt(event.run_id, node_id, event.attempt)
         if run is None or attempt is None:
             return
@@ -238,7 +240,7 @@ class OpenLineageCallback(BaseCallbackHandler):
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
         """Fail the node attempt's OpenLineage run; keep a run-level error for the run's end."""
-        event = _given(event, "on_error")
+        event = given_event(event, "OpenLineageCallback", "on_error")
         node_id = event.node_id if event.node_id is not None else error_info.node_id
         if node_id is None:
             with self._lock:
@@ -275,7 +277,8 @@ class OpenLineageCallback(BaseCallbackHandler):
             parent = self._runs.get(event.parent_run_id)
             if parent is None:  # a parent this handler does not watch: nothing to point at
                 return None
-            node_id = _parent_node_id(event.run_id)
+            ctx = context_of(event.run_id)
+            node_id = ctx.parent_node_id if ctx is not None else None
             attempts = [a for (n, _), a in parent.attempts.items() if n == node_id]
         run_uuid, job = (
             (attempts[-1].run_uuid, attempts[-1].job)
@@ -381,32 +384,3 @@ class OpenLineageCallback(BaseCallbackHandler):
             deadline=self.deadline,
             what=f"{state.value} of {job!r}",
         )
-
-
-def _given(event: Event | None, method: str) -> Event:
-    """The ``Event`` a manager passes as ``event=``; a direct call without it is a TypeError."""
-    if event is None:
-        msg = (
-            f"OpenLineageCallback.{method} needs the event as event=; add the handler to a "
-            "CallbackManager or a run's callbacks instead of calling it directly"
-        )
-        raise TypeError(msg)
-    return event
-
-
-def _result_of(run_id: str) -> RunResult | None:
-    """Run ``run_id``'s ``RunResult`` while its ``workflow_end`` is dispatched, else ``None``."""
-    try:
-        ctx = current_run()
-    except LookupError:
-        return None
-    return ctx.result if ctx.run_id == run_id else None
-
-
-def _parent_node_id(run_id: str) -> str | None:
-    """The parent's node that runs sub-workflow run ``run_id``, when dispatched inside it."""
-    try:
-        ctx = current_run()
-    except LookupError:
-        return None
-    return ctx.parent_node_id if ctx.run_id == run_id else None
