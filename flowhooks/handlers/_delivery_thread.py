@@ -13,6 +13,8 @@ queued a send waits for it at most ``deadline`` seconds:
   on, while the thread is behind, callers queue their sends and do not wait
   at all, so a backend that never answers costs a run one deadline, not one
   per event; once the thread has caught up, callers wait again;
+* a send that fails with nobody waiting is logged (the first of a streak;
+  the rest are counted until a send succeeds again);
 * the queue is bounded: when it is full a send is dropped with a warning and
   counted in ``dropped``.
 
@@ -76,6 +78,7 @@ class DeliveryThread:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._overdue = 0  # queued or running sends that nobody waits for
+        self._failed_in_background = 0  # the current streak, logged once (thread-only)
 
     @property
     def behind(self) -> bool:
@@ -174,8 +177,28 @@ class DeliveryThread:
                 # RuntimeError: that loop is closed, nobody is left to tell
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(_settle, job.done, error)
-            elif error is not None:
-                logger.warning("{}: {} failed in the background: {!r}", self.name, job.what, error)
+            self._note_background(job, error, waited=waited)
+
+    def _note_background(self, job: _Send, error: BaseException | None, *, waited: bool) -> None:
+        """Log the first of a streak of failed background sends, and the recovery after it."""
+        if error is None:
+            if self._failed_in_background:
+                logger.warning(
+                    "{}: sending works again after {} failed background sends",
+                    self.name,
+                    self._failed_in_background,
+                )
+                self._failed_in_background = 0
+        elif not waited:  # nobody else will report it
+            if not self._failed_in_background:
+                logger.warning(
+                    "{}: {} failed in the background: {!r} (the next failures are counted, "
+                    "not logged, until a send succeeds)",
+                    self.name,
+                    job.what,
+                    error,
+                )
+            self._failed_in_background += 1
 
 
 def _nothing() -> None:

@@ -25,7 +25,7 @@ import pytest
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 
-from flowhooks import AsyncioRunner, CallbackManager, Workflow, node
+from flowhooks import CallbackManager, Workflow, node
 from flowhooks.handlers import OpenLineageCallback, lineage_run_id
 
 from .conftest import Receiver
@@ -160,7 +160,7 @@ def orders_workflow() -> Workflow:
 async def test_a_run_and_its_node_attempts_each_get_start_and_an_end(
     lineage: OpenLineageCallback, events_file: Path
 ) -> None:
-    """START/COMPLETE per run and node attempt; a retried attempt FAILs and the retry is a new run."""
+    """START and an end per run and node attempt; a failed attempt FAILs; a retry is a new run."""
     result = await orders_workflow().run(callbacks=[lineage])
     assert result.status == "succeeded"
     events = read_events(events_file)
