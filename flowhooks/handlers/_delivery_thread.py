@@ -39,6 +39,8 @@ __all__ = ["DeliveryThread"]
 
 _IDLE_EXIT: Final = 30.0
 """Seconds without work after which the thread stops (a later send starts a new one)."""
+_DRAIN_POLL: Final = 0.01
+"""Seconds between two looks at the queue while draining (``aclose`` only)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -78,6 +80,7 @@ class DeliveryThread:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._overdue = 0  # queued or running sends that nobody waits for
+        self._pending = 0  # queued or running sends
         self._failed_in_background = 0  # the current streak, logged once (thread-only)
 
     @property
@@ -100,14 +103,13 @@ class DeliveryThread:
 
     async def drain(self, deadline: float) -> bool:
         """Wait up to ``deadline`` seconds for every queued send to end; return whether they did."""
-        with self._lock:
-            if self._thread is None:
-                return True
-        job = self._enqueue(_nothing, "drain", wait=True)
-        if job is None:
-            return False
-        await self._wait(job, deadline)
-        return job.finished
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline
+        while self._pending:
+            if loop.time() >= until:
+                return False
+            await asyncio.sleep(_DRAIN_POLL)
+        return True
 
     def _enqueue(self, call: Callable[[], object], what: str, *, wait: bool) -> _Send | None:
         """Queue a send (``None`` when the queue is full); it is waited for unless behind."""
@@ -125,6 +127,7 @@ class DeliveryThread:
                     what,
                 )
                 return None
+            self._pending += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
                 self._thread.start()
@@ -173,11 +176,13 @@ class DeliveryThread:
                 waited = job.waited
                 if not waited:
                     self._overdue -= 1
+            self._note_background(job, error, waited=waited)
+            with self._lock:
+                self._pending -= 1
             if waited:
                 # RuntimeError: that loop is closed, nobody is left to tell
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(_settle, job.done, error)
-            self._note_background(job, error, waited=waited)
 
     def _note_background(self, job: _Send, error: BaseException | None, *, waited: bool) -> None:
         """Log the first of a streak of failed background sends, and the recovery after it."""
@@ -199,10 +204,6 @@ class DeliveryThread:
                     error,
                 )
             self._failed_in_background += 1
-
-
-def _nothing() -> None:
-    """A send that does nothing: once it ran, every send queued before it has ended."""
 
 
 def _settle(done: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
