@@ -86,6 +86,7 @@ class _Run:
     root: parent_run.Root  # the top of this run's hierarchy (itself for a top-level run)
     parent: parent_run.ParentRunFacet | None
     error: ErrorInfo | None = None  # a run-level error (the run timeout)
+    started: bool = True  # False: its START was not sent here, so neither is its end
     attempts: dict[tuple[str, int], _Attempt] = field(default_factory=dict)
 
 
@@ -196,6 +197,8 @@ class OpenLineageCallback(BaseCallbackHandler):
             facets = self._node_facets(run)
             await self._send(RunState.ABORT, event, attempt.run_uuid, attempt.job, "NODE", facets)
         run.attempts.clear()
+        if not run.started:
+            return
         ctx = context_of(workflow_id)
         result = ctx.result if ctx is not None else None
         state = _ENDS.get(event.status or "", RunState.ABORT)
@@ -306,6 +309,7 @@ class OpenLineageCallback(BaseCallbackHandler):
                 job=parent_run.RootJob(namespace=self.namespace, name=event.workflow_name),
             ),
             parent=None,
+            started=False,
         )
         self._runs[event.run_id] = run
         return run

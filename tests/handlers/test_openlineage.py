@@ -429,3 +429,17 @@ def test_without_the_extra_the_import_names_the_pip_install_line() -> None:
     )
     assert "pip install 'flowhooks[openlineage]'" in done.stdout
     assert "OpenLineageCallback" in done.stdout
+
+
+async def test_node_events_of_a_run_not_seen_starting_send_no_workflow_end(
+    lineage: OpenLineageCallback, events_file: Path
+) -> None:
+    """Events triggered by hand: the node attempt is reported, the run it names is not ended."""
+    manager = CallbackManager([lineage])
+    ids = {"run_id": "by-hand", "workflow_name": "manual"}
+    await manager.trigger("node_start", node_id="step", input_data={}, **ids)
+    await manager.trigger("node_end", node_id="step", output_data=1, **ids)
+    await manager.trigger("workflow_end", workflow_id="by-hand", output_data={}, **ids)
+    events = read_events(events_file)
+    assert summary(events) == [("START", "manual.step"), ("COMPLETE", "manual.step")]
+    assert events[0]["run"]["facets"]["parent"]["run"]["runId"] == lineage_run_id("by-hand")

@@ -317,3 +317,24 @@ def test_without_the_extra_the_import_names_the_pip_install_line() -> None:
     )
     assert "pip install 'flowhooks[sentry]'" in done.stdout
     assert "SentryCallback" in done.stdout
+
+
+async def test_an_error_without_a_live_exception_is_reported_from_its_fields(
+    sentry: SentryCallback, capture: Capture
+) -> None:
+    """An ErrorInfo rebuilt from JSON (durable delivery) has no exception: type and message go."""
+    from flowhooks import CallbackManager, ErrorInfo
+
+    manager = CallbackManager([sentry])
+    ids = {"run_id": "r-1", "workflow_name": "replayed"}
+    await manager.trigger("workflow_start", workflow_id="r-1", input_data={}, **ids)
+    info = ErrorInfo(type="ValueError", message="bad row", node_id="parse", attempt=1, **ids)
+    await manager.trigger("error", error_info=info, **ids)
+    (event,) = capture.events
+    assert exception_of(event) == ("ValueError", "bad row")
+    assert event["tags"] == {
+        "workflow": "replayed",
+        "run_id": "r-1",
+        "node_id": "parse",
+        "attempt": "1",
+    }
