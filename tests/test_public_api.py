@@ -41,6 +41,8 @@ OPTIONAL_DEPENDENCIES = [
     "sqlalchemy",
     "prometheus_client",
     "opentelemetry",
+    "sentry_sdk",
+    "openlineage",
     "dask",
     "typer",
 ]

@@ -2,7 +2,8 @@
 
 Every handler lives in its own module and is imported on first use, so
 ``import flowhooks.handlers`` stays cheap and never imports an optional
-dependency (rich, prometheus_client, opentelemetry, sqlalchemy, httpx)::
+dependency (rich, prometheus_client, opentelemetry, sqlalchemy, httpx, sentry_sdk,
+openlineage)::
 
     from flowhooks.handlers import LoggingCallback, MetricsCallback
 
@@ -20,9 +21,11 @@ if TYPE_CHECKING:
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
     from flowhooks.handlers.notification import NotificationCallback, Notifier, WebhookNotifier
+    from flowhooks.handlers.openlineage import OpenLineageCallback, lineage_run_id
     from flowhooks.handlers.otel import OpenTelemetryCallback
     from flowhooks.handlers.progress import ProgressCallback
     from flowhooks.handlers.prometheus import PrometheusCallback
+    from flowhooks.handlers.sentry import SentryCallback
     from flowhooks.handlers.webhook import WebhookCallback, verify_signature
 
 __all__ = [
@@ -32,11 +35,14 @@ __all__ = [
     "MetricsCallback",
     "NotificationCallback",
     "Notifier",
+    "OpenLineageCallback",
     "OpenTelemetryCallback",
     "ProgressCallback",
     "PrometheusCallback",
+    "SentryCallback",
     "WebhookCallback",
     "WebhookNotifier",
+    "lineage_run_id",
     "verify_signature",
 ]
 
@@ -47,11 +53,14 @@ _MODULES: Final[dict[str, str]] = {
     "MetricsCallback": "metrics",
     "NotificationCallback": "notification",
     "Notifier": "notification",
+    "OpenLineageCallback": "openlineage",
     "OpenTelemetryCallback": "otel",
     "ProgressCallback": "progress",
     "PrometheusCallback": "prometheus",
+    "SentryCallback": "sentry",
     "WebhookCallback": "webhook",
     "WebhookNotifier": "notification",
+    "lineage_run_id": "openlineage",
     "verify_signature": "webhook",
 }
 """Public handler name -> the submodule of ``flowhooks.handlers`` defining it."""

@@ -214,13 +214,14 @@ def test_importing_the_handlers_package_does_not_import_optional_dependencies():
     code = (
         "import sys, flowhooks, flowhooks.handlers\n"
         "from flowhooks.handlers import LoggingCallback, MetricsCallback\n"
-        "bad = [m for m in ('rich', 'prometheus_client', 'opentelemetry', 'sqlalchemy', 'httpx')"
-        " if m in sys.modules]\n"
+        "bad = [m for m in ('rich', 'prometheus_client', 'opentelemetry', 'sqlalchemy', 'httpx',"
+        " 'sentry_sdk', 'openlineage') if m in sys.modules]\n"
         "assert not bad, bad\n"
         "import flowhooks.handlers as h\n"
         "assert sorted(n for n in h.__all__ if n.endswith('Callback')) == sorted(["
         "'HistoryCallback', 'LoggingCallback', 'MetricsCallback', 'NotificationCallback',"
-        " 'OpenTelemetryCallback', 'ProgressCallback', 'PrometheusCallback', 'WebhookCallback'])\n"
+        " 'OpenLineageCallback', 'OpenTelemetryCallback', 'ProgressCallback',"
+        " 'PrometheusCallback', 'SentryCallback', 'WebhookCallback'])\n"
         "from flowhooks.handlers import ProgressCallback\n"
         "assert 'rich' in sys.modules\n"
     )
