@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m ruff check flowhooks tests examples benchmarks
 	$(PY) -m ruff format --check flowhooks tests examples benchmarks
 	$(PY) -m mypy flowhooks
-	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
 	$(PY) -m coverage run -m pytest
 	$(PY) -m coverage report
