@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LINTED := flowhooks pytest_flowhooks.py tests examples benchmarks scripts
 
-.PHONY: demo test lint typecheck pytest docs bench bench-quick clean
+.PHONY: demo test lint typecheck pytest docs package-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,26 +19,34 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
-	$(PY) -m ruff check flowhooks tests examples benchmarks
-	$(PY) -m ruff format --check flowhooks tests examples benchmarks
-	$(PY) -m mypy flowhooks
-	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m mypy flowhooks pytest_flowhooks.py scripts/check_dist.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+	$(MAKE) --no-print-directory package-check
 	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
 	$(PY) -m coverage run -m pytest
 	$(PY) -m coverage report
 
 lint: $(STAMP)
-	$(PY) -m ruff check flowhooks tests examples benchmarks
-	$(PY) -m ruff format --check flowhooks tests examples benchmarks
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
-	$(PY) -m mypy flowhooks
+	$(PY) -m mypy flowhooks pytest_flowhooks.py scripts/check_dist.py
 
 pytest: $(STAMP)
 	$(PY) -m pytest
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# Builds the sdist and, from it, the wheel in a temporary directory, then checks both.
+package-check: $(STAMP)
+	dist=$$(mktemp -d) && trap 'rm -rf "$$dist"' EXIT && \
+	$(PY) -m build --outdir "$$dist" . && \
+	$(PY) -m twine check --strict "$$dist"/* && \
+	$(PY) scripts/check_dist.py "$$dist"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

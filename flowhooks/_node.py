@@ -7,6 +7,7 @@ and the node callbacks' signatures, with errors naming the node.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypedDict, Unpack, overload
@@ -194,6 +195,33 @@ class NodeOptions(TypedDict, total=False):
     on_failure: Callable[..., Any] | None
 
 
+_OPTION_NAMES: tuple[str, ...] = tuple(NodeOptions.__annotations__)
+
+
+def _reject_unknown_options(given: Iterable[str]) -> None:
+    """Raise ``TypeError`` naming unknown options, the valid ones and the closest matches.
+
+    A misspelt option would otherwise be a ``TypeError`` from ``Node`` naming
+    only the bad keyword; this one says what ``node`` takes and what was
+    probably meant (``retires`` -> ``retries``).
+    """
+    unknown = sorted(set(given) - set(_OPTION_NAMES))
+    if not unknown:
+        return
+    msg = f"node() got unknown option(s) {unknown}; it takes {', '.join(_OPTION_NAMES)}"
+    guesses = {
+        name: close[0]
+        for name in unknown
+        if (close := difflib.get_close_matches(name, _OPTION_NAMES, n=1, cutoff=0.6))
+    }
+    if len(guesses) == 1 and len(unknown) == 1:
+        msg += f"; did you mean {next(iter(guesses.values()))!r}?"
+    elif guesses:
+        pairs = ", ".join(f"{guess!r} for {name!r}" for name, guess in guesses.items())
+        msg += f"; did you mean {pairs}?"
+    raise TypeError(msg)
+
+
 @overload
 def node(fn: Callable[..., Any], /, **options: Unpack[NodeOptions]) -> Node: ...
 @overload
@@ -212,28 +240,29 @@ def node(
 
     Args:
         fn: the function; its parameters name its dependencies and inputs.
-        name: the node's name; defaults to the function's name.
-        depends_on: extra, ordering-only dependencies (node names).
-        retries: how many times a failed attempt is retried.
-        retry_delay: seconds before the first retry; attempt *n*'s retry
-            waits ``retry_delay * backoff ** (n - 1)``.
-        backoff: multiplier of the delay between retries.
-        timeout: seconds allowed per attempt.
-        critical: errors of this node have severity ``critical`` (when not retried).
-        on_success: ``f(node_id, ctx)``, sync or async, after the node succeeded.
-        on_failure: ``f(node_id, error, ctx)``, sync or async, after it failed for good.
+
+    Keyword Args:
+        name (str | None): the node's name; defaults to the function's name.
+        depends_on (str | Iterable[str]): extra, ordering-only dependencies
+            (node names). Default: none.
+        retries (int): how many times a failed attempt is retried. Default ``0``.
+        retry_delay (float): seconds before the first retry; attempt *n*'s
+            retry waits ``retry_delay * backoff ** (n - 1)``. Default ``0.0``.
+        backoff (float): multiplier of the delay between retries. Default ``2.0``.
+        timeout (float | None): seconds allowed per attempt; ``None`` (the
+            default) for no limit.
+        critical (bool): errors of this node have severity ``critical`` (when
+            not retried). Default ``False``.
+        on_success (Callable[..., Any] | None): ``f(node_id, ctx)``, sync or
+            async, after the node succeeded.
+        on_failure (Callable[..., Any] | None): ``f(node_id, error, ctx)``, sync
+            or async, after it failed for good.
 
     Raises:
-        WorkflowError: for an invalid option or callback, naming the node.
+        TypeError: for an unknown option, naming the closest valid one.
+        WorkflowError: for an invalid option value or callback, naming the node.
     """
-
-    unknown = sorted(options.keys() - NodeOptions.__annotations__.keys())
-    if unknown:
-        msg = (
-            f"node() got unknown option(s) {unknown}; "
-            f"it takes {', '.join(NodeOptions.__annotations__)}"
-        )
-        raise TypeError(msg)
+    _reject_unknown_options(options.keys())
 
     def wrap(f: Callable[..., Any]) -> Node:
         return Node(f, **options)  # the defaults live in Node alone

@@ -1,10 +1,11 @@
-"""Test helpers: ``RecordingCallback`` and the pytest plugin with its ``callback_recorder`` fixture.
+"""Test helpers: ``RecordingCallback``, also behind the ``callback_recorder`` pytest fixture.
 
 This module sits outside the import chain of the core and uses only the
-public API. pytest loads it through the ``pytest11`` entry point, so the
-``callback_recorder`` fixture is available in every test suite once flowhooks
-is installed; importing it without pytest installed works too (the fixture is
-then simply not defined).
+public API. The fixture comes from the pytest plugin ``pytest_flowhooks``,
+which pytest loads through the ``pytest11`` entry point, so it is available in
+every test suite once flowhooks is installed; the plugin imports this module
+only when a test asks for the fixture. Importing this module without pytest
+installed works too.
 
 Example::
 
@@ -16,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -324,13 +326,6 @@ class RecordingCallback(BaseCallbackHandler):
             raise self._fail(msg)
 
 
-try:
-    import pytest
-except ImportError:  # pragma: no cover - flowhooks.testing works without pytest
-    pass
-else:
-
-    @pytest.fixture
-    def callback_recorder() -> RecordingCallback:
-        """A fresh ``RecordingCallback`` for each test."""
-        return RecordingCallback()
+# Loaded as a plugin itself (``-p flowhooks.testing``), this module provides the fixture too.
+with contextlib.suppress(ImportError):  # flowhooks.testing works without pytest
+    from pytest_flowhooks import callback_recorder  # noqa: F401

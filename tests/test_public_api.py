@@ -6,7 +6,6 @@ import inspect
 import json
 import subprocess
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -89,12 +88,6 @@ def test_testing_kit_is_separate() -> None:
     assert flowhooks.testing.__all__ == ["RecordingCallback"]
     assert "RecordingCallback" not in flowhooks.__all__
     assert issubclass(flowhooks.testing.RecordingCallback, flowhooks.BaseCallbackHandler)
-
-
-def test_pytest_plugin_entry_point_declared() -> None:
-    """The pytest11 entry point points at flowhooks.testing."""
-    plugins = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert plugins.get("flowhooks") == "flowhooks.testing"
 
 
 def test_package_is_typed() -> None:
