@@ -35,6 +35,7 @@ from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCal
 from flowhooks._node import InvalidCallbackError, Node, node
 from flowhooks._plan import HookNameWarning, HookStats
 from flowhooks._results import NodeResult, RunContext, RunResult, Suspension
+from flowhooks._resume import MemoryRunStore, RunStore, SuspendedRun
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
@@ -63,6 +64,7 @@ __all__ = [
     "HookNameWarning",
     "HookStats",
     "InvalidCallbackError",
+    "MemoryRunStore",
     "MissingInputError",
     "Node",
     "NodeResult",
@@ -74,11 +76,13 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "RunStatus",
+    "RunStore",
     "Runner",
     "SequentialRunner",
     "Severity",
     "Suspend",
     "Suspension",
+    "SuspendedRun",
     "Workflow",
     "WorkflowCancelled",
     "WorkflowError",

@@ -21,6 +21,7 @@ from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import EventType, NodeStatus, RunStatus
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._results import RunResult
+from flowhooks._resume import SuspendedRun, graph_fingerprint
 
 if TYPE_CHECKING:
     from flowhooks._execution import RunControl, RunState
@@ -186,6 +187,8 @@ async def _finish(run: RunState) -> RunResult:
         await run.emit_error_isolated(run.error, None, None, None, "the run timeout's error event")
     result = build_result(run)
     status = result.status
+    if status is RunStatus.SUSPENDED:
+        await _save_suspended(run, result)
     run.closed = True  # nothing may follow workflow_end
     try:
         await run.events.emit(
@@ -216,6 +219,43 @@ async def _finish(run: RunState) -> RunResult:
     except BaseException as exc:
         run.remember_raised(exc)
     return result
+
+
+async def _save_suspended(run: RunState, result: RunResult) -> None:
+    """Keep a suspended run's resumable state in its store, before ``workflow_end``.
+
+    A store that fails leaves the run suspended but not resumable: the
+    error is re-raised to the caller once the run's end completed.
+    """
+    suspension = result.suspension
+    assert suspension is not None
+    assert run.store is not None
+    saved = SuspendedRun(
+        run_id=run.run_id,
+        workflow_name=run.workflow_name,
+        fingerprint=graph_fingerprint(run.plan),
+        inputs=run.inputs,
+        outputs=dict(run.outputs),
+        state=run.state,
+        suspension=suspension,
+        selection=run.selection,
+        resource_id=run.resource_id,
+        metadata=run.metadata,
+    )
+    try:
+        await run.store.save(saved)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.bind(run_id=run.run_id).error(
+            "run {run_id} of workflow {workflow!r} suspended, but its state could not be "
+            "saved to {store!r}: {error}",
+            run_id=run.run_id,
+            workflow=run.workflow_name,
+            store=run.store,
+            error=exc,
+        )
+        run.remember_raised(exc)
 
 
 def build_result(run: RunState) -> RunResult:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from flowhooks._graph import RunPlan
     from flowhooks._manager import CallbackManager
     from flowhooks._node import Node
+    from flowhooks._resume import RunStore
     from flowhooks._runner import Runner, Schedule
     from flowhooks._workflow import Workflow
 
@@ -106,14 +107,18 @@ class RunState:
         "restored",
         "result",
         "results",
+        "resume_data",
         "resumed_from",
+        "resuming",
         "run_id",
         "runner",
         "schedule",
+        "selection",
         "started_at",
         "state",
         "stop_reason",
         "stopping",
+        "store",
         "suspension",
         "t0",
         "timed_out",
@@ -178,6 +183,10 @@ class RunState:
         self.state: dict[str, Any] = {}
         self.resumed_from: str | None = None
         self.restored: frozenset[str] = frozenset()
+        self.resume_data: Any = None
+        self.resuming: Suspension | None = None
+        self.store: RunStore | None = None
+        self.selection: tuple[str, ...] | None = None
         self.main: asyncio.Task[Any] | None = None
         self.forced = False
         self.nodes_settled = False
@@ -202,6 +211,16 @@ class RunState:
             run=self,
             parent_node_id=self.parent_node_id,
         )
+
+    def restore(self, outputs: dict[str, Any]) -> None:
+        """Mark the nodes of a resumed run that completed before it suspended: done, no events."""
+        restored = []
+        for res in self.results:
+            if res.node_id in outputs:
+                res.status = NodeStatus.SUCCEEDED
+                res.output = self.outputs[res.node_id] = outputs[res.node_id]
+                restored.append(res.node_id)
+        self.restored = frozenset(restored)
 
     async def emit_custom(self, name: str, data: Any) -> None:
         """Send a custom event from a node or handler of this run (``RunContext.emit``)."""

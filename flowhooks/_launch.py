@@ -13,12 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 from flowhooks._context import current_run_var
 from flowhooks._ending import execute
-from flowhooks._errors import DuplicateRunError, InvalidRunOptionError, WorkflowError
+from flowhooks._errors import (
+    DuplicateRunError,
+    InvalidRunOptionError,
+    NotResumable,
+    Suspend,
+    WorkflowError,
+)
+from flowhooks._events import RunStatus
 from flowhooks._execution import RunControl, RunState
 from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError, Node
 from flowhooks._results import RunResult
+from flowhooks._resume import PROCESS_STORE, RunStore, graph_fingerprint
 from flowhooks._runner import AsyncioRunner, Runner
 from flowhooks._sequencer import enter_run_task, leave_run_task
 from flowhooks._validate import check_seconds
@@ -104,6 +112,7 @@ def _prepare(
     outputs: Iterable[str] | None = None,
     timeout: float | None = None,
     control: RunControl | None = None,
+    store: RunStore | None = None,
 ) -> _Prepared:
     if not isinstance(workflow, Workflow):
         msg = f"expected a Workflow, got {workflow!r}"
@@ -162,6 +171,9 @@ def _prepare(
         _LIVE.release(claimed, None)
         raise
     _LIVE.own(claimed, state)
+    state.store = resolve_store(store if store is not None or parent is None else parent.store)
+    if outputs is not None:
+        state.selection = tuple(plan.order) if isinstance(outputs, str) else tuple(outputs)
     return _Prepared(state, timeout, control)
 
 
@@ -190,6 +202,82 @@ async def _execute(prepared: _Prepared) -> RunResult:
         leave_run_task(frame_token)
         current_run_var.reset(token)
         _LIVE.release(state.run_id, state)
+
+
+def resolve_store(store: RunStore | str | None) -> RunStore:
+    """``store=``: a ``RunStore``, or ``None`` for this process's memory.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if store is None:
+        return PROCESS_STORE
+    if isinstance(store, RunStore) and not isinstance(store, str):
+        return store
+    msg = (
+        f"store= takes a database URL (e.g. 'sqlite:///flowhooks.db') or a RunStore, got {store!r}"
+    )
+    raise TypeError(msg)
+
+
+async def resume_run(
+    workflow: Workflow,
+    run_id: str,
+    data: Any = None,
+    *,
+    store: RunStore | None = None,
+    force: bool = False,
+    **options: Any,
+) -> RunResult:
+    """Resume the suspended run ``run_id`` of ``workflow`` as a new run (``Workflow.resume``)."""
+    if not isinstance(run_id, str) or not run_id:
+        msg = f"resume() takes the suspended run's id (a non-empty str), got {run_id!r}"
+        raise TypeError(msg)
+    for taken in ("inputs", "outputs", "resource_id", "metadata"):
+        if taken in options:
+            msg = f"resume() takes no {taken}=: a resumed run keeps the suspended run's"
+            raise TypeError(msg)
+    resolved = resolve_store(store)
+    claimant = options.pop("run_id", None) or new_id()  # the resumed run's own id
+    if not isinstance(claimant, str):
+        msg = f"run_id= takes a non-empty str, got {claimant!r}"
+        raise TypeError(msg)
+    saved = await resolved.claim(run_id, claimant)
+    try:
+        selection = list(saved.selection) if saved.selection is not None else None
+        if saved.expired():
+            msg = f"run {run_id!r} was suspended until {saved.suspension.expires_at}; it expired"
+            raise NotResumable(msg)
+        plan = workflow.plan(selection)
+        if not force and (
+            saved.workflow_name != workflow.name or graph_fingerprint(plan) != saved.fingerprint
+        ):
+            msg = (
+                f"run {run_id!r} was suspended by workflow {saved.workflow_name!r} with a "
+                f"different graph than workflow {workflow.name!r} has now; resume with "
+                "force=True to run it anyway (completed nodes are matched by name)"
+            )
+            raise NotResumable(msg)
+        prepared = _prepare(
+            workflow,
+            saved.inputs,
+            run_id=claimant,
+            outputs=selection,
+            resource_id=saved.resource_id,
+            metadata=saved.metadata,
+            store=resolved,
+            **options,
+        )
+    except BaseException:
+        await resolved.unclaim(run_id, claimant)
+        raise
+    state = prepared.state
+    state.resumed_from = run_id
+    state.resuming = saved.suspension
+    state.restore(saved.outputs)
+    state.state.update(saved.state)
+    state.resume_data = data
+    return await _execute(prepared)
 
 
 class RunHandle:
@@ -254,6 +342,12 @@ def start_run(workflow: Workflow, inputs: Mapping[str, Any] | None, **options: A
     return RunHandle(prepared.state.run_id, task, control)
 
 
+def _current_state() -> RunState | None:
+    ctx = current_run_var.get(None)
+    state = ctx._run if ctx is not None else None
+    return state if isinstance(state, RunState) else None
+
+
 def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any) -> Node:
     """Return a node whose body runs ``child`` as a sub-workflow of the current run."""
     plan = child.plan()
@@ -262,7 +356,20 @@ def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any
     node_name = name if name is not None else child.name
 
     async def run_child(**kwargs: Any) -> dict[str, Any]:
-        result = await execute_run(child, kwargs)
+        parent = _current_state()
+        resuming = parent.resuming if parent is not None else None
+        if resuming is not None and resuming.node_id == node_name:
+            child_run_id = resuming.payload["child_run_id"]
+            result = await resume_run(child, child_run_id, parent.resume_data)  # type: ignore[union-attr]
+        else:
+            result = await execute_run(child, kwargs)
+        if result.status is RunStatus.SUSPENDED and result.suspension is not None:
+            # The child waits: so does this node, and with it the parent run.
+            inner = result.suspension
+            raise Suspend(
+                inner.reason,
+                {"child_run_id": result.run_id, "node_id": inner.node_id, "payload": inner.payload},
+            )
         result.raise_for_status()
         return dict(result.outputs)
 

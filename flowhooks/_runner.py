@@ -192,8 +192,16 @@ class ConcurrentWalk:
         self.run = run
         self._limit = runner.max_concurrency
         self.fail_fast = runner.fail_fast
-        self.indegree = list(run.plan.waits)
-        self.ready = deque(i for i, waits in enumerate(self.indegree) if waits == 0)
+        self.indegree = indegree = list(run.plan.waits)
+        done = [False] * len(indegree)
+        if run.restored:  # a resumed run: nodes completed before it suspended are done
+            successors = run.plan.successors
+            for position, res in enumerate(run.results):
+                if res.node_id in run.restored:
+                    done[position] = True
+                    for dependent in successors[position]:
+                        indegree[dependent] -= 1
+        self.ready = deque(i for i, waits in enumerate(indegree) if waits == 0 and not done[i])
         self.tasks: set[asyncio.Task[None]] = set()
         self.active = 0
         self._done: asyncio.Future[None] | None = None
@@ -283,6 +291,8 @@ class SequentialWalk:
             for position, name in enumerate(run.plan.order):
                 if run.stopping is not None:
                     return
+                if name in run.restored:
+                    continue  # a resumed run: completed before it suspended
                 if not self.fail_fast and any(nodes[d].status != "succeeded" for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped
                 await run.run_step(position, task)

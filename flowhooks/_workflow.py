@@ -30,6 +30,7 @@ from flowhooks._plan import check_handler
 if TYPE_CHECKING:
     from flowhooks._launch import RunHandle
     from flowhooks._results import RunResult
+    from flowhooks._resume import RunStore
     from flowhooks._runner import Runner
 
 Callbacks = BaseCallbackHandler | Iterable[BaseCallbackHandler] | CallbackManager | None
@@ -239,6 +240,7 @@ class Workflow:
         metadata: Mapping[str, Any] | None = None,
         outputs: Iterable[str] | None = None,
         timeout: float | None = None,
+        store: RunStore | None = None,
     ) -> RunResult:
         """Run the workflow and return its ``RunResult`` (a failed node does not raise).
 
@@ -266,6 +268,7 @@ class Workflow:
             metadata=metadata,
             outputs=outputs,
             timeout=timeout,
+            store=store,
         )
 
     def run_sync(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
@@ -277,20 +280,77 @@ class Workflow:
         """
         import asyncio
 
+        self._no_running_loop("run_sync")
+        return asyncio.run(self.run(inputs, **options))
+
+    def _no_running_loop(self, method: str) -> None:
+        """Raise ``RuntimeError`` when ``method`` (a sync entry point) is called inside a loop."""
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            pass  # no loop running: the usual case
-        else:
-            msg = (
-                f"Workflow.run_sync() cannot be used inside a running event loop; "
-                f"use 'await workflow.run(...)' (or workflow.start(...)) instead "
-                f"(workflow {self.name!r})"
-            )
-            raise RuntimeError(msg)
-        # Outside the ``except`` block, so that errors raised during the run are not
-        # chained to the "no running event loop" probe in their tracebacks.
-        return asyncio.run(self.run(inputs, **options))
+            return  # no loop running: the usual case
+        msg = (
+            f"Workflow.{method}() cannot be used inside a running event loop; "
+            f"use the async form ('await workflow.{method.removesuffix('_sync')}(...)') instead "
+            f"(workflow {self.name!r})"
+        )
+        raise RuntimeError(msg)
+
+    async def resume(
+        self,
+        run_id: str,
+        data: Any = None,
+        *,
+        store: RunStore | None = None,
+        callbacks: Callbacks = None,
+        runner: Runner | None = None,
+        force: bool = False,
+        **options: Any,
+    ) -> RunResult:
+        """Resume the suspended run ``run_id`` as a new run, and return its ``RunResult``.
+
+        The new run (``resumed_from`` = ``run_id``) starts with ``workflow_start``
+        and the original inputs; nodes that completed before the suspension are
+        restored (``succeeded``, their outputs, no events, not run again); the
+        node that suspended runs again with ``current_run().resume_data`` =
+        ``data``.
+
+        Args:
+            run_id: the suspended run's id (``RunResult.run_id``).
+            data: what the suspended node gets as ``current_run().resume_data``.
+            store: where the run was suspended: the same ``store=`` given to
+                ``run`` (``None``: this process's memory).
+            callbacks: handlers for the resumed run, as for ``run``.
+            runner: the runner, as for ``run``.
+            force: resume even though the workflow's graph changed since.
+            **options: ``run_id=`` for the new run, ``timeout=``.
+
+        Raises:
+            NotResumable: unknown or not suspended run, already resumed (the
+                message names the run that resumed it), expired, or a changed
+                graph without ``force=True``. A refused resume consumes nothing.
+        """
+        from flowhooks._launch import resume_run
+
+        return await resume_run(
+            self,
+            run_id,
+            data,
+            store=store,
+            force=force,
+            callbacks=callbacks,
+            runner=runner,
+            **options,
+        )
+
+    def resume_sync(self, run_id: str, data: Any = None, **options: Any) -> RunResult:
+        """``resume`` from synchronous code (takes the same options)."""
+        import asyncio
+
+        self._no_running_loop("resume_sync")
+        return asyncio.run(self.resume(run_id, data, **options))
 
     def start(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
         """Start a run in the background of the running loop and return its ``RunHandle``.
