@@ -15,7 +15,7 @@ from flowhooks._composites import (
     FilteringCallback,
     RetryingCallback,
 )
-from flowhooks._context import current_run
+from flowhooks._context import RunContext, current_run
 from flowhooks._errors import (
     CycleError,
     FlowhooksError,
@@ -26,11 +26,13 @@ from flowhooks._errors import (
 )
 from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._hooks import HookNameWarning, HookStats
 from flowhooks._launch import RunHandle
 from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
+from flowhooks._monitors import HookCallReport, add_hook_monitor
 from flowhooks._node import InvalidCallbackError, Node, node
-from flowhooks._plan import HookNameWarning, HookStats
-from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._results import NodeResult, RunResult
+from flowhooks._retry import RetryPolicy
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
@@ -55,6 +57,7 @@ __all__ = [
     "FilteringCallback",
     "FlowhooksError",
     "HandlerTimeoutError",
+    "HookCallReport",
     "HookNameWarning",
     "HookStats",
     "InvalidCallbackError",
@@ -63,6 +66,7 @@ __all__ = [
     "NodeResult",
     "NodeStatus",
     "PriorityCallbackManager",
+    "RetryPolicy",
     "RetryingCallback",
     "RunContext",
     "RunHandle",
@@ -75,6 +79,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowError",
     "WorkflowFailed",
+    "add_hook_monitor",
     "current_run",
     "node",
     "set_max_payload_chars",

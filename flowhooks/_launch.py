@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 from flowhooks._context import current_run_var
 from flowhooks._errors import WorkflowError
 from flowhooks._ids import new_id
-from flowhooks._manager import CallbackManager
+from flowhooks._manager import CallbackManager, as_manager
 from flowhooks._node import InvalidCallbackError, Node
 from flowhooks._results import RunResult
 from flowhooks._run import RunControl, RunState, enter_run_task, leave_run_task
 from flowhooks._runner import AsyncioRunner, Runner
-from flowhooks._workflow import Workflow, as_manager
+from flowhooks._workflow import Workflow
 
 if TYPE_CHECKING:
     from flowhooks._workflow import Callbacks

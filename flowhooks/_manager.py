@@ -1,17 +1,21 @@
 """``CallbackManager``: registers handlers and drives them, one event at a time.
 
-This is the only place that awaits handler methods. Per event it walks a plan
-built when handlers were added (``_plan``): handlers that do not override the
-event are not in it, sync and async methods are told apart once, and the
-``Event`` object is only built when some handler asked for ``event=``.
-Failures are isolated here: logged through loguru, counted, and dispatch goes
-on, unless the handler set ``raise_error``.
+Place in the chain: events -> handler -> hooks -> **manager** -> composites.
+
+This is the only place that awaits handler methods. Per event it executes the
+``Plan`` that ``_hooks.build_plan`` built when handlers last changed: handlers
+that do not override the event are not in it, sync and async methods are
+told apart once, and the ``Event`` object is only built when some handler
+asked for ``event=``. Failures are isolated here: logged through loguru,
+counted, and dispatch goes on, unless the handler set ``raise_error``. The
+clock is read per call only while timing is on (``timing=True`` or a hook
+monitor registered).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Self
@@ -24,7 +28,6 @@ from flowhooks._dispatcher import (
     _generation,
     bump_generation,
     current_generation,
-    event_from_args,
 )
 from flowhooks._dispatcher import (  # re-exported: composites import them from here
     _mark_propagating as _mark_propagating,
@@ -36,33 +39,31 @@ from flowhooks._dispatcher import (
     must_propagate as must_propagate,
 )
 from flowhooks._errors import FlowhooksError
-from flowhooks._events import Event, EventType
+from flowhooks._events import Event, EventType, event_from_args
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._logs import failure_text, traceback_suffix
-from flowhooks._observers import hook_observers, notify_observers
-from flowhooks._plan import (
+from flowhooks._hooks import (
     CallKind,
     Entry,
     EventStats,
     HandlerStats,
     HookCall,
-    HookStats,
+    Plan,
     ThreadCall,
     ThreadSlot,
+    build_plan,
     check_handler,
     make_entry,
     sort_entries,
 )
+from flowhooks._logs import failure_text, traceback_suffix
+from flowhooks._monitors import hook_monitors, notify_monitors
 
+# The call kinds as module constants: the dispatch loop compares one per call.
 _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
 _ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
 _SYNC_EVENT: Final = CallKind.SYNC_EVENT
-
-
-PlanStep = tuple[CallKind, Callable[..., Any], HookStats, HookCall]
-"""One call of a dispatch plan, unpacked once per call instead of read attribute by attribute."""
 
 
 class HandlerTimeoutError(FlowhooksError, TimeoutError):
@@ -138,16 +139,34 @@ class CallbackManager(Dispatcher):
 
     Args:
         handlers: handlers to add, each with priority 0.
+        timing: measure each call's duration into ``stats`` (``seconds``).
+            Off by default: one clock read costs more than a no-op handler
+            call. Calls are timed anyway while a hook monitor is registered
+            (``flowhooks.add_hook_monitor``).
+
+    Raises:
+        TypeError: when ``timing`` is not a bool, or a handler is not valid
+            (see ``add_handler``).
     """
 
-    def __init__(self, handlers: Iterable[BaseCallbackHandler] | None = None) -> None:
+    def __init__(
+        self, handlers: Iterable[BaseCallbackHandler] | None = None, *, timing: bool = False
+    ) -> None:
+        if not isinstance(timing, bool):
+            msg = f"CallbackManager(timing=...) must be True or False, got {timing!r}"
+            raise TypeError(msg)
+        self._timing = timing
         self._entries: list[Entry] = []
         self._order = 0
         self._plan_generation = -1
-        self._plans: dict[EventType, tuple[PlanStep, ...]] = {}
-        self._wants: dict[EventType, bool] = {}
+        self._plans: dict[EventType, Plan] = {}
         for handler in handlers or ():
             self.add_handler(handler)
+
+    @property
+    def timing(self) -> bool:
+        """Whether this manager times every call into ``stats`` (set at construction)."""
+        return self._timing
 
     # -- registration -----------------------------------------------------------------
 
@@ -157,12 +176,22 @@ class CallbackManager(Dispatcher):
         Raises:
             TypeError: when ``handler`` is not a handler instance, or one of its
                 ``on_*`` overrides cannot take the event's documented arguments.
-            ValueError: when adding the manager to itself.
+            ValueError: when adding the manager to itself, or a handler
+                instance that is already registered (it would get every event
+                twice; remove it first to change its priority).
         """
         checked = check_handler(handler)
         if checked is self:
             msg = "cannot add a CallbackManager to itself"
             raise ValueError(msg)
+        for entry in self._entries:
+            if entry.handler is checked:
+                msg = (
+                    f"{entry.label} ({checked!r}) is already registered with this "
+                    f"CallbackManager (priority {entry.priority}); a handler is added once, "
+                    "remove it first to change its priority"
+                )
+                raise ValueError(msg)
         label = self._label_for(checked)
         self._entries.append(make_entry(checked, priority=priority, order=self._order, label=label))
         self._order += 1
@@ -212,6 +241,8 @@ class CallbackManager(Dispatcher):
         further handlers of the same class; the handler object works as a key
         too. Per handler, keys are event types (``EventType.NODE_START``,
         ``"node_start"`` or ``"on_node_start"``); only overridden events appear.
+        ``calls``, ``errors`` and ``timeouts`` are exact; ``seconds`` grows
+        only while timing is on (``timing=True``, or a hook monitor registered).
         """
         return HandlerStats(
             (e.handler, e.label, EventStats({t: c.stats for t, c in e.calls.items()}))
@@ -240,7 +271,7 @@ class CallbackManager(Dispatcher):
         present = [m for m in managers if m is not None and m._entries]
         if len(present) == 1:
             return present[0]
-        combined = cls()
+        combined = cls(timing=any(m._timing for m in present))
         ranked: list[tuple[int, int, int, Entry]] = []
         for rank, manager in enumerate(present):
             ranked.extend((-e.priority, rank, e.order, e) for e in manager._entries)
@@ -255,38 +286,22 @@ class CallbackManager(Dispatcher):
     # -- dispatch ---------------------------------------------------------------------
 
     def _replan(self) -> None:
-        plans: dict[EventType, tuple[PlanStep, ...]] = {}
-        wants: dict[EventType, bool] = {}
-        for event_type in EventType:
-            calls = tuple(
-                e.calls[event_type]
-                for e in self._entries
-                if event_type in e.calls
-                and (
-                    e.calls[event_type].kind is not _DISPATCHER
-                    or e.calls[event_type].dispatcher.handles(event_type)
-                )
-            )
-            plans[event_type] = tuple((c.kind, c.fn, c.stats, c) for c in calls)
-            wants[event_type] = any(
-                c.wants_event or (c.kind is _DISPATCHER and c.dispatcher.wants_event(event_type))
-                for c in calls
-            )
-        self._plans = plans
-        self._wants = wants
+        """Rebuild the plan of every event type (after a handler change, not per event)."""
+        entries = self._entries
+        self._plans = {event_type: build_plan(entries, event_type) for event_type in EventType}
         self._plan_generation = current_generation()
 
     def handles(self, event_type: EventType) -> bool:
         """Return whether any registered handler reacts to ``event_type``."""
         if self._plan_generation != _generation[0]:
             self._replan()
-        return bool(self._plans[event_type])
+        return bool(self._plans[event_type].calls)
 
     def wants_event(self, event_type: EventType) -> bool:
         """Return whether any handler (at any depth) asked for ``event=`` on ``event_type``."""
         if self._plan_generation != _generation[0]:
             self._replan()
-        return self._wants[event_type]
+        return self._plans[event_type].wants_event
 
     async def dispatch(
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
@@ -294,15 +309,18 @@ class CallbackManager(Dispatcher):
         """Call every handler of ``event_type`` in order, isolating their failures."""
         if self._plan_generation != _generation[0]:
             self._replan()
-        calls = self._plans[event_type]
-        if not calls:
+        plan = self._plans[event_type]
+        steps = plan.steps
+        if not steps:
             return
-        if event is None and self._wants[event_type]:
+        if event is None and plan.wants_event:
             event = event_from_args(event_type, args)
-        observed = hook_observers  # a list: truthy while a hook observer is registered
+        monitors = hook_monitors  # a list: truthy while a hook monitor is registered
+        timed = self._timing or bool(monitors)
+        # Timed: one clock read per call, each call ends where the next starts.
+        last = perf_counter() if timed else 0.0
         deferred: Exception | None = None
-        last = perf_counter()  # one clock read per call: each call ends where the next starts
-        for kind, fn, stats, call in calls:
+        for kind, fn, stats, call in steps:
             try:
                 if kind is _ASYNC:
                     await fn(*args)
@@ -317,18 +335,22 @@ class CallbackManager(Dispatcher):
                 else:
                     await _invoke_general(call, args, event)
             except Exception as exc:
-                now = perf_counter()
-                if self._failed(call, exc, event, now - last):
+                elapsed = perf_counter() - last if timed else 0.0
+                if self._failed(call, exc, event, elapsed):
                     # Every handler still gets the event; the first such error is raised after.
                     deferred = deferred or exc
-                last = now
+                if monitors and kind is not _DISPATCHER:
+                    notify_monitors(call, elapsed if timed else None, exc)
+                if timed:
+                    last = perf_counter()  # the log record written above is nobody's time
                 continue
-            now = perf_counter()
             stats.calls += 1
-            stats.seconds += now - last
-            if observed:
-                notify_observers(call, now - last, None)
-            last = now
+            if timed:
+                now = perf_counter()
+                stats.seconds += now - last
+                if monitors and kind is not _DISPATCHER:
+                    notify_monitors(call, now - last, None)
+                last = now
         if deferred is not None:
             raise deferred
 
@@ -404,7 +426,8 @@ class CallbackManager(Dispatcher):
 
 
 def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
-    """Record a failed call in its stats and tell the observers; return whether it timed out."""
+    """Record a failed call in its stats (``elapsed`` is 0.0 when untimed); return
+    whether it timed out. Hook monitors are told by the dispatch loop."""
     stats = call.stats
     stats.calls += 1
     stats.seconds += elapsed
@@ -413,9 +436,43 @@ def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
         stats.timeouts += 1
     else:
         stats.errors += 1
-    notify_observers(call, elapsed, exc)
     return timed_out
 
 
 class PriorityCallbackManager(CallbackManager):
     """The same as ``CallbackManager``; priorities are built in. Kept as a name."""
+
+
+def as_manager(
+    callbacks: BaseCallbackHandler | Iterable[BaseCallbackHandler] | Mapping[Any, Any] | None,
+    *,
+    where: str,
+) -> CallbackManager | None:
+    """Normalise ``callbacks=`` (a handler, a list of them, or a manager) to a manager.
+
+    Raises:
+        TypeError: naming ``where`` and the offending value.
+        ValueError: naming ``where``, when a list holds one handler twice.
+    """
+    if callbacks is None:
+        return None
+    if isinstance(callbacks, CallbackManager):
+        return callbacks
+    if isinstance(callbacks, BaseCallbackHandler):
+        return CallbackManager([callbacks])
+    if isinstance(callbacks, Mapping | str | bytes):
+        msg = f"{where} takes a handler, a list of handlers or a CallbackManager, got {callbacks!r}"
+        raise TypeError(msg)
+    try:
+        items = list(callbacks)
+    except TypeError:
+        check_handler(callbacks)  # raises the helpful message
+        raise
+    manager = CallbackManager()
+    for i, item in enumerate(items):
+        try:
+            manager.add_handler(item)
+        except (TypeError, ValueError) as exc:
+            msg = f"{where}[{i}]: {exc}"
+            raise type(exc)(msg) from None
+    return manager

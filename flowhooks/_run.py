@@ -22,6 +22,7 @@ from typing import Any
 
 from loguru import logger
 
+from flowhooks._context import RunContext
 from flowhooks._dispatcher import _generation, clear_propagating, must_propagate
 from flowhooks._events import (
     ErrorInfo,
@@ -36,7 +37,7 @@ from flowhooks._ids import new_id
 from flowhooks._logs import failure_text
 from flowhooks._manager import CallbackManager
 from flowhooks._node import Node
-from flowhooks._results import NodeResult, RunContext, RunResult
+from flowhooks._results import NodeResult, RunResult
 from flowhooks._runner import Runner
 from flowhooks._turn import DispatchTurn
 from flowhooks._workflow import RunPlan, Workflow

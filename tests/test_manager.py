@@ -703,13 +703,13 @@ def test_add_manager_to_itself_is_value_error() -> None:
 
 
 async def test_stats_count_calls_errors_timeouts_and_seconds() -> None:
-    """stats holds calls, errors, timeouts and seconds per handler and event type."""
+    """With timing=True, stats holds calls, errors, timeouts and seconds per handler and event."""
 
     class Sleepy(BaseCallbackHandler):
         async def on_node_end(self, node_id, output_data):  # type: ignore[override]
             await asyncio.sleep(0.02)
 
-    manager = CallbackManager([Sleepy(), Boom(), Hang(), DocsStyle(), DocsStyle()])
+    manager = CallbackManager([Sleepy(), Boom(), Hang(), DocsStyle(), DocsStyle()], timing=True)
     for _ in range(3):
         await manager.trigger("node_start", node_id="n", input_data={})
     await manager.trigger("node_end", node_id="n", output_data=1)
