@@ -362,7 +362,9 @@ async def test_manager_runs_the_plan_build_plan_builds(
     """What a manager calls for an event is exactly build_plan over its registrations, in order."""
     log: list[int] = []
     manager = CallbackManager()
-    handlers = [CallsOnEnd(t, log) if on_end else Calls(t, log) for t, (_, on_end) in enumerate(specs)]
+    handlers = [
+        CallsOnEnd(t, log) if on_end else Calls(t, log) for t, (_, on_end) in enumerate(specs)
+    ]
     for handler, (priority, _) in zip(handlers, specs, strict=True):
         manager.add_handler(handler, priority=priority)
     for index in removals:  # changes after the first plan must be seen too
