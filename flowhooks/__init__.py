@@ -27,8 +27,9 @@ from flowhooks._errors import (
 from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import HookNameWarning, HookStats
+from flowhooks._invoke import HandlerTimeoutError
 from flowhooks._launch import RunHandle
-from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
+from flowhooks._manager import CallbackManager, PriorityCallbackManager
 from flowhooks._monitors import HookCallReport, add_hook_monitor
 from flowhooks._node import InvalidCallbackError, Node, node
 from flowhooks._results import NodeResult, RunResult

@@ -14,8 +14,7 @@ monitor registered).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Self
@@ -38,7 +37,6 @@ from flowhooks._dispatcher import (
 from flowhooks._dispatcher import (
     must_propagate as must_propagate,
 )
-from flowhooks._errors import FlowhooksError
 from flowhooks._events import Event, EventType, event_from_args
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import (
@@ -48,13 +46,12 @@ from flowhooks._hooks import (
     HandlerStats,
     HookCall,
     Plan,
-    ThreadCall,
-    ThreadSlot,
     build_plan,
     check_handler,
     make_entry,
     sort_entries,
 )
+from flowhooks._invoke import HandlerStillBusy, HandlerTimeoutError, invoke_general
 from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._monitors import hook_monitors, notify_monitors
 
@@ -64,68 +61,6 @@ _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
 _ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
 _SYNC_EVENT: Final = CallKind.SYNC_EVENT
-
-
-class HandlerTimeoutError(FlowhooksError, TimeoutError):
-    """A handler call took longer than its ``timeout`` (also a ``TimeoutError``)."""
-
-
-class _HandlerStillBusy(HandlerTimeoutError):
-    """A threaded handler's call was skipped: its earlier, timed-out call still runs."""
-
-
-def _run_in_thread(
-    slot: ThreadSlot,
-    call: ThreadCall,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Run a handler method in a worker thread; when it returns, free a handler it held up."""
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        call.finished = True
-        if slot.stuck is call:
-            slot.stuck = None
-
-
-async def _invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
-    """Call a hook that needs ``event=``, a timeout or a worker thread."""
-    kwargs = {"event": event} if call.wants_event else {}
-    slot = thread_call = None
-    if call.in_thread:
-        slot = call.thread_slot
-        assert slot is not None
-        if slot.stuck is not None:
-            msg = (
-                f"{call.label}.{call.event_type.method_name} skipped: an earlier call that "
-                "timed out is still running in its worker thread"
-            )
-            raise _HandlerStillBusy(msg)
-        thread_call = ThreadCall()
-        awaitable: Any = asyncio.to_thread(_run_in_thread, slot, thread_call, call.fn, args, kwargs)
-    elif call.is_async:
-        awaitable = call.fn(*args, **kwargs)
-    else:
-        call.fn(*args, **kwargs)
-        return
-    if call.timeout is None:
-        await awaitable
-        return
-    deadline = asyncio.timeout(call.timeout)
-    try:
-        async with deadline:
-            await awaitable
-    except TimeoutError as exc:
-        if deadline.expired():
-            if slot is not None and thread_call is not None and not thread_call.finished:
-                slot.stuck = thread_call  # its thread runs on: hold the handler's next calls
-                if thread_call.finished:  # it returned meanwhile
-                    slot.stuck = None
-            msg = f"{call.label}.{call.event_type.method_name} timed out after {call.timeout:g}s"
-            raise HandlerTimeoutError(msg) from exc
-        raise
 
 
 class CallbackManager(Dispatcher):
@@ -333,7 +268,7 @@ class CallbackManager(Dispatcher):
                 elif kind is _SYNC_EVENT:
                     fn(*args, event=event)
                 else:
-                    await _invoke_general(call, args, event)
+                    await invoke_general(call, args, event)
             except Exception as exc:
                 elapsed = perf_counter() - last if timed else 0.0
                 if self._failed(call, exc, event, elapsed):
@@ -361,7 +296,7 @@ class CallbackManager(Dispatcher):
             _mark_propagating(exc)
             return True
         run_id = event.run_id if event is not None else run_id_for_logs()
-        if isinstance(exc, _HandlerStillBusy):
+        if isinstance(exc, HandlerStillBusy):
             what, trace = "was skipped (its earlier call timed out and still runs)", ""
         elif timed_out:
             what, trace = "timed out", ""
