@@ -251,8 +251,9 @@ class CallbackManager(Dispatcher):
         if event is None and plan.wants_event:
             event = event_from_args(event_type, args)
         monitors = hook_monitors  # a list: truthy while a hook monitor is registered
-        timed = self._timing or bool(monitors)
-        # Timed: one clock read per call, each call ends where the next starts.
+        timed = self._timing or monitors  # truthy: read the clock around the calls
+        # Timed: one clock read per call, each call ends where the next starts
+        # (a monitor's own time and a failure's log record are nobody's).
         last = perf_counter() if timed else 0.0
         deferred: Exception | None = None
         for kind, fn, stats, call in steps:
@@ -277,7 +278,7 @@ class CallbackManager(Dispatcher):
                 if monitors and kind is not _DISPATCHER:
                     notify_monitors(call, elapsed if timed else None, exc)
                 if timed:
-                    last = perf_counter()  # the log record written above is nobody's time
+                    last = perf_counter()
                 continue
             stats.calls += 1
             if timed:
@@ -285,6 +286,7 @@ class CallbackManager(Dispatcher):
                 stats.seconds += now - last
                 if monitors and kind is not _DISPATCHER:
                     notify_monitors(call, now - last, None)
+                    now = perf_counter()
                 last = now
         if deferred is not None:
             raise deferred
