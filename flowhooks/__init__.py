@@ -15,7 +15,7 @@ from flowhooks._composites import (
     FilteringCallback,
     RetryingCallback,
 )
-from flowhooks._context import current_run
+from flowhooks._context import RunContext, current_run
 from flowhooks._errors import (
     CycleError,
     DuplicateRunError,
@@ -30,12 +30,15 @@ from flowhooks._errors import (
 )
 from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._hooks import HookNameWarning, HookStats
+from flowhooks._invoke import HandlerTimeoutError
 from flowhooks._launch import RunHandle
-from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
+from flowhooks._manager import CallbackManager, PriorityCallbackManager
+from flowhooks._monitors import HookCallReport, add_hook_monitor
 from flowhooks._node import InvalidCallbackError, Node, node
-from flowhooks._plan import HookNameWarning, HookStats
-from flowhooks._results import NodeResult, RunContext, RunResult, Suspension
+from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._resume import MemoryRunStore, RunStore, SuspendedRun
+from flowhooks._retry import RetryPolicy
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
@@ -61,6 +64,7 @@ __all__ = [
     "FilteringCallback",
     "FlowhooksError",
     "HandlerTimeoutError",
+    "HookCallReport",
     "HookNameWarning",
     "HookStats",
     "InvalidCallbackError",
@@ -71,6 +75,7 @@ __all__ = [
     "NodeStatus",
     "NotResumable",
     "PriorityCallbackManager",
+    "RetryPolicy",
     "RetryingCallback",
     "RunContext",
     "RunHandle",
@@ -81,13 +86,14 @@ __all__ = [
     "SequentialRunner",
     "Severity",
     "Suspend",
-    "Suspension",
     "SuspendedRun",
+    "Suspension",
     "Workflow",
     "WorkflowCancelled",
     "WorkflowError",
     "WorkflowFailed",
     "WorkflowSuspended",
+    "add_hook_monitor",
     "current_run",
     "node",
     "set_max_payload_chars",

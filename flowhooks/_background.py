@@ -21,7 +21,7 @@ from flowhooks._delivery import _check_timeout, _RunErrors, _stop, _wait
 from flowhooks._dispatcher import Dispatcher, event_from_args
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._plan import HandlerStats
+from flowhooks._hooks import HandlerStats
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
 

@@ -28,12 +28,12 @@ from loguru import logger
 from flowhooks._dispatcher import Dispatcher
 from flowhooks._events import EVENT_ARGS, Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._hooks import HandlerStats, HookCall
 from flowhooks._manager import (
     CallbackManager,
     _mark_propagating,
     count_failure,
 )
-from flowhooks._plan import HandlerStats, HookCall
 from flowhooks._retry import RetryPolicy, retry_async
 
 """Per-handler stats of the handlers a composite wraps (the shape of ``CallbackManager.stats``)."""

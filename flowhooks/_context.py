@@ -1,50 +1,243 @@
-"""The context variable that holds the current run (read by ``current_run()``).
+"""The current run: ``RunContext``, the context variable holding it, and ``current_run()``.
 
-It sits low in the import chain so the manager can name the run in its logs
-without importing the runner.
+Place in the chain: low, beside events. The manager names the run in its
+logs through it without importing the runner; handlers reach the run they
+are serving through ``current_run(None)``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import copy
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from datetime import datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
-    from flowhooks._results import RunContext
+    from loguru import Logger
+
+    from flowhooks._results import RunResult
+
+_T = TypeVar("_T")
+
+
+class RunContext:
+    """What code running inside a run can see: ``flowhooks.current_run()`` returns it.
+
+    Attributes:
+        run_id: the run's unique id (also ``workflow_id`` in events).
+        workflow_name: the workflow's definition name.
+        parent_run_id: the parent run's id, for sub-workflow runs.
+        parent_node_id: the parent run's node that runs this sub-workflow run
+            (``None`` for a top-level run).
+        resource_id: the caller-supplied tenant/user id.
+        metadata: the caller-supplied run headers.
+        inputs: the run's inputs (read-only view).
+        started_at: when the run started (UTC).
+        logger: a loguru logger bound with ``run_id`` and ``workflow_name``.
+        node_count: how many nodes this run executes (all, or the ``outputs=`` subset).
+        result: the ``RunResult``, set once the run has ended (visible to
+            ``workflow_end`` handlers); ``None`` before.
+        state: a mutable dict shared by the run's nodes and handlers; the
+            run's result holds it at the end (``RunResult.state``) and a
+            suspended run keeps it for its resume.
+        resume_data: in a resumed run, the ``data`` given to ``resume``; else ``None``.
+        resumed_from: in a resumed run, the id of the suspended run it continues.
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_emit",
+        "_inputs",
+        "_loop",
+        "_outputs",
+        "_run",
+        "inputs",
+        "logger",
+        "metadata",
+        "node_count",
+        "parent_node_id",
+        "parent_run_id",
+        "resource_id",
+        "result",
+        "resume_data",
+        "resumed_from",
+        "run_id",
+        "started_at",
+        "state",
+        "workflow_name",
+    )
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow_name: str,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        emit: Callable[[str, Any], Awaitable[None]],
+        logger: Logger,
+        started_at: datetime,
+        parent_run_id: str | None = None,
+        resource_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        node_count: int = 0,
+        run: object = None,
+        parent_node_id: str | None = None,
+        state: dict[str, Any] | None = None,
+        cancel: Callable[[str | None], bool] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.node_count = node_count
+        self._run = run
+        self.workflow_name = workflow_name
+        self.parent_run_id = parent_run_id
+        self.parent_node_id = parent_node_id
+        self.resource_id = resource_id
+        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self._inputs = inputs
+        self.inputs: Mapping[str, Any] = MappingProxyType(inputs)
+        self._outputs = outputs
+        self._emit = emit
+        self.logger = logger
+        self.started_at = started_at
+        self.result: RunResult | None = None
+        self.state: dict[str, Any] = state if state is not None else {}
+        self.resume_data: Any = None
+        self.resumed_from: str | None = None
+        self._cancel = cancel
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        """Read-only view of the outputs of the nodes that have succeeded so far."""
+        return MappingProxyType(self._outputs)
+
+    def get_init_data(self) -> dict[str, Any]:
+        """Return a copy of the run's inputs, safe to modify."""
+        try:
+            return copy.deepcopy(self._inputs)
+        except Exception:  # inputs that cannot be deep-copied: a shallow copy
+            return dict(self._inputs)
+
+    async def emit(self, name: str, data: Any = None) -> None:
+        """Send a custom event (``on_custom_event(name, data)``) to the run's handlers.
+
+        Raises:
+            TypeError: when ``name`` is not a non-empty string.
+        """
+        if not isinstance(name, str) or not name:
+            msg = f"emit() needs a non-empty event name, got {name!r}"
+            raise TypeError(msg)
+        await self._emit(name, data)
+
+    def emit_sync(self, name: str, data: Any = None) -> None:
+        """Send a custom event from a sync node running in a worker thread.
+
+        Blocks until the event has been dispatched on the run's event loop (the
+        sync twin of ``await ctx.emit(...)``).
+
+        Raises:
+            RuntimeError: when called on the event loop's own thread (use
+                ``await ctx.emit(...)`` there), or when the run's loop is gone.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            msg = f"emit_sync(): run {self.run_id} has no event loop to send {name!r} on"
+            raise RuntimeError(msg)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            msg = (
+                "emit_sync() blocks until the event is dispatched, which cannot happen on the "
+                "event loop's own thread; use 'await ctx.emit(...)' in async code"
+            )
+            raise RuntimeError(msg)
+        caller = contextvars.copy_context()  # the node's context: its name, the current run
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def start() -> None:
+            task = loop.create_task(self.emit(name, data), context=caller)
+            task.add_done_callback(lambda t: _settle(done, t))
+
+        loop.call_soon_threadsafe(start)
+        done.result()
+
+    def cancel(self, reason: str | None = None) -> bool:
+        """Stop this run from inside it (a node or a handler), as ``RunHandle.cancel`` does.
+
+        The run ends ``cancelled`` with ``reason``; the calling node ends
+        ``cancelled``.
+
+        Returns:
+            True when this call stopped the run; False when it was already
+            stopping or had ended.
+        """
+        if self._cancel is None:
+            return False
+        return self._cancel(reason)
+
+    def __repr__(self) -> str:
+        return f"RunContext(run_id={self.run_id!r}, workflow_name={self.workflow_name!r})"
+
+
+def _settle(done: concurrent.futures.Future[None], task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif (exc := task.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(None)
+
 
 current_run_var: ContextVar[RunContext] = ContextVar("flowhooks_current_run")
 
+_MISSING: Any = object()
 
-def current_run() -> RunContext:
+
+@overload
+def current_run() -> RunContext: ...
+
+
+@overload
+def current_run(default: _T, /) -> RunContext | _T: ...
+
+
+def current_run(default: Any = _MISSING, /) -> Any:
     """Return the context of the run this code executes in (inside nodes and handlers).
 
+    Args:
+        default: returned outside any run instead of raising;
+            ``current_run(None)`` is the form for code that may run either way
+            (a handler also triggered by hand, a helper called from a node).
+
     Raises:
-        LookupError: outside any run, with a hint about where it works.
+        LookupError: outside any run when no ``default`` is given, with a
+            hint about where it works.
     """
-    try:
-        return current_run_var.get()
-    except LookupError:
-        msg = (
-            "current_run() was called outside a workflow run; it works inside "
-            "node functions, node callbacks and handlers while a run is executing"
-        )
-        raise LookupError(msg) from None
+    ctx = current_run_var.get(None)
+    if ctx is not None:
+        return ctx
+    if default is not _MISSING:
+        return default
+    msg = (
+        "current_run() was called outside a workflow run; it works inside "
+        "node functions, node callbacks and handlers while a run is executing "
+        "(current_run(None) returns None outside one)"
+    )
+    raise LookupError(msg)
 
 
 def run_id_for_logs() -> str:
     """Return the current run's id, or ``""`` outside any run."""
     ctx = current_run_var.get(None)
     return ctx.run_id if ctx is not None else ""
-
-
-def run_context_for(run_id: str) -> RunContext | None:
-    """Return the current run's context when it is run ``run_id``, else ``None``.
-
-    Handlers use it to reach the ``RunContext`` (and, while ``workflow_end``
-    is dispatched, its ``result``) of the run an event belongs to; an event
-    triggered by hand, or for another run, gets ``None``.
-    """
-    ctx = current_run_var.get(None)
-    if ctx is None or ctx.run_id != run_id:
-        return None
-    return ctx

@@ -12,9 +12,11 @@ import contextlib
 from abc import abstractmethod
 from typing import Any, Final
 
-from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type, trusted_event, utcnow
+from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type
+from flowhooks._events import (  # re-exported: the delivery composites import it from here
+    event_from_args as event_from_args,
+)
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._ids import new_id
 
 # Event types as module constants: reading an enum member (EventType.X) costs an
 # attribute lookup on the enum class at every use.
@@ -190,53 +192,3 @@ _EVENT_FIELDS = frozenset(
         "timestamp",
     }
 )
-
-
-def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any) -> Event:
-    """Build the ``Event`` for an event sent by hand (outside any run): ``seq`` 0.
-
-    ``fields`` are Event fields the caller gave (``run_id=...``); they are
-    validated. Everything else is derived from ``args`` and needs no validation.
-    """
-    values: dict[str, Any] = {
-        "id": new_id(),
-        "type": event_type,
-        "seq": 0,
-        "run_id": "",
-        "workflow_name": "",
-        "parent_run_id": None,
-        "resource_id": None,
-        "metadata": {},
-        "node_id": None,
-        "attempt": None,
-        "timestamp": None,
-        "duration": None,
-        "status": None,
-        "name": None,
-        "payload": args[-1],
-    }
-    first = args[0]
-    if event_type is not _ERROR and not isinstance(first, str):
-        name = event_type.arg_names[0]
-        msg = f"the {event_type.value!r} event takes a str {name}, got {first!r}"
-        raise TypeError(msg)
-    if event_type in (_NODE_START, _NODE_END):
-        values["node_id"] = first
-    elif event_type is _CUSTOM_EVENT:
-        values["name"] = first
-    elif event_type is _ERROR and isinstance(first, ErrorInfo):
-        values.update(
-            node_id=first.node_id,
-            run_id=first.run_id,
-            workflow_name=first.workflow_name,
-            attempt=first.attempt,
-        )
-    elif event_type in (_WORKFLOW_START, _WORKFLOW_END):
-        values["run_id"] = first  # workflow_id is the run's id
-    if fields:
-        values.update(fields)
-        if values["timestamp"] is None:
-            values["timestamp"] = utcnow()
-        return Event(**values)
-    values["timestamp"] = utcnow()
-    return trusted_event(**values)

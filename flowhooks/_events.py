@@ -273,8 +273,50 @@ class Event(BaseModel):
             return (self.run_id, self.payload)
         return (self.node_id, self.payload)
 
+    @classmethod
+    def from_hook(cls, event_type: str | EventType, *args: Any, **fields: Any) -> Event:
+        """Build the ``Event`` for a hook called with the positional arguments ``args``.
+
+        For a handler that takes ``event=`` optionally and may be called
+        without it (triggered by hand, or by code that passes only the
+        documented arguments): ``event or Event.from_hook("node_end",
+        node_id, output_data)``. ``node_id``, ``name`` and ``payload`` come
+        from ``args``; for ``workflow_start``/``workflow_end`` the
+        ``workflow_id`` is the ``run_id``; for ``error`` the ``ErrorInfo``
+        gives ``node_id``, ``run_id``, ``workflow_name`` and ``attempt``.
+        ``seq`` is 0, as for every event made outside a run.
+
+        Args:
+            event_type: ``"node_end"``, ``"on_node_end"`` or an ``EventType``.
+            *args: the hook's positional arguments, e.g. ``(node_id, output_data)``.
+            **fields: further ``Event`` fields (``run_id=``, ``workflow_name=``,
+                ``metadata=``, ``duration=``...), validated.
+
+        Raises:
+            ValueError: for an unknown event type.
+            TypeError: when ``args`` are not the event's positional arguments,
+                or ``fields`` names something that is not an ``Event`` field.
+        """
+        etype = parse_event_type(event_type)
+        names = etype.arg_names
+        if len(args) != len(names):
+            msg = (
+                f"Event.from_hook({etype.value!r}, ...) takes the {len(names)} positional "
+                f"arguments of {etype.method_name} ({', '.join(names)}), got {len(args)}"
+            )
+            raise TypeError(msg)
+        unknown = sorted(set(fields) - _HOOK_FIELDS)
+        if unknown:
+            msg = (
+                f"Event.from_hook({etype.value!r}, ...) got unexpected keyword arguments "
+                f"{unknown}; it takes the Event fields {', '.join(sorted(_HOOK_FIELDS))}"
+            )
+            raise TypeError(msg)
+        return event_from_args(etype, args, **fields)
+
 
 _ALL_EVENT_FIELDS: Final = frozenset(Event.model_fields)
+_HOOK_FIELDS: Final = _ALL_EVENT_FIELDS - {"type", "payload"}
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
@@ -292,3 +334,55 @@ def trusted_event(**values: Any) -> Event:
     _set_attribute(event, "__pydantic_extra__", None)
     _set_attribute(event, "__pydantic_private__", None)
     return event
+
+
+def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any) -> Event:
+    """Build the ``Event`` for an event sent outside any run: ``seq`` 0 (``Event.from_hook``).
+
+    ``args`` are the hook's positional arguments, trusted to be as many as
+    the event type takes. ``fields`` are Event fields the caller gave
+    (``run_id=...``); they are validated. Everything else is derived from
+    ``args`` and needs no validation.
+    """
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "type": event_type,
+        "seq": 0,
+        "run_id": "",
+        "workflow_name": "",
+        "parent_run_id": None,
+        "resource_id": None,
+        "metadata": {},
+        "node_id": None,
+        "attempt": None,
+        "timestamp": None,
+        "duration": None,
+        "status": None,
+        "name": None,
+        "payload": args[-1],
+    }
+    first = args[0]
+    if event_type is not EventType.ERROR and not isinstance(first, str):
+        name = event_type.arg_names[0]
+        msg = f"the {event_type.value!r} event takes a str {name}, got {first!r}"
+        raise TypeError(msg)
+    if event_type is EventType.NODE_START or event_type is EventType.NODE_END:
+        values["node_id"] = first
+    elif event_type is EventType.CUSTOM_EVENT:
+        values["name"] = first
+    elif event_type is EventType.ERROR and isinstance(first, ErrorInfo):
+        values.update(
+            node_id=first.node_id,
+            run_id=first.run_id,
+            workflow_name=first.workflow_name,
+            attempt=first.attempt,
+        )
+    elif event_type is EventType.WORKFLOW_START or event_type is EventType.WORKFLOW_END:
+        values["run_id"] = first  # workflow_id is the run's id
+    if fields:
+        values.update(fields)
+        if values["timestamp"] is None:
+            values["timestamp"] = utcnow()
+        return Event(**values)
+    values["timestamp"] = utcnow()
+    return trusted_event(**values)

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from flowhooks._context import RunContext
 from flowhooks._dispatcher import clear_propagating, must_propagate
 from flowhooks._errors import Suspend
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._logs import failure_text
-from flowhooks._results import NodeResult, RunContext, RunResult, Suspension
+from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._sequencer import EventSequencer, TaskFrame, current_node, set_frame
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class RunControl:
     def cancel(self, reason: str | None) -> bool:
         """Stop the run; False when it was already stopping or had ended."""
         state = self.state
-        if self.requested or (state is not None and (state.stopping is not None or state.closed)):
+        if self.requested or (state is not None and not state.can_cancel()):
             return False
         self.requested = True
         self.reason = reason
@@ -210,6 +211,8 @@ class RunState:
             node_count=len(plan.order),
             run=self,
             parent_node_id=self.parent_node_id,
+            state=self.state,
+            cancel=self.cancel_from_inside,
         )
 
     def restore(self, outputs: dict[str, Any]) -> None:
@@ -262,6 +265,17 @@ class RunState:
         self._cancel_bodies()
         if grace is not None and self.main is not None:
             self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
+
+    def can_cancel(self) -> bool:
+        """Whether a cancel would stop the run: not ended, not stopping (but a suspension)."""
+        return not self.closed and self.stopping in (None, RunStatus.SUSPENDED)
+
+    def cancel_from_inside(self, reason: str | None) -> bool:
+        """``RunContext.cancel``: stop the run, unless it is already stopping or ended."""
+        if not self.can_cancel():
+            return False
+        self.request_stop(RunStatus.CANCELLED, reason or "cancelled from inside the run")
+        return True
 
     def _cancel_bodies(self) -> None:
         for task in list(self.bodies):

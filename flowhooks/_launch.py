@@ -23,14 +23,14 @@ from flowhooks._errors import (
 from flowhooks._events import RunStatus
 from flowhooks._execution import RunControl, RunState
 from flowhooks._ids import new_id
-from flowhooks._manager import CallbackManager
+from flowhooks._manager import CallbackManager, as_manager
 from flowhooks._node import InvalidCallbackError, Node
 from flowhooks._results import RunResult
 from flowhooks._resume import PROCESS_STORE, RunStore, graph_fingerprint
 from flowhooks._runner import AsyncioRunner, Runner
 from flowhooks._sequencer import enter_run_task, leave_run_task
 from flowhooks._validate import check_seconds
-from flowhooks._workflow import Workflow, as_manager
+from flowhooks._workflow import Workflow
 
 if TYPE_CHECKING:
     from flowhooks._workflow import Callbacks
@@ -276,7 +276,8 @@ async def resume_run(
     state.resuming = saved.suspension
     state.restore(saved.outputs)
     state.state.update(saved.state)
-    state.resume_data = data
+    state.resume_data = state.ctx.resume_data = data
+    state.ctx.resumed_from = run_id
     return await _execute(prepared)
 
 

@@ -1,17 +1,20 @@
 """``CallbackManager``: registers handlers and drives them, one event at a time.
 
-This is the only place that awaits handler methods. Per event it walks a plan
-built when handlers were added (``_plan``): handlers that do not override the
-event are not in it, sync and async methods are told apart once, and the
-``Event`` object is only built when some handler asked for ``event=``.
-Failures are isolated here: logged through loguru, counted, and dispatch goes
-on, unless the handler set ``raise_error``.
+Place in the chain: events -> handler -> hooks -> **manager** -> composites.
+
+This is the only place that awaits handler methods. Per event it executes the
+``Plan`` that ``_hooks.build_plan`` built when handlers last changed: handlers
+that do not override the event are not in it, sync and async methods are
+told apart once, and the ``Event`` object is only built when some handler
+asked for ``event=``. Failures are isolated here: logged through loguru,
+counted, and dispatch goes on, unless the handler set ``raise_error``. The
+clock is read per call only while timing is on (``timing=True`` or a hook
+monitor registered).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Self
@@ -24,7 +27,6 @@ from flowhooks._dispatcher import (
     _generation,
     bump_generation,
     current_generation,
-    event_from_args,
 )
 from flowhooks._dispatcher import (  # re-exported: composites import them from here
     _mark_propagating as _mark_propagating,
@@ -35,96 +37,30 @@ from flowhooks._dispatcher import (
 from flowhooks._dispatcher import (
     must_propagate as must_propagate,
 )
-from flowhooks._errors import FlowhooksError
-from flowhooks._events import Event, EventType
+from flowhooks._events import Event, EventType, event_from_args
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._logs import failure_text, traceback_suffix
-from flowhooks._observers import hook_observers, notify_observers
-from flowhooks._plan import (
+from flowhooks._hooks import (
     CallKind,
     Entry,
     EventStats,
     HandlerStats,
     HookCall,
-    HookStats,
-    ThreadCall,
-    ThreadSlot,
+    Plan,
+    build_plan,
     check_handler,
     make_entry,
     sort_entries,
 )
+from flowhooks._invoke import HandlerStillBusy, HandlerTimeoutError, invoke_general
+from flowhooks._logs import failure_text, traceback_suffix
+from flowhooks._monitors import hook_monitors, notify_monitors
 
+# The call kinds as module constants: the dispatch loop compares one per call.
 _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
 _ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
 _SYNC_EVENT: Final = CallKind.SYNC_EVENT
-
-
-PlanStep = tuple[CallKind, Callable[..., Any], HookStats, HookCall]
-"""One call of a dispatch plan, unpacked once per call instead of read attribute by attribute."""
-
-
-class HandlerTimeoutError(FlowhooksError, TimeoutError):
-    """A handler call took longer than its ``timeout`` (also a ``TimeoutError``)."""
-
-
-class _HandlerStillBusy(HandlerTimeoutError):
-    """A threaded handler's call was skipped: its earlier, timed-out call still runs."""
-
-
-def _run_in_thread(
-    slot: ThreadSlot,
-    call: ThreadCall,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Run a handler method in a worker thread; when it returns, free a handler it held up."""
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        call.finished = True
-        if slot.stuck is call:
-            slot.stuck = None
-
-
-async def _invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
-    """Call a hook that needs ``event=``, a timeout or a worker thread."""
-    kwargs = {"event": event} if call.wants_event else {}
-    slot = thread_call = None
-    if call.in_thread:
-        slot = call.thread_slot
-        assert slot is not None
-        if slot.stuck is not None:
-            msg = (
-                f"{call.label}.{call.event_type.method_name} skipped: an earlier call that "
-                "timed out is still running in its worker thread"
-            )
-            raise _HandlerStillBusy(msg)
-        thread_call = ThreadCall()
-        awaitable: Any = asyncio.to_thread(_run_in_thread, slot, thread_call, call.fn, args, kwargs)
-    elif call.is_async:
-        awaitable = call.fn(*args, **kwargs)
-    else:
-        call.fn(*args, **kwargs)
-        return
-    if call.timeout is None:
-        await awaitable
-        return
-    deadline = asyncio.timeout(call.timeout)
-    try:
-        async with deadline:
-            await awaitable
-    except TimeoutError as exc:
-        if deadline.expired():
-            if slot is not None and thread_call is not None and not thread_call.finished:
-                slot.stuck = thread_call  # its thread runs on: hold the handler's next calls
-                if thread_call.finished:  # it returned meanwhile
-                    slot.stuck = None
-            msg = f"{call.label}.{call.event_type.method_name} timed out after {call.timeout:g}s"
-            raise HandlerTimeoutError(msg) from exc
-        raise
 
 
 class CallbackManager(Dispatcher):
@@ -138,16 +74,34 @@ class CallbackManager(Dispatcher):
 
     Args:
         handlers: handlers to add, each with priority 0.
+        timing: measure each call's duration into ``stats`` (``seconds``).
+            Off by default: one clock read costs more than a no-op handler
+            call. Calls are timed anyway while a hook monitor is registered
+            (``flowhooks.add_hook_monitor``).
+
+    Raises:
+        TypeError: when ``timing`` is not a bool, or a handler is not valid
+            (see ``add_handler``).
     """
 
-    def __init__(self, handlers: Iterable[BaseCallbackHandler] | None = None) -> None:
+    def __init__(
+        self, handlers: Iterable[BaseCallbackHandler] | None = None, *, timing: bool = False
+    ) -> None:
+        if not isinstance(timing, bool):
+            msg = f"CallbackManager(timing=...) must be True or False, got {timing!r}"
+            raise TypeError(msg)
+        self._timing = timing
         self._entries: list[Entry] = []
         self._order = 0
         self._plan_generation = -1
-        self._plans: dict[EventType, tuple[PlanStep, ...]] = {}
-        self._wants: dict[EventType, bool] = {}
+        self._plans: dict[EventType, Plan] = {}
         for handler in handlers or ():
             self.add_handler(handler)
+
+    @property
+    def timing(self) -> bool:
+        """Whether this manager times every call into ``stats`` (set at construction)."""
+        return self._timing
 
     # -- registration -----------------------------------------------------------------
 
@@ -157,12 +111,22 @@ class CallbackManager(Dispatcher):
         Raises:
             TypeError: when ``handler`` is not a handler instance, or one of its
                 ``on_*`` overrides cannot take the event's documented arguments.
-            ValueError: when adding the manager to itself.
+            ValueError: when adding the manager to itself, or a handler
+                instance that is already registered (it would get every event
+                twice; remove it first to change its priority).
         """
         checked = check_handler(handler)
         if checked is self:
             msg = "cannot add a CallbackManager to itself"
             raise ValueError(msg)
+        for entry in self._entries:
+            if entry.handler is checked:
+                msg = (
+                    f"{entry.label} ({checked!r}) is already registered with this "
+                    f"CallbackManager (priority {entry.priority}); a handler is added once, "
+                    "remove it first to change its priority"
+                )
+                raise ValueError(msg)
         label = self._label_for(checked)
         self._entries.append(make_entry(checked, priority=priority, order=self._order, label=label))
         self._order += 1
@@ -212,6 +176,8 @@ class CallbackManager(Dispatcher):
         further handlers of the same class; the handler object works as a key
         too. Per handler, keys are event types (``EventType.NODE_START``,
         ``"node_start"`` or ``"on_node_start"``); only overridden events appear.
+        ``calls``, ``errors`` and ``timeouts`` are exact; ``seconds`` grows
+        only while timing is on (``timing=True``, or a hook monitor registered).
         """
         return HandlerStats(
             (e.handler, e.label, EventStats({t: c.stats for t, c in e.calls.items()}))
@@ -240,7 +206,7 @@ class CallbackManager(Dispatcher):
         present = [m for m in managers if m is not None and m._entries]
         if len(present) == 1:
             return present[0]
-        combined = cls()
+        combined = cls(timing=any(m._timing for m in present))
         ranked: list[tuple[int, int, int, Entry]] = []
         for rank, manager in enumerate(present):
             ranked.extend((-e.priority, rank, e.order, e) for e in manager._entries)
@@ -255,38 +221,22 @@ class CallbackManager(Dispatcher):
     # -- dispatch ---------------------------------------------------------------------
 
     def _replan(self) -> None:
-        plans: dict[EventType, tuple[PlanStep, ...]] = {}
-        wants: dict[EventType, bool] = {}
-        for event_type in EventType:
-            calls = tuple(
-                e.calls[event_type]
-                for e in self._entries
-                if event_type in e.calls
-                and (
-                    e.calls[event_type].kind is not _DISPATCHER
-                    or e.calls[event_type].dispatcher.handles(event_type)
-                )
-            )
-            plans[event_type] = tuple((c.kind, c.fn, c.stats, c) for c in calls)
-            wants[event_type] = any(
-                c.wants_event or (c.kind is _DISPATCHER and c.dispatcher.wants_event(event_type))
-                for c in calls
-            )
-        self._plans = plans
-        self._wants = wants
+        """Rebuild the plan of every event type (after a handler change, not per event)."""
+        entries = self._entries
+        self._plans = {event_type: build_plan(entries, event_type) for event_type in EventType}
         self._plan_generation = current_generation()
 
     def handles(self, event_type: EventType) -> bool:
         """Return whether any registered handler reacts to ``event_type``."""
         if self._plan_generation != _generation[0]:
             self._replan()
-        return bool(self._plans[event_type])
+        return bool(self._plans[event_type].calls)
 
     def wants_event(self, event_type: EventType) -> bool:
         """Return whether any handler (at any depth) asked for ``event=`` on ``event_type``."""
         if self._plan_generation != _generation[0]:
             self._replan()
-        return self._wants[event_type]
+        return self._plans[event_type].wants_event
 
     async def dispatch(
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
@@ -294,15 +244,20 @@ class CallbackManager(Dispatcher):
         """Call every handler of ``event_type`` in order, isolating their failures."""
         if self._plan_generation != _generation[0]:
             self._replan()
-        calls = self._plans[event_type]
-        if not calls:
+        plan = self._plans[event_type]
+        steps = plan.steps
+        if not steps:
             return
-        if event is None and self._wants[event_type]:
+        if event is None and plan.wants_event:
             event = event_from_args(event_type, args)
-        observed = hook_observers  # a list: truthy while a hook observer is registered
+        monitors = hook_monitors  # a list: truthy while a hook monitor is registered
+        timed = self._timing or monitors  # truthy: read the clock around the calls
+        # Timed: one clock read per call, each call ends where the next starts
+        # (a monitor's own time and a failure's log record are nobody's).
+        last = perf_counter() if timed else 0.0
         deferred: Exception | None = None
-        last = perf_counter()  # one clock read per call: each call ends where the next starts
-        for kind, fn, stats, call in calls:
+        halted: BaseException | None = None
+        for kind, fn, stats, call in steps:
             try:
                 if kind is _ASYNC:
                     await fn(*args)
@@ -315,20 +270,35 @@ class CallbackManager(Dispatcher):
                 elif kind is _SYNC_EVENT:
                     fn(*args, event=event)
                 else:
-                    await _invoke_general(call, args, event)
+                    await invoke_general(call, args, event)
             except Exception as exc:
-                now = perf_counter()
-                if self._failed(call, exc, event, now - last):
+                elapsed = perf_counter() - last if timed else 0.0
+                if self._failed(call, exc, event, elapsed):
                     # Every handler still gets the event; the first such error is raised after.
                     deferred = deferred or exc
-                last = now
+                if monitors and kind is not _DISPATCHER:
+                    notify_monitors(call, elapsed if timed else None, exc)
+                if timed:
+                    last = perf_counter()
                 continue
-            now = perf_counter()
+            except BaseException as exc:  # CancelledError, KeyboardInterrupt, SystemExit, ...
+                # Never swallowed, but raised only once every handler has had the event: a
+                # handler never sees a run's end without its start, nor a gap in its seq.
+                halted = halted or exc
+                stats.errors += 1
+                if timed:
+                    last = perf_counter()
+                continue
             stats.calls += 1
-            stats.seconds += now - last
-            if observed:
-                notify_observers(call, now - last, None)
-            last = now
+            if timed:
+                now = perf_counter()
+                stats.seconds += now - last
+                if monitors and kind is not _DISPATCHER:
+                    notify_monitors(call, now - last, None)
+                    now = perf_counter()
+                last = now
+        if halted is not None:
+            raise halted
         if deferred is not None:
             raise deferred
 
@@ -339,7 +309,7 @@ class CallbackManager(Dispatcher):
             _mark_propagating(exc)
             return True
         run_id = event.run_id if event is not None else run_id_for_logs()
-        if isinstance(exc, _HandlerStillBusy):
+        if isinstance(exc, HandlerStillBusy):
             what, trace = "was skipped (its earlier call timed out and still runs)", ""
         elif timed_out:
             what, trace = "timed out", ""
@@ -404,7 +374,8 @@ class CallbackManager(Dispatcher):
 
 
 def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
-    """Record a failed call in its stats and tell the observers; return whether it timed out."""
+    """Record a failed call in its stats (``elapsed`` is 0.0 when untimed); return
+    whether it timed out. Hook monitors are told by the dispatch loop."""
     stats = call.stats
     stats.calls += 1
     stats.seconds += elapsed
@@ -413,9 +384,43 @@ def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
         stats.timeouts += 1
     else:
         stats.errors += 1
-    notify_observers(call, elapsed, exc)
     return timed_out
 
 
 class PriorityCallbackManager(CallbackManager):
     """The same as ``CallbackManager``; priorities are built in. Kept as a name."""
+
+
+def as_manager(
+    callbacks: BaseCallbackHandler | Iterable[BaseCallbackHandler] | Mapping[Any, Any] | None,
+    *,
+    where: str,
+) -> CallbackManager | None:
+    """Normalise ``callbacks=`` (a handler, a list of them, or a manager) to a manager.
+
+    Raises:
+        TypeError: naming ``where`` and the offending value.
+        ValueError: naming ``where``, when a list holds one handler twice.
+    """
+    if callbacks is None:
+        return None
+    if isinstance(callbacks, CallbackManager):
+        return callbacks
+    if isinstance(callbacks, BaseCallbackHandler):
+        return CallbackManager([callbacks])
+    if isinstance(callbacks, Mapping | str | bytes):
+        msg = f"{where} takes a handler, a list of handlers or a CallbackManager, got {callbacks!r}"
+        raise TypeError(msg)
+    try:
+        items = list(callbacks)
+    except TypeError:
+        check_handler(callbacks)  # raises the helpful message
+        raise
+    manager = CallbackManager()
+    for i, item in enumerate(items):
+        try:
+            manager.add_handler(item)
+        except (TypeError, ValueError) as exc:
+            msg = f"{where}[{i}]: {exc}"
+            raise type(exc)(msg) from None
+    return manager

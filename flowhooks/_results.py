@@ -1,4 +1,4 @@
-"""What a run produces and what its code can see: ``RunResult``, ``NodeResult``, ``RunContext``.
+"""What a run produces: ``RunResult`` and ``NodeResult``.
 
 ``NodeResult`` is a slotted class (one per node per run, on the hot path);
 timestamps are kept as ``perf_counter()`` readings (one clock read serves both
@@ -12,20 +12,13 @@ and history.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowhooks._errors import WorkflowCancelled, WorkflowFailed, WorkflowSuspended
 from flowhooks._events import ErrorInfo, NodeStatus, RunStatus
 from flowhooks._serialize import to_jsonable
-
-if TYPE_CHECKING:
-    from loguru import Logger
-
 
 _PENDING = NodeStatus.PENDING  # a module constant: reading an enum member is slow
 
@@ -217,100 +210,3 @@ class RunResult:
             "state": to_jsonable(self.state),
             "resumed_from": self.resumed_from,
         }
-
-
-class RunContext:
-    """What code running inside a run can see: ``flowhooks.current_run()`` returns it.
-
-    Attributes:
-        run_id: the run's unique id (also ``workflow_id`` in events).
-        workflow_name: the workflow's definition name.
-        parent_run_id: the parent run's id, for sub-workflow runs.
-        parent_node_id: the parent run's node that runs this sub-workflow run
-            (``None`` for a top-level run).
-        resource_id: the caller-supplied tenant/user id.
-        metadata: the caller-supplied run headers.
-        inputs: the run's inputs (read-only view).
-        started_at: when the run started (UTC).
-        logger: a loguru logger bound with ``run_id`` and ``workflow_name``.
-        node_count: how many nodes this run executes (all, or the ``outputs=`` subset).
-        result: the ``RunResult``, set once the run has ended (visible to
-            ``workflow_end`` handlers); ``None`` before.
-    """
-
-    __slots__ = (
-        "_emit",
-        "_inputs",
-        "_outputs",
-        "_run",
-        "inputs",
-        "logger",
-        "metadata",
-        "node_count",
-        "parent_node_id",
-        "parent_run_id",
-        "resource_id",
-        "result",
-        "run_id",
-        "started_at",
-        "workflow_name",
-    )
-
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        workflow_name: str,
-        inputs: dict[str, Any],
-        outputs: dict[str, Any],
-        emit: Callable[[str, Any], Awaitable[None]],
-        logger: Logger,
-        started_at: datetime,
-        parent_run_id: str | None = None,
-        resource_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        node_count: int = 0,
-        run: object = None,
-        parent_node_id: str | None = None,
-    ) -> None:
-        self.run_id = run_id
-        self.node_count = node_count
-        self._run = run
-        self.workflow_name = workflow_name
-        self.parent_run_id = parent_run_id
-        self.parent_node_id = parent_node_id
-        self.resource_id = resource_id
-        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
-        self._inputs = inputs
-        self.inputs: Mapping[str, Any] = MappingProxyType(inputs)
-        self._outputs = outputs
-        self._emit = emit
-        self.logger = logger
-        self.started_at = started_at
-        self.result: RunResult | None = None
-
-    @property
-    def outputs(self) -> Mapping[str, Any]:
-        """Read-only view of the outputs of the nodes that have succeeded so far."""
-        return MappingProxyType(self._outputs)
-
-    def get_init_data(self) -> dict[str, Any]:
-        """Return a copy of the run's inputs, safe to modify."""
-        try:
-            return copy.deepcopy(self._inputs)
-        except Exception:  # inputs that cannot be deep-copied: a shallow copy
-            return dict(self._inputs)
-
-    async def emit(self, name: str, data: Any = None) -> None:
-        """Send a custom event (``on_custom_event(name, data)``) to the run's handlers.
-
-        Raises:
-            TypeError: when ``name`` is not a non-empty string.
-        """
-        if not isinstance(name, str) or not name:
-            msg = f"emit() needs a non-empty event name, got {name!r}"
-            raise TypeError(msg)
-        await self._emit(name, data)
-
-    def __repr__(self) -> str:
-        return f"RunContext(run_id={self.run_id!r}, workflow_name={self.workflow_name!r})"

@@ -192,6 +192,15 @@ class ConcurrentWalk:
         self.run = run
         self._limit = runner.max_concurrency
         self.fail_fast = runner.fail_fast
+        self.indegree: list[int] = []
+        self.ready: deque[int] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active = 0
+        self._done: asyncio.Future[None] | None = None
+
+    def _first_ready(self) -> None:
+        """Count each node's dependencies; those with none are ready."""
+        run = self.run
         self.indegree = indegree = list(run.plan.waits)
         done = [False] * len(indegree)
         if run.restored:  # a resumed run: nodes completed before it suspended are done
@@ -201,12 +210,10 @@ class ConcurrentWalk:
                     done[position] = True
                     for dependent in successors[position]:
                         indegree[dependent] -= 1
-        self.ready = deque(i for i, waits in enumerate(indegree) if waits == 0 and not done[i])
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.active = 0
-        self._done: asyncio.Future[None] | None = None
+        self.ready.extend(i for i, waits in enumerate(indegree) if waits == 0 and not done[i])
 
     async def walk(self) -> None:
+        self._first_ready()
         self._done = asyncio.get_running_loop().create_future()
         self._start_ready()
         if self.active:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Unpack, overload
 from flowhooks._errors import WorkflowError
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._manager import CallbackManager
+from flowhooks._manager import CallbackManager, as_manager
 from flowhooks._node import (
     InvalidCallbackError,
     Node,
@@ -25,7 +25,6 @@ from flowhooks._node import (
     _check_function_callback,
     node,
 )
-from flowhooks._plan import check_handler
 
 if TYPE_CHECKING:
     from flowhooks._launch import RunHandle
@@ -34,40 +33,6 @@ if TYPE_CHECKING:
     from flowhooks._runner import Runner
 
 Callbacks = BaseCallbackHandler | Iterable[BaseCallbackHandler] | CallbackManager | None
-
-
-def as_manager(
-    callbacks: BaseCallbackHandler | Iterable[BaseCallbackHandler] | Mapping[Any, Any] | None,
-    *,
-    where: str,
-) -> CallbackManager | None:
-    """Normalise ``callbacks=`` (a handler, a list of them, or a manager) to a manager.
-
-    Raises:
-        TypeError: naming ``where`` and the offending value.
-    """
-    if callbacks is None:
-        return None
-    if isinstance(callbacks, CallbackManager):
-        return callbacks
-    if isinstance(callbacks, BaseCallbackHandler):
-        return CallbackManager([callbacks])
-    if isinstance(callbacks, Mapping | str | bytes):
-        msg = f"{where} takes a handler, a list of handlers or a CallbackManager, got {callbacks!r}"
-        raise TypeError(msg)
-    try:
-        items = list(callbacks)
-    except TypeError:
-        check_handler(callbacks)  # raises the helpful message
-        raise
-    manager = CallbackManager()
-    for i, item in enumerate(items):
-        try:
-            manager.add_handler(item)
-        except TypeError as exc:
-            msg = f"{where}[{i}]: {exc}"
-            raise TypeError(msg) from None
-    return manager
 
 
 class Workflow:

@@ -589,7 +589,8 @@ async def test_system_exit_not_swallowed() -> None:
 
 
 async def test_cancellation_of_dispatching_task_propagates(logs: list[Any]) -> None:
-    """Cancelling the task that dispatches ends it with CancelledError; nothing is isolated."""
+    """Cancelling the task that dispatches ends it with CancelledError, nothing isolated,
+    once the event has reached the remaining handlers (SPEC §2 v2: no handler sees a gap)."""
     entered = asyncio.Event()
     log: list[Any] = []
 
@@ -604,8 +605,21 @@ async def test_cancellation_of_dispatching_task_propagates(logs: list[Any]) -> N
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert log == []
+    assert log == [("after", "node_start", ("a", {}))]
     assert _errors(logs) == []
+
+
+async def test_a_base_exception_reaches_the_caller_after_every_handler_had_the_event() -> None:
+    log: list[Any] = []
+
+    class Interrupts(BaseCallbackHandler):
+        async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+            raise KeyboardInterrupt
+
+    manager = CallbackManager([Interrupts(), Log("after", log)])
+    with pytest.raises(KeyboardInterrupt):
+        await manager.trigger("node_start", node_id="a", input_data={})
+    assert log == [("after", "node_start", ("a", {}))]
 
 
 async def test_cancellation_inside_timeout_is_not_a_timeout() -> None:
@@ -699,17 +713,44 @@ def test_add_manager_to_itself_is_value_error() -> None:
         manager.add_handler(manager)
 
 
+def test_adding_a_registered_handler_again_is_value_error() -> None:
+    """A handler instance is added once: a second add_handler names it and says what to do."""
+    handler = DocsStyle()
+    manager = CallbackManager([handler])
+    with pytest.raises(ValueError, match=r"DocsStyle .* is already registered") as info:
+        manager.add_handler(handler, priority=5)
+    assert "remove it first to change its priority" in str(info.value)
+    assert manager.handlers == (handler,)
+    manager.remove_handler(handler)
+    manager.add_handler(handler, priority=5)  # the documented way to change its priority
+    assert [e.priority for e in manager.entries] == [5]
+    manager.add_handler(DocsStyle())  # another instance of the class is fine
+    assert len(manager.handlers) == 2
+
+
+def test_handler_listed_twice_in_callbacks_is_value_error() -> None:
+    """callbacks=[h, h] is a ValueError naming the parameter and the position."""
+    handler = DocsStyle()
+
+    @node
+    def only() -> int:
+        return 1
+
+    with pytest.raises(ValueError, match=r"Workflow\('dup', callbacks=...\)\[1\]: DocsStyle"):
+        Workflow("dup", [only], callbacks=[handler, handler])
+
+
 # -- stats ----------------------------------------------------------------------------
 
 
 async def test_stats_count_calls_errors_timeouts_and_seconds() -> None:
-    """stats holds calls, errors, timeouts and seconds per handler and event type."""
+    """With timing=True, stats holds calls, errors, timeouts and seconds per handler and event."""
 
     class Sleepy(BaseCallbackHandler):
         async def on_node_end(self, node_id, output_data):  # type: ignore[override]
             await asyncio.sleep(0.02)
 
-    manager = CallbackManager([Sleepy(), Boom(), Hang(), DocsStyle(), DocsStyle()])
+    manager = CallbackManager([Sleepy(), Boom(), Hang(), DocsStyle(), DocsStyle()], timing=True)
     for _ in range(3):
         await manager.trigger("node_start", node_id="n", input_data={})
     await manager.trigger("node_end", node_id="n", output_data=1)
@@ -724,6 +765,49 @@ async def test_stats_count_calls_errors_timeouts_and_seconds() -> None:
     assert stats["Sleepy"][EventType.NODE_END].calls == 1
     assert stats["Sleepy"][EventType.NODE_END].seconds >= 0.015
     assert EventType.NODE_START not in stats["Sleepy"]
+
+
+async def test_timing_off_reads_no_clock_and_keeps_seconds_at_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """By default a manager counts calls, errors and timeouts exactly but reads no clock."""
+    import flowhooks._manager as manager_module
+
+    reads: list[float] = []
+
+    def counting_clock() -> float:
+        reads.append(0.0)
+        return time.perf_counter()
+
+    monkeypatch.setattr(manager_module, "perf_counter", counting_clock)
+    docs, boom = DocsStyle(), Boom()
+    manager = CallbackManager([docs, boom, Hang()])
+    assert manager.timing is False
+    for _ in range(2):
+        await manager.trigger("node_start", node_id="n", input_data={})
+    stats = manager.stats
+    assert (stats[docs]["node_start"].calls, stats[docs]["node_start"].seconds) == (2, 0.0)
+    assert (stats[boom]["node_start"].errors, stats[boom]["node_start"].seconds) == (2, 0.0)
+    assert stats["Hang"]["node_start"].timeouts == 2
+    assert stats["Hang"]["node_start"].seconds == 0.0
+    assert reads == []
+    timed = CallbackManager([DocsStyle()], timing=True)
+    await timed.trigger("node_start", node_id="n", input_data={})
+    assert len(reads) == 2  # one before the first call, one after each call
+
+
+@pytest.mark.parametrize("timing", [1, "yes", None], ids=repr)
+def test_timing_must_be_a_bool(timing: object) -> None:
+    """CallbackManager(timing=...) rejects anything but True or False, naming the parameter."""
+    with pytest.raises(TypeError, match=r"timing=\.\.\.\) must be True or False"):
+        CallbackManager(timing=timing)  # type: ignore[arg-type]
+
+
+def test_combined_manager_times_when_any_part_does() -> None:
+    """CallbackManager.combine times the shared registrations when any of the managers did."""
+    plain, timed = CallbackManager([DocsStyle()]), CallbackManager([SyncBoom()], timing=True)
+    assert CallbackManager.combine(plain, timed).timing is True
+    assert CallbackManager.combine(plain, CallbackManager([Boom()])).timing is False
 
 
 # -- hand-triggered events ------------------------------------------------------------

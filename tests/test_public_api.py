@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import subprocess
@@ -31,6 +32,7 @@ CORE_NAMES = [
     "WorkflowCancelled",
     "WorkflowError",
     "WorkflowFailed",
+    "add_hook_monitor",
     "current_run",
 ]
 
@@ -125,3 +127,76 @@ def test_public_exceptions_show_their_public_path() -> None:
         assert exc_type.__module__ == "flowhooks", exc_type
     error = flowhooks.WorkflowError("bad graph")
     assert type(pickle.loads(pickle.dumps(error))) is flowhooks.WorkflowError
+
+
+# -- the built-in handlers use the public seam only -------------------------------------
+
+HANDLERS_DIR = Path(flowhooks.__file__).with_name("handlers")
+
+
+def _private_imports(source: str, module: str) -> list[str]:
+    """Return the private flowhooks imports in ``source`` (the module ``module``), as written.
+
+    Allowed: public ``flowhooks`` names, ``flowhooks.handlers`` and its
+    ``_*`` helpers. Anything else under ``flowhooks._*``, or a private name
+    imported from ``flowhooks``, is reported; relative imports are resolved.
+    """
+    package = module.rpartition(".")[0]
+    found: list[str] = []
+    for stmt in ast.walk(ast.parse(source)):
+        if isinstance(stmt, ast.Import):
+            targets = [(alias.name, None) for alias in stmt.names]
+        elif isinstance(stmt, ast.ImportFrom):
+            base = stmt.module or ""
+            if stmt.level:
+                parent = package.rsplit(".", stmt.level - 1)[0] if stmt.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            targets = [(base, alias.name) for alias in stmt.names]
+        else:
+            continue
+        for target, name in targets:
+            parts = target.split(".")
+            if parts[0] != "flowhooks":
+                continue
+            if parts[1:2] == ["handlers"]:
+                continue
+            if len(parts) > 1 and parts[1].startswith("_"):
+                found.append(f"line {stmt.lineno}: {target}")
+            elif len(parts) == 1 and name is not None and name.startswith("_"):
+                found.append(f"line {stmt.lineno}: {target}.{name}")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("source", "private"),
+    [
+        ("from flowhooks import Event, current_run", False),
+        ("from flowhooks.handlers._extras import require", False),
+        ("from . import _run_end", False),
+        ("from ._retry import retry_async", False),
+        ("import flowhooks", False),
+        ("from flowhooks._context import current_run_var", True),
+        ("import flowhooks._manager", True),
+        ("from flowhooks import _monitors", True),
+        ("from .. import _events", True),
+        ("from .._hooks import HookCall", True),
+        ("def f():\n    from flowhooks._results import RunResult", True),
+        ("if TYPE_CHECKING:\n    from flowhooks._results import RunResult", True),
+    ],
+    ids=repr,
+)
+def test_private_import_check_tells_public_from_private(source: str, private: bool) -> None:
+    """The import check below flags private flowhooks imports, wherever they are written."""
+    assert bool(_private_imports(source, "flowhooks.handlers.example")) is private
+
+
+@pytest.mark.parametrize(
+    "path", sorted(HANDLERS_DIR.rglob("*.py")), ids=lambda p: p.relative_to(HANDLERS_DIR).as_posix()
+)
+def test_builtin_handlers_import_only_public_names(path: Path) -> None:
+    """Modules under flowhooks/handlers import public flowhooks names and their _* helpers only."""
+    relative = path.relative_to(HANDLERS_DIR.parent.parent).with_suffix("")
+    module = ".".join(relative.parts).removesuffix(".__init__")
+    if path.name == "__init__.py":
+        module += ".__init__"  # so relative imports resolve against the package itself
+    assert _private_imports(path.read_text(encoding="utf-8"), module) == []

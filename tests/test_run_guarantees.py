@@ -19,7 +19,9 @@ from stream_checks import assert_well_formed
 from flowhooks import (
     AsyncioRunner,
     BaseCallbackHandler,
+    BatchedCallback,
     DuplicateRunError,
+    Event,
     NodeStatus,
     Runner,
     RunStatus,
@@ -257,3 +259,47 @@ async def test_a_run_id_must_be_a_non_empty_str(run_id: object, error: type[Exce
     with pytest.raises(error, match="run_id= takes a non-empty str"):
         await pair().run(run_id=run_id, callbacks=[recorder])  # type: ignore[arg-type]
     assert recorder.events == []
+
+
+class Interrupt(BaseException):
+    """A custom BaseException, as pytest.fail raises."""
+
+
+class RaisesOn(BaseCallbackHandler):
+    """Raises ``exc`` on one event type."""
+
+    def __init__(self, event_type: str, exc: BaseException) -> None:
+        self.event_type = event_type
+        self.exc = exc
+
+    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+        if self.event_type == "workflow_start":
+            raise self.exc
+
+    async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
+        if self.event_type == "workflow_end":
+            raise self.exc
+
+
+@pytest.mark.parametrize("event_type", ["workflow_start", "workflow_end"])
+@pytest.mark.parametrize(
+    "exc", [KeyboardInterrupt(), SystemExit(3), GeneratorExit(), Interrupt()], ids=repr
+)
+async def test_a_base_exception_from_a_handler_still_ends_the_run_for_everyone(
+    runner: Runner, event_type: str, exc: BaseException
+) -> None:
+    before, after = RecordingCallback(), RecordingCallback()
+    batches: list[list[Event]] = []
+    batched = BatchedCallback(batches.append, batch_size=1000, flush_interval=60)
+    callbacks = [before, RaisesOn(event_type, exc), after, batched]
+    with pytest.raises(type(exc)):
+        await pair().run(callbacks=callbacks, runner=runner)
+    for recorder in (before, after):
+        assert_well_formed(recorder.events)
+        ends = recorder.events_of("workflow_end")
+        assert len(ends) == 1
+    delivered = [e for batch in batches for e in batch]
+    assert [e.seq for e in delivered] == [e.seq for e in after.events]
+    if event_type == "workflow_start":
+        assert after.events_of("workflow_end")[0].status == "failed"
+        assert after.events_of("node_start") == []

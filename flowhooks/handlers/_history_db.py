@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from flowhooks._errors import FlowhooksError
+from flowhooks import FlowhooksError
 
 DEFAULT_URL: Final = "sqlite:///flowhooks.db"
 

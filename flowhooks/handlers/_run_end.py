@@ -1,4 +1,4 @@
-"""What run-end handlers share: closing open attempts, and telling nested runs apart.
+"""What run-end handlers share: the run an event is for, closing open attempts, nested runs.
 
 A cancelled attempt ends with no event (SPEC §2), so a handler that tracks
 attempts sees it start and never end. At ``workflow_end`` such an attempt is
@@ -13,13 +13,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowhooks._context import run_context_for
-from flowhooks._dispatcher import event_from_args
-from flowhooks._events import Event, EventType, NodeStatus
-from flowhooks._handler import BaseCallbackHandler
-from flowhooks._results import NodeResult, RunResult
+from flowhooks import (
+    BaseCallbackHandler,
+    Event,
+    EventType,
+    NodeResult,
+    NodeStatus,
+    RunContext,
+    RunResult,
+    current_run,
+)
 
 _UNFINISHED = frozenset({NodeStatus.PENDING, NodeStatus.RUNNING})
+
+
+def run_context_for(run_id: str) -> RunContext | None:
+    """Return the current run's context when it is run ``run_id``, else ``None``.
+
+    Handlers use it to reach the ``RunContext`` (and, while ``workflow_end``
+    is dispatched, its ``result``) of the run an event belongs to; an event
+    triggered by hand, or for another run, gets ``None``.
+    """
+    ctx = current_run(None)
+    if ctx is None or ctx.run_id != run_id:
+        return None
+    return ctx
 
 
 def finished_result(run_id: str) -> RunResult | None:
@@ -64,7 +82,7 @@ class RunReporter(BaseCallbackHandler):
     ) -> Event | None:
         """The ``workflow_end`` event to report, or ``None`` for a nested run to skip."""
         if event is None:
-            event = event_from_args(EventType.WORKFLOW_END, (workflow_id, output_data))
+            event = Event.from_hook(EventType.WORKFLOW_END, workflow_id, output_data)
         open_runs = self._open_runs
         open_runs.discard(event.run_id)
         if not self.subworkflows and event.parent_run_id in open_runs:

@@ -27,10 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from flowhooks._dispatcher import event_from_args
-from flowhooks._events import ErrorInfo, Event, EventType, RunStatus
-from flowhooks._handler import BaseCallbackHandler
-from flowhooks._serialize import to_jsonable
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType, RunStatus, to_jsonable
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import closing_status, finished_result
 
@@ -58,7 +55,7 @@ from flowhooks.handlers._history_store import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from flowhooks._results import RunResult
+    from flowhooks import RunResult
 
 __all__ = [
     "ErrorRecord",
@@ -423,4 +420,4 @@ class HistoryCallback(BaseCallbackHandler):
 
 def _ensure(event: Event | None, event_type: EventType, *args: Any) -> Event:
     """The ``Event`` passed by the manager, or one built from the arguments of a direct call."""
-    return event if event is not None else event_from_args(event_type, args)
+    return event if event is not None else Event.from_hook(event_type, *args)

@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from loguru import logger as _default_logger
 from pydantic import BaseModel
 
-from flowhooks._context import current_run_var
-from flowhooks._events import ErrorInfo, Event, EventType
-from flowhooks._handler import BaseCallbackHandler
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType, current_run
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -531,7 +529,7 @@ def _fields(etype: EventType, event: Event | None, node_id: str | None) -> dict[
             "duration": event.duration,
             "status": event.status,
         }
-    ctx = current_run_var.get(None)
+    ctx = current_run(None)
     return {
         "run_id": ctx.run_id if ctx is not None else "",
         "workflow_name": ctx.workflow_name if ctx is not None else "",
@@ -547,7 +545,7 @@ def _fields(etype: EventType, event: Event | None, node_id: str | None) -> dict[
 def _run_label(event: Event | None, run_id: str) -> str:
     name = event.workflow_name if event is not None else ""
     if not name:
-        ctx = current_run_var.get(None)
+        ctx = current_run(None)
         name = ctx.workflow_name if ctx is not None and ctx.run_id == run_id else ""
     return f"workflow {name!r} run {run_id}" if name else f"run {run_id}"
 

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict, final
 
-from flowhooks._events import ErrorInfo, Event
-from flowhooks._handler import BaseCallbackHandler
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event
 from flowhooks.handlers._run_end import closing_status, finished_result
 
 __all__ = ["MetricsCallback", "MetricsReport", "NodeMetrics", "NodeSummary", "RunMetrics"]

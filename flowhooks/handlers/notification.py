@@ -14,10 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
-from flowhooks._context import current_run_var
-from flowhooks._dispatcher import event_from_args
-from flowhooks._events import ErrorInfo, Event, EventType, RunStatus, Severity
-from flowhooks._serialize import to_jsonable
+from flowhooks import ErrorInfo, Event, EventType, RunStatus, Severity, current_run, to_jsonable
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import RunReporter
 
@@ -220,7 +217,7 @@ class NotificationCallback(RunReporter):
         if not self.on_critical or error_info.severity.value not in self.severities:
             return
         if event is None:
-            event = event_from_args(EventType.ERROR, (error_info,))
+            event = Event.from_hook(EventType.ERROR, error_info)
         where = f", node {error_info.node_id!r}" if error_info.node_id else ""
         attempt = f" (attempt {error_info.attempt})" if error_info.attempt else ""
         workflow = error_info.workflow_name or event.workflow_name
@@ -252,7 +249,7 @@ class NotificationCallback(RunReporter):
         event = self._run_to_report(workflow_id, output_data, event)
         if event is None:
             return  # a sub-workflow run inside a run this handler reports on
-        ctx = current_run_var.get(None)
+        ctx = current_run(None)
         result = ctx.result if ctx is not None and ctx.run_id == event.run_id else None
         status = result.status.value if result is not None else (event.status or "")
         kind = {

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, final
 
-from flowhooks._context import current_run_var
-from flowhooks._events import ErrorInfo, Event
-from flowhooks._handler import BaseCallbackHandler
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, current_run
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import finished_result
 
@@ -97,7 +95,7 @@ class OpenTelemetryCallback(BaseCallbackHandler):
         """
         if event is None or event.parent_run_id is None:
             return None  # the current context
-        ctx = current_run_var.get(None)
+        ctx = current_run(None)
         known = ctx is not None and ctx.run_id == event.run_id and ctx.parent_node_id is not None
         with self._lock:
             parent = self._runs.get(event.parent_run_id)

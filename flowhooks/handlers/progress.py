@@ -13,11 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, final
 
-from flowhooks._context import run_context_for
-from flowhooks._events import ErrorInfo, Event
-from flowhooks._handler import BaseCallbackHandler
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event
 from flowhooks.handlers._extras import require
-from flowhooks.handlers._run_end import closing_status, finished_result
+from flowhooks.handlers._run_end import closing_status, finished_result, run_context_for
 
 require("rich", extra="rich", handler="ProgressCallback")
 

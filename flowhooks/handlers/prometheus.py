@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
-from flowhooks._events import ErrorInfo, Event
-from flowhooks._handler import BaseCallbackHandler
-from flowhooks._observers import add_hook_observer, remove_hook_observer
-from flowhooks._plan import CallKind, HookCall
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, HookCallReport, add_hook_monitor
 from flowhooks.handlers._extras import require
 
 require("prometheus_client", extra="prometheus", handler="PrometheusCallback")
@@ -66,16 +63,18 @@ _HOOK_BUCKETS: Final[tuple[float, ...]] = (
 class _Metrics:
     """The collectors of one registry, shared by every handler that uses it.
 
-    Also the hook observer: registered while at least one handler that uses
-    this registry is open and alive, so two handlers on one registry do not
-    count hooks twice. Handlers release it from ``aclose()``, or from a
-    ``weakref.finalize`` when they are garbage-collected unclosed; the lock is
+    Also the hook monitor (``flowhooks.add_hook_monitor``): registered while
+    at least one handler that uses this registry is open and alive, so two
+    handlers on one registry do not count hooks twice. Handlers release it
+    from ``aclose()``, or from a ``weakref.finalize`` when they are
+    garbage-collected unclosed; the lock is
     reentrant because such a finalizer can run inside ``acquire``/``release``
     on the same thread.
     """
 
     def __init__(self, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
         self.users = 0
+        self.remove_monitor: Callable[[], None] | None = None
         self.lock = threading.RLock()
         self.runs = Counter(
             "flowhooks_workflow_runs",
@@ -119,45 +118,45 @@ class _Metrics:
         )
         self.hook_calls = Counter(
             "flowhooks_hook_executions",
-            "Handler method calls made by every CallbackManager in the process.",
+            "Handler method and function callback calls made in the process.",
             ["handler", "event"],
             registry=registry,
         )
         self.hook_errors = Counter(
             "flowhooks_hook_errors",
-            "Handler method calls that raised or timed out.",
+            "Handler method and function callback calls that raised or timed out.",
             ["handler", "event"],
             registry=registry,
         )
         self.hook_duration = Histogram(
             "flowhooks_hook_duration_seconds",
-            "Duration of handler method calls.",
+            "Duration of handler method and function callback calls.",
             ["handler", "event"],
             buckets=_HOOK_BUCKETS,
             registry=registry,
         )
 
-    def observe_hook(self, call: HookCall, seconds: float, error: BaseException | None) -> None:
-        """Record one handler call (the hook observer)."""
-        if call.kind is CallKind.DISPATCHER:
-            return  # a nested manager or composite: its own handlers are reported one by one
+    def observe_hook(self, call: HookCallReport) -> None:
+        """Record one hook call (the hook monitor)."""
         labels = (call.label, call.event_type.value)
         self.hook_calls.labels(*labels).inc()
-        self.hook_duration.labels(*labels).observe(seconds)
-        if error is not None:
+        if call.seconds is not None:
+            self.hook_duration.labels(*labels).observe(call.seconds)
+        if call.error is not None:
             self.hook_errors.labels(*labels).inc()
 
     def acquire(self) -> None:
         with self.lock:
             self.users = users = self.users + 1
             if users == 1:
-                add_hook_observer(self.observe_hook)
+                self.remove_monitor = add_hook_monitor(self.observe_hook)
 
     def release(self) -> None:
         with self.lock:
             self.users = users = self.users - 1
-            if users == 0:
-                remove_hook_observer(self.observe_hook)
+            if users == 0 and self.remove_monitor is not None:
+                self.remove_monitor()
+                self.remove_monitor = None
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
@@ -194,15 +193,18 @@ class PrometheusCallback(BaseCallbackHandler):
       ``flowhooks_hook_duration_seconds{handler, event}``: every handler call
       made by any ``CallbackManager`` in the process, labelled by the
       handler's label in its manager (its class name, ``#2`` for a second one)
-      and the event type; a composite or nested manager is not counted
-      itself, only the handlers it calls. They are fed by a process-wide hook
-      observer registered when the handler is created. ``aclose()``
-      unregisters it at once; a handler dropped without ``aclose()`` stops
-      feeding the hook metrics when it is garbage-collected (the observer
-      does not keep it alive).
+      and the event type, and every function callback of a run
+      (``on_success``, ``on_failure``, ``on_workflow_*``) under its qualified
+      name; a composite or nested manager is not counted itself, only the
+      handlers it calls. They are fed by a hook monitor
+      (``flowhooks.add_hook_monitor``) registered when the handler is
+      created; while it is registered, managers time their calls.
+      ``aclose()`` removes it at once; a handler dropped without ``aclose()``
+      stops feeding the hook metrics when it is garbage-collected (the
+      monitor does not keep it alive).
 
     Handlers built on the same registry share its collectors (and one hook
-    observer), so creating several is safe.
+    monitor), so creating several is safe.
 
     Args:
         registry: where to register the metrics; defaults to
@@ -220,7 +222,7 @@ class PrometheusCallback(BaseCallbackHandler):
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
         self._metrics = _metrics_for(self.registry, buckets)
         self._metrics.acquire()
-        # Releases the hook observer on aclose(), or when this handler is collected.
+        # Releases the hook monitor on aclose(), or when this handler is collected.
         self._release = weakref.finalize(self, self._metrics.release)
         self._active: dict[str, str] = {}  # run_id -> workflow, for the active gauge
         self._lock = threading.Lock()

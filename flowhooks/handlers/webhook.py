@@ -20,12 +20,9 @@ from typing import Any, Final
 
 from loguru import logger
 
-from flowhooks._context import current_run_var
-from flowhooks._errors import FlowhooksError
-from flowhooks._events import Event
-from flowhooks._retry import RetryPolicy, retry_async
-from flowhooks._serialize import to_jsonable
+from flowhooks import Event, FlowhooksError, RetryPolicy, current_run, to_jsonable
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._retry import retry_async
 from flowhooks.handlers._run_end import RunReporter
 
 require("httpx", extra="http", handler="WebhookCallback")
@@ -315,7 +312,7 @@ class WebhookCallback(RunReporter):
         event = self._run_to_report(workflow_id, output_data, event)
         if event is None:
             return  # a sub-workflow run inside a run this handler reports on
-        ctx = current_run_var.get(None)
+        ctx = current_run(None)
         in_run = ctx is not None and ctx.run_id == event.run_id
         metadata = ctx.metadata if ctx is not None and in_run else event.metadata
         url = self._target(metadata, event.run_id)

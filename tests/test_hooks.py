@@ -1,4 +1,4 @@
-"""Tests for dispatch plans: signature checks at add time, event= detection, ordering."""
+"""Tests for hook calls and dispatch plans: signature checks at add time, event=, ordering."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowhooks import BaseCallbackHandler, CallbackManager, Event, EventType
-from flowhooks._plan import build_plan, make_entry
+from flowhooks._hooks import Entry, build_plan, make_entry
 
 # -- signature checks -----------------------------------------------------------------
 
@@ -217,9 +217,28 @@ def test_plan_skips_handlers_without_override() -> None:
         make_entry(OnlyNodeEnd(), priority=0, order=0, label="a"),
         make_entry(PlainNoEvent(), priority=0, order=1, label="b"),
     ]
-    assert [c.label for c in build_plan(entries, EventType.NODE_END)] == ["a"]
-    assert [c.label for c in build_plan(entries, EventType.NODE_START)] == ["b"]
-    assert build_plan(entries, EventType.ERROR) == ()
+    assert [c.label for c in build_plan(entries, EventType.NODE_END).calls] == ["a"]
+    assert [c.label for c in build_plan(entries, EventType.NODE_START).calls] == ["b"]
+    assert build_plan(entries, EventType.ERROR).calls == ()
+
+
+def test_plan_says_whether_to_build_an_event() -> None:
+    """A plan wants the Event only when one of its calls, at any depth, asked for event=."""
+    plain = make_entry(PlainNoEvent(), priority=0, order=0, label="p")
+    keyword = make_entry(KeywordOnlyEvent(), priority=0, order=1, label="k")
+    nested = make_entry(CallbackManager([KeywordOnlyEvent()]), priority=0, order=2, label="m")
+    assert build_plan([plain], EventType.NODE_START).wants_event is False
+    assert build_plan([plain, keyword], EventType.NODE_START).wants_event is True
+    assert build_plan([plain, nested], EventType.NODE_START).wants_event is True
+    assert build_plan([plain, nested], EventType.NODE_END).wants_event is False
+
+
+def test_plan_leaves_out_nested_managers_with_nothing_to_do() -> None:
+    """A nested manager is in an event's plan only when something below it handles the event."""
+    nested = CallbackManager([OnlyNodeEnd()])
+    entries = [make_entry(nested, priority=0, order=0, label="m")]
+    assert [c.handler for c in build_plan(entries, EventType.NODE_END).calls] == [nested]
+    assert build_plan(entries, EventType.NODE_START).calls == ()
 
 
 async def test_instance_attribute_override_counts() -> None:
@@ -290,7 +309,7 @@ def test_plan_is_stable_by_priority(priorities: list[int]) -> None:
     entries = [
         make_entry(Tagged(t), priority=p, order=t, label=str(t)) for t, p in enumerate(priorities)
     ]
-    assert [int(c.label) for c in build_plan(entries, EventType.NODE_START)] == expected
+    assert [int(c.label) for c in build_plan(entries, EventType.NODE_START).calls] == expected
 
 
 @given(st.lists(st.tuples(st.integers(-2, 2), st.booleans()), max_size=15))
@@ -301,7 +320,7 @@ def test_plan_keeps_only_overriding_handlers_in_order(specs: list[tuple[int, boo
         for t, (p, overrides) in enumerate(specs)
     ]
     expected = [t for t in _expected_order([p for p, _ in specs]) if specs[t][1]]
-    assert [int(c.label) for c in build_plan(entries, EventType.NODE_START)] == expected
+    assert [int(c.label) for c in build_plan(entries, EventType.NODE_START).calls] == expected
 
 
 @given(st.lists(st.integers(-3, 3), min_size=1, max_size=10), st.data())
@@ -315,3 +334,46 @@ def test_removal_keeps_relative_order(priorities: list[int], data: st.DataObject
     manager.remove_handler(victim)
     expected = [t for t in _expected_order(priorities) if t != victim.tag]
     assert [h.tag for h in manager.handlers] == expected  # type: ignore[attr-defined]
+
+
+class Calls(BaseCallbackHandler):
+    """Appends its tag to a shared list on node_start (and node_end when asked)."""
+
+    def __init__(self, tag: int, log: list[int]) -> None:
+        self.tag = tag
+        self.log = log
+
+    async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+        self.log.append(self.tag)
+
+
+class CallsOnEnd(Calls):
+    def on_node_end(self, node_id, output_data):  # type: ignore[override]
+        self.log.append(self.tag)
+
+
+@given(
+    st.lists(st.tuples(st.integers(-2, 2), st.booleans()), max_size=12),
+    st.lists(st.integers(0, 11), max_size=4),
+)
+async def test_manager_runs_the_plan_build_plan_builds(
+    specs: list[tuple[int, bool]], removals: list[int]
+) -> None:
+    """What a manager calls for an event is exactly build_plan over its registrations, in order."""
+    log: list[int] = []
+    manager = CallbackManager()
+    handlers = [
+        CallsOnEnd(t, log) if on_end else Calls(t, log) for t, (_, on_end) in enumerate(specs)
+    ]
+    for handler, (priority, _) in zip(handlers, specs, strict=True):
+        manager.add_handler(handler, priority=priority)
+    for index in removals:  # changes after the first plan must be seen too
+        await manager.trigger("node_start", node_id="n", input_data={})
+        if index < len(handlers) and handlers[index] in manager.handlers:
+            manager.remove_handler(handlers[index])
+    entries: tuple[Entry, ...] = manager.entries
+    for event_type in (EventType.NODE_START, EventType.NODE_END):
+        log.clear()
+        await manager.trigger(event_type, "n", {} if event_type is EventType.NODE_START else 1)
+        planned = build_plan(entries, event_type).calls
+        assert log == [call.handler.tag for call in planned]  # type: ignore[attr-defined]

@@ -1,10 +1,15 @@
-"""Dispatch plans: pure, synchronous decisions about which handler methods run, and how.
+"""Hook calls, their stats, and dispatch plans: pure, synchronous decisions.
+
+Place in the chain: events -> handler -> **hooks** -> manager -> composites.
 
 When a handler is added, each of its ``on_*`` overrides is inspected once and
 turned into a ``HookCall``: the bound method, whether it is async, whether it
-wants ``event=``, its timeout and thread settings, and its stats record.
-``build_plan`` orders the calls of many entries for one event type. Nothing
-here awaits; the manager drives the result.
+wants ``event=``, its timeout and thread settings, and its ``HookStats``.
+``build_plan`` turns the registered entries into the ``Plan`` for one event
+type: which calls, in what order, and whether an ``Event`` must be built.
+The manager executes exactly that plan (rebuilt only when handlers change,
+never per event), so the property tests of ``build_plan`` test what runs.
+Nothing here awaits.
 """
 
 from __future__ import annotations
@@ -41,7 +46,18 @@ class CallKind(IntEnum):
 
 @dataclass(slots=True)
 class HookStats:
-    """Counters for one handler and one event type."""
+    """Counters for one handler and one event type.
+
+    ``calls``, ``errors`` and ``timeouts`` are always exact. ``seconds`` is
+    measured only while timing is on (``CallbackManager(timing=True)``, or
+    while any hook monitor is registered); otherwise it stays ``0.0``.
+
+    Attributes:
+        calls: how many times the handler was called for this event type.
+        errors: calls that raised.
+        timeouts: calls that exceeded the handler's ``timeout``.
+        seconds: total time spent in those calls, while timing was on.
+    """
 
     calls: int = 0
     errors: int = 0
@@ -375,10 +391,60 @@ def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label
     )
 
 
-def build_plan(entries: Iterable[Entry], event_type: EventType) -> tuple[HookCall, ...]:
-    """Return the calls to make for ``event_type``: highest priority first, ties in order."""
-    ordered = sorted(entries, key=lambda e: (-e.priority, e.order))
-    return tuple(e.calls[event_type] for e in ordered if event_type in e.calls)
+PlanStep = tuple[CallKind, Callable[..., Any], HookStats, HookCall]
+"""One call of a plan as the manager's loop unpacks it: kind, function, stats, call."""
+
+
+class Plan:
+    """What a manager does for one event type: the calls in order, and whether to build an Event.
+
+    Attributes:
+        calls: the hook calls to make, in dispatch order.
+        wants_event: whether any of them (or any handler below a nested
+            manager or composite among them) asked for ``event=``.
+        steps: ``calls`` as ``(kind, fn, stats, call)`` tuples, which the
+            manager's loop unpacks in one step instead of reading four attributes.
+    """
+
+    __slots__ = ("calls", "steps", "wants_event")
+
+    def __init__(self, calls: tuple[HookCall, ...], wants_event: bool) -> None:
+        self.calls = calls
+        self.wants_event = wants_event
+        self.steps: tuple[PlanStep, ...] = tuple((c.kind, c.fn, c.stats, c) for c in calls)
+
+    def __repr__(self) -> str:
+        labels = ", ".join(c.label for c in self.calls)
+        return f"Plan([{labels}], wants_event={self.wants_event})"
+
+
+def build_plan(entries: Iterable[Entry], event_type: EventType) -> Plan:
+    """Return the plan for ``event_type``: highest priority first, ties in the order given.
+
+    ``entries`` come in registration order (or any order to keep among equal
+    priorities, as ``CallbackManager.combine`` gives). A handler that does not
+    override the event is left out, and so is a nested manager or composite
+    with nothing below it that handles the event.
+    """
+    calls: list[HookCall] = []
+    wants_event = False
+    for entry in sorted(entries, key=_by_priority):
+        call = entry.calls.get(event_type)
+        if call is None:
+            continue
+        if call.kind is CallKind.DISPATCHER:
+            dispatcher = call.dispatcher
+            if not dispatcher.handles(event_type):
+                continue
+            wants_event = wants_event or dispatcher.wants_event(event_type)
+        else:
+            wants_event = wants_event or call.wants_event
+        calls.append(call)
+    return Plan(tuple(calls), wants_event)
+
+
+def _by_priority(entry: Entry) -> int:
+    return -entry.priority
 
 
 def sort_entries(entries: Sequence[Entry]) -> list[Entry]:

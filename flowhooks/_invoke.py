@@ -1,0 +1,82 @@
+"""Calling a hook that needs a timeout or a worker thread (``CallKind.GENERAL``).
+
+Place in the chain: events -> handler -> hooks -> **general calls** -> manager.
+
+The manager's loop makes the common calls (plain sync or async, with or
+without ``event=``) itself; the rest come here: a ``timeout`` enforced with
+``asyncio.timeout``, a ``run_in_thread`` method run in a worker thread, and
+the rule that a handler whose threaded call timed out is skipped until that
+call returns, so it never runs concurrently with itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from flowhooks._errors import FlowhooksError
+from flowhooks._events import Event
+from flowhooks._hooks import HookCall, ThreadCall, ThreadSlot
+
+
+class HandlerTimeoutError(FlowhooksError, TimeoutError):
+    """A handler call took longer than its ``timeout`` (also a ``TimeoutError``)."""
+
+
+class HandlerStillBusy(HandlerTimeoutError):
+    """A threaded handler's call was skipped: its earlier, timed-out call still runs."""
+
+
+def _run_in_thread(
+    slot: ThreadSlot,
+    call: ThreadCall,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a handler method in a worker thread; when it returns, free a handler it held up."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        call.finished = True
+        if slot.stuck is call:
+            slot.stuck = None
+
+
+async def invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
+    """Call a hook that needs ``event=``, a timeout or a worker thread."""
+    kwargs = {"event": event} if call.wants_event else {}
+    slot = thread_call = None
+    if call.in_thread:
+        slot = call.thread_slot
+        assert slot is not None
+        if slot.stuck is not None:
+            msg = (
+                f"{call.label}.{call.event_type.method_name} skipped: an earlier call that "
+                "timed out is still running in its worker thread"
+            )
+            raise HandlerStillBusy(msg)
+        thread_call = ThreadCall()
+        awaitable: Any = asyncio.to_thread(_run_in_thread, slot, thread_call, call.fn, args, kwargs)
+    elif call.is_async:
+        awaitable = call.fn(*args, **kwargs)
+    else:
+        call.fn(*args, **kwargs)
+        return
+    if call.timeout is None:
+        await awaitable
+        return
+    deadline = asyncio.timeout(call.timeout)
+    try:
+        async with deadline:
+            await awaitable
+    except TimeoutError as exc:
+        if deadline.expired():
+            if slot is not None and thread_call is not None and not thread_call.finished:
+                slot.stuck = thread_call  # its thread runs on: hold the handler's next calls
+                if thread_call.finished:  # it returned meanwhile
+                    slot.stuck = None
+            msg = f"{call.label}.{call.event_type.method_name} timed out after {call.timeout:g}s"
+            raise HandlerTimeoutError(msg) from exc
+        raise
