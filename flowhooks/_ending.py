@@ -210,7 +210,11 @@ async def _finish(run: RunState) -> RunResult:
     }[status]
     if hook is not None:
         await call_function_callback(
-            hook, (result,), f"workflow callback {getattr(hook, '__name__', hook)!r}", run.run_id
+            hook,
+            (result,),
+            f"workflow callback {getattr(hook, '__name__', hook)!r}",
+            run.run_id,
+            EventType.WORKFLOW_END,
         )
     try:
         await run.manager.flush()

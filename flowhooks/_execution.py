@@ -480,7 +480,9 @@ class RunState:
             result._ended = end
             self.last_success = name
             if node.on_success is not None:
-                self._spawn_callback(node.on_success, (name, self.ctx), f"on_success of {name!r}")
+                self._spawn_callback(
+                    node.on_success, (name, self.ctx), f"on_success of {name!r}", _NODE_END
+                )
             return True
 
     def _body_left(self, task: asyncio.Task[Any], frame: TaskFrame | None) -> None:
@@ -613,7 +615,7 @@ class RunState:
             )
         if node.on_failure is not None:
             self._spawn_callback(
-                node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}"
+                node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}", _ERROR
             )
         return False
 
@@ -669,9 +671,11 @@ class RunState:
             message=message,
         )
 
-    def _spawn_callback(self, fn: Any, args: tuple[Any, ...], what: str) -> None:
+    def _spawn_callback(
+        self, fn: Any, args: tuple[Any, ...], what: str, event_type: EventType
+    ) -> None:
         task = asyncio.get_running_loop().create_task(
-            call_function_callback(fn, args, what, self.run_id)
+            call_function_callback(fn, args, what, self.run_id, event_type)
         )
         self.callback_tasks.add(task)
         task.add_done_callback(self.callback_tasks.discard)

@@ -8,15 +8,27 @@ loop; its failure is logged with the run id and never changes the run.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import Any
 
 from loguru import logger
 
+from flowhooks._events import EventType
 from flowhooks._logs import failure_text
+from flowhooks._monitors import callback_label, hook_monitors, report_callback_call
 
 
-async def call_function_callback(fn: Any, args: tuple[Any, ...], what: str, run_id: str) -> None:
-    """Call ``fn(*args)`` (sync ones in a worker thread), logging its failure as ``what``."""
+async def call_function_callback(
+    fn: Any, args: tuple[Any, ...], what: str, run_id: str, event_type: EventType
+) -> None:
+    """Call ``fn(*args)`` (sync ones in a worker thread), logging its failure as ``what``.
+
+    The call is reported to hook monitors under the function's qualified name
+    and ``event_type`` (``on_success``: ``node_end``, ``on_failure``: ``error``,
+    the workflow callbacks: ``workflow_end``), like a handler method's.
+    """
+    started = perf_counter() if hook_monitors else 0.0
+    error: BaseException | None = None
     try:
         if asyncio.iscoroutinefunction(fn):
             await fn(*args)
@@ -25,9 +37,12 @@ async def call_function_callback(fn: Any, args: tuple[Any, ...], what: str, run_
             if asyncio.iscoroutine(outcome):
                 await outcome
     except Exception as exc:
+        error = exc
         logger.bind(run_id=run_id).error(
             "{what} raised {error} (run {run_id}); isolated",
             what=what,
             error=failure_text(exc, with_traceback=True),
             run_id=run_id,
         )
+    if hook_monitors:
+        report_callback_call(callback_label(fn), event_type, perf_counter() - started, error)
