@@ -14,7 +14,6 @@ shutdown never hangs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -22,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from flowhooks._context import RunContext
-from flowhooks._dispatcher import clear_propagating, must_propagate
+from flowhooks._dispatcher import clear_propagating
 from flowhooks._errors import Suspend
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
-from flowhooks._function_callbacks import call_function_callback
-from flowhooks._logs import failure_text
+from flowhooks._node_outcomes import NodeOutcomes
 from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._sequencer import EventSequencer, TaskFrame, current_node, set_frame
 
@@ -71,7 +69,7 @@ class RunControl:
         return True
 
 
-class RunState:
+class RunState(NodeOutcomes):
     """Everything about one run while it executes; its runner's schedule drives it.
 
     Slotted: the schedules call its methods for every node, and with this many
@@ -362,22 +360,6 @@ class RunState:
             self.request_stop(RunStatus.FAILED, None)
         return ok
 
-    async def _cancelled_by_someone_else(
-        self, node: Node, result: NodeResult, task: asyncio.Task[Any], exc: BaseException
-    ) -> bool:
-        """The node's task was cancelled, not by the run's stop: the node fails.
-
-        A handler that raises ``CancelledError`` or cancels its own task, or
-        code that cancels a node's task, cannot make a node vanish from a run
-        that then reports success: the node fails with a ``CancelledError``.
-        """
-        task.uncancel()
-        self.bodies.discard(task)
-        self.injected.discard(task)
-        started = result._started if result._started is not None else perf_counter()
-        attempt = result.attempts or 1
-        return await self._node_failed(node, result, exc, attempt, 0.0, started)
-
     def _enter_node(self, name: str, task: asyncio.Task[Any]) -> TaskFrame | None:
         """Make ``name`` the calling task's current node; return the frame its events mark.
 
@@ -485,88 +467,6 @@ class RunState:
                 )
             return True
 
-    def _body_left(self, task: asyncio.Task[Any], frame: TaskFrame | None) -> None:
-        """The body of an attempt returned or raised: it can no longer be cancelled as one."""
-        self.bodies.discard(task)
-        if frame is not None:
-            set_frame(frame)
-
-    async def _attempt_failed(
-        self,
-        node: Node,
-        result: NodeResult,
-        exc: Exception,
-        attempt: int,
-        start: float,
-        first_start: float,
-    ) -> bool | None:
-        """An attempt's body raised: retry (``None``), or end the node (``False``)."""
-        elapsed = perf_counter() - start
-        task = asyncio.current_task()
-        assert task is not None
-        if task in self.injected:
-            await self._absorb_injected_cancel(task)
-            return self._node_cancelled(result, first_start)
-        if isinstance(exc, Suspend):
-            return self._node_suspended(node, result, exc, first_start)
-        # A raise_error handler's exception (from a custom event the node sent)
-        # fails the node for good, like one raised on any other node event.
-        will_retry = attempt <= node.retries and not must_propagate(exc)
-        message = None
-        if isinstance(exc, TimeoutError) and node.timeout is not None and not str(exc):
-            message = f"node {node.name!r} timed out after {node.timeout:g}s (attempt {attempt})"
-        info = self.error_info(exc, node, attempt, will_retry=will_retry, message=message)
-        if not will_retry:
-            return await self._node_failed(node, result, exc, attempt, elapsed, first_start, info)
-        try:
-            await self.events.emit(_ERROR, (info,), node.name, attempt, elapsed)
-        except Exception as handler_exc:
-            return await self._node_failed(
-                node, result, handler_exc, attempt, elapsed, first_start, emitted=True
-            )
-        if self.stopping is not None:
-            return self._node_cancelled(result, first_start)
-        if not await self._wait_before_retry(node, attempt, task):
-            return self._node_cancelled(result, first_start)
-        return None
-
-    async def _wait_before_retry(self, node: Node, attempt: int, task: asyncio.Task[Any]) -> bool:
-        """Sleep the retry delay of ``attempt``; False when the run's stop interrupted it."""
-        delay = node.retry_delay * node.backoff ** (attempt - 1)
-        if delay <= 0:
-            return True
-        self.bodies.add(task)
-        try:
-            await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            if not self._consume_own_cancellation(task):
-                raise
-            return False
-        finally:
-            self.bodies.discard(task)
-        return True
-
-    def _consume_own_cancellation(self, task: asyncio.Task[Any]) -> bool:
-        """Whether a ``CancelledError`` in ``task`` was only the run's own stop request.
-
-        The request is consumed; False means someone else cancelled the task
-        too (or only someone else did), so the error must propagate.
-        """
-        if task not in self.injected:
-            return False
-        self.injected.discard(task)
-        task.uncancel()
-        return not task.cancelling()
-
-    async def _absorb_injected_cancel(self, task: asyncio.Task[Any]) -> None:
-        """Consume a cancellation we requested that the body did not let through."""
-        self.injected.discard(task)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(0)
-        task.uncancel()
-        if task.cancelling():
-            raise asyncio.CancelledError
-
     def _node_suspended(
         self, node: Node, result: NodeResult, suspend: Suspend, first_start: float
     ) -> bool:
@@ -582,100 +482,8 @@ class RunState:
         self.request_stop(RunStatus.SUSPENDED, suspend.reason)
         return False
 
-    def _node_cancelled(self, result: NodeResult, first_start: float) -> bool:
-        result.status = NodeStatus.CANCELLED
-        result._ended = perf_counter()
-        result.duration = result._ended - first_start
-        return False
-
-    async def _node_failed(
-        self,
-        node: Node,
-        result: NodeResult,
-        exc: BaseException,
-        attempt: int,
-        duration: float,
-        first_start: float,
-        info: ErrorInfo | None = None,
-        *,
-        emitted: bool = False,
-    ) -> bool:
-        """Fail ``node`` for good: emit its error (unless its event already ended the attempt)."""
-        clear_propagating(exc)
-        if info is None:
-            info = self.error_info(exc, node, attempt)
-        result.status = NodeStatus.FAILED
-        result.error = info
-        result._ended = perf_counter()
-        result.duration = result._ended - first_start
-        self.fail(node.name, info)
-        if not emitted:
-            await self.emit_error_isolated(
-                info, node.name, attempt, duration, f"the error event of failing node {node.name!r}"
-            )
-        if node.on_failure is not None:
-            self._spawn_callback(
-                node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}", _ERROR
-            )
-        return False
-
-    async def emit_error_isolated(
-        self,
-        info: ErrorInfo,
-        node_id: str | None,
-        attempt: int | None,
-        duration: float | None,
-        what: str,
-    ) -> None:
-        """Emit an ``error`` event of a run that already fails with ``info``.
-
-        A ``raise_error`` handler's exception cannot change that outcome: it
-        is logged, and the run keeps its first error.
-        """
-        try:
-            await self.events.emit(_ERROR, (info,), node_id, attempt, duration)
-        except Exception as handler_exc:
-            clear_propagating(handler_exc)
-            logger.bind(run_id=self.run_id).error(
-                "a raise_error handler raised {error} on {what}; the run fails with "
-                "its first error (run {run_id})",
-                error=failure_text(handler_exc, with_traceback=False),
-                what=what,
-                run_id=self.run_id,
-            )
-
-    def error_info(
-        self,
-        exc: BaseException,
-        node: Node | None,
-        attempt: int | None,
-        *,
-        will_retry: bool = False,
-        message: str | None = None,
-    ) -> ErrorInfo:
-        """The ``ErrorInfo`` of ``exc`` in this run (``node`` ``None``: a run-level error)."""
-        if will_retry:
-            severity = Severity.WARNING
-        elif node is None or node.critical:
-            severity = Severity.CRITICAL
-        else:
-            severity = Severity.ERROR
-        return ErrorInfo.from_exception(
-            exc,
-            node_id=node.name if node is not None else None,
-            attempt=attempt,
-            run_id=self.run_id,
-            workflow_name=self.workflow_name,
-            will_retry=will_retry,
-            severity=severity,
-            message=message,
-        )
-
-    def _spawn_callback(
-        self, fn: Any, args: tuple[Any, ...], what: str, event_type: EventType
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(
-            call_function_callback(fn, args, what, self.run_id, event_type)
-        )
-        self.callback_tasks.add(task)
-        task.add_done_callback(self.callback_tasks.discard)
+    def _body_left(self, task: asyncio.Task[Any], frame: TaskFrame | None) -> None:
+        """The body of an attempt returned or raised: it can no longer be cancelled as one."""
+        self.bodies.discard(task)
+        if frame is not None:
+            set_frame(frame)
