@@ -122,3 +122,18 @@ def test_thread_pool_runner(tmp_path: Path) -> None:
         "outputs: {'squares': 285, 'cubes': 2025}",
         "sync nodes ran on: ['flowhooks-node']",
     ]
+
+
+def test_approval_example_suspends_and_resumes(tmp_path: Path) -> None:
+    """approval.py: the run suspends, the manager is notified, the resume ships the order."""
+    proc = run_example("approval.py", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0].startswith("approval needed for run ")
+    assert out[0].endswith(": 120.00")
+    assert out[1:] == [
+        "status: suspended",
+        "status: succeeded - shipped 120.00",
+        "resumed from the suspended run: True",
+        "quotes made: 1",
+    ]
