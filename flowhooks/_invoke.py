@@ -12,12 +12,15 @@ call returns, so it never runs concurrently with itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections.abc import Callable
 from typing import Any
 
 from flowhooks._errors import FlowhooksError
 from flowhooks._events import Event
 from flowhooks._hooks import HookCall, ThreadCall, ThreadSlot
+from flowhooks._threads import handler_pool
 
 
 class HandlerTimeoutError(FlowhooksError, TimeoutError):
@@ -44,6 +47,35 @@ def _run_in_thread(
             slot.stuck = None
 
 
+def _start_in_thread(
+    slot: ThreadSlot,
+    call: ThreadCall,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[asyncio.Future[None], asyncio.Future[Any]]:
+    """Start a handler method in the handlers' own thread pool (never the nodes').
+
+    Returns a future set when the thread starts running it, and one for its result.
+    The call runs in a copy of the caller's context, as ``asyncio.to_thread`` does.
+    """
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[None] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def work() -> Any:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(_mark_started, started)
+        return context.run(_run_in_thread, slot, call, fn, args, kwargs)
+
+    return started, asyncio.wrap_future(handler_pool().submit(work), loop=loop)
+
+
+def _mark_started(started: asyncio.Future[None]) -> None:
+    if not started.done():
+        started.set_result(None)
+
+
 async def invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | None) -> None:
     """Call a hook that needs ``event=``, a timeout or a worker thread."""
     kwargs = {"event": event} if call.wants_event else {}
@@ -58,7 +90,9 @@ async def invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | N
             )
             raise HandlerStillBusy(msg)
         thread_call = ThreadCall()
-        awaitable: Any = asyncio.to_thread(_run_in_thread, slot, thread_call, call.fn, args, kwargs)
+        started, awaitable = _start_in_thread(slot, thread_call, call.fn, args, kwargs)
+        if call.timeout is not None:
+            await started  # the timeout measures the handler, not its wait for a thread
     elif call.is_async:
         awaitable = call.fn(*args, **kwargs)
     else:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
+from flowhooks._blocking import run_blocking
 from flowhooks._errors import WorkflowError
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
@@ -239,14 +240,17 @@ class Workflow:
     def run_sync(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
         """Run the workflow from synchronous code (takes the same options as ``run``).
 
+        From the main thread, SIGINT and SIGTERM cancel the run (``cancel_reason``
+        ``"SIGINT"``/``"SIGTERM"``) unless the application installed handlers of
+        its own; once its callbacks completed, this raises ``KeyboardInterrupt``
+        (SIGINT) or ``SystemExit(143)`` (SIGTERM). A second signal ends the wait.
+
         Raises:
             RuntimeError: when called while an event loop is running in this
                 thread; use ``await wf.run(...)`` there.
         """
-        import asyncio
-
         self._no_running_loop("run_sync")
-        return asyncio.run(self.run(inputs, **options))
+        return run_blocking(lambda: self.run(inputs, **options))
 
     def _no_running_loop(self, method: str) -> None:
         """Raise ``RuntimeError`` when ``method`` (a sync entry point) is called inside a loop."""
@@ -312,10 +316,9 @@ class Workflow:
 
     def resume_sync(self, run_id: str, data: Any = None, **options: Any) -> RunResult:
         """``resume`` from synchronous code (takes the same options)."""
-        import asyncio
 
         self._no_running_loop("resume_sync")
-        return asyncio.run(self.resume(run_id, data, **options))
+        return run_blocking(lambda: self.resume(run_id, data, **options))
 
     def start(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
         """Start a run in the background of the running loop and return its ``RunHandle``.

@@ -1,0 +1,97 @@
+"""Running a run from synchronous code (``run_sync``, ``resume_sync``, ``flowhooks run``).
+
+Like ``asyncio.run``, with what a process that runs pipelines needs:
+
+* **Signals.** Called from the main thread, where the application has not
+  installed handlers of its own, SIGINT and SIGTERM (what cron, systemd,
+  Docker and Kubernetes send) cancel the run with the signal's name as
+  ``cancel_reason``; its callbacks complete (history records ``cancelled``,
+  alerts go out) within the runner's ``cancel_grace``, and then the call
+  ends as the signal would have: ``KeyboardInterrupt`` for SIGINT,
+  ``SystemExit(143)`` for SIGTERM. A second signal ends the wait at once.
+* **No hang at exit.** Sync node bodies run in daemon threads; one stuck in
+  a blocking call is abandoned once the run has ended instead of holding the
+  interpreter's exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from flowhooks._threads import DaemonThreadPool
+
+_T = TypeVar("_T")
+
+_HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+def _signal_outcome(signum: int) -> BaseException:
+    """What the process would have done on ``signum``: an exception to raise."""
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return SystemExit(128 + signum)
+
+
+def _ours_to_handle(signum: int) -> bool:
+    """Whether ``signum`` still has Python's default handling (no application handler)."""
+    current = signal.getsignal(signum)
+    return current in (signal.default_int_handler, signal.SIG_DFL)
+
+
+def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run the coroutine ``make()`` returns on a new event loop, until it completes.
+
+    Raises:
+        KeyboardInterrupt: after a SIGINT, once the run's callbacks completed.
+        SystemExit: with code ``128 + signum`` after a SIGTERM, likewise.
+    """
+    loop = asyncio.new_event_loop()
+    executor = DaemonThreadPool(name="flowhooks-node")
+    loop.set_default_executor(executor)
+    received: list[int] = []
+    installed: list[int] = []
+    try:
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(make())
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            # The first cancels the run (its reason: the signal's name); the
+            # second abandons the end of the run that the first one let finish.
+            task.cancel(msg=signal.Signals(signum).name)
+
+        if threading.current_thread() is threading.main_thread():
+            for handled in _HANDLED:
+                if _ours_to_handle(handled):
+                    loop.add_signal_handler(handled, on_signal, int(handled))
+                    installed.append(int(handled))
+        try:
+            result = loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if received:
+                raise _signal_outcome(received[0]) from None
+            raise
+        if received:
+            raise _signal_outcome(received[0])
+        return result
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+        _finish_loop(loop)
+        executor.shutdown(wait=not received)
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on ``loop`` and let it end, as ``asyncio.run`` does."""
+    left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in left:
+        t.cancel()
+    if left:
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
