@@ -16,7 +16,7 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 _P = ParamSpec("_P")
@@ -25,8 +25,11 @@ _T = TypeVar("_T")
 _Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
-class DaemonThreadPool(Executor):
+class DaemonThreadPool(ThreadPoolExecutor):
     """An executor of daemon threads that grows while none is idle, up to ``max_workers``.
+
+    A ``ThreadPoolExecutor`` by type, so an event loop takes it as its default
+    executor; none of the base class's own thread management is used.
 
     Args:
         max_workers: most threads at once; calls beyond wait for a free one.
@@ -36,6 +39,7 @@ class DaemonThreadPool(Executor):
     _counter = itertools.count(1)
 
     def __init__(self, max_workers: int = 256, name: str = "flowhooks") -> None:
+        super().__init__(max_workers=1, thread_name_prefix=name)
         self._max = max_workers
         self._name = name
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
+from flowhooks._blocking import run_blocking
 from flowhooks._cli.db import DEFAULT_DB, _check_database, _check_url, _display_url, _read_history
 from flowhooks._cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIError
 from flowhooks._cli.load import load_workflow, parse_inputs
@@ -199,8 +200,8 @@ def run_command(
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else nullcontext()
         with log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=verbose), keep_stdout:
             try:
-                result, manager, metrics = asyncio.run(
-                    _execute(
+                result, manager, metrics = run_blocking(
+                    lambda: _execute(
                         wf,
                         inputs,
                         db=database,
