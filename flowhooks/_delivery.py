@@ -237,11 +237,14 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         items = list(old.queue)
         old.queue.clear()
         if old.active is not None and old.loop.is_closed():  # its worker will never finish it
-            items.insert(0, old.active)
+            if self._redeliver_interrupted:
+                items.insert(0, old.active)
             old.active = None
         lane.queue.extend(items)
         lane.accepted += len(items)
-        lane.fatal, old.fatal = old.fatal, None
+        if lane.fatal is None:
+            lane.fatal = old.fatal
+        old.fatal = None
         old.waiters.clear()  # futures of a loop that no longer runs: nobody awaits them here
         self._adopt(lane, old)
 
@@ -259,7 +262,8 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
 
     def _kick(self, lane: LaneT) -> None:
         """Start ``lane``'s worker unless one is running."""
-        if lane.worker is None:
+        worker = lane.worker
+        if worker is None or worker.done():  # done: cancelled before it ever ran
             marks = (*delivering.get(), self)
             context = Context()
             context.run(delivering.set, marks)
