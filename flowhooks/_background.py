@@ -1,9 +1,11 @@
 """``BackgroundCallback``: delivers events to a handler from a worker task, off the caller.
 
 Place in the chain: events -> handler -> plan -> manager -> composites
-(``_composites`` -> ``_delivery`` -> **here**). Loop binding, bounded waits on
-shutdown and per-run ``raise_error`` failures are shared with
-``BatchedCallback`` and described in ``_delivery``.
+(``_composites`` -> ``_delivery_scope`` -> ``_delivery`` -> **here**). The
+queue, its worker, loop binding, sharing across threads, bounded drains and
+per-run ``raise_error`` failures come from ``DeferredDelivery`` (``_delivery``);
+this module adds the overflow policy and delivers each event in the context
+of the run that dispatched it (``_delivery_scope``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any, Final, Literal, final
 
 from loguru import logger
 
+from flowhooks import _delivery_scope
 from flowhooks._composites import wrap_handlers
-from flowhooks._delivery import _check_timeout, _RunErrors, _stop, _wait
-from flowhooks._dispatcher import Dispatcher, event_from_args
+from flowhooks._delivery import DeferredDelivery, Lane
+from flowhooks._delivery_scope import RunScope
+from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import HandlerStats
@@ -27,6 +31,7 @@ Overflow = Literal["block", "drop_oldest", "drop_newest"]
 
 _OVERFLOWS: Final = ("block", "drop_oldest", "drop_newest")
 _DROP_LOG_INTERVAL: Final = 1.0  # seconds between two "dropped events" warnings
+_WORKFLOW_END: Final = EventType.WORKFLOW_END
 
 
 @dataclass(slots=True)
@@ -45,15 +50,33 @@ class BackgroundStats:
     dropped: int = 0
 
 
-_Item = tuple[EventType, tuple[Any, ...], Event]  # the Event is captured when queued
+_Item = tuple[EventType, tuple[Any, ...], Event, RunScope]  # Event and scope: taken when queued
+
+
+class _BackgroundLane(Lane[_Item]):
+    """A lane with the producers waiting for room in its full ``block`` queue."""
+
+    __slots__ = ("space",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.space: deque[asyncio.Future[None]] = deque()
 
 
 @final
-class BackgroundCallback(Dispatcher):
+class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
     """Delivers events to ``wrapped`` from a background task, so the workflow does not wait.
 
     Events are queued in order and delivered one at a time, in that order, by
-    one worker task. The wrapped handler's own failures are
+    one worker task (one per event loop, when runs in several threads share
+    the instance). Each event is delivered in the context of the dispatch
+    that queued it: inside the wrapped handler, ``current_run()`` is the run
+    whose event it is, never another run's. An event the handler sends
+    (``current_run().emit(...)``) is queued behind that run's current event
+    instead of waiting for the run's turn, so it never deadlocks, whatever the
+    ``overflow`` policy and the queue's fill; an event dispatched by the
+    worker itself is admitted to a full ``block`` queue. The wrapped
+    handler's own failures are
     isolated and counted by an inner manager (see ``handler_stats``). With
     ``raise_error`` on the wrapped handler, its exception is kept for the run
     of the event it failed on and raised from ``flush()`` in that run, i.e. at
@@ -94,6 +117,9 @@ class BackgroundCallback(Dispatcher):
         ValueError: for a bad ``max_queue``, ``overflow`` or ``close_timeout``.
     """
 
+    _noun = "events"
+    _redeliver_interrupted = False
+
     def __init__(
         self,
         wrapped: BaseCallbackHandler,
@@ -111,18 +137,10 @@ class BackgroundCallback(Dispatcher):
                 f"{', '.join(repr(o) for o in _OVERFLOWS)}, got {overflow!r}"
             )
             raise ValueError(msg)
-        self._close_timeout = _check_timeout("BackgroundCallback", close_timeout)
+        super().__init__(close_timeout=close_timeout)
         self._manager = wrap_handlers("BackgroundCallback", (wrapped,))
         self._max_queue = max_queue
         self._overflow = overflow
-        self._queue: deque[_Item] = deque()
-        self._put = 0  # events accepted so far
-        self._done = 0  # events delivered (or dropped from the queue) so far
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # flush() calls
-        self._space: deque[asyncio.Future[None]] = deque()  # producers blocked on a full queue
-        self._worker: asyncio.Task[None] | None = None  # runs only while events are queued
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._errors = _RunErrors()
         self._stats = BackgroundStats()
         self._unlogged_drops = 0
         self._last_drop_log = float("-inf")
@@ -141,8 +159,8 @@ class BackgroundCallback(Dispatcher):
 
     @property
     def queued(self) -> int:
-        """Events waiting in the queue now."""
-        return len(self._queue)
+        """Events waiting in the queue now (in every event loop's queue)."""
+        return sum(len(lane.queue) for lane in self._lanes_now())
 
     @property
     def overflow(self) -> Overflow:
@@ -162,8 +180,10 @@ class BackgroundCallback(Dispatcher):
     # -- dispatch ---------------------------------------------------------------------
 
     def handles(self, event_type: EventType) -> bool:
-        """Return whether the wrapped handler reacts to ``event_type``."""
-        return self._manager.handles(event_type)
+        """Return whether the wrapped handler reacts to ``event_type``; ``workflow_end``
+        always, so that a run's end, which delivers the events the wrapped handler
+        sent during the run, is dispatched (``dispatch`` then drops it if unwanted)."""
+        return event_type is _WORKFLOW_END or self._manager.handles(event_type)
 
     def wants_event(self, event_type: EventType) -> bool:
         """Return True for the types it takes: the ``Event`` is captured when queued."""
@@ -176,30 +196,30 @@ class BackgroundCallback(Dispatcher):
 
         Never raises a stored ``raise_error`` failure: those come from ``flush()``.
         """
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
+        if event_type is _WORKFLOW_END and not self._manager.handles(event_type):
+            return  # let through only for what the run delivers before it (see handles)
+        lane = self._lane()
         if event is None:
             event = event_from_args(event_type, args)
-        queue = self._queue
+        queue = lane.queue
         if len(queue) >= self._max_queue:
             overflow = self._overflow
             if overflow == "block":
-                await self._wait_for_space(loop)
+                if not self._delivering_here():  # the worker would wait for itself
+                    await self._wait_for_space(lane)
             elif overflow == "drop_newest":
                 self._count_drop()
                 return
             else:
                 queue.popleft()
-                self._done += 1
+                lane.finished += 1
                 self._count_drop()
-                if self._waiters:  # a flush() may have been waiting for the dropped event
-                    self._wake_waiters()
-        queue.append((event_type, args, event))
-        self._put += 1
-        self._stats.enqueued += 1
-        if self._worker is None:
-            self._start_worker()
+                if lane.waiters:  # a flush() may have been waiting for the dropped event
+                    self._wake(lane)
+        self._enqueue(lane, (event_type, args, event, _delivery_scope.capture()))
+        with self._lock:
+            self._stats.enqueued += 1
+        self._kick(lane)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -208,11 +228,11 @@ class BackgroundCallback(Dispatcher):
 
         Waits at most ``close_timeout`` seconds; past that, it logs how many
         events are still queued and returns (delivery goes on). Then it raises
-        the wrapped handler's ``raise_error`` failure on an event of the run
+        a ``BaseException`` the wrapped handler raised meanwhile, else the
+        wrapped handler's ``raise_error`` failure on an event of the run
         calling; called outside any run, that on an event sent by hand.
         """
-        await self._drain()
-        self._errors.raise_for_caller()
+        await super().flush()
 
     async def aclose(self) -> None:
         """Flush (bounded by ``close_timeout``), stop the worker, then close ``wrapped``.
@@ -222,135 +242,101 @@ class BackgroundCallback(Dispatcher):
         (or that of events sent by hand) or else the oldest is raised, the
         others are logged. The instance can be used again afterwards.
         """
+        await super().aclose()
+
+    # -- hooks of DeferredDelivery ----------------------------------------------------
+
+    def _new_lane(self, loop: asyncio.AbstractEventLoop) -> _BackgroundLane:
+        return _BackgroundLane(loop)
+
+    async def _deliver(self, item: _Item) -> None:
+        """Dispatch one event to the inner manager, in the context of its run."""
+        event_type, args, event, scope = item
+        tokens = _delivery_scope.enter(scope)
         try:
-            await self._drain()
+            await self._manager.dispatch(event_type, args, event)
+        except Exception as exc:  # only raise_error failures get past the manager
+            self._errors.keep(event, exc)
+        except asyncio.CancelledError:
+            raise  # cut short: neither delivered nor dropped
+        except BaseException:
+            self._count_delivered()
+            raise
         finally:
-            await _stop(self._worker)
-            self._worker = None
-            left = len(self._queue)
-            if left:
-                self._queue.clear()
-                self._done += left
-                self._stats.dropped += left
-                logger.error(
-                    "BackgroundCallback closed with {n} events undelivered "
-                    "(close_timeout={t}s); they are dropped",
-                    n=left,
-                    t=self._close_timeout,
-                )
-            self._wake_waiters()
-            while self._space:
-                fut = self._space.popleft()
-                if not fut.done():
-                    fut.set_result(None)
-            await self._manager.aclose()
-        self._errors.raise_all("BackgroundCallback")
+            _delivery_scope.leave(tokens)
+        self._count_delivered()
 
-    # -- internals --------------------------------------------------------------------
-
-    async def _drain(self) -> None:
-        """Wait (at most ``close_timeout``) for what is queued now, then flush ``wrapped``."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
-        target = self._put
-        if self._done < target:
-            if self._worker is None:
-                self._start_worker()
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((target, fut))
-            if not await _wait(fut, self._close_timeout):
-                logger.warning(
-                    "BackgroundCallback.flush(): {n} events still undelivered after {t}s; "
-                    "delivery goes on in the background",
-                    n=target - self._done,
-                    t=self._close_timeout,
-                )
-        self._report_drops()
-        await self._manager.flush()
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Forget the worker and futures of a previous loop; keep the queue."""
-        self._loop = loop
-        self._worker = None
-        self._waiters.clear()
-        self._space.clear()
-
-    def _start_worker(self) -> None:
-        if self._loop is not None:
-            self._worker = self._loop.create_task(
-                self._run(), name="flowhooks BackgroundCallback worker"
-            )
-
-    async def _run(self) -> None:
-        """Deliver queued events in order; end as soon as the queue is empty."""
-        queue = self._queue
-        manager = self._manager
-        stats = self._stats
-        try:
-            while queue:
-                item = queue.popleft()
-                if self._space:
-                    self._give_space()
-                try:
-                    await manager.dispatch(*item)
-                except Exception as exc:  # only raise_error failures get past the manager
-                    self._errors.keep(item[2], exc)
-                self._done += 1
-                stats.delivered += 1
-                if self._waiters:
-                    self._wake_waiters()
-        finally:
-            if self._worker is asyncio.current_task():
-                self._worker = None
-
-    async def _wait_for_space(self, loop: asyncio.AbstractEventLoop) -> None:
-        while len(self._queue) >= self._max_queue:
-            if self._worker is None:
-                self._start_worker()
-            fut: asyncio.Future[None] = loop.create_future()
-            self._space.append(fut)
-            try:
-                await fut
-            finally:
-                if not fut.done():  # cancelled while waiting
-                    fut.cancel()
-
-    def _give_space(self) -> None:
-        space = self._space
+    def _taken(self, lane: _BackgroundLane) -> None:
+        """Let one producer waiting for room in: the worker has just made some."""
+        space = lane.space
         while space:
             fut = space.popleft()
             if not fut.done():
                 fut.set_result(None)
                 return
 
-    def _wake_waiters(self) -> None:
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= self._done:
-            fut = waiters.popleft()[1]
+    async def _after_drain(self, lane: _BackgroundLane) -> None:
+        self._report_drops()
+        await self._manager.flush()
+
+    async def _undelivered(self, items: list[_Item]) -> None:
+        with self._lock:
+            self._stats.dropped += len(items)
+        logger.error(
+            "BackgroundCallback closed with {n} events undelivered "
+            "(close_timeout={t}s); they are dropped",
+            n=len(items),
+            t=self._close_timeout,
+        )
+
+    async def _after_shut(self, lane: _BackgroundLane) -> None:
+        while lane.space:
+            fut = lane.space.popleft()
             if not fut.done():
                 fut.set_result(None)
+        await self._manager.aclose()
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _wait_for_space(self, lane: _BackgroundLane) -> None:
+        while len(lane.queue) >= self._max_queue:
+            self._kick(lane)
+            fut: asyncio.Future[None] = lane.loop.create_future()
+            lane.space.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():  # cancelled while waiting
+                    fut.cancel()
+
+    def _count_delivered(self) -> None:
+        with self._lock:
+            self._stats.delivered += 1
 
     def _count_drop(self) -> None:
-        self._stats.dropped += 1
-        self._unlogged_drops += 1
-        if monotonic() - self._last_drop_log >= _DROP_LOG_INTERVAL:
+        with self._lock:
+            self._stats.dropped += 1
+            self._unlogged_drops += 1
+            due = monotonic() - self._last_drop_log >= _DROP_LOG_INTERVAL
+        if due:
             self._report_drops()
 
     def _report_drops(self) -> None:
         if not self._unlogged_drops:
             return
+        with self._lock:
+            n, self._unlogged_drops = self._unlogged_drops, 0
+            self._last_drop_log = monotonic()
+            total = self._stats.dropped
         logger.warning(
             "BackgroundCallback({wrapped}): queue full (max_queue={max_queue}), "
             "{overflow} dropped {n} events; {total} dropped so far",
             wrapped=", ".join(type(h).__name__ for h in self.handlers),
             max_queue=self._max_queue,
             overflow=self._overflow,
-            n=self._unlogged_drops,
-            total=self._stats.dropped,
+            n=n,
+            total=total,
         )
-        self._unlogged_drops = 0
-        self._last_drop_log = monotonic()
 
     def __repr__(self) -> str:
         wrapped = ", ".join(type(h).__name__ for h in self.handlers)

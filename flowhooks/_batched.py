@@ -1,16 +1,17 @@
 """``BatchedCallback``: buffers events and delivers them in batches, with retries.
 
 Place in the chain: events -> handler -> plan -> manager -> composites
-(``_composites`` -> ``_delivery`` -> **here**). Loop binding, bounded waits on
-shutdown and per-run ``raise_error`` failures are shared with
-``BackgroundCallback`` and described in ``_delivery``.
+(``_composites`` -> ``_delivery`` -> **here**). The queue of sealed batches,
+its worker, loop binding, sharing across threads, bounded drains and per-run
+``raise_error`` failures come from ``DeferredDelivery`` (``_delivery``); this
+module adds the buffer, the sealing (size, timer, flush) and retries with a
+dead letter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -18,8 +19,8 @@ from typing import Any
 
 from loguru import logger
 
-from flowhooks._delivery import _check_timeout, _RunErrors, _stop, _wait
-from flowhooks._dispatcher import Dispatcher, event_from_args
+from flowhooks._delivery import DeferredDelivery, Lane
+from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._logs import failure_text
 from flowhooks._retry import RetryPolicy, retry_async
@@ -48,7 +49,18 @@ class BatchStats:
     dead_letter_events: int = 0
 
 
-class BatchedCallback(Dispatcher):
+class _BatchLane(Lane[list[Event]]):
+    """A lane with the events not sealed yet and the timer that will seal them."""
+
+    __slots__ = ("buffer", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.buffer: list[Event] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
     """Buffers events and delivers them in batches to a sink, with retries and a dead letter.
 
     Events (all types, or those in ``events``) are collected as ``Event``
@@ -71,6 +83,13 @@ class BatchedCallback(Dispatcher):
     goes on delivering them after ``flush()`` has returned, so a run can end
     before its last batches are delivered. ``aclose()`` hands what it could not
     deliver within ``close_timeout`` to ``on_dead_letter`` with a ``TimeoutError``.
+
+    Shared by runs in several threads, each with its own event loop, the
+    instance keeps one buffer, queue and delivery task per loop: a batch holds
+    events of one loop's runs, and each run's flush waits for its own events.
+    A sink that raises a ``BaseException`` (``KeyboardInterrupt`` ...) has that
+    batch dead-lettered; the other batches are still delivered, then the
+    flush waiting for them raises it.
 
     With ``raise_error = True`` set on the instance or a subclass, a
     dead-lettered batch's error is kept for each run that had events in the
@@ -101,6 +120,8 @@ class BatchedCallback(Dispatcher):
         ValueError: for a non-positive ``batch_size``/``flush_interval``, a
             negative retry setting, or unknown/empty ``events``.
     """
+
+    _noun = "batches"
 
     def __init__(
         self,
@@ -167,16 +188,7 @@ class BatchedCallback(Dispatcher):
             max_backoff=10.0,
             jitter=False,
         )
-        self._close_timeout = _check_timeout(name, close_timeout)
-        self._buffer: list[Event] = []
-        self._queue: deque[list[Event]] = deque()  # sealed, not yet finished; head in delivery
-        self._sealed = 0  # batches sealed so far
-        self._finished = 0  # batches delivered or dead-lettered so far
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._errors = _RunErrors()
+        super().__init__(close_timeout=close_timeout)
         self._stats = BatchStats()
 
     # -- public surface ---------------------------------------------------------------
@@ -198,8 +210,14 @@ class BatchedCallback(Dispatcher):
 
     @property
     def pending(self) -> int:
-        """Events buffered or waiting in sealed batches, not yet delivered."""
-        return len(self._buffer) + sum(len(b) for b in self._queue)
+        """Events buffered or waiting in sealed batches, not yet delivered (in every loop)."""
+        total = 0
+        for lane in self._lanes_now():
+            total += len(lane.buffer) + sum(len(batch) for batch in list(lane.queue))
+            active = lane.active
+            if active is not None:
+                total += len(active)
+        return total
 
     @property
     def event_types(self) -> frozenset[EventType]:
@@ -258,16 +276,14 @@ class BatchedCallback(Dispatcher):
             return
         if event is None:
             event = event_from_args(event_type, args)
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
-        buffer = self._buffer
+        lane = self._lane()
+        buffer = lane.buffer
         buffer.append(event)
         if len(buffer) >= self._batch_size:
-            self._seal()
-            self._start_worker()
-        elif self._timer is None and self._interval is not None:
-            self._timer = loop.call_later(self._interval, self._on_timer)
+            self._seal(lane)
+            self._kick(lane)
+        elif lane.timer is None and self._interval is not None:
+            lane.timer = lane.loop.call_later(self._interval, self._on_timer, lane)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -276,12 +292,12 @@ class BatchedCallback(Dispatcher):
 
         Waits through retries, for at most ``close_timeout`` seconds; past that,
         it logs how many batches are still queued and returns (they keep being
-        delivered in the background). Then, with ``raise_error`` set, it raises
-        the error of a dead-lettered batch holding events of the run calling;
-        called outside any run, that of events sent by hand.
+        delivered in the background). Then it raises a ``BaseException`` the
+        sink raised meanwhile, else, with ``raise_error`` set, the error of a
+        dead-lettered batch holding events of the run calling; called outside
+        any run, that of events sent by hand.
         """
-        await self._drain()
-        self._errors.raise_for_caller()
+        await super().flush()
 
     async def aclose(self) -> None:
         """Flush (bounded by ``close_timeout``), then stop the timer and delivery task.
@@ -292,102 +308,72 @@ class BatchedCallback(Dispatcher):
         the oldest is raised, the others are logged. The instance can be used
         again afterwards.
         """
+        await super().aclose()
+
+    # -- hooks of DeferredDelivery ----------------------------------------------------
+
+    def _new_lane(self, loop: asyncio.AbstractEventLoop) -> _BatchLane:
+        return _BatchLane(loop)
+
+    async def _deliver(self, item: list[Event]) -> None:
+        """Deliver one batch through its retries; dead-letter it when they all fail."""
         try:
-            await self._drain()
-        finally:
-            self._cancel_timer()
-            await _stop(self._worker)
-            self._worker = None
-            if self._buffer:
-                self._seal()
-            while self._queue:
-                batch = self._queue.popleft()
-                error = TimeoutError(
-                    f"{type(self).__name__} closed before this batch was delivered "
-                    f"(close_timeout={self._close_timeout}s)"
-                )
-                await self._dead_letter(batch, error)
-                self._finished += 1
-            self._wake_waiters()
-        self._errors.raise_all(type(self).__name__)
+            await retry_async(partial(self._attempt, item), self._policy, on_retry=self._on_retry)
+        except Exception as exc:
+            await self._dead_letter(item, exc)
+        except asyncio.CancelledError:
+            raise  # not delivered: the worker puts it back at the head of the queue
+        except BaseException as exc:
+            await self._dead_letter(item, exc)
+            raise
+        else:
+            with self._lock:
+                self._stats.batches += 1
+                self._stats.events += len(item)
+
+    def _before_drain(self, lane: _BatchLane) -> None:
+        if lane.buffer:
+            self._seal(lane)
+
+    def _before_shut(self, lane: _BatchLane) -> None:
+        if lane.buffer:
+            self._seal(lane)
+        self._cancel_timer(lane)
+
+    async def _undelivered(self, items: list[list[Event]]) -> None:
+        for batch in items:
+            error = TimeoutError(
+                f"{type(self).__name__} closed before this batch was delivered "
+                f"(close_timeout={self._close_timeout}s)"
+            )
+            await self._dead_letter(batch, error)
+
+    def _adopt(self, lane: _BatchLane, old: _BatchLane) -> None:
+        self._cancel_timer(old)
+        if old.buffer:
+            lane.buffer[:0] = old.buffer
+            old.buffer = []
+            if self._interval is not None:
+                lane.timer = lane.loop.call_later(self._interval, self._on_timer, lane)
 
     # -- internals --------------------------------------------------------------------
 
-    async def _drain(self) -> None:
-        """Seal the buffer and wait (at most ``close_timeout``) for every sealed batch."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
-        if self._buffer:
-            self._seal()
-        target = self._sealed
-        if self._finished < target:
-            self._start_worker()
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((target, fut))
-            if not await _wait(fut, self._close_timeout):
-                logger.warning(
-                    "{handler}.flush(): {n} batches still undelivered after {t}s; "
-                    "delivery goes on in the background",
-                    handler=type(self).__name__,
-                    n=target - self._finished,
-                    t=self._close_timeout,
-                )
+    def _cancel_timer(self, lane: _BatchLane) -> None:
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Forget the timer, task and waiters of a previous loop; keep the data."""
-        self._cancel_timer()
-        self._worker = None
-        self._waiters.clear()
-        self._loop = loop
-        if self._queue:
-            self._start_worker()
+    def _seal(self, lane: _BatchLane) -> None:
+        """Queue the buffer as a batch (the caller starts the worker when it should run)."""
+        self._enqueue(lane, lane.buffer)
+        lane.buffer = []
+        self._cancel_timer(lane)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _seal(self) -> None:
-        self._queue.append(self._buffer)
-        self._buffer = []
-        self._sealed += 1
-        self._cancel_timer()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._buffer:
-            self._seal()
-            self._start_worker()
-
-    def _start_worker(self) -> None:
-        if self._worker is None and self._loop is not None:
-            self._worker = self._loop.create_task(
-                self._deliver_all(), name=f"flowhooks {type(self).__name__} delivery"
-            )
-
-    async def _deliver_all(self) -> None:
-        try:
-            queue = self._queue
-            while queue:
-                batch = queue[0]
-                await self._deliver(batch)
-                if queue and queue[0] is batch:
-                    queue.popleft()
-                    self._finished += 1
-                self._wake_waiters()
-        finally:
-            if self._worker is asyncio.current_task():
-                self._worker = None
-
-    async def _deliver(self, batch: list[Event]) -> None:
-        try:
-            await retry_async(partial(self._attempt, batch), self._policy, on_retry=self._on_retry)
-        except Exception as exc:
-            await self._dead_letter(batch, exc)
-        else:
-            self._stats.batches += 1
-            self._stats.events += len(batch)
+    def _on_timer(self, lane: _BatchLane) -> None:
+        lane.timer = None
+        if lane.buffer:
+            self._seal(lane)
+            self._kick(lane)
 
     async def _attempt(self, batch: list[Event]) -> None:
         result: object = self.process_batch(list(batch))  # a copy: the sink may mutate it
@@ -395,7 +381,8 @@ class BatchedCallback(Dispatcher):
             await result
 
     def _on_retry(self, number: int, exc: Exception, delay: float) -> None:
-        self._stats.retries += 1
+        with self._lock:
+            self._stats.retries += 1
         logger.warning(
             "{handler}: delivering a batch failed ({error}); retry {number} of {total} "
             "in {delay:.3f}s",
@@ -407,8 +394,9 @@ class BatchedCallback(Dispatcher):
         )
 
     async def _dead_letter(self, batch: list[Event], error: BaseException) -> None:
-        self._stats.dead_letters += 1
-        self._stats.dead_letter_events += len(batch)
+        with self._lock:
+            self._stats.dead_letters += 1
+            self._stats.dead_letter_events += len(batch)
         try:
             result: object = self.on_dead_letter(batch, error)
             if inspect.isawaitable(result):
@@ -420,16 +408,9 @@ class BatchedCallback(Dispatcher):
                 error=failure_text(exc, with_traceback=True),
                 ids=[e.id for e in batch],
             )
-        if self.raise_error:
+        if self.raise_error and isinstance(error, Exception):  # the rest reaches the drain
             for event in batch:
                 self._errors.keep(event, error)
-
-    def _wake_waiters(self) -> None:
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= self._finished:
-            fut = waiters.popleft()[1]
-            if not fut.done():
-                fut.set_result(None)
 
     def __repr__(self) -> str:
         target = self._sink if self._sink is not None else "process_batch"

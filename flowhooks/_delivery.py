@@ -1,48 +1,76 @@
-"""Shared plumbing of the composites that deliver after dispatch returns.
+"""``DeferredDelivery``: the base of composites that deliver after dispatch returns.
 
 Place in the chain: events -> handler -> plan -> manager -> composites
-(``_composites`` -> **here** -> ``_batched``, ``_background``). It holds what
-the two composites that own tasks, timers and queues, ``BatchedCallback`` and
-``BackgroundCallback``, both use: the ``close_timeout`` check, bounded waits,
-task stopping, and the per-run store of ``raise_error`` failures.
+(``_composites`` -> ``_delivery_scope`` -> **here** -> ``_batched``,
+``_background``). ``BatchedCallback`` (items: sealed batches) and
+``BackgroundCallback`` (items: single events) are its subclasses; they fill
+in what an item is and how one is delivered, and the base owns the rest:
 
-Both bind their timer, worker task and futures to the running event loop
-lazily, the first time they need one, and rebind when they find themselves on
-a different loop (two ``asyncio.run`` calls in a row): whatever the old loop
-left queued is delivered by the new one. They are meant to be used from one
-event loop at a time.
+* **Lanes.** Items wait in a queue and are delivered in order, one at a time,
+  by a worker task. Queue, worker and the futures of whoever waits for them
+  belong to one event loop: the base keeps one ``Lane`` per loop it is used
+  from, created the first time a loop needs one. So one instance can serve
+  runs in several threads at once, each thread with its own loop (``run_sync``
+  from a threaded web server): each lane is only ever touched by its own
+  loop's thread, and the few things shared by all lanes (the lane table,
+  counters, kept errors) are guarded by a ``threading.Lock``. A run's events
+  all go through the lane of the loop it runs in, so its flush waits for its
+  own events, not for other threads'.
+* **Successive loops.** When a loop opens a lane, lanes whose loop is closed
+  (or, in the same thread, no longer running: two ``asyncio.run`` calls in a
+  row) are taken over: what they left queued is delivered by the new loop.
+* **Workers on demand.** The worker starts when an item is queued and none is
+  running, and ends as soon as the queue is empty: no task per event, none
+  alive while idle. It runs in a fresh context, marked as this composite's
+  delivery (``_delivery_scope.delivering``), so it never inherits the run of
+  whichever dispatch happened to start it.
+* **Bounded drains.** ``flush()`` waits at most ``close_timeout`` seconds
+  (default 30) for everything its loop had accepted when it was called, then
+  logs what is still queued and returns (delivery goes on in the
+  background); ``aclose()`` does the same, then cancels the worker and hands
+  what is left to the subclass (``on_dead_letter`` for batches; logged and
+  counted as dropped for events). A batch whose delivery the cancellation
+  interrupted goes back to the head of the queue, so it is dead-lettered (or
+  delivered by the next loop); an event, already handed to its handler, is
+  not delivered twice.
+* **raise_error failures** happen in the worker, after the event's dispatch
+  has returned, so they are kept per run (the ``run_id`` of the queued
+  ``Event``; ``""`` for events sent by hand, outside a run) and raised from
+  ``flush()``: the flush at the end of the run they belong to raises that
+  run's error, and any flush or ``aclose()`` outside a run raises the error
+  of events sent by hand. ``dispatch`` never raises a stored error.
+  ``aclose()`` also raises what is still kept (for instance an error that
+  came after its run's flush gave up at ``close_timeout``), the first one, and
+  logs the others.
+* **BaseExceptions** (``KeyboardInterrupt``, ``SystemExit``, any other
+  non-``Exception``) raised by the wrapped code do not stop the worker: it
+  keeps the first, delivers the rest, and the next drain of that loop
+  (``flush()`` or ``aclose()``) raises it once everything it waits for is
+  delivered.
 
-Neither creates a task per event, nor keeps a task alive while idle:
-``BatchedCallback`` starts one delivery task when a batch is sealed and none
-is running, ``BackgroundCallback`` one worker when an event is queued and
-none is running; each ends as soon as nothing is left to deliver.
-
-Waits on shutdown are bounded: ``flush()`` waits at most ``close_timeout``
-seconds (default 30) for delivery, then logs what is still queued and returns
-(delivery goes on in the background); ``aclose()`` does the same, then
-cancels the worker. What ``aclose()`` could not deliver is handed to
-``on_dead_letter`` (batches) or logged and counted as dropped (background).
-
-``raise_error`` failures happen in the delivery task, after the event's
-dispatch has returned, so they are kept per run (the ``run_id`` of the queued
-``Event``; ``""`` for events sent by hand, outside a run) and raised from
-``flush()``: the flush at the end of the run they belong to raises that run's
-error, and any flush or ``aclose()`` raises the error of events sent by
-hand. ``dispatch`` never raises a stored error. ``aclose()`` also raises what
-is still kept (for instance an error that came after its run's flush gave
-up at ``close_timeout``), the first one, and logs the others.
+A durable subclass fits the same frame: its items are claimed rows, delivering
+one acks it, and what ``aclose()`` leaves is released for another worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from abc import abstractmethod
+from collections import deque
+from contextvars import Context
+from typing import Any, ClassVar, Generic, TypeVar
 
 from loguru import logger
 
 from flowhooks._context import current_run_var
+from flowhooks._delivery_scope import delivering
+from flowhooks._dispatcher import Dispatcher
 from flowhooks._events import Event
 from flowhooks._logs import failure_text
 from flowhooks._manager import _mark_propagating
+
+ItemT = TypeVar("ItemT")
 
 
 def _check_timeout(owner: str, value: object) -> float | None:
@@ -79,41 +107,335 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
     await asyncio.wait([task])
 
 
+class Lane(Generic[ItemT]):
+    """One event loop's share of a ``DeferredDelivery``: its queue, worker and waiters.
+
+    Only code running in ``loop`` touches a lane; another loop takes it over
+    only once ``loop`` is closed, or no longer runs in the same thread.
+
+    Attributes:
+        loop: the event loop the lane belongs to.
+        thread: the id of the thread that opened it.
+        queue: items accepted and not yet taken by the worker, oldest first.
+        active: the item the worker is delivering now.
+        accepted: items accepted so far.
+        finished: items delivered, dropped or handed on as undeliverable so far.
+        waiters: drains waiting until ``finished`` reaches a target.
+        worker: the task delivering the queue, while it is not empty.
+        fatal: the first ``BaseException`` a delivery raised, until a drain raises it.
+    """
+
+    __slots__ = (
+        "accepted",
+        "active",
+        "fatal",
+        "finished",
+        "loop",
+        "queue",
+        "thread",
+        "waiters",
+        "worker",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.thread = threading.get_ident()
+        self.queue: deque[ItemT] = deque()
+        self.active: ItemT | None = None
+        self.accepted = 0
+        self.finished = 0
+        self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.fatal: BaseException | None = None
+
+    def replaceable(self) -> bool:
+        """Whether another loop may take this lane over now (see the class docstring)."""
+        return self.loop.is_closed() or self.thread == threading.get_ident()
+
+
+LaneT = TypeVar("LaneT", bound=Lane[Any])
+
+
+class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
+    """Base of the composites that deliver items after dispatch returns, from a worker task.
+
+    Subclasses call ``_lane()`` to find the running loop's lane,
+    ``_enqueue``/``_kick`` to queue an item and make sure a worker delivers
+    it, and fill in the hooks: ``_new_lane`` and ``_deliver`` always, the
+    others (no-ops here) when they have something to do at that point. See
+    the module docstring for what the base guarantees.
+    """
+
+    _noun: ClassVar[str] = "items"
+    """What an item is called in log lines ("events", "batches")."""
+
+    _redeliver_interrupted: ClassVar[bool] = True
+    """Whether an item whose delivery was cancelled (``aclose()``, or the loop
+    shutting down) goes back to the head of the queue; when false it counts as
+    finished, having been handed over once."""
+
+    def __init__(self, *, close_timeout: float | None) -> None:
+        self._close_timeout = _check_timeout(type(self).__name__, close_timeout)
+        self._lock = threading.Lock()  # guards _lanes and what subclasses share across lanes
+        self._lanes: dict[asyncio.AbstractEventLoop, LaneT] = {}
+        self._errors = _RunErrors()
+
+    # -- hooks ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _new_lane(self, loop: asyncio.AbstractEventLoop) -> LaneT:
+        """Return an empty lane for ``loop``."""
+
+    @abstractmethod
+    async def _deliver(self, item: ItemT) -> None:
+        """Deliver one item, handling its ``Exception`` failures; a ``BaseException`` is kept."""
+
+    def _taken(self, lane: LaneT) -> None:
+        """The worker has just taken an item off ``lane.queue``."""
+
+    def _before_drain(self, lane: LaneT) -> None:
+        """A drain is about to note what it waits for."""
+
+    async def _after_drain(self, lane: LaneT) -> None:
+        """A drain has waited (or given up at ``close_timeout``)."""
+
+    def _before_shut(self, lane: LaneT) -> None:
+        """``aclose()`` has stopped the worker and is about to hand on what is left."""
+
+    async def _undelivered(self, items: list[ItemT]) -> None:
+        """``aclose()`` could not deliver ``items`` within ``close_timeout``."""
+
+    async def _after_shut(self, lane: LaneT) -> None:
+        """``aclose()`` has handed on what was left."""
+
+    def _adopt(self, lane: LaneT, old: LaneT) -> None:
+        """``lane`` takes over ``old``, whose loop is gone; its queue has been moved already."""
+
+    # -- lanes ------------------------------------------------------------------------
+
+    def _lane(self) -> LaneT:
+        """Return the running loop's lane, opening it on first use."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._open_lane(loop)
+        return lane
+
+    def _open_lane(self, loop: asyncio.AbstractEventLoop) -> LaneT:
+        lane = self._new_lane(loop)
+        with self._lock:
+            for old in [old for old in self._lanes.values() if old.replaceable()]:
+                del self._lanes[old.loop]
+                self._take_over(lane, old)
+            self._lanes[loop] = lane
+        if lane.queue:
+            self._kick(lane)
+        return lane
+
+    def _take_over(self, lane: LaneT, old: LaneT) -> None:
+        """Move what ``old`` left undelivered into ``lane`` (which is new and empty)."""
+        items = list(old.queue)
+        old.queue.clear()
+        if old.active is not None and old.loop.is_closed():  # its worker will never finish it
+            if self._redeliver_interrupted:
+                items.insert(0, old.active)
+            old.active = None
+        lane.queue.extend(items)
+        lane.accepted += len(items)
+        if lane.fatal is None:
+            lane.fatal = old.fatal
+        old.fatal = None
+        old.waiters.clear()  # futures of a loop that no longer runs: nobody awaits them here
+        self._adopt(lane, old)
+
+    def _lanes_now(self) -> list[LaneT]:
+        """A snapshot of every lane, for counts across loops."""
+        with self._lock:
+            return list(self._lanes.values())
+
+    # -- the queue and its worker -----------------------------------------------------
+
+    def _enqueue(self, lane: LaneT, item: ItemT) -> None:
+        """Accept ``item`` at the end of ``lane``'s queue (``_kick`` gets it delivered)."""
+        lane.queue.append(item)
+        lane.accepted += 1
+
+    def _kick(self, lane: LaneT) -> None:
+        """Start ``lane``'s worker unless one is running."""
+        worker = lane.worker
+        if worker is None or worker.done():  # done: cancelled before it ever ran
+            marks = (*delivering.get(), self)
+            context = Context()
+            context.run(delivering.set, marks)
+            lane.worker = lane.loop.create_task(
+                self._work(lane), name=f"flowhooks {type(self).__name__} worker", context=context
+            )
+
+    def _delivering_here(self) -> bool:
+        """Whether the calling code runs in this composite's delivery (its worker or a task
+        the worker's callee started)."""
+        return self in delivering.get()
+
+    async def _work(self, lane: LaneT) -> None:
+        """Deliver ``lane``'s queue in order; end as soon as it is empty."""
+        queue = lane.queue
+        task = asyncio.current_task()
+        try:
+            while queue:
+                item = queue.popleft()
+                lane.active = item
+                self._taken(lane)
+                try:
+                    await self._deliver(item)
+                except BaseException as exc:
+                    lane.active = None
+                    if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
+                        if self._redeliver_interrupted:
+                            queue.appendleft(item)
+                        else:
+                            lane.finished += 1
+                            self._wake(lane)
+                        raise
+                    self._keep_fatal(lane, exc)
+                lane.active = None
+                lane.finished += 1
+                if lane.waiters:
+                    self._wake(lane)
+        finally:
+            if lane.worker is task:
+                lane.worker = None
+
+    def _keep_fatal(self, lane: LaneT, exc: BaseException) -> None:
+        if lane.fatal is None:
+            lane.fatal = exc
+            return
+        logger.error(
+            "{owner}: delivery raised {error} while an earlier {first} was still to be "
+            "reported; only the first is raised",
+            owner=type(self).__name__,
+            error=failure_text(exc, with_traceback=True),
+            first=type(lane.fatal).__name__,
+        )
+
+    def _wake(self, lane: LaneT) -> None:
+        """Resolve the drains whose target ``lane.finished`` has reached."""
+        waiters = lane.waiters
+        finished = lane.finished
+        while waiters and waiters[0][0] <= finished:
+            fut = waiters.popleft()[1]
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- drains -----------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait (at most ``close_timeout``) for what the running loop has accepted so far.
+
+        Then raise a ``BaseException`` a delivery met, else the calling run's
+        kept ``raise_error`` failure (outside any run: that of events sent by hand).
+        """
+        await self._drain(self._lane())
+        self._errors.raise_for_caller()
+
+    async def aclose(self) -> None:
+        """Drain (bounded by ``close_timeout``), stop the worker, hand on what is left.
+
+        Then raise every failure still kept: the calling run's (or that of
+        events sent by hand) or else the oldest is raised, the others are
+        logged. The instance can be used again afterwards.
+        """
+        lane = self._lane()
+        try:
+            await self._drain(lane)
+        finally:
+            await self._shut(lane)
+        self._raise_fatal(lane)
+        self._errors.raise_all(type(self).__name__)
+
+    async def _drain(self, lane: LaneT) -> None:
+        """Wait (at most ``close_timeout``) until all that ``lane`` accepted so far is finished."""
+        self._before_drain(lane)
+        target = lane.accepted
+        if lane.finished < target:
+            self._kick(lane)
+            fut: asyncio.Future[None] = lane.loop.create_future()
+            lane.waiters.append((target, fut))
+            if not await _wait(fut, self._close_timeout):
+                logger.warning(
+                    "{owner}.flush(): {n} {noun} still undelivered after {t}s; "
+                    "delivery goes on in the background",
+                    owner=type(self).__name__,
+                    n=target - lane.finished,
+                    noun=self._noun,
+                    t=self._close_timeout,
+                )
+        await self._after_drain(lane)
+        self._raise_fatal(lane)
+
+    def _raise_fatal(self, lane: LaneT) -> None:
+        fatal = lane.fatal
+        if fatal is not None:
+            lane.fatal = None
+            raise fatal
+
+    async def _shut(self, lane: LaneT) -> None:
+        await _stop(lane.worker)
+        lane.worker = None
+        self._before_shut(lane)
+        left = list(lane.queue)
+        lane.queue.clear()
+        lane.finished += len(left)
+        if left:
+            await self._undelivered(left)
+        self._wake(lane)
+        await self._after_shut(lane)
+
+
 class _RunErrors:
     """``raise_error`` failures of queued deliveries, kept per run until a flush reports them.
 
     The key is the ``run_id`` of the event whose delivery failed, or ``""``
     for an event sent by hand (``seq`` 0: not numbered by a run). Only the
-    first error of each key is kept.
+    first error of each key is kept. Runs in several threads share it, hence
+    the lock.
     """
 
-    __slots__ = ("_errors",)
+    __slots__ = ("_errors", "_lock")
 
     def __init__(self) -> None:
         self._errors: dict[str, BaseException] = {}
+        self._lock = threading.Lock()
 
     def keep(self, event: Event, error: BaseException) -> None:
         key = event.run_id if event.seq else ""
-        if key not in self._errors:
-            _mark_propagating(error)
-            self._errors[key] = error
+        with self._lock:
+            if key not in self._errors:
+                _mark_propagating(error)
+                self._errors[key] = error
 
     def raise_for_caller(self) -> None:
         """Raise the calling run's error; outside any run, that of events sent by hand."""
-        errors = self._errors
-        if errors:
-            key = self._caller_key()
-            if key is not None:
-                raise errors.pop(key)
+        if not self._errors:
+            return
+        key = self._caller_key()
+        with self._lock:
+            error = self._errors.pop(key, None)
+        if error is not None:
+            raise error
 
     def raise_all(self, owner: str) -> None:
         """Raise the caller's error, else the oldest kept one; log and forget the others."""
-        errors = self._errors
-        if not errors:
+        if not self._errors:
             return
         key = self._caller_key()
-        first = errors.pop(key if key is not None else next(iter(errors)))
-        for run_id, error in errors.items():
+        with self._lock:
+            errors = self._errors
+            if not errors:
+                return
+            first = errors.pop(key if key in errors else next(iter(errors)))
+            others = list(errors.items())
+            errors.clear()
+        for run_id, error in others:
             logger.error(
                 "{owner} closed with the raise_error failure {error} of run {run_id!r} "
                 "unreported (aclose() raises only one)",
@@ -121,12 +443,11 @@ class _RunErrors:
                 error=failure_text(error, with_traceback=True),
                 run_id=run_id,
             )
-        errors.clear()
         raise first
 
-    def _caller_key(self) -> str | None:
-        """The key whose error the caller may raise: its own run's, or, outside any
-        run, that of events sent by hand. A run never raises another's error."""
+    @staticmethod
+    def _caller_key() -> str:
+        """The key whose error the caller may raise: its own run's, or, outside any run,
+        that of events sent by hand. A run never raises another's error."""
         ctx = current_run_var.get(None)
-        key = ctx.run_id if ctx is not None else ""
-        return key if key in self._errors else None
+        return ctx.run_id if ctx is not None else ""

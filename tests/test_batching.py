@@ -150,8 +150,9 @@ async def test_aclose_delivers_what_is_buffered_and_stops_the_timer():
     async with CallbackManager([batched]) as manager:
         await send(manager, 3)
     assert payloads(sink.batches) == [[0, 1, 2]]
-    assert batched._timer is None
-    assert batched._worker is None
+    (lane,) = batched._lanes_now()  # the one event loop's buffer, timer and task
+    assert lane.timer is None
+    assert lane.worker is None
     await asyncio.sleep(0.03)
     assert len(sink.batches) == 1
 

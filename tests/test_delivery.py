@@ -1,0 +1,377 @@
+"""Delivery that happens later, shared by many runs: BackgroundCallback and BatchedCallback.
+
+What every such composite promises whoever shares it (SPEC §3 "Sharing",
+§5): the wrapped handler sees the run whose event it is delivered, an event
+it sends never deadlocks a ``block`` queue, one instance serves runs in
+several threads at once, and a ``BaseException`` from the wrapped code loses
+no other event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import flowhooks
+from flowhooks import (
+    AsyncioRunner,
+    BackgroundCallback,
+    BaseCallbackHandler,
+    BatchedCallback,
+    CallbackManager,
+    Event,
+    EventType,
+    RunStatus,
+    Workflow,
+    node,
+)
+
+
+class QuickStop(AsyncioRunner):
+    """A runner that gives up on a stuck run's callbacks after 1 s instead of 30 s."""
+
+    cancel_grace = 1.0
+
+
+@node
+async def first(x: int) -> int:
+    await asyncio.sleep(0)
+    return x
+
+
+@node
+async def second(x: int) -> int:
+    return x + 1
+
+
+@node
+async def last(first: int, second: int) -> int:
+    return first + second
+
+
+def diamond() -> Workflow:
+    """Two nodes in parallel, then one that needs both: five handled events a run."""
+    return Workflow("diamond", nodes=[first, second, last])
+
+
+# -- current_run() inside background delivery -------------------------------------------
+
+
+class WhoAmI(BaseCallbackHandler):
+    """Notes, per delivered event, the run current_run() names and the event's own run."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+
+    async def on_node_start(self, node_id: str, input_data: Any, *, event: Event) -> None:
+        await asyncio.sleep(0)  # let the other runs move on meanwhile
+        self.pairs.append((flowhooks.current_run().run_id, event.run_id))
+
+    async def on_node_end(self, node_id: str, output_data: Any, *, event: Event) -> None:
+        self.pairs.append((flowhooks.current_run().run_id, event.run_id))
+
+
+async def test_current_run_in_background_delivery_is_the_run_of_the_event():
+    """With many runs at once, the wrapped handler never sees another run as current."""
+    who = WhoAmI()
+    background = BackgroundCallback(who)
+    wf = diamond()
+    results = await asyncio.gather(*(wf.run({"x": i}, callbacks=[background]) for i in range(8)))
+    assert all(r.status is RunStatus.SUCCEEDED for r in results)
+    assert len(who.pairs) == 8 * 6
+    assert [pair for pair in who.pairs if pair[0] != pair[1]] == []
+
+
+async def test_events_sent_by_hand_are_delivered_outside_any_run():
+    """An event triggered outside a run reaches the wrapped handler with no current run."""
+    seen: list[str | None] = []
+
+    class Probe(BaseCallbackHandler):
+        async def on_custom_event(self, name: str, data: Any) -> None:
+            try:
+                seen.append(flowhooks.current_run().run_id)
+            except LookupError:
+                seen.append(None)
+
+    background = BackgroundCallback(Probe())
+
+    @node
+    async def one() -> int:
+        return 1
+
+    await Workflow("w", nodes=[one]).run(callbacks=[background])  # a worker of a run's
+    await background.trigger("custom_event", "by-hand", 1)
+    await background.flush()
+    assert seen == [None]
+
+
+# -- a wrapped handler that sends events, behind a full "block" queue -------------------
+
+
+class Echo(BaseCallbackHandler):
+    """Sends a custom event for every node event it is delivered; records the echoes.
+
+    A node event delivered after its run has sent ``workflow_end`` cannot be
+    echoed any more (nothing may follow ``workflow_end``): it is noted as late.
+    """
+
+    def __init__(self) -> None:
+        self.echoes: list[tuple[str, str]] = []
+        self.late: list[tuple[str, str]] = []
+
+    async def _echo(self, name: str, node_id: str) -> None:
+        ctx = flowhooks.current_run()
+        try:
+            await ctx.emit(name, node_id)
+        except RuntimeError:
+            self.late.append((ctx.run_id, f"{name}:{node_id}"))
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        await self._echo("started", node_id)
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        await self._echo("ended", node_id)
+
+    async def on_custom_event(self, name: str, data: Any, *, event: Event) -> None:
+        self.echoes.append((event.run_id, f"{name}:{data}"))
+
+
+@pytest.mark.parametrize(("runs", "max_queue"), [(1, 1), (1, 2), (2, 2), (4, 1), (4, 3)])
+async def test_events_the_wrapped_handler_sends_never_deadlock_a_full_block_queue(runs, max_queue):
+    """Every echo is delivered, once, to the run it belongs to; no run waits for another."""
+    echo = Echo()
+    background = BackgroundCallback(echo, max_queue=max_queue, overflow="block")
+    wf = diamond()
+    tasks = [
+        asyncio.ensure_future(wf.run({"x": i}, callbacks=[background], runner=QuickStop()))
+        for i in range(runs)
+    ]
+    done, pending = await asyncio.wait(tasks, timeout=10)
+    assert not pending, "a run is stuck behind the full queue"
+    results = [t.result() for t in done]
+    assert all(r.status is RunStatus.SUCCEEDED for r in results)
+    expected = sorted(
+        (r.run_id, f"{kind}:{name}")
+        for r in results
+        for kind in ("started", "ended")
+        for name in ("first", "second", "last")
+    )
+    assert sorted(echo.echoes + echo.late) == expected
+    assert len(echo.echoes) >= runs  # the early ones at least: sent while the run went on
+    await background.aclose()
+
+
+async def test_an_event_sent_from_the_worker_by_hand_is_admitted_to_a_full_block_queue():
+    """The worker never waits for room it alone could make."""
+    manager = CallbackManager()
+    seen: list[str] = []
+
+    class Relay(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            await manager.trigger("custom_event", f"relayed {node_id}", output_data)
+
+        async def on_custom_event(self, name: str, data: Any) -> None:
+            seen.append(name)
+
+    background = BackgroundCallback(Relay(), max_queue=1, overflow="block")
+    manager.add_handler(background)
+    for i in range(3):
+        await manager.on_node_end(f"n{i}", i)
+    await asyncio.wait_for(manager.flush(), 5)
+    await asyncio.wait_for(manager.flush(), 5)  # the relayed events were queued meanwhile
+    assert seen == ["relayed n0", "relayed n1", "relayed n2"]
+    await manager.aclose()
+
+
+# -- one instance shared by runs in several threads ---------------------------------------
+
+
+class ThreadSafeRecorder(BaseCallbackHandler):
+    """Keeps every event it is delivered, with the run current_run() named meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[tuple[Event, str]] = []
+
+    def _keep(self, event: Event) -> None:
+        with self._lock:
+            self.events.append((event, flowhooks.current_run().run_id))
+
+    async def on_workflow_start(self, workflow_id: str, input_data: Any, *, event: Event) -> None:
+        self._keep(event)
+
+    async def on_node_start(self, node_id: str, input_data: Any, *, event: Event) -> None:
+        await asyncio.sleep(0)
+        self._keep(event)
+
+    async def on_node_end(self, node_id: str, output_data: Any, *, event: Event) -> None:
+        self._keep(event)
+
+    async def on_workflow_end(self, run_id: str, outputs: Any, *, event: Event) -> None:
+        self._keep(event)
+
+
+class ThreadSafeSink:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[Event] = []
+
+    async def __call__(self, batch: list[Event]) -> None:
+        await asyncio.sleep(0)
+        with self._lock:
+            self.events.extend(batch)
+
+
+@pytest.mark.timeout(120)
+def test_one_instance_serves_runs_in_eight_threads_at_once(logs):
+    """8 threads x 50 runs, one loop per run: every event once, to its run, none left over."""
+    recorder = ThreadSafeRecorder()
+    sink = ThreadSafeSink()
+    background = BackgroundCallback(recorder, close_timeout=10)
+    batched = BatchedCallback(sink, batch_size=7, flush_interval=0.01, close_timeout=10)
+    wf = Workflow("threads", nodes=[first, second, last], callbacks=[background, batched])
+    run_ids: list[str] = []
+    failures: list[BaseException] = []
+    guard = threading.Lock()
+
+    def client() -> None:
+        try:
+            for i in range(50):
+                result = wf.run_sync({"x": i})
+                assert result.status is RunStatus.SUCCEEDED
+                with guard:
+                    run_ids.append(result.run_id)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert len(run_ids) == 400
+
+    # Every run's flush waited for its own events: all are there when run_sync returns.
+    per_run: dict[str, list[Event]] = {}
+    for event, current in recorder.events:
+        assert current == event.run_id, "delivered under another run's context"
+        per_run.setdefault(event.run_id, []).append(event)
+    assert sorted(per_run) == sorted(run_ids)
+    for run_id, events in per_run.items():
+        kinds = Counter((e.type, e.node_id) for e in events)
+        assert kinds == {
+            (EventType.WORKFLOW_START, None): 1,
+            (EventType.NODE_START, "first"): 1,
+            (EventType.NODE_START, "second"): 1,
+            (EventType.NODE_START, "last"): 1,
+            (EventType.NODE_END, "first"): 1,
+            (EventType.NODE_END, "second"): 1,
+            (EventType.NODE_END, "last"): 1,
+            (EventType.WORKFLOW_END, None): 1,
+        }, run_id
+        assert [e.seq for e in events] == sorted(e.seq for e in events)  # in order
+    batched_runs = Counter(e.run_id for e in sink.events)
+    assert batched_runs == dict.fromkeys(run_ids, 8)
+    assert len({e.id for e in sink.events}) == len(sink.events)
+    assert background.queued == 0
+    assert batched.pending == 0
+    assert background.stats.enqueued == background.stats.delivered == 400 * 8
+    assert background.stats.dropped == 0
+    assert batched.stats.events == 400 * 8
+    assert not [m for m in logs if "undelivered" in m or "ERROR" in m]
+
+
+# -- a BaseException from the wrapped code -----------------------------------------------
+
+
+class Fatal(BaseException):
+    """Not an Exception: no manager isolates it."""
+
+
+class FatalOnce(BaseCallbackHandler):
+    """Raises ``error`` when delivered the node_end of ``n1``; records everything else."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.seen: list[Any] = []
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        if node_id == "n1":
+            raise self.error
+        self.seen.append(output_data)
+
+
+async def test_a_base_exception_in_background_delivery_loses_no_other_event():
+    """The rest is delivered, then the flush awaiting it raises the BaseException."""
+    handler = FatalOnce(Fatal("stop"))
+    background = BackgroundCallback(handler)
+    manager = CallbackManager([background])
+    for i in range(5):
+        await manager.on_node_end(f"n{i}", i)
+    with pytest.raises(Fatal, match="stop"):
+        await manager.flush()
+    assert handler.seen == [0, 2, 3, 4]
+    assert background.stats.delivered == 5
+    await manager.on_node_end("n9", 9)  # delivery goes on afterwards
+    await manager.flush()
+    assert handler.seen == [0, 2, 3, 4, 9]
+    await manager.aclose()
+
+
+async def test_a_base_exception_from_a_sink_loses_no_other_batch():
+    """The failing batch is dead-lettered, the others delivered, then the flush raises."""
+    delivered: list[list[Any]] = []
+    dead: list[list[Any]] = []
+
+    class Sink(BatchedCallback):
+        async def process_batch(self, batch: list[Event]) -> None:
+            if any(e.node_id == "n1" for e in batch):
+                raise Fatal("sink stopped")
+            delivered.append([e.payload for e in batch])
+
+        def on_dead_letter(self, batch: list[Event], error: BaseException) -> None:
+            dead.append([e.payload for e in batch])
+
+    batched = Sink(batch_size=1, flush_interval=None, retry_attempts=2, retry_backoff=0)
+    manager = CallbackManager([batched])
+    for i in range(4):
+        await manager.on_node_end(f"n{i}", i)
+    with pytest.raises(Fatal, match="sink stopped"):
+        await manager.flush()
+    assert delivered == [[0], [2], [3]]
+    assert dead == [[1]]
+    assert batched.pending == 0
+    await manager.flush()  # reported once
+    await manager.aclose()
+
+
+def test_a_keyboard_interrupt_in_background_delivery_reaches_the_flush():
+    """KeyboardInterrupt does not escape the event loop from the worker: the flush raises it."""
+    handler = FatalOnce(KeyboardInterrupt())
+    background = BackgroundCallback(handler)
+
+    async def main() -> None:
+        for i in range(4):
+            await background.on_node_end(f"n{i}", i)
+        await background.flush()
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert handler.seen == [0, 2, 3]
+    asyncio.run(background.aclose())
+
+
+@pytest.fixture
+def logs():
+    """Collect loguru messages emitted during the test."""
+    from loguru import logger
+
+    messages: list[str] = []
+    handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
+    yield messages
+    logger.remove(handler_id)
