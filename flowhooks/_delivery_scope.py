@@ -31,7 +31,7 @@ import asyncio
 from contextvars import Context, ContextVar, Token, copy_context
 from typing import Any
 
-from flowhooks._run import RunState, TaskFrame, _frame
+from flowhooks._sequencer import EventSequencer, TaskFrame, _frame
 
 delivering: ContextVar[tuple[object, ...]] = ContextVar("flowhooks_delivering", default=())
 """The composites whose worker the current code runs in (innermost last)."""
@@ -46,13 +46,13 @@ class RunScope:
         context: a copy of the dispatching code's context (``copy_context``
             is a constant-time snapshot).
         node: the node whose code dispatched, if any.
-        run: the run dispatching the event, when the event came from a run's
-            dispatch (``None`` for events sent by hand).
+        run: the sequencer of the run dispatching the event, when the event came
+            from a run's dispatch (``None`` for events sent by hand).
     """
 
     __slots__ = ("context", "node", "run")
 
-    def __init__(self, context: Context, node: str | None, run: RunState | None) -> None:
+    def __init__(self, context: Context, node: str | None, run: EventSequencer | None) -> None:
         self.context = context
         self.node = node
         self.run = run

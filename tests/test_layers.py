@@ -20,6 +20,7 @@ LAYERS = [
     "_validate",
     "_serialize",
     "_retry",
+    "_threads",
     "_events",
     # handlers and dispatch
     "_handler",
@@ -29,8 +30,10 @@ LAYERS = [
     "_dispatcher",
     "_context",
     "_manager",
+    "_sequencer",
     # composites
     "_composites",
+    "_delivery_scope",
     "_delivery",
     "_batched",
     "_background",
@@ -40,7 +43,7 @@ LAYERS = [
     "_results",
     "_resume",
     # execution
-    "_sequencer",
+    "_blocking",
     "_function_callbacks",
     "_node_outcomes",
     "_execution",
