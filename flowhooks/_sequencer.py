@@ -171,8 +171,12 @@ class EventSequencer:
         return self._modes[event_type]
 
     def wanted(self, event_type: EventType) -> bool:
-        """Whether some handler takes ``event_type``; when none does, ``skip`` it instead."""
-        return self._mode(event_type) != _NOBODY
+        """Whether ``event_type`` must go through ``emit``; when not, ``skip`` it instead.
+
+        It must when some handler takes it, and also when events sent during an
+        earlier dispatch are still queued: they go out with it.
+        """
+        return self._mode(event_type) != _NOBODY or bool(self._pending)
 
     def skip(self) -> None:
         """Number an event that no handler takes, without dispatching it."""
@@ -198,7 +202,7 @@ class EventSequencer:
             Exception: the first ``raise_error`` handler's exception, after the
                 event (and what handlers sent meanwhile) reached every handler.
         """
-        if not self._mode(event_type):
+        if not self._pending and not self._mode(event_type):
             self.seq += 1
             return
         if frame is None:
