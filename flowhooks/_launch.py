@@ -121,6 +121,7 @@ def _prepare(
     elif not isinstance(runner, Runner):
         msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()), got {runner!r}"
         raise WorkflowError(msg)
+    runner.check(workflow)
     try:
         timeout = check_seconds("timeout=", timeout, allow_none=True)
     except (TypeError, ValueError) as exc:
@@ -254,6 +255,10 @@ def start_run(workflow: Workflow, inputs: Mapping[str, Any] | None, **options: A
     return RunHandle(prepared.state.run_id, task, control)
 
 
+SUBWORKFLOW_ATTRIBUTE = "__flowhooks_subworkflow__"
+"""Set on the body of a sub-workflow node (``Workflow.as_node``) to the child workflow."""
+
+
 def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any) -> Node:
     """Return a node whose body runs ``child`` as a sub-workflow of the current run."""
     plan = child.plan()
@@ -268,6 +273,7 @@ def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any
 
     run_child.__name__ = node_name
     run_child.__qualname__ = f"{child.name}.as_node"
+    setattr(run_child, SUBWORKFLOW_ATTRIBUTE, child)  # cluster runners run it in the driver
     return Node(
         run_child,
         name=node_name,
