@@ -50,7 +50,7 @@ def dask_cluster() -> Iterator[Any]:
         n_workers=2,
         processes=True,
         threads_per_worker=4,
-        dashboard_address=None,
+        dashboard_address=":0",
     )
     try:
         yield cluster

@@ -108,7 +108,7 @@ class DaskRunner(ClusterRunner):
                 from distributed import LocalCluster
 
                 self._cluster = await LocalCluster(  # type: ignore[no-untyped-call]
-                    asynchronous=True, dashboard_address=None
+                    asynchronous=True, dashboard_address=":0"
                 )
                 target = self._cluster.scheduler_address
             client = _usable_client(target)

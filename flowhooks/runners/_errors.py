@@ -25,6 +25,8 @@ class WorkerError(Exception):
         worker_traceback: the traceback formatted on the worker.
     """
 
+    __module__ = "flowhooks.runners"  # its public home
+
     type_name: str
     original: BaseException | None
     worker_traceback: str
@@ -64,6 +66,6 @@ def worker_error(
     cls = _CLASSES.get(short)
     if cls is None:
         cls = _CLASSES[short] = type(
-            short, (WorkerError,), {"__module__": __name__, "__qualname__": short}
+            short, (WorkerError,), {"__module__": "flowhooks.runners", "__qualname__": short}
         )
     return cls(message, type_name=type_name, original=original, worker_traceback=worker_traceback)
