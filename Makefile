@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest docs bench bench-quick clean
+.PHONY: demo test test-ray lint typecheck pytest docs bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
 	$(PY) -m coverage run -m pytest
 	$(PY) -m coverage report
+
+# RayRunner's tests: ray is large, so it is not in `all`; this installs it and runs them.
+test-ray: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[ray]'
+	$(PY) -m pytest -m ray tests/runners
 
 lint: $(STAMP)
 	$(PY) -m ruff check flowhooks tests examples benchmarks

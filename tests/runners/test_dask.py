@@ -369,3 +369,24 @@ def test_bad_arguments_are_named() -> None:
         DaskRunner(resources=["GPU"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_concurrency"):
         DaskRunner(max_concurrency=0)
+
+
+def test_cluster_example_runs_on_a_scheduler_address(dask_cluster: Any, tmp_path: Path) -> None:
+    """examples/cluster_dask.py: nodes on the workers, the handler's lines in the driver."""
+    from example_runs import run_example
+
+    proc = run_example("cluster_dask.py", tmp_path, dask_cluster.scheduler_address)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0] == "node_end     load"
+    assert [line.split(" (")[0] for line in out[1:4]] == [
+        "custom_event progress 50 rows",
+        "custom_event progress 100 rows",
+        "custom_event progress 120 rows",
+    ]
+    assert out[4:6] == ["node_end     score", "node_end     report"]
+    driver = out[6].split(":")[0].removeprefix("driver process ")
+    assert out[6].startswith(
+        f"driver process {driver}: sum of squares 568820 (computed in process "
+    )
+    assert f"process {driver})" not in out[6]
