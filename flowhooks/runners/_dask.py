@@ -113,10 +113,15 @@ class DaskRunner(ClusterRunner):
                 target = self._cluster.scheduler_address
             client = _usable_client(target)
             if client is None:
-                address = _address_of(target)
-                client = await Client(  # type: ignore[no-untyped-call]
-                    address, asynchronous=True, set_as_default=False
-                )
+                try:
+                    client = await Client(  # type: ignore[no-untyped-call]
+                        _address_of(target), asynchronous=True, set_as_default=False
+                    )
+                except BaseException:
+                    if self._cluster is not None:  # do not leave a cluster nobody can close
+                        cluster, self._cluster = self._cluster, None
+                        await cluster.close()
+                    raise
                 self._own_client = True
             self._client = client
             self.is_open = True
