@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LINTED := flowhooks pytest_flowhooks.py tests examples benchmarks scripts
 
-.PHONY: demo test lint typecheck pytest docs package-check bench bench-quick clean
+.PHONY: demo test test-ray lint typecheck pytest docs package-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
 	$(PY) -m coverage run -m pytest
 	$(PY) -m coverage report
+
+# RayRunner's tests: ray is large, so it is not in `all`; this installs it and runs them.
+test-ray: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[ray]'
+	$(PY) -m pytest -m ray tests/runners
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import composites, dispatch, runner
+from benchmarks import cluster, composites, dispatch, runner
 from benchmarks._harness import Result, Settings, measure, quiet_logging, select
 from benchmarks._report import (
     evaluate,
@@ -65,20 +65,27 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
     run_groups, run_notes = runner.groups(quick)
     notes += run_notes
     groups += run_groups
+    cluster_cases, cluster_notes, cluster_shared = cluster.cases(quick)
+    notes += cluster_notes
+    if cluster_cases:
+        groups.append(("cluster", cluster_cases, 1 if quick else 10))
 
-    for title, group_cases, rounds in groups:
-        chosen = select(group_cases, args.only)
-        if not chosen:
-            continue
-        n_rounds = rounds if rounds is not None else settings.rounds
-        if args.rounds:
-            n_rounds = args.rounds
-        if not quick:
-            print(f"[{title}] {len(chosen)} cases, {n_rounds} rounds", flush=True)
-        t0 = time.perf_counter()
-        results.update(await measure(chosen, settings, rounds=n_rounds))
-        if not quick:
-            print(f"[{title}] done in {time.perf_counter() - t0:.1f}s", flush=True)
+    try:
+        for title, group_cases, rounds in groups:
+            chosen = select(group_cases, args.only)
+            if not chosen:
+                continue
+            n_rounds = rounds if rounds is not None else settings.rounds
+            if args.rounds:
+                n_rounds = args.rounds
+            if not quick:
+                print(f"[{title}] {len(chosen)} cases, {n_rounds} rounds", flush=True)
+            t0 = time.perf_counter()
+            results.update(await measure(chosen, settings, rounds=n_rounds))
+            if not quick:
+                print(f"[{title}] done in {time.perf_counter() - t0:.1f}s", flush=True)
+    finally:
+        await cluster.close(cluster_shared)
 
     if not args.only or "runner" in args.only or "memory" in args.only:
         extras.update(await runner.extras(quick))

@@ -246,6 +246,19 @@ def evaluate(results: Results, extras: dict[str, Any]) -> list[Target]:
         t.note = ev.get("where", "")
     out.append(t)
 
+    for shape in ("chain", "fan"):
+        cl = f"cluster/{{}}/{shape}/20"
+        out.append(
+            _ratio_target(
+                results,
+                f"`DaskRunner`, no handlers, {shape} of 20 trivial nodes",
+                1.2,
+                "≤ 1.2x Dask's own client.submit + result",
+                r(cl.format("flowhooks-dask"), cl.format("floor-dask-submit")),
+                note="per node, LocalCluster of 2 worker processes",
+            )
+        )
+
     ru = "runner/"
     for shape in ("chain", "fan"):
         base = f"{ru}floor-tasks/{shape}/1000"

@@ -130,6 +130,7 @@ def _prepare(
     elif not isinstance(runner, Runner):
         msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()), got {runner!r}"
         raise WorkflowError(msg)
+    runner.check(workflow)
     try:
         timeout = check_seconds("timeout=", timeout, allow_none=True)
     except (TypeError, ValueError) as exc:
@@ -343,6 +344,10 @@ def start_run(workflow: Workflow, inputs: Mapping[str, Any] | None, **options: A
     return RunHandle(prepared.state.run_id, task, control)
 
 
+SUBWORKFLOW_ATTRIBUTE = "__flowhooks_subworkflow__"
+"""Set on the body of a sub-workflow node (``Workflow.as_node``) to the child workflow."""
+
+
 def _current_state() -> RunState | None:
     ctx = current_run_var.get(None)
     state = ctx._run if ctx is not None else None
@@ -376,6 +381,7 @@ def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any
 
     run_child.__name__ = node_name
     run_child.__qualname__ = f"{child.name}.as_node"
+    setattr(run_child, SUBWORKFLOW_ATTRIBUTE, child)  # cluster runners run it in the driver
     return Node(
         run_child,
         name=node_name,

@@ -24,6 +24,7 @@ from flowhooks._validate import check_count, check_seconds
 
 if TYPE_CHECKING:
     from flowhooks._execution import RunState
+    from flowhooks._workflow import Workflow
 
 
 class Schedule(Protocol):
@@ -93,6 +94,14 @@ class Runner:
         if node.is_async:
             return await node.fn(**kwargs)
         return await asyncio.to_thread(node.fn, **kwargs)
+
+    def check(self, workflow: Workflow) -> None:
+        """Raise ``WorkflowError`` when this runner cannot run ``workflow``'s nodes.
+
+        Every run calls it before its first event; the built-in runners run
+        anything. A cluster runner checks that each node function can be sent
+        to its workers.
+        """
 
     @property
     def inline_async_bodies(self) -> bool:

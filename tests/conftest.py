@@ -1,9 +1,10 @@
 """Shared test configuration: hypothesis profiles ("ci" when the CI variable is set, else "dev"),
-and a memory cap for tests that serialise endless iterators."""
+a memory cap for tests that serialise endless iterators, and one Dask cluster per session."""
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -35,3 +36,23 @@ def capped_memory() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    """One real Dask ``LocalCluster`` (2 worker processes) for the whole test session.
+
+    Started on first use; tests needing it are marked ``slow``. Workers get 4
+    threads each so a test's lingering sync body cannot starve the next test.
+    """
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=4,
+        dashboard_address=":0",
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.close()

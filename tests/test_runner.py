@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,66 @@ CONTINUE_RUNNERS: dict[str, Callable[[], Runner]] = {
     "SequentialRunner(fail_fast=False)": lambda: SequentialRunner(fail_fast=False),
 }
 ALL_RUNNERS = {**RUNNERS, **CONTINUE_RUNNERS}
+
+
+class OnDask:
+    """A ``DaskRunner`` on the session's ``LocalCluster``, opened for one test."""
+
+    def __init__(self, *, fail_fast: bool) -> None:
+        self.fail_fast = fail_fast
+
+
+def with_cluster(runners: dict[str, Callable[[], Runner]], *dask: bool) -> list[Any]:
+    """The params of ``runners`` plus a ``DaskRunner`` per ``fail_fast`` value (marked slow)."""
+    params = [pytest.param(made, id=name) for name, made in runners.items()]
+    params += [
+        pytest.param(
+            OnDask(fail_fast=fail_fast),
+            id=f"DaskRunner(fail_fast={fail_fast})",
+            marks=pytest.mark.slow,
+        )
+        for fail_fast in dask
+    ]
+    return params
+
+
+@contextlib.asynccontextmanager
+async def opened(request: pytest.FixtureRequest) -> AsyncIterator[Runner]:
+    """The runner of ``request.param``: a core runner, or a DaskRunner held open for the test."""
+    if not isinstance(request.param, OnDask):
+        made: Runner = request.param()
+        yield made
+        return
+    from flowhooks.runners import DaskRunner
+
+    cluster = request.getfixturevalue("dask_cluster")
+    async with DaskRunner(cluster.scheduler_address, fail_fast=request.param.fail_fast) as dask:
+        yield dask
+
+
+# Tests that observe only events and RunResult (not state a node body changes in this
+# process) also run on a DaskRunner: node bodies run in the cluster's worker processes.
+
+
+@pytest.fixture(params=with_cluster(RUNNERS, True))
+async def runner_or_dask(request: pytest.FixtureRequest) -> AsyncIterator[Runner]:
+    """Each runner of the core (fail-fast), and a DaskRunner."""
+    async with opened(request) as made:
+        yield made
+
+
+@pytest.fixture(params=with_cluster(ALL_RUNNERS, True, False))
+async def any_runner_or_dask(request: pytest.FixtureRequest) -> AsyncIterator[Runner]:
+    """Each runner of the core, fail-fast and not, and a DaskRunner of each kind."""
+    async with opened(request) as made:
+        yield made
+
+
+@pytest.fixture(params=with_cluster(CONTINUE_RUNNERS, False))
+async def continue_runner_or_dask(request: pytest.FixtureRequest) -> AsyncIterator[Runner]:
+    """Each runner of the core built with fail_fast=False, and a DaskRunner(fail_fast=False)."""
+    async with opened(request) as made:
+        yield made
 
 
 @pytest.fixture(params=list(RUNNERS.values()), ids=list(RUNNERS))
@@ -94,10 +155,12 @@ def linear() -> Workflow:
 # -- event sequences ------------------------------------------------------------------
 
 
-async def test_success_event_sequence(runner: Runner, callback_recorder: RecordingCallback) -> None:
+async def test_success_event_sequence(
+    runner_or_dask: Runner, callback_recorder: RecordingCallback
+) -> None:
     """A successful run emits start, each node's start and end in order, then one end."""
     wf = linear()
-    result = await wf.run({"source": "abc"}, callbacks=[callback_recorder], runner=runner)
+    result = await wf.run({"source": "abc"}, callbacks=[callback_recorder], runner=runner_or_dask)
     assert result.status == "succeeded"
     assert steps(callback_recorder) == [
         ("workflow_start", None),
@@ -121,7 +184,7 @@ async def test_success_event_sequence(runner: Runner, callback_recorder: Recordi
     callback_recorder.assert_no_duplicates()
 
 
-async def test_workflow_id_is_the_run_id(runner: Runner) -> None:
+async def test_workflow_id_is_the_run_id(runner_or_dask: Runner) -> None:
     """workflow_start/workflow_end receive the run's id as workflow_id, unique per run."""
     seen: list[str] = []
 
@@ -133,8 +196,8 @@ async def test_workflow_id_is_the_run_id(runner: Runner) -> None:
             seen.append(workflow_id)
 
     wf = linear()
-    first = await wf.run({"source": "x"}, callbacks=Ids(), runner=runner)
-    await wf.run({"source": "x"}, callbacks=Ids(), runner=runner, run_id="given")
+    first = await wf.run({"source": "x"}, callbacks=Ids(), runner=runner_or_dask)
+    await wf.run({"source": "x"}, callbacks=Ids(), runner=runner_or_dask, run_id="given")
     assert seen == [first.run_id, first.run_id, "given", "given"]
     assert first.run_id != "given"
 
@@ -166,7 +229,7 @@ async def test_input_data_is_exactly_the_kwargs(
 
 
 async def test_workflow_end_output_is_run_outputs(
-    any_runner: Runner, callback_recorder: RecordingCallback
+    any_runner_or_dask: Runner, callback_recorder: RecordingCallback
 ) -> None:
     """workflow_end's output_data equals RunResult.outputs: every node that succeeded."""
 
@@ -179,7 +242,7 @@ async def test_workflow_end_output_is_run_outputs(
         raise ValueError("no")
 
     result = await Workflow("w", nodes=[ok, bad]).run(
-        callbacks=[callback_recorder], runner=any_runner
+        callbacks=[callback_recorder], runner=any_runner_or_dask
     )
     end = callback_recorder.events[-1]
     assert end.payload == result.outputs
@@ -188,7 +251,7 @@ async def test_workflow_end_output_is_run_outputs(
 
 
 async def test_failing_node_event_sequence(
-    any_runner: Runner, callback_recorder: RecordingCallback
+    any_runner_or_dask: Runner, callback_recorder: RecordingCallback
 ) -> None:
     """A failing node fires one error, then exactly one workflow_end with status failed."""
 
@@ -201,7 +264,7 @@ async def test_failing_node_event_sequence(
         return None
 
     result = await Workflow("fail", nodes=[boom, after]).run(
-        {"source": "s.csv"}, callbacks=[callback_recorder], runner=any_runner
+        {"source": "s.csv"}, callbacks=[callback_recorder], runner=any_runner_or_dask
     )
     assert steps(callback_recorder) == [
         ("workflow_start", None),
@@ -262,7 +325,7 @@ async def test_retry_then_success(runner: Runner, callback_recorder: RecordingCa
     assert_well_formed(callback_recorder.events)
 
 
-async def test_node_timestamps_are_utc_and_within_the_run(runner: Runner) -> None:
+async def test_node_timestamps_are_utc_and_within_the_run(runner_or_dask: Runner) -> None:
     """started_at/ended_at are UTC wall-clock times inside the run, in dependency order."""
 
     @node
@@ -280,7 +343,7 @@ async def test_node_timestamps_are_utc_and_within_the_run(runner: Runner) -> Non
         raise ValueError("boom")
 
     before = datetime.now(UTC)
-    result = await Workflow("ts", nodes=[first, second, never]).run(runner=runner)
+    result = await Workflow("ts", nodes=[first, second, never]).run(runner=runner_or_dask)
     after = datetime.now(UTC)
     assert result.status == "failed"
     spans: list[tuple[datetime, datetime]] = []
@@ -307,7 +370,10 @@ async def test_node_timestamps_are_utc_and_within_the_run(runner: Runner) -> Non
     ("critical", "last_severity"), [(False, "error"), (True, "critical")], ids=["plain", "critical"]
 )
 async def test_retries_exhausted_severity(
-    any_runner: Runner, callback_recorder: RecordingCallback, critical: bool, last_severity: str
+    any_runner_or_dask: Runner,
+    callback_recorder: RecordingCallback,
+    critical: bool,
+    last_severity: str,
 ) -> None:
     """Retried attempts are warnings (even for critical nodes); the last is error or critical."""
 
@@ -316,7 +382,7 @@ async def test_retries_exhausted_severity(
         raise RuntimeError("down")
 
     result = await Workflow("r", nodes=[always]).run(
-        callbacks=[callback_recorder], runner=any_runner
+        callbacks=[callback_recorder], runner=any_runner_or_dask
     )
     assert [(i.severity, i.will_retry) for i in callback_recorder.errors] == [
         ("warning", True),
@@ -351,7 +417,7 @@ async def test_retry_delay_and_backoff(runner: Runner) -> None:
 
 
 async def test_node_timeout_per_attempt(
-    runner: Runner, callback_recorder: RecordingCallback
+    runner_or_dask: Runner, callback_recorder: RecordingCallback
 ) -> None:
     """A node's timeout bounds each attempt; the error says which node timed out and when."""
 
@@ -359,7 +425,9 @@ async def test_node_timeout_per_attempt(
     async def slow() -> None:
         await asyncio.sleep(10)
 
-    result = await Workflow("t", nodes=[slow]).run(callbacks=[callback_recorder], runner=runner)
+    result = await Workflow("t", nodes=[slow]).run(
+        callbacks=[callback_recorder], runner=runner_or_dask
+    )
     assert result.status == "failed"
     infos = callback_recorder.errors
     assert [(i.type, i.attempt, i.will_retry) for i in infos] == [
@@ -371,7 +439,9 @@ async def test_node_timeout_per_attempt(
     assert result.duration < 5
 
 
-async def test_run_timeout(any_runner: Runner, callback_recorder: RecordingCallback) -> None:
+async def test_run_timeout(
+    any_runner_or_dask: Runner, callback_recorder: RecordingCallback
+) -> None:
     """timeout= fails the run with a run-level TimeoutError event and cancels running nodes."""
 
     @node
@@ -383,7 +453,7 @@ async def test_run_timeout(any_runner: Runner, callback_recorder: RecordingCallb
         return None
 
     result = await Workflow("t", nodes=[slow, later]).run(
-        callbacks=[callback_recorder], runner=any_runner, timeout=0.05
+        callbacks=[callback_recorder], runner=any_runner_or_dask, timeout=0.05
     )
     assert steps(callback_recorder) == [
         ("workflow_start", None),
@@ -412,7 +482,7 @@ async def test_run_timeout(any_runner: Runner, callback_recorder: RecordingCallb
 
 
 async def test_fail_fast_cancels_running_and_skips_the_rest(
-    runner: Runner, callback_recorder: RecordingCallback
+    runner_or_dask: Runner, callback_recorder: RecordingCallback
 ) -> None:
     """With fail-fast, a failure cancels running nodes silently and skips those not started."""
 
@@ -434,10 +504,10 @@ async def test_fail_fast_cancels_running_and_skips_the_rest(
         return None
 
     result = await Workflow("ff", nodes=[boom, slow, after_boom, after_slow]).run(
-        callbacks=[callback_recorder], runner=runner
+        callbacks=[callback_recorder], runner=runner_or_dask
     )
     statuses = {name: n.status.value for name, n in result.nodes.items()}
-    if runner.sequential:
+    if runner_or_dask.sequential:
         assert statuses == {
             "boom": "failed",
             "slow": "skipped",
@@ -471,7 +541,7 @@ async def test_fail_fast_cancels_running_and_skips_the_rest(
 
 
 async def test_fail_fast_false_lets_independent_branches_finish(
-    continue_runner: Runner, callback_recorder: RecordingCallback
+    continue_runner_or_dask: Runner, callback_recorder: RecordingCallback
 ) -> None:
     """Without fail-fast, independent branches finish, descendants of failures are skipped."""
 
@@ -499,7 +569,7 @@ async def test_fail_fast_false_lets_independent_branches_finish(
         return ok + 1
 
     result = await Workflow("cont", nodes=[boom, ok, boom2, after_boom, after_ok]).run(
-        callbacks=[callback_recorder], runner=continue_runner
+        callbacks=[callback_recorder], runner=continue_runner_or_dask
     )
     statuses = {name: n.status.value for name, n in result.nodes.items()}
     assert statuses == {
@@ -523,7 +593,7 @@ async def test_fail_fast_false_lets_independent_branches_finish(
 
 
 async def test_cancel_before_start(
-    any_runner: Runner, callback_recorder: RecordingCallback
+    any_runner_or_dask: Runner, callback_recorder: RecordingCallback
 ) -> None:
     """A run cancelled before its first node still fires workflow_start and one workflow_end."""
     cancelled: list[RunResult] = []
@@ -533,7 +603,7 @@ async def test_cancel_before_start(
         raise AssertionError("must not run")
 
     wf = Workflow("c", nodes=[never], on_workflow_cancel=cancelled.append)
-    handle = wf.start(callbacks=[callback_recorder], runner=any_runner)
+    handle = wf.start(callbacks=[callback_recorder], runner=any_runner_or_dask)
     assert isinstance(handle, RunHandle)
     assert handle.cancel("changed my mind") is True
     result = await handle
@@ -596,10 +666,10 @@ async def test_cancel_mid_run(any_runner: Runner, callback_recorder: RecordingCa
     assert handle.run_id == result.run_id
 
 
-async def test_cancel_default_reason(runner: Runner) -> None:
+async def test_cancel_default_reason(runner_or_dask: Runner) -> None:
     """handle.cancel() without a reason still sets a cancel_reason."""
     wf = Workflow("c", nodes=[node(lambda: None, name="n")])
-    handle = wf.start(runner=runner)
+    handle = wf.start(runner=runner_or_dask)
     handle.cancel()
     result = await handle
     assert result.cancel_reason == "cancelled through RunHandle.cancel()"
@@ -815,7 +885,7 @@ async def test_current_run_inside_nodes(
     assert_well_formed(callback_recorder.events)
 
 
-async def test_current_run_inside_handlers(runner: Runner) -> None:
+async def test_current_run_inside_handlers(runner_or_dask: Runner) -> None:
     """Handlers see current_run(); a handler's custom event goes right after the current one."""
     seen: list[tuple[str, str]] = []
     rec = RecordingCallback()
@@ -831,7 +901,7 @@ async def test_current_run_inside_handlers(runner: Runner) -> None:
             assert ctx.result is not None
             seen.append(("end", ctx.result.status.value))
 
-    result = await linear().run({"source": "x"}, callbacks=[rec, Emitter()], runner=runner)
+    result = await linear().run({"source": "x"}, callbacks=[rec, Emitter()], runner=runner_or_dask)
     assert seen == [
         ("a", result.run_id),
         ("b", result.run_id),
@@ -847,7 +917,7 @@ async def test_current_run_inside_handlers(runner: Runner) -> None:
     assert_well_formed(rec.events)
 
 
-async def test_emit_after_workflow_end_is_refused(runner: Runner) -> None:
+async def test_emit_after_workflow_end_is_refused(runner_or_dask: Runner) -> None:
     """Nothing follows workflow_end: a handler emitting from it gets a RuntimeError."""
     errors: list[BaseException] = []
     rec = RecordingCallback()
@@ -859,7 +929,7 @@ async def test_emit_after_workflow_end_is_refused(runner: Runner) -> None:
             except RuntimeError as exc:
                 errors.append(exc)
 
-    await linear().run({"source": "x"}, callbacks=[rec, Late()], runner=runner)
+    await linear().run({"source": "x"}, callbacks=[rec, Late()], runner=runner_or_dask)
     assert len(errors) == 1
     assert "cannot be sent after workflow_end" in str(errors[0])
     assert rec.events[-1].type == "workflow_end"
@@ -871,14 +941,14 @@ def test_current_run_outside_a_run() -> None:
         current_run()
 
 
-async def test_emit_needs_a_name(runner: Runner) -> None:
+async def test_emit_needs_a_name(runner_or_dask: Runner) -> None:
     """RunContext.emit rejects an empty event name."""
 
     @node
     async def a() -> None:
         await current_run().emit("", 1)
 
-    result = await Workflow("e", nodes=[a]).run(runner=runner)
+    result = await Workflow("e", nodes=[a]).run(runner=runner_or_dask)
     assert result.error is not None
     assert result.error.type == "TypeError"
 
@@ -910,7 +980,7 @@ async def test_node_callbacks_do_not_block_downstream(runner: Runner) -> None:
     assert finished == [("upstream", result.run_id)]
 
 
-async def test_node_failure_callback(any_runner: Runner) -> None:
+async def test_node_failure_callback(any_runner_or_dask: Runner) -> None:
     """on_failure is called once, after the node failed for good, with its ErrorInfo and context."""
     calls: list[tuple[str, ErrorInfo, str]] = []
 
@@ -922,14 +992,14 @@ async def test_node_failure_callback(any_runner: Runner) -> None:
     async def bad() -> None:
         raise ValueError("nope")
 
-    result = await Workflow("cb", nodes=[bad]).run(runner=any_runner)
+    result = await Workflow("cb", nodes=[bad]).run(runner=any_runner_or_dask)
     assert len(calls) == 1
     node_id, info, run_id = calls[0]
     assert (node_id, info.attempt, info.will_retry, run_id) == ("bad", 3, False, result.run_id)
     assert info is result.error
 
 
-async def test_failing_function_callbacks_are_isolated(runner: Runner) -> None:
+async def test_failing_function_callbacks_are_isolated(runner_or_dask: Runner) -> None:
     """A node or workflow callback that raises is logged and does not change the outcome."""
 
     def broken(*args: Any) -> None:
@@ -940,12 +1010,12 @@ async def test_failing_function_callbacks_are_isolated(runner: Runner) -> None:
         nodes=[node(lambda: 1, name="one", on_success=broken)],
         on_workflow_complete=broken,
     )
-    result = await wf.run(runner=runner)
+    result = await wf.run(runner=runner_or_dask)
     assert result.status == "succeeded"
 
 
 @pytest.mark.parametrize("outcome", ["succeeded", "failed", "cancelled"])
-async def test_workflow_callbacks(any_runner: Runner, outcome: str) -> None:
+async def test_workflow_callbacks(any_runner_or_dask: Runner, outcome: str) -> None:
     """Exactly the workflow callback matching the outcome is called, with the RunResult."""
     calls: list[tuple[str, RunResult]] = []
 
@@ -973,7 +1043,7 @@ async def test_workflow_callbacks(any_runner: Runner, outcome: str) -> None:
         on_workflow_failure=failure,
         on_workflow_cancel=cancel,
     )
-    handle = wf.start(runner=any_runner)
+    handle = wf.start(runner=any_runner_or_dask)
     if outcome == "cancelled":
         await asyncio.sleep(0.01)
         handle.cancel("stop")
@@ -1041,7 +1111,7 @@ async def test_raise_error_on_node_start_fails_node_without_retry(any_runner: Ru
     assert_well_formed(rec.events)
 
 
-async def test_raise_error_on_node_end_fails_node(runner: Runner) -> None:
+async def test_raise_error_on_node_end_fails_node(runner_or_dask: Runner) -> None:
     """A raise_error handler failing on node_end fails the node; its output is not kept."""
 
     @node
@@ -1053,7 +1123,7 @@ async def test_raise_error_on_node_end_fails_node(runner: Runner) -> None:
         return 2
 
     result = await Workflow("re", nodes=[a, b]).run(
-        callbacks=[Raiser("node_end", "a")], runner=runner
+        callbacks=[Raiser("node_end", "a")], runner=runner_or_dask
     )
     assert result.status == "failed"
     assert result.outputs == {}
@@ -1063,11 +1133,11 @@ async def test_raise_error_on_node_end_fails_node(runner: Runner) -> None:
     assert result.error.type == "PermissionError"
 
 
-async def test_raise_error_on_workflow_start_fails_run(runner: Runner) -> None:
+async def test_raise_error_on_workflow_start_fails_run(runner_or_dask: Runner) -> None:
     """A raise_error handler failing on workflow_start fails the run before any node."""
     rec = RecordingCallback()
     result = await linear().run(
-        {"source": "x"}, callbacks=[rec, Raiser("workflow_start")], runner=runner
+        {"source": "x"}, callbacks=[rec, Raiser("workflow_start")], runner=runner_or_dask
     )
     assert result.status == "failed"
     assert result.error is not None
@@ -1075,7 +1145,9 @@ async def test_raise_error_on_workflow_start_fails_run(runner: Runner) -> None:
     assert steps(rec) == [("workflow_start", None), ("workflow_end", None)]
 
 
-async def test_raise_error_on_workflow_end_is_reraised_after_callbacks(runner: Runner) -> None:
+async def test_raise_error_on_workflow_end_is_reraised_after_callbacks(
+    runner_or_dask: Runner,
+) -> None:
     """A raise_error handler failing on workflow_end: run re-raises after the rest ran."""
     rec = RecordingCallback()
     completed: list[RunResult] = []
@@ -1084,7 +1156,7 @@ async def test_raise_error_on_workflow_end_is_reraised_after_callbacks(runner: R
     manager.add_handler(rec)
     wf = Workflow("re", nodes=[node(lambda: 1, name="one")], on_workflow_complete=completed.append)
     with pytest.raises(PermissionError, match="workflow_end refused"):
-        await wf.run(callbacks=manager, runner=runner)
+        await wf.run(callbacks=manager, runner=runner_or_dask)
     assert rec.types[-1] == "workflow_end"
     assert len(completed) == 1
     assert completed[0].status == "succeeded"
@@ -1093,15 +1165,15 @@ async def test_raise_error_on_workflow_end_is_reraised_after_callbacks(runner: R
 # -- final_node, callbacks composition --------------------------------------------------
 
 
-async def test_final_node(runner: Runner) -> None:
+async def test_final_node(runner_or_dask: Runner) -> None:
     """final_node is the last node to succeed of a succeeded run."""
-    result = await linear().run({"source": "x"}, runner=runner)
+    result = await linear().run({"source": "x"}, runner=runner_or_dask)
     assert result.final_node == "c"
     assert result.raise_for_status() is result
     assert result.succeeded
 
 
-async def test_callbacks_dispatch_order(runner: Runner) -> None:
+async def test_callbacks_dispatch_order(runner_or_dask: Runner) -> None:
     """Workflow and run callbacks combine by priority, then the workflow's before the run's."""
     order: list[str] = []
 
@@ -1119,7 +1191,7 @@ async def test_callbacks_dispatch_order(runner: Runner) -> None:
     run_manager.add_handler(Named("run-low"))
     run_manager.add_handler(Named("run-mid"), priority=5)
     wf = Workflow("order", nodes=[node(lambda: 1, name="one")], callbacks=wf_manager)
-    await wf.run(callbacks=run_manager, runner=runner)
+    await wf.run(callbacks=run_manager, runner=runner_or_dask)
     assert order == ["wf-high", "run-mid", "wf-low", "run-low"]
 
 
@@ -1158,7 +1230,7 @@ def child_workflow(recorder: RecordingCallback, *, fail: bool = False) -> Workfl
     return Workflow("child", nodes=[double, check], callbacks=[recorder])
 
 
-async def test_subworkflow_outputs_and_events(runner: Runner) -> None:
+async def test_subworkflow_outputs_and_events(runner_or_dask: Runner) -> None:
     """A sub-workflow node returns the child's outputs; child events reach both recorders."""
     parent_rec = RecordingCallback()
     child_rec = RecordingCallback()
@@ -1177,7 +1249,7 @@ async def test_subworkflow_outputs_and_events(runner: Runner) -> None:
     result = await wf.run(
         {"n": 1},
         callbacks=[parent_rec],
-        runner=runner,
+        runner=runner_or_dask,
         resource_id="tenant",
         metadata={"k": "v"},
     )
@@ -1259,7 +1331,7 @@ async def test_a_handler_on_both_workflow_and_run_gets_each_event_once(runner: R
 
 
 async def test_events_a_child_run_sends_outside_its_nodes_name_no_parent_node(
-    runner: Runner,
+    runner_or_dask: Runner,
 ) -> None:
     """A custom event sent from a child's workflow_start handler has no node_id."""
     rec = RecordingCallback()
@@ -1275,18 +1347,18 @@ async def test_events_a_child_run_sends_outside_its_nodes_name_no_parent_node(
 
     child = Workflow("child", nodes=[inner], callbacks=[Announce()])
     parent = Workflow("parent", nodes=[child.as_node(name="runchild")])
-    result = await parent.run(callbacks=[rec], runner=runner)
+    result = await parent.run(callbacks=[rec], runner=runner_or_dask)
     assert result.status == "succeeded"
     [custom] = [e for e in rec.events if e.type.value == "custom_event"]
     assert (custom.name, custom.node_id, custom.attempt) == ("child_started", None, None)
     assert custom.parent_run_id == result.run_id
 
 
-async def test_subworkflow_failure(any_runner: Runner) -> None:
+async def test_subworkflow_failure(any_runner_or_dask: Runner) -> None:
     """A failed child run fails the sub node with WorkflowFailed naming the child's error."""
     child_rec = RecordingCallback()
     sub = child_workflow(child_rec, fail=True).as_node(name="sub")
-    result = await Workflow("parent", nodes=[sub]).run({"x": 3}, runner=any_runner)
+    result = await Workflow("parent", nodes=[sub]).run({"x": 3}, runner=any_runner_or_dask)
     assert result.status == "failed"
     assert result.error is not None
     assert result.error.type == "WorkflowFailed"
@@ -1296,7 +1368,7 @@ async def test_subworkflow_failure(any_runner: Runner) -> None:
     assert child_rec.events[-1].status == "failed"
 
 
-async def test_cancelling_parent_cancels_child(any_runner: Runner) -> None:
+async def test_cancelling_parent_cancels_child(any_runner_or_dask: Runner) -> None:
     """Cancelling the parent run cancels the running child run, whose callbacks still fire."""
     started = asyncio.Event()
     child_rec = RecordingCallback()
@@ -1308,7 +1380,7 @@ async def test_cancelling_parent_cancels_child(any_runner: Runner) -> None:
 
     child = Workflow("child", nodes=[hang], callbacks=[child_rec])
     parent = Workflow("parent", nodes=[child.as_node(name="sub")])
-    handle = parent.start({"x": 1}, runner=any_runner)
+    handle = parent.start({"x": 1}, runner=any_runner_or_dask)
     await asyncio.wait_for(started.wait(), 5)
     handle.cancel("parent stopped")
     result = await handle
@@ -1325,7 +1397,7 @@ async def test_cancelling_parent_cancels_child(any_runner: Runner) -> None:
 # -- many runs at once ----------------------------------------------------------------
 
 
-async def test_concurrent_runs_keep_their_events_apart(runner: Runner) -> None:
+async def test_concurrent_runs_keep_their_events_apart(runner_or_dask: Runner) -> None:
     """200 concurrent runs of one workflow: no event lost or mixed, each run well formed."""
     rec = RecordingCallback()
 
@@ -1348,7 +1420,7 @@ async def test_concurrent_runs_keep_their_events_apart(runner: Runner) -> None:
         return b + c
 
     wf = Workflow("many", nodes=[a, b, c, d], callbacks=[rec])
-    results = await asyncio.gather(*(wf.run({"i": i}, runner=runner) for i in range(200)))
+    results = await asyncio.gather(*(wf.run({"i": i}, runner=runner_or_dask) for i in range(200)))
     assert all(r.status == "succeeded" for r in results)
     assert [r.outputs["d"] for r in results] == [5 * i for i in range(200)]
     groups: dict[str, list[Event]] = defaultdict(list)
@@ -1379,7 +1451,7 @@ async def test_base_exception_from_a_node_still_ends_the_run(runner: Runner) -> 
     assert rec.events[-1].status == "failed"
 
 
-async def test_cancelling_the_awaiting_task_during_a_handler(any_runner: Runner) -> None:
+async def test_cancelling_the_awaiting_task_during_a_handler(any_runner_or_dask: Runner) -> None:
     """Cancelling the awaiting task while a handler runs still ends the run with workflow_end."""
     in_handler = asyncio.Event()
     rec = RecordingCallback()
@@ -1390,7 +1462,7 @@ async def test_cancelling_the_awaiting_task_during_a_handler(any_runner: Runner)
             await asyncio.sleep(0.05)
 
     wf = Workflow("c", nodes=[node(lambda: 1, name="a")])
-    task = asyncio.create_task(wf.run(callbacks=[SlowEnd(), rec], runner=any_runner))
+    task = asyncio.create_task(wf.run(callbacks=[SlowEnd(), rec], runner=any_runner_or_dask))
     await asyncio.wait_for(in_handler.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -1402,5 +1474,5 @@ async def test_cancelling_the_awaiting_task_during_a_handler(any_runner: Runner)
     assert end.status == "cancelled"
     node_ended = [e.node_id for e in rec.events_of("node_end")]
     assert end.payload == ({"a": 1} if node_ended else {})
-    if not any_runner.sequential:
+    if not any_runner_or_dask.sequential:
         assert node_ended == ["a"]  # the handler was not interrupted
