@@ -338,134 +338,121 @@ class RunState(NodeOutcomes):
     # -- one node ---------------------------------------------------------------------
 
     async def run_step(self, position: int, task: asyncio.Task[Any]) -> bool:
-        """Run the plan's node at ``position`` in ``task`` (a schedule's one call per node).
+        """Run every attempt of the plan's node at ``position`` in ``task``; True if it succeeded.
 
-        A node that fails for good stops a fail-fast run; a ``BaseException``
-        escaping it stops the run and is re-raised to the caller after the end.
+        A schedule's one call per node. A node that fails for good stops a
+        fail-fast run (``NodeOutcomes._node_failed``); a ``BaseException``
+        escaping it stops the run and is re-raised to the caller after the
+        run's end.
+
+        The task's frame marks the node's events (``TaskFrame``); while the
+        body runs, the node's bare name stands in for it, so tasks the body
+        starts do not count as inside the node's dispatches. A run without
+        handlers dispatches nothing: the name alone is all it needs.
         """
         node, result = self.plan.steps[position], self.results[position]
-        frame = self._enter_node(node.name, task)
+        frame = None
+        if self.has_handlers:
+            frame = TaskFrame(node.name, task)
+            set_frame(frame)
+        else:
+            set_frame(node.name)
         try:
-            ok = await self.run_node(node, result, task, frame)
+            # The one hot loop of a run, in one function on purpose (a coroutine per call
+            # level costs a few percent of a node): per attempt, node_start, the body, and
+            # on success the output and node_end. Failures, retries, suspension and
+            # cancellation leave it through NodeOutcomes.
+            name = node.name
+            outputs, inputs = self.outputs, self.inputs
+            kwargs: dict[str, Any] = {}
+            for p in node.params:  # a parameter no dependency or input provides keeps its default
+                if p in outputs:
+                    kwargs[p] = outputs[p]
+                elif p in inputs:
+                    kwargs[p] = inputs[p]
+            result.inputs = kwargs
+            events, has_handlers = self.events, self.has_handlers
+            direct = node.is_async and node.timeout is None and self.default_submit
+            result.status = NodeStatus.RUNNING
+            result._started = first_start = perf_counter()
+            attempt = 0
+            while True:
+                attempt += 1
+                result.attempts = attempt
+                try:
+                    if has_handlers and events.wanted(_NODE_START):
+                        await events.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
+                    else:
+                        events.skip()
+                except Exception as exc:  # a raise_error handler: the node fails without retry
+                    return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
+                if self.stopping is not None and self.stopping is not RunStatus.SUSPENDED:
+                    return self._node_cancelled(result, first_start)
+                # Durations measure the node's body, not the handlers around it.
+                start = perf_counter()
+                if attempt == 1:
+                    first_start = start
+                self.bodies.add(task)
+                if frame is not None:
+                    set_frame(name)
+                try:
+                    if direct:
+                        output = await node.fn(**kwargs)
+                    elif node.timeout is None:
+                        output = await self.runner.submit(node, kwargs)
+                    else:
+                        async with asyncio.timeout(node.timeout):
+                            output = await self.runner.submit(node, kwargs)
+                except asyncio.CancelledError:
+                    self._body_left(task, frame)
+                    if not self._consume_own_cancellation(task):
+                        raise
+                    return self._node_cancelled(result, first_start)
+                except Exception as exc:
+                    self._body_left(task, frame)
+                    retry = await self._attempt_failed(
+                        node, result, exc, attempt, start, first_start
+                    )
+                    if retry is None:
+                        continue
+                    return retry
+                end = perf_counter()
+                self._body_left(task, frame)
+                if task in self.injected:  # the body caught the run's own cancellation
+                    await self._absorb_injected_cancel(task)
+                    return self._node_cancelled(result, first_start)
+                outputs[name] = output
+                result.duration = end - first_start
+                try:
+                    if has_handlers and events.wanted(_NODE_END):
+                        await events.emit(
+                            _NODE_END, (name, output), name, attempt, end - start, frame=frame
+                        )
+                    else:
+                        events.skip()
+                except Exception as exc:
+                    del outputs[name]
+                    return await self._node_failed(
+                        node, result, exc, attempt, end - start, first_start, emitted=True
+                    )
+                result.output = output
+                result.status = NodeStatus.SUCCEEDED
+                result._ended = end
+                self.last_success = name
+                if node.on_success is not None:
+                    self._spawn_callback(
+                        node.on_success, (name, self.ctx), f"on_success of {name!r}", _NODE_END
+                    )
+                return True
         except asyncio.CancelledError as exc:
             if self.forced:  # the run's own forced stop: the node ends cancelled
                 raise
-            ok = await self._cancelled_by_someone_else(node, result, task, exc)
+            return await self._cancelled_by_someone_else(node, result, task, exc)
         except BaseException as exc:
             self.bodies.discard(task)
             self.remember_raised(exc)
             self.request_stop(RunStatus.FAILED, None)
             return False
-        if not ok and self.runner.fail_fast and self.error is not None:
-            self.request_stop(RunStatus.FAILED, None)
-        return ok
-
-    def _enter_node(self, name: str, task: asyncio.Task[Any]) -> TaskFrame | None:
-        """Make ``name`` the calling task's current node; return the frame its events mark.
-
-        A run without handlers dispatches nothing: its node's name is all the
-        task's context needs.
-        """
-        if not self.has_handlers:
-            set_frame(name)
-            return None
-        frame = TaskFrame(name, task)
-        set_frame(frame)
-        return frame
-
-    async def run_node(
-        self, node: Node, result: NodeResult, task: asyncio.Task[Any], frame: TaskFrame | None
-    ) -> bool:
-        """Run every attempt of ``node`` in ``task``; return whether it succeeded.
-
-        The one hot loop of a run, kept in one function on purpose: per
-        attempt it announces ``node_start``, runs the body, and on success
-        records the output and announces ``node_end``. Failures, retries and
-        cancellation leave the loop through the methods below it.
-        ``frame`` is the one ``_enter_node`` gave ``task`` (``None`` without
-        handlers); while the body runs, the node's bare name stands in for it,
-        so tasks the body starts do not count as inside the node's dispatches.
-        """
-        name = node.name
-        outputs, inputs = self.outputs, self.inputs
-        kwargs: dict[str, Any] = {}
-        for p in node.params:  # a parameter no dependency or input provides keeps its default
-            if p in outputs:
-                kwargs[p] = outputs[p]
-            elif p in inputs:
-                kwargs[p] = inputs[p]
-        result.inputs = kwargs
-        events, has_handlers = self.events, self.has_handlers
-        direct = node.is_async and node.timeout is None and self.default_submit
-        result.status = NodeStatus.RUNNING
-        result._started = first_start = perf_counter()
-        attempt = 0
-        while True:
-            attempt += 1
-            result.attempts = attempt
-            try:
-                if has_handlers and events.wanted(_NODE_START):
-                    await events.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
-                else:
-                    events.skip()
-            except Exception as exc:  # a raise_error handler: the node fails without retry
-                return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
-            if self.stopping is not None and self.stopping is not RunStatus.SUSPENDED:
-                return self._node_cancelled(result, first_start)
-            # Durations measure the node's body, not the handlers around it.
-            start = perf_counter()
-            if attempt == 1:
-                first_start = start
-            self.bodies.add(task)
-            if frame is not None:
-                set_frame(name)
-            try:
-                if direct:
-                    output = await node.fn(**kwargs)
-                elif node.timeout is None:
-                    output = await self.runner.submit(node, kwargs)
-                else:
-                    async with asyncio.timeout(node.timeout):
-                        output = await self.runner.submit(node, kwargs)
-            except asyncio.CancelledError:
-                self._body_left(task, frame)
-                if not self._consume_own_cancellation(task):
-                    raise
-                return self._node_cancelled(result, first_start)
-            except Exception as exc:
-                self._body_left(task, frame)
-                retry = await self._attempt_failed(node, result, exc, attempt, start, first_start)
-                if retry is None:
-                    continue
-                return retry
-            end = perf_counter()
-            self._body_left(task, frame)
-            if task in self.injected:  # the body caught the run's own cancellation
-                await self._absorb_injected_cancel(task)
-                return self._node_cancelled(result, first_start)
-            outputs[name] = output
-            result.duration = end - first_start
-            try:
-                if has_handlers and events.wanted(_NODE_END):
-                    await events.emit(
-                        _NODE_END, (name, output), name, attempt, end - start, frame=frame
-                    )
-                else:
-                    events.skip()
-            except Exception as exc:
-                del outputs[name]
-                return await self._node_failed(
-                    node, result, exc, attempt, end - start, first_start, emitted=True
-                )
-            result.output = output
-            result.status = NodeStatus.SUCCEEDED
-            result._ended = end
-            self.last_success = name
-            if node.on_success is not None:
-                self._spawn_callback(
-                    node.on_success, (name, self.ctx), f"on_success of {name!r}", _NODE_END
-                )
-            return True
 
     def _node_suspended(
         self, node: Node, result: NodeResult, suspend: Suspend, first_start: float

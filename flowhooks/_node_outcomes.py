@@ -24,6 +24,7 @@ from flowhooks._results import NodeResult
 if TYPE_CHECKING:
     from flowhooks._context import RunContext
     from flowhooks._node import Node
+    from flowhooks._runner import Runner
     from flowhooks._sequencer import EventSequencer
 
 _ERROR = EventType.ERROR
@@ -35,6 +36,7 @@ class NodeOutcomes:
     __slots__ = ()
 
     # Provided by RunState.
+    runner: Runner
     bodies: set[asyncio.Task[Any]]
     injected: set[asyncio.Task[Any]]
     callback_tasks: set[asyncio.Task[None]]
@@ -47,6 +49,8 @@ class NodeOutcomes:
     if TYPE_CHECKING:
 
         def fail(self, node: str | None, info: ErrorInfo) -> None: ...
+
+        def request_stop(self, status: RunStatus, reason: str | None) -> None: ...
 
         def _node_suspended(
             self, node: Node, result: NodeResult, suspend: Suspend, first_start: float
@@ -179,6 +183,8 @@ class NodeOutcomes:
             self._spawn_callback(
                 node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}", _ERROR
             )
+        if self.runner.fail_fast:
+            self.request_stop(RunStatus.FAILED, None)
         return False
 
     async def emit_error_isolated(

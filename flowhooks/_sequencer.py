@@ -28,7 +28,7 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flowhooks._dispatcher import current_generation
+from flowhooks._dispatcher import _generation
 from flowhooks._events import Event, EventType, trusted_event
 from flowhooks._ids import new_id
 
@@ -157,26 +157,31 @@ class EventSequencer:
         self._modes: dict[EventType, int] = {}
         self._generation = -1
 
+    def _refresh(self) -> None:
+        """Cache, per event type, who takes it; redone when a handler was added or removed."""
+        manager = self.manager
+        self._modes = {
+            t: (_WANT_EVENT if manager.wants_event(t) else _SOME) if manager.handles(t) else _NOBODY
+            for t in EventType
+        }
+        self._generation = _generation[0]
+
     def _mode(self, event_type: EventType) -> int:
-        """Who takes ``event_type`` now; cached until a handler is added or removed anywhere."""
-        if self._generation != current_generation():
-            manager = self.manager
-            self._modes = {
-                t: (_WANT_EVENT if manager.wants_event(t) else _SOME)
-                if manager.handles(t)
-                else _NOBODY
-                for t in EventType
-            }
-            self._generation = current_generation()
+        """Who takes ``event_type`` now (``_NOBODY``, ``_SOME`` or ``_WANT_EVENT``)."""
+        if self._generation != _generation[0]:
+            self._refresh()
         return self._modes[event_type]
 
     def wanted(self, event_type: EventType) -> bool:
         """Whether ``event_type`` must go through ``emit``; when not, ``skip`` it instead.
 
         It must when some handler takes it, and also when events sent during an
-        earlier dispatch are still queued: they go out with it.
+        earlier dispatch are still queued: they go out with it. Called twice per
+        node, so it reads the handler generation itself rather than through ``_mode``.
         """
-        return self._mode(event_type) != _NOBODY or bool(self._pending)
+        if self._generation != _generation[0]:
+            self._refresh()
+        return self._modes[event_type] != _NOBODY or bool(self._pending)
 
     def skip(self) -> None:
         """Number an event that no handler takes, without dispatching it."""
@@ -219,6 +224,8 @@ class EventSequencer:
         turn = self._turn
         if not turn.try_take(task):
             await turn.take(task)
+            if self._generation != _generation[0]:  # handlers changed while this event waited
+                self._refresh()
         token = None
         if frame is None:  # only what this dispatch's handlers start may share its frame
             frame = TaskFrame(current_node(), task)
@@ -273,7 +280,7 @@ class EventSequencer:
         name: str | None,
     ) -> Event | None:
         """Build the ``Event`` numbered ``self.seq``, when some handler asked for it."""
-        if self._mode(event_type) != _WANT_EVENT:  # handlers may have changed while waiting
+        if self._modes[event_type] != _WANT_EVENT:
             return None
         return trusted_event(
             id=new_id(),
