@@ -20,6 +20,7 @@ from loguru import logger
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import EventType, NodeStatus, RunStatus
 from flowhooks._function_callbacks import call_function_callback
+from flowhooks._node_outcomes import task_cancelled
 from flowhooks._results import RunResult
 from flowhooks._resume import SuspendedRun, graph_fingerprint
 
@@ -41,7 +42,11 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
         try:
             await run.events.emit(EventType.WORKFLOW_START, (run.run_id, run.inputs))
         except asyncio.CancelledError:
-            raise
+            if task_cancelled():
+                raise
+            stray = asyncio.CancelledError("a handler raised CancelledError on workflow_start")
+            run.fail(None, run.error_info(stray, None, None))
+            run.stopping = RunStatus.FAILED
         except BaseException as exc:  # a raise_error handler, or a BaseException: no node runs
             if not isinstance(exc, Exception):
                 run.remember_raised(exc)  # re-raised once the run's end completed
@@ -143,9 +148,9 @@ class _Patience:
             except TimeoutError:
                 return task.done()  # it ended as the grace ran out: its result stands
             except asyncio.CancelledError:
-                if task.done():
-                    raise
                 self.cancellations += 1
+                if task.done():  # nothing to interrupt: reported once the end is over
+                    return True
                 if self.cancellations > self.patience:
                     raise
                 if deadline is None and self.grace is not None:
@@ -198,7 +203,8 @@ async def _finish(run: RunState) -> RunResult:
             status=status.value,
         )
     except asyncio.CancelledError:
-        raise
+        if task_cancelled():
+            raise
     except BaseException as exc:  # re-raised to the caller once the end completed
         run.remember_raised(exc)
     workflow = run.workflow
@@ -219,7 +225,8 @@ async def _finish(run: RunState) -> RunResult:
     try:
         await run.manager.flush()
     except asyncio.CancelledError:
-        raise
+        if task_cancelled():
+            raise
     except BaseException as exc:
         run.remember_raised(exc)
     return result

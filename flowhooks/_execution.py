@@ -379,6 +379,7 @@ class RunState(NodeOutcomes):
             while True:
                 attempt += 1
                 result.attempts = attempt
+                result._closing = False
                 try:
                     if has_handlers and events.wanted(_NODE_START):
                         await events.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
@@ -423,6 +424,7 @@ class RunState(NodeOutcomes):
                     return self._node_cancelled(result, first_start)
                 outputs[name] = output
                 result.duration = end - first_start
+                result._closing = True
                 try:
                     if has_handlers and events.wanted(_NODE_END):
                         await events.emit(

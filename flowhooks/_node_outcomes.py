@@ -30,12 +30,29 @@ if TYPE_CHECKING:
 _ERROR = EventType.ERROR
 
 
+def task_cancelled() -> bool:
+    """Whether the current task was really cancelled (not a handler raising ``CancelledError``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _log_stray_cancel(run_id: str, what: str, exc: BaseException) -> None:
+    logger.bind(run_id=run_id).error(
+        "a handler raised CancelledError on {what} without its task being cancelled; "
+        "isolated (run {run_id}): {error}",
+        what=what,
+        run_id=run_id,
+        error=failure_text(exc, with_traceback=False),
+    )
+
+
 class NodeOutcomes:
     """The ways out of a node's attempt loop that are not a success."""
 
     __slots__ = ()
 
     # Provided by RunState.
+    outputs: dict[str, Any]
     runner: Runner
     bodies: set[asyncio.Task[Any]]
     injected: set[asyncio.Task[Any]]
@@ -51,6 +68,8 @@ class NodeOutcomes:
         def fail(self, node: str | None, info: ErrorInfo) -> None: ...
 
         def request_stop(self, status: RunStatus, reason: str | None) -> None: ...
+
+        def remember_raised(self, exc: BaseException) -> None: ...
 
         def _node_suspended(
             self, node: Node, result: NodeResult, suspend: Suspend, first_start: float
@@ -68,9 +87,15 @@ class NodeOutcomes:
         task.uncancel()
         self.bodies.discard(task)
         self.injected.discard(task)
+        if result.status is NodeStatus.FAILED:  # it had already failed: its error was sent
+            return False
+        # Interrupted while its attempt's node_end or error was being sent: that event
+        # ended the attempt, so none follows; an output it had is not the node's any more.
+        emitted = result._closing
+        self.outputs.pop(node.name, None)
         started = result._started if result._started is not None else perf_counter()
         attempt = result.attempts or 1
-        return await self._node_failed(node, result, exc, attempt, 0.0, started)
+        return await self._node_failed(node, result, exc, attempt, 0.0, started, emitted=emitted)
 
     async def _attempt_failed(
         self,
@@ -99,6 +124,7 @@ class NodeOutcomes:
         info = self.error_info(exc, node, attempt, will_retry=will_retry, message=message)
         if not will_retry:
             return await self._node_failed(node, result, exc, attempt, elapsed, first_start, info)
+        result._closing = True
         try:
             await self.events.emit(_ERROR, (info,), node.name, attempt, elapsed)
         except Exception as handler_exc:
@@ -198,11 +224,20 @@ class NodeOutcomes:
         """Emit an ``error`` event of a run that already fails with ``info``.
 
         A ``raise_error`` handler's exception cannot change that outcome: it
-        is logged, and the run keeps its first error.
+        is logged, and the run keeps its first error. A ``BaseException`` stops
+        the run and reaches the caller once the run's end completed.
         """
         try:
             await self.events.emit(_ERROR, (info,), node_id, attempt, duration)
-        except Exception as handler_exc:
+        except asyncio.CancelledError as handler_exc:
+            if task_cancelled():
+                raise
+            _log_stray_cancel(self.run_id, what, handler_exc)
+        except BaseException as handler_exc:
+            if not isinstance(handler_exc, Exception):
+                self.remember_raised(handler_exc)
+                self.request_stop(RunStatus.FAILED, None)
+                return
             clear_propagating(handler_exc)
             logger.bind(run_id=self.run_id).error(
                 "a raise_error handler raised {error} on {what}; the run fails with "
