@@ -26,6 +26,7 @@ from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import HandlerStats
+from flowhooks._validate import check_count
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
 
@@ -128,9 +129,7 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         overflow: Overflow = "block",
         close_timeout: float | None = 30.0,
     ) -> None:
-        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
-            msg = f"BackgroundCallback: max_queue must be an int >= 1, got {max_queue!r}"
-            raise ValueError(msg)
+        max_queue = check_count("max_queue", max_queue, minimum=1, owner="BackgroundCallback")
         if overflow not in _OVERFLOWS:
             msg = (
                 f"BackgroundCallback: overflow must be one of "

@@ -24,6 +24,7 @@ from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._logs import failure_text
 from flowhooks._retry import RetryPolicy, retry_async
+from flowhooks._validate import check_count, check_seconds
 
 BatchSink = Callable[[list[Event]], object] | Callable[[list[Event]], Awaitable[object]]
 """A sync or async callable taking one batch (a ``list[Event]``)."""
@@ -148,39 +149,15 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
                 f"{name}: sink must be a sync or async callable taking a list[Event], got {given!r}"
             )
             raise TypeError(msg)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            msg = f"{name}: batch_size must be an int >= 1 (events per batch), got {batch_size!r}"
-            raise ValueError(msg)
-        if flush_interval is not None and (
-            isinstance(flush_interval, bool)
-            or not isinstance(flush_interval, int | float)
-            or flush_interval <= 0
-        ):
-            msg = (
-                f"{name}: flush_interval must be a positive number of seconds "
-                f"(or None for no timer), got {flush_interval!r}"
-            )
-            raise ValueError(msg)
-        if (
-            isinstance(retry_attempts, bool)
-            or not isinstance(retry_attempts, int)
-            or retry_attempts < 0
-        ):
-            msg = (
-                f"{name}: retry_attempts must be an int >= 0 (retries after the first try), "
-                f"got {retry_attempts!r}"
-            )
-            raise ValueError(msg)
-        if (
-            isinstance(retry_backoff, bool)
-            or not isinstance(retry_backoff, int | float)
-            or retry_backoff < 0
-        ):
-            msg = f"{name}: retry_backoff must be a number of seconds >= 0, got {retry_backoff!r}"
-            raise ValueError(msg)
+        batch_size = check_count("batch_size", batch_size, minimum=1, owner=name)
+        interval = check_seconds("flush_interval", flush_interval, allow_none=True, owner=name)
+        retry_attempts = check_count("retry_attempts", retry_attempts, owner=name)
+        retry_backoff = check_seconds(
+            "retry_backoff", retry_backoff, allow_zero=True, owner=name, default=0.0
+        )
         self._sink = sink
         self._batch_size = batch_size
-        self._interval = float(flush_interval) if flush_interval is not None else None
+        self._interval = interval
         self._types = _parse_types(name, events)
         self._policy = RetryPolicy(
             attempts=retry_attempts + 1,

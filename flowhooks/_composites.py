@@ -35,6 +35,7 @@ from flowhooks._manager import (
     count_failure,
 )
 from flowhooks._retry import RetryPolicy, retry_async
+from flowhooks._validate import ParameterTypeError
 
 """Per-handler stats of the handlers a composite wraps (the shape of ``CallbackManager.stats``)."""
 
@@ -420,12 +421,11 @@ class RetryingCallback(_WrappingDispatcher):
         backoff: float = 0.1,
         max_backoff: float = 10.0,
     ) -> None:
-        for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                msg = f"RetryingCallback: {name} must be a number of seconds, got {value!r}"
-                raise TypeError(msg)
         try:
             self._policy = RetryPolicy(attempts=attempts, backoff=backoff, max_backoff=max_backoff)
+        except ParameterTypeError as exc:
+            msg = f"RetryingCallback: {exc}"
+            raise ParameterTypeError(msg) from None
         except ValueError as exc:
             msg = f"RetryingCallback: {exc}"
             raise ValueError(msg) from None

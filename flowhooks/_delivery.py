@@ -69,20 +69,13 @@ from flowhooks._dispatcher import Dispatcher
 from flowhooks._events import Event
 from flowhooks._logs import failure_text
 from flowhooks._manager import _mark_propagating
+from flowhooks._validate import check_seconds
 
 ItemT = TypeVar("ItemT")
 
 
 def _check_timeout(owner: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        msg = (
-            f"{owner}: close_timeout must be a positive number of seconds "
-            f"(or None to wait without limit), got {value!r}"
-        )
-        raise ValueError(msg)
-    return float(value)
+    return check_seconds("close_timeout", value, allow_none=True, owner=owner)
 
 
 async def _wait(fut: asyncio.Future[None], limit: float | None) -> bool:

@@ -35,8 +35,9 @@ class WorkflowError(FlowhooksError):
     """A workflow cannot run as it was defined or called."""
 
 
-class InvalidRunOptionError(WorkflowError, TypeError, ValueError):
-    """An option given to ``run`` (``timeout=``, ...) has a wrong type or value."""
+class InvalidOptionError(WorkflowError, TypeError, ValueError):
+    """An option of ``node()`` or ``run()`` (``timeout=``, ``retries=``...) has a wrong
+    type or value: a ``WorkflowError``, and also the ``TypeError``/``ValueError`` it is."""
 
 
 class CycleError(WorkflowError):

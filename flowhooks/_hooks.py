@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from flowhooks._events import EVENT_ARGS, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._validate import ParameterTypeError, check_seconds
 
 if TYPE_CHECKING:
     from flowhooks._dispatcher import Dispatcher
@@ -257,14 +258,10 @@ def inspect_hook(
     )
     timeout = getattr(handler, "timeout", None)
     in_thread = bool(getattr(handler, "run_in_thread", False)) and not is_async
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        msg = (
-            f"{type(handler).__name__}.timeout must be a positive number of seconds "
-            f"or None, got {timeout!r}"
-        )
-        raise TypeError(msg)
+    try:
+        timeout = check_seconds(f"{type(handler).__name__}.timeout", timeout, allow_none=True)
+    except ValueError as exc:  # reported as a TypeError by add_handler, as every handler flaw
+        raise ParameterTypeError(str(exc)) from None
     if in_thread or (timeout is not None and is_async):
         kind = CallKind.GENERAL
     elif wants_event:
@@ -363,8 +360,8 @@ def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label
     from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
 
     if isinstance(priority, bool) or not isinstance(priority, int):
-        msg = f"priority must be an int (higher runs first), got {priority!r}"
-        raise TypeError(msg)
+        msg = f"priority must be an int (higher runs first; may be negative), got {priority!r}"
+        raise ParameterTypeError(msg)
     if not isinstance(handler, Dispatcher):
         _warn_misspelled_hooks(type(handler))
     calls: dict[EventType, HookCall] = {}

@@ -15,7 +15,7 @@ from flowhooks._context import current_run_var
 from flowhooks._ending import execute
 from flowhooks._errors import (
     DuplicateRunError,
-    InvalidRunOptionError,
+    InvalidOptionError,
     NotResumable,
     Suspend,
     WorkflowError,
@@ -134,7 +134,7 @@ def _prepare(
     try:
         timeout = check_seconds("timeout=", timeout, allow_none=True)
     except (TypeError, ValueError) as exc:
-        raise InvalidRunOptionError(str(exc)) from None
+        raise InvalidOptionError(str(exc)) from None
     if metadata is not None and not isinstance(metadata, Mapping):
         msg = f"metadata= takes a mapping of run headers, got {metadata!r}"
         raise WorkflowError(msg)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypedDict, Unpack, overload
+from typing import Any, TypedDict, TypeVar, Unpack, overload
 
-from flowhooks._errors import WorkflowError
+from flowhooks._errors import InvalidOptionError, WorkflowError
+from flowhooks._validate import check_count, check_number, check_seconds
+
+_T = TypeVar("_T")
 
 
 class InvalidCallbackError(WorkflowError, TypeError):
@@ -39,13 +42,13 @@ def _check_function_callback(fn: object, *, where: str, args: Sequence[str]) -> 
         raise InvalidCallbackError(msg) from None
 
 
-def _positive_or_none(value: object, what: str, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        msg = f"{where}: {what} must be a positive number of seconds or None, got {value!r}"
-        raise WorkflowError(msg)
-    return float(value)
+def _checked(where: str, check: Callable[[], _T]) -> _T:
+    """Run one ``_validate`` check, reporting a bad value as an ``InvalidOptionError``."""
+    try:
+        return check()
+    except (TypeError, ValueError) as exc:
+        msg = f"{where}: {exc}"
+        raise InvalidOptionError(msg) from None
 
 
 class Node:
@@ -110,21 +113,24 @@ class Node:
             )
             raise WorkflowError(msg)
         where = f"@node {node_name!r}"
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            msg = f"{where}: retries must be an int >= 0, got {retries!r}"
-            raise WorkflowError(msg)
-        if (
-            isinstance(retry_delay, bool)
-            or not isinstance(retry_delay, int | float)
-            or retry_delay < 0
-        ):
-            msg = f"{where}: retry_delay must be a number of seconds >= 0, got {retry_delay!r}"
-            raise WorkflowError(msg)
-        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff <= 0:
-            msg = f"{where}: backoff must be a positive multiplier, got {backoff!r}"
-            raise WorkflowError(msg)
+        retries = _checked(where, lambda: check_count("retries", retries))
+        delay = _checked(
+            where, lambda: check_seconds("retry_delay", retry_delay, allow_zero=True, default=0.0)
+        )
+        factor = _checked(
+            where,
+            lambda: check_number(
+                "backoff", backoff, minimum=0.0, inclusive=False, noun="multiplier", default=2.0
+            ),
+        )
+        timeout = _checked(where, lambda: check_seconds("timeout", timeout, allow_none=True))
         if isinstance(depends_on, str):
             depends_on = (depends_on,)
+        if isinstance(depends_on, bytes | dict) or not isinstance(depends_on, Iterable):
+            msg = (
+                f"{where}: depends_on takes a node name or a list of node names, got {depends_on!r}"
+            )
+            raise InvalidOptionError(msg)
         deps = tuple(depends_on)
         for dep in deps:
             if not isinstance(dep, str):
@@ -143,9 +149,9 @@ class Node:
         self.required: frozenset[str] = frozenset(required if required is not None else params)
         self.depends_on = deps
         self.retries = retries
-        self.retry_delay = float(retry_delay)
-        self.backoff = float(backoff)
-        self.timeout = _positive_or_none(timeout, "timeout", where)
+        self.retry_delay = delay
+        self.backoff = factor
+        self.timeout = timeout
         self.critical = bool(critical)
         self.on_success = on_success
         self.on_failure = on_failure

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from flowhooks._validate import check_count, check_seconds
+
 T = TypeVar("T")
 
 
@@ -34,19 +36,19 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.attempts, bool)
-            or not isinstance(self.attempts, int)
-            or self.attempts < 1
-        ):
-            msg = f"attempts must be an int >= 1 (total tries), got {self.attempts!r}"
-            raise ValueError(msg)
-        if self.backoff < 0 or self.max_backoff < 0:
-            msg = (
-                f"backoff and max_backoff must be >= 0 seconds, "
-                f"got backoff={self.backoff!r}, max_backoff={self.max_backoff!r}"
-            )
-            raise ValueError(msg)
+        # Frozen dataclass: the checked values are written back through object.__setattr__.
+        checked = {
+            "attempts": check_count("attempts", self.attempts, minimum=1),
+            "backoff": check_seconds("backoff", self.backoff, allow_zero=True, default=0.0),
+            "max_backoff": check_seconds(
+                "max_backoff", self.max_backoff, allow_zero=True, default=0.0
+            ),
+        }
+        if not isinstance(self.jitter, bool):
+            msg = f"jitter must be True or False, got {self.jitter!r}"
+            raise TypeError(msg)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     def delay(self, retry_number: int) -> float:
         """Return the wait before retry ``retry_number`` (1 for the first retry)."""

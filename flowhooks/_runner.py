@@ -69,7 +69,9 @@ class Runner:
     as long as it takes."""
 
     def __init__(self, *, max_concurrency: int | None = None, fail_fast: bool = True) -> None:
-        self.max_concurrency = check_count("max_concurrency", max_concurrency, minimum=1)
+        self.max_concurrency = check_count(
+            "max_concurrency", max_concurrency, minimum=1, allow_none=True
+        )
         if not isinstance(fail_fast, bool):
             msg = f"fail_fast must be True or False, got {fail_fast!r}"
             raise TypeError(msg)

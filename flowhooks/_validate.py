@@ -25,22 +25,76 @@ def _describe(owner: str | None, name: str) -> str:
     return f"{owner}: {name}" if owner else name
 
 
-def _number(name: str, value: object, owner: str | None, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{_describe(owner, name)} must be {expected}, got {value!r} ({type(value).__name__})"
-        raise ParameterTypeError(msg)
-    return float(value)
-
-
 @overload
-def check_seconds(
+def check_number(
     name: str,
     value: object,
     *,
+    minimum: float = ...,
+    inclusive: bool = ...,
     allow_none: bool = ...,
-    allow_zero: bool = ...,
+    unit: str = ...,
+    noun: str = ...,
+    owner: str | None = ...,
+    default: float,
+) -> float: ...
+@overload
+def check_number(
+    name: str,
+    value: object,
+    *,
+    minimum: float = ...,
+    inclusive: bool = ...,
+    allow_none: bool = ...,
+    unit: str = ...,
+    noun: str = ...,
     owner: str | None = ...,
 ) -> float | None: ...
+def check_number(
+    name: str,
+    value: object,
+    *,
+    minimum: float = 0.0,
+    inclusive: bool = True,
+    allow_none: bool = False,
+    unit: str = "",
+    noun: str = "number",
+    owner: str | None = None,
+    default: float | None = None,
+) -> float | None:
+    """A finite ``int`` or ``float`` of at least ``minimum`` (above it, unless ``inclusive``).
+
+    ``None`` is accepted when ``allow_none`` (it means "no limit") and returned
+    as ``default``.
+
+    Raises:
+        ParameterTypeError: for a ``bool`` or anything that is not an ``int``/``float``.
+        ValueError: for NaN, an infinity or a value out of range.
+    """
+    if value is None and allow_none:
+        return default
+    if minimum == 0 and not inclusive:
+        expected = f"a positive {noun}{unit}"
+    elif minimum == 0:
+        expected = f"a {noun}{unit} >= 0"
+    else:
+        expected = f"a {noun}{unit} {'>=' if inclusive else '>'} {minimum:g}"
+    if allow_none:
+        expected += " or None"
+    where = _describe(owner, name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{where} must be {expected}, got {value!r} ({type(value).__name__})"
+        raise ParameterTypeError(msg)
+    number = float(value)
+    if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
+        hint = ""
+        if math.isinf(number):
+            hint = " (use None for no limit)" if allow_none else " (it must be finite)"
+        msg = f"{where} must be {expected}, got {value!r}{hint}"
+        raise ValueError(msg)
+    return number
+
+
 @overload
 def check_seconds(
     name: str,
@@ -51,6 +105,15 @@ def check_seconds(
     owner: str | None = ...,
     default: float,
 ) -> float: ...
+@overload
+def check_seconds(
+    name: str,
+    value: object,
+    *,
+    allow_none: bool = ...,
+    allow_zero: bool = ...,
+    owner: str | None = ...,
+) -> float | None: ...
 def check_seconds(
     name: str,
     value: object,
@@ -60,62 +123,55 @@ def check_seconds(
     owner: str | None = None,
     default: float | None = None,
 ) -> float | None:
-    """A finite, positive (or with ``allow_zero``, non-negative) number of seconds.
-
-    ``None`` is accepted when ``allow_none`` (it means "no limit"), and then
-    returned as ``default`` when one is given.
-
-    Raises:
-        TypeError: for a ``bool`` or anything that is not an ``int``/``float``.
-        ValueError: for NaN, an infinity, a negative value, or zero unless allowed.
-    """
+    """A finite, positive (or with ``allow_zero``, non-negative) number of seconds."""
     if value is None and allow_none:
         return default
-    none = " or None" if allow_none else ""
-    lower = "non-negative" if allow_zero else "positive"
-    expected = f"a {lower} number of seconds{none}"
-    seconds = _number(name, value, owner, expected)
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        hint = ""
-        if math.isinf(seconds):
-            hint = " (use None for no limit)" if allow_none else " (it must be finite)"
-        msg = f"{_describe(owner, name)} must be {expected}, got {value!r}{hint}"
-        raise ValueError(msg)
-    return seconds
+    return check_number(
+        name,
+        value,
+        minimum=0.0,
+        inclusive=allow_zero,
+        allow_none=allow_none,
+        unit=" of seconds",
+        owner=owner,
+    )
 
 
 def check_factor(name: str, value: object, *, minimum: float, owner: str | None = None) -> float:
     """A finite multiplier (a backoff) of at least ``minimum``."""
-    expected = f"a finite number >= {minimum:g}"
-    factor = _number(name, value, owner, expected)
-    if not math.isfinite(factor) or factor < minimum:
-        msg = f"{_describe(owner, name)} must be {expected}, got {value!r}"
-        raise ValueError(msg)
-    return factor
+    return check_number(name, value, minimum=minimum, owner=owner, default=minimum)
 
 
 @overload
-def check_count(name: str, value: None, *, minimum: int = ..., owner: str | None = ...) -> None: ...
+def check_count(
+    name: str, value: object, *, minimum: int = ..., owner: str | None = ..., allow_none: bool
+) -> int | None: ...
 @overload
 def check_count(
     name: str, value: object, *, minimum: int = ..., owner: str | None = ...
-) -> int | None: ...
+) -> int: ...
 def check_count(
-    name: str, value: object, *, minimum: int = 0, owner: str | None = None
+    name: str,
+    value: object,
+    *,
+    minimum: int = 0,
+    owner: str | None = None,
+    allow_none: bool = False,
 ) -> int | None:
-    """An ``int`` of at least ``minimum``, or ``None`` (no limit).
+    """An ``int`` of at least ``minimum`` (or ``None``, "no limit", when ``allow_none``).
 
     Raises:
-        TypeError: for a ``bool``, a ``float`` or anything else that is not an ``int``.
+        ParameterTypeError: for a ``bool``, a ``float`` or anything else that is not an ``int``.
         ValueError: for a value below ``minimum``.
     """
-    if value is None:
+    if value is None and allow_none:
         return None
-    expected = f"an int >= {minimum} or None"
+    expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
+    where = _describe(owner, name)
     if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{_describe(owner, name)} must be {expected}, got {value!r} ({type(value).__name__})"
+        msg = f"{where} must be {expected}, got {value!r} ({type(value).__name__})"
         raise ParameterTypeError(msg)
     if value < minimum:
-        msg = f"{_describe(owner, name)} must be {expected}, got {value!r}"
+        msg = f"{where} must be {expected}, got {value!r}"
         raise ValueError(msg)
     return value

@@ -492,7 +492,7 @@ async def test_retrying_a_raise_error_handler_propagates_after_the_retries():
     [
         ({"attempts": 0}, ValueError, "attempts must be an int >= 1"),
         ({"attempts": 1.5}, ValueError, "attempts must be an int"),
-        ({"backoff": -1}, ValueError, "backoff and max_backoff must be >= 0"),
+        ({"backoff": -1}, ValueError, "backoff must be a number of seconds >= 0, got -1"),
         ({"max_backoff": "1"}, TypeError, "max_backoff must be a number of seconds"),
     ],
     ids=["zero-attempts", "float-attempts", "negative-backoff", "str-max-backoff"],

@@ -78,7 +78,7 @@ class RayRunner(ClusterRunner):
         self.address = address
         self.resources = check_resources(resources)
         self.num_cpus = num_cpus
-        self.max_retries = check_count("max_retries", max_retries) or 0
+        self.max_retries = check_count("max_retries", max_retries, allow_none=True) or 0
         self.init_options = dict(init_options) if init_options is not None else {}
         self._started_ray = False
         self._remote: Any = None
