@@ -3,7 +3,7 @@
 Every handler lives in its own module and is imported on first use, so
 ``import flowhooks.handlers`` stays cheap and never imports an optional
 dependency (rich, prometheus_client, opentelemetry, sqlalchemy, httpx, sentry_sdk,
-openlineage)::
+openlineage, apprise)::
 
     from flowhooks.handlers import LoggingCallback, MetricsCallback
 
@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from flowhooks.handlers._apprise import AppriseNotifier
     from flowhooks.handlers.history import HistoryCallback, HistoryStore
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from flowhooks.handlers.webhook import WebhookCallback, verify_signature
 
 __all__ = [
+    "AppriseNotifier",
     "HistoryCallback",
     "HistoryStore",
     "LoggingCallback",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 _MODULES: Final[dict[str, str]] = {
+    "AppriseNotifier": "_apprise",
     "HistoryCallback": "history",
     "HistoryStore": "history",
     "LoggingCallback": "logging",

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -192,12 +192,14 @@ class Receiver:
 
     ``responses`` is consumed one answer per request; when empty, it answers 200.
     An answer is a status, or ``(status, headers)``, or ``(status, headers, body)``.
+    ``rule``, when set, is asked first with each request and may return an answer.
     """
 
     server: ThreadingHTTPServer
     requests: list[Request] = field(default_factory=list)
     responses: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    rule: Callable[[Request], Any] | None = None
 
     @property
     def url(self) -> str:
@@ -213,9 +215,11 @@ class Receiver:
         with self.lock:
             self.responses[:] = list(statuses)
 
-    def next_answer(self) -> tuple[int, dict[str, str], bytes | None]:
-        with self.lock:
-            answer = self.responses.pop(0) if self.responses else 200
+    def next_answer(self, request: Request) -> tuple[int, dict[str, str], bytes | None]:
+        answer = self.rule(request) if self.rule is not None else None
+        if answer is None:
+            with self.lock:
+                answer = self.responses.pop(0) if self.responses else 200
         if isinstance(answer, int):
             return answer, {}, None
         status, headers, *body = answer
@@ -228,11 +232,10 @@ def _make_handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
             receiver = receiver_ref[0]
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
+            request = Request("POST", self.path, dict(self.headers.items()), body)
             with receiver.lock:
-                receiver.requests.append(
-                    Request("POST", self.path, dict(self.headers.items()), body)
-                )
-            status, headers, body = receiver.next_answer()
+                receiver.requests.append(request)
+            status, headers, body = receiver.next_answer(request)
             payload = body if body is not None else json.dumps({"status": status}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
