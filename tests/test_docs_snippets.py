@@ -7,7 +7,7 @@
 - A block written as a deliberate fragment is marked with a ``<!-- fragment -->`` line right
   before its fence and is skipped.
 
-The pages under docs/handlers/ are not collected here.
+The pages under docs/handlers/ are collected too: each handler page has a complete example.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from tempfile import TemporaryDirectory
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "docs" / "handlers").glob("*.md")),
+]
 FRAGMENT_MARK = "<!-- fragment -->"
 TIMEOUT = 60
 
