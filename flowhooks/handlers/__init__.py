@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from flowhooks.handlers.progress import ProgressCallback
     from flowhooks.handlers.prometheus import PrometheusCallback
     from flowhooks.handlers.sentry import SentryCallback
-    from flowhooks.handlers.webhook import WebhookCallback, verify_signature
+    from flowhooks.handlers.webhook import WebhookCallback, verify_signature, verify_webhook
 
 __all__ = [
     "AppriseNotifier",
@@ -46,6 +46,7 @@ __all__ = [
     "WebhookNotifier",
     "lineage_run_id",
     "verify_signature",
+    "verify_webhook",
 ]
 
 _MODULES: Final[dict[str, str]] = {
@@ -65,6 +66,7 @@ _MODULES: Final[dict[str, str]] = {
     "WebhookNotifier": "notification",
     "lineage_run_id": "openlineage",
     "verify_signature": "webhook",
+    "verify_webhook": "webhook",
 }
 """Public handler name -> the submodule of ``flowhooks.handlers`` defining it."""
 
