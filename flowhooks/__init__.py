@@ -9,6 +9,7 @@ import importlib.metadata as _metadata
 
 from flowhooks._background import BackgroundCallback
 from flowhooks._batched import BatchedCallback
+from flowhooks._breaker import CircuitBreaker
 from flowhooks._composites import (
     ChainedCallback,
     ConditionalCallback,
@@ -55,6 +56,7 @@ __all__ = [
     "BatchedCallback",
     "CallbackManager",
     "ChainedCallback",
+    "CircuitBreaker",
     "ConditionalCallback",
     "CycleError",
     "DuplicateRunError",

@@ -23,12 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, final
 
-from loguru import logger
-
 from flowhooks._dispatcher import Dispatcher
 from flowhooks._events import EVENT_ARGS, Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import HandlerStats, HookCall
+from flowhooks._logs import debug
 from flowhooks._manager import (
     CallbackManager,
     _mark_propagating,
@@ -468,7 +467,7 @@ class RetryingCallback(_WrappingDispatcher):
             await self._manager.dispatch(event_type, args, event)
 
         def on_retry(number: int, exc: Exception, delay: float) -> None:
-            logger.debug(
+            debug(
                 "RetryingCallback: {handler} failed on {event_type} ({error}); "
                 "retry {number} in {delay:.3f}s",
                 handler=self._label,

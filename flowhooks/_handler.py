@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import Protocol, TypeAlias, TypeVarTuple
 
+    from flowhooks._breaker import CircuitBreaker
     from flowhooks._events import Event
 
     _Args = TypeVarTuple("_Args")
@@ -44,6 +45,10 @@ class BaseCallbackHandler:
             counted as timeouts, until that thread returns).
         run_in_thread: when true, sync methods run in a worker thread with the
             caller's contextvars, so slow I/O does not block the event loop.
+        breaker: a ``CircuitBreaker``: after its number of consecutive failures
+            or timeouts, the handler is skipped for a while (``None``: never).
+            Built-in handlers that talk to a network service set one; set
+            ``handler.breaker = None`` before adding it to turn that off.
 
     The attributes are read when the handler is added to a manager: set them
     on the class or before ``add_handler``.
@@ -57,6 +62,7 @@ class BaseCallbackHandler:
     raise_error: ClassVar[bool] = False
     timeout: ClassVar[float | None] = None
     run_in_thread: ClassVar[bool] = False
+    breaker: CircuitBreaker | None = None
 
     if TYPE_CHECKING:
         # What a type checker sees: each lifecycle method may be overridden in

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
+from flowhooks._breaker import BreakerState, CircuitBreaker, check_breaker
 from flowhooks._events import EVENT_ARGS, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._validate import ParameterTypeError, check_seconds
@@ -43,6 +44,7 @@ class CallKind(IntEnum):
     ASYNC_EVENT = 3  # await fn(*args, event=event)
     SYNC_EVENT = 4  # fn(*args, event=event), inline on the loop
     GENERAL = 5  # needs a timeout or a worker thread
+    GUARDED = 6  # has a circuit breaker: admitted first, then called as GENERAL
 
 
 @dataclass(slots=True)
@@ -58,12 +60,15 @@ class HookStats:
         errors: calls that raised.
         timeouts: calls that exceeded the handler's ``timeout``.
         seconds: total time spent in those calls, while timing was on.
+        skipped: events not delivered because the handler's circuit breaker
+            was open (not counted in ``calls``).
     """
 
     calls: int = 0
     errors: int = 0
     timeouts: int = 0
     seconds: float = 0.0
+    skipped: int = 0
 
     @property
     def total_seconds(self) -> float:
@@ -177,6 +182,7 @@ class HookCall:
     in_thread: bool
     stats: HookStats = field(default_factory=HookStats)
     thread_slot: ThreadSlot | None = None
+    breaker: BreakerState | None = None  # set for CallKind.GUARDED
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -194,6 +200,7 @@ class Entry:
     order: int
     calls: dict[EventType, HookCall]
     closers: tuple[str, ...]  # "flush" / "aclose" when overridden
+    breaker: BreakerState | None = None
 
 
 def _overrides(handler: BaseCallbackHandler, name: str) -> bool:
@@ -355,8 +362,25 @@ def _overrides_in(cls: type, name: str) -> bool:
     return getattr(cls, name, None) is not getattr(BaseCallbackHandler, name, None)
 
 
-def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label: str) -> Entry:
-    """Inspect ``handler`` once: which events it handles and how each is called."""
+def make_entry(
+    handler: BaseCallbackHandler,
+    *,
+    priority: int,
+    order: int,
+    label: str,
+    breaker: CircuitBreaker | None = None,
+) -> Entry:
+    """Inspect ``handler`` once: which events it handles and how each is called.
+
+    ``breaker`` (else the handler's ``breaker`` attribute) guards its own
+    methods: they become ``CallKind.GUARDED`` calls sharing one
+    ``BreakerState``. A nested manager or composite is not guarded itself (it
+    isolates its handlers' failures); the handlers inside it carry their own.
+
+    Raises:
+        TypeError: for a bad priority or breaker, or a method with a wrong signature.
+        ValueError: when ``breaker`` is given for a manager or composite.
+    """
     from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
 
     if isinstance(priority, bool) or not isinstance(priority, int):
@@ -383,9 +407,46 @@ def make_entry(handler: BaseCallbackHandler, *, priority: int, order: int, label
         elif _overrides(handler, event_type.method_name):
             calls[event_type] = inspect_hook(handler, event_type, label, thread_slot)
     closers = tuple(name for name in ("flush", "aclose") if _overrides(handler, name))
+    state = _guard(handler, label, breaker, calls)
     return Entry(
-        handler=handler, label=label, priority=priority, order=order, calls=calls, closers=closers
+        handler=handler,
+        label=label,
+        priority=priority,
+        order=order,
+        calls=calls,
+        closers=closers,
+        breaker=state,
     )
+
+
+def _guard(
+    handler: BaseCallbackHandler,
+    label: str,
+    breaker: CircuitBreaker | None,
+    calls: dict[EventType, HookCall],
+) -> BreakerState | None:
+    """Put ``calls`` under one breaker state, when the handler has a breaker."""
+    from flowhooks._dispatcher import Dispatcher
+
+    if isinstance(handler, Dispatcher):
+        if breaker is not None:
+            msg = (
+                f"add_handler(breaker=...) guards a handler's own methods, not a manager or "
+                f"composite ({label}); give the breaker to the handlers inside it"
+            )
+            raise ValueError(msg)
+        return None
+    if breaker is None:
+        breaker = check_breaker(
+            getattr(handler, "breaker", None), f"{type(handler).__name__}.breaker"
+        )
+        if breaker is None:
+            return None
+    state = BreakerState(breaker, label)
+    for call in calls.values():
+        call.kind = CallKind.GUARDED
+        call.breaker = state
+    return state
 
 
 PlanStep = tuple[CallKind, Callable[..., Any], HookStats, HookCall]

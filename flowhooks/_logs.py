@@ -1,14 +1,30 @@
-"""How flowhooks writes a failure it isolates into the log.
+"""How flowhooks writes to the log: failures it isolates, and its own DEBUG chatter.
 
 The exception is rendered as plain text (type, message and, when asked, the
 traceback) instead of being attached to the loguru record: loguru's default
 sink prints the values of local variables next to an attached traceback,
 and those locals are often a run's inputs, passwords included.
+
+flowhooks' own diagnostics below WARNING go through ``debug``, whose records
+come from this module, which is disabled in loguru on import: they never
+reach the application's stderr unless it asks for them with
+``logger.enable("flowhooks")`` (loguru's switch for libraries). Warnings and
+errors, isolated handler failures among them, are always logged.
 """
 
 from __future__ import annotations
 
 import traceback
+from typing import Any
+
+from loguru import logger
+
+logger.disable(__name__)
+
+
+def debug(message: str, /, *args: Any, **kwargs: Any) -> None:
+    """Log a DEBUG diagnostic (shown only after ``logger.enable("flowhooks")``)."""
+    logger.debug(message, *args, **kwargs)
 
 
 def failure_text(exc: BaseException, *, with_traceback: bool) -> str:

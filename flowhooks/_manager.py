@@ -21,6 +21,7 @@ from typing import Any, Final, Self
 
 from loguru import logger
 
+from flowhooks._breaker import CircuitBreaker, check_breaker
 from flowhooks._context import run_id_for_logs
 from flowhooks._dispatcher import (
     Dispatcher,
@@ -61,6 +62,7 @@ _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
 _ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
 _SYNC_EVENT: Final = CallKind.SYNC_EVENT
+_GUARDED: Final = CallKind.GUARDED
 
 
 class CallbackManager(Dispatcher):
@@ -105,17 +107,33 @@ class CallbackManager(Dispatcher):
 
     # -- registration -----------------------------------------------------------------
 
-    def add_handler(self, handler: BaseCallbackHandler, priority: int = 0) -> None:
+    def add_handler(
+        self,
+        handler: BaseCallbackHandler,
+        priority: int = 0,
+        *,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         """Register ``handler``; higher ``priority`` runs first, ties in insertion order.
 
+        Args:
+            handler: the handler instance.
+            priority: higher runs first; equal priorities in insertion order.
+            breaker: a ``CircuitBreaker`` for this registration; ``None`` uses
+                the handler's ``breaker`` attribute (``None`` on most handlers,
+                one by default on the built-in handlers that call a network service).
+
         Raises:
-            TypeError: when ``handler`` is not a handler instance, or one of its
-                ``on_*`` overrides cannot take the event's documented arguments.
-            ValueError: when adding the manager to itself, or a handler
+            TypeError: when ``handler`` is not a handler instance, one of its
+                ``on_*`` overrides cannot take the event's documented arguments,
+                or ``breaker`` is not a ``CircuitBreaker``.
+            ValueError: when adding the manager to itself, a handler
                 instance that is already registered (it would get every event
-                twice; remove it first to change its priority).
+                twice; remove it first to change its priority), or a breaker
+                for a manager or composite.
         """
         checked = check_handler(handler)
+        breaker = check_breaker(breaker, "add_handler(breaker=...)")
         if checked is self:
             msg = "cannot add a CallbackManager to itself"
             raise ValueError(msg)
@@ -128,7 +146,9 @@ class CallbackManager(Dispatcher):
                 )
                 raise ValueError(msg)
         label = self._label_for(checked)
-        self._entries.append(make_entry(checked, priority=priority, order=self._order, label=label))
+        self._entries.append(
+            make_entry(checked, priority=priority, order=self._order, label=label, breaker=breaker)
+        )
         self._order += 1
         self._entries = sort_entries(self._entries)
         self._changed()
@@ -269,6 +289,16 @@ class CallbackManager(Dispatcher):
                     await fn(*args, event=event)
                 elif kind is _SYNC_EVENT:
                     fn(*args, event=event)
+                elif kind is _GUARDED:  # only handlers with a circuit breaker pay for it
+                    guard = call.breaker
+                    assert guard is not None
+                    if not guard.admit():
+                        stats.skipped += 1
+                        if timed:
+                            last = perf_counter()
+                        continue
+                    await invoke_general(call, args, event)
+                    guard.succeeded()
                 else:
                     await invoke_general(call, args, event)
             except Exception as exc:
@@ -374,8 +404,11 @@ class CallbackManager(Dispatcher):
 
 
 def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
-    """Record a failed call in its stats (``elapsed`` is 0.0 when untimed); return
-    whether it timed out. Hook monitors are told by the dispatch loop."""
+    """Record a failed call in its stats (``elapsed`` is 0.0 when untimed) and its
+    circuit breaker; return whether it timed out. Hook monitors are told by the
+    dispatch loop."""
+    if call.breaker is not None:
+        call.breaker.failed()
     stats = call.stats
     stats.calls += 1
     stats.seconds += elapsed

@@ -18,6 +18,7 @@ LAYERS = [
     "_logs",
     "_errors",
     "_validate",
+    "_breaker",
     "_serialize",
     "_retry",
     "_threads",

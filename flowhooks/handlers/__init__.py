@@ -3,7 +3,7 @@
 Every handler lives in its own module and is imported on first use, so
 ``import flowhooks.handlers`` stays cheap and never imports an optional
 dependency (rich, prometheus_client, opentelemetry, sqlalchemy, httpx, sentry_sdk,
-openlineage)::
+openlineage, apprise)::
 
     from flowhooks.handlers import LoggingCallback, MetricsCallback
 
@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from flowhooks.handlers._apprise import AppriseNotifier
     from flowhooks.handlers.history import HistoryCallback, HistoryStore
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
@@ -26,9 +27,10 @@ if TYPE_CHECKING:
     from flowhooks.handlers.progress import ProgressCallback
     from flowhooks.handlers.prometheus import PrometheusCallback
     from flowhooks.handlers.sentry import SentryCallback
-    from flowhooks.handlers.webhook import WebhookCallback, verify_signature
+    from flowhooks.handlers.webhook import WebhookCallback, verify_signature, verify_webhook
 
 __all__ = [
+    "AppriseNotifier",
     "HistoryCallback",
     "HistoryStore",
     "LoggingCallback",
@@ -44,9 +46,11 @@ __all__ = [
     "WebhookNotifier",
     "lineage_run_id",
     "verify_signature",
+    "verify_webhook",
 ]
 
 _MODULES: Final[dict[str, str]] = {
+    "AppriseNotifier": "_apprise",
     "HistoryCallback": "history",
     "HistoryStore": "history",
     "LoggingCallback": "logging",
@@ -62,6 +66,7 @@ _MODULES: Final[dict[str, str]] = {
     "WebhookNotifier": "notification",
     "lineage_run_id": "openlineage",
     "verify_signature": "webhook",
+    "verify_webhook": "webhook",
 }
 """Public handler name -> the submodule of ``flowhooks.handlers`` defining it."""
 

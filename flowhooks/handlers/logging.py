@@ -1,7 +1,8 @@
-"""``LoggingCallback``: one structured loguru record per lifecycle event.
+"""``LoggingCallback``: one structured log record per lifecycle event (loguru or ``logging``).
 
 Part of ``flowhooks.handlers`` (after the runner in the import chain); it needs
-only the core dependencies. Records are bound with ``run_id``,
+only the core dependencies. It writes to loguru by default, or to a standard
+library ``logging.Logger`` (fields in the records' ``extra``). Records are bound with ``run_id``,
 ``workflow_name``, ``node_id``, ``attempt`` and more, so any loguru sink can
 filter or serialise them. Payloads (inputs and outputs) are logged at
 ``DEBUG``, so the sinks' levels decide who sees them; they are rendered only
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, final
@@ -238,11 +240,20 @@ class LoggingCallback(BaseCallbackHandler):
     payload is rendered (and redacted) only when some sink takes records at
     its level, so it costs next to nothing otherwise.
 
+    Standard library logging: given a ``logging.Logger`` (or a
+    ``LoggerAdapter``), the same records go to it, at the same levels (the
+    numbers match: ``DEBUG`` 10 ... ``CRITICAL`` 50), with the fields in the
+    ``extra`` of each ``LogRecord`` (``record.run_id``, ``record.node_id``,
+    ``record.attempt``, ``record.event_type``, ...), so pytest's ``caplog``,
+    structlog's ``ProcessorFormatter`` and JSON formatters see them; payloads
+    are rendered only when the logger is enabled for ``DEBUG``.
+
     Args:
         logger: the loguru logger to write to (it may be pre-bound or
-            patched); defaults to ``loguru.logger``. Records are written
-            through ``logger.opt(lazy=True)``, so other ``opt()`` settings of
-            the logger passed in do not apply.
+            patched), or a standard library ``logging.Logger``; defaults to
+            ``loguru.logger``. Loguru records are written through
+            ``logger.opt(lazy=True)``, so other ``opt()`` settings of the
+            logger passed in do not apply.
         level: the level of lifecycle records, a loguru level name or number.
         redact_keys: key names to redact, replacing the defaults
             (``DEFAULT_REDACT_KEYS``).
@@ -262,7 +273,7 @@ class LoggingCallback(BaseCallbackHandler):
 
     def __init__(
         self,
-        logger: Logger | None = None,
+        logger: Logger | logging.Logger | logging.LoggerAdapter[Any] | None = None,
         level: str | int = "INFO",
         *,
         redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
@@ -287,13 +298,23 @@ class LoggingCallback(BaseCallbackHandler):
         self.payloads = payloads
 
     @property
-    def logger(self) -> Logger:
-        """The loguru logger records are written to."""
+    def logger(self) -> Logger | logging.Logger | logging.LoggerAdapter[Any]:
+        """The logger records are written to (loguru's, or a standard library one)."""
         return self._logger
 
     @logger.setter
-    def logger(self, value: Logger) -> None:
+    def logger(self, value: Logger | logging.Logger | logging.LoggerAdapter[Any]) -> None:
         self._logger = value
+        if isinstance(value, logging.Logger | logging.LoggerAdapter):
+            self._std: logging.Logger | logging.LoggerAdapter[Any] | None = value
+            return
+        if not callable(getattr(value, "opt", None)):
+            msg = (
+                "LoggingCallback(logger=...) takes a loguru logger or a logging.Logger, "
+                f"got {value!r}"
+            )
+            raise TypeError(msg)
+        self._std = None
         # Records go through a lazy view of it (same extras and patchers): a payload is
         # passed as a callable that loguru calls only once some sink takes its level.
         self._lazy = value.opt(lazy=True)
@@ -341,6 +362,9 @@ class LoggingCallback(BaseCallbackHandler):
         level: str | int = _LEVEL_NAMES.get(number, number)
         if stack_trace:
             message = f"{message}\n{stack_trace.rstrip()}"
+        if self._std is not None:
+            self._emit_std(self._std, number, message, fields, payload, payload_label, subject)
+            return
         bound = self._lazy.bind(**fields)
         if payload_label is None or not self.payloads:
             bound.log(level, message)
@@ -355,6 +379,29 @@ class LoggingCallback(BaseCallbackHandler):
         bound.log(level, message)
         about = _escaped(f"{subject} {payload_label}")
         bound.log("DEBUG", f"{about} | {{payload}}", payload=rendered)
+
+    def _emit_std(
+        self,
+        std: logging.Logger | logging.LoggerAdapter[Any],
+        number: int,
+        message: str,
+        fields: dict[str, Any],
+        payload: Any,
+        payload_label: str | None,
+        subject: str,
+    ) -> None:
+        """The standard library twin of ``_emit``: fields in ``extra``, payload when enabled."""
+        with_payload = payload_label is not None and self.payloads
+        if number <= _DEBUG and with_payload and std.isEnabledFor(number):
+            text = self.render(payload)
+            std.log(number, "%s | %s", message, text, extra={**fields, "payload": text})
+            return
+        if std.isEnabledFor(number):
+            std.log(number, "%s", message, extra=fields)
+        if with_payload and number > _DEBUG and std.isEnabledFor(_DEBUG):
+            text = self.render(payload)
+            about = f"{subject} {payload_label}"
+            std.log(_DEBUG, "%s | %s", about, text, extra={**fields, "payload": text})
 
     # -- events -------------------------------------------------------------------------
 

@@ -3,31 +3,60 @@
 A built-in handler (``flowhooks.handlers``). It decides *when* to alert and
 what to say; *how* the alert travels is a ``Notifier``: any object with
 ``async send(channel, message, **fields)``. ``WebhookNotifier`` ships here and
-POSTs ``{"channel", "message", "fields"}`` as JSON (a chat or incident tool's
-incoming webhook, or your own relay).
+POSTs ``{"text", "channel", "message", "fields"}`` as JSON, which Slack and
+Microsoft Teams incoming webhooks accept as it is (they read ``text``);
+``AppriseNotifier`` (extra ``notify``) reaches the services Apprise supports.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol, runtime_checkable
+from urllib.parse import quote
 
-from flowhooks import ErrorInfo, Event, EventType, RunStatus, Severity, current_run, to_jsonable
+from flowhooks import (
+    CircuitBreaker,
+    ErrorInfo,
+    Event,
+    EventType,
+    FlowhooksError,
+    RunStatus,
+    Severity,
+    current_run,
+    to_jsonable,
+)
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import RunReporter
 
 require("httpx", extra="http", handler="NotificationCallback")
 
-from flowhooks.handlers.webhook import (  # noqa: E402
-    SIGNATURE_HEADER,
-    JsonPoster,
-    check_http_url,
-    sign_body,
-)
+from flowhooks.handlers._http import JsonPoster, check_http_url, check_positive  # noqa: E402
+from flowhooks.handlers._signing import SIGNATURE_HEADER, sign_body  # noqa: E402
 
-__all__ = ["DEFAULT_CHANNELS", "NotificationCallback", "Notifier", "WebhookNotifier"]
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "AlertTimeoutError",
+    "NotificationCallback",
+    "Notifier",
+    "WebhookNotifier",
+    "dedup_key",
+]
+
+
+class AlertTimeoutError(FlowhooksError, TimeoutError):
+    """An alert was not delivered within ``NotificationCallback``'s ``deadline``."""
+
+
+def dedup_key(run_id: str, node_id: str | None = None) -> str:
+    """The incident key of an alert: one per run and node (PagerDuty's ``dedup_key``).
+
+    Alerts about the same run and node (a critical node's error, then the run
+    failing at that node) share it, so an incident tool groups them.
+    """
+    return f"flowhooks/{run_id}/{node_id}" if node_id else f"flowhooks/{run_id}"
 
 
 @runtime_checkable
@@ -40,14 +69,21 @@ class Notifier(Protocol):
 
 
 class WebhookNotifier:
-    """A ``Notifier`` that POSTs ``{"channel": ..., "message": ..., "fields": {...}}`` as JSON.
+    """A ``Notifier`` that POSTs the alert as JSON, in a shape chat webhooks accept.
+
+    The body is ``{"text": ..., "channel": ..., "message": ..., "fields": {...}}``:
+    ``text`` (the message, with the run's link when there is one) is what
+    Slack and Microsoft Teams incoming webhooks display; ``fields`` are the
+    structured details for a relay of your own.
 
     Args:
         url: the endpoint (absolute http or https URL).
         secret: when set, the body is signed like ``WebhookCallback``'s
-            (``X-Flowhooks-Signature: sha256=<hex>``).
+            older header (``X-Flowhooks-Signature: sha256=<hex>``).
         timeout: seconds per try.
-        retries: tries after the first, on 5xx and connection errors (none on 4xx).
+        deadline: seconds for all tries and the waits between them.
+        retries: tries after the first, on connection errors, 5xx, 408, 425
+            and 429 (honouring ``Retry-After``); none on other 4xx.
         backoff: delay before the first retry, doubled after each (with jitter).
         max_backoff: cap on one delay.
         headers: extra headers for every request (e.g. an ``Authorization``).
@@ -62,7 +98,8 @@ class WebhookNotifier:
         url: str,
         *,
         secret: str | bytes | None = None,
-        timeout: float = 10.0,
+        timeout: float = 5.0,
+        deadline: float = 5.0,
         retries: int = 2,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
@@ -72,7 +109,9 @@ class WebhookNotifier:
         self.secret = secret
         self._poster = JsonPoster(
             "WebhookNotifier",
-            timeout=timeout,
+            request_timeout=timeout,
+            timeout_name="timeout",
+            deadline=deadline,
             retries=retries,
             backoff=backoff,
             max_backoff=max_backoff,
@@ -88,12 +127,17 @@ class WebhookNotifier:
         Raises:
             WebhookDeliveryError: when the endpoint refuses it or stays unreachable.
         """
-        data = {"channel": channel, "message": message, "fields": to_jsonable(fields)}
+        data = {
+            "text": alert_text(message, fields),
+            "channel": channel,
+            "message": message,
+            "fields": to_jsonable(fields),
+        }
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = sign_body(body, self.secret)
-        await self._poster.post(self.url, body, headers)
+        await self._poster.post(self.url, body, lambda: headers)
 
     async def aclose(self) -> None:
         """Nothing to close: each alert opens and closes its own HTTP client."""
@@ -106,6 +150,12 @@ DEFAULT_CHANNELS: Final[Mapping[str, str]] = {
     "completion": "runs",
 }
 """Channel per alert kind; override any of them with ``channels={...}``."""
+
+
+def alert_text(message: str, fields: Mapping[str, Any]) -> str:
+    """The human-readable alert: the message, then the run's link when there is one."""
+    url = fields.get("run_url")
+    return f"{message}\n{url}" if isinstance(url, str) and url else message
 
 
 def _seconds(value: float | None) -> str:
@@ -125,12 +175,18 @@ class NotificationCallback(RunReporter):
     * ``completion``: a run ended ``succeeded``.
 
     Every alert carries ``fields``: ``kind``, ``run_id``, ``workflow_name``,
-    ``status`` and, as they apply, ``node_id``, ``attempt``, ``severity``,
+    ``status``, ``dedup_key`` (one per run and node, see ``dedup_key``;
+    PagerDuty groups alerts by it), ``run_url`` (``None`` without a
+    template) and, as they apply, ``node_id``, ``attempt``, ``severity``,
     ``error_type``, ``error_message``, ``duration``, ``final_node`` and
-    ``resource_id``.
+    ``resource_id``. With ``run_url``, the message ends with the run's link.
 
-    A notifier that raises is isolated by the ``CallbackManager`` like any
-    handler error: logged, counted, and the run goes on.
+    Every alert, the inline critical-error alert included, is bounded by
+    ``deadline``: a notifier still sending then is abandoned and an
+    ``AlertTimeoutError`` is raised. A notifier that raises is isolated by
+    the ``CallbackManager`` like any handler error: logged, counted, and the
+    run goes on; after 5 failures in a row the handler's circuit breaker
+    skips it for 30 s (``breaker``).
 
     Args:
         notifier: where alerts go (``WebhookNotifier`` or your own ``Notifier``).
@@ -147,11 +203,19 @@ class NotificationCallback(RunReporter):
         severities: which error severities alert (``"warning"``, ``"error"``,
             ``"critical"``); warnings are attempts that will be retried.
         channels: channel names by alert kind, merged over ``DEFAULT_CHANNELS``.
+        run_url: a link to the run, as a template with ``{run_id}``,
+            ``{workflow_name}`` and ``{resource_id}`` (URL-quoted), e.g.
+            ``"https://ci.example/runs/{run_id}"``; rendered into every alert.
+        deadline: seconds one alert may take, whatever the notifier does.
 
     Raises:
         TypeError: when ``notifier`` has no ``async send`` method.
-        ValueError: for an unknown severity or alert kind.
+        ValueError: for an unknown severity or alert kind, a ``run_url``
+            template naming anything else, or a ``deadline`` that is not a
+            positive number of seconds.
     """
+
+    breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
 
     def __init__(
         self,
@@ -164,6 +228,8 @@ class NotificationCallback(RunReporter):
         subworkflows: bool = False,
         severities: Iterable[str] = ("critical",),
         channels: Mapping[str, str] | None = None,
+        run_url: str | None = None,
+        deadline: float = 5.0,
     ) -> None:
         send = getattr(notifier, "send", None)
         if (
@@ -208,6 +274,32 @@ class NotificationCallback(RunReporter):
             )
             raise ValueError(msg)
         self.channels: dict[str, str] = {**DEFAULT_CHANNELS, **(channels or {})}
+        self.run_url = _check_template(run_url)
+        self.deadline = check_positive(deadline, "deadline")
+
+    def _link(self, run_id: str, workflow_name: str, resource_id: str | None) -> str | None:
+        if self.run_url is None:
+            return None
+        values = {"run_id": run_id, "workflow_name": workflow_name, "resource_id": resource_id}
+        return self.run_url.format_map({k: quote(str(v or ""), safe="") for k, v in values.items()})
+
+    async def _send(self, channel: str, message: str, **fields: Any) -> None:
+        """Send one alert through the notifier, within ``deadline``."""
+        link = self._link(fields["run_id"], fields["workflow_name"], fields.get("resource_id"))
+        fields["run_url"] = link
+        text = f"{message}\n{link}" if link else message
+        scope = asyncio.timeout(self.deadline)
+        try:
+            async with scope:
+                await self.notifier.send(channel, text, **fields)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise  # the notifier's own timeout: its message says more
+            msg = (
+                f"NotificationCallback: the {fields['kind']} alert for run {fields['run_id']} "
+                f"was not sent within its deadline of {self.deadline:g}s by {self.notifier!r}"
+            )
+            raise AlertTimeoutError(msg) from exc
 
     def __repr__(self) -> str:
         return f"NotificationCallback({self.notifier!r})"
@@ -226,13 +318,14 @@ class NotificationCallback(RunReporter):
             f"{error_info.severity.value.capitalize()} error in workflow {workflow!r} "
             f"(run {run_id}){where}{attempt}: {error_info.type}: {error_info.message}"
         )
-        await self.notifier.send(
+        await self._send(
             self.channels["critical"],
             message,
             kind="critical",
             run_id=run_id,
             workflow_name=workflow,
             status="running",
+            dedup_key=dedup_key(run_id, error_info.node_id),
             node_id=error_info.node_id,
             attempt=error_info.attempt,
             severity=error_info.severity.value,
@@ -274,13 +367,14 @@ class NotificationCallback(RunReporter):
             )
         else:
             message = f"{label} succeeded in {_seconds(duration)}"
-        await self.notifier.send(
+        await self._send(
             self.channels[kind],
             message,
             kind=kind,
             run_id=event.run_id,
             workflow_name=event.workflow_name,
             status=status,
+            dedup_key=dedup_key(event.run_id, final_node if kind == "failure" else None),
             duration=duration,
             final_node=final_node,
             error_type=error.type if error is not None else None,
@@ -293,3 +387,22 @@ class NotificationCallback(RunReporter):
         close = getattr(self.notifier, "aclose", None)
         if close is not None and inspect.iscoroutinefunction(close):
             await close()
+
+
+_TEMPLATE_FIELDS: Final = {"run_id": "r", "workflow_name": "w", "resource_id": "x"}
+
+
+def _check_template(run_url: object) -> str | None:
+    """Return ``run_url`` when it renders with the known fields, else raise naming it."""
+    if run_url is None:
+        return None
+    if not isinstance(run_url, str) or not run_url:
+        msg = f"run_url must be a URL template string or None, got {run_url!r}"
+        raise ValueError(msg)
+    try:
+        run_url.format_map(_TEMPLATE_FIELDS)
+    except (KeyError, IndexError, ValueError) as exc:
+        known = ", ".join("{" + k + "}" for k in _TEMPLATE_FIELDS)
+        msg = f"run_url {run_url!r} is not a valid template ({exc!r}); it may use {known}"
+        raise ValueError(msg) from None
+    return run_url

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, final
 
 import flowhooks
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event
+from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event
 from flowhooks.handlers._delivery_thread import DeliveryThread
 from flowhooks.handlers._event_args import context_of, given_event
 from flowhooks.handlers._extras import require
@@ -126,6 +126,8 @@ class OpenLineageCallback(BaseCallbackHandler):
         max_queue: events that may wait for a slow backend before new ones
             are dropped (with a warning).
     """
+
+    breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
 
     def __init__(
         self,

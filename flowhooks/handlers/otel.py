@@ -1,8 +1,12 @@
 """``OpenTelemetryCallback``: a span per run and a child span per node attempt.
 
 Part of ``flowhooks.handlers`` (after the runner in the import chain); needs
-the ``otel`` extra. Spans are kept by ``run_id``, so one handler can trace
-many concurrent runs; sub-workflow runs nest under their parent's spans.
+the ``otel`` extra (``opentelemetry-api`` only: the application brings the
+SDK). Spans are kept by ``run_id``, so one handler can trace many concurrent
+runs; sub-workflow runs nest under their parent's spans. Spans follow the
+OpenTelemetry conventions: status unset on success, ``ERROR`` with an
+``error.type`` attribute on failure, exceptions as span events, CI/CD
+pipeline attribute names (``cicd.pipeline.*``) where one fits.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, final
 
+import flowhooks
 from flowhooks import BaseCallbackHandler, ErrorInfo, Event, current_run
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import finished_result
@@ -20,12 +25,36 @@ require("opentelemetry.trace", extra="otel", handler="OpenTelemetryCallback")
 
 from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry import trace  # noqa: E402
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer  # noqa: E402
+from opentelemetry.trace import (  # noqa: E402
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
 
 __all__ = ["OpenTelemetryCallback"]
 
 _ATTR: Final = "flowhooks"
-"""Prefix of the span attributes this handler sets."""
+"""Prefix of the span attributes that no semantic convention covers."""
+
+# OpenTelemetry semantic conventions: CI/CD pipelines (a run is a pipeline run, a
+# node attempt a task run) and errors.
+PIPELINE_NAME: Final = "cicd.pipeline.name"
+PIPELINE_RUN_ID: Final = "cicd.pipeline.run.id"
+PIPELINE_RESULT: Final = "cicd.pipeline.result"
+TASK_NAME: Final = "cicd.pipeline.task.name"
+TASK_RUN_ID: Final = "cicd.pipeline.task.run.id"
+TASK_RUN_RESULT: Final = "cicd.pipeline.task.run.result"
+ERROR_TYPE: Final = "error.type"
+
+_RESULTS: Final = {
+    "succeeded": "success",
+    "failed": "failure",
+    "cancelled": "cancellation",
+}
+"""flowhooks statuses as ``cicd.pipeline.result`` values (others have none)."""
 
 
 def _ns(ts: datetime | None) -> int | None:
@@ -48,20 +77,25 @@ class OpenTelemetryCallback(BaseCallbackHandler):
     """Traces runs with OpenTelemetry: one span per run, a child span per node attempt.
 
     * The run span (``workflow <name>``, kind ``INTERNAL``) starts at
-      ``workflow_start`` and ends at ``workflow_end``; its status is ``ERROR``
-      for a failed run (with the run's error as description when known) and
-      ``OK`` for a succeeded one; a cancelled run stays ``UNSET`` and gets a
-      ``cancelled`` span event. Attributes: ``flowhooks.run_id``,
-      ``flowhooks.workflow_name``, ``flowhooks.parent_run_id``,
-      ``flowhooks.resource_id``, ``flowhooks.run_status``.
+      ``workflow_start`` and ends at ``workflow_end``. Its status is left
+      unset unless the run failed: then ``ERROR`` (the run's error as
+      description when known) with ``error.type``. A cancelled run gets a
+      ``cancelled`` span event. Attributes: ``cicd.pipeline.name`` (the
+      workflow), ``cicd.pipeline.run.id``, ``cicd.pipeline.result``
+      (``success``, ``failure``, ``cancellation``), ``flowhooks.run_status``
+      (every flowhooks status, ``suspended`` included),
+      ``flowhooks.parent_run_id``, ``flowhooks.resource_id``,
+      ``flowhooks.duration``, ``flowhooks.final_node``.
     * A node span (``node <node_id>``) covers one attempt, from
-      ``node_start`` to its ``node_end`` (status ``OK``) or ``error`` (status
-      ``ERROR``, the exception recorded as an ``exception`` span event,
-      attributes ``flowhooks.error_type``, ``flowhooks.will_retry`` and
-      ``flowhooks.severity``). Attributes: ``flowhooks.node_id``,
-      ``flowhooks.attempt``, ``flowhooks.run_id``, ``flowhooks.workflow_name``.
-      Attempts still open at ``workflow_end`` (cancelled) end there with
-      ``flowhooks.node_status = "cancelled"``.
+      ``node_start`` to its ``node_end`` (status unset) or ``error`` (status
+      ``ERROR`` with ``error.type``, the exception recorded as an
+      ``exception`` span event, attributes ``flowhooks.will_retry`` and
+      ``flowhooks.severity``). Attributes: ``cicd.pipeline.task.name`` (the
+      node), ``cicd.pipeline.task.run.id`` (``<run id>/<node>/<attempt>``),
+      ``cicd.pipeline.task.run.result``, ``cicd.pipeline.name``,
+      ``cicd.pipeline.run.id``, ``flowhooks.attempt``,
+      ``flowhooks.node_status``. Attempts still open at ``workflow_end``
+      (cancelled) end there with ``flowhooks.node_status = "cancelled"``.
     * A run-level error (the run timeout) is recorded on the run span.
     * Custom events become span events on the node's span when the event
       names a running node, else on the run span.
@@ -75,12 +109,20 @@ class OpenTelemetryCallback(BaseCallbackHandler):
     until its ``workflow_end``; ``aclose()`` ends any still open.
 
     Args:
-        tracer: the tracer to use; defaults to
-            ``opentelemetry.trace.get_tracer("flowhooks")`` (the global provider).
+        tracer: the tracer to use; by default a tracer of ``tracer_provider``
+            for the instrumentation scope ``flowhooks`` at flowhooks' version.
+        tracer_provider: the provider of that default tracer; defaults to the
+            global one (as OpenTelemetry instrumentations do).
     """
 
-    def __init__(self, tracer: Tracer | None = None) -> None:
-        self.tracer: Tracer = tracer if tracer is not None else trace.get_tracer("flowhooks")
+    def __init__(
+        self, tracer: Tracer | None = None, *, tracer_provider: TracerProvider | None = None
+    ) -> None:
+        if tracer is None:
+            tracer = trace.get_tracer(
+                "flowhooks", flowhooks.__version__, tracer_provider=tracer_provider
+            )
+        self.tracer: Tracer = tracer
         self._runs: dict[str, _RunSpans] = {}
         self._lock = threading.Lock()
 
@@ -115,10 +157,7 @@ class OpenTelemetryCallback(BaseCallbackHandler):
     ) -> None:
         """Start the run span (nested under the parent run's spans for a sub-run)."""
         name = event.workflow_name if event is not None else ""
-        attributes: dict[str, str] = {
-            f"{_ATTR}.run_id": workflow_id,
-            f"{_ATTR}.workflow_name": name,
-        }
+        attributes: dict[str, str] = {PIPELINE_RUN_ID: workflow_id, PIPELINE_NAME: name}
         if event is not None and event.parent_run_id:
             attributes[f"{_ATTR}.parent_run_id"] = event.parent_run_id
         if event is not None and event.resource_id:
@@ -149,6 +188,8 @@ class OpenTelemetryCallback(BaseCallbackHandler):
         span = run.span
         if status:
             span.set_attribute(f"{_ATTR}.run_status", status)
+            if status in _RESULTS:
+                span.set_attribute(PIPELINE_RESULT, _RESULTS[status])
         if event is not None and event.duration is not None:
             span.set_attribute(f"{_ATTR}.duration", event.duration)
         result = finished_result(workflow_id)
@@ -159,9 +200,8 @@ class OpenTelemetryCallback(BaseCallbackHandler):
             if where:
                 detail = f"node {where!r} failed: {detail}"
                 span.set_attribute(f"{_ATTR}.final_node", where)
+            span.set_attribute(ERROR_TYPE, error.type if error is not None else "WorkflowFailed")
             span.set_status(Status(StatusCode.ERROR, detail))
-        elif status == "succeeded":
-            span.set_status(Status(StatusCode.OK))
         elif status == "cancelled":
             reason = getattr(result, "cancel_reason", None)
             span.add_event("cancelled", {"reason": reason or ""}, timestamp=end)
@@ -178,9 +218,10 @@ class OpenTelemetryCallback(BaseCallbackHandler):
         with self._lock:
             run = self._runs.get(run_id)
         attributes: dict[str, str | int] = {
-            f"{_ATTR}.node_id": node_id,
-            f"{_ATTR}.run_id": run_id,
-            f"{_ATTR}.workflow_name": event.workflow_name if event is not None else "",
+            TASK_NAME: node_id,
+            TASK_RUN_ID: f"{run_id}/{node_id}/{attempt if attempt is not None else 1}",
+            PIPELINE_RUN_ID: run_id,
+            PIPELINE_NAME: event.workflow_name if event is not None else "",
         }
         if attempt is not None:
             attributes[f"{_ATTR}.attempt"] = attempt
@@ -227,7 +268,7 @@ class OpenTelemetryCallback(BaseCallbackHandler):
         if event is not None and event.duration is not None:
             span.set_attribute(f"{_ATTR}.duration", event.duration)
         span.set_attribute(f"{_ATTR}.node_status", "succeeded")
-        span.set_status(Status(StatusCode.OK))
+        span.set_attribute(TASK_RUN_RESULT, "success")
         span.end(end_time=_ns(event.timestamp if event is not None else None))
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
@@ -243,6 +284,7 @@ class OpenTelemetryCallback(BaseCallbackHandler):
             _record_error(span, error_info, when)
             will_retry = bool(getattr(error_info, "will_retry", False))
             span.set_attribute(f"{_ATTR}.node_status", "retrying" if will_retry else "failed")
+            span.set_attribute(TASK_RUN_RESULT, "failure")
             if event is not None and event.duration is not None:
                 span.set_attribute(f"{_ATTR}.duration", event.duration)
             span.end(end_time=when)
@@ -285,6 +327,7 @@ def _end_open(run: _RunSpans, end: int | None) -> None:
     """End the node spans still open (cancelled attempts), then the run span."""
     for span in reversed(list(run.nodes.values())):
         span.set_attribute(f"{_ATTR}.node_status", "cancelled")
+        span.set_attribute(TASK_RUN_RESULT, "cancellation")
         span.end(end_time=end)
     run.nodes.clear()
     if run.span is not trace.INVALID_SPAN:
@@ -305,7 +348,7 @@ def _record_error(span: Span, info: Any, when: int | None) -> None:
         span.record_exception(exc, attributes=attributes, timestamp=when)
     else:
         span.add_event("exception", attributes, timestamp=when)
-    span.set_attribute(f"{_ATTR}.error_type", err_type)
+    span.set_attribute(ERROR_TYPE, err_type)
     span.set_attribute(f"{_ATTR}.will_retry", bool(getattr(info, "will_retry", False)))
     span.set_attribute(f"{_ATTR}.severity", str(getattr(info, "severity", "error")))
     span.set_status(Status(StatusCode.ERROR, f"{err_type}: {message}"))

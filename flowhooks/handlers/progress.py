@@ -31,6 +31,8 @@ from rich.progress import (  # noqa: E402
     TimeElapsedColumn,
 )
 
+from flowhooks.handlers._live import LogRedirect  # noqa: E402
+
 __all__ = ["ProgressCallback"]
 
 
@@ -103,12 +105,19 @@ class ProgressCallback(BaseCallbackHandler):
     plain line per run start, finished node and run end instead, e.g.
     ``etl [1a2b3c4d] load succeeded (3/3 nodes)``.
 
+    While the bars are live, log lines (``LoggingCallback``'s, loguru's and
+    the standard library's stream handlers writing to the same terminal) are
+    printed through the console, above the bars, instead of tearing them;
+    the handlers get their streams back when the display stops. Pass
+    ``redirect_logs=False`` to leave the handlers alone.
+
     Args:
         console: the rich ``Console`` to draw on; defaults to one on stderr.
         transient: remove the rows when the display stops.
         auto_refresh: redraw from rich's refresh thread; when false, the
             display is redrawn on every event instead.
         refresh_per_second: redraws per second with ``auto_refresh``.
+        redirect_logs: print log lines above the live bars (see above).
     """
 
     def __init__(
@@ -118,6 +127,7 @@ class ProgressCallback(BaseCallbackHandler):
         transient: bool = False,
         auto_refresh: bool = True,
         refresh_per_second: float = 10.0,
+        redirect_logs: bool = True,
     ) -> None:
         self.console: Console = console if console is not None else Console(stderr=True)
         self.transient = transient
@@ -127,6 +137,8 @@ class ProgressCallback(BaseCallbackHandler):
         self._rows: dict[str, _Row] = {}
         self._progress: _TreeProgress | None = None
         self._parents: dict[TaskID, TaskID] = {}
+        self.redirect_logs = redirect_logs
+        self._redirect: LogRedirect | None = None
 
     @property
     def live(self) -> bool:
@@ -162,6 +174,9 @@ class ProgressCallback(BaseCallbackHandler):
                 refresh_per_second=self.refresh_per_second,
             )
             self._progress.start()
+            if self.redirect_logs:
+                self._redirect = LogRedirect(self.console)
+                self._redirect.start()
         return self._progress
 
     def _update(self, row: _Row, state: str, *, finished: bool = False) -> None:
@@ -219,6 +234,9 @@ class ProgressCallback(BaseCallbackHandler):
         if self._rows or self._progress is None:
             return
         progress, self._progress = self._progress, None
+        redirect, self._redirect = self._redirect, None
+        if redirect is not None:
+            redirect.stop()
         progress.stop()
 
     # -- events -------------------------------------------------------------------------

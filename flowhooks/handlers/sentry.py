@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, final
 
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event
+from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event
 from flowhooks.handlers._event_args import context_of, given_event
 from flowhooks.handlers._extras import require
 
@@ -84,6 +84,8 @@ class SentryCallback(BaseCallbackHandler):
         options: keyword arguments for ``sentry_sdk.Client`` (``environment``,
             ``release``, ``transport``, ``before_send``, ...), with ``dsn`` only.
     """
+
+    breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
 
     def __init__(
         self,

@@ -1,33 +1,47 @@
 """``WebhookCallback``: POST each finished run's ``RunResult`` as JSON (extra ``http``).
 
 A built-in handler (``flowhooks.handlers``). The target URL is configured, or
-taken per run from ``metadata["callback_url"]`` when its host is allow-listed.
-Bodies can be signed with HMAC-SHA256 (``verify_signature`` checks them on
-the receiving side). Delivery retries with backoff on 5xx answers and
-connection errors, never on 4xx.
+taken per run from ``metadata["callback_url"]`` when its host and port are
+allow-listed. Requests carry the Standard Webhooks headers (``webhook-id``,
+``webhook-timestamp`` and, with a ``secret``, ``webhook-signature``;
+``verify_webhook`` checks them on the receiving side). Delivery retries
+connection errors, timeouts, 5xx, 408, 425 and 429 (honouring
+``Retry-After``), never other 4xx, and gives up at its ``deadline``.
 
-httpx is imported only by this module (and ``notification``, which reuses its
-poster).
+httpx is imported only by this module, ``notification`` and their helpers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from loguru import logger
 
-from flowhooks import Event, FlowhooksError, RetryPolicy, current_run, to_jsonable
+from flowhooks import CircuitBreaker, Event, current_run, to_jsonable
+from flowhooks.handlers._diagnostics import debug
 from flowhooks.handlers._extras import require
-from flowhooks.handlers._retry import retry_async
 from flowhooks.handlers._run_end import RunReporter
 
 require("httpx", extra="http", handler="WebhookCallback")
 
-import httpx  # noqa: E402
+from flowhooks.handlers._http import (  # noqa: E402
+    JsonPoster,
+    WebhookDeliveryError,
+    check_http_url,
+    host_allowed,
+    parse_allowed,
+    safe_url,
+)
+from flowhooks.handlers._signing import (  # noqa: E402
+    SIGNATURE_HEADER,
+    sign_body,
+    signing_key,
+    standard_headers,
+    verify_signature,
+    verify_webhook,
+)
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -35,193 +49,10 @@ __all__ = [
     "WebhookDeliveryError",
     "sign_body",
     "verify_signature",
+    "verify_webhook",
 ]
 
-SIGNATURE_HEADER: Final = "X-Flowhooks-Signature"
-"""The header carrying ``sha256=<hex HMAC-SHA256 of the body>``."""
-
-_PREFIX: Final = "sha256="
-
-
-def _key(secret: str | bytes) -> bytes:
-    return secret.encode() if isinstance(secret, str) else secret
-
-
-def sign_body(body: bytes, secret: str | bytes) -> str:
-    """Return the signature header value for ``body``: ``sha256=<hex digest>``."""
-    return _PREFIX + hmac.new(_key(secret), body, hashlib.sha256).hexdigest()
-
-
-def verify_signature(body: bytes | str, header: str | None, secret: str | bytes) -> bool:
-    """Check an ``X-Flowhooks-Signature`` header against the raw request body.
-
-    Pass the body exactly as received (before any JSON parsing). The
-    comparison takes constant time.
-
-    Args:
-        body: the raw request body (``str`` is encoded as UTF-8).
-        header: the header's value, ``sha256=<hex>``; ``None`` when absent.
-        secret: the secret shared with the sender.
-
-    Returns:
-        Whether the header is a valid signature of ``body`` under ``secret``.
-    """
-    if not header or not header.startswith(_PREFIX):
-        return False
-    raw = body.encode() if isinstance(body, str) else body
-    return hmac.compare_digest(sign_body(raw, secret), header.strip())
-
-
-class WebhookDeliveryError(FlowhooksError):
-    """A webhook could not be delivered (after its retries, or refused with a 4xx)."""
-
-
-class _ServerError(Exception):
-    """A 5xx answer: worth another try."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-
-
-def check_http_url(url: object, *, what: str) -> httpx.URL:
-    """Return ``url`` parsed, or raise a ``ValueError`` saying what is wrong with it."""
-    if not isinstance(url, str | httpx.URL):
-        msg = f"{what} must be an http(s) URL string, got {url!r}"
-        raise ValueError(msg)
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        msg = f"{what} {str(url)!r} is not a valid URL: {exc}"
-        raise ValueError(msg) from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        msg = f"{what} {str(url)!r} must be an absolute http:// or https:// URL with a host"
-        raise ValueError(msg)
-    return parsed
-
-
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        msg = f"{name} must be a positive number of seconds, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
-
-
-class JsonPoster:
-    """POST JSON bodies with timeouts and retries.
-
-    Shared by ``WebhookCallback`` and ``WebhookNotifier``, which pass their
-    delivery options straight through. Each ``post`` opens its own
-    ``AsyncClient`` in the running loop and closes it before returning (the
-    handlers POST once per run or alert), so no client or connection outlives
-    a delivery, whichever loop it came from, and nothing needs ``aclose()``.
-    """
-
-    def __init__(
-        self,
-        owner: str,
-        *,
-        timeout: float,
-        retries: int,
-        backoff: float,
-        max_backoff: float,
-        headers: Mapping[str, str] | None,
-    ) -> None:
-        self.timeout = _positive(timeout, "timeout")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            msg = f"retries must be an int >= 0 (tries after the first), got {retries!r}"
-            raise ValueError(msg)
-        self.retries = retries
-        self.policy = RetryPolicy(attempts=retries + 1, backoff=backoff, max_backoff=max_backoff)
-        self.headers = dict(headers or {})
-        self.owner = owner
-
-    async def post(self, url: str | httpx.URL, body: bytes, headers: Mapping[str, str]) -> int:
-        """POST ``body``; return the final status code.
-
-        Raises:
-            WebhookDeliveryError: on a 4xx or 3xx answer (no retry), or when
-                every try ended in a 5xx or a connection error.
-        """
-        async with httpx.AsyncClient(
-            timeout=self.timeout, follow_redirects=False, headers=self.headers
-        ) as client:
-            return await self._deliver(client, url, body, headers)
-
-    async def _deliver(
-        self,
-        client: httpx.AsyncClient,
-        url: str | httpx.URL,
-        body: bytes,
-        headers: Mapping[str, str],
-    ) -> int:
-        tries = 0
-
-        async def attempt() -> httpx.Response:
-            nonlocal tries
-            tries += 1
-            response = await client.post(url, content=body, headers=dict(headers))
-            if response.status_code >= 500:
-                raise _ServerError(response)
-            return response
-
-        def on_retry(number: int, exc: Exception, delay: float) -> None:
-            logger.warning(
-                "{} POST to {} failed ({}); retry {} of {} in {:.2f}s",
-                self.owner,
-                _safe_url(url),
-                _describe(exc),
-                number,
-                self.retries,
-                delay,
-            )
-
-        try:
-            response = await retry_async(
-                attempt,
-                self.policy,
-                retry_on=lambda exc: isinstance(exc, _ServerError | httpx.TransportError),
-                on_retry=on_retry,
-            )
-        except (_ServerError, httpx.HTTPError) as exc:
-            msg = (
-                f"{self.owner} could not POST to {_safe_url(url)} after {tries} "
-                f"{'try' if tries == 1 else 'tries'}: {_describe(exc)}"
-            )
-            raise WebhookDeliveryError(msg) from exc
-        if response.status_code >= 300:
-            msg = (
-                f"{self.owner} POST to {_safe_url(url)} was refused with "
-                f"HTTP {response.status_code}: {response.text[:200]!r} (not retried)"
-            )
-            raise WebhookDeliveryError(msg)
-        return response.status_code
-
-
-def _safe_url(url: str | httpx.URL) -> str:
-    """The URL without credentials or query string, for logs."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return "<invalid URL>"
-    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _ServerError):
-        return f"HTTP {exc.response.status_code}"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
-    host = host.lower().rstrip(".")
-    for entry in allowed:
-        if entry.startswith("*.") and host.endswith(entry[1:]):
-            return True
-        if host == entry:
-            return True
-    return False
+_UNSET: Final[Any] = object()
 
 
 class WebhookCallback(RunReporter):
@@ -231,27 +62,41 @@ class WebhookCallback(RunReporter):
     inputs, outputs, error, per-node results, timings, metadata) serialised
     once; when the handler is driven outside a run, a smaller body built from
     the ``workflow_end`` event. Headers: ``Content-Type: application/json``,
-    ``Workflow-Run-Id``, ``Workflow-Run-Status``, ``Idempotency-Key`` (the
-    event id, the same on every retry) and, when ``secret`` is set,
-    ``X-Flowhooks-Signature: sha256=<hex HMAC-SHA256 of the body bytes>``.
+    ``Workflow-Run-Id``, ``Workflow-Run-Status``, ``webhook-id`` and
+    ``Idempotency-Key`` (both the ``Event.id`` of the run's ``workflow_end``,
+    the same on every retry and redelivery: receivers dedupe on it) and
+    ``webhook-timestamp`` (Unix seconds of the try). With a ``secret``:
+    ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``
+    (Standard Webhooks; check it with ``verify_webhook``) and the older
+    ``X-Flowhooks-Signature: sha256=<hex HMAC-SHA256 of the body>``.
 
     Where it posts: ``url`` when configured (no allow-listing needed), else
-    the run's ``metadata[metadata_key]`` (``"callback_url"``) when its host is
-    in ``allowed_hosts``; any other metadata URL is refused with a warning in
-    the log and never fetched. A run with neither is skipped.
+    the run's ``metadata[metadata_key]`` (``"callback_url"``) when its host and
+    port are in ``allowed_hosts``; any other metadata URL is refused with a
+    warning in the log and never fetched. A run with neither is skipped. A
+    307/308 redirect is followed only to the URL's own host and port or an
+    allowed one; other redirects are refused.
 
-    Delivery failures (4xx at once; 5xx and connection errors after the
-    retries) raise a ``WebhookDeliveryError``, which the ``CallbackManager``
-    logs and isolates: the run's outcome does not change.
+    Time: each try is bounded by ``request_timeout``, all tries and the waits
+    between them by ``deadline``; a ``Retry-After`` that would pass the
+    deadline ends the delivery at once. Delivery failures raise a
+    ``WebhookDeliveryError``, which the ``CallbackManager`` logs and isolates:
+    the run's outcome does not change. After 5 failed deliveries in a row the
+    handler's circuit breaker skips it for 30 s (``breaker``).
 
     Args:
         url: the endpoint to POST to; ``None`` to use the run's metadata.
-        secret: key for the HMAC-SHA256 signature; ``None`` sends no signature.
-        allowed_hosts: host names a metadata URL may point at, compared
-            case-insensitively; ``"*.example.com"`` allows every subdomain.
-            Empty (the default): metadata URLs are never used.
-        timeout: seconds per try (connect, read, write).
-        retries: tries after the first, on 5xx and connection errors.
+        secret: the signing secret (``whsec_<base64>`` is the base64 of the
+            key, as Standard Webhooks providers hand them out; any other text
+            is used as its UTF-8 bytes); ``None`` sends no signature.
+        allowed_hosts: where a metadata URL (and a redirect) may point:
+            ``"host"`` admits that host on the scheme's default port only
+            (443 for https, 80 for http), ``"host:port"`` that port,
+            ``"*.example.com"`` every subdomain. Empty (the default):
+            metadata URLs are never used.
+        request_timeout: seconds per try (connect, read, write).
+        deadline: seconds for the whole delivery: every try and every wait.
+        retries: tries after the first.
         backoff: delay before the first retry, doubled after each (with jitter).
         max_backoff: cap on one delay.
         headers: extra headers for every request.
@@ -262,11 +107,14 @@ class WebhookCallback(RunReporter):
             is part of the parent's result, so the receiver gets one POST per
             run it asked about. A handler attached only to the child workflow
             posts the child's runs either way.
+        timeout: the older name of ``request_timeout``.
 
     Raises:
-        ValueError: when ``url`` is not an absolute http(s) URL, or an option
-            is out of range.
+        ValueError: when ``url`` is not an absolute http(s) URL, an allow-list
+            entry is malformed, or an option is out of range.
     """
+
+    breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
 
     def __init__(
         self,
@@ -274,35 +122,58 @@ class WebhookCallback(RunReporter):
         *,
         secret: str | bytes | None = None,
         allowed_hosts: Iterable[str] = (),
-        timeout: float = 10.0,
+        request_timeout: float = 5.0,
+        deadline: float = 10.0,
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
         headers: Mapping[str, str] | None = None,
         metadata_key: str = "callback_url",
         subworkflows: bool = False,
+        timeout: float = _UNSET,
     ) -> None:
         self.url = str(check_http_url(url, what="WebhookCallback url")) if url is not None else None
         if secret is not None and not (isinstance(secret, str | bytes) and secret):
             msg = f"secret must be a non-empty str or bytes, got {secret!r}"
             raise ValueError(msg)
         self.secret = secret
-        if isinstance(allowed_hosts, str):
-            allowed_hosts = [allowed_hosts]
-        self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
+        self._key = signing_key(secret) if secret is not None else None
+        self.allowed_hosts = parse_allowed(allowed_hosts)
         self.metadata_key = metadata_key
         super().__init__(subworkflows=subworkflows)
         self._poster = JsonPoster(
             "WebhookCallback",
-            timeout=timeout,
+            request_timeout=request_timeout if timeout is _UNSET else timeout,
+            timeout_name="request_timeout" if timeout is _UNSET else "timeout",
+            deadline=deadline,
             retries=retries,
             backoff=backoff,
             max_backoff=max_backoff,
             headers=headers,
         )
 
+    @property
+    def request_timeout(self) -> float:
+        """Seconds allowed per try."""
+        return self._poster.request_timeout
+
+    @property
+    def deadline(self) -> float:
+        """Seconds allowed for a whole delivery (every try and wait)."""
+        return self._poster.deadline
+
+    @property
+    def timeout(self) -> float:  # type: ignore[override]
+        """The per-call limit the manager enforces: ``deadline`` plus one second.
+
+        The handler ends a delivery at its ``deadline`` by itself; the manager
+        (``BaseCallbackHandler.timeout``) holds it to that bound plus a second
+        of grace, as a backstop. The per-try limit is ``request_timeout``.
+        """
+        return self._poster.deadline + 1.0
+
     def __repr__(self) -> str:
-        target = _safe_url(self.url) if self.url else f"metadata[{self.metadata_key!r}]"
+        target = safe_url(self.url) if self.url else f"metadata[{self.metadata_key!r}]"
         return f"WebhookCallback({target!r})"
 
     async def on_workflow_end(
@@ -336,18 +207,21 @@ class WebhookCallback(RunReporter):
                 "metadata": to_jsonable(event.metadata),
             }
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {
+        fixed = {
             "Content-Type": "application/json",
             "Workflow-Run-Id": event.run_id,
             "Workflow-Run-Status": status,
             "Idempotency-Key": event.id,
         }
         if self.secret is not None:
-            headers[SIGNATURE_HEADER] = sign_body(body, self.secret)
-        code = await self._poster.post(url, body, headers)
-        logger.debug(
-            "WebhookCallback delivered run {} to {} (HTTP {})", event.run_id, _safe_url(url), code
-        )
+            fixed[SIGNATURE_HEADER] = sign_body(body, self.secret)
+        key, message_id = self._key, event.id
+
+        def headers() -> dict[str, str]:  # per try: the timestamp is signed
+            return {**fixed, **standard_headers(key, message_id, body)}
+
+        code = await self._poster.post(url, body, headers, allowed=self.allowed_hosts)
+        debug("WebhookCallback delivered run {} to {} (HTTP {})", event.run_id, safe_url(url), code)
 
     def _target(self, metadata: Mapping[str, Any], run_id: str) -> str | None:
         if self.url is not None:
@@ -360,14 +234,20 @@ class WebhookCallback(RunReporter):
         except ValueError as exc:
             logger.warning("WebhookCallback refused the callback URL of run {}: {}", run_id, exc)
             return None
-        if not _host_allowed(parsed.host, self.allowed_hosts):
-            allowed = ", ".join(sorted(self.allowed_hosts)) or "none"
+        if not host_allowed(parsed, self.allowed_hosts):
+            allowed = ", ".join(sorted(_entry(h, p) for h, p in self.allowed_hosts)) or "none"
             logger.warning(
-                "WebhookCallback refused the callback URL of run {}: host {!r} is not in "
-                "allowed_hosts ({}); not fetched",
+                "WebhookCallback refused the callback URL of run {}: host {!r} (port {}) is "
+                "not in allowed_hosts ({}); not fetched",
                 run_id,
                 parsed.host,
+                parsed.port or "default",
                 allowed,
             )
             return None
         return str(parsed)
+
+
+def _entry(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port is not None else shown

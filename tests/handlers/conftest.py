@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -190,26 +190,40 @@ class Request:
 class Receiver:
     """An HTTP server on 127.0.0.1 that records requests and answers from a script.
 
-    ``responses`` is consumed one status per request; when empty, it answers 200.
+    ``responses`` is consumed one answer per request; when empty, it answers 200.
+    An answer is a status, or ``(status, headers)``, or ``(status, headers, body)``.
+    ``rule``, when set, is asked first with each request and may return an answer.
     """
 
     server: ThreadingHTTPServer
     requests: list[Request] = field(default_factory=list)
-    responses: list[int] = field(default_factory=list)
+    responses: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    rule: Callable[[Request], Any] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def answer(self, *statuses: int) -> None:
-        """Answer the next requests with these statuses, in order (then 200)."""
+    @property
+    def host(self) -> str:
+        """The allow-list entry for this server: ``127.0.0.1:<port>``."""
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, *statuses: Any) -> None:
+        """Answer the next requests with these statuses (or answers), in order (then 200)."""
         with self.lock:
             self.responses[:] = list(statuses)
 
-    def next_status(self) -> int:
-        with self.lock:
-            return self.responses.pop(0) if self.responses else 200
+    def next_answer(self, request: Request) -> tuple[int, dict[str, str], bytes | None]:
+        answer = self.rule(request) if self.rule is not None else None
+        if answer is None:
+            with self.lock:
+                answer = self.responses.pop(0) if self.responses else 200
+        if isinstance(answer, int):
+            return answer, {}, None
+        status, headers, *body = answer
+        return status, dict(headers), body[0] if body else None
 
 
 def _make_handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
@@ -218,15 +232,16 @@ def _make_handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
             receiver = receiver_ref[0]
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
+            request = Request("POST", self.path, dict(self.headers.items()), body)
             with receiver.lock:
-                receiver.requests.append(
-                    Request("POST", self.path, dict(self.headers.items()), body)
-                )
-            status = receiver.next_status()
-            payload = json.dumps({"status": status}).encode()
+                receiver.requests.append(request)
+            status, headers, body = receiver.next_answer(request)
+            payload = body if body is not None else json.dumps({"status": status}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
 
@@ -252,6 +267,36 @@ def receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback URL whose server accepts connections and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(conn)  # held open, never read from or answered
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        server.close()
 
 
 @pytest.fixture

@@ -39,3 +39,20 @@ def test_a_missing_extra_names_the_pip_install_line(name: str, module: str, extr
     assert f"pip install 'flowhooks[{extra}]'" in message
     assert f"optional dependency {module!r}" in message
     assert "Callback" in message or "HistoryStore" in message
+
+
+def test_apprise_notifier_without_apprise_names_the_notify_extra() -> None:
+    """AppriseNotifier imports without Apprise and says which extra it needs when made."""
+    code = (
+        "import sys\n"
+        "sys.modules['apprise'] = None  # as if it were not installed\n"
+        "from flowhooks.handlers import AppriseNotifier\n"
+        "try:\n"
+        "    AppriseNotifier('json://localhost')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=60, capture_output=True, text=True
+    )
+    assert "pip install 'flowhooks[notify]'" in done.stdout

@@ -216,7 +216,12 @@ async def test_notifier_signs_when_given_a_secret(receiver: Receiver) -> None:
     await notifier.send("ops", "hello", answer=42)
     await notifier.aclose()
     [request] = receiver.requests
-    assert request.json() == {"channel": "ops", "message": "hello", "fields": {"answer": 42}}
+    assert request.json() == {
+        "text": "hello",
+        "channel": "ops",
+        "message": "hello",
+        "fields": {"answer": 42},
+    }
     assert verify_signature(request.body, request.header("X-Flowhooks-Signature"), "k")
 
 

@@ -58,7 +58,7 @@ async def node_end(m: CallbackManager, run: str, node: str, attempt: int = 1) ->
 
 
 async def test_run_span_with_a_child_span_per_node(tracer, exporter):
-    """A run gives one span, and each node attempt a child span of it, all OK."""
+    """A run gives one span, and each node attempt a child span of it, status left unset."""
     m = CallbackManager([OpenTelemetryCallback(tracer)])
     await start(m, "r1")
     await node_start(m, "r1", "extract")
@@ -71,17 +71,22 @@ async def test_run_span_with_a_child_span_per_node(tracer, exporter):
     run = spans["workflow etl"]
     assert run.parent is None
     assert run.attributes is not None
-    assert run.attributes["flowhooks.run_id"] == "r1"
+    assert run.attributes["cicd.pipeline.run.id"] == "r1"
     assert run.attributes["flowhooks.run_status"] == "succeeded"
-    assert run.status.status_code is StatusCode.OK
+    assert run.attributes["cicd.pipeline.result"] == "success"
+    assert run.attributes["cicd.pipeline.name"] == "etl"
+    assert run.status.status_code is StatusCode.UNSET
     for name in ("node extract", "node load"):
         span = spans[name]
         assert span.parent is not None
         assert span.parent.span_id == run.context.span_id
         assert span.context.trace_id == run.context.trace_id
-        assert span.status.status_code is StatusCode.OK
+        assert span.status.status_code is StatusCode.UNSET
         assert span.attributes is not None
         assert span.attributes["flowhooks.attempt"] == 1
+        assert span.attributes["cicd.pipeline.task.name"] == name.removeprefix("node ")
+        assert span.attributes["cicd.pipeline.task.run.result"] == "success"
+        assert span.attributes["cicd.pipeline.run.id"] == "r1"
     assert spans["node extract"].start_time is not None
     assert run.start_time is not None
     assert spans["node extract"].start_time >= run.start_time
@@ -121,10 +126,13 @@ async def test_failed_attempts_record_the_exception(tracer, exporter):
         assert exc_event.attributes is not None
         assert exc_event.attributes["exception.type"] == "ConnectionError"
         assert exc_event.attributes["exception.message"] == "db down"
+    assert (first.attributes or {})["error.type"] == "ConnectionError"
     assert (first.attributes or {})["flowhooks.node_status"] == "retrying"
     assert (second.attributes or {})["flowhooks.node_status"] == "failed"
     run = by_name(spans)["workflow etl"]
     assert run.status.status_code is StatusCode.ERROR
+    assert (run.attributes or {})["error.type"] == "WorkflowFailed"  # no result outside a run
+    assert (run.attributes or {})["cicd.pipeline.result"] == "failure"
 
 
 async def test_concurrent_runs_keep_their_spans_apart(tracer, exporter):
@@ -141,8 +149,9 @@ async def test_concurrent_runs_keep_their_spans_apart(tracer, exporter):
 
     await asyncio.gather(*(one(f"r{i}") for i in range(3)))
     spans = exporter.get_finished_spans()
-    runs = {(s.attributes or {})["flowhooks.run_id"]: s for s in spans if s.name == "workflow etl"}
-    nodes = {(s.attributes or {})["flowhooks.run_id"]: s for s in spans if s.name == "node step"}
+    run_id = "cicd.pipeline.run.id"
+    runs = {(s.attributes or {})[run_id]: s for s in spans if s.name == "workflow etl"}
+    nodes = {(s.attributes or {})[run_id]: s for s in spans if s.name == "node step"}
     assert set(runs) == set(nodes) == {"r0", "r1", "r2"}
     for run_id, node in nodes.items():
         assert node.parent is not None
@@ -334,3 +343,30 @@ async def test_real_sub_workflow_run_nests_spans(tracer, exporter):
     assert orders.status.status_code is StatusCode.ERROR
     assert "check" in (orders.status.description or "")
     assert len({s.context.trace_id for s in spans.values()}) == 1
+
+
+async def test_default_tracer_scope_is_flowhooks_at_its_version(exporter):
+    """Without a tracer, spans come from the instrumentation scope flowhooks at its version."""
+    import flowhooks
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    m = CallbackManager([OpenTelemetryCallback(tracer_provider=provider)])
+    await start(m, "r1")
+    await end(m, "r1")
+    [span] = exporter.get_finished_spans()
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == "flowhooks"
+    assert span.instrumentation_scope.version == flowhooks.__version__
+    provider.shutdown()
+
+
+def test_the_otel_extra_needs_only_the_api() -> None:
+    """The otel extra installs opentelemetry-api; the SDK is the application's (and dev's)."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    assert [dep.split(">")[0] for dep in extras["otel"]] == ["opentelemetry-api"]
+    assert any(dep.startswith("opentelemetry-sdk") for dep in extras["dev"])

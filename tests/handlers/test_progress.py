@@ -257,3 +257,54 @@ async def test_live_row_does_not_list_a_cancelled_node_as_running(fail_fast_work
     assert "failed (slow cancelled)" in last
     assert "running" not in last
     assert not callback.displaying
+
+
+def _line_starts(output: str, marker: str) -> list[str]:
+    """What precedes each occurrence of ``marker``: an erase code, a newline, or bar text."""
+    found = []
+    start = output.find(marker)
+    while start != -1:
+        found.append("erase" if output[:start].endswith("\x1b[2K") else output[start - 1 : start])
+        start = output.find(marker, start + 1)
+    return found
+
+
+@pytest.mark.parametrize("redirect", [True, False], ids=["redirected", "left-alone"])
+async def test_log_lines_print_above_the_live_bars(redirect: bool) -> None:
+    """While bars are live, loguru and logging lines go through the console, not into a bar."""
+    import logging
+
+    from flowhooks.handlers import LoggingCallback
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    sink_id = logger.add(console.file, format="LOG {message}", colorize=False, level="INFO")
+    std = logging.getLogger("tests.progress.tearing")
+    stream_handler = logging.StreamHandler(console.file)
+    stream_handler.setFormatter(logging.Formatter("STD %(message)s"))
+    std.addHandler(stream_handler)
+    std.setLevel(logging.INFO)
+
+    @node
+    def a() -> int:
+        std.info("inside a")
+        return 1
+
+    @node
+    def b(a: int) -> int:
+        return a
+
+    progress = ProgressCallback(console=console, auto_refresh=False, redirect_logs=redirect)
+    try:
+        await Workflow("etl", nodes=[a, b]).run(callbacks=[progress, LoggingCallback()])
+    finally:
+        logger.remove(sink_id)
+        std.removeHandler(stream_handler)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    during = output[: output.index("\x1b[?25h")]  # until the display stopped
+    starts = _line_starts(during, "LOG ") + _line_starts(during, "STD ")
+    assert len(starts) >= 5
+    if redirect:
+        assert set(starts) == {"erase"}  # each printed on a cleared line, bars drawn after
+        assert stream_handler.stream is console.file  # given back when the display stopped
+    else:
+        assert set(starts) - {"erase", "\n"}  # torn: written right after a bar's text

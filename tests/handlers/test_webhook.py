@@ -147,7 +147,7 @@ async def test_raise_error_propagates_delivery_error(receiver: Receiver) -> None
 
 async def test_metadata_url_on_allowed_host_is_used(receiver: Receiver) -> None:
     """A callback_url in the run's metadata is used when its host is allow-listed."""
-    handler = WebhookCallback(allowed_hosts=["127.0.0.1"], **FAST)
+    handler = WebhookCallback(allowed_hosts=[receiver.host], **FAST)
     manager = await end_run(handler, metadata={"callback_url": receiver.url + "/per-run"})
     assert errors(manager) == 0
     assert [r.path for r in receiver.requests] == ["/per-run"]
@@ -174,7 +174,7 @@ async def test_metadata_url_without_allow_list_is_refused(receiver: Receiver) ->
 )
 async def test_bad_metadata_url_is_refused(bad: Any, receiver: Receiver, logs: list[str]) -> None:
     """A metadata callback_url that is not an http(s) URL is refused and logged."""
-    handler = WebhookCallback(allowed_hosts=["127.0.0.1"], **FAST)
+    handler = WebhookCallback(allowed_hosts=[receiver.host], **FAST)
     manager = await end_run(handler, metadata={"callback_url": bad})
     assert errors(manager) == 0
     assert receiver.requests == []
@@ -190,7 +190,7 @@ async def test_explicit_url_needs_no_allow_listing(receiver: Receiver) -> None:
 
 async def test_no_url_at_all_does_nothing(receiver: Receiver) -> None:
     """Without a configured url or a metadata url, nothing is sent and nothing fails."""
-    manager = await end_run(WebhookCallback(allowed_hosts=["127.0.0.1"], **FAST))
+    manager = await end_run(WebhookCallback(allowed_hosts=[receiver.host], **FAST))
     assert errors(manager) == 0
     assert receiver.requests == []
 
@@ -200,13 +200,13 @@ async def test_subworkflow_runs_post_only_with_subworkflows_true(receiver: Recei
     child = Workflow("child", nodes=[node(lambda: 1, name="inner")])
     parent = Workflow("parent", nodes=[child.as_node(name="sub")])
     metadata = {"callback_url": receiver.url + "/runs"}
-    handler = WebhookCallback(allowed_hosts=["127.0.0.1"], **FAST)
+    handler = WebhookCallback(allowed_hosts=[receiver.host], **FAST)
     result = await parent.run(callbacks=[handler], metadata=metadata)
     assert [r.header("Workflow-Run-Id") for r in receiver.requests] == [result.run_id]
     assert receiver.requests[0].json()["outputs"] == {"sub": {"inner": 1}}
 
     receiver.requests.clear()
-    every_run = WebhookCallback(allowed_hosts=["127.0.0.1"], subworkflows=True, **FAST)
+    every_run = WebhookCallback(allowed_hosts=[receiver.host], subworkflows=True, **FAST)
     result = await parent.run(callbacks=[every_run], metadata=metadata)
     bodies = [r.json() for r in receiver.requests]
     assert [b["workflow_name"] for b in bodies] == ["child", "parent"]
@@ -234,13 +234,41 @@ async def test_a_webhook_on_the_child_workflow_only_posts_its_runs(receiver: Rec
 
 def test_wildcard_allowed_hosts() -> None:
     """'*.example.com' allows subdomains; hosts compare case-insensitively."""
-    from flowhooks.handlers.webhook import _host_allowed
+    from flowhooks.handlers._http import host_allowed, parse_allowed
 
-    allowed = frozenset({"*.example.com", "hooks.test"})
-    assert _host_allowed("a.example.com", allowed)
-    assert _host_allowed("HOOKS.test", allowed)
-    assert not _host_allowed("example.com.evil.net", allowed)
-    assert not _host_allowed("other.test", allowed)
+    allowed = parse_allowed(["*.example.com", "hooks.test"])
+    assert host_allowed(httpx.URL("https://a.example.com/x"), allowed)
+    assert host_allowed(httpx.URL("http://HOOKS.test/x"), allowed)
+    assert not host_allowed(httpx.URL("https://example.com.evil.net/x"), allowed)
+    assert not host_allowed(httpx.URL("https://other.test/x"), allowed)
+
+
+@pytest.mark.parametrize(
+    ("url", "entries", "allowed"),
+    [
+        ("https://hooks.test/x", ["hooks.test"], True),
+        ("https://hooks.test:443/x", ["hooks.test"], True),
+        ("http://hooks.test/x", ["hooks.test"], True),
+        ("https://hooks.test:8443/x", ["hooks.test"], False),
+        ("https://hooks.test:8443/x", ["hooks.test:8443"], True),
+        ("https://hooks.test/x", ["hooks.test:8443"], False),
+        ("https://a.hooks.test:8443/x", ["*.hooks.test:8443"], True),
+        ("http://[::1]:8080/x", ["[::1]:8080"], True),
+        ("http://[::1]:8081/x", ["[::1]:8080"], False),
+    ],
+)
+def test_allow_list_entries_admit_a_port(url: str, entries: list[str], allowed: bool) -> None:
+    """'host' admits the scheme's default port only; 'host:port' admits that port."""
+    from flowhooks.handlers._http import host_allowed, parse_allowed
+
+    assert host_allowed(httpx.URL(url), parse_allowed(entries)) is allowed
+
+
+@pytest.mark.parametrize("entry", ["hooks.test:http", "hooks.test:0", "", "[::1]:x"])
+def test_malformed_allow_list_entries_are_refused(entry: str) -> None:
+    """An allow-list entry that is not a host or host:port is a ValueError naming it."""
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        WebhookCallback(allowed_hosts=[entry])
 
 
 async def test_concurrent_runs_each_post_once(receiver: Receiver) -> None:
