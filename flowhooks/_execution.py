@@ -371,7 +371,7 @@ class RunState(NodeOutcomes):
                 elif p in inputs:
                     kwargs[p] = inputs[p]
             result.inputs = kwargs
-            events, has_handlers = self.events, self.has_handlers
+            events, has_handlers, bodies = self.events, self.has_handlers, self.bodies
             direct = node.is_async and node.timeout is None and self.default_submit
             result.status = NodeStatus.RUNNING
             result._started = first_start = perf_counter()
@@ -384,7 +384,7 @@ class RunState(NodeOutcomes):
                     if has_handlers and events.wanted(_NODE_START):
                         await events.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
                     else:
-                        events.skip()
+                        events.seq += 1  # EventSequencer.skip, inline: nobody takes it
                 except Exception as exc:  # a raise_error handler: the node fails without retry
                     return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
                 if self.stopping is not None and self.stopping is not RunStatus.SUSPENDED:
@@ -393,7 +393,7 @@ class RunState(NodeOutcomes):
                 start = perf_counter()
                 if attempt == 1:
                     first_start = start
-                self.bodies.add(task)
+                bodies.add(task)
                 if frame is not None:
                     set_frame(name)
                 try:
@@ -418,20 +418,22 @@ class RunState(NodeOutcomes):
                         continue
                     return retry
                 end = perf_counter()
-                self._body_left(task, frame)
+                bodies.discard(task)  # _body_left, inline
+                if frame is not None:
+                    set_frame(frame)
                 if task in self.injected:  # the body caught the run's own cancellation
                     await self._absorb_injected_cancel(task)
                     return self._node_cancelled(result, first_start)
                 outputs[name] = output
                 result.duration = end - first_start
-                result._closing = True
                 try:
                     if has_handlers and events.wanted(_NODE_END):
+                        result._closing = True
                         await events.emit(
                             _NODE_END, (name, output), name, attempt, end - start, frame=frame
                         )
                     else:
-                        events.skip()
+                        events.seq += 1
                 except Exception as exc:
                     del outputs[name]
                     return await self._node_failed(

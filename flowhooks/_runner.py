@@ -250,7 +250,8 @@ class ConcurrentWalk:
             if not run.forced:  # nobody but the run cancels its node tasks
                 raise
         finally:
-            set_frame(None)  # the frame refers to the task: no cycle through its context
+            if run.has_handlers:  # the frame refers to the task: no cycle through its context
+                set_frame(None)
             self.tasks.discard(task)  # the strong reference that kept the task alive
             self.active -= 1
             if ok:
@@ -302,14 +303,14 @@ class SequentialWalk:
 
     async def _walk(self) -> None:
         run = self.run
-        deps, nodes = run.plan.deps, run.nodes
+        deps, nodes, restored = run.plan.deps, run.nodes, run.restored
         task = asyncio.current_task()
         assert task is not None
         try:
             for position, name in enumerate(run.plan.order):
                 if run.stopping is not None:
                     return
-                if name in run.restored:
+                if restored and name in restored:
                     continue  # a resumed run: completed before it suspended
                 if not self.fail_fast and any(nodes[d].status != "succeeded" for d in deps[name]):
                     continue  # an ancestor failed (continue mode): skipped

@@ -116,9 +116,8 @@ def leave_run_task(token: Token[TaskFrame | str | None]) -> None:
     _frame.reset(token)
 
 
-def set_frame(frame: TaskFrame | str | None) -> None:
-    """Make ``frame`` (or a node's bare name) the calling task's frame."""
-    _frame.set(frame)
+set_frame = _frame.set
+"""Make a frame (or a node's bare name) the calling task's frame (per node: no wrapper)."""
 
 
 def get_frame() -> TaskFrame | str | None:
