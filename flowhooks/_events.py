@@ -305,7 +305,9 @@ class Event(BaseModel):
         once; these fields follow the process-wide cap.
         """
         if value is None or (
-            type(value) is str and value.isascii() and len(value) <= LIMITS["max_payload_chars"]
+            type(value) is str
+            and value.isascii()
+            and len(value) * 6 <= LIMITS["max_payload_chars"]  # even if all escaped
         ):
             return value
         return safe_text(value)

@@ -21,7 +21,7 @@ accept) that encodes to valid UTF-8:
 - an int too long for the interpreter's int-to-str limit becomes a string
   of its digits (``"<int with about N digits>"`` past 20,000 digits);
 - an object whose ``repr()`` raises becomes ``"<unrepresentable T: E>"``; a
-  ``repr()`` longer than the cap is cut, naming the type;
+  ``repr()`` longer than the cap is cut, after ``"<T: repr of N chars, cut>"``;
 - nesting deeper than the C encoder can take is cut at 100 levels with
   ``"<nested too deep>"``.
 
@@ -48,6 +48,7 @@ import json
 import math
 import re
 from collections import deque
+from json.encoder import encode_basestring
 from typing import Any, Final
 
 import pydantic_core
@@ -77,6 +78,9 @@ _MAX_INT_DIGITS: Final = 20_000
 _LOG10_2: Final = math.log10(2)
 _NAME_CHARS: Final = 200
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_MAX_ESCAPE: Final = 6
+"""The most JSON characters one character can take (``\\u0001``)."""
+_FIT_ROUNDS: Final = 8
 
 LIMITS: Final = {"max_payload_chars": DEFAULT_MAX_PAYLOAD_CHARS}
 """The process-wide cap, read directly by hot serialisers; set it with ``set_max_payload_chars``."""
@@ -134,14 +138,31 @@ def _type_name(value: Any) -> str:
     return name[:_NAME_CHARS] if type(name) is str else "object"
 
 
+def _fitting_prefix(text: str, limit: int) -> int:
+    """How many leading characters of ``text`` fit in ``limit`` JSON characters.
+
+    JSON escapes control characters, quotes and backslashes (up to six
+    characters for one), so the count is measured with the C string encoder.
+    """
+    size = len(encode_basestring(text)) - 2
+    n = len(text)
+    for _ in range(_FIT_ROUNDS):
+        if size <= limit:
+            return n
+        n = n * limit // size  # fewer characters each round, while too long
+        size = len(encode_basestring(text[:n])) - 2
+    return limit // _MAX_ESCAPE if size > limit else n
+
+
 def safe_text(value: Any, *, max_chars: int | None = None) -> Any:
     """Return the text ``value`` ready for any JSON writer, never raising.
 
     A ``str`` keeps its characters, except that a lone surrogate is written as
-    the six characters of its escape (``\\udcff``) and text longer than the
-    cap is cut to its first ``max_chars`` characters followed by
-    ``"... [__flowhooks_truncated__: N chars]"``. ``None`` stays ``None``;
-    anything else goes through ``to_jsonable``.
+    the six characters of its escape (``\\udcff``), and text whose JSON form
+    is longer than the cap (in characters, escapes included) is cut to what
+    fits, followed by ``"... [__flowhooks_truncated__: N chars]"`` (``N``: the
+    original length). ``None`` stays ``None``; anything else goes through
+    ``to_jsonable``.
 
     Args:
         value: the text (normally a ``str`` or ``None``).
@@ -154,11 +175,15 @@ def safe_text(value: Any, *, max_chars: int | None = None) -> Any:
             return to_jsonable(value, max_chars=max_chars)
         value = str.__str__(value)
     limit = LIMITS["max_payload_chars"] if max_chars is None else max_chars
-    if len(value) > limit:
-        value = f"{value[:limit]}... [{TRUNCATION_MARKER}: {len(value)} chars]"
-    if value.isascii() or _SURROGATE.search(value) is None:
-        return value
-    return _SURROGATE.sub(_escape_in_text, value)
+    cut = len(value) > limit
+    text = value[:limit] if cut else value
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        text = _SURROGATE.sub(_escape_in_text, text)
+    if len(text) * _MAX_ESCAPE > limit:  # its JSON might not fit
+        fits = _fitting_prefix(text, limit)
+        if fits < len(text):
+            text, cut = text[:fits], True
+    return f"{text}... [{TRUNCATION_MARKER}: {len(value)} chars]" if cut else text
 
 
 def _int(value: int) -> int | str:
@@ -192,8 +217,8 @@ def _fallback(value: Any, limit: int) -> str:
         return f"<unrepresentable {_type_name(value)}: {_type_name(exc)}>"
     if type(text) is not str:  # a str subclass: its own __len__ or slicing might misbehave
         text = str.__str__(text)
-    if len(text) > limit:
-        return f"{text[:limit]}... <{_type_name(value)} repr truncated: {len(text)} chars>"
+    if len(text) > limit:  # named first, so the name survives the cap's preview
+        return f"<{_type_name(value)}: repr of {len(text)} chars, cut> {text[:limit]}"
     return text
 
 
@@ -407,13 +432,14 @@ def to_jsonable(value: Any, *, max_chars: int | None = None) -> Any:
     """
     limit = LIMITS["max_payload_chars"] if max_chars is None else max_chars
     kind = type(value)
-    if kind is str and len(value) <= limit:
+    if kind is str and len(value) * _MAX_ESCAPE + 2 <= limit:
         if value.isascii() or _SURROGATE.search(value) is None:
             return value
     elif value is None or kind is bool:
         return value
     elif kind is int:
-        return value if value.bit_length() <= _SAFE_INT_BITS else _int(value)
+        if value.bit_length() <= _SAFE_INT_BITS:
+            return value
     elif kind is float:
         return value if math.isfinite(value) else _non_finite(value)
     text = _json_text(value, limit)
