@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from flowhooks._ids import new_id
-from flowhooks._serialize import LIMITS, safe_text, to_jsonable
+from flowhooks._serialize import LIMITS, exception_text, safe_text, to_jsonable
 
 
 class EventType(StrEnum):
@@ -176,13 +176,14 @@ class ErrorInfo(BaseModel):
         """Describe ``exc``: its type, message, formatted traceback and the live exception.
 
         ``severity`` defaults to ``warning`` when the attempt will be retried,
-        else ``error``. ``message`` replaces ``str(exc)`` when given.
+        else ``error``. ``message`` replaces ``str(exc)`` when given (a placeholder
+        stands in for ``str(exc)`` when it raises).
         """
         if severity is None:
             severity = Severity.WARNING if will_retry else Severity.ERROR
         return cls(
             type=type(exc).__name__,
-            message=message if message is not None else str(exc),
+            message=message if message is not None else exception_text(exc),
             stack_trace="".join(traceback.format_exception(exc)),
             severity=Severity(severity),
             node_id=node_id,

@@ -186,6 +186,14 @@ def safe_text(value: Any, *, max_chars: int | None = None) -> Any:
     return f"{text}... [{TRUNCATION_MARKER}: {len(value)} chars]" if cut else text
 
 
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``"<exception str() failed: E>"`` when its ``__str__`` raises ``E``."""
+    try:
+        return str(exc)
+    except Exception as error:
+        return f"<exception str() failed: {_type_name(error)}>"
+
+
 def _int(value: int) -> int | str:
     """``value``, or a string of its digits when it is too long for ``int.__repr__``."""
     if value.bit_length() <= _SAFE_INT_BITS:

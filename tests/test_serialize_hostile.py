@@ -29,6 +29,8 @@ from flowhooks import (
     NodeStatus,
     RunResult,
     RunStatus,
+    Workflow,
+    node,
     set_max_payload_chars,
     to_jsonable,
 )
@@ -244,6 +246,38 @@ def test_surrogates_in_error_text_and_results() -> None:
     data = parse_strictly(json_of(_result(odd, error=error, node_id=odd).to_dict()))
     node = data["nodes"]["\\ud800 and \\udfff"]
     assert node["node_id"] == node["error"]["node_id"] == "\\ud800 and \\udfff"
+
+
+class UnprintableError(Exception):
+    """An exception whose __str__ raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("hostile")
+
+
+def test_an_exception_whose_str_raises_is_described() -> None:
+    """from_exception gives a placeholder message; the traceback still names the class."""
+    try:
+        raise UnprintableError
+    except UnprintableError as exc:
+        error = ErrorInfo.from_exception(exc, node_id="n")
+    assert error.message == "<exception str() failed: RuntimeError>"
+    assert "UnprintableError" in error.stack_trace
+    assert parse_strictly(error.model_dump_json())["type"] == "UnprintableError"
+
+
+async def test_a_node_raising_an_unprintable_exception_fails_normally() -> None:
+    """The run records the failure instead of crashing while describing it."""
+
+    @node
+    def explode() -> None:
+        raise UnprintableError
+
+    result = await Workflow("unprintable", [explode]).run()
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None
+    assert result.error.message == "<exception str() failed: RuntimeError>"
+    json_of(result.to_dict())
 
 
 def test_safe_text_leaves_ordinary_text_alone() -> None:
