@@ -1,8 +1,10 @@
 """Event vocabulary: ``EventType``, the statuses, ``ErrorInfo`` and the frozen ``Event``.
 
 Everything that leaves a run (history rows, webhook bodies, batches) is one of
-these models. Serialisation to JSON never fails: payloads JSON cannot hold
-fall back to ``repr()`` and very large ones are capped (see ``_serialize``).
+these models. Serialisation to JSON (``model_dump_json()``,
+``model_dump(mode="json")``) never fails: payloads JSON cannot hold fall back to
+``repr()``, every text field is made safe for UTF-8 and every part of an event
+is capped (see ``_serialize``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pydantic import (
 )
 
 from flowhooks._ids import new_id
-from flowhooks._serialize import to_jsonable
+from flowhooks._serialize import LIMITS, exception_text, safe_text, to_jsonable
 
 
 class EventType(StrEnum):
@@ -118,6 +120,12 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+def _context_cap(info: FieldSerializationInfo) -> int | None:
+    """The ``max_payload_chars`` given in the serialisation context, if any."""
+    context = info.context
+    return context.get("max_payload_chars") if type(context) is dict else None
+
+
 def utcnow() -> datetime:
     """Return the current time as a timezone-aware UTC datetime."""
     return datetime.now(UTC)
@@ -145,6 +153,13 @@ class ErrorInfo(BaseModel):
     timestamp: datetime = Field(default_factory=utcnow)
     exception: BaseException | None = Field(default=None, exclude=True, repr=False)
 
+    @field_serializer(
+        "type", "message", "stack_trace", "node_id", "run_id", "workflow_name", when_used="json"
+    )
+    def _serialize_text(self, value: str | None, info: FieldSerializationInfo) -> Any:
+        """Cap the text (a 20 MB message included) and escape lone surrogates."""
+        return safe_text(value, max_chars=_context_cap(info))
+
     @classmethod
     def from_exception(
         cls,
@@ -161,13 +176,14 @@ class ErrorInfo(BaseModel):
         """Describe ``exc``: its type, message, formatted traceback and the live exception.
 
         ``severity`` defaults to ``warning`` when the attempt will be retried,
-        else ``error``. ``message`` replaces ``str(exc)`` when given.
+        else ``error``. ``message`` replaces ``str(exc)`` when given (a placeholder
+        stands in for ``str(exc)`` when it raises).
         """
         if severity is None:
             severity = Severity.WARNING if will_retry else Severity.ERROR
         return cls(
             type=type(exc).__name__,
-            message=message if message is not None else str(exc),
+            message=message if message is not None else exception_text(exc),
             stack_trace="".join(traceback.format_exception(exc)),
             severity=Severity(severity),
             node_id=node_id,
@@ -209,6 +225,15 @@ class ErrorInfo(BaseModel):
     def items(self) -> Iterator[tuple[str, Any]]:
         """Return ``(field, value)`` pairs, in field order."""
         return ((k, getattr(self, k)) for k in type(self).model_fields)
+
+
+def error_to_json(error: ErrorInfo, *, max_chars: int | None = None) -> Any:
+    """``error.model_dump(mode="json")`` with its text capped at ``max_chars``, never raising."""
+    context = None if max_chars is None else {"max_payload_chars": max_chars}
+    try:
+        return error.model_dump(mode="json", context=context)
+    except Exception:  # a field replaced by model_construct() with something odd, ...
+        return to_jsonable(repr(error), max_chars=max_chars)
 
 
 class Event(BaseModel):
@@ -257,10 +282,36 @@ class Event(BaseModel):
 
     @field_serializer("metadata", "payload", when_used="json")
     def _serialize_any(self, value: Any, info: FieldSerializationInfo) -> Any:
-        if isinstance(value, ErrorInfo):
-            return value.model_dump(mode="json")
-        limit = info.context.get("max_payload_chars") if isinstance(info.context, dict) else None
+        """Any payload as capped JSON data; an ``ErrorInfo`` with its own serialisers."""
+        limit = _context_cap(info)
+        if issubclass(type(value), ErrorInfo):  # the type, not value.__class__: proxies lie
+            return error_to_json(value, max_chars=limit)
         return to_jsonable(value, max_chars=limit)
+
+    @field_serializer(
+        "id",
+        "run_id",
+        "workflow_name",
+        "parent_run_id",
+        "resource_id",
+        "node_id",
+        "status",
+        "name",
+        when_used="json",
+    )
+    def _serialize_text(self, value: str | None) -> Any:
+        """Cap the text and escape lone surrogates (a node named after an odd file name).
+
+        Called for eight fields of every event, so short ASCII text returns at
+        once; these fields follow the process-wide cap.
+        """
+        if value is None or (
+            type(value) is str
+            and value.isascii()
+            and len(value) * 6 <= LIMITS["max_payload_chars"]  # even if all escaped
+        ):
+            return value
+        return safe_text(value)
 
     @property
     def args(self) -> tuple[Any, ...]:

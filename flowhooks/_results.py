@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowhooks._errors import WorkflowCancelled, WorkflowFailed, WorkflowSuspended
-from flowhooks._events import ErrorInfo, NodeStatus, RunStatus
-from flowhooks._serialize import to_jsonable
+from flowhooks._events import ErrorInfo, NodeStatus, RunStatus, error_to_json
+from flowhooks._serialize import safe_text, to_jsonable
 
 _PENDING = NodeStatus.PENDING  # a module constant: reading an enum member is slow
 
@@ -29,6 +29,10 @@ def _dt(ts: float | None) -> datetime | None:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _error(error: ErrorInfo | None) -> Any:
+    return None if error is None else error_to_json(error)
 
 
 class NodeResult:
@@ -86,7 +90,7 @@ class NodeResult:
     def to_dict(self) -> dict[str, Any]:
         """Return the node's result as JSON-ready data (never raises)."""
         return {
-            "node_id": self.node_id,
+            "node_id": safe_text(self.node_id),
             "status": self.status.value,
             "attempts": self.attempts,
             "inputs": to_jsonable(self.inputs),
@@ -94,7 +98,7 @@ class NodeResult:
             "ended_at": _iso(self.ended_at),
             "duration": self.duration,
             "output": to_jsonable(self.output),
-            "error": self.error.model_dump(mode="json") if self.error else None,
+            "error": _error(self.error),
         }
 
     def __repr__(self) -> str:
@@ -124,8 +128,8 @@ class Suspension:
     def to_dict(self) -> dict[str, Any]:
         """Return the suspension as JSON-ready data (never raises)."""
         return {
-            "node_id": self.node_id,
-            "reason": self.reason,
+            "node_id": safe_text(self.node_id),
+            "reason": safe_text(self.reason),
             "payload": to_jsonable(self.payload),
             "expires_at": _iso(self.expires_at),
         }
@@ -191,24 +195,29 @@ class RunResult:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the result as JSON-ready data (payloads capped, never raises)."""
+        """Return the result as JSON-ready data (never raises).
+
+        Every part is capped on its own (inputs, outputs, each node's inputs,
+        output and error, metadata, state, and every text), so the whole is
+        bounded by the cap times the number of parts.
+        """
         return {
-            "run_id": self.run_id,
-            "workflow_name": self.workflow_name,
+            "run_id": safe_text(self.run_id),
+            "workflow_name": safe_text(self.workflow_name),
             "status": self.status.value,
             "inputs": to_jsonable(self.inputs),
             "outputs": to_jsonable(self.outputs),
-            "error": self.error.model_dump(mode="json") if self.error else None,
-            "nodes": {name: n.to_dict() for name, n in self.nodes.items()},
-            "final_node": self.final_node,
-            "cancel_reason": self.cancel_reason,
+            "error": _error(self.error),
+            "nodes": {safe_text(name): n.to_dict() for name, n in self.nodes.items()},
+            "final_node": safe_text(self.final_node),
+            "cancel_reason": safe_text(self.cancel_reason),
             "started_at": self.started_at.isoformat(),
             "ended_at": self.ended_at.isoformat(),
             "duration": self.duration,
-            "parent_run_id": self.parent_run_id,
-            "resource_id": self.resource_id,
+            "parent_run_id": safe_text(self.parent_run_id),
+            "resource_id": safe_text(self.resource_id),
             "metadata": to_jsonable(self.metadata),
             "suspension": self.suspension.to_dict() if self.suspension else None,
             "state": to_jsonable(self.state),
-            "resumed_from": self.resumed_from,
+            "resumed_from": safe_text(self.resumed_from),
         }
