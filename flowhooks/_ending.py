@@ -21,7 +21,7 @@ from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import EventType, NodeStatus, RunStatus
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._node_outcomes import task_cancelled
-from flowhooks._results import RunResult
+from flowhooks._results import NodeResult, RunResult
 from flowhooks._resume import SuspendedRun, graph_fingerprint
 
 if TYPE_CHECKING:
@@ -273,8 +273,15 @@ def build_result(run: RunState) -> RunResult:
     """Settle every node's final status and build the run's ``RunResult`` (once)."""
     if run.result is not None:
         return run.result
+    # One pass over the nodes, with the statuses in locals: an enum member read
+    # through its class costs ~70 ns on CPython 3.11, per node of the run.
+    running, pending, succeeded = NodeStatus.RUNNING, NodeStatus.PENDING, NodeStatus.SUCCEEDED
+    unfinished = []
     for res in run.results:
-        if res.status is NodeStatus.RUNNING:
+        node_status = res.status
+        if node_status is succeeded:
+            continue
+        if node_status is running:
             # Interrupted when the task awaiting the run was cancelled, or abandoned
             # after the grace period: the attempt ends silently, cancelled.
             res.status = NodeStatus.CANCELLED
@@ -282,8 +289,9 @@ def build_result(run: RunState) -> RunResult:
             res._ended = perf_counter()
             if res._started is not None:
                 res.duration = res._ended - res._started
-    if run.stopping is None and run.error is None:
-        _fail_unfinished(run)
+        unfinished.append(res)
+    if unfinished and run.stopping is None and run.error is None:
+        _fail_unfinished(run, unfinished)
     if run.stopping is RunStatus.CANCELLED:
         status = RunStatus.CANCELLED
     elif run.error is not None or run.stopping is RunStatus.FAILED:
@@ -293,8 +301,8 @@ def build_result(run: RunState) -> RunResult:
     else:
         status = RunStatus.SUCCEEDED
     if status is not RunStatus.SUSPENDED:  # a suspended run's pending nodes wait for resume
-        for res in run.results:
-            if res.status is NodeStatus.PENDING:
+        for res in unfinished:
+            if res.status is pending:
                 res.status = NodeStatus.SKIPPED
     suspension = run.suspension if status is RunStatus.SUSPENDED else None
     final_node = {
@@ -327,13 +335,12 @@ def build_result(run: RunState) -> RunResult:
     return result
 
 
-def _fail_unfinished(run: RunState) -> None:
+def _fail_unfinished(run: RunState, unfinished: list[NodeResult]) -> None:
     """A run nobody stopped succeeds only if every node of its plan succeeded.
 
     Should a node have ended any other way without an error of its own, the
     run fails with a ``CancelledError`` naming it rather than report success.
     """
-    unfinished = [r.node_id for r in run.results if r.status is not NodeStatus.SUCCEEDED]
-    if unfinished:
-        exc = asyncio.CancelledError(f"node(s) {unfinished!r} did not complete")
-        run.fail(unfinished[0], run.error_info(exc, run.workflow.nodes[unfinished[0]], None))
+    names = [r.node_id for r in unfinished]
+    exc = asyncio.CancelledError(f"node(s) {names!r} did not complete")
+    run.fail(names[0], run.error_info(exc, run.workflow.nodes[names[0]], None))

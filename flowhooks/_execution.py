@@ -36,8 +36,12 @@ if TYPE_CHECKING:
     from flowhooks._runner import Runner, Schedule
     from flowhooks._workflow import Workflow
 
+# Read per node in the hot loop: a module constant costs ~10 ns, an enum member read
+# through its class ~70 ns on CPython 3.11.
 _NODE_START = EventType.NODE_START
 _NODE_END = EventType.NODE_END
+_RUNNING = NodeStatus.RUNNING
+_SUCCEEDED = NodeStatus.SUCCEEDED
 _ERROR = EventType.ERROR
 
 
@@ -373,26 +377,26 @@ class RunState(NodeOutcomes):
             result.inputs = kwargs
             events, has_handlers, bodies = self.events, self.has_handlers, self.bodies
             direct = node.is_async and node.timeout is None and self.default_submit
-            result.status = NodeStatus.RUNNING
+            result.status = _RUNNING
             result._started = first_start = perf_counter()
             attempt = 0
             while True:
                 attempt += 1
                 result.attempts = attempt
-                result._closing = False
                 try:
                     if has_handlers and events.wanted(_NODE_START):
                         await events.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
+                        # Durations measure the node's body, not the handlers around it.
+                        start = perf_counter()
+                        if attempt == 1:
+                            first_start = start
                     else:
                         events.seq += 1  # EventSequencer.skip, inline: nobody takes it
+                        start = first_start if attempt == 1 else perf_counter()
                 except Exception as exc:  # a raise_error handler: the node fails without retry
                     return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
                 if self.stopping is not None and self.stopping is not RunStatus.SUSPENDED:
                     return self._node_cancelled(result, first_start)
-                # Durations measure the node's body, not the handlers around it.
-                start = perf_counter()
-                if attempt == 1:
-                    first_start = start
                 bodies.add(task)
                 if frame is not None:
                     set_frame(name)
@@ -428,19 +432,22 @@ class RunState(NodeOutcomes):
                 result.duration = end - first_start
                 try:
                     if has_handlers and events.wanted(_NODE_END):
-                        result._closing = True
                         await events.emit(
                             _NODE_END, (name, output), name, attempt, end - start, frame=frame
                         )
                     else:
                         events.seq += 1
+                except asyncio.CancelledError as exc:  # a handler's, or someone else's cancel
+                    if self.forced:
+                        raise
+                    return await self._cancelled_by_someone_else(node, result, task, exc, True)
                 except Exception as exc:
                     del outputs[name]
                     return await self._node_failed(
                         node, result, exc, attempt, end - start, first_start, emitted=True
                     )
                 result.output = output
-                result.status = NodeStatus.SUCCEEDED
+                result.status = _SUCCEEDED
                 result._ended = end
                 self.last_success = name
                 if node.on_success is not None:

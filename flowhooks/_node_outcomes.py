@@ -52,6 +52,7 @@ class NodeOutcomes:
     __slots__ = ()
 
     # Provided by RunState.
+    forced: bool
     outputs: dict[str, Any]
     runner: Runner
     bodies: set[asyncio.Task[Any]]
@@ -76,9 +77,18 @@ class NodeOutcomes:
         ) -> bool: ...
 
     async def _cancelled_by_someone_else(
-        self, node: Node, result: NodeResult, task: asyncio.Task[Any], exc: BaseException
+        self,
+        node: Node,
+        result: NodeResult,
+        task: asyncio.Task[Any],
+        exc: BaseException,
+        emitted: bool = False,
     ) -> bool:
         """The node's task was cancelled, not by the run's stop: the node fails.
+
+        ``emitted``: it happened while the attempt's closing event (``node_end``,
+        or the ``error`` of a retried attempt) was being sent; that event ended
+        the attempt, so no other follows, and an output it had is dropped.
 
         A handler that raises ``CancelledError`` or cancels its own task, or
         code that cancels a node's task, cannot make a node vanish from a run
@@ -89,9 +99,6 @@ class NodeOutcomes:
         self.injected.discard(task)
         if result.status is NodeStatus.FAILED:  # it had already failed: its error was sent
             return False
-        # Interrupted while its attempt's node_end or error was being sent: that event
-        # ended the attempt, so none follows; an output it had is not the node's any more.
-        emitted = result._closing
         self.outputs.pop(node.name, None)
         started = result._started if result._started is not None else perf_counter()
         attempt = result.attempts or 1
@@ -124,9 +131,12 @@ class NodeOutcomes:
         info = self.error_info(exc, node, attempt, will_retry=will_retry, message=message)
         if not will_retry:
             return await self._node_failed(node, result, exc, attempt, elapsed, first_start, info)
-        result._closing = True
         try:
             await self.events.emit(_ERROR, (info,), node.name, attempt, elapsed)
+        except asyncio.CancelledError as cancel:
+            if self.forced:
+                raise
+            return await self._cancelled_by_someone_else(node, result, task, cancel, True)
         except Exception as handler_exc:
             return await self._node_failed(
                 node, result, handler_exc, attempt, elapsed, first_start, emitted=True

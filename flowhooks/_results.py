@@ -50,7 +50,6 @@ class NodeResult:
     """
 
     __slots__ = (
-        "_closing",
         "_ended",
         "_offset",
         "_started",
@@ -74,7 +73,6 @@ class NodeResult:
         self.duration: float | None = None
         self._started: float | None = None
         self._ended: float | None = None
-        self._closing = False  # the current attempt's closing event is being sent
         self._offset = clock_offset
 
     @property
