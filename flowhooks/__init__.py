@@ -26,6 +26,8 @@ from flowhooks._errors import (
     WorkflowFailed,
 )
 from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
+from flowhooks._external import ExternalRun
+from flowhooks._external_sync import SyncExternalRun
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._launch import RunHandle
 from flowhooks._manager import CallbackManager, HandlerTimeoutError, PriorityCallbackManager
@@ -54,6 +56,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventType",
+    "ExternalRun",
     "FilteringCallback",
     "FlowhooksError",
     "HandlerTimeoutError",
@@ -73,6 +76,7 @@ __all__ = [
     "Runner",
     "SequentialRunner",
     "Severity",
+    "SyncExternalRun",
     "Workflow",
     "WorkflowCancelled",
     "WorkflowError",
