@@ -124,7 +124,9 @@ class RunArgs:
         try:
             manager = as_manager(manager_or_handlers, where="ExternalRun(manager_or_handlers)")
         except TypeError as exc:
-            raise InvalidCallbackError(str(exc)) from None
+            where = "ExternalRun(manager_or_handlers)"
+            text = str(exc) if where in str(exc) else f"{where}: {exc}"
+            raise InvalidCallbackError(text) from None
         self.manager = manager if manager is not None else CallbackManager()
         if not isinstance(workflow_name, str) or not workflow_name:
             msg = f"ExternalRun: workflow_name= takes a non-empty str, got {workflow_name!r}"

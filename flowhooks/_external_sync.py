@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from contextvars import Token
 from types import TracebackType
@@ -82,20 +82,31 @@ class _LoopThread:
             asyncio.set_event_loop(None)
             loop.close()
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        """Start ``coro`` on the loop; its future holds its outcome."""
+    def submit(
+        self,
+        state: ExternalRunState,
+        node: str | None,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        *args: Any,
+    ) -> Future[T]:
+        """Start ``fn(*args)`` on the loop, in run ``state``'s context, inside node ``node``."""
         if threading.current_thread() is self._thread:
-            coro.close()
             msg = (
                 "a sync ExternalRun method was called from inside one of its handlers; "
                 "use `await current_run().emit(...)` there"
             )
             raise RuntimeError(msg)
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return asyncio.run_coroutine_threadsafe(_in_run(state, node, fn, *args), self.loop)
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for its outcome."""
-        return self.submit(coro).result()
+    def call(
+        self,
+        state: ExternalRunState,
+        node: str | None,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        *args: Any,
+    ) -> T:
+        """Run ``fn(*args)`` on the loop (as ``submit``) and wait for its outcome."""
+        return self.submit(state, node, fn, *args).result()
 
     def stop(self) -> None:
         """Stop the loop and wait (boundedly) for its thread to end."""
@@ -109,11 +120,16 @@ class _LoopThread:
             self._thread.join(_CLOSE_WAIT * 3)
 
 
-async def _in_run(state: ExternalRunState, node: str | None, coro: Coroutine[Any, Any, T]) -> T:
-    """Await ``coro`` on the run's loop with the run current, inside node ``node``."""
+async def _in_run(
+    state: ExternalRunState,
+    node: str | None,
+    fn: Callable[..., Coroutine[Any, Any, T]],
+    *args: Any,
+) -> T:
+    """Await ``fn(*args)`` on the run's loop with the run current, inside node ``node``."""
     current_run_var.set(state.ctx)
     set_frame(node)
-    return await coro
+    return await fn(*args)
 
 
 @final
@@ -199,7 +215,7 @@ class SyncExternalRun:
         self._run_token = current_run_var.set(state.ctx)
         self._frame_token = enter_run_task()
         try:
-            loop.call(_in_run(state, None, state.start()))
+            loop.call(state, None, state.start)
         except BaseException:
             self._leave(state, loop)
             raise
@@ -225,7 +241,7 @@ class SyncExternalRun:
         After the block was interrupted, or on a second interruption, or once
         ``cancel_grace`` ran out, what is left of the end is abandoned.
         """
-        future = loop.submit(_in_run(state, None, state.finish(exc)))
+        future = loop.submit(state, None, state.finish, exc)
         patience = 0 if isinstance(exc, _CANCELLING) else 1
         timeout = self.cancel_grace if patience == 0 else None
         interrupted: BaseException | None = None
@@ -294,7 +310,7 @@ class SyncExternalRun:
         """
         state, loop = self._live("emit()")
         node_id = current_node()
-        loop.call(_in_run(state, node_id, _emit_from(state, name, data, node_id)))
+        loop.call(state, node_id, _emit_from, state, name, data, node_id)
 
     def __repr__(self) -> str:
         return f"ExternalRun.sync(run_id={self.run_id!r}, workflow_name={self.workflow_name!r})"
@@ -376,13 +392,15 @@ class SyncExternalNode:
             raise RuntimeError(msg)
         name = self.name
         self._step = loop.call(
-            _in_run(
-                state,
-                name,
-                _start_node(
-                    state, name, self.input_data, self.attempt, self._critical, self._will_retry
-                ),
-            )
+            state,
+            name,
+            _start_node,
+            state,
+            name,
+            self.input_data,
+            self.attempt,
+            self._critical,
+            self._will_retry,
         )
         self._token = enter_run_task()
         set_frame(name)  # run.emit() in the block comes from this node
@@ -401,7 +419,7 @@ class SyncExternalNode:
             leave_run_task(self._token)
             self._token = None
         state, loop = self._run._live("node()")
-        loop.call(_in_run(state, self.name, _end_node(state, step, exc, self.output)))
+        loop.call(state, self.name, _end_node, state, step, exc, self.output)
 
     def __repr__(self) -> str:
         return f"SyncExternalNode(name={self.name!r}, attempt={self.attempt})"
