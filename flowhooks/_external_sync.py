@@ -108,6 +108,13 @@ class _LoopThread:
         """Run ``fn(*args)`` on the loop (as ``submit``) and wait for its outcome."""
         return self.submit(state, node, fn, *args).result()
 
+    def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Run ``fn(*args)`` on the loop as it is (no run made current) and wait for it."""
+        if threading.current_thread() is self._thread:
+            msg = "a sync bridge callback was called on its own loop thread"
+            raise RuntimeError(msg)
+        return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result()
+
     def stop(self) -> None:
         """Stop the loop and wait (boundedly) for its thread to end."""
         if self.loop.is_closed():
