@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from flowhooks._context import current_run_var
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
+from flowhooks._ids import new_id
 from flowhooks._launch import _LIVE
 from flowhooks._manager import CallbackManager
 from flowhooks._sequencer import enter_run_task, leave_run_task, set_frame
@@ -126,26 +127,6 @@ class RunTree:
         with self._lock:
             return self._open.pop(key, None)
 
-    @staticmethod
-    async def _call(
-        state: ExternalRunState,
-        node: str | None,
-        fn: Callable[..., Coroutine[Any, Any, T]],
-        *args: Any,
-    ) -> T:
-        """Await ``fn(*args)`` on ``state``'s loop, with its run (and ``node``) current.
-
-        A framework may call back from another loop than the run's (LangChain
-        runs async callbacks of sync code on a loop of their own, in a worker
-        thread): the call is then handed to the run's loop and awaited.
-        """
-        loop = state.loop
-        if loop is None or loop is asyncio.get_running_loop():
-            with as_current(state, node):
-                return await fn(*args)
-        handed = asyncio.run_coroutine_threadsafe(RunTree._call(state, node, fn, *args), loop)
-        return await asyncio.wrap_future(handed)
-
     async def _new_run(self, key: Key, name: str, inputs: Any, parent: Run | None) -> Run:
         run_id = key.hex if hasattr(key, "hex") and not isinstance(key, str) else str(key)
         parent_state = parent.state if parent is not None else None
@@ -158,24 +139,11 @@ class RunTree:
             metadata=parent_state.metadata if parent_state else self.metadata,
             parent_run_id=parent_state.run_id if parent_state else None,
         )
-        _LIVE.claim(run_id)
-        state = ExternalRunState(args, run_id)
-        _LIVE.own(run_id, state)
-        if parent_state is not None:
-            state.loop = parent_state.loop  # a sub-run's events go out on its root's loop
-        try:
-            await self._call(state, None, state.start)
-        except BaseException:
-            _LIVE.release(run_id, state)
-            raise
-        return Run(state)
+        loop = parent_state.loop if parent_state is not None else None
+        return Run(await start_run(args, loop))
 
     async def _end_run(self, run: Run, exc: BaseException | None) -> None:
-        state = run.state
-        try:
-            await self._call(state, None, state.finish, exc)
-        finally:
-            _LIVE.release(state.run_id, state)
+        await end_run(run.state, exc)
 
     # -- runs that start and end ------------------------------------------------------
 
@@ -209,7 +177,7 @@ class RunTree:
         node = host.node_name(name)
         item = Open(name, inputs, host, node)
         self._add(key, item)
-        item.step = await self._call(host.state, node, _start_node, host.state, node, inputs)
+        item.step = await call_in_run(host.state, node, start_node, host.state, node, inputs)
 
     async def end(self, key: Key, output: Any, error: BaseException | None) -> bool:
         """Framework run ``key`` ended with ``output``, or raised ``error``.
@@ -227,7 +195,7 @@ class RunTree:
         step = item.step
         if step is not None:
             state = item.run.state
-            await self._call(state, step.name, _end_node, state, step, output, error)
+            await call_in_run(state, step.name, end_node, state, step, output, error)
         return is_root
 
     async def emit(self, key: Key | None, name: str, data: Any) -> None:
@@ -237,7 +205,7 @@ class RunTree:
             return
         run = item.owns or item.run
         node = item.node if item.owns is None else None
-        await self._call(run.state, node, _emit, run.state, name, data, node)
+        await call_in_run(run.state, node, _emit, run.state, name, data, node)
 
     async def child(self, key: Key, parent_key: Key | None, name: str) -> bool:
         """A framework run that is no chain (a tool, a model call) started inside ``parent_key``.
@@ -292,7 +260,57 @@ class LoopTrees:
         return loop.run(fn, *args)
 
 
-async def _start_node(state: ExternalRunState, node: str, inputs: Any) -> NodeAttempt | None:
+async def call_in_run(
+    state: ExternalRunState,
+    node: str | None,
+    fn: Callable[..., Coroutine[Any, Any, T]],
+    *args: Any,
+) -> T:
+    """Await ``fn(*args)`` on ``state``'s loop, with its run (and ``node``) current.
+
+    A framework may call back from another loop than the run's (LangChain
+    runs async callbacks of sync code on a loop of their own, in a worker
+    thread): the call is then handed to the run's loop and awaited.
+    """
+    loop = state.loop
+    if loop is None or loop is asyncio.get_running_loop():
+        with as_current(state, node):
+            return await fn(*args)
+    handed = asyncio.run_coroutine_threadsafe(call_in_run(state, node, fn, *args), loop)
+    return await asyncio.wrap_future(handed)
+
+
+async def start_run(
+    args: RunArgs, loop: asyncio.AbstractEventLoop | None = None
+) -> ExternalRunState:
+    """Claim the run's id and send its ``workflow_start`` (on ``loop``, default the current one).
+
+    Raises:
+        DuplicateRunError: a live run has the id.
+        Exception: a ``raise_error`` handler's; the run has then ended.
+    """
+    run_id = args.run_id if args.run_id is not None else new_id()
+    _LIVE.claim(run_id)
+    state = ExternalRunState(args, run_id)
+    _LIVE.own(run_id, state)
+    state.loop = loop
+    try:
+        await call_in_run(state, None, state.start)
+    except BaseException:
+        _LIVE.release(run_id, state)
+        raise
+    return state
+
+
+async def end_run(state: ExternalRunState, exc: BaseException | None) -> None:
+    """Send the run's ``workflow_end`` for an end by ``exc``; free its id."""
+    try:
+        await call_in_run(state, None, state.finish, exc)
+    finally:
+        _LIVE.release(state.run_id, state)
+
+
+async def start_node(state: ExternalRunState, node: str, inputs: Any) -> NodeAttempt | None:
     """Start an attempt of ``node``; ``None`` when a ``raise_error`` handler failed it at once."""
     step = state.enter_node(node, as_input(inputs), 1)
     try:
@@ -302,7 +320,7 @@ async def _start_node(state: ExternalRunState, node: str, inputs: Any) -> NodeAt
     return step
 
 
-async def _end_node(
+async def end_node(
     state: ExternalRunState, step: NodeAttempt, output: Any, error: BaseException | None
 ) -> None:
     """End an attempt: succeeded with ``output``, cancelled, or failed with ``error``."""
