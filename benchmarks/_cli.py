@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import composites, dispatch, runner
+from benchmarks import composites, dispatch, external, runner
 from benchmarks._harness import Result, Settings, measure, quiet_logging, select
 from benchmarks._report import (
     evaluate,
@@ -65,6 +65,7 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
     run_groups, run_notes = runner.groups(quick)
     notes += run_notes
     groups += run_groups
+    groups.append(("external runs", external.cases(quick), None))
 
     for title, group_cases, rounds in groups:
         chosen = select(group_cases, args.only)
