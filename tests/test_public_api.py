@@ -21,6 +21,7 @@ CORE_NAMES = [
     "ErrorInfo",
     "Event",
     "EventType",
+    "ExternalRun",
     "FlowhooksError",
     "MissingInputError",
     "NodeResult",
@@ -43,6 +44,9 @@ OPTIONAL_DEPENDENCIES = [
     "opentelemetry",
     "dask",
     "typer",
+    "langchain_core",
+    "langgraph",
+    "hamilton",
 ]
 
 
