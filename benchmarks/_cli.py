@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cluster, composites, dispatch, runner
+from benchmarks import cluster, composites, dispatch, external, runner
 from benchmarks._harness import Result, Settings, measure, quiet_logging, select
 from benchmarks._report import (
     evaluate,
@@ -69,6 +69,7 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
     notes += cluster_notes
     if cluster_cases:
         groups.append(("cluster", cluster_cases, 1 if quick else 10))
+    groups.append(("external runs", external.cases(quick), None))
 
     try:
         for title, group_cases, rounds in groups:

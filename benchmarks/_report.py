@@ -387,7 +387,27 @@ def evaluate(results: Results, extras: dict[str, Any]) -> list[Target]:
             t.peers["floor (tasks, same handlers)"] = f"{conc['floor_runs_per_s']:,.0f} runs/s"
         t.note = f"{conc['runs']:,} runs in {conc['seconds']:.2f}s (median of {conc['repeats']})"
     out.append(t)
+    out.append(_external_target(results))
     return out
+
+
+def _external_target(results: Results) -> Target:
+    """``ExternalRun`` per node against a ``Workflow`` run of the same chain, same handler."""
+    ext = [n for n in results if n.startswith("external/externalrun/chain/")]
+    if not ext:
+        return Target("`ExternalRun`, per node, 1 no-op handler", "≤ 1.5x a Workflow run", 1.5)
+    name = ext[0]
+    base = name.replace("externalrun", "workflow-sequential")
+    t = _ratio_target(
+        results,
+        "`ExternalRun`, per node, 1 no-op handler",
+        1.5,
+        "≤ 1.5x a Workflow run of the same steps on the same handler",
+        lambda: paired(results, name, base),
+        {"`ExternalRun.sync`": lambda: paired(results, name.replace("run/", "run-sync/"), base)},
+    )
+    t.note = "reference: SequentialRunner, the steps awaited one after another as in the block"
+    return t
 
 
 def _fmt_ns(v: float | None, unit: str) -> str:

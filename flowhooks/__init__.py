@@ -30,6 +30,8 @@ from flowhooks._errors import (
     WorkflowSuspended,
 )
 from flowhooks._events import ErrorInfo, Event, EventType, NodeStatus, RunStatus, Severity
+from flowhooks._external import ExternalRun
+from flowhooks._external_sync import SyncExternalRun
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import HookNameWarning, HookStats
 from flowhooks._invoke import HandlerTimeoutError
@@ -63,6 +65,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventType",
+    "ExternalRun",
     "FilteringCallback",
     "FlowhooksError",
     "HandlerTimeoutError",
@@ -90,6 +93,7 @@ __all__ = [
     "Suspend",
     "SuspendedRun",
     "Suspension",
+    "SyncExternalRun",
     "Workflow",
     "WorkflowCancelled",
     "WorkflowError",

@@ -52,6 +52,10 @@ LAYERS = [
     "_ending",
     "_workflow",
     "_launch",
+    # pipelines that are not Workflows
+    "_external_state",
+    "_external_sync",
+    "_external",
 ]
 
 

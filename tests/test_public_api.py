@@ -21,6 +21,7 @@ CORE_NAMES = [
     "ErrorInfo",
     "Event",
     "EventType",
+    "ExternalRun",
     "FlowhooksError",
     "MissingInputError",
     "NodeResult",
@@ -46,6 +47,9 @@ OPTIONAL_DEPENDENCIES = [
     "openlineage",
     "dask",
     "typer",
+    "langchain_core",
+    "langgraph",
+    "hamilton",
 ]
 
 

@@ -1,0 +1,397 @@
+"""``ExternalRun``: flowhooks' events around code that is not a flowhooks ``Workflow``.
+
+A cron script, a hand-written loop or another framework's pipeline opens an
+``ExternalRun`` and marks its steps with ``run.node(...)``; the handlers get
+the same events, in the same order and with the same fields, as from a
+``Workflow`` run. ``ExternalRun.sync(...)`` is the twin for code without an
+event loop (``_external_sync``). The bookkeeping both share lives in
+``_external_state``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from contextvars import Token
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, final
+
+from loguru import logger
+
+from flowhooks._context import current_run_var
+from flowhooks._external_state import (
+    ExternalRunState,
+    NodeAttempt,
+    RunArgs,
+    check_node_args,
+)
+from flowhooks._external_sync import SyncExternalRun
+from flowhooks._ids import new_id
+from flowhooks._launch import _LIVE
+from flowhooks._sequencer import (
+    TaskFrame,
+    current_node,
+    enter_run_task,
+    leave_run_task,
+    set_frame,
+)
+from flowhooks._validate import check_seconds
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from flowhooks._context import RunContext
+    from flowhooks._results import RunResult
+    from flowhooks._workflow import Callbacks
+
+_CANCELLING = (asyncio.CancelledError, KeyboardInterrupt)
+
+
+@final
+class ExternalRun:
+    """A run of your own code, reported to flowhooks handlers as a ``Workflow`` run is.
+
+    ::
+
+        async with ExternalRun(handlers, workflow_name="nightly", inputs={"day": day}) as run:
+            async with run.node("extract", input_data={"day": day}) as n:
+                n.output = await extract(day)
+            await run.emit("rows_rejected", {"count": 3})
+
+    Entering sends ``workflow_start``; each ``run.node(...)`` block sends
+    ``node_start`` and then ``node_end`` (with ``n.output``) or, when the
+    block raises, an ``error`` event (the exception propagates). Leaving
+    sends exactly one ``workflow_end``: ``cancelled`` when a
+    ``CancelledError`` or ``KeyboardInterrupt`` escaped, ``failed`` when
+    another exception escaped (re-raised) or when the last attempt of some
+    node failed even though the block caught its exception, else
+    ``succeeded``. ``result`` is the ``RunResult`` afterwards.
+
+    Args:
+        manager_or_handlers: a ``CallbackManager``, a handler, a list of
+            handlers, or ``None``.
+        workflow_name: the name handlers see as ``Event.workflow_name``.
+        inputs: the run's inputs (``workflow_start``'s ``input_data``).
+        run_id: the run's id; a fresh uuid4 hex when ``None``.
+        resource_id: a tenant/user id carried by every event.
+        metadata: run headers carried by every event.
+        parent_run_id: the id of the run this one belongs to (a sub-run).
+
+    Attributes:
+        cancel_grace: seconds the end of a run gets to complete once the task
+            running the block was cancelled (``None``: no limit); after it the
+            end is abandoned so shutdown never hangs.
+
+    Raises:
+        TypeError: a wrong argument type, naming the parameter.
+        ValueError: an empty ``workflow_name`` or ``run_id``.
+        DuplicateRunError: on entering, when a run still live in this process
+            has ``run_id`` (before any event).
+    """
+
+    cancel_grace: float | None = 30.0
+
+    def __init__(
+        self,
+        manager_or_handlers: Callbacks = None,
+        /,
+        *,
+        workflow_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        resource_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
+        self._args = RunArgs(
+            manager_or_handlers,
+            workflow_name=workflow_name,
+            inputs=inputs,
+            run_id=run_id,
+            resource_id=resource_id,
+            metadata=metadata,
+            parent_run_id=parent_run_id,
+        )
+        self.run_id: str = run_id if run_id is not None else new_id()
+        self.workflow_name: str = workflow_name
+        self._state: ExternalRunState | None = None
+        self._run_token: Token[RunContext] | None = None
+        self._frame_token: Token[TaskFrame | str | None] | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "cancel_grace":
+            value = check_seconds("cancel_grace", value, allow_none=True, allow_zero=True)
+        object.__setattr__(self, name, value)
+
+    @staticmethod
+    def sync(
+        manager_or_handlers: Callbacks = None,
+        /,
+        *,
+        workflow_name: str,
+        inputs: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        resource_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> SyncExternalRun:
+        """The sync twin: a ``with`` block usable without an event loop, from any thread."""
+        return SyncExternalRun(
+            manager_or_handlers,
+            workflow_name=workflow_name,
+            inputs=inputs,
+            run_id=run_id,
+            resource_id=resource_id,
+            metadata=metadata,
+            parent_run_id=parent_run_id,
+        )
+
+    @property
+    def result(self) -> RunResult | None:
+        """The run's ``RunResult`` once it has ended; ``None`` before."""
+        return self._state.result if self._state is not None else None
+
+    @property
+    def context(self) -> RunContext:
+        """The ``RunContext`` that ``current_run()`` returns inside the block.
+
+        Raises:
+            RuntimeError: before the block was entered.
+        """
+        return self._live("context").ctx
+
+    def _live(self, what: str) -> ExternalRunState:
+        state = self._state
+        if state is None:
+            msg = f"ExternalRun.{what} needs the run to be entered first (async with ...)"
+            raise RuntimeError(msg)
+        return state
+
+    async def __aenter__(self) -> Self:
+        if self._state is not None:
+            msg = f"ExternalRun {self.run_id} was already entered; create one per run"
+            raise RuntimeError(msg)
+        _LIVE.claim(self.run_id)
+        state = ExternalRunState(self._args, self.run_id)
+        _LIVE.own(self.run_id, state)
+        self._state = state
+        self._run_token = current_run_var.set(state.ctx)
+        # Opened inside a node of another run, no node of this run is current yet.
+        self._frame_token = enter_run_task()
+        try:
+            await state.start()
+        except BaseException:
+            self._leave(state)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        state = self._live("__aexit__")
+        try:
+            await self._end(state, exc)
+        finally:
+            self._leave(state)
+        if state.end_error is not None and exc is None:
+            raise state.end_error
+
+    async def _end(self, state: ExternalRunState, exc: BaseException | None) -> None:
+        """Run the end in a task of its own, so a cancellation cannot cut a handler short.
+
+        One cancellation arriving meanwhile is held back and re-raised once
+        the end completed; after the block itself was cancelled, or on a
+        second cancellation, or when ``cancel_grace`` runs out, what is left
+        of the end is abandoned (logged) and shutdown goes on.
+        """
+        finish = asyncio.get_running_loop().create_task(state.finish(exc))
+        patience = 0 if isinstance(exc, asyncio.CancelledError) else 1
+        grace = self.cancel_grace if patience == 0 else None
+        interrupted: asyncio.CancelledError | None = None
+        while True:
+            try:
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(finish)
+                break
+            except TimeoutError:
+                if finish.done():
+                    break
+                self._abandon(state, finish, f"after the {grace:g}s grace period")
+                break
+            except asyncio.CancelledError as cancelled:
+                if finish.done():
+                    raise
+                interrupted = cancelled
+                if patience == 0:
+                    self._abandon(state, finish, "after a further cancellation")
+                    raise
+                patience -= 1
+                grace = self.cancel_grace
+        if interrupted is not None:
+            raise interrupted
+
+    @staticmethod
+    def _abandon(state: ExternalRunState, finish: asyncio.Task[RunResult], why: str) -> None:
+        finish.cancel()
+        state.closed = True
+        logger.bind(run_id=state.run_id).warning(
+            "run {run_id} of {workflow!r}: the end of the run was abandoned {why}; callbacks "
+            "still running were cancelled (give handlers a timeout to avoid this)",
+            run_id=state.run_id,
+            workflow=state.workflow_name,
+            why=why,
+        )
+
+    def _leave(self, state: ExternalRunState) -> None:
+        if self._frame_token is not None:
+            leave_run_task(self._frame_token)
+            self._frame_token = None
+        if self._run_token is not None:
+            current_run_var.reset(self._run_token)
+            self._run_token = None
+        _LIVE.release(self.run_id, state)
+
+    def node(
+        self,
+        name: str,
+        input_data: Mapping[str, Any] | None = None,
+        attempt: int = 1,
+        *,
+        critical: bool = False,
+        will_retry: bool = False,
+    ) -> ExternalNode:
+        """One attempt of one step: ``async with run.node("load", {"rows": n}) as n: ...``.
+
+        Args:
+            name: the node's name (``node_id`` in events); unique among the
+                steps running at once.
+            input_data: ``node_start``'s ``input_data`` (the step's inputs).
+            attempt: which attempt of the step this is (1-based).
+            critical: a failure is reported with severity ``critical``.
+            will_retry: a failure will be retried by the caller: it is
+                reported with severity ``warning`` and ``will_retry=True``.
+        """
+        name, data, attempt = check_node_args(name, input_data, attempt)
+        return ExternalNode(self, name, data, attempt, critical=critical, will_retry=will_retry)
+
+    async def emit(self, name: str, data: Any = None) -> None:
+        """Send a custom event (``on_custom_event(name, data)``); from a node inside one.
+
+        Raises:
+            TypeError: ``name`` is not a non-empty str.
+            RuntimeError: outside the block.
+        """
+        state = self._live("emit()")
+        node_id = current_node()
+        await state.emit(name, data, node_id if node_id in state.nodes else None)
+
+    def __repr__(self) -> str:
+        return f"ExternalRun(run_id={self.run_id!r}, workflow_name={self.workflow_name!r})"
+
+
+@final
+class ExternalNode:
+    """One attempt of one node of an ``ExternalRun``; set ``output`` before the block ends.
+
+    Attributes:
+        name: the node's name.
+        attempt: the attempt's number.
+        input_data: what ``node_start`` carried.
+        output: what ``node_end`` carries (``None`` unless set).
+    """
+
+    __slots__ = (
+        "_critical",
+        "_run",
+        "_step",
+        "_token",
+        "_will_retry",
+        "attempt",
+        "input_data",
+        "name",
+        "output",
+    )
+
+    def __init__(
+        self,
+        run: ExternalRun,
+        name: str,
+        input_data: dict[str, Any],
+        attempt: int,
+        *,
+        critical: bool,
+        will_retry: bool,
+    ) -> None:
+        self._run = run
+        self.name = name
+        self.input_data = input_data
+        self.attempt = attempt
+        self._critical = bool(critical)
+        self._will_retry = bool(will_retry)
+        self.output: Any = None
+        self._step: NodeAttempt | None = None
+        self._token: Token[TaskFrame | str | None] | None = None
+
+    async def __aenter__(self) -> Self:
+        state = self._run._live("node()")
+        if self._step is not None:
+            msg = f"run.node({self.name!r}) was already entered; call run.node() per attempt"
+            raise RuntimeError(msg)
+        step = state.enter_node(
+            self.name,
+            self.input_data,
+            self.attempt,
+            critical=self._critical,
+            will_retry=self._will_retry,
+        )
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - async with always runs in a task
+            msg = "run.node() must be used inside an asyncio task"
+            raise RuntimeError(msg)
+        # The node's own events mark this frame; while its body runs, its bare name
+        # stands in (as in a Workflow node), so tasks the body starts take their turn.
+        step.frame = TaskFrame(self.name, task)
+        self._step = step
+        self._token = enter_run_task()
+        set_frame(step.frame)
+        try:
+            await state.node_start(step)
+        except BaseException:
+            if self.name in state.running:  # cancelled while node_start was dispatched
+                state.node_cancelled(step)
+            self._leave()
+            raise
+        set_frame(self.name)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        step = self._step
+        if step is None:  # pragma: no cover - __aexit__ follows a successful __aenter__
+            return
+        state = self._run._live("node()")
+        set_frame(step.frame)
+        try:
+            if exc is None:
+                await state.node_succeeded(step, self.output)
+            elif isinstance(exc, _CANCELLING):
+                state.node_cancelled(step)
+            else:
+                await state.node_failed(step, exc, will_retry=step.will_retry)
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        if self._token is not None:
+            leave_run_task(self._token)
+            self._token = None
+
+    def __repr__(self) -> str:
+        return f"ExternalNode(name={self.name!r}, attempt={self.attempt})"

@@ -1,0 +1,340 @@
+"""What the integrations share: a tree of another library's runs, mapped to flowhooks runs.
+
+Frameworks report nested runs (LangChain's chains, tools and models) by id,
+with the id of their parent. ``RunTree`` keeps, for each open one, which
+flowhooks run its events belong to and which node of that run it is or is
+inside of, and drives the ``ExternalRunState`` of those runs. Its coroutines
+run on the event loop of their tree's root run: the caller's loop (async
+callbacks) or a private loop thread (sync callbacks, ``LoopTrees``).
+
+Node names are made unique within a run (``agent``, ``agent#2``, ...): a
+framework may run one step several times in a run (a LangGraph loop), and a
+flowhooks run's node names identify its steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from flowhooks._context import current_run_var
+from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
+from flowhooks._external_sync import _LoopThread
+from flowhooks._ids import new_id
+from flowhooks._launch import _LIVE
+from flowhooks._manager import CallbackManager
+from flowhooks._sequencer import enter_run_task, leave_run_task, set_frame
+
+T = TypeVar("T")
+Key = Any
+"""A framework's id of one of its runs (LangChain: a ``UUID``)."""
+
+_CANCELLING = (asyncio.CancelledError, KeyboardInterrupt)
+
+
+def as_input(value: Any) -> dict[str, Any]:
+    """A framework's inputs as ``node_start``'s dict: a mapping as is, else ``{"input": value}``."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {"input": value}
+
+
+@contextmanager
+def as_current(state: ExternalRunState, node: str | None) -> Iterator[None]:
+    """Make ``state``'s run (and its node ``node``) current while its events are sent."""
+    run_token = current_run_var.set(state.ctx)
+    frame_token = enter_run_task()
+    set_frame(node)
+    try:
+        yield
+    finally:
+        leave_run_task(frame_token)
+        current_run_var.reset(run_token)
+
+
+class Run:
+    """One flowhooks run made from a framework run (the root, or a promoted sub-run)."""
+
+    __slots__ = ("names", "state")
+
+    def __init__(self, state: ExternalRunState) -> None:
+        self.state = state
+        self.names: Counter[str] = Counter()
+
+    def node_name(self, name: str) -> str:
+        """``name`` the first time this run sees it, then ``name#2``, ``name#3`` ..."""
+        self.names[name] += 1
+        count = self.names[name]
+        return name if count == 1 else f"{name}#{count}"
+
+
+class Open:
+    """A framework run that started and has not ended yet."""
+
+    __slots__ = ("inputs", "name", "node", "owns", "run", "step")
+
+    def __init__(self, name: str, inputs: Any, run: Run, node: str | None) -> None:
+        self.name = name
+        self.inputs = inputs
+        self.run = run  # the flowhooks run its events belong to
+        self.node = node  # the node of ``run`` it is, or runs inside of
+        self.step: NodeAttempt | None = None  # set when it *is* that node
+        self.owns: Run | None = None  # set when it is a flowhooks run itself
+
+
+class RunTree:
+    """The open framework runs of one handler, and the flowhooks runs made of them.
+
+    Args:
+        manager: the handlers every run reports to.
+        workflow_name: the name of root runs (``None``: the framework run's name).
+        metadata: run headers every root run carries.
+        resource_id: a tenant/user id every root run carries.
+    """
+
+    def __init__(
+        self,
+        manager: CallbackManager,
+        *,
+        workflow_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        resource_id: str | None = None,
+    ) -> None:
+        self.manager = manager
+        self.workflow_name = workflow_name
+        self.metadata = dict(metadata) if metadata is not None else {}
+        self.resource_id = resource_id
+        self._open: dict[Key, Open] = {}
+        self._lock = threading.Lock()  # several trees may be served from several threads
+
+    def get(self, key: Key) -> Open | None:
+        """The open framework run ``key``, if known."""
+        with self._lock:
+            return self._open.get(key)
+
+    def _add(self, key: Key, item: Open) -> None:
+        with self._lock:
+            self._open[key] = item
+
+    def _pop(self, key: Key) -> Open | None:
+        with self._lock:
+            return self._open.pop(key, None)
+
+    async def _new_run(self, key: Key, name: str, inputs: Any, parent: Run | None) -> Run:
+        run_id = key.hex if hasattr(key, "hex") and not isinstance(key, str) else str(key)
+        parent_state = parent.state if parent is not None else None
+        args = RunArgs(
+            self.manager,
+            workflow_name=name,
+            inputs=as_input(inputs),
+            run_id=run_id,
+            resource_id=parent_state.resource_id if parent_state else self.resource_id,
+            metadata=parent_state.metadata if parent_state else self.metadata,
+            parent_run_id=parent_state.run_id if parent_state else None,
+        )
+        loop = parent_state.loop if parent_state is not None else None
+        return Run(await start_run(args, loop))
+
+    async def _end_run(self, run: Run, exc: BaseException | None) -> None:
+        await end_run(run.state, exc)
+
+    # -- runs that start and end ------------------------------------------------------
+
+    async def start(
+        self, key: Key, parent_key: Key | None, name: str, inputs: Any, is_step: bool
+    ) -> None:
+        """Framework run ``key`` started (a chain).
+
+        A run with no known parent is a root: a flowhooks run. A direct child
+        of a flowhooks run is one of its nodes. ``is_step`` says the run is a
+        step of a graph (a LangGraph node): when its parent is not a
+        flowhooks run yet, the parent (a subgraph) becomes one, a sub-run of
+        the run it is inside of. Any other run is inside its parent's node.
+        """
+        parent = self.get(parent_key) if parent_key is not None else None
+        if parent is None:
+            root_name = self.workflow_name or name
+            run = await self._new_run(key, root_name, inputs, None)
+            item = Open(name, inputs, run, None)
+            item.owns = run
+            self._add(key, item)
+            return
+        host = parent.owns
+        if host is None and is_step:
+            host = parent.owns = await self._new_run(
+                parent_key, parent.node or parent.name, parent.inputs, parent.run
+            )
+        if host is None:
+            self._add(key, Open(name, inputs, parent.run, parent.node))
+            return
+        node = host.node_name(name)
+        item = Open(name, inputs, host, node)
+        self._add(key, item)
+        item.step = await call_in_run(host.state, node, start_node, host.state, node, inputs)
+
+    async def end(self, key: Key, output: Any, error: BaseException | None) -> bool:
+        """Framework run ``key`` ended with ``output``, or raised ``error``.
+
+        Returns:
+            Whether it was a root run (its flowhooks run has ended).
+        """
+        item = self._pop(key)
+        if item is None:
+            return False
+        owns = item.owns
+        is_root = owns is not None and owns is item.run
+        if owns is not None:
+            await self._end_run(owns, error)
+        step = item.step
+        if step is not None:
+            state = item.run.state
+            await call_in_run(state, step.name, end_node, state, step, output, error)
+        return is_root
+
+    async def emit(self, key: Key | None, name: str, data: Any) -> None:
+        """A custom event from inside framework run ``key`` (dropped outside any known run)."""
+        item = self.get(key) if key is not None else None
+        if item is None:
+            return
+        run = item.owns or item.run
+        node = item.node if item.owns is None else None
+        await call_in_run(run.state, node, _emit, run.state, name, data, node)
+
+    async def child(self, key: Key, parent_key: Key | None, name: str) -> bool:
+        """A framework run that is no chain (a tool, a model call) started inside ``parent_key``.
+
+        It sends no node events; it is remembered so its end is attributed
+        to the same run and node. Returns whether it is inside a known run.
+        """
+        parent = self.get(parent_key) if parent_key is not None else None
+        if parent is None:
+            return False
+        run = parent.owns or parent.run
+        node = parent.node if parent.owns is None else None
+        self._add(key, Open(name, None, run, node))
+        return True
+
+    def forget(self, key: Key) -> Open | None:
+        """Drop a framework run started with ``child``; return it."""
+        return self._pop(key)
+
+
+class LoopTrees:
+    """For sync callbacks: one private loop thread per root run, shared by its whole tree."""
+
+    def __init__(self) -> None:
+        self._loops: dict[Key, _LoopThread] = {}
+        self._lock = threading.Lock()
+
+    def loop_for(self, key: Key, parent_key: Key | None) -> _LoopThread:
+        """The loop of ``parent_key``'s tree, or a new one when ``key`` is a root."""
+        with self._lock:
+            loop = self._loops.get(parent_key) if parent_key is not None else None
+            if loop is None:
+                loop = _LoopThread(f"flowhooks-bridge-{key}")
+            self._loops[key] = loop
+            return loop
+
+    def known(self, key: Key) -> _LoopThread | None:
+        """The loop of a run already known."""
+        with self._lock:
+            return self._loops.get(key)
+
+    def done(self, key: Key, *, root: bool) -> None:
+        """Run ``key`` ended; a root's loop thread is stopped."""
+        with self._lock:
+            loop = self._loops.pop(key, None)
+        if root and loop is not None:
+            loop.stop()
+
+    @staticmethod
+    def call(loop: _LoopThread, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Run ``fn(*args)`` on ``loop`` and wait for it."""
+        return loop.run(fn, *args)
+
+
+async def call_in_run(
+    state: ExternalRunState,
+    node: str | None,
+    fn: Callable[..., Coroutine[Any, Any, T]],
+    *args: Any,
+) -> T:
+    """Await ``fn(*args)`` on ``state``'s loop, with its run (and ``node``) current.
+
+    A framework may call back from another loop than the run's (LangChain
+    runs async callbacks of sync code on a loop of their own, in a worker
+    thread): the call is then handed to the run's loop and awaited.
+    """
+    loop = state.loop
+    if loop is None or loop is asyncio.get_running_loop():
+        with as_current(state, node):
+            return await fn(*args)
+    handed = asyncio.run_coroutine_threadsafe(call_in_run(state, node, fn, *args), loop)
+    return await asyncio.wrap_future(handed)
+
+
+async def start_run(
+    args: RunArgs, loop: asyncio.AbstractEventLoop | None = None
+) -> ExternalRunState:
+    """Claim the run's id and send its ``workflow_start`` (on ``loop``, default the current one).
+
+    Raises:
+        DuplicateRunError: a live run has the id.
+        Exception: a ``raise_error`` handler's; the run has then ended.
+    """
+    run_id = args.run_id if args.run_id is not None else new_id()
+    _LIVE.claim(run_id)
+    state = ExternalRunState(args, run_id)
+    _LIVE.own(run_id, state)
+    state.loop = loop
+    try:
+        await call_in_run(state, None, state.start)
+    except BaseException:
+        _LIVE.release(run_id, state)
+        raise
+    return state
+
+
+async def end_run(state: ExternalRunState, exc: BaseException | None) -> None:
+    """Send the run's ``workflow_end`` for an end by ``exc``; free its id."""
+    try:
+        await call_in_run(state, None, state.finish, exc)
+    finally:
+        _LIVE.release(state.run_id, state)
+
+
+async def start_node(state: ExternalRunState, node: str, inputs: Any) -> NodeAttempt | None:
+    """Start an attempt of ``node``; ``None`` when a ``raise_error`` handler failed it at once."""
+    step = state.enter_node(node, as_input(inputs), 1)
+    try:
+        await state.node_start(step)
+    except Exception:  # the node failed (its error event sent); the framework goes on
+        return None
+    return step
+
+
+async def end_node(
+    state: ExternalRunState, step: NodeAttempt, output: Any, error: BaseException | None
+) -> None:
+    """End an attempt: succeeded with ``output``, cancelled, or failed with ``error``."""
+    if error is None:
+        # A raise_error handler's exception has failed the node: the framework goes on.
+        with contextlib.suppress(Exception):
+            await state.node_succeeded(step, output)
+    elif isinstance(error, _CANCELLING):
+        state.node_cancelled(step)
+    else:
+        await state.node_failed(step, error, will_retry=False)
+
+
+async def _emit(state: ExternalRunState, name: str, data: Any, node: str | None) -> None:
+    """A custom event of a run that may have ended meanwhile (then it is dropped)."""
+    if not state.closed:
+        await state.emit(name, data, node)

@@ -1,0 +1,305 @@
+"""Hamilton dataflow runs reported to flowhooks handlers (extra ``hamilton``).
+
+::
+
+    from hamilton import driver
+    from flowhooks.integrations.hamilton import FlowhooksAdapter
+
+    dr = driver.Builder().with_modules(features).with_adapters(FlowhooksAdapter(manager)).build()
+    dr.execute(["total"], inputs={"day": 1})
+
+A graph execution (``dr.execute`` / ``dr.materialize``) is a flowhooks run:
+its id is Hamilton's run id, its inputs the execution's inputs, its name
+``workflow_name=`` or the names of the driver's modules. Each node Hamilton
+executes is a node (``input_data``: the node's keyword arguments,
+``output_data``: its result); a node that raises sends its ``error`` event and
+the execution's error fails the run.
+
+``FlowhooksAdapter`` is for the sync ``Driver``: each execution's events are
+dispatched on a private loop thread, in order (also when an executor runs
+nodes in several threads), blocking until delivered.
+``AsyncFlowhooksAdapter`` is for ``hamilton.async_driver.AsyncDriver``: its
+events go out on the driver's own event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
+from flowhooks._external_sync import _LoopThread
+from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._node import InvalidCallbackError
+from flowhooks._workflow import Callbacks
+from flowhooks.integrations._runs import end_node, end_run, start_node, start_run
+
+try:
+    from hamilton.lifecycle import base as lifecycle
+except ImportError as _missing:  # pragma: no cover - exercised without the extra only
+    _msg = (
+        "flowhooks.integrations.hamilton needs apache-hamilton, which is not installed; "
+        "install it with: pip install 'flowhooks[hamilton]'"
+    )
+    raise ImportError(_msg, name=_missing.name) from _missing
+
+__all__ = ["AsyncFlowhooksAdapter", "FlowhooksAdapter"]
+
+
+def _graph_name(graph: Any) -> str:
+    """The modules a graph's functions come from, e.g. ``"features,loaders"``."""
+    modules: set[str] = set()
+    for node in getattr(graph, "nodes", {}).values():
+        for fn in getattr(node, "originating_functions", None) or ():
+            module = getattr(fn, "__module__", None)
+            if isinstance(module, str):
+                modules.add(module.rpartition(".")[2])
+    return ",".join(sorted(modules)) or "hamilton"
+
+
+class _Runs:
+    """The executions an adapter is reporting: their run state and open node attempts."""
+
+    def __init__(
+        self,
+        owner: str,
+        manager: Callbacks,
+        workflow_name: str | None,
+        resource_id: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        where = f"{owner}(manager)"
+        try:
+            combined = as_manager(manager, where=where)
+        except TypeError as exc:
+            text = str(exc) if where in str(exc) else f"{where}: {exc}"
+            raise InvalidCallbackError(text) from None
+        if workflow_name is not None and (not isinstance(workflow_name, str) or not workflow_name):
+            msg = f"{owner}: workflow_name= takes a non-empty str or None, got {workflow_name!r}"
+            raise TypeError(msg)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            msg = f"{owner}: metadata= takes a mapping or None, got {metadata!r}"
+            raise TypeError(msg)
+        if resource_id is not None and not isinstance(resource_id, str):
+            msg = f"{owner}: resource_id= takes a str or None, got {resource_id!r}"
+            raise TypeError(msg)
+        self.manager = combined if combined is not None else CallbackManager()
+        self.workflow_name = workflow_name
+        self.resource_id = resource_id
+        self.metadata = dict(metadata) if metadata is not None else {}
+        self._names: dict[int, str] = {}  # graph id -> name, computed once per graph
+        self.states: dict[str, ExternalRunState] = {}
+        self.steps: dict[tuple[str, str, str | None], NodeAttempt] = {}
+        self.lock = threading.Lock()
+
+    def args(self, run_id: str, graph: Any, inputs: Mapping[str, Any] | None) -> RunArgs:
+        name = self.workflow_name
+        if name is None:
+            name = self._names.get(id(graph))
+            if name is None:
+                name = self._names[id(graph)] = _graph_name(graph)
+        return RunArgs(
+            self.manager,
+            workflow_name=name,
+            inputs=dict(inputs or {}),
+            run_id=run_id,
+            resource_id=self.resource_id,
+            metadata=self.metadata,
+            parent_run_id=None,
+        )
+
+    async def start(
+        self, run_id: str, graph: Any, inputs: Mapping[str, Any] | None, loop: Any = None
+    ) -> None:
+        state = await start_run(self.args(run_id, graph, inputs), loop)
+        with self.lock:
+            self.states[run_id] = state
+
+    async def end(self, run_id: str, error: BaseException | None) -> None:
+        with self.lock:
+            state = self.states.pop(run_id, None)
+        if state is not None:
+            await end_run(state, error)
+
+    async def node_start(
+        self, run_id: str, name: str, kwargs: dict[str, Any], task_id: str | None
+    ) -> None:
+        state = self.states.get(run_id)
+        if state is None:
+            return
+        step = await start_node(state, name, kwargs)
+        if step is not None:
+            with self.lock:
+                self.steps[run_id, name, task_id] = step
+
+    async def node_end(
+        self, run_id: str, name: str, task_id: str | None, result: Any, error: BaseException | None
+    ) -> None:
+        with self.lock:
+            step = self.steps.pop((run_id, name, task_id), None)
+        state = self.states.get(run_id)
+        if step is not None and state is not None:
+            await end_node(state, step, result, error)
+
+
+class FlowhooksAdapter(
+    lifecycle.BasePreGraphExecute,
+    lifecycle.BasePostGraphExecute,
+    lifecycle.BasePreNodeExecute,
+    lifecycle.BasePostNodeExecute,
+):
+    """A lifecycle adapter for Hamilton's sync ``Driver``: executions become flowhooks runs.
+
+    Args:
+        manager: a ``CallbackManager``, a handler or a list of handlers.
+        workflow_name: the runs' name (default: the driver's module names).
+        resource_id: a tenant/user id carried by every run's events.
+        metadata: run headers carried by every run's events.
+    """
+
+    def __init__(
+        self,
+        manager: Callbacks = None,
+        *,
+        workflow_name: str | None = None,
+        resource_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._runs = _Runs("FlowhooksAdapter", manager, workflow_name, resource_id, metadata)
+        self._loops: dict[str, _LoopThread] = {}
+
+    def pre_graph_execute(
+        self,
+        *,
+        run_id: str,
+        graph: Any,
+        final_vars: list[str],
+        inputs: dict[str, Any],
+        overrides: dict[str, Any],
+    ) -> None:
+        """An execution starts: ``workflow_start``, on a loop thread of its own."""
+        loop = _LoopThread(f"flowhooks-hamilton-{run_id}")
+        with self._runs.lock:
+            self._loops[run_id] = loop
+        try:
+            loop.run(self._runs.start, run_id, graph, inputs)
+        except BaseException:
+            self._stop(run_id)
+            raise
+
+    def post_graph_execute(
+        self,
+        *,
+        run_id: str,
+        graph: Any,
+        success: bool,
+        error: Exception | None,
+        results: dict[str, Any] | None,
+    ) -> None:
+        """The execution ended: ``workflow_end`` (failed with ``error`` unless it succeeded)."""
+        loop = self._loops.get(run_id)
+        if loop is None:
+            return
+        try:
+            loop.run(self._runs.end, run_id, None if success else error)
+        finally:
+            self._stop(run_id)
+
+    def _stop(self, run_id: str) -> None:
+        with self._runs.lock:
+            loop = self._loops.pop(run_id, None)
+        if loop is not None:
+            loop.stop()
+
+    def pre_node_execute(
+        self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
+    ) -> None:
+        """A node starts: ``node_start`` with its keyword arguments."""
+        loop = self._loops.get(run_id)
+        if loop is not None:
+            loop.run(self._runs.node_start, run_id, node_.name, kwargs, task_id)
+
+    def post_node_execute(
+        self,
+        *,
+        run_id: str,
+        node_: Any,
+        kwargs: dict[str, Any],
+        success: bool,
+        error: Exception | None,
+        result: Any | None,
+        task_id: str | None = None,
+    ) -> None:
+        """A node ended: ``node_end`` with its result, or its ``error`` event."""
+        loop = self._loops.get(run_id)
+        if loop is not None:
+            failure = None if success else (error or RuntimeError(f"node {node_.name!r} failed"))
+            loop.run(self._runs.node_end, run_id, node_.name, task_id, result, failure)
+
+
+class AsyncFlowhooksAdapter(
+    lifecycle.BasePreGraphExecuteAsync,
+    lifecycle.BasePostGraphExecuteAsync,
+    lifecycle.BasePreNodeExecuteAsync,
+    lifecycle.BasePostNodeExecuteAsync,
+):
+    """A lifecycle adapter for Hamilton's ``AsyncDriver``: events go out on the driver's loop.
+
+    Same arguments as ``FlowhooksAdapter``.
+    """
+
+    def __init__(
+        self,
+        manager: Callbacks = None,
+        *,
+        workflow_name: str | None = None,
+        resource_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._runs = _Runs("AsyncFlowhooksAdapter", manager, workflow_name, resource_id, metadata)
+
+    async def pre_graph_execute(
+        self,
+        *,
+        run_id: str,
+        graph: Any,
+        final_vars: list[str],
+        inputs: dict[str, Any],
+        overrides: dict[str, Any],
+    ) -> None:
+        """An execution starts: ``workflow_start``."""
+        await self._runs.start(run_id, graph, inputs)
+
+    async def post_graph_execute(
+        self,
+        *,
+        run_id: str,
+        graph: Any,
+        success: bool,
+        error: Exception | None,
+        results: dict[str, Any] | None,
+    ) -> None:
+        """The execution ended: ``workflow_end`` (failed with ``error`` unless it succeeded)."""
+        await self._runs.end(run_id, None if success else error)
+
+    async def pre_node_execute(
+        self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
+    ) -> None:
+        """A node starts: ``node_start`` with its keyword arguments."""
+        await self._runs.node_start(run_id, node_.name, kwargs, task_id)
+
+    async def post_node_execute(
+        self,
+        *,
+        run_id: str,
+        node_: Any,
+        kwargs: dict[str, Any],
+        success: bool,
+        error: Exception | None,
+        result: Any,
+        task_id: str | None = None,
+    ) -> None:
+        """A node ended: ``node_end`` with its result, or its ``error`` event."""
+        failure = None if success else (error or RuntimeError(f"node {node_.name!r} failed"))
+        await self._runs.node_end(run_id, node_.name, task_id, result, failure)

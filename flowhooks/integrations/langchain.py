@@ -1,0 +1,457 @@
+"""LangChain and LangGraph runs reported to flowhooks handlers (extra ``langchain``).
+
+::
+
+    from flowhooks.integrations.langchain import FlowhooksCallbackHandler
+
+    graph.invoke(state, config={"callbacks": [FlowhooksCallbackHandler(manager)]})
+
+How LangChain's runs map to flowhooks events:
+
+* the root chain (a compiled LangGraph graph, an LCEL chain) is a flowhooks
+  run: ``workflow_start`` ... ``workflow_end``, its id the LangChain run id's
+  hex, its name the chain's name (or ``workflow_name=``);
+* the root's direct child chains are its nodes: a LangGraph graph's nodes
+  (``metadata["langgraph_node"]``), an LCEL sequence's steps; a node run
+  again in the same run gets ``#2``, ``#3`` ... appended to its name;
+* a subgraph (a graph whose nodes start inside a node) is a sub-run whose
+  ``parent_run_id`` is the run it runs in, named after that node;
+* a chain that raises sends its node's ``error`` event; the root's error
+  fails the run (``cancelled`` for a cancellation);
+* ``dispatch_custom_event(name, data)`` is a custom event ``name``; tool calls
+  are ``tool_start`` / ``tool_end`` / ``tool_error`` custom events, model calls
+  ``llm_start`` / ``llm_end`` / ``llm_error``, each from the node they run in;
+* chains nested deeper inside a node send nothing of their own.
+
+``FlowhooksCallbackHandler`` is a sync LangChain handler that works on both
+call paths (``invoke`` and ``ainvoke``): it dispatches each run's events on
+a private loop thread, in order, blocking until they are delivered.
+``AsyncFlowhooksCallbackHandler`` dispatches on the caller's event loop, for
+graphs and chains run only through the async API (``ainvoke``, ``astream``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._node import InvalidCallbackError
+from flowhooks._workflow import Callbacks
+from flowhooks.integrations._runs import LoopTrees, RunTree
+
+try:
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.callbacks import BaseCallbackHandler as LangChainHandler
+except ImportError as _missing:  # pragma: no cover - exercised without the extra only
+    _msg = (
+        "flowhooks.integrations.langchain needs langchain-core, which is not installed; "
+        "install it with: pip install 'flowhooks[langchain]'"
+    )
+    raise ImportError(_msg, name=_missing.name) from _missing
+
+__all__ = ["AsyncFlowhooksCallbackHandler", "FlowhooksCallbackHandler"]
+
+_STEP_TAG = "graph:step:"
+
+
+def _manager(callbacks: Callbacks, owner: str) -> CallbackManager:
+    where = f"{owner}(manager)"
+    try:
+        manager = as_manager(callbacks, where=where)
+    except TypeError as exc:
+        text = str(exc) if where in str(exc) else f"{where}: {exc}"
+        raise InvalidCallbackError(text) from None
+    return manager if manager is not None else CallbackManager()
+
+
+def _is_graph_step(
+    name: str, metadata: Mapping[str, Any] | None, tags: Sequence[str] | None
+) -> bool:
+    """Whether a chain is a LangGraph node's own run (not a chain nested inside one)."""
+    if not metadata or metadata.get("langgraph_node") != name:
+        return False
+    return any(tag.startswith(_STEP_TAG) for tag in tags or ())
+
+
+def _run_name(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], fallback: str
+) -> str:
+    name = kwargs.get("name")
+    if isinstance(name, str) and name:
+        return name
+    if serialized:
+        named = serialized.get("name")
+        if isinstance(named, str) and named:
+            return named
+        ident = serialized.get("id")
+        if isinstance(ident, list) and ident:
+            return str(ident[-1])
+    return fallback
+
+
+def _generations(response: Any) -> dict[str, Any]:
+    generations = getattr(response, "generations", None) or []
+    texts = [[getattr(g, "text", repr(g)) for g in group] for group in generations]
+    return {"generations": texts, "llm_output": getattr(response, "llm_output", None)}
+
+
+def _messages(messages: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
+    return [
+        [
+            {"type": getattr(m, "type", type(m).__name__), "content": getattr(m, "content", m)}
+            for m in group
+        ]
+        for group in messages
+    ]
+
+
+class _Options:
+    """What both handlers take: the manager and the root runs' identity."""
+
+    def __init__(
+        self,
+        owner: str,
+        manager: Callbacks,
+        workflow_name: str | None,
+        resource_id: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        if workflow_name is not None and (not isinstance(workflow_name, str) or not workflow_name):
+            msg = f"workflow_name= takes a non-empty str or None, got {workflow_name!r}"
+            raise TypeError(msg)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            msg = f"metadata= takes a mapping or None, got {metadata!r}"
+            raise TypeError(msg)
+        if resource_id is not None and not isinstance(resource_id, str):
+            msg = f"resource_id= takes a str or None, got {resource_id!r}"
+            raise TypeError(msg)
+        self.tree = RunTree(
+            _manager(manager, owner),
+            workflow_name=workflow_name,
+            metadata=metadata,
+            resource_id=resource_id,
+        )
+
+
+class FlowhooksCallbackHandler(LangChainHandler):
+    """Reports LangChain/LangGraph runs to flowhooks handlers, from sync and async code.
+
+    Args:
+        manager: a ``CallbackManager``, a handler or a list of handlers.
+        workflow_name: the name of root runs (default: the root chain's name).
+        resource_id: a tenant/user id carried by every run's events.
+        metadata: run headers carried by every run's events.
+
+    One instance may serve many runs, concurrently and from several threads.
+    """
+
+    run_inline = True  # called in order on the async path too, not in executor threads
+
+    def __init__(
+        self,
+        manager: Callbacks = None,
+        *,
+        workflow_name: str | None = None,
+        resource_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._tree = _Options(
+            type(self).__name__, manager, workflow_name, resource_id, metadata
+        ).tree
+        self._loops = LoopTrees()
+
+    # -- chains -----------------------------------------------------------------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A chain started: a run, a node, a sub-run, or a chain inside a node."""
+        name = _run_name(serialized, kwargs, "chain")
+        loop = self._loops.loop_for(run_id, parent_run_id)
+        step = _is_graph_step(name, metadata, tags)
+        self._loops.call(loop, self._tree.start, run_id, parent_run_id, name, inputs, step)
+
+    def on_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """A chain returned: ``node_end`` for a node, ``workflow_end`` for a run."""
+        self._end(run_id, outputs, None)
+
+    def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A chain raised: an ``error`` event for a node, a failed run for a run."""
+        self._end(run_id, None, error)
+
+    def _end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
+        loop = self._loops.known(run_id)
+        if loop is None:
+            return
+        root = False
+        try:
+            root = self._loops.call(loop, self._tree.end, run_id, output, error)
+        finally:
+            self._loops.done(run_id, root=root)
+
+    # -- custom events, tools, models -------------------------------------------------
+
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``dispatch_custom_event(name, data)`` inside a run: a custom event ``name``."""
+        self._emit(run_id, name, data)
+
+    def _emit(self, run_id: UUID | None, name: str, data: Any) -> None:
+        loop = self._loops.known(run_id) if run_id is not None else None
+        if loop is not None:
+            self._loops.call(loop, self._tree.emit, run_id, name, data)
+
+    def _child(
+        self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
+    ) -> None:
+        if parent_run_id is None or self._loops.known(parent_run_id) is None:
+            return
+        loop = self._loops.loop_for(run_id, parent_run_id)
+        if self._loops.call(loop, self._tree.child, run_id, parent_run_id, name):
+            self._loops.call(loop, self._tree.emit, run_id, event, data)
+        else:
+            self._loops.done(run_id, root=False)
+
+    def _child_end(self, run_id: UUID, event: str, data: dict[str, Any]) -> None:
+        loop = self._loops.known(run_id)
+        if loop is None:
+            return
+        try:
+            item = self._tree.get(run_id)
+            if item is not None:
+                self._loops.call(loop, self._tree.emit, run_id, event, {"name": item.name, **data})
+        finally:
+            self._tree.forget(run_id)
+            self._loops.done(run_id, root=False)
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A tool was called inside a node: custom event ``tool_start``."""
+        name = _run_name(serialized, kwargs, "tool")
+        data = {"name": name, "input": inputs if inputs is not None else input_str}
+        self._child(run_id, parent_run_id, name, "tool_start", data)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """The tool returned: custom event ``tool_end``."""
+        self._child_end(run_id, "tool_end", {"output": output})
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """The tool raised: custom event ``tool_error``."""
+        self._child_end(run_id, "tool_error", {"error": f"{type(error).__name__}: {error}"})
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A model was called inside a node: custom event ``llm_start``."""
+        name = _run_name(serialized, kwargs, "llm")
+        self._child(run_id, parent_run_id, name, "llm_start", {"name": name, "prompts": prompts})
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A chat model was called inside a node: custom event ``llm_start``."""
+        name = _run_name(serialized, kwargs, "chat_model")
+        data = {"name": name, "messages": _messages(messages)}
+        self._child(run_id, parent_run_id, name, "llm_start", data)
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """The model answered: custom event ``llm_end`` with the generated texts."""
+        self._child_end(run_id, "llm_end", _generations(response))
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """The model call raised: custom event ``llm_error``."""
+        self._child_end(run_id, "llm_error", {"error": f"{type(error).__name__}: {error}"})
+
+
+class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
+    """``FlowhooksCallbackHandler`` for async-only use: events go out on the caller's loop.
+
+    No thread is involved; use it with ``ainvoke`` / ``astream`` (on the sync
+    path LangChain would give each callback a loop of its own). Same
+    arguments and mapping as ``FlowhooksCallbackHandler``.
+    """
+
+    def __init__(
+        self,
+        manager: Callbacks = None,
+        *,
+        workflow_name: str | None = None,
+        resource_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._tree = _Options(
+            type(self).__name__, manager, workflow_name, resource_id, metadata
+        ).tree
+
+    async def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A chain started: a run, a node, a sub-run, or a chain inside a node."""
+        name = _run_name(serialized, kwargs, "chain")
+        step = _is_graph_step(name, metadata, tags)
+        await self._tree.start(run_id, parent_run_id, name, inputs, step)
+
+    async def on_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """A chain returned: ``node_end`` for a node, ``workflow_end`` for a run."""
+        await self._tree.end(run_id, outputs, None)
+
+    async def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A chain raised: an ``error`` event for a node, a failed run for a run."""
+        await self._tree.end(run_id, None, error)
+
+    async def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``adispatch_custom_event(name, data)`` inside a run: a custom event ``name``."""
+        await self._tree.emit(run_id, name, data)
+
+    async def _child(
+        self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
+    ) -> None:
+        if await self._tree.child(run_id, parent_run_id, name):
+            await self._tree.emit(run_id, event, data)
+
+    async def _child_end(self, run_id: UUID, event: str, data: dict[str, Any]) -> None:
+        item = self._tree.get(run_id)
+        try:
+            if item is not None:
+                await self._tree.emit(run_id, event, {"name": item.name, **data})
+        finally:
+            self._tree.forget(run_id)
+
+    async def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A tool was called inside a node: custom event ``tool_start``."""
+        name = _run_name(serialized, kwargs, "tool")
+        data = {"name": name, "input": inputs if inputs is not None else input_str}
+        await self._child(run_id, parent_run_id, name, "tool_start", data)
+
+    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """The tool returned: custom event ``tool_end``."""
+        await self._child_end(run_id, "tool_end", {"output": output})
+
+    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """The tool raised: custom event ``tool_error``."""
+        await self._child_end(run_id, "tool_error", {"error": f"{type(error).__name__}: {error}"})
+
+    async def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A model was called inside a node: custom event ``llm_start``."""
+        name = _run_name(serialized, kwargs, "llm")
+        await self._child(
+            run_id, parent_run_id, name, "llm_start", {"name": name, "prompts": prompts}
+        )
+
+    async def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A chat model was called inside a node: custom event ``llm_start``."""
+        name = _run_name(serialized, kwargs, "chat_model")
+        data = {"name": name, "messages": _messages(messages)}
+        await self._child(run_id, parent_run_id, name, "llm_start", data)
+
+    async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """The model answered: custom event ``llm_end`` with the generated texts."""
+        await self._child_end(run_id, "llm_end", _generations(response))
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """The model call raised: custom event ``llm_error``."""
+        await self._child_end(run_id, "llm_error", {"error": f"{type(error).__name__}: {error}"})

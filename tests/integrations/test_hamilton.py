@@ -1,0 +1,185 @@
+"""FlowhooksAdapter and AsyncFlowhooksAdapter against real Hamilton drivers."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from typing import Any
+
+import pytest
+
+pytest.importorskip("hamilton")
+
+from hamilton import async_driver, base, driver
+
+from flowhooks import Event
+from flowhooks.handlers import MetricsCallback
+from flowhooks.integrations.hamilton import AsyncFlowhooksAdapter, FlowhooksAdapter
+from flowhooks.testing import RecordingCallback
+
+
+def _module(name: str, source: str) -> types.ModuleType:
+    """A real module of Hamilton functions, built from ``source``."""
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    sys.modules[name] = module
+    return module
+
+
+SYNC_SOURCE = """
+def rows(day: int) -> list:
+    return [day, day + 1, day + 2]
+
+def total(rows: list) -> int:
+    return sum(rows)
+
+def count(rows: list) -> int:
+    if len(rows) > 100:
+        raise ValueError("too many rows")
+    return len(rows)
+
+def mean(total: int, count: int) -> float:
+    if count == 0:
+        raise ZeroDivisionError("no rows")
+    return total / count
+"""
+
+ASYNC_SOURCE = """
+import asyncio
+
+async def rows(day: int) -> list:
+    await asyncio.sleep(0)
+    return [day, day + 1]
+
+async def total(rows: list) -> int:
+    await asyncio.sleep(0)
+    if rows[0] < 0:
+        raise ValueError("negative day")
+    return sum(rows)
+
+def doubled(total: int) -> int:
+    return total * 2
+"""
+
+
+def _check_stream(events: list[Event]) -> None:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].type == "workflow_start"
+    assert events[-1].type == "workflow_end"
+
+
+def test_a_driver_execution_is_a_run() -> None:
+    """dr.execute: the execution is the run (Hamilton's run id), each computed node a node."""
+    recorder = RecordingCallback()
+    features = _module("features", SYNC_SOURCE)
+    dr = (
+        driver.Builder()
+        .with_modules(features)
+        .with_adapters(base.DictResult(), FlowhooksAdapter(recorder))
+        .build()
+    )
+    before = set(threading.enumerate())
+    assert dr.execute(["mean"], inputs={"day": 1}) == {"mean": 2.0}
+    assert set(threading.enumerate()) - before == set()
+    events = recorder.events
+    _check_stream(events)
+    assert events[0].workflow_name == "features"
+    assert events[0].payload == {"day": 1}
+    assert next(e.node_id for e in recorder.events_of("node_start")) == "rows"
+    assert {e.node_id for e in recorder.events_of("node_end")} == {"rows", "total", "count", "mean"}
+    rows_start = recorder.events_for("total")[0]
+    assert rows_start.payload == {"rows": [1, 2, 3]}
+    end = events[-1]
+    assert end.status == "succeeded"
+    assert end.payload == {"rows": [1, 2, 3], "total": 6, "count": 3, "mean": 2.0}
+    assert len({e.run_id for e in events}) == 1
+
+
+def test_a_failing_node_fails_the_run() -> None:
+    """A node that raises: its error event, workflow_end failed, Hamilton re-raises."""
+    recorder, metrics = RecordingCallback(), MetricsCallback()
+    adapter = FlowhooksAdapter([recorder, metrics], workflow_name="daily-stats", resource_id="t9")
+    dr = (
+        driver.Builder()
+        .with_modules(_module("features_fail", SYNC_SOURCE))
+        .with_adapters(base.DictResult(), adapter)
+        .build()
+    )
+    with pytest.raises(ValueError, match="too many rows"):
+        dr.execute(["mean"], overrides={"rows": list(range(200))})
+    _check_stream(recorder.events)
+    [error] = recorder.errors
+    assert (error.node_id, error.type) == ("count", "ValueError")
+    assert recorder.events[-1].status == "failed"
+    assert "mean" not in [e.node_id for e in recorder.events_of("node_start")]
+    assert {e.workflow_name for e in recorder.events} == {"daily-stats"}
+    assert {e.resource_id for e in recorder.events} == {"t9"}
+    [run_id] = set(recorder.run_ids)
+    run = metrics.get_run(run_id)
+    assert run is not None
+    assert run.status == "failed"
+    assert run.nodes["count"].status == "failed"
+
+
+def test_one_adapter_serves_many_executions() -> None:
+    """Each execute() is a run of its own; none is left open."""
+    recorder = RecordingCallback()
+    dr = (
+        driver.Builder()
+        .with_modules(_module("features_many", SYNC_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter(recorder))
+        .build()
+    )
+    for day in range(3):
+        dr.execute(["total"], inputs={"day": day})
+    assert len(set(recorder.run_ids)) == 3
+    recorder.assert_called("workflow_end", times=3)
+    for run_id in set(recorder.run_ids):
+        _check_stream(recorder.events_for_run(run_id))
+
+
+async def test_the_async_driver() -> None:
+    """AsyncDriver with AsyncFlowhooksAdapter: async and sync nodes, on the driver's loop."""
+    recorder = RecordingCallback()
+    dr = await (
+        async_driver.Builder()
+        .with_modules(_module("async_features", ASYNC_SOURCE))
+        .with_adapters(base.DictResult(), AsyncFlowhooksAdapter(recorder))
+        .build()
+    )
+    assert await dr.execute(["doubled"], inputs={"day": 1}) == {"doubled": 6}
+    _check_stream(recorder.events)
+    assert [e.node_id for e in recorder.events_of("node_end")] == ["rows", "total", "doubled"]
+    assert recorder.events[-1].status == "succeeded"
+    assert recorder.events[0].workflow_name == "async_features"
+
+
+async def test_the_async_driver_on_failure() -> None:
+    """A failing async node: error event, failed run, the exception reaches the caller."""
+    recorder = RecordingCallback()
+    dr = await (
+        async_driver.Builder()
+        .with_modules(_module("async_features_fail", ASYNC_SOURCE))
+        .with_adapters(base.DictResult(), AsyncFlowhooksAdapter(recorder))
+        .build()
+    )
+    with pytest.raises(ValueError, match="negative day"):
+        await dr.execute(["doubled"], inputs={"day": -5})
+    _check_stream(recorder.events)
+    [error] = recorder.errors
+    assert error.node_id == "total"
+    end = recorder.events[-1]
+    assert end.status == "failed"
+    assert end.payload == {"rows": [-5, -4]}
+
+
+def test_bad_arguments_are_named() -> None:
+    """Bad handler lists and options name the adapter and the parameter."""
+    with pytest.raises(TypeError, match="FlowhooksAdapter"):
+        FlowhooksAdapter(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="workflow_name="):
+        AsyncFlowhooksAdapter(None, workflow_name="")
+    bad: Any = 3
+    with pytest.raises(TypeError, match="resource_id="):
+        FlowhooksAdapter(None, resource_id=bad)
