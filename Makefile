@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 LINTED := flowhooks pytest_flowhooks.py tests examples benchmarks scripts
 
 .PHONY: demo test test-ray lint typecheck pytest docs package-check bench bench-quick clean
@@ -13,8 +14,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[all,dev,bench]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m flowhooks run examples/etl_pipeline.py:workflow --input source=orders.csv
+# The demo installs only what it uses: the command line, SQLite history, HTTP alerts.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cli,sql,http]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(PY) examples/demo.py
 	$(PY) -m flowhooks history
 
 test: $(STAMP)

@@ -137,3 +137,20 @@ def test_approval_example_suspends_and_resumes(tmp_path: Path) -> None:
         "resumed from the suspended run: True",
         "quotes made: 1",
     ]
+
+
+def test_demo_tours_retry_suspend_resume_alert_and_history(tmp_path: Path) -> None:
+    """demo.py (what `make demo` runs): every step of the tour happens, history included."""
+    proc = run_example("demo.py", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = " ".join(proc.stdout.split())  # rich wraps long lines at the terminal width
+    assert "retrying exchange_rates after: rates service timed out" in out
+    assert "is waiting: orders over $10,000 need a manager" in out
+    assert "status: suspended" in out
+    assert "status: succeeded, exported 40 orders; resumed from run" in out
+    assert "alert channel received: Critical error in workflow 'nightly-orders'" in out
+    assert "cannot export to 'ftp://old-server'" in out
+    assert "metrics: 4 runs" in out
+    with sqlite3.connect(tmp_path / "flowhooks.db") as db:
+        statuses = sorted(s for (s,) in db.execute("SELECT status FROM flowhooks_runs"))
+    assert statuses == ["failed", "succeeded", "suspended", "suspended"]
