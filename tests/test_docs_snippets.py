@@ -26,7 +26,17 @@ from tempfile import TemporaryDirectory
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HANDLER_PAGES = ["logging.md", "notification.md", "otel.md", "progress.md", "webhook.md"]
+HANDLER_PAGES = [
+    "logging.md",
+    "metrics.md",
+    "notification.md",
+    "openlineage.md",
+    "otel.md",
+    "progress.md",
+    "prometheus.md",
+    "sentry.md",
+    "webhook.md",
+]
 PAGES = [
     ROOT / "README.md",
     *sorted((ROOT / "docs").glob("*.md")),
