@@ -10,13 +10,14 @@ messages, tracebacks, reprs). The rules, in order:
 3. assignments to a secret-named key, in the forms a message, a repr, a
    header line, JSON or a query string uses: ``password=pw``,
    ``api_key='pw'``, ``"token": "pw"``, ``X-Api-Key: pw``,
-   ``?access_token=pw&``, ``Authorization: Bearer pw`` -> the value becomes
-   ``***`` (quotes kept);
+   ``?access_token=pw&``, ``Authorization: Bearer pw``, and the quoted pairs
+   of a repr or JSON list, ``('X-Api-Key', 'pw')``, ``b'token': b'pw'``
+   -> the value becomes ``***`` (quotes kept);
 4. the policy's own regular expressions: each match becomes ``***``.
 
-Every built-in expression runs in time linear in the text; a text with none
-of their anchors (``://``, ``:``, ``=``, ``bearer``, ``basic``) is returned
-after one scan.
+Every built-in expression runs in time linear in the text; a text with none of
+their anchors (``:``, ``=``, a quote before a comma, ``bearer``, ``basic``) is
+returned after one scan.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from flowhooks._redact_keys import KEEP, PLURAL, KeyMatcher
 
 MASK: Final = "***"
 
-_HINT = re.compile(r"[:=]|(?i:bearer|basic)")
+_HINT = re.compile(r"""[:=]|["'][ \t]{0,3},|(?i:bearer|basic)""")
 _USERINFO = re.compile(r"://[^\s/?#]*@")
 _AUTH_SCHEME = re.compile(r"\b(?i:(bearer|basic))(\s+)([A-Za-z0-9\-._~+/]+=*)")
 _ASSIGNMENT = re.compile(
-    r"""(?<![\w.\-])(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-]*)(?P=q)[ \t]{0,3}[:=](?!//)[ \t]{0,3}"""
+    r"""(?<![\w.\-])(?:[bB](?=["']))?(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-]*)(?P=q)"""
+    r"""[ \t]{0,3}(?P<sep>[:=,])(?!//)[ \t]{0,3}"""
 )
 _VALUE = re.compile(
     r"""[bBuUrR]?"(?:[^"\\\n]|\\.)*"?"""
@@ -100,6 +102,9 @@ class TextScrubber:
         verdict = self._keys.verdict
         while (found := search(text, pos)) is not None:
             pos = found.end()
+            pair = found.group("sep") == ","
+            if pair and not found.group("q"):
+                continue  # a comma after a bare word is prose, not a pair
             hit = verdict(found.group("key"))
             if hit == KEEP:
                 continue
@@ -107,6 +112,8 @@ class TextScrubber:
             if value is None:
                 continue
             shown = value.group(0)
+            if pair and shown.lstrip("bBuUrR")[:1] not in ('"', "'"):
+                continue  # ("token", 5): only a quoted string is a pair's secret
             if hit == PLURAL and _NUMBER.fullmatch(shown):
                 continue  # a count, such as total_tokens=12
             if shown != MASK:
