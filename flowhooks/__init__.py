@@ -39,6 +39,14 @@ from flowhooks._launch import RunHandle
 from flowhooks._manager import CallbackManager, PriorityCallbackManager
 from flowhooks._monitors import HookCallReport, add_hook_monitor
 from flowhooks._node import InvalidCallbackError, Node, node
+from flowhooks._redact import (
+    REDACTED,
+    Redaction,
+    redact_text,
+    redact_value,
+    redaction,
+    reset_redaction,
+)
 from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._resume import MemoryRunStore, RunStore, SuspendedRun
 from flowhooks._retry import RetryPolicy
@@ -80,6 +88,8 @@ __all__ = [
     "NodeStatus",
     "NotResumable",
     "PriorityCallbackManager",
+    "REDACTED",
+    "Redaction",
     "RetryPolicy",
     "RetryingCallback",
     "RunContext",
@@ -102,6 +112,10 @@ __all__ = [
     "add_hook_monitor",
     "current_run",
     "node",
+    "redact_text",
+    "redact_value",
+    "redaction",
+    "reset_redaction",
     "set_max_payload_chars",
     "to_jsonable",
     "__version__",

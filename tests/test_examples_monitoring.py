@@ -12,7 +12,7 @@ def test_monitoring_example_runs_and_reports():
     out = proc.stdout
     assert "sk-live-not-for-logs" not in out
     assert "4111 1111 1111 1111" not in out
-    assert "***REDACTED***" in out
+    assert '"api_key": "***"' in out
     assert "card declined (will retry)" in out
     assert "total_workflows: 3" in out
     assert "failed_workflows: 1" in out

@@ -12,52 +12,32 @@ any depth and the rendered text truncated.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, final
 
 from loguru import logger as _default_logger
-from pydantic import BaseModel
 
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType, current_run
+from flowhooks import (
+    REDACTED,
+    BaseCallbackHandler,
+    ErrorInfo,
+    Event,
+    EventType,
+    Redaction,
+    current_run,
+    redaction,
+    to_jsonable,
+)
 
 if TYPE_CHECKING:
     from loguru import Logger
 
 __all__ = ["DEFAULT_REDACT_KEYS", "REDACTED", "LoggingCallback", "redact"]
 
-REDACTED: Final = "***REDACTED***"
-"""What a redacted value is replaced with."""
-
-DEFAULT_REDACT_KEYS: Final[tuple[str, ...]] = (
-    "password",
-    "passwd",
-    "passphrase",
-    "pwd",
-    "secret",
-    "client_secret",
-    "token",
-    "access_token",
-    "refresh_token",
-    "api_key",
-    "apikey",
-    "access_key",
-    "private_key",
-    "authorization",
-    "auth",
-    "cookie",
-    "set_cookie",
-    "session",
-    "credential",
-    "credentials",
-    "signature",
-    "card_number",
-    "cvv",
-)
-"""Key names whose values are redacted.
+DEFAULT_REDACT_KEYS: Final[tuple[str, ...]] = Redaction().keys
+"""The default secret key names (``Redaction().keys``).
 
 Keys and names are split into words at ``_``, ``-``, ``.``, spaces and
 camelCase boundaries and compared case-insensitively. A mapping key is
@@ -78,116 +58,7 @@ word that only *starts* with a name is kept: ``tokenizer``, ``secretary``,
 is kept and anything else is redacted.
 """
 
-_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-_MAX_DEPTH: Final = 32
-
-# What a key's words say about its value: redact it, keep it, or redact it unless it is a
-# number (a key matched only through a plural, such as ``total_tokens``, names a count).
-_KEEP: Final = 0
-_PLURAL: Final = 1
-_SECRET: Final = 2
-
-
-def _words(key: str) -> tuple[str, ...]:
-    return tuple(w.lower() for w in _WORD.findall(key))
-
-
-def _word_match(word: str, name: str, *, first: bool, last: bool) -> int:
-    """How one word of a key matches one word of a name (see ``DEFAULT_REDACT_KEYS``)."""
-    if word == name or (first and word.endswith(name)):
-        return _SECRET
-    plural = name + "s"
-    if last and (word == plural or (first and word.endswith(plural))):
-        return _PLURAL
-    return _KEEP
-
-
-def _match(words: tuple[str, ...], name: tuple[str, ...]) -> int:
-    """The strongest match of the name's words among the key's words."""
-    n = len(name)
-    best = _KEEP
-    for i in range(len(words) - n + 1):
-        found = _SECRET
-        for j in range(n):
-            got = _word_match(words[i + j], name[j], first=j == 0, last=j == n - 1)
-            if got == _KEEP:
-                found = _KEEP
-                break
-            found = min(found, got)
-        if found == _SECRET:
-            return _SECRET
-        best = max(best, found)
-    if n > 1:  # the name's words run together inside one word of the key
-        joined = "".join(name)
-        for word in words:
-            best = max(best, _word_match(word, joined, first=True, last=True))
-            if best == _SECRET:
-                return _SECRET
-    return best
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-class _Redactor:
-    """Decides, per key, whether to redact; remembers the decisions."""
-
-    __slots__ = ("_cache", "_patterns")
-
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._patterns = tuple({_words(k) for k in keys if _words(k)})
-        self._cache: dict[str, int] = {}
-
-    def verdict(self, key: object) -> int:
-        """``_SECRET``, ``_PLURAL`` (secret unless the value is a number) or ``_KEEP``."""
-        if not isinstance(key, str):
-            return _KEEP
-        hit = self._cache.get(key)
-        if hit is None:
-            words = _words(key)
-            hit = _KEEP
-            for pattern in self._patterns:
-                hit = max(hit, _match(words, pattern))
-                if hit == _SECRET:
-                    break
-            if len(self._cache) < 10_000:
-                self._cache[key] = hit
-        return hit
-
-    def hides(self, key: object, value: Any) -> bool:
-        """Whether the value of ``key`` is redacted."""
-        hit = self.verdict(key)
-        return hit == _SECRET or (hit == _PLURAL and not _is_count(value))
-
-    def walk(self, value: Any, depth: int, max_items: int) -> Any:
-        """Return a copy of ``value`` with secret keys redacted, as plain containers."""
-        if depth > _MAX_DEPTH:
-            return "<nested too deeply>"
-        if isinstance(value, str | int | float | bool) or value is None:
-            return value
-        if isinstance(value, BaseModel):
-            try:
-                value = value.model_dump()
-            except Exception:  # a broken serialiser: show its repr instead
-                return _safe_repr(value)
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for i, (k, v) in enumerate(value.items()):
-                if i >= max_items:
-                    out["..."] = f"{len(value) - max_items} more keys"
-                    break
-                out[str(k)] = REDACTED if self.hides(k, v) else self.walk(v, depth + 1, max_items)
-            return out
-        if isinstance(value, list | tuple | set | frozenset):
-            items = list(value)[: max_items + 1]
-            walked = [self.walk(v, depth + 1, max_items) for v in items[:max_items]]
-            if len(items) > max_items:
-                walked.append(f"... {len(value) - max_items} more items")
-            return walked
-        return value
+_NO_LIMIT_CHARS: Final = 1 << 62
 
 
 def _safe_repr(value: Any) -> str:
@@ -198,20 +69,24 @@ def _safe_repr(value: Any) -> str:
 
 
 def redact(value: Any, keys: Iterable[str] = DEFAULT_REDACT_KEYS) -> Any:
-    """Return a copy of ``value`` with the values of secret-looking keys replaced.
+    """Return a redacted copy of ``value`` (see ``flowhooks.Redaction.value``).
 
     Mappings, lists, tuples, sets, pydantic models and dataclasses are walked
-    recursively (models and dataclasses become dicts); other objects are
-    returned as they are.
+    recursively (models and dataclasses become dicts); strings lose their
+    credentials; other objects become their redacted ``repr()``.
 
     Args:
         value: any payload.
-        keys: key names to redact; see ``DEFAULT_REDACT_KEYS`` for how they match.
+        keys: key names to redact; the default is the process-wide policy
+            (``flowhooks.redaction()``), other names replace its keys.
 
     Returns:
         The redacted copy, with ``REDACTED`` in place of each secret value.
     """
-    return _Redactor(keys).walk(value, 0, 1_000_000)
+    policy = redaction()
+    if keys is not DEFAULT_REDACT_KEYS:
+        policy = policy.with_keys(keys)
+    return policy.value(value)
 
 
 @final
@@ -228,6 +103,12 @@ class LoggingCallback(BaseCallbackHandler):
     logged at ``WARNING``, a final one at ``ERROR`` (``CRITICAL`` for critical
     nodes and the run timeout), and the end of a failed or cancelled run at
     ``WARNING``, each raised to ``level`` if that is more severe.
+
+    Redaction: every message (exception messages and tracebacks included),
+    every text field and every payload goes through the ``redact`` policy
+    before it is logged: secret-named keys become ``"***"`` and credentials
+    are cut from URLs, assignments and ``Bearer``/``Basic`` values (see
+    ``flowhooks.Redaction``); the objects the run holds are not changed.
 
     Payloads: the inputs of a run and of each node attempt, each node's return
     value, the run's outputs and custom event data are logged at ``DEBUG``,
@@ -255,9 +136,13 @@ class LoggingCallback(BaseCallbackHandler):
             ``logger.opt(lazy=True)``, so other ``opt()`` settings of the
             logger passed in do not apply.
         level: the level of lifecycle records, a loguru level name or number.
-        redact_keys: key names to redact, replacing the defaults
-            (``DEFAULT_REDACT_KEYS``).
-        extra_redact_keys: key names to redact in addition to ``redact_keys``.
+        redact: ``True`` (the process-wide policy, ``flowhooks.redaction()``),
+            ``False`` (log everything as it is), key names to add to the
+            process-wide policy, or a ``flowhooks.Redaction``.
+        redact_keys: key names to redact, replacing the policy's key names
+            (its patterns and text rules stay).
+        extra_redact_keys: key names to redact in addition to the policy's
+            (or ``redact_keys``).
         max_length: the longest rendered payload, in characters; longer ones
             are cut and marked ``… [truncated, N chars]``.
         traceback: append the plain traceback (``ErrorInfo.stack_trace``) to
@@ -269,6 +154,7 @@ class LoggingCallback(BaseCallbackHandler):
 
     Raises:
         ValueError: for an unknown ``level`` or a ``max_length`` below 1.
+        TypeError: for a ``redact`` option or key list of the wrong type.
     """
 
     def __init__(
@@ -281,6 +167,7 @@ class LoggingCallback(BaseCallbackHandler):
         max_length: int = 1_000,
         traceback: bool = True,
         payloads: bool = True,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
         self.logger = logger if logger is not None else _default_logger
         self._level_no = _level_number(level)
@@ -293,8 +180,16 @@ class LoggingCallback(BaseCallbackHandler):
         if isinstance(redact_keys, str) or isinstance(extra_redact_keys, str):
             msg = "redact_keys and extra_redact_keys take a list of key names, not one string"
             raise TypeError(msg)
-        self.redact_keys: tuple[str, ...] = (*redact_keys, *extra_redact_keys)
-        self._redactor = _Redactor(self.redact_keys)
+        extra = tuple(extra_redact_keys)
+        self.redact_keys: tuple[str, ...] = (*redact_keys, *extra)
+        self.redact = Redaction.coerce(redact)
+        if redact_keys is DEFAULT_REDACT_KEYS:
+            self._own_keys: tuple[str, ...] | None = None
+            self._extra_keys = extra
+        else:
+            self._own_keys = self.redact_keys
+            self._extra_keys = ()
+        self.policy()  # checks the key names now, not at the first record
         self.payloads = payloads
 
     @property
@@ -321,13 +216,25 @@ class LoggingCallback(BaseCallbackHandler):
 
     # -- rendering ----------------------------------------------------------------------
 
+    def policy(self) -> Redaction | None:
+        """The redaction policy records are written with now (``None``: ``redact=False``)."""
+        policy = Redaction.resolve(self.redact)
+        if policy is None:
+            return None
+        if self._own_keys is not None:
+            return policy.with_keys(self._own_keys)
+        if self._extra_keys:
+            return policy.extend(keys=self._extra_keys)
+        return policy
+
     def render(self, payload: Any) -> str:
         """Return ``payload`` redacted and rendered as JSON text of at most ``max_length``."""
-        walked = self._redactor.walk(payload, 0, self.max_length)
+        policy = self.policy()
+        walked = payload if policy is None else policy.value(payload, max_items=self.max_length)
         try:
             text = json.dumps(walked, ensure_ascii=False, default=_safe_repr)
-        except Exception:  # circular references and the like
-            text = _safe_repr(walked)
+        except Exception:  # circular references, bytes keys and the like
+            text = json.dumps(to_jsonable(walked, max_chars=_NO_LIMIT_CHARS), ensure_ascii=False)
         if len(text) > self.max_length:
             text = f"{text[: self.max_length]}… [truncated, {len(text)} chars]"
         return text
@@ -357,11 +264,16 @@ class LoggingCallback(BaseCallbackHandler):
         nothing is redacted or rendered otherwise.
         """
         fields = _fields(etype, event, node_id)
+        if stack_trace:
+            message = f"{message}\n{stack_trace.rstrip()}"
+        policy = self.policy()
+        if policy is not None:
+            message = policy.text(message)
+            subject = policy.text(subject)
+            extra = {k: policy.text(v) if isinstance(v, str) else v for k, v in extra.items()}
         fields.update(extra)
         number = max(level_no, self._level_no)
         level: str | int = _LEVEL_NAMES.get(number, number)
-        if stack_trace:
-            message = f"{message}\n{stack_trace.rstrip()}"
         if self._std is not None:
             self._emit_std(self._std, number, message, fields, payload, payload_label, subject)
             return

@@ -23,6 +23,7 @@ from flowhooks import (
     Event,
     EventType,
     FlowhooksError,
+    Redaction,
     RunStatus,
     Severity,
     current_run,
@@ -180,6 +181,9 @@ class NotificationCallback(RunReporter):
     template) and, as they apply, ``node_id``, ``attempt``, ``severity``,
     ``error_type``, ``error_message``, ``duration``, ``final_node`` and
     ``resource_id``. With ``run_url``, the message ends with the run's link.
+    The message and the fields are redacted before the notifier sees them
+    (``redact``): secret-named fields become ``"***"`` and credentials are
+    cut from error messages and links.
 
     Every alert, the inline critical-error alert included, is bounded by
     ``deadline``: a notifier still sending then is abandoned and an
@@ -207,9 +211,13 @@ class NotificationCallback(RunReporter):
             ``{workflow_name}`` and ``{resource_id}`` (URL-quoted), e.g.
             ``"https://ci.example/runs/{run_id}"``; rendered into every alert.
         deadline: seconds one alert may take, whatever the notifier does.
+        redact: ``True`` (the process-wide policy, ``flowhooks.redaction()``),
+            ``False`` (send messages and fields as they are), key names to add
+            to the process-wide policy, or a ``flowhooks.Redaction``.
 
     Raises:
-        TypeError: when ``notifier`` has no ``async send`` method.
+        TypeError: when ``notifier`` has no ``async send`` method, or
+            ``redact`` is not one of the options above.
         ValueError: for an unknown severity or alert kind, a ``run_url``
             template naming anything else, or a ``deadline`` that is not a
             positive number of seconds.
@@ -230,7 +238,9 @@ class NotificationCallback(RunReporter):
         channels: Mapping[str, str] | None = None,
         run_url: str | None = None,
         deadline: float = 5.0,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
+        self.redact = Redaction.coerce(redact)
         send = getattr(notifier, "send", None)
         if (
             isinstance(notifier, type)
@@ -285,8 +295,14 @@ class NotificationCallback(RunReporter):
 
     async def _send(self, channel: str, message: str, **fields: Any) -> None:
         """Send one alert through the notifier, within ``deadline``."""
-        link = self._link(fields["run_id"], fields["workflow_name"], fields.get("resource_id"))
-        fields["run_url"] = link
+        fields["run_url"] = self._link(
+            fields["run_id"], fields["workflow_name"], fields.get("resource_id")
+        )
+        policy = Redaction.resolve(self.redact)
+        if policy is not None:
+            message = policy.text(message)
+            fields = policy.value(fields)
+        link = fields["run_url"]
         text = f"{message}\n{link}" if link else message
         scope = asyncio.timeout(self.deadline)
         try:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
 import flowhooks
-from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event
+from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event, Redaction, redact_text
 from flowhooks.handlers._delivery_thread import DeliveryThread
 from flowhooks.handlers._event_args import context_of, given_event
 from flowhooks.handlers._extras import require
@@ -108,6 +109,9 @@ class OpenLineageCallback(BaseCallbackHandler):
     * Run ids are UUIDs derived from flowhooks' ids (``lineage_run_id``);
       every run carries the ``processing_engine`` facet and every job the
       ``jobType`` facet (integration ``FLOWHOOKS``, ``WORKFLOW`` or ``NODE``).
+    * The ``errorMessage`` facet's message and stack trace are redacted
+      (``redact``): credentials in URLs, assignments and ``Bearer``/``Basic``
+      values become ``***``.
 
     Events are handed to the client's transport on a thread of their own, in
     order; the run waits for each at most ``deadline`` seconds (see
@@ -125,6 +129,9 @@ class OpenLineageCallback(BaseCallbackHandler):
         producer: the ``producer`` URI of the events.
         max_queue: events that may wait for a slow backend before new ones
             are dropped (with a warning).
+        redact: ``True`` (the process-wide policy, ``flowhooks.redaction()``),
+            ``False`` (error texts as they are), key names to add to the
+            process-wide policy, or a ``flowhooks.Redaction``.
     """
 
     breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
@@ -137,7 +144,9 @@ class OpenLineageCallback(BaseCallbackHandler):
         deadline: float = 5.0,
         producer: str | None = None,
         max_queue: int = 1000,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
+        self.redact = Redaction.coerce(redact)
         if not isinstance(namespace, str) or not namespace.strip():
             msg = f"namespace must be a non-empty str, got {namespace!r}"
             raise ValueError(msg)
@@ -347,14 +356,17 @@ class OpenLineageCallback(BaseCallbackHandler):
     ) -> error_message_run.ErrorMessageRunFacet:
         """The ``errorMessage`` facet of a failure (the run's status when no error is known)."""
         if error is None:
-            message = f"workflow {event.workflow_name!r} run {event.run_id} {event.status}"
+            message = redact_text(
+                f"workflow {event.workflow_name!r} run {event.run_id} {event.status}", self.redact
+            )
             return error_message_run.ErrorMessageRunFacet(
                 message=message, programmingLanguage="python", producer=self.producer
             )
+        trace = redact_text(error.stack_trace, self.redact) if error.stack_trace else None
         return error_message_run.ErrorMessageRunFacet(
-            message=f"{error.type}: {error.message}",
+            message=redact_text(f"{error.type}: {error.message}", self.redact),
             programmingLanguage="python",
-            stackTrace=error.stack_trace or None,
+            stackTrace=trace,
             producer=self.producer,
         )
 

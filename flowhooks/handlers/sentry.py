@@ -12,11 +12,12 @@ import asyncio
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, final
 
-from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event
+from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event, Redaction
 from flowhooks.handlers._event_args import context_of, given_event
 from flowhooks.handlers._extras import require
 
@@ -28,6 +29,8 @@ from sentry_sdk.utils import event_from_exception  # noqa: E402
 __all__ = ["SentryCallback"]
 
 _CATEGORY: Final = "flowhooks"
+_MAX_ITEMS: Final = 1_000
+"""Items per list or mapping kept when an event is redacted (frames, breadcrumbs, variables)."""
 _CHAIN_LIMIT: Final = 32
 """How far down ``__cause__``/``__context__`` an exception is compared with reported ones."""
 
@@ -66,6 +69,12 @@ class SentryCallback(BaseCallbackHandler):
       concurrent runs never mix their trails. Payloads (inputs, outputs,
       custom data) are never sent; names, ids, attempts, durations and error
       messages are.
+    * **Redacted.** Each event is redacted before it is handed to the SDK
+      (``redact``): exception messages, stack-frame variables and source
+      lines, breadcrumbs and contexts lose secret-named values and
+      credentials (URLs, ``Bearer``/``Basic``, assignments). The SDK's own
+      scrubbing (``send_default_pii``, ``event_scrubber``, ``before_send``)
+      still applies after it.
 
     Without ``dsn`` the handler reports through the client the application
     set up with ``sentry_sdk.init(...)``, on the current scope (its user,
@@ -81,6 +90,9 @@ class SentryCallback(BaseCallbackHandler):
         max_breadcrumbs: breadcrumbs kept per run (the oldest go first).
         flush_timeout: seconds ``aclose()`` (and the interpreter's exit) wait
             for this handler's own client to send what it queued.
+        redact: ``True`` (the process-wide policy, ``flowhooks.redaction()``),
+            ``False`` (send events as the SDK built them), key names to add to
+            the process-wide policy, or a ``flowhooks.Redaction``.
         options: keyword arguments for ``sentry_sdk.Client`` (``environment``,
             ``release``, ``transport``, ``before_send``, ...), with ``dsn`` only.
     """
@@ -93,8 +105,10 @@ class SentryCallback(BaseCallbackHandler):
         *,
         max_breadcrumbs: int = 100,
         flush_timeout: float = 2.0,
+        redact: bool | Redaction | Iterable[str] = True,
         **options: Any,
     ) -> None:
+        self.redact = Redaction.coerce(redact)
         if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
             msg = f"dsn must be a non-empty str or None, got {dsn!r}"
             raise ValueError(msg)
@@ -294,6 +308,9 @@ class SentryCallback(BaseCallbackHandler):
             "duration": event.duration,
         }
         payload["breadcrumbs"] = {"values": self._breadcrumbs_for(client, trail)}
+        policy = Redaction.resolve(self.redact)
+        if policy is not None:  # a bounded copy: frame variables are already trimmed by the SDK
+            payload = policy.value(payload, max_items=max(_MAX_ITEMS, self.max_breadcrumbs))
         if self.client is not None:
             self.client.capture_event(payload, hint=hint)
         else:

@@ -19,7 +19,15 @@ from typing import Any, Final
 
 from loguru import logger
 
-from flowhooks import CircuitBreaker, Event, current_run, to_jsonable
+from flowhooks import (
+    CircuitBreaker,
+    Event,
+    Redaction,
+    current_run,
+    redact_text,
+    redact_value,
+    to_jsonable,
+)
 from flowhooks.handlers._diagnostics import debug
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import RunReporter
@@ -59,9 +67,12 @@ class WebhookCallback(RunReporter):
     """POST the ``RunResult`` of every finished run as JSON.
 
     The body is ``RunResult.to_dict()`` (run id, workflow name, status,
-    inputs, outputs, error, per-node results, timings, metadata) serialised
-    once; when the handler is driven outside a run, a smaller body built from
-    the ``workflow_end`` event. Headers: ``Content-Type: application/json``,
+    inputs, outputs, error, per-node results, timings, metadata), redacted
+    (``redact``: secret-named keys become ``"***"``, credentials are cut from
+    URLs, messages and tracebacks) and serialised once; the signatures are
+    computed over those bytes, the body that is sent. When the handler is
+    driven outside a run, a smaller body built from the ``workflow_end``
+    event. Headers: ``Content-Type: application/json``,
     ``Workflow-Run-Id``, ``Workflow-Run-Status``, ``webhook-id`` and
     ``Idempotency-Key`` (both the ``Event.id`` of the run's ``workflow_end``,
     the same on every retry and redelivery: receivers dedupe on it) and
@@ -108,10 +119,14 @@ class WebhookCallback(RunReporter):
             run it asked about. A handler attached only to the child workflow
             posts the child's runs either way.
         timeout: the older name of ``request_timeout``.
+        redact: ``True`` (the process-wide policy, ``flowhooks.redaction()``),
+            ``False`` (send the result as it is), key names to add to the
+            process-wide policy, or a ``flowhooks.Redaction``.
 
     Raises:
         ValueError: when ``url`` is not an absolute http(s) URL, an allow-list
             entry is malformed, or an option is out of range.
+        TypeError: when ``redact`` is not one of the options above.
     """
 
     breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
@@ -131,7 +146,9 @@ class WebhookCallback(RunReporter):
         metadata_key: str = "callback_url",
         subworkflows: bool = False,
         timeout: float = _UNSET,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
+        self.redact = Redaction.coerce(redact)
         self.url = str(check_http_url(url, what="WebhookCallback url")) if url is not None else None
         if secret is not None and not (isinstance(secret, str | bytes) and secret):
             msg = f"secret must be a non-empty str or bytes, got {secret!r}"
@@ -206,6 +223,7 @@ class WebhookCallback(RunReporter):
                 "resource_id": event.resource_id,
                 "metadata": to_jsonable(event.metadata),
             }
+        data = redact_value(data, self.redact)
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
         fixed = {
             "Content-Type": "application/json",
@@ -232,7 +250,11 @@ class WebhookCallback(RunReporter):
         try:
             parsed = check_http_url(candidate, what=f"metadata[{self.metadata_key!r}]")
         except ValueError as exc:
-            logger.warning("WebhookCallback refused the callback URL of run {}: {}", run_id, exc)
+            logger.warning(
+                "WebhookCallback refused the callback URL of run {}: {}",
+                run_id,
+                redact_text(str(exc), self.redact),
+            )
             return None
         if not host_allowed(parsed, self.allowed_hosts):
             allowed = ", ".join(sorted(_entry(h, p) for h, p in self.allowed_hosts)) or "none"

@@ -234,7 +234,7 @@ def test_payloads_are_not_rendered_unless_a_sink_takes_debug(tmp_path):
                 logger.add(lambda m: debug.append(m.record), level="DEBUG")
                 await manager.trigger("node_start", node_id="a", input_data=watched, run_id="r")
                 assert watched.reads > 0
-                assert debug[-1]["extra"]["payload"] == '{"password": "***REDACTED***", "rows": 3}'
+                assert debug[-1]["extra"]["payload"] == '{"password": "***", "rows": 3}'
                 assert len(info) == 2
                 print("ok")
 
@@ -304,7 +304,7 @@ async def test_default_handler_redacts_nested_secrets_in_debug_records(debug_rec
     assert '"user": "bob"' in text
     assert '"retries": 3' in text
     assert '"name": "ci"' in text
-    assert payloads[2]["extra"]["payload"] == '{"refresh_tokens": "***REDACTED***"}'
+    assert payloads[2]["extra"]["payload"] == '{"refresh_tokens": "***"}'
 
 
 async def test_secrets_in_a_pydantic_model_are_redacted(records):
@@ -393,23 +393,11 @@ def test_a_plural_key_with_a_number_is_a_count():
     }
 
 
-def test_redaction_decisions_are_cached_per_key():
-    """Each key's verdict is computed once; other values under the same key reuse it."""
-    from flowhooks.handlers.logging import _Redactor
-
-    redactor = _Redactor(DEFAULT_REDACT_KEYS)
-    rows = [{"tokenizer": "bpe", "api_keys": ["k"], "total_tokens": n} for n in range(100)]
-    out = redactor.walk(rows, 0, 1_000)
-    assert out[5] == {"tokenizer": "bpe", "api_keys": REDACTED, "total_tokens": 5}
-    assert set(redactor._cache) == {"tokenizer", "api_keys", "total_tokens"}
-
-
 def test_custom_redaction_keys_follow_the_same_rule():
     """extra_redact_keys get the same plural and run-together matching as the defaults."""
     handler = LoggingCallback(level="DEBUG", extra_redact_keys=["ssn", "iban_number"])
     assert handler.render({"ssns": ["1"], "userssn": "2", "IbanNumbers": "3", "ssnotes": "n"}) == (
-        '{"ssns": "***REDACTED***", "userssn": "***REDACTED***", '
-        '"IbanNumbers": "***REDACTED***", "ssnotes": "n"}'
+        '{"ssns": "***", "userssn": "***", "IbanNumbers": "***", "ssnotes": "n"}'
     )
 
 

@@ -1,0 +1,454 @@
+"""Tests for the redaction policy: keys, text rules, copies, process-wide policy, hostile values."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+import flowhooks
+from flowhooks import REDACTED, Redaction, redact_text, redact_value, redaction, reset_redaction
+from flowhooks._redact_keys import KeyMatcher
+
+SECRET = "sk-live-123"
+
+
+@pytest.fixture(autouse=True)
+def _default_policy() -> Iterator[None]:
+    """Every test starts and ends with the default process-wide policy."""
+    reset_redaction()
+    yield
+    reset_redaction()
+
+
+@dataclasses.dataclass
+class Database:
+    host: str
+    password: str
+
+
+@dataclasses.dataclass
+class Settings:
+    name: str
+    db: Database
+
+
+class Login(BaseModel):
+    username: str
+    api_key: str
+
+
+class Client:
+    """An object whose repr shows its key, as many client classes do."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+
+    def __repr__(self) -> str:
+        return f"Client(api_key={self.api_key!r}, region='eu')"
+
+
+def secret_payload() -> dict[Any, Any]:
+    """The secret in every place the policy covers."""
+    return {
+        "user": "bob",
+        "api_key": SECRET,
+        "settings": Settings("prod", Database("db.example", SECRET)),
+        "login": Login(username="bob", api_key=SECRET),
+        "client": Client(SECRET),
+        "headers": [("Authorization", f"Bearer {SECRET}"), ("X-Api-Key", SECRET)],
+        "header_lists": [["Cookie", f"session={SECRET}"]],
+        b"api_key": SECRET,
+        "url": f"https://bob:{SECRET}@db.example/x?token={SECRET}",
+        "error": ValueError(f"Authorization: Bearer {SECRET}"),
+        "note": f"retrying with password={SECRET}",
+    }
+
+
+# -- values -------------------------------------------------------------------------------
+
+
+def test_the_secret_is_gone_from_every_place_and_the_rest_stays() -> None:
+    """One secret in keys, dataclasses, models, reprs, pairs, bytes keys, URLs and messages."""
+    out = redact_value(secret_payload())
+    assert SECRET not in repr(out)
+    assert out["user"] == "bob"
+    assert out["api_key"] == REDACTED
+    assert out["settings"] == {"name": "prod", "db": {"host": "db.example", "password": "***"}}
+    assert out["login"] == {"username": "bob", "api_key": "***"}
+    assert out["client"] == "Client(api_key='***', region='eu')"
+    assert out["headers"] == [("Authorization", "***"), ("X-Api-Key", "***")]
+    assert out["header_lists"] == [["Cookie", "***"]]
+    assert out[b"api_key"] == "***"
+    assert out["url"] == "https://***@db.example/x?token=***"
+    assert out["error"] == "ValueError('Authorization: ***')"
+    assert out["note"] == "retrying with password=***"
+
+
+def test_redaction_returns_a_copy_and_leaves_the_original_alone() -> None:
+    """Nothing the run holds is changed: the originals keep the real values."""
+    payload = secret_payload()
+    redact_value(payload)
+    assert payload["api_key"] == SECRET
+    assert payload["settings"].db.password == SECRET
+    assert payload["login"].api_key == SECRET
+    assert payload["client"].api_key == SECRET
+    assert payload["headers"][1] == ("X-Api-Key", SECRET)
+    assert payload[b"api_key"] == SECRET
+    assert SECRET in payload["url"]
+
+
+def test_json_data_stays_json_data() -> None:
+    """Redacting JSON data (a RunResult dict) gives JSON data of the same shape."""
+    data = {"run_id": "r", "inputs": {"password": "p", "n": [1, 2.5, None, True]}, "x": "y"}
+    assert redact_value(data) == {
+        "run_id": "r",
+        "inputs": {"password": "***", "n": [1, 2.5, None, True]},
+        "x": "y",
+    }
+
+
+def test_kept_values_and_container_types() -> None:
+    """Numbers, None and ids are kept; tuples stay tuples, sets and deques become lists."""
+    import uuid
+    from datetime import UTC, datetime
+
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    ident = uuid.uuid4()
+    out = redact_value({"t": (1, "a"), "s": {"x"}, "d": deque([1]), "when": when, "id": ident})
+    assert out == {"t": (1, "a"), "s": ["x"], "d": [1], "when": when, "id": ident}
+
+
+def test_bytes_values_lose_their_credentials() -> None:
+    out = redact_value({"raw": f"Authorization: Bearer {SECRET}".encode()})
+    assert out == {"raw": b"Authorization: ***"}
+
+
+def test_max_items_gives_a_bounded_preview() -> None:
+    out = Redaction().value(
+        {"rows": list(range(10)), **{f"k{i}": i for i in range(5)}}, max_items=3
+    )
+    assert out == {"rows": [0, 1, 2, "... 7 more items"], "k0": 0, "k1": 1, "...": "3 more keys"}
+
+
+def test_redact_false_returns_the_value_itself() -> None:
+    payload = {"password": SECRET}
+    assert redact_value(payload, False) is payload
+    assert redact_text(f"password={SECRET}", False) == f"password={SECRET}"
+
+
+# -- text ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://bob:pw@db.example/x", "https://***@db.example/x"),
+        ("postgresql://app:p@ss@db:5432/app", "postgresql://***@db:5432/app"),
+        ("https://ghp_abc@github.com/o/r.git", "https://***@github.com/o/r.git"),
+        ("https://h/x?access_token=abc&page=2", "https://h/x?access_token=***&page=2"),
+        ("https://h/x?page=2#frag", "https://h/x?page=2#frag"),
+        ("Authorization: Bearer eyJhbGciOi.x.y", "Authorization: ***"),
+        ("sent Bearer abc.def to the API", "sent Bearer *** to the API"),
+        ("Basic dXNlcjpwYXNz", "Basic ***"),
+        ("Basic setup done", "Basic setup done"),
+        ('{"password": "pw", "user": "u"}', '{"password": "***", "user": "u"}'),
+        ("{'db_password': 'pw'}", "{'db_password': '***'}"),
+        ("Client(api_key=b'pw')", "Client(api_key=b'***')"),
+        ("GITHUB_TOKEN=ghp_1 make", "GITHUB_TOKEN=*** make"),
+        ("X-Api-Key: k1\nAccept: json", "X-Api-Key: ***\nAccept: json"),
+        ("total_tokens=12 tokens=abc", "total_tokens=12 tokens=***"),
+        ("tokenizer=bpe author: me", "tokenizer=bpe author: me"),
+        ('{"password": "unterminated', '{"password": "***"'),
+        ("[('X-Api-Key', 'pw'), ('Accept', 'json')]", "[('X-Api-Key', '***'), ('Accept', 'json')]"),
+        ('[["token", 5], ["password", "pw"]]', '[["token", 5], ["password", "***"]]'),
+        ("{b'api_key': b'pw'}", "{b'api_key': b'***'}"),
+        ("token, then more", "token, then more"),
+        ("node 'a' started", "node 'a' started"),
+        ("time 12:30, ratio a=b", "time 12:30, ratio a=b"),
+    ],
+)
+def test_text_rules(text: str, expected: str) -> None:
+    """URL credentials, Bearer/Basic credentials and secret assignments are cut; the rest stays."""
+    assert redact_text(text) == expected
+
+
+def test_text_redaction_is_linear_on_long_adversarial_input() -> None:
+    """Long runs of what the expressions look for finish quickly (no backtracking blow-up)."""
+    texts = [
+        "a" * 200_000,
+        "password=" * 20_000,
+        "://" * 50_000,
+        "https://" + "x" * 200_000,
+        "Bearer " * 30_000,
+        '"token": "' + "\\" * 100_000,
+        "a-b." * 50_000 + "=",
+    ]
+    start = time.perf_counter()
+    for text in texts:
+        redact_text(text)
+    assert time.perf_counter() - start < 5.0
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "auth",
+        "cookie",
+        "credential",
+        "private_key",
+        "db_password",
+        "GITHUB_TOKEN",
+        "x-api-key",
+        "X_API_KEY",
+        "Private-Key",
+    ],
+)
+def test_secret_key_names(key: str) -> None:
+    """The names SPEC lists, inside longer names, in any case, with - or _."""
+    assert redact_value({key: "v"}) == {key: REDACTED}
+    assert redact_value({key.encode(): "v"}) == {key.encode(): REDACTED}
+
+
+def test_verdicts_are_cached_per_key() -> None:
+    """Each key's verdict is computed once; other values under the same key reuse it."""
+    matcher = KeyMatcher(flowhooks.Redaction().keys)
+    rows = [{"tokenizer": "bpe", "api_keys": ["k"], "total_tokens": n} for n in range(100)]
+    for row in rows:
+        for key, value in row.items():
+            matcher.hides(key, value)
+    assert set(matcher._cache) == {"tokenizer", "api_keys", "total_tokens"}
+
+
+# -- policies -----------------------------------------------------------------------------
+
+
+def test_process_wide_additions_accumulate_and_reset() -> None:
+    """redaction() adds keys and patterns (never replaces); reset_redaction() restores."""
+    redaction(keys=["ssn"])
+    policy = redaction(patterns=[r"acct-\d+"])
+    assert "ssn" in policy.keys
+    assert "password" in policy.keys
+    assert redaction() is policy
+    text = "ssn=123-45 paid from acct-9981, password=pw"
+    assert redact_text(text) == "ssn=*** paid from ***, password=***"
+    assert redact_value({"ssns": ["1"]}) == {"ssns": "***"}
+    reset_redaction()
+    assert redact_text(text) == "ssn=123-45 paid from acct-9981, password=***"
+
+
+def test_per_call_options() -> None:
+    """Key names add to the process-wide policy; a Redaction is used exactly as it is."""
+    redaction(patterns=[r"acct-\d+"])
+    text = "iban=DE89 acct-1 password=pw"
+    assert redact_text(text, ["iban"]) == "iban=*** *** password=***"
+    only = Redaction(keys=["iban"], patterns=[re.compile(r"(?<=acct-)\d+")])
+    assert redact_text(text, only) == "iban=*** acct-*** password=pw"
+    assert only.extend(keys=["password"]).text(text) == "iban=*** acct-*** password=***"
+    assert only.with_keys(["password"]).text(text) == "iban=DE89 acct-*** password=***"
+    assert only.extend(keys=["x"]) is only.extend(keys=["x"])  # remembered
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda: Redaction(keys="password"), TypeError, "keys"),
+        (lambda: Redaction(keys=[1]), TypeError, "keys"),  # type: ignore[list-item]
+        (lambda: Redaction(patterns=["("]), ValueError, "patterns"),
+        (lambda: Redaction(patterns=[b"x"]), TypeError, "patterns"),  # type: ignore[list-item]
+        (lambda: redaction(keys=[""]), TypeError, "keys"),
+        (lambda: Redaction.coerce("yes"), TypeError, "redact"),
+        (lambda: Redaction.coerce(1, name="redact"), TypeError, "redact"),
+        (lambda: redact_value({}, None), TypeError, "redact"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_input_names_the_parameter(call: Any, error: type[Exception], words: str) -> None:
+    with pytest.raises(error, match=words):
+        call()
+
+
+# -- hostile values -----------------------------------------------------------------------
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError(SECRET)
+
+
+class BadIter(list[Any]):
+    def __iter__(self) -> Iterator[Any]:
+        raise RuntimeError(SECRET)
+
+
+class BadItems(Mapping[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        yield "password"
+        raise RuntimeError(SECRET)
+
+    def __len__(self) -> int:
+        raise RuntimeError("no len")
+
+
+class BadClass:
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        raise RuntimeError(SECRET)
+
+
+class BadModel(BaseModel):
+    api_key: str
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("no dump")
+
+
+@dataclasses.dataclass
+class BadField:
+    password: str
+
+    @property
+    def broken(self) -> str:
+        raise RuntimeError("x")
+
+
+class Endless(Mapping[str, int]):
+    """A mapping that never stops yielding keys."""
+
+    def __getitem__(self, key: str) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[str]:
+        n = 0
+        while True:
+            n += 1
+            yield f"k{n}"
+
+    def __len__(self) -> int:
+        return 10**12
+
+
+def test_hostile_values_become_placeholders() -> None:
+    """Broken reprs, iterators, mappings, __class__ and serialisers never make it raise."""
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    out = redact_value(
+        {
+            "repr": BadRepr(),
+            "iter": BadIter([1]),
+            "items": BadItems(),
+            "cls": BadClass(),
+            "model": BadModel(api_key=SECRET),
+            "cyclic": cyclic,
+        }
+    )
+    assert SECRET not in repr(out)
+    assert out["repr"] == "<unrepresentable BadRepr: RuntimeError>"
+    assert out["iter"].startswith("<unrepresentable")
+    assert out["items"].startswith("<unrepresentable")
+    assert out["model"] == "BadModel(api_key='***')"
+    assert out["cyclic"] == [1, "<circular reference>"]
+
+
+def test_huge_and_deep_structures_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endless mapping, a shared-node blow-up and deep nesting all end within the budget."""
+    import flowhooks._redact as module
+
+    monkeypatch.setattr(module, "_BUDGET", 20_000)
+    shared: list[Any] = ["leaf"]
+    for _ in range(60):
+        shared = [shared, shared]  # 2**60 paths through one object per level
+    deep: list[Any] = []
+    for _ in range(10_000):
+        deep = [deep]
+    start = time.perf_counter()
+    out = redact_value({"endless": Endless(), "shared": shared, "deep": deep})
+    assert time.perf_counter() - start < 5.0
+    assert "<redaction limit reached>" in repr(out) or "<nested too deeply>" in repr(out)
+    assert "<nested too deeply>" in repr(redact_value(deep))
+
+
+_SECRET_KEYS = st.sampled_from(
+    ["password", "db_password", "GITHUB_TOKEN", "x-api-key", "Authorization", "apiKey"]
+)
+_NOISE = st.text(max_size=12).filter(lambda t: "sk-live" not in t)
+
+
+def _secret_leaves() -> st.SearchStrategy[Any]:
+    """The secret, each time in a place redaction covers."""
+    return st.one_of(
+        _SECRET_KEYS.map(lambda k: {k: SECRET}),
+        _SECRET_KEYS.map(lambda k: {k.encode(): SECRET}),
+        _SECRET_KEYS.map(lambda k: (k, SECRET)),
+        _SECRET_KEYS.map(lambda k: [k, SECRET]),
+        _SECRET_KEYS.map(lambda k: f"{k}={SECRET}"),
+        _SECRET_KEYS.map(lambda k: f'{{"{k}": "{SECRET}"}}'),
+        st.just(f"https://bob:{SECRET}@db.example/x?token={SECRET}"),
+        st.just(f"Authorization: Bearer {SECRET}"),
+        st.just(f"Bearer {SECRET}".encode()),
+        st.just(Database("h", SECRET)),
+        st.just(Login(username="u", api_key=SECRET)),
+        st.just(Client(SECRET)),
+        st.just(ValueError(f"Authorization: Bearer {SECRET}")),
+        st.builds(BadRepr),
+        st.builds(BadIter, st.just([SECRET])),
+        st.builds(BadItems),
+        st.builds(BadClass),
+        st.builds(Endless),
+    )
+
+
+def _cyclic(items: list[Any]) -> list[Any]:
+    items.append(items)
+    return items
+
+
+_VALUES = st.recursive(
+    st.one_of(
+        st.none(), st.integers(), st.floats(), _NOISE, st.binary(max_size=8), _secret_leaves()
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=3).map(tuple),
+        st.lists(inner, max_size=3).map(_cyclic),
+        st.dictionaries(_NOISE, inner, max_size=4),
+        st.sets(_NOISE, max_size=3),
+        st.builds(Settings, _NOISE, st.just(Database("h", SECRET))),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_VALUES)
+def test_hostile_nested_values_never_raise_nor_leak(value: Any) -> None:
+    """Whatever the nesting, redaction returns, and the secret is nowhere in what it returns."""
+    import flowhooks._redact as module
+
+    saved = module._BUDGET
+    module._BUDGET = 5_000  # type: ignore[misc]  # Endless mappings end quickly
+    try:
+        out = redact_value(value)
+    finally:
+        module._BUDGET = saved  # type: ignore[misc]
+    assert SECRET not in repr(out)
