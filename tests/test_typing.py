@@ -43,6 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 USER_CODE = Path(__file__).resolve().parent / "user_code"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 UNANNOTATED_CODES = frozenset({"no-untyped-def", "no-untyped-call"})
+# A third-party library without type information (Hamilton ships none): user code
+# importing it gets this from mypy whatever flowhooks does.
+UNTYPED_LIBRARY_CODES = frozenset({"import-untyped"})
 TIMEOUT = 300
 
 _HANDLER_CLASS = re.compile(r"^class \w+\((?:[\w.]+,\s*)*BaseCallbackHandler\b", re.MULTILINE)
@@ -182,7 +185,11 @@ def test_documented_handler_example_type_checks(
 ) -> None:
     """A handler example from the docs has no mypy --strict error but its missing annotations
     (and, for an included script listed in ``KNOWN_ERRORS``, exactly the errors listed)."""
-    errors = [e for e in mypy_errors[example.module] if e.code not in UNANNOTATED_CODES]
+    errors = [
+        e
+        for e in mypy_errors[example.module]
+        if e.code not in UNANNOTATED_CODES | UNTYPED_LIBRARY_CODES
+    ]
     known = [error for path in example.includes for error in KNOWN_ERRORS.get(path, [])]
     assert [e.message for e in errors] == known, [str(e) for e in errors]
 
