@@ -19,6 +19,8 @@ from typing import Any
 
 from loguru import logger
 
+from flowhooks._redact import redact_text
+
 logger.disable(__name__)
 
 
@@ -28,14 +30,26 @@ def debug(message: str, /, *args: Any, **kwargs: Any) -> None:
 
 
 def failure_text(exc: BaseException, *, with_traceback: bool) -> str:
-    """Return ``"Type: message (notes)"``, then the plain traceback when ``with_traceback``."""
-    summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """Return ``"Type: message (notes)"``, then the plain traceback when ``with_traceback``.
+
+    Credentials in it (a URL's password, a ``Bearer`` token, ``api_key=...``) are
+    redacted by the process's policy: exception messages often quote a request.
+    """
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ raises
+        message = "<unprintable message>"
+    summary = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     notes = getattr(exc, "__notes__", None)
     if notes:  # e.g. which part of a composite failed (the traceback repeats them)
         summary += " (" + "; ".join(str(n) for n in notes) + ")"
+    summary = redact_text(summary)
     return summary + traceback_suffix(exc) if with_traceback else summary
 
 
 def traceback_suffix(exc: BaseException) -> str:
-    """Return the plain traceback of ``exc`` on its own lines, to end a log message with."""
-    return "\n" + "".join(traceback.format_exception(exc)).rstrip()
+    """Return the plain traceback of ``exc`` on its own lines, to end a log message with.
+
+    Redacted like ``failure_text``: a traceback quotes source lines and messages.
+    """
+    return redact_text("\n" + "".join(traceback.format_exception(exc)).rstrip())

@@ -15,12 +15,12 @@ PACKAGE = Path(flowhooks.__file__).parent
 LAYERS = [
     # vocabulary
     "_ids",
-    "_logs",
-    "_errors",
-    "_validate",
     "_redact_keys",
     "_redact_text",
     "_redact",
+    "_logs",
+    "_errors",
+    "_validate",
     "_breaker",
     "_serialize",
     "_retry",

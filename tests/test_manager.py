@@ -1157,3 +1157,18 @@ async def test_hand_sent_event_with_a_non_str_name_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="takes a str node_id"):
         await manager.on_node_start(None, {})  # type: ignore[arg-type]
     assert recorder.events == []
+
+
+async def test_an_isolated_failure_is_logged_without_the_credentials_in_its_message(
+    logs: list[Any],
+) -> None:
+    class Leaky(BaseCallbackHandler):
+        async def on_node_start(self, node_id, input_data):  # type: ignore[override]
+            msg = "POST https://bob:hunter2@api.example/v1 failed: Authorization: Bearer sk-live-9"
+            raise RuntimeError(msg)
+
+    await CallbackManager([Leaky()]).trigger("node_start", node_id="a", input_data={})
+    text = " ".join(str(m) for m in logs)
+    assert "RuntimeError" in text
+    assert "hunter2" not in text
+    assert "sk-live-9" not in text
