@@ -341,7 +341,9 @@ class RunState(NodeOutcomes):
 
     # -- one node ---------------------------------------------------------------------
 
-    async def run_step(self, position: int, task: asyncio.Task[Any]) -> bool:
+    async def run_step(  # noqa: C901 - the hot loop of a run, dense on purpose
+        self, position: int, task: asyncio.Task[Any]
+    ) -> bool:
         """Run every attempt of the plan's node at ``position`` in ``task``; True if it succeeded.
 
         A schedule's one call per node. A node that fails for good stops a

@@ -65,6 +65,17 @@ _SYNC_EVENT: Final = CallKind.SYNC_EVENT
 _GUARDED: Final = CallKind.GUARDED
 
 
+async def _guarded(call: HookCall, args: tuple[Any, ...], event: Event | None) -> bool:
+    """Call a handler that has a circuit breaker; False when the open breaker skipped it."""
+    guard = call.breaker
+    assert guard is not None
+    if not guard.admit():
+        return False
+    await invoke_general(call, args, event)
+    guard.succeeded()
+    return True
+
+
 class CallbackManager(Dispatcher):
     """Holds handlers and dispatches events to them in priority order.
 
@@ -258,10 +269,16 @@ class CallbackManager(Dispatcher):
             self._replan()
         return self._plans[event_type].wants_event
 
-    async def dispatch(
+    async def dispatch(  # noqa: C901 - the hot loop of every event, dense on purpose
         self, event_type: EventType, args: tuple[Any, ...], event: Event | None
     ) -> None:
-        """Call every handler of ``event_type`` in order, isolating their failures."""
+        """Call every handler of ``event_type`` in order, isolating their failures.
+
+        The loop every event of every run goes through, kept in one function on
+        purpose (pluggy's ``_multicall`` does the same): the call kinds are
+        told apart by identity tests instead of a method call per handler, and
+        the failure paths leave the loop through ``_isolate``.
+        """
         if self._plan_generation != _generation[0]:
             self._replan()
         plan = self._plans[event_type]
@@ -290,24 +307,18 @@ class CallbackManager(Dispatcher):
                 elif kind is _SYNC_EVENT:
                     fn(*args, event=event)
                 elif kind is _GUARDED:  # only handlers with a circuit breaker pay for it
-                    guard = call.breaker
-                    assert guard is not None
-                    if not guard.admit():
+                    if not await _guarded(call, args, event):
                         stats.skipped += 1
                         if timed:
                             last = perf_counter()
                         continue
-                    await invoke_general(call, args, event)
-                    guard.succeeded()
                 else:
                     await invoke_general(call, args, event)
             except Exception as exc:
-                elapsed = perf_counter() - last if timed else 0.0
-                if self._failed(call, exc, event, elapsed):
-                    # Every handler still gets the event; the first such error is raised after.
-                    deferred = deferred or exc
-                if monitors and kind is not _DISPATCHER:
-                    notify_monitors(call, elapsed if timed else None, exc)
+                # Every handler still gets the event; the first raise_error one is raised after.
+                elapsed = perf_counter() - last if timed else None
+                propagating = self._isolate(call, kind, exc, event, elapsed)
+                deferred = deferred or propagating
                 if timed:
                     last = perf_counter()
                 continue
@@ -331,6 +342,20 @@ class CallbackManager(Dispatcher):
             raise halted
         if deferred is not None:
             raise deferred
+
+    def _isolate(
+        self,
+        call: HookCall,
+        kind: CallKind,
+        exc: Exception,
+        event: Event | None,
+        elapsed: float | None,
+    ) -> Exception | None:
+        """A call raised: count, log and report it; return ``exc`` when it must propagate."""
+        propagate = self._failed(call, exc, event, elapsed or 0.0)
+        if hook_monitors and kind is not _DISPATCHER:
+            notify_monitors(call, elapsed, exc)
+        return exc if propagate else None
 
     def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> bool:
         """Count and log a failed call; return True when ``exc`` must propagate."""
