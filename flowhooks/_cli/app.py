@@ -303,6 +303,25 @@ def history_command(
             print_runs(out, runs)
 
 
+# -- db upgrade ---------------------------------------------------------------------------------
+
+
+def db_upgrade_command(
+    db: Annotated[
+        str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")
+    ] = DEFAULT_DB,
+) -> None:
+    """Migrate a history database to this version's schema, keeping its rows."""
+    from flowhooks._cli.durable import upgrade_database
+
+    with _reported():
+        sys.stdout.write(printable(upgrade_database(db)) + "\n")
+
+
+def db_callback() -> None:
+    """Manage the history database's schema."""
+
+
 # -- the application ----------------------------------------------------------------------------
 
 
@@ -348,6 +367,11 @@ _EXAMPLES: Final[dict[str | None, tuple[str, ...]]] = {
         "flowhooks history",
         "flowhooks history 26b8ffe5 --db sqlite:///runs.db",
     ),
+    "db": ("flowhooks db upgrade --db sqlite:///flowhooks.db",),
+    "db upgrade": (
+        "flowhooks db upgrade",
+        "flowhooks db upgrade --db postgresql://user@db.internal/flowhooks",
+    ),
 }
 
 
@@ -392,12 +416,17 @@ def create_app() -> typer.Typer:
     app.command("run", cls=_Command, epilog=_examples("run"))(run_command)
     app.command("graph", cls=_Command, epilog=_examples("graph"))(graph_command)
     app.command("history", cls=_Command, epilog=_examples("history"))(history_command)
+    db_app = typer_mod.Typer(cls=_Group, no_args_is_help=True, add_completion=False)
+    db_app.callback(epilog=_examples("db"))(db_callback)
+    db_app.command("upgrade", cls=_Command, epilog=_examples("db upgrade"))(db_upgrade_command)
+    app.add_typer(db_app, name="db")
     return app
 
 
 def _command_path(args: Sequence[str], app: typer.Typer) -> str:
     """``flowhooks`` plus the subcommand named in ``args``, for a parse error without context."""
     names = {info.name for info in app.registered_commands}
+    names |= {info.name for info in app.registered_groups}
     for arg in args:
         if arg.startswith("-"):
             continue

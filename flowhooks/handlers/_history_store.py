@@ -27,6 +27,7 @@ from flowhooks.handlers._history_db import (
     nodes_table,
     runs_table,
 )
+from flowhooks.handlers._sql_hub import SqlHub, WriteError
 
 # -- records returned by HistoryStore --------------------------------------------------------
 
@@ -145,7 +146,12 @@ class HistoryStore:
 
     async def _engine(self) -> AsyncEngine:
         try:
+            # The schema is checked (and a new database created) by the writer.
+            await SqlHub.for_url(self._db.given, connect_timeout=self._db.connect_timeout).ready()
             return await self._db.engine()
+        except WriteError as exc:
+            msg = f"cannot read the history database {self._db.display_url!r}: {exc.reason}"
+            raise exc.kind(msg) from exc
         except (SQLAlchemyError, OSError) as exc:
             reason = getattr(exc, "orig", None) or exc
             msg = (
