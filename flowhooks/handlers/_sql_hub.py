@@ -379,7 +379,7 @@ class SqlHub:
         pid = id(participant)
         with self._lock:
             if participant.heartbeat < self.heartbeat:
-                self.heartbeat = participant.heartbeat
+                self.adopt_heartbeat(participant.heartbeat)
             track = self._runs.get(run_id) or self._ended.get(run_id)
             if track is None:
                 track = _RunTrack()
@@ -426,6 +426,14 @@ class SqlHub:
         # Nobody may wait for an event's rows before its run ends (HistoryCallback),
         # unless a DurableCallback is among them: it waits for the commit at once.
         return self.submit(write, wakes=wakes, urgent=bool(wakes))
+
+    def adopt_heartbeat(self, seconds: float) -> None:
+        """Refresh live runs' heartbeats at least every ``seconds`` (the smallest asked wins)."""
+        with self._cond:
+            if seconds < self.heartbeat:
+                self.heartbeat = seconds
+                self._next_heartbeat = min(self._next_heartbeat, time.monotonic() + seconds)
+                self._cond.notify()
 
     def run_is_live(self, run_id: str) -> bool:
         """Whether run ``run_id`` started and has not ended, as seen by this hub's participants."""

@@ -135,6 +135,7 @@ class HistoryCallback(BaseCallbackHandler):
         self.connect_timeout = positive_seconds("connect_timeout", connect_timeout)
         self.heartbeat = positive_seconds("heartbeat", heartbeat)
         self._hub = SqlHub.for_url(url, connect_timeout=self.connect_timeout, echo=echo)
+        self._hub.adopt_heartbeat(self.heartbeat)
         self._given = url
         self.url = self._hub.url
         self.record_payloads = record_payloads
