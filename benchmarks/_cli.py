@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cluster, composites, dispatch, external, runner
+from benchmarks import cluster, composites, dispatch, durable, external, runner
 from benchmarks._harness import Result, Settings, measure, quiet_logging, select
 from benchmarks._report import (
     evaluate,
@@ -90,6 +90,10 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
 
     if not args.only or "runner" in args.only or "memory" in args.only:
         extras.update(await runner.extras(quick))
+    if not args.only or "history" in args.only or "durable" in args.only:
+        found = await durable.extras(quick)
+        extras.setdefault("problems", []).extend(found.pop("problems"))
+        extras.update(found)
     return results, extras, notes
 
 

@@ -388,6 +388,50 @@ def evaluate(results: Results, extras: dict[str, Any]) -> list[Target]:
         t.note = f"{conc['runs']:,} runs in {conc['seconds']:.2f}s (median of {conc['repeats']})"
     out.append(t)
     out.append(_external_target(results))
+    out += _persistence_targets(extras)
+    return out
+
+
+def _persistence_targets(extras: dict[str, Any]) -> list[Target]:
+    """HistoryCallback against a hand-written insert; the outbox's cost and delivery rate."""
+    out: list[Target] = []
+    hist = extras.get("history_db")
+    if hist:
+        t = Target(
+            "HistoryCallback on SQLite, runs of a 10-node workflow persisted per second",
+            "≥ 0.5x a hand-written one-transaction-per-run insert of the same rows",
+            0.5,
+        )
+        t.measured = hist["ratio_to_floor"]
+        t.shown = f"{hist['history_runs_per_s']:,.0f} runs/s ({_x(t.measured)})"
+        t.status = "PASS" if t.measured >= 0.5 else "MISS"
+        t.peers["hand-written insert"] = f"{hist['floor_runs_per_s']:,.0f} runs/s"
+        t.note = f"median of {hist['rounds']} rounds of {hist['runs_per_round']} runs"
+        out.append(t)
+    outbox = extras.get("outbox")
+    if outbox:
+        t = Target(
+            "DurableCallback: outbox enqueue, added cost per event",
+            "≤ 1.5x what HistoryCallback alone costs per event",
+            1.5,
+        )
+        t.measured = outbox["added_ratio"]
+        t.shown = (
+            f"+{outbox['added_us_per_event']:,.1f} µs/event ({_x(t.measured)} of "
+            f"{outbox['history_us_per_event']:,.1f} µs)"
+        )
+        t.status = "PASS" if t.measured <= 1.5 else "MISS"
+        out.append(t)
+        t = Target(
+            "DurableCallback: deliveries per second, one consumer on SQLite",
+            "≥ 1,000 events/s (trivial handler)",
+            1000.0,
+        )
+        t.measured = outbox["deliveries_per_s"]
+        t.shown = f"{t.measured:,.0f} events/s"
+        t.status = "PASS" if t.measured >= 1000 else "MISS"
+        t.note = f"{outbox['delivered']:,} events, concurrency {outbox['concurrency']}"
+        out.append(t)
     return out
 
 
@@ -519,6 +563,9 @@ def render_markdown(
     conc = extras.get("concurrent")
     if conc:
         lines += ["", "## Concurrent runs", "", "```", json.dumps(conc, indent=2), "```"]
+    for key, title in (("history_db", "History on SQLite"), ("outbox", "Durable outbox")):
+        if extras.get(key):
+            lines += ["", f"## {title}", "", "```", json.dumps(extras[key], indent=2), "```"]
     if notes or extras.get("notes"):
         lines += ["", "## Notes", ""]
         lines += [f"- {n}" for n in [*notes, *extras.get("notes", [])]]

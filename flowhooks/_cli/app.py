@@ -304,6 +304,98 @@ def history_command(
             print_runs(out, runs)
 
 
+# -- db upgrade ---------------------------------------------------------------------------------
+
+
+def db_upgrade_command(
+    db: Annotated[
+        str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")
+    ] = DEFAULT_DB,
+) -> None:
+    """Migrate a history database to this version's schema, keeping its rows."""
+    from flowhooks._cli.durable import upgrade_database
+
+    with _reported():
+        sys.stdout.write(printable(upgrade_database(db)) + "\n")
+
+
+# -- runs and sweep -----------------------------------------------------------------------------
+
+
+def runs_command(
+    status: Annotated[
+        str | None,
+        _Opt(
+            "--status",
+            "-s",
+            metavar="STATUS",
+            help="Only runs with this status: running, succeeded, failed, cancelled, "
+            "suspended or crashed.",
+        ),
+    ] = None,
+    db: Annotated[
+        str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")
+    ] = DEFAULT_DB,
+    limit: Annotated[int, _Opt("--limit", "-n", min=1, help="Show at most N runs.")] = 50,
+    as_json: Annotated[bool, _Opt("--json", help="Print the runs as a JSON list.")] = False,
+) -> None:
+    """List runs with their status, suspended and crashed ones included, newest first."""
+    from flowhooks._cli.durable import check_status, list_runs, run_dicts
+
+    with _reported():
+        check_status(status)
+        _check_url(db)
+        runs = asyncio.run(list_runs(db, status, limit))
+        if as_json:
+            sys.stdout.write(json.dumps(run_dicts(runs), indent=2) + "\n")
+        elif not runs:
+            which = f" with status {status}" if status else ""
+            console().print(
+                f"No runs{which} recorded in {printable(_display_url(db))}.",
+                soft_wrap=True,
+                markup=False,
+            )
+        else:
+            from flowhooks._cli.render import print_run_states
+
+            print_run_states(console(), runs)
+
+
+def sweep_command(
+    db: Annotated[
+        str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")
+    ] = DEFAULT_DB,
+    stale_after: Annotated[
+        float,
+        _Opt(
+            "--stale-after",
+            metavar="SECONDS",
+            help="A running run without a heartbeat for this long counts as crashed.",
+        ),
+    ] = 60.0,
+    retention: Annotated[
+        str,
+        _Opt(
+            "--retention",
+            metavar="DURATION",
+            help="Delete outbox rows delivered longer ago than this (e.g. 7d, 12h).",
+        ),
+    ] = "7d",
+) -> None:
+    """Mark runs whose process died as crashed (and alert their durable consumers), cancel
+    expired suspended runs, and purge delivered outbox rows."""
+    from flowhooks._cli.durable import parse_duration, sweep, sweep_lines
+
+    with _reported():
+        keep = parse_duration(retention, "--retention")
+        report = asyncio.run(sweep(db, stale_after, keep))
+        sys.stdout.write("\n".join(sweep_lines(report)) + "\n")
+
+
+def db_callback() -> None:
+    """Manage the history database's schema."""
+
+
 # -- the application ----------------------------------------------------------------------------
 
 
@@ -349,6 +441,19 @@ _EXAMPLES: Final[dict[str | None, tuple[str, ...]]] = {
         "flowhooks history",
         "flowhooks history 26b8ffe5 --db sqlite:///runs.db",
     ),
+    "db": ("flowhooks db upgrade --db sqlite:///flowhooks.db",),
+    "runs": (
+        "flowhooks runs --status suspended",
+        "flowhooks runs --status crashed --db postgresql://user@db.internal/flowhooks --json",
+    ),
+    "sweep": (
+        "flowhooks sweep",
+        "flowhooks sweep --db postgresql://user@db.internal/flowhooks --stale-after 120",
+    ),
+    "db upgrade": (
+        "flowhooks db upgrade",
+        "flowhooks db upgrade --db postgresql://user@db.internal/flowhooks",
+    ),
 }
 
 
@@ -393,12 +498,19 @@ def create_app() -> typer.Typer:
     app.command("run", cls=_Command, epilog=_examples("run"))(run_command)
     app.command("graph", cls=_Command, epilog=_examples("graph"))(graph_command)
     app.command("history", cls=_Command, epilog=_examples("history"))(history_command)
+    app.command("runs", cls=_Command, epilog=_examples("runs"))(runs_command)
+    app.command("sweep", cls=_Command, epilog=_examples("sweep"))(sweep_command)
+    db_app = typer_mod.Typer(cls=_Group, no_args_is_help=True, add_completion=False)
+    db_app.callback(epilog=_examples("db"))(db_callback)
+    db_app.command("upgrade", cls=_Command, epilog=_examples("db upgrade"))(db_upgrade_command)
+    app.add_typer(db_app, name="db")
     return app
 
 
 def _command_path(args: Sequence[str], app: typer.Typer) -> str:
     """``flowhooks`` plus the subcommand named in ``args``, for a parse error without context."""
     names = {info.name for info in app.registered_commands}
+    names |= {info.name for info in app.registered_groups}
     for arg in args:
         if arg.startswith("-"):
             continue

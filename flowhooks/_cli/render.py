@@ -196,7 +196,13 @@ def _when(value: datetime | None) -> str:
 
 def _status(status: str) -> str:
     """A status in its colour, as rich markup; an unknown one (from a database) in cyan."""
-    color = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(status, "cyan")
+    color = {
+        "succeeded": "green",
+        "failed": "red",
+        "cancelled": "yellow",
+        "crashed": "red",
+        "suspended": "blue",
+    }.get(status, "cyan")
     return f"[{color}]{markup(status)}[/]"
 
 
@@ -282,6 +288,35 @@ def print_runs(out: Console, runs: list[RunRecord]) -> None:
             _status(run.status),
             _when(run.started_at),
             _seconds(run.duration),
+        )
+    out.print(table)
+
+
+def print_run_states(out: Console, runs: list[RunRecord]) -> None:
+    """Print runs with their state: full id, workflow, status, start and end, and why it ended
+    (cancel reason or error) or which suspended run it resumed."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("run id", no_wrap=True)
+    table.add_column("workflow", min_width=8)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", min_width=10)
+    table.add_column("ended", min_width=10)
+    table.add_column("note", overflow="fold")
+    for run in runs:
+        note = run.cancel_reason or (
+            f"{run.error_type}: {run.error_message}" if run.error_type else ""
+        )
+        if run.resumed_from:
+            note = f"resumed from {run.resumed_from}" + (f"; {note}" if note else "")
+        table.add_row(
+            markup(run.run_id),
+            markup(run.workflow_name),
+            _status(run.status),
+            _when(run.started_at),
+            _when(run.ended_at),
+            markup(one_line(note, 120)),
         )
     out.print(table)
 

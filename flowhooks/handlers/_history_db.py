@@ -5,13 +5,18 @@ modules (**here** -> ``_history_store`` -> ``history``). ``HistoryCallback``
 writes through it and ``HistoryStore`` reads through it; both are imported
 from ``flowhooks.handlers.history``.
 
-Tables (created on first use):
+Tables (created on first use, at the current schema version; see ``_schema``):
 
-* ``flowhooks_runs``: one row per run, updated when the run ends.
+* ``flowhooks_runs``: one row per run, updated when the run ends; a live
+  run's ``heartbeat_at`` is refreshed every few seconds (the crash sweep).
 * ``flowhooks_node_executions``: one row per node attempt.
 * ``flowhooks_errors``: one row per ``error`` event.
 * ``flowhooks_events``: the id, type and ``seq`` of every event written, so
   that an event delivered twice is recorded once.
+* ``flowhooks_run_consumers``: which durable consumers follow which run, and
+  which event types they take (the sweep sends them a ``crashed`` end).
+* ``flowhooks_outbox``: one row per event and durable consumer, until delivered.
+* ``flowhooks_suspended_runs``: the resumable state of suspended runs.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ DEFAULT_URL: Final = "sqlite:///flowhooks.db"
 # -- schema ---------------------------------------------------------------------------------
 
 metadata = sa.MetaData()
-"""The history schema; ``metadata.create_all`` creates it (done on first use)."""
+"""The history schema at its current version (the migrations in ``_migrations`` build it)."""
 
 _TS = sa.DateTime(timezone=True)
 _JSON = sa.JSON(none_as_null=True)
@@ -55,10 +60,15 @@ runs_table = sa.Table(
     sa.Column("cancel_reason", sa.String()),
     sa.Column("error_type", sa.String()),
     sa.Column("error_message", sa.Text()),
+    sa.Column("heartbeat_at", _TS),
+    sa.Column("last_seq", sa.Integer()),
+    sa.Column("workflow_target", sa.String()),
+    sa.Column("resumed_from", sa.String()),
     sa.Index("ix_flowhooks_runs_workflow_started", "workflow_name", "started_at"),
     sa.Index("ix_flowhooks_runs_status", "status"),
     sa.Index("ix_flowhooks_runs_started_at", "started_at"),
     sa.Index("ix_flowhooks_runs_parent", "parent_run_id"),
+    sa.Index("ix_flowhooks_runs_status_heartbeat", "status", "heartbeat_at"),
 )
 
 nodes_table = sa.Table(
@@ -111,6 +121,58 @@ events_table = sa.Table(
     sa.Column("timestamp", _TS),
     sa.Index("ix_flowhooks_events_run", "run_id", "seq"),
 )
+
+consumers_table = sa.Table(
+    "flowhooks_run_consumers",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("consumer", sa.String(), primary_key=True),
+    sa.Column("event_types", sa.String(), nullable=False),
+)
+"""``event_types``: the types the consumer takes, comma-separated, or ``*`` for all."""
+
+outbox_table = sa.Table(
+    "flowhooks_outbox",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("consumer", sa.String(), nullable=False),
+    sa.Column("event_id", sa.String(), nullable=False),
+    sa.Column("run_id", sa.String(), nullable=False),
+    sa.Column("seq", sa.Integer(), nullable=False),
+    sa.Column("event_type", sa.String(), nullable=False),
+    sa.Column("event", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("due_at", sa.Float(), nullable=False),
+    sa.Column("lease_until", sa.Float()),
+    sa.Column("worker", sa.String()),
+    sa.Column("delivered_at", sa.Float()),
+    sa.Column("last_error", sa.Text()),
+    sa.UniqueConstraint("consumer", "event_id", name="uq_flowhooks_outbox_consumer_event"),
+    sa.Index("ix_flowhooks_outbox_due", "consumer", "status", "due_at"),
+    sa.Index("ix_flowhooks_outbox_run", "consumer", "run_id", "status", "seq"),
+)
+"""Times are Unix seconds. ``status`` is ``pending``, ``done`` or ``dead``."""
+
+suspended_table = sa.Table(
+    "flowhooks_suspended_runs",
+    metadata,
+    sa.Column("run_id", sa.String(), primary_key=True),
+    sa.Column("workflow_name", sa.String(), nullable=False),
+    sa.Column("workflow_target", sa.String()),
+    sa.Column("node_id", sa.String()),
+    sa.Column("reason", sa.Text()),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+    sa.Column("suspended_at", sa.Float(), nullable=False),
+    sa.Column("expires_at", sa.Float()),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("resumed_by", sa.String()),
+    sa.Column("lease_until", sa.Float()),
+    sa.Index("ix_flowhooks_suspended_status", "status", "expires_at"),
+)
+"""Times are Unix seconds. ``status``: ``suspended``, ``claimed`` (lease held by
+``resumed_by``), ``resumed`` (final) or ``expired``."""
 
 # -- URLs and engines ------------------------------------------------------------------------
 
@@ -178,15 +240,14 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 class _Database:
-    """One engine per event loop for one URL, with the schema created once.
+    """One reading engine per event loop for one URL.
 
     Engines hold connections tied to the loop that opened them, so the engine
-    is created inside the running loop on first use and disposed of at the
-    end of every run (``HistoryCallback``) or on ``aclose()``, so the next run
-    may come from another loop, e.g. a second ``asyncio.run``. An engine
-    still open when a call comes from a new loop is disposed of from there:
-    SQLite connections close cleanly; network connections of a closed loop
-    can only be dropped.
+    is created inside the running loop on first use and disposed of on
+    ``aclose()``. An engine still open when a call comes from a new loop is
+    disposed of from there: SQLite connections close cleanly; network
+    connections of a closed loop can only be dropped. (Writes go through the
+    hub of ``_sql_hub`` instead, which also creates and checks the schema.)
     """
 
     def __init__(self, url: str | URL, *, connect_timeout: float, echo: bool) -> None:
@@ -197,8 +258,6 @@ class _Database:
         self.dialect = "postgresql" if self.url.drivername.startswith("postgresql") else "sqlite"
         self._engine: AsyncEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._schema_ready = False
-        self._lock: asyncio.Lock | None = None
 
     @property
     def display_url(self) -> str:
@@ -206,31 +265,14 @@ class _Database:
         return make_url(self.given).render_as_string(hide_password=True)
 
     async def engine(self) -> AsyncEngine:
-        """Return the engine for the running loop, creating it (and the schema) when needed."""
+        """Return the engine for the running loop, creating it when needed."""
         loop = asyncio.get_running_loop()
         if self._engine is None or self._loop is not loop:
             if self._engine is not None:
                 await _dispose_foreign(self._engine)
             self._engine = self._create_engine()
             self._loop = loop
-            self._lock = asyncio.Lock()
-            path = _sqlite_file(self.url)
-            if path is not None and not path.exists():
-                self._schema_ready = False
-        if not self._schema_ready:
-            engine = self._engine
-            async with self.write_lock():
-                if not self._schema_ready:
-                    async with engine.begin() as conn:
-                        await conn.run_sync(metadata.create_all, checkfirst=True)
-                    self._schema_ready = True
-            return engine
         return self._engine
-
-    def write_lock(self) -> asyncio.Lock:
-        """A per-loop lock: schema creation, and writes to SQLite (one writer at a time)."""
-        assert self._lock is not None  # engine() ran first
-        return self._lock
 
     def _create_engine(self) -> AsyncEngine:
         connect_args: dict[str, Any] = {"timeout": self.connect_timeout}

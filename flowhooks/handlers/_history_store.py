@@ -27,13 +27,15 @@ from flowhooks.handlers._history_db import (
     nodes_table,
     runs_table,
 )
+from flowhooks.handlers._sql_hub import SqlHub, WriteError
 
 # -- records returned by HistoryStore --------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """One run as stored: ``status`` is ``running`` until the run's end is recorded."""
+    """One run as stored: ``status`` is ``running`` until the run's end is recorded
+    (``crashed`` when the sweep found its process dead)."""
 
     run_id: str
     workflow_name: str
@@ -50,6 +52,12 @@ class RunRecord:
     cancel_reason: str | None
     error_type: str | None
     error_message: str | None
+    heartbeat_at: datetime | None = None
+    """The last heartbeat of a live run (the crash sweep reads it)."""
+    resumed_from: str | None = None
+    """For a resumed run, the id of the suspended run it continues."""
+    workflow_target: str | None = None
+    """Where its workflow is defined, when recorded (``flowhooks run`` records it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +153,12 @@ class HistoryStore:
 
     async def _engine(self) -> AsyncEngine:
         try:
+            # The schema is checked (and a new database created) by the writer.
+            await SqlHub.for_url(self._db.given, connect_timeout=self._db.connect_timeout).ready()
             return await self._db.engine()
+        except WriteError as exc:
+            msg = f"cannot read the history database {self._db.display_url!r}: {exc.reason}"
+            raise exc.kind(msg) from exc
         except (SQLAlchemyError, OSError) as exc:
             reason = getattr(exc, "orig", None) or exc
             msg = (
@@ -163,7 +176,7 @@ class HistoryStore:
             limit: at most this many runs.
             workflow: only runs of the workflow with this name.
             status: only runs with this status (``running``, ``succeeded``,
-                ``failed``, ``cancelled``).
+                ``failed``, ``cancelled``, ``suspended``, ``crashed``).
 
         Raises:
             ValueError: when ``limit`` is not a positive integer.
@@ -283,6 +296,9 @@ def _run_record(row: sa.RowMapping) -> RunRecord:
         cancel_reason=row["cancel_reason"],
         error_type=row["error_type"],
         error_message=row["error_message"],
+        heartbeat_at=_aware(row["heartbeat_at"]),
+        resumed_from=row["resumed_from"],
+        workflow_target=row["workflow_target"],
     )
 
 

@@ -5,47 +5,46 @@ attempt and every error through SQLAlchemy's asyncio API, into SQLite by
 default (through aiosqlite) or PostgreSQL (through asyncpg). ``HistoryStore``
 reads it back; the ``flowhooks history`` command is built on it.
 
-Tables (created on first use):
+Tables (created on first use, at the current schema version):
 
-* ``flowhooks_runs``: one row per run, updated when the run ends.
+* ``flowhooks_runs``: one row per run, updated when the run ends, with the
+  heartbeat of a live run.
 * ``flowhooks_node_executions``: one row per node attempt.
 * ``flowhooks_errors``: one row per ``error`` event.
 * ``flowhooks_events``: the id, type and ``seq`` of every event written, so
   that an event delivered twice is recorded once.
 
-This module holds the handler, the last of three (``_history_db`` ->
-``_history_store`` -> **here**): ``_history_db`` holds the schema, URLs and
-engines, ``_history_store`` the ``HistoryStore`` read API and its records.
-Every public name of both is importable from here. SQLAlchemy is imported
-only by these three modules.
+This module holds the handler, on top of ``_history_db`` (the schema, URLs
+and the reading engines), ``_history_store`` (the ``HistoryStore`` read API),
+``_history_rows`` (the rows one event makes) and ``_sql_hub`` (the one writer
+per database that commits them). Every public name of the first two is
+importable from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any
 
-from loguru import logger
-
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType, RunStatus, to_jsonable
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType
 from flowhooks.handlers._extras import require
-from flowhooks.handlers._run_end import closing_status, finished_result
 
 require("sqlalchemy", extra="sql", handler="HistoryCallback")
+require("alembic", extra="sql", handler="HistoryCallback")
 
-import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import URL  # noqa: E402
-from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine  # noqa: E402
 
 from flowhooks.handlers._history_db import DEFAULT_URL as DEFAULT_URL  # noqa: E402
-from flowhooks.handlers._history_db import HistoryError, _Database  # noqa: E402
+from flowhooks.handlers._history_db import HistoryError  # noqa: E402
 from flowhooks.handlers._history_db import errors_table as errors_table  # noqa: E402
 from flowhooks.handlers._history_db import events_table as events_table  # noqa: E402
 from flowhooks.handlers._history_db import metadata as metadata  # noqa: E402
 from flowhooks.handlers._history_db import nodes_table as nodes_table  # noqa: E402
 from flowhooks.handlers._history_db import normalize_url as normalize_url  # noqa: E402
 from flowhooks.handlers._history_db import runs_table as runs_table  # noqa: E402
+from flowhooks.handlers._history_rows import HistoryRows  # noqa: E402
 from flowhooks.handlers._history_store import (  # noqa: E402
     ErrorRecord,
     HistoryStore,
@@ -53,9 +52,9 @@ from flowhooks.handlers._history_store import (  # noqa: E402
     RunDetail,
     RunRecord,
 )
-
-if TYPE_CHECKING:
-    from flowhooks import RunResult
+from flowhooks.handlers._schema import SchemaOutdatedError  # noqa: E402
+from flowhooks.handlers._sql_hub import Op, SqlHub, WriteError, describe  # noqa: E402
+from flowhooks.handlers._validate import positive_seconds  # noqa: E402
 
 __all__ = [
     "ErrorRecord",
@@ -65,11 +64,8 @@ __all__ = [
     "NodeExecutionRecord",
     "RunDetail",
     "RunRecord",
+    "SchemaOutdatedError",
 ]
-
-
-def _error_text(info: ErrorInfo | None) -> tuple[str | None, str | None]:
-    return (info.type, info.message) if info is not None else (None, None)
 
 
 # -- the handler -----------------------------------------------------------------------------
@@ -78,11 +74,26 @@ def _error_text(info: ErrorInfo | None) -> tuple[str | None, str | None]:
 class HistoryCallback(BaseCallbackHandler):
     """Persist runs, node attempts and errors into a SQL database.
 
-    Every event is written in its own transaction together with its id in
-    ``flowhooks_events``, so an event delivered twice (a retried batch, a
-    replayed queue) is recorded once. The run's row is inserted at
-    ``workflow_start`` and completed at ``workflow_end`` with the status,
-    duration, outputs and error of the ``RunResult``.
+    The rows of every event are queued, in the dispatch, to the one writer
+    this process has for the database (shared with every ``HistoryCallback``
+    and ``DurableCallback`` on the same URL, across threads and event loops),
+    which commits whatever is queued in one transaction while the previous
+    commit runs: a run's writes are grouped, and the run does not wait for
+    them until its end. At ``workflow_end`` (and ``flush()``) the handler
+    waits until every event of the run is committed, so they all are before
+    ``run()`` returns.
+
+    Every event is recorded with its id in ``flowhooks_events``, so an event
+    delivered twice (a retried batch, a replayed queue) is recorded once. The
+    run's row is inserted at ``workflow_start`` and completed at
+    ``workflow_end`` with the status, duration, outputs and error of the
+    ``RunResult``. While a run is live, its ``heartbeat_at`` is refreshed
+    every ``heartbeat`` seconds; ``flowhooks sweep`` marks a run whose
+    heartbeat stopped (its process died) ``crashed``.
+
+    The database is created on first use at the current schema version; one
+    made by an older flowhooks is refused with a ``SchemaOutdatedError``
+    naming ``flowhooks db upgrade``.
 
     A database that cannot be reached raises a ``HistoryError`` naming the
     database and the event; the ``CallbackManager`` logs it and the run goes
@@ -90,43 +101,61 @@ class HistoryCallback(BaseCallbackHandler):
 
     Args:
         url: SQLAlchemy URL. ``sqlite:///PATH`` (the default,
-            ``sqlite:///flowhooks.db`` in the working directory) uses
-            aiosqlite; ``postgresql://user:password@host/dbname`` uses
+            ``sqlite:///flowhooks.db`` in the working directory) is written in
+            WAL mode; ``postgresql://user:password@host/dbname`` uses
             asyncpg. The ``+aiosqlite`` / ``+asyncpg`` forms are accepted too.
         connect_timeout: seconds to wait for a connection (PostgreSQL) or for
             a locked SQLite file.
+        heartbeat: seconds between two refreshes of a live run's heartbeat.
         max_payload_chars: cap on each stored input/output payload, in JSON
             characters (default: the process-wide cap).
         record_payloads: when false, node inputs and outputs and the run's
             inputs and outputs are not stored.
+        workflow_target: where the workflow is defined (``FILE.py:WORKFLOW``
+            or ``package.module:WORKFLOW``), recorded with every run so that
+            ``flowhooks resume`` can find it (the CLI sets it).
         echo: log every SQL statement (SQLAlchemy's ``echo``).
 
     Raises:
-        ValueError: when ``url`` is not a SQLite or PostgreSQL URL.
+        ValueError: when ``url`` is not a SQLite or PostgreSQL URL, or a
+            number is not positive.
     """
 
     def __init__(
         self,
         url: str | URL = DEFAULT_URL,
         *,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        heartbeat: float = 5.0,
         max_payload_chars: int | None = None,
         record_payloads: bool = True,
+        workflow_target: str | None = None,
         echo: bool = False,
     ) -> None:
-        self._db = _Database(url, connect_timeout=connect_timeout, echo=echo)
-        self.url = self._db.url
-        self.max_payload_chars = max_payload_chars
+        self.connect_timeout = positive_seconds("connect_timeout", connect_timeout)
+        self.heartbeat = positive_seconds("heartbeat", heartbeat)
+        self._hub = SqlHub.for_url(url, connect_timeout=self.connect_timeout, echo=echo)
+        self._hub.adopt_heartbeat(self.heartbeat)
+        self._given = url
+        self.url = self._hub.url
         self.record_payloads = record_payloads
-        self._active_runs: set[str] = set()
+        self.max_payload_chars = max_payload_chars
+        self._rows = HistoryRows(
+            dialect=self._hub.dialect,
+            record_payloads=record_payloads,
+            max_payload_chars=max_payload_chars,
+            workflow_target=workflow_target,
+        )
+        self._pending_lock = threading.Lock()
+        self._pending: dict[str, list[tuple[concurrent.futures.Future[Any], Event]]] = {}
 
     def __repr__(self) -> str:
-        return f"HistoryCallback({self._db.display_url!r})"
+        return f"HistoryCallback({self._hub.display_url!r})"
 
     @property
     def store(self) -> HistoryStore:
         """A ``HistoryStore`` reading the same database."""
-        return HistoryStore(self._db.given, connect_timeout=self._db.connect_timeout)
+        return HistoryStore(self._given, connect_timeout=self.connect_timeout)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -134,288 +163,93 @@ class HistoryCallback(BaseCallbackHandler):
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Insert the run's row with status ``running``."""
-        self._active_runs.add(workflow_id)
-        await self._write(
-            _ensure(event, EventType.WORKFLOW_START, workflow_id, input_data), self._run_started
-        )
+        await self._record(_ensure(event, EventType.WORKFLOW_START, workflow_id, input_data))
 
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
-        """Complete the run's row: status, end time, duration, outputs, error."""
-        try:
-            await self._write(
-                _ensure(event, EventType.WORKFLOW_END, workflow_id, output_data), self._run_ended
-            )
-        finally:
-            # Between runs no connection is kept: the next run may come from
-            # another event loop (two run_sync calls), where these could not close.
-            self._active_runs.discard(workflow_id)
-            if not self._active_runs:
-                await self._db.dispose()
+        """Complete the run's row, and wait until every event of the run is committed."""
+        ended = _ensure(event, EventType.WORKFLOW_END, workflow_id, output_data)
+        await self._record(ended)
+        await self._settle([ended.run_id])
 
     async def on_node_start(
         self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Insert a node-attempt row with status ``running``."""
-        await self._write(
-            _ensure(event, EventType.NODE_START, node_id, input_data), self._node_started
-        )
+        await self._record(_ensure(event, EventType.NODE_START, node_id, input_data))
 
     async def on_node_end(
         self, node_id: str, output_data: Any, *, event: Event | None = None
     ) -> None:
         """Mark the node attempt ``succeeded`` with its output and duration."""
-        await self._write(
-            _ensure(event, EventType.NODE_END, node_id, output_data), self._node_ended
-        )
+        await self._record(_ensure(event, EventType.NODE_END, node_id, output_data))
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
         """Insert an error row and mark the failed node attempt ``failed``."""
-        await self._write(_ensure(event, EventType.ERROR, error_info), self._error)
+        await self._record(_ensure(event, EventType.ERROR, error_info))
+
+    async def flush(self) -> None:
+        """Wait until every event recorded so far is committed.
+
+        Raises:
+            HistoryError: naming the first event that could not be recorded.
+        """
+        with self._pending_lock:
+            runs = list(self._pending)
+        await self._settle(runs)
 
     async def aclose(self) -> None:
-        """Dispose of the engine and its connections."""
-        await self._db.dispose()
+        """Wait for what is queued (as ``flush``)."""
+        await self.flush()
+
+    # -- the hub's participant -----------------------------------------------------------
+
+    def contribution(self, event: Event, first: bool) -> list[Op]:
+        """This handler's writes for ``event`` (the hub calls it in the event's dispatch)."""
+        if event.type is EventType.CUSTOM_EVENT:
+            return []
+        return [self._rows.op(event)]
 
     # -- writing -------------------------------------------------------------------------
 
-    def _payload(self, value: Any) -> Any:
-        if not self.record_payloads:
-            return None
-        return to_jsonable(value, max_chars=self.max_payload_chars)
+    def _error(self, event: Event, exc: BaseException) -> HistoryError:
+        msg = (
+            f"HistoryCallback could not record {event.type.value} of run "
+            f"{event.run_id or '-'} in {self._hub.display_url!r}: {describe(exc)}"
+        )
+        return exc.kind(msg) if isinstance(exc, WriteError) else HistoryError(msg)
 
-    async def _write(self, event: Event, step: Any) -> None:
+    async def _record(self, event: Event) -> None:
         try:
-            engine = await self._db.engine()
-            if self._db.dialect == "sqlite":
-                async with self._db.write_lock():
-                    await self._transaction(engine, event, step)
-            else:
-                await self._transaction(engine, event, step)
-        except (SQLAlchemyError, OSError) as exc:
-            reason = getattr(exc, "orig", None) or exc
-            msg = (
-                f"HistoryCallback could not record {event.type.value} of run "
-                f"{event.run_id or '-'} in {self._db.display_url!r}: "
-                f"{type(reason).__name__}: {reason}"
-            )
-            raise HistoryError(msg) from exc
+            await self._hub.ready()
+        except WriteError as exc:
+            raise self._error(event, exc) from None
+        future = self._hub.stage(self, event)
+        with self._pending_lock:
+            pending = self._pending.setdefault(event.run_id, [])
+            pending[:] = [(f, e) for f, e in pending if not f.done() or f.exception() is not None]
+            pending.append((future, event))
 
-    async def _transaction(self, engine: AsyncEngine, event: Event, step: Any) -> None:
-        async with engine.begin() as conn:
-            if await self._seen(conn, event):
-                logger.debug(
-                    "HistoryCallback: event {} ({}) already recorded", event.id, event.type.value
-                )
-                return
-            await step(conn, event)
-
-    async def _seen(self, conn: AsyncConnection, event: Event) -> bool:
-        """Record ``event``'s id; return whether it had been recorded already."""
-        values = {
-            "event_id": event.id,
-            "run_id": event.run_id,
-            "type": event.type.value,
-            "seq": event.seq,
-            "timestamp": event.timestamp,
-        }
-        if self._db.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt: Any = pg_insert(events_table).values(values).on_conflict_do_nothing()
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(events_table).values(values).on_conflict_do_nothing()
-        result = await conn.execute(stmt)
-        return result.rowcount == 0
-
-    async def _run_started(self, conn: AsyncConnection, event: Event) -> None:
-        values = {
-            "workflow_name": event.workflow_name,
-            "status": "running",
-            "started_at": event.timestamp,
-            "parent_run_id": event.parent_run_id,
-            "resource_id": event.resource_id,
-            "run_metadata": to_jsonable(event.metadata),
-            "inputs": self._payload(event.payload),
-        }
-        exists = await conn.scalar(
-            sa.select(runs_table.c.run_id).where(runs_table.c.run_id == event.run_id)
-        )
-        if exists is None:
-            await conn.execute(sa.insert(runs_table).values(run_id=event.run_id, **values))
-        else:  # a run id reused by hand-triggered events: start it afresh
-            await conn.execute(
-                sa.update(runs_table).where(runs_table.c.run_id == event.run_id).values(**values)
-            )
-
-    async def _run_ended(self, conn: AsyncConnection, event: Event) -> None:
-        result = finished_result(event.run_id)
-        await self._close_open_attempts(conn, event, result)
-        values: dict[str, Any] = {
-            "status": event.status or "unknown",
-            "ended_at": event.timestamp,
-            "duration": event.duration,
-            "outputs": self._payload(event.payload),
-        }
-        if result is not None:
-            error_type, error_message = _error_text(result.error)
-            values.update(
-                status=result.status.value,
-                ended_at=result.ended_at,
-                duration=result.duration,
-                final_node=result.final_node,
-                cancel_reason=result.cancel_reason,
-                error_type=error_type,
-                error_message=error_message,
-            )
-        elif values["status"] == RunStatus.FAILED:
-            last = await conn.execute(
-                sa.select(errors_table.c.type, errors_table.c.message)
-                .where(errors_table.c.run_id == event.run_id)
-                .where(errors_table.c.will_retry.is_(False))
-                .order_by(errors_table.c.id.desc())
-                .limit(1)
-            )
-            row = last.first()
-            if row is not None:
-                values.update(error_type=row.type, error_message=row.message)
-        updated = await conn.execute(
-            sa.update(runs_table).where(runs_table.c.run_id == event.run_id).values(**values)
-        )
-        if updated.rowcount == 0:  # no workflow_start seen (handler added mid-run)
-            started = result.started_at if result is not None else None
-            await conn.execute(
-                sa.insert(runs_table).values(
-                    run_id=event.run_id,
-                    workflow_name=event.workflow_name,
-                    started_at=started,
-                    parent_run_id=event.parent_run_id,
-                    resource_id=event.resource_id,
-                    run_metadata=to_jsonable(event.metadata),
-                    inputs=self._payload(result.inputs) if result is not None else None,
-                    **values,
-                )
-            )
-
-    async def _close_open_attempts(
-        self, conn: AsyncConnection, event: Event, result: RunResult | None
-    ) -> None:
-        """Close the attempts of the ended run that are still ``running``.
-
-        A cancelled attempt ends without an event, so its row is still open
-        when the run ends. It gets the node's final status from ``result``
-        when known, else ``cancelled``.
-        """
-        open_rows = (
-            await conn.execute(
-                sa.select(nodes_table.c.id, nodes_table.c.node_id)
-                .where(nodes_table.c.run_id == event.run_id)
-                .where(nodes_table.c.status == "running")
-            )
-        ).all()
-        for row_id, node_id in open_rows:
-            node = result.nodes.get(node_id) if result is not None else None
-            ended_at = node.ended_at if node is not None else None
-            await conn.execute(
-                sa.update(nodes_table)
-                .where(nodes_table.c.id == row_id)
-                .values(
-                    status=closing_status(result, node_id).value,
-                    ended_at=ended_at or event.timestamp,
-                )
-            )
-
-    async def _node_started(self, conn: AsyncConnection, event: Event) -> None:
-        await conn.execute(
-            sa.insert(nodes_table).values(
-                run_id=event.run_id,
-                node_id=event.node_id or "",
-                attempt=event.attempt,
-                status="running",
-                started_at=event.timestamp,
-                input_data=self._payload(event.payload),
-            )
-        )
-
-    async def _open_attempt(self, conn: AsyncConnection, event: Event) -> int | None:
-        """Return the row id of the attempt ``event`` ends, or ``None`` when none was started."""
-        query = (
-            sa.select(nodes_table.c.id)
-            .where(nodes_table.c.run_id == event.run_id)
-            .where(nodes_table.c.node_id == (event.node_id or ""))
-            .where(nodes_table.c.status == "running")
-            .order_by(nodes_table.c.id.desc())
-            .limit(1)
-        )
-        if event.attempt is not None:
-            query = query.where(nodes_table.c.attempt == event.attempt)
-        found: int | None = await conn.scalar(query)
-        return found
-
-    async def _finish_attempt(
-        self, conn: AsyncConnection, event: Event, values: Mapping[str, Any]
-    ) -> None:
-        row_id = await self._open_attempt(conn, event)
-        if row_id is None:
-            await conn.execute(
-                sa.insert(nodes_table).values(
-                    run_id=event.run_id,
-                    node_id=event.node_id or "",
-                    attempt=event.attempt,
-                    **values,
-                )
-            )
-        else:
-            await conn.execute(
-                sa.update(nodes_table).where(nodes_table.c.id == row_id).values(**values)
-            )
-
-    async def _node_ended(self, conn: AsyncConnection, event: Event) -> None:
-        await self._finish_attempt(
-            conn,
-            event,
-            {
-                "status": "succeeded",
-                "ended_at": event.timestamp,
-                "duration": event.duration,
-                "output_data": self._payload(event.payload),
-            },
-        )
-
-    async def _error(self, conn: AsyncConnection, event: Event) -> None:
-        info = event.payload
-        if not isinstance(info, ErrorInfo):
-            info = ErrorInfo(type="Error", message=str(info), run_id=event.run_id)
-        await conn.execute(
-            sa.insert(errors_table).values(
-                event_id=event.id,
-                run_id=event.run_id or info.run_id,
-                workflow_name=event.workflow_name or info.workflow_name,
-                node_id=info.node_id if info.node_id is not None else event.node_id,
-                attempt=info.attempt if info.attempt is not None else event.attempt,
-                type=info.type,
-                message=info.message,
-                stack_trace=info.stack_trace,
-                severity=info.severity.value,
-                will_retry=info.will_retry,
-                timestamp=info.timestamp,
-            )
-        )
-        if event.node_id is not None:
-            await self._finish_attempt(
-                conn,
-                event,
-                {
-                    "status": "failed",
-                    "ended_at": event.timestamp,
-                    "duration": event.duration,
-                    "error_type": info.type,
-                    "error_message": info.message,
-                },
-            )
+    async def _settle(self, run_ids: list[str]) -> None:
+        """Wait for the queued writes of ``run_ids``; raise the first failure."""
+        with self._pending_lock:
+            waiting = [item for run_id in run_ids for item in self._pending.pop(run_id, [])]
+        if any(not future.done() for future, _ in waiting):
+            self._hub.hurry()
+        first: HistoryError | None = None
+        seen: set[int] = set()
+        for future, event in waiting:
+            if id(future) in seen:
+                continue
+            seen.add(id(future))
+            try:
+                await asyncio.wrap_future(future)
+            except WriteError as exc:
+                if first is None:
+                    first = self._error(event, exc)
+        if first is not None:
+            raise first
 
 
 def _ensure(event: Event | None, event_type: EventType, *args: Any) -> Event:

@@ -1,0 +1,170 @@
+"""Persistence on SQLite: ``HistoryCallback`` against a hand-written insert, and the outbox.
+
+Wall-clock measurements (the work is I/O on a file), taken in alternating
+rounds in one process on one SQLite file per system, reported as the median
+of per-round ratios:
+
+* ``history``: runs of a 10-node chain persisted per second by
+  ``HistoryCallback``, against a hand-written SQLAlchemy (aiosqlite) insert of
+  the same rows (the run, its 10 node attempts and its 22 event ids) in one
+  transaction per run.
+* ``outbox``: what a ``DurableCallback`` adds per event to ``HistoryCallback``
+  alone (same runs, same file kind), and deliveries per second of one
+  consumer's worker with a trivial handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+NODES = 10
+EVENTS_PER_RUN = 2 + 2 * NODES
+
+
+def _chain() -> Any:
+    from benchmarks.runner import build_workflow
+
+    return build_workflow("chain", NODES, None, name="history")
+
+
+async def _floor_runs(url: str, runs: int) -> float:
+    """Insert ``runs`` runs' rows by hand, one transaction per run; return the seconds."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from flowhooks.handlers._history_db import events_table, nodes_table, runs_table
+
+    engine = create_async_engine(url.replace("sqlite:", "sqlite+aiosqlite:", 1))
+    try:
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            run_id = uuid.uuid4().hex
+            now = datetime.now(UTC)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(runs_table).values(
+                        run_id=run_id,
+                        workflow_name="bench-history",
+                        status="running",
+                        started_at=now,
+                        heartbeat_at=now,
+                        inputs={"x": 1},
+                    )
+                )
+                await conn.execute(
+                    sa.insert(events_table),
+                    [
+                        {
+                            "event_id": uuid.uuid4().hex,
+                            "run_id": run_id,
+                            "type": "node_start",
+                            "seq": seq,
+                            "timestamp": now,
+                        }
+                        for seq in range(1, EVENTS_PER_RUN + 1)
+                    ],
+                )
+                await conn.execute(
+                    sa.insert(nodes_table),
+                    [
+                        {
+                            "run_id": run_id,
+                            "node_id": f"n{i}",
+                            "attempt": 1,
+                            "status": "succeeded",
+                            "started_at": now,
+                            "ended_at": now,
+                            "duration": 0.0,
+                            "input_data": {"x": i},
+                            "output_data": i + 1,
+                        }
+                        for i in range(NODES)
+                    ],
+                )
+                await conn.execute(
+                    sa.update(runs_table)
+                    .where(runs_table.c.run_id == run_id)
+                    .values(status="succeeded", ended_at=now, duration=0.0, outputs={"n9": 10})
+                )
+        return time.perf_counter() - t0
+    finally:
+        await engine.dispose()
+
+
+async def _flowhooks_runs(wf: Any, callbacks: list[Any], runs: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        result = await wf.run(callbacks=callbacks)
+        assert result.status == "succeeded"
+    return time.perf_counter() - t0
+
+
+def _count(url: str, table: str, where: str = "") -> int:
+    import sqlalchemy as sa
+
+    with sa.create_engine(url).connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table} {where}")).scalar() or 0)
+
+
+async def history(quick: bool) -> dict[str, Any]:
+    """``HistoryCallback`` runs/s against the hand-written one-transaction-per-run insert."""
+    from flowhooks.handlers.history import HistoryCallback
+
+    runs = 20 if quick else 100
+    rounds = 2 if quick else 7
+    folder = Path(tempfile.mkdtemp(prefix="flowhooks-bench-"))
+    floor_url = f"sqlite:///{folder / 'floor.db'}"
+    ours_url = f"sqlite:///{folder / 'history.db'}"
+    history_cb = HistoryCallback(ours_url)
+    wf = _chain()
+    await _flowhooks_runs(wf, [history_cb], 2)  # creates the schema (and warms up)
+    # the floor writes to a file with the same schema, in the same (WAL) mode
+    await _flowhooks_runs(wf, [HistoryCallback(floor_url)], 1)
+    ratios, ours, floors = [], [], []
+    for r in range(rounds):
+        pair = [("ours", lambda: _flowhooks_runs(wf, [history_cb], runs))]
+        pair.append(("floor", lambda: _floor_runs(floor_url, runs)))
+        if r % 2:
+            pair.reverse()
+        seconds: dict[str, float] = {}
+        for name, fn in pair:
+            seconds[name] = await fn()
+        ours.append(runs / seconds["ours"])
+        floors.append(runs / seconds["floor"])
+        ratios.append(ours[-1] / floors[-1])
+    recorded = _count(ours_url, "flowhooks_runs", "WHERE status = 'succeeded'")
+    expected = runs * rounds + 2
+    return {
+        "runs_per_round": runs,
+        "rounds": rounds,
+        "nodes_per_run": NODES,
+        "history_runs_per_s": statistics.median(ours),
+        "floor_runs_per_s": statistics.median(floors),
+        "ratio_to_floor": statistics.median(ratios),
+        "recorded": recorded,
+        "expected": expected,
+    }
+
+
+async def extras(quick: bool) -> dict[str, Any]:
+    """The persistence measurements, and any problem they found."""
+    if not quick:
+        print("[history] HistoryCallback against a hand-written insert", flush=True)
+    out: dict[str, Any] = {"problems": []}
+    out["history_db"] = found = await history(quick)
+    if found["recorded"] != found["expected"]:
+        out["problems"].append(
+            f"history: {found['recorded']} runs recorded, {found['expected']} expected"
+        )
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - a quick look by hand
+    print(asyncio.run(extras(quick=False)))

@@ -1,0 +1,325 @@
+"""The outbox: one row per event and durable consumer, from enqueue to ``done`` or ``dead``.
+
+Place in the chain: handlers, above ``_history_db`` (the ``flowhooks_outbox``
+table), below the sweep, the delivery worker and ``durable``. Every function
+here runs inside a transaction on the hub's writer thread (a synchronous
+``Connection``); none commits.
+
+A row's life: ``pending`` (due at ``due_at``) -> claimed by a worker (a lease
+until ``lease_until``, ``attempts`` counted, ``worker`` set to the claim's
+token) -> ``done`` (acked), or back to ``pending`` with a later ``due_at``
+(failed, retried with backoff), or ``dead`` (failed ``max_attempts`` times).
+A claim whose lease ran out (its worker died) is claimed again.
+
+**Order.** A row is claimable only when no row of the same consumer and run
+with a lower ``seq`` is still ``pending`` (waiting for a retry, or claimed
+and not acked yet): one run's events reach a consumer in ``seq`` order.
+
+**Claims** lock the rows they take: SQLite writes one transaction at a time
+(``BEGIN IMMEDIATE``); PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``, so
+many workers claim in parallel without taking a row twice, and wakes workers
+with ``NOTIFY flowhooks_outbox`` (payload: the consumer) on enqueue.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from flowhooks import Event, EventType
+from flowhooks.handlers._history_db import consumers_table, outbox_table
+from flowhooks.handlers._history_rows import insert_ignoring
+
+PENDING: Final = "pending"
+DONE: Final = "done"
+DEAD: Final = "dead"
+CHANNEL: Final = "flowhooks_outbox"
+"""The PostgreSQL ``LISTEN``/``NOTIFY`` channel of enqueued rows."""
+ALL_TYPES: Final = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A row a worker holds: deliver ``event`` (JSON) then ack, retry or bury it."""
+
+    id: int
+    consumer: str
+    event_id: str
+    run_id: str
+    seq: int
+    event_type: str
+    event: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A row that failed ``max_attempts`` times (``flowhooks dead-letters`` lists them)."""
+
+    event_id: str
+    consumer: str
+    run_id: str
+    event_type: str
+    attempts: int
+    error: str | None
+    event: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields ``flowhooks dead-letters --json`` prints (``event`` parsed)."""
+        import json
+
+        return {
+            "event_id": self.event_id,
+            "consumer": self.consumer,
+            "run_id": self.run_id,
+            "event_type": self.event_type,
+            "attempts": self.attempts,
+            "error": self.error,
+            "event": json.loads(self.event),
+        }
+
+
+def types_text(event_types: frozenset[str] | None) -> str:
+    """How ``flowhooks_run_consumers.event_types`` stores a consumer's filter."""
+    return ALL_TYPES if event_types is None else ",".join(sorted(event_types))
+
+
+def takes(event_types_text: str, event_type: str) -> bool:
+    """Whether a consumer with the stored filter ``event_types_text`` takes ``event_type``."""
+    return event_types_text == ALL_TYPES or event_type in event_types_text.split(",")
+
+
+class Outbox:
+    """The outbox's statements for one dialect, and the steps of a row's life."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self._enqueue = insert_ignoring(outbox_table, dialect)
+        self._register = insert_ignoring(consumers_table, dialect)
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def enqueue_values(
+        self,
+        consumer: str,
+        event: Event,
+        *,
+        now: float | None = None,
+        event_json: str | None = None,
+    ) -> dict[str, Any]:
+        """The row of ``event`` for ``consumer`` (the event serialised now)."""
+        now = time.time() if now is None else now
+        return {
+            "consumer": consumer,
+            "event_id": event.id,
+            "run_id": event.run_id,
+            "seq": event.seq,
+            "event_type": event.type.value,
+            "event": event_json if event_json is not None else event.model_dump_json(),
+            "status": PENDING,
+            "attempts": 0,
+            "created_at": now,
+            "due_at": now,
+        }
+
+    def enqueue(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (an event already queued for a consumer is not queued again)."""
+        if not rows:
+            return
+        conn.execute(self._enqueue, rows)
+        if self.dialect == "postgresql":
+            for consumer in {row["consumer"] for row in rows}:
+                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, consumer)))
+
+    def register(self, conn: sa.Connection, run_id: str, consumer: str, event_types: str) -> None:
+        """Record that ``consumer`` follows run ``run_id`` (the sweep sends it a crashed end)."""
+        conn.execute(
+            self._register, {"run_id": run_id, "consumer": consumer, "event_types": event_types}
+        )
+
+    # -- claim and settle ----------------------------------------------------------------
+
+    def claim(
+        self,
+        conn: sa.Connection,
+        consumer: str,
+        *,
+        token: str,
+        lease: float,
+        limit: int,
+        now: float | None = None,
+    ) -> list[Claimed]:
+        """Take up to ``limit`` due rows of ``consumer`` for ``lease`` seconds, in order."""
+        now = time.time() if now is None else now
+        o = outbox_table.alias("o")
+        earlier = outbox_table.alias("earlier")
+        blocked = (
+            sa.select(sa.literal(1))
+            .where(earlier.c.consumer == o.c.consumer)
+            .where(earlier.c.run_id == o.c.run_id)
+            .where(earlier.c.status == PENDING)
+            .where(earlier.c.seq < o.c.seq)
+            .exists()
+        )
+        query = (
+            sa.select(o.c.id)
+            .where(o.c.consumer == consumer)
+            .where(o.c.status == PENDING)
+            .where(o.c.due_at <= now)
+            .where(sa.or_(o.c.lease_until.is_(None), o.c.lease_until < now))
+            .where(~blocked)
+            .order_by(o.c.due_at, o.c.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=o)
+        ids = list(conn.execute(query).scalars())
+        if not ids:
+            return []
+        t = outbox_table
+        conn.execute(
+            sa.update(t)
+            .where(t.c.id.in_(ids))
+            .values(lease_until=now + lease, worker=token, attempts=t.c.attempts + 1)
+        )
+        rows = conn.execute(
+            sa.select(
+                t.c.id,
+                t.c.consumer,
+                t.c.event_id,
+                t.c.run_id,
+                t.c.seq,
+                t.c.event_type,
+                t.c.event,
+                t.c.attempts,
+            )
+            .where(t.c.id.in_(ids))
+            .order_by(t.c.due_at, t.c.id)
+        ).all()
+        return [Claimed(*row) for row in rows]
+
+    def _held(self, row_id: int, token: str) -> Any:
+        t = outbox_table
+        return sa.update(t).where(t.c.id == row_id).where(t.c.worker == token)
+
+    def ack(self, conn: sa.Connection, row_id: int, token: str) -> bool:
+        """Mark a delivered row ``done``; False when the claim was lost (lease ran out)."""
+        stmt = self._held(row_id, token).where(outbox_table.c.status == PENDING)
+        done = conn.execute(
+            stmt.values(status=DONE, delivered_at=time.time(), lease_until=None, last_error=None)
+        )
+        return done.rowcount == 1
+
+    def retry(
+        self, conn: sa.Connection, row_id: int, token: str, due_at: float, error: str
+    ) -> bool:
+        """Put a failed row back, due at ``due_at``, keeping ``error``."""
+        stmt = self._held(row_id, token).where(outbox_table.c.status == PENDING)
+        again = conn.execute(
+            stmt.values(due_at=due_at, lease_until=None, worker=None, last_error=error)
+        )
+        return again.rowcount == 1
+
+    def bury(self, conn: sa.Connection, row_id: int, token: str, error: str) -> bool:
+        """Make a row that failed for good a dead letter, keeping ``error``."""
+        stmt = self._held(row_id, token).where(outbox_table.c.status == PENDING)
+        dead = conn.execute(stmt.values(status=DEAD, lease_until=None, last_error=error))
+        return dead.rowcount == 1
+
+    # -- inspecting and repairing --------------------------------------------------------
+
+    def outstanding(self, conn: sa.Connection, consumer: str, created_before: float) -> int:
+        """Rows of ``consumer`` queued before ``created_before`` and not yet done or dead."""
+        t = outbox_table
+        found = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.consumer == consumer)
+            .where(t.c.status == PENDING)
+            .where(t.c.created_at <= created_before)
+        ).scalar()
+        return int(found or 0)
+
+    def next_due(self, conn: sa.Connection, consumer: str) -> float | None:
+        """When the earliest pending row of ``consumer`` is due (``None``: none pending)."""
+        t = outbox_table
+        found = conn.execute(
+            sa.select(sa.func.min(t.c.due_at))
+            .where(t.c.consumer == consumer)
+            .where(t.c.status == PENDING)
+        ).scalar()
+        return float(found) if found is not None else None
+
+    def dead_letters(self, conn: sa.Connection, consumer: str | None) -> list[DeadLetter]:
+        """The dead letters, of ``consumer`` or of every consumer, oldest first."""
+        t = outbox_table
+        query = sa.select(
+            t.c.event_id,
+            t.c.consumer,
+            t.c.run_id,
+            t.c.event_type,
+            t.c.attempts,
+            t.c.last_error,
+            t.c.event,
+        ).where(t.c.status == DEAD)
+        if consumer is not None:
+            query = query.where(t.c.consumer == consumer)
+        return [DeadLetter(*row) for row in conn.execute(query.order_by(t.c.id)).all()]
+
+    def replay(self, conn: sa.Connection, consumer: str | None, event_id: str | None) -> int:
+        """Queue dead letters again (one event's, or all), with their attempts reset."""
+        t = outbox_table
+        stmt = sa.update(t).where(t.c.status == DEAD)
+        if consumer is not None:
+            stmt = stmt.where(t.c.consumer == consumer)
+        if event_id is not None:
+            stmt = stmt.where(t.c.event_id == event_id)
+        now = time.time()
+        replayed = conn.execute(
+            stmt.values(status=PENDING, attempts=0, due_at=now, lease_until=None, worker=None)
+        )
+        if self.dialect == "postgresql" and replayed.rowcount:
+            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, consumer or "")))
+        return int(replayed.rowcount)
+
+    def purge_dead(self, conn: sa.Connection, consumer: str | None) -> int:
+        """Delete the dead letters of ``consumer`` (or of every consumer)."""
+        t = outbox_table
+        stmt = sa.delete(t).where(t.c.status == DEAD)
+        if consumer is not None:
+            stmt = stmt.where(t.c.consumer == consumer)
+        return int(conn.execute(stmt).rowcount)
+
+    def purge_delivered(self, conn: sa.Connection, before: float) -> int:
+        """Delete rows delivered before ``before`` (Unix seconds)."""
+        t = outbox_table
+        stmt = sa.delete(t).where(t.c.status == DONE).where(t.c.delivered_at < before)
+        return int(conn.execute(stmt).rowcount)
+
+
+def crash_event(
+    *,
+    run_id: str,
+    workflow_name: str,
+    seq: int,
+    parent_run_id: str | None,
+    resource_id: str | None,
+    metadata: dict[str, Any],
+    duration: float | None,
+) -> Event:
+    """The ``workflow_end`` (status ``crashed``) the sweep sends for a run whose process died."""
+    return Event(
+        type=EventType.WORKFLOW_END,
+        seq=seq,
+        run_id=run_id,
+        workflow_name=workflow_name,
+        parent_run_id=parent_run_id,
+        resource_id=resource_id,
+        metadata=metadata,
+        duration=duration,
+        status="crashed",
+        payload={},
+    )
