@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from flowhooks.handlers.durable import DurableCallback, DurableError
+    from flowhooks.handlers.durable import DurableError
     from flowhooks.handlers.history import HistoryCallback, HistoryStore
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from flowhooks.handlers.webhook import WebhookCallback, verify_signature
 
 __all__ = [
-    "DurableCallback",
     "DurableError",
     "HistoryCallback",
     "HistoryStore",
@@ -50,7 +49,6 @@ __all__ = [
 ]
 
 _MODULES: Final[dict[str, str]] = {
-    "DurableCallback": "durable",
     "DurableError": "durable",
     "HistoryCallback": "history",
     "HistoryStore": "history",
