@@ -153,6 +153,61 @@ async def history(quick: bool) -> dict[str, Any]:
     }
 
 
+async def outbox(quick: bool) -> dict[str, Any]:
+    """What ``DurableCallback`` adds per event to ``HistoryCallback``, and deliveries/s."""
+    from flowhooks import BaseCallbackHandler, DurableCallback
+    from flowhooks.handlers.history import HistoryCallback
+
+    class Count(BaseCallbackHandler):
+        seen = 0
+
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            Count.seen += 1
+
+    runs = 10 if quick else 50
+    rounds = 2 if quick else 7
+    folder = Path(tempfile.mkdtemp(prefix="flowhooks-bench-"))
+    alone_url = f"sqlite:///{folder / 'alone.db'}"
+    both_url = f"sqlite:///{folder / 'both.db'}"
+    wf = _chain()
+    alone = [HistoryCallback(alone_url)]
+    producer = DurableCallback(Count(), name="bench", url=both_url, deliver=False)
+    both = [HistoryCallback(both_url), producer]
+    await _flowhooks_runs(wf, alone, 2)
+    await _flowhooks_runs(wf, both, 2)
+    per_event: dict[str, list[float]] = {"alone": [], "both": []}
+    for r in range(rounds):
+        pair = [("alone", alone), ("both", both)]
+        if r % 2:
+            pair.reverse()
+        for name, callbacks in pair:
+            seconds = await _flowhooks_runs(wf, callbacks, runs)
+            per_event[name].append(seconds / (runs * EVENTS_PER_RUN))
+    added = [b - a for a, b in zip(per_event["alone"], per_event["both"], strict=True)]
+    ratios = [x / a for x, a in zip(added, per_event["alone"], strict=True)]
+    queued = _count(both_url, "flowhooks_outbox", "WHERE consumer = 'bench'")
+    # deliveries: one consumer's worker drains what was queued, trivial handler
+    consumer = DurableCallback(Count(), name="bench", url=both_url, concurrency=8)
+    t0 = time.perf_counter()
+    settled = await consumer.drain(timeout=600)
+    seconds = time.perf_counter() - t0
+    await consumer.aclose()
+    delivered = consumer.stats.delivered
+    return {
+        "runs_per_round": runs,
+        "rounds": rounds,
+        "events_per_run": EVENTS_PER_RUN,
+        "history_us_per_event": statistics.median(per_event["alone"]) * 1e6,
+        "added_us_per_event": statistics.median(added) * 1e6,
+        "added_ratio": statistics.median(ratios),
+        "queued": queued,
+        "delivered": delivered,
+        "drained": settled,
+        "concurrency": 8,
+        "deliveries_per_s": delivered / seconds if seconds else 0.0,
+    }
+
+
 async def extras(quick: bool) -> dict[str, Any]:
     """The persistence measurements, and any problem they found."""
     if not quick:
@@ -162,6 +217,13 @@ async def extras(quick: bool) -> dict[str, Any]:
     if found["recorded"] != found["expected"]:
         out["problems"].append(
             f"history: {found['recorded']} runs recorded, {found['expected']} expected"
+        )
+    if not quick:
+        print("[outbox] DurableCallback enqueue and delivery", flush=True)
+    out["outbox"] = box = await outbox(quick)
+    if not box["drained"] or box["delivered"] != box["queued"]:
+        out["problems"].append(
+            f"outbox: {box['delivered']} of {box['queued']} queued rows delivered"
         )
     return out
 

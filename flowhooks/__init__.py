@@ -5,7 +5,9 @@ attach handlers to runs through a ``CallbackManager``. Built-in handlers live
 in ``flowhooks.handlers``, test helpers in ``flowhooks.testing``.
 """
 
+import importlib as _importlib
 import importlib.metadata as _metadata
+import typing as _typing
 
 from flowhooks._background import BackgroundCallback
 from flowhooks._batched import BatchedCallback
@@ -54,6 +56,9 @@ from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
 
+if _typing.TYPE_CHECKING:
+    from flowhooks.handlers.durable import DurableCallback
+
 try:
     __version__ = _metadata.version("flowhooks")
 except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree without metadata
@@ -70,6 +75,7 @@ __all__ = [
     "ConditionalCallback",
     "CycleError",
     "DuplicateRunError",
+    "DurableCallback",
     "ErrorInfo",
     "Event",
     "EventType",
@@ -124,7 +130,22 @@ __all__ = [
 # Tracebacks and reprs name the public path (flowhooks.WorkflowFailed), not the
 # private module that defines the exception.
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type) and issubclass(_obj, BaseException):
         _obj.__module__ = __name__
 del _name, _obj
+
+_LAZY = {"DurableCallback": "flowhooks.handlers.durable"}
+"""Public names whose module needs an extra (``sql``), imported on first access."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """Import a lazily exported name on first access (PEP 562): ``import flowhooks`` stays free
+    of optional dependencies."""
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'flowhooks' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -392,6 +392,121 @@ def sweep_command(
         sys.stdout.write("\n".join(sweep_lines(report)) + "\n")
 
 
+# -- deliver and dead letters --------------------------------------------------------------------
+
+
+def deliver_command(
+    target: Annotated[
+        str,
+        _Arg(
+            help="MODULE:ATTR or FILE.py:ATTR: a handler instance, or a class or zero-argument "
+            "factory that makes one.",
+            metavar="HANDLER",
+        ),
+    ],
+    consumer: Annotated[
+        str,
+        _Opt(
+            "--consumer",
+            "-c",
+            metavar="NAME",
+            help="The consumer's name (DurableCallback's name=).",
+        ),
+    ],
+    db: Annotated[
+        str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")
+    ] = DEFAULT_DB,
+    once: Annotated[
+        bool, _Opt("--once", help="Deliver what is due now, then exit (else run until stopped).")
+    ] = False,
+    concurrency: Annotated[
+        int, _Opt("--concurrency", min=1, metavar="N", help="Rows delivered at once.")
+    ] = 4,
+    max_attempts: Annotated[
+        int,
+        _Opt("--max-attempts", min=1, metavar="N", help="Attempts before a row is a dead letter."),
+    ] = 8,
+    backoff: Annotated[
+        float, _Opt("--backoff", metavar="SECONDS", help="First retry's backoff ceiling.")
+    ] = 0.5,
+    max_backoff: Annotated[
+        float, _Opt("--max-backoff", metavar="SECONDS", help="Cap of the backoff ceiling.")
+    ] = 300.0,
+    lease: Annotated[
+        float,
+        _Opt("--lease", metavar="SECONDS", help="How long a claimed row is held by this worker."),
+    ] = 30.0,
+    stale_after: Annotated[
+        float,
+        _Opt(
+            "--stale-after",
+            metavar="SECONDS",
+            help="The periodic crash sweep: a run without heartbeat this long is crashed.",
+        ),
+    ] = 60.0,
+) -> None:
+    """Deliver a durable consumer's queued events to its handler, retrying failures."""
+    from flowhooks._cli.durable import deliver, load_handler, stats_line
+
+    with _reported():
+        handler = load_handler(target)
+        with log_to_stderr("INFO", tracebacks=False):
+            stats = asyncio.run(
+                deliver(
+                    db,
+                    consumer,
+                    handler,
+                    once=once,
+                    concurrency=concurrency,
+                    max_attempts=max_attempts,
+                    backoff=backoff,
+                    max_backoff=max_backoff,
+                    lease=lease,
+                    stale_after=stale_after,
+                )
+            )
+        sys.stdout.write(stats_line(stats) + "\n")
+
+
+def dead_letters_command(
+    db: Annotated[
+        str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")
+    ] = DEFAULT_DB,
+    consumer: Annotated[
+        str | None,
+        _Opt("--consumer", "-c", metavar="NAME", help="Only this consumer's dead letters."),
+    ] = None,
+    as_json: Annotated[bool, _Opt("--json", help="Print the dead letters as a JSON list.")] = False,
+    replay: Annotated[
+        str | None,
+        _Opt("--replay", metavar="EVENT_ID", help="Queue this event's dead letter(s) again."),
+    ] = None,
+    replay_all: Annotated[
+        bool, _Opt("--replay-all", help="Queue every dead letter (of --consumer) again.")
+    ] = False,
+    purge: Annotated[
+        bool, _Opt("--purge", help="Delete the dead letters (of --consumer).")
+    ] = False,
+) -> None:
+    """List dead letters (events a handler kept failing), replay them, or purge them."""
+    from flowhooks._cli.durable import dead_letters
+
+    with _reported():
+        done, found = asyncio.run(
+            dead_letters(db, consumer, replay=replay, replay_all=replay_all, purge=purge)
+        )
+        if done != "listed":
+            sys.stdout.write(f"{done} {found} dead letter(s)\n")
+        elif as_json:
+            sys.stdout.write(json.dumps([d.as_json() for d in found], indent=2) + "\n")
+        elif not found:
+            console().print("No dead letters.", markup=False)
+        else:
+            from flowhooks._cli.render import print_dead_letters
+
+            print_dead_letters(console(), found)
+
+
 def db_callback() -> None:
     """Manage the history database's schema."""
 
@@ -445,6 +560,15 @@ _EXAMPLES: Final[dict[str | None, tuple[str, ...]]] = {
     "runs": (
         "flowhooks runs --status suspended",
         "flowhooks runs --status crashed --db postgresql://user@db.internal/flowhooks --json",
+    ),
+    "deliver": (
+        "flowhooks deliver myapp.hooks:SlackAlerts --consumer alerts",
+        "flowhooks deliver hooks.py:alerts -c alerts --db sqlite:///flowhooks.db --once",
+    ),
+    "dead-letters": (
+        "flowhooks dead-letters --consumer alerts",
+        "flowhooks dead-letters --consumer alerts --replay 6f1c2e...",
+        "flowhooks dead-letters --json > dead.json",
     ),
     "sweep": (
         "flowhooks sweep",
@@ -500,6 +624,10 @@ def create_app() -> typer.Typer:
     app.command("history", cls=_Command, epilog=_examples("history"))(history_command)
     app.command("runs", cls=_Command, epilog=_examples("runs"))(runs_command)
     app.command("sweep", cls=_Command, epilog=_examples("sweep"))(sweep_command)
+    app.command("deliver", cls=_Command, epilog=_examples("deliver"))(deliver_command)
+    app.command("dead-letters", cls=_Command, epilog=_examples("dead-letters"))(
+        dead_letters_command
+    )
     db_app = typer_mod.Typer(cls=_Group, no_args_is_help=True, add_completion=False)
     db_app.callback(epilog=_examples("db"))(db_callback)
     db_app.command("upgrade", cls=_Command, epilog=_examples("db upgrade"))(db_upgrade_command)

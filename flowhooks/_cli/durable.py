@@ -149,3 +149,164 @@ def sweep_lines(report: Any) -> list[str]:
     if report.purged:
         lines.append(f"purged {report.purged} delivered outbox row(s) past retention")
     return lines or ["nothing to sweep"]
+
+
+# -- deliver --------------------------------------------------------------------------------------
+
+
+def _has_hooks(value: object) -> bool:
+    from flowhooks._events import EventType
+
+    return any(callable(getattr(value, t.method_name, None)) for t in EventType)
+
+
+def load_handler(target: str) -> object:
+    """The handler ``MODULE:ATTR`` (or ``FILE.py:ATTR``) names: an instance, or a class or
+    zero-argument factory that makes one.
+
+    Raises:
+        CLIError: for a bad target, or an attribute that gives no handler.
+    """
+    from pathlib import Path
+
+    from flowhooks._cli.load import import_target_module, load_file, parse_target
+
+    parsed = parse_target(target)
+    module = (
+        load_file(Path(parsed.source)) if parsed.is_file else import_target_module(parsed.source)
+    )
+    if not hasattr(module, parsed.attr):
+        msg = f"{parsed.where} has no attribute {parsed.attr!r}"
+        raise CLIError(msg)
+    value = getattr(module, parsed.attr)
+    if isinstance(value, type) or (callable(value) and not _has_hooks(value)):
+        try:
+            value = value()
+        except Exception as exc:
+            msg = f"{target} could not make a handler: {type(exc).__name__}: {exc}"
+            raise CLIError(msg) from None
+    if not _has_hooks(value):
+        msg = (
+            f"{target} is not a handler (no on_* hook methods); name a handler instance, "
+            "or a class or zero-argument factory that makes one"
+        )
+        raise CLIError(msg)
+    return value
+
+
+def _positive(value: float, option: str) -> float:
+    if not value > 0:
+        msg = f"{option} takes a positive number, got {value!r}"
+        raise CLIError(msg)
+    return value
+
+
+async def deliver(
+    db: str,
+    consumer: str,
+    handler: object,
+    *,
+    once: bool,
+    concurrency: int,
+    max_attempts: int,
+    backoff: float,
+    max_backoff: float,
+    lease: float,
+    stale_after: float,
+) -> Any:
+    """Deliver ``consumer``'s rows to ``handler``: once (what is due) or until SIGINT/SIGTERM.
+
+    Returns the worker's ``DeliveryStats``.
+    """
+    import asyncio
+    import signal
+
+    _check_url(db)
+    _history_module()
+    from flowhooks.handlers._delivery_worker import DeliveryWorker, RetryPolicy
+    from flowhooks.handlers._sql_hub import SqlHub, WriteError
+
+    for value, option in (
+        (backoff, "--backoff"),
+        (max_backoff, "--max-backoff"),
+        (lease, "--lease"),
+        (stale_after, "--stale-after"),
+    ):
+        _positive(value, option)
+    if not consumer.strip():
+        msg = "--consumer takes the consumer's name, got an empty string"
+        raise CLIError(msg)
+    hub = SqlHub.for_url(db, connect_timeout=10.0)
+    try:
+        await hub.ready()
+    except WriteError as exc:
+        msg = f"cannot use the history database {_display_url(db)!r}: {exc.reason}"
+        raise CLIError(msg, EXIT_FAILED) from None
+    worker = DeliveryWorker(
+        hub,
+        consumer,
+        handler,
+        policy=RetryPolicy(max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff),
+        lease=lease,
+        concurrency=concurrency,
+        stale_after=stale_after,
+    )
+    if once:
+        return await worker.run_once()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return worker.stats
+
+
+def stats_line(stats: Any) -> str:
+    """What ``flowhooks deliver`` prints when it ends."""
+    line = f"delivered {stats.delivered}, retried {stats.retried}, dead letters {stats.dead}"
+    if stats.lost_claims:
+        line += f", {stats.lost_claims} claim(s) lost to an expired lease"
+    return line
+
+
+# -- dead letters ---------------------------------------------------------------------------------
+
+
+async def dead_letters(
+    db: str,
+    consumer: str | None,
+    *,
+    replay: str | None,
+    replay_all: bool,
+    purge: bool,
+) -> tuple[str, Any]:
+    """List, replay or purge dead letters; return (what was done, its result)."""
+    from flowhooks.handlers._outbox import Outbox
+
+    chosen = [
+        name
+        for name, on in (("--replay", replay), ("--replay-all", replay_all), ("--purge", purge))
+        if on
+    ]
+    if len(chosen) > 1:
+        msg = f"{' and '.join(chosen)} cannot be combined; pick one"
+        raise CLIError(msg)
+    if replay is not None:
+        return "replayed", await _on_database(
+            db, lambda conn, dialect: Outbox(dialect).replay(conn, consumer, replay)
+        )
+    if replay_all:
+        return "replayed", await _on_database(
+            db, lambda conn, dialect: Outbox(dialect).replay(conn, consumer, None)
+        )
+    if purge:
+        return "purged", await _on_database(
+            db, lambda conn, dialect: Outbox(dialect).purge_dead(conn, consumer)
+        )
+    return "listed", await _on_database(
+        db, lambda conn, dialect: Outbox(dialect).dead_letters(conn, consumer)
+    )

@@ -293,16 +293,15 @@ def print_runs(out: Console, runs: list[RunRecord]) -> None:
 
 
 def print_run_states(out: Console, runs: list[RunRecord]) -> None:
-    """Print runs with their state: full id, workflow, status, start and end, and why it ended
-    (cancel reason or error) or which suspended run it resumed."""
+    """Print runs with their state: full id (what ``flowhooks resume`` takes), workflow,
+    status, start, and why it ended (cancel reason or error) or which run it resumed."""
     from rich.table import Table
 
     table = Table()
     table.add_column("run id", no_wrap=True)
-    table.add_column("workflow", min_width=8)
+    table.add_column("workflow")
     table.add_column("status", no_wrap=True)
-    table.add_column("started", min_width=10)
-    table.add_column("ended", min_width=10)
+    table.add_column("started")
     table.add_column("note", overflow="fold")
     for run in runs:
         note = run.cancel_reason or (
@@ -315,8 +314,31 @@ def print_run_states(out: Console, runs: list[RunRecord]) -> None:
             markup(run.workflow_name),
             _status(run.status),
             _when(run.started_at),
-            _when(run.ended_at),
             markup(one_line(note, 120)),
+        )
+    out.print(table)
+
+
+def print_dead_letters(out: Console, letters: list[Any]) -> None:
+    """Print dead letters: event id (what ``--replay`` takes), consumer, run id prefix, event
+    type, attempts, last error."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("event id", no_wrap=True)
+    table.add_column("consumer")
+    table.add_column("run", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("tries", justify="right")
+    table.add_column("last error", overflow="fold")
+    for letter in letters:
+        table.add_row(
+            markup(letter.event_id),
+            markup(letter.consumer),
+            markup(letter.run_id[:8]),
+            markup(letter.event_type),
+            str(letter.attempts),
+            markup(one_line(letter.error or "", 200)),
         )
     out.print(table)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from flowhooks.handlers._apprise import AppriseNotifier
+    from flowhooks.handlers.durable import DurableError
     from flowhooks.handlers.history import HistoryCallback, HistoryStore
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppriseNotifier",
+    "DurableError",
     "HistoryCallback",
     "HistoryStore",
     "LoggingCallback",
@@ -51,6 +53,7 @@ __all__ = [
 
 _MODULES: Final[dict[str, str]] = {
     "AppriseNotifier": "_apprise",
+    "DurableError": "durable",
     "HistoryCallback": "history",
     "HistoryStore": "history",
     "LoggingCallback": "logging",

@@ -213,6 +213,50 @@ class Outbox:
         )
         return done.rowcount == 1
 
+    def next_of_run(
+        self, conn: sa.Connection, row: Claimed, *, token: str, lease: float
+    ) -> Claimed | None:
+        """Claim the next row of ``row``'s run for its consumer, when it is due and free.
+
+        Called in the transaction that acked ``row``: a worker delivers a run's
+        rows one after another without a claim of its own for each.
+        """
+        now = time.time()
+        t = outbox_table
+        query = (
+            sa.select(t.c.id, t.c.due_at, t.c.lease_until)
+            .where(t.c.consumer == row.consumer)
+            .where(t.c.run_id == row.run_id)
+            .where(t.c.status == PENDING)
+            .order_by(t.c.seq, t.c.id)
+            .limit(1)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        found = conn.execute(query).first()
+        if found is None or found.due_at > now:
+            return None
+        if found.lease_until is not None and found.lease_until >= now:
+            return None
+        conn.execute(
+            sa.update(t)
+            .where(t.c.id == found.id)
+            .values(lease_until=now + lease, worker=token, attempts=t.c.attempts + 1)
+        )
+        claimed = conn.execute(
+            sa.select(
+                t.c.id,
+                t.c.consumer,
+                t.c.event_id,
+                t.c.run_id,
+                t.c.seq,
+                t.c.event_type,
+                t.c.event,
+                t.c.attempts,
+            ).where(t.c.id == found.id)
+        ).first()
+        return Claimed(*claimed) if claimed is not None else None
+
     def retry(
         self, conn: sa.Connection, row_id: int, token: str, due_at: float, error: str
     ) -> bool:

@@ -184,11 +184,27 @@ class _SqliteBackend(_Backend):
         def _on_begin(conn: sa.Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        self._conn: sa.Connection | None = None
+
     def run(self, work: Callable[[sa.Connection], T]) -> T:
-        with self.engine.begin() as conn:
-            return work(conn)
+        # One connection held for the writer's life: a pool checkout per transaction
+        # costs more than the transaction.
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                return work(conn)
+        except BaseException:
+            if conn.invalidated:
+                self._conn = None
+            raise
 
     def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
         self.engine.dispose()
 
 
