@@ -13,13 +13,24 @@ nothing more is written.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from flowhooks import ErrorInfo, Event, EventType, RunResult, RunStatus, to_jsonable
+from flowhooks import (
+    ErrorInfo,
+    Event,
+    EventType,
+    Redaction,
+    RunResult,
+    RunStatus,
+    redact_text,
+    redact_value,
+    to_jsonable,
+)
 from flowhooks.handlers._history_db import errors_table, events_table, nodes_table, runs_table
 from flowhooks.handlers._run_end import closing_status, finished_result
 from flowhooks.handlers._sql_hub import Op
@@ -152,8 +163,10 @@ class HistoryRows:
         record_payloads: bool,
         max_payload_chars: int | None,
         workflow_target: str | None = None,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
         self.dialect = dialect
+        self.redact = redact
         self.workflow_target = workflow_target
         self.record_payloads = record_payloads
         self.max_payload_chars = max_payload_chars
@@ -163,7 +176,15 @@ class HistoryRows:
         """``value`` as stored: JSON, capped, or ``None`` when payloads are not recorded."""
         if not self.record_payloads:
             return None
-        return to_jsonable(value, max_chars=self.max_payload_chars)
+        return redact_value(to_jsonable(value, max_chars=self.max_payload_chars), self.redact)
+
+    def metadata(self, value: Any) -> Any:
+        """Run headers as stored: JSON, without secrets."""
+        return redact_value(to_jsonable(value), self.redact)
+
+    def text(self, value: str | None) -> str | None:
+        """An error message or stack trace as stored: without credentials."""
+        return None if value is None else redact_text(value, self.redact)
 
     def op(self, event: Event) -> Op:
         """The writes for ``event`` (computed now, run later in its transaction)."""
@@ -208,7 +229,7 @@ class HistoryRows:
             "last_seq": event.seq,
             "parent_run_id": event.parent_run_id,
             "resource_id": event.resource_id,
-            "run_metadata": to_jsonable(event.metadata),
+            "run_metadata": self.metadata(event.metadata),
             "inputs": self.payload(event.payload),
             "ended_at": None,
             "duration": None,
@@ -251,7 +272,7 @@ class HistoryRows:
                 final_node=result.final_node,
                 cancel_reason=result.cancel_reason,
                 error_type=info.type if info is not None else None,
-                error_message=info.message if info is not None else None,
+                error_message=self.text(info.message) if info is not None else None,
                 resumed_from=result.resumed_from,
             )
             for node_id, node in result.nodes.items():
@@ -262,7 +283,7 @@ class HistoryRows:
             "started_at": result.started_at if result is not None else None,
             "parent_run_id": event.parent_run_id,
             "resource_id": event.resource_id,
-            "run_metadata": to_jsonable(event.metadata),
+            "run_metadata": self.metadata(event.metadata),
             "inputs": self.payload(result.inputs) if result is not None else None,
         }
         sql = self._sql
@@ -273,7 +294,7 @@ class HistoryRows:
             if values["status"] == RunStatus.FAILED and result is None:
                 last = conn.execute(sql.last_error, {"b_run_id": run_id}).first()
                 if last is not None:
-                    values.update(error_type=last.type, error_message=last.message)
+                    values.update(error_type=last.type, error_message=self.text(last.message))
             params = {f"b_{name}": value for name, value in values.items()}
             params["b_run_id"] = run_id
             if conn.execute(sql.run_end, params).rowcount == 0:
@@ -341,8 +362,8 @@ class HistoryRows:
             "node_id": info.node_id if info.node_id is not None else event.node_id,
             "attempt": info.attempt if info.attempt is not None else event.attempt,
             "type": info.type,
-            "message": info.message,
-            "stack_trace": info.stack_trace,
+            "message": self.text(info.message),
+            "stack_trace": self.text(info.stack_trace),
             "severity": info.severity.value,
             "will_retry": info.will_retry,
             "timestamp": info.timestamp,
@@ -355,7 +376,7 @@ class HistoryRows:
                     "ended_at": event.timestamp,
                     "duration": event.duration,
                     "error_type": info.type,
-                    "error_message": info.message,
+                    "error_message": self.text(info.message),
                 },
                 failed=True,
             )

@@ -228,6 +228,16 @@ class _PostgresBackend(_Backend):
             max_overflow=0,
         )
 
+        @sa_event.listens_for(self.engine.sync_engine, "before_cursor_execute", retval=True)
+        def _escape_nul(
+            _conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, executemany: bool
+        ) -> tuple[str, Any]:
+            # PostgreSQL text cannot hold a NUL character: a workflow name, an error
+            # message or a payload string with one is stored with it escaped as \x00.
+            if executemany:
+                return statement, [_without_nul(one) for one in params]
+            return statement, _without_nul(params)
+
     async def _run(self, work: Callable[[sa.Connection], T]) -> T:
         async with self.engine.begin() as conn:
             return await conn.run_sync(work)
@@ -240,6 +250,21 @@ class _PostgresBackend(_Backend):
             self.loop.run_until_complete(self.engine.dispose())
         finally:
             self.loop.close()
+
+
+def _without_nul(params: Any) -> Any:
+    """``params`` of one statement with every NUL in a string value escaped as ``\\x00``."""
+
+    def clean(value: Any) -> Any:
+        return (
+            value.replace("\x00", "\\x00") if isinstance(value, str) and "\x00" in value else value
+        )
+
+    if isinstance(params, dict):
+        return {key: clean(value) for key, value in params.items()}
+    if isinstance(params, tuple | list):
+        return type(params)(clean(value) for value in params)
+    return params
 
 
 def _absolute(url: URL) -> URL:

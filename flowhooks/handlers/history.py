@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Iterable
 from typing import Any
 
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType, Redaction
 from flowhooks.handlers._extras import require
 
 require("sqlalchemy", extra="sql", handler="HistoryCallback")
@@ -131,6 +132,7 @@ class HistoryCallback(BaseCallbackHandler):
         record_payloads: bool = True,
         workflow_target: str | None = None,
         echo: bool = False,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
         self.connect_timeout = positive_seconds("connect_timeout", connect_timeout)
         self.heartbeat = positive_seconds("heartbeat", heartbeat)
@@ -140,8 +142,10 @@ class HistoryCallback(BaseCallbackHandler):
         self.url = self._hub.url
         self.record_payloads = record_payloads
         self.max_payload_chars = max_payload_chars
+        self.redact = Redaction.coerce(redact)
         self._rows = HistoryRows(
             dialect=self._hub.dialect,
+            redact=self.redact,
             record_payloads=record_payloads,
             max_payload_chars=max_payload_chars,
             workflow_target=workflow_target,

@@ -532,3 +532,51 @@ async def test_read_errors_show_the_url_as_given(tmp_path: Path) -> None:
             await store.list_runs()
     assert f"cannot read the history database {url!r}" in str(caught.value)
     assert repr(store) == f"HistoryStore({url!r})"
+
+
+SECRET = "sk-live-4711"
+
+
+async def test_no_secret_reaches_the_history_database(db_url: str, tmp_path: Path) -> None:
+    """Inputs, outputs, metadata and error texts are stored redacted; nodes saw the real values."""
+    seen: list[str] = []
+
+    async def connect(api_key: str, dsn: str) -> dict[str, str]:
+        seen.append(api_key)
+        return {"db_password": SECRET, "rows": "12"}
+
+    async def upload(connect: dict[str, str]) -> None:
+        msg = (
+            f"upload to https://bob:{SECRET}@store.example failed (Authorization: Bearer {SECRET})"
+        )
+        raise RuntimeError(msg)
+
+    wf = Workflow("secrets", nodes=[connect, upload])
+    result = await wf.run(
+        {"api_key": SECRET, "dsn": f"postgresql://app:{SECRET}@db.example/x"},
+        callbacks=[HistoryCallback(db_url)],
+        metadata={"x-api-key": SECRET, "tenant": "acme"},
+    )
+    assert seen == [SECRET]
+    assert result.outputs["connect"]["db_password"] == SECRET  # in memory: untouched
+    async with HistoryStore(db_url) as store:
+        detail = await store.get_run(result.run_id)
+    assert detail is not None
+    stored = repr((detail.run, detail.nodes, detail.errors))
+    assert SECRET not in stored
+    assert detail.run.inputs is not None
+    assert detail.run.inputs["api_key"] == "***"
+    assert "acme" in stored
+
+
+@pytest.mark.postgres
+async def test_nul_characters_are_stored_escaped_on_postgresql(postgres_url: str) -> None:
+    """PostgreSQL text cannot hold NUL: names, messages and payloads with one are still recorded."""
+    history = HistoryCallback(postgres_url)
+    async with CallbackManager([history]) as manager:
+        await deliver(manager, run_events("nul-run", fail=True, workflow="etl\x00night"))
+    async with HistoryStore(postgres_url) as store:
+        detail = await store.get_run("nul-run")
+    assert detail is not None
+    assert detail.run.workflow_name == "etl\\x00night"
+    assert detail.run.status == "failed"
