@@ -840,3 +840,42 @@ def test_graph_option_error_points_to_graph_help(capsys, pipeline):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "(see 'flowhooks graph --help')" in err
+
+
+SECRET = "sk-live-8080"
+
+SECRET_PIPELINE = f'''
+from flowhooks import Workflow, node
+
+
+@node
+def connect(api_key: str) -> dict:
+    return {{"db_password": "{SECRET}", "ok": True}}
+
+
+@node
+def upload(connect: dict) -> None:
+    raise RuntimeError("PUT https://bob:{SECRET}@files.example/x refused; Bearer {SECRET}")
+
+
+workflow = Workflow("leaky", nodes=[connect, upload])
+'''
+
+
+def test_no_secret_reaches_the_terminal_the_json_or_the_history(cli, tmp_path, monkeypatch):
+    """The summary, logs, --json and history show run data redacted (SPEC §2 Redaction)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "leaky.py").write_text(SECRET_PIPELINE)
+    shown = invoke(cli, "run", "leaky.py:workflow", "--input", f"api_key={SECRET}")
+    assert shown.exit_code == 1
+    as_json = invoke(cli, "run", "leaky.py:workflow", "--input", f"api_key={SECRET}", "--json")
+    assert as_json.exit_code == 1
+    document = json.loads(as_json.stdout)
+    assert document["inputs"]["api_key"] == "***"
+    listing = invoke(cli, "history")
+    run_id = document["run_id"]
+    detail = invoke(cli, "history", run_id)
+    for output in (shown.stdout, shown.stderr, as_json.stdout, as_json.stderr, listing.stdout):
+        assert SECRET not in output
+    assert SECRET not in detail.stdout
+    assert "upload" in detail.stdout

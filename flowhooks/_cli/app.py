@@ -45,6 +45,7 @@ from flowhooks._cli.render import (
     warn,
 )
 from flowhooks._errors import WorkflowError
+from flowhooks._redact import redact_value
 from flowhooks._workflow import Workflow
 
 if TYPE_CHECKING:
@@ -223,7 +224,8 @@ def run_command(
         if database is not None and _history_failures(manager):
             warn(f"the run was not fully recorded in {database!r} (see the log above)")
         if as_json:
-            sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+            # Run data leaving the process: redacted, as every built-in outlet does.
+            sys.stdout.write(json.dumps(redact_value(result.to_dict()), indent=2) + "\n")
         else:
             print_summary(console(), result, metrics, database)
         if not result.succeeded:

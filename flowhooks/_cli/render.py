@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from flowhooks._cli.db import _display_url
+from flowhooks._redact import redact_text
 
 if TYPE_CHECKING:
     from loguru import Message, Record
@@ -51,19 +52,22 @@ def _escaped(match: re.Match[str]) -> str:
 
 
 def printable(value: object) -> str:
-    """``str(value)`` with every control character shown as an escape, as ``repr`` writes it.
+    """``str(value)`` without credentials, every control character shown as an escape.
+
+    Credentials (URL passwords, ``Bearer`` tokens, ``api_key=...``) are
+    redacted by the process's policy, as everywhere run data leaves the process.
 
     ``"a\\x1b[2Jb"`` becomes ``a\\x1b[2Jb`` with a visible backslash; newlines
     and tabs become ``\\n`` and ``\\t``, so one value stays on one line. Text
     without control characters is returned unchanged.
     """
     text = value if isinstance(value, str) else str(value)
-    return _CONTROL.sub(_escaped, text)
+    return _CONTROL.sub(_escaped, redact_text(text))
 
 
 def printable_lines(text: str) -> str:
     """Like ``printable``, but keeps the newlines of multi-line text (a graph, a traceback)."""
-    return _CONTROL_BUT_NEWLINE.sub(_escaped, text)
+    return _CONTROL_BUT_NEWLINE.sub(_escaped, redact_text(text))
 
 
 def one_line(text: object, limit: int = 300) -> str:
