@@ -112,7 +112,7 @@ def _prepare(
     outputs: Iterable[str] | None = None,
     timeout: float | None = None,
     control: RunControl | None = None,
-    store: RunStore | None = None,
+    store: RunStore | str | None = None,
 ) -> _Prepared:
     if not isinstance(workflow, Workflow):
         msg = f"expected a Workflow, got {workflow!r}"
@@ -206,14 +206,21 @@ async def _execute(prepared: _Prepared) -> RunResult:
 
 
 def resolve_store(store: RunStore | str | None) -> RunStore:
-    """``store=``: a ``RunStore``, or ``None`` for this process's memory.
+    """``store=``: a ``RunStore``, a database URL (``sqlite:///...``, ``postgresql://...``;
+    its store is made on first use, importing SQLAlchemy only then), or ``None`` for this
+    process's memory.
 
     Raises:
         TypeError: for anything else.
+        ValueError: for a URL that is not SQLite or PostgreSQL.
     """
     if store is None:
         return PROCESS_STORE
-    if isinstance(store, RunStore) and not isinstance(store, str):
+    if isinstance(store, str):
+        from flowhooks.handlers._run_store import store_for_url
+
+        return store_for_url(store)
+    if isinstance(store, RunStore):
         return store
     msg = (
         f"store= takes a database URL (e.g. 'sqlite:///flowhooks.db') or a RunStore, got {store!r}"
@@ -226,7 +233,7 @@ async def resume_run(
     run_id: str,
     data: Any = None,
     *,
-    store: RunStore | None = None,
+    store: RunStore | str | None = None,
     force: bool = False,
     **options: Any,
 ) -> RunResult:

@@ -206,7 +206,7 @@ class Workflow:
         metadata: Mapping[str, Any] | None = None,
         outputs: Iterable[str] | None = None,
         timeout: float | None = None,
-        store: RunStore | None = None,
+        store: RunStore | str | None = None,
     ) -> RunResult:
         """Run the workflow and return its ``RunResult`` (a failed node does not raise).
 
@@ -272,7 +272,7 @@ class Workflow:
         run_id: str,
         data: Any = None,
         *,
-        store: RunStore | None = None,
+        store: RunStore | str | None = None,
         callbacks: Callbacks = None,
         runner: Runner | None = None,
         force: bool = False,

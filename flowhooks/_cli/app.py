@@ -44,7 +44,7 @@ from flowhooks._cli.render import (
     record_dict,
     warn,
 )
-from flowhooks._errors import WorkflowError
+from flowhooks._errors import FlowhooksError, WorkflowError
 from flowhooks._redact import redact_value
 from flowhooks._workflow import Workflow
 
@@ -101,7 +101,15 @@ async def _execute(
     db: str | None,
     show_progress: bool,
     verbose: bool,
+    target: str | None = None,
+    resume: tuple[str, Any, bool] | None = None,
 ) -> tuple[RunResult, CallbackManager, MetricsCallback]:
+    """Run (or, with ``resume=(run_id, data, force)``, resume) ``wf`` with the command's
+    handlers.
+
+    With a database, the run is recorded with its ``target`` and a run that
+    suspends is saved there, so ``flowhooks resume`` can continue it.
+    """
     from flowhooks._manager import CallbackManager
     from flowhooks.handlers.logging import LoggingCallback
     from flowhooks.handlers.metrics import MetricsCallback
@@ -122,9 +130,13 @@ async def _execute(
     if db is not None:
         from flowhooks.handlers.history import HistoryCallback
 
-        manager.add_handler(HistoryCallback(db))
+        manager.add_handler(HistoryCallback(db, workflow_target=target))
     try:
-        result = await wf.run(inputs, callbacks=manager)
+        if resume is not None:
+            run_id, data, force = resume
+            result = await wf.resume(run_id, data, store=db, callbacks=manager, force=force)
+        else:
+            result = await wf.run(inputs, callbacks=manager, store=db)
     finally:
         await manager.aclose()
     return result, manager, metrics
@@ -208,6 +220,7 @@ def run_command(
                         db=database,
                         show_progress=not quiet,
                         verbose=verbose,
+                        target=target,
                     )
                 )
             except CLIError:
@@ -394,6 +407,72 @@ def sweep_command(
         sys.stdout.write("\n".join(sweep_lines(report)) + "\n")
 
 
+# -- resume -------------------------------------------------------------------------------------
+
+
+def resume_command(
+    run_id: Annotated[str, _Arg(help="The suspended run's id.", metavar="RUN_ID")],
+    data: Annotated[
+        str | None,
+        _Opt("--data", "-d", metavar="JSON", help="What the suspended node gets as resume_data."),
+    ] = None,
+    db: Annotated[
+        str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")
+    ] = DEFAULT_DB,
+    workflow: Annotated[
+        str | None,
+        _Opt(
+            "--workflow",
+            "-w",
+            metavar="TARGET",
+            help="FILE.py:WORKFLOW or package.module:WORKFLOW, when the run's target was not "
+            "recorded (runs started by 'flowhooks run' have it).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, _Opt("--force", help="Resume even if the workflow's graph changed since.")
+    ] = False,
+    as_json: Annotated[
+        bool, _Opt("--json", help="Print the resumed run's result as JSON on stdout.")
+    ] = False,
+    quiet: Annotated[
+        bool, _Opt("--quiet", "-q", help="No progress and no info logs on stderr.")
+    ] = False,
+) -> None:
+    """Resume a suspended run with DATA, as a new run of the workflow it was started from."""
+    from flowhooks._cli.durable import parse_resume_data, suspended_target
+
+    with _reported():
+        _check_url(db)
+        resume_data = parse_resume_data(data)
+        target = workflow or asyncio.run(suspended_target(db, run_id))
+        wf = load_workflow(target)
+        keep_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else nullcontext()
+        with log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=False), keep_stdout:
+            try:
+                result, _manager, metrics = asyncio.run(
+                    _execute(
+                        wf,
+                        {},
+                        db=db,
+                        show_progress=not quiet,
+                        verbose=False,
+                        target=target,
+                        resume=(run_id, resume_data, force),
+                    )
+                )
+            except CLIError:
+                raise
+            except (WorkflowError, FlowhooksError) as exc:
+                raise CLIError(str(exc), EXIT_FAILED) from None
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        else:
+            print_summary(console(), result, metrics, db)
+        if not result.succeeded:
+            raise SystemExit(EXIT_FAILED)
+
+
 # -- deliver and dead letters --------------------------------------------------------------------
 
 
@@ -563,6 +642,10 @@ _EXAMPLES: Final[dict[str | None, tuple[str, ...]]] = {
         "flowhooks runs --status suspended",
         "flowhooks runs --status crashed --db postgresql://user@db.internal/flowhooks --json",
     ),
+    "resume": (
+        "flowhooks resume 26b8ffe5c0d44d6e9a3b5f0e7c1a2b3c --data '{\"approved\": true}'",
+        "flowhooks resume RUN_ID --db sqlite:///runs.db --workflow orders.py:workflow",
+    ),
     "deliver": (
         "flowhooks deliver myapp.hooks:SlackAlerts --consumer alerts",
         "flowhooks deliver hooks.py:alerts -c alerts --db sqlite:///flowhooks.db --once",
@@ -626,6 +709,7 @@ def create_app() -> typer.Typer:
     app.command("history", cls=_Command, epilog=_examples("history"))(history_command)
     app.command("runs", cls=_Command, epilog=_examples("runs"))(runs_command)
     app.command("sweep", cls=_Command, epilog=_examples("sweep"))(sweep_command)
+    app.command("resume", cls=_Command, epilog=_examples("resume"))(resume_command)
     app.command("deliver", cls=_Command, epilog=_examples("deliver"))(deliver_command)
     app.command("dead-letters", cls=_Command, epilog=_examples("dead-letters"))(
         dead_letters_command

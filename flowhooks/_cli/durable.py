@@ -310,3 +310,52 @@ async def dead_letters(
     return "listed", await _on_database(
         db, lambda conn, dialect: Outbox(dialect).dead_letters(conn, consumer)
     )
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+
+def parse_resume_data(text: str | None) -> Any:
+    """``--data``: JSON when it parses, else the text itself; ``None`` when not given."""
+    import json
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+async def suspended_target(db: str, run_id: str) -> str:
+    """The workflow target recorded for the suspended run ``run_id``.
+
+    Raises:
+        CLIError: the run is not a suspended run of ``db``, or has no recorded target.
+    """
+    import sqlalchemy as sa
+
+    from flowhooks.handlers._history_db import suspended_table
+
+    row = await _on_database(
+        db,
+        lambda conn, _dialect: conn.execute(
+            sa.select(suspended_table.c.workflow_target, suspended_table.c.status).where(
+                suspended_table.c.run_id == run_id
+            )
+        ).first(),
+    )
+    if row is None:
+        msg = (
+            f"no suspended run {run_id!r} in {_display_url(db)!r}; "
+            "'flowhooks runs --status suspended' lists them"
+        )
+        raise CLIError(msg, EXIT_FAILED)
+    if not row.workflow_target:
+        msg = (
+            f"run {run_id!r} was not started by 'flowhooks run', so its workflow is not "
+            "recorded; name it with --workflow FILE.py:WORKFLOW"
+        )
+        raise CLIError(msg)
+    target: str = row.workflow_target
+    return target

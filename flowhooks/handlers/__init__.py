@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from flowhooks.handlers._apprise import AppriseNotifier
+    from flowhooks.handlers._run_store import SQLRunStore
     from flowhooks.handlers.durable import DurableError
     from flowhooks.handlers.history import HistoryCallback, HistoryStore
     from flowhooks.handlers.logging import LoggingCallback
@@ -43,6 +44,7 @@ __all__ = [
     "OpenTelemetryCallback",
     "ProgressCallback",
     "PrometheusCallback",
+    "SQLRunStore",
     "SentryCallback",
     "WebhookCallback",
     "WebhookNotifier",
@@ -64,6 +66,7 @@ _MODULES: Final[dict[str, str]] = {
     "OpenTelemetryCallback": "otel",
     "ProgressCallback": "progress",
     "PrometheusCallback": "prometheus",
+    "SQLRunStore": "_run_store",
     "SentryCallback": "sentry",
     "WebhookCallback": "webhook",
     "WebhookNotifier": "notification",
