@@ -29,7 +29,14 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType, Redaction
+from flowhooks import (
+    BaseCallbackHandler,
+    CircuitBreaker,
+    ErrorInfo,
+    Event,
+    EventType,
+    Redaction,
+)
 from flowhooks.handlers._extras import require
 
 require("sqlalchemy", extra="sql", handler="HistoryCallback")
@@ -143,6 +150,10 @@ class HistoryCallback(BaseCallbackHandler):
         self.record_payloads = record_payloads
         self.max_payload_chars = max_payload_chars
         self.redact = Redaction.coerce(redact)
+        if self._hub.dialect != "sqlite":
+            # A server database can go away: after a few failed events in a row, stop
+            # costing each run its connect timeout for a while (SPEC §4 circuit breaker).
+            self.breaker = CircuitBreaker()
         self._rows = HistoryRows(
             dialect=self._hub.dialect,
             redact=self.redact,

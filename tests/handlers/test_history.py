@@ -580,3 +580,22 @@ async def test_nul_characters_are_stored_escaped_on_postgresql(postgres_url: str
     assert detail is not None
     assert detail.run.workflow_name == "etl\\x00night"
     assert detail.run.status == "failed"
+
+
+def test_a_server_database_gets_a_circuit_breaker_and_sqlite_none(tmp_path: Path) -> None:
+    """A dead PostgreSQL server must not cost every event its connect timeout (SPEC §4)."""
+    server = HistoryCallback(f"postgresql://nobody@127.0.0.1:{free_port()}/h", connect_timeout=1)
+    local = HistoryCallback(f"sqlite:///{tmp_path / 'h.db'}")
+    assert server.breaker is not None
+    assert local.breaker is None
+
+
+async def test_a_dead_server_database_is_skipped_once_its_breaker_opens(logs: list[str]) -> None:
+    history = HistoryCallback(f"postgresql://nobody@127.0.0.1:{free_port()}/h", connect_timeout=1)
+    manager = CallbackManager([history])
+    for i in range(8):
+        await manager.trigger("workflow_start", workflow_id=f"r{i}", input_data={})
+    stats = manager.stats[history][EventType.WORKFLOW_START]
+    assert stats.errors == 5
+    assert stats.skipped == 3
+    await manager.aclose()
