@@ -1,5 +1,7 @@
 """Handlers shared by runs in several threads at once (SPEC §3 v2 "Sharing").
 
+History on a SQLite file, metrics, background and batched delivery.
+
 A module-level workflow run with ``run_sync`` from 8 threads, 200 runs each
 (a threaded web server's shape), on shared built-in handlers and composites:
 nothing lost, duplicated, merged or attributed to another run, nothing hung.
@@ -7,15 +9,17 @@ nothing lost, duplicated, merged or attributed to another run, nothing hung.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 from stream_checks import assert_well_formed
 
 from flowhooks import BackgroundCallback, BatchedCallback, Event, RunStatus, Workflow, node
-from flowhooks.handlers import MetricsCallback
+from flowhooks.handlers import HistoryCallback, MetricsCallback
 from flowhooks.testing import RecordingCallback
 
 THREADS = 8
@@ -38,7 +42,9 @@ async def store(price: int) -> int:
 
 
 @pytest.mark.slow
-def test_shared_handlers_across_threads_lose_nothing() -> None:
+def test_shared_handlers_across_threads_lose_nothing(tmp_path: Path) -> None:
+    database = tmp_path / "history.db"
+    history = HistoryCallback(f"sqlite:///{database}")
     metrics = MetricsCallback()
     direct = RecordingCallback()
     background_seen = RecordingCallback()
@@ -52,7 +58,9 @@ def test_shared_handlers_across_threads_lose_nothing() -> None:
 
     batched = BatchedCallback(sink, batch_size=7, flush_interval=0.01)
     wf = Workflow(
-        "orders", nodes=[fetch, price, store], callbacks=[metrics, direct, background, batched]
+        "orders",
+        nodes=[fetch, price, store],
+        callbacks=[metrics, direct, background, batched, history],
     )
     failures: list[BaseException] = []
     results: dict[str, int] = {}
@@ -95,6 +103,12 @@ def test_shared_handlers_across_threads_lose_nothing() -> None:
             assert [e.id for e in events] == [e.id for e in per_run[run_id]], run_id
     ids = Counter(e.id for e in direct.events)
     assert max(ids.values()) == 1
+
+    with sqlite3.connect(database) as db:
+        rows = dict(db.execute("SELECT run_id, status FROM flowhooks_runs").fetchall())
+        attempts = db.execute("SELECT count(*) FROM flowhooks_node_executions").fetchone()[0]
+    assert rows == dict.fromkeys(results, "succeeded")
+    assert attempts == 3 * total
 
     report: Any = metrics.get_report()
     assert report["total_workflows"] == total
