@@ -10,7 +10,9 @@ code knows nothing about:
    that had finished are not run again.
 3. A second night's run gets a broken export: its critical node fails and an
    **alert** is POSTed to a local HTTP endpoint this script starts (think
-   Slack or PagerDuty), which prints what it received.
+   Slack or PagerDuty), which prints what it received. The alert is delivered
+   **durably**: committed to an outbox before the run returns, delivered by a
+   worker, and retried when the channel answers 503 the first time.
 4. A summary of both nights, from the metrics handler; every run is also in
    the SQLite history (``flowhooks history`` shows it).
 
@@ -33,6 +35,7 @@ from rich.table import Table
 
 from flowhooks import (
     BaseCallbackHandler,
+    DurableCallback,
     ErrorInfo,
     RunResult,
     Suspend,
@@ -56,10 +59,22 @@ DATABASE = "sqlite:///flowhooks.db"
 
 
 class AlertReceiver(BaseHTTPRequestHandler):
-    """Prints every alert POSTed to it, as a chat channel would show it."""
+    """Prints every alert POSTed to it, as a chat channel would show it.
+
+    Its first request gets a 503, as a chat service having a bad moment would
+    answer: the alert is delivered durably, so it is retried from the outbox.
+    """
+
+    answered = 0
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        AlertReceiver.answered += 1
+        if AlertReceiver.answered == 1:
+            console.print("  [dim]alert channel: 503 Service Unavailable (the alert will retry)[/]")
+            self.send_response(503)
+            self.end_headers()
+            return
         console.print(f"  [bold red]alert channel received:[/] {body['text']}")
         self.send_response(204)
         self.end_headers()
@@ -143,6 +158,15 @@ def waiting_for_approval(result: RunResult) -> None:
 async def main() -> int:
     server, alert_url = start_alert_channel()
     metrics = MetricsCallback()
+    # Alerts go through the outbox in flowhooks.db: committed before run() returns,
+    # delivered by a worker, retried until the channel takes them.
+    alerts = DurableCallback(
+        NotificationCallback(WebhookNotifier(alert_url, retries=0), on_completion=False),
+        name="alerts",
+        url=DATABASE,
+        events=["error", "workflow_end"],
+        backoff=0.2,
+    )
     workflow = Workflow(
         "nightly-orders",
         nodes=[extract, exchange_rates, enrich, approve, export],
@@ -151,7 +175,7 @@ async def main() -> int:
             metrics,
             RetryNotes(),
             HistoryCallback(DATABASE),
-            NotificationCallback(WebhookNotifier(alert_url), on_completion=False),
+            alerts,
         ],
         on_workflow_suspend=waiting_for_approval,
     )
@@ -171,6 +195,7 @@ async def main() -> int:
     tuesday = await workflow.run({"night": "tuesday", "target": "ftp://old-server"})
     tuesday_resumed = await workflow.resume(tuesday.run_id, {"approved": True})
     console.print(f"  status: [bold red]{tuesday_resumed.status.value}[/]: {tuesday_resumed.error}")
+    await alerts.drain(timeout=15)  # the durable alerts: wait until the channel has them
 
     console.rule("4. What the handlers saw")
     report = metrics.get_report()
@@ -189,6 +214,7 @@ async def main() -> int:
         f"attempts, {report['retries']} retried, error rate {report['error_rate']:.0%}"
     )
     console.print(f"  history: every run above is in {DATABASE} (next: flowhooks history)")
+    await alerts.aclose()
     server.shutdown()
     return 0
 

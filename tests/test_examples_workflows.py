@@ -148,6 +148,7 @@ def test_demo_tours_retry_suspend_resume_alert_and_history(tmp_path: Path) -> No
     assert "is waiting: orders over $10,000 need a manager" in out
     assert "status: suspended" in out
     assert "status: succeeded, exported 40 orders; resumed from run" in out
+    assert "alert channel: 503 Service Unavailable (the alert will retry)" in out
     assert "alert channel received: Critical error in workflow 'nightly-orders'" in out
     assert "cannot export to 'ftp://old-server'" in out
     assert "metrics: 4 runs" in out
