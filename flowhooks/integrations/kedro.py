@@ -122,7 +122,7 @@ _OBJECT_REPR: Final = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>
 
 
 def _run_inputs(run_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The run parameters that are set, but the run id; a runner as its class name.
+    """The run parameters that are set, but the run id; the runner as its class name.
 
     Kedro records a runner passed to ``session.run`` as its ``repr``
     (``<kedro.runner.thread_runner.ThreadRunner object at 0x...>``): an
@@ -130,7 +130,9 @@ def _run_inputs(run_params: Mapping[str, Any]) -> dict[str, Any]:
     """
     inputs = {k: v for k, v in run_params.items() if v is not None and k != "run_id"}
     runner = inputs.get("runner")
-    if isinstance(runner, str):
+    if runner in (None, "None"):  # no runner given: Kedro runs its default
+        inputs["runner"] = "SequentialRunner"
+    elif isinstance(runner, str):
         inputs["runner"] = _OBJECT_REPR.sub(r"\1", runner)
     return inputs
 
