@@ -16,7 +16,8 @@
 ``hooks.flow`` holds Prefect's five flow state hooks (``on_running``,
 ``on_completion``, ``on_failure``, ``on_cancellation``, ``on_crashed``),
 ``hooks.task`` the three a task has (``on_running``, ``on_completion``,
-``on_failure``); each hook serves flows and tasks alike.
+``on_failure``); each is also a method (``hooks.on_flow_failure``,
+``hooks.on_task_running`` ...).
 
 A flow run is a flowhooks run: its id is the flow run's id, its name
 ``workflow_name=`` or the flow's name, its inputs the flow's parameters. Its
@@ -40,8 +41,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 from flowhooks._external_state import NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
@@ -51,9 +52,10 @@ from flowhooks.integrations._options import RunOptions, manager_of
 from flowhooks.integrations._runs import Run, as_input, call_in_run, end_node, end_run, start_run
 
 try:
-    from prefect import Flow, Task
     from prefect import results as prefect_results
     from prefect.context import TaskRunContext
+    from prefect.flows import FlowStateHook
+    from prefect.tasks import StateHookCallable
 except ImportError as _missing:  # pragma: no cover - exercised without the extra only
     _msg = (
         "flowhooks.integrations.prefect needs prefect, which is not installed; "
@@ -61,13 +63,31 @@ except ImportError as _missing:  # pragma: no cover - exercised without the extr
     )
     raise ImportError(_msg, name=_missing.name) from _missing
 
-__all__ = ["PrefectHooks", "flowhooks_hooks"]
+__all__ = ["FlowHooks", "PrefectHooks", "TaskHooks", "flowhooks_hooks"]
 
 _RESULT_RECORD: type[Any] = getattr(prefect_results, "ResultRecord")  # noqa: B009 - re-exported
 """The in-memory holder of a final state's value (defined in a private Prefect module)."""
 
-StateHook = Callable[[Any, Any, Any], None]
-"""A Prefect state hook: ``hook(flow_or_task, flow_run_or_task_run, state)``."""
+
+class TaskHooks(TypedDict):
+    """The state hooks a Prefect task takes: ``@task(**hooks.task)``.
+
+    Typed as Prefect types them, so that ``@task(**hooks.task)`` type-checks.
+    """
+
+    on_running: list[StateHookCallable]
+    on_completion: list[StateHookCallable]
+    on_failure: list[StateHookCallable]
+
+
+class FlowHooks(TypedDict):
+    """The state hooks a Prefect flow takes: ``@flow(**hooks.flow)``."""
+
+    on_running: list[FlowStateHook[..., Any]]
+    on_completion: list[FlowStateHook[..., Any]]
+    on_failure: list[FlowStateHook[..., Any]]
+    on_cancellation: list[FlowStateHook[..., Any]]
+    on_crashed: list[FlowStateHook[..., Any]]
 
 
 def _value(state: Any) -> Any:
@@ -104,9 +124,9 @@ class PrefectHooks:
     """State hooks that report Prefect flow runs and their task runs to flowhooks handlers.
 
     Made by ``flowhooks_hooks(...)``. Pass ``**hooks.flow`` to ``@flow`` and
-    ``**hooks.task`` to ``@task`` (or the single hooks, e.g.
-    ``on_failure=[hooks.on_failure]``). One object serves any number of flows
-    and flow runs, also at once.
+    ``**hooks.task`` to ``@task``, or single hooks beside your own
+    (``@flow(on_failure=[hooks.on_flow_failure, page_someone])``). One object
+    serves any number of flows and flow runs, also at once.
 
     Attributes:
         flow: ``{"on_running": [...], "on_completion": [...], "on_failure": [...],
@@ -119,17 +139,17 @@ class PrefectHooks:
         self._options = options
         self._flows: dict[str, _FlowRun] = {}
         self._lock = threading.Lock()
-        self.flow: dict[str, list[StateHook]] = {
-            "on_running": [self.on_running],
-            "on_completion": [self.on_completion],
-            "on_failure": [self.on_failure],
-            "on_cancellation": [self.on_cancellation],
-            "on_crashed": [self.on_crashed],
+        self.flow: FlowHooks = {
+            "on_running": [self.on_flow_running],
+            "on_completion": [self.on_flow_completion],
+            "on_failure": [self.on_flow_failure],
+            "on_cancellation": [self.on_flow_cancellation],
+            "on_crashed": [self.on_flow_crashed],
         }
-        self.task: dict[str, list[StateHook]] = {
-            "on_running": [self.on_running],
-            "on_completion": [self.on_completion],
-            "on_failure": [self.on_failure],
+        self.task: TaskHooks = {
+            "on_running": [self.on_task_running],
+            "on_completion": [self.on_task_completion],
+            "on_failure": [self.on_task_failure],
         }
 
     def __repr__(self) -> str:
@@ -137,38 +157,38 @@ class PrefectHooks:
 
     # -- the hooks Prefect calls ------------------------------------------------------
 
-    def on_running(self, target: Any, run: Any, state: Any) -> None:
-        """A flow run starts (``workflow_start``), or an attempt of a task run (``node_start``)."""
-        if isinstance(target, Flow):
-            self._flow_started(target, run)
-        elif isinstance(target, Task):
-            self._task_started(target, run)
+    def on_flow_running(self, flow: Any, flow_run: Any, state: Any) -> None:
+        """A flow run starts: ``workflow_start`` (again after a retry of the flow: nothing)."""
+        self._flow_started(flow, flow_run)
 
-    def on_completion(self, target: Any, run: Any, state: Any) -> None:
-        """A flow run succeeded (``workflow_end``), or a task run (``node_end`` with its result)."""
-        if isinstance(target, Flow):
-            self._flow_ended(run, None)
-        elif isinstance(target, Task):
-            self._task_ended(run, _value(state), None)
+    def on_flow_completion(self, flow: Any, flow_run: Any, state: Any) -> None:
+        """A flow run completed: ``workflow_end``, succeeded."""
+        self._flow_ended(flow_run, None)
 
-    def on_failure(self, target: Any, run: Any, state: Any) -> None:
-        """A flow run failed (``workflow_end``), or a task run's last attempt (``error``)."""
-        error = _failure(state, "failed")
-        if isinstance(target, Flow):
-            self._flow_ended(run, error)
-        elif isinstance(target, Task):
-            self._task_ended(run, None, error)
+    def on_flow_failure(self, flow: Any, flow_run: Any, state: Any) -> None:
+        """A flow run failed: ``workflow_end``, failed with the flow's exception."""
+        self._flow_ended(flow_run, _failure(state, "the flow run failed"))
 
-    def on_cancellation(self, target: Any, run: Any, state: Any) -> None:
+    def on_flow_cancellation(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run was cancelled: ``workflow_end``, cancelled with the state's message."""
-        if isinstance(target, Flow):
-            message = getattr(state, "message", None) or "the flow run was cancelled"
-            self._flow_ended(run, asyncio.CancelledError(message))
+        message = getattr(state, "message", None) or "the flow run was cancelled"
+        self._flow_ended(flow_run, asyncio.CancelledError(message))
 
-    def on_crashed(self, target: Any, run: Any, state: Any) -> None:
+    def on_flow_crashed(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run crashed: ``workflow_end``, failed (cancelled when it was interrupted)."""
-        if isinstance(target, Flow):
-            self._flow_ended(run, _failure(state, "the flow run crashed"))
+        self._flow_ended(flow_run, _failure(state, "the flow run crashed"))
+
+    def on_task_running(self, task: Any, task_run: Any, state: Any) -> None:
+        """An attempt of a task run starts: ``node_start`` (after a failed attempt's ``error``)."""
+        self._task_started(task, task_run)
+
+    def on_task_completion(self, task: Any, task_run: Any, state: Any) -> None:
+        """A task run completed: ``node_end`` with its result."""
+        self._task_ended(task_run, _value(state), None)
+
+    def on_task_failure(self, task: Any, task_run: Any, state: Any) -> None:
+        """A task run's last attempt failed: its ``error`` event."""
+        self._task_ended(task_run, None, _failure(state, "the task run failed"))
 
     # -- flow runs ----------------------------------------------------------------------
 

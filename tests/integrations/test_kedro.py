@@ -381,3 +381,15 @@ def test_the_entry_point_is_declared_in_pyproject() -> None:
     module, _, attr = declared.partition(":")
     assert declared == "flowhooks.integrations.kedro:hooks"
     assert type(getattr(importlib.import_module(module), attr)) is FlowhooksHooks
+
+
+def test_importing_flowhooks_loads_neither_kedro_nor_prefect() -> None:
+    code = (
+        "import sys, flowhooks, flowhooks.integrations, flowhooks.handlers\n"
+        "print(sorted(m for m in ('kedro', 'prefect') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.strip() == "[]"
