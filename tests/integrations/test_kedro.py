@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,23 @@ from flowhooks.testing import RecordingCallback
 from .kedro_projects import FILE_RECORDER, RECORDER, make_project
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _settle_dynaconf() -> None:
+    """Set up dynaconf's global lazy settings (Kedro imports dynaconf) once, quietly.
+
+    Its first touch warns that the global is deprecated, and any later scan
+    of all live objects (``isinstance`` on each, as a leak check does) would
+    be that first touch, under ``filterwarnings = error``.
+    """
+    import dynaconf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        isinstance(dynaconf.settings, type)
+
+
+_settle_dynaconf()
 
 # Kedro's own use of omegaconf's older resolver API warns; that is not flowhooks' to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:register_new_resolver:UserWarning")
