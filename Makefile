@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 LINTED := flowhooks pytest_flowhooks.py tests examples benchmarks scripts
 
-.PHONY: demo test test-ray lint typecheck pytest docs package-check bench bench-quick clean
+.PHONY: demo test test-ray test-prefect lint typecheck pytest docs package-check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,22 @@ test: $(STAMP)
 	$(PY) -m benchmarks --quick --output-dir $(VENV)/bench-smoke
 	$(PY) -m coverage run -m pytest
 	$(PY) -m coverage report
+	$(MAKE) --no-print-directory test-prefect
 
 # RayRunner's tests: ray is large, so it is not in `all`; this installs it and runs them.
+# Prefect pins apprise<2.1 while the notify extra needs 2.3: its tests run in a
+# venv of their own, with the real Prefect (ephemeral mode, no server).
+PREFECT_VENV := .venv-prefect
+$(PREFECT_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PREFECT_VENV)/bin/python -m pip install --quiet -e '.[prefect,dev]'
+	touch $@
+
+test-prefect: $(PREFECT_VENV)/.installed
+	$(PREFECT_VENV)/bin/python -m pytest -q -p no:cacheprovider -k prefect \
+		tests/integrations/test_prefect.py tests/test_examples_kedro_prefect.py
+
 test-ray: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[ray]'
 	$(PY) -m pytest -m ray tests/runners
@@ -68,4 +82,4 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis flowhooks.db flowhooks-demo
+	rm -rf $(VENV) $(PREFECT_VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis flowhooks.db flowhooks-demo
