@@ -6,7 +6,7 @@ from typing import Any
 
 from benchmarks._harness import Result
 from benchmarks._report import comparison_rows, render_comparison, render_markdown
-from benchmarks._targets import Target, added_ratio, evaluate, paired, share_beyond
+from benchmarks._targets import Target, added_share_ratio, evaluate, paired, share_beyond
 
 
 def _results(timings: dict[str, list[float]], unit: str = "event") -> dict[str, Result]:
@@ -63,7 +63,7 @@ def test_a_missed_target_is_listed_with_why() -> None:
     assert "no-op handler call" in md
 
 
-def test_added_ratio_divides_what_each_adds_in_the_same_round() -> None:
+def test_added_share_ratio_compares_two_paired_additions() -> None:
     results = _results(
         {
             "with": [130.0, 140.0, 120.0],
@@ -72,9 +72,12 @@ def test_added_ratio_divides_what_each_adds_in_the_same_round() -> None:
             "bound-base": [100.0, 100.0, 100.0],
         }
     )
-    # per round: 30/20, 40/10, 20/10 -> median 2.0
-    assert added_ratio(results, "with", "without", "bound", "bound-base") == 2.0
-    assert added_ratio(results, "with", "without", "missing", "bound-base") is None
+    # adds: median(1.3, 1.4, 1.2) - 1 = 0.3; the bound adds median(1.2, 1.1, 1.1) - 1 = 0.1
+    value, ours, bound = added_share_ratio(results, "with", "without", "bound", "bound-base")
+    assert value is not None
+    assert abs(value - 3.0) < 1e-9
+    assert (ours, bound) == (1.3, 1.1)
+    assert added_share_ratio(results, "with", "without", "missing", "bound-base")[0] is None
 
 
 def test_one_handler_on_the_runner_is_judged_against_what_the_contract_adds() -> None:
@@ -89,7 +92,8 @@ def test_one_handler_on_the_runner_is_judged_against_what_the_contract_adds() ->
         unit="node",
     )
     t = _target(results, "`AsyncioRunner` + 1 no-op handler, chain")
-    assert t.measured == 1.2
+    assert t.measured is not None
+    assert abs(t.measured - 1.2) < 1e-9  # adds 30 % where the contract bound adds 25 %
     assert t.status == "PASS"
     assert t.note == "flowhooks +30%, contract bound +25%"
 
