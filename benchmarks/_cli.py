@@ -8,15 +8,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cluster, composites, dispatch, durable, external, runner
-from benchmarks._harness import Result, Settings, measure, quiet_logging, select
-from benchmarks._report import (
-    evaluate,
-    machine_info,
-    quick_summary,
-    set_not_judged,
-    write_reports,
+from benchmarks import (
+    cluster,
+    composites,
+    dispatch,
+    durable,
+    external,
+    peers,
+    runner,
+    scale,
+    userlevel,
 )
+from benchmarks._harness import Result, Settings, measure, quiet_logging, select
+from benchmarks._report import machine_info, quick_summary, write_reports
+from benchmarks._targets import evaluate, set_not_judged
 
 DEFAULT_OUTPUT = Path(__file__).parent / "results"
 
@@ -56,9 +61,12 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
     extras: dict[str, Any] = {}
     notes: list[str] = []
 
-    groups: list[tuple[str, list[Any], int | None]] = [
-        ("dispatch", dispatch.cases(quick), None),
-    ]
+    groups: list[tuple[str, list[Any], int | None]] = []
+    for title, module in (("peers", peers), ("user level", userlevel)):
+        group_cases, group_notes = module.cases(quick)
+        notes += group_notes
+        groups.append((title, group_cases, None))
+    groups.append(("dispatch", dispatch.cases(quick), None))
     comp, comp_notes = composites.cases(quick)
     notes += comp_notes
     groups.append(("composites", comp, None))
@@ -94,6 +102,9 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
         found = await durable.extras(quick)
         extras.setdefault("problems", []).extend(found.pop("problems"))
         extras.update(found)
+    if not args.only or "scale" in args.only:
+        extras["scale"] = scale.run_sizes(quick)
+        extras.setdefault("problems", []).extend(extras["scale"].pop("problems"))
     return results, extras, notes
 
 

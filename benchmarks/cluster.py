@@ -83,6 +83,7 @@ def _floor_case(shared: _Shared, shape: str, n: int) -> Case:
         build,
         n,
         unit="node",
+        clock="wall",
         note="client.submit + await result per task (chain) or gather (fan)",
     )
 
@@ -128,6 +129,7 @@ def _runner_case(shared: _Shared, shape: str, n: int) -> Case:
         n,
         unit="node",
         floor=floor,
+        clock="wall",
         note="DaskRunner, no handlers",
     )
 

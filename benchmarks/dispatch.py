@@ -213,20 +213,28 @@ def bound_case(kind: str, n: int) -> Case:
 
 
 def flowhooks_case(
-    kind: str, n: int, *, floor: str | None, path: str = "dispatch", note: str = ""
+    kind: str,
+    n: int,
+    *,
+    floor: str | None,
+    path: str = "dispatch",
+    note: str = "",
+    timing: bool = False,
 ) -> Case:
     """``CallbackManager`` with ``n`` handlers of ``kind``.
 
     ``path="dispatch"`` awaits ``manager.dispatch(EventType.NODE_START, args,
-    None)`` as a runner does; ``path="shortcut"`` awaits the typed
-    ``manager.on_node_start(node_id, data)``.
+    None)`` as a run does (the runner calls it for each event);
+    ``path="shortcut"`` awaits the typed ``manager.on_node_start(node_id,
+    data)`` as user code does. ``timing=True`` builds the manager with
+    ``CallbackManager(timing=True)``: one clock read per handler call.
     """
 
     async def build(counting: bool) -> Built:
         from flowhooks import CallbackManager, EventType
 
         hs = make_handlers(kind, n, counting)
-        manager = CallbackManager(hs)
+        manager = CallbackManager(hs, timing=timing)
         if path == "dispatch":
             dispatch = manager.dispatch
             et = EventType.NODE_START
@@ -249,6 +257,8 @@ def flowhooks_case(
 
     system = "flowhooks" if path == "dispatch" else "flowhooks (on_node_start)"
     label = "flowhooks" if path == "dispatch" else "flowhooks-shortcut"
+    if timing:
+        system, label = f"{system}, timing=True", f"{label}-timed"
     return Case(f"dispatch/{label}/{kind}/N={n}", system, build, 1, floor=floor, note=note)
 
 
@@ -437,7 +447,25 @@ def cases(quick: bool) -> list[Case]:
     out.append(flowhooks_case("ignore", 10, floor=zero, note="ratio to flowhooks with 0 handlers"))
     for n in (1, 10):
         out.append(flowhooks_case("event", n, floor=fl("async", n), note="handlers declare event="))
-        out.append(flowhooks_case("async", n, floor=fl("async", n), path="shortcut"))
+        out.append(
+            flowhooks_case(
+                "async",
+                n,
+                floor=f"dispatch/flowhooks/async/N={n}",
+                path="shortcut",
+                note="ratio to manager.dispatch with the same handlers",
+            )
+        )
+        for kind in ("async", "sync"):
+            out.append(
+                flowhooks_case(
+                    kind,
+                    n,
+                    floor=f"dispatch/bound/{kind}/N={n}",
+                    timing=True,
+                    note="CallbackManager(timing=True); ratio to the exact-stats bound",
+                )
+            )
 
     for system, make, kinds in (
         ("langchain-core", langchain_case, ("async", "sync")),

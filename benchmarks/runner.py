@@ -19,7 +19,6 @@ wires parameters by name must.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import statistics
 import sys
@@ -260,37 +259,6 @@ def _floor_case(
     )
 
 
-def collector_paused(case: Case, floor: str | None = None) -> Case:
-    """``case`` timed with CPython's cyclic garbage collector paused (``/gc-paused``).
-
-    At 100,000 nodes the collector's full passes over the objects a run keeps
-    alive cost more per node than at 1,000; this variant shows how much of a
-    scale ratio is that. The harness collects before every sample, so what a
-    paused sample leaves behind is not charged to the next one.
-    """
-
-    async def build(counting: bool) -> Built:
-        built = await case.build(counting)
-        timed = built.body
-
-        async def body(loops: int) -> None:
-            gc.disable()
-            try:
-                await timed(loops)
-            finally:
-                gc.enable()
-
-        return dataclasses.replace(built, body=body)
-
-    return dataclasses.replace(
-        case,
-        name=f"{case.name}/gc-paused",
-        build=build,
-        floor=floor,
-        note="garbage collector paused while timed",
-    )
-
-
 # -- flowhooks ------------------------------------------------------------------------
 
 
@@ -488,45 +456,33 @@ def flowhooks_runner_available() -> str | None:
 
 
 def groups(quick: bool) -> tuple[list[tuple[str, list[Case], int | None]], list[str]]:
-    """The runner case groups: (title, cases, rounds or None for the default)."""
+    """The runner case group at 1,000 nodes (200 in quick mode): (title, cases, rounds).
+
+    Scale (100,000 nodes) is measured by ``benchmarks.scale``, each size in a
+    process of its own.
+    """
     notes: list[str] = []
     missing = flowhooks_runner_available()
     if missing:
         notes.append(missing)
-    small = 200 if quick else 1000
-    sizes = [small] if quick else [1000, 100_000]
-    out: list[tuple[str, list[Case], int | None]] = []
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * small + 1000))
-    for n in sizes:
-        cases: list[Case] = []
-        for shape in ("chain", "fan"):
-            floors = {kind: _floor_case(kind, shape, n) for kind in ("tasks", "sequential")}
-            cases += floors.values()
-            cases += [collector_paused(floor) for floor in floors.values()]
-            if n <= 1000:
-                cases.append(_floor_case("tasks", shape, n, handler=True))
-                cases.append(_floor_case("tasks", shape, n, handler=True, contract=True))
-            if missing is None:
-                for runner_kind in ("asyncio", "sequential"):
-                    for h in (0, 1):
-                        cases.append(_flowhooks_case(runner_kind, shape, n, h))
-                    floor = floors["tasks" if runner_kind == "asyncio" else "sequential"]
-                    cases.append(
-                        collector_paused(
-                            _flowhooks_case(runner_kind, shape, n, 0), f"{floor.name}/gc-paused"
-                        )
-                    )
-                if n <= 1000:
-                    cases.append(_flowhooks_case("asyncio", shape, n, 1, form="list"))
-            if n <= 1000:
-                for kind in ("sync", "async"):
-                    cases.append(_hamilton_case(kind, shape, n, adapter=False))
-                    cases.append(_hamilton_case(kind, shape, n, adapter=True))
-        rounds = None if n <= 1000 else (2 if quick else 5)
-        out.append((f"runner {n:,} nodes", cases, rounds))
+    n = 200 if quick else 1000
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * n + 1000))
+    cases: list[Case] = []
+    for shape in ("chain", "fan"):
+        cases += [_floor_case(kind, shape, n) for kind in ("tasks", "sequential")]
+        cases.append(_floor_case("tasks", shape, n, handler=True))
+        cases.append(_floor_case("tasks", shape, n, handler=True, contract=True))
+        if missing is None:
+            for runner_kind in ("asyncio", "sequential"):
+                for h in (0, 1):
+                    cases.append(_flowhooks_case(runner_kind, shape, n, h))
+            cases.append(_flowhooks_case("asyncio", shape, n, 1, form="list"))
+        for kind in ("sync", "async"):
+            cases.append(_hamilton_case(kind, shape, n, adapter=False))
+            cases.append(_hamilton_case(kind, shape, n, adapter=True))
     if quick:
-        notes.append(f"quick mode: runner shapes have {small} nodes instead of 1,000 and 100,000")
-    return out, notes
+        notes.append(f"quick mode: runner shapes have {n} nodes instead of 1,000")
+    return [(f"runner {n:,} nodes", cases, None)], notes
 
 
 # -- memory and concurrency -------------------------------------------------------------
@@ -586,10 +542,15 @@ async def memory(quick: bool) -> dict[str, Any]:
 
 
 async def concurrent(quick: bool) -> dict[str, Any]:
-    """Many runs of a 10-node workflow at once, 10 counting handlers: throughput, losses."""
+    """Many runs of a 10-node workflow at once, 10 counting handlers: throughput, losses.
+
+    Each round times flowhooks' runs and the floor's (the same number of
+    task-per-node runs, each handler called by a bare loop), in alternating
+    order, in CPU time; the ratio is the median of the per-round ratios.
+    """
     fh = _flowhooks_api()
     runs = 200 if quick else 1000
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 7
 
     class Counting(fh.BaseCallbackHandler):
         def __init__(self) -> None:
@@ -611,21 +572,7 @@ async def concurrent(quick: bool) -> dict[str, Any]:
 
     wf = build_workflow("fan", 10, None, name="concurrent")
     events_per_run = 2 + 2 * 10
-    times: list[float] = []
-    lost = failed = 0
-    for _ in range(repeats):
-        handlers = [Counting() for _ in range(10)]
-        manager = fh.CallbackManager(handlers)
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(wf.run(callbacks=manager) for _ in range(runs)))
-        times.append(time.perf_counter() - t0)
-        failed += sum(r.status != "succeeded" for r in results)
-        for h in handlers:
-            lost += runs * events_per_run - sum(h.by_run.values())
-            lost += sum(abs(events_per_run - h.by_run.get(r.run_id, 0)) for r in results)
-    seconds = statistics.median(times)
 
-    # the floor: the same number of task-per-node runs, each handler called by a bare loop
     nodes = spec("fan", 10)
     fns = functions(nodes, is_async=True, counter=None)
     floor_handlers = [_floor_handler(False) for _ in range(10)]
@@ -640,12 +587,34 @@ async def concurrent(quick: bool) -> dict[str, Any]:
                 await h.on_node_end(node_id, output_data)
 
     floor_run = floor_tasks_with_handler(nodes, fns, Fanout())
-    floor_times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    times: list[float] = []
+    floor_times: list[float] = []
+    lost = failed = 0
+
+    async def ours() -> None:
+        nonlocal lost, failed
+        handlers = [Counting() for _ in range(10)]
+        manager = fh.CallbackManager(handlers)
+        gc.collect()
+        t0 = time.thread_time()
+        results = await asyncio.gather(*(wf.run(callbacks=manager) for _ in range(runs)))
+        times.append(time.thread_time() - t0)
+        failed += sum(r.status != "succeeded" for r in results)
+        for h in handlers:
+            lost += runs * events_per_run - sum(h.by_run.values())
+            lost += sum(abs(events_per_run - h.by_run.get(r.run_id, 0)) for r in results)
+
+    async def floor() -> None:
+        gc.collect()
+        t0 = time.thread_time()
         await asyncio.gather(*(floor_run() for _ in range(runs)))
-        floor_times.append(time.perf_counter() - t0)
-    floor_seconds = statistics.median(floor_times)
+        floor_times.append(time.thread_time() - t0)
+
+    for i in range(repeats):
+        for step in (ours, floor) if i % 2 == 0 else (floor, ours):
+            await step()
+    seconds = statistics.median(times)
+    ratio = statistics.median(f / s for s, f in zip(times, floor_times, strict=True))
     return {
         "runs": runs,
         "nodes_per_run": 10,
@@ -657,8 +626,8 @@ async def concurrent(quick: bool) -> dict[str, Any]:
         "handler_calls_per_s": runs * events_per_run * 10 / seconds,
         "lost": lost,
         "failed_runs": failed,
-        "floor_runs_per_s": runs / floor_seconds,
-        "ratio_to_floor": seconds / floor_seconds,
+        "floor_runs_per_s": runs / statistics.median(floor_times),
+        "share_of_floor": ratio,
     }
 
 

@@ -66,7 +66,15 @@ class Dispatcher(BaseCallbackHandler):
 
     Subclasses implement ``dispatch`` and ``wants_event``. The ``on_*``
     methods are the typed shortcuts: ``await manager.on_node_start("a", {})``.
+    Each awaits ``dispatch`` itself (every level of ``await`` costs as much as
+    a no-op handler call) and clears the ``raise_error`` mark of an exception
+    leaving to the caller.
     """
+
+    _builds_events: bool = False
+    """Whether ``dispatch`` builds the ``Event`` itself when it gets ``None`` and some
+    handler asked for ``event=`` (the manager does); otherwise the typed shortcuts build
+    it first, so a dispatcher that calls its handlers more than once gives them one."""
 
     @abstractmethod
     async def dispatch(
@@ -127,54 +135,84 @@ class Dispatcher(BaseCallbackHandler):
         # handlers that asked for event=; hand triggers are off the hot path.
         if event is None and (fields or self.wants_event(etype)):
             event = event_from_args(etype, argt, **fields)
-        await self._shortcut(etype, argt, event)
+        try:
+            await self.dispatch(etype, argt, event)
+        except Exception as exc:
+            clear_propagating(exc)
+            raise
 
     async def on_workflow_start(
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Dispatch ``workflow_start`` to the handlers."""
-        await self._shortcut(_WORKFLOW_START, (workflow_id, input_data), event)
+        args = (workflow_id, input_data)
+        if event is None and not self._builds_events and self.wants_event(_WORKFLOW_START):
+            event = event_from_args(_WORKFLOW_START, args)
+        try:
+            await self.dispatch(_WORKFLOW_START, args, event)
+        except Exception as exc:
+            clear_propagating(exc)  # it leaves the managers here, for the caller
+            raise
 
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Dispatch ``workflow_end`` to the handlers."""
-        await self._shortcut(_WORKFLOW_END, (workflow_id, output_data), event)
+        args = (workflow_id, output_data)
+        if event is None and not self._builds_events and self.wants_event(_WORKFLOW_END):
+            event = event_from_args(_WORKFLOW_END, args)
+        try:
+            await self.dispatch(_WORKFLOW_END, args, event)
+        except Exception as exc:
+            clear_propagating(exc)  # it leaves the managers here, for the caller
+            raise
 
     async def on_node_start(
         self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Dispatch ``node_start`` to the handlers."""
-        await self._shortcut(_NODE_START, (node_id, input_data), event)
+        args = (node_id, input_data)
+        if event is None and not self._builds_events and self.wants_event(_NODE_START):
+            event = event_from_args(_NODE_START, args)
+        try:
+            await self.dispatch(_NODE_START, args, event)
+        except Exception as exc:
+            clear_propagating(exc)  # it leaves the managers here, for the caller
+            raise
 
     async def on_node_end(
         self, node_id: str, output_data: Any, *, event: Event | None = None
     ) -> None:
         """Dispatch ``node_end`` to the handlers."""
-        await self._shortcut(_NODE_END, (node_id, output_data), event)
+        args = (node_id, output_data)
+        if event is None and not self._builds_events and self.wants_event(_NODE_END):
+            event = event_from_args(_NODE_END, args)
+        try:
+            await self.dispatch(_NODE_END, args, event)
+        except Exception as exc:
+            clear_propagating(exc)  # it leaves the managers here, for the caller
+            raise
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
         """Dispatch ``error`` to the handlers."""
-        await self._shortcut(_ERROR, (error_info,), event)
+        args = (error_info,)
+        if event is None and not self._builds_events and self.wants_event(_ERROR):
+            event = event_from_args(_ERROR, args)
+        try:
+            await self.dispatch(_ERROR, args, event)
+        except Exception as exc:
+            clear_propagating(exc)  # it leaves the managers here, for the caller
+            raise
 
     async def on_custom_event(self, name: str, data: Any, *, event: Event | None = None) -> None:
         """Dispatch a custom event to the handlers."""
-        await self._shortcut(_CUSTOM_EVENT, (name, data), event)
-
-    async def _shortcut(
-        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
-    ) -> None:
-        """Dispatch on behalf of user code: a ``raise_error`` exception leaves unmarked.
-
-        One coroutine for the typed shortcuts and ``trigger``: each level of
-        ``await`` costs as much as a handler call.
-        """
-        if event is None and self.wants_event(event_type):
-            event = event_from_args(event_type, args)
+        args = (name, data)
+        if event is None and not self._builds_events and self.wants_event(_CUSTOM_EVENT):
+            event = event_from_args(_CUSTOM_EVENT, args)
         try:
-            await self.dispatch(event_type, args, event)
+            await self.dispatch(_CUSTOM_EVENT, args, event)
         except Exception as exc:
-            clear_propagating(exc)
+            clear_propagating(exc)  # it leaves the managers here, for the caller
             raise
 
 

@@ -2,142 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from benchmarks._harness import Result
-from benchmarks._report import Target, added, evaluate, render_markdown
+from benchmarks._report import comparison_rows, render_comparison, render_markdown
+from benchmarks._targets import Target, added_share_ratio, evaluate, paired, share_beyond
 
 
-def _result(name: str, ns: list[float]) -> Result:
-    return Result(name, "x", "event", None, "", ns_per_unit=ns)
-
-
-def _results(timings: dict[str, list[float]], prefix: str = "") -> dict[str, Result]:
+def _results(timings: dict[str, list[float]], unit: str = "event") -> dict[str, Result]:
     """Results keyed by name, from each case's time per unit in every round."""
-    return {prefix + name: _result(prefix + name, ns) for name, ns in timings.items()}
+    return {name: Result(name, "x", unit, None, "", ns_per_unit=ns) for name, ns in timings.items()}
 
 
-def _dispatch_results(flowhooks_ns: float, bound_ns: float) -> dict[str, Result]:
-    """Async N=1 dispatch: a floor of 100 ns per event in each of three rounds."""
-    return {
-        r.name: r
-        for r in (
-            _result("dispatch/floor/async/N=1", [100.0, 100.0, 100.0]),
-            _result("dispatch/flowhooks/async/N=1", [flowhooks_ns] * 3),
-            _result("dispatch/bound/async/N=1", [bound_ns] * 3),
-        )
-    }
-
-
-def _target(results: dict[str, Result], what: str) -> Target:
-    return next(t for t in evaluate(results, {}) if t.what == what)
-
-
-ONE = "manager dispatch, 1 no-op async handler"
-
-
-def test_a_miss_whose_bound_also_misses_is_reported_as_unreachable() -> None:
-    results = _dispatch_results(flowhooks_ns=380.0, bound_ns=300.0)
-    t = _target(results, ONE)
-    assert t.status == "MISS"
-    assert t.bound == 3.0
-    assert t.unreachable
-    assert t.peers["exact-stats bound"] == "x3.00"
-    md = render_markdown(_info(), results, {}, evaluate(results, {}), [])
-    assert "1 of them are missed by their near-minimal bound too" in md
-    assert f"{ONE} (exact-stats bound x3.00)" in md
-
-
-def test_a_miss_the_bound_meets_is_not_excused() -> None:
-    results = _dispatch_results(flowhooks_ns=380.0, bound_ns=200.0)
-    t = _target(results, ONE)
-    assert t.status == "MISS"
-    assert not t.unreachable
-    md = render_markdown(_info(), results, {}, evaluate(results, {}), [])
-    assert "bound too" not in md
-
-
-def test_a_pass_is_a_pass_whatever_the_bound() -> None:
-    t = _target(_dispatch_results(flowhooks_ns=240.0, bound_ns=300.0), ONE)
-    assert t.status == "PASS"
-    assert t.bound == 3.0
-    assert t.as_dict()["unreachable"] is False  # a pass shows the target can be met
-
-
-def test_without_a_bound_case_nothing_is_claimed_about_it() -> None:
-    results = _dispatch_results(flowhooks_ns=380.0, bound_ns=300.0)
-    del results["dispatch/bound/async/N=1"]
-    t = _target(results, ONE)
-    assert t.status == "MISS"
-    assert t.bound is None
-    assert not t.unreachable
-    assert "exact-stats bound" not in t.peers
-
-
-def test_scale_shows_the_floors_own_growth_without_excusing_a_miss() -> None:
-    results = _results(
-        {
-            "flowhooks-asyncio/chain/1000/h=0": [1000.0],
-            "flowhooks-asyncio/chain/100000/h=0": [1500.0],
-            "floor-tasks/chain/1000": [1000.0],
-            "floor-tasks/chain/100000": [2000.0],
-        },
-        "runner/",
-    )
-    t = _target(results, "scale: `AsyncioRunner` chain, per node at 100,000 vs 1,000")
-    assert t.status == "MISS"
-    assert t.measured == 1.5
-    assert t.peers["floor (tasks)"] == "x2.00"
-    assert "x0.75 the floor's own growth" in t.note
-    assert t.bound is None
-    assert not t.unreachable
-
-
-def test_scale_shows_the_growth_with_the_collector_paused_and_still_judges_it_on() -> None:
-    results = _results(
-        {
-            "flowhooks-sequential/fan/1000/h=0": [1000.0],
-            "flowhooks-sequential/fan/100000/h=0": [1400.0],
-            "flowhooks-sequential/fan/1000/h=0/gc-paused": [900.0],
-            "flowhooks-sequential/fan/100000/h=0/gc-paused": [990.0],
-            "floor-sequential/fan/1000": [100.0],
-            "floor-sequential/fan/100000": [125.0],
-            "floor-sequential/fan/1000/gc-paused": [100.0],
-            "floor-sequential/fan/100000/gc-paused": [120.0],
-        },
-        "runner/",
-    )
-    t = _target(results, "scale: `SequentialRunner` fan, per node at 100,000 vs 1,000")
-    assert t.status == "MISS"  # judged with the collector on, as the method says
-    assert t.measured == 1.4
-    assert "x1.10 with the garbage collector paused" in t.note
-    assert t.peers["floor (sequential), collector paused"] == "x1.20"
-    assert not t.unreachable
-
-
-def test_scale_divides_medians_even_when_round_counts_match() -> None:
-    """The two sizes run in different groups: their rounds are never paired by index."""
-    results = _results(
-        {
-            "flowhooks-asyncio/fan/1000/h=0": [1000.0, 3000.0, 2000.0],
-            "flowhooks-asyncio/fan/100000/h=0": [2000.0, 2000.0, 6000.0],
-        },
-        "runner/",
-    )
-    t = _target(results, "scale: `AsyncioRunner` fan, per node at 100,000 vs 1,000")
-    assert t.measured == 1.0  # paired by index it would be median(2, 0.67, 3) = 2
-    assert t.status == "PASS"
-
-
-def test_added_is_the_extra_time_as_a_share_of_another_systems_own_time() -> None:
-    results = _results(
-        {
-            "with": [130.0, 140.0, 120.0],
-            "without": [100.0, 100.0, 100.0],
-            "own": [200.0, 100.0, 100.0],
-        }
-    )
-    # per round: 1 + 30/200, 1 + 40/100, 1 + 20/100 -> median 1.2
-    assert added(results, "with", "without", "own") == 1.2
-    assert added(results, "with", "without", "missing") is None
+def _target(results: dict[str, Result], what: str, extras: dict[str, Any] | None = None) -> Target:
+    return next(t for t in evaluate(results, extras or {}) if t.what.startswith(what))
 
 
 def _info() -> dict[str, object]:
@@ -151,3 +29,149 @@ def _info() -> dict[str, object]:
         "mode": "full",
         "versions": {"flowhooks": "0"},
     }
+
+
+DISPATCH_ONE = "`dispatch` inside a run, 1 no-op async handler"
+
+
+def test_ratios_are_paired_by_round_never_medians_of_medians() -> None:
+    results = _results(
+        {
+            "dispatch/floor/async/N=1": [100.0, 300.0, 200.0],
+            "dispatch/flowhooks/async/N=1": [250.0, 750.0, 500.0],
+        }
+    )
+    assert paired(results, "dispatch/flowhooks/async/N=1", "dispatch/floor/async/N=1") == 2.5
+    t = _target(results, DISPATCH_ONE)
+    assert t.measured == 2.5
+    assert t.status == "PASS"
+
+
+def test_cases_timed_in_different_rounds_give_no_ratio() -> None:
+    results = _results({"a": [1.0, 2.0], "b": [1.0, 2.0, 3.0]})
+    assert paired(results, "a", "b") is None
+
+
+def test_a_missed_target_is_listed_with_why() -> None:
+    results = _results(
+        {"dispatch/floor/async/N=1": [100.0] * 3, "dispatch/flowhooks/async/N=1": [300.0] * 3}
+    )
+    t = _target(results, DISPATCH_ONE)
+    assert t.status == "MISS"
+    md = render_markdown(_info(), results, {}, evaluate(results, {}), [])
+    assert f"- {DISPATCH_ONE}, x3.00 against ≤ 2.6x the async floor: " in md
+    assert "no-op handler call" in md
+
+
+def test_added_share_ratio_compares_two_paired_additions() -> None:
+    results = _results(
+        {
+            "with": [130.0, 140.0, 120.0],
+            "without": [100.0, 100.0, 100.0],
+            "bound": [120.0, 110.0, 110.0],
+            "bound-base": [100.0, 100.0, 100.0],
+        }
+    )
+    # adds: median(1.3, 1.4, 1.2) - 1 = 0.3; the bound adds median(1.2, 1.1, 1.1) - 1 = 0.1
+    value, ours, bound = added_share_ratio(results, "with", "without", "bound", "bound-base")
+    assert value is not None
+    assert abs(value - 3.0) < 1e-9
+    assert (ours, bound) == (1.3, 1.1)
+    assert added_share_ratio(results, "with", "without", "missing", "bound-base")[0] is None
+
+
+def test_one_handler_on_the_runner_is_judged_against_what_the_contract_adds() -> None:
+    ru = "runner/"
+    results = _results(
+        {
+            f"{ru}flowhooks-asyncio/chain/1000/h=1": [1300.0] * 3,
+            f"{ru}flowhooks-asyncio/chain/1000/h=0": [1000.0] * 3,
+            f"{ru}floor-tasks+contract-handler/chain/1000": [1250.0] * 3,
+            f"{ru}floor-tasks/chain/1000": [1000.0] * 3,
+        },
+        unit="node",
+    )
+    t = _target(results, "`AsyncioRunner` + 1 no-op handler, chain")
+    assert t.measured is not None
+    assert abs(t.measured - 1.2) < 1e-9  # adds 30 % where the contract bound adds 25 %
+    assert t.status == "PASS"
+    assert t.note == "flowhooks +30%, contract bound +25%"
+
+
+def _size(n: int, ours: float, floor: float, calls: float) -> dict[str, Any]:
+    cases = {
+        "flowhooks-asyncio/chain/h=0": {"ns_per_node": [ours] * 3},
+        "floor-tasks/chain": {"ns_per_node": [floor] * 3},
+    }
+    return {"nodes": n, "cases": cases, "calls_per_node": {"flowhooks-asyncio/chain": calls}}
+
+
+def test_scale_compares_the_ratio_to_the_floor_at_each_size() -> None:
+    extras = {
+        "scale": {
+            "sizes": [_size(100_000, 1800.0, 1500.0, 51.0), _size(1000, 1000.0, 1000.0, 50.0)]
+        }
+    }
+    t = _target({}, "scale: `AsyncioRunner` chain", extras)
+    # 1.2 at 100,000 against 1.0 at 1,000: grew 1.2x faster than its floor
+    assert t.measured is not None
+    assert abs(t.measured - 1.2) < 1e-9
+    assert t.status == "PASS"
+    assert "x1.00 at 1,000, x1.20 at 100,000" in t.note
+    calls = _target({}, "scale: Python calls per node, asyncio/chain", extras)
+    assert calls.status == "PASS"  # 2 % more calls per node: within 5 %
+    extras["scale"]["sizes"][0]["calls_per_node"]["flowhooks-asyncio/chain"] = 60.0
+    assert _target({}, "scale: Python calls per node, asyncio/chain", extras).status == "MISS"
+
+
+def test_targets_that_are_floors_pass_at_or_above_them() -> None:
+    conc = {
+        "share_of_floor": 0.55,
+        "lost": 0,
+        "failed_runs": 0,
+        "runs_per_s": 550.0,
+        "events_per_s": 12100.0,
+        "floor_runs_per_s": 1000.0,
+        "runs": 1000,
+        "repeats": 7,
+    }
+    assert _target({}, "1,000 concurrent runs", {"concurrent": conc}).status == "PASS"
+    conc["lost"] = 1
+    assert _target({}, "1,000 concurrent runs", {"concurrent": conc}).status == "MISS"
+    results = _results(
+        {
+            "peers/flowhooks-sequential/chain/10": [100.0] * 3,
+            "peers/langchain-core/chain/10": [1900.0] * 3,
+            "peers/nadoo-flow-core/chain/10": [90.0] * 3,
+        },
+        unit="run",
+    )
+    assert (
+        _target(results, "10-step chain, 1 no-op handler, per run: vs langchain").status == "MISS"
+    )
+    assert _target(results, "10-step chain, 1 no-op handler, per run: vs nadoo").status == "MISS"
+
+
+def test_the_framework_share_is_what_the_run_costs_beyond_the_hand_written_calls() -> None:
+    run, hand = "user/flowhooks/metrics+logging/chain/10", "user/hand/metrics+logging/chain/10"
+    results = _results({run: [500.0, 600.0, 400.0], hand: [450.0, 510.0, 360.0]}, unit="run")
+    share = share_beyond(results, run, hand)  # per round 0.1, 0.15, 0.1
+    assert share is not None
+    assert abs(share - 0.1) < 1e-9
+    t = _target(results, "10-node run with `MetricsCallback`")
+    assert t.status == "PASS"
+    assert t.shown == "10.0 %"
+
+
+def test_the_comparison_puts_each_system_beside_flowhooks_on_the_same_job() -> None:
+    results = _results(
+        {
+            "dispatch/flowhooks/async/N=1": [400.0, 500.0, 600.0],
+            "dispatch/blinker/async/N=1": [2000.0, 2000.0, 3600.0],
+        }
+    )
+    rows = dict(comparison_rows(results))
+    cells = rows["one event to 1 no-op handler, per event"]
+    assert cells == {"flowhooks": "500 ns", "blinker": "2,000 ns (x5.00)"}
+    table = render_comparison(_info(), results)
+    assert "| one event to 1 no-op handler, per event | 500 ns | - | 2,000 ns (x5.00) |" in table
