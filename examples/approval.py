@@ -40,9 +40,7 @@ def notify_manager(result: RunResult) -> None:
     print(f"approval needed for run {result.run_id}: {amount:.2f}")
 
 
-workflow = Workflow(
-    "orders", nodes=[quote, approve, ship], on_workflow_suspend=notify_manager
-)
+workflow = Workflow("orders", nodes=[quote, approve, ship], on_workflow_suspend=notify_manager)
 
 
 async def main() -> None:
