@@ -282,10 +282,33 @@ def history_command(
     ] = DEFAULT_DB,
     limit: Annotated[int, _Opt("--limit", "-n", min=1, help="Show at most N runs.")] = 20,
     as_json: Annotated[bool, _Opt("--json", help="Print the history as JSON.")] = False,
+    older_than: Annotated[
+        str | None,
+        _Opt(
+            "--older-than",
+            metavar="DURATION",
+            help="With 'prune': delete runs that ended longer ago than this (e.g. 30d, 12h).",
+        ),
+    ] = None,
 ) -> None:
-    """List past runs, newest first, or show one run's nodes and errors."""
+    """List past runs, newest first, or show one run's nodes and errors.
+
+    'flowhooks history prune --older-than 30d' deletes finished runs older than that.
+    """
     with _reported():
         _check_url(db)
+        if run_id == "prune":
+            from flowhooks._cli.durable import parse_duration, prune_history
+
+            if older_than is None:
+                msg = "history prune needs --older-than DURATION (e.g. --older-than 30d)"
+                raise CLIError(msg)
+            removed = asyncio.run(prune_history(db, parse_duration(older_than, "--older-than")))
+            sys.stdout.write(f"pruned {removed} run(s) that ended more than {older_than} ago\n")
+            return
+        if older_than is not None:
+            msg = "--older-than goes with 'flowhooks history prune'"
+            raise CLIError(msg)
         found = asyncio.run(_read_history(db, run_id, limit))
         out = console()
         if run_id is not None:
@@ -636,6 +659,7 @@ _EXAMPLES: Final[dict[str | None, tuple[str, ...]]] = {
     "history": (
         "flowhooks history",
         "flowhooks history 26b8ffe5 --db sqlite:///runs.db",
+        "flowhooks history prune --older-than 30d",
     ),
     "db": ("flowhooks db upgrade --db sqlite:///flowhooks.db",),
     "runs": (

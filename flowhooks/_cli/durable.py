@@ -359,3 +359,14 @@ async def suspended_target(db: str, run_id: str) -> str:
         raise CLIError(msg)
     target: str = row.workflow_target
     return target
+
+
+# -- history prune --------------------------------------------------------------------------------
+
+
+async def prune_history(db: str, older_than: timedelta) -> int:
+    """Delete the runs of ``db`` that ended before ``older_than`` ago; return how many."""
+    from flowhooks.handlers._sweep import prune
+
+    seconds = older_than.total_seconds()
+    return int(await _on_database(db, lambda conn, _dialect: prune(conn, older_than=seconds)))

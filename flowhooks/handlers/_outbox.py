@@ -92,6 +92,13 @@ def takes(event_types_text: str, event_type: str) -> bool:
     return event_types_text == ALL_TYPES or event_type in event_types_text.split(",")
 
 
+_CLAIMED_COLUMNS: Final = tuple(
+    outbox_table.c[name]
+    for name in ("id", "consumer", "event_id", "run_id", "seq", "event_type", "event", "attempts")
+)
+"""The columns of a ``Claimed`` row, in its fields' order."""
+
+
 class Outbox:
     """The outbox's statements for one dialect, and the steps of a row's life."""
 
@@ -129,7 +136,7 @@ class Outbox:
         """Insert ``rows`` (an event already queued for a consumer is not queued again)."""
         if not rows:
             return
-        conn.execute(self._enqueue, rows)
+        conn.execute(self._enqueue, rows[0] if len(rows) == 1 else rows)
         if self.dialect == "postgresql":
             for consumer in {row["consumer"] for row in rows}:
                 conn.execute(sa.select(sa.func.pg_notify(CHANNEL, consumer)))
@@ -180,26 +187,14 @@ class Outbox:
         if not ids:
             return []
         t = outbox_table
-        conn.execute(
+        taken = conn.execute(
             sa.update(t)
             .where(t.c.id.in_(ids))
             .values(lease_until=now + lease, worker=token, attempts=t.c.attempts + 1)
-        )
-        rows = conn.execute(
-            sa.select(
-                t.c.id,
-                t.c.consumer,
-                t.c.event_id,
-                t.c.run_id,
-                t.c.seq,
-                t.c.event_type,
-                t.c.event,
-                t.c.attempts,
-            )
-            .where(t.c.id.in_(ids))
-            .order_by(t.c.due_at, t.c.id)
+            .returning(*_CLAIMED_COLUMNS)
         ).all()
-        return [Claimed(*row) for row in rows]
+        order = {row_id: i for i, row_id in enumerate(ids)}
+        return sorted((Claimed(*row) for row in taken), key=lambda row: order[row.id])
 
     def _held(self, row_id: int, token: str) -> Any:
         t = outbox_table
@@ -219,43 +214,31 @@ class Outbox:
         """Claim the next row of ``row``'s run for its consumer, when it is due and free.
 
         Called in the transaction that acked ``row``: a worker delivers a run's
-        rows one after another without a claim of its own for each.
+        rows one after another without a claim of its own for each. The row
+        taken is the run's earliest pending one or none (never a later one:
+        no ``SKIP LOCKED`` here, a locked earliest row is waited for and then
+        found leased).
         """
         now = time.time()
         t = outbox_table
-        query = (
-            sa.select(t.c.id, t.c.due_at, t.c.lease_until)
+        earliest = (
+            sa.select(t.c.id)
             .where(t.c.consumer == row.consumer)
             .where(t.c.run_id == row.run_id)
             .where(t.c.status == PENDING)
             .order_by(t.c.seq, t.c.id)
             .limit(1)
+            .scalar_subquery()
         )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        found = conn.execute(query).first()
-        if found is None or found.due_at > now:
-            return None
-        if found.lease_until is not None and found.lease_until >= now:
-            return None
-        conn.execute(
+        taken = conn.execute(
             sa.update(t)
-            .where(t.c.id == found.id)
+            .where(t.c.id == earliest)
+            .where(t.c.due_at <= now)
+            .where(sa.or_(t.c.lease_until.is_(None), t.c.lease_until < now))
             .values(lease_until=now + lease, worker=token, attempts=t.c.attempts + 1)
-        )
-        claimed = conn.execute(
-            sa.select(
-                t.c.id,
-                t.c.consumer,
-                t.c.event_id,
-                t.c.run_id,
-                t.c.seq,
-                t.c.event_type,
-                t.c.event,
-                t.c.attempts,
-            ).where(t.c.id == found.id)
+            .returning(*_CLAIMED_COLUMNS)
         ).first()
-        return Claimed(*claimed) if claimed is not None else None
+        return Claimed(*taken) if taken is not None else None
 
     def retry(
         self, conn: sa.Connection, row_id: int, token: str, due_at: float, error: str

@@ -14,6 +14,8 @@ the hub's writer thread:
 2. A suspended run whose suspension expired is marked ``cancelled`` and can
    no longer be resumed.
 3. Outbox rows delivered more than ``retention`` seconds ago are deleted.
+
+``prune`` (``flowhooks history prune``) deletes old finished runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sqlalchemy as sa
 from flowhooks import to_jsonable
 from flowhooks.handlers._history_db import (
     consumers_table,
+    errors_table,
     events_table,
     nodes_table,
     outbox_table,
@@ -199,3 +202,39 @@ def report_json(report: SweepReport) -> dict[str, Any]:
     """The report as JSON-ready data."""
     data: dict[str, Any] = to_jsonable(report.__dict__)
     return data
+
+
+def prune(conn: sa.Connection, *, older_than: float) -> int:
+    """Delete runs that ended more than ``older_than`` seconds ago, with everything of theirs.
+
+    Their node attempts, errors, event ids, consumers, delivered or dead outbox
+    rows and finished suspensions go too. Live, suspended and still-pending
+    work is kept. Returns the number of runs deleted.
+    """
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+    r = runs_table
+    old = (
+        sa.select(r.c.run_id)
+        .where(r.c.ended_at.is_not(None))
+        .where(r.c.ended_at < cutoff)
+        .where(r.c.status.not_in(("running", "suspended")))
+        .where(
+            ~sa.select(sa.literal(1))
+            .where(outbox_table.c.run_id == r.c.run_id)
+            .where(outbox_table.c.status == "pending")
+            .exists()
+        )
+    )
+    run_ids = list(conn.execute(old).scalars())
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        for table in (nodes_table, events_table, consumers_table, outbox_table):
+            conn.execute(sa.delete(table).where(table.c.run_id.in_(chunk)))
+        conn.execute(sa.delete(errors_table).where(errors_table.c.run_id.in_(chunk)))
+        conn.execute(
+            sa.delete(suspended_table)
+            .where(suspended_table.c.run_id.in_(chunk))
+            .where(suspended_table.c.status.in_(("resumed", "expired")))
+        )
+        conn.execute(sa.delete(r).where(r.c.run_id.in_(chunk)))
+    return len(run_ids)

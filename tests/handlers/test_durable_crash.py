@@ -138,10 +138,31 @@ def test_delivery_survives_killed_producers_and_consumers(tmp_path: Path) -> Non
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
+    def queued(tag: str) -> int:
+        """Outbox rows of the runs of producer ``tag`` committed so far (0 before the file)."""
+        if not (tmp_path / "crash.db").exists():
+            return 0
+        try:
+            with sa.create_engine(url).connect() as conn:
+                return int(
+                    conn.execute(
+                        sa.text("SELECT count(*) FROM flowhooks_outbox WHERE run_id LIKE :tag"),
+                        {"tag": f"{tag}-%"},
+                    ).scalar()
+                    or 0
+                )
+        except sa.exc.OperationalError:  # the schema is being created
+            return 0
+
     for round_ in range(3):
-        producer = spawn([sys.executable, "producer.py", url, f"p{round_}"])
+        tag = f"p{round_}"
+        producer = spawn([sys.executable, "producer.py", url, tag])
         consumer = spawn([*deliver_args, "--concurrency", "2"])
-        time.sleep(rng.uniform(1.5, 2.5))  # past start-up: runs and deliveries under way
+        deadline = time.monotonic() + 90
+        while queued(tag) < 30:  # past start-up: runs and deliveries under way
+            assert time.monotonic() < deadline, "the producer never got going"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.5))
         kill(consumer)  # mid-delivery, most likely
         time.sleep(rng.uniform(0.05, 0.4))
         kill(producer)  # mid-run

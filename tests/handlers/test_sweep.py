@@ -193,3 +193,45 @@ def test_sweep_and_runs_reject_bad_options(tmp_path: Path) -> None:
     status = cli("runs", "--db", url, "--status", "exploded", cwd=tmp_path)
     assert status.returncode == 2
     assert "--status takes one of" in status.stderr
+
+
+def test_history_prune_deletes_old_finished_runs_only(tmp_path: Path) -> None:
+    """`history prune --older-than` deletes finished runs and their rows; a run whose events
+    still wait for delivery, and a run ended more recently than the bound, stay."""
+    from flowhooks import BaseCallbackHandler, DurableCallback
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+
+    @node
+    def one() -> int:
+        return 1
+
+    class Quiet(BaseCallbackHandler):
+        def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            pass
+
+    wf = Workflow("prunable", nodes=[one])
+    old = wf.run_sync(callbacks=[HistoryCallback(url)])
+    waiting = wf.run_sync(
+        callbacks=[DurableCallback(Quiet(), name="later", url=url, deliver=False)]
+    )
+    time.sleep(1.1)
+    recent = wf.run_sync(callbacks=[HistoryCallback(url)])
+    from datetime import timedelta
+
+    from flowhooks._cli.durable import prune_history
+
+    assert asyncio.run(prune_history(url, timedelta(seconds=1))) == 1
+    left = {row[0] for row in query(url, "SELECT run_id FROM flowhooks_runs")}
+    assert left == {waiting.run_id, recent.run_id}
+    assert query(url, f"SELECT count(*) FROM flowhooks_events WHERE run_id = '{old.run_id}'") == [
+        (0,)
+    ]
+    assert query(
+        url, f"SELECT count(*) FROM flowhooks_node_executions WHERE run_id = '{old.run_id}'"
+    ) == [(0,)]
+    pruned = cli("history", "prune", "--older-than", "1h", "--db", url, cwd=tmp_path)
+    assert pruned.stdout.strip() == "pruned 0 run(s) that ended more than 1h ago"
+    missing = cli("history", "prune", "--db", url, cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "--older-than" in missing.stderr
