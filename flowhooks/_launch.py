@@ -154,6 +154,8 @@ def _prepare(
     if parent is not None:
         resource_id = resource_id if resource_id is not None else parent.resource_id
         metadata = metadata if metadata is not None else parent.metadata
+    # Everything that can refuse the call comes before the run id is claimed as live.
+    run_store = resolve_store(store if store is not None or parent is None else parent.store)
     claimed = _LIVE.claim(run_id)
     try:
         state = RunState(
@@ -172,7 +174,7 @@ def _prepare(
         _LIVE.release(claimed, None)
         raise
     _LIVE.own(claimed, state)
-    state.store = resolve_store(store if store is not None or parent is None else parent.store)
+    state.store = run_store
     if outputs is not None:
         state.selection = tuple(plan.order) if isinstance(outputs, str) else tuple(outputs)
     return _Prepared(state, timeout, control)

@@ -303,3 +303,9 @@ async def test_a_base_exception_from_a_handler_still_ends_the_run_for_everyone(
     if event_type == "workflow_start":
         assert after.events_of("workflow_end")[0].status == "failed"
         assert after.events_of("node_start") == []
+
+
+async def test_a_refused_store_does_not_keep_the_run_id() -> None:
+    with pytest.raises(TypeError, match="store="):
+        await pair().run(run_id="kept", store=42)  # type: ignore[arg-type]
+    assert (await pair().run(run_id="kept")).status is RunStatus.SUCCEEDED
