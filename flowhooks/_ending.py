@@ -96,20 +96,21 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     elif grace is not None and run.stopping is RunStatus.SUSPENDED:
         deadline = loop.time() + 2 * grace  # a grace to finish, then one to end cancelled
     waiting = _Patience(patience, grace)
-    idle = loop.create_task(run.schedule.wait_idle())
-    try:
-        settled = await waiting.wait(idle, deadline)
-    except asyncio.CancelledError:
-        idle.cancel()
-        run.schedule.abandon()
-        run.closed = True
-        raise
-    if not settled:
-        idle.cancel()
-        _abandon_nodes(run, grace)
-        deadline = loop.time() + grace if grace is not None else None
-    elif waiting.deadline_from_cancel is not None:
-        deadline = waiting.deadline_from_cancel
+    if run.schedule.busy():  # nodes still settling (a stop): wait for them, within limits
+        idle = loop.create_task(run.schedule.wait_idle())
+        try:
+            settled = await waiting.wait(idle, deadline)
+        except asyncio.CancelledError:
+            idle.cancel()
+            run.schedule.abandon()
+            run.closed = True
+            raise
+        if not settled:
+            idle.cancel()
+            _abandon_nodes(run, grace)
+            deadline = loop.time() + grace if grace is not None else None
+        elif waiting.deadline_from_cancel is not None:
+            deadline = waiting.deadline_from_cancel
     finish = loop.create_task(_finish(run))
     try:
         if await waiting.wait(finish, deadline):

@@ -33,6 +33,9 @@ class Schedule(Protocol):
     async def walk(self) -> None:
         """Run the plan's nodes until all have run or the run stops."""
 
+    def busy(self) -> bool:
+        """Whether a node of the run may still be executing (so ``wait_idle`` would wait)."""
+
     async def wait_idle(self) -> None:
         """Wait until no node of the run is executing (after a stop was requested)."""
 
@@ -264,6 +267,9 @@ class ConcurrentWalk:
             if self.active == 0 and self._done is not None and not self._done.done():
                 self._done.set_result(None)
 
+    def busy(self) -> bool:
+        return self.active > 0
+
     async def wait_idle(self) -> None:
         if self._done is not None and self.active:
             await asyncio.shield(self._done)
@@ -320,6 +326,9 @@ class SequentialWalk:
                 raise
         finally:
             set_frame(None)
+
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def wait_idle(self) -> None:
         if self._task is not None and not self._task.done():
