@@ -27,6 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_PAGES = [
+    "history.md",
     "logging.md",
     "metrics.md",
     "notification.md",
