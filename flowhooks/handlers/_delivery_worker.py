@@ -36,6 +36,7 @@ from loguru import logger
 from flowhooks import Event
 from flowhooks.handlers._handler_call import call_dead_letter, call_hook
 from flowhooks.handlers._outbox import CHANNEL, Claimed, Outbox
+from flowhooks.handlers._sql_backends import postgres_connect_args
 from flowhooks.handlers._sql_hub import SqlHub, WriteError
 from flowhooks.handlers._sweep import RETENTION, STALE_AFTER, sweep
 
@@ -324,7 +325,9 @@ class DeliveryWorker:
             import asyncpg  # type: ignore[import-untyped]
 
             dsn = self.hub.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            conn = await asyncpg.connect(dsn, timeout=self.hub.connect_timeout)
+            conn = await asyncpg.connect(
+                dsn, **postgres_connect_args(self.hub.url, self.hub.connect_timeout)
+            )
 
             def notified(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
                 if payload in (self.consumer, ""):

@@ -285,8 +285,13 @@ class _Database:
                 )
                 raise HistoryError(msg)
             return create_async_engine(self.url, echo=self.echo, connect_args=connect_args)
+        from flowhooks.handlers._sql_backends import postgres_connect_args
+
         return create_async_engine(
-            self.url, echo=self.echo, connect_args=connect_args, pool_pre_ping=True
+            self.url,
+            echo=self.echo,
+            connect_args=postgres_connect_args(self.url, self.connect_timeout),
+            pool_pre_ping=True,
         )
 
     async def dispose(self) -> None:

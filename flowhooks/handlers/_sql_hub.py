@@ -41,18 +41,22 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
 from flowhooks import Event, EventType
-from flowhooks.handlers._history_db import HistoryError, _sqlite_file, normalize_url, runs_table
+from flowhooks.handlers._history_db import HistoryError, normalize_url, runs_table
 from flowhooks.handlers._schema import ensure_current
+from flowhooks.handlers._sql_backends import (
+    _absolute,
+    _Backend,
+    _check_directory,
+    _PostgresBackend,
+    _SqliteBackend,
+)
 
 T = TypeVar("T")
 Op = Callable[[sa.Connection], None]
@@ -136,156 +140,6 @@ class _RunTrack:
 
 
 # -- backends: how the writer thread runs a transaction --------------------------------------
-
-
-class _Backend:
-    """Runs a function in one transaction on the writer thread."""
-
-    def run(self, work: Callable[[sa.Connection], T]) -> T:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _SqliteBackend(_Backend):
-    """The standard library's sqlite3 through a synchronous engine: no thread hop per statement.
-
-    Transactions begin with ``BEGIN IMMEDIATE`` (the write lock at once, so two
-    processes wait for each other instead of failing to upgrade a read lock),
-    the journal is WAL with ``synchronous=NORMAL`` (durable at checkpoints,
-    never corrupt), and a locked database is waited for ``connect_timeout``.
-    """
-
-    def __init__(self, url: URL, connect_timeout: float, echo: bool) -> None:
-        sync_url = url.set(drivername="sqlite+pysqlite")
-        memory = _sqlite_file(url) is None
-        self.engine = sa.create_engine(
-            sync_url,
-            echo=echo,
-            connect_args={"timeout": connect_timeout, "check_same_thread": False},
-            poolclass=StaticPool if memory else None,
-        )
-
-        @sa_event.listens_for(self.engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-            cursor = dbapi_connection.cursor()
-            try:
-                if not memory:
-                    # another process holding the lock sets WAL itself
-                    with contextlib.suppress(Exception):
-                        cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            finally:
-                cursor.close()
-
-        @sa_event.listens_for(self.engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        self._conn: sa.Connection | None = None
-
-    def run(self, work: Callable[[sa.Connection], T]) -> T:
-        # One connection held for the writer's life: a pool checkout per transaction
-        # costs more than the transaction.
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect()
-        conn = self._conn
-        try:
-            with conn.begin():
-                return work(conn)
-        except BaseException:
-            if conn.invalidated:
-                self._conn = None
-            raise
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-        self.engine.dispose()
-
-
-class _PostgresBackend(_Backend):
-    """asyncpg through SQLAlchemy's asyncio engine, on the writer thread's own event loop.
-
-    The writes are the same synchronous functions as for SQLite, run with
-    ``AsyncConnection.run_sync``.
-    """
-
-    def __init__(self, url: URL, connect_timeout: float, echo: bool) -> None:
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        self.loop = asyncio.new_event_loop()
-        self.engine = create_async_engine(
-            url,
-            echo=echo,
-            connect_args={"timeout": connect_timeout},
-            pool_pre_ping=True,
-            pool_size=1,
-            max_overflow=0,
-        )
-
-        @sa_event.listens_for(self.engine.sync_engine, "before_cursor_execute", retval=True)
-        def _escape_nul(
-            _conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, executemany: bool
-        ) -> tuple[str, Any]:
-            # PostgreSQL text cannot hold a NUL character: a workflow name, an error
-            # message or a payload string with one is stored with it escaped as \x00.
-            if executemany:
-                return statement, [_without_nul(one) for one in params]
-            return statement, _without_nul(params)
-
-    async def _run(self, work: Callable[[sa.Connection], T]) -> T:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
-
-    def run(self, work: Callable[[sa.Connection], T]) -> T:
-        return self.loop.run_until_complete(self._run(work))
-
-    def close(self) -> None:
-        try:
-            self.loop.run_until_complete(self.engine.dispose())
-        finally:
-            self.loop.close()
-
-
-def _without_nul(params: Any) -> Any:
-    """``params`` of one statement with every NUL in a string value escaped as ``\\x00``."""
-
-    def clean(value: Any) -> Any:
-        return (
-            value.replace("\x00", "\\x00") if isinstance(value, str) and "\x00" in value else value
-        )
-
-    if isinstance(params, dict):
-        return {key: clean(value) for key, value in params.items()}
-    if isinstance(params, tuple | list):
-        return type(params)(clean(value) for value in params)
-    return params
-
-
-def _absolute(url: URL) -> URL:
-    """A SQLite URL with its file's path made absolute (the hub outlives the working directory)."""
-    path = _sqlite_file(url)
-    if path is None or path.is_absolute():
-        return url
-    return url.set(database=str(path.resolve()))
-
-
-def _check_directory(url: URL, display_url: str) -> None:
-    path = _sqlite_file(url)
-    if path is not None and not Path(path).parent.exists():
-        msg = (
-            f"cannot open the history database {display_url!r}: "
-            f"the directory {str(path.parent)!r} does not exist"
-        )
-        raise HistoryError(msg)
-
-
-# -- the hub ---------------------------------------------------------------------------------
 
 
 class SqlHub:
