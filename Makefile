@@ -44,7 +44,8 @@ PREFECT_VENV := .venv-prefect
 $(PREFECT_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(PREFECT_VENV)
 	$(PREFECT_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(PREFECT_VENV)/bin/python -m pip install --quiet -e '.[prefect,dev]'
+	$(PREFECT_VENV)/bin/python -m pip install --quiet -e '.[prefect]' \
+		'pytest>=8' 'pytest-asyncio>=0.24' 'pytest-timeout>=2.3' 'hypothesis>=6.100'
 	touch $@
 
 test-prefect: $(PREFECT_VENV)/.installed
