@@ -30,9 +30,9 @@ from typing import Any
 
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
-from flowhooks._manager import CallbackManager, as_manager
-from flowhooks._node import InvalidCallbackError
+from flowhooks._manager import CallbackManager
 from flowhooks._workflow import Callbacks
+from flowhooks.integrations._options import manager_of
 from flowhooks.integrations._runs import end_node, end_run, start_node, start_run
 
 try:
@@ -69,12 +69,7 @@ class _Runs:
         resource_id: str | None,
         metadata: Mapping[str, Any] | None,
     ) -> None:
-        where = f"{owner}(manager)"
-        try:
-            combined = as_manager(manager, where=where)
-        except TypeError as exc:
-            text = str(exc) if where in str(exc) else f"{where}: {exc}"
-            raise InvalidCallbackError(text) from None
+        combined = manager_of(owner, "manager", manager)
         if workflow_name is not None and (not isinstance(workflow_name, str) or not workflow_name):
             msg = f"{owner}: workflow_name= takes a non-empty str or None, got {workflow_name!r}"
             raise TypeError(msg)

@@ -36,9 +36,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from flowhooks._manager import CallbackManager, as_manager
-from flowhooks._node import InvalidCallbackError
+from flowhooks._manager import CallbackManager
 from flowhooks._workflow import Callbacks
+from flowhooks.integrations._options import manager_of
 from flowhooks.integrations._runs import LoopTrees, RunTree
 
 try:
@@ -57,13 +57,7 @@ _STEP_TAG = "graph:step:"
 
 
 def _manager(callbacks: Callbacks, owner: str) -> CallbackManager:
-    where = f"{owner}(manager)"
-    try:
-        manager = as_manager(callbacks, where=where)
-    except TypeError as exc:
-        text = str(exc) if where in str(exc) else f"{where}: {exc}"
-        raise InvalidCallbackError(text) from None
-    return manager if manager is not None else CallbackManager()
+    return manager_of(owner, "manager", callbacks) or CallbackManager()
 
 
 def _is_graph_step(
