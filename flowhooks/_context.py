@@ -17,6 +17,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from loguru import logger as loguru_logger
+
 if TYPE_CHECKING:
     from loguru import Logger
 
@@ -53,11 +55,11 @@ class RunContext:
         "_cancel",
         "_emit",
         "_inputs",
+        "_logger",
         "_loop",
         "_outputs",
         "_run",
         "inputs",
-        "logger",
         "metadata",
         "node_count",
         "parent_node_id",
@@ -80,8 +82,8 @@ class RunContext:
         inputs: dict[str, Any],
         outputs: dict[str, Any],
         emit: Callable[[str, Any], Awaitable[None]],
-        logger: Logger,
         started_at: datetime,
+        logger: Logger | None = None,
         parent_run_id: str | None = None,
         resource_id: str | None = None,
         metadata: dict[str, Any] | None = None,
@@ -103,7 +105,7 @@ class RunContext:
         self.inputs: Mapping[str, Any] = MappingProxyType(inputs)
         self._outputs = outputs
         self._emit = emit
-        self.logger = logger
+        self._logger = logger  # bound on first use: most runs never log through it
         self.started_at = started_at
         self.result: RunResult | None = None
         self.state: dict[str, Any] = state if state is not None else {}
@@ -114,6 +116,13 @@ class RunContext:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
+
+    @property
+    def logger(self) -> Logger:
+        """A loguru logger bound with ``run_id`` and ``workflow_name``."""
+        if self._logger is None:
+            self._logger = loguru_logger.bind(run_id=self.run_id, workflow_name=self.workflow_name)
+        return self._logger
 
     @property
     def outputs(self) -> Mapping[str, Any]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from flowhooks._dispatcher import clear_propagating
+from flowhooks._eager import start_eagerly
 from flowhooks._events import EventType, NodeStatus, RunStatus
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._node_outcomes import task_cancelled
@@ -111,14 +112,18 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
             deadline = loop.time() + grace if grace is not None else None
         elif waiting.deadline_from_cancel is not None:
             deadline = waiting.deadline_from_cancel
-    finish = loop.create_task(_finish(run))
+    # Started eagerly: an end whose handlers never wait is over at once, without a turn
+    # of the event loop; one that waits goes on in its own task, as the caller waits.
+    finish = start_eagerly(_finish(run))
+    if finish.finished_now():
+        return finish.result(), False
     try:
-        if await waiting.wait(finish, deadline):
-            return finish.result(), waiting.cancellations > 0
+        if await waiting.wait(finish.task, deadline):
+            return finish.task.result(), waiting.cancellations > 0
     except asyncio.CancelledError:
-        _abandon(run, finish, "after a further cancellation")
+        _abandon(run, finish.task, "after a further cancellation")
         raise
-    _abandon(run, finish, f"after the {grace:g}s grace period")
+    _abandon(run, finish.task, f"after the {grace:g}s grace period")
     return build_result(run), waiting.cancellations > 0
 
 

@@ -205,7 +205,6 @@ class RunState(NodeOutcomes):
             inputs=inputs,
             outputs=self.outputs,
             emit=self.emit_custom,
-            logger=logger.bind(run_id=run_id, workflow_name=workflow.name),
             started_at=self.started_at,
             parent_run_id=self.parent_run_id,
             resource_id=resource_id,

@@ -57,6 +57,10 @@ from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._monitors import hook_monitors, notify_monitors
 
 # The call kinds as module constants: the dispatch loop compares one per call.
+NOBODY, SOME, WANT_EVENT = 0, 1, 2
+"""Who takes an event type (``CallbackManager.modes``): no handler; some do; some also
+want the ``Event``."""
+
 _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
@@ -99,6 +103,7 @@ class CallbackManager(Dispatcher):
         self._order = 0
         self._plan_generation = -1
         self._plans: dict[EventType, Plan] = {}
+        self._modes: dict[EventType, int] = {}
         for handler in handlers or ():
             self.add_handler(handler)
 
@@ -245,8 +250,19 @@ class CallbackManager(Dispatcher):
     def _replan(self) -> None:
         """Rebuild the plan of every event type (after a handler change, not per event)."""
         entries = self._entries
-        self._plans = {event_type: build_plan(entries, event_type) for event_type in EventType}
+        self._plans = plans = {t: build_plan(entries, t) for t in EventType}
+        self._modes = {
+            t: (WANT_EVENT if plan.wants_event else SOME) if plan.calls else NOBODY
+            for t, plan in plans.items()
+        }
         self._plan_generation = current_generation()
+
+    def modes(self) -> dict[EventType, int]:
+        """Per event type: ``NOBODY`` takes it, ``SOME`` handler does, or some also
+        ``WANT_EVENT`` (the ``Event``). Each run's sequencer reads it once, not per type."""
+        if self._plan_generation != _generation[0]:
+            self._replan()
+        return self._modes
 
     def handles(self, event_type: EventType) -> bool:
         """Return whether any registered handler reacts to ``event_type``."""
@@ -269,9 +285,10 @@ class CallbackManager(Dispatcher):
         default; every event type but ``error`` has two arguments): no clock,
         and the arguments passed as two names, since a ``fn(*args)`` call of a
         bound method costs a tenth of a no-op handler call more. The general
-        one takes the rest: timing on, hook monitors, ``error`` events. The
-        less common call kinds (``event=``, breaker, timeout, thread) go
-        through ``_call_other`` in both.
+        one takes the rest: timing on, hook monitors, ``error`` events. Async
+        ``event=`` handlers (the built-in handlers are) are called in both; the
+        less common call kinds (sync ``event=``, breaker, timeout, thread) go
+        through ``_call_other``.
         """
         if self._plan_generation != _generation[0]:
             self._replan()
@@ -293,6 +310,8 @@ class CallbackManager(Dispatcher):
                         await fn(first, second)
                     elif kind is _SYNC:
                         fn(first, second)
+                    elif kind is _ASYNC_EVENT:
+                        await fn(first, second, event=event)
                     elif kind is _DISPATCHER:
                         await fn(event_type, args, event)
                     elif not await _call_other(kind, call, args, event):
@@ -319,6 +338,8 @@ class CallbackManager(Dispatcher):
                         await fn(*args)
                     elif kind is _SYNC:
                         fn(*args)
+                    elif kind is _ASYNC_EVENT:
+                        await fn(*args, event=event)
                     elif kind is _DISPATCHER:
                         await fn(event_type, args, event)
                     elif not await _call_other(kind, call, args, event):
@@ -429,12 +450,10 @@ async def _call_other(
 ) -> bool:
     """Make a call of the less common kinds; return False when its breaker skipped it.
 
-    ``event=`` handlers, handlers behind a circuit breaker (only they pay for
-    it), and those with a timeout or a worker thread.
+    Sync ``event=`` handlers, handlers behind a circuit breaker (only they pay
+    for it), and those with a timeout or a worker thread.
     """
-    if kind is _ASYNC_EVENT:
-        await call.fn(*args, event=event)
-    elif kind is _SYNC_EVENT:
+    if kind is _SYNC_EVENT:
         call.fn(*args, event=event)
     elif kind is _GUARDED:
         guard = call.breaker

@@ -18,6 +18,7 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from flowhooks._eager import Started, start_eagerly
 from flowhooks._node import Node
 from flowhooks._sequencer import set_frame
 from flowhooks._validate import check_count, check_seconds
@@ -290,17 +291,22 @@ class SequentialWalk:
     and can be abandoned like a node task of the concurrent walk.
     """
 
-    __slots__ = ("_task", "fail_fast", "run")
+    __slots__ = ("_walking", "fail_fast", "run")
 
     def __init__(self, run: RunState, runner: Runner) -> None:
         self.run = run
         self.fail_fast = runner.fail_fast
-        self._task: asyncio.Task[None] | None = None
+        self._walking: Started[None] | None = None
 
     async def walk(self) -> None:
-        walking = self._task = asyncio.get_running_loop().create_task(self._walk())
+        # Started eagerly: a walk whose nodes and handlers never wait is over before
+        # its task's first turn, and the caller goes on without waiting for it.
+        walking = self._walking = start_eagerly(self._walk())
         try:
-            await asyncio.shield(walking)
+            if walking.finished_now():
+                walking.result()
+            else:
+                await asyncio.shield(walking.task)
         except asyncio.CancelledError:
             caller = asyncio.current_task()
             if walking.cancelled() and caller is not None and not caller.cancelling():
@@ -328,15 +334,15 @@ class SequentialWalk:
             set_frame(None)
 
     def busy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._walking is not None and not self._walking.done()
 
     async def wait_idle(self) -> None:
-        if self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+        if self._walking is not None and not self._walking.done():
+            await asyncio.shield(self._walking.task)
 
     def force_stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._walking is not None and not self._walking.done():
+            self._walking.task.cancel()
 
     def abandon(self) -> None:
         self.force_stop()

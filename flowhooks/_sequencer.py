@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from flowhooks._dispatcher import _generation
 from flowhooks._events import Event, EventType, trusted_event
 from flowhooks._ids import new_id
+from flowhooks._manager import NOBODY, WANT_EVENT
 
 if TYPE_CHECKING:
     from flowhooks._manager import CallbackManager
@@ -131,10 +132,6 @@ def current_node() -> str | None:
     return frame.node if isinstance(frame, TaskFrame) else frame
 
 
-_NOBODY, _SOME, _WANT_EVENT = 0, 1, 2
-"""Per event type: no handler takes it; some do; some also want the ``Event``."""
-
-
 class EventSequencer:
     """Numbers and dispatches one run's events, one at a time, in ``seq`` order.
 
@@ -158,29 +155,19 @@ class EventSequencer:
 
     def _refresh(self) -> None:
         """Cache, per event type, who takes it; redone when a handler was added or removed."""
-        manager = self.manager
-        self._modes = {
-            t: (_WANT_EVENT if manager.wants_event(t) else _SOME) if manager.handles(t) else _NOBODY
-            for t in EventType
-        }
+        self._modes = self.manager.modes()
         self._generation = _generation[0]
-
-    def _mode(self, event_type: EventType) -> int:
-        """Who takes ``event_type`` now (``_NOBODY``, ``_SOME`` or ``_WANT_EVENT``)."""
-        if self._generation != _generation[0]:
-            self._refresh()
-        return self._modes[event_type]
 
     def wanted(self, event_type: EventType) -> bool:
         """Whether ``event_type`` must go through ``emit``; when not, ``skip`` it instead.
 
         It must when some handler takes it, and also when events sent during an
         earlier dispatch are still queued: they go out with it. Called twice per
-        node, so it reads the handler generation itself rather than through ``_mode``.
+        node.
         """
         if self._generation != _generation[0]:
             self._refresh()
-        return self._modes[event_type] != _NOBODY or bool(self._pending)
+        return self._modes[event_type] != NOBODY or bool(self._pending)
 
     def skip(self) -> None:
         """Number an event that no handler takes, without dispatching it."""
@@ -206,7 +193,10 @@ class EventSequencer:
             Exception: the first ``raise_error`` handler's exception, after the
                 event (and what handlers sent meanwhile) reached every handler.
         """
-        if not self._pending and not self._mode(event_type):
+        if self._generation != _generation[0]:
+            self._refresh()
+        mode = self._modes[event_type]
+        if not mode and not self._pending:
             self.seq += 1
             return
         if frame is None:
@@ -221,10 +211,13 @@ class EventSequencer:
         else:
             task = frame.owner
         turn = self._turn
-        if not turn.try_take(task):
+        if turn.holder is None and not turn.waiters:  # DispatchTurn.try_take, inline
+            turn.holder = task
+        else:
             await turn.take(task)
             if self._generation != _generation[0]:  # handlers changed while this event waited
                 self._refresh()
+            mode = self._modes[event_type]
         token = None
         if frame is None:  # only what this dispatch's handlers start may share its frame
             frame = TaskFrame(current_node(), task)
@@ -233,9 +226,18 @@ class EventSequencer:
         try:
             # Events left queued by a dispatch that was cancelled go first: they were sent
             # earlier. Then this event, then what handlers send while it is dispatched.
-            error = await self._deliver_queued() if self._pending else None
+            error = None
+            if self._pending:
+                error = await self._deliver_queued()
+                if self._generation != _generation[0]:  # a queued event's handler changed them
+                    self._refresh()
+                mode = self._modes[event_type]
             self.seq += 1
-            event = self._event(event_type, args, node_id, attempt, duration, status, name)
+            event = (
+                self._event(event_type, args, node_id, attempt, duration, status, name)
+                if mode == WANT_EVENT
+                else None
+            )
             try:
                 await self.manager.dispatch(event_type, args, event)
             except Exception as exc:  # a raise_error handler: raised once the queue is empty
@@ -248,7 +250,10 @@ class EventSequencer:
             frame.dispatching = None
             if token is not None:
                 _frame.reset(token)
-            turn.release()
+            if turn.waiters:
+                turn.release()
+            else:
+                turn.holder = None  # DispatchTurn.release with nobody waiting, inline
 
     async def _deliver_queued(self) -> Exception | None:
         """Dispatch the events handlers sent during a dispatch, in order.
@@ -279,7 +284,7 @@ class EventSequencer:
         name: str | None,
     ) -> Event | None:
         """Build the ``Event`` numbered ``self.seq``, when some handler asked for it."""
-        if self._modes[event_type] != _WANT_EVENT:
+        if self._modes[event_type] != WANT_EVENT:
             return None
         return trusted_event(
             id=new_id(),

@@ -25,6 +25,7 @@ LAYERS = [
     "_serialize",
     "_retry",
     "_threads",
+    "_eager",
     "_events",
     # handlers and dispatch
     "_handler",

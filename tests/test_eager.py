@@ -1,0 +1,170 @@
+"""``start_eagerly``: a coroutine's own task, whose first step runs at once in the caller's turn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from flowhooks._eager import start_eagerly
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("eager_test_var", default="caller")
+
+
+async def test_a_coroutine_that_never_waits_is_finished_at_once() -> None:
+    seen: list[asyncio.Task[object] | None] = []
+
+    async def work() -> int:
+        seen.append(asyncio.current_task())
+        return 42
+
+    caller = asyncio.current_task()
+    started = start_eagerly(work())
+    assert started.finished_now()
+    assert started.done()
+    assert started.result() == 42
+    assert not started.cancelled()
+    assert seen == [started.task]  # its own task is current during the step
+    assert asyncio.current_task() is caller  # and the caller's again after it
+    await asyncio.sleep(0)  # the task's own turn changes nothing
+    assert started.result() == 42
+
+
+async def test_a_coroutine_that_waits_goes_on_in_its_task() -> None:
+    gate = asyncio.Event()
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def work() -> str:
+        tasks.append(asyncio.current_task())
+        await gate.wait()
+        tasks.append(asyncio.current_task())
+        return "done"
+
+    started = start_eagerly(work())
+    assert not started.finished_now()
+    assert not started.done()
+    gate.set()
+    assert await started.task == "done"
+    assert started.done()
+    assert started.result() == "done"
+    assert tasks == [started.task, started.task]
+
+
+async def test_an_exception_of_the_first_step_is_the_result() -> None:
+    async def work() -> None:
+        raise ValueError("boom")
+
+    started = start_eagerly(work())
+    assert started.finished_now()
+    with pytest.raises(ValueError, match="boom"):
+        started.result()
+    await asyncio.sleep(0)
+    assert started.task.done()
+    assert not started.task.cancelled()
+
+
+async def test_context_changes_stay_in_the_tasks_copy() -> None:
+    async def work() -> str:
+        VAR.set("inside")
+        await asyncio.sleep(0)
+        return VAR.get()
+
+    started = start_eagerly(work())
+    assert VAR.get() == "caller"
+    assert await started.task == "inside"
+    assert VAR.get() == "caller"
+
+
+async def test_a_task_cancelling_itself_in_a_step_that_returns_ends_cancelled() -> None:
+    async def work() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        return 1
+
+    caller = asyncio.current_task()
+    assert caller is not None
+    started = start_eagerly(work())
+    assert not started.finished_now()  # as any task: a cancel requested before it returned
+    with pytest.raises(asyncio.CancelledError):
+        await started.task
+    assert started.cancelled()
+    assert caller.cancelling() == 0  # the caller was never cancelled
+
+
+async def test_a_task_cancelling_itself_then_waiting_gets_the_cancellation() -> None:
+    reached: list[str] = []
+
+    async def work() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            reached.append("cancelled")
+            raise
+
+    started = start_eagerly(work())
+    with pytest.raises(asyncio.CancelledError):
+        await started.task
+    assert reached == ["cancelled"]
+
+
+async def test_cancelling_the_task_before_its_turn_reaches_what_the_coroutine_waits_on() -> None:
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    reached: list[str] = []
+
+    async def work() -> None:
+        try:
+            await never
+        except asyncio.CancelledError:
+            reached.append("cancelled")
+            raise
+
+    started = start_eagerly(work())
+    started.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await started.task
+    assert reached == ["cancelled"]
+    assert never.cancelled()  # as a task cancels: through the future it waits on
+
+
+async def test_the_callers_cancellation_does_not_reach_a_shielded_started_task() -> None:
+    gate = asyncio.Event()
+
+    async def work() -> str:
+        await gate.wait()
+        return "finished"
+
+    async def caller() -> None:
+        started = start_eagerly(work())
+        holder.append(started)
+        await asyncio.shield(started.task)
+
+    holder: list[object] = []
+    outer = asyncio.get_running_loop().create_task(caller())
+    await asyncio.sleep(0)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    gate.set()
+    started = holder[0]
+    assert await started.task == "finished"  # type: ignore[attr-defined]
+
+
+async def test_started_eagerly_inside_another_started_task() -> None:
+    async def inner() -> asyncio.Task[object] | None:
+        return asyncio.current_task()
+
+    async def outer() -> tuple[object, object, object]:
+        me = asyncio.current_task()
+        nested = start_eagerly(inner())
+        return me, nested.result(), asyncio.current_task()
+
+    started = start_eagerly(outer())
+    me, nested_task, after = started.result()
+    assert me is started.task
+    assert after is started.task
+    assert nested_task is not me
