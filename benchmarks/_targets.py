@@ -435,8 +435,8 @@ def _peers(results: Results) -> list[Target]:
         {"AsyncioRunner": r("flowhooks-asyncio", "nadoo-flow-core")},
         note=f"SequentialRunner {us('flowhooks-sequential')}, "
         f"nadoo-flow-core {us('nadoo-flow-core')}",
-        why="a flowhooks run has a fixed cost (run setup, its end, the run's own tasks and "
-        "their turns of the event loop) that a 10-node run does not hide",
+        why="a flowhooks run has a fixed cost (run setup, its first and last events, its "
+        "result) that a 10-node run does not hide",
     )
     t2 = Target(
         "10-step chain, 1 no-op handler, per run: vs langchain-core",
@@ -547,6 +547,9 @@ def _external_target(results: Results) -> Target:
         paired(results, name, base),
         {"`ExternalRun.sync`": paired(results, name.replace("run/", "run-sync/"), base)},
         note="reference: SequentialRunner, the steps awaited one after another as in the block",
+        why="per step the block makes a node object, checks its arguments and awaits an "
+        "enter and an exit coroutine around the step's two events, where a Workflow node "
+        "sends both from one loop",
     )
 
 

@@ -90,26 +90,27 @@ class _Continuation(Coroutine[Any, Any, T]):
 class Started(Generic[T]):
     """A coroutine started by ``start_eagerly``: finished already, or running in ``task``."""
 
-    __slots__ = ("_continuation", "task")
+    __slots__ = ("_error", "_finished", "_value", "task")
 
     def __init__(self, task: asyncio.Task[T], continuation: _Continuation[T]) -> None:
         self.task = task
-        self._continuation = continuation
+        outcome = continuation._outcome
+        # Finished by its first step, unless the task was cancelled during a step that
+        # then returned: that task ends cancelled, as any task would.
+        self._finished = outcome is _RAISED or (
+            outcome is _RETURNED and not continuation.cancelled_in_step
+        )
+        self._value: Any = continuation._value
+        self._error = continuation._error
+        continuation._value = continuation._error = None  # the outcome is kept here only
 
     def finished_now(self) -> bool:
-        """Whether the first step finished the coroutine (its outcome is ``result()``'s).
-
-        Not when the task was cancelled during a step that then returned: the
-        task ends cancelled, as any task would.
-        """
-        c = self._continuation
-        if c._outcome is _RAISED:
-            return True
-        return c._outcome is _RETURNED and not c.cancelled_in_step
+        """Whether the first step finished the coroutine (its outcome is ``result()``'s)."""
+        return self._finished
 
     def done(self) -> bool:
         """Whether the coroutine has finished, eagerly or in its task."""
-        return self.finished_now() or self.task.done()
+        return self._finished or self.task.done()
 
     def result(self) -> T:
         """The coroutine's return value; raises what it raised.
@@ -117,18 +118,23 @@ class Started(Generic[T]):
         Raises:
             asyncio.InvalidStateError: when it has not finished yet.
         """
-        c = self._continuation
-        if self.finished_now():
-            if c._error is not None:
-                raise c._error
-            return c._value  # type: ignore[no-any-return]
+        if self._finished:
+            if self._error is not None:
+                raise self._error
+            return self._value  # type: ignore[no-any-return]
         return self.task.result()
 
     def cancelled(self) -> bool:
         """Whether the coroutine ended by cancellation."""
-        if self.finished_now():
-            return isinstance(self._continuation._error, asyncio.CancelledError)
+        if self._finished:
+            return isinstance(self._error, asyncio.CancelledError)
         return self.task.cancelled()
+
+
+def _release_values(context: contextvars.Context) -> None:
+    """Set every variable of ``context`` (the current one) to ``None``."""
+    for var in list(context):
+        var.set(None)
 
 
 def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
@@ -136,7 +142,9 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     continuation = _Continuation(coro)
-    task = loop.create_task(continuation, context=context)
+    # Not loop.create_task: a task factory that starts tasks eagerly itself (Python
+    # 3.12's eager_task_factory) would run the continuation before its first step did.
+    task: asyncio.Task[T] = asyncio.Task(continuation, loop=loop, context=context)
     caller = asyncio.current_task(loop)
     if caller is not None:
         _leave_task(loop, caller)
@@ -148,4 +156,9 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
         _leave_task(loop, task)
         if caller is not None:
             _enter_task(loop, caller)
+    if continuation._outcome is not _RUNNING:
+        # The coroutine is over; its task's own first turn, whenever the caller next
+        # waits, only ends it. Until then the task must not keep alive what the
+        # coroutine's context referred to (a whole run, for a run's walk or end).
+        context.run(_release_values, context)
     return Started(task, continuation)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 from loguru import logger
 
 from flowhooks._context import current_run_var
+from flowhooks._eager import start_eagerly
 from flowhooks._external_state import (
     ExternalRunState,
     NodeAttempt,
@@ -202,12 +203,17 @@ class ExternalRun:
     async def _end(self, state: ExternalRunState, exc: BaseException | None) -> None:
         """Run the end in a task of its own, so a cancellation cannot cut a handler short.
 
-        One cancellation arriving meanwhile is held back and re-raised once
-        the end completed; after the block itself was cancelled, or on a
-        second cancellation, or when ``cancel_grace`` runs out, what is left
-        of the end is abandoned (logged) and shutdown goes on.
+        The task starts eagerly (``start_eagerly``): an end whose handlers never
+        wait is over at once. One cancellation arriving meanwhile is held back
+        and re-raised once the end completed; after the block itself was
+        cancelled, or on a second cancellation, or when ``cancel_grace`` runs
+        out, what is left of the end is abandoned (logged) and shutdown goes on.
         """
-        finish = asyncio.get_running_loop().create_task(state.finish(exc))
+        started = start_eagerly(state.finish(exc))
+        if started.finished_now():
+            started.result()
+            return
+        finish = started.task
         patience = 0 if isinstance(exc, asyncio.CancelledError) else 1
         grace = self.cancel_grace if patience == 0 else None
         interrupted: asyncio.CancelledError | None = None

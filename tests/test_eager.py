@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
+import weakref
 
 import pytest
 
+from flowhooks import BaseCallbackHandler
 from flowhooks._eager import start_eagerly
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("eager_test_var", default="caller")
@@ -168,3 +171,58 @@ async def test_started_eagerly_inside_another_started_task() -> None:
     assert me is started.task
     assert after is started.task
     assert nested_task is not me
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_task_factory is Python 3.12+")
+async def test_runs_on_a_loop_whose_task_factory_starts_tasks_eagerly() -> None:
+    from flowhooks import CallbackManager, SequentialRunner, Workflow, node
+
+    @node
+    async def first() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    @node
+    async def second(first: int) -> int:
+        return first + 1
+
+    seen: list[str] = []
+
+    class Recorder(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: object) -> None:
+            await asyncio.sleep(0)
+            seen.append(node_id)
+
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    try:
+        wf = Workflow("eager-loop", nodes=[first, second])
+        for runner in (SequentialRunner(), None):
+            result = await wf.run(callbacks=CallbackManager([Recorder()]), runner=runner)
+            assert result.succeeded
+            assert result.outputs["second"] == 2
+        assert seen == ["first", "second", "first", "second"]
+    finally:
+        loop.set_task_factory(None)
+
+
+async def test_a_finished_start_keeps_nothing_alive_until_its_tasks_turn() -> None:
+    """What the coroutine's context referred to is freed at once, not on the task's turn."""
+
+    class Big:
+        pass
+
+    holder: contextvars.ContextVar[object] = contextvars.ContextVar("eager_test_holder")
+    refs: list[weakref.ref[Big]] = []
+
+    async def work() -> None:
+        big = Big()
+        refs.append(weakref.ref(big))
+        holder.set(big)
+
+    started = start_eagerly(work())
+    assert started.finished_now()
+    assert not started.task.done()  # its own turn has not come yet
+    assert refs[0]() is None
+    await asyncio.sleep(0)
+    assert started.task.done()
