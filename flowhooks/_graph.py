@@ -214,6 +214,8 @@ def build_run_plan(
 
 def check_inputs(workflow: str, inputs: Mapping[str, Any], plan: RunPlan) -> None:
     """Raise ``MissingInputError`` naming every required input missing from ``inputs``."""
+    if not plan.required_inputs:
+        return
     missing = sorted(name for name in plan.required_inputs if name not in inputs)
     if missing:
         detail = "; ".join(

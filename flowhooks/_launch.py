@@ -131,10 +131,11 @@ def _prepare(
         msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()), got {runner!r}"
         raise WorkflowError(msg)
     runner.check(workflow)
-    try:
-        timeout = check_seconds("timeout=", timeout, allow_none=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidOptionError(str(exc)) from None
+    if timeout is not None:
+        try:
+            timeout = check_seconds("timeout=", timeout, allow_none=True)
+        except (TypeError, ValueError) as exc:
+            raise InvalidOptionError(str(exc)) from None
     if metadata is not None and not isinstance(metadata, Mapping):
         msg = f"metadata= takes a mapping of run headers, got {metadata!r}"
         raise WorkflowError(msg)
