@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
-from loguru import logger
-
-from flowhooks._context import current_run_var
 from flowhooks._eager import start_eagerly
+from flowhooks._external_base import ExternalNodeBase, ExternalRunBase, log_abandoned
 from flowhooks._external_state import (
     ExternalRunState,
-    NodeAttempt,
-    RunArgs,
     check_node_args,
 )
 from flowhooks._external_sync import SyncExternalRun
-from flowhooks._ids import new_id
-from flowhooks._launch import _LIVE
 from flowhooks._sequencer import (
     TaskFrame,
     current_node,
@@ -36,7 +29,6 @@ from flowhooks._sequencer import (
     leave_run_task,
     set_frame,
 )
-from flowhooks._validate import check_seconds
 
 if TYPE_CHECKING:
     from typing import Self
@@ -49,7 +41,7 @@ _CANCELLING = (asyncio.CancelledError, KeyboardInterrupt)
 
 
 @final
-class ExternalRun:
+class ExternalRun(ExternalRunBase):
     """A run of your own code, reported to flowhooks handlers as a ``Workflow`` run is.
 
     ::
@@ -90,40 +82,6 @@ class ExternalRun:
             has ``run_id`` (before any event).
     """
 
-    cancel_grace: float | None = 30.0
-
-    def __init__(
-        self,
-        manager_or_handlers: Callbacks = None,
-        /,
-        *,
-        workflow_name: str,
-        inputs: Mapping[str, Any] | None = None,
-        run_id: str | None = None,
-        resource_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        parent_run_id: str | None = None,
-    ) -> None:
-        self._args = RunArgs(
-            manager_or_handlers,
-            workflow_name=workflow_name,
-            inputs=inputs,
-            run_id=run_id,
-            resource_id=resource_id,
-            metadata=metadata,
-            parent_run_id=parent_run_id,
-        )
-        self.run_id: str = run_id if run_id is not None else new_id()
-        self.workflow_name: str = workflow_name
-        self._state: ExternalRunState | None = None
-        self._run_token: Token[RunContext] | None = None
-        self._frame_token: Token[TaskFrame | str | None] | None = None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "cancel_grace":
-            value = check_seconds("cancel_grace", value, allow_none=True, allow_zero=True)
-        object.__setattr__(self, name, value)
-
     @staticmethod
     def sync(
         manager_or_handlers: Callbacks = None,
@@ -148,11 +106,6 @@ class ExternalRun:
         )
 
     @property
-    def result(self) -> RunResult | None:
-        """The run's ``RunResult`` once it has ended; ``None`` before."""
-        return self._state.result if self._state is not None else None
-
-    @property
     def context(self) -> RunContext:
         """The ``RunContext`` that ``current_run()`` returns inside the block.
 
@@ -169,20 +122,11 @@ class ExternalRun:
         return state
 
     async def __aenter__(self) -> Self:
-        if self._state is not None:
-            msg = f"ExternalRun {self.run_id} was already entered; create one per run"
-            raise RuntimeError(msg)
-        _LIVE.claim(self.run_id)
-        state = ExternalRunState(self._args, self.run_id)
-        _LIVE.own(self.run_id, state)
-        self._state = state
-        self._run_token = current_run_var.set(state.ctx)
-        # Opened inside a node of another run, no node of this run is current yet.
-        self._frame_token = enter_run_task()
+        state = self._claim()
         try:
             await state.start()
         except BaseException:
-            self._leave(state)
+            self._release(state)
             raise
         return self
 
@@ -196,7 +140,7 @@ class ExternalRun:
         try:
             await self._end(state, exc)
         finally:
-            self._leave(state)
+            self._release(state)
         if state.end_error is not None and exc is None:
             raise state.end_error
 
@@ -243,22 +187,7 @@ class ExternalRun:
     def _abandon(state: ExternalRunState, finish: asyncio.Task[RunResult], why: str) -> None:
         finish.cancel()
         state.closed = True
-        logger.bind(run_id=state.run_id).warning(
-            "run {run_id} of {workflow!r}: the end of the run was abandoned {why}; callbacks "
-            "still running were cancelled (give handlers a timeout to avoid this)",
-            run_id=state.run_id,
-            workflow=state.workflow_name,
-            why=why,
-        )
-
-    def _leave(self, state: ExternalRunState) -> None:
-        if self._frame_token is not None:
-            leave_run_task(self._frame_token)
-            self._frame_token = None
-        if self._run_token is not None:
-            current_run_var.reset(self._run_token)
-            self._run_token = None
-        _LIVE.release(self.run_id, state)
+        log_abandoned(state, why)
 
     def node(
         self,
@@ -299,53 +228,14 @@ class ExternalRun:
 
 
 @final
-class ExternalNode:
-    """One attempt of one node of an ``ExternalRun``; set ``output`` before the block ends.
+class ExternalNode(ExternalNodeBase["ExternalRun"]):
+    """One attempt of one node of an ``ExternalRun``; set ``output`` before the block ends."""
 
-    Attributes:
-        name: the node's name.
-        attempt: the attempt's number.
-        input_data: what ``node_start`` carried.
-        output: what ``node_end`` carries (``None`` unless set).
-    """
-
-    __slots__ = (
-        "_critical",
-        "_run",
-        "_step",
-        "_token",
-        "_will_retry",
-        "attempt",
-        "input_data",
-        "name",
-        "output",
-    )
-
-    def __init__(
-        self,
-        run: ExternalRun,
-        name: str,
-        input_data: dict[str, Any],
-        attempt: int,
-        *,
-        critical: bool,
-        will_retry: bool,
-    ) -> None:
-        self._run = run
-        self.name = name
-        self.input_data = input_data
-        self.attempt = attempt
-        self._critical = bool(critical)
-        self._will_retry = bool(will_retry)
-        self.output: Any = None
-        self._step: NodeAttempt | None = None
-        self._token: Token[TaskFrame | str | None] | None = None
+    __slots__ = ()
 
     async def __aenter__(self) -> Self:
         state = self._run._live("node()")
-        if self._step is not None:
-            msg = f"run.node({self.name!r}) was already entered; call run.node() per attempt"
-            raise RuntimeError(msg)
+        self._check_not_entered()
         step = state.enter_node(
             self.name,
             self.input_data,
@@ -398,6 +288,3 @@ class ExternalNode:
         if self._token is not None:
             leave_run_task(self._token)
             self._token = None
-
-    def __repr__(self) -> str:
-        return f"ExternalNode(name={self.name!r}, attempt={self.attempt})"

@@ -20,31 +20,25 @@ import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
-from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from loguru import logger
 
 from flowhooks._context import current_run_var
+from flowhooks._external_base import ExternalNodeBase, ExternalRunBase, log_abandoned
 from flowhooks._external_state import (
     ExternalRunState,
     NodeAttempt,
-    RunArgs,
     check_node_args,
 )
-from flowhooks._ids import new_id
-from flowhooks._launch import _LIVE  # the live-run registry Workflow runs use too
 from flowhooks._sequencer import current_node, enter_run_task, leave_run_task, set_frame
-from flowhooks._validate import check_seconds
 
 if TYPE_CHECKING:
     from typing import Self
 
     from flowhooks._context import RunContext
     from flowhooks._results import RunResult
-    from flowhooks._sequencer import TaskFrame
-    from flowhooks._workflow import Callbacks
 
 T = TypeVar("T")
 
@@ -141,7 +135,7 @@ async def _in_run(
 
 
 @final
-class SyncExternalRun:
+class SyncExternalRun(ExternalRunBase):
     """The sync twin of ``ExternalRun`` (create it with ``ExternalRun.sync(...)``).
 
     ::
@@ -160,45 +154,8 @@ class SyncExternalRun:
             interrupted (``KeyboardInterrupt``); ``None``: no limit.
     """
 
-    cancel_grace: float | None = 30.0
-
-    def __init__(
-        self,
-        manager_or_handlers: Callbacks = None,
-        /,
-        *,
-        workflow_name: str,
-        inputs: Mapping[str, Any] | None = None,
-        run_id: str | None = None,
-        resource_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        parent_run_id: str | None = None,
-    ) -> None:
-        self._args = RunArgs(
-            manager_or_handlers,
-            workflow_name=workflow_name,
-            inputs=inputs,
-            run_id=run_id,
-            resource_id=resource_id,
-            metadata=metadata,
-            parent_run_id=parent_run_id,
-        )
-        self.run_id: str = run_id if run_id is not None else new_id()
-        self.workflow_name: str = workflow_name
-        self._state: ExternalRunState | None = None
-        self._loop: _LoopThread | None = None
-        self._run_token: Token[RunContext] | None = None
-        self._frame_token: Token[TaskFrame | str | None] | None = None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "cancel_grace":
-            value = check_seconds("cancel_grace", value, allow_none=True, allow_zero=True)
-        object.__setattr__(self, name, value)
-
-    @property
-    def result(self) -> RunResult | None:
-        """The run's ``RunResult`` once it has ended; ``None`` before."""
-        return self._state.result if self._state is not None else None
+    _loop: _LoopThread | None = None
+    """The run's private loop thread, while the block is entered."""
 
     @property
     def context(self) -> RunContext:
@@ -212,16 +169,12 @@ class SyncExternalRun:
         return self._state, self._loop
 
     def __enter__(self) -> Self:
-        if self._state is not None:
-            msg = f"ExternalRun {self.run_id} was already entered; create one per run"
-            raise RuntimeError(msg)
-        _LIVE.claim(self.run_id)
-        state = ExternalRunState(self._args, self.run_id)
-        _LIVE.own(self.run_id, state)
-        self._state = state
-        self._loop = loop = _LoopThread(f"flowhooks-run-{self.run_id}")
-        self._run_token = current_run_var.set(state.ctx)
-        self._frame_token = enter_run_task()
+        state = self._claim()
+        try:
+            self._loop = loop = _LoopThread(f"flowhooks-run-{self.run_id}")
+        except BaseException:  # no thread to be had: the run never started
+            self._release(state)
+            raise
         try:
             loop.call(state, None, state.start)
         except BaseException:
@@ -275,23 +228,11 @@ class SyncExternalRun:
     @staticmethod
     def _abandon(state: ExternalRunState, future: Future[RunResult], why: str) -> None:
         future.cancel()
-        logger.bind(run_id=state.run_id).warning(
-            "run {run_id} of {workflow!r}: the end of the run was abandoned {why}; callbacks "
-            "still running were cancelled (give handlers a timeout to avoid this)",
-            run_id=state.run_id,
-            workflow=state.workflow_name,
-            why=why,
-        )
+        log_abandoned(state, why)
 
     def _leave(self, state: ExternalRunState, loop: _LoopThread) -> None:
-        if self._frame_token is not None:
-            leave_run_task(self._frame_token)
-            self._frame_token = None
-        if self._run_token is not None:
-            current_run_var.reset(self._run_token)
-            self._run_token = None
         loop.stop()
-        _LIVE.release(self.run_id, state)
+        self._release(state)
 
     def node(
         self,
@@ -358,46 +299,14 @@ async def _end_node(
 
 
 @final
-class SyncExternalNode:
+class SyncExternalNode(ExternalNodeBase["SyncExternalRun"]):
     """One attempt of one node of a sync external run; set ``output`` before the block ends."""
 
-    __slots__ = (
-        "_critical",
-        "_run",
-        "_step",
-        "_token",
-        "_will_retry",
-        "attempt",
-        "input_data",
-        "name",
-        "output",
-    )
-
-    def __init__(
-        self,
-        run: SyncExternalRun,
-        name: str,
-        input_data: dict[str, Any],
-        attempt: int,
-        *,
-        critical: bool,
-        will_retry: bool,
-    ) -> None:
-        self._run = run
-        self.name = name
-        self.input_data = input_data
-        self.attempt = attempt
-        self._critical = bool(critical)
-        self._will_retry = bool(will_retry)
-        self.output: Any = None
-        self._step: NodeAttempt | None = None
-        self._token: Token[TaskFrame | str | None] | None = None
+    __slots__ = ()
 
     def __enter__(self) -> Self:
         state, loop = self._run._live("node()")
-        if self._step is not None:
-            msg = f"run.node({self.name!r}) was already entered; call run.node() per attempt"
-            raise RuntimeError(msg)
+        self._check_not_entered()
         name = self.name
         self._step = loop.call(
             state,
@@ -428,6 +337,3 @@ class SyncExternalNode:
             self._token = None
         state, loop = self._run._live("node()")
         loop.call(state, self.name, _end_node, state, step, exc, self.output)
-
-    def __repr__(self) -> str:
-        return f"SyncExternalNode(name={self.name!r}, attempt={self.attempt})"

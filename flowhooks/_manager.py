@@ -47,6 +47,7 @@ from flowhooks._hooks import (
     HandlerStats,
     HookCall,
     Plan,
+    PlanStep,
     build_plan,
     check_handler,
     make_entry,
@@ -103,6 +104,7 @@ class CallbackManager(Dispatcher):
         self._order = 0
         self._plan_generation = -1
         self._plans: dict[EventType, Plan] = {}
+        self._steps: dict[EventType, tuple[tuple[PlanStep, ...], bool]] = {}
         self._modes: dict[EventType, int] = {}
         for handler in handlers or ():
             self.add_handler(handler)
@@ -251,6 +253,7 @@ class CallbackManager(Dispatcher):
         """Rebuild the plan of every event type (after a handler change, not per event)."""
         entries = self._entries
         self._plans = plans = {t: build_plan(entries, t) for t in EventType}
+        self._steps = {t: (plan.steps, plan.wants_event) for t, plan in plans.items()}
         self._modes = {
             t: (WANT_EVENT if plan.wants_event else SOME) if plan.calls else NOBODY
             for t, plan in plans.items()
@@ -292,17 +295,16 @@ class CallbackManager(Dispatcher):
         """
         if self._plan_generation != _generation[0]:
             self._replan()
-        plan = self._plans[event_type]
-        steps = plan.steps
+        steps, wants_event = self._steps[event_type]
         if not steps:
             return
-        if event is None and plan.wants_event:
+        if event is None and wants_event:
             event = event_from_args(event_type, args)
         deferred: Exception | None = None
         halted: BaseException | None = None
-        monitors = hook_monitors  # a list: truthy while a hook monitor is registered
-        timed = self._timing or monitors  # truthy: read the clock around the calls
-        if not timed and len(args) == 2:
+        # Timed (truthy): the clock is read around the calls; hook_monitors is a list,
+        # truthy while a monitor is registered.
+        if not (self._timing or hook_monitors) and len(args) == 2:
             first, second = args
             for kind, fn, stats, call in steps:
                 try:
@@ -331,6 +333,8 @@ class CallbackManager(Dispatcher):
         else:
             # Timed: one clock read per call, each call ends where the next starts
             # (a monitor's own time and a failure's log record are nobody's).
+            monitors = hook_monitors
+            timed = self._timing or monitors
             last = perf_counter() if timed else 0.0
             for kind, fn, stats, call in steps:
                 try:

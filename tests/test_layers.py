@@ -58,6 +58,7 @@ LAYERS = [
     "_launch",
     # pipelines that are not Workflows
     "_external_state",
+    "_external_base",
     "_external_sync",
     "_external",
 ]

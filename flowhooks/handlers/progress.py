@@ -197,7 +197,9 @@ class ProgressCallback(BaseCallbackHandler):
             f"{'  ' * row.depth}{row.label} {text}", markup=False, highlight=False, soft_wrap=True
         )
 
-    def _row(self, run_id: str, event: Event | None, *, create: bool = True) -> _Row | None:
+    def _row(
+        self, run_id: str, event: Event | None, *, create: bool = True, starting: bool = False
+    ) -> _Row | None:
         row = self._rows.get(run_id)
         if row is not None or not create:
             return row
@@ -209,13 +211,18 @@ class ProgressCallback(BaseCallbackHandler):
             parent_run_id=parent_id,
             depth=parent.depth + 1 if parent is not None else (1 if parent_id else 0),
             total=_node_count(run_id),
+            # At its start a resumed run has done what its suspended run completed.
+            done=_completed_before(run_id) if starting else 0,
         )
         self._rows[run_id] = row
         if self.live:
             progress = self._display()
             indent = "  " * (row.depth - 1) + "└ " if row.depth else ""
             row.task_id = progress.add_task(
-                f"{indent}{escape(row.label)}", total=row.total, state="started"
+                f"{indent}{escape(row.label)}",
+                total=row.total,
+                completed=row.done,
+                state="started",
             )
             if parent is not None and parent.task_id is not None:
                 self._parents[row.task_id] = parent.task_id
@@ -246,7 +253,7 @@ class ProgressCallback(BaseCallbackHandler):
     ) -> None:
         """Add a row for the run (indented under its parent's for a sub-run)."""
         with self._lock:
-            row = self._row(workflow_id, event)
+            row = self._row(workflow_id, event, starting=True)
             if row is not None and not self.live:
                 nodes = f" ({row.counts()} nodes)" if row.total is not None else ""
                 self._print(row, f"started{nodes}")
@@ -364,6 +371,17 @@ def _close_running(row: _Row) -> str:
     for name in names:
         by_status.setdefault(closing_status(result, name).value, []).append(name)
     return "; ".join(f"{', '.join(nodes)} {status}" for status, nodes in by_status.items())
+
+
+def _completed_before(run_id: str) -> int:
+    """The nodes a resumed run's suspended run completed: done before its first event.
+
+    They are the outputs the run starts with; 0 for a run that is not a resume.
+    """
+    ctx = run_context_for(run_id)
+    if ctx is None or ctx.resumed_from is None:
+        return 0
+    return len(ctx.outputs)
 
 
 def _node_count(run_id: str) -> int | None:

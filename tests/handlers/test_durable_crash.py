@@ -154,6 +154,23 @@ def test_delivery_survives_killed_producers_and_consumers(tmp_path: Path) -> Non
         except sa.exc.OperationalError:  # the schema is being created
             return 0
 
+    def running(tag: str) -> int:
+        """Runs of producer ``tag`` whose start is committed and whose end is not."""
+        try:
+            with sa.create_engine(url).connect() as conn:
+                return int(
+                    conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM flowhooks_runs "
+                            "WHERE run_id LIKE :tag AND status = 'running'"
+                        ),
+                        {"tag": f"{tag}-%"},
+                    ).scalar()
+                    or 0
+                )
+        except sa.exc.OperationalError:  # busy: try again
+            return 0
+
     for round_ in range(3):
         tag = f"p{round_}"
         producer = spawn([sys.executable, "producer.py", url, tag])
@@ -165,7 +182,13 @@ def test_delivery_survives_killed_producers_and_consumers(tmp_path: Path) -> Non
         time.sleep(rng.uniform(0.0, 0.5))
         kill(consumer)  # mid-delivery, most likely
         time.sleep(rng.uniform(0.05, 0.4))
-        kill(producer)  # mid-run
+        # Mid-run: a producer spends about a tenth of its time between two rounds of runs
+        # (the last ones ended, the next ones' start not yet committed), so wait for both
+        # of its runs to be under way before killing it.
+        while running(tag) < 2:
+            assert producer.poll() is None, "the producer stopped on its own"
+            time.sleep(0.002)
+        kill(producer)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -308,3 +308,34 @@ async def test_log_lines_print_above_the_live_bars(redirect: bool) -> None:
         assert stream_handler.stream is console.file  # given back when the display stopped
     else:
         assert set(starts) - {"erase", "\n"}  # torn: written right after a bar's text
+
+
+async def test_a_resumed_run_counts_the_nodes_done_before_it_suspended() -> None:
+    """The resumed run's row starts at the nodes its suspended run completed, and ends full."""
+    from flowhooks import Suspend, current_run
+
+    @node
+    async def quote(total: int) -> int:
+        return total
+
+    @node
+    async def approve(quote: int) -> bool:
+        if current_run().resume_data is None:
+            raise Suspend("needs approval")
+        return True
+
+    @node
+    async def ship(approve: bool) -> str:
+        return "shipped"
+
+    wf = Workflow("orders", nodes=[quote, approve, ship])
+    first = await wf.run({"total": 3})
+    console = plain()
+    progress = ProgressCallback(console)
+    later = await wf.resume(first.run_id, {"ok": True}, callbacks=[progress])
+    assert later.succeeded
+    lines = console.export_text().splitlines()
+    assert lines[0].endswith("started (1/3 nodes)")  # quote was done before the suspension
+    assert lines[1].endswith("approve succeeded (2/3 nodes)")
+    assert lines[2].endswith("ship succeeded (3/3 nodes)")
+    assert lines[-1].endswith("(3/3 nodes)")
