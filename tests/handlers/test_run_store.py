@@ -235,6 +235,9 @@ def test_cli_run_then_resume(tmp_path: Path, folder: Folder) -> None:
     [suspended] = json.loads(
         flowhooks("runs", "--db", url, "--status", "suspended", "--json").stdout
     )
+    wide = {"COLUMNS": "160"}
+    table = folder.run("-m", "flowhooks", "runs", "--db", url, "--status", "suspended", env=wide)
+    assert "waiting at approve" in table.stdout  # the node it is suspended at
     resumed = flowhooks(
         "resume", suspended["run_id"], "--data", '{"approved": false}', "--db", url, "--json", "-q"
     )
