@@ -63,7 +63,7 @@ class _Continuation(Coroutine[Any, Any, T]):
         return self._coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        exc = typ if isinstance(typ, BaseException) else typ(val) if val is None else val
+        exc = typ if isinstance(typ, BaseException) else typ() if val is None else val
         if self._first:
             self._first = False
             if self._outcome is _RETURNED and isinstance(exc, asyncio.CancelledError):
@@ -74,7 +74,7 @@ class _Continuation(Coroutine[Any, Any, T]):
             if (
                 isinstance(exc, asyncio.CancelledError)
                 and isinstance(waiting, asyncio.Future)
-                and waiting.cancel()
+                and waiting.cancel(*exc.args[:1])
             ):
                 return self._coro.send(None)  # as a task cancels: through what it waits on
         return self._coro.throw(exc)

@@ -226,3 +226,21 @@ async def test_a_finished_start_keeps_nothing_alive_until_its_tasks_turn() -> No
     assert refs[0]() is None
     await asyncio.sleep(0)
     assert started.task.done()
+
+
+async def test_a_cancel_message_reaches_the_coroutine_through_what_it_waits_on() -> None:
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    messages: list[str] = []
+
+    async def work() -> None:
+        try:
+            await never
+        except asyncio.CancelledError as exc:
+            messages.append(str(exc))
+            raise
+
+    started = start_eagerly(work())
+    started.task.cancel("shutting down")
+    with pytest.raises(asyncio.CancelledError):
+        await started.task
+    assert messages == ["shutting down"]
