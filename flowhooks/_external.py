@@ -25,7 +25,6 @@ from flowhooks._external_sync import SyncExternalRun
 from flowhooks._sequencer import (
     TaskFrame,
     current_node,
-    enter_run_task,
     leave_run_task,
     set_frame,
 )
@@ -251,8 +250,7 @@ class ExternalNode(ExternalNodeBase["ExternalRun"]):
         # stands in (as in a Workflow node), so tasks the body starts take their turn.
         step.frame = TaskFrame(self.name, task)
         self._step = step
-        self._token = enter_run_task()
-        set_frame(step.frame)
+        self._token = set_frame(step.frame)  # what was current comes back when it ends
         try:
             await state.node_start(step)
         except BaseException:
