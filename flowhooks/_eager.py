@@ -14,12 +14,21 @@ the step is delivered as it would be. When the step finishes the coroutine,
 the caller has the outcome without waiting; when the coroutine waits, the task
 carries on from there. This is what ``eager_start=True`` tasks do on Python
 3.12 and later, here for every supported version.
+
+It starts an ordinary task instead (created by ``loop.create_task``) where an
+eager step would differ from one: when the loop has a task factory of its own
+(instrumentation, task subclasses, 3.12's eager factory), when the caller is
+handling an exception (the step would see it in ``sys.exc_info()`` and chain it
+to its own), and below ``MAX_DEPTH`` eager steps already on the stack (nested
+sub-runs would otherwise spend the stack of the outermost caller).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
+import threading
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine, Generator
 from typing import Any, Generic, TypeVar
@@ -27,6 +36,19 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 _RUNNING, _RETURNED, _RAISED = 0, 1, 2
+
+MAX_DEPTH = 8
+"""Eager steps nested in one another (a sub-run started in a node of a run whose walk
+runs eagerly, ...) at most; a deeper start is an ordinary task."""
+
+
+class _Depth(threading.local):
+    """How many eager steps are running on this thread's stack."""
+
+    value = 0
+
+
+_depth = _Depth()
 
 
 class _Continuation(Coroutine[Any, Any, T]):
@@ -59,7 +81,8 @@ class _Continuation(Coroutine[Any, Any, T]):
             self._first = False
             if self._outcome is not _RUNNING:
                 raise StopIteration(None)  # finished eagerly: the caller has the outcome
-            return self._waiting  # the task now waits on what the first step waited on
+            waiting, self._waiting = self._waiting, None
+            return waiting  # the task now waits on what the first step waited on
         return self._coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
@@ -70,7 +93,7 @@ class _Continuation(Coroutine[Any, Any, T]):
                 raise exc  # cancelled during a step that then returned: a task ends cancelled
             if self._outcome is not _RUNNING:
                 raise StopIteration(None)
-            waiting = self._waiting
+            waiting, self._waiting = self._waiting, None
             if (
                 isinstance(exc, asyncio.CancelledError)
                 and isinstance(waiting, asyncio.Future)
@@ -82,6 +105,11 @@ class _Continuation(Coroutine[Any, Any, T]):
     def close(self) -> None:
         self._coro.close()
 
+    def __getattr__(self, name: str) -> Any:
+        """The started coroutine's name, frame and code (``cr_frame``...): what a task's
+        ``repr`` and ``get_stack()`` show."""
+        return getattr(self._coro, name)
+
     def __await__(self) -> Generator[Any, None, T]:  # pragma: no cover - driven by the task
         msg = "a started coroutine is driven by its task only"
         raise TypeError(msg)
@@ -90,23 +118,35 @@ class _Continuation(Coroutine[Any, Any, T]):
 class Started(Generic[T]):
     """A coroutine started by ``start_eagerly``: finished already, or running in ``task``."""
 
-    __slots__ = ("_error", "_finished", "_value", "task")
+    __slots__ = ("_error", "_finished", "_value", "caller_cancelled", "task")
 
-    def __init__(self, task: asyncio.Task[T], continuation: _Continuation[T]) -> None:
+    def __init__(
+        self,
+        task: asyncio.Task[T],
+        continuation: _Continuation[T] | None = None,
+        *,
+        caller_cancelled: bool = False,
+    ) -> None:
         self.task = task
-        outcome = continuation._outcome
+        self.caller_cancelled = caller_cancelled
+        """The caller's task was asked to cancel during the step: the caller must wait
+        (for the task) to receive that cancellation where it would have before."""
+        outcome = continuation._outcome if continuation is not None else _RUNNING
         # Finished by its first step, unless the task was cancelled during a step that
         # then returned: that task ends cancelled, as any task would.
         self._finished = outcome is _RAISED or (
-            outcome is _RETURNED and not continuation.cancelled_in_step
+            outcome is _RETURNED and continuation is not None and not continuation.cancelled_in_step
         )
-        self._value: Any = continuation._value
-        self._error = continuation._error
-        continuation._value = continuation._error = None  # the outcome is kept here only
+        self._value: Any = None
+        self._error: BaseException | None = None
+        if continuation is not None:
+            self._value, self._error = continuation._value, continuation._error
+            continuation._value = continuation._error = None  # the outcome is kept here only
 
     def finished_now(self) -> bool:
-        """Whether the first step finished the coroutine (its outcome is ``result()``'s)."""
-        return self._finished
+        """Whether the caller may go on at once: the first step finished the coroutine (its
+        outcome is ``result()``'s) and nobody asked the caller's task to cancel meanwhile."""
+        return self._finished and not self.caller_cancelled
 
     def done(self) -> bool:
         """Whether the coroutine has finished, eagerly or in its task."""
@@ -140,25 +180,34 @@ def _release_values(context: contextvars.Context) -> None:
 def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
     """Start ``coro`` in a new task and run its first step now (see the module's docstring)."""
     loop = asyncio.get_running_loop()
+    depth = _depth
+    if (
+        loop.get_task_factory() is not None
+        or sys.exception() is not None
+        or (depth.value >= MAX_DEPTH)
+    ):
+        return Started(loop.create_task(coro))
     context = contextvars.copy_context()
     continuation = _Continuation(coro)
-    # Not loop.create_task: a task factory that starts tasks eagerly itself (Python
-    # 3.12's eager_task_factory) would run the continuation before its first step did.
     task: asyncio.Task[T] = asyncio.Task(continuation, loop=loop, context=context)
     caller = asyncio.current_task(loop)
+    asked_before = caller.cancelling() if caller is not None else 0
     if caller is not None:
         _leave_task(loop, caller)
     _enter_task(loop, task)
+    depth.value += 1
     try:
         context.run(continuation.step_now)
     finally:
+        depth.value -= 1
         continuation.cancelled_in_step = task.cancelling() > 0
         _leave_task(loop, task)
         if caller is not None:
             _enter_task(loop, caller)
+    caller_cancelled = caller is not None and caller.cancelling() > asked_before
     if continuation._outcome is not _RUNNING:
         # The coroutine is over; its task's own first turn, whenever the caller next
         # waits, only ends it. Until then the task must not keep alive what the
         # coroutine's context referred to (a whole run, for a run's walk or end).
         context.run(_release_values, context)
-    return Started(task, continuation)
+    return Started(task, continuation, caller_cancelled=caller_cancelled)

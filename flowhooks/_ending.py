@@ -116,10 +116,16 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     # of the event loop; one that waits goes on in its own task, as the caller waits.
     finish = start_eagerly(_finish(run))
     if finish.finished_now():
+        # One turn of the event loop per run all the same: other tasks get theirs, and
+        # the finished tasks of the run's walk and end end.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            return finish.result(), True
         return finish.result(), False
     try:
         if await waiting.wait(finish.task, deadline):
-            return finish.task.result(), waiting.cancellations > 0
+            return finish.result(), waiting.cancellations > 0
     except asyncio.CancelledError:
         _abandon(run, finish.task, "after a further cancellation")
         raise

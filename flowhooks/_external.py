@@ -140,8 +140,9 @@ class ExternalRun(ExternalRunBase):
             await self._end(state, exc)
         finally:
             self._release(state)
-        if state.end_error is not None and exc is None:
-            raise state.end_error
+        end_error = state.end_error
+        if end_error is not None and (exc is None or not isinstance(end_error, Exception)):
+            raise end_error  # a KeyboardInterrupt or SystemExit of a handler wins
 
     async def _end(self, state: ExternalRunState, exc: BaseException | None) -> None:
         """Run the end in a task of its own, so a cancellation cannot cut a handler short.
@@ -155,6 +156,7 @@ class ExternalRun(ExternalRunBase):
         started = start_eagerly(state.finish(exc))
         if started.finished_now():
             started.result()
+            await asyncio.sleep(0)  # one turn of the loop per run all the same
             return
         finish = started.task
         patience = 0 if isinstance(exc, asyncio.CancelledError) else 1
@@ -164,6 +166,7 @@ class ExternalRun(ExternalRunBase):
             try:
                 async with asyncio.timeout(grace):
                     await asyncio.shield(finish)
+                started.result()  # what the end raised, also in a first step that finished it
                 break
             except TimeoutError:
                 if finish.done():

@@ -189,7 +189,9 @@ class ExternalRunState:
         self.closed = False
         self.result: RunResult | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set when the run starts
-        self.end_error: Exception | None = None  # a raise_error handler's, from the end
+        # A raise_error handler's exception from the end, or a BaseException (KeyboardInterrupt,
+        # SystemExit) a handler raised there: re-raised once the end completed.
+        self.end_error: BaseException | None = None
         self.started_at = datetime.now(UTC)
         self.t0 = perf_counter()
         self._offset = self.started_at.timestamp() - self.t0
@@ -237,7 +239,9 @@ class ExternalRunState:
         """Settle the outcome of a block that ended with ``exc``; send ``workflow_end`` once.
 
         A ``raise_error`` handler's exception from ``workflow_end`` or the
-        managers' flush is kept in ``end_error`` for the caller to raise.
+        managers' flush, or a ``KeyboardInterrupt``/``SystemExit`` a handler
+        raised there, is kept in ``end_error`` for the caller to raise once the
+        end (the flush included) completed.
         """
         if self.result is not None:
             return self.result
@@ -250,12 +254,16 @@ class ExternalRunState:
                 duration=result.duration,
                 status=result.status.value,
             )
-        except Exception as handler_exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as handler_exc:
             clear_propagating(handler_exc)
             self.end_error = handler_exc
         try:
             await self.manager.flush()
-        except Exception as handler_exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as handler_exc:
             clear_propagating(handler_exc)
             self.end_error = self.end_error or handler_exc
         return result

@@ -193,8 +193,9 @@ class SyncExternalRun(ExternalRunBase):
             self._end(state, loop, exc)
         finally:
             self._leave(state, loop)
-        if state.end_error is not None and exc is None:
-            raise state.end_error
+        end_error = state.end_error
+        if end_error is not None and (exc is None or not isinstance(end_error, Exception)):
+            raise end_error  # a KeyboardInterrupt or SystemExit of a handler wins
 
     def _end(self, state: ExternalRunState, loop: _LoopThread, exc: BaseException | None) -> None:
         """Wait for the end on the loop; an interruption meanwhile is held back once.

@@ -244,3 +244,103 @@ async def test_a_cancel_message_reaches_the_coroutine_through_what_it_waits_on()
     with pytest.raises(asyncio.CancelledError):
         await started.task
     assert messages == ["shutting down"]
+
+
+# -- where an eager step would differ from a task, and so is not taken -------------------
+
+
+async def test_a_caller_handling_an_exception_gets_a_plain_task() -> None:
+    """The step would see the caller's exception in sys.exc_info() and chain it to its own."""
+    seen: list[object] = []
+
+    async def work() -> None:
+        seen.append(sys.exc_info()[1])
+        try:
+            raise ValueError("inside")
+        except ValueError as exc:
+            seen.append(exc.__context__)
+
+    try:
+        raise KeyError("the caller's")
+    except KeyError:
+        started = start_eagerly(work())
+    assert not started.finished_now()
+    await started.task
+    assert seen == [None, None]
+
+
+async def test_a_loop_task_factory_creates_the_task() -> None:
+    loop = asyncio.get_running_loop()
+    made: list[object] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> object:
+        task = asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+        made.append(task)
+        return task
+
+    async def work() -> int:
+        return 7
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    try:
+        started = start_eagerly(work())
+        assert made == [started.task]
+        assert await started.task == 7
+    finally:
+        loop.set_task_factory(None)
+
+
+async def test_nested_starts_past_the_depth_limit_are_plain_tasks() -> None:
+    from flowhooks._eager import MAX_DEPTH
+
+    depths: list[bool] = []
+
+    async def nest(level: int) -> int:
+        if level == 0:
+            return 0
+        started = start_eagerly(nest(level - 1))
+        depths.append(started.finished_now())
+        if started.finished_now():
+            return started.result() + 1
+        return await started.task + 1
+
+    assert await nest(MAX_DEPTH + 3) == MAX_DEPTH + 3
+    assert depths.count(False) >= 3  # the innermost ones, past the limit, ran as tasks
+
+
+async def test_the_future_the_first_step_waited_on_is_let_go_once_the_task_runs() -> None:
+    class Big:
+        pass
+
+    future: asyncio.Future[Big] = asyncio.get_running_loop().create_future()
+    gate = asyncio.Event()
+    ref = weakref.ref(future)
+    box = [future]
+
+    async def work() -> str:
+        await box.pop()
+        await gate.wait()
+        return "done"
+
+    started = start_eagerly(work())
+    future.set_result(Big())
+    del future
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert ref() is None  # the task no longer refers to it while the coroutine waits on
+    gate.set()
+    assert await started.task == "done"
+
+
+async def test_a_started_task_shows_its_coroutine() -> None:
+    gate = asyncio.Event()
+
+    async def waiting_for_the_gate() -> None:
+        await gate.wait()
+
+    started = start_eagerly(waiting_for_the_gate())
+    await asyncio.sleep(0)
+    assert "waiting_for_the_gate" in repr(started.task)
+    assert started.task.get_stack()  # the coroutine's frame
+    gate.set()
+    await started.task
