@@ -47,7 +47,6 @@ from flowhooks._hooks import (
     HandlerStats,
     HookCall,
     Plan,
-    PlanStep,
     build_plan,
     check_handler,
     make_entry,
@@ -57,11 +56,11 @@ from flowhooks._invoke import HandlerStillBusy, HandlerTimeoutError, invoke_gene
 from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._monitors import hook_monitors, notify_monitors
 
-# The call kinds as module constants: the dispatch loop compares one per call.
 NOBODY, SOME, WANT_EVENT = 0, 1, 2
 """Who takes an event type (``CallbackManager.modes``): no handler; some do; some also
 want the ``Event``."""
 
+# The call kinds as module constants: the dispatch loop compares one per call.
 _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
@@ -104,7 +103,6 @@ class CallbackManager(Dispatcher):
         self._order = 0
         self._plan_generation = -1
         self._plans: dict[EventType, Plan] = {}
-        self._steps: dict[EventType, tuple[tuple[PlanStep, ...], bool]] = {}
         self._modes: dict[EventType, int] = {}
         for handler in handlers or ():
             self.add_handler(handler)
@@ -253,7 +251,6 @@ class CallbackManager(Dispatcher):
         """Rebuild the plan of every event type (after a handler change, not per event)."""
         entries = self._entries
         self._plans = plans = {t: build_plan(entries, t) for t in EventType}
-        self._steps = {t: (plan.steps, plan.wants_event) for t, plan in plans.items()}
         self._modes = {
             t: (WANT_EVENT if plan.wants_event else SOME) if plan.calls else NOBODY
             for t, plan in plans.items()
@@ -295,10 +292,11 @@ class CallbackManager(Dispatcher):
         """
         if self._plan_generation != _generation[0]:
             self._replan()
-        steps, wants_event = self._steps[event_type]
+        plan = self._plans[event_type]
+        steps = plan.steps
         if not steps:
             return
-        if event is None and wants_event:
+        if event is None and plan.wants_event:
             event = event_from_args(event_type, args)
         deferred: Exception | None = None
         halted: BaseException | None = None
