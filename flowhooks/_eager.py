@@ -12,8 +12,9 @@ event loop, as the first step of its own task: ``asyncio.current_task()`` is
 that task, the context is the task's copy, a cancellation of the task during
 the step is delivered as it would be. When the step finishes the coroutine,
 the caller has the outcome without waiting; when the coroutine waits, the task
-carries on from there. This is what ``eager_start=True`` tasks do on Python
-3.12 and later, here for every supported version.
+carries on from there. On Python 3.12 and later this is an ``eager_start=True``
+task; on 3.11 the same is done here (the task's own first turn, which comes
+later, then only ends it or takes over what the coroutine waits on).
 
 It starts an ordinary task instead (created by ``loop.create_task``) where an
 eager step would differ from one: when the loop has a task factory of its own
@@ -29,13 +30,17 @@ import asyncio
 import contextvars
 import sys
 import threading
-from asyncio.tasks import _enter_task, _leave_task
+import types
+from asyncio.tasks import _enter_task, _leave_task, current_task
 from collections.abc import Coroutine, Generator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 _RUNNING, _RETURNED, _RAISED = 0, 1, 2
+
+_EAGER_TASKS = sys.version_info >= (3, 12)
+"""``asyncio.Task(..., eager_start=True)`` exists (Python 3.12+)."""
 
 MAX_DEPTH = 8
 """Eager steps nested in one another (a sub-run started in a node of a run whose walk
@@ -51,70 +56,6 @@ class _Depth(threading.local):
 _depth = _Depth()
 
 
-class _Continuation(Coroutine[Any, Any, T]):
-    """The task's coroutine: the started coroutine, carried on from where its first step stopped."""
-
-    __slots__ = ("_coro", "_error", "_first", "_outcome", "_value", "_waiting", "cancelled_in_step")
-
-    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
-        self._coro = coro
-        self._outcome = _RUNNING
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._waiting: Any = None  # what the first step yielded (a future, or None)
-        self._first = True  # the task's own first step has not run yet
-        self.cancelled_in_step = False
-
-    def step_now(self) -> None:
-        """The eager first step, in the task's context with the task current."""
-        try:
-            self._waiting = self._coro.send(None)
-        except StopIteration as stop:
-            self._outcome, self._value = _RETURNED, stop.value
-        except BaseException as exc:  # re-raised to whoever asks for the result
-            self._outcome, self._error = _RAISED, exc
-
-    # -- the coroutine protocol, as the task drives it ---------------------------------
-
-    def send(self, value: Any) -> Any:
-        if self._first:
-            self._first = False
-            if self._outcome is not _RUNNING:
-                raise StopIteration(None)  # finished eagerly: the caller has the outcome
-            waiting, self._waiting = self._waiting, None
-            return waiting  # the task now waits on what the first step waited on
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        exc = typ if isinstance(typ, BaseException) else typ() if val is None else val
-        if self._first:
-            self._first = False
-            if self._outcome is _RETURNED and isinstance(exc, asyncio.CancelledError):
-                raise exc  # cancelled during a step that then returned: a task ends cancelled
-            if self._outcome is not _RUNNING:
-                raise StopIteration(None)
-            waiting, self._waiting = self._waiting, None
-            if (
-                isinstance(exc, asyncio.CancelledError)
-                and isinstance(waiting, asyncio.Future)
-                and waiting.cancel(*exc.args[:1])
-            ):
-                return self._coro.send(None)  # as a task cancels: through what it waits on
-        return self._coro.throw(exc)
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __getattr__(self, name: str) -> Any:
-        """The started coroutine's name, frame and code (``cr_frame``...): what a task's
-        ``repr`` and ``get_stack()`` show."""
-        return getattr(self._coro, name)
-
-    def __await__(self) -> Generator[Any, None, T]:  # pragma: no cover - driven by the task
-        msg = "a started coroutine is driven by its task only"
-        raise TypeError(msg)
-
-
 class Started(Generic[T]):
     """A coroutine started by ``start_eagerly``: finished already, or running in ``task``."""
 
@@ -123,25 +64,18 @@ class Started(Generic[T]):
     def __init__(
         self,
         task: asyncio.Task[T],
-        continuation: _Continuation[T] | None = None,
-        *,
+        finished: bool = False,
+        value: Any = None,
+        error: BaseException | None = None,
         caller_cancelled: bool = False,
     ) -> None:
         self.task = task
+        self._finished = finished
+        self._value = value
+        self._error = error
         self.caller_cancelled = caller_cancelled
         """The caller's task was asked to cancel during the step: the caller must wait
         (for the task) to receive that cancellation where it would have before."""
-        outcome = continuation._outcome if continuation is not None else _RUNNING
-        # Finished by its first step, unless the task was cancelled during a step that
-        # then returned: that task ends cancelled, as any task would.
-        self._finished = outcome is _RAISED or (
-            outcome is _RETURNED and continuation is not None and not continuation.cancelled_in_step
-        )
-        self._value: Any = None
-        self._error: BaseException | None = None
-        if continuation is not None:
-            self._value, self._error = continuation._value, continuation._error
-            continuation._value = continuation._error = None  # the outcome is kept here only
 
     def finished_now(self) -> bool:
         """Whether the caller may go on at once: the first step finished the coroutine (its
@@ -164,17 +98,20 @@ class Started(Generic[T]):
             return self._value  # type: ignore[no-any-return]
         return self.task.result()
 
+    async def wait(self) -> T:
+        """Wait for the coroutine as a shielded wait for its task does: the caller's
+        cancellation is raised here, the task goes on. It yields to the loop at least
+        once, so a cancellation the caller got during the first step lands here."""
+        if self.task.done():
+            await asyncio.sleep(0)
+            return self.result()
+        return await asyncio.shield(self.task)
+
     def cancelled(self) -> bool:
         """Whether the coroutine ended by cancellation."""
         if self._finished:
             return isinstance(self._error, asyncio.CancelledError)
         return self.task.cancelled()
-
-
-def _release_values(context: contextvars.Context) -> None:
-    """Set every variable of ``context`` (the current one) to ``None``."""
-    for var in list(context):
-        var.set(None)
 
 
 def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
@@ -188,26 +125,151 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
     ):
         return Started(loop.create_task(coro))
     context = contextvars.copy_context()
-    continuation = _Continuation(coro)
-    task: asyncio.Task[T] = asyncio.Task(continuation, loop=loop, context=context)
-    caller = asyncio.current_task(loop)
+    caller = current_task(loop)
     asked_before = caller.cancelling() if caller is not None else 0
+    depth.value += 1
+    try:
+        if _EAGER_TASKS:
+            started = _start_eager_task(loop, coro, context)
+        else:
+            started = _start_with_first_step(loop, coro, context, caller)
+    finally:
+        depth.value -= 1
+    started.caller_cancelled = caller is not None and caller.cancelling() > asked_before
+    return started
+
+
+def _release_values(context: contextvars.Context) -> None:
+    """Set every variable of ``context`` (the current one) to ``None``: a finished start
+    must not keep alive what its coroutine's context referred to (a whole run)."""
+    for var in list(context):
+        var.set(None)
+
+
+# -- Python 3.12+: the task starts itself ----------------------------------------------------
+
+
+def _start_eager_task(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], context: contextvars.Context
+) -> Started[T]:
+    task: asyncio.Task[T] = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
+        coro, loop=loop, context=context, eager_start=True
+    )
+    if not task.done():
+        return Started(task)
+    context.run(_release_values, context)
+    if task.cancelled():  # it cancelled itself in a step that then returned: it waits, as before
+        return Started(task)
+    error = task.exception()
+    return Started(task, True, None if error is not None else task.result(), error)
+
+
+# -- Python 3.11: the first step run here, the task's own first turn later ------------------
+
+
+class _Handoff:
+    """What the eager first step leaves for the task's own first turn."""
+
+    __slots__ = ("coro", "outcome", "waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro: Coroutine[Any, Any, Any] | None = coro
+        self.outcome = _RUNNING
+        self.waiting: Any = None  # what the first step yielded (a future, or None)
+
+
+@types.coroutine
+def _carry_on(handoff: _Handoff) -> Generator[Any, None, Any]:
+    """The task's coroutine: over at once when the first step finished the started one,
+    else carrying it on from what that step waited on.
+
+    It is primed to its first ``yield`` before the task is made, so a cancellation of
+    the task before its first turn lands here and can go where a task would send it.
+    """
+    thrown: BaseException | None = None
+    try:
+        yield  # primed: the task's own first turn resumes here
+    except GeneratorExit:
+        if handoff.coro is not None:
+            handoff.coro.close()
+        raise
+    except BaseException as exc:  # the task was cancelled before its first turn
+        thrown = exc
+    coro, waiting = handoff.coro, handoff.waiting
+    handoff.coro = handoff.waiting = None
+    if handoff.outcome is not _RUNNING or coro is None:
+        if handoff.outcome is _RETURNED and isinstance(thrown, asyncio.CancelledError):
+            raise thrown  # cancelled during a step that then returned: a task ends cancelled
+        return None  # finished by the first step: the caller has the outcome
+    if thrown is not None:
+        if (
+            isinstance(thrown, asyncio.CancelledError)
+            and isinstance(waiting, asyncio.Future)
+            and waiting.cancel(*thrown.args[:1])
+        ):
+            waiting = None
+            return (yield from coro)  # as a task cancels: through what it waits on
+        try:
+            waiting = coro.throw(thrown)
+        except StopIteration as stop:
+            return stop.value
+    while True:
+        try:
+            yield waiting  # the task waits on what the coroutine waits on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        waiting = None  # let it go: the coroutine reads its result and goes on
+        return (yield from coro)
+
+
+def _first_step(
+    handoff: _Handoff, context: contextvars.Context
+) -> tuple[Any, BaseException | None] | None:
+    """Run the started coroutine's first step; its outcome if that finished it, else None."""
+    coro = handoff.coro
+    assert coro is not None
+    outcome: tuple[Any, BaseException | None]
+    try:
+        handoff.waiting = coro.send(None)
+        return None
+    except StopIteration as stop:
+        handoff.outcome, outcome = _RETURNED, (stop.value, None)
+    except BaseException as exc:  # re-raised to whoever asks for the result
+        handoff.outcome, outcome = _RAISED, (None, exc)
+    handoff.coro = None
+    _release_values(context)
+    return outcome
+
+
+def _start_with_first_step(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    context: contextvars.Context,
+    caller: asyncio.Task[Any] | None,
+) -> Started[T]:
+    handoff = _Handoff(coro)
+    carry = _carry_on(handoff)
+    carry.send(None)
+    carry.__qualname__ = getattr(coro, "__qualname__", "_carry_on")  # type: ignore[attr-defined]  # what repr shows
+    task: asyncio.Task[T] = asyncio.Task(carry, loop=loop, context=context)
     if caller is not None:
         _leave_task(loop, caller)
     _enter_task(loop, task)
-    depth.value += 1
     try:
-        context.run(continuation.step_now)
+        outcome = context.run(_first_step, handoff, context)
     finally:
-        depth.value -= 1
-        continuation.cancelled_in_step = task.cancelling() > 0
         _leave_task(loop, task)
         if caller is not None:
             _enter_task(loop, caller)
-    caller_cancelled = caller is not None and caller.cancelling() > asked_before
-    if continuation._outcome is not _RUNNING:
-        # The coroutine is over; its task's own first turn, whenever the caller next
-        # waits, only ends it. Until then the task must not keep alive what the
-        # coroutine's context referred to (a whole run, for a run's walk or end).
-        context.run(_release_values, context)
-    return Started(task, continuation, caller_cancelled=caller_cancelled)
+    if outcome is None:
+        return Started(task)
+    if handoff.outcome is _RETURNED and task.cancelling():
+        return Started(task)  # cancelled during a step that then returned: it ends cancelled
+    return Started(task, True, *outcome)

@@ -149,6 +149,12 @@ class _Patience:
             asyncio.CancelledError: on a cancellation beyond the patience.
         """
         loop = asyncio.get_running_loop()
+        if task.done():  # finished in its first step: a cancellation got meanwhile lands here
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                self.cancellations += 1
+            return True
         while True:
             try:
                 if deadline is None:

@@ -377,6 +377,7 @@ class RunState(NodeOutcomes):
                     kwargs[p] = inputs[p]
             result.inputs = kwargs
             events, has_handlers, bodies = self.events, self.has_handlers, self.bodies
+            manager = events.manager
             direct = node.is_async and node.timeout is None and self.default_submit
             result.status = _RUNNING
             result._started = first_start = perf_counter()
@@ -386,7 +387,23 @@ class RunState(NodeOutcomes):
                 result.attempts = attempt
                 try:
                     if has_handlers and events.wanted(_NODE_START):
-                        await events.emit(_NODE_START, (name, kwargs), name, attempt, frame=frame)
+                        if frame is not None and events.take_node_turn(frame):
+                            args = (name, kwargs)
+                            error = None
+                            try:
+                                await manager.dispatch(
+                                    _NODE_START,
+                                    args,
+                                    events.node_event(_NODE_START, args, name, attempt, None),
+                                )
+                            except BaseException as exc:
+                                error = exc
+                            if error is not None or not events.give_node_turn(frame):
+                                await events.end_node_turn(frame, error)
+                        else:
+                            await events.emit(
+                                _NODE_START, (name, kwargs), name, attempt, frame=frame
+                            )
                         # Durations measure the node's body, not the handlers around it.
                         start = perf_counter()
                         if attempt == 1:
@@ -433,9 +450,23 @@ class RunState(NodeOutcomes):
                 result.duration = end - first_start
                 try:
                     if has_handlers and events.wanted(_NODE_END):
-                        await events.emit(
-                            _NODE_END, (name, output), name, attempt, end - start, frame=frame
-                        )
+                        if frame is not None and events.take_node_turn(frame):
+                            args = (name, output)
+                            error = None
+                            try:
+                                await manager.dispatch(
+                                    _NODE_END,
+                                    args,
+                                    events.node_event(_NODE_END, args, name, attempt, end - start),
+                                )
+                            except BaseException as exc:
+                                error = exc
+                            if error is not None or not events.give_node_turn(frame):
+                                await events.end_node_turn(frame, error)
+                        else:
+                            await events.emit(
+                                _NODE_END, (name, output), name, attempt, end - start, frame=frame
+                            )
                     else:
                         events.seq += 1
                 except asyncio.CancelledError as exc:  # a handler's, or someone else's cancel

@@ -165,8 +165,7 @@ class ExternalRun(ExternalRunBase):
         while True:
             try:
                 async with asyncio.timeout(grace):
-                    await asyncio.shield(finish)
-                started.result()  # what the end raised, also in a first step that finished it
+                    await started.wait()  # what the end raised, also in a finished first step
                 break
             except TimeoutError:
                 if finish.done():

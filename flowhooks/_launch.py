@@ -7,7 +7,6 @@ callbacks, timeout) is raised here, before the run's first event.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +39,13 @@ _NO_CALLBACKS = CallbackManager()
 
 
 class _LiveRunIds:
-    """The ids of the runs live in this process (in any thread), so no two share one."""
+    """The ids of the runs live in this process (in any thread), so no two share one.
+
+    One dict, id -> the run using it: ``dict.setdefault`` reserves an id atomically
+    (no lock), and only the run holding an id removes it.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ids: set[str] = set()
         self._owners: dict[str, object] = {}
 
     def claim(self, run_id: object) -> str:
@@ -63,27 +64,29 @@ class _LiveRunIds:
         elif not run_id.strip():
             msg = f"run_id= takes a non-empty str, got {run_id!r}"
             raise ValueError(msg)
-        with self._lock:
-            if run_id in self._ids:
-                msg = (
-                    f"run_id {run_id!r} is already used by a run still live in this process; "
-                    "give each run its own id (or leave run_id= out for a fresh one)"
-                )
-                raise DuplicateRunError(msg)
-            self._ids.add(run_id)
+        reservation = _Reservation()
+        if self._owners.setdefault(run_id, reservation) is not reservation:
+            msg = (
+                f"run_id {run_id!r} is already used by a run still live in this process; "
+                "give each run its own id (or leave run_id= out for a fresh one)"
+            )
+            raise DuplicateRunError(msg)
         return run_id
 
     def own(self, run_id: str, owner: object) -> None:
         """Tie a claimed id to the run that uses it (what ``release`` checks)."""
-        with self._lock:
-            self._owners[run_id] = owner
+        self._owners[run_id] = owner
 
     def release(self, run_id: str, owner: object) -> None:
         """The run ``owner`` has ended (or never started): its id may be used again."""
-        with self._lock:
-            if self._owners.get(run_id) is owner:
-                del self._owners[run_id]
-                self._ids.discard(run_id)
+        if self._owners.get(run_id, _Reservation) is owner:
+            self._owners.pop(run_id, None)
+
+
+class _Reservation:
+    """An id claimed by a run not made yet."""
+
+    __slots__ = ()
 
 
 _LIVE = _LiveRunIds()

@@ -306,7 +306,7 @@ class SequentialWalk:
             if walking.finished_now():
                 walking.result()
             else:
-                await asyncio.shield(walking.task)
+                await walking.wait()
         except asyncio.CancelledError:
             caller = asyncio.current_task()
             if walking.cancelled() and caller is not None and not caller.cancelling():

@@ -222,7 +222,8 @@ async def test_a_finished_start_keeps_nothing_alive_until_its_tasks_turn() -> No
 
     started = start_eagerly(work())
     assert started.finished_now()
-    assert not started.task.done()  # its own turn has not come yet
+    if sys.version_info < (3, 12):
+        assert not started.task.done()  # its own turn has not come yet
     assert refs[0]() is None
     await asyncio.sleep(0)
     assert started.task.done()

@@ -556,3 +556,40 @@ async def test_finished_node_tasks_are_freed_without_the_garbage_collector() -> 
     assert result.status is RunStatus.SUCCEEDED
     assert len(tasks) == 21
     assert alive == []
+
+
+async def test_events_a_node_start_handler_sends_go_out_before_its_guard_fails_the_node(
+    runner: Runner,
+) -> None:
+    """A node's own event, dispatched by the node's task itself: what its handlers send
+    meanwhile goes out right after it, also when a guard fails the node on it."""
+    ran: list[str] = []
+
+    class EmitsOnStart(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+            await current_run().emit("noticed", node_id)
+
+    @node
+    async def guarded() -> int:
+        ran.append("guarded")
+        return 1
+
+    rec = RecordingCallback()
+    result = await Workflow("start-guard", nodes=[first, guarded]).run(
+        callbacks=[EmitsOnStart(), GuardOn("node_start", "guarded"), rec], runner=runner
+    )
+    assert result.status is RunStatus.FAILED
+    assert ran == []  # the guard failed the node before its body
+    stream = [
+        (e.type.value, e.name if e.type is EventType.CUSTOM_EVENT else e.node_id)
+        for e in rec.events
+    ]
+    assert stream[: stream.index(("error", "guarded"))] == [
+        ("workflow_start", None),
+        ("node_start", "first"),
+        ("custom_event", "noticed"),
+        ("node_end", "first"),
+        ("node_start", "guarded"),
+        ("custom_event", "noticed"),
+    ]
+    assert_well_formed(rec.events)
