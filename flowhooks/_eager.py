@@ -114,8 +114,18 @@ class Started(Generic[T]):
         return self.task.cancelled()
 
 
-def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
-    """Start ``coro`` in a new task and run its first step now (see the module's docstring)."""
+def start_eagerly(
+    coro: Coroutine[Any, Any, T], forget: tuple[contextvars.ContextVar[Any], ...] = ()
+) -> Started[T]:
+    """Start ``coro`` in a new task and run its first step now (see the module's docstring).
+
+    ``forget``: context variables whose values the task's context lets go of (sets to
+    ``None``) when the first step finished the coroutine, so the task, whose own turn
+    comes later (3.11) or which stays referenced (3.12+), does not keep them alive (a
+    run's ``RunContext``, and through it the whole run). Only those: clearing every
+    variable would cost each start time in proportion to the variables an application
+    has set.
+    """
     loop = asyncio.get_running_loop()
     depth = _depth
     if (
@@ -130,19 +140,18 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> Started[T]:
     depth.value += 1
     try:
         if _EAGER_TASKS:
-            started = _start_eager_task(loop, coro, context)
+            started = _start_eager_task(loop, coro, context, forget)
         else:
-            started = _start_with_first_step(loop, coro, context, caller)
+            started = _start_with_first_step(loop, coro, context, caller, forget)
     finally:
         depth.value -= 1
     started.caller_cancelled = caller is not None and caller.cancelling() > asked_before
     return started
 
 
-def _release_values(context: contextvars.Context) -> None:
-    """Set every variable of ``context`` (the current one) to ``None``: a finished start
-    must not keep alive what its coroutine's context referred to (a whole run)."""
-    for var in list(context):
+def _forget(forget: tuple[contextvars.ContextVar[Any], ...]) -> None:
+    """Set the variables ``forget`` to ``None`` in the current context (a finished start's)."""
+    for var in forget:
         var.set(None)
 
 
@@ -150,14 +159,18 @@ def _release_values(context: contextvars.Context) -> None:
 
 
 def _start_eager_task(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], context: contextvars.Context
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    context: contextvars.Context,
+    forget: tuple[contextvars.ContextVar[Any], ...],
 ) -> Started[T]:
     task: asyncio.Task[T] = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
         coro, loop=loop, context=context, eager_start=True
     )
     if not task.done():
         return Started(task)
-    context.run(_release_values, context)
+    if forget:
+        context.run(_forget, forget)
     if task.cancelled():  # it cancelled itself in a step that then returned: it waits, as before
         return Started(task)
     error = task.exception()
@@ -230,7 +243,7 @@ def _carry_on(handoff: _Handoff) -> Generator[Any, None, Any]:
 
 
 def _first_step(
-    handoff: _Handoff, context: contextvars.Context
+    handoff: _Handoff, forget: tuple[contextvars.ContextVar[Any], ...]
 ) -> tuple[Any, BaseException | None] | None:
     """Run the started coroutine's first step; its outcome if that finished it, else None."""
     coro = handoff.coro
@@ -244,7 +257,7 @@ def _first_step(
     except BaseException as exc:  # re-raised to whoever asks for the result
         handoff.outcome, outcome = _RAISED, (None, exc)
     handoff.coro = None
-    _release_values(context)
+    _forget(forget)
     return outcome
 
 
@@ -253,6 +266,7 @@ def _start_with_first_step(
     coro: Coroutine[Any, Any, T],
     context: contextvars.Context,
     caller: asyncio.Task[Any] | None,
+    forget: tuple[contextvars.ContextVar[Any], ...],
 ) -> Started[T]:
     handoff = _Handoff(coro)
     carry = _carry_on(handoff)
@@ -263,7 +277,7 @@ def _start_with_first_step(
         _leave_task(loop, caller)
     _enter_task(loop, task)
     try:
-        outcome = context.run(_first_step, handoff, context)
+        outcome = context.run(_first_step, handoff, forget)
     finally:
         _leave_task(loop, task)
         if caller is not None:

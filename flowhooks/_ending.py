@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from flowhooks._context import current_run_var
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._eager import start_eagerly
 from flowhooks._events import EventType, NodeStatus, RunStatus
@@ -114,7 +115,7 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
             deadline = waiting.deadline_from_cancel
     # Started eagerly: an end whose handlers never wait is over at once, without a turn
     # of the event loop; one that waits goes on in its own task, as the caller waits.
-    finish = start_eagerly(_finish(run))
+    finish = start_eagerly(_finish(run), (current_run_var,))
     if finish.finished_now():
         # One turn of the event loop per run all the same: other tasks get theirs, and
         # the finished tasks of the run's walk and end end.

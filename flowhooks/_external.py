@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
+from flowhooks._context import current_run_var
 from flowhooks._eager import start_eagerly
 from flowhooks._external_base import ExternalNodeBase, ExternalRunBase, log_abandoned
 from flowhooks._external_state import (
@@ -153,7 +154,7 @@ class ExternalRun(ExternalRunBase):
         cancelled, or on a second cancellation, or when ``cancel_grace`` runs
         out, what is left of the end is abandoned (logged) and shutdown goes on.
         """
-        started = start_eagerly(state.finish(exc))
+        started = start_eagerly(state.finish(exc), (current_run_var,))
         if started.finished_now():
             started.result()
             await asyncio.sleep(0)  # one turn of the loop per run all the same

@@ -18,6 +18,7 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from flowhooks._context import current_run_var
 from flowhooks._eager import Started, start_eagerly
 from flowhooks._node import Node
 from flowhooks._sequencer import set_frame
@@ -301,7 +302,7 @@ class SequentialWalk:
     async def walk(self) -> None:
         # Started eagerly: a walk whose nodes and handlers never wait is over before
         # its task's first turn, and the caller goes on without waiting for it.
-        walking = self._walking = start_eagerly(self._walk())
+        walking = self._walking = start_eagerly(self._walk(), (current_run_var,))
         try:
             if walking.finished_now():
                 walking.result()

@@ -206,27 +206,37 @@ async def test_runs_on_a_loop_whose_task_factory_starts_tasks_eagerly() -> None:
         loop.set_task_factory(None)
 
 
-async def test_a_finished_start_keeps_nothing_alive_until_its_tasks_turn() -> None:
-    """What the coroutine's context referred to is freed at once, not on the task's turn."""
+async def test_a_finished_start_lets_go_of_the_variables_it_is_told_to_forget() -> None:
+    """What those variables referred to is freed at once, not on the task's turn; the
+    caller's own values, and variables it was not told of, are left alone."""
 
     class Big:
         pass
 
     holder: contextvars.ContextVar[object] = contextvars.ContextVar("eager_test_holder")
+    kept: contextvars.ContextVar[object] = contextvars.ContextVar("eager_test_kept")
     refs: list[weakref.ref[Big]] = []
+    mine = Big()
+    holder.set(mine)
 
     async def work() -> None:
         big = Big()
         refs.append(weakref.ref(big))
         holder.set(big)
+        kept.set("a value of the task's own")
 
-    started = start_eagerly(work())
+    started = start_eagerly(work(), (holder,))
     assert started.finished_now()
     if sys.version_info < (3, 12):
         assert not started.task.done()  # its own turn has not come yet
     assert refs[0]() is None
+    assert holder.get() is mine  # the caller's context is not the task's
     await asyncio.sleep(0)
     assert started.task.done()
+    context = started.task.get_context() if sys.version_info >= (3, 12) else None
+    if context is not None:
+        assert context[holder] is None
+        assert context[kept] == "a value of the task's own"
 
 
 async def test_a_cancel_message_reaches_the_coroutine_through_what_it_waits_on() -> None:
