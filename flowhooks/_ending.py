@@ -19,7 +19,7 @@ from loguru import logger
 
 from flowhooks._context import current_run_var
 from flowhooks._dispatcher import clear_propagating
-from flowhooks._eager import start_eagerly
+from flowhooks._eager import Started, start_eagerly
 from flowhooks._events import EventType, NodeStatus, RunStatus
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._node_outcomes import task_cancelled
@@ -32,13 +32,12 @@ if TYPE_CHECKING:
 
 async def execute(run: RunState, timeout: float | None, control: RunControl | None) -> RunResult:
     """Run ``run`` start to end in the calling task; see ``Workflow.run``."""
-    loop = asyncio.get_running_loop()
-    timer = None
     run.main = asyncio.current_task()
     if control is not None:
         control.attach(run)
     if timeout is not None:
-        timer = loop.call_later(timeout, run.on_timeout, timeout)
+        run.timeout_timer = asyncio.get_running_loop().call_later(timeout, run.on_timeout, timeout)
+    run.finish_in_walk = _finish  # a walk in a task of its own goes on with the end there
     external_cancel: asyncio.CancelledError | None = None
     try:
         try:
@@ -62,11 +61,7 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
         reason = str(exc) or "the task awaiting the run was cancelled"
         run.request_stop(RunStatus.CANCELLED, reason)
     finally:
-        run.nodes_settled = True
-        if timer is not None:
-            timer.cancel()
-        if run.force_timer is not None:
-            run.force_timer.cancel()
+        run.nodes_over()
     result, cancelled_meanwhile = await _end(run, patience=0 if external_cancel is not None else 1)
     if external_cancel is not None:
         raise external_cancel
@@ -98,6 +93,12 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     elif grace is not None and run.stopping is RunStatus.SUSPENDED:
         deadline = loop.time() + 2 * grace  # a grace to finish, then one to end cancelled
     waiting = _Patience(patience, grace)
+    if run.end_started is not None:  # the walk went on with the end in its own task
+        if run.end_cancels:  # the awaiting task was cancelled during it: it gets the grace
+            waiting.cancellations = run.end_cancels
+            if deadline is None and grace is not None:
+                deadline = loop.time() + grace
+        return await _wait_for_end(run, run.end_started, waiting, deadline, grace)
     if run.schedule.busy():  # nodes still settling (a stop): wait for them, within limits
         idle = loop.create_task(run.schedule.wait_idle())
         try:
@@ -116,6 +117,17 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     # Started eagerly: an end whose handlers never wait is over at once, without a turn
     # of the event loop; one that waits goes on in its own task, as the caller waits.
     finish = start_eagerly(_finish(run), (current_run_var,))
+    return await _wait_for_end(run, finish, waiting, deadline, grace)
+
+
+async def _wait_for_end(
+    run: RunState,
+    finish: Started[RunResult],
+    waiting: _Patience,
+    deadline: float | None,
+    grace: float | None,
+) -> tuple[RunResult, bool]:
+    """Wait for the started end of the run, within ``waiting``'s patience and ``deadline``."""
     if finish.finished_now():
         # One turn of the event loop per run all the same: other tasks get theirs, and
         # the finished tasks of the run's walk and end end.
@@ -123,7 +135,7 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
             return finish.result(), True
-        return finish.result(), False
+        return finish.result(), waiting.cancellations > 0
     try:
         if await waiting.wait(finish.task, deadline):
             return finish.result(), waiting.cancellations > 0

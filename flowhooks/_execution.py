@@ -29,6 +29,9 @@ from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._sequencer import EventSequencer, TaskFrame, current_node, set_frame
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from flowhooks._eager import Started
     from flowhooks._graph import RunPlan
     from flowhooks._manager import CallbackManager
     from flowhooks._node import Node
@@ -87,9 +90,12 @@ class RunState(NodeOutcomes):
         "closed",
         "ctx",
         "default_submit",
+        "end_cancels",
+        "end_started",
         "error",
         "events",
         "failed_node",
+        "finish_in_walk",
         "force_timer",
         "forced",
         "has_handlers",
@@ -125,6 +131,7 @@ class RunState(NodeOutcomes):
         "suspension",
         "t0",
         "timed_out",
+        "timeout_timer",
         "workflow",
         "workflow_name",
     )
@@ -194,6 +201,13 @@ class RunState(NodeOutcomes):
         self.forced = False
         self.nodes_settled = False
         self.force_timer: asyncio.TimerHandle | None = None
+        self.timeout_timer: asyncio.TimerHandle | None = None
+        # The run's end, when its walk may run it in its own task once the nodes are over
+        # (SequentialRunner): the end's coroutine function, then the started end and the
+        # cancellations of the awaiting task that came during it.
+        self.finish_in_walk: Callable[[RunState], Coroutine[Any, Any, RunResult]] | None = None
+        self.end_started: Started[RunResult] | None = None
+        self.end_cancels = 0
         self.bodies: set[asyncio.Task[Any]] = set()
         self.injected: set[asyncio.Task[Any]] = set()
         self.callback_tasks: set[asyncio.Task[None]] = set()
@@ -240,6 +254,15 @@ class RunState(NodeOutcomes):
         await self.events.emit(
             EventType.CUSTOM_EVENT, (name, data), node_id=node_id, attempt=attempt, name=name
         )
+
+    def nodes_over(self) -> None:
+        """No node of the run executes any more: its timeout and stop timers are moot."""
+        self.nodes_settled = True
+        if self.timeout_timer is not None:
+            self.timeout_timer.cancel()
+            self.timeout_timer = None
+        if self.force_timer is not None:
+            self.force_timer.cancel()
 
     # -- stopping ---------------------------------------------------------------------
 

@@ -289,32 +289,50 @@ class SequentialWalk:
 
     That task is not the caller's: a node that swallows or ignores the run's
     cancellation cannot keep the caller's own cancellation from being honoured,
-    and can be abandoned like a node task of the concurrent walk.
+    and can be abandoned like a node task of the concurrent walk. When the nodes
+    are over and nobody stopped the run, the same task goes on with the run's end
+    (``RunState.finish_in_walk``), one task fewer per run: the end is then
+    ``run.end_started``, and a cancellation of the caller that comes during it is
+    counted in ``run.end_cancels`` for the end's patience, as if it had come while
+    the caller waited for an end of its own.
     """
 
-    __slots__ = ("_walking", "fail_fast", "run")
+    __slots__ = ("_asked", "_walking", "ending", "fail_fast", "run")
 
     def __init__(self, run: RunState, runner: Runner) -> None:
         self.run = run
         self.fail_fast = runner.fail_fast
-        self._walking: Started[None] | None = None
+        self._walking: Started[Any] | None = None
+        self._asked = 0  # the caller's cancellation requests when the walk started
+        self.ending = False
 
     async def walk(self) -> None:
         # Started eagerly: a walk whose nodes and handlers never wait is over before
         # its task's first turn, and the caller goes on without waiting for it.
+        run = self.run
+        caller = asyncio.current_task()
+        self._asked = caller.cancelling() if caller is not None else 0
         walking = self._walking = start_eagerly(self._walk(), (current_run_var,))
         try:
             if walking.finished_now():
-                walking.result()
+                if not self.ending:  # an end's outcome is for the end's waiter (_ending)
+                    walking.result()
             else:
                 await walking.wait()
-        except asyncio.CancelledError:
-            caller = asyncio.current_task()
-            if walking.cancelled() and caller is not None and not caller.cancelling():
+        except BaseException as exc:
+            caller_asked = caller is not None and caller.cancelling() > self._asked
+            if self.ending:  # the nodes are over: the end goes on in the task
+                if caller_asked and isinstance(exc, asyncio.CancelledError):
+                    run.end_cancels += 1  # within the end's patience, as for an end task
+                return
+            if isinstance(exc, asyncio.CancelledError) and walking.cancelled() and not caller_asked:
                 return  # cancelled from inside (a handler cancelled its own task): nodes tell
             raise
+        finally:
+            if self.ending:
+                run.end_started = walking
 
-    async def _walk(self) -> None:
+    async def _walk(self) -> Any:
         run = self.run
         deps, nodes, restored = run.plan.deps, run.nodes, run.restored
         task = asyncio.current_task()
@@ -322,7 +340,7 @@ class SequentialWalk:
         try:
             for position, name in enumerate(run.plan.order):
                 if run.stopping is not None:
-                    return
+                    return None
                 if restored and name in restored:
                     continue  # a resumed run: completed before it suspended
                 if not self.fail_fast and any(nodes[d].status != "succeeded" for d in deps[name]):
@@ -331,18 +349,30 @@ class SequentialWalk:
         except asyncio.CancelledError:
             if not run.forced:  # nobody but the run cancels this task
                 raise
+            return None
         finally:
             set_frame(None)
+        finish = run.finish_in_walk
+        if finish is None or run.stopping is not None:
+            return None
+        main = run.main
+        if main is not None and main.cancelling() > self._asked:
+            return None  # the caller is being cancelled: it stops the run, then ends it
+        self.ending = True
+        run.nodes_over()
+        return await finish(run)
 
     def busy(self) -> bool:
-        return self._walking is not None and not self._walking.done()
+        return self._walking is not None and not self.ending and not self._walking.done()
 
     async def wait_idle(self) -> None:
-        if self._walking is not None and not self._walking.done():
+        if self.busy():
+            assert self._walking is not None
             await asyncio.shield(self._walking.task)
 
     def force_stop(self) -> None:
-        if self._walking is not None and not self._walking.done():
+        if self.busy():  # nodes only: once they are over, the task runs the run's end
+            assert self._walking is not None
             self._walking.task.cancel()
 
     def abandon(self) -> None:

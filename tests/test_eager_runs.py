@@ -128,3 +128,119 @@ async def test_a_keyboard_interrupt_from_an_external_runs_end_comes_after_the_en
         async with ExternalRun(manager, workflow_name="interrupted"):
             pass
     assert flushed == ["end", "flush"]  # the end completed before it was raised
+
+
+# -- a sequential run's end, in the walk's own task ---------------------------------------
+
+
+@node
+async def one() -> int:
+    return 1
+
+
+@node
+async def two(one: int) -> int:
+    return one + 1
+
+
+class SlowEnd(BaseCallbackHandler):
+    """A workflow_end handler that waits, then records the status it was given."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.entered = asyncio.Event()
+        self.finished: list[str | None] = []
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def on_workflow_end(self, workflow_id: str, output_data: Any, *, event: Any) -> None:
+        self.tasks.append(asyncio.current_task())
+        self.entered.set()
+        await asyncio.sleep(self.seconds)
+        self.finished.append(event.status)
+
+
+async def test_one_cancellation_during_the_end_lets_it_complete_then_is_raised() -> None:
+    end = SlowEnd(0.05)
+    completed: list[str] = []
+    wf = Workflow(
+        "end-patience",
+        nodes=[one, two],
+        on_workflow_complete=lambda result: completed.append(result.status.value),
+    )
+    task = asyncio.get_running_loop().create_task(
+        wf.run(callbacks=[end], runner=SequentialRunner())
+    )
+    await asyncio.wait_for(end.entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert end.finished == ["succeeded"]  # the end was not interrupted
+    assert completed == ["succeeded"]
+    assert end.tasks[0] is not task  # the end runs in a task of the run, not the caller's
+
+
+async def test_a_cancelled_end_that_hangs_is_abandoned_after_the_grace() -> None:
+    end = SlowEnd(3600)
+    wf = Workflow("end-grace", nodes=[one, two])
+    runner = SequentialRunner()
+    runner.cancel_grace = 0.1
+    task = asyncio.get_running_loop().create_task(wf.run(callbacks=[end], runner=runner))
+    await asyncio.wait_for(end.entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)  # the grace, not the hour
+    assert end.finished == []
+    end_task = end.tasks[0]
+    assert end_task is not None
+    await asyncio.sleep(0)
+    assert end_task.done()  # what was left of the end was cancelled
+
+
+async def test_the_run_timeout_does_not_reach_a_run_whose_nodes_are_over() -> None:
+    end = SlowEnd(0.2)
+    result = await Workflow("end-timeout", nodes=[one, two]).run(
+        callbacks=[end], runner=SequentialRunner(), timeout=0.05
+    )
+    assert result.succeeded
+    assert result.error is None
+    assert end.finished == ["succeeded"]
+
+
+async def test_a_handle_cancel_during_the_end_finds_the_nodes_over() -> None:
+    end = SlowEnd(0.1)
+    handle = Workflow("end-handle", nodes=[one, two]).start(
+        callbacks=[end], runner=SequentialRunner()
+    )
+    await asyncio.wait_for(end.entered.wait(), 5)
+    assert handle.cancel("too late") is False  # the run has ended: workflow_end is under way
+    result = await handle
+    assert result.succeeded
+    assert end.finished == ["succeeded"]
+
+
+async def test_context_variables_a_node_sets_are_seen_by_later_nodes_and_the_end() -> None:
+    import contextvars
+
+    mark: contextvars.ContextVar[str] = contextvars.ContextVar("eager_runs_mark", default="-")
+    seen: list[str] = []
+
+    @node
+    async def sets() -> int:
+        mark.set("set by a node")
+        return 1
+
+    @node
+    async def reads(sets: int) -> int:
+        seen.append(mark.get())
+        return sets
+
+    class ReadsAtEnd(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            seen.append(mark.get())
+
+    result = await Workflow("ctx", nodes=[sets, reads]).run(
+        callbacks=[ReadsAtEnd()], runner=SequentialRunner()
+    )
+    assert result.succeeded
+    assert seen == ["set by a node", "set by a node"]
+    assert mark.get() == "-"  # never the caller's
