@@ -288,8 +288,9 @@ def _runner(results: Results) -> list[Target]:
             1.4,
             "adds ≤ 1.4x what the contract bound adds",
             value,
-            why="per event the run also numbers it (`seq`), checks for events sent during "
-            "a dispatch, and awaits one more coroutine (the run's `emit`) than the bound",
+            why="per event the run also numbers it (`seq`), takes and gives back the run's "
+            "dispatch turn, marks the node's frame and checks for events sent during the "
+            "dispatch, and per node it creates the frame and sets it in context twice more",
         )
         if adds is not None and bound_adds is not None:
             t.note = f"flowhooks +{adds - 1:.0%}, contract bound +{bound_adds - 1:.0%}"
