@@ -30,7 +30,6 @@ import asyncio
 import contextvars
 import sys
 import threading
-import types
 from asyncio.tasks import _enter_task, _leave_task, current_task
 from collections.abc import Coroutine, Generator
 from typing import Any, Generic, TypeVar
@@ -180,85 +179,71 @@ def _start_eager_task(
 # -- Python 3.11: the first step run here, the task's own first turn later ------------------
 
 
-class _Handoff:
-    """What the eager first step leaves for the task's own first turn."""
+class _Continuation(Coroutine[Any, Any, T]):
+    """The task's coroutine: the started coroutine, carried on from where its first step
+    stopped. Its own first turn ends it when that step finished the coroutine, else takes
+    over what the step waited on (a cancellation thrown before that turn goes through
+    it, as a task cancels). It shows the started coroutine's name and frame (``repr``,
+    ``get_stack()``)."""
 
-    __slots__ = ("coro", "outcome", "waiting")
+    __slots__ = ("_coro", "_error", "_first", "_outcome", "_value", "_waiting")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self.coro: Coroutine[Any, Any, Any] | None = coro
-        self.outcome = _RUNNING
-        self.waiting: Any = None  # what the first step yielded (a future, or None)
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._outcome = _RUNNING
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._waiting: Any = None  # what the first step yielded (a future, or None)
+        self._first = True  # the task's own first turn has not come yet
 
-
-@types.coroutine
-def _carry_on(handoff: _Handoff) -> Generator[Any, None, Any]:
-    """The task's coroutine: over at once when the first step finished the started one,
-    else carrying it on from what that step waited on.
-
-    It is primed to its first ``yield`` before the task is made, so a cancellation of
-    the task before its first turn lands here and can go where a task would send it.
-    """
-    thrown: BaseException | None = None
-    try:
-        yield  # primed: the task's own first turn resumes here
-    except GeneratorExit:
-        if handoff.coro is not None:
-            handoff.coro.close()
-        raise
-    except BaseException as exc:  # the task was cancelled before its first turn
-        thrown = exc
-    coro, waiting = handoff.coro, handoff.waiting
-    handoff.coro = handoff.waiting = None
-    if handoff.outcome is not _RUNNING or coro is None:
-        if handoff.outcome is _RETURNED and isinstance(thrown, asyncio.CancelledError):
-            raise thrown  # cancelled during a step that then returned: a task ends cancelled
-        return None  # finished by the first step: the caller has the outcome
-    if thrown is not None:
-        if (
-            isinstance(thrown, asyncio.CancelledError)
-            and isinstance(waiting, asyncio.Future)
-            and waiting.cancel(*thrown.args[:1])
-        ):
-            waiting = None
-            return (yield from coro)  # as a task cancels: through what it waits on
+    def step_now(self, forget: tuple[contextvars.ContextVar[Any], ...]) -> None:
+        """The eager first step, in the task's context with the task current."""
         try:
-            waiting = coro.throw(thrown)
+            self._waiting = self._coro.send(None)
+            return
         except StopIteration as stop:
-            return stop.value
-    while True:
-        try:
-            yield waiting  # the task waits on what the coroutine waits on
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                waiting = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-            continue
-        waiting = None  # let it go: the coroutine reads its result and goes on
-        return (yield from coro)
+            self._outcome, self._value = _RETURNED, stop.value
+        except BaseException as exc:  # re-raised to whoever asks for the result
+            self._outcome, self._error = _RAISED, exc
+        _forget(forget)
 
+    def send(self, value: Any) -> Any:
+        if self._first:
+            self._first = False
+            if self._outcome is not _RUNNING:
+                raise StopIteration(None)  # finished eagerly: the caller has the outcome
+            waiting, self._waiting = self._waiting, None
+            return waiting  # the task now waits on what the first step waited on
+        return self._coro.send(value)
 
-def _first_step(
-    handoff: _Handoff, forget: tuple[contextvars.ContextVar[Any], ...]
-) -> tuple[Any, BaseException | None] | None:
-    """Run the started coroutine's first step; its outcome if that finished it, else None."""
-    coro = handoff.coro
-    assert coro is not None
-    outcome: tuple[Any, BaseException | None]
-    try:
-        handoff.waiting = coro.send(None)
-        return None
-    except StopIteration as stop:
-        handoff.outcome, outcome = _RETURNED, (stop.value, None)
-    except BaseException as exc:  # re-raised to whoever asks for the result
-        handoff.outcome, outcome = _RAISED, (None, exc)
-    handoff.coro = None
-    _forget(forget)
-    return outcome
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        exc = typ if isinstance(typ, BaseException) else typ() if val is None else val
+        if self._first:
+            self._first = False
+            if self._outcome is _RETURNED and isinstance(exc, asyncio.CancelledError):
+                raise exc  # cancelled during a step that then returned: a task ends cancelled
+            if self._outcome is not _RUNNING:
+                raise StopIteration(None)
+            waiting, self._waiting = self._waiting, None
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and isinstance(waiting, asyncio.Future)
+                and waiting.cancel(*exc.args[:1])
+            ):
+                return self._coro.send(None)  # as a task cancels: through what it waits on
+        return self._coro.throw(exc)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __getattr__(self, name: str) -> Any:
+        """The started coroutine's name, frame and code (``cr_frame``...): what a task's
+        ``repr`` and ``get_stack()`` show."""
+        return getattr(self._coro, name)
+
+    def __await__(self) -> Generator[Any, None, T]:  # pragma: no cover - driven by the task
+        msg = "a started coroutine is driven by its task only"
+        raise TypeError(msg)
 
 
 def _start_with_first_step(
@@ -268,22 +253,22 @@ def _start_with_first_step(
     caller: asyncio.Task[Any] | None,
     forget: tuple[contextvars.ContextVar[Any], ...],
 ) -> Started[T]:
-    handoff = _Handoff(coro)
-    carry = _carry_on(handoff)
-    carry.send(None)
-    carry.__qualname__ = getattr(coro, "__qualname__", "_carry_on")  # type: ignore[attr-defined]  # what repr shows
-    task: asyncio.Task[T] = asyncio.Task(carry, loop=loop, context=context)
+    continuation = _Continuation(coro)
+    task: asyncio.Task[T] = asyncio.Task(continuation, loop=loop, context=context)
     if caller is not None:
         _leave_task(loop, caller)
     _enter_task(loop, task)
     try:
-        outcome = context.run(_first_step, handoff, forget)
+        context.run(continuation.step_now, forget)
     finally:
         _leave_task(loop, task)
         if caller is not None:
             _enter_task(loop, caller)
-    if outcome is None:
+    outcome = continuation._outcome
+    if outcome is _RUNNING:
         return Started(task)
-    if handoff.outcome is _RETURNED and task.cancelling():
+    if outcome is _RETURNED and task.cancelling():
         return Started(task)  # cancelled during a step that then returned: it ends cancelled
-    return Started(task, True, *outcome)
+    value, error = continuation._value, continuation._error
+    continuation._value = continuation._error = None  # the outcome is kept in Started only
+    return Started(task, True, value, error)

@@ -11,6 +11,7 @@ hanging handler can never hang shutdown.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import TYPE_CHECKING
@@ -216,9 +217,15 @@ def _abandon(run: RunState, finish: asyncio.Task[RunResult], why: str) -> None:
 
 
 async def _finish(run: RunState) -> RunResult:
-    """Wait for the node callbacks, then send the run's last events."""
+    """Wait for the node callbacks, then send the run's last events.
+
+    Nothing a callback or handler raises here cuts the end short: a
+    ``BaseException`` is re-raised to the caller once the end completed (a
+    ``CancelledError`` only when this task itself was cancelled), so on Python
+    3.12 none escapes the eager start of the task running the end either.
+    """
     if run.callback_tasks:
-        await asyncio.gather(*list(run.callback_tasks))
+        await _node_callbacks_done(run)
     if run.timed_out and run.error is not None:
         await run.emit_error_isolated(run.error, None, None, None, "the run timeout's error event")
     result = build_result(run)
@@ -246,12 +253,15 @@ async def _finish(run: RunState) -> RunResult:
         RunStatus.SUSPENDED: workflow.on_workflow_suspend,
     }[status]
     if hook is not None:
-        await call_function_callback(
-            hook,
-            (result,),
-            f"workflow callback {getattr(hook, '__name__', hook)!r}",
-            run.run_id,
-            EventType.WORKFLOW_END,
+        await _isolated(
+            run,
+            call_function_callback(
+                hook,
+                (result,),
+                f"workflow callback {getattr(hook, '__name__', hook)!r}",
+                run.run_id,
+                EventType.WORKFLOW_END,
+            ),
         )
     try:
         await run.manager.flush()
@@ -261,6 +271,37 @@ async def _finish(run: RunState) -> RunResult:
     except BaseException as exc:
         run.remember_raised(exc)
     return result
+
+
+async def _isolated(run: RunState, step: Awaitable[object]) -> None:
+    """Await one step of the end; what it raises waits for the caller until the end is over
+    (a ``CancelledError`` is raised at once only when this task itself was cancelled)."""
+    try:
+        await step
+    except asyncio.CancelledError:
+        if task_cancelled():
+            raise
+    except BaseException as exc:
+        run.remember_raised(exc)
+
+
+async def _node_callbacks_done(run: RunState) -> None:
+    """Wait for the node callbacks still running (``on_success``, ``on_failure``).
+
+    Their exceptions were logged where they were raised; one that cancelled itself
+    does not cut the end short, and a ``BaseException`` is kept for the caller.
+    """
+    try:
+        outcomes = await asyncio.gather(*list(run.callback_tasks), return_exceptions=True)
+    except asyncio.CancelledError:
+        if task_cancelled():
+            raise
+        return
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(
+            outcome, Exception | asyncio.CancelledError
+        ):
+            run.remember_raised(outcome)
 
 
 async def _save_suspended(run: RunState, result: RunResult) -> None:
@@ -288,6 +329,8 @@ async def _save_suspended(run: RunState, result: RunResult) -> None:
         await run.store.save(saved)
     except asyncio.CancelledError:
         raise
+    except (KeyboardInterrupt, SystemExit) as exc:  # re-raised once the end completed
+        run.remember_raised(exc)
     except Exception as exc:
         logger.bind(run_id=run.run_id).error(
             "run {run_id} of workflow {workflow!r} suspended, but its state could not be "

@@ -297,13 +297,12 @@ class SequentialWalk:
     the caller waited for an end of its own.
     """
 
-    __slots__ = ("_asked", "_walking", "ending", "fail_fast", "run")
+    __slots__ = ("_walking", "ending", "fail_fast", "run")
 
     def __init__(self, run: RunState, runner: Runner) -> None:
         self.run = run
         self.fail_fast = runner.fail_fast
         self._walking: Started[Any] | None = None
-        self._asked = 0  # the caller's cancellation requests when the walk started
         self.ending = False
 
     async def walk(self) -> None:
@@ -311,7 +310,6 @@ class SequentialWalk:
         # its task's first turn, and the caller goes on without waiting for it.
         run = self.run
         caller = asyncio.current_task()
-        self._asked = caller.cancelling() if caller is not None else 0
         walking = self._walking = start_eagerly(self._walk(), (current_run_var,))
         try:
             if walking.finished_now():
@@ -320,7 +318,7 @@ class SequentialWalk:
             else:
                 await walking.wait()
         except BaseException as exc:
-            caller_asked = caller is not None and caller.cancelling() > self._asked
+            caller_asked = caller is not None and caller.cancelling() > 0
             if self.ending:  # the nodes are over: the end goes on in the task
                 if caller_asked and isinstance(exc, asyncio.CancelledError):
                     run.end_cancels += 1  # within the end's patience, as for an end task
@@ -356,8 +354,11 @@ class SequentialWalk:
         if finish is None or run.stopping is not None:
             return None
         main = run.main
-        if main is not None and main.cancelling() > self._asked:
-            return None  # the caller is being cancelled: it stops the run, then ends it
+        if (main is not None and main.cancelling()) or task.cancelling():
+            # The caller was asked to cancel (even before the run, the request pending):
+            # it stops the run, then ends it. Or this task was, by a node's or handler's
+            # own code: that request is for the walk, and the end gets a task of its own.
+            return None
         self.ending = True
         run.nodes_over()
         return await finish(run)

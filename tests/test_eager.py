@@ -352,6 +352,8 @@ async def test_a_started_task_shows_its_coroutine() -> None:
     started = start_eagerly(waiting_for_the_gate())
     await asyncio.sleep(0)
     assert "waiting_for_the_gate" in repr(started.task)
-    assert started.task.get_stack()  # the coroutine's frame
+    assert "flowhooks/_eager.py" not in repr(started.task)  # it runs in the coroutine
+    frames = started.task.get_stack()
+    assert [f.f_code.co_name for f in frames] == ["waiting_for_the_gate"]
     gate.set()
     await started.task

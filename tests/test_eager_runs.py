@@ -244,3 +244,97 @@ async def test_context_variables_a_node_sets_are_seen_by_later_nodes_and_the_end
     assert result.succeeded
     assert seen == ["set by a node", "set by a node"]
     assert mark.get() == "-"  # never the caller's
+
+
+class EndAndFlush(BaseCallbackHandler):
+    """Records workflow_end (after one turn of the loop) and the managers' flush."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    async def on_workflow_end(self, workflow_id: str, output_data: Any, *, event: Any) -> None:
+        self.log.append(f"end:{event.status}")
+        await asyncio.sleep(0)
+        self.log.append("end done")
+
+    async def flush(self) -> None:
+        self.log.append("flush")
+
+
+async def test_a_cancel_requested_before_the_run_is_not_swallowed() -> None:
+    """The caller's task was asked to cancel just before it awaited the run (the request
+    pending): the run ends cancelled and the cancellation is raised, on every Python."""
+    ends = EndAndFlush()
+
+    @node
+    async def waits() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    async def caller() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        return await Workflow("pending-cancel", nodes=[waits]).run(
+            callbacks=[ends], runner=SequentialRunner()
+        )
+
+    task = asyncio.get_running_loop().create_task(caller())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ends.log == ["end:cancelled", "end done", "flush"]
+
+
+async def test_a_walk_task_asked_to_cancel_by_its_last_node_does_not_cut_the_end_short() -> None:
+    """A node_end handler (or the body) cancels its own task without waiting after it:
+    that request is for the walk; the end still completes, in a task of its own."""
+    ends = EndAndFlush()
+
+    class CancelsItsTask(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            if node_id == "two":
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+
+    result = await Workflow("self-cancel", nodes=[one, two]).run(
+        callbacks=[CancelsItsTask(), ends], runner=SequentialRunner()
+    )
+    assert result.succeeded
+    assert ends.log == ["end:succeeded", "end done", "flush"]
+
+
+@pytest.mark.parametrize("runner", [SequentialRunner, None], ids=["sequential", "asyncio"])
+async def test_a_keyboard_interrupt_from_the_workflow_callback_comes_after_the_flush(
+    runner: Any,
+) -> None:
+    ends = EndAndFlush()
+
+    async def interrupts(result: Any) -> None:
+        raise KeyboardInterrupt
+
+    wf = Workflow("ki-callback", nodes=[one, two], on_workflow_complete=interrupts)
+    with pytest.raises(KeyboardInterrupt):
+        await wf.run(callbacks=[ends], runner=runner() if runner else None)
+    assert ends.log == ["end:succeeded", "end done", "flush"]
+
+
+@pytest.mark.parametrize("runner", [SequentialRunner, None], ids=["sequential", "asyncio"])
+async def test_a_node_callback_that_cancels_itself_does_not_cut_the_end_short(
+    runner: Any,
+) -> None:
+    ends = EndAndFlush()
+
+    async def gives_up(name: str, ctx: Any) -> None:
+        await asyncio.sleep(0)
+        raise asyncio.CancelledError("the callback gives up")
+
+    @node(on_success=gives_up)
+    async def first() -> int:
+        return 1
+
+    result = await Workflow("callback-cancel", nodes=[first]).run(
+        callbacks=[ends], runner=runner() if runner else None
+    )
+    assert result.succeeded
+    assert ends.log == ["end:succeeded", "end done", "flush"]
