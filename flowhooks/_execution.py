@@ -412,14 +412,11 @@ class RunState(NodeOutcomes):
                     if has_handlers and events.wanted(_NODE_START):
                         if frame is not None and events.take_node_turn(frame):
                             args = (name, kwargs)
+                            event = events.node_event(_NODE_START, args, name, attempt, None)
                             error = None
                             try:
-                                await manager.dispatch(
-                                    _NODE_START,
-                                    args,
-                                    events.node_event(_NODE_START, args, name, attempt, None),
-                                )
-                            except BaseException as exc:
+                                await manager.dispatch(_NODE_START, args, event)
+                            except BaseException as exc:  # delivered after what was queued
                                 error = exc
                             if error is not None or not events.give_node_turn(frame):
                                 await events.end_node_turn(frame, error)
@@ -475,14 +472,11 @@ class RunState(NodeOutcomes):
                     if has_handlers and events.wanted(_NODE_END):
                         if frame is not None and events.take_node_turn(frame):
                             args = (name, output)
+                            event = events.node_event(_NODE_END, args, name, attempt, end - start)
                             error = None
                             try:
-                                await manager.dispatch(
-                                    _NODE_END,
-                                    args,
-                                    events.node_event(_NODE_END, args, name, attempt, end - start),
-                                )
-                            except BaseException as exc:
+                                await manager.dispatch(_NODE_END, args, event)
+                            except BaseException as exc:  # delivered after what was queued
                                 error = exc
                             if error is not None or not events.give_node_turn(frame):
                                 await events.end_node_turn(frame, error)

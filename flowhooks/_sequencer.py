@@ -210,12 +210,7 @@ class EventSequencer:
         handlers sent events meanwhile: ``end_node_turn`` delivers them first."""
         if self._pending:
             return False
-        frame.dispatching = None
-        turn = self._turn
-        if turn.waiters:
-            turn.release()
-        else:
-            turn.holder = None
+        self._give_turn(frame)
         return True
 
     async def end_node_turn(self, frame: TaskFrame, error: BaseException | None) -> None:
@@ -228,12 +223,15 @@ class EventSequencer:
             if error is not None:
                 raise error
         finally:
-            frame.dispatching = None
-            turn = self._turn
-            if turn.waiters:
-                turn.release()
-            else:
-                turn.holder = None
+            self._give_turn(frame)
+
+    def _give_turn(self, frame: TaskFrame) -> None:
+        frame.dispatching = None
+        turn = self._turn
+        if turn.waiters:
+            turn.release()
+        else:
+            turn.holder = None  # DispatchTurn.release with nobody waiting, inline
 
     async def emit(
         self,
