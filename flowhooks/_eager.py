@@ -124,6 +124,10 @@ def start_eagerly(
     run's ``RunContext``, and through it the whole run). Only those: clearing every
     variable would cost each start time in proportion to the variables an application
     has set.
+
+    A ``KeyboardInterrupt`` or ``SystemExit`` raised by the first step is the
+    outcome on 3.11, but propagates from here on 3.12+ (as from any eager task):
+    the run's coroutines keep theirs for the caller and never let one escape.
     """
     loop = asyncio.get_running_loop()
     depth = _depth
