@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -181,21 +180,15 @@ def test_text_rules(text: str, expected: str) -> None:
     assert redact_text(text) == expected
 
 
+@pytest.mark.timeout(60)  # a blow-up (quadratic or worse on 200,000 characters) takes hours
 def test_text_redaction_is_linear_on_long_adversarial_input() -> None:
     """Long runs of what the expressions look for finish quickly (no backtracking blow-up)."""
-    texts = [
-        "a" * 200_000,
-        "password=" * 20_000,
-        "://" * 50_000,
-        "https://" + "x" * 200_000,
-        "Bearer " * 30_000,
-        '"token": "' + "\\" * 100_000,
-        "a-b." * 50_000 + "=",
-    ]
-    start = time.perf_counter()
-    for text in texts:
-        redact_text(text)
-    assert time.perf_counter() - start < 5.0
+    plain = ["a" * 200_000, "://" * 50_000, "https://" + "x" * 200_000, "a-b." * 50_000 + "="]
+    for text in plain:  # nothing to cut: the text comes back whole
+        assert redact_text(text) == text
+    assert redact_text("password=" * 20_000) == "password=***"
+    assert redact_text('"token": "' + "\\" * 100_000) == '"token": "***"'
+    assert redact_text("Bearer " * 30_000).startswith("Bearer *** Bearer ***")
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -370,6 +363,7 @@ def test_hostile_values_become_placeholders() -> None:
     assert out["cyclic"] == [1, "<circular reference>"]
 
 
+@pytest.mark.timeout(60)  # the hang guard: a wall-clock bound here only measured the machine
 def test_huge_and_deep_structures_end(monkeypatch: pytest.MonkeyPatch) -> None:
     """An endless mapping, a shared-node blow-up and deep nesting all end within the budget."""
     import flowhooks._redact as module
@@ -381,9 +375,7 @@ def test_huge_and_deep_structures_end(monkeypatch: pytest.MonkeyPatch) -> None:
     deep: list[Any] = []
     for _ in range(10_000):
         deep = [deep]
-    start = time.perf_counter()
     out = redact_value({"endless": Endless(), "shared": shared, "deep": deep})
-    assert time.perf_counter() - start < 5.0
     assert "<redaction limit reached>" in repr(out) or "<nested too deeply>" in repr(out)
     assert "<nested too deeply>" in repr(redact_value(deep))
 
