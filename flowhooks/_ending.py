@@ -207,11 +207,16 @@ def _abandon(run: RunState, finish: asyncio.Task[RunResult], why: str) -> None:
     finish.cancel()
     run.schedule.abandon()
     run.closed = True
-    logger.bind(run_id=run.run_id).warning(
+    log_end_abandoned(run.run_id, run.workflow_name, why)
+
+
+def log_end_abandoned(run_id: str, workflow_name: str, why: str) -> None:
+    """Say that the end of a run (a ``Workflow`` run or an ``ExternalRun``) was given up on."""
+    logger.bind(run_id=run_id).warning(
         "run {run_id} of workflow {workflow!r}: the end of the run was abandoned {why}; "
         "callbacks still running were cancelled (give handlers a timeout to avoid this)",
-        run_id=run.run_id,
-        workflow=run.workflow_name,
+        run_id=run_id,
+        workflow=workflow_name,
         why=why,
     )
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from loguru import logger
-
 from flowhooks._context import current_run_var
+from flowhooks._ending import log_end_abandoned
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._ids import new_id
 from flowhooks._launch import _LIVE  # the live-run registry Workflow runs use too
@@ -108,13 +107,7 @@ class ExternalRunBase:
 
 def log_abandoned(state: ExternalRunState, why: str) -> None:
     """Say that the end of an external run was given up on, and why."""
-    logger.bind(run_id=state.run_id).warning(
-        "run {run_id} of {workflow!r}: the end of the run was abandoned {why}; callbacks "
-        "still running were cancelled (give handlers a timeout to avoid this)",
-        run_id=state.run_id,
-        workflow=state.workflow_name,
-        why=why,
-    )
+    log_end_abandoned(state.run_id, state.workflow_name, why)
 
 
 RunT = TypeVar("RunT")
