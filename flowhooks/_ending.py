@@ -238,18 +238,15 @@ async def _finish(run: RunState) -> RunResult:
     if status is RunStatus.SUSPENDED:
         await _save_suspended(run, result)
     run.closed = True  # nothing may follow workflow_end
-    try:
-        await run.events.emit(
+    await _isolated(
+        run,
+        run.events.emit(
             EventType.WORKFLOW_END,
             (run.run_id, run.outputs),
             duration=result.duration,
             status=status.value,
-        )
-    except asyncio.CancelledError:
-        if task_cancelled():
-            raise
-    except BaseException as exc:  # re-raised to the caller once the end completed
-        run.remember_raised(exc)
+        ),
+    )
     workflow = run.workflow
     hook = {
         RunStatus.SUCCEEDED: workflow.on_workflow_complete,
@@ -268,13 +265,7 @@ async def _finish(run: RunState) -> RunResult:
                 EventType.WORKFLOW_END,
             ),
         )
-    try:
-        await run.manager.flush()
-    except asyncio.CancelledError:
-        if task_cancelled():
-            raise
-    except BaseException as exc:
-        run.remember_raised(exc)
+    await _isolated(run, run.manager.flush())
     return result
 
 
