@@ -27,21 +27,6 @@ _NODE_END: Final = EventType.NODE_END
 _ERROR: Final = EventType.ERROR
 _CUSTOM_EVENT: Final = EventType.CUSTOM_EVENT
 
-_generation = [0]
-"""Bumped whenever any dispatcher's set of handlers changes, so cached plans
-above it (in parent managers) know to rebuild."""
-
-
-def bump_generation() -> None:
-    """Invalidate every cached dispatch plan (a handler was added or removed somewhere)."""
-    _generation[0] += 1
-
-
-def current_generation() -> int:
-    """Return the plan generation; plans cached at an older one are stale."""
-    return _generation[0]
-
-
 _PROPAGATE: Final = "__flowhooks_propagate__"
 
 

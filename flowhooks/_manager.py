@@ -23,12 +23,7 @@ from loguru import logger
 
 from flowhooks._breaker import CircuitBreaker, check_breaker
 from flowhooks._context import run_id_for_logs
-from flowhooks._dispatcher import (
-    Dispatcher,
-    _generation,
-    bump_generation,
-    current_generation,
-)
+from flowhooks._dispatcher import Dispatcher
 from flowhooks._dispatcher import (  # re-exported: composites import them from here
     _mark_propagating as _mark_propagating,
 )
@@ -47,6 +42,7 @@ from flowhooks._hooks import (
     HandlerStats,
     HookCall,
     Plan,
+    PlanStep,
     build_plan,
     check_handler,
     make_entry,
@@ -55,6 +51,7 @@ from flowhooks._hooks import (
 from flowhooks._invoke import HandlerStillBusy, HandlerTimeoutError, invoke_general
 from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._monitors import hook_monitors, notify_monitors
+from flowhooks._plan_cache import PlanTable, _generation, bump_generation, current_generation
 
 NOBODY, SOME, WANT_EVENT = 0, 1, 2
 """Who takes an event type (``CallbackManager.modes``): no handler; some do; some also
@@ -104,6 +101,8 @@ class CallbackManager(Dispatcher):
         self._plan_generation = -1
         self._plans: dict[EventType, Plan] = {}
         self._modes: dict[EventType, int] = {}
+        self._table = PlanTable(self._replan)
+        """Per event type, what ``dispatch`` needs: ``(steps, wants_event, untimed)``."""
         for handler in handlers or ():
             self.add_handler(handler)
 
@@ -247,33 +246,45 @@ class CallbackManager(Dispatcher):
 
     # -- dispatch ---------------------------------------------------------------------
 
-    def _replan(self) -> None:
-        """Rebuild the plan of every event type (after a handler change, not per event)."""
+    def _replan(self) -> dict[EventType, tuple[tuple[PlanStep, ...], bool, bool]]:
+        """Rebuild the plan of every event type (after a handler change, not per event).
+
+        Returns what ``dispatch`` looks up per event type (its ``PlanTable``
+        is filled with it): the steps, whether to build the ``Event``, and
+        whether the untimed two-argument loop takes the event (timing off, no
+        hook monitor, not ``error``).
+        """
+        generation = current_generation()
         entries = self._entries
         self._plans = plans = {t: build_plan(entries, t) for t in EventType}
         self._modes = {
             t: (WANT_EVENT if plan.wants_event else SOME) if plan.calls else NOBODY
             for t, plan in plans.items()
         }
-        self._plan_generation = current_generation()
+        self._plan_generation = generation
+        untimed = not (self._timing or hook_monitors)
+        return {
+            t: (plan.steps, plan.wants_event, untimed and len(t.arg_names) == 2)
+            for t, plan in plans.items()
+        }
 
     def modes(self) -> dict[EventType, int]:
         """Per event type: ``NOBODY`` takes it, ``SOME`` handler does, or some also
         ``WANT_EVENT`` (the ``Event``). Each run's sequencer reads it once, not per type."""
         if self._plan_generation != _generation[0]:
-            self._replan()
+            self._table.refresh()
         return self._modes
 
     def handles(self, event_type: EventType) -> bool:
         """Return whether any registered handler reacts to ``event_type``."""
         if self._plan_generation != _generation[0]:
-            self._replan()
+            self._table.refresh()
         return bool(self._plans[event_type].calls)
 
     def wants_event(self, event_type: EventType) -> bool:
         """Return whether any handler (at any depth) asked for ``event=`` on ``event_type``."""
         if self._plan_generation != _generation[0]:
-            self._replan()
+            self._table.refresh()
         return self._plans[event_type].wants_event
 
     async def dispatch(  # noqa: C901 - the hot loop of every event, dense on purpose
@@ -290,19 +301,14 @@ class CallbackManager(Dispatcher):
         less common call kinds (sync ``event=``, breaker, timeout, thread) go
         through ``_call_other``.
         """
-        if self._plan_generation != _generation[0]:
-            self._replan()
-        plan = self._plans[event_type]
-        steps = plan.steps
+        steps, wants_event, untimed = self._table[event_type]
         if not steps:
             return
-        if event is None and plan.wants_event:
+        if event is None and wants_event:
             event = event_from_args(event_type, args)
         deferred: Exception | None = None
         halted: BaseException | None = None
-        # Timed (truthy): the clock is read around the calls; hook_monitors is a list,
-        # truthy while a monitor is registered.
-        if not (self._timing or hook_monitors) and len(args) == 2:
+        if untimed:
             first, second = args
             for kind, fn, stats, call in steps:
                 try:
@@ -329,8 +335,9 @@ class CallbackManager(Dispatcher):
                     continue
                 stats.calls += 1
         else:
-            # Timed: one clock read per call, each call ends where the next starts
-            # (a monitor's own time and a failure's log record are nobody's).
+            # Timed (truthy): one clock read per call, each call ends where the next
+            # starts (a monitor's own time and a failure's log record are nobody's).
+            # hook_monitors is a list, truthy while a monitor is registered.
             monitors = hook_monitors
             timed = self._timing or monitors
             last = perf_counter() if timed else 0.0

@@ -7,7 +7,9 @@ makes, and after every function callback a run makes (``on_success``,
 ``on_failure``, ``on_workflow_start``/``on_workflow_end``), with a
 ``HookCallReport``. While at least one monitor is registered, managers time
 their calls (the report's ``seconds``); with none registered, a manager
-checks one list per event and reads no clock. ``PrometheusCallback``'s hook
+reads no clock. Registering or removing a monitor makes every manager
+rebuild its plans, which is where it chooses between its timed and untimed
+loops. ``PrometheusCallback``'s hook
 metrics are built on this, the same way any user's tracing can be.
 """
 
@@ -22,6 +24,7 @@ from loguru import logger
 
 from flowhooks._events import EventType
 from flowhooks._logs import failure_text
+from flowhooks._plan_cache import bump_generation
 
 if TYPE_CHECKING:
     from flowhooks._handler import BaseCallbackHandler
@@ -91,6 +94,7 @@ def add_hook_monitor(monitor: HookMonitor) -> Callable[[], None]:
         raise TypeError(msg)
     with _lock:
         hook_monitors.append(monitor)
+    bump_generation()  # managers' plans choose the timed loop now
     removed = False
 
     def remove() -> None:
@@ -103,6 +107,7 @@ def add_hook_monitor(monitor: HookMonitor) -> Callable[[], None]:
                 if registered is monitor:
                     del hook_monitors[i]
                     break
+        bump_generation()
 
     return remove
 

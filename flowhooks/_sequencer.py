@@ -28,10 +28,10 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flowhooks._dispatcher import _generation
 from flowhooks._events import Event, EventType, trusted_event
 from flowhooks._ids import new_id
 from flowhooks._manager import NOBODY, WANT_EVENT
+from flowhooks._plan_cache import _generation
 
 if TYPE_CHECKING:
     from flowhooks._manager import CallbackManager

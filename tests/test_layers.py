@@ -30,6 +30,7 @@ LAYERS = [
     # handlers and dispatch
     "_handler",
     "_hooks",
+    "_plan_cache",
     "_monitors",
     "_invoke",
     "_dispatcher",
