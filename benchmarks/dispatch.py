@@ -262,6 +262,41 @@ def flowhooks_case(
     return Case(f"dispatch/{label}/{kind}/N={n}", system, build, 1, floor=floor, note=note)
 
 
+def shortcut_bound_case(n: int) -> Case:
+    """The least any typed shortcut that is a coroutine function can cost over ``dispatch``.
+
+    A bare ``async def`` awaiting the same manager's ``dispatch`` with the
+    event's arguments packed: the shortcut's own coroutine, and nothing else
+    (no ``raise_error`` bookkeeping, no ``Event`` check).
+    """
+
+    async def build(counting: bool) -> Built:
+        from flowhooks import CallbackManager, EventType
+
+        hs = make_handlers("async", n, counting)
+        dispatch = CallbackManager(hs).dispatch
+        et = EventType.NODE_START
+
+        async def on_node_start(node_id: str, input_data: dict[str, Any]) -> None:
+            await dispatch(et, (node_id, input_data), None)
+
+        async def body(loops: int) -> None:
+            node_id, data = NODE_ID, DATA
+            for _ in range(loops):
+                await on_node_start(node_id, data)
+
+        return Built(body, _counter(hs), n)
+
+    return Case(
+        f"dispatch/bound-shortcut/async/N={n}",
+        "shortcut bound",
+        build,
+        1,
+        floor=f"dispatch/flowhooks/async/N={n}",
+        note="one bare async def around dispatch; ratio to dispatch",
+    )
+
+
 # -- peers ----------------------------------------------------------------------------
 
 
@@ -445,6 +480,7 @@ def cases(quick: bool) -> list[Case]:
         out.append(flowhooks_case("sync", n, floor=fl("sync", n)))
     out.append(flowhooks_case("mixed", 10, floor=fl("mixed", 10)))
     out.append(flowhooks_case("ignore", 10, floor=zero, note="ratio to flowhooks with 0 handlers"))
+    out.append(shortcut_bound_case(1))
     for n in (1, 10):
         out.append(flowhooks_case("event", n, floor=fl("async", n), note="handlers declare event="))
         out.append(

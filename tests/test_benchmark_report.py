@@ -60,7 +60,23 @@ def test_a_missed_target_is_listed_with_why() -> None:
     assert t.status == "MISS"
     md = render_markdown(_info(), results, {}, evaluate(results, {}), [])
     assert f"- {DISPATCH_ONE}, x3.00 against ≤ 2.6x the async floor: " in md
-    assert "no-op handler call" in md
+    assert "per-call kind check" in md
+
+
+def test_the_typed_shortcut_row_shows_its_bound_when_the_bound_misses_too() -> None:
+    """A target its own bound misses is marked as one a faster implementation cannot meet."""
+    results = _results(
+        {
+            "dispatch/flowhooks/async/N=1": [100.0] * 3,
+            "dispatch/flowhooks-shortcut/async/N=1": [150.0] * 3,
+            "dispatch/bound-shortcut/async/N=1": [140.0] * 3,
+        }
+    )
+    t = _target(results, "typed shortcut `manager.on_node_start(...)`, N=1")
+    assert (t.status, t.measured, t.bound) == ("MISS", 1.5, 1.4)
+    assert t.unreachable
+    md = render_markdown(_info(), results, {}, evaluate(results, {}), [])
+    assert "(its bound: one bare `async def` around `dispatch` x1.40)" in md
 
 
 def test_added_share_ratio_compares_two_paired_additions() -> None:
