@@ -99,13 +99,85 @@ _CLAIMED_COLUMNS: Final = tuple(
 """The columns of a ``Claimed`` row, in its fields' order."""
 
 
+def _p(name: str) -> Any:
+    """A bind parameter (prefixed: SET and VALUES keep the bare column names)."""
+    return sa.bindparam(f"b_{name}")
+
+
 class Outbox:
-    """The outbox's statements for one dialect, and the steps of a row's life."""
+    """The outbox's statements for one dialect, and the steps of a row's life.
+
+    The statements a worker runs for every row (claim, ack, the next row of
+    a run, retry, bury) are built once here, with bind parameters: building a
+    SQLAlchemy statement costs several times what running a cached one does.
+    """
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self._enqueue = insert_ignoring(outbox_table, dialect)
         self._register = insert_ignoring(consumers_table, dialect)
+        t = outbox_table
+        free = sa.or_(t.c.lease_until.is_(None), t.c.lease_until < _p("now"))
+        take = {"lease_until": _p("until"), "worker": _p("token"), "attempts": t.c.attempts + 1}
+        held = sa.update(t).where(t.c.id == _p("id")).where(t.c.worker == _p("token"))
+        held = held.where(t.c.status == PENDING)
+        self._ack = held.values(
+            status=DONE, delivered_at=_p("now"), lease_until=None, last_error=None
+        )
+        self._retry = held.values(
+            due_at=_p("due_at"), lease_until=None, worker=None, last_error=_p("error")
+        )
+        self._bury = held.values(status=DEAD, lease_until=None, last_error=_p("error"))
+        earliest = (
+            sa.select(t.c.id)
+            .where(t.c.consumer == _p("consumer"))
+            .where(t.c.run_id == _p("run_id"))
+            .where(t.c.status == PENDING)
+            .order_by(t.c.seq, t.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        self._next_of_run = (
+            sa.update(t)
+            .where(t.c.id == earliest)
+            .where(t.c.due_at <= _p("now"))
+            .where(free)
+            .values(take)
+            .returning(*_CLAIMED_COLUMNS)
+        )
+        self._claim_ids = self._claim_query()
+        self._take = (
+            sa.update(t)
+            .where(t.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+            .values(take)
+            .returning(*_CLAIMED_COLUMNS)
+        )
+
+    def _claim_query(self) -> Any:
+        """The ids of a consumer's due, free rows whose run has no earlier pending row."""
+        o = outbox_table.alias("o")
+        earlier = outbox_table.alias("earlier")
+        blocked = (
+            sa.select(sa.literal(1))
+            .where(earlier.c.consumer == o.c.consumer)
+            .where(earlier.c.run_id == o.c.run_id)
+            .where(earlier.c.status == PENDING)
+            .where(earlier.c.seq < o.c.seq)
+            .exists()
+        )
+        query = (
+            sa.select(o.c.id)
+            .where(o.c.consumer == _p("consumer"))
+            .where(o.c.status == PENDING)
+            .where(o.c.due_at <= _p("now"))
+            .where(sa.or_(o.c.lease_until.is_(None), o.c.lease_until < _p("now")))
+            .where(~blocked)
+            .order_by(o.c.due_at, o.c.id)
+            .limit(_p("limit"))
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=o)
+        return query
 
     # -- enqueue -------------------------------------------------------------------------
 
@@ -161,52 +233,20 @@ class Outbox:
     ) -> list[Claimed]:
         """Take up to ``limit`` due rows of ``consumer`` for ``lease`` seconds, in order."""
         now = time.time() if now is None else now
-        o = outbox_table.alias("o")
-        earlier = outbox_table.alias("earlier")
-        blocked = (
-            sa.select(sa.literal(1))
-            .where(earlier.c.consumer == o.c.consumer)
-            .where(earlier.c.run_id == o.c.run_id)
-            .where(earlier.c.status == PENDING)
-            .where(earlier.c.seq < o.c.seq)
-            .exists()
-        )
-        query = (
-            sa.select(o.c.id)
-            .where(o.c.consumer == consumer)
-            .where(o.c.status == PENDING)
-            .where(o.c.due_at <= now)
-            .where(sa.or_(o.c.lease_until.is_(None), o.c.lease_until < now))
-            .where(~blocked)
-            .order_by(o.c.due_at, o.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=o)
-        ids = list(conn.execute(query).scalars())
+        params = {"b_consumer": consumer, "b_now": now, "b_limit": limit}
+        ids = list(conn.execute(self._claim_ids, params).scalars())
         if not ids:
             return []
-        t = outbox_table
         taken = conn.execute(
-            sa.update(t)
-            .where(t.c.id.in_(ids))
-            .values(lease_until=now + lease, worker=token, attempts=t.c.attempts + 1)
-            .returning(*_CLAIMED_COLUMNS)
+            self._take, {"b_ids": ids, "b_until": now + lease, "b_token": token}
         ).all()
         order = {row_id: i for i, row_id in enumerate(ids)}
         return sorted((Claimed(*row) for row in taken), key=lambda row: order[row.id])
 
-    def _held(self, row_id: int, token: str) -> Any:
-        t = outbox_table
-        return sa.update(t).where(t.c.id == row_id).where(t.c.worker == token)
-
     def ack(self, conn: sa.Connection, row_id: int, token: str) -> bool:
         """Mark a delivered row ``done``; False when the claim was lost (lease ran out)."""
-        stmt = self._held(row_id, token).where(outbox_table.c.status == PENDING)
-        done = conn.execute(
-            stmt.values(status=DONE, delivered_at=time.time(), lease_until=None, last_error=None)
-        )
-        return done.rowcount == 1
+        params = {"b_id": row_id, "b_token": token, "b_now": time.time()}
+        return conn.execute(self._ack, params).rowcount == 1
 
     def next_of_run(
         self, conn: sa.Connection, row: Claimed, *, token: str, lease: float
@@ -220,41 +260,27 @@ class Outbox:
         found leased).
         """
         now = time.time()
-        t = outbox_table
-        earliest = (
-            sa.select(t.c.id)
-            .where(t.c.consumer == row.consumer)
-            .where(t.c.run_id == row.run_id)
-            .where(t.c.status == PENDING)
-            .order_by(t.c.seq, t.c.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        taken = conn.execute(
-            sa.update(t)
-            .where(t.c.id == earliest)
-            .where(t.c.due_at <= now)
-            .where(sa.or_(t.c.lease_until.is_(None), t.c.lease_until < now))
-            .values(lease_until=now + lease, worker=token, attempts=t.c.attempts + 1)
-            .returning(*_CLAIMED_COLUMNS)
-        ).first()
+        params = {
+            "b_consumer": row.consumer,
+            "b_run_id": row.run_id,
+            "b_now": now,
+            "b_until": now + lease,
+            "b_token": token,
+        }
+        taken = conn.execute(self._next_of_run, params).first()
         return Claimed(*taken) if taken is not None else None
 
     def retry(
         self, conn: sa.Connection, row_id: int, token: str, due_at: float, error: str
     ) -> bool:
         """Put a failed row back, due at ``due_at``, keeping ``error``."""
-        stmt = self._held(row_id, token).where(outbox_table.c.status == PENDING)
-        again = conn.execute(
-            stmt.values(due_at=due_at, lease_until=None, worker=None, last_error=error)
-        )
-        return again.rowcount == 1
+        params = {"b_id": row_id, "b_token": token, "b_due_at": due_at, "b_error": error}
+        return conn.execute(self._retry, params).rowcount == 1
 
     def bury(self, conn: sa.Connection, row_id: int, token: str, error: str) -> bool:
         """Make a row that failed for good a dead letter, keeping ``error``."""
-        stmt = self._held(row_id, token).where(outbox_table.c.status == PENDING)
-        dead = conn.execute(stmt.values(status=DEAD, lease_until=None, last_error=error))
-        return dead.rowcount == 1
+        params = {"b_id": row_id, "b_token": token, "b_error": error}
+        return conn.execute(self._bury, params).rowcount == 1
 
     # -- inspecting and repairing --------------------------------------------------------
 
