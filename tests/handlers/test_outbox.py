@@ -1,0 +1,125 @@
+"""The outbox's row life on a real database: claims, leases, order per run, acks, retries.
+
+The delivery worker's tests (``test_durable.py``) drive these steps end to end; here each
+step is checked alone, against SQLite and PostgreSQL, including the refusals a worker
+relies on when its lease ran out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from flowhooks import Event
+from flowhooks.handlers._outbox import Claimed, Outbox
+from flowhooks.handlers._sql_hub import SqlHub
+
+CONSUMER = "alerts"
+
+
+def _event(run_id: str, seq: int) -> Event:
+    return Event.from_hook("node_end", f"n{seq}", seq, run_id=run_id, seq=seq)
+
+
+class Box:
+    """An outbox on one database, every step run in its own transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.hub = SqlHub.for_url(url)
+        self.outbox = Outbox(self.hub.dialect)
+
+    def run(self, work: Any) -> Any:
+        return self.hub.call_blocking(work, timeout=30)
+
+    def enqueue(self, *events: Event, now: float = 1000.0) -> None:
+        rows = [self.outbox.enqueue_values(CONSUMER, e, now=now) for e in events]
+        self.run(lambda conn: self.outbox.enqueue(conn, rows))
+
+    def claim(self, token: str, *, now: float, limit: int = 10, lease: float = 30.0) -> list[Any]:
+        return self.run(  # type: ignore[no-any-return]
+            lambda conn: self.outbox.claim(
+                conn, CONSUMER, token=token, lease=lease, limit=limit, now=now
+            )
+        )
+
+    def status(self) -> dict[str, tuple[str, int]]:
+        import sqlalchemy as sa
+
+        from flowhooks.handlers._history_db import outbox_table as t
+
+        rows = self.run(
+            lambda conn: conn.execute(sa.select(t.c.event_id, t.c.status, t.c.attempts)).all()
+        )
+        return {event_id: (status, attempts) for event_id, status, attempts in rows}
+
+
+@pytest.fixture
+def box(db_url: str) -> Box:
+    return Box(db_url)
+
+
+def test_a_claim_takes_due_rows_in_order_up_to_its_limit(box: Box) -> None:
+    a1, a2, b1 = _event("run-a", 1), _event("run-a", 2), _event("run-b", 1)
+    box.enqueue(a1, a2, b1)
+    box.enqueue(_event("run-c", 1), now=5000.0)  # not due yet at 1,001
+    claimed = box.claim("w1", now=1001.0, limit=10)
+    # run-a's second event waits for its first: one run's rows go out in seq order
+    assert [c.event_id for c in claimed] == [a1.id, b1.id]
+    assert all(isinstance(c, Claimed) and c.attempts == 1 for c in claimed)
+    assert box.claim("w2", now=1002.0) == []  # leased to w1
+    box.enqueue(_event("run-d", 1), _event("run-e", 1))
+    assert len(box.claim("w3", now=1003.0, limit=1)) == 1
+
+
+def test_an_ack_needs_the_claim_that_holds_the_row(box: Box) -> None:
+    event = _event("run-a", 1)
+    box.enqueue(event)
+    (row,) = box.claim("w1", now=1001.0, lease=10.0)
+    assert not box.run(lambda conn: box.outbox.ack(conn, row.id, "someone-else"))
+    # the lease runs out; another worker claims the row again, with the same event id
+    (again,) = box.claim("w2", now=1020.0)
+    assert (again.id, again.event_id, again.attempts) == (row.id, event.id, 2)
+    assert not box.run(lambda conn: box.outbox.ack(conn, row.id, "w1"))  # w1's claim is lost
+    assert box.run(lambda conn: box.outbox.ack(conn, row.id, "w2"))
+    assert not box.run(lambda conn: box.outbox.ack(conn, row.id, "w2"))  # done once
+    assert box.status() == {event.id: ("done", 2)}
+
+
+def test_the_next_row_of_a_run_is_claimed_with_the_ack(box: Box) -> None:
+    a1, a2, a3 = (_event("run-a", s) for s in (1, 2, 3))
+    box.enqueue(a1, a2, a3)
+    (row,) = box.claim("w1", now=1001.0)
+
+    def ack_and_next(conn: Any) -> Any:
+        assert box.outbox.ack(conn, row.id, "w1")
+        return box.outbox.next_of_run(conn, row, token="w1", lease=30.0)
+
+    following = box.run(ack_and_next)
+    assert following is not None
+    assert following.event_id == a2.id
+    # a2 is leased (next_of_run reads the clock) and a3 waits behind it
+    assert box.claim("w2", now=time.time() + 1) == []
+
+
+def test_a_retried_row_holds_back_its_run_until_it_is_due(box: Box) -> None:
+    a1, a2 = _event("run-a", 1), _event("run-a", 2)
+    box.enqueue(a1, a2)
+    (row,) = box.claim("w1", now=1001.0)
+    assert not box.run(lambda conn: box.outbox.retry(conn, row.id, "w2", 2000.0, "nope"))
+    assert box.run(lambda conn: box.outbox.retry(conn, row.id, "w1", 2000.0, "refused"))
+    assert box.claim("w1", now=1500.0) == []  # not due, and a2 waits behind it
+    (again,) = box.claim("w1", now=2000.0)
+    assert (again.event_id, again.attempts) == (a1.id, 2)
+
+
+def test_a_buried_row_is_dead_and_lets_its_run_go_on(box: Box) -> None:
+    a1, a2 = _event("run-a", 1), _event("run-a", 2)
+    box.enqueue(a1, a2)
+    (row,) = box.claim("w1", now=1001.0)
+    assert not box.run(lambda conn: box.outbox.bury(conn, row.id, "w2", "boom"))
+    assert box.run(lambda conn: box.outbox.bury(conn, row.id, "w1", "boom"))
+    (following,) = box.claim("w1", now=1002.0)
+    assert following.event_id == a2.id
+    assert box.status()[a1.id] == ("dead", 1)
