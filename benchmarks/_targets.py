@@ -539,7 +539,34 @@ def _persistence_targets(extras: dict[str, Any]) -> list[Target]:
         t.status = "PASS" if t.measured >= 1000 else "MISS"
         t.note = f"{outbox['delivered']:,} events, concurrency {outbox['concurrency']}"
         out.append(t)
+    pg = extras.get("postgres_deliveries")
+    if pg is not None:
+        out.append(_postgres_deliveries(pg))
     return out
+
+
+def _postgres_deliveries(pg: dict[str, Any]) -> Target:
+    t = Target(
+        "DurableCallback: deliveries per second, 4 workers on PostgreSQL",
+        "≥ 2,000 events/s (trivial handler)",
+        2000.0,
+        at_least=True,
+        why="each delivery is a transaction of two statements (ack, and claim the run's "
+        "next row) over asyncpg, and the four worker processes and the server share this "
+        "machine's two cores",
+    )
+    if "skipped" in pg:
+        t.note = f"not run: {pg['skipped']}"
+        return t
+    t.measured = pg["deliveries_per_s"]
+    t.shown = f"{t.measured:,.0f} events/s"
+    t.judge()
+    t.note = (
+        f"{pg['delivered']:,} events, {pg['workers']} `flowhooks deliver` processes with "
+        f"concurrency {pg['concurrency']}, a throwaway server on this machine; from the commit "
+        "of the queued rows to the last delivery"
+    )
+    return t
 
 
 def _external_target(results: Results) -> Target:

@@ -11,13 +11,22 @@ of per-round ratios:
 * ``outbox``: what a ``DurableCallback`` adds per event to ``HistoryCallback``
   alone (same runs, same file kind), and deliveries per second of one
   consumer's worker with a trivial handler.
+* ``postgres_deliveries``: deliveries per second of four ``flowhooks deliver``
+  processes sharing one consumer on a throwaway PostgreSQL server (started
+  here, skipped with the reason when it cannot run), from the commit of the
+  queued rows to the last delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from datetime import UTC, datetime
@@ -208,6 +217,130 @@ async def outbox(quick: bool) -> dict[str, Any]:
     }
 
 
+PG_WORKERS = 4
+PG_HOOKS = textwrap.dedent(
+    """
+    import atexit, os, time
+    from flowhooks import BaseCallbackHandler
+
+    OUT = os.environ["FH_BENCH_OUT"]
+    stamps = []
+    open(os.path.join(OUT, f"ready-{os.getpid()}"), "w").close()
+
+    @atexit.register
+    def _write():
+        with open(os.path.join(OUT, f"done-{os.getpid()}"), "w") as out:
+            out.write("\\n".join(f"{t!r} {event_id}" for t, event_id in stamps))
+
+    class Stamp(BaseCallbackHandler):
+        async def on_workflow_start(self, workflow_id, input_data, *, event):
+            stamps.append((time.time(), event.id))
+
+        async def on_node_start(self, node_id, input_data, *, event):
+            stamps.append((time.time(), event.id))
+
+        async def on_node_end(self, node_id, output_data, *, event):
+            stamps.append((time.time(), event.id))
+
+        async def on_workflow_end(self, workflow_id, output_data, *, event):
+            stamps.append((time.time(), event.id))
+    """
+)
+
+
+def _run_events(run_id: str) -> list[Any]:
+    """The 22 events of one 10-node run, numbered as a run numbers them."""
+    from flowhooks import Event
+
+    events = [Event.from_hook("workflow_start", run_id, {}, run_id=run_id, seq=1)]
+    for i in range(NODES):
+        events.append(Event.from_hook("node_start", f"n{i}", {}, run_id=run_id, seq=2 + 2 * i))
+        events.append(Event.from_hook("node_end", f"n{i}", i, run_id=run_id, seq=3 + 2 * i))
+    events.append(Event.from_hook("workflow_end", run_id, {}, run_id=run_id, seq=EVENTS_PER_RUN))
+    return events
+
+
+async def postgres_deliveries(quick: bool) -> dict[str, Any]:
+    """Four ``flowhooks deliver`` processes draining one consumer's rows on PostgreSQL."""
+    from benchmarks._postgres import PostgresUnavailable, throwaway_postgres
+
+    try:
+        with throwaway_postgres() as server:
+            server.createdb("bench")
+            return await _drain_with_workers(server.url("bench"), 20 if quick else 300)
+    except PostgresUnavailable as exc:
+        return {"skipped": str(exc)}
+
+
+async def _drain_with_workers(url: str, runs: int) -> dict[str, Any]:
+    from flowhooks.handlers._outbox import Outbox
+    from flowhooks.handlers._sql_hub import SqlHub
+
+    folder = Path(tempfile.mkdtemp(prefix="flowhooks-bench-pg-"))
+    (folder / "benchhooks.py").write_text(PG_HOOKS)
+    hub = SqlHub.for_url(url)
+    await hub.ready()  # the schema exists before the workers look at it
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(folder), *sys.path]),
+        "FH_BENCH_OUT": str(folder),
+    }
+    command = [sys.executable, "-m", "flowhooks", "deliver", "benchhooks:Stamp", "-c", "bench"]
+    command += ["--db", url, "--concurrency", "8"]
+    workers = [
+        subprocess.Popen(
+            command, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(PG_WORKERS)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(folder.glob("ready-*"))) < PG_WORKERS and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.0)  # the workers open the database and listen
+        outbox = Outbox(hub.dialect)
+        rows = [
+            outbox.enqueue_values("bench", event)
+            for run in range(runs)
+            for event in _run_events(f"pg-{run}")
+        ]
+        await hub.call(lambda conn: outbox.enqueue(conn, rows))
+        committed = time.time()
+        expected = len(rows)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = await hub.call(lambda conn: outbox.outstanding(conn, "bench", time.time() + 1))
+            if done == 0:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in workers:
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    stamps = [
+        line.split()
+        for path in folder.glob("done-*")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+    ids = [event_id for _, event_id in stamps]
+    last = max((float(t) for t, _ in stamps), default=committed)
+    return {
+        "workers": PG_WORKERS,
+        "concurrency": 8,
+        "queued": expected,
+        "delivered": len(ids),
+        "distinct": len(set(ids)),
+        "seconds": last - committed,
+        "deliveries_per_s": len(ids) / (last - committed) if last > committed else 0.0,
+        "workers_taking_part": len(list(folder.glob("done-*"))),
+    }
+
+
 async def extras(quick: bool) -> dict[str, Any]:
     """The persistence measurements, and any problem they found."""
     if not quick:
@@ -224,6 +357,14 @@ async def extras(quick: bool) -> dict[str, Any]:
     if not box["drained"] or box["delivered"] != box["queued"]:
         out["problems"].append(
             f"outbox: {box['delivered']} of {box['queued']} queued rows delivered"
+        )
+    if not quick:
+        print("[outbox] PostgreSQL, 4 delivery processes", flush=True)
+    out["postgres_deliveries"] = pg = await postgres_deliveries(quick)
+    if "skipped" not in pg and not (pg["delivered"] == pg["distinct"] == pg["queued"]):
+        out["problems"].append(
+            f"postgres deliveries: {pg['distinct']} distinct of {pg['queued']} queued rows "
+            f"delivered ({pg['delivered']} deliveries)"
         )
     return out
 

@@ -99,6 +99,9 @@ class CallbackManager(Dispatcher):
         self._entries: list[Entry] = []
         self._order = 0
         self._plan_generation = -1
+        self._planned = False
+        """Whether plans were ever built (from the start of the first build): from then on
+        a change must invalidate them, and plans above it, at once."""
         self._plans: dict[EventType, Plan] = {}
         self._modes: dict[EventType, int] = {}
         self._table = PlanTable(self._replan)
@@ -133,7 +136,9 @@ class CallbackManager(Dispatcher):
             TypeError: when ``handler`` is not a handler instance, one of its
                 ``on_*`` overrides cannot take the event's documented arguments,
                 or ``breaker`` is not a ``CircuitBreaker``.
-            ValueError: when adding the manager to itself, a handler
+            ValueError: when adding the manager to itself or to something it
+                holds (a manager or composite that already forwards events to
+                it: each would pass every event to the other forever), a handler
                 instance that is already registered (it would get every event
                 twice; remove it first to change its priority), or a breaker
                 for a manager or composite.
@@ -142,6 +147,13 @@ class CallbackManager(Dispatcher):
         breaker = check_breaker(breaker, "add_handler(breaker=...)")
         if checked is self:
             msg = "cannot add a CallbackManager to itself"
+            raise ValueError(msg)
+        if _forwards_to(checked, self, set()):
+            msg = (
+                f"cannot add {checked!r}: it already forwards events to this CallbackManager "
+                "(through the managers or composites it holds), so the two would pass every "
+                "event to each other forever"
+            )
             raise ValueError(msg)
         for entry in self._entries:
             if entry.handler is checked:
@@ -177,12 +189,26 @@ class CallbackManager(Dispatcher):
     def _changed(self) -> None:
         """Invalidate this manager's plans, and those of managers it is nested in.
 
-        A manager that was never planned cannot be cached by any parent yet
-        (the usual case: a manager being built), so it invalidates nothing else.
+        A manager whose plans were never built cannot be cached by any parent
+        yet (the usual case: a manager being built), so it invalidates nothing
+        else. One whose plans are being built right now (a handler added from
+        another thread) invalidates them too: that build is then not kept.
         """
-        if self._plan_generation != -1:
+        if self._planned:
             self._plan_generation = -1
             bump_generation()
+
+    def __copy__(self) -> Self:
+        """A manager with the same registrations (shared, with their stats) and plans of its
+        own: adding or removing a handler on either one leaves the other as it was."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin._entries = list(self._entries)
+        twin._plan_generation = -1
+        twin._planned = False
+        twin._plans, twin._modes = {}, {}
+        twin._table = PlanTable(twin._replan)
+        return twin
 
     @property
     def handlers(self) -> tuple[BaseCallbackHandler, ...]:
@@ -254,6 +280,7 @@ class CallbackManager(Dispatcher):
         whether the untimed two-argument loop takes the event (timing off, no
         hook monitor, not ``error``).
         """
+        self._planned = True
         generation = current_generation()
         entries = self._entries
         self._plans = plans = {t: build_plan(entries, t) for t in EventType}
@@ -309,7 +336,11 @@ class CallbackManager(Dispatcher):
         deferred: Exception | None = None
         halted: BaseException | None = None
         if untimed:
-            first, second = args
+            try:
+                first, second = args
+            except ValueError:  # a hand-made call with other arguments: the general loop
+                untimed = False
+        if untimed:
             for kind, fn, stats, call in steps:
                 try:
                     if kind is _ASYNC:
@@ -475,6 +506,20 @@ async def _call_other(
     else:
         await invoke_general(call, args, event)
     return True
+
+
+def _forwards_to(handler: object, target: CallbackManager, seen: set[int]) -> bool:
+    """Whether ``handler`` is ``target`` or holds it, at any depth of managers and composites."""
+    if handler is target:
+        return True
+    if not isinstance(handler, Dispatcher) or id(handler) in seen:
+        return False
+    seen.add(id(handler))
+    try:
+        inner = tuple(getattr(handler, "handlers", ()))
+    except Exception:  # a composite of someone else's whose property fails: nothing to see
+        return False
+    return any(_forwards_to(h, target, seen) for h in inner)
 
 
 def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:

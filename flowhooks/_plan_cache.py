@@ -13,6 +13,7 @@ event type up and checks nothing else: a missing entry rebuilds the table.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from collections.abc import Callable
@@ -20,8 +21,6 @@ from typing import Any
 
 _generation = [0]
 """The plan generation: bumped on every change that makes cached plans stale."""
-
-_ABSENT = object()
 
 _tables: weakref.WeakValueDictionary[int, PlanTable] = weakref.WeakValueDictionary()
 """Every live table, by ``id`` (a dict is not hashable, so not a ``WeakSet``)."""
@@ -45,36 +44,55 @@ def current_generation() -> int:
 class PlanTable(dict[Any, Any]):
     """A manager's plans by event type, emptied whenever plans go stale.
 
-    Looking up an event type the table lacks calls ``rebuild`` (which fills
-    the table) and returns the fresh entry, so a lookup is all a dispatch
-    needs to get a current plan.
+    Looking up an event type the table lacks calls ``rebuild`` (which
+    returns the fresh entries) and returns the fresh entry, so a lookup is all
+    a dispatch needs to get a current plan. The table holds ``rebuild`` (a
+    manager's bound method) weakly: the manager owns its table, and a cycle
+    back would leave a dropped manager, and its handlers, to the cyclic
+    garbage collector.
     """
 
     __slots__ = ("__weakref__", "_rebuild")
 
     def __init__(self, rebuild: Callable[[], dict[Any, Any]]) -> None:
         super().__init__()
-        self._rebuild = rebuild
+        self._rebuild: Callable[[], Callable[[], dict[Any, Any]] | None]
+        if inspect.ismethod(rebuild):
+            self._rebuild = weakref.WeakMethod(rebuild)
+        else:  # a plain function holds no owner
+            self._rebuild = lambda: rebuild
         with _tables_lock:
             _tables[id(self)] = self
 
-    def refresh(self) -> None:
-        """Fill the table with freshly built plans."""
-        while True:
-            seen = _generation[0]
-            self.update(self._rebuild())
-            if _generation[0] == seen:
-                return
-            self.clear()  # plans changed while they were built: build them again
+    def refresh(self) -> dict[Any, Any]:
+        """Build fresh entries, keep them unless plans changed meanwhile, and return them.
+
+        Entries built while the generation moved are returned for the lookup
+        that asked (they are as fresh as any) but not kept: the next lookup
+        builds again. Never a loop, so a stream of changes cannot hold a
+        dispatch up.
+        """
+        rebuild = self._rebuild()
+        if rebuild is None:  # the manager is gone; nothing dispatches through this table
+            return {}
+        seen = _generation[0]
+        entries = rebuild()
+        self.update(entries)
+        if _generation[0] != seen:
+            self.clear()
+        return entries
 
     def __missing__(self, key: Any) -> Any:
         """Rebuild the table (it was emptied, or never filled) and return ``key``'s entry."""
-        self.refresh()
-        entry = self.get(key, _ABSENT)
-        if entry is _ABSENT:
+        entries = self.refresh()
+        if key not in entries:
             raise KeyError(key)
-        return entry
+        return entries[key]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy starts empty (and registered): its entries are rebuilt on first use.
-        return (PlanTable, (self._rebuild,))
+        rebuild = self._rebuild()
+        if rebuild is None:
+            msg = "the manager of this PlanTable is gone; there is nothing to copy"
+            raise TypeError(msg)
+        return (PlanTable, (rebuild,))

@@ -191,3 +191,30 @@ def test_the_comparison_puts_each_system_beside_flowhooks_on_the_same_job() -> N
     assert cells == {"flowhooks": "500 ns", "blinker": "2,000 ns (x5.00)"}
     table = render_comparison(_info(), results)
     assert "| one event to 1 no-op handler, per event | 500 ns | - | 2,000 ns (x5.00) |" in table
+
+
+def test_postgres_deliveries_are_judged_or_said_to_be_not_run() -> None:
+    """The PostgreSQL delivery row is judged against 2,000 events/s, or says why it did
+    not run (no server could start), and is listed as not measured."""
+    what = "DurableCallback: deliveries per second, 4 workers on PostgreSQL"
+    measured = {
+        "workers": 4,
+        "concurrency": 8,
+        "queued": 6600,
+        "delivered": 6600,
+        "distinct": 6600,
+        "seconds": 3.0,
+        "deliveries_per_s": 2200.0,
+    }
+    t = _target({}, what, {"postgres_deliveries": measured})
+    assert (t.status, t.shown) == ("PASS", "2,200 events/s")
+    t = _target({}, what, {"postgres_deliveries": {**measured, "deliveries_per_s": 900.0}})
+    assert t.status == "MISS"
+    assert "asyncpg" in t.why
+    skipped = {"postgres_deliveries": {"skipped": "PostgreSQL is not installed"}}
+    t = _target({}, what, skipped)
+    assert t.status == "not run"
+    assert t.note == "not run: PostgreSQL is not installed"
+    md = render_markdown(_info(), {}, skipped, evaluate({}, skipped), [])
+    (not_measured,) = [line for line in md.splitlines() if line.startswith("Not measured")]
+    assert what in not_measured

@@ -21,6 +21,7 @@ from flowhooks import (
     BaseCallbackHandler,
     BatchedCallback,
     CallbackManager,
+    ChainedCallback,
     ErrorInfo,
     Event,
     EventType,
@@ -711,6 +712,26 @@ def test_add_manager_to_itself_is_value_error() -> None:
     manager = CallbackManager()
     with pytest.raises(ValueError, match="to itself"):
         manager.add_handler(manager)
+
+
+async def test_managers_that_would_forward_to_each_other_are_refused() -> None:
+    """Adding a manager (or a composite) that already holds this manager, at any depth, is
+    a ValueError that says why; the managers stay as they were and still dispatch."""
+    seen: list[str] = []
+
+    class Note(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+            seen.append(node_id)
+
+    inner = CallbackManager([Note()])
+    middle = CallbackManager([ChainedCallback(inner)])
+    outer = CallbackManager([middle])
+    for holder in (middle, outer):
+        with pytest.raises(ValueError, match="pass every event to each other forever"):
+            inner.add_handler(holder)
+    assert len(inner.handlers) == 1
+    await outer.on_node_start("a", {})
+    assert seen == ["a"]
 
 
 def test_adding_a_registered_handler_again_is_value_error() -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from flowhooks import BaseCallbackHandler, CallbackManager, EventType
-from flowhooks._plan_cache import PlanTable, bump_generation, current_generation
+from flowhooks._dispatcher import Dispatcher
+from flowhooks._plan_cache import PlanTable, bump_generation
 
 
 class Count(BaseCallbackHandler):
@@ -65,24 +66,6 @@ async def test_an_unknown_event_type_is_a_key_error() -> None:
     assert manager.stats[manager.handlers[0]]["node_start"].calls == 1
 
 
-def test_a_table_built_while_plans_changed_is_built_again() -> None:
-    """When the generation moves while a table is filled, it is filled again, not kept stale."""
-    builds: list[int] = []
-
-    def rebuild() -> dict[str, int]:
-        builds.append(current_generation())
-        if len(builds) == 1:
-            bump_generation()  # a handler changed somewhere while this build ran
-        return {"k": len(builds)}
-
-    table = PlanTable(rebuild)
-    assert table["k"] == 2
-    assert len(builds) == 2
-    bump_generation()
-    assert table == {}
-    assert table["k"] == 3
-
-
 def test_handlers_changed_from_other_threads_reach_every_manager() -> None:
     """Managers that dispatch while other threads add handlers end with current plans."""
 
@@ -112,3 +95,111 @@ def test_handlers_changed_from_other_threads_reach_every_manager() -> None:
     asyncio.run(main())
     assert len(added) == 12
     assert all(h.seen and h.seen[-1] == "after" for h in added)
+
+
+async def test_a_shallow_copy_has_registrations_and_plans_of_its_own() -> None:
+    """copy.copy shares the handlers (and their stats) but not the list: changing one
+    manager's handlers leaves the other's dispatch as it was."""
+    first, second = Count(), Count()
+    manager = CallbackManager([first])
+    await manager.on_node_start("a", {})
+    twin = copy.copy(manager)
+    twin.add_handler(second)
+    await manager.on_node_start("b", {})
+    await twin.on_node_start("c", {})
+    manager.remove_handler(first)
+    await twin.on_node_start("d", {})
+    await manager.on_node_start("e", {})
+    assert first.seen == ["a", "b", "c", "d"]
+    assert second.seen == ["c", "d"]
+    assert manager.handlers == ()
+    assert twin.stats[first]["node_start"].calls == 4  # the registration's stats, shared
+
+
+def test_a_dropped_manager_is_freed_without_the_cycle_collector() -> None:
+    """A manager and its handlers go as soon as the last reference does: the plan table
+    holds its manager weakly, so no reference cycle waits for gc."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        handler = Count()
+        manager = CallbackManager([handler])
+        asyncio.run(manager.on_node_start("a", {}))
+        gone = weakref.ref(manager)
+        handler_gone = weakref.ref(handler)
+        del manager, handler
+        assert gone() is None
+        assert handler_gone() is None
+    finally:
+        gc.enable()
+
+
+def test_a_build_overtaken_by_changes_is_used_once_and_not_kept() -> None:
+    """Plans built while handlers changed serve the lookup that asked, and the next lookup
+    builds again: a stream of changes cannot keep a dispatch rebuilding forever."""
+    builds: list[int] = []
+
+    class Owner:
+        def rebuild(self) -> dict[str, int]:
+            builds.append(len(builds) + 1)
+            bump_generation()  # every build is overtaken by a change elsewhere
+            return {"k": builds[-1]}
+
+    owner = Owner()
+    table = PlanTable(owner.rebuild)
+    assert table["k"] == 1
+    assert table == {}
+    assert table["k"] == 2
+    assert builds == [1, 2]
+
+
+async def test_a_handler_added_from_another_thread_during_a_rebuild_is_not_lost() -> None:
+    """A handler added while the loop is building the plans (a slow nested dispatcher keeps
+    it there) gets the events that follow."""
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowToPlan(Dispatcher):
+        slow = False
+
+        def handles(self, event_type: EventType) -> bool:
+            if self.slow and event_type is EventType.NODE_START:
+                entered.set()
+                release.wait(10)
+            return True
+
+        def wants_event(self, event_type: EventType) -> bool:
+            return False
+
+        async def dispatch(self, event_type: EventType, args: tuple[Any, ...], event: Any) -> None:
+            pass
+
+    slow = SlowToPlan()
+    manager = CallbackManager([slow, Count()])
+    await manager.on_node_start("warm", {})
+    manager.add_handler(Count())  # the plans are stale now
+    late = Count()
+
+    def add_late() -> None:
+        entered.wait(10)
+        manager.add_handler(late)  # while the loop's rebuild waits in handles()
+        release.set()
+
+    slow.slow = True
+    thread = threading.Thread(target=add_late)
+    thread.start()
+    await manager.on_node_start("during", {})
+    thread.join()
+    slow.slow = False
+    await manager.on_node_start("after", {})
+    assert late.seen[-1:] == ["after"]
+
+
+async def test_dispatch_with_other_arguments_is_isolated_like_any_handler_failure() -> None:
+    """A hand-made dispatch whose arguments do not fit the event reaches the handlers, whose
+    TypeError is isolated and counted, as for any failing handler."""
+    handler = Count()
+    manager = CallbackManager([handler])
+    await manager.dispatch(EventType.NODE_START, ("only-one",), None)
+    assert manager.stats[handler]["node_start"].errors == 1

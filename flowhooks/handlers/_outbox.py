@@ -154,16 +154,22 @@ class Outbox:
         )
 
     def _claim_query(self) -> Any:
-        """The ids of a consumer's due, free rows whose run has no earlier pending row."""
+        """The ids of a consumer's due, free rows whose run has no earlier pending row.
+
+        "No earlier pending row" is asked as "this row's ``seq`` is the lowest
+        pending one of its run": a lookup per candidate in the (consumer, run,
+        status, seq) index. Asked as ``NOT EXISTS`` it let PostgreSQL, before
+        its statistics caught up with a burst of new rows, compare every
+        pending row with every other (a claim took 0.45 s with 2,200 rows).
+        """
         o = outbox_table.alias("o")
         earlier = outbox_table.alias("earlier")
-        blocked = (
-            sa.select(sa.literal(1))
+        earliest = (
+            sa.select(sa.func.min(earlier.c.seq))
             .where(earlier.c.consumer == o.c.consumer)
             .where(earlier.c.run_id == o.c.run_id)
             .where(earlier.c.status == PENDING)
-            .where(earlier.c.seq < o.c.seq)
-            .exists()
+            .scalar_subquery()
         )
         query = (
             sa.select(o.c.id)
@@ -171,7 +177,7 @@ class Outbox:
             .where(o.c.status == PENDING)
             .where(o.c.due_at <= _p("now"))
             .where(sa.or_(o.c.lease_until.is_(None), o.c.lease_until < _p("now")))
-            .where(~blocked)
+            .where(o.c.seq == earliest)
             .order_by(o.c.due_at, o.c.id)
             .limit(_p("limit"))
         )

@@ -11,13 +11,10 @@ or cannot run here, the tests that need it are skipped with the reason. Set
 from __future__ import annotations
 
 import asyncio
-import glob
+import contextlib
 import json
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,114 +26,24 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from benchmarks._postgres import (
+    PostgresServer,
+    PostgresUnavailable,
+    free_port,
+    throwaway_postgres,
+)
 from flowhooks import Workflow, node
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that nothing listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# -- PostgreSQL -----------------------------------------------------------------------------
-
-
-@dataclass
-class PostgresServer:
-    """A running throwaway cluster: ``url(db)`` gives a SQLAlchemy URL for database ``db``."""
-
-    bindir: Path
-    port: int
-    run_as: list[str]
-
-    def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _where(self) -> list[str]:
-        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
-
-    def createdb(self, name: str) -> None:
-        subprocess.run(
-            [*self.run_as, str(self.bindir / "createdb"), *self._where(), name],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-
-    def dropdb(self, name: str) -> None:
-        subprocess.run(
-            [*self.run_as, str(self.bindir / "dropdb"), *self._where(), "--force", name],
-            check=False,
-            capture_output=True,
-            timeout=30,
-        )
-
-
-def _find_bindir() -> Path | None:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
-    return Path(candidates[0]).parent if candidates else None
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server on 127.0.0.1 for the whole session (skips when none can run)."""
-    bindir = _find_bindir()
-    if bindir is None:
-        pytest.skip(
-            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); "
-            "run scripts/ensure-postgres.sh as root to install it"
-        )
-    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    if is_root:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root but `runuser` is missing: cannot start PostgreSQL")
+    with contextlib.ExitStack() as stack:
         try:
-            import pwd
-
-            pg_user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root but there is no `postgres` user to run PostgreSQL")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    else:
-        run_as = []
-    tmp = Path(tempfile.mkdtemp(prefix="flowhooks-pg-"))
-    if is_root:
-        os.chown(tmp, pg_user.pw_uid, pg_user.pw_gid)
-    data = tmp / "data"
-    port = free_port()
-    server = PostgresServer(bindir=bindir, port=port, run_as=run_as)
-    try:
-        init = subprocess.run(
-            [*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if init.returncode != 0:
-            pytest.skip(f"initdb could not run here: {init.stderr.strip()[-300:]}")
-        log = str(tmp / "server.log")
-        wait = ["-w", "-t", "60", "start"]
-        options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
-        start = subprocess.run(
-            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, *wait],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if start.returncode != 0:
-            log = (tmp / "server.log").read_text() if (tmp / "server.log").exists() else ""
-            pytest.skip(f"PostgreSQL did not start: {(start.stderr + log).strip()[-300:]}")
+            server = stack.enter_context(throwaway_postgres())
+        except PostgresUnavailable as exc:
+            pytest.skip(str(exc))
         yield server
-    finally:
-        if data.exists():
-            subprocess.run(
-                [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture
