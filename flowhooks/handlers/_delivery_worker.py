@@ -245,9 +245,7 @@ class DeliveryWorker:
         outbox, lease = self._outbox, self.lease
 
         def ack_and_next(conn: Any) -> tuple[bool, Claimed | None]:
-            if not outbox.ack(conn, row.id, token):
-                return False, None
-            return True, outbox.next_of_run(conn, row, token=token, lease=lease)
+            return outbox.ack_and_next(conn, row, token=token, lease=lease)
 
         settled: tuple[bool, Claimed | None] = await self._settle(ack_and_next, (False, None))
         acked, following = settled

@@ -99,6 +99,46 @@ _CLAIMED_COLUMNS: Final = tuple(
 """The columns of a ``Claimed`` row, in its fields' order."""
 
 
+_CLAIMED_NAMES: Final = ("id", "consumer", "event_id", "run_id", "seq", "event_type", "event")
+
+
+def _ack_and_next_postgres() -> Any:
+    """One PostgreSQL statement: ack a row, and claim its run's next pending row if due.
+
+    Every part of it sees the same snapshot, where the acked row is still
+    pending: the next row is looked for among the others. Its first column
+    says whether the ack took (the claim was still held); the others are the
+    next row's, ``NULL`` when there is none to take.
+    """
+    taken = ", ".join(f"t.{name}" for name in (*_CLAIMED_NAMES, "attempts"))
+    return sa.text(
+        f"""
+        WITH acked AS (
+            UPDATE flowhooks_outbox
+            SET status = '{DONE}', delivered_at = :b_now, lease_until = NULL, last_error = NULL
+            WHERE id = :b_id AND worker = :b_token AND status = '{PENDING}'
+            RETURNING id, consumer, run_id
+        ), following AS (
+            UPDATE flowhooks_outbox AS t
+            SET lease_until = :b_until, worker = :b_token, attempts = t.attempts + 1
+            FROM acked
+            WHERE t.id = (
+                SELECT e.id FROM flowhooks_outbox AS e
+                WHERE e.consumer = acked.consumer AND e.run_id = acked.run_id
+                  AND e.status = '{PENDING}' AND e.id <> acked.id
+                ORDER BY e.seq, e.id
+                LIMIT 1
+            )
+              AND t.due_at <= :b_now
+              AND (t.lease_until IS NULL OR t.lease_until < :b_now)
+            RETURNING {taken}
+        )
+        SELECT (SELECT count(*) FROM acked) > 0 AS acked, following.*
+        FROM (SELECT 1) AS one LEFT JOIN following ON true
+        """
+    )
+
+
 def _p(name: str) -> Any:
     """A bind parameter (prefixed: SET and VALUES keep the bare column names)."""
     return sa.bindparam(f"b_{name}")
@@ -145,6 +185,7 @@ class Outbox:
             .values(take)
             .returning(*_CLAIMED_COLUMNS)
         )
+        self._ack_and_next = _ack_and_next_postgres() if dialect == "postgresql" else None
         self._claim_ids = self._claim_query()
         self._take = (
             sa.update(t)
@@ -275,6 +316,23 @@ class Outbox:
         }
         taken = conn.execute(self._next_of_run, params).first()
         return Claimed(*taken) if taken is not None else None
+
+    def ack_and_next(
+        self, conn: sa.Connection, row: Claimed, *, token: str, lease: float
+    ) -> tuple[bool, Claimed | None]:
+        """``ack`` ``row``, then, if it was acked, claim the next row of its run
+        (``next_of_run``); on PostgreSQL in one statement (one round trip, not two)."""
+        if self._ack_and_next is None:
+            if not self.ack(conn, row.id, token):
+                return False, None
+            return True, self.next_of_run(conn, row, token=token, lease=lease)
+        now = time.time()
+        params = {"b_id": row.id, "b_token": token, "b_now": now, "b_until": now + lease}
+        found = conn.execute(self._ack_and_next, params).first()
+        if found is None or not found.acked:
+            return False, None
+        following = found[1:]
+        return True, Claimed(*following) if following[0] is not None else None
 
     def retry(
         self, conn: sa.Connection, row_id: int, token: str, due_at: float, error: str

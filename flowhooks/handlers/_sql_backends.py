@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowhooks.handlers._history_db import HistoryError, _sqlite_file
 
@@ -113,7 +116,11 @@ class _PostgresBackend(_Backend):
     """asyncpg through SQLAlchemy's asyncio engine, on the writer thread's own event loop.
 
     The writes are the same synchronous functions as for SQLite, run with
-    ``AsyncConnection.run_sync``.
+    ``AsyncConnection.run_sync``, on one connection held for the writer's
+    life: a pool checkout per transaction (with its liveness ping and its
+    reset on return) took three round trips more than the transaction. A
+    connection the server dropped is invalidated by the failing statement and
+    replaced by a fresh one on the next transaction.
     """
 
     def __init__(self, url: URL, connect_timeout: float, echo: bool) -> None:
@@ -139,15 +146,29 @@ class _PostgresBackend(_Backend):
                 return statement, [_without_nul(one) for one in params]
             return statement, _without_nul(params)
 
+        self._conn: AsyncConnection | None = None
+
     async def _run(self, work: Callable[[sa.Connection], T]) -> T:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._conn = await self.engine.connect()
+        try:
+            async with conn.begin():
+                return await conn.run_sync(work)
+        except BaseException:
+            if conn.closed or conn.invalidated:
+                self._conn = None
+            raise
 
     def run(self, work: Callable[[sa.Connection], T]) -> T:
         return self.loop.run_until_complete(self._run(work))
 
     def close(self) -> None:
         try:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):  # a broken connection: nothing to close
+                    self.loop.run_until_complete(self._conn.close())
+                self._conn = None
             self.loop.run_until_complete(self.engine.dispose())
         finally:
             self.loop.close()

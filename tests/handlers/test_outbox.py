@@ -123,3 +123,62 @@ def test_a_buried_row_is_dead_and_lets_its_run_go_on(box: Box) -> None:
     (following,) = box.claim("w1", now=1002.0)
     assert following.event_id == a2.id
     assert box.status()[a1.id] == ("dead", 1)
+
+
+def test_ack_and_next_settles_a_row_and_takes_its_runs_next_one(box: Box) -> None:
+    """The worker's step after a delivery: the ack, then the run's next row if it is due and
+    free, in one transaction (on PostgreSQL in one statement); refused without the claim."""
+    a1, a2 = _event("run-a", 1), _event("run-a", 2)
+    box.enqueue(a1, a2)
+    b1 = _event("run-b", 1)
+    box.enqueue(b1, now=time.time() + 3600)  # not due for an hour
+    box.enqueue(_event("run-b", 0))
+    claimed = {c.run_id: c for c in box.claim("w1", now=time.time())}
+    first, b0 = claimed["run-a"], claimed["run-b"]
+    assert first.event_id == a1.id
+
+    def step(row: Claimed, token: str) -> tuple[bool, Claimed | None]:
+        return box.run(  # type: ignore[no-any-return]
+            lambda conn: box.outbox.ack_and_next(conn, row, token=token, lease=30.0)
+        )
+
+    assert step(first, "intruder") == (False, None)
+    acked, following = step(first, "w1")
+    assert acked
+    assert following is not None
+    assert (following.event_id, following.attempts) == (a2.id, 1)
+    assert step(first, "w1") == (False, None)  # done already: nothing more is claimed
+    assert step(following, "w1") == (True, None)  # the run's last row
+    assert step(b0, "w1") == (True, None)  # run-b's next row is not due yet
+    statuses = box.status()
+    assert statuses[a1.id] == statuses[a2.id] == ("done", 1)
+    assert statuses[b1.id] == ("pending", 0)
+
+
+@pytest.mark.postgres
+def test_the_writer_reconnects_when_the_server_drops_its_connection(postgres_url: str) -> None:
+    """The writer holds one connection; when the server ends it (a restart, a failover, an
+    administrator), the next transaction runs on a fresh one and nothing is lost."""
+    import asyncio
+
+    import asyncpg
+
+    box = Box(postgres_url)
+    first = _event("run-a", 1)
+    box.enqueue(first)
+
+    async def terminate_the_others() -> int:
+        conn = await asyncpg.connect(postgres_url.replace("postgresql://", "postgres://"))
+        try:
+            ended = await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        return len(ended)
+
+    assert asyncio.run(terminate_the_others()) >= 1
+    second = _event("run-b", 1)
+    box.enqueue(second)
+    assert set(box.status()) == {first.id, second.id}
