@@ -62,8 +62,14 @@ class PostgresServer:
         )
 
 
+def _version(initdb: str) -> tuple[int, ...]:
+    """``(16,)`` for ``/usr/lib/postgresql/16/bin/initdb``, ``(9, 6)`` for ``.../9.6/...``."""
+    name = Path(initdb).parent.parent.name
+    return tuple(int(part) for part in name.split(".") if part.isdigit())
+
+
 def _bindir() -> Path:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version, reverse=True)
     if not candidates:
         msg = (
             "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); "

@@ -14,6 +14,8 @@ monitor registered).
 
 from __future__ import annotations
 
+import copyreg
+import threading
 from collections.abc import Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
@@ -52,6 +54,11 @@ from flowhooks._invoke import HandlerStillBusy, HandlerTimeoutError, invoke_gene
 from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._monitors import hook_monitors, notify_monitors
 from flowhooks._plan_cache import PlanTable, _generation, bump_generation, current_generation
+
+_registering = threading.RLock()
+"""Held while a handler is added or removed, by any manager: two threads changing one
+manager's handlers at once would each replace the list the other just changed.
+Registration is rare; one lock for all keeps managers free of a lock to pickle."""
 
 NOBODY, SOME, WANT_EVENT = 0, 1, 2
 """Who takes an event type (``CallbackManager.modes``): no handler; some do; some also
@@ -145,6 +152,11 @@ class CallbackManager(Dispatcher):
         """
         checked = check_handler(handler)
         breaker = check_breaker(breaker, "add_handler(breaker=...)")
+        with _registering:
+            self._add(checked, priority, breaker)
+        self._changed()
+
+    def _add(self, checked: BaseCallbackHandler, priority: int, breaker: Any) -> None:
         if checked is self:
             msg = "cannot add a CallbackManager to itself"
             raise ValueError(msg)
@@ -169,7 +181,6 @@ class CallbackManager(Dispatcher):
         )
         self._order += 1
         self._entries = sort_entries(self._entries)
-        self._changed()
 
     def remove_handler(self, handler: BaseCallbackHandler) -> None:
         """Unregister ``handler``.
@@ -177,10 +188,14 @@ class CallbackManager(Dispatcher):
         Raises:
             ValueError: when ``handler`` was never added (or already removed).
         """
+        with _registering:
+            self._remove(handler)
+        self._changed()
+
+    def _remove(self, handler: BaseCallbackHandler) -> None:
         for i, entry in enumerate(self._entries):
             if entry.handler is handler:
-                del self._entries[i]
-                self._changed()
+                self._entries = self._entries[:i] + self._entries[i + 1 :]
                 return
         registered = ", ".join(e.handler.__class__.__name__ for e in self._entries) or "none"
         msg = f"{handler!r} is not registered with this CallbackManager (registered: {registered})"
@@ -201,8 +216,12 @@ class CallbackManager(Dispatcher):
     def __copy__(self) -> Self:
         """A manager with the same registrations (shared, with their stats) and plans of its
         own: adding or removing a handler on either one leaves the other as it was."""
-        twin = type(self).__new__(type(self))
+        cls = type(self)
+        twin = cls.__new__(cls)
         twin.__dict__.update(self.__dict__)
+        for name in copyreg._slotnames(cls):  # type: ignore[attr-defined]  # a subclass's slots
+            if hasattr(self, name):
+                setattr(twin, name, getattr(self, name))
         twin._entries = list(self._entries)
         twin._plan_generation = -1
         twin._planned = False

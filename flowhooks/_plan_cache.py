@@ -24,16 +24,20 @@ _generation = [0]
 
 _tables: weakref.WeakValueDictionary[int, PlanTable] = weakref.WeakValueDictionary()
 """Every live table, by ``id`` (a dict is not hashable, so not a ``WeakSet``)."""
-_tables_lock = threading.Lock()
+_tables_lock = threading.RLock()
+"""Reentrant: collecting garbage while it is held may run a ``__del__`` that makes a
+manager or changes one's handlers, in the same thread."""
 
 
 def bump_generation() -> None:
     """Invalidate every cached dispatch plan (handlers or hook monitors changed)."""
     with _tables_lock:
         _generation[0] += 1
-        tables = list(_tables.values())
-    for table in tables:
-        table.clear()
+        refs = _tables.valuerefs()  # a list made in one step: later tables cannot break it
+    for ref in refs:
+        table = ref()
+        if table is not None:
+            table.clear()
 
 
 def current_generation() -> int:

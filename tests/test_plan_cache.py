@@ -203,3 +203,56 @@ async def test_dispatch_with_other_arguments_is_isolated_like_any_handler_failur
     manager = CallbackManager([handler])
     await manager.dispatch(EventType.NODE_START, ("only-one",), None)
     assert manager.stats[handler]["node_start"].errors == 1
+
+
+def test_threads_adding_handlers_to_one_manager_lose_none() -> None:
+    """Registrations from several threads at once all land, each handler once."""
+    manager = CallbackManager()
+    per_thread = 200
+
+    def add_many() -> None:
+        for _ in range(per_thread):
+            manager.add_handler(Count())
+
+    threads = [threading.Thread(target=add_many) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(manager.handlers) == 6 * per_thread
+    assert len({id(h) for h in manager.handlers}) == 6 * per_thread
+
+
+def test_a_del_that_changes_handlers_during_a_plan_change_does_not_hang() -> None:
+    """Garbage collected while the plan cache's lock is held (a manager being made) may run
+    a __del__ that changes a manager's handlers; the same thread takes the lock again
+    instead of waiting for itself. The collection is moved through every allocation of
+    the locked code by the threshold."""
+    import gc
+
+    shared = CallbackManager()
+    removed: list[int] = []
+
+    class Session:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+            self.handler = Count()
+            shared.add_handler(self.handler)
+            shared.handles(EventType.NODE_START)  # planned: a change bumps the generation
+
+        def __del__(self) -> None:
+            shared.remove_handler(self.handler)
+            removed.append(1)
+
+    threshold = gc.get_threshold()
+    try:
+        for allocations in range(1, 120):
+            Session()
+            gc.set_threshold(allocations)
+            CallbackManager()
+            gc.set_threshold(*threshold)
+            gc.collect(0)  # the young cycle, if it outlived the collections above
+    finally:
+        gc.set_threshold(*threshold)
+    assert len(removed) == 119
+    assert shared.handlers == ()
