@@ -314,23 +314,26 @@ class CallbackManager(Dispatcher):
             for t, plan in plans.items()
         }
 
+    def _ensure_plans(self) -> None:
+        """Rebuild ``_plans`` and ``_modes`` if a change made them stale (dispatch reads the
+        table, which rebuilds itself)."""
+        if self._plan_generation != _generation[0]:
+            self._table.refresh()
+
     def modes(self) -> dict[EventType, int]:
         """Per event type: ``NOBODY`` takes it, ``SOME`` handler does, or some also
         ``WANT_EVENT`` (the ``Event``). Each run's sequencer reads it once, not per type."""
-        if self._plan_generation != _generation[0]:
-            self._table.refresh()
+        self._ensure_plans()
         return self._modes
 
     def handles(self, event_type: EventType) -> bool:
         """Return whether any registered handler reacts to ``event_type``."""
-        if self._plan_generation != _generation[0]:
-            self._table.refresh()
+        self._ensure_plans()
         return bool(self._plans[event_type].calls)
 
     def wants_event(self, event_type: EventType) -> bool:
         """Return whether any handler (at any depth) asked for ``event=`` on ``event_type``."""
-        if self._plan_generation != _generation[0]:
-            self._table.refresh()
+        self._ensure_plans()
         return self._plans[event_type].wants_event
 
     async def dispatch(  # noqa: C901 - the hot loop of every event, dense on purpose

@@ -13,7 +13,6 @@ event type up and checks nothing else: a missing entry rebuilds the table.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import weakref
 from collections.abc import Callable
@@ -59,12 +58,9 @@ class PlanTable(dict[Any, Any]):
     __slots__ = ("__weakref__", "_rebuild")
 
     def __init__(self, rebuild: Callable[[], dict[Any, Any]]) -> None:
+        """``rebuild``: the owner's bound method that builds the entries."""
         super().__init__()
-        self._rebuild: Callable[[], Callable[[], dict[Any, Any]] | None]
-        if inspect.ismethod(rebuild):
-            self._rebuild = weakref.WeakMethod(rebuild)
-        else:  # a plain function holds no owner
-            self._rebuild = lambda: rebuild
+        self._rebuild = weakref.WeakMethod(rebuild)
         with _tables_lock:
             _tables[id(self)] = self
 

@@ -92,14 +92,18 @@ def takes(event_types_text: str, event_type: str) -> bool:
     return event_types_text == ALL_TYPES or event_type in event_types_text.split(",")
 
 
-_CLAIMED_COLUMNS: Final = tuple(
-    outbox_table.c[name]
-    for name in ("id", "consumer", "event_id", "run_id", "seq", "event_type", "event", "attempts")
+_CLAIMED_NAMES: Final = (
+    "id",
+    "consumer",
+    "event_id",
+    "run_id",
+    "seq",
+    "event_type",
+    "event",
+    "attempts",
 )
 """The columns of a ``Claimed`` row, in its fields' order."""
-
-
-_CLAIMED_NAMES: Final = ("id", "consumer", "event_id", "run_id", "seq", "event_type", "event")
+_CLAIMED_COLUMNS: Final = tuple(outbox_table.c[name] for name in _CLAIMED_NAMES)
 
 
 def _ack_and_next_postgres() -> Any:
@@ -110,7 +114,7 @@ def _ack_and_next_postgres() -> Any:
     says whether the ack took (the claim was still held); the others are the
     next row's, ``NULL`` when there is none to take.
     """
-    taken = ", ".join(f"t.{name}" for name in (*_CLAIMED_NAMES, "attempts"))
+    taken = ", ".join(f"t.{name}" for name in _CLAIMED_NAMES)
     return sa.text(
         f"""
         WITH acked AS (
