@@ -522,7 +522,9 @@ async def memory(quick: bool) -> dict[str, Any]:
             }
         if flowhooks_runner_available() is None:
             fh = _flowhooks_api()
-            wf, _ = _cached_workflow(shape, n, False)
+            # Built here, not cached: 100,000 nodes kept alive would slow every later row's
+            # garbage collection (the concurrent runs' and the durable rows' among them).
+            wf = build_workflow(shape, n, None)
             for label, runner in (
                 ("flowhooks AsyncioRunner", fh.AsyncioRunner()),
                 ("flowhooks SequentialRunner", fh.SequentialRunner()),

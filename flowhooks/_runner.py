@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -195,6 +196,11 @@ class SequentialRunner(Runner):
         return SequentialWalk(run, self)
 
 
+_TURN_AFTER = 0.001
+"""Seconds a node task runs nodes one after the other, alone in its run, before it
+yields a turn of the loop to other tasks (as a task per node would after each)."""
+
+
 class ConcurrentWalk:
     """Ready nodes start as asyncio tasks, up to ``max_concurrency`` at once.
 
@@ -245,9 +251,52 @@ class ConcurrentWalk:
             self.tasks.add(create_task(self._drive(ready.popleft())))
 
     async def _drive(self, position: int) -> None:
+        """Run the node at ``position``, then each node it alone makes ready, in this task.
+
+        A node that leaves exactly one node ready (a chain's next link, a join
+        whose last input it was) hands it on without a task of its own. While
+        other nodes of the run are running, this task first yields one turn of
+        the loop, as a new task would before its first step: nodes start in the
+        same order, and branches interleave, as with a task per node. When no
+        other node is running there is nobody to interleave with, and the next
+        node starts at once, as in ``SequentialRunner``, unless this task has
+        gone ``_TURN_AFTER`` without yielding: other tasks of the loop wait for
+        a turn at most that long plus one node, as with a task per node.
+        """
         run = self.run
         task = asyncio.current_task()
         assert task is not None
+        turn_at = perf_counter()
+        try:
+            while True:
+                if not await self._step(position, task):
+                    return
+                next_position = self._handed_on(task)
+                if next_position is None:
+                    return
+                if self.active > 1 or perf_counter() - turn_at >= _TURN_AFTER:
+                    try:
+                        await asyncio.sleep(0)  # the turn a new task would wait for
+                    except asyncio.CancelledError:
+                        self.ready.appendleft(next_position)
+                        if not run.forced:  # nobody but the run cancels its node tasks
+                            raise
+                        return
+                    if run.stopping is not None:
+                        self.ready.appendleft(next_position)
+                        return
+                    turn_at = perf_counter()
+                position = next_position
+        finally:
+            self.tasks.discard(task)  # the strong reference that kept the task alive
+            self.active -= 1
+            self._start_ready()
+            if self.active == 0 and self._done is not None and not self._done.done():
+                self._done.set_result(None)
+
+    async def _step(self, position: int, task: asyncio.Task[None]) -> bool:
+        """Run one node in ``task``; on success, count its dependents' ready."""
+        run = self.run
         ok = False
         try:
             ok = await run.run_step(position, task)
@@ -257,17 +306,21 @@ class ConcurrentWalk:
         finally:
             if run.has_handlers:  # the frame refers to the task: no cycle through its context
                 set_frame(None)
-            self.tasks.discard(task)  # the strong reference that kept the task alive
-            self.active -= 1
             if ok:
                 indegree = self.indegree
                 for dependent in run.plan.successors[position]:
                     indegree[dependent] -= 1
                     if indegree[dependent] == 0:
                         self.ready.append(dependent)
-            self._start_ready()
-            if self.active == 0 and self._done is not None and not self._done.done():
-                self._done.set_result(None)
+        return ok
+
+    def _handed_on(self, task: asyncio.Task[None]) -> int | None:
+        """The one ready node, taken for ``task`` to run next; None when not exactly one is
+        ready, the run is stopping, or ``task`` has a cancellation pending."""
+        ready = self.ready
+        if len(ready) != 1 or self.run.stopping is not None or task.cancelling():
+            return None
+        return ready.pop()
 
     def busy(self) -> bool:
         return self.active > 0

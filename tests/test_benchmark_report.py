@@ -6,7 +6,7 @@ from typing import Any
 
 from benchmarks._harness import Result
 from benchmarks._report import comparison_rows, render_comparison, render_markdown
-from benchmarks._targets import Target, added_share_ratio, evaluate, paired, share_beyond
+from benchmarks._targets import Target, added_time_ratio, evaluate, paired, share_beyond
 
 
 def _results(timings: dict[str, list[float]], unit: str = "event") -> dict[str, Result]:
@@ -79,29 +79,34 @@ def test_the_typed_shortcut_row_shows_its_bound_when_the_bound_misses_too() -> N
     assert "(its bound: one bare `async def` around `dispatch` x1.40)" in md
 
 
-def test_added_share_ratio_compares_two_paired_additions() -> None:
+def test_added_time_ratio_compares_the_time_each_adds() -> None:
     results = _results(
         {
-            "with": [130.0, 140.0, 120.0],
-            "without": [100.0, 100.0, 100.0],
+            "with": [65.0, 70.0, 60.0],
+            "without": [50.0, 50.0, 50.0],
             "bound": [120.0, 110.0, 110.0],
             "bound-base": [100.0, 100.0, 100.0],
         }
     )
-    # adds: median(1.3, 1.4, 1.2) - 1 = 0.3; the bound adds median(1.2, 1.1, 1.1) - 1 = 0.1
-    value, ours, bound = added_share_ratio(results, "with", "without", "bound", "bound-base")
+    # ours adds median(1.3, 1.4, 1.2) - 1 = 0.3 of a base that is half the bound's base:
+    # 0.15 of the bound's base, where the bound adds median(1.2, 1.1, 1.1) - 1 = 0.1
+    value, ours, bound = added_time_ratio(results, "with", "without", "bound", "bound-base")
     assert value is not None
-    assert abs(value - 3.0) < 1e-9
-    assert (ours, bound) == (1.3, 1.1)
-    assert added_share_ratio(results, "with", "without", "missing", "bound-base")[0] is None
+    assert ours is not None
+    assert bound is not None
+    assert abs(value - 1.5) < 1e-9
+    assert abs(ours - 0.15) < 1e-9
+    assert abs(bound - 0.1) < 1e-9
+    assert added_time_ratio(results, "with", "without", "missing", "bound-base")[0] is None
+    assert added_time_ratio(results, "with", "missing", "bound", "bound-base")[0] is None
 
 
-def test_one_handler_on_the_runner_is_judged_against_what_the_contract_adds() -> None:
+def test_one_handler_on_the_runner_is_judged_against_the_time_the_contract_adds() -> None:
     ru = "runner/"
     results = _results(
         {
-            f"{ru}flowhooks-asyncio/chain/1000/h=1": [1300.0] * 3,
-            f"{ru}flowhooks-asyncio/chain/1000/h=0": [1000.0] * 3,
+            f"{ru}flowhooks-asyncio/chain/1000/h=1": [600.0] * 3,
+            f"{ru}flowhooks-asyncio/chain/1000/h=0": [300.0] * 3,
             f"{ru}floor-tasks+contract-handler/chain/1000": [1250.0] * 3,
             f"{ru}floor-tasks/chain/1000": [1000.0] * 3,
         },
@@ -109,9 +114,19 @@ def test_one_handler_on_the_runner_is_judged_against_what_the_contract_adds() ->
     )
     t = _target(results, "`AsyncioRunner` + 1 no-op handler, chain")
     assert t.measured is not None
-    assert abs(t.measured - 1.2) < 1e-9  # adds 30 % where the contract bound adds 25 %
+    # the handler doubles a run three times cheaper than the floor: it adds 300 ns per
+    # node, where the contract bound adds 250 ns
+    assert abs(t.measured - 1.2) < 1e-9
     assert t.status == "PASS"
-    assert t.note == "flowhooks +30%, contract bound +25%"
+    assert t.note == (
+        "per node, flowhooks adds 30% and the contract bound 25% of the task-per-node floor's time"
+    )
+    results[f"{ru}flowhooks-asyncio/chain/1000/h=1"].ns_per_unit = [900.0] * 3
+    # now it adds 600 ns per node against the bound's 250
+    t = _target(results, "`AsyncioRunner` + 1 no-op handler, chain")
+    assert t.measured is not None
+    assert abs(t.measured - 2.4) < 1e-9
+    assert t.status == "MISS"
 
 
 def _size(n: int, ours: float, floor: float, calls: float) -> dict[str, Any]:
