@@ -150,11 +150,10 @@ def _prepare(
     parent = parent_ctx._run if parent_ctx is not None else None
     if not isinstance(parent, RunState):
         parent = None
-    manager = CallbackManager.combine(
-        workflow.callbacks, run_manager, parent.manager if parent is not None else None
-    )
-    if not manager.entries:
-        manager = _NO_CALLBACKS
+    given = (workflow.callbacks, run_manager, parent.manager if parent is not None else None)
+    present = [m for m in given if m is not None and m.entries]
+    # Without handlers, the shared empty manager: combining nothing would build a new one.
+    manager = CallbackManager.combine(*present) if present else _NO_CALLBACKS
     if parent is not None:
         resource_id = resource_id if resource_id is not None else parent.resource_id
         metadata = metadata if metadata is not None else parent.metadata
