@@ -103,6 +103,19 @@ class _Prepared:
         self.control = control
 
 
+def _dispatching_to(
+    workflow: Workflow, run_manager: CallbackManager | None, parent: RunState | None
+) -> CallbackManager:
+    """The one manager a run dispatches to: its workflow's, its own and its parent run's."""
+    given = (workflow.callbacks, run_manager, parent.manager if parent is not None else None)
+    present = [m for m in given if m is not None and m.entries]
+    if not present:  # the shared empty manager: combining nothing would build a new one
+        return _NO_CALLBACKS
+    if len(present) == 2 and present[0] is workflow.callbacks:
+        return workflow._callbacks_with(present[1])  # kept across runs
+    return CallbackManager.combine(*present)
+
+
 def _prepare(
     workflow: Workflow,
     inputs: Mapping[str, Any] | None,
@@ -150,10 +163,7 @@ def _prepare(
     parent = parent_ctx._run if parent_ctx is not None else None
     if not isinstance(parent, RunState):
         parent = None
-    given = (workflow.callbacks, run_manager, parent.manager if parent is not None else None)
-    present = [m for m in given if m is not None and m.entries]
-    # Without handlers, the shared empty manager: combining nothing would build a new one.
-    manager = CallbackManager.combine(*present) if present else _NO_CALLBACKS
+    manager = _dispatching_to(workflow, run_manager, parent)
     if parent is not None:
         resource_id = resource_id if resource_id is not None else parent.resource_id
         metadata = metadata if metadata is not None else parent.metadata

@@ -176,11 +176,13 @@ class CallbackManager(Dispatcher):
                 )
                 raise ValueError(msg)
         label = self._label_for(checked)
-        self._entries.append(
-            make_entry(checked, priority=priority, order=self._order, label=label, breaker=breaker)
+        added = make_entry(
+            checked, priority=priority, order=self._order, label=label, breaker=breaker
         )
         self._order += 1
-        self._entries = sort_entries(self._entries)
+        # A new list, never the old one changed: whoever kept the old one (a combination
+        # of managers, a dispatch under way) knows by its identity that it is stale.
+        self._entries = sort_entries([*self._entries, added])
 
     def remove_handler(self, handler: BaseCallbackHandler) -> None:
         """Unregister ``handler``.

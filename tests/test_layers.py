@@ -36,6 +36,7 @@ LAYERS = [
     "_dispatcher",
     "_context",
     "_manager",
+    "_combined",
     "_sequencer",
     # composites
     "_composites",

@@ -1,0 +1,122 @@
+"""A workflow's handlers combined with a run's: built once, kept while nothing changes.
+
+Runs given the same ``callbacks=`` manager share one combination; what users
+see must stay as if each run combined afresh: every handler change shows at
+the next run, priorities hold, and the combination keeps nobody's handlers alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from typing import Any
+
+from flowhooks import BaseCallbackHandler, CallbackManager, Workflow, node
+
+
+class Names(BaseCallbackHandler):
+    """Records which handler saw each node_start, in one shared list."""
+
+    def __init__(self, label: str, seen: list[str]) -> None:
+        self.label = label
+        self.seen = seen
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        self.seen.append(self.label)
+
+
+async def _one() -> int:
+    return 1
+
+
+def _workflow(*handlers: BaseCallbackHandler) -> Workflow:
+    return Workflow("combined", nodes=[node(_one, name="one")], callbacks=list(handlers))
+
+
+async def test_changes_to_either_manager_show_at_the_next_run() -> None:
+    seen: list[str] = []
+    wf_manager_handler = Names("wf", seen)
+    wf = _workflow(wf_manager_handler)
+    run_manager = CallbackManager([Names("run", seen)])
+    await wf.run(callbacks=run_manager)
+    assert seen == ["wf", "run"]
+
+    seen.clear()
+    late = Names("late", seen)
+    run_manager.add_handler(late)
+    await wf.run(callbacks=run_manager)
+    assert seen == ["wf", "run", "late"]
+
+    seen.clear()
+    assert wf.callbacks is not None
+    wf.callbacks.remove_handler(wf_manager_handler)
+    run_manager.remove_handler(late)
+    await wf.run(callbacks=run_manager)
+    assert seen == ["run"]
+
+
+async def test_priorities_order_the_combination() -> None:
+    seen: list[str] = []
+    wf_manager = CallbackManager([Names("wf", seen)])
+    wf_manager.add_handler(Names("wf-low", seen), priority=-1)
+    wf = Workflow("combined", nodes=[node(_one, name="one")], callbacks=wf_manager)
+    run_manager = CallbackManager([Names("run", seen)])
+    run_manager.add_handler(Names("run-high", seen), priority=5)
+    for _ in range(2):  # the second run uses the kept combination
+        seen.clear()
+        await wf.run(callbacks=run_manager)
+        assert seen == ["run-high", "wf", "run", "wf-low"]
+
+
+async def test_two_run_managers_get_their_own_combinations() -> None:
+    seen: list[str] = []
+    wf = _workflow(Names("wf", seen))
+    first = CallbackManager([Names("first", seen)])
+    second = CallbackManager([Names("second", seen)])
+    await asyncio.gather(wf.run(callbacks=first), wf.run(callbacks=second))
+    assert sorted(seen) == ["first", "second", "wf", "wf"]
+    seen.clear()
+    await wf.run(callbacks=second)
+    assert seen == ["wf", "second"]
+
+
+async def test_a_dropped_run_manager_frees_its_handlers() -> None:
+    seen: list[str] = []
+    wf = _workflow(Names("wf", seen))
+    handler = Names("run", seen)
+    gone = weakref.ref(handler)
+    run_manager = CallbackManager([handler])
+    await wf.run(callbacks=run_manager)
+    await wf.run(callbacks=run_manager)
+    assert seen == ["wf", "run", "wf", "run"]
+    del handler, run_manager
+    gc.collect()
+    assert gone() is None
+
+
+async def test_the_combined_stats_are_the_managers_own() -> None:
+    """The combination shares registrations: each manager's stats count its runs' calls."""
+    seen: list[str] = []
+    wf = _workflow(Names("wf", seen))
+    run_manager = CallbackManager([Names("run", seen)])
+    for _ in range(3):
+        await wf.run(callbacks=run_manager)
+    assert wf.callbacks is not None
+    assert wf.callbacks.stats["Names"]["node_start"].calls == 3
+    assert run_manager.stats["Names"]["node_start"].calls == 3
+
+
+async def test_a_manager_subclass_that_cannot_be_hashed_still_combines() -> None:
+    class Compared(CallbackManager):
+        def __eq__(self, other: object) -> bool:
+            return other is self
+
+        __hash__ = None  # type: ignore[assignment]
+
+    seen: list[str] = []
+    wf = _workflow(Names("wf", seen))
+    run_manager = Compared([Names("run", seen)])
+    await wf.run(callbacks=run_manager)
+    await wf.run(callbacks=run_manager)
+    assert seen == ["wf", "run", "wf", "run"]
