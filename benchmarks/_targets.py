@@ -546,7 +546,10 @@ def _persistence_targets(extras: dict[str, Any]) -> list[Target]:
         t.measured = outbox["deliveries_per_s"]
         t.shown = f"{t.measured:,.0f} events/s"
         t.status = "PASS" if t.measured >= 1000 else "MISS"
-        t.note = f"{outbox['delivered']:,} events, concurrency {outbox['concurrency']}"
+        t.note = (
+            f"{outbox['delivered']:,} events, concurrency {outbox['concurrency']}; median of "
+            f"{outbox.get('drains', 1)} drains"
+        )
         out.append(t)
     pg = extras.get("postgres_deliveries")
     if pg is not None:
@@ -573,7 +576,7 @@ def _postgres_deliveries(pg: dict[str, Any]) -> Target:
     t.note = (
         f"{pg['delivered']:,} events, {pg['workers']} `flowhooks deliver` processes with "
         f"concurrency {pg['concurrency']}, a throwaway server on this machine; from the commit "
-        "of the queued rows to the last delivery"
+        f"of the queued rows to the last delivery, median of {pg.get('drains', 1)} batches"
     )
     return t
 

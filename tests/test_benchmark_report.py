@@ -218,11 +218,13 @@ def test_postgres_deliveries_are_judged_or_said_to_be_not_run() -> None:
         "queued": 6600,
         "delivered": 6600,
         "distinct": 6600,
-        "seconds": 3.0,
+        "drains": 3,
         "deliveries_per_s": 2200.0,
+        "deliveries_per_s_each": [2100.0, 2200.0, 2500.0],
     }
     t = _target({}, what, {"postgres_deliveries": measured})
     assert (t.status, t.shown) == ("PASS", "2,200 events/s")
+    assert t.note.endswith("median of 3 batches")
     t = _target({}, what, {"postgres_deliveries": {**measured, "deliveries_per_s": 900.0}})
     assert t.status == "MISS"
     assert "asyncpg" in t.why
