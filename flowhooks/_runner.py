@@ -198,7 +198,7 @@ class SequentialRunner(Runner):
 
 _TURN_AFTER = 0.001
 """Seconds a node task runs nodes one after the other, alone in its run, before it
-yields a turn of the loop to other tasks (as a task per node would after each)."""
+lets the loop run its timers, I/O callbacks and other tasks."""
 
 
 class ConcurrentWalk:
@@ -256,12 +256,14 @@ class ConcurrentWalk:
         A node that leaves exactly one node ready (a chain's next link, a join
         whose last input it was) hands it on without a task of its own. While
         other nodes of the run are running, this task first yields one turn of
-        the loop, as a new task would before its first step: nodes start in the
-        same order, and branches interleave, as with a task per node. When no
-        other node is running there is nobody to interleave with, and the next
-        node starts at once, as in ``SequentialRunner``, unless this task has
-        gone ``_TURN_AFTER`` without yielding: other tasks of the loop wait for
-        a turn at most that long plus one node, as with a task per node.
+        the loop, as a new task would before its first step, and then runs the
+        node whatever happened meanwhile, as that task would have: nodes start in
+        the same order, branches interleave, and a stop or a suspension that
+        comes in that turn finds the node as it would have found a new task.
+        When no other node of the run is running, the next node starts at once,
+        like the next statement of a coroutine, unless this task has gone
+        ``_TURN_AFTER`` without yielding: it then lets the loop run its timers,
+        I/O callbacks and other tasks first.
         """
         run = self.run
         task = asyncio.current_task()
@@ -274,18 +276,22 @@ class ConcurrentWalk:
                 next_position = self._handed_on(task)
                 if next_position is None:
                     return
-                if self.active > 1 or perf_counter() - turn_at >= _TURN_AFTER:
-                    try:
-                        await asyncio.sleep(0)  # the turn a new task would wait for
-                    except asyncio.CancelledError:
-                        self.ready.appendleft(next_position)
-                        if not run.forced:  # nobody but the run cancels its node tasks
-                            raise
-                        return
-                    if run.stopping is not None:
-                        self.ready.appendleft(next_position)
-                        return
-                    turn_at = perf_counter()
+                alone = self.active == 1
+                if alone and perf_counter() - turn_at < _TURN_AFTER:
+                    position = next_position
+                    continue
+                try:
+                    await asyncio.sleep(0)  # the turn a new task would wait for
+                    if alone:
+                        # This task was queued before the timers and I/O callbacks that
+                        # fell due meanwhile: one more turn lets them run first.
+                        await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    self.ready.appendleft(next_position)  # not started: skipped
+                    if not run.forced:  # nobody but the run cancels its node tasks
+                        raise
+                    return
+                turn_at = perf_counter()
                 position = next_position
         finally:
             self.tasks.discard(task)  # the strong reference that kept the task alive

@@ -9,6 +9,7 @@ a stop between two links skips the rest, fan-outs still run concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -109,6 +110,39 @@ async def test_a_busy_chain_gives_other_tasks_turns() -> None:
     assert turns >= 9
 
 
+async def test_a_busy_chain_lets_timers_run() -> None:
+    """Timers (and I/O callbacks) that fall due while a chain computes run at its next turn,
+    not a turn later: a timer that re-arms itself fires after every pair of links."""
+    loop = asyncio.get_running_loop()
+    fired = 0
+    stopped = False
+
+    def tick() -> None:
+        nonlocal fired
+        fired += 1
+        if not stopped:
+            loop.call_later(0, tick)
+
+    async def body(name: str) -> None:
+        until = time.perf_counter() + 0.0005
+        while time.perf_counter() < until:
+            pass
+
+    wf = Workflow("busy", nodes=_chain("c", 20, body))
+    loop.call_later(0, tick)
+    await asyncio.sleep(0)
+    fired = 0
+    try:
+        result = await wf.run()
+    finally:
+        stopped = True
+    assert result.succeeded
+    # A turn at least every two links (each takes 0.5 ms), and in each turn the timer fires
+    # twice: in the turn the task leaves for what fell due, and in the one it waits for.
+    # Were the task queued ahead of due timers, they would fire once per turn (~10-13).
+    assert fired >= 18
+
+
 async def test_a_stop_between_two_links_skips_the_rest() -> None:
     started: list[str] = []
 
@@ -152,3 +186,52 @@ async def test_a_handler_cancelling_its_task_at_a_links_end_fails_that_link() ->
     assert result.error.type == "CancelledError"
     assert ran == ["c0", "c1"]
     assert [statuses["c2"], statuses["c3"]] == ["skipped", "skipped"]
+
+
+async def test_a_stop_in_a_handed_on_links_turn_finds_it_as_a_new_task() -> None:
+    """Two chains; the caller cancels while the second links wait for their turn: each of
+    them starts (``node_start``) and ends cancelled, as a node task started just before the
+    stop would, and the rest is skipped."""
+    ran: list[str] = []
+    seen: list[tuple[str, str]] = []
+
+    class Seen(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            seen.append(("start", node_id))
+
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            seen.append(("end", node_id))
+
+    async def body(name: str) -> None:
+        ran.append(name)
+
+    ended: dict[str, str] = {}
+    wf = Workflow(
+        "two",
+        nodes=_chain("a", 3, body) + _chain("b", 3, body),
+        on_workflow_cancel=lambda result: ended.update(
+            {name: res.status for name, res in result.nodes.items()}
+        ),
+    )
+    running = asyncio.ensure_future(wf.run(callbacks=[Seen()]))
+    await asyncio.sleep(0)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert ran == ["a0", "b0"]
+    assert seen == [
+        ("start", "a0"),
+        ("end", "a0"),
+        ("start", "b0"),
+        ("end", "b0"),
+        ("start", "a1"),
+        ("start", "b1"),
+    ]
+    assert ended == {
+        "a0": "succeeded",
+        "b0": "succeeded",
+        "a1": "cancelled",
+        "b1": "cancelled",
+        "a2": "skipped",
+        "b2": "skipped",
+    }
