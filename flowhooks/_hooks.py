@@ -222,23 +222,26 @@ def _describe(handler: BaseCallbackHandler, method: str) -> str:
     return f"{type(handler).__name__}.{method}"
 
 
-def inspect_hook(
-    handler: BaseCallbackHandler,
-    event_type: EventType,
-    label: str,
-    thread_slot: ThreadSlot | None = None,
-) -> HookCall:
-    """Check one overridden method's signature and turn it into a ``HookCall``.
+_shapes: weakref.WeakKeyDictionary[Callable[..., Any], dict[EventType, tuple[bool, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""``_call_shape``'s answers for methods defined on a class, by their function: a
+handler class registered again (a ``callbacks=[...]`` list makes a manager per
+run) is not inspected again."""
 
-    Raises:
-        TypeError: when the method cannot take the event's documented
-            positional arguments, saying which arguments it must accept.
-    """
-    method_name = event_type.method_name
-    fn = getattr(handler, method_name)
-    if not callable(fn):
-        msg = f"{_describe(handler, method_name)} must be a method, got {fn!r}"
-        raise TypeError(msg)
+
+def _call_shape(
+    handler: BaseCallbackHandler, method_name: str, fn: Callable[..., Any], event_type: EventType
+) -> tuple[bool, bool]:
+    """Whether ``fn`` takes ``event=`` and whether it is async, after checking that it can
+    take the event's positional arguments (a ``TypeError`` saying how to fix it if not)."""
+    func = getattr(fn, "__func__", None)
+    if getattr(fn, "__self__", None) is not handler or not inspect.isfunction(func):
+        func = None  # not a function bound to the handler: inspected each time
+    if func is not None:
+        known = _shapes.get(func, {}).get(event_type)
+        if known is not None:
+            return known
     arg_names = EVENT_ARGS[event_type]
     try:
         sig = inspect.signature(fn)
@@ -263,6 +266,29 @@ def inspect_hook(
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
     )
+    if func is not None:
+        _shapes.setdefault(func, {})[event_type] = (wants_event, is_async)
+    return wants_event, is_async
+
+
+def inspect_hook(
+    handler: BaseCallbackHandler,
+    event_type: EventType,
+    label: str,
+    thread_slot: ThreadSlot | None = None,
+) -> HookCall:
+    """Check one overridden method's signature and turn it into a ``HookCall``.
+
+    Raises:
+        TypeError: when the method cannot take the event's documented
+            positional arguments, saying which arguments it must accept.
+    """
+    method_name = event_type.method_name
+    fn = getattr(handler, method_name)
+    if not callable(fn):
+        msg = f"{_describe(handler, method_name)} must be a method, got {fn!r}"
+        raise TypeError(msg)
+    wants_event, is_async = _call_shape(handler, method_name, fn, event_type)
     timeout = getattr(handler, "timeout", None)
     in_thread = bool(getattr(handler, "run_in_thread", False)) and not is_async
     try:

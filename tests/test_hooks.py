@@ -377,3 +377,52 @@ async def test_manager_runs_the_plan_build_plan_builds(
         await manager.trigger(event_type, "n", {} if event_type is EventType.NODE_START else 1)
         planned = build_plan(entries, event_type).calls
         assert log == [call.handler.tag for call in planned]  # type: ignore[attr-defined]
+
+
+# -- what registering a class again reuses ------------------------------------------
+
+
+def test_a_class_registered_again_is_judged_the_same() -> None:
+    """The signature checks of a class's methods are kept: registering another instance
+    (a ``callbacks=[...]`` list makes a manager per run) gives the same calls, and a bad
+    signature is refused every time, with its message."""
+
+    class WithEvent(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any, *, event: Event) -> None:
+            pass
+
+        def on_node_end(self, node_id: str, output_data: Any) -> None:
+            pass
+
+    for _ in range(2):
+        calls = make_entry(WithEvent(), priority=0, order=0, label="w").calls
+        start, end = calls[EventType.NODE_START], calls[EventType.NODE_END]
+        assert (start.wants_event, start.is_async) == (True, True)
+        assert (end.wants_event, end.is_async) == (False, False)
+    for _ in range(2):
+        with pytest.raises(TypeError, match=r"TooFewArgs\.on_node_start"):
+            CallbackManager([TooFewArgs()])
+
+
+def test_a_method_replaced_on_the_class_or_an_instance_is_judged_anew() -> None:
+    class Handler(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            pass
+
+    first = make_entry(Handler(), priority=0, order=0, label="h").calls[EventType.NODE_START]
+    assert (first.wants_event, first.is_async) == (False, True)
+
+    def sync_with_event(node_id: str, input_data: Any, *, event: Event | None = None) -> None:
+        pass
+
+    handler = Handler()
+    handler.on_node_start = sync_with_event  # type: ignore[method-assign, assignment]
+    own = make_entry(handler, priority=0, order=0, label="h").calls[EventType.NODE_START]
+    assert (own.wants_event, own.is_async) == (True, False)
+
+    def needs_three(self: Any, node_id: str, input_data: Any, extra: Any) -> None:
+        pass
+
+    Handler.on_node_start = needs_three  # type: ignore[method-assign, assignment]
+    with pytest.raises(TypeError, match="cannot be called with the arguments"):
+        make_entry(Handler(), priority=0, order=0, label="h")
