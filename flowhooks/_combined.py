@@ -35,6 +35,10 @@ class CombinedManagers:
         self._kept: weakref.WeakKeyDictionary[CallbackManager, _Kept] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()  # runs may start from several threads
 
+    def __reduce__(self) -> tuple[type[CombinedManagers], tuple[CallbackManager]]:
+        """Pickled and copied (with its workflow) as a fresh cache of the same manager."""
+        return (CombinedManagers, (self._own,))
+
     def with_(self, other: CallbackManager) -> CallbackManager:
         """The manager dispatching to the own manager's handlers, then ``other``'s, by priority."""
         own_entries, other_entries = self._own._entries, other._entries

@@ -129,6 +129,12 @@ class Workflow:
 
         return register if fn is None else register(fn)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and copied without its cached run plans (the next run rebuilds them)."""
+        state = self.__dict__.copy()
+        state["_plans"] = {}
+        return state
+
     @property
     def callbacks(self) -> CallbackManager | None:
         """The manager holding the handlers attached to every run (``None`` if none)."""

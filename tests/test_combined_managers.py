@@ -8,7 +8,9 @@ the next run, priorities hold, and the combination keeps nobody's handlers alive
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
+import pickle
 import weakref
 from typing import Any
 
@@ -120,3 +122,26 @@ async def test_a_manager_subclass_that_cannot_be_hashed_still_combines() -> None
     await wf.run(callbacks=run_manager)
     await wf.run(callbacks=run_manager)
     assert seen == ["wf", "run", "wf", "run"]
+
+
+class Counts(BaseCallbackHandler):
+    """A handler that pickles (defined at module level): counts node starts."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        self.starts += 1
+
+
+async def test_a_workflow_that_ran_still_copies_and_pickles() -> None:
+    wf = _workflow(Counts())
+    run_manager = CallbackManager([Counts()])
+    await wf.run(callbacks=run_manager)
+    for twin in (copy.deepcopy(wf), pickle.loads(pickle.dumps(wf)), copy.copy(wf)):
+        assert twin.callbacks is not None
+        result = await twin.run(callbacks=run_manager)
+        assert result.succeeded
+        (counted,) = twin.callbacks.handlers
+        assert isinstance(counted, Counts)
+        assert counted.starts >= 1
