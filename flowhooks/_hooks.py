@@ -222,12 +222,17 @@ def _describe(handler: BaseCallbackHandler, method: str) -> str:
     return f"{type(handler).__name__}.{method}"
 
 
-_shapes: weakref.WeakKeyDictionary[Callable[..., Any], dict[EventType, tuple[bool, bool]]] = (
+_Shape = tuple[Any, Any, Any, bool, bool]
+"""A function's code, defaults and keyword defaults, then whether it takes ``event=``
+and whether it is async."""
+
+_shapes: weakref.WeakKeyDictionary[Callable[..., Any], dict[EventType, _Shape]] = (
     weakref.WeakKeyDictionary()
 )
-"""``_call_shape``'s answers for methods defined on a class, by their function: a
-handler class registered again (a ``callbacks=[...]`` list makes a manager per
-run) is not inspected again."""
+"""``_call_shape``'s answers for plain functions bound to a handler, by function: a
+handler class registered again (a ``callbacks=[...]`` list makes a manager per run)
+is not inspected again, unless its function was edited in place since (a reloader
+swapping ``__code__``)."""
 
 
 def _call_shape(
@@ -236,12 +241,22 @@ def _call_shape(
     """Whether ``fn`` takes ``event=`` and whether it is async, after checking that it can
     take the event's positional arguments (a ``TypeError`` saying how to fix it if not)."""
     func = getattr(fn, "__func__", None)
-    if getattr(fn, "__self__", None) is not handler or not inspect.isfunction(func):
-        func = None  # not a function bound to the handler: inspected each time
+    if (
+        getattr(fn, "__self__", None) is not handler
+        or not inspect.isfunction(func)
+        or hasattr(func, "__wrapped__")
+        or hasattr(func, "__signature__")
+    ):
+        func = None  # not a plain function bound to the handler: inspected each time
     if func is not None:
         known = _shapes.get(func, {}).get(event_type)
-        if known is not None:
-            return known
+        if (
+            known is not None
+            and known[0] is func.__code__
+            and known[1] is func.__defaults__
+            and known[2] is func.__kwdefaults__
+        ):
+            return known[3], known[4]
     arg_names = EVENT_ARGS[event_type]
     try:
         sig = inspect.signature(fn)
@@ -267,7 +282,8 @@ def _call_shape(
         getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
     )
     if func is not None:
-        _shapes.setdefault(func, {})[event_type] = (wants_event, is_async)
+        shape = (func.__code__, func.__defaults__, func.__kwdefaults__, wants_event, is_async)
+        _shapes.setdefault(func, {})[event_type] = shape
     return wants_event, is_async
 
 

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from flowhooks._combined import combined
 from flowhooks._context import current_run_var
 from flowhooks._ending import execute
 from flowhooks._errors import (
@@ -111,8 +112,8 @@ def _dispatching_to(
     present = [m for m in given if m is not None and m.entries]
     if not present:  # the shared empty manager: combining nothing would build a new one
         return _NO_CALLBACKS
-    if len(present) == 2 and present[0] is workflow.callbacks:
-        return workflow._callbacks_with(present[1])  # kept across runs
+    if len(present) == 2 and present[0] is given[0]:
+        return combined(present[0], present[1])  # kept across runs
     return CallbackManager.combine(*present)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copyreg
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
@@ -113,6 +114,8 @@ class CallbackManager(Dispatcher):
         self._modes: dict[EventType, int] = {}
         self._table = PlanTable(self._replan)
         """Per event type, what ``dispatch`` needs: ``(steps, wants_event, untimed)``."""
+        self._combinations: weakref.WeakKeyDictionary[CallbackManager, Any] | None = None
+        """This manager's combinations with workflows' managers (``flowhooks._combined``)."""
         for handler in handlers or ():
             self.add_handler(handler)
 
@@ -229,7 +232,14 @@ class CallbackManager(Dispatcher):
         twin._planned = False
         twin._plans, twin._modes = {}, {}
         twin._table = PlanTable(twin._replan)
+        twin._combinations = None
         return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and deep-copied without its combinations (a cache, weakly keyed)."""
+        state = self.__dict__.copy()
+        state["_combinations"] = None
+        return state
 
     @property
     def handlers(self) -> tuple[BaseCallbackHandler, ...]:

@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from flowhooks._blocking import run_blocking
-from flowhooks._combined import CombinedManagers
 from flowhooks._errors import WorkflowError
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
@@ -76,7 +75,6 @@ class Workflow:
             self._manager = as_manager(callbacks, where=f"Workflow({name!r}, callbacks=...)")
         except TypeError as exc:
             raise InvalidCallbackError(str(exc)) from None
-        self._combined = CombinedManagers(self._manager) if self._manager is not None else None
         for label, fn in (
             ("on_workflow_complete", on_workflow_complete),
             ("on_workflow_failure", on_workflow_failure),
@@ -139,17 +137,6 @@ class Workflow:
     def callbacks(self) -> CallbackManager | None:
         """The manager holding the handlers attached to every run (``None`` if none)."""
         return self._manager
-
-    def _callbacks_with(self, other: CallbackManager) -> CallbackManager:
-        """The manager a run dispatches to with this workflow's handlers and ``other``'s.
-
-        Combined by priority, then this workflow's before ``other``'s
-        (``CallbackManager.combine``), and kept for later runs given ``other``
-        until handlers change (building it costs about as much as a short run).
-        """
-        if self._combined is None:
-            return other
-        return self._combined.with_(other)
 
     @property
     def nodes(self) -> Mapping[str, Node]:

@@ -145,3 +145,56 @@ async def test_a_workflow_that_ran_still_copies_and_pickles() -> None:
         (counted,) = twin.callbacks.handlers
         assert isinstance(counted, Counts)
         assert counted.starts >= 1
+
+
+class Request:
+    """A per-request object owning a run manager whose handler refers back to it."""
+
+    def __init__(self, seen: list[str]) -> None:
+        self.handler = Names("request", seen)
+        self.handler.request = self  # type: ignore[attr-defined]
+        self.callbacks = CallbackManager([self.handler])
+
+
+async def test_a_run_manager_its_own_handlers_refer_to_is_freed() -> None:
+    """The combination lives on the run's manager: a cycle through its handlers is freed
+    with it, not kept as long as the (module-level) workflow."""
+    seen: list[str] = []
+    wf = _workflow(Names("wf", seen))
+    gone = []
+    for _ in range(20):
+        request = Request(seen)
+        await wf.run(callbacks=request.callbacks)
+        await wf.run(callbacks=request.callbacks)
+        gone.append(weakref.ref(request))
+        del request
+    gc.collect()
+    assert [ref() for ref in gone] == [None] * 20
+    assert seen == ["wf", "request"] * 40
+
+
+async def test_a_workflow_subclass_giving_its_handlers_through_the_property() -> None:
+    seen: list[str] = []
+
+    class AppWorkflow(Workflow):
+        @property
+        def callbacks(self) -> CallbackManager | None:
+            return app_manager
+
+    app_manager = CallbackManager([Names("app", seen)])
+    wf = AppWorkflow("app", nodes=[node(_one, name="one")])
+    run_manager = CallbackManager([Names("run", seen)])
+    for _ in range(2):
+        await wf.run(callbacks=run_manager)
+    assert seen == ["app", "run", "app", "run"]
+
+
+async def test_a_manager_unpickled_without_the_cache_attribute_still_combines() -> None:
+    """A manager pickled by an older flowhooks has no ``_combinations``."""
+    seen: list[str] = []
+    wf = _workflow(Names("wf", seen))
+    run_manager = CallbackManager([Names("run", seen)])
+    del run_manager.__dict__["_combinations"]
+    await wf.run(callbacks=run_manager)
+    await wf.run(callbacks=run_manager)
+    assert seen == ["wf", "run", "wf", "run"]

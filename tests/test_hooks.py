@@ -426,3 +426,30 @@ def test_a_method_replaced_on_the_class_or_an_instance_is_judged_anew() -> None:
     Handler.on_node_start = needs_three  # type: ignore[method-assign, assignment]
     with pytest.raises(TypeError, match="cannot be called with the arguments"):
         make_entry(Handler(), priority=0, order=0, label="h")
+
+
+def test_a_method_edited_in_place_is_judged_anew() -> None:
+    """A reloader swaps a function's code (and defaults) in place: the next registration
+    sees the new signature, not the one checked before."""
+
+    class Handler(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            pass
+
+    def edited(self: Any, node_id: str, input_data: Any, *, event: Event) -> None:
+        pass
+
+    before = make_entry(Handler(), priority=0, order=0, label="h").calls[EventType.NODE_START]
+    assert (before.wants_event, before.is_async) == (False, True)
+    function = Handler.__dict__["on_node_start"]
+    function.__code__ = edited.__code__
+    function.__kwdefaults__ = edited.__kwdefaults__
+    after = make_entry(Handler(), priority=0, order=0, label="h").calls[EventType.NODE_START]
+    assert (after.wants_event, after.is_async) == (True, False)
+
+    def too_few(self: Any, node_id: str) -> None:
+        pass
+
+    function.__code__ = too_few.__code__
+    with pytest.raises(TypeError, match="cannot be called with the arguments"):
+        make_entry(Handler(), priority=0, order=0, label="h")
