@@ -26,7 +26,14 @@ from flowhooks._errors import Suspend
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._node_outcomes import NodeOutcomes
 from flowhooks._results import NodeResult, RunResult, Suspension
-from flowhooks._sequencer import EventSequencer, TaskFrame, current_node, set_frame
+from flowhooks._sequencer import (
+    TAKEN,
+    TAKEN_WITH_EVENT,
+    EventSequencer,
+    TaskFrame,
+    current_node,
+    set_frame,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -399,7 +406,7 @@ class RunState(NodeOutcomes):
                 elif p in inputs:
                     kwargs[p] = inputs[p]
             result.inputs = kwargs
-            events, has_handlers, bodies = self.events, self.has_handlers, self.bodies
+            events, bodies = self.events, self.bodies
             manager = events.manager
             direct = node.is_async and node.timeout is None and self.default_submit
             result.status = _RUNNING
@@ -409,10 +416,15 @@ class RunState(NodeOutcomes):
                 attempt += 1
                 result.attempts = attempt
                 try:
-                    if has_handlers and events.wanted(_NODE_START):
-                        if frame is not None and events.take_node_turn(frame):
+                    # A run without handlers has no frame: its node events are only numbered.
+                    if frame is not None and (how := events.node_turn(frame, _NODE_START)):
+                        if how >= TAKEN:
                             args = (name, kwargs)
-                            event = events.node_event(_NODE_START, args, name, attempt, None)
+                            event = (
+                                events.node_event(_NODE_START, args, name, attempt, None)
+                                if how == TAKEN_WITH_EVENT
+                                else None
+                            )
                             error = None
                             try:
                                 await manager.dispatch(_NODE_START, args, event)
@@ -429,7 +441,8 @@ class RunState(NodeOutcomes):
                         if attempt == 1:
                             first_start = start
                     else:
-                        events.seq += 1  # EventSequencer.skip, inline: nobody takes it
+                        if frame is None:
+                            events.seq += 1  # EventSequencer.skip, inline: nobody takes it
                         start = first_start if attempt == 1 else perf_counter()
                 except Exception as exc:  # a raise_error handler: the node fails without retry
                     return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
@@ -469,10 +482,14 @@ class RunState(NodeOutcomes):
                 outputs[name] = output
                 result.duration = end - first_start
                 try:
-                    if has_handlers and events.wanted(_NODE_END):
-                        if frame is not None and events.take_node_turn(frame):
+                    if frame is not None and (how := events.node_turn(frame, _NODE_END)):
+                        if how >= TAKEN:
                             args = (name, output)
-                            event = events.node_event(_NODE_END, args, name, attempt, end - start)
+                            event = (
+                                events.node_event(_NODE_END, args, name, attempt, end - start)
+                                if how == TAKEN_WITH_EVENT
+                                else None
+                            )
                             error = None
                             try:
                                 await manager.dispatch(_NODE_END, args, event)
@@ -484,8 +501,8 @@ class RunState(NodeOutcomes):
                             await events.emit(
                                 _NODE_END, (name, output), name, attempt, end - start, frame=frame
                             )
-                    else:
-                        events.seq += 1
+                    elif frame is None:
+                        events.seq += 1  # EventSequencer.skip, inline: nobody takes it
                 except asyncio.CancelledError as exc:  # a handler's, or someone else's cancel
                     if self.forced:
                         raise

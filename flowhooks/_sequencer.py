@@ -132,6 +132,10 @@ def current_node() -> str | None:
     return frame.node if isinstance(frame, TaskFrame) else frame
 
 
+SKIPPED, EMIT, TAKEN, TAKEN_WITH_EVENT = 0, 1, 2, 3
+"""``EventSequencer.node_turn``'s answers."""
+
+
 class EventSequencer:
     """Numbers and dispatches one run's events, one at a time, in ``seq`` order.
 
@@ -158,39 +162,37 @@ class EventSequencer:
         self._modes = self.manager.modes()
         self._generation = _generation[0]
 
-    def wanted(self, event_type: EventType) -> bool:
-        """Whether ``event_type`` must go through ``emit``; when not, ``skip`` it instead.
+    def node_turn(self, frame: TaskFrame, event_type: EventType) -> int:
+        """How a node's own event goes out, decided in one call (twice per node).
 
-        It must when some handler takes it, and also when events sent during an
-        earlier dispatch are still queued: they go out with it. Called twice per
-        node.
+        ``SKIPPED``: nobody takes it and nothing is queued: it is numbered here,
+        not dispatched. ``TAKEN`` and ``TAKEN_WITH_EVENT``: the turn was free and
+        nothing queued: the node's task now holds it, the event is numbered, and
+        the node awaits ``manager.dispatch`` itself (with ``node_event``'s
+        ``Event`` for ``TAKEN_WITH_EVENT``), then ends with ``give_node_turn``
+        (or ``end_node_turn``). ``EMIT``: send it with ``emit``, which waits for
+        the turn.
         """
         if self._generation != _generation[0]:
             self._refresh()
-        return self._modes[event_type] != NOBODY or bool(self._pending)
+        mode = self._modes[event_type]
+        pending = self._pending
+        if mode == NOBODY and not pending:
+            self.seq += 1
+            return SKIPPED
+        turn = self._turn
+        if turn.holder is not None or turn.waiters or pending:
+            return EMIT
+        turn.holder = frame.owner
+        frame.dispatching = self
+        self.seq += 1
+        return TAKEN_WITH_EVENT if mode == WANT_EVENT else TAKEN
 
     def skip(self) -> None:
         """Number an event that no handler takes, without dispatching it."""
         self.seq += 1
 
     # -- a node's own events, one coroutine fewer (the hot path of a run) ---------------
-
-    def take_node_turn(self, frame: TaskFrame) -> bool:
-        """Take the turn for a node event of ``frame``'s task, when it is free and nothing
-        is queued: the node then awaits ``manager.dispatch`` itself, numbered, with
-        ``node_event`` for the ``Event``, and ends with ``give_node_turn`` (or, when the
-        dispatch raised or handlers sent events meanwhile, ``end_node_turn``). False:
-        send the event with ``emit``, which waits for the turn.
-        """
-        turn = self._turn
-        if turn.holder is not None or turn.waiters or self._pending:
-            return False
-        if self._generation != _generation[0]:
-            self._refresh()
-        turn.holder = frame.owner
-        frame.dispatching = self
-        self.seq += 1
-        return True
 
     def node_event(
         self,
@@ -199,14 +201,12 @@ class EventSequencer:
         node_id: str,
         attempt: int,
         duration: float | None,
-    ) -> Event | None:
-        """The ``Event`` of a node event under ``take_node_turn``, when a handler asks for it."""
-        if self._modes[event_type] != WANT_EVENT:
-            return None
-        return self._event(event_type, args, node_id, attempt, duration, None, None)
+    ) -> Event:
+        """The ``Event`` of a node event whose turn was ``TAKEN_WITH_EVENT``."""
+        return self._build_event(event_type, args, node_id, attempt, duration, None, None)
 
     def give_node_turn(self, frame: TaskFrame) -> bool:
-        """End a node event's dispatch under ``take_node_turn``; False (turn kept) when
+        """End a node event's dispatch under ``node_turn``; False (turn kept) when
         handlers sent events meanwhile: ``end_node_turn`` delivers them first."""
         if self._pending:
             return False
@@ -214,7 +214,7 @@ class EventSequencer:
         return True
 
     async def end_node_turn(self, frame: TaskFrame, error: BaseException | None) -> None:
-        """The uncommon end of a node event under ``take_node_turn``: the events handlers
+        """The uncommon end of a node event under ``node_turn``: the events handlers
         sent meanwhile go out (unless the dispatch was interrupted), the turn is given
         back, and the dispatch's error is raised."""
         try:
@@ -346,6 +346,19 @@ class EventSequencer:
         """Build the ``Event`` numbered ``self.seq``, when some handler asked for it."""
         if self._modes[event_type] != WANT_EVENT:
             return None
+        return self._build_event(event_type, args, node_id, attempt, duration, status, name)
+
+    def _build_event(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        node_id: str | None,
+        attempt: int | None,
+        duration: float | None,
+        status: str | None,
+        name: str | None,
+    ) -> Event:
+        """The ``Event`` numbered ``self.seq``."""
         return trusted_event(
             id=new_id(),
             type=event_type,
