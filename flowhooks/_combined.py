@@ -1,7 +1,9 @@
-"""A workflow's handlers combined with another manager's, kept across runs.
+"""How the handlers given to a run become the one manager it dispatches to.
 
 Place in the chain: manager -> **combined** -> sequencer.
 
+``as_manager`` turns a ``callbacks=`` value (a handler, a list of them, or a
+manager) into a manager. ``combined`` joins a workflow's manager with another.
 A run whose workflow has handlers and that is given more (``run(callbacks=...)``,
 or a parent run's, for a sub-workflow) dispatches through one manager that
 combines them (``CallbackManager.combine``). Building that manager and its
@@ -20,8 +22,11 @@ handlers would stay alive as long as the workflow.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from flowhooks._handler import BaseCallbackHandler
+from flowhooks._hooks import check_handler
 from flowhooks._manager import CallbackManager
 
 
@@ -48,3 +53,38 @@ def combined(own: CallbackManager, other: CallbackManager) -> CallbackManager:
         kept_by_own = other._combinations = weakref.WeakKeyDictionary()
     kept_by_own[own] = (own_entries, other_entries, len(own_entries) + len(other_entries), result)
     return result
+
+
+def as_manager(
+    callbacks: BaseCallbackHandler | Iterable[BaseCallbackHandler] | Mapping[Any, Any] | None,
+    *,
+    where: str,
+) -> CallbackManager | None:
+    """Normalise ``callbacks=`` (a handler, a list of them, or a manager) to a manager.
+
+    Raises:
+        TypeError: naming ``where`` and the offending value.
+        ValueError: naming ``where``, when a list holds one handler twice.
+    """
+    if callbacks is None:
+        return None
+    if isinstance(callbacks, CallbackManager):
+        return callbacks
+    if isinstance(callbacks, BaseCallbackHandler):
+        return CallbackManager([callbacks])
+    if isinstance(callbacks, Mapping | str | bytes):
+        msg = f"{where} takes a handler, a list of handlers or a CallbackManager, got {callbacks!r}"
+        raise TypeError(msg)
+    try:
+        items = list(callbacks)
+    except TypeError:
+        check_handler(callbacks)  # raises the helpful message
+        raise
+    manager = CallbackManager()
+    for i, item in enumerate(items):
+        try:
+            manager.add_handler(item)
+        except (TypeError, ValueError) as exc:
+            msg = f"{where}[{i}]: {exc}"
+            raise type(exc)(msg) from None
+    return manager

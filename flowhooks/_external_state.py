@@ -29,11 +29,12 @@ from typing import Any
 
 from loguru import logger
 
+from flowhooks._combined import as_manager
 from flowhooks._context import RunContext
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._logs import failure_text
-from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError
 from flowhooks._results import NodeResult, RunResult
 from flowhooks._sequencer import EventSequencer, TaskFrame, current_node

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flowhooks._combined import combined
+from flowhooks._combined import as_manager, combined
 from flowhooks._context import current_run_var
 from flowhooks._ending import execute
 from flowhooks._errors import (
@@ -23,7 +23,7 @@ from flowhooks._errors import (
 from flowhooks._events import RunStatus
 from flowhooks._execution import RunControl, RunState
 from flowhooks._ids import new_id
-from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError, Node
 from flowhooks._results import RunResult
 from flowhooks._resume import PROCESS_STORE, RunStore, graph_fingerprint

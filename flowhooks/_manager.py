@@ -17,7 +17,7 @@ from __future__ import annotations
 import copyreg
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Self
@@ -575,38 +575,3 @@ def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
 
 class PriorityCallbackManager(CallbackManager):
     """The same as ``CallbackManager``; priorities are built in. Kept as a name."""
-
-
-def as_manager(
-    callbacks: BaseCallbackHandler | Iterable[BaseCallbackHandler] | Mapping[Any, Any] | None,
-    *,
-    where: str,
-) -> CallbackManager | None:
-    """Normalise ``callbacks=`` (a handler, a list of them, or a manager) to a manager.
-
-    Raises:
-        TypeError: naming ``where`` and the offending value.
-        ValueError: naming ``where``, when a list holds one handler twice.
-    """
-    if callbacks is None:
-        return None
-    if isinstance(callbacks, CallbackManager):
-        return callbacks
-    if isinstance(callbacks, BaseCallbackHandler):
-        return CallbackManager([callbacks])
-    if isinstance(callbacks, Mapping | str | bytes):
-        msg = f"{where} takes a handler, a list of handlers or a CallbackManager, got {callbacks!r}"
-        raise TypeError(msg)
-    try:
-        items = list(callbacks)
-    except TypeError:
-        check_handler(callbacks)  # raises the helpful message
-        raise
-    manager = CallbackManager()
-    for i, item in enumerate(items):
-        try:
-            manager.add_handler(item)
-        except (TypeError, ValueError) as exc:
-            msg = f"{where}[{i}]: {exc}"
-            raise type(exc)(msg) from None
-    return manager

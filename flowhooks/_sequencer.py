@@ -201,9 +201,9 @@ class EventSequencer:
         node_id: str,
         attempt: int,
         duration: float | None,
-    ) -> Event:
+    ) -> Event | None:
         """The ``Event`` of a node event whose turn was ``TAKEN_WITH_EVENT``."""
-        return self._build_event(event_type, args, node_id, attempt, duration, None, None)
+        return self._event(event_type, args, node_id, attempt, duration, None, None)
 
     def give_node_turn(self, frame: TaskFrame) -> bool:
         """End a node event's dispatch under ``node_turn``; False (turn kept) when
@@ -346,19 +346,6 @@ class EventSequencer:
         """Build the ``Event`` numbered ``self.seq``, when some handler asked for it."""
         if self._modes[event_type] != WANT_EVENT:
             return None
-        return self._build_event(event_type, args, node_id, attempt, duration, status, name)
-
-    def _build_event(
-        self,
-        event_type: EventType,
-        args: tuple[Any, ...],
-        node_id: str | None,
-        attempt: int | None,
-        duration: float | None,
-        status: str | None,
-        name: str | None,
-    ) -> Event:
-        """The ``Event`` numbered ``self.seq``."""
         return trusted_event(
             id=new_id(),
             type=event_type,

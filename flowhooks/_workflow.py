@@ -15,10 +15,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from flowhooks._blocking import run_blocking
+from flowhooks._combined import as_manager
 from flowhooks._errors import WorkflowError
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._manager import CallbackManager
 from flowhooks._node import (
     InvalidCallbackError,
     Node,

@@ -14,8 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from flowhooks._combined import as_manager
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._manager import CallbackManager
 
 
 def load_handlers(spec: Any, *, where: str) -> CallbackManager:

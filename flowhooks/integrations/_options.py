@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowhooks._manager import CallbackManager, as_manager
+from flowhooks._combined import as_manager
+from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError
 
 
