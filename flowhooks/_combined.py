@@ -10,13 +10,15 @@ combines them (``CallbackManager.combine``). Building that manager and its
 plans costs about as much as a short run itself, so runs given the same two
 managers share one combination while neither one's registrations change: a
 manager replaces its list of entries on every change, so a kept list that is
-no longer the manager's own (or has another length) says the combination is
-stale.
+no longer the manager's own says the combination is stale.
 
-The combinations live on the *other* manager (a run's), keyed weakly by the
-workflow's: they die with the run's manager, even when its handlers refer back
-to it. Kept on the workflow instead, a run manager reachable from its own
-handlers would stay alive as long as the workflow.
+The run's manager keeps its last ``KEPT`` combinations, each with a weak
+reference to the workflow's manager. A combination holds both managers'
+handlers; were it kept for as long as either manager lives, a handler that
+refers back to the other one (a request's handler to its request's manager, a
+workflow's handler to its workflow) would keep that one alive too. Bounded,
+such a cycle keeps at most ``KEPT`` combinations alive per run manager, and
+dies with it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._hooks import check_handler
+from flowhooks._hooks import Entry, check_handler
 from flowhooks._manager import CallbackManager
+
+KEPT = 4
+"""Combinations a manager keeps, the most recently used first."""
+
+Kept = tuple["weakref.ref[CallbackManager]", list[Entry], list[Entry], CallbackManager]
+"""A combination: the workflow's manager (weakly), both entry lists it was built
+from, and the combined manager."""
 
 
 def combined(own: CallbackManager, other: CallbackManager) -> CallbackManager:
@@ -35,23 +44,13 @@ def combined(own: CallbackManager, other: CallbackManager) -> CallbackManager:
     ``own``'s first (``CallbackManager.combine``), built once per pair of registrations."""
     own_entries, other_entries = own._entries, other._entries
     # getattr: a manager unpickled from an older flowhooks has no such attribute
-    kept_by_own = getattr(other, "_combinations", None)
-    try:
-        kept: Any = kept_by_own.get(own) if kept_by_own is not None else None
-    except TypeError:  # a manager subclass that is not hashable: combined for each run
-        return CallbackManager.combine(own, other)
-    if (
-        kept is not None
-        and kept[0] is own_entries
-        and kept[1] is other_entries
-        and kept[2] == len(own_entries) + len(other_entries)
-    ):
-        result: CallbackManager = kept[3]
-        return result
+    kept: list[Kept] = getattr(other, "_combinations", None) or []
+    for ref, was_own, was_other, result in kept:
+        if ref() is own and was_own is own_entries and was_other is other_entries:
+            return result
     result = CallbackManager.combine(own, other)
-    if kept_by_own is None:
-        kept_by_own = other._combinations = weakref.WeakKeyDictionary()
-    kept_by_own[own] = (own_entries, other_entries, len(own_entries) + len(other_entries), result)
+    fresh = [k for k in kept if k[0]() is not None and k[0]() is not own][: KEPT - 1]
+    other._combinations = [(weakref.ref(own), own_entries, other_entries, result), *fresh]
     return result
 
 

@@ -442,7 +442,7 @@ class RunState(NodeOutcomes):
                             first_start = start
                     else:
                         if frame is None:
-                            events.seq += 1  # EventSequencer.skip, inline: nobody takes it
+                            events.seq += 1  # numbered, not dispatched: the run has no handlers
                         start = first_start if attempt == 1 else perf_counter()
                 except Exception as exc:  # a raise_error handler: the node fails without retry
                     return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
@@ -502,7 +502,7 @@ class RunState(NodeOutcomes):
                                 _NODE_END, (name, output), name, attempt, end - start, frame=frame
                             )
                     elif frame is None:
-                        events.seq += 1  # EventSequencer.skip, inline: nobody takes it
+                        events.seq += 1  # numbered, not dispatched: the run has no handlers
                 except asyncio.CancelledError as exc:  # a handler's, or someone else's cancel
                     if self.forced:
                         raise

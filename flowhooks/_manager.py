@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copyreg
 import threading
-import weakref
 from collections.abc import Iterable
 from time import perf_counter
 from types import TracebackType
@@ -114,8 +113,8 @@ class CallbackManager(Dispatcher):
         self._modes: dict[EventType, int] = {}
         self._table = PlanTable(self._replan)
         """Per event type, what ``dispatch`` needs: ``(steps, wants_event, untimed)``."""
-        self._combinations: weakref.WeakKeyDictionary[CallbackManager, Any] | None = None
-        """This manager's combinations with workflows' managers (``flowhooks._combined``)."""
+        self._combinations: list[Any] | None = None
+        """This manager's last combinations with workflows' managers (``flowhooks._combined``)."""
         for handler in handlers or ():
             self.add_handler(handler)
 
@@ -236,7 +235,7 @@ class CallbackManager(Dispatcher):
         return twin
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled and deep-copied without its combinations (a cache, weakly keyed)."""
+        """Pickled and deep-copied without its combinations (a cache, with weak references)."""
         state = self.__dict__.copy()
         state["_combinations"] = None
         return state

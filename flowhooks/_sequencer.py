@@ -188,10 +188,6 @@ class EventSequencer:
         self.seq += 1
         return TAKEN_WITH_EVENT if mode == WANT_EVENT else TAKEN
 
-    def skip(self) -> None:
-        """Number an event that no handler takes, without dispatching it."""
-        self.seq += 1
-
     # -- a node's own events, one coroutine fewer (the hot path of a run) ---------------
 
     def node_event(
@@ -202,7 +198,8 @@ class EventSequencer:
         attempt: int,
         duration: float | None,
     ) -> Event | None:
-        """The ``Event`` of a node event whose turn was ``TAKEN_WITH_EVENT``."""
+        """The ``Event`` of a node event whose turn was ``TAKEN_WITH_EVENT`` (so never
+        ``None``: some handler of the event type takes ``event=``)."""
         return self._event(event_type, args, node_id, attempt, duration, None, None)
 
     def give_node_turn(self, frame: TaskFrame) -> bool:

@@ -129,10 +129,16 @@ class Workflow:
         return register if fn is None else register(fn)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled and copied without its cached run plans (the next run rebuilds them)."""
+        """Pickled and deep-copied without its cached run plans (the next run rebuilds them)."""
         state = self.__dict__.copy()
         state["_plans"] = {}
         return state
+
+    def __copy__(self) -> Workflow:
+        """A shallow copy shares the nodes, and so the plans cached for them."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
 
     @property
     def callbacks(self) -> CallbackManager | None:

@@ -109,18 +109,30 @@ async def test_the_combined_stats_are_the_managers_own() -> None:
     assert run_manager.stats["Names"]["node_start"].calls == 3
 
 
-async def test_a_manager_subclass_that_cannot_be_hashed_still_combines() -> None:
-    class Compared(CallbackManager):
-        def __eq__(self, other: object) -> bool:
-            return other is self
+class Compared(CallbackManager):
+    """A manager subclass that cannot be hashed."""
 
-        __hash__ = None  # type: ignore[assignment]
+    def __eq__(self, other: object) -> bool:
+        return other is self
 
+    __hash__ = None  # type: ignore[assignment]
+
+
+async def test_managers_that_cannot_be_hashed_still_combine() -> None:
     seen: list[str] = []
-    wf = _workflow(Names("wf", seen))
+    on_the_run = _workflow(Names("wf", seen))
     run_manager = Compared([Names("run", seen)])
-    await wf.run(callbacks=run_manager)
-    await wf.run(callbacks=run_manager)
+    await on_the_run.run(callbacks=run_manager)
+    await on_the_run.run(callbacks=run_manager)
+    assert seen == ["wf", "run", "wf", "run"]
+
+    seen.clear()
+    on_the_workflow = Workflow(
+        "compared", nodes=[node(_one, name="one")], callbacks=Compared([Names("wf", seen)])
+    )
+    plain = CallbackManager([Names("run", seen)])
+    await on_the_workflow.run(callbacks=plain)
+    await on_the_workflow.run(callbacks=plain)
     assert seen == ["wf", "run", "wf", "run"]
 
 
@@ -140,11 +152,12 @@ async def test_a_workflow_that_ran_still_copies_and_pickles() -> None:
     await wf.run(callbacks=run_manager)
     for twin in (copy.deepcopy(wf), pickle.loads(pickle.dumps(wf)), copy.copy(wf)):
         assert twin.callbacks is not None
-        result = await twin.run(callbacks=run_manager)
-        assert result.succeeded
         (counted,) = twin.callbacks.handlers
         assert isinstance(counted, Counts)
-        assert counted.starts >= 1
+        before = counted.starts
+        result = await twin.run(callbacks=run_manager)
+        assert result.succeeded
+        assert counted.starts == before + 1
 
 
 class Request:
@@ -198,3 +211,47 @@ async def test_a_manager_unpickled_without_the_cache_attribute_still_combines() 
     await wf.run(callbacks=run_manager)
     await wf.run(callbacks=run_manager)
     assert seen == ["wf", "run", "wf", "run"]
+
+
+class Owner(BaseCallbackHandler):
+    """A workflow's handler that refers back to its workflow."""
+
+    workflow: Workflow | None = None
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        pass
+
+
+async def test_workflows_whose_handlers_refer_back_are_freed_past_the_kept_few() -> None:
+    """One long-lived run manager, a workflow per request whose handler holds it: the run
+    manager keeps only its last few combinations, so older workflows are freed."""
+    from flowhooks._combined import KEPT
+
+    app = CallbackManager([Names("app", [])])
+    gone = []
+    for i in range(3 * KEPT):
+        owner = Owner()
+        wf = Workflow(f"request-{i}", nodes=[node(_one, name="one")], callbacks=[owner])
+        owner.workflow = wf
+        assert (await wf.run(callbacks=app)).succeeded
+        gone.append(weakref.ref(wf))
+        del wf, owner
+    gc.collect()
+    alive = [ref() is not None for ref in gone]
+    assert sum(alive) <= KEPT
+    assert not any(alive[: 2 * KEPT])
+
+
+async def test_the_kept_combination_is_reused_and_refreshed() -> None:
+    seen: list[str] = []
+    wf = _workflow(Names("wf", seen))
+    run_manager = CallbackManager([Names("run", seen)])
+    await wf.run(callbacks=run_manager)
+    (first,) = run_manager._combinations or []
+    await wf.run(callbacks=run_manager)
+    assert (run_manager._combinations or [])[0][3] is first[3]  # the same combination
+    run_manager.add_handler(Names("late", seen))
+    await wf.run(callbacks=run_manager)
+    (fresh,) = run_manager._combinations or []
+    assert fresh[3] is not first[3]
+    assert seen == ["wf", "run", "wf", "run", "wf", "run", "late"]

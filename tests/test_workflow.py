@@ -647,3 +647,21 @@ def test_start_needs_a_running_loop() -> None:
     """Workflow.start() outside a running loop says to use run_sync instead."""
     with pytest.raises(RuntimeError, match=r"needs a running event loop.*run_sync"):
         Workflow("w", nodes=[_src]).start({"source": "s"})
+
+
+async def test_a_shallow_copy_shares_nodes_and_their_plans() -> None:
+    """``copy.copy`` shares the node registry: a node added through either shows in both."""
+    import copy
+
+    async def a() -> int:
+        return 1
+
+    async def b() -> int:
+        return 2
+
+    wf = Workflow("shared", nodes=[node(a, name="a")])
+    assert (await wf.run()).outputs == {"a": 1}
+    twin = copy.copy(wf)
+    twin.add_node(node(b, name="b"))
+    assert list(wf.nodes) == ["a", "b"]
+    assert (await wf.run()).outputs == {"a": 1, "b": 2}
