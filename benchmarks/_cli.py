@@ -20,6 +20,7 @@ from benchmarks import (
     userlevel,
 )
 from benchmarks._harness import Result, Settings, measure, quiet_logging, select
+from benchmarks._processes import dump, measure_in_workers
 from benchmarks._report import machine_info, quick_summary, write_reports
 from benchmarks._targets import evaluate, set_not_judged
 
@@ -47,20 +48,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", metavar="PATTERN", help="run only cases whose name matches this regex"
     )
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
-    return parser.parse_args(argv)
-
-
-async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, Any], list[str]]:
-    quick = args.quick
-    settings = Settings(
-        rounds=args.rounds or (3 if quick else 20),
-        sample_seconds=0.001 if quick else 0.007,
-        quick=quick,
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="time the in-process groups in this many worker processes, one after the "
+        "other, and pool their rounds (default: 5; 1 in quick mode)",
     )
-    results: dict[str, Result] = {}
-    extras: dict[str, Any] = {}
-    notes: list[str] = []
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.processes is not None and args.processes < 1:
+        parser.error(f"--processes takes a whole number of at least 1, got {args.processes}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds takes a whole number of at least 1, got {args.rounds}")
+    return args
 
+
+def _local_groups(quick: bool, notes: list[str]) -> list[tuple[str, list[Any], int | None]]:
+    """The groups that need nothing outside the process: every group but the cluster's."""
     groups: list[tuple[str, list[Any], int | None]] = []
     for title, module in (("peers", peers), ("user level", userlevel)):
         group_cases, group_notes = module.cases(quick)
@@ -73,26 +78,61 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
     run_groups, run_notes = runner.groups(quick)
     notes += run_notes
     groups += run_groups
+    groups.append(("external runs", external.cases(quick), None))
+    return groups
+
+
+async def _measure_groups(
+    groups: list[tuple[str, list[Any], int | None]],
+    args: argparse.Namespace,
+    settings: Settings,
+) -> dict[str, Result]:
+    results: dict[str, Result] = {}
+    for title, group_cases, rounds in groups:
+        chosen = select(group_cases, args.only)
+        if not chosen:
+            continue
+        n_rounds = args.rounds or (rounds if rounds is not None else settings.rounds)
+        if not settings.quick:
+            print(f"[{title}] {len(chosen)} cases, {n_rounds} rounds", flush=True)
+        t0 = time.perf_counter()
+        results.update(await measure(chosen, settings, rounds=n_rounds, seed=args.seed))
+        if not settings.quick:
+            print(f"[{title}] done in {time.perf_counter() - t0:.1f}s", flush=True)
+    return results
+
+
+async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, Any], list[str]]:
+    quick = args.quick
+    settings = Settings(
+        rounds=args.rounds or (3 if quick else 20),
+        sample_seconds=0.001 if quick else 0.007,
+        quick=quick,
+    )
+    results: dict[str, Result] = {}
+    extras: dict[str, Any] = {}
+    notes: list[str] = []
+    local = _local_groups(quick, notes)
+    if args.worker is not None:
+        dump(await _measure_groups(local, args, settings), args.worker)
+        return results, extras, notes
+    processes = args.processes or (1 if quick else 5)
+    if processes > 1:
+        pooled, problems = measure_in_workers(processes, args.only, args.rounds)
+        results.update(pooled)
+        extras.setdefault("problems", []).extend(problems)
+    else:
+        results.update(await _measure_groups(local, args, settings))
+    extras["processes"] = processes
+
     cluster_cases, cluster_notes, cluster_shared = cluster.cases(quick)
     notes += cluster_notes
-    if cluster_cases:
-        groups.append(("cluster", cluster_cases, 1 if quick else 10))
-    groups.append(("external runs", external.cases(quick), None))
-
     try:
-        for title, group_cases, rounds in groups:
-            chosen = select(group_cases, args.only)
-            if not chosen:
-                continue
-            n_rounds = rounds if rounds is not None else settings.rounds
-            if args.rounds:
-                n_rounds = args.rounds
-            if not quick:
-                print(f"[{title}] {len(chosen)} cases, {n_rounds} rounds", flush=True)
-            t0 = time.perf_counter()
-            results.update(await measure(chosen, settings, rounds=n_rounds))
-            if not quick:
-                print(f"[{title}] done in {time.perf_counter() - t0:.1f}s", flush=True)
+        if cluster_cases:
+            group: list[tuple[str, list[Any], int | None]] = [
+                ("cluster", cluster_cases, 1 if quick else 10)
+            ]
+            results.update(await _measure_groups(group, args, settings))
     finally:
         await cluster.close(cluster_shared)
 
@@ -114,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     started = time.time()
     results, extras, notes = asyncio.run(_run(args))
+    if args.worker is not None:
+        return 0
     targets = evaluate(results, extras)
     if args.quick:
         set_not_judged(targets)

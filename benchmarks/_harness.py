@@ -196,8 +196,12 @@ async def measure(
     *,
     rounds: int | None = None,
     progress: Callable[[str], None] = print,
+    seed: int = 0,
 ) -> dict[str, Result]:
-    """Verify, build, calibrate and time ``cases`` in shuffled rounds; return their results."""
+    """Verify, build, calibrate and time ``cases`` in shuffled rounds; return their results.
+
+    ``seed`` varies the rounds' orders between the processes of a pooled run.
+    """
     results: dict[str, Result] = {}
     for case in cases:
         res = Result(case.name, case.system, case.unit, case.floor, case.note)
@@ -224,7 +228,7 @@ async def measure(
             results[case.name].loops = loops[case.name]
         n_rounds = rounds if rounds is not None else settings.rounds
         order = list(cases)
-        rng = random.Random(20261123)
+        rng = random.Random(20261123 + seed)
         for r in range(n_rounds):
             rng.shuffle(order)
             per_unit: dict[str, float] = {}

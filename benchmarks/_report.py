@@ -64,6 +64,15 @@ def _fmt_ns(v: float | None, unit: str) -> str:
     return f"{v:,.0f} ns"
 
 
+def _pooled_note(processes: int) -> str:
+    if processes <= 1:
+        return ""
+    return (
+        f", pooled over {processes} processes that each timed every case but the cluster's "
+        "in rounds of their own"
+    )
+
+
 def render_markdown(
     info: dict[str, Any],
     results: Results,
@@ -80,7 +89,8 @@ def render_markdown(
         f"- mode: {info['mode']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         "- times are CPU time of the benchmark's thread (wall time for the cluster cases); "
-        "ratios are medians of per-round ratios to a floor timed in the same rounds",
+        "ratios are medians of per-round ratios to a floor timed in the same rounds"
+        + _pooled_note(extras.get("processes", 1)),
         "",
         "## Targets",
         "",

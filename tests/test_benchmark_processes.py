@@ -1,0 +1,96 @@
+"""Pooling the rounds of several benchmark processes (no timing is judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks._harness import Result
+from benchmarks._processes import _load, dump, pool
+from benchmarks._targets import paired
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _result(name: str, ns: list[float], *, verified: bool = True) -> Result:
+    return Result(
+        name,
+        "x",
+        "event",
+        None,
+        "",
+        loops=10,
+        ns_per_unit=ns,
+        verified=verified,
+        verify_message="ok" if verified else f"{name}: 2 handler calls counted, 3 expected",
+    )
+
+
+def test_pooled_rounds_stay_paired_within_each_process() -> None:
+    # Process 1 runs both cases slow, process 2 fast: each round's ratio is 2, and
+    # pooling must not pair a slow round of one case with a fast round of the other.
+    first = [_result("a", [200.0, 210.0]), _result("b", [100.0, 105.0])]
+    second = [_result("a", [20.0, 22.0, 24.0]), _result("b", [10.0, 11.0, 12.0])]
+    pooled = pool([first, second])
+    assert pooled["a"].ns_per_unit == [200.0, 210.0, 20.0, 22.0, 24.0]
+    assert paired(pooled, "a", "b") == 2.0
+
+
+def test_a_case_unverified_in_any_process_is_unverified() -> None:
+    pooled = pool([[_result("a", [1.0])], [_result("a", [1.0], verified=False)]])
+    assert not pooled["a"].verified
+    assert "3 expected" in pooled["a"].verify_message
+
+
+def test_a_worker_file_keeps_every_round(tmp_path: Path) -> None:
+    original = _result("a", [1.5, 2.5, 3.5])
+    original.ratios = [1.1, 1.2, 1.3]
+    dump({"a": original}, tmp_path / "w.json")
+    (back,) = _load(tmp_path / "w.json")
+    assert (back.name, back.loops, back.verified) == ("a", 10, True)
+    assert back.ns_per_unit == [1.5, 2.5, 3.5]
+    assert back.ratios == [1.1, 1.2, 1.3]
+
+
+def test_the_command_pools_the_rounds_of_its_worker_processes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--processes",
+            "2",
+            "--rounds",
+            "2",
+            "--only",
+            "dispatch/(floor|flowhooks)/sync/N=1$",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    cases = {c["name"]: c for c in json.loads((tmp_path / "latest.json").read_text())["cases"]}
+    assert set(cases) == {"dispatch/floor/sync/N=1", "dispatch/flowhooks/sync/N=1"}
+    assert all(c["rounds"] == 4 and c["verified"] for c in cases.values())
+    assert "pooled over 2 processes" in (tmp_path / "latest.md").read_text()
+
+
+def test_processes_must_be_at_least_one() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--processes", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--processes takes a whole number of at least 1, got 0" in done.stderr
