@@ -294,6 +294,8 @@ class ConcurrentWalk:
                 turn_at = perf_counter()
                 position = next_position
         finally:
+            if run.has_handlers:  # the frame refers to the task: no cycle through its context
+                set_frame(None)
             self.tasks.discard(task)  # the strong reference that kept the task alive
             self.active -= 1
             self._start_ready()
@@ -310,8 +312,6 @@ class ConcurrentWalk:
             if not run.forced:  # nobody but the run cancels its node tasks
                 raise
         finally:
-            if run.has_handlers:  # the frame refers to the task: no cycle through its context
-                set_frame(None)
             if ok:
                 indegree = self.indegree
                 for dependent in run.plan.successors[position]:

@@ -558,6 +558,42 @@ async def test_finished_node_tasks_are_freed_without_the_garbage_collector() -> 
     assert alive == []
 
 
+async def test_a_task_that_carried_a_chain_is_freed_without_the_garbage_collector() -> None:
+    """A task runs each link of a chain it is handed, one frame per link; when it ends
+    (here after a link that awaited, and at a join) none of those frames keeps it alive."""
+    tasks: list[weakref.ref[asyncio.Task[Any]]] = []
+
+    class Watch(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.append(weakref.ref(task))
+
+    def link(i: int, after: list[str]) -> Any:
+        async def fn() -> int:
+            if i % 3 == 0:
+                await asyncio.sleep(0)
+            return i
+
+        return node(fn, name=f"l{i}", depends_on=after)
+
+    chain = [link(0, [])] + [link(i, [f"l{i - 1}"]) for i in range(1, 12)]
+    side = [link(100, ["l3"]), link(101, ["l100"])]
+    join = link(200, ["l11", "l101"])
+    wf = Workflow("links", nodes=[*chain, *side, join])
+    gc.collect()
+    gc.disable()
+    try:
+        result = await wf.run(callbacks=[Watch()], runner=AsyncioRunner())
+        await asyncio.sleep(0)  # let the loop drop its last handles on finished tasks
+        alive = {ref() for ref in tasks} - {None}
+    finally:
+        gc.enable()
+    assert result.status is RunStatus.SUCCEEDED
+    assert len(tasks) == 15
+    assert alive == set()
+
+
 async def test_events_a_node_start_handler_sends_go_out_before_its_guard_fails_the_node(
     runner: Runner,
 ) -> None:
