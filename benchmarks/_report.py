@@ -186,7 +186,7 @@ def _scale_lines(extras: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "",
-        "## Scale (each size in a process of its own)",
+        "## Scale (each size in processes of its own, rounds pooled)",
         "",
         "| case | " + " | ".join(f"{s['nodes']:,} nodes, per node" for s in sizes) + " |",
         "|---|" + "---|" * len(sizes),

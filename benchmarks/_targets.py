@@ -354,7 +354,7 @@ def _scale(extras: dict[str, Any]) -> list[Target]:
             t = _ratio(
                 f"scale: {runner_name} {shape}, ratio to its floor at {label}",
                 1.2,
-                "≤ 1.2x (each size in its own process)",
+                "≤ 1.2x (each size in processes of its own)",
                 value,
                 note=f"{x(at_small)} at {small['nodes']:,}, {x(at_big)} at {big['nodes']:,}",
             )

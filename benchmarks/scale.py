@@ -5,9 +5,12 @@ keeps, a larger heap for the collector to walk) changes what the 1,000-node
 cases measure after it, and the other way round. So ``python -m
 benchmarks.scale SIZE OUT.json`` measures one size: the two hand-written
 floors and flowhooks' two runners (no handlers) on a chain and a fan, in
-paired rounds (CPU time), then counts the Python function calls of one run
-of each runner and shape with ``cProfile``. The parent (``run_sizes``) starts
-one such process per size, one after the other.
+paired rounds (CPU time), then (the first process of each size; the count
+does not vary) counts the Python function calls of one run of each runner and
+shape with ``cProfile``. The parent (``run_sizes``) starts
+two such processes per size, the sizes taking turns, and pools each size's
+rounds: a process's memory layout, and where the collector's passes fall in
+its few rounds of 100,000 nodes, move one process's figures by several percent.
 
 A scale row compares, for one runner and shape, flowhooks' ratio to its
 same-shape floor at the large size with that ratio at the small size: a
@@ -77,8 +80,8 @@ async def _calls_per_node(n: int) -> dict[str, float]:
     return out
 
 
-async def _child(n: int, quick: bool) -> dict[str, Any]:
-    rounds = 2 if quick else (20 if n <= 1_000 else 5)
+async def _child(n: int, quick: bool, *, calls: bool = True) -> dict[str, Any]:
+    rounds = 2 if quick else (20 if n <= 1_000 else 7)
     settings = Settings(rounds=rounds, sample_seconds=0.001 if quick else 0.007, quick=True)
     results = await measure(_cases(n), settings, progress=lambda _: None)
     return {
@@ -92,45 +95,83 @@ async def _child(n: int, quick: bool) -> dict[str, Any]:
             }
             for name, r in results.items()
         },
-        "calls_per_node": await _calls_per_node(n),
+        # deterministic, and slow under the profiler: counted in one process per size
+        "calls_per_node": await _calls_per_node(n) if calls else {},
     }
 
 
+PROCESSES_PER_SIZE = 2
+"""Processes each size is measured in (one in quick mode); their rounds are pooled."""
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One size's measurements from several processes: every process's rounds, in order
+    (so the rounds of one process stay paired with each other)."""
+    merged: dict[str, Any] = json.loads(json.dumps(parts[0]))
+    merged["processes"] = len(parts)
+    for part in parts[1:]:
+        merged["rounds"] += part["rounds"]
+        for name, case in part["cases"].items():
+            mine = merged["cases"][name]
+            mine["ns_per_node"] += case["ns_per_node"]
+            if mine["verified"] and not case["verified"]:
+                mine["verified"], mine["verify_message"] = False, case["verify_message"]
+    return merged
+
+
 def run_sizes(quick: bool) -> dict[str, Any]:
-    """Measure each size in a process of its own; return ``{"sizes": [...], "problems": [...]}``."""
+    """Measure each size in processes of its own; return ``{"sizes": [...], "problems": [...]}``.
+
+    The sizes take turns (small, large, small, large...), so that a change in the
+    machine's state during the measurement reaches both sizes alike.
+    """
     if flowhooks_runner_available() is not None:
         return {"sizes": [], "problems": []}
     out: dict[str, Any] = {"sizes": [], "problems": []}
+    parts: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes(quick)}
+    processes = 1 if quick else PROCESSES_PER_SIZE
     with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes(quick):
-            path = Path(tmp) / f"scale-{n}.json"
-            if not quick:
-                print(f"[scale] {n:,} nodes, in a process of its own", flush=True)
-            args = [sys.executable, "-m", "benchmarks.scale", str(n), str(path)]
-            done = subprocess.run(
-                [*args, "--quick"] if quick else args,
-                capture_output=True,
-                text=True,
-                check=False,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-            if done.returncode != 0 or not path.exists():
-                out["problems"].append(f"scale at {n:,} nodes failed: {done.stderr.strip()[-500:]}")
-                continue
-            size = json.loads(path.read_text())
-            out["sizes"].append(size)
-            for name, case in size["cases"].items():
-                if not case["verified"]:
-                    out["problems"].append(f"scale {name} at {n:,}: {case['verify_message']}")
+        for turn in range(processes):
+            for n in sizes(quick):
+                path = Path(tmp) / f"scale-{n}-{turn}.json"
+                if not quick:
+                    print(
+                        f"[scale] {n:,} nodes, in a process of its own ({turn + 1}/{processes})",
+                        flush=True,
+                    )
+                args = [sys.executable, "-m", "benchmarks.scale", str(n), str(path)]
+                if turn:
+                    args.append("--no-calls")
+                done = subprocess.run(
+                    [*args, "--quick"] if quick else args,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    cwd=Path(__file__).resolve().parent.parent,
+                )
+                if done.returncode != 0 or not path.exists():
+                    err = done.stderr.strip()[-500:]
+                    out["problems"].append(f"scale at {n:,} nodes failed: {err}")
+                    continue
+                parts[n].append(json.loads(path.read_text()))
+    for n, measured in parts.items():
+        if not measured:
+            continue
+        size = _merge(measured)
+        out["sizes"].append(size)
+        for name, case in size["cases"].items():
+            if not case["verified"]:
+                out["problems"].append(f"scale {name} at {n:,}: {case['verify_message']}")
     return out
 
 
 def main(argv: list[str]) -> int:
-    """``python -m benchmarks.scale SIZE OUT.json [--quick]``."""
+    """``python -m benchmarks.scale SIZE OUT.json [--quick] [--no-calls]``."""
     quiet_logging()
     n, path = int(argv[0]), Path(argv[1])
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10 * min(n, 1_000) + 1_000))
-    path.write_text(json.dumps(asyncio.run(_child(n, "--quick" in argv))))
+    measured = _child(n, "--quick" in argv, calls="--no-calls" not in argv)
+    path.write_text(json.dumps(asyncio.run(measured)))
     return 0
 
 

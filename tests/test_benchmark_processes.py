@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from benchmarks._harness import Result
 from benchmarks._processes import _load, dump, pool
 from benchmarks._targets import paired
+from benchmarks.scale import _merge
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,3 +96,23 @@ def test_processes_must_be_at_least_one() -> None:
     )
     assert done.returncode == 2
     assert "--processes takes a whole number of at least 1, got 0" in done.stderr
+
+
+def test_a_scale_size_pools_the_rounds_of_its_processes() -> None:
+    def part(ns: list[float], *, verified: bool = True) -> dict[str, Any]:
+        case = {"ns_per_node": ns, "verified": verified, "verify_message": "counted"}
+        return {
+            "nodes": 1000,
+            "rounds": len(ns),
+            "cases": {"floor-tasks/chain": dict(case, ns_per_node=list(ns))},
+            "calls_per_node": {"flowhooks-asyncio/chain": 15.0},
+        }
+
+    first = part([1.0, 2.0])
+    merged = _merge([first, part([3.0]), part([4.0], verified=False)])
+    assert merged["rounds"] == 4
+    assert merged["processes"] == 3
+    assert merged["cases"]["floor-tasks/chain"]["ns_per_node"] == [1.0, 2.0, 3.0, 4.0]
+    assert not merged["cases"]["floor-tasks/chain"]["verified"]
+    assert merged["calls_per_node"] == {"flowhooks-asyncio/chain": 15.0}
+    assert first["cases"]["floor-tasks/chain"]["ns_per_node"] == [1.0, 2.0]  # not changed
