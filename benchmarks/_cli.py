@@ -118,12 +118,15 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
         return results, extras, notes
     processes = args.processes or (1 if quick else 5)
     if processes > 1:
-        pooled, problems = measure_in_workers(processes, args.only, args.rounds)
+        pooled, problems, pooled_from = measure_in_workers(
+            processes, args.only, args.rounds, quick=quick
+        )
         results.update(pooled)
         extras.setdefault("problems", []).extend(problems)
+        extras["processes"] = pooled_from
     else:
         results.update(await _measure_groups(local, args, settings))
-    extras["processes"] = processes
+        extras["processes"] = 1
 
     cluster_cases, cluster_notes, cluster_shared = cluster.cases(quick)
     notes += cluster_notes

@@ -33,6 +33,7 @@ def dump(results: dict[str, Result], path: Path) -> None:
             **{k: v for k, v in r.as_dict().items() if not k.startswith("median")},
             "ns_per_unit": r.ns_per_unit,
             "ratios": r.ratios,
+            "verified_calls": r.verified_calls,
         }
         for r in results.values()
     ]
@@ -54,6 +55,7 @@ def _load(path: Path) -> list[Result]:
                 ratios=list(item["ratios"]),
                 verified=item["verified"],
                 verify_message=item["verify_message"],
+                verified_calls=item["verified_calls"],
                 extra=item.get("extra", {}),
             )
         )
@@ -71,15 +73,20 @@ def pool(parts: list[list[Result]]) -> dict[str, Result]:
                 continue
             mine.ns_per_unit.extend(r.ns_per_unit)
             mine.ratios.extend(r.ratios)
+            mine.verified_calls += r.verified_calls
             if mine.verified and not r.verified:
                 mine.verified, mine.verify_message = False, r.verify_message
     return pooled
 
 
 def measure_in_workers(
-    processes: int, only: str | None, rounds: int | None
-) -> tuple[dict[str, Result], list[str]]:
-    """Run ``processes`` workers one after the other; return the pooled results and problems."""
+    processes: int, only: str | None, rounds: int | None, *, quick: bool = False
+) -> tuple[dict[str, Result], list[str], int]:
+    """Run ``processes`` workers one after the other (in quick mode with ``quick``).
+
+    Returns the pooled results, the problems (a worker that failed: its rounds
+    are left out, the others' kept), and how many workers' rounds were pooled.
+    """
     parts: list[list[Result]] = []
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="flowhooks-bench-") as folder:
@@ -90,10 +97,12 @@ def measure_in_workers(
                 args += ["--only", only]
             if rounds:
                 args += ["--rounds", str(rounds)]
+            if quick:
+                args.append("--quick")
             print(f"[process {seed + 1}/{processes}]", flush=True)
             done = subprocess.run(args, check=False)
             if done.returncode != 0 or not out.exists():
                 problems.append(f"benchmark worker {seed + 1} exited with {done.returncode}")
                 continue
             parts.append(_load(out))
-    return pool(parts), problems
+    return pool(parts), problems, len(parts)

@@ -1,4 +1,4 @@
-"""Scale: each graph size measured in a process of its own, the same script for every size.
+"""Scale: each graph size measured in processes of its own, the same script for every size.
 
 In one process, what a 100,000-node run leaves behind (memory the allocator
 keeps, a larger heap for the collector to walk) changes what the 1,000-node
@@ -109,6 +109,8 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     (so the rounds of one process stay paired with each other)."""
     merged: dict[str, Any] = json.loads(json.dumps(parts[0]))
     merged["processes"] = len(parts)
+    counted = [part["calls_per_node"] for part in parts if part["calls_per_node"]]
+    merged["calls_per_node"] = counted[0] if counted else {}
     for part in parts[1:]:
         merged["rounds"] += part["rounds"]
         for name, case in part["cases"].items():
@@ -140,8 +142,8 @@ def run_sizes(quick: bool) -> dict[str, Any]:
                         flush=True,
                     )
                 args = [sys.executable, "-m", "benchmarks.scale", str(n), str(path)]
-                if turn:
-                    args.append("--no-calls")
+                if any(part["calls_per_node"] for part in parts[n]):
+                    args.append("--no-calls")  # counted already
                 done = subprocess.run(
                     [*args, "--quick"] if quick else args,
                     capture_output=True,

@@ -49,11 +49,13 @@ def test_a_case_unverified_in_any_process_is_unverified() -> None:
 def test_a_worker_file_keeps_every_round(tmp_path: Path) -> None:
     original = _result("a", [1.5, 2.5, 3.5])
     original.ratios = [1.1, 1.2, 1.3]
+    original.verified_calls = 7
     dump({"a": original}, tmp_path / "w.json")
     (back,) = _load(tmp_path / "w.json")
     assert (back.name, back.loops, back.verified) == ("a", 10, True)
     assert back.ns_per_unit == [1.5, 2.5, 3.5]
     assert back.ratios == [1.1, 1.2, 1.3]
+    assert back.verified_calls == 7
 
 
 def test_the_command_pools_the_rounds_of_its_worker_processes(tmp_path: Path) -> None:
@@ -64,8 +66,6 @@ def test_the_command_pools_the_rounds_of_its_worker_processes(tmp_path: Path) ->
             "benchmarks",
             "--quick",
             "--processes",
-            "2",
-            "--rounds",
             "2",
             "--only",
             "dispatch/(floor|flowhooks)/sync/N=1$",
@@ -81,8 +81,11 @@ def test_the_command_pools_the_rounds_of_its_worker_processes(tmp_path: Path) ->
     assert done.returncode == 0, done.stdout + done.stderr
     cases = {c["name"]: c for c in json.loads((tmp_path / "latest.json").read_text())["cases"]}
     assert set(cases) == {"dispatch/floor/sync/N=1", "dispatch/flowhooks/sync/N=1"}
-    assert all(c["rounds"] == 4 and c["verified"] for c in cases.values())
+    # each worker ran in quick mode too: its 3 rounds, pooled with the other's
+    assert all(c["rounds"] == 6 and c["verified"] for c in cases.values())
     assert "pooled over 2 processes" in (tmp_path / "latest.md").read_text()
+    # both workers' verification passes are counted: 3 loops of one call each, per case
+    assert "2 verified (12 handler calls counted as expected)" in done.stdout
 
 
 def test_processes_must_be_at_least_one() -> None:
@@ -116,3 +119,12 @@ def test_a_scale_size_pools_the_rounds_of_its_processes() -> None:
     assert not merged["cases"]["floor-tasks/chain"]["verified"]
     assert merged["calls_per_node"] == {"flowhooks-asyncio/chain": 15.0}
     assert first["cases"]["floor-tasks/chain"]["ns_per_node"] == [1.0, 2.0]  # not changed
+
+
+def test_a_scale_size_keeps_the_call_count_of_whichever_process_took_it() -> None:
+    def part(calls: dict[str, float]) -> dict[str, Any]:
+        case = {"ns_per_node": [1.0], "verified": True, "verify_message": ""}
+        return {"nodes": 10, "rounds": 1, "cases": {"c": case}, "calls_per_node": calls}
+
+    merged = _merge([part({}), part({"flowhooks-sequential/chain": 8.0})])
+    assert merged["calls_per_node"] == {"flowhooks-sequential/chain": 8.0}
