@@ -482,11 +482,22 @@ def test_a_killed_run_alerts_its_durable_consumer_once(tmp_path: Path) -> None:
 PG_HOOKS = textwrap.dedent(
     """
     import os, time
+    from pathlib import Path
     from flowhooks import BaseCallbackHandler
+
+    # A start gate: no worker claims a row before every worker has started (a process
+    # that starts a second earlier would otherwise deliver everything alone).
+    gate = Path(os.environ["GATE"])
+    (gate / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while len(list(gate.glob("ready-*"))) < int(os.environ["WORKERS"]):
+        if time.monotonic() > deadline:
+            raise SystemExit("the other delivery workers did not start within 60 s")
+        time.sleep(0.01)
 
     class Log(BaseCallbackHandler):
         def on_custom_event(self, name, data, *, event):
-            time.sleep(0.002)
+            time.sleep(0.005)
             with open(os.environ["DELIVERED"], "a") as out:
                 out.write(f"{event.id} {event.run_id} {event.seq} {os.getpid()}\\n")
     """
@@ -511,7 +522,15 @@ def test_postgres_workers_deliver_in_parallel_without_double_claims(
                 await producer.on_custom_event("tick", None, event=event)
 
     asyncio.run(produce())
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "DELIVERED": str(delivered)}
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}",
+        "DELIVERED": str(delivered),
+        "GATE": str(gate),
+        "WORKERS": "3",
+    }
     procs = [
         subprocess.Popen(
             [
