@@ -143,7 +143,7 @@ async def test_timeout_and_cancel_free_the_run(runner: RayRunner) -> None:
     started = time.perf_counter()
     handle.cancel("stop")
     result = await handle
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 2.5  # not the node's 5 s
     assert result.status == "cancelled"
 
 
