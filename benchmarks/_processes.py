@@ -12,7 +12,9 @@ pools the rounds: a paired ratio is the median over every round of every
 worker, rounds still paired within one process.
 
 A worker is ``python -m benchmarks --worker FILE --seed N`` with the parent's
-``--only`` and ``--rounds``; it writes its raw per-round times to ``FILE``.
+``--only``, ``--rounds`` and ``--quick``; it writes its raw per-round times to
+``FILE``. (The scale rows pool their processes the same way, in
+``benchmarks.scale``, over the JSON each size's process writes.)
 """
 
 from __future__ import annotations
