@@ -366,18 +366,21 @@ class Event(BaseModel):
         return event_from_args(etype, args, **fields)
 
 
-_ALL_EVENT_FIELDS: Final = frozenset(Event.model_fields)
+EVENT_FIELDS: Final = tuple(Event.model_fields)
+"""The ``Event`` field names, in the model's order."""
+_ALL_EVENT_FIELDS: Final = frozenset(EVENT_FIELDS)
 _HOOK_FIELDS: Final = _ALL_EVENT_FIELDS - {"type", "payload"}
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
 
-def trusted_event(**values: Any) -> Event:
+def trusted_event(values: dict[str, Any]) -> Event:
     """Build an ``Event`` from values the runner produced itself, without validation.
 
-    Every field must be given. This skips pydantic's validation (the runner's
-    values are already of the right types), which is most of the cost of an
-    event; the result is an ordinary frozen ``Event``.
+    ``values`` holds every field, in the fields' order, and becomes the
+    event's own ``__dict__`` (the caller hands it over). This skips pydantic's
+    validation (the runner's values are already of the right types), which is
+    most of the cost of an event; the result is an ordinary frozen ``Event``.
     """
     event = _new_object(Event)
     _set_attribute(event, "__dict__", values)
@@ -436,4 +439,4 @@ def event_from_args(event_type: EventType, args: tuple[Any, ...], **fields: Any)
             values["timestamp"] = utcnow()
         return Event(**values)
     values["timestamp"] = utcnow()
-    return trusted_event(**values)
+    return trusted_event(values)

@@ -27,4 +27,4 @@ os.register_at_fork(after_in_child=_reseed)
 
 def new_id() -> str:
     """Return a random version-4 UUID as 32 lowercase hex digits."""
-    return f"{_getrandbits(128) & _MASK | _VERSION_AND_VARIANT:032x}"
+    return (_getrandbits(128) & _MASK | _VERSION_AND_VARIANT).to_bytes(16).hex()

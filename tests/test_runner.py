@@ -885,6 +885,43 @@ async def test_current_run_inside_nodes(
     assert_well_formed(callback_recorder.events)
 
 
+async def test_every_event_of_a_run_is_whole_and_its_own(runner: Runner) -> None:
+    """The events a run builds for ``event=`` handlers carry every field, in the
+    model's order, with the run's identity and an id of their own, and share no
+    state: each is an ordinary Event that validates and round-trips as itself."""
+    recorder = RecordingCallback()
+
+    @node
+    async def a() -> int:
+        return 1
+
+    @node
+    async def b(a: int) -> int:
+        return a + 1
+
+    result = await Workflow("whole", nodes=[a, b]).run(
+        callbacks=[recorder], runner=runner, resource_id="r-1", metadata={"m": 1}
+    )
+    events = recorder.events
+    assert len(events) == 6
+    assert_well_formed(events)
+    assert len({e.id for e in events}) == len(events)
+    assert len({id(e.__dict__) for e in events}) == len(events)
+    for event in events:
+        assert list(event.__dict__) == list(Event.model_fields)
+        assert (event.run_id, event.workflow_name, event.resource_id) == (
+            result.run_id,
+            "whole",
+            "r-1",
+        )
+        assert event.metadata == {"m": 1}
+        assert event.timestamp.tzinfo is not None
+        assert Event.model_validate(event.model_dump()) == event
+        assert Event.model_validate_json(event.model_dump_json()).id == event.id
+    assert [e.node_id for e in events] == [None, "a", "a", "b", "b", None]
+    assert [e.attempt for e in events] == [None, 1, 1, 1, 1, None]
+
+
 async def test_current_run_inside_handlers(runner_or_dask: Runner) -> None:
     """Handlers see current_run(); a handler's custom event goes right after the current one."""
     seen: list[tuple[str, str]] = []
