@@ -112,7 +112,9 @@ class CallbackManager(Dispatcher):
         self._plans: dict[EventType, Plan] = {}
         self._modes: dict[EventType, int] = {}
         self._table = PlanTable(self._replan)
-        """Per event type, what ``dispatch`` needs: ``(steps, wants_event, untimed)``."""
+        self._plan_entries = self._table.entries
+        """Per event type, what ``dispatch`` needs: ``(steps, wants_event, untimed)``;
+        emptied in place when plans go stale (``PlanTable``)."""
         self._combinations: list[Any] | None = None
         """This manager's last combinations with workflows' managers (``flowhooks._combined``)."""
         for handler in handlers or ():
@@ -231,14 +233,23 @@ class CallbackManager(Dispatcher):
         twin._planned = False
         twin._plans, twin._modes = {}, {}
         twin._table = PlanTable(twin._replan)
+        twin._plan_entries = twin._table.entries
         twin._combinations = None
         return twin
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled and deep-copied without its combinations (a cache, with weak references)."""
+        """Pickled and deep-copied without its combinations and plan table (caches, with
+        weak references)."""
         state = self.__dict__.copy()
         state["_combinations"] = None
+        del state["_table"], state["_plan_entries"]  # a table refers to its manager weakly
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restored with a plan table of its own, filled at its first dispatch."""
+        self.__dict__.update(state)
+        self._table = PlanTable(self._replan)
+        self._plan_entries = self._table.entries
 
     @property
     def handlers(self) -> tuple[BaseCallbackHandler, ...]:
@@ -361,7 +372,10 @@ class CallbackManager(Dispatcher):
         less common call kinds (sync ``event=``, breaker, timeout, thread) go
         through ``_call_other``.
         """
-        steps, wants_event, untimed = self._table[event_type]
+        try:
+            steps, wants_event, untimed = self._plan_entries[event_type]
+        except KeyError:  # emptied by a handler change (or never filled): rebuilt here
+            steps, wants_event, untimed = self._table.lookup(event_type)
         if not steps:
             return
         if event is None and wants_event:
