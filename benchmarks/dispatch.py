@@ -209,6 +209,46 @@ def bound_case(kind: str, n: int) -> Case:
     )
 
 
+def coroutine_bound_case(n: int) -> Case:
+    """The least any dispatch awaited once per event can cost, with timing off.
+
+    One coroutine per event that awaits each pre-bound no-op method in a
+    ``try`` (isolation) and counts its calls, the arguments passed as two
+    names as ``dispatch`` does: no plan lookup, no ``Event`` check, no call
+    kinds. It puts the ``dispatch`` rows' limits in view: the coroutine level
+    alone costs about a no-op handler call.
+    """
+
+    async def build(counting: bool) -> Built:
+        hs = make_handlers("async", n, counting)
+        steps = tuple((h.on_node_start, CallStats()) for h in hs)
+
+        async def dispatch(first: str, second: dict[str, Any]) -> None:
+            for fn, stats in steps:
+                try:
+                    await fn(first, second)
+                except Exception:
+                    stats.errors += 1
+                    continue
+                stats.calls += 1
+
+        async def body(loops: int) -> None:
+            node_id, data = NODE_ID, DATA
+            for _ in range(loops):
+                await dispatch(node_id, data)
+
+        return Built(body, _counter(hs), n)
+
+    return Case(
+        f"dispatch/bound-coroutine/async/N={n}",
+        "counting-coroutine bound",
+        build,
+        1,
+        floor=f"dispatch/floor/async/N={n}",
+        note="one coroutine per event: a try and a count per call, no clock",
+    )
+
+
 # -- flowhooks ------------------------------------------------------------------------
 
 
@@ -469,6 +509,7 @@ def cases(quick: bool) -> list[Case]:
     out.append(floor_case("mixed", 10))
     for kind in ("async", "sync"):
         out += [bound_case(kind, n) for n in (1, 10)]
+    out += [coroutine_bound_case(n) for n in (1, 10)]
 
     def fl(kind: str, n: int) -> str:
         return f"dispatch/floor/{kind}/N={n}"

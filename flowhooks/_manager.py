@@ -378,7 +378,7 @@ class CallbackManager(Dispatcher):
             steps, wants_event, untimed = self._table.lookup(event_type)
         if not steps:
             return
-        if event is None and wants_event:
+        if wants_event and event is None:
             event = event_from_args(event_type, args)
         deferred: Exception | None = None
         halted: BaseException | None = None
