@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterator, KeysView
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -313,6 +313,19 @@ class Event(BaseModel):
             return value
         return safe_text(value)
 
+    def __copy__(self) -> Self:
+        """A shallow copy (``model_copy()``) with a set of given fields of its own.
+
+        Events a run builds share one frozen set of given fields (every field
+        is given); ``model_copy(update=...)`` adds to the copy's set, so the
+        copy gets a mutable one.
+        """
+        return _with_own_fields_set(super().__copy__())
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """A deep copy (``model_copy(deep=True)``), with a set of given fields of its own."""
+        return _with_own_fields_set(super().__deepcopy__(memo))
+
     @property
     def args(self) -> tuple[Any, ...]:
         """The positional arguments the handler method for this event receives."""
@@ -372,6 +385,16 @@ _ALL_EVENT_FIELDS: Final = frozenset(EVENT_FIELDS)
 _HOOK_FIELDS: Final = _ALL_EVENT_FIELDS - {"type", "payload"}
 _new_object = object.__new__
 _set_attribute = object.__setattr__
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _with_own_fields_set(event: _Model) -> _Model:
+    fields_set = event.__pydantic_fields_set__
+    if type(fields_set) is not set:  # the frozen set run events share
+        _set_attribute(event, "__pydantic_fields_set__", set(fields_set))
+    return event
 
 
 def trusted_event(values: dict[str, Any]) -> Event:

@@ -73,6 +73,12 @@ _SYNC_EVENT: Final = CallKind.SYNC_EVENT
 _GUARDED: Final = CallKind.GUARDED
 
 
+def _slot_values(obj: object) -> dict[str, Any]:
+    """The values of ``obj``'s slots (a subclass may declare some), by name."""
+    names = copyreg._slotnames(type(obj))  # type: ignore[attr-defined]
+    return {name: getattr(obj, name) for name in names if hasattr(obj, name)}
+
+
 class CallbackManager(Dispatcher):
     """Holds handlers and dispatches events to them in priority order.
 
@@ -105,16 +111,17 @@ class CallbackManager(Dispatcher):
         self._timing = timing
         self._entries: list[Entry] = []
         self._order = 0
-        self._plan_generation = -1
-        self._planned = False
+        self._plan_generation: int
+        self._planned: bool
         """Whether plans were ever built (from the start of the first build): from then on
         a change must invalidate them, and plans above it, at once."""
-        self._plans: dict[EventType, Plan] = {}
-        self._modes: dict[EventType, int] = {}
-        self._table = PlanTable(self._replan)
-        self._plan_entries = self._table.entries
+        self._plans: dict[EventType, Plan]
+        self._modes: dict[EventType, int]
+        self._table: PlanTable
+        self._plan_entries: dict[EventType, tuple[tuple[PlanStep, ...], bool, bool]]
         """Per event type, what ``dispatch`` needs: ``(steps, wants_event, untimed)``;
         emptied in place when plans go stale (``PlanTable``)."""
+        self._plan_afresh()
         self._combinations: list[Any] | None = None
         """This manager's last combinations with workflows' managers (``flowhooks._combined``)."""
         for handler in handlers or ():
@@ -225,29 +232,45 @@ class CallbackManager(Dispatcher):
         cls = type(self)
         twin = cls.__new__(cls)
         twin.__dict__.update(self.__dict__)
-        for name in copyreg._slotnames(cls):  # type: ignore[attr-defined]  # a subclass's slots
-            if hasattr(self, name):
-                setattr(twin, name, getattr(self, name))
+        for name, value in _slot_values(self).items():  # a subclass's slots
+            setattr(twin, name, value)
         twin._entries = list(self._entries)
-        twin._plan_generation = -1
-        twin._planned = False
-        twin._plans, twin._modes = {}, {}
-        twin._table = PlanTable(twin._replan)
-        twin._plan_entries = twin._table.entries
         twin._combinations = None
+        twin._plan_afresh()
         return twin
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled and deep-copied without its combinations and plan table (caches, with
-        weak references)."""
-        state = self.__dict__.copy()
-        state["_combinations"] = None
-        del state["_table"], state["_plan_entries"]  # a table refers to its manager weakly
-        return state
+    def __getstate__(self) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
+        """Pickled and deep-copied without its caches: combinations, plans and plan table.
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restored with a plan table of its own, filled at its first dispatch."""
+        Plans are per process (the plan generation counts this process's
+        changes), so a copy plans afresh. A subclass's slots come along, as the
+        second item of a ``(state, slots)`` pair.
+        """
+        state = self.__dict__.copy()
+        for cache in ("_table", "_plan_entries", "_plans", "_modes", "_combinations"):
+            state.pop(cache, None)
+        slots = _slot_values(self)
+        return (state, slots) if slots else state
+
+    def __setstate__(
+        self, state: dict[str, Any] | tuple[dict[str, Any] | None, dict[str, Any]]
+    ) -> None:
+        """Restored with its registrations; it plans afresh at its first event."""
+        slots: dict[str, Any] = {}
+        if isinstance(state, tuple):
+            given, slots = state
+            state = given or {}
         self.__dict__.update(state)
+        for name, value in slots.items():
+            setattr(self, name, value)
+        self._combinations = None
+        self._plan_afresh()
+
+    def _plan_afresh(self) -> None:
+        """Forget every plan: a new plan table, rebuilt at the next event or ``modes()``."""
+        self._plan_generation = -1
+        self._planned = False
+        self._plans, self._modes = {}, {}
         self._table = PlanTable(self._replan)
         self._plan_entries = self._table.entries
 

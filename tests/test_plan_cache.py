@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import pickle
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -12,7 +14,8 @@ import pytest
 
 from flowhooks import BaseCallbackHandler, CallbackManager, EventType
 from flowhooks._dispatcher import Dispatcher
-from flowhooks._plan_cache import PlanTable, bump_generation
+from flowhooks._plan_cache import PlanTable, bump_generation, current_generation
+from flowhooks.testing import RecordingCallback
 
 
 class Count(BaseCallbackHandler):
@@ -55,6 +58,69 @@ async def test_a_pickled_manager_plans_afresh() -> None:
     await restored.on_node_start("b", {})
     assert added.seen == ["b"]
     assert restored.stats[restored.handlers[0]]["node_start"].calls == 2
+
+
+_UNPICKLE_AND_RUN = """
+import asyncio, pickle, sys
+from flowhooks import Workflow, node
+from flowhooks._plan_cache import _generation
+
+_generation[0] = int(sys.argv[1])  # this process happens to be at the pickling one's generation
+parent = pickle.loads(sys.stdin.buffer.read())
+
+@node
+async def a() -> int:
+    return 1
+
+asyncio.run(Workflow("w", nodes=[a]).run(callbacks=parent))
+(child,) = parent.handlers
+print(",".join(e.type.value for e in child.handlers[0].events))
+"""
+
+
+def test_a_manager_unpickled_in_another_process_plans_there() -> None:
+    """Plans belong to the process that built them: a manager pickled with plans made
+    stale by a nested manager's new handler delivers to that handler after unpickling,
+    even in a process whose plan generation equals the one the plans were built at."""
+    child = CallbackManager()
+    parent = CallbackManager([child])
+    parent.modes()  # the parent plans; its nested manager has no handler yet
+    built_at = current_generation()
+    child.add_handler(RecordingCallback())  # the parent's plans are stale now
+    done = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE_AND_RUN, str(built_at)],
+        input=pickle.dumps(parent),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == ["workflow_start,node_start,node_end,workflow_end"]
+
+
+class Tagged(CallbackManager):
+    """A manager subclass with a slot of its own."""
+
+    __slots__ = ("tag",)
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [copy.copy, copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
+    ids=["copy", "deepcopy", "pickle"],
+)
+async def test_copies_of_a_subclass_keep_its_slots_and_plan_their_own(duplicate: Any) -> None:
+    manager = Tagged([Picklable()])
+    manager.tag = "blue"
+    await manager.on_node_start("a", {})
+    twin = duplicate(manager)
+    assert twin.tag == "blue"
+    late = Count()
+    twin.add_handler(late)
+    await twin.on_node_start("b", {})
+    await manager.on_node_start("c", {})
+    assert late.seen == ["b"]
+    assert len(manager.handlers) == 1
 
 
 async def test_an_unknown_event_type_is_a_key_error() -> None:

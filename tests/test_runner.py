@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import threading
 import time
 from collections import defaultdict
@@ -920,6 +921,26 @@ async def test_every_event_of_a_run_is_whole_and_its_own(runner: Runner) -> None
         assert Event.model_validate_json(event.model_dump_json()).id == event.id
     assert [e.node_id for e in events] == [None, "a", "a", "b", "b", None]
     assert [e.attempt for e in events] == [None, 1, 1, 1, 1, None]
+
+
+async def test_a_runs_events_copy_with_changes_like_any_event(runner: Runner) -> None:
+    """``model_copy`` of an event a run built, with ``update=`` or deep, gives a changed
+    copy and leaves the event (and the run's other events) as they were."""
+    recorder = RecordingCallback()
+
+    @node
+    async def a() -> int:
+        return 1
+
+    await Workflow("copies", nodes=[a]).run(callbacks=[recorder], runner=runner)
+    first, second = recorder.events[:2]
+    changed = second.model_copy(update={"status": "replayed"})
+    deep = second.model_copy(update={"node_id": "b"}, deep=True)
+    assert (changed.status, deep.node_id) == ("replayed", "b")
+    assert (second.status, second.node_id) == (None, "a")
+    assert "status" in changed.model_fields_set
+    assert first.model_fields_set == set(Event.model_fields)
+    assert copy.copy(second) == second
 
 
 async def test_current_run_inside_handlers(runner_or_dask: Runner) -> None:
