@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import copy
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
@@ -25,6 +26,20 @@ if TYPE_CHECKING:
     from flowhooks._results import RunResult
 
 _T = TypeVar("_T")
+
+
+def _held_weakly(
+    fn: Callable[..., _T], owner: object
+) -> Callable[..., _T] | weakref.WeakMethod[Any]:
+    """``fn``, or a weak reference to it when it is a method of ``owner`` (the run)."""
+    if owner is not None and getattr(fn, "__self__", None) is owner:
+        return weakref.WeakMethod(fn)
+    return fn
+
+
+def _strong(fn: Any) -> Any:
+    """What ``_held_weakly`` kept, callable again; ``None`` when its run is gone."""
+    return fn() if isinstance(fn, weakref.WeakMethod) else fn
 
 
 class RunContext:
@@ -58,7 +73,7 @@ class RunContext:
         "_logger",
         "_loop",
         "_outputs",
-        "_run",
+        "_run_ref",
         "inputs",
         "metadata",
         "node_count",
@@ -95,7 +110,10 @@ class RunContext:
     ) -> None:
         self.run_id = run_id
         self.node_count = node_count
-        self._run = run
+        # The run is held weakly, and its own methods through it: the run holds its
+        # context, so strong links back would make every run cyclic garbage, left for
+        # the garbage collector instead of freed when its last reference goes.
+        self._run_ref = weakref.ref(run) if run is not None else None
         self.workflow_name = workflow_name
         self.parent_run_id = parent_run_id
         self.parent_node_id = parent_node_id
@@ -104,18 +122,23 @@ class RunContext:
         self._inputs = inputs
         self.inputs: Mapping[str, Any] = MappingProxyType(inputs)
         self._outputs = outputs
-        self._emit = emit
+        self._emit = _held_weakly(emit, run)
         self._logger = logger  # bound on first use: most runs never log through it
         self.started_at = started_at
         self.result: RunResult | None = None
         self.state: dict[str, Any] = state if state is not None else {}
         self.resume_data: Any = None
         self.resumed_from: str | None = None
-        self._cancel = cancel
+        self._cancel = _held_weakly(cancel, run) if cancel is not None else None
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
+
+    @property
+    def _run(self) -> object:
+        """The run's state while it exists (a run holds it as long as it may use it)."""
+        return self._run_ref() if self._run_ref is not None else None
 
     @property
     def logger(self) -> Logger:
@@ -145,7 +168,14 @@ class RunContext:
         if not isinstance(name, str) or not name:
             msg = f"emit() needs a non-empty event name, got {name!r}"
             raise TypeError(msg)
-        await self._emit(name, data)
+        emit = _strong(self._emit)
+        if emit is None:  # the run is gone: it ended long ago
+            msg = (
+                f"run {self.run_id} of workflow {self.workflow_name!r} has ended; "
+                f"custom event {name!r} cannot be sent after workflow_end"
+            )
+            raise RuntimeError(msg)
+        await emit(name, data)
 
     def emit_sync(self, name: str, data: Any = None) -> None:
         """Send a custom event from a sync node running in a worker thread.
@@ -191,9 +221,10 @@ class RunContext:
             True when this call stopped the run; False when it was already
             stopping or had ended.
         """
-        if self._cancel is None:
+        cancel = _strong(self._cancel)
+        if cancel is None:  # nothing to cancel with, or the run is gone
             return False
-        return self._cancel(reason)
+        return bool(cancel(reason))
 
     def __repr__(self) -> str:
         return f"RunContext(run_id={self.run_id!r}, workflow_name={self.workflow_name!r})"

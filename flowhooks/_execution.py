@@ -83,6 +83,32 @@ class RunControl:
         return True
 
 
+class _Settled:
+    """The schedule of a run that has ended with every node settled: nothing to walk,
+    wait for, stop or abandon. It takes the place of the run's walk, which refers back
+    to the run: a cycle that would leave every run to the garbage collector."""
+
+    __slots__ = ()
+
+    async def walk(self) -> None:
+        return None
+
+    def busy(self) -> bool:
+        return False
+
+    async def wait_idle(self) -> None:
+        return None
+
+    def force_stop(self) -> None:
+        return None
+
+    def abandon(self) -> None:
+        return None
+
+
+_SETTLED = _Settled()
+
+
 class RunState(NodeOutcomes):
     """Everything about one run while it executes; its runner's schedule drives it.
 
@@ -92,6 +118,7 @@ class RunState(NodeOutcomes):
     """
 
     __slots__ = (
+        "__weakref__",
         "bodies",
         "callback_tasks",
         "closed",
@@ -261,6 +288,11 @@ class RunState(NodeOutcomes):
         await self.events.emit(
             EventType.CUSTOM_EVENT, (name, data), node_id=node_id, attempt=attempt, name=name
         )
+
+    def let_go_of_walk(self) -> None:
+        """The run has ended: drop its walk, unless a node it abandoned still executes."""
+        if not self.schedule.busy():
+            self.schedule = _SETTLED
 
     def nodes_over(self) -> None:
         """No node of the run executes any more: its timeout and stop timers are moot."""

@@ -212,9 +212,11 @@ async def _execute(prepared: _Prepared) -> RunResult:
     try:
         await runner.hold_for_run()
         try:
-            return await execute(state, prepared.timeout, prepared.control)
+            result = await execute(state, prepared.timeout, prepared.control)
         finally:
             await runner.release_for_run()
+        state.let_go_of_walk()
+        return result
     finally:
         leave_run_task(frame_token)
         current_run_var.reset(token)
