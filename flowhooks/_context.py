@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import copy
 import weakref
@@ -23,6 +24,7 @@ from loguru import logger as loguru_logger
 if TYPE_CHECKING:
     from loguru import Logger
 
+    from flowhooks._manager import CallbackManager
     from flowhooks._results import RunResult
 
 _T = TypeVar("_T")
@@ -33,13 +35,49 @@ def _held_weakly(
 ) -> Callable[..., _T] | weakref.WeakMethod[Any]:
     """``fn``, or a weak reference to it when it is a method of ``owner`` (the run)."""
     if owner is not None and getattr(fn, "__self__", None) is owner:
-        return weakref.WeakMethod(fn)
+        with contextlib.suppress(TypeError):  # an owner without weak references: held
+            return weakref.WeakMethod(fn)
     return fn
+
+
+def _reference(run: object) -> Callable[[], object] | None:
+    """A weak reference to ``run``, or a strong one to a run without weak references."""
+    if run is None:
+        return None
+    try:
+        return weakref.ref(run)
+    except TypeError:
+        return lambda: run
 
 
 def _strong(fn: Any) -> Any:
     """What ``_held_weakly`` kept, callable again; ``None`` when its run is gone."""
     return fn() if isinstance(fn, weakref.WeakMethod) else fn
+
+
+class ParentLink:
+    """What a workflow run started inside a run takes from it, as its sub-run.
+
+    Held by the run's context, strongly: none of it refers back to the run, so
+    a run started later from a task the run left behind is a sub-run of it
+    whether or not the run's own state is still in memory.
+    """
+
+    __slots__ = ("manager", "metadata", "resource_id", "run_id", "store")
+
+    def __init__(
+        self,
+        run_id: str,
+        manager: CallbackManager,
+        resource_id: str | None,
+        metadata: dict[str, Any],
+        store: Any,
+    ) -> None:
+        self.run_id = run_id
+        self.manager = manager
+        self.resource_id = resource_id
+        self.metadata = metadata
+        self.store = store
 
 
 class RunContext:
@@ -73,6 +111,7 @@ class RunContext:
         "_logger",
         "_loop",
         "_outputs",
+        "_parent_link",
         "_run_ref",
         "inputs",
         "metadata",
@@ -113,7 +152,8 @@ class RunContext:
         # The run is held weakly, and its own methods through it: the run holds its
         # context, so strong links back would make every run cyclic garbage, left for
         # the garbage collector instead of freed when its last reference goes.
-        self._run_ref = weakref.ref(run) if run is not None else None
+        self._run_ref = _reference(run)
+        self._parent_link: ParentLink | None = None
         self.workflow_name = workflow_name
         self.parent_run_id = parent_run_id
         self.parent_node_id = parent_node_id

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from flowhooks._context import RunContext
+from flowhooks._context import ParentLink, RunContext
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._errors import Suspend
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
@@ -179,7 +179,7 @@ class RunState(NodeOutcomes):
         inputs: dict[str, Any],
         *,
         run_id: str,
-        parent: RunState | None,
+        parent: ParentLink | None,
         resource_id: str | None,
         metadata: dict[str, Any],
     ) -> None:

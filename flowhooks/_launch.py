@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowhooks._combined import as_manager, combined
-from flowhooks._context import current_run_var
+from flowhooks._context import ParentLink, current_run_var
 from flowhooks._ending import execute
 from flowhooks._errors import (
     DuplicateRunError,
@@ -105,7 +105,7 @@ class _Prepared:
 
 
 def _dispatching_to(
-    workflow: Workflow, run_manager: CallbackManager | None, parent: RunState | None
+    workflow: Workflow, run_manager: CallbackManager | None, parent: ParentLink | None
 ) -> CallbackManager:
     """The one manager a run dispatches to: its workflow's, its own and its parent run's."""
     given = (workflow.callbacks, run_manager, parent.manager if parent is not None else None)
@@ -161,9 +161,7 @@ def _prepare(
     except TypeError as exc:
         raise InvalidCallbackError(str(exc)) from None
     parent_ctx = current_run_var.get(None)
-    parent = parent_ctx._run if parent_ctx is not None else None
-    if not isinstance(parent, RunState):
-        parent = None
+    parent = parent_ctx._parent_link if parent_ctx is not None else None
     manager = _dispatching_to(workflow, run_manager, parent)
     if parent is not None:
         resource_id = resource_id if resource_id is not None else parent.resource_id
@@ -189,6 +187,9 @@ def _prepare(
         raise
     _LIVE.own(claimed, state)
     state.store = run_store
+    state.ctx._parent_link = ParentLink(
+        state.run_id, manager, state.resource_id, state.metadata, run_store
+    )
     if outputs is not None:
         state.selection = tuple(plan.order) if isinstance(outputs, str) else tuple(outputs)
     return _Prepared(state, timeout, control)

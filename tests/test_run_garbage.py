@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -127,3 +128,79 @@ async def test_a_context_kept_after_its_run_refuses_to_send_and_to_cancel() -> N
     assert ctx.cancel("too late") is False
     assert recorder.custom_events("late") == []
     assert result.status is RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("freed", [True, False], ids=["parent-freed", "parent-kept"])
+async def test_a_run_a_left_task_starts_later_is_a_sub_run_whether_or_not_freed(
+    freed: bool,
+) -> None:
+    """A task a node leaves running that starts a workflow after the run ended starts
+    a sub-run of it, with its handlers and headers, whether or not the ended run's
+    state is still in memory (the context keeps what a sub-run inherits)."""
+    go = asyncio.Event()
+    left: list[asyncio.Task[Any]] = []
+
+    @node
+    async def step() -> int:
+        return 1
+
+    child = Workflow("child", nodes=[step])
+
+    async def later() -> Any:
+        await go.wait()
+        return await child.run()
+
+    @node
+    async def spawn() -> int:
+        left.append(asyncio.create_task(later()))
+        return 1
+
+    recorder = RecordingCallback()
+    result = await Workflow("parent", nodes=[spawn]).run(
+        callbacks=[recorder], resource_id="tenant", metadata={"trace": "t"}
+    )
+    parent_id = result.run_id
+    if freed:
+        del result
+        gc.collect()
+    go.set()
+    child_result = await left[0]
+    assert child_result.status is RunStatus.SUCCEEDED
+    assert child_result.parent_run_id == parent_id
+    starts = [e for e in recorder.events if e.type == "workflow_start" and e.run_id != parent_id]
+    assert [(e.workflow_name, e.parent_run_id, e.resource_id, e.metadata) for e in starts] == [
+        ("child", parent_id, "tenant", {"trace": "t"})
+    ]
+
+
+async def test_a_context_can_be_made_for_a_run_object_without_weak_references() -> None:
+    """``RunContext`` is public: a run object of any kind is accepted (held strongly
+    when it cannot be held weakly), with its methods as ``emit`` and ``cancel``."""
+
+    class Slotted:
+        __slots__ = ("sent",)
+
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def emit(self, name: str, data: Any) -> None:
+            self.sent.append(name)
+
+        def cancel(self, reason: str | None) -> bool:
+            return True
+
+    for run in (Slotted(), {}):
+        target = run if isinstance(run, Slotted) else Slotted()
+        ctx = RunContext(
+            run_id="r",
+            workflow_name="w",
+            inputs={},
+            outputs={},
+            emit=target.emit,
+            cancel=target.cancel,
+            started_at=datetime.now(UTC),
+            run=run,
+        )
+        await ctx.emit("hello")
+        assert target.sent == ["hello"]
+        assert ctx.cancel() is True
