@@ -55,6 +55,13 @@ def _strong(fn: Any) -> Any:
     return fn() if isinstance(fn, weakref.WeakMethod) else fn
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class ParentLink:
     """What a workflow run started inside a run takes from it, as its sub-run.
 
@@ -231,11 +238,7 @@ class RunContext:
         if loop is None or loop.is_closed():
             msg = f"emit_sync(): run {self.run_id} has no event loop to send {name!r} on"
             raise RuntimeError(msg)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if _running_loop() is loop:
             msg = (
                 "emit_sync() blocks until the event is dispatched, which cannot happen on the "
                 "event loop's own thread; use 'await ctx.emit(...)' in async code"
@@ -255,7 +258,8 @@ class RunContext:
         """Stop this run from inside it (a node or a handler), as ``RunHandle.cancel`` does.
 
         The run ends ``cancelled`` with ``reason``; the calling node ends
-        ``cancelled``.
+        ``cancelled``. From a sync node's worker thread, the stop is requested
+        on the run's event loop and this call waits for the answer.
 
         Returns:
             True when this call stopped the run; False when it was already
@@ -264,7 +268,23 @@ class RunContext:
         cancel = _strong(self._cancel)
         if cancel is None:  # nothing to cancel with, or the run is gone
             return False
-        return bool(cancel(reason))
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            return bool(cancel(reason))
+        # Another thread (a sync node's worker): the stop is requested on the run's loop.
+        answer: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def stop() -> None:
+            try:
+                answer.set_result(bool(cancel(reason)))
+            except BaseException as exc:  # handed to the caller, raised there
+                answer.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(stop)
+        except RuntimeError:  # the run's loop is closed: the run is over
+            return False
+        return answer.result()
 
     def __repr__(self) -> str:
         return f"RunContext(run_id={self.run_id!r}, workflow_name={self.workflow_name!r})"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -57,6 +58,37 @@ async def test_a_node_cancels_its_own_run(runner: Runner) -> None:
     assert result.status is RunStatus.CANCELLED
     assert result.cancel_reason == "limit 3 reached"
     assert result.nodes["check"].status is NodeStatus.CANCELLED
+    assert result.nodes["after"].status is NodeStatus.SKIPPED
+    assert_well_formed(recorder.events)
+
+
+async def test_a_sync_node_cancels_its_own_run_from_its_worker_thread(runner: Runner) -> None:
+    """``current_run().cancel()`` from a sync node (in a worker thread) stops the run as
+    from an async node: the stop is requested on the run's loop, the answer comes back."""
+    answers: list[bool] = []
+    answered = threading.Event()
+
+    @node
+    def check(limit: int) -> int:  # a sync node, in a worker thread
+        ctx = current_run()
+        answers.append(ctx.cancel(f"limit {limit} reached"))
+        answers.append(ctx.cancel("again"))
+        answered.set()
+        return limit
+
+    @node
+    async def after(check: int) -> int:
+        return check
+
+    recorder = RecordingCallback()
+    result = await Workflow("self-stop-sync", nodes=[check, after]).run(
+        {"limit": 3}, callbacks=[recorder], runner=runner
+    )
+    # The run does not wait for a cancelled sync body's thread; the thread goes on.
+    assert await asyncio.to_thread(answered.wait, 10)
+    assert answers == [True, False]
+    assert result.status is RunStatus.CANCELLED
+    assert result.cancel_reason == "limit 3 reached"
     assert result.nodes["after"].status is NodeStatus.SKIPPED
     assert_well_formed(recorder.events)
 
