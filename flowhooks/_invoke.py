@@ -3,10 +3,12 @@
 Place in the chain: events -> handler -> hooks -> **general calls** -> manager.
 
 The manager's loop makes the common calls (plain sync or async, with or
-without ``event=``) itself; the rest come here: a ``timeout`` enforced with
-``asyncio.timeout``, a ``run_in_thread`` method run in a worker thread, and
-the rule that a handler whose threaded call timed out is skipped until that
-call returns, so it never runs concurrently with itself.
+without ``event=``) itself; the rest come here (``call_other``): sync
+``event=`` calls, calls behind a circuit breaker, a ``timeout`` enforced
+with ``asyncio.timeout``, a ``run_in_thread`` method run in a worker
+thread, and the rule that a handler whose threaded call timed out is skipped
+until that call returns, so it never runs concurrently with itself. A failed
+call is counted in its stats and breaker here too (``count_failure``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from flowhooks._errors import FlowhooksError
 from flowhooks._events import Event
-from flowhooks._hooks import HookCall, ThreadCall, ThreadSlot
+from flowhooks._hooks import CallKind, HookCall, ThreadCall, ThreadSlot
 from flowhooks._threads import handler_pool
 
 
@@ -114,3 +116,43 @@ async def invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | N
             msg = f"{call.label}.{call.event_type.method_name} timed out after {call.timeout:g}s"
             raise HandlerTimeoutError(msg) from exc
         raise
+
+
+async def call_other(
+    kind: CallKind, call: HookCall, args: tuple[Any, ...], event: Event | None
+) -> bool:
+    """Make a call of the less common kinds; return False when its breaker skipped it.
+
+    Sync ``event=`` handlers, handlers behind a circuit breaker (only they pay
+    for it), and those with a timeout or a worker thread.
+    """
+    if kind is CallKind.SYNC_EVENT:
+        call.fn(*args, event=event)
+    elif kind is CallKind.GUARDED:
+        guard = call.breaker
+        assert guard is not None
+        if not guard.admit():
+            call.stats.skipped += 1
+            return False
+        await invoke_general(call, args, event)
+        guard.succeeded()
+    else:
+        await invoke_general(call, args, event)
+    return True
+
+
+def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
+    """Record a failed call in its stats (``elapsed`` is 0.0 when untimed) and its
+    circuit breaker; return whether it timed out. Hook monitors are told by the
+    dispatch loop."""
+    if call.breaker is not None:
+        call.breaker.failed()
+    stats = call.stats
+    stats.calls += 1
+    stats.seconds += elapsed
+    timed_out = isinstance(exc, HandlerTimeoutError)
+    if timed_out:
+        stats.timeouts += 1
+    else:
+        stats.errors += 1
+    return timed_out

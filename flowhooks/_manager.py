@@ -50,7 +50,7 @@ from flowhooks._hooks import (
     make_entry,
     sort_entries,
 )
-from flowhooks._invoke import HandlerStillBusy, HandlerTimeoutError, invoke_general
+from flowhooks._invoke import HandlerStillBusy, call_other, count_failure
 from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._monitors import hook_monitors, notify_monitors
 from flowhooks._plan_cache import PlanTable, _generation, bump_generation, current_generation
@@ -69,8 +69,6 @@ _ASYNC: Final = CallKind.ASYNC
 _SYNC: Final = CallKind.SYNC
 _DISPATCHER: Final = CallKind.DISPATCHER
 _ASYNC_EVENT: Final = CallKind.ASYNC_EVENT
-_SYNC_EVENT: Final = CallKind.SYNC_EVENT
-_GUARDED: Final = CallKind.GUARDED
 
 
 def _slot_values(obj: object) -> dict[str, Any]:
@@ -393,7 +391,7 @@ class CallbackManager(Dispatcher):
         one takes the rest: timing on, hook monitors, ``error`` events. Async
         ``event=`` handlers (the built-in handlers are) are called in both; the
         less common call kinds (sync ``event=``, breaker, timeout, thread) go
-        through ``_call_other``.
+        through ``call_other``.
         """
         try:
             steps, wants_event, untimed = self._plan_entries[event_type]
@@ -421,7 +419,7 @@ class CallbackManager(Dispatcher):
                         await fn(first, second, event=event)
                     elif kind is _DISPATCHER:
                         await fn(event_type, args, event)
-                    elif not await _call_other(kind, call, args, event):
+                    elif not await call_other(kind, call, args, event):
                         continue  # skipped by its circuit breaker
                 except Exception as exc:
                     if self._failed(call, exc, event, 0.0):
@@ -452,7 +450,7 @@ class CallbackManager(Dispatcher):
                         await fn(*args, event=event)
                     elif kind is _DISPATCHER:
                         await fn(event_type, args, event)
-                    elif not await _call_other(kind, call, args, event):
+                    elif not await call_other(kind, call, args, event):
                         if timed:
                             last = perf_counter()
                         continue
@@ -555,29 +553,6 @@ class CallbackManager(Dispatcher):
         return f"{type(self).__name__}([{names}])"
 
 
-async def _call_other(
-    kind: CallKind, call: HookCall, args: tuple[Any, ...], event: Event | None
-) -> bool:
-    """Make a call of the less common kinds; return False when its breaker skipped it.
-
-    Sync ``event=`` handlers, handlers behind a circuit breaker (only they pay
-    for it), and those with a timeout or a worker thread.
-    """
-    if kind is _SYNC_EVENT:
-        call.fn(*args, event=event)
-    elif kind is _GUARDED:
-        guard = call.breaker
-        assert guard is not None
-        if not guard.admit():
-            call.stats.skipped += 1
-            return False
-        await invoke_general(call, args, event)
-        guard.succeeded()
-    else:
-        await invoke_general(call, args, event)
-    return True
-
-
 def _forwards_to(handler: object, target: CallbackManager, seen: set[int]) -> bool:
     """Whether ``handler`` is ``target`` or holds it, at any depth of managers and composites."""
     if handler is target:
@@ -590,23 +565,6 @@ def _forwards_to(handler: object, target: CallbackManager, seen: set[int]) -> bo
     except Exception:  # a composite of someone else's whose property fails: nothing to see
         return False
     return any(_forwards_to(h, target, seen) for h in inner)
-
-
-def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
-    """Record a failed call in its stats (``elapsed`` is 0.0 when untimed) and its
-    circuit breaker; return whether it timed out. Hook monitors are told by the
-    dispatch loop."""
-    if call.breaker is not None:
-        call.breaker.failed()
-    stats = call.stats
-    stats.calls += 1
-    stats.seconds += elapsed
-    timed_out = isinstance(exc, HandlerTimeoutError)
-    if timed_out:
-        stats.timeouts += 1
-    else:
-        stats.errors += 1
-    return timed_out
 
 
 class PriorityCallbackManager(CallbackManager):
