@@ -63,27 +63,18 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class ParentLink:
-    """What a workflow run started inside a run takes from it, as its sub-run.
+    """What a workflow run started inside a run takes from it beyond what its context
+    shows (``run_id``, ``resource_id``, ``metadata``): the run's manager and store.
 
-    Held by the run's context, strongly: none of it refers back to the run, so
-    a run started later from a task the run left behind is a sub-run of it
-    whether or not the run's own state is still in memory.
+    Held by the run's context, strongly: neither refers back to the run, so a run
+    started later from a task the run left behind is a sub-run of it whether or not
+    the run's own state is still in memory.
     """
 
-    __slots__ = ("manager", "metadata", "resource_id", "run_id", "store")
+    __slots__ = ("manager", "store")
 
-    def __init__(
-        self,
-        run_id: str,
-        manager: CallbackManager,
-        resource_id: str | None,
-        metadata: dict[str, Any],
-        store: Any,
-    ) -> None:
-        self.run_id = run_id
+    def __init__(self, manager: CallbackManager, store: Any) -> None:
         self.manager = manager
-        self.resource_id = resource_id
-        self.metadata = metadata
         self.store = store
 
 

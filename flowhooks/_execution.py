@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from flowhooks._context import ParentLink, RunContext
+from flowhooks._context import RunContext
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._errors import Suspend
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
@@ -179,7 +179,7 @@ class RunState(NodeOutcomes):
         inputs: dict[str, Any],
         *,
         run_id: str,
-        parent: ParentLink | None,
+        parent_run_id: str | None,
         resource_id: str | None,
         metadata: dict[str, Any],
     ) -> None:
@@ -190,9 +190,9 @@ class RunState(NodeOutcomes):
         self.inputs = inputs
         self.run_id = run_id
         self.workflow_name = workflow.name
-        self.parent_run_id = parent.run_id if parent is not None else None
+        self.parent_run_id = parent_run_id
         # A sub-workflow run starts inside its parent's node: that node is current here.
-        self.parent_node_id = current_node() if parent is not None else None
+        self.parent_node_id = current_node() if parent_run_id is not None else None
         self.resource_id = resource_id
         self.metadata = metadata
         self.outputs: dict[str, Any] = {}

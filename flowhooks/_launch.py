@@ -105,10 +105,10 @@ class _Prepared:
 
 
 def _dispatching_to(
-    workflow: Workflow, run_manager: CallbackManager | None, parent: ParentLink | None
+    workflow: Workflow, run_manager: CallbackManager | None, parent: CallbackManager | None
 ) -> CallbackManager:
     """The one manager a run dispatches to: its workflow's, its own and its parent run's."""
-    given = (workflow.callbacks, run_manager, parent.manager if parent is not None else None)
+    given = (workflow.callbacks, run_manager, parent)
     present = [m for m in given if m is not None and m.entries]
     if not present:  # the shared empty manager: combining nothing would build a new one
         return _NO_CALLBACKS
@@ -160,14 +160,16 @@ def _prepare(
         run_manager = as_manager(callbacks, where="run(callbacks=...)")
     except TypeError as exc:
         raise InvalidCallbackError(str(exc)) from None
-    parent_ctx = current_run_var.get(None)
-    parent = parent_ctx._parent_link if parent_ctx is not None else None
-    manager = _dispatching_to(workflow, run_manager, parent)
+    parent = current_run_var.get(None)
+    link = parent._parent_link if parent is not None else None
+    if link is None:  # not inside a Workflow run (none, or an ExternalRun's, or a worker's)
+        parent = None
+    manager = _dispatching_to(workflow, run_manager, link.manager if link is not None else None)
     if parent is not None:
         resource_id = resource_id if resource_id is not None else parent.resource_id
         metadata = metadata if metadata is not None else parent.metadata
     # Everything that can refuse the call comes before the run id is claimed as live.
-    run_store = resolve_store(store if store is not None or parent is None else parent.store)
+    run_store = resolve_store(store if store is not None or link is None else link.store)
     claimed = _LIVE.claim(run_id)
     try:
         state = RunState(
@@ -177,7 +179,7 @@ def _prepare(
             runner,
             input_dict,
             run_id=claimed,
-            parent=parent,
+            parent_run_id=parent.run_id if parent is not None else None,
             resource_id=resource_id,
             metadata=dict(metadata) if metadata is not None else {},
         )
@@ -187,9 +189,7 @@ def _prepare(
         raise
     _LIVE.own(claimed, state)
     state.store = run_store
-    state.ctx._parent_link = ParentLink(
-        state.run_id, manager, state.resource_id, state.metadata, run_store
-    )
+    state.ctx._parent_link = ParentLink(manager, run_store)
     if outputs is not None:
         state.selection = tuple(plan.order) if isinstance(outputs, str) else tuple(outputs)
     return _Prepared(state, timeout, control)
