@@ -68,10 +68,6 @@ class _SqliteBackend(_Backend):
             finally:
                 cursor.close()
 
-        @sa_event.listens_for(self.engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
         self._conn: sa.Connection | None = None
 
     def run(self, work: Callable[[sa.Connection], T]) -> T:
@@ -82,6 +78,9 @@ class _SqliteBackend(_Backend):
         conn = self._conn
         try:
             with conn.begin():
+                # Issued here rather than from a "begin" event listener: any connection
+                # event listener sends every statement through SQLAlchemy's event dispatch.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
                 return work(conn)
         except BaseException:
             if conn.invalidated:
