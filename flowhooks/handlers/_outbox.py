@@ -160,6 +160,7 @@ class Outbox:
         self.dialect = dialect
         self._enqueue = insert_ignoring(outbox_table, dialect)
         self._register = insert_ignoring(consumers_table, dialect)
+        self._notify = sa.select(sa.func.pg_notify(CHANNEL, _p("consumer")))
         t = outbox_table
         free = sa.or_(t.c.lease_until.is_(None), t.c.lease_until < _p("now"))
         take = {"lease_until": _p("until"), "worker": _p("token"), "attempts": t.c.attempts + 1}
@@ -262,7 +263,7 @@ class Outbox:
         conn.execute(self._enqueue, rows[0] if len(rows) == 1 else rows)
         if self.dialect == "postgresql":
             for consumer in {row["consumer"] for row in rows}:
-                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, consumer)))
+                conn.execute(self._notify, {"b_consumer": consumer})
 
     def register(self, conn: sa.Connection, run_id: str, consumer: str, event_types: str) -> None:
         """Record that ``consumer`` follows run ``run_id`` (the sweep sends it a crashed end)."""
@@ -403,7 +404,7 @@ class Outbox:
             stmt.values(status=PENDING, attempts=0, due_at=now, lease_until=None, worker=None)
         )
         if self.dialect == "postgresql" and replayed.rowcount:
-            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, consumer or "")))
+            conn.execute(self._notify, {"b_consumer": consumer or ""})
         return int(replayed.rowcount)
 
     def purge_dead(self, conn: sa.Connection, consumer: str | None) -> int:

@@ -49,6 +49,19 @@ from flowhooks.handlers._validate import positive_int, positive_seconds  # noqa:
 __all__ = ["DeliveryStats", "DurableCallback", "DurableError"]
 
 _DRAIN_POLL: Final = 0.05
+_RUN_END: Final = (
+    sa.update(runs_table)
+    .where(runs_table.c.run_id == sa.bindparam("b_run_id"))
+    .where(runs_table.c.status.in_(("running", "crashed")))
+    .values(
+        status=sa.bindparam("b_status"),
+        ended_at=sa.bindparam("b_ended_at"),
+        duration=sa.bindparam("b_duration"),
+        last_seq=sa.bindparam("b_last_seq"),
+    )
+)
+"""A run's end as its DurableCallback records it (built once: a statement costs far more to
+build than to run)."""
 
 
 class DurableError(FlowhooksError):
@@ -311,20 +324,16 @@ class DurableCallback(BaseCallbackHandler):
 
             ops.append(record)
         if event.type is EventType.WORKFLOW_END:
-            ended = (
-                sa.update(runs_table)
-                .where(runs_table.c.run_id == run_id)
-                .where(runs_table.c.status.in_(("running", "crashed")))
-                .values(
-                    status=event.status or "unknown",
-                    ended_at=event.timestamp,
-                    duration=event.duration,
-                    last_seq=event.seq,
-                )
-            )
+            ended = {
+                "b_run_id": run_id,
+                "b_status": event.status or "unknown",
+                "b_ended_at": event.timestamp,
+                "b_duration": event.duration,
+                "b_last_seq": event.seq,
+            }
 
             def end(conn: sa.Connection) -> None:
-                conn.execute(ended)
+                conn.execute(_RUN_END, ended)
 
             ops.append(end)
         if self.events is None or event.type.value in self.events:
