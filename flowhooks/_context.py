@@ -98,7 +98,8 @@ class RunContext:
         state: a mutable dict shared by the run's nodes and handlers; the
             run's result holds it at the end (``RunResult.state``) and a
             suspended run keeps it for its resume.
-        resume_data: in a resumed run, the ``data`` given to ``resume``; else ``None``.
+        resume_data: in a resumed run, the ``data`` given to ``resume``, as seen
+            by the node that suspended (and the code it runs); ``None`` elsewhere.
         resumed_from: in a resumed run, the id of the suspended run it continues.
     """
 
@@ -110,6 +111,8 @@ class RunContext:
         "_loop",
         "_outputs",
         "_parent_link",
+        "_resume_data",
+        "_resume_node",
         "_run_ref",
         "inputs",
         "metadata",
@@ -118,7 +121,6 @@ class RunContext:
         "parent_run_id",
         "resource_id",
         "result",
-        "resume_data",
         "resumed_from",
         "run_id",
         "started_at",
@@ -165,7 +167,8 @@ class RunContext:
         self.started_at = started_at
         self.result: RunResult | None = None
         self.state: dict[str, Any] = state if state is not None else {}
-        self.resume_data: Any = None
+        self._resume_data: Any = None
+        self._resume_node: str | None = None
         self.resumed_from: str | None = None
         self._cancel = _held_weakly(cancel, run) if cancel is not None else None
         try:
@@ -177,6 +180,31 @@ class RunContext:
     def _run(self) -> object:
         """The run's state while it exists (a run holds it as long as it may use it)."""
         return self._run_ref() if self._run_ref is not None else None
+
+    @property
+    def resume_data(self) -> Any:
+        """In a resumed run, what ``resume`` gave the node that suspended; else ``None``.
+
+        Only that node (and the code it runs) sees it: a later node of the same run
+        that suspends in turn (a second approval) gets ``None`` and may suspend.
+        """
+        node = self._resume_node
+        if node is not None:
+            from flowhooks._sequencer import current_node  # imports the manager, which imports this
+
+            if current_node() != node:
+                return None
+        return self._resume_data
+
+    @resume_data.setter
+    def resume_data(self, data: Any) -> None:
+        self._resume_data = data
+        self._resume_node = None
+
+    def resume_with(self, data: Any, node_id: str) -> None:
+        """Give ``data`` to node ``node_id`` as ``resume_data`` (the node that suspended)."""
+        self._resume_data = data
+        self._resume_node = node_id
 
     @property
     def logger(self) -> Logger:

@@ -234,6 +234,7 @@ async def _finish(run: RunState) -> RunResult:
     if run.timed_out and run.error is not None:
         await run.emit_error_isolated(run.error, None, None, None, "the run timeout's error event")
     result = build_result(run)
+    run.decided = True
     status = result.status
     if status is RunStatus.SUSPENDED:
         await _save_suspended(run, result)

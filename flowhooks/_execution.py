@@ -123,6 +123,7 @@ class RunState(NodeOutcomes):
         "callback_tasks",
         "closed",
         "ctx",
+        "decided",
         "default_submit",
         "end_cancels",
         "end_started",
@@ -151,6 +152,7 @@ class RunState(NodeOutcomes):
         "result",
         "results",
         "resume_data",
+        "resume_force",
         "resumed_from",
         "resuming",
         "run_id",
@@ -228,6 +230,8 @@ class RunState(NodeOutcomes):
         self.resumed_from: str | None = None
         self.restored: frozenset[str] = frozenset()
         self.resume_data: Any = None
+        self.resume_force = False  # a resume with force=True: so are its sub-runs' resumes
+        self.decided = False  # the result is built: a cancel can no longer change it
         self.resuming: Suspension | None = None
         self.store: RunStore | None = None
         self.selection: tuple[str, ...] | None = None
@@ -331,7 +335,7 @@ class RunState(NodeOutcomes):
 
     def can_cancel(self) -> bool:
         """Whether a cancel would stop the run: not ended, not stopping (but a suspension)."""
-        return not self.closed and self.stopping in (None, RunStatus.SUSPENDED)
+        return not self.closed and not self.decided and self.stopping in (None, RunStatus.SUSPENDED)
 
     def cancel_from_inside(self, reason: str | None) -> bool:
         """``RunContext.cancel``: stop the run, unless it is already stopping or ended."""
@@ -372,8 +376,9 @@ class RunState(NodeOutcomes):
         )
 
     def on_timeout(self, timeout: float) -> None:
-        """The run's ``timeout=`` ran out: fail it with a ``TimeoutError`` and stop it."""
-        if self.stopping is None:
+        """The run's ``timeout=`` ran out: fail it with a ``TimeoutError`` and stop it
+        (a suspension waiting for its running nodes included: the failure wins)."""
+        if self.stopping is None or self.stopping is RunStatus.SUSPENDED:
             self.timed_out = True
             reason = f"run timed out after {timeout:g}s"
             # Recorded now, so the result carries it even if the run's end is abandoned.

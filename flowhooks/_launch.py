@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flowhooks._combined import as_manager, combined
@@ -26,13 +27,14 @@ from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError, Node
 from flowhooks._results import RunResult
-from flowhooks._resume import PROCESS_STORE, RunStore, graph_fingerprint
+from flowhooks._resume import PROCESS_STORE, SUBWORKFLOW_ATTRIBUTE, RunStore, graph_fingerprint
 from flowhooks._runner import AsyncioRunner, Runner
 from flowhooks._sequencer import enter_run_task, leave_run_task
 from flowhooks._validate import check_seconds
 from flowhooks._workflow import Workflow
 
 if TYPE_CHECKING:
+    from flowhooks._graph import RunPlan
     from flowhooks._workflow import Callbacks
 
 _DEFAULT_RUNNER = AsyncioRunner()
@@ -275,9 +277,14 @@ async def resume_run(
         if saved.expired():
             msg = f"run {run_id!r} was suspended until {saved.suspension.expires_at}; it expired"
             raise NotResumable(msg)
-        plan = workflow.plan(selection)
+        try:
+            plan: RunPlan | None = workflow.plan(selection)
+        except WorkflowError:  # outputs= names a node the workflow no longer has
+            plan = None
         if not force and (
-            saved.workflow_name != workflow.name or graph_fingerprint(plan) != saved.fingerprint
+            plan is None
+            or saved.workflow_name != workflow.name
+            or graph_fingerprint(plan) != saved.fingerprint
         ):
             msg = (
                 f"run {run_id!r} was suspended by workflow {saved.workflow_name!r} with a "
@@ -285,6 +292,9 @@ async def resume_run(
                 "force=True to run it anyway (completed nodes are matched by name)"
             )
             raise NotResumable(msg)
+        if plan is None and selection is not None:  # forced: the outputs= nodes that remain
+            known = set(workflow.plan().order)
+            selection = [name for name in selection if name in known] or None
         prepared = _prepare(
             workflow,
             saved.inputs,
@@ -303,9 +313,17 @@ async def resume_run(
     state.resuming = saved.suspension
     state.restore(saved.outputs)
     state.state.update(saved.state)
-    state.resume_data = state.ctx.resume_data = data
+    state.resume_data = data
+    state.resume_force = force
+    suspended_node = saved.suspension.node_id
+    state.ctx.resume_with(data, suspended_node)
     state.ctx.resumed_from = run_id
-    return await _execute(prepared)
+    try:
+        return await _execute(prepared)
+    finally:
+        finish = getattr(resolved, "finish", None)
+        if finish is not None:  # a store that renews claims: this resume is over
+            finish(run_id, claimant)
 
 
 class RunHandle:
@@ -370,10 +388,6 @@ def start_run(workflow: Workflow, inputs: Mapping[str, Any] | None, **options: A
     return RunHandle(prepared.state.run_id, task, control)
 
 
-SUBWORKFLOW_ATTRIBUTE = "__flowhooks_subworkflow__"
-"""Set on the body of a sub-workflow node (``Workflow.as_node``) to the child workflow."""
-
-
 def _current_state() -> RunState | None:
     ctx = current_run_var.get(None)
     state = ctx._run if ctx is not None else None
@@ -391,16 +405,28 @@ def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any
         parent = _current_state()
         resuming = parent.resuming if parent is not None else None
         if resuming is not None and resuming.node_id == node_name:
-            child_run_id = resuming.payload["child_run_id"]
-            result = await resume_run(child, child_run_id, parent.resume_data)  # type: ignore[union-attr]
+            # The child was suspended in the parent's store, and resumes as the parent does.
+            assert parent is not None
+            result = await resume_run(
+                child,
+                resuming.payload["child_run_id"],
+                parent.resume_data,
+                store=parent.store,
+                force=parent.resume_force,
+            )
         else:
             result = await execute_run(child, kwargs)
         if result.status is RunStatus.SUSPENDED and result.suspension is not None:
-            # The child waits: so does this node, and with it the parent run.
+            # The child waits: so does this node, and with it the parent run (until the
+            # child's suspension expires, if it does).
             inner = result.suspension
+            expires_in = None
+            if inner.expires_at is not None:
+                expires_in = max((inner.expires_at - datetime.now(UTC)).total_seconds(), 1e-6)
             raise Suspend(
                 inner.reason,
                 {"child_run_id": result.run_id, "node_id": inner.node_id, "payload": inner.payload},
+                expires_in=expires_in,
             )
         result.raise_for_status()
         return dict(result.outputs)

@@ -126,6 +126,9 @@ def _already(run_id: str, by: str) -> str:
     return f"run {run_id!r} was already resumed by run {by!r}; a suspended run resumes once"
 
 
+SUBWORKFLOW_ATTRIBUTE = "__flowhooks_subworkflow__"
+"""Set on the body of a sub-workflow node (``Workflow.as_node``) to the child workflow."""
+
 PROCESS_STORE = MemoryRunStore()
 """The store of runs suspended without ``store=``: resumable in this process only."""
 
@@ -136,8 +139,11 @@ def graph_fingerprint(plan: RunPlan) -> str:
     Two workflows with the same fingerprint wire the same node names the same
     way, so a suspended run's outputs fit the resumed run's nodes.
     """
-    parts = [
-        f"{name}({','.join(step.params)})<-{','.join(plan.deps[name])}"
-        for name, step in zip(plan.order, plan.steps, strict=True)
-    ]
+    parts = []
+    for name, step in zip(plan.order, plan.steps, strict=True):
+        part = f"{name}({','.join(step.params)})<-{','.join(plan.deps[name])}"
+        child = getattr(step.fn, SUBWORKFLOW_ATTRIBUTE, None)
+        if child is not None:  # a sub-workflow node: its graph is part of the parent's
+            part += f"[{graph_fingerprint(child.plan())}]"
+        parts.append(part)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -86,7 +86,8 @@ def _isolated_imports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:
-        if not name.startswith(("flowhooks", "typer", "rich", "sqlalchemy", "aiosqlite")):
+        kept = ("flowhooks", "typer", "rich", "sqlalchemy", "aiosqlite", "alembic")
+        if not name.startswith(kept):
             sys.modules.pop(name, None)
 
 

@@ -14,10 +14,10 @@ the row (``status`` ``claimed``, ``resumed_by``, a lease of ``lease``
 seconds); a concurrent or later one gets ``NotResumable`` naming the run
 that resumed it. While the claiming process lives, its database writer
 renews the lease at every heartbeat; the claim becomes final (``resumed``)
-when the resumed run has ended: its ``workflow_end`` seen by a handler on the
-same database, the task that resumed it finished, or the process exiting
-normally. A process that dies after its claim (``kill -9``, OOM) stops
-renewing: once the lease has run out, a later resume takes the run again.
+as soon as the resumed run has ended (``finish``; and, should that write be
+lost, at the next heartbeat or the process exiting normally). A process
+that dies after its claim (``kill -9``, OOM) stops renewing: once the lease
+has run out, a later resume takes the run again.
 A refused resume (changed graph, expired) gives its claim back at once.
 """
 
@@ -185,6 +185,30 @@ class SQLRunStore:
             ),
             f"give back the claim on {run_id!r}",
         )
+
+    def finish(self, run_id: str, claimant: str) -> None:
+        """The resumed run ``claimant`` has ended: its claim on ``run_id`` becomes final now.
+
+        Queued for the database writer without waiting (it is called as the run ends,
+        cancelled or not); until committed, the claim is still held and renewed.
+        """
+        with self._lock:
+            self._finished.add(claimant)
+        s = suspended_table
+
+        def final(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.update(s)
+                .where(s.c.run_id == run_id)
+                .where(s.c.resumed_by == claimant)
+                .values(status=RESUMED, lease_until=None)
+            )
+            with self._lock:
+                if self._held.get(run_id) == claimant:
+                    del self._held[run_id]
+                self._finished.discard(claimant)
+
+        self._hub.submit(final)
 
     # -- keeping claims ------------------------------------------------------------------
 

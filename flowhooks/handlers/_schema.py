@@ -21,6 +21,7 @@ current.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +38,9 @@ PRE_VERSIONING: Final = "0001"
 """What a database with the history tables but no version table is at."""
 VERSION_TABLE: Final = "flowhooks_schema_version"
 _MIGRATIONS: Final = Path(__file__).with_name("_migrations")
+_ALEMBIC: Final = threading.Lock()
+"""Held while Alembic runs: its ``alembic.context`` is one module-wide proxy, so two databases
+created or migrated at once in one process (two writer threads) would share it."""
 _LOCK_KEY: Final = 0x666C6F77  # the PostgreSQL advisory lock taken while creating or migrating
 
 
@@ -92,7 +96,8 @@ def ensure_current(connection: sa.Connection, display_url: str) -> None:
     if version == HEAD:
         return
     if version is None:
-        command.upgrade(_config(connection), "head")
+        with _ALEMBIC:
+            command.upgrade(_config(connection), "head")
         return
     raise _version_error(version, display_url)
 
@@ -128,7 +133,8 @@ def upgrade(connection: sa.Connection, display_url: str) -> tuple[str | None, st
     if before is not None and before not in {"0001"}:
         raise _version_error(before, display_url)
     config = _config(connection)
-    if before == PRE_VERSIONING and not sa.inspect(connection).has_table(VERSION_TABLE):
-        command.stamp(config, PRE_VERSIONING)
-    command.upgrade(config, "head")
+    with _ALEMBIC:
+        if before == PRE_VERSIONING and not sa.inspect(connection).has_table(VERSION_TABLE):
+            command.stamp(config, PRE_VERSIONING)
+        command.upgrade(config, "head")
     return before, HEAD

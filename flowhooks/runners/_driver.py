@@ -18,7 +18,7 @@ import cloudpickle
 
 from flowhooks._context import current_run_var
 from flowhooks._errors import WorkflowError
-from flowhooks._launch import SUBWORKFLOW_ATTRIBUTE
+from flowhooks._resume import SUBWORKFLOW_ATTRIBUTE
 from flowhooks._runner import Runner
 from flowhooks.runners._errors import worker_error
 from flowhooks.runners._remote import Outcome, RunSnapshot
@@ -116,6 +116,8 @@ def _snapshot(ctx: RunContext, node: Node, kwargs: dict[str, Any]) -> RunSnapsho
         node_count=ctx.node_count,
         state=state if isinstance(state, dict) else None,
         dependencies=tuple(name for name in kwargs if name in outputs),
+        resume_data=ctx.resume_data,  # in the node's task: the data, if it is the resumed node
+        resumed_from=ctx.resumed_from,
     )
 
 

@@ -52,6 +52,9 @@ class RunSnapshot:
     state: dict[str, Any] | None = None
     dependencies: tuple[str, ...] = ()
     """The parameters of the node that are other nodes' outputs (its ``outputs`` view)."""
+    resume_data: Any = None
+    """In a resumed run, for the node that suspended: what ``resume`` gave it."""
+    resumed_from: str | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +111,8 @@ class WorkerRunContext(RunContext):
         )
         self.node_id = snapshot.node_id
         self.attempt = snapshot.attempt
+        self.resume_data = snapshot.resume_data
+        self.resumed_from = snapshot.resumed_from
 
     def emit_sync(self, name: str, data: Any = None) -> None:
         """Send a custom event from a sync body (buffered like ``await emit``)."""

@@ -333,3 +333,32 @@ def test_one_history_callback_shared_by_threads_with_their_own_loops(tmp_path: P
             assert json.loads(row.input_data) == {"n": results[row.run_id]}
     assert all(sorted(ids) == ["first", "second"] for ids in by_run.values())
     assert set(by_run) == set(results)
+
+
+def test_databases_created_at_once_in_one_process_are_each_created(tmp_path: Path) -> None:
+    """Alembic's migration context is one module-wide object: creating several new databases
+    from several threads at once (one writer thread per database) must not mix them up."""
+    from flowhooks.handlers._sql_hub import upgrade_database
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def create(i: int) -> None:
+        start.wait()
+        try:
+            upgrade_database(f"sqlite:///{tmp_path / f'db{i}.db'}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    for i in range(8):
+        engine = sa.create_engine(f"sqlite:///{tmp_path / f'db{i}.db'}")
+        with engine.connect() as conn:
+            version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        assert version == HEAD
+        engine.dispose()

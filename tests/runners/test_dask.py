@@ -75,6 +75,32 @@ async def test_current_run_on_a_worker_is_a_snapshot_of_the_run(runner: DaskRunn
     assert seen["state"] == {}
 
 
+async def test_a_resumed_node_on_a_worker_gets_its_resume_data(runner: DaskRunner) -> None:
+    """A run resumed on a cluster: the node that suspended sees the data on its worker."""
+    from flowhooks import RunStatus, Suspend
+
+    @node
+    def approve(x: int) -> dict[str, Any]:
+        ctx = current_run()
+        if ctx.resume_data is None:
+            raise Suspend("approval")
+        return {"pid": os.getpid(), "data": ctx.resume_data, "from": ctx.resumed_from}
+
+    @node
+    def later(approve: dict[str, Any]) -> Any:
+        return current_run().resume_data  # another node: not its data
+
+    wf = Workflow("approved", nodes=[approve, later])
+    first = await wf.run({"x": 1}, runner=runner)
+    assert first.status is RunStatus.SUSPENDED
+    resumed = await wf.resume(first.run_id, {"approved": True}, runner=runner)
+    seen = resumed.raise_for_status().outputs
+    assert seen["approve"]["pid"] != os.getpid()
+    assert seen["approve"]["data"] == {"approved": True}
+    assert seen["approve"]["from"] == first.run_id
+    assert seen["later"] is None
+
+
 async def test_custom_events_from_workers_arrive_in_order_before_node_end(
     runner: DaskRunner,
 ) -> None:
