@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 from flowhooks._breaker import BreakerState, CircuitBreaker, check_breaker
 from flowhooks._events import EVENT_ARGS, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
+from flowhooks._serialize import repr_text
 from flowhooks._validate import ParameterTypeError, check_seconds
 
 if TYPE_CHECKING:
@@ -235,6 +236,14 @@ is not inspected again, unless its function was edited in place since (a reloade
 swapping ``__code__``)."""
 
 
+def _unwrapped(fn: Callable[..., Any]) -> object:
+    """What ``functools.wraps`` decorators around ``fn`` wrap (``fn`` when none; never raises)."""
+    try:
+        return inspect.unwrap(fn)
+    except Exception:  # a cycle of __wrapped__, or an attribute that raises
+        return fn
+
+
 def _call_shape(
     handler: BaseCallbackHandler, method_name: str, fn: Callable[..., Any], event_type: EventType
 ) -> tuple[bool, bool]:
@@ -278,8 +287,12 @@ def _call_shape(
                 "with a keyword-only `event` parameter to receive the full Event."
             )
             raise TypeError(msg) from None
-    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    is_async = (
+        inspect.iscoroutinefunction(fn)
+        or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+        )
+        or inspect.iscoroutinefunction(_unwrapped(fn))  # an async method behind a decorator
     )
     if func is not None:
         shape = (func.__code__, func.__defaults__, func.__kwdefaults__, wants_event, is_async)
@@ -343,7 +356,7 @@ def check_handler(handler: object) -> BaseCallbackHandler:
         )
         raise TypeError(msg)
     msg = (
-        f"expected a BaseCallbackHandler instance, got {handler!r} "
+        f"expected a BaseCallbackHandler instance, got {repr_text(handler)} "
         f"({type(handler).__name__}); subclass flowhooks.BaseCallbackHandler and "
         "override the on_* methods you need"
     )

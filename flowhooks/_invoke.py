@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -98,8 +99,9 @@ async def invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | N
     elif call.is_async:
         awaitable = call.fn(*args, **kwargs)
     else:
-        call.fn(*args, **kwargs)
-        return
+        awaitable = call.fn(*args, **kwargs)
+        if awaitable is None or not inspect.isawaitable(awaitable):
+            return  # a plain def; one that hands back a coroutine is awaited below
     if call.timeout is None:
         await awaitable
         return
@@ -127,7 +129,9 @@ async def call_other(
     for it), and those with a timeout or a worker thread.
     """
     if kind is CallKind.SYNC_EVENT:
-        call.fn(*args, event=event)
+        returned = call.fn(*args, event=event)
+        if returned is not None and inspect.isawaitable(returned):
+            await returned  # a plain def that hands back a coroutine
     elif kind is CallKind.GUARDED:
         guard = call.breaker
         assert guard is not None

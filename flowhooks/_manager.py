@@ -17,6 +17,7 @@ from __future__ import annotations
 import copyreg
 import threading
 from collections.abc import Iterable
+from inspect import isawaitable
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Self
@@ -54,6 +55,7 @@ from flowhooks._invoke import HandlerStillBusy, call_other, count_failure
 from flowhooks._logs import failure_text, traceback_suffix
 from flowhooks._monitors import hook_monitors, notify_monitors
 from flowhooks._plan_cache import PlanTable, _generation, bump_generation, current_generation
+from flowhooks._serialize import repr_text
 
 _registering = threading.RLock()
 """Held while a handler is added or removed, by any manager: two threads changing one
@@ -171,15 +173,15 @@ class CallbackManager(Dispatcher):
             raise ValueError(msg)
         if _forwards_to(checked, self, set()):
             msg = (
-                f"cannot add {checked!r}: it already forwards events to this CallbackManager "
-                "(through the managers or composites it holds), so the two would pass every "
-                "event to each other forever"
+                f"cannot add {repr_text(checked)}: it already forwards events to this "
+                "CallbackManager (through the managers or composites it holds), so the two "
+                "would pass every event to each other forever"
             )
             raise ValueError(msg)
         for entry in self._entries:
             if entry.handler is checked:
                 msg = (
-                    f"{entry.label} ({checked!r}) is already registered with this "
+                    f"{entry.label} ({repr_text(checked)}) is already registered with this "
                     f"CallbackManager (priority {entry.priority}); a handler is added once, "
                     "remove it first to change its priority"
                 )
@@ -209,7 +211,10 @@ class CallbackManager(Dispatcher):
                 self._entries = self._entries[:i] + self._entries[i + 1 :]
                 return
         registered = ", ".join(e.handler.__class__.__name__ for e in self._entries) or "none"
-        msg = f"{handler!r} is not registered with this CallbackManager (registered: {registered})"
+        msg = (
+            f"{repr_text(handler)} is not registered with this CallbackManager "
+            f"(registered: {registered})"
+        )
         raise ValueError(msg)
 
     def _changed(self) -> None:
@@ -414,7 +419,8 @@ class CallbackManager(Dispatcher):
                     if kind is _ASYNC:
                         await fn(first, second)
                     elif kind is _SYNC:
-                        fn(first, second)
+                        if (returned := fn(first, second)) is not None and isawaitable(returned):
+                            await returned  # a plain def that hands back a coroutine
                     elif kind is _ASYNC_EVENT:
                         await fn(first, second, event=event)
                     elif kind is _DISPATCHER:
@@ -430,6 +436,7 @@ class CallbackManager(Dispatcher):
                     # Never swallowed, but raised only once every handler has had the event: a
                     # handler never sees a run's end without its start, nor a gap in its seq.
                     halted = halted or exc
+                    stats.calls += 1
                     stats.errors += 1
                     continue
                 stats.calls += 1
@@ -445,7 +452,8 @@ class CallbackManager(Dispatcher):
                     if kind is _ASYNC:
                         await fn(*args)
                     elif kind is _SYNC:
-                        fn(*args)
+                        if (returned := fn(*args)) is not None and isawaitable(returned):
+                            await returned
                     elif kind is _ASYNC_EVENT:
                         await fn(*args, event=event)
                     elif kind is _DISPATCHER:
@@ -465,7 +473,10 @@ class CallbackManager(Dispatcher):
                     continue
                 except BaseException as exc:
                     halted = halted or exc
+                    stats.calls += 1
                     stats.errors += 1
+                    if monitors and kind is not _DISPATCHER:
+                        notify_monitors(call, perf_counter() - last if timed else None, exc)
                     if timed:
                         last = perf_counter()
                     continue
@@ -521,21 +532,32 @@ class CallbackManager(Dispatcher):
         await self._call_closers("aclose")
 
     async def _call_closers(self, name: str) -> None:
+        """Call every handler's ``flush``/``aclose``; what one raises is raised once all were
+        called (a handler's batch is never left behind because an earlier one failed)."""
+        deferred: BaseException | None = None
         for entry in list(self._entries):
             if name not in entry.closers and not isinstance(entry.handler, Dispatcher):
                 continue
             try:
-                await getattr(entry.handler, name)()
+                returned = getattr(entry.handler, name)()
+                if isawaitable(returned):  # a plain `def flush(self)` override is fine too
+                    await returned
             except Exception as exc:
                 if entry.handler.raise_error or must_propagate(exc):
                     _mark_propagating(exc)
-                    raise
+                    deferred = deferred or exc
+                    continue
                 logger.error(
                     "Callback {handler}.{method}() raised {error}; isolated",
                     handler=type(entry.handler).__name__,
                     method=name,
                     error=failure_text(exc, with_traceback=True),
                 )
+            except BaseException as exc:  # CancelledError, KeyboardInterrupt: after the others
+                if deferred is None or isinstance(deferred, Exception):
+                    deferred = exc  # the first of these wins over any Exception
+        if deferred is not None:
+            raise deferred
 
     async def __aenter__(self) -> Self:
         return self

@@ -217,6 +217,12 @@ def _non_finite(value: float) -> str:
 # -- one object JSON cannot hold ------------------------------------------------------
 
 
+def repr_text(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for an error message: bounded, and never raising (a placeholder naming
+    the type when ``repr`` raises), so a hostile object cannot replace the error about it."""
+    return _fallback(value, limit)
+
+
 def _fallback(value: Any, limit: int) -> str:
     """``repr(value)``, bounded; a placeholder naming the type when ``repr`` raises."""
     try:

@@ -17,6 +17,7 @@ from flowhooks._cli.load import load_workflow
 from flowhooks._cli.options import _Arg, _Opt, _reported
 from flowhooks._cli.render import console, log_to_stderr, print_summary, printable
 from flowhooks._errors import FlowhooksError, WorkflowError
+from flowhooks._redact import redact_value
 
 # -- db upgrade ---------------------------------------------------------------------------------
 
@@ -165,7 +166,7 @@ def resume_command(
             except (WorkflowError, FlowhooksError) as exc:
                 raise CLIError(str(exc), EXIT_FAILED) from None
         if as_json:
-            sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+            sys.stdout.write(json.dumps(redact_value(result.to_dict()), indent=2) + "\n")
         else:
             print_summary(console(), result, metrics, db)
         if not result.succeeded:
@@ -278,7 +279,8 @@ def dead_letters_command(
         if done != "listed":
             sys.stdout.write(f"{done} {found} dead letter(s)\n")
         elif as_json:
-            sys.stdout.write(json.dumps([d.as_json() for d in found], indent=2) + "\n")
+            shown = redact_value([d.as_json() for d in found])
+            sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         elif not found:
             console().print("No dead letters.", markup=False)
         else:

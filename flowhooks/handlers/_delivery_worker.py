@@ -33,7 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-from flowhooks import Event
+from flowhooks import Event, redact_text
 from flowhooks.handlers._handler_call import call_dead_letter, call_hook
 from flowhooks.handlers._outbox import CHANNEL, Claimed, Outbox
 from flowhooks.handlers._sql_backends import postgres_connect_args
@@ -98,8 +98,10 @@ class DeliveryWorker:
         stale_after: float = STALE_AFTER,
         retention: float = RETENTION,
         sweep_every: float | None = 30.0,
+        redact: Any = True,
     ) -> None:
         self.hub = hub
+        self.redact = redact  # a redact= option: for the errors kept, logged and listed
         self.consumer = consumer
         self.handler = handler
         self.policy = policy
@@ -235,6 +237,7 @@ class DeliveryWorker:
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = redact_text(error, self.redact)  # stored, logged and listed as it is
             if row.attempts >= self.policy.max_attempts:
                 await self._bury(row, token, event, error)
             else:

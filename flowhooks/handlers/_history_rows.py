@@ -31,9 +31,20 @@ from flowhooks import (
     redact_value,
     to_jsonable,
 )
+from flowhooks._serialize import safe_text
 from flowhooks.handlers._history_db import errors_table, events_table, nodes_table, runs_table
 from flowhooks.handlers._run_end import closing_status, finished_result
 from flowhooks.handlers._sql_hub import Op
+
+
+def storable(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every non-ASCII text made storable: a lone surrogate (a file name
+    ``os.listdir`` could not decode, in an error message or a cancel reason) cannot be
+    encoded for the database, and one such value would lose the event's whole transaction."""
+    for key, value in values.items():
+        if type(value) is str and not value.isascii():
+            values[key] = safe_text(value)
+    return values
 
 
 def insert_ignoring(table: sa.Table, dialect: str) -> Any:
@@ -183,8 +194,11 @@ class HistoryRows:
         return redact_value(to_jsonable(value), self.redact)
 
     def text(self, value: str | None) -> str | None:
-        """An error message or stack trace as stored: without credentials."""
-        return None if value is None else redact_text(value, self.redact)
+        """An error message or stack trace as stored: capped (``set_max_payload_chars``),
+        storable, and without credentials."""
+        if value is None:
+            return None
+        return redact_text(safe_text(value, max_chars=self.max_payload_chars), self.redact)
 
     def op(self, event: Event) -> Op:
         """The writes for ``event`` (computed now, run later in its transaction)."""
@@ -200,13 +214,15 @@ class HistoryRows:
             step = self._error(event)
         else:
             step = None
-        seen_values = {
-            "event_id": event.id,
-            "run_id": event.run_id,
-            "type": event.type.value,
-            "seq": event.seq,
-            "timestamp": event.timestamp,
-        }
+        seen_values = storable(
+            {
+                "event_id": event.id,
+                "run_id": event.run_id,
+                "type": event.type.value,
+                "seq": event.seq,
+                "timestamp": event.timestamp,
+            }
+        )
         seen_stmt = self._sql.seen
 
         def write(conn: sa.Connection) -> None:
@@ -244,7 +260,7 @@ class HistoryRows:
         stmt = sql.run_start if self.workflow_target is not None else sql.run_start_keep_target
 
         def write(conn: sa.Connection) -> None:
-            conn.execute(stmt, values)
+            conn.execute(stmt, storable(values))
 
         return write
 
@@ -292,14 +308,14 @@ class HistoryRows:
         def write(conn: sa.Connection) -> None:
             _close_open_attempts(conn, sql, event, result, closing)
             if values["status"] == RunStatus.FAILED and result is None:
-                last = conn.execute(sql.last_error, {"b_run_id": run_id}).first()
+                last = conn.execute(sql.last_error, storable({"b_run_id": run_id})).first()
                 if last is not None:
                     values.update(error_type=last.type, error_message=self.text(last.message))
             params = {f"b_{name}": value for name, value in values.items()}
             params["b_run_id"] = run_id
-            if conn.execute(sql.run_end, params).rowcount == 0:
+            if conn.execute(sql.run_end, storable(params)).rowcount == 0:
                 # no workflow_start seen (the handler was added mid-run)
-                conn.execute(sql.run_insert, {**row, **values})
+                conn.execute(sql.run_insert, storable({**row, **values}))
 
         return write
 
@@ -317,7 +333,7 @@ class HistoryRows:
         stmt = self._sql.node_insert
 
         def write(conn: sa.Connection) -> None:
-            conn.execute(stmt, values)
+            conn.execute(stmt, storable(values))
 
         return write
 
@@ -334,8 +350,8 @@ class HistoryRows:
         insert = self._sql.node_insert
 
         def write(conn: sa.Connection) -> None:
-            if conn.execute(update, params).rowcount == 0:  # its start was not recorded
-                conn.execute(insert, row)
+            if conn.execute(update, storable(params)).rowcount == 0:  # its start was not recorded
+                conn.execute(insert, storable(row))
 
         return write
 
@@ -386,7 +402,7 @@ class HistoryRows:
         stmt = self._sql.error_insert
 
         def write(conn: sa.Connection) -> None:
-            conn.execute(stmt, values)
+            conn.execute(stmt, storable(values))
             if finish is not None:
                 finish(conn)
 
@@ -406,7 +422,7 @@ def _close_open_attempts(
     the run ends. It gets the node's final status from the run's result when
     known, else ``cancelled``.
     """
-    open_rows = conn.execute(sql.open_attempts, {"b_run_id": event.run_id}).all()
+    open_rows = conn.execute(sql.open_attempts, storable({"b_run_id": event.run_id})).all()
     for row_id, node_id in open_rows:
         status, ended_at = closing.get(node_id, ("cancelled", None))
         if result is None:

@@ -23,13 +23,14 @@ with ``NOTIFY flowhooks_outbox`` (payload: the consumer) on enqueue.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from flowhooks import Event, EventType
+from flowhooks import Event, EventType, redact_value
 from flowhooks.handlers._history_db import consumers_table, outbox_table
 from flowhooks.handlers._history_rows import insert_ignoring
 
@@ -141,6 +142,15 @@ def _ack_and_next_postgres() -> Any:
         FROM (SELECT 1) AS one LEFT JOIN following ON true
         """
     )
+
+
+def redacted_json(event: Event, redact: Any) -> str:
+    """``event`` as its outbox row keeps it: its JSON, with secrets redacted by the policy
+    ``redact`` (a ``redact=`` option: ``False`` keeps everything)."""
+    if redact is False:
+        return event.model_dump_json()
+    data = redact_value(event.model_dump(mode="json"), redact)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def _p(name: str) -> Any:

@@ -24,7 +24,16 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType, FlowhooksError, to_jsonable
+from flowhooks import (
+    BaseCallbackHandler,
+    ErrorInfo,
+    Event,
+    EventType,
+    FlowhooksError,
+    Redaction,
+    redact_value,
+    to_jsonable,
+)
 from flowhooks.handlers._extras import require
 
 require("sqlalchemy", extra="sql", handler="DurableCallback")
@@ -41,7 +50,7 @@ from flowhooks.handlers._delivery_worker import (  # noqa: E402
     RetryPolicy,
 )
 from flowhooks.handlers._history_db import DEFAULT_URL, runs_table  # noqa: E402
-from flowhooks.handlers._outbox import Outbox, types_text  # noqa: E402
+from flowhooks.handlers._outbox import Outbox, redacted_json, types_text  # noqa: E402
 from flowhooks.handlers._sql_hub import Op, SqlHub, WriteError, describe  # noqa: E402
 from flowhooks.handlers._sweep import RETENTION, STALE_AFTER  # noqa: E402
 from flowhooks.handlers._validate import positive_int, positive_seconds  # noqa: E402
@@ -125,6 +134,10 @@ class DurableCallback(BaseCallbackHandler):
         retention: seconds delivered rows are kept before the sweep purges them.
         close_timeout: seconds ``aclose()`` waits for due rows to be delivered.
         connect_timeout: seconds to wait for a connection or a locked SQLite file.
+        redact: what the outbox rows (and the run's recorded metadata) keep of secrets:
+            ``True`` (the process-wide policy, ``flowhooks.redaction()``), ``False``
+            (everything, as sent), extra key names, or a ``Redaction``. The wrapped
+            handler gets the events as stored.
 
     Raises:
         ValueError: bad ``name``, ``events``, URL or numbers (the message names the parameter).
@@ -151,6 +164,7 @@ class DurableCallback(BaseCallbackHandler):
         retention: float = RETENTION,
         close_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
         if not any(callable(getattr(wrapped, t.method_name, None)) for t in EventType):
             msg = f"DurableCallback wraps a handler with on_* hook methods, got {wrapped!r}"
@@ -181,6 +195,7 @@ class DurableCallback(BaseCallbackHandler):
         self.stale_after = positive_seconds("stale_after", stale_after)
         self.retention = positive_seconds("retention", retention)
         self.close_timeout = positive_seconds("close_timeout", close_timeout)
+        self.redact = Redaction.coerce(redact)
         self._hub = SqlHub.for_url(
             url, connect_timeout=positive_seconds("connect_timeout", connect_timeout)
         )
@@ -288,6 +303,7 @@ class DurableCallback(BaseCallbackHandler):
                     timeout=self.delivery_timeout,
                     stale_after=self.stale_after,
                     retention=self.retention,
+                    redact=self.redact,
                 )
                 self._worker = _WorkerThread(worker)
 
@@ -313,7 +329,7 @@ class DurableCallback(BaseCallbackHandler):
                 "last_seq": event.seq,
                 "parent_run_id": event.parent_run_id,
                 "resource_id": event.resource_id,
-                "run_metadata": to_jsonable(event.metadata),
+                "run_metadata": redact_value(to_jsonable(event.metadata), self.redact),
             }
             insert = self._run_insert
             outbox, consumer, kinds = self._outbox, self.name, self._types_text
@@ -337,7 +353,8 @@ class DurableCallback(BaseCallbackHandler):
 
             ops.append(end)
         if self.events is None or event.type.value in self.events:
-            rows = [self._outbox.enqueue_values(self.name, event)]
+            event_json = redacted_json(event, self.redact)
+            rows = [self._outbox.enqueue_values(self.name, event, event_json=event_json)]
             enqueue = self._outbox.enqueue
             ops.append(lambda conn: enqueue(conn, rows))
         return ops

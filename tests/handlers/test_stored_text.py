@@ -1,0 +1,122 @@
+"""What the history database and the outbox keep of hostile text: secrets redacted in outbox
+rows, recorded metadata and dead letters (and the CLI's JSON of them), lone surrogates stored
+escaped instead of losing the event's transaction, and error messages capped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from flowhooks import BaseCallbackHandler, DurableCallback, Workflow, node
+from flowhooks.handlers.history import HistoryCallback
+
+from .test_sweep import cli, query
+
+
+class Quiet(BaseCallbackHandler):
+    async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+        return None
+
+
+@node
+def leaky(password: str) -> dict[str, str]:
+    return {"api_key": "SEKRIT_OUT"}
+
+
+async def test_outbox_rows_and_recorded_metadata_are_redacted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    durable = DurableCallback(Quiet(), name="c", url=url, deliver=False)
+    wf = Workflow("w", nodes=[leaky], callbacks=[durable])
+    result = await wf.run({"password": "SEKRIT_IN"}, metadata={"db_password": "SEKRIT_MD"})
+    assert result.outputs["leaky"] == {"api_key": "SEKRIT_OUT"}  # the run itself is untouched
+    rows = [row[0] for row in query(url, "SELECT event FROM flowhooks_outbox")]
+    assert len(rows) == 4
+    assert not any("SEKRIT" in row for row in rows)
+    stored = {json.loads(row)["type"]: json.loads(row) for row in rows}
+    assert stored["workflow_start"]["payload"] == {"password": "***"}
+    assert stored["node_end"]["payload"] == {"api_key": "***"}
+    assert stored["workflow_start"]["metadata"] == {"db_password": "***"}
+    (metadata,) = query(url, "SELECT run_metadata FROM flowhooks_runs")[0]
+    assert "SEKRIT" not in str(metadata)
+
+
+async def test_redact_false_keeps_the_outbox_rows_as_sent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    durable = DurableCallback(Quiet(), name="c", url=url, deliver=False, redact=False)
+    await Workflow("w", nodes=[leaky], callbacks=[durable]).run({"password": "SEKRIT_IN"})
+    rows = [row[0] for row in query(url, "SELECT event FROM flowhooks_outbox")]
+    assert any("SEKRIT_IN" in row for row in rows)
+
+
+async def test_dead_letters_keep_and_list_their_error_without_credentials(
+    tmp_path: Path, logs: list[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+
+    class Failing(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            raise RuntimeError("POST https://u:SEKRIT_ERR@hooks.example failed")
+
+    durable = DurableCallback(Failing(), name="c", url=url, max_attempts=1, events=["workflow_end"])
+    await Workflow("w", nodes=[leaky], callbacks=[durable]).run(
+        {"password": "x"}, metadata={"api_token": "SEKRIT_MD"}
+    )
+    await durable.drain(timeout=10)
+    await durable.aclose()
+    (error,) = query(url, "SELECT last_error FROM flowhooks_outbox WHERE status = 'dead'")[0]
+    assert "hooks.example" in error
+    assert "SEKRIT_ERR" not in error
+    assert not any("SEKRIT" in line for line in logs)
+    listed = await asyncio.to_thread(cli, "dead-letters", "--db", url, "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "SEKRIT" not in listed.stdout
+    assert json.loads(listed.stdout)[0]["event_type"] == "workflow_end"
+
+
+async def test_a_lone_surrogate_in_an_error_is_stored_escaped_with_the_outbox_rows(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    got: list[str] = []
+
+    class Alerts(BaseCallbackHandler):
+        async def on_error(self, error_info: Any) -> None:
+            got.append("error")
+
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            got.append("workflow_end")
+
+    @node
+    def listing() -> int:
+        raise ValueError("bad file name \udcff.csv")  # as os.listdir gives undecodable names
+
+    durable = DurableCallback(Alerts(), name="alerts", url=url)
+    result = await Workflow("w", nodes=[listing], callbacks=[HistoryCallback(url), durable]).run()
+    await durable.drain(timeout=10)
+    await durable.aclose()
+    assert result.status == "failed"
+    assert sorted(got) == ["error", "workflow_end"]
+    assert query(url, "SELECT status FROM flowhooks_runs") == [("failed",)]
+    (message,) = query(url, "SELECT message FROM flowhooks_errors")[0]
+    assert message == "bad file name \\udcff.csv"
+
+
+async def test_error_messages_are_capped_in_the_history(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+
+    @node
+    def huge() -> int:
+        raise ValueError("M" * 2_000_000)
+
+    await Workflow("w", nodes=[huge], callbacks=[HistoryCallback(url)]).run()
+    for table, column in [
+        ("flowhooks_errors", "message"),
+        ("flowhooks_runs", "error_message"),
+        ("flowhooks_node_executions", "error_message"),
+    ]:
+        ((length,),) = query(url, f"SELECT length({column}) FROM {table}")
+        assert length < 100_000, table
+    (message,) = query(url, "SELECT message FROM flowhooks_errors")[0]
+    assert "__flowhooks_truncated__" in message

@@ -1,0 +1,168 @@
+"""The manager against handlers that are odd rather than wrong: async methods behind a
+decorator, plain methods that hand back a coroutine, a closer that fails before others,
+handlers raising ``BaseException``, objects whose ``repr`` raises."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from loguru import logger
+
+import flowhooks
+from flowhooks import (
+    BackgroundCallback,
+    BaseCallbackHandler,
+    BatchedCallback,
+    CallbackManager,
+    ChainedCallback,
+    Workflow,
+    node,
+)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """The loguru messages of the test."""
+    messages: list[str] = []
+    sink = logger.add(messages.append, level="DEBUG", format="{level} {message}")
+    yield messages
+    logger.remove(sink)
+
+
+def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An ordinary decorator: a plain function around the method, as many libraries write."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Decorated(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.got: list[tuple[str, Any]] = []
+
+    @logged
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        await asyncio.sleep(0)
+        self.got.append(("start", node_id))
+
+    def on_node_end(self, node_id: str, output_data: Any) -> Any:
+        async def later() -> None:
+            self.got.append(("end", node_id))
+
+        return later()  # a plain method handing back a coroutine
+
+    @logged
+    async def on_workflow_end(self, workflow_id: str, output_data: Any, *, event: Any) -> None:
+        self.got.append(("workflow_end", event.status))
+
+
+@node
+def a() -> int:
+    return 1
+
+
+async def test_async_methods_behind_a_decorator_and_returned_coroutines_are_awaited() -> None:
+    handler = Decorated()
+    manager = CallbackManager([handler])
+    await manager.on_node_start("x", {})
+    await manager.on_node_end("x", 1)
+    assert handler.got == [("start", "x"), ("end", "x")]
+    assert manager.stats["Decorated"]["node_start"].calls == 1
+
+    handler.got.clear()
+    result = await Workflow("w", nodes=[a]).run({}, callbacks=[handler])
+    assert result.status == "succeeded"
+    assert handler.got == [("start", "a"), ("end", "a"), ("workflow_end", "succeeded")]
+
+
+async def test_a_failing_flush_does_not_strand_the_next_handlers_batch() -> None:
+    delivered: list[str] = []
+
+    class StrictAudit(BaseCallbackHandler):
+        raise_error = True
+
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            raise RuntimeError("audit write failed")
+
+    batch = BatchedCallback(
+        lambda events: delivered.extend(e.type.value for e in events), flush_interval=None
+    )
+    with pytest.raises(RuntimeError, match="audit write failed"):
+        await Workflow("w", nodes=[a]).run({}, callbacks=[BackgroundCallback(StrictAudit()), batch])
+    assert delivered == ["workflow_start", "node_start", "node_end", "workflow_end"]
+    assert batch.pending == 0
+
+
+async def test_a_base_exception_from_a_handler_is_a_counted_call_and_reported() -> None:
+    class Interrupting(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            raise KeyboardInterrupt("stop")
+
+    class After(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            return None
+
+    reports: list[tuple[str, str | None]] = []
+
+    def monitor(call: Any) -> None:
+        reports.append((call.label, type(call.error).__name__ if call.error else None))
+
+    remove = flowhooks.add_hook_monitor(monitor)
+    try:
+        manager = CallbackManager([Interrupting(), After()])
+        with pytest.raises(KeyboardInterrupt):
+            await manager.on_node_start("a", {})
+    finally:
+        remove()
+    stats = manager.stats["Interrupting"]["node_start"]
+    assert (stats.calls, stats.errors) == (1, 1)
+    assert reports == [("Interrupting", "KeyboardInterrupt"), ("After", None)]
+
+
+class BadRepr(BaseCallbackHandler):
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        return None
+
+
+class NotAHandler:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+def test_an_object_whose_repr_raises_still_gets_the_documented_error() -> None:
+    manager = CallbackManager()
+    with pytest.raises(TypeError, match="expected a BaseCallbackHandler instance"):
+        manager.add_handler(NotAHandler())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is not registered"):
+        manager.remove_handler(BadRepr())
+    twice = BadRepr()
+    manager.add_handler(twice)
+    with pytest.raises(ValueError, match="already registered"):
+        manager.add_handler(twice)
+    with pytest.raises(TypeError, match="BaseCallbackHandler"):
+        ChainedCallback(NotAHandler())  # type: ignore[arg-type]
+
+
+async def test_a_plain_flush_override_is_called_without_an_error(logs: list[str]) -> None:
+    flushed: list[int] = []
+
+    class PlainFlush(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            return None
+
+        def flush(self) -> None:  # type: ignore[override]
+            flushed.append(1)
+
+    await Workflow("w", nodes=[a]).run({}, callbacks=[PlainFlush()])
+    assert flushed == [1]
+    assert not any("flush" in line for line in logs)
