@@ -353,9 +353,18 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
             self._kick(lane)
 
     async def _attempt(self, batch: list[Event]) -> None:
-        result: object = self.process_batch(list(batch))  # a copy: the sink may mutate it
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result: object = self.process_batch(list(batch))  # a copy: the sink may mutate it
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker itself is stopped
+            # The sink's own CancelledError (a future it awaited was cancelled): a failed
+            # attempt like any other, retried and then dead-lettered, never silently lost.
+            msg = f"the batch sink raised CancelledError without being cancelled: {exc!r}"
+            raise RuntimeError(msg) from exc
 
     def _on_retry(self, number: int, exc: Exception, delay: float) -> None:
         with self._lock:

@@ -90,14 +90,22 @@ async def _wait(fut: asyncio.Future[None], limit: float | None) -> bool:
     return True
 
 
-async def _stop(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` and wait until it has ended, without swallowing our own cancellation."""
+async def _stop(task: asyncio.Task[None] | None, limit: float | None, owner: str) -> None:
+    """Cancel ``task`` and wait (at most ``limit`` seconds) until it has ended, without
+    swallowing our own cancellation; a delivery that ignores its cancellation is left."""
     if task is None or task.done():
         return
     if task.get_loop() is not asyncio.get_running_loop():  # pragma: no cover - dead loop
         return
     task.cancel()
-    await asyncio.wait([task])
+    done, _ = await asyncio.wait([task], timeout=limit)
+    if not done:
+        logger.warning(
+            "{owner}: a delivery ignored its cancellation for {limit:g}s after close; it is "
+            "left running, and what was still queued is handed on as undelivered",
+            owner=owner,
+            limit=limit,
+        )
 
 
 class Lane(Generic[ItemT]):
@@ -274,7 +282,7 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         queue = lane.queue
         task = asyncio.current_task()
         try:
-            while queue:
+            while queue and lane.worker is task:  # a worker left behind by close stops here
                 item = queue.popleft()
                 lane.active = item
                 self._taken(lane)
@@ -372,7 +380,7 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
             raise fatal
 
     async def _shut(self, lane: LaneT) -> None:
-        await _stop(lane.worker)
+        await _stop(lane.worker, self._close_timeout, type(self).__name__)
         lane.worker = None
         self._before_shut(lane)
         left = list(lane.queue)

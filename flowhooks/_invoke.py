@@ -20,6 +20,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from loguru import logger
+
 from flowhooks._errors import FlowhooksError
 from flowhooks._events import Event
 from flowhooks._hooks import CallKind, HookCall, ThreadCall, ThreadSlot
@@ -105,6 +107,9 @@ async def invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | N
     if call.timeout is None:
         await awaitable
         return
+    if slot is None:
+        await _within_timeout(call, awaitable, call.timeout)
+        return
     deadline = asyncio.timeout(call.timeout)
     try:
         async with deadline:
@@ -118,6 +123,50 @@ async def invoke_general(call: HookCall, args: tuple[Any, ...], event: Event | N
             msg = f"{call.label}.{call.event_type.method_name} timed out after {call.timeout:g}s"
             raise HandlerTimeoutError(msg) from exc
         raise
+
+
+_ABANDONED: set[asyncio.Future[Any]] = set()
+"""Handler calls that ignored their cancellation after a timeout, left to finish alone."""
+
+
+async def _within_timeout(call: HookCall, awaitable: Any, timeout: float) -> None:
+    """Await a handler's coroutine for at most ``timeout`` seconds, in a task of its own.
+
+    In its own task, a call that catches its cancellation and carries on cannot hold
+    the dispatch (and the run) past its timeout: once cancelled it gets ``timeout``
+    seconds more to end, then it is left running and the dispatch goes on.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+        if done:
+            task.result()  # its return, or what it raised
+            return
+        task.cancel()
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:  # the dispatch itself was cancelled: so is the call
+        task.cancel()
+        raise
+    name = f"{call.label}.{call.event_type.method_name}"
+    if done:
+        _forget(task)  # however it ended once cancelled, it timed out
+    else:
+        _ABANDONED.add(task)
+        task.add_done_callback(_forget)
+        logger.warning(
+            "{name} ignored its cancellation after its {timeout:g}s timeout; it is left "
+            "running and the dispatch goes on",
+            name=name,
+            timeout=timeout,
+        )
+    msg = f"{name} timed out after {timeout:g}s"
+    raise HandlerTimeoutError(msg)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _ABANDONED.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a timed-out call's own failure is not reported again
 
 
 async def call_other(

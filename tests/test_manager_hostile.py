@@ -5,7 +5,9 @@ handlers raising ``BaseException``, objects whose ``repr`` raises."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -166,3 +168,82 @@ async def test_a_plain_flush_override_is_called_without_an_error(logs: list[str]
     await Workflow("w", nodes=[a]).run({}, callbacks=[PlainFlush()])
     assert flushed == [1]
     assert not any("flush" in line for line in logs)
+
+
+class Stubborn(BaseCallbackHandler):
+    """Catches its cancellation and carries on for ``seconds``."""
+
+    timeout = 0.1
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        end = asyncio.get_running_loop().time() + self.seconds
+        while asyncio.get_running_loop().time() < end:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.02)
+
+
+async def test_a_handler_that_ignores_its_timeout_does_not_hold_the_run(logs: list[str]) -> None:
+    manager = CallbackManager([Stubborn()])
+    started = time.monotonic()
+    await manager.on_node_start("a", {})
+    assert time.monotonic() - started < 1.0
+    stats = manager.stats["Stubborn"]["node_start"]
+    assert (stats.calls, stats.timeouts) == (1, 1)
+    assert any("ignored its cancellation" in line for line in logs)
+
+    started = time.monotonic()
+    result = await Workflow("w", nodes=[a]).run({}, callbacks=[Stubborn()])
+    assert time.monotonic() - started < 1.0
+    assert result.status == "succeeded"
+
+
+async def test_a_handler_that_ends_soon_after_its_cancel_is_a_plain_timeout() -> None:
+    manager = CallbackManager([Stubborn(seconds=0.15)])
+    await manager.on_node_start("a", {})
+    stats = manager.stats["Stubborn"]["node_start"]
+    assert (stats.calls, stats.timeouts, stats.errors) == (1, 1, 0)
+
+
+async def test_close_is_bounded_by_close_timeout_when_a_delivery_ignores_cancellation() -> None:
+    async def stubborn_sink(batch: list[Any]) -> None:
+        end = asyncio.get_running_loop().time() + 3
+        while asyncio.get_running_loop().time() < end:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.02)
+
+    stubborn = Stubborn(seconds=3.0)
+    stubborn.timeout = None  # type: ignore[assignment]
+    for composite in [
+        BackgroundCallback(stubborn, close_timeout=0.2),
+        BatchedCallback(stubborn_sink, close_timeout=0.2, flush_interval=None),
+    ]:
+        manager = CallbackManager([composite])
+        await manager.on_node_start("a", {})
+        started = time.monotonic()
+        await manager.aclose()
+        assert time.monotonic() - started < 1.5, type(composite).__name__
+
+
+async def test_a_sink_raising_cancelled_error_is_retried_then_dead_lettered() -> None:
+    tries: list[int] = []
+    dead: list[tuple[int, str]] = []
+
+    async def sink(batch: list[Any]) -> None:
+        tries.append(len(batch))
+        cancelled = asyncio.get_running_loop().create_future()
+        cancelled.cancel()
+        await cancelled  # CancelledError from inside the sink; nobody cancelled the worker
+
+    class Keeping(BatchedCallback):
+        def on_dead_letter(self, batch: list[Any], error: BaseException) -> None:
+            dead.append((len(batch), type(error).__name__))
+
+    batched = Keeping(sink, flush_interval=None, retry_attempts=2, retry_backoff=0.01)
+    result = await Workflow("w", nodes=[a]).run({}, callbacks=[batched])
+    assert result.status == "succeeded"
+    assert tries == [4, 4, 4]  # the first try and two retries
+    assert dead == [(4, "RuntimeError")]
+    assert batched.stats.dead_letter_events == 4
