@@ -397,13 +397,14 @@ def test_graph_prints_mermaid(cli, pipeline):
 
 
 def test_history_of_an_empty_database_is_friendly(cli, tmp_path):
-    """history without a database file says no runs are recorded, and exits 0."""
+    """history without a database file says no runs are recorded, and exits 0; a file in a
+    directory that does not exist is a mistyped path, named as such."""
     result = invoke(cli, "history")
     assert result.exit_code == 0
     assert "No runs recorded" in result.stdout
     missing_dir = invoke(cli, "history", "--db", f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}")
-    assert missing_dir.exit_code == 0
-    assert "No runs recorded" in missing_dir.stdout
+    assert missing_dir.exit_code == EXIT_BAD_INPUT
+    assert "does not exist" in missing_dir.stderr
     assert not (tmp_path / "flowhooks.db").exists()
 
 

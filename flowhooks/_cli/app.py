@@ -28,7 +28,13 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 from flowhooks._blocking import run_blocking
-from flowhooks._cli.db import DEFAULT_DB, _check_url, _display_url, _read_history
+from flowhooks._cli.db import (
+    DEFAULT_DB,
+    _check_directory,
+    _check_url,
+    _display_url,
+    _read_history,
+)
 from flowhooks._cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIError
 from flowhooks._cli.load import load_workflow, parse_inputs
 from flowhooks._cli.render import (
@@ -221,7 +227,7 @@ def history_command(
     'flowhooks history prune --older-than 30d' deletes finished runs older than that.
     """
     with _reported():
-        _check_url(db)
+        _check_directory(db)
         if run_id == "prune":
             from flowhooks._cli.durable import parse_duration, prune_history
 

@@ -59,6 +59,22 @@ def _check_url(url: str, hint: str = "") -> None:
         raise CLIError(str(exc)) from None
 
 
+def _check_directory(url: str) -> None:
+    """Reject a SQLite URL whose file's directory does not exist (a mistyped path): reading
+    it would show an empty history, and writing to it fails."""
+    _check_url(url)
+    parsed = _history_module().normalize_url(url)
+    database = parsed.database
+    if parsed.drivername.startswith("sqlite") and database and database != ":memory:":
+        path = Path(database)
+        if not database.startswith("file:") and not path.parent.exists():
+            msg = (
+                f"cannot use the history database {_display_url(url)!r}: the directory "
+                f"{str(path.parent)!r} does not exist"
+            )
+            raise CLIError(msg)
+
+
 async def _check_database(url: str) -> None:
     """Make sure the history database can be used before a run starts.
 
@@ -67,17 +83,8 @@ async def _check_database(url: str) -> None:
             missing, or the database cannot be reached or read.
     """
     history = _history_module()
-    _check_url(url)
+    _check_directory(url)
     store = history.HistoryStore(url, connect_timeout=10.0)
-    database = store.url.database
-    if store.url.drivername.startswith("sqlite") and database and database != ":memory:":
-        path = Path(database)
-        if not database.startswith("file:") and not path.parent.exists():
-            msg = (
-                f"cannot use the history database {_display_url(url)!r}: the directory "
-                f"{str(path.parent)!r} does not exist"
-            )
-            raise CLIError(msg)
     try:
         await store.list_runs(limit=1)
     except Exception as exc:

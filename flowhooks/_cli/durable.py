@@ -17,6 +17,8 @@ from flowhooks._cli.errors import EXIT_FAILED, CLIError
 
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_MAX_SECONDS: Final = 100 * 365.25 * 86400.0
+"""The longest duration or number of seconds an option takes (longer ones overflow dates)."""
 
 
 def parse_duration(text: str, option: str) -> timedelta:
@@ -29,7 +31,11 @@ def parse_duration(text: str, option: str) -> timedelta:
     if match is None:
         msg = f"{option} takes a duration like 30d, 12h, 90m or 45s, got {text!r}"
         raise CLIError(msg)
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_SECONDS:
+        msg = f"{option} is out of range: {text!r} is more than 100 years"
+        raise CLIError(msg)
+    return timedelta(seconds=seconds)
 
 
 def upgrade_database(db: str) -> str:
@@ -119,9 +125,7 @@ async def _on_database(db: str, work: Any) -> Any:
 
 async def sweep(db: str, stale_after: float, retention: timedelta) -> Any:
     """Sweep ``db`` once; return the ``SweepReport``."""
-    if stale_after <= 0:
-        msg = f"--stale-after takes a positive number of seconds, got {stale_after!r}"
-        raise CLIError(msg)
+    _positive(stale_after, "--stale-after")
     from flowhooks.handlers._sweep import sweep as sweep_once
 
     return await _on_database(
@@ -171,7 +175,7 @@ def load_handler(target: str) -> object:
 
     from flowhooks._cli.load import import_target_module, load_file, parse_target
 
-    parsed = parse_target(target)
+    parsed = parse_target(target, "HANDLER")
     module = (
         load_file(Path(parsed.source)) if parsed.is_file else import_target_module(parsed.source)
     )
@@ -195,10 +199,27 @@ def load_handler(target: str) -> object:
 
 
 def _positive(value: float, option: str) -> float:
-    if not value > 0:
-        msg = f"{option} takes a positive number, got {value!r}"
+    """``value`` when it is a positive, finite number of seconds (at most 100 years)."""
+    if not 0 < value <= _MAX_SECONDS:  # NaN fails both comparisons
+        msg = f"{option} takes a positive, finite number of seconds, got {value!r}"
         raise CLIError(msg)
     return value
+
+
+def check_delivery_options(
+    consumer: str, backoff: float, max_backoff: float, lease: float, stale_after: float
+) -> None:
+    """Refuse ``flowhooks deliver``'s impossible values before its handler is imported."""
+    for value, option in (
+        (backoff, "--backoff"),
+        (max_backoff, "--max-backoff"),
+        (lease, "--lease"),
+        (stale_after, "--stale-after"),
+    ):
+        _positive(value, option)
+    if not consumer.strip():
+        msg = "--consumer takes the consumer's name, got an empty string"
+        raise CLIError(msg)
 
 
 async def deliver(
@@ -226,16 +247,7 @@ async def deliver(
     from flowhooks.handlers._delivery_worker import DeliveryWorker, RetryPolicy
     from flowhooks.handlers._sql_hub import SqlHub, WriteError
 
-    for value, option in (
-        (backoff, "--backoff"),
-        (max_backoff, "--max-backoff"),
-        (lease, "--lease"),
-        (stale_after, "--stale-after"),
-    ):
-        _positive(value, option)
-    if not consumer.strip():
-        msg = "--consumer takes the consumer's name, got an empty string"
-        raise CLIError(msg)
+    check_delivery_options(consumer, backoff, max_backoff, lease, stale_after)
     hub = SqlHub.for_url(db, connect_timeout=10.0)
     try:
         await hub.ready()
@@ -252,7 +264,11 @@ async def deliver(
         stale_after=stale_after,
     )
     if once:
-        return await worker.run_once()
+        stats = await worker.run_once()
+        if stats.claim_error is not None:
+            msg = f"cannot claim rows from {_display_url(db)!r}: {stats.claim_error}"
+            raise CLIError(msg, EXIT_FAILED)
+        return stats
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

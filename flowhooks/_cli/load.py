@@ -19,12 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any
 
 from flowhooks._cli.errors import CLIError
 from flowhooks._workflow import Workflow
-
-TARGET_FORMS: Final = "FILE.py:WORKFLOW or package.module:WORKFLOW"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +46,12 @@ def _is_module_name(text: str) -> bool:
     return all(part.isidentifier() for part in text.split("."))
 
 
-def parse_target(target: str) -> Target:
+def parse_target(target: str, what: str = "WORKFLOW") -> Target:
     """Split a target at its last ``:`` and tell a file's path from a module's name.
 
     The left side is a file when it ends in ``.py``, contains a path separator,
     names an existing file, or is not a dotted name; otherwise it is a module.
+    ``what`` names what the attribute is (``WORKFLOW``, ``HANDLER``) in messages.
 
     Raises:
         CLIError: when there is no ``:`` or either side is empty.
@@ -60,9 +59,11 @@ def parse_target(target: str) -> Target:
     source, sep, attr = target.rpartition(":")
     source, attr = source.strip(), attr.strip()
     if not sep or not source or not attr:
+        name = what.lower()
         msg = (
-            f"expected {TARGET_FORMS} (where the Workflow is defined, and its name), "
-            f"got {target!r}; e.g. 'pipeline.py:workflow' or 'etl.flows:workflow'"
+            f"expected FILE.py:{what} or package.module:{what} (where the {name} is "
+            f"defined, and its name), got {target!r}; e.g. 'pipeline.py:{name}' or "
+            f"'etl.flows:{name}'"
         )
         raise CLIError(msg)
     is_file = (

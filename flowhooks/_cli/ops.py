@@ -10,7 +10,7 @@ import sys
 from contextlib import nullcontext
 from typing import Annotated
 
-from flowhooks._cli.db import DEFAULT_DB, _check_url, _display_url
+from flowhooks._cli.db import DEFAULT_DB, _check_directory, _check_url, _display_url
 from flowhooks._cli.errors import EXIT_FAILED, CLIError
 from flowhooks._cli.execute import _execute
 from flowhooks._cli.load import load_workflow
@@ -59,7 +59,7 @@ def runs_command(
 
     with _reported():
         check_status(status)
-        _check_url(db)
+        _check_directory(db)
         runs = asyncio.run(list_runs(db, status, limit))
         if as_json:
             sys.stdout.write(json.dumps(run_dicts(runs), indent=2) + "\n")
@@ -227,9 +227,15 @@ def deliver_command(
     ] = 60.0,
 ) -> None:
     """Deliver a durable consumer's queued events to its handler, retrying failures."""
-    from flowhooks._cli.durable import deliver, load_handler, stats_line
+    from flowhooks._cli.durable import (
+        check_delivery_options,
+        deliver,
+        load_handler,
+        stats_line,
+    )
 
     with _reported():
+        check_delivery_options(consumer, backoff, max_backoff, lease, stale_after)
         handler = load_handler(target)
         with log_to_stderr("INFO", tracebacks=False):
             stats = asyncio.run(

@@ -50,6 +50,8 @@ class DeliveryStats:
     dead: int = 0
     lost_claims: int = 0
     """Acks refused because the lease ran out and the row was claimed again meanwhile."""
+    claim_error: str | None = None
+    """Why the last claim failed (the database refused it), or ``None``."""
 
 
 @dataclass(frozen=True)
@@ -207,8 +209,10 @@ class DeliveryWorker:
                     conn, self.consumer, token=token, lease=self.lease, limit=limit
                 )
             )
+            self.stats.claim_error = None
             return [(row, token) for row in rows]
         except WriteError as exc:
+            self.stats.claim_error = exc.reason
             logger.warning(
                 "DurableCallback worker {!r} could not claim rows from {}: {}",
                 self.consumer,

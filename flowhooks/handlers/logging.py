@@ -30,6 +30,7 @@ from flowhooks import (
     redaction,
     to_jsonable,
 )
+from flowhooks._serialize import safe_text
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -271,6 +272,9 @@ class LoggingCallback(BaseCallbackHandler):
             message = policy.text(message)
             subject = policy.text(subject)
             extra = {k: policy.text(v) if isinstance(v, str) else v for k, v in extra.items()}
+        if not message.isascii():  # a lone surrogate would make the sink fail on this record
+            message = safe_text(message)
+            extra = {k: safe_text(v) if isinstance(v, str) else v for k, v in extra.items()}
         fields.update(extra)
         number = max(level_no, self._level_no)
         level: str | int = _LEVEL_NAMES.get(number, number)

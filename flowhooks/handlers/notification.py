@@ -29,6 +29,7 @@ from flowhooks import (
     current_run,
     to_jsonable,
 )
+from flowhooks._serialize import safe_text
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import RunReporter
 
@@ -128,10 +129,10 @@ class WebhookNotifier:
         Raises:
             WebhookDeliveryError: when the endpoint refuses it or stays unreachable.
         """
-        data = {
-            "text": alert_text(message, fields),
-            "channel": channel,
-            "message": message,
+        data = {  # safe_text: a lone surrogate in a message cannot be encoded as sent
+            "text": safe_text(alert_text(message, fields)),
+            "channel": safe_text(channel),
+            "message": safe_text(message),
             "fields": to_jsonable(fields),
         }
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

@@ -12,6 +12,7 @@ from typing import Any
 from flowhooks import BaseCallbackHandler, DurableCallback, Workflow, node
 from flowhooks.handlers.history import HistoryCallback
 
+from .conftest import Receiver
 from .test_sweep import cli, query
 
 
@@ -120,3 +121,31 @@ async def test_error_messages_are_capped_in_the_history(tmp_path: Path) -> None:
         assert length < 100_000, table
     (message,) = query(url, "SELECT message FROM flowhooks_errors")[0]
     assert "__flowhooks_truncated__" in message
+
+
+async def test_alerts_and_log_lines_with_a_lone_surrogate_are_sent_escaped(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    from loguru import logger
+
+    from flowhooks.handlers import LoggingCallback, NotificationCallback
+    from flowhooks.handlers.notification import WebhookNotifier
+
+    @node(critical=True)
+    def odd() -> int:
+        raise ValueError("bad \ud800 name")
+
+    log_file = tmp_path / "run.log"
+    sink = logger.add(log_file, level="INFO", encoding="utf-8")
+    try:
+        notifier = WebhookNotifier(receiver.url, backoff=0.01, max_backoff=0.02)
+        alerts = NotificationCallback(notifier)
+        result = await Workflow("w", nodes=[odd]).run({}, callbacks=[alerts, LoggingCallback()])
+        await alerts.aclose()
+    finally:
+        logger.remove(sink)
+    assert result.status == "failed"
+    bodies = [request.json() for request in receiver.requests]
+    assert [body["fields"]["kind"] for body in bodies] == ["critical", "failure"]
+    assert "bad \\ud800 name" in bodies[0]["message"]
+    assert "node 'odd' (attempt 1) failed" in log_file.read_text(encoding="utf-8")

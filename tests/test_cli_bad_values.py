@@ -1,0 +1,77 @@
+"""The command line against values that are well-formed but impossible: durations past any
+date, NaN and infinite seconds, a database directory that does not exist, a database missing
+its outbox table, and a handler target without its attribute. One line each, no traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowhooks._cli.app import create_app
+from flowhooks._cli.errors import EXIT_BAD_INPUT, EXIT_FAILED
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(create_app(), list(args), catch_exceptions=False)
+    assert "Traceback" not in result.stderr
+    return result.exit_code, result.stderr
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    code, err = invoke("db", "upgrade", "--db", url)
+    assert code == 0, err
+    return url
+
+
+@pytest.mark.parametrize("duration", ["99999999999d", "9999999d"])
+def test_a_duration_past_any_date_is_named(db: str, duration: str) -> None:
+    code, err = invoke("history", "prune", "--older-than", duration, "--db", db)
+    assert code == EXIT_BAD_INPUT
+    assert "--older-than is out of range" in err
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e400", "0", "-5"])
+def test_seconds_must_be_positive_and_finite(db: str, seconds: str) -> None:
+    code, err = invoke("sweep", "--stale-after", seconds, "--db", db)
+    assert code == EXIT_BAD_INPUT
+    assert "--stale-after takes a positive, finite number of seconds" in err
+    code, err = invoke("deliver", "hooks:Ok", "--consumer", "c", "--lease", seconds, "--db", db)
+    assert code == EXIT_BAD_INPUT
+    assert "--lease takes a positive, finite number of seconds" in err
+
+
+@pytest.mark.parametrize("command", [("runs",), ("history",)])
+def test_reading_a_database_in_a_missing_directory_is_an_error(command: tuple[str, ...]) -> None:
+    code, err = invoke(*command, "--db", "sqlite:////nonexistent-flowhooks-dir/x.db")
+    assert code == EXIT_BAD_INPUT
+    assert "the directory '/nonexistent-flowhooks-dir' does not exist" in err
+
+
+def test_deliver_once_fails_when_it_cannot_claim(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "hooks_once.py").write_text(
+        "from flowhooks import BaseCallbackHandler\n"
+        "class Ok(BaseCallbackHandler):\n"
+        "    async def on_workflow_end(self, workflow_id, output_data):\n"
+        "        return None\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+        conn.execute("DROP TABLE flowhooks_outbox")
+    code, err = invoke("deliver", "hooks_once.py:Ok", "--consumer", "c", "--once", "--db", db)
+    assert code == EXIT_FAILED
+    assert "cannot claim rows" in err
+    assert "no such table: flowhooks_outbox" in err
+
+
+def test_a_handler_target_without_its_attribute_names_a_handler(db: str) -> None:
+    code, err = invoke("deliver", "hooks", "--consumer", "c", "--db", db)
+    assert code == EXIT_BAD_INPUT
+    assert "FILE.py:HANDLER or package.module:HANDLER" in err
