@@ -205,7 +205,11 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
             overflow = self._overflow
             if overflow == "block":
                 if not self._delivering_here():  # the worker would wait for itself
-                    await self._wait_for_space(lane)
+                    try:
+                        await self._wait_for_space(lane)
+                    except asyncio.CancelledError:
+                        self._count_drop()  # this event never reaches the queue
+                        raise
             elif overflow == "drop_newest":
                 self._count_drop()
                 return
@@ -304,9 +308,12 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
             lane.space.append(fut)
             try:
                 await fut
-            finally:
-                if not fut.done():  # cancelled while waiting
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._taken(lane)  # let in, then cancelled: the room goes to the next one
+                else:
                     fut.cancel()
+                raise
 
     def _count_delivered(self) -> None:
         with self._lock:

@@ -83,6 +83,24 @@ def _check_predicate(owner: str, what: str, fn: object) -> None:
         raise TypeError(msg)
 
 
+def _check_arity(condition_fn: Callable[..., object]) -> None:
+    """A condition is called ``condition_fn(event_type, *args)``: refuse, when it is made,
+    one that cannot take an event type and two arguments (it would fail every event)."""
+    try:
+        signature = inspect.signature(condition_fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        signature.bind("node_start", "node_id", {})
+    except TypeError as exc:
+        msg = (
+            f"ConditionalCallback: condition_fn{signature} cannot be called as "
+            f"condition_fn(event_type, *args) ({exc}); define it as "
+            "`def condition(event_type, *args)`"
+        )
+        raise TypeError(msg) from None
+
+
 class _WrappingDispatcher(Dispatcher):
     """Shared plumbing of composites over an inner ``CallbackManager``."""
 
@@ -197,6 +215,7 @@ class ConditionalCallback(_WrappingDispatcher):
         self, condition_fn: Callable[..., object], wrapped_callback: BaseCallbackHandler
     ) -> None:
         _check_predicate("ConditionalCallback", "condition_fn", condition_fn)
+        _check_arity(condition_fn)
         self._condition = condition_fn
         self._manager = wrap_handlers("ConditionalCallback", (wrapped_callback,))
         self._stats = GateStats()

@@ -124,6 +124,12 @@ class CallbackManager(Dispatcher):
         self._plan_afresh()
         self._combinations: list[Any] | None = None
         """This manager's last combinations with workflows' managers (``flowhooks._combined``)."""
+        if isinstance(handlers, BaseCallbackHandler):
+            msg = (
+                f"CallbackManager takes a list of handlers, got one handler: "
+                f"{type(handlers).__name__}; write CallbackManager([handler])"
+            )
+            raise TypeError(msg)
         for handler in handlers or ():
             self.add_handler(handler)
 

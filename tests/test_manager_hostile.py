@@ -247,3 +247,40 @@ async def test_a_sink_raising_cancelled_error_is_retried_then_dead_lettered() ->
     assert tries == [4, 4, 4]  # the first try and two retries
     assert dead == [(4, "RuntimeError")]
     assert batched.stats.dead_letter_events == 4
+
+
+async def test_a_producer_cancelled_as_it_is_let_in_passes_the_room_on() -> None:
+    """overflow="block": a waiting producer cancelled just after it was given room must not
+    leave the next one waiting forever; its own event is counted as dropped."""
+    got: list[str] = []
+    tasks: dict[str, asyncio.Task[None]] = {}
+
+    class Slow(BaseCallbackHandler):
+        async def on_custom_event(self, name: str, data: Any) -> None:
+            if name == "e2":
+                tasks["A"].cancel()  # A was just let in, and is cancelled at that instant
+            await asyncio.sleep(0.05)
+            got.append(name)
+
+    background = BackgroundCallback(Slow(), max_queue=1, overflow="block", close_timeout=2)
+    manager = CallbackManager([background])
+    await manager.on_custom_event("e1", None)
+    await asyncio.sleep(0)
+    await manager.on_custom_event("e2", None)  # the queue is full now
+    tasks["A"] = asyncio.create_task(manager.on_custom_event("A", None))
+    b = asyncio.create_task(manager.on_custom_event("B", None))
+    await asyncio.wait_for(asyncio.shield(b), 2.0)
+    await manager.flush()
+    assert got == ["e1", "e2", "B"]
+    assert background.stats.dropped == 1
+    assert tasks["A"].cancelled()
+
+
+def test_a_single_handler_and_a_condition_of_the_wrong_shape_are_refused_when_made() -> None:
+    from flowhooks import ConditionalCallback
+
+    with pytest.raises(TypeError, match=r"write CallbackManager\(\[handler\]\)"):
+        CallbackManager(Decorated())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"condition_fn\(event_type, \*args\)"):
+        ConditionalCallback(lambda node_id: True, Decorated())
+    ConditionalCallback(lambda event_type, *args: True, Decorated())  # the documented shape
