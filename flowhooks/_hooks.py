@@ -46,6 +46,7 @@ class CallKind(IntEnum):
     SYNC_EVENT = 4  # fn(*args, event=event), inline on the loop
     GENERAL = 5  # needs a timeout or a worker thread
     GUARDED = 6  # has a circuit breaker: admitted first, then called as GENERAL
+    SYNC_FIRST = 7  # a plain def's first call: SYNC after it, or ASYNC if it returned a coroutine
 
 
 @dataclass(slots=True)
@@ -329,7 +330,7 @@ def inspect_hook(
     elif wants_event:
         kind = CallKind.ASYNC_EVENT if is_async else CallKind.SYNC_EVENT
     else:
-        kind = CallKind.ASYNC if is_async else CallKind.SYNC
+        kind = CallKind.ASYNC if is_async else CallKind.SYNC_FIRST
     return HookCall(
         handler=handler,
         label=label,

@@ -25,6 +25,7 @@ from loguru import logger
 from flowhooks._errors import FlowhooksError
 from flowhooks._events import Event
 from flowhooks._hooks import CallKind, HookCall, ThreadCall, ThreadSlot
+from flowhooks._plan_cache import bump_generation
 from flowhooks._threads import handler_pool
 
 
@@ -177,7 +178,17 @@ async def call_other(
     Sync ``event=`` handlers, handlers behind a circuit breaker (only they pay
     for it), and those with a timeout or a worker thread.
     """
-    if kind is CallKind.SYNC_EVENT:
+    if kind is CallKind.SYNC_FIRST:
+        returned = call.fn(*args)
+        # Decided once: a plain def that hands back a coroutine (a decorator's wrapper) is
+        # awaited from now on; any other stays a plain inline call, with nothing to check.
+        handed_back = returned is not None and inspect.isawaitable(returned)
+        call.kind = CallKind.ASYNC if handed_back else CallKind.SYNC
+        call.is_async = handed_back
+        bump_generation()  # plans hold the kind
+        if handed_back:
+            await returned
+    elif kind is CallKind.SYNC_EVENT:
         returned = call.fn(*args, event=event)
         if returned is not None and inspect.isawaitable(returned):
             await returned  # a plain def that hands back a coroutine

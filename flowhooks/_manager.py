@@ -425,8 +425,7 @@ class CallbackManager(Dispatcher):
                     if kind is _ASYNC:
                         await fn(first, second)
                     elif kind is _SYNC:
-                        if (returned := fn(first, second)) is not None and isawaitable(returned):
-                            await returned  # a plain def that hands back a coroutine
+                        fn(first, second)  # (its first call, SYNC_FIRST, checked what it returns)
                     elif kind is _ASYNC_EVENT:
                         await fn(first, second, event=event)
                     elif kind is _DISPATCHER:
@@ -458,8 +457,7 @@ class CallbackManager(Dispatcher):
                     if kind is _ASYNC:
                         await fn(*args)
                     elif kind is _SYNC:
-                        if (returned := fn(*args)) is not None and isawaitable(returned):
-                            await returned
+                        fn(*args)
                     elif kind is _ASYNC_EVENT:
                         await fn(*args, event=event)
                     elif kind is _DISPATCHER:
