@@ -53,7 +53,7 @@ from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._resume import MemoryRunStore, RunStore, SuspendedRun
 from flowhooks._retry import RetryPolicy
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
-from flowhooks._serialize import set_max_payload_chars, to_jsonable
+from flowhooks._serialize import safe_text, set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
 
 if _typing.TYPE_CHECKING:
@@ -122,6 +122,7 @@ __all__ = [
     "redact_value",
     "redaction",
     "reset_redaction",
+    "safe_text",
     "set_max_payload_chars",
     "to_jsonable",
     "__version__",

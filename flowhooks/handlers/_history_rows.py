@@ -29,9 +29,9 @@ from flowhooks import (
     RunStatus,
     redact_text,
     redact_value,
+    safe_text,
     to_jsonable,
 )
-from flowhooks._serialize import safe_text
 from flowhooks.handlers._history_db import errors_table, events_table, nodes_table, runs_table
 from flowhooks.handlers._run_end import closing_status, finished_result
 from flowhooks.handlers._sql_hub import Op

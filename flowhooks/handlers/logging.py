@@ -28,9 +28,9 @@ from flowhooks import (
     Redaction,
     current_run,
     redaction,
+    safe_text,
     to_jsonable,
 )
-from flowhooks._serialize import safe_text
 
 if TYPE_CHECKING:
     from loguru import Logger

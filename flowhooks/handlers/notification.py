@@ -27,9 +27,9 @@ from flowhooks import (
     RunStatus,
     Severity,
     current_run,
+    safe_text,
     to_jsonable,
 )
-from flowhooks._serialize import safe_text
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import RunReporter
 
