@@ -226,12 +226,14 @@ class ExternalRunState:
         """Send ``workflow_start`` (on the loop every later event of the run uses).
 
         Raises:
-            Exception: a ``raise_error`` handler's; the run has then ended, failed.
+            BaseException: a ``raise_error`` handler's exception, or a ``KeyboardInterrupt``
+                a handler raised (or a cancel): the run has then ended, with its
+                ``workflow_end``.
         """
         self.loop = asyncio.get_running_loop()
         try:
             await self.events.emit(EventType.WORKFLOW_START, (self.run_id, self.inputs))
-        except Exception as exc:
+        except BaseException as exc:  # a KeyboardInterrupt or a cancel too: the run still ends
             clear_propagating(exc)
             await self.finish(exc)
             raise

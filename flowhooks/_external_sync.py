@@ -47,6 +47,32 @@ _CLOSE_WAIT: Final = 5.0
 """Seconds the loop thread gets to stop, and its leftover tasks to end, at the run's end."""
 
 
+class _Carried(Exception):
+    """A ``KeyboardInterrupt`` or ``SystemExit`` raised by a handler on a loop thread, on its
+    way to the thread waiting for that call: asyncio would let it stop the loop itself,
+    killing the thread before the waiting caller was answered (a wait forever)."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(f"{type(raised).__name__} on the loop thread")
+        self.raised = raised
+
+
+async def _carrying(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise _Carried(exc) from None
+
+
+def _outcome(future: Future[T], timeout: float | None = None) -> T:
+    """``future.result(timeout)``, with a carried ``KeyboardInterrupt``/``SystemExit`` raised
+    as itself, in the caller's thread."""
+    try:
+        return future.result(timeout)
+    except _Carried as carried:
+        raise carried.raised from None
+
+
 class _LoopThread:
     """A private event loop running in a daemon thread until ``stop``."""
 
@@ -91,7 +117,9 @@ class _LoopThread:
                 "use `await current_run().emit(...)` there"
             )
             raise RuntimeError(msg)
-        return asyncio.run_coroutine_threadsafe(_in_run(state, node, fn, *args), self.loop)
+        return asyncio.run_coroutine_threadsafe(
+            _carrying(_in_run(state, node, fn, *args)), self.loop
+        )
 
     def call(
         self,
@@ -101,14 +129,14 @@ class _LoopThread:
         *args: Any,
     ) -> T:
         """Run ``fn(*args)`` on the loop (as ``submit``) and wait for its outcome."""
-        return self.submit(state, node, fn, *args).result()
+        return _outcome(self.submit(state, node, fn, *args))
 
     def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``fn(*args)`` on the loop as it is (no run made current) and wait for it."""
         if threading.current_thread() is self._thread:
             msg = "a sync bridge callback was called on its own loop thread"
             raise RuntimeError(msg)
-        return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result()
+        return _outcome(asyncio.run_coroutine_threadsafe(_carrying(fn(*args)), self.loop))
 
     def stop(self) -> None:
         """Stop the loop and wait (boundedly) for its thread to end."""
@@ -209,7 +237,7 @@ class SyncExternalRun(ExternalRunBase):
         interrupted: BaseException | None = None
         while True:
             try:
-                future.result(timeout)
+                _outcome(future, timeout)
                 break
             except TimeoutError:
                 self._abandon(state, future, f"after the {timeout:g}s grace period")

@@ -524,3 +524,21 @@ async def test_inside_a_workflow_node_the_outer_node_is_not_this_runs_node() -> 
     [hello] = recorder.custom_events("hello")
     assert hello.node_id is None
     assert hello.run_id == result.outputs["outer"]
+
+
+async def test_a_keyboard_interrupt_from_workflow_start_still_ends_the_run() -> None:
+    """A handler's KeyboardInterrupt on workflow_start: every handler still gets the run's
+    one workflow_end, then the interrupt reaches the caller."""
+    from flowhooks import BaseCallbackHandler, ExternalRun
+
+    class Interrupting(BaseCallbackHandler):
+        async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
+            raise KeyboardInterrupt("from a handler")
+
+    first, last = RecordingCallback(), RecordingCallback()
+    with pytest.raises(KeyboardInterrupt):
+        async with ExternalRun([first, Interrupting(), last], workflow_name="w") as run:
+            async with run.node("x") as n:
+                n.output = 1
+    for rec in (first, last):
+        assert [e.type.value for e in rec.events] == ["workflow_start", "workflow_end"]

@@ -239,3 +239,40 @@ def test_cancel_grace_is_validated() -> None:
         run.cancel_grace = -1
     with pytest.raises(TypeError, match="cancel_grace"):
         ExternalRun(None, workflow_name="w").cancel_grace = True
+
+
+_INTERRUPTING = """
+import sys
+from flowhooks import BaseCallbackHandler, ExternalRun
+ends = []
+class Interrupting(BaseCallbackHandler):
+    async def on_{event}(self, *args):
+        raise {error}("from a handler")
+class Ends(BaseCallbackHandler):
+    async def on_workflow_end(self, workflow_id, output_data, *, event):
+        ends.append(event.status)
+try:
+    with ExternalRun.sync([Interrupting(), Ends()], workflow_name="w") as run:
+        with run.node("x") as n:
+            n.output = 1
+except {error}:
+    print("raised", ends, flush=True)
+"""
+
+
+@pytest.mark.parametrize("event", ["workflow_start", "node_start", "node_end"])
+@pytest.mark.parametrize("error", ["KeyboardInterrupt", "SystemExit"])
+def test_a_handlers_keyboard_interrupt_reaches_the_caller_after_the_end(
+    event: str, error: str
+) -> None:
+    """A KeyboardInterrupt or SystemExit from a handler used to kill the loop thread before
+    it answered: the caller waited forever. It is raised in the caller, after workflow_end."""
+    import subprocess
+    import sys
+
+    script = _INTERRUPTING.format(event=event, error=error)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.startswith("raised ["), done.stdout + done.stderr
+    assert done.stdout.count("'") == 2  # exactly one workflow_end status

@@ -201,9 +201,11 @@ def _pack_failure(exc: BaseException, events: list[tuple[str, Any]]) -> bytes:
     )
     exc.__traceback__ = None  # frames do not travel; the text above does
     try:
-        return _pack(outcome)
+        packed = _pack(outcome)
+        cloudpickle.loads(packed)  # an exception that pickles but cannot be rebuilt (its
+        return packed  # __init__ takes other arguments) would lose the events with it
     except Exception:
-        outcome.value = None  # an exception that cannot be pickled: its description travels
+        outcome.value = None  # an exception that cannot travel: its description does
     try:
         return _pack(outcome)
     except Exception:

@@ -101,6 +101,30 @@ async def test_a_resumed_node_on_a_worker_gets_its_resume_data(runner: DaskRunne
     assert seen["later"] is None
 
 
+async def test_an_exception_that_cannot_be_rebuilt_keeps_the_attempts_events(
+    runner: DaskRunner,
+) -> None:
+    """An exception that pickles but cannot be unpickled (its __init__ takes other
+    arguments) travels by name: the custom events sent before it still arrive."""
+
+    class BadInit(Exception):
+        def __init__(self, a: int, b: int) -> None:
+            super().__init__(f"{a}-{b}")
+
+    @node
+    def fails() -> int:
+        current_run().emit_sync("before", 1)
+        raise BadInit(1, 2)
+
+    rec = RecordingCallback()
+    result = await Workflow("w", nodes=[fails]).run(runner=runner, callbacks=[rec])
+    assert result.status == "failed"
+    assert ("custom_event", "fails", "before") in kinds(rec)
+    assert result.error is not None
+    assert "BadInit" in result.error.type
+    assert "1-2" in result.error.message
+
+
 async def test_custom_events_from_workers_arrive_in_order_before_node_end(
     runner: DaskRunner,
 ) -> None:
