@@ -536,9 +536,16 @@ async def test_a_keyboard_interrupt_from_workflow_start_still_ends_the_run() -> 
             raise KeyboardInterrupt("from a handler")
 
     first, last = RecordingCallback(), RecordingCallback()
-    with pytest.raises(KeyboardInterrupt):
+
+    async def pipeline() -> None:
         async with ExternalRun([first, Interrupting(), last], workflow_name="w") as run:
-            async with run.node("x") as n:
-                n.output = 1
+            await step(run)
+
+    async def step(run: Any) -> None:
+        async with run.node("x") as n:
+            n.output = 1
+
+    with pytest.raises(KeyboardInterrupt):
+        await pipeline()
     for rec in (first, last):
         assert [e.type.value for e in rec.events] == ["workflow_start", "workflow_end"]
