@@ -87,10 +87,17 @@ class Dispatcher(BaseCallbackHandler):
 
         Raises:
             ValueError: for an unknown event type.
-            TypeError: for missing or unexpected arguments, naming them.
+            TypeError: for missing or unexpected arguments, naming them, or an ``event=``
+                that is not an ``Event``.
         """
         etype = parse_event_type(event_type)
         event = kwargs.pop("event", None)
+        if event is not None and not isinstance(event, Event):
+            msg = (
+                f"trigger(event=...) takes a flowhooks.Event (e.g. Event.from_hook(...)), "
+                f"got {type(event).__name__}; pass run_id=..., node_id=... to fill one in"
+            )
+            raise TypeError(msg)
         names = etype.arg_names
         values = list(args)
         if len(values) > len(names):

@@ -126,6 +126,7 @@ class ExternalNodeBase(Generic[RunT]):
     __slots__ = (
         "_critical",
         "_run",
+        "_run_context",
         "_step",
         "_token",
         "_will_retry",
@@ -154,6 +155,7 @@ class ExternalNodeBase(Generic[RunT]):
         self.output: Any = None
         self._step: NodeAttempt | None = None
         self._token: Token[TaskFrame | str | None] | None = None
+        self._run_context: Token[RunContext] | None = None  # set in a thread that had no run
 
     def _check_not_entered(self) -> None:
         if self._step is not None:

@@ -175,7 +175,8 @@ class SyncExternalRun(ExternalRunBase):
 
     Same arguments, events and outcome rule as ``ExternalRun``; every method
     blocks until its event has been dispatched. ``current_run()`` works in the
-    thread that entered the block (and in the handlers).
+    thread that entered the block, inside a ``run.node(...)`` block entered from
+    any thread, and in the handlers.
 
     Attributes:
         cancel_grace: seconds the end of the run gets once the block was
@@ -350,6 +351,8 @@ class SyncExternalNode(ExternalNodeBase["SyncExternalRun"]):
         )
         self._token = enter_run_task()
         set_frame(name)  # run.emit() in the block comes from this node
+        if current_run_var.get(None) is not state.ctx:  # another thread than the run's
+            self._run_context = current_run_var.set(state.ctx)
         return self
 
     def __exit__(
@@ -361,6 +364,9 @@ class SyncExternalNode(ExternalNodeBase["SyncExternalRun"]):
         step = self._step
         if step is None:  # pragma: no cover - __exit__ follows a successful __enter__
             return
+        if self._run_context is not None:
+            current_run_var.reset(self._run_context)
+            self._run_context = None
         if self._token is not None:
             leave_run_task(self._token)
             self._token = None

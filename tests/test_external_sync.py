@@ -276,3 +276,22 @@ def test_a_handlers_keyboard_interrupt_reaches_the_caller_after_the_end(
     )
     assert done.stdout.startswith("raised ["), done.stdout + done.stderr
     assert done.stdout.count("'") == 2  # exactly one workflow_end status
+
+
+def test_current_run_inside_a_node_entered_from_another_thread() -> None:
+    from flowhooks import current_run
+
+    seen: dict[str, Any] = {}
+    with ExternalRun.sync(None, workflow_name="w") as run:
+
+        def worker() -> None:
+            with run.node("t") as n:
+                ctx = current_run(None)
+                seen["run_id"] = ctx.run_id if ctx is not None else None
+                n.output = 1
+            seen["after"] = current_run(None)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(10)
+    assert seen == {"run_id": run.run_id, "after": None}

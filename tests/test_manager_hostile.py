@@ -284,3 +284,9 @@ def test_a_single_handler_and_a_condition_of_the_wrong_shape_are_refused_when_ma
     with pytest.raises(TypeError, match=r"condition_fn\(event_type, \*args\)"):
         ConditionalCallback(lambda node_id: True, Decorated())
     ConditionalCallback(lambda event_type, *args: True, Decorated())  # the documented shape
+
+
+async def test_trigger_refuses_an_event_that_is_not_an_event() -> None:
+    manager = CallbackManager([Decorated()])
+    with pytest.raises(TypeError, match=r"trigger\(event=...\) takes a flowhooks.Event"):
+        await manager.trigger("node_start", "a", {}, event={"run_id": "r1"})
