@@ -39,6 +39,8 @@ the handlers configured in that process.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
 import threading
@@ -74,6 +76,8 @@ ENV_VAR: Final = "FLOWHOOKS_KEDRO_HANDLERS"
 _PYPROJECT_KEY: Final = "[tool.flowhooks.kedro] handlers"
 
 _EXPLICIT: weakref.WeakSet[FlowhooksHooks] = weakref.WeakSet()
+_EVERY: weakref.WeakSet[FlowhooksHooks] = weakref.WeakSet()
+"""Every instance: at exit, the runs Kedro never ended are ended (see ``_end_left_runs``)."""
 """The ``FlowhooksHooks`` made by hand in this process: while there is one, the plugin is silent."""
 
 
@@ -181,6 +185,7 @@ class FlowhooksHooks:
         self._runs: dict[str, _PipelineRun] = {}
         self._alone: dict[str, tuple[SyncExternalRun, SyncExternalNode]] = {}
         self._lock = threading.Lock()
+        _EVERY.add(self)
 
     def __repr__(self) -> str:
         source = "configured" if self._manager is None else "handlers"
@@ -320,6 +325,27 @@ class FlowhooksHooks:
             step.__exit__(*exc_info)
         finally:
             run.__exit__(*exc_info)
+
+
+def _end_left_runs() -> None:
+    """At interpreter exit: end the pipeline runs Kedro left open, ``cancelled``.
+
+    Kedro calls ``on_pipeline_error`` for an ``Exception`` only: a run stopped by
+    Ctrl-C (``KeyboardInterrupt``) reaches no hook, and would end without its
+    ``workflow_end``.
+    """
+    stopped = KeyboardInterrupt("the process exited while the pipeline ran")
+    for hooks in list(_EVERY):
+        with hooks._lock:
+            left = [r for r in hooks._runs.values() if r.pid == os.getpid()]
+            hooks._runs.clear()
+        for report in left:
+            report.nodes.clear()  # entered in Kedro's threads: the run's end cancels them
+            with contextlib.suppress(BaseException):
+                report.run.__exit__(KeyboardInterrupt, stopped, None)
+
+
+atexit.register(_end_left_runs)
 
 
 def _exc_info(

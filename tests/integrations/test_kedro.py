@@ -411,3 +411,32 @@ def test_importing_flowhooks_loads_neither_kedro_nor_prefect() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert done.stdout.strip() == "[]"
+
+
+_INTERRUPTED = """
+import sys
+from flowhooks import BaseCallbackHandler
+from flowhooks.integrations.kedro import FlowhooksHooks
+
+class Ends(BaseCallbackHandler):
+    def on_workflow_end(self, workflow_id, output_data, *, event):
+        with open(sys.argv[1], "a") as out:
+            out.write(f"workflow_end {event.status}\\n")
+
+class Node:
+    name = "split"
+
+hooks = FlowhooksHooks(handlers=[Ends()])
+hooks.before_pipeline_run({"run_id": "sess-1"})
+hooks.before_node_run(Node(), {"x": 1}, "sess-1")
+raise KeyboardInterrupt  # Ctrl-C: Kedro calls no further hook
+"""
+
+
+def test_a_run_stopped_by_ctrl_c_still_sends_its_workflow_end(tmp_path: Path) -> None:
+    out = tmp_path / "ends.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert "KeyboardInterrupt" in done.stderr
+    assert out.read_text() == "workflow_end cancelled\n"
