@@ -147,6 +147,8 @@ async def _within_timeout(call: HookCall, awaitable: Any, timeout: float) -> Non
         done, _ = await asyncio.wait((task,), timeout=timeout)
     except asyncio.CancelledError:  # the dispatch itself was cancelled: so is the call
         task.cancel()
+        _ABANDONED.add(task)  # held until it ends, however long it ignores the cancel
+        task.add_done_callback(_forget)
         raise
     name = f"{call.label}.{call.event_type.method_name}"
     if done:
