@@ -147,10 +147,23 @@ def _ack_and_next_postgres() -> Any:
 def redacted_json(event: Event, redact: Any) -> str:
     """``event`` as its outbox row keeps it: its JSON, with secrets redacted by the policy
     ``redact`` (a ``redact=`` option: ``False`` keeps everything)."""
-    if redact is False:
+    if redact is False or (_inert(event.payload) and _inert(event.metadata)):
         return event.model_dump_json()
-    data = redact_value(event.model_dump(mode="json"), redact)
+    data = event.model_dump(mode="json")
+    for field in _CARRY_DATA:  # the rest is ids, names, numbers and times
+        if data[field] is not None:
+            data[field] = redact_value(data[field], redact)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+_CARRY_DATA: Final = ("payload", "metadata")
+"""The fields of an ``Event`` that carry run data (inputs, outputs, errors, headers)."""
+
+
+def _inert(value: Any) -> bool:
+    """Whether ``value`` can hold no secret: nothing, a number, or an empty container."""
+    kind = type(value)
+    return value is None or kind in (int, float, bool) or (kind in (dict, list) and not value)
 
 
 def _p(name: str) -> Any:
