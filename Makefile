@@ -83,4 +83,4 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) $(PREFECT_VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis flowhooks.db flowhooks-demo
+	rm -rf $(VENV) $(PREFECT_VENV) site .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis flowhooks.db flowhooks.db-wal flowhooks.db-shm flowhooks-demo

@@ -55,6 +55,7 @@ from flowhooks._retry import RetryPolicy
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
 from flowhooks._serialize import safe_text, set_max_payload_chars, to_jsonable
 from flowhooks._workflow import Workflow
+from flowhooks.handlers import _exit as _exit_last  # noqa: F401 - its exit hook runs last
 
 if _typing.TYPE_CHECKING:
     from flowhooks.handlers.durable import DurableCallback

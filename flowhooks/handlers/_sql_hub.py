@@ -48,6 +48,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from flowhooks import Event, EventType
+from flowhooks.handlers._exit import at_last_exit
 from flowhooks.handlers._history_db import HistoryError, normalize_url, runs_table
 from flowhooks.handlers._schema import ensure_current
 from flowhooks.handlers._sql_backends import (
@@ -192,9 +193,28 @@ class SqlHub:
         self._wake: dict[str, list[Callable[[], None]]] = {}
         self._periodic: list[Callable[[sa.Connection], None]] = []
         self._next_heartbeat = 0.0
+        self._closing = False  # the process is exiting: commit what is queued, then close
 
     def __repr__(self) -> str:
         return f"SqlHub({self.display_url!r})"
+
+    @classmethod
+    def close_all(cls, timeout: float = 5.0) -> None:
+        """At interpreter exit: every writer commits what is queued and closes its database.
+
+        Closed, a SQLite database folds its write-ahead log back into its file and
+        removes the ``-wal`` and ``-shm`` files: the file alone then holds the history.
+        """
+        with cls._registry_lock:
+            hubs = list(cls._registry.values())
+        deadline = time.monotonic() + timeout
+        for hub in hubs:
+            with hub._cond:
+                hub._closing = True
+                thread = hub._thread
+                hub._cond.notify()
+            if thread is not None:
+                thread.join(max(deadline - time.monotonic(), 0.0))
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -231,13 +251,19 @@ class SqlHub:
                 self._start_or_notify()
 
     def _start_or_notify(self) -> None:
-        if self._thread is None:
+        if self._thread is None and not self._closing:
             self._thread = threading.Thread(
                 target=self._work, name=f"flowhooks-db-{self.display_url}", daemon=True
             )
             self._thread.start()
-        else:
+        elif self._thread is not None:
             self._cond.notify()
+        else:  # closed for the process's exit: nothing will take the job
+            error = WriteError("the process is exiting; the database writer has closed")
+            for job in self._queue:
+                _settle(job.future, error=error)
+            self._queue.clear()
+            self._urgent = 0
 
     async def call(self, work: Callable[[sa.Connection], T], *, wakes: Iterable[str] = ()) -> T:
         """Run ``work`` in a transaction on the writer thread and return its result.
@@ -410,11 +436,16 @@ class SqlHub:
                         break
                     if self._queue:
                         due = self._queue[0].queued + _LINGER
-                        if self._urgent or len(self._queue) >= _MAX_BATCH or now >= due:
+                        if (
+                            self._urgent
+                            or self._closing
+                            or len(self._queue) >= _MAX_BATCH
+                            or now >= due
+                        ):
                             break
                         self._cond.wait(due - now)
                         continue
-                    if self._idle() and now - idle_since >= _IDLE_EXIT:
+                    if self._closing or (self._idle() and now - idle_since >= _IDLE_EXIT):
                         self._thread = None
                         self._close_backend()
                         return
@@ -553,3 +584,6 @@ def upgrade_database(url: str | URL, *, connect_timeout: float = 5.0) -> tuple[s
         raise HistoryError(msg) from exc
     finally:
         backend.close()
+
+
+at_last_exit(SqlHub.close_all)

@@ -149,3 +149,30 @@ async def test_alerts_and_log_lines_with_a_lone_surrogate_are_sent_escaped(
     assert [body["fields"]["kind"] for body in bodies] == ["critical", "failure"]
     assert "bad \\ud800 name" in bodies[0]["message"]
     assert "node 'odd' (attempt 1) failed" in log_file.read_text(encoding="utf-8")
+
+
+def test_the_database_file_alone_holds_the_history_once_the_process_exits(
+    tmp_path: Path,
+) -> None:
+    """At exit the writer closes its database: SQLite folds the write-ahead log into the file
+    and removes ``-wal``/``-shm``, so copying the file copies the history."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = (
+        "from flowhooks import Workflow, node\n"
+        "from flowhooks.handlers import HistoryCallback\n"
+        "@node\n"
+        "def a() -> int:\n"
+        "    return 1\n"
+        "Workflow('w', nodes=[a], callbacks=[HistoryCallback('sqlite:///h.db')]).run_sync()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, timeout=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.db"]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tmp_path / "h.db", copy / "h.db")
+    assert query(f"sqlite:///{copy / 'h.db'}", "SELECT status FROM flowhooks_runs") == [
+        ("succeeded",)
+    ]
