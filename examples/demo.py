@@ -211,7 +211,8 @@ async def main() -> int:
     console.print(table)
     console.print(
         f"  metrics: {report['total_workflows']} runs, {report['total_node_attempts']} node "
-        f"attempts, {report['retries']} retried, error rate {report['error_rate']:.0%}"
+        f"attempts, {report['retries']} retried, error rate {report['error_rate']:.0%} "
+        "(of the attempts that succeeded or failed; suspended ones are neither)"
     )
     console.print(f"  history: every run above is in {DATABASE} (next: flowhooks history)")
     await alerts.aclose()

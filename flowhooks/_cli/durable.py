@@ -343,38 +343,43 @@ def parse_resume_data(text: str | None) -> Any:
         return text
 
 
-async def suspended_target(db: str, run_id: str) -> str:
-    """The workflow target recorded for the suspended run ``run_id``.
+async def suspended_run(db: str, run_id: str) -> tuple[str, str | None]:
+    """The whole id of the suspended run ``run_id`` names (a whole id or a unique prefix, as
+    ``flowhooks history`` prints them), and the workflow target recorded for it, if any.
 
     Raises:
-        CLIError: the run is not a suspended run of ``db``, or has no recorded target.
+        CLIError: no suspended run of ``db`` has that id, or the prefix names several.
     """
     import sqlalchemy as sa
 
     from flowhooks.handlers._history_db import suspended_table
 
-    row = await _on_database(
+    table = suspended_table
+    pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = await _on_database(
         db,
         lambda conn, _dialect: conn.execute(
-            sa.select(suspended_table.c.workflow_target, suspended_table.c.status).where(
-                suspended_table.c.run_id == run_id
-            )
-        ).first(),
+            sa.select(table.c.run_id, table.c.workflow_target)
+            .where(sa.or_(table.c.run_id == run_id, table.c.run_id.like(pattern, escape="\\")))
+            .order_by(table.c.run_id)
+            .limit(6)
+        ).all(),
     )
-    if row is None:
+    exact = [row for row in rows if row.run_id == run_id]
+    if exact:
+        rows = exact
+    if not rows:
         msg = (
             f"no suspended run {run_id!r} in {_display_url(db)!r}; "
             "'flowhooks runs --status suspended' lists them"
         )
         raise CLIError(msg, EXIT_FAILED)
-    if not row.workflow_target:
-        msg = (
-            f"run {run_id!r} was not started by 'flowhooks run', so its workflow is not "
-            "recorded; name it with --workflow FILE.py:WORKFLOW"
-        )
+    if len(rows) > 1:
+        shown = ", ".join(row.run_id for row in rows[:5])
+        msg = f"{run_id!r} is the start of several suspended runs' ids ({shown}); give more of it"
         raise CLIError(msg)
-    target: str = row.workflow_target
-    return target
+    found: str = rows[0].run_id
+    return found, rows[0].workflow_target or None
 
 
 # -- history prune --------------------------------------------------------------------------------

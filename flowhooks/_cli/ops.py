@@ -10,7 +10,7 @@ import sys
 from contextlib import nullcontext
 from typing import Annotated
 
-from flowhooks._cli.db import DEFAULT_DB, _check_directory, _check_url, _display_url
+from flowhooks._cli.db import DEFAULT_DB, _check_directory, _display_url
 from flowhooks._cli.errors import EXIT_FAILED, CLIError
 from flowhooks._cli.execute import _execute
 from flowhooks._cli.load import load_workflow
@@ -97,8 +97,10 @@ def sweep_command(
         ),
     ] = "7d",
 ) -> None:
-    """Mark runs whose process died as crashed (and alert their durable consumers), cancel
-    expired suspended runs, and purge delivered outbox rows."""
+    """Mark runs whose process died as crashed, alerting their durable consumers.
+
+    Also cancels expired suspended runs and purges delivered outbox rows.
+    """
     from flowhooks._cli.durable import parse_duration, sweep, sweep_lines
 
     with _reported():
@@ -111,7 +113,9 @@ def sweep_command(
 
 
 def resume_command(
-    run_id: Annotated[str, _Arg(help="The suspended run's id.", metavar="RUN_ID")],
+    run_id: Annotated[
+        str, _Arg(help="The suspended run's id, or a unique prefix of it.", metavar="RUN_ID")
+    ],
     data: Annotated[
         str | None,
         _Opt("--data", "-d", metavar="JSON", help="What the suspended node gets as resume_data."),
@@ -140,12 +144,19 @@ def resume_command(
     ] = False,
 ) -> None:
     """Resume a suspended run with DATA, as a new run of the workflow it was started from."""
-    from flowhooks._cli.durable import parse_resume_data, suspended_target
+    from flowhooks._cli.durable import parse_resume_data, suspended_run
 
     with _reported():
-        _check_url(db)
+        _check_directory(db)
         resume_data = parse_resume_data(data)
-        target = workflow or asyncio.run(suspended_target(db, run_id))
+        run_id, recorded = asyncio.run(suspended_run(db, run_id))
+        target = workflow or recorded
+        if target is None:
+            msg = (
+                f"run {run_id!r} was not started by 'flowhooks run', so its workflow is not "
+                "recorded; name it with --workflow FILE.py:WORKFLOW"
+            )
+            raise CLIError(msg)
         wf = load_workflow(target)
         keep_stdout = contextlib.redirect_stdout(sys.stderr) if as_json else nullcontext()
         with log_to_stderr("WARNING" if quiet else "DEBUG", tracebacks=False), keep_stdout:

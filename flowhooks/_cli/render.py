@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from flowhooks._cli.db import _display_url
+from flowhooks._events import RunStatus
 from flowhooks._redact import redact_text
 
 if TYPE_CHECKING:
@@ -265,6 +266,18 @@ def print_summary(
         )
     if result.cancel_reason:
         out.print(f"cancelled: {markup(one_line(result.cancel_reason))}", soft_wrap=True)
+    suspension = result.suspension
+    if result.status is RunStatus.SUSPENDED and suspension is not None:
+        out.print(
+            f"[yellow]suspended[/] at node {markup(repr(suspension.node_id))}: "
+            f"{markup(one_line(suspension.reason))}",
+            soft_wrap=True,
+        )
+        if db is not None:
+            out.print(
+                f"resume it with: flowhooks resume {markup(result.run_id[:12])} --data JSON",
+                soft_wrap=True,
+            )
     if db is not None:
         out.print(
             f"history: {markup(_display_url(db))} (flowhooks history {markup(result.run_id[:12])})",

@@ -230,16 +230,18 @@ def test_cli_run_then_resume(tmp_path: Path, folder: Folder) -> None:
     def flowhooks(*args: str) -> subprocess.CompletedProcess[str]:
         return folder.run("-m", "flowhooks", *args)
 
-    started = flowhooks("run", "flow.py:workflow", "-i", "amount=9", "--db", url, "-q")
+    started = flowhooks("run", "flow.py:workflow", "-i", "amount=9", "--db", url)
     assert started.returncode == 1  # suspended is not succeeded
     [suspended] = json.loads(
         flowhooks("runs", "--db", url, "--status", "suspended", "--json").stdout
     )
+    assert "suspended at node 'approve'" in started.stdout  # and how to go on:
+    assert f"flowhooks resume {suspended['run_id'][:12]} --data JSON" in started.stdout
     wide = {"COLUMNS": "160"}
     table = folder.run("-m", "flowhooks", "runs", "--db", url, "--status", "suspended", env=wide)
     assert "waiting at approve" in table.stdout  # the node it is suspended at
-    resumed = flowhooks(
-        "resume", suspended["run_id"], "--data", '{"approved": false}', "--db", url, "--json", "-q"
+    resumed = flowhooks(  # by the short id the summary shows
+        "resume", suspended["run_id"][:12], "--data", '{"approved": false}', "--db", url, "--json"
     )
     assert resumed.returncode == 0, resumed.stderr
     result: dict[str, Any] = json.loads(resumed.stdout)
