@@ -310,16 +310,17 @@ def print_runs(out: Console, runs: list[RunRecord]) -> None:
 
 
 def print_run_states(out: Console, runs: list[RunRecord]) -> None:
-    """Print runs with their state: full id (what ``flowhooks resume`` takes), workflow,
-    status, start, and why it ended (cancel reason or error) or which run it resumed."""
+    """Print runs with their state: id (its first 12 characters, which ``flowhooks resume``
+    takes), workflow, status, start, and why it ended (cancel reason or error) or which
+    run it resumed (the note wraps in what width is left)."""
     from rich.table import Table
 
     table = Table()
-    table.add_column("run id", no_wrap=True)
-    table.add_column("workflow")
-    table.add_column("status", no_wrap=True)
-    table.add_column("started")
-    table.add_column("note", overflow="fold")
+    table.add_column("run id", no_wrap=True, min_width=12)
+    table.add_column("workflow", overflow="ellipsis", no_wrap=True, min_width=8, max_width=24)
+    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("started", no_wrap=True, min_width=19)
+    table.add_column("note")
     for run in runs:
         note = run.cancel_reason or (
             f"{run.error_type}: {run.error_message}" if run.error_type else ""
@@ -327,9 +328,9 @@ def print_run_states(out: Console, runs: list[RunRecord]) -> None:
         if run.status == "suspended" and run.final_node and not note:
             note = f"waiting at {run.final_node}"
         if run.resumed_from:
-            note = f"resumed from {run.resumed_from}" + (f"; {note}" if note else "")
+            note = f"resumed from {run.resumed_from[:12]}" + (f"; {note}" if note else "")
         table.add_row(
-            markup(run.run_id),
+            markup(run.run_id[:12]),
             markup(run.workflow_name),
             _status(run.status),
             _when(run.started_at),
