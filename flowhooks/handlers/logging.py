@@ -238,7 +238,7 @@ class LoggingCallback(BaseCallbackHandler):
             text = json.dumps(to_jsonable(walked, max_chars=_NO_LIMIT_CHARS), ensure_ascii=False)
         if len(text) > self.max_length:
             text = f"{text[: self.max_length]}… [truncated, {len(text)} chars]"
-        return text
+        return text if text.isascii() else safe_text(text, max_chars=len(text) * 6 + 64)
 
     def _emit(
         self,
@@ -272,10 +272,13 @@ class LoggingCallback(BaseCallbackHandler):
             message = policy.text(message)
             subject = policy.text(subject)
             extra = {k: policy.text(v) if isinstance(v, str) else v for k, v in extra.items()}
+        fields.update(extra)
         if not message.isascii():  # a lone surrogate would make the sink fail on this record
             message = safe_text(message)
-            extra = {k: safe_text(v) if isinstance(v, str) else v for k, v in extra.items()}
-        fields.update(extra)
+        for key, value in fields.items():  # names and ids too (a workflow named by a user)
+            if type(value) is str and not value.isascii():
+                fields[key] = safe_text(value)
+        subject = subject if subject.isascii() else safe_text(subject)
         number = max(level_no, self._level_no)
         level: str | int = _LEVEL_NAMES.get(number, number)
         if self._std is not None:
@@ -306,7 +309,15 @@ class LoggingCallback(BaseCallbackHandler):
         payload_label: str | None,
         subject: str,
     ) -> None:
-        """The standard library twin of ``_emit``: fields in ``extra``, payload when enabled."""
+        """The standard library twin of ``_emit``: fields in ``extra``, payload when enabled.
+
+        Given a ``LoggerAdapter``, its own ``extra`` is merged with the fields (a plain
+        adapter would replace them with its own).
+        """
+        if isinstance(std, logging.LoggerAdapter):
+            _msg, kwargs = std.process(message, {"extra": {}})
+            fields = {**(kwargs.get("extra") or {}), **fields}
+            std = std.logger
         with_payload = payload_label is not None and self.payloads
         if number <= _DEBUG and with_payload and std.isEnabledFor(number):
             text = self.render(payload)

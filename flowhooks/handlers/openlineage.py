@@ -204,11 +204,20 @@ class OpenLineageCallback(BaseCallbackHandler):
         if run is None:
             return
         # An attempt still open ended without an event of its own: cancelled (or suspended).
+        # Each is sent on its own: one that fails must not cost the others, nor the run's end.
+        failed: Exception | None = None
         for attempt in list(run.attempts.values()):
             facets = self._node_facets(run)
-            await self._send(RunState.ABORT, event, attempt.run_uuid, attempt.job, "NODE", facets)
+            try:
+                await self._send(
+                    RunState.ABORT, event, attempt.run_uuid, attempt.job, "NODE", facets
+                )
+            except Exception as exc:
+                failed = failed or exc
         run.attempts.clear()
         if not run.started:
+            if failed is not None:
+                raise failed
             return
         ctx = context_of(workflow_id)
         result = ctx.result if ctx is not None else None
@@ -220,6 +229,8 @@ class OpenLineageCallback(BaseCallbackHandler):
             error = result.error if result is not None and result.error is not None else run.error
             facets["errorMessage"] = self._error_facet(error, event)
         await self._send(state, event, run.run_uuid, run.job, "WORKFLOW", facets)
+        if failed is not None:
+            raise failed  # after the run's own end was sent
 
     # -- nodes --------------------------------------------------------------------------
 

@@ -17,7 +17,14 @@ from datetime import datetime
 from typing import Any, Final, final
 
 import flowhooks
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, current_run
+from flowhooks import (
+    BaseCallbackHandler,
+    ErrorInfo,
+    Event,
+    current_run,
+    redact_text,
+    safe_text,
+)
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import finished_result
 
@@ -196,7 +203,7 @@ class OpenTelemetryCallback(BaseCallbackHandler):
         if status == "failed":
             error = getattr(result, "error", None)
             where = getattr(result, "final_node", None)
-            detail = f"{error.type}: {error.message}" if error is not None else "run failed"
+            detail = f"{error.type}: {_sent(error.message)}" if error is not None else "run failed"
             if where:
                 detail = f"node {where!r} failed: {detail}"
                 span.set_attribute(f"{_ATTR}.final_node", where)
@@ -334,15 +341,21 @@ def _end_open(run: _RunSpans, end: int | None) -> None:
         run.span.end(end_time=end)
 
 
+def _sent(text: str) -> str:
+    """Error text as spans carry it: capped, encodable, and without credentials (the
+    process-wide redaction policy)."""
+    return redact_text(str(safe_text(text)))
+
+
 def _record_error(span: Span, info: Any, when: int | None) -> None:
     """Record ``info`` (an ``ErrorInfo``, or anything sent by hand) as an exception event."""
     err_type = str(getattr(info, "type", type(info).__name__))
-    message = str(getattr(info, "message", info))
+    message = _sent(str(getattr(info, "message", info)))
     exc = getattr(info, "exception", None)
-    attributes = {
+    attributes = {  # they replace what the SDK would take from the exception itself
         "exception.type": err_type,
         "exception.message": message,
-        "exception.stacktrace": str(getattr(info, "stack_trace", "")),
+        "exception.stacktrace": _sent(str(getattr(info, "stack_trace", ""))),
     }
     if isinstance(exc, BaseException):
         span.record_exception(exc, attributes=attributes, timestamp=when)

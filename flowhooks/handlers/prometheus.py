@@ -13,7 +13,14 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event, HookCallReport, add_hook_monitor
+from flowhooks import (
+    BaseCallbackHandler,
+    ErrorInfo,
+    Event,
+    HookCallReport,
+    add_hook_monitor,
+    safe_text,
+)
 from flowhooks.handlers._extras import require
 
 require("prometheus_client", extra="prometheus", handler="PrometheusCallback")
@@ -172,6 +179,11 @@ def _metrics_for(registry: CollectorRegistry, buckets: Sequence[float]) -> _Metr
         return metrics
 
 
+def _label(text: str) -> str:
+    """A label value every scrape can encode (a lone surrogate in a name would break them all)."""
+    return text if text.isascii() else str(safe_text(text))
+
+
 @final
 class PrometheusCallback(BaseCallbackHandler):
     """Exports run, node and handler metrics to Prometheus.
@@ -231,7 +243,7 @@ class PrometheusCallback(BaseCallbackHandler):
         self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Count the run as active."""
-        workflow = event.workflow_name if event is not None else ""
+        workflow = _label(event.workflow_name) if event is not None else ""
         with self._lock:
             if workflow_id in self._active:
                 return
@@ -242,7 +254,7 @@ class PrometheusCallback(BaseCallbackHandler):
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
     ) -> None:
         """Count the ended run by status and observe its duration."""
-        workflow = event.workflow_name if event is not None else ""
+        workflow = _label(event.workflow_name) if event is not None else ""
         status = (event.status if event is not None else None) or "unknown"
         with self._lock:
             started = self._active.pop(workflow_id, None)
@@ -260,7 +272,7 @@ class PrometheusCallback(BaseCallbackHandler):
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
         """Count the error, and the failed attempt when it is a node's."""
-        workflow = event.workflow_name if event is not None else ""
+        workflow = _label(event.workflow_name) if event is not None else ""
         node_id = event.node_id if event is not None else getattr(error_info, "node_id", None)
         self._metrics.errors.labels(
             workflow,
@@ -273,7 +285,7 @@ class PrometheusCallback(BaseCallbackHandler):
             self._node(node_id, "retrying" if retrying else "failed", event)
 
     def _node(self, node_id: str, status: str, event: Event | None) -> None:
-        workflow = event.workflow_name if event is not None else ""
+        workflow = _label(event.workflow_name) if event is not None else ""
         self._metrics.nodes.labels(workflow, node_id, status).inc()
         if event is not None and event.duration is not None:
             self._metrics.node_duration.labels(workflow, node_id, status).observe(event.duration)

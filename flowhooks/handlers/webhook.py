@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 from loguru import logger
 
@@ -61,6 +62,14 @@ __all__ = [
 ]
 
 _UNSET: Final[Any] = object()
+
+
+def header_value(text: str) -> str:
+    """``text`` as an HTTP header value: printable ASCII as it is, anything else (a run id
+    with an accent, a newline) percent-encoded, so the request can always be sent."""
+    if text.isascii() and text.isprintable():
+        return text
+    return quote(text, safe=" !#$&'()*+,-./:;=?@[]^_`{|}~", errors="backslashreplace")
 
 
 class WebhookCallback(RunReporter):
@@ -227,7 +236,7 @@ class WebhookCallback(RunReporter):
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
         fixed = {
             "Content-Type": "application/json",
-            "Workflow-Run-Id": event.run_id,
+            "Workflow-Run-Id": header_value(event.run_id),
             "Workflow-Run-Status": status,
             "Idempotency-Key": event.id,
         }
