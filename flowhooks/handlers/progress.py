@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, final
+from typing import Any, Final, final
 
 from flowhooks import BaseCallbackHandler, ErrorInfo, Event
 from flowhooks.handlers._extras import require
@@ -83,6 +84,10 @@ class _TreeProgress(Progress):
         yield self.make_tasks_table(ordered)
 
 
+_FINISHED_SHOWN: Final = 50
+"""Finished runs' rows kept on a display that other runs keep up."""
+
+
 @final
 class ProgressCallback(BaseCallbackHandler):
     """Shows a live progress bar per run: nodes done out of the workflow's nodes.
@@ -137,6 +142,7 @@ class ProgressCallback(BaseCallbackHandler):
         self._rows: dict[str, _Row] = {}
         self._progress: _TreeProgress | None = None
         self._parents: dict[TaskID, TaskID] = {}
+        self._finished: deque[TaskID] = deque()  # finished rows still shown, oldest first
         self.redirect_logs = redirect_logs
         self._redirect: LogRedirect | None = None
 
@@ -161,6 +167,7 @@ class ProgressCallback(BaseCallbackHandler):
     def _display(self) -> _TreeProgress:
         if self._progress is None:
             self._parents = {}
+            self._finished.clear()
             self._progress = _TreeProgress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -189,8 +196,23 @@ class ProgressCallback(BaseCallbackHandler):
         progress.update(row.task_id, completed=row.done, total=total, state=state)
         if finished:
             progress.stop_task(row.task_id)
+            self._forget_old_rows(progress, row.task_id)
         if not self.auto_refresh:
             progress.refresh()
+
+    def _forget_old_rows(self, progress: _TreeProgress, task_id: TaskID) -> None:
+        """Keep the newest ``_FINISHED_SHOWN`` finished rows while other runs go on: each
+        row costs every redraw, so a display kept up by one long run would slow down
+        every later run."""
+        finished = self._finished
+        finished.append(task_id)
+        while len(finished) > _FINISHED_SHOWN:
+            old = finished.popleft()
+            progress.remove_task(old)
+            self._parents.pop(old, None)
+            for child, parent in list(self._parents.items()):
+                if parent == old:
+                    del self._parents[child]
 
     def _print(self, row: _Row, text: str) -> None:
         self.console.print(

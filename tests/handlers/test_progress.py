@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
@@ -339,3 +340,29 @@ async def test_a_resumed_run_counts_the_nodes_done_before_it_suspended() -> None
     assert lines[1].endswith("approve succeeded (2/3 nodes)")
     assert lines[2].endswith("ship succeeded (3/3 nodes)")
     assert lines[-1].endswith("(3/3 nodes)")
+
+
+async def test_a_display_kept_up_by_a_long_run_keeps_a_bounded_number_of_finished_rows() -> None:
+    """Each row costs every redraw: while one long run keeps the display up, the rows of
+    runs that finished are dropped past the newest 50, so later runs do not slow down."""
+    progress = ProgressCallback(console=Console(file=io.StringIO(), force_terminal=True))
+
+    @node
+    async def hold() -> int:
+        await asyncio.sleep(60)
+        return 1
+
+    @node
+    def quick() -> int:
+        return 1
+
+    long = asyncio.ensure_future(Workflow("long", nodes=[hold]).run(callbacks=[progress]))
+    await asyncio.sleep(0.05)
+    for _ in range(120):
+        await Workflow("w", nodes=[quick]).run(callbacks=[progress])
+    shown = progress._progress
+    assert shown is not None
+    assert len(shown.tasks) == 51  # the long run's row and the newest 50 finished ones
+    long.cancel()
+    await asyncio.gather(long, return_exceptions=True)
+    await progress.aclose()
