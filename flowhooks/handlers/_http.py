@@ -207,6 +207,15 @@ class JsonPoster:
             raise ValueError(msg)
         self.retries = retries
         self.policy = RetryPolicy(attempts=retries + 1, backoff=backoff, max_backoff=max_backoff)
+        if headers is not None and not (
+            isinstance(headers, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            msg = (
+                f"{owner}(headers=...) takes a mapping of header names to str values, "
+                f"got {headers!r}"
+            )
+            raise TypeError(msg)
         self.headers = dict(headers or {})
         self.owner = owner
 

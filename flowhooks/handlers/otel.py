@@ -125,6 +125,12 @@ class OpenTelemetryCallback(BaseCallbackHandler):
     def __init__(
         self, tracer: Tracer | None = None, *, tracer_provider: TracerProvider | None = None
     ) -> None:
+        if tracer is not None and not callable(getattr(tracer, "start_span", None)):
+            msg = (
+                f"OpenTelemetryCallback(tracer) takes an OpenTelemetry Tracer (or leave it out, "
+                f"or pass tracer_provider=...), got {tracer!r}"
+            )
+            raise TypeError(msg)
         if tracer is None:
             tracer = trace.get_tracer(
                 "flowhooks", flowhooks.__version__, tracer_provider=tracer_provider

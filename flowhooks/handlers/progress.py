@@ -134,6 +134,9 @@ class ProgressCallback(BaseCallbackHandler):
         refresh_per_second: float = 10.0,
         redirect_logs: bool = True,
     ) -> None:
+        if console is not None and not isinstance(console, Console):
+            msg = f"ProgressCallback(console=...) takes a rich.console.Console, got {console!r}"
+            raise TypeError(msg)
         self.console: Console = console if console is not None else Console(stderr=True)
         self.transient = transient
         self.auto_refresh = auto_refresh

@@ -231,6 +231,12 @@ class PrometheusCallback(BaseCallbackHandler):
         *,
         buckets: Sequence[float] = DEFAULT_BUCKETS,
     ) -> None:
+        if registry is not None and not isinstance(registry, CollectorRegistry):
+            msg = (
+                "PrometheusCallback(registry) takes a prometheus_client.CollectorRegistry, "
+                f"got {registry!r}"
+            )
+            raise TypeError(msg)
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
         self._metrics = _metrics_for(self.registry, buckets)
         self._metrics.acquire()
