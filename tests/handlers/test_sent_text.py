@@ -162,11 +162,11 @@ def test_handlers_given_the_wrong_kind_of_argument_say_so_when_made() -> None:
 
     from flowhooks.handlers import ProgressCallback
 
-    with pytest.raises(TypeError, match="takes a rich.console.Console"):
+    with pytest.raises(TypeError, match=r"takes a rich\.console\.Console"):
         ProgressCallback(console="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="takes an OpenTelemetry Tracer"):
         OpenTelemetryCallback("x")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="takes a prometheus_client.CollectorRegistry"):
+    with pytest.raises(TypeError, match=r"takes a prometheus_client\.CollectorRegistry"):
         PrometheusCallback("x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="takes a mapping of header names"):
         WebhookCallback("http://127.0.0.1:9/hook", headers="x")  # type: ignore[arg-type]
