@@ -212,7 +212,7 @@ async def main() -> int:
     console.print(
         f"  metrics: {report['total_workflows']} runs, {report['total_node_attempts']} node "
         f"attempts, {report['retries']} retried, error rate {report['error_rate']:.0%} "
-        "(of the attempts that succeeded or failed; suspended ones are neither)"
+        "(suspended attempts left out)"
     )
     console.print(f"  history: every run above is in {DATABASE} (next: flowhooks history)")
     await alerts.aclose()
