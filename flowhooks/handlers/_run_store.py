@@ -194,21 +194,21 @@ class SQLRunStore:
         """
         with self._lock:
             self._finished.add(claimant)
+        self._hub.submit(lambda conn: self._make_final(conn, run_id, claimant))
+
+    def _make_final(self, conn: sa.Connection, run_id: str, claimant: str) -> None:
+        """Mark the claim of ``claimant`` on ``run_id`` final (writer thread); stop holding it."""
         s = suspended_table
-
-        def final(conn: sa.Connection) -> None:
-            conn.execute(
-                sa.update(s)
-                .where(s.c.run_id == run_id)
-                .where(s.c.resumed_by == claimant)
-                .values(status=RESUMED, lease_until=None)
-            )
-            with self._lock:
-                if self._held.get(run_id) == claimant:
-                    del self._held[run_id]
-                self._finished.discard(claimant)
-
-        self._hub.submit(final)
+        conn.execute(
+            sa.update(s)
+            .where(s.c.run_id == run_id)
+            .where(s.c.resumed_by == claimant)
+            .values(status=RESUMED, lease_until=None)
+        )
+        with self._lock:
+            if self._held.get(run_id) == claimant:
+                del self._held[run_id]
+            self._finished.discard(claimant)
 
     # -- keeping claims ------------------------------------------------------------------
 
@@ -238,15 +238,7 @@ class SQLRunStore:
             with self._lock:
                 ended = claimant in self._finished
             if ended or self._hub.run_has_ended(claimant):
-                conn.execute(
-                    sa.update(s)
-                    .where(s.c.run_id == run_id)
-                    .where(s.c.resumed_by == claimant)
-                    .values(status=RESUMED, lease_until=None)
-                )
-                with self._lock:
-                    self._held.pop(run_id, None)
-                    self._finished.discard(claimant)
+                self._make_final(conn, run_id, claimant)
             else:
                 conn.execute(
                     sa.update(s)
@@ -263,16 +255,10 @@ class SQLRunStore:
             self._held.clear()
         if not held:
             return
-        s = suspended_table
 
         def finish(conn: sa.Connection) -> None:
             for run_id, claimant in held.items():
-                conn.execute(
-                    sa.update(s)
-                    .where(s.c.run_id == run_id)
-                    .where(s.c.resumed_by == claimant)
-                    .values(status=RESUMED, lease_until=None)
-                )
+                self._make_final(conn, run_id, claimant)
 
         try:
             self._hub.call_blocking(finish, timeout=10.0)
