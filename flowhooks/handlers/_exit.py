@@ -1,10 +1,10 @@
 """Work left for the very end of the process, after every other flowhooks exit hook.
 
-``atexit`` runs its hooks last registered, first run. This module registers
-its one hook when ``flowhooks`` is imported (first thing), before any part of flowhooks can
-register one of its own, so what is handed to ``at_last_exit`` runs after
-them: the database writers close only once the runs and claims that other
-exit hooks end have been written through them.
+``atexit`` runs its hooks last registered, first run. ``import flowhooks``
+imports this module, so its one hook is registered before any handler or
+integration module (imported later) can register one of its own, and what is
+handed to ``at_last_exit`` runs after them: the database writers close only
+once the runs and claims that other exit hooks end were written through them.
 """
 
 from __future__ import annotations
