@@ -230,6 +230,13 @@ class Outbox:
         status, seq) index. Asked as ``NOT EXISTS`` it let PostgreSQL, before
         its statistics caught up with a burst of new rows, compare every
         pending row with every other (a claim took 0.45 s with 2,200 rows).
+
+        The order is ``due_at`` alone, the order of the (consumer, status,
+        due_at) index, so the scan stops once ``limit`` rows are found. Rows
+        due at the same instant come in no promised order (in practice, the
+        order they were queued in). Ordered by ``due_at, id`` as well,
+        PostgreSQL sorted every pending row, each with its run's lookup, and
+        a claim took ~100 ms with 6,600 rows queued.
         """
         o = outbox_table.alias("o")
         earlier = outbox_table.alias("earlier")
@@ -247,7 +254,7 @@ class Outbox:
             .where(o.c.due_at <= _p("now"))
             .where(sa.or_(o.c.lease_until.is_(None), o.c.lease_until < _p("now")))
             .where(o.c.seq == earliest)
-            .order_by(o.c.due_at, o.c.id)
+            .order_by(o.c.due_at)
             .limit(_p("limit"))
         )
         if self.dialect == "postgresql":
