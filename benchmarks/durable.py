@@ -128,8 +128,9 @@ async def history(quick: bool) -> dict[str, Any]:
     """``HistoryCallback`` runs/s against the hand-written one-transaction-per-run insert."""
     from flowhooks.handlers.history import HistoryCallback
 
-    runs = 20 if quick else 100
-    rounds = 2 if quick else 7
+    # many short rounds: each ratio pairs two samples taken moments apart
+    runs = 20 if quick else 50
+    rounds = 2 if quick else 15
     folder = Path(tempfile.mkdtemp(prefix="flowhooks-bench-"))
     floor_url = f"sqlite:///{folder / 'floor.db'}"
     ours_url = f"sqlite:///{folder / 'history.db'}"
@@ -175,8 +176,8 @@ async def outbox(quick: bool) -> dict[str, Any]:
         async def on_node_end(self, node_id: str, output_data: Any) -> None:
             Count.seen += 1
 
-    runs = 10 if quick else 50
-    rounds = 2 if quick else 7
+    runs = 10 if quick else 25
+    rounds = 2 if quick else 15
     folder = Path(tempfile.mkdtemp(prefix="flowhooks-bench-"))
     alone_url = f"sqlite:///{folder / 'alone.db'}"
     both_url = f"sqlite:///{folder / 'both.db'}"
