@@ -157,7 +157,9 @@ DEFAULT_CHANNELS: Final[Mapping[str, str]] = {
 def alert_text(message: str, fields: Mapping[str, Any]) -> str:
     """The human-readable alert: the message, then the run's link when there is one."""
     url = fields.get("run_url")
-    return f"{message}\n{url}" if isinstance(url, str) and url else message
+    if not isinstance(url, str) or not url or message.endswith(url):
+        return message  # NotificationCallback's messages end with the link already
+    return f"{message}\n{url}"
 
 
 def _seconds(value: float | None) -> str:
@@ -172,7 +174,8 @@ class NotificationCallback(RunReporter):
     * ``critical``: an ``error`` event whose severity is in ``severities``
       (by default only ``"critical"``: a node declared ``critical=True``
       failing for good, or the run timing out), sent as it happens.
-    * ``failure``: a run ended ``failed``.
+    * ``failure``: a run ended ``failed``, or ``crashed`` (the sweep's end of a run whose
+      process died, delivered through a ``DurableCallback``).
     * ``cancel``: a run ended ``cancelled``.
     * ``completion``: a run ended ``succeeded``.
 
@@ -364,6 +367,8 @@ class NotificationCallback(RunReporter):
         status = result.status.value if result is not None else (event.status or "")
         kind = {
             RunStatus.FAILED.value: "failure" if self.on_failure else None,
+            # the sweep's end of a run whose process died (through a DurableCallback)
+            RunStatus.CRASHED.value: "failure" if self.on_failure else None,
             RunStatus.CANCELLED.value: "cancel" if self.on_cancel else None,
             RunStatus.SUCCEEDED.value: "completion" if self.on_completion else None,
         }.get(status)
@@ -373,7 +378,12 @@ class NotificationCallback(RunReporter):
         error = result.error if result is not None else None
         final_node = result.final_node if result is not None else None
         label = f"Workflow {event.workflow_name!r} run {event.run_id}"
-        if kind == "failure":
+        if status == RunStatus.CRASHED.value:
+            message = (
+                f"{label} crashed: the process running it stopped reporting "
+                f"(killed, out of memory, or lost) after {_seconds(duration)}"
+            )
+        elif kind == "failure":
             where = f" at node {final_node!r}" if final_node else ""
             why = f": {error.type}: {error.message}" if error is not None else ""
             message = f"{label} failed{where} after {_seconds(duration)}{why}"

@@ -71,6 +71,7 @@ async def test_run_url_and_dedup_keys_are_in_every_alert(receiver: Receiver) -> 
     bodies = [r.json() for r in receiver.requests]
     assert [b["fields"]["run_url"] for b in bodies] == [link, link]
     assert all(b["text"].endswith("\n" + link) for b in bodies)
+    assert [b["text"].count(link) for b in bodies] == [1, 1]  # once, not once per layer
     assert [b["fields"]["dedup_key"] for b in bodies] == [
         dedup_key(result.run_id, "load"),
         dedup_key(result.run_id, "load"),
@@ -168,3 +169,33 @@ def test_apprise_urls_are_checked_without_showing_secrets() -> None:
     assert "hunter2" not in str(info.value)
     with pytest.raises(ValueError, match="one or more"):
         AppriseNotifier([])
+
+
+async def test_a_crashed_run_alerts_as_a_failure(receiver: Receiver) -> None:
+    """The sweep's ``crashed`` end of a run whose process died (delivered from the outbox,
+    outside any live run) sends a failure alert: the point of sweeping is that it does."""
+    from flowhooks.handlers._outbox import crash_event
+
+    handler = NotificationCallback(
+        WebhookNotifier(receiver.url, **FAST), run_url="https://ci.example/runs/{run_id}"
+    )
+    event = crash_event(
+        run_id="r1",
+        workflow_name="etl",
+        seq=7,
+        parent_run_id=None,
+        resource_id=None,
+        metadata={},
+        duration=12.5,
+    )
+    await handler.on_workflow_end("r1", {}, event=event)
+    (body,) = [r.json() for r in receiver.requests]
+    assert body["channel"] == "alerts"
+    assert body["fields"]["kind"] == "failure"
+    assert body["fields"]["status"] == "crashed"
+    assert "crashed" in body["message"]
+    assert "12.50s" in body["message"]
+    assert body["text"].count("https://ci.example/runs/r1") == 1
+    quiet = NotificationCallback(WebhookNotifier(receiver.url, **FAST), on_failure=False)
+    await quiet.on_workflow_end("r1", {}, event=event)
+    assert len(receiver.requests) == 1
