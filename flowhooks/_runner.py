@@ -74,7 +74,7 @@ class Runner:
     function callbacks, flushes) before abandoning what is left; ``None`` waits
     as long as it takes."""
 
-    def __init__(self, *, max_concurrency: int | None = None, fail_fast: bool = True) -> None:
+    def __init__(self, max_concurrency: int | None = None, fail_fast: bool = True) -> None:
         self.max_concurrency = check_count(
             "max_concurrency", max_concurrency, minimum=1, allow_none=True
         )
@@ -188,7 +188,7 @@ class SequentialRunner(Runner):
 
     sequential = True
 
-    def __init__(self, *, fail_fast: bool = True) -> None:
+    def __init__(self, fail_fast: bool = True) -> None:
         super().__init__(max_concurrency=1, fail_fast=fail_fast)
 
     def schedule(self, run: RunState) -> Schedule:

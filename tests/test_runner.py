@@ -1534,3 +1534,14 @@ async def test_cancelling_the_awaiting_task_during_a_handler(any_runner_or_dask:
     assert end.payload == ({"a": 1} if node_ended else {})
     if not any_runner_or_dask.sequential:
         assert node_ended == ["a"]  # the handler was not interrupted
+
+
+def test_runner_options_may_be_given_positionally() -> None:
+    """``AsyncioRunner(max_concurrency=None, fail_fast=True)`` and
+    ``SequentialRunner(fail_fast=True)``, as documented: by position or by name."""
+    runner = AsyncioRunner(4, False)
+    assert (runner.max_concurrency, runner.fail_fast) == (4, False)
+    assert AsyncioRunner(None).max_concurrency is None
+    assert SequentialRunner(False).fail_fast is False
+    with pytest.raises(TypeError, match="fail_fast"):
+        SequentialRunner("no")  # type: ignore[arg-type]
