@@ -1,11 +1,12 @@
 """``DurableCallback``: at-least-once delivery of a handler's events through a database outbox.
 
 A built-in handler (exported from ``flowhooks``, extra ``sql``). It wraps any
-handler: instead of calling it in the dispatch, it commits one outbox row per event (of the types it takes) before the
-dispatch returns, and a delivery worker calls the wrapped handler with the
-event rebuilt from the row, retrying with backoff until it returns, or until
-the row becomes a dead letter. Rows survive the process: ``flowhooks
-deliver`` (another process) delivers what this one did not.
+handler: instead of calling it in the dispatch, it commits one outbox row per
+event (of the types it takes) before the dispatch returns, and a delivery
+worker calls the wrapped handler with the event rebuilt from the row, retrying
+with backoff until it returns, or until the row becomes a dead letter. Rows
+survive the process: ``flowhooks deliver`` (another process) delivers what this
+one did not.
 
 With a ``HistoryCallback`` on the same URL in the run, an event's history
 rows and its outbox rows are committed in one transaction (both go through
