@@ -58,9 +58,13 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
         if run.stopping is None:
             await run.schedule.walk()
     except asyncio.CancelledError as exc:
-        external_cancel = exc
-        reason = str(exc) or "the task awaiting the run was cancelled"
-        run.request_stop(RunStatus.CANCELLED, reason)
+        main = run.main
+        if run.gave_up and main is not None and main.uncancel() == 0:
+            pass  # the run's own wake-up (RunState._give_up_on_nodes), nobody else's
+        else:
+            external_cancel = exc
+            reason = str(exc) or "the task awaiting the run was cancelled"
+            run.request_stop(RunStatus.CANCELLED, reason)
     finally:
         run.nodes_over()
     result, cancelled_meanwhile = await _end(run, patience=0 if external_cancel is not None else 1)
@@ -88,11 +92,16 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     """
     loop = asyncio.get_running_loop()
     grace = run.runner.cancel_grace
-    deadline = None
+    deadline = settle_deadline = None
     if grace is not None and (run.stopping is RunStatus.CANCELLED or run.timed_out):
-        deadline = loop.time() + grace
+        deadline = settle_deadline = loop.time() + grace
     elif grace is not None and run.stopping is RunStatus.SUSPENDED:
         deadline = loop.time() + 2 * grace  # a grace to finish, then one to end cancelled
+        settle_deadline = deadline
+    elif grace is not None and run.stopping is RunStatus.FAILED:
+        # Fail-fast: the nodes it cancelled get the grace to settle; the end of a failed run
+        # (its alerts) is bounded only when the caller cancels it meanwhile.
+        settle_deadline = loop.time() + grace
     waiting = _Patience(patience, grace)
     if run.end_started is not None:  # the walk went on with the end in its own task
         if run.end_cancels:  # the awaiting task was cancelled during it: it gets the grace
@@ -100,10 +109,13 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
             if deadline is None and grace is not None:
                 deadline = loop.time() + grace
         return await _wait_for_end(run, run.end_started, waiting, deadline, grace)
-    if run.schedule.busy():  # nodes still settling (a stop): wait for them, within limits
+    if run.schedule.busy() and run.gave_up:  # they ignored the stop through two graces
+        _abandon_nodes(run, grace)
+        deadline = loop.time() + grace if grace is not None else None
+    elif run.schedule.busy():  # nodes still settling (a stop): wait for them, within limits
         idle = loop.create_task(run.schedule.wait_idle())
         try:
-            settled = await waiting.wait(idle, deadline)
+            settled = await waiting.wait(idle, settle_deadline)
         except asyncio.CancelledError:
             idle.cancel()
             run.schedule.abandon()

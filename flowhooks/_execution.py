@@ -133,6 +133,7 @@ class RunState(NodeOutcomes):
         "finish_in_walk",
         "force_timer",
         "forced",
+        "gave_up",
         "has_handlers",
         "injected",
         "inputs",
@@ -237,6 +238,7 @@ class RunState(NodeOutcomes):
         self.selection: tuple[str, ...] | None = None
         self.main: asyncio.Task[Any] | None = None
         self.forced = False
+        self.gave_up = False
         self.nodes_settled = False
         self.force_timer: asyncio.TimerHandle | None = None
         self.timeout_timer: asyncio.TimerHandle | None = None
@@ -358,22 +360,29 @@ class RunState(NodeOutcomes):
         self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
 
     def _force_stop(self) -> None:
-        """The grace after a stop ran out: cancel node tasks still running, wherever they are.
-
-        A node left running that long is stuck outside its body, in a handler of one
-        of its events; it ends cancelled (without its closing event).
-        """
+        """The grace after a stop ran out: cancel node tasks still running, wherever they are
+        (in a handler of one of their events, or a body that ignores cancellation)."""
         if self.nodes_settled:
             return
         self.forced = True
         self.schedule.force_stop()
+        grace = self.runner.cancel_grace
         logger.bind(run_id=self.run_id).warning(
             "run {run_id} of workflow {workflow!r}: nodes still running {grace:g}s after the "
             "run was stopped were cancelled (give handlers a timeout to avoid this)",
             run_id=self.run_id,
             workflow=self.workflow_name,
-            grace=self.runner.cancel_grace,
+            grace=grace,
         )
+        if grace is not None and self.main is not None:
+            self.force_timer = asyncio.get_running_loop().call_later(grace, self._give_up_on_nodes)
+
+    def _give_up_on_nodes(self) -> None:
+        """A node ignored a second grace too: wake the task awaiting the run with a
+        cancellation of the run's own (``execute`` takes it back); the run ends without it."""
+        if not self.nodes_settled and self.main is not None and not self.main.done():
+            self.gave_up = True
+            self.main.cancel("the run's nodes ignored its stop")
 
     def on_timeout(self, timeout: float) -> None:
         """The run's ``timeout=`` ran out: fail it with a ``TimeoutError`` and stop it

@@ -194,6 +194,90 @@ async def test_a_node_ignoring_cancellation_is_abandoned_and_workflow_end_still_
     assert recorder.events[-1].type == "workflow_end"
 
 
+def deaf_workflow(
+    entered: asyncio.Event, release: asyncio.Event, *, sibling: bool = False
+) -> Workflow:
+    """A node that swallows every cancellation until ``release`` (and, with ``sibling``, a
+    node beside it that fails once the deaf one is running: fail-fast stops the run)."""
+
+    @node
+    async def deaf() -> None:
+        entered.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+    @node
+    async def fails() -> None:
+        await entered.wait()
+        raise ValueError("boom")
+
+    return Workflow("deaf", nodes=[deaf, fails] if sibling else [deaf])
+
+
+async def _within(seconds: float, awaitable: Any, release: asyncio.Event) -> Any:
+    try:
+        async with asyncio.timeout(seconds):  # bounded by two graces, not by the deaf node
+            return await awaitable
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("stop", ["handle.cancel", "timeout"])
+async def test_a_run_stopped_from_inside_ends_without_a_node_that_ignores_the_stop(
+    runner: Runner, stop: str
+) -> None:
+    """RunHandle.cancel and the run's timeout=: the node is cancelled, then cancelled again
+    after the grace, then left behind after a second grace; the run ends without it."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    recorder = RecordingCallback()
+    wf = deaf_workflow(entered, release)
+    if stop == "timeout":
+        handle = wf.start(callbacks=[recorder], runner=runner, timeout=0.05)
+    else:
+        handle = wf.start(callbacks=[recorder], runner=runner)
+        await entered.wait()
+        assert handle.cancel("operator") is True
+    result = await _within(10, handle, release)
+    expected = RunStatus.CANCELLED if stop == "handle.cancel" else RunStatus.FAILED
+    assert result.status is expected
+    assert result.nodes["deaf"].status is NodeStatus.CANCELLED
+    ends = recorder.events_of("workflow_end")
+    assert [e.status for e in ends] == [expected.value]
+    await asyncio.sleep(0.05)  # the abandoned node ends by itself; nothing follows the end
+    assert recorder.events[-1].type == "workflow_end"
+
+
+async def test_fail_fast_ends_without_a_node_that_ignores_the_stop() -> None:
+    runner = AsyncioRunner()
+    runner.cancel_grace = 0.3
+    entered, release = asyncio.Event(), asyncio.Event()
+    recorder = RecordingCallback()
+    wf = deaf_workflow(entered, release, sibling=True)
+    result = await _within(10, wf.run(callbacks=[recorder], runner=runner), release)
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "ValueError"
+    assert result.nodes["deaf"].status is NodeStatus.CANCELLED
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["failed"]
+
+
+async def test_the_callers_timeout_fires_after_fail_fast_met_a_node_that_ignores_it() -> None:
+    runner = AsyncioRunner()
+    runner.cancel_grace = 0.3
+    entered, release = asyncio.Event(), asyncio.Event()
+    recorder = RecordingCallback()
+    wf = deaf_workflow(entered, release, sibling=True)
+
+    async def run_with_a_deadline() -> None:
+        async with asyncio.timeout(0.5):  # fires while fail-fast waits for the deaf node
+            await wf.run(callbacks=[recorder], runner=runner)
+
+    with pytest.raises(TimeoutError):
+        await _within(10, run_with_a_deadline(), release)
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["failed"]
+
+
 async def test_handle_cancel_says_whether_this_call_stopped_the_run(runner: Runner) -> None:
     entered = asyncio.Event()
 
