@@ -10,8 +10,9 @@ Like ``asyncio.run``, with what a process that runs pipelines needs:
   ends as the signal would have: ``KeyboardInterrupt`` for SIGINT,
   ``SystemExit(143)`` for SIGTERM. A second signal ends the wait at once.
 * **No hang at exit.** Sync node bodies run in daemon threads; one stuck in
-  a blocking call is abandoned once the run has ended instead of holding the
-  interpreter's exit.
+  a blocking call (past its timeout, or when the run was stopped) is
+  abandoned once the run has ended instead of holding the call's return or
+  the interpreter's exit.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         for number in installed:
             loop.remove_signal_handler(number)
         _finish_loop(loop)
-        executor.shutdown(wait=not received)
+        # Whatever the pool still runs now, the run has left behind (a sync node body past
+        # its timeout, or stuck when the run was stopped): daemon threads, not waited for.
+        executor.shutdown(wait=False)
         asyncio.set_event_loop(None)
         loop.close()
 

@@ -158,3 +158,31 @@ def test_flowhooks_run_records_a_sigterm_run_as_cancelled_and_exits_143(tmp_path
         check=True,
     )
     assert "cancelled" in listed.stdout
+
+
+@pytest.mark.parametrize("bound", ["run", "node"])
+def test_run_sync_returns_at_a_timeout_while_a_sync_node_still_blocks(bound: str) -> None:
+    """``timeout=`` bounds ``run_sync`` as it bounds ``run``: the sync node's thread, still
+    blocked, is left behind (a daemon thread) instead of being waited for."""
+    import threading
+
+    from flowhooks import RunStatus, Workflow, node
+
+    release, finished = threading.Event(), threading.Event()
+
+    def blocks() -> int:
+        release.wait(30)
+        finished.set()
+        return 1
+
+    step = node(blocks, timeout=0.2) if bound == "node" else node(blocks)
+    wf = Workflow("blocks", nodes=[step])
+    try:
+        result = wf.run_sync(timeout=0.2) if bound == "run" else wf.run_sync()
+        still_blocked = not finished.is_set()
+    finally:
+        release.set()
+    assert still_blocked
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "TimeoutError"
