@@ -5,7 +5,7 @@ parameters its dependencies). The driver is built with ``FlowhooksAdapter``:
 each ``execute`` is a flowhooks run, each computed function a node, and
 ``MetricsCallback`` summarises them. The second execution fails in
 ``average``. The last part runs the same module with Hamilton's
-``AsyncDriver`` and ``AsyncFlowhooksAdapter``.
+``AsyncDriver`` and a ``FlowhooksAdapter`` of its own.
 
 Run it with ``python examples/hamilton_dataflow.py`` (needs the ``hamilton`` extra).
 """
@@ -21,7 +21,7 @@ from hamilton import async_driver, base, driver
 
 from flowhooks import BaseCallbackHandler, CallbackManager, Event
 from flowhooks.handlers import MetricsCallback
-from flowhooks.integrations.hamilton import AsyncFlowhooksAdapter, FlowhooksAdapter
+from flowhooks.integrations.hamilton import FlowhooksAdapter
 
 
 def amounts(raw: str) -> list[float]:
@@ -70,7 +70,7 @@ def main() -> None:
         print(f"  the driver raised: {exc}")
 
     async def run_async() -> dict[str, Any]:
-        async_adapter = AsyncFlowhooksAdapter(manager, workflow_name="amounts-async")
+        async_adapter = FlowhooksAdapter(manager, workflow_name="amounts-async")
         adr = await (
             async_driver.Builder()
             .with_modules(module)

@@ -9,7 +9,14 @@ callbacks) or a private loop thread (sync callbacks, ``LoopTrees``).
 
 Node names are made unique within a run (``agent``, ``agent#2``, ...): a
 framework may run one step several times in a run (a LangGraph loop), and a
-flowhooks run's node names identify its steps.
+flowhooks run's node names identify its steps. A step the framework runs
+again because its previous run raised (a LangGraph ``RetryPolicy``) is not a
+new step: it is the next attempt of the same node.
+
+The runs of a ``RunTree`` follow their framework's outcome: a root (or
+sub-run) whose framework run returned succeeds even when a node's own chain
+raised and the framework handled it (a fallback, a retry); its ``error``
+event was sent and the node stays failed (``FrameworkRunState``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from flowhooks._context import current_run_var
+from flowhooks._events import ErrorInfo, NodeStatus
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
 from flowhooks._ids import new_id
@@ -59,14 +67,52 @@ def as_current(state: ExternalRunState, node: str | None) -> Iterator[None]:
         current_run_var.reset(run_token)
 
 
+class FrameworkRunState(ExternalRunState):
+    """An ``ExternalRunState`` whose outcome follows the framework run it stands for.
+
+    ``handled`` holds the nodes whose last attempt ended because the node's
+    own framework run raised, in a way the framework may handle (a fallback
+    catches it, a retry follows). When the run ends with no exception (its
+    framework run returned), those nodes do not fail it: the framework got
+    past them. Any other node whose last attempt failed (a ``raise_error``
+    handler failed it) or did not complete still fails the run, as it fails
+    an ``ExternalRun``; an ended run with an exception is failed as usual.
+    """
+
+    def __init__(self, args: RunArgs, run_id: str) -> None:
+        super().__init__(args, run_id)
+        self.handled: set[str] = set()
+
+    def _node_failure(self) -> tuple[str | None, ErrorInfo | None]:
+        handled = self.handled
+        for name in self.failures:
+            node = self.nodes[name]
+            if name not in handled and node.status is NodeStatus.FAILED and node.error is not None:
+                return name, node.error
+        unfinished = [
+            n
+            for n, r in self.nodes.items()
+            if n not in handled and r.status is not NodeStatus.SUCCEEDED
+        ]
+        if not unfinished:
+            return None, None
+        exc = asyncio.CancelledError(f"node(s) {unfinished!r} did not complete")
+        info = ErrorInfo.from_exception(
+            exc, node_id=unfinished[0], run_id=self.run_id, workflow_name=self.workflow_name
+        )
+        return unfinished[0], info
+
+
 class Run:
     """One flowhooks run made from a framework run (the root, or a promoted sub-run)."""
 
-    __slots__ = ("names", "state")
+    __slots__ = ("names", "retries", "state")
 
     def __init__(self, state: ExternalRunState) -> None:
         self.state = state
         self.names: Counter[str] = Counter()
+        # A graph task whose last run raised -> its node and that attempt's number.
+        self.retries: dict[Any, tuple[str, int]] = {}
 
     def node_name(self, name: str) -> str:
         """``name`` the first time this run sees it, then ``name#2``, ``name#3`` ..."""
@@ -78,14 +124,16 @@ class Run:
 class Open:
     """A framework run that started and has not ended yet."""
 
-    __slots__ = ("inputs", "name", "node", "owns", "run", "step")
+    __slots__ = ("attempt", "inputs", "name", "node", "owns", "run", "step", "task")
 
     def __init__(self, name: str, inputs: Any, run: Run, node: str | None) -> None:
         self.name = name
         self.inputs = inputs
         self.run = run  # the flowhooks run its events belong to
         self.node = node  # the node of ``run`` it is, or runs inside of
-        self.step: NodeAttempt | None = None  # set when it *is* that node
+        self.attempt = 0  # its attempt of ``node`` when it *is* that node (from 1)
+        self.step: NodeAttempt | None = None  # that attempt, once its node_start went out
+        self.task: Any = None  # the graph task it runs, when it is a graph's step
         self.owns: Run | None = None  # set when it is a flowhooks run itself
 
 
@@ -97,6 +145,9 @@ class RunTree:
         workflow_name: the name of root runs (``None``: the framework run's name).
         metadata: run headers every root run carries.
         resource_id: a tenant/user id every root run carries.
+        halts: whether a node's error stopped its run rather than being
+            handled by the framework (a LangGraph interrupt): such a node
+            fails its run even when the framework run returns.
     """
 
     def __init__(
@@ -106,11 +157,13 @@ class RunTree:
         workflow_name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         resource_id: str | None = None,
+        halts: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.manager = manager
         self.workflow_name = workflow_name
         self.metadata = dict(metadata) if metadata is not None else {}
         self.resource_id = resource_id
+        self.halts = halts
         self._open: dict[Key, Open] = {}
         self._lock = threading.Lock()  # several trees may be served from several threads
 
@@ -140,7 +193,7 @@ class RunTree:
             parent_run_id=parent_state.run_id if parent_state else None,
         )
         loop = parent_state.loop if parent_state is not None else None
-        return Run(await start_run(args, loop))
+        return Run(await start_run(args, loop, FrameworkRunState))
 
     async def _end_run(self, run: Run, exc: BaseException | None) -> None:
         await end_run(run.state, exc)
@@ -148,15 +201,21 @@ class RunTree:
     # -- runs that start and end ------------------------------------------------------
 
     async def start(
-        self, key: Key, parent_key: Key | None, name: str, inputs: Any, is_step: bool
+        self, key: Key, parent_key: Key | None, name: str, inputs: Any, task: Any = None
     ) -> None:
         """Framework run ``key`` started (a chain).
 
         A run with no known parent is a root: a flowhooks run. A direct child
-        of a flowhooks run is one of its nodes. ``is_step`` says the run is a
-        step of a graph (a LangGraph node): when its parent is not a
-        flowhooks run yet, the parent (a subgraph) becomes one, a sub-run of
-        the run it is inside of. Any other run is inside its parent's node.
+        of a flowhooks run is one of its nodes. ``task`` is set when the run
+        is a step of a graph (a LangGraph node): the identity of the graph
+        task it runs, the same for each retry of that task. When its parent
+        is not a flowhooks run yet, the parent (a subgraph) becomes one, a
+        sub-run of the run it is inside of. Any other run is inside its
+        parent's node.
+
+        A step whose task's previous run raised is that task retried: the
+        next attempt of the same node (``node_start`` with ``attempt`` + 1).
+        Any other direct child is a node of its own (``name``, ``name#2`` ...).
         """
         parent = self.get(parent_key) if parent_key is not None else None
         if parent is None:
@@ -167,17 +226,22 @@ class RunTree:
             self._add(key, item)
             return
         host = parent.owns
-        if host is None and is_step:
+        if host is None and task is not None:
             host = parent.owns = await self._new_run(
                 parent_key, parent.node or parent.name, parent.inputs, parent.run
             )
         if host is None:
             self._add(key, Open(name, inputs, parent.run, parent.node))
             return
-        node = host.node_name(name)
+        retried = host.retries.pop(task, None) if task is not None else None
+        node, attempt = (retried[0], retried[1] + 1) if retried else (host.node_name(name), 1)
         item = Open(name, inputs, host, node)
+        item.attempt, item.task = attempt, task
         self._add(key, item)
-        item.step = await call_in_run(host.state, node, start_node, host.state, node, inputs)
+        state = host.state
+        if isinstance(state, FrameworkRunState):
+            state.handled.discard(node)  # this attempt decides now
+        item.step = await call_in_run(state, node, start_node, state, node, inputs, attempt)
 
     async def end(self, key: Key, output: Any, error: BaseException | None) -> bool:
         """Framework run ``key`` ended with ``output``, or raised ``error``.
@@ -196,7 +260,28 @@ class RunTree:
         if step is not None:
             state = item.run.state
             await call_in_run(state, step.name, end_node, state, step, output, error)
+        if error is not None and item.node is not None and item.attempt:
+            self._node_raised(item, step, error)
         return is_root
+
+    def _node_raised(self, item: Open, step: NodeAttempt | None, error: BaseException) -> None:
+        """A node's own framework run raised ``error``: remember what may follow.
+
+        The framework may retry its graph task (the next run of the task is
+        the node's next attempt) or handle the error and go on (then the
+        node's failure does not fail the run, unless ``halts`` says the error
+        stopped it). A retry is not known when the ``error`` event goes out:
+        its ``will_retry`` is ``False``.
+        """
+        run, node = item.run, item.node
+        if node is None:
+            return
+        if item.task is not None and not isinstance(error, _CANCELLING):
+            run.retries[item.task] = (node, item.attempt)
+        state = run.state
+        halted = self.halts is not None and self.halts(error)
+        if step is not None and not halted and isinstance(state, FrameworkRunState):
+            state.handled.add(node)
 
     async def emit(self, key: Key | None, name: str, data: Any) -> None:
         """A custom event from inside framework run ``key`` (dropped outside any known run)."""
@@ -281,9 +366,14 @@ async def call_in_run(
 
 
 async def start_run(
-    args: RunArgs, loop: asyncio.AbstractEventLoop | None = None
+    args: RunArgs,
+    loop: asyncio.AbstractEventLoop | None = None,
+    kind: type[ExternalRunState] = ExternalRunState,
 ) -> ExternalRunState:
     """Claim the run's id and send its ``workflow_start`` (on ``loop``, default the current one).
+
+    ``kind`` is the class of the run's state (``FrameworkRunState`` for a
+    run whose outcome follows its framework run).
 
     Raises:
         DuplicateRunError: a live run has the id.
@@ -291,7 +381,7 @@ async def start_run(
     """
     run_id = args.run_id if args.run_id is not None else new_id()
     _LIVE.claim(run_id)
-    state = ExternalRunState(args, run_id)
+    state = kind(args, run_id)
     _LIVE.own(run_id, state)
     state.loop = loop
     try:
@@ -310,9 +400,11 @@ async def end_run(state: ExternalRunState, exc: BaseException | None) -> None:
         _LIVE.release(state.run_id, state)
 
 
-async def start_node(state: ExternalRunState, node: str, inputs: Any) -> NodeAttempt | None:
+async def start_node(
+    state: ExternalRunState, node: str, inputs: Any, attempt: int = 1
+) -> NodeAttempt | None:
     """Start an attempt of ``node``; ``None`` when a ``raise_error`` handler failed it at once."""
-    step = state.enter_node(node, as_input(inputs), 1)
+    step = state.enter_node(node, as_input(inputs), attempt)
     try:
         await state.node_start(step)
     except Exception:  # the node failed (its error event sent); the framework goes on

@@ -15,17 +15,22 @@ executes is a node (``input_data``: the node's keyword arguments,
 ``output_data``: its result); a node that raises sends its ``error`` event and
 the execution's error fails the run.
 
-``FlowhooksAdapter`` is for the sync ``Driver``: each execution's events are
-dispatched on a private loop thread, in order (also when an executor runs
-nodes in several threads), blocking until delivered.
-``AsyncFlowhooksAdapter`` is for ``hamilton.async_driver.AsyncDriver``: its
-events go out on the driver's own event loop.
+``FlowhooksAdapter`` serves both drivers. Under the sync ``Driver`` each
+execution's events are dispatched on a private loop thread, in order (also
+when an executor runs nodes in several threads), blocking until delivered.
+Under ``hamilton.async_driver.AsyncDriver`` they go out on the driver's own
+event loop, from its async hooks, which see each node's resolved inputs and
+result: the ``AsyncDriver`` calls an adapter's sync hooks too, while it only
+schedules the nodes (their inputs and results are still ``asyncio.Task``
+objects then, and a node that will fail has not failed yet), so there those
+calls do nothing. ``AsyncFlowhooksAdapter`` has the async hooks only.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
@@ -138,13 +143,59 @@ class _Runs:
             await end_node(state, step, result, error)
 
 
+def _run_by_async_driver(graph: Any) -> bool:
+    """Whether ``graph`` is executed by an ``AsyncDriver`` (its adapters hold the async one)."""
+    module = sys.modules.get("hamilton.async_driver")  # imported by whoever built an AsyncDriver
+    async_adapter = getattr(module, "AsyncGraphAdapter", None)
+    if not isinstance(async_adapter, type):
+        return False
+    adapters = getattr(getattr(graph, "adapter", None), "adapters", None) or ()
+    return any(isinstance(adapter, async_adapter) for adapter in adapters)
+
+
+class _OnAwait:
+    """A hook's work for an ``AsyncDriver`` execution, done only if the hook's result is awaited.
+
+    The ``AsyncDriver`` calls a hook implemented both ways twice: as a sync
+    hook (the result is dropped) and as an async one (the result is
+    awaited). The work happens once, on the awaited call, on the driver's
+    loop; a dropped one creates no coroutine, so it leaves no warning behind.
+    """
+
+    __slots__ = ("_args", "_fn")
+
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        self._fn = fn
+        self._args = args
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._fn(*self._args).__await__()
+
+
+def _failure(node_: Any, success: bool, error: BaseException | None) -> BaseException | None:
+    if success:
+        return None
+    return error or RuntimeError(f"node {node_.name!r} failed")
+
+
 class FlowhooksAdapter(
     lifecycle.BasePreGraphExecute,
     lifecycle.BasePostGraphExecute,
     lifecycle.BasePreNodeExecute,
     lifecycle.BasePostNodeExecute,
+    lifecycle.BasePreGraphExecuteAsync,
+    lifecycle.BasePostGraphExecuteAsync,
+    lifecycle.BasePreNodeExecuteAsync,
+    lifecycle.BasePostNodeExecuteAsync,
 ):
-    """A lifecycle adapter for Hamilton's sync ``Driver``: executions become flowhooks runs.
+    """A lifecycle adapter for Hamilton's ``Driver`` and ``AsyncDriver``: executions become runs.
+
+    Its hooks are sync and async at once. Under the sync ``Driver`` they
+    report at once (on a private loop thread per execution) and return
+    ``None``. Under the ``AsyncDriver`` they return an awaitable that reports
+    when the driver awaits it, on the driver's loop, from the async call of
+    each hook; the sync calls, made while the driver only schedules the
+    nodes, report nothing.
 
     Args:
         manager: a ``CallbackManager``, a handler or a list of handlers.
@@ -172,8 +223,10 @@ class FlowhooksAdapter(
         final_vars: list[str],
         inputs: dict[str, Any],
         overrides: dict[str, Any],
-    ) -> None:
-        """An execution starts: ``workflow_start``, on a loop thread of its own."""
+    ) -> _OnAwait | None:
+        """An execution starts: ``workflow_start`` (for a sync ``Driver``, on a loop thread)."""
+        if _run_by_async_driver(graph):
+            return _OnAwait(self._runs.start, run_id, graph, inputs)
         loop = _LoopThread(f"flowhooks-hamilton-{run_id}")
         with self._runs.lock:
             self._loops[run_id] = loop
@@ -182,6 +235,7 @@ class FlowhooksAdapter(
         except BaseException:
             self._stop(run_id)
             raise
+        return None
 
     def post_graph_execute(
         self,
@@ -191,15 +245,16 @@ class FlowhooksAdapter(
         success: bool,
         error: Exception | None,
         results: dict[str, Any] | None,
-    ) -> None:
+    ) -> _OnAwait | None:
         """The execution ended: ``workflow_end`` (failed with ``error`` unless it succeeded)."""
         loop = self._loops.get(run_id)
         if loop is None:
-            return
+            return _OnAwait(self._runs.end, run_id, None if success else error)
         try:
             loop.run(self._runs.end, run_id, None if success else error)
         finally:
             self._stop(run_id)
+        return None
 
     def _stop(self, run_id: str) -> None:
         with self._runs.lock:
@@ -209,11 +264,13 @@ class FlowhooksAdapter(
 
     def pre_node_execute(
         self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
-    ) -> None:
+    ) -> _OnAwait | None:
         """A node starts: ``node_start`` with its keyword arguments."""
         loop = self._loops.get(run_id)
-        if loop is not None:
-            loop.run(self._runs.node_start, run_id, node_.name, kwargs, task_id)
+        if loop is None:
+            return _OnAwait(self._runs.node_start, run_id, node_.name, kwargs, task_id)
+        loop.run(self._runs.node_start, run_id, node_.name, kwargs, task_id)
+        return None
 
     def post_node_execute(
         self,
@@ -225,12 +282,14 @@ class FlowhooksAdapter(
         error: Exception | None,
         result: Any | None,
         task_id: str | None = None,
-    ) -> None:
+    ) -> _OnAwait | None:
         """A node ended: ``node_end`` with its result, or its ``error`` event."""
+        failure = _failure(node_, success, error)
         loop = self._loops.get(run_id)
-        if loop is not None:
-            failure = None if success else (error or RuntimeError(f"node {node_.name!r} failed"))
-            loop.run(self._runs.node_end, run_id, node_.name, task_id, result, failure)
+        if loop is None:
+            return _OnAwait(self._runs.node_end, run_id, node_.name, task_id, result, failure)
+        loop.run(self._runs.node_end, run_id, node_.name, task_id, result, failure)
+        return None
 
 
 class AsyncFlowhooksAdapter(
@@ -239,9 +298,11 @@ class AsyncFlowhooksAdapter(
     lifecycle.BasePreNodeExecuteAsync,
     lifecycle.BasePostNodeExecuteAsync,
 ):
-    """A lifecycle adapter for Hamilton's ``AsyncDriver``: events go out on the driver's loop.
+    """A lifecycle adapter with async hooks only, for Hamilton's ``AsyncDriver``.
 
-    Same arguments as ``FlowhooksAdapter``.
+    It reports an ``AsyncDriver`` execution as ``FlowhooksAdapter`` does, on
+    the driver's loop; the sync ``Driver`` never calls it. Same arguments as
+    ``FlowhooksAdapter``.
     """
 
     def __init__(
@@ -296,5 +357,6 @@ class AsyncFlowhooksAdapter(
         task_id: str | None = None,
     ) -> None:
         """A node ended: ``node_end`` with its result, or its ``error`` event."""
-        failure = None if success else (error or RuntimeError(f"node {node_.name!r} failed"))
-        await self._runs.node_end(run_id, node_.name, task_id, result, failure)
+        await self._runs.node_end(
+            run_id, node_.name, task_id, result, _failure(node_, success, error)
+        )

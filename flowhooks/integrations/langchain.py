@@ -13,11 +13,22 @@ How LangChain's runs map to flowhooks events:
   hex, its name the chain's name (or ``workflow_name=``);
 * the root's direct child chains are its nodes: a LangGraph graph's nodes
   (``metadata["langgraph_node"]``), an LCEL sequence's steps; a node run
-  again in the same run gets ``#2``, ``#3`` ... appended to its name;
+  again in the same run (a graph looping back to it in a later step) gets
+  ``#2``, ``#3`` ... appended to its name;
+* a LangGraph node retried by its ``RetryPolicy`` (its task run again in the
+  same step, same ``langgraph_step`` and ``langgraph_checkpoint_ns``, right
+  after it raised) is the next attempt of the same node: ``node_start`` with
+  ``attempt`` 2, 3 ...; each failed attempt keeps its ``error`` event, sent
+  with ``will_retry=False`` (whether LangGraph retries is not known yet);
 * a subgraph (a graph whose nodes start inside a node) is a sub-run whose
   ``parent_run_id`` is the run it runs in, named after that node;
-* a chain that raises sends its node's ``error`` event; the root's error
-  fails the run (``cancelled`` for a cancellation);
+* a chain that raises sends its node's ``error`` event and fails that node;
+  the run's outcome is the root chain's: ``failed`` when it raises
+  (``cancelled`` for a cancellation), ``succeeded`` when it returns, also
+  when a node's error was handled on the way (a retry that succeeded, an LCEL
+  fallback), since the chain the caller invoked returned its value. A node
+  stopped by a LangGraph ``interrupt()`` still fails the run: the graph
+  paused rather than finished;
 * ``dispatch_custom_event(name, data)`` is a custom event ``name``; tool calls
   are ``tool_start`` / ``tool_end`` / ``tool_error`` custom events, model calls
   ``llm_start`` / ``llm_end`` / ``llm_error``, each from the node they run in;
@@ -60,13 +71,29 @@ def _manager(callbacks: Callbacks, owner: str) -> CallbackManager:
     return manager_of(owner, "manager", callbacks) or CallbackManager()
 
 
-def _is_graph_step(
+def _graph_task(
     name: str, metadata: Mapping[str, Any] | None, tags: Sequence[str] | None
-) -> bool:
-    """Whether a chain is a LangGraph node's own run (not a chain nested inside one)."""
+) -> tuple[Any, ...] | None:
+    """The LangGraph task a chain runs, if it is a node's own run (not a chain nested in one).
+
+    The identity is the same for each retry of one task and differs between
+    tasks: the step number, and the task's checkpoint namespace (``node:<task
+    id>``, prefixed by its subgraphs'), or its path where there is none.
+    """
     if not metadata or metadata.get("langgraph_node") != name:
-        return False
-    return any(tag.startswith(_STEP_TAG) for tag in tags or ())
+        return None
+    if not any(tag.startswith(_STEP_TAG) for tag in tags or ()):
+        return None
+    where = metadata.get("langgraph_checkpoint_ns") or repr(metadata.get("langgraph_path"))
+    return (name, repr(metadata.get("langgraph_step")), str(where))
+
+
+def _halts(error: BaseException) -> bool:
+    """Whether a node's error paused its graph (LangGraph's ``GraphInterrupt``)."""
+    return any(
+        cls.__name__ == "GraphInterrupt" and cls.__module__.startswith("langgraph")
+        for cls in type(error).__mro__
+    )
 
 
 def _run_name(
@@ -126,6 +153,7 @@ class _Options:
             workflow_name=workflow_name,
             metadata=metadata,
             resource_id=resource_id,
+            halts=_halts,
         )
 
 
@@ -173,8 +201,8 @@ class FlowhooksCallbackHandler(LangChainHandler):
         """A chain started: a run, a node, a sub-run, or a chain inside a node."""
         name = _run_name(serialized, kwargs, "chain")
         loop = self._loops.loop_for(run_id, parent_run_id)
-        step = _is_graph_step(name, metadata, tags)
-        self._loops.call(loop, self._tree.start, run_id, parent_run_id, name, inputs, step)
+        task = _graph_task(name, metadata, tags)
+        self._loops.call(loop, self._tree.start, run_id, parent_run_id, name, inputs, task)
 
     def on_chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -341,8 +369,8 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         """A chain started: a run, a node, a sub-run, or a chain inside a node."""
         name = _run_name(serialized, kwargs, "chain")
-        step = _is_graph_step(name, metadata, tags)
-        await self._tree.start(run_id, parent_run_id, name, inputs, step)
+        task = _graph_task(name, metadata, tags)
+        await self._tree.start(run_id, parent_run_id, name, inputs, task)
 
     async def on_chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any

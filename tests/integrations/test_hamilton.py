@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import types
@@ -172,6 +173,93 @@ async def test_the_async_driver_on_failure() -> None:
     end = recorder.events[-1]
     assert end.status == "failed"
     assert end.payload == {"rows": [-5, -4]}
+
+
+def _no_awaitables(events: list[Event]) -> None:
+    """No payload holds an asyncio task or another awaitable in place of a value."""
+    for event in events:
+        payload = event.payload
+        values = payload.values() if isinstance(payload, dict) else [payload]
+        assert not any(asyncio.isfuture(v) or hasattr(v, "__await__") for v in values), event
+
+
+async def test_flowhooks_adapter_under_the_async_driver() -> None:
+    """FlowhooksAdapter with AsyncDriver: resolved inputs and results, on the driver's loop."""
+    recorder, metrics = RecordingCallback(), MetricsCallback()
+    dr = await (
+        async_driver.Builder()
+        .with_modules(_module("async_features_one_adapter", ASYNC_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter([recorder, metrics]))
+        .build()
+    )
+    before = set(threading.enumerate())
+    assert await dr.execute(["doubled"], inputs={"day": 1}) == {"doubled": 6}
+    assert set(threading.enumerate()) - before == set()
+    events = recorder.events
+    _check_stream(events)
+    _no_awaitables(events)
+    assert [(e.type.value, e.node_id) for e in events[1:-1]] == [
+        ("node_start", "rows"),
+        ("node_end", "rows"),
+        ("node_start", "total"),
+        ("node_end", "total"),
+        ("node_start", "doubled"),
+        ("node_end", "doubled"),
+    ]
+    assert events[0].payload == {"day": 1}
+    assert recorder.events_for("total")[0].payload == {"rows": [1, 2]}
+    assert recorder.events_for("doubled")[0].payload == {"total": 3}
+    assert [e.payload for e in recorder.events_of("node_end")] == [[1, 2], 3, 6]
+    end = events[-1]
+    assert end.status == "succeeded"
+    assert end.payload == {"rows": [1, 2], "total": 3, "doubled": 6}
+    [run_id] = set(recorder.run_ids)
+    run = metrics.get_run(run_id)
+    assert run is not None
+    assert run.status == "succeeded"
+
+
+async def test_flowhooks_adapter_under_the_async_driver_on_failure() -> None:
+    """FlowhooksAdapter with AsyncDriver: a failing node sends its error and fails the run."""
+    recorder, metrics = RecordingCallback(), MetricsCallback()
+    dr = await (
+        async_driver.Builder()
+        .with_modules(_module("async_features_one_adapter_fail", ASYNC_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter([recorder, metrics]))
+        .build()
+    )
+    with pytest.raises(ValueError, match="negative day"):
+        await dr.execute(["doubled"], inputs={"day": -5})
+    events = recorder.events
+    _check_stream(events)
+    _no_awaitables(events)
+    [error] = recorder.errors
+    assert (error.node_id, error.type, error.message) == ("total", "ValueError", "negative day")
+    assert [e.node_id for e in recorder.events_of("node_end")] == ["rows"]
+    assert "doubled" not in [e.node_id for e in recorder.events_of("node_start")]
+    end = events[-1]
+    assert end.status == "failed"
+    assert end.payload == {"rows": [-5, -4]}
+    [run_id] = set(recorder.run_ids)
+    run = metrics.get_run(run_id)
+    assert run is not None
+    assert run.status == "failed"
+    assert run.nodes["total"].status == "failed"
+
+
+async def test_the_sync_driver_called_from_a_coroutine() -> None:
+    """The sync Driver run inside an event loop is still reported through the sync hooks."""
+    recorder = RecordingCallback()
+    dr = (
+        driver.Builder()
+        .with_modules(_module("features_in_loop", SYNC_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter(recorder))
+        .build()
+    )
+    assert dr.execute(["total"], inputs={"day": 1}) == {"total": 6}
+    _check_stream(recorder.events)
+    assert [e.node_id for e in recorder.events_of("node_end")] == ["rows", "total"]
+    assert recorder.events[-1].payload == {"rows": [1, 2, 3], "total": 6}
 
 
 def test_bad_arguments_are_named() -> None:

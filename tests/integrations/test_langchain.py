@@ -18,7 +18,9 @@ from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_eve
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import RetryPolicy, Send, interrupt
 
 from flowhooks import BaseCallbackHandler, Event, current_run
 from flowhooks.handlers import MetricsCallback
@@ -281,6 +283,199 @@ async def test_handlers_see_the_run_as_current() -> None:
     )
     [run_id] = set(recorder.run_ids)
     assert seen == [(run_id, "RunnableSequence")] * 2
+
+
+class Tally(TypedDict):
+    n: int
+    log: Annotated[list[str], operator.add]
+
+
+class Items(TypedDict):
+    items: list[int]
+    log: Annotated[list[str], operator.add]
+
+
+def _flaky_graph(fails: int, *, loop: bool = False) -> Any:
+    """``f`` (retried up to 3 times) fails its first ``fails`` runs; ``loop``: f, back, f again."""
+    runs = {"f": 0}
+
+    def f(state: Tally) -> dict[str, Any]:
+        runs["f"] += 1
+        if runs["f"] <= fails:
+            raise ValueError(f"f broke ({runs['f']})")
+        return {"n": state["n"] + 1, "log": ["f"]}
+
+    graph = StateGraph(Tally)
+    policy = RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False, retry_on=ValueError)
+    graph.add_node("f", f, retry_policy=policy)
+    graph.add_node("back", lambda state: {"log": ["back"]})
+    graph.add_edge(START, "f")
+    if loop:
+        graph.add_edge("f", "back")
+        graph.add_conditional_edges("back", lambda state: "f" if state["n"] < 2 else END)
+    else:
+        graph.add_edge("f", END)
+    return graph.compile(name="flaky")
+
+
+def _attempts(recorder: RecordingCallback) -> list[tuple[str, str | None, int | None]]:
+    return [
+        (e.type.value, e.node_id, e.attempt)
+        for e in recorder.events
+        if e.type in ("node_start", "node_end", "error")
+    ]
+
+
+@pytest.mark.parametrize("handler", [FlowhooksCallbackHandler, AsyncFlowhooksCallbackHandler])
+async def test_a_retried_node_is_one_node_with_attempts(handler: Any) -> None:
+    """A RetryPolicy retry is the node's next attempt; the run follows its last attempt."""
+    recorder, metrics = RecordingCallback(), MetricsCallback()
+    out = await _flaky_graph(1).ainvoke(
+        {"n": 0, "log": []}, config={"callbacks": [handler([recorder, metrics])]}
+    )
+    assert out["log"] == ["f"]
+    assert _attempts(recorder) == [
+        ("node_start", "f", 1),
+        ("error", "f", 1),
+        ("node_start", "f", 2),
+        ("node_end", "f", 2),
+    ]
+    [error] = recorder.errors
+    assert (error.node_id, error.attempt, error.will_retry) == ("f", 1, False)
+    end = recorder.events[-1]
+    assert end.status == "succeeded"
+    assert end.payload == {"f": {"n": 1, "log": ["f"]}}
+    [run] = [metrics.get_run(rid) for rid in set(recorder.run_ids)]
+    assert run is not None
+    assert run.status == "succeeded"
+    assert (run.nodes["f"].status, run.nodes["f"].attempts) == ("succeeded", 2)
+
+
+def test_a_retry_and_a_loop_back_to_the_node() -> None:
+    """On the sync path: a retry is an attempt of ``f``; the graph looping back to it is ``f#2``."""
+    recorder = RecordingCallback()
+    out = _flaky_graph(1, loop=True).invoke(
+        {"n": 0, "log": []}, config={"callbacks": [FlowhooksCallbackHandler(recorder)]}
+    )
+    assert out["log"] == ["f", "back", "f", "back"]
+    assert _attempts(recorder) == [
+        ("node_start", "f", 1),
+        ("error", "f", 1),
+        ("node_start", "f", 2),
+        ("node_end", "f", 2),
+        ("node_start", "back", 1),
+        ("node_end", "back", 1),
+        ("node_start", "f#2", 1),
+        ("node_end", "f#2", 1),
+        ("node_start", "back#2", 1),
+        ("node_end", "back#2", 1),
+    ]
+    assert recorder.events[-1].status == "succeeded"
+
+
+def test_retries_that_run_out_fail_the_run() -> None:
+    """Every attempt fails: one error event per attempt, LangGraph raises, the run failed."""
+    recorder = RecordingCallback()
+    with pytest.raises(ValueError, match=r"f broke \(3\)"):
+        _flaky_graph(3).invoke(
+            {"n": 0, "log": []}, config={"callbacks": [FlowhooksCallbackHandler(recorder)]}
+        )
+    assert [(e.node_id, e.attempt) for e in recorder.errors] == [("f", 1), ("f", 2), ("f", 3)]
+    assert [e.attempt for e in recorder.events_of("node_start")] == [1, 2, 3]
+    end = recorder.events[-1]
+    assert end.status == "failed"
+
+
+def test_retried_parallel_tasks_keep_their_own_nodes() -> None:
+    """Send fan-out, each task failing once: each retry is an attempt of its own task's node."""
+
+    failed: set[int] = set()
+    lock = threading.Lock()
+
+    def work(task: dict[str, int]) -> dict[str, list[str]]:
+        with lock:
+            first = task["i"] not in failed
+            failed.add(task["i"])
+        if first:
+            raise ValueError(f"item {task['i']} broke")
+        return {"log": [str(task["i"])]}
+
+    def fan(state: Items) -> list[Send]:
+        return [Send("work", {"i": i}) for i in state["items"]]
+
+    graph = StateGraph(Items)
+    policy = RetryPolicy(max_attempts=2, initial_interval=0.001, jitter=False, retry_on=ValueError)
+    graph.add_node("work", work, retry_policy=policy)
+    graph.add_conditional_edges(START, fan)
+    graph.add_edge("work", END)
+    recorder = RecordingCallback()
+    out = graph.compile().invoke(
+        {"items": [1, 2, 3], "log": []}, config={"callbacks": [FlowhooksCallbackHandler(recorder)]}
+    )
+    assert sorted(out["log"]) == ["1", "2", "3"]
+    work_nodes = {"work", "work#2", "work#3"}
+    for node in work_nodes:
+        seen = [(e.type.value, e.attempt) for e in recorder.events_for(node)]
+        assert seen == [("node_start", 1), ("error", 1), ("node_start", 2), ("node_end", 2)]
+    starts = {e.node_id for e in recorder.events_of("node_start")}
+    assert starts - {"__start__"} == work_nodes
+    inputs = {
+        e.node_id: e.payload["i"]
+        for e in recorder.events_of("node_start")
+        if e.node_id in work_nodes
+    }
+    for event in recorder.events_of("node_end"):
+        if event.node_id in work_nodes:
+            assert event.payload == {"log": [str(inputs[event.node_id])]}
+    assert recorder.events[-1].status == "succeeded"
+
+
+def test_a_handled_error_inside_a_chain_that_returns() -> None:
+    """LCEL fallback: the failed step sends its error; the chain returned, so the run succeeded."""
+
+    def primary(n: int) -> int:
+        raise ValueError("primary is down")
+
+    def backup(n: int) -> int:
+        return n * 10
+
+    chain = RunnableLambda(lambda n: n + 1) | RunnableLambda(primary).with_fallbacks(
+        [RunnableLambda(backup)]
+    )
+    recorder, metrics = RecordingCallback(), MetricsCallback()
+    handler = FlowhooksCallbackHandler([recorder, metrics])
+    assert chain.invoke(1, config={"callbacks": [handler]}) == 20
+    [error] = recorder.errors
+    assert (error.node_id, error.message) == ("primary", "primary is down")
+    end = recorder.events[-1]
+    assert end.status == "succeeded"
+    [run] = [metrics.get_run(rid) for rid in set(recorder.run_ids)]
+    assert run is not None
+    assert run.status == "succeeded"
+    assert run.nodes["primary"].status == "failed"
+    assert run.nodes["backup"].status == "succeeded"
+
+
+def test_an_interrupted_graph_still_fails_its_run() -> None:
+    """interrupt() pauses the graph: invoke returns, yet the run is failed (it did not finish)."""
+
+    def ask(state: Tally) -> dict[str, Any]:
+        return {"n": interrupt("how many?")}
+
+    graph = StateGraph(Tally)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "ask")
+    app = graph.compile(checkpointer=InMemorySaver())
+    recorder = RecordingCallback()
+    config: Any = {
+        "configurable": {"thread_id": "t"},
+        "callbacks": [FlowhooksCallbackHandler(recorder)],
+    }
+    out = app.invoke({"n": 0, "log": []}, config=config)
+    assert "__interrupt__" in out
+    [error] = recorder.errors
+    assert (error.node_id, error.type) == ("ask", "GraphInterrupt")
+    assert recorder.events[-1].status == "failed"
 
 
 def test_no_threads_are_left_behind() -> None:
