@@ -2,12 +2,18 @@
 
 Place in the chain: events -> **breaker** -> handler -> hooks -> manager.
 
-A ``CircuitBreaker`` is a setting (how many consecutive failures open it,
-how long it stays open), given to ``add_handler(handler, breaker=...)`` or
-set as a handler's ``breaker`` attribute. The state lives in a
-``BreakerState``, one per registration, so one breaker object (a class
-attribute shared by every instance of a handler class) never couples two
-handlers: each registered handler trips on its own failures only.
+A ``CircuitBreaker`` holds its settings (how many consecutive failures open
+it, how long it stays open), given to ``add_handler(handler, breaker=...)`` or
+set as a handler's ``breaker`` attribute, and the state of each handler it
+guards: one ``BreakerState`` per (breaker, handler instance), made at the
+handler's first registration and found again by every later one
+(``state_for``). So a breaker stays open across runs that register the same
+handler anew (``run(callbacks=[handler])``) and across every manager the
+handler is added to, while one breaker object shared by several handlers (a
+class attribute) never couples them: each handler trips on its own failures
+only. A handler that cannot be weakly referenced gets a state per
+registration. The breaker refers to its handlers weakly: the states of
+handlers that were garbage collected are dropped as new handlers come.
 
 States: *closed* (calls go through; failures and timeouts are counted,
 a success resets the count), *open* (calls are skipped and counted as
@@ -19,8 +25,9 @@ once). Opening and closing are logged once each.
 from __future__ import annotations
 
 import threading
+import weakref
 from time import monotonic
-from typing import Final, final
+from typing import Any, Final, final
 
 from loguru import logger
 
@@ -29,6 +36,11 @@ from flowhooks._validate import check_count, check_seconds
 _CLOSED: Final = 0
 _OPEN: Final = 1
 _HALF_OPEN: Final = 2
+_PRUNE_AT: Final = 64
+
+_STATES_LOCK = threading.Lock()
+"""Held while a breaker finds or makes a handler's state: registration is rare, and one
+lock for all keeps breakers free of a lock to pickle."""
 
 
 @final
@@ -41,8 +53,11 @@ class CircuitBreaker:
     have passed, calls go through again; the first success closes the
     breaker, a failure opens it again for another ``reset_after`` seconds.
 
-    The object only holds the settings: every handler registered with it
-    keeps its own state, so a ``breaker`` class attribute is safe to share.
+    The state is kept per handler instance, in the breaker: every registration
+    of the same handler with the same breaker (each ``run(callbacks=[h])``,
+    every manager ``h`` is added to) shares it, and a breaker given to several
+    handlers (a ``breaker`` class attribute) trips each on its own failures.
+    A copy or an unpickled breaker has the settings and no state.
 
     Args:
         failures: consecutive failures (or timeouts) that open the breaker.
@@ -58,7 +73,7 @@ class CircuitBreaker:
         ``manager.add_handler(SlackAlerts(), breaker=CircuitBreaker(failures=3))``
     """
 
-    __slots__ = ("failures", "reset_after")
+    __slots__ = ("_prune_at", "_states", "failures", "reset_after")
 
     def __init__(self, failures: int = 5, reset_after: float = 30.0) -> None:
         count = check_count("failures", failures, minimum=1, owner="CircuitBreaker")
@@ -69,6 +84,36 @@ class CircuitBreaker:
         seconds = check_seconds("reset_after", reset_after, owner="CircuitBreaker")
         assert seconds is not None  # None is refused without allow_none
         self.reset_after: float = seconds
+        # id(handler) -> (a weak reference to it, its state)
+        self._states: dict[int, tuple[weakref.ref[Any], BreakerState]] = {}
+        self._prune_at = _PRUNE_AT
+
+    def state_for(self, handler: object, label: str) -> BreakerState:
+        """The state of ``handler`` under this breaker: made once, shared by its registrations.
+
+        Args:
+            handler: the handler instance this breaker guards.
+            label: how the handler is named in the breaker's log lines.
+        """
+        key = id(handler)
+        with _STATES_LOCK:
+            found = self._states.get(key)
+            if found is not None and found[0]() is handler:
+                return found[1]
+            state = BreakerState(self, label)
+            try:
+                ref = weakref.ref(handler)
+            except TypeError:  # no weak references (``__slots__``): this registration alone
+                return state
+            self._states[key] = (ref, state)
+            if len(self._states) >= self._prune_at:  # forget handlers that are gone
+                for gone in [k for k, (r, _) in self._states.items() if r() is None]:
+                    del self._states[gone]
+                self._prune_at = max(_PRUNE_AT, 2 * len(self._states))
+            return state
+
+    def __reduce__(self) -> tuple[type[CircuitBreaker], tuple[int, float]]:
+        return (CircuitBreaker, (self.failures, self.reset_after))
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(failures={self.failures}, reset_after={self.reset_after:g})"
@@ -92,11 +137,13 @@ def check_breaker(value: object, where: str) -> CircuitBreaker | None:
 
 @final
 class BreakerState:
-    """The state of one registered handler's breaker; shared by its hook calls.
+    """The state of one handler's breaker; shared by its hook calls and its registrations.
 
     The manager asks ``admit()`` before each call and reports the outcome
-    with ``succeeded()`` or ``failed()``. A lock keeps the transitions (and
-    their log lines) single when runs in several threads share the handler.
+    with ``succeeded()`` or ``failed()``. Every change is made under a lock,
+    which keeps the transitions (and their log lines) single when runs in
+    several threads (``run_sync`` bridges, managers in other threads) share
+    the handler; a closed breaker with no failure counted is read without it.
     """
 
     __slots__ = ("_lock", "_opened_at", "_state", "breaker", "consecutive", "label")
@@ -135,9 +182,8 @@ class BreakerState:
 
     def succeeded(self) -> None:
         """Record a call that returned: resets the count, closes a half-open breaker."""
-        if self._state == _CLOSED:
-            self.consecutive = 0
-            return
+        if self._state == _CLOSED and self.consecutive == 0:
+            return  # the usual case: nothing to change
         with self._lock:
             self.consecutive = 0
             if self._state != _HALF_OPEN:

@@ -429,9 +429,11 @@ def make_entry(
     """Inspect ``handler`` once: which events it handles and how each is called.
 
     ``breaker`` (else the handler's ``breaker`` attribute) guards its own
-    methods: they become ``CallKind.GUARDED`` calls sharing one
-    ``BreakerState``. A nested manager or composite is not guarded itself (it
-    isolates its handlers' failures); the handlers inside it carry their own.
+    methods: they become ``CallKind.GUARDED`` calls sharing the handler's
+    ``BreakerState`` under that breaker (the same for every registration of
+    the handler, so an open breaker stays open across runs and managers). A
+    nested manager or composite is not guarded itself (it isolates its
+    handlers' failures); the handlers inside it carry their own.
 
     Raises:
         TypeError: for a bad priority or breaker, or a method with a wrong signature.
@@ -498,7 +500,7 @@ def _guard(
         )
         if breaker is None:
             return None
-    state = BreakerState(breaker, label)
+    state = breaker.state_for(handler, label)  # shared by every registration of handler
     for call in calls.values():
         call.kind = CallKind.GUARDED
         call.breaker = state

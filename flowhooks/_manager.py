@@ -152,9 +152,11 @@ class CallbackManager(Dispatcher):
         Args:
             handler: the handler instance.
             priority: higher runs first; equal priorities in insertion order.
-            breaker: a ``CircuitBreaker`` for this registration; ``None`` uses
-                the handler's ``breaker`` attribute (``None`` on most handlers,
-                one by default on the built-in handlers that call a network service).
+            breaker: a ``CircuitBreaker`` guarding ``handler``; ``None`` uses the
+                handler's ``breaker`` attribute (``None`` on most handlers, one by
+                default on the built-in handlers that call a network service). Its
+                state for ``handler`` is kept by the breaker, shared by every run and
+                every manager the handler is registered with.
 
         Raises:
             TypeError: when ``handler`` is not a handler instance, one of its

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import gc
 import math
+import pickle
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -198,3 +202,121 @@ def test_repr_and_equality() -> None:
     """A breaker shows and compares by its settings."""
     assert repr(CircuitBreaker(3, 1.5)) == "CircuitBreaker(failures=3, reset_after=1.5)"
     assert CircuitBreaker(3, 1.5) == CircuitBreaker(failures=3, reset_after=1.5)
+
+
+class Down(BaseCallbackHandler):
+    """Always fails; its breaker is a class attribute, shared by every instance."""
+
+    breaker = CircuitBreaker(failures=2, reset_after=60)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+        self.calls += 1
+        raise ConnectionError("backend down")
+
+
+@node
+def first() -> int:
+    return 1
+
+
+@node
+def second(first: int) -> int:
+    return first + 1
+
+
+@node
+def third(second: int) -> int:
+    return second + 1
+
+
+CHAIN = Workflow("chain", nodes=[first, second, third])
+
+
+async def test_an_open_breaker_stays_open_across_runs_that_register_the_handler_anew(
+    logs: list[Any],
+) -> None:
+    """`run(callbacks=[h])` registers h anew for each run: the breaker's state is the
+    handler's, so it is not called again until reset_after has passed."""
+    down, other = Down(), Down()
+    for _ in range(3):
+        result = await CHAIN.run(callbacks=[down])
+        assert result.succeeded
+    assert down.calls == 2
+    assert len(_breaker_lines(logs)) == 1
+    # the class attribute is shared, the state is not: another instance trips on its own
+    await CHAIN.run(callbacks=[other])
+    assert other.calls == 2
+
+
+async def test_a_handler_keeps_its_breaker_state_in_every_manager() -> None:
+    """Two managers holding one handler, and an explicit breaker passed again with the
+    same handler to a new manager, share the handler's state under that breaker."""
+    down = Down()
+    one, two = CallbackManager([down]), CallbackManager([down])
+    for manager in (one, two, one, two):
+        await manager.on_node_start("a", {})
+    assert down.calls == 2
+    assert (one.stats[down]["node_start"].skipped, two.stats[down]["node_start"].skipped) == (
+        1,
+        1,
+    )
+    flaky = Flaky()
+    explicit = CircuitBreaker(failures=3, reset_after=60)
+    for _ in range(5):
+        manager = CallbackManager()
+        manager.add_handler(flaky, breaker=explicit)
+        await manager.on_node_start("a", {})
+    assert flaky.calls == 3
+    # another breaker object is another state
+    fresh = CallbackManager()
+    fresh.add_handler(flaky, breaker=CircuitBreaker(failures=3, reset_after=60))
+    await fresh.on_node_start("a", {})
+    assert flaky.calls == 4
+
+
+def test_runs_in_many_threads_share_one_state_and_open_it_once(logs: list[Any]) -> None:
+    """run_sync from several threads at once (each with its own loop) registers the handler
+    in each: one state, made once, opened once; the handler is not called per run."""
+    down = Down()
+    start = threading.Barrier(8)
+    states: list[Any] = []
+
+    def register_then_run() -> None:
+        start.wait()
+        states.append(CallbackManager([down]).entries[0].breaker)
+        for _ in range(5):
+            assert CHAIN.run_sync(callbacks=[down]).succeeded
+
+    threads = [threading.Thread(target=register_then_run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(state) for state in states}) == 1
+    assert down.calls <= 2 + 8  # calls already admitted when it opened, at most one a thread
+    assert len(_breaker_lines(logs)) == 1
+
+
+def test_a_copied_or_unpickled_breaker_has_the_settings_and_no_state() -> None:
+    """The state stays with the breaker object: copies start closed, and pickle."""
+    breaker = CircuitBreaker(failures=1, reset_after=60)
+    down = Down()
+    state = breaker.state_for(down, "Down")
+    state.failed()
+    assert state.state == "open"
+    for copied in (copy.deepcopy(breaker), pickle.loads(pickle.dumps(breaker))):
+        assert copied == breaker
+        assert copied.state_for(down, "Down").state == "closed"
+    assert breaker.state_for(down, "Down") is state
+
+
+def test_a_breaker_forgets_handlers_that_are_gone() -> None:
+    """States of garbage-collected handlers are dropped as new handlers come."""
+    breaker = CircuitBreaker()
+    for _ in range(1000):
+        breaker.state_for(Flaky(), "Flaky")
+    gc.collect()
+    assert len(breaker._states) < 200

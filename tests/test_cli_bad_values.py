@@ -75,3 +75,13 @@ def test_a_handler_target_without_its_attribute_names_a_handler(db: str) -> None
     code, err = invoke("deliver", "hooks", "--consumer", "c", "--db", db)
     assert code == EXIT_BAD_INPUT
     assert "FILE.py:HANDLER or package.module:HANDLER" in err
+
+
+@pytest.mark.parametrize("data", ['{"add": 4', "yes", "[1,", "{'a': 1}"])
+def test_resume_data_must_be_json(db: str, data: str) -> None:
+    """`resume --data` is strict JSON (a resume is one-shot): bad input, before any lookup."""
+    code, err = invoke("resume", "0123abcd", "--data", data, "--db", db)
+    assert code == EXIT_BAD_INPUT
+    [line] = err.splitlines()
+    assert line.startswith("flowhooks: error: --data is not valid JSON (")
+    assert "quote it for the shell" in line.lower()

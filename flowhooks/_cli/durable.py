@@ -332,15 +332,33 @@ async def dead_letters(
 
 
 def parse_resume_data(text: str | None) -> Any:
-    """``--data``: JSON when it parses, else the text itself; ``None`` when not given."""
+    """``--data``: the JSON value it holds; ``None`` when not given.
+
+    Strict, unlike ``run --input``: a resume is one-shot, so a typo must not be
+    handed to the node (and consume the suspension) as text.
+
+    Raises:
+        CLIError: when ``text`` is not valid JSON, saying where and how to quote it.
+    """
     import json
 
     if text is None:
         return None
     try:
         return json.loads(text)
-    except ValueError:
-        return text
+    except ValueError as exc:
+        where = (
+            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else str(exc)
+        )
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        msg = (
+            f"--data is not valid JSON ({where}): {shown!r}; nothing was resumed. "
+            """Quote it for the shell, e.g. --data '{"approved": true}', """
+            """and give text as a JSON string: --data '"yes"'"""
+        )
+        raise CLIError(msg) from None
 
 
 async def suspended_run(db: str, run_id: str) -> tuple[str, str | None]:

@@ -118,7 +118,14 @@ def resume_command(
     ],
     data: Annotated[
         str | None,
-        _Opt("--data", "-d", metavar="JSON", help="What the suspended node gets as resume_data."),
+        _Opt(
+            "--data",
+            "-d",
+            metavar="JSON",
+            help="What the suspended node gets as resume_data: valid JSON, quoted for the "
+            """shell (--data '{"approved": true}'; text as a JSON string: --data '"yes"'). """
+            "Invalid JSON exits 2 and resumes nothing.",
+        ),
     ] = None,
     db: Annotated[
         str, _Opt("--db", metavar="URL", help="History database (SQLite or PostgreSQL URL).")

@@ -9,6 +9,13 @@ database is trusted; ``serializer=`` takes any object with ``dumps`` and
 ``loads``) into ``flowhooks_suspended_runs``, with the workflow's target when
 the run was recorded with one (``flowhooks resume`` needs it).
 
+**Redaction.** The suspension's reason (its own column too) and payload are
+stored redacted (``redact=``, the process-wide policy by default), as every
+place run data leaves the process. What the resume gives back to the nodes
+is stored as it is: the inputs, the completed outputs, ``ctx.state`` and the
+run's metadata (redacting them would change what the resumed nodes get),
+and, for a parent suspended by its sub-workflow, the child run's id.
+
 **Claims.** ``claim`` is one conditional ``UPDATE``: the first resume takes
 the row (``status`` ``claimed``, ``resumed_by``, a lease of ``lease``
 seconds); a concurrent or later one gets ``NotResumable`` naming the run
@@ -28,13 +35,14 @@ import atexit
 import pickle
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from flowhooks import NotResumable, SuspendedRun
+from flowhooks import NotResumable, Redaction, SuspendedRun, Suspension
 from flowhooks.handlers._history_db import DEFAULT_URL, runs_table, suspended_table
 from flowhooks.handlers._history_rows import insert_ignoring
 from flowhooks.handlers._sql_hub import SqlHub, WriteError
@@ -66,9 +74,15 @@ class SQLRunStore:
         lease: seconds a claim lasts without renewal (a resume whose process died
             frees the run after this long).
         connect_timeout: seconds to wait for a connection or a locked SQLite file.
+        redact: what is kept of secrets in the suspension's reason and payload:
+            ``True`` (the process-wide policy, ``flowhooks.redaction()``),
+            ``False`` (everything), extra key names, or a ``Redaction``. The
+            inputs, completed outputs, ``ctx.state`` and metadata a resume
+            restores are stored as they are (the database is trusted).
 
     Raises:
         ValueError: for a URL that is not SQLite or PostgreSQL, or a bad number.
+        TypeError: for a ``redact=`` that is none of those.
     """
 
     def __init__(
@@ -78,8 +92,10 @@ class SQLRunStore:
         serializer: Serializer | None = None,
         lease: float = 30.0,
         connect_timeout: float = 5.0,
+        redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
         self.serializer: Serializer = serializer if serializer is not None else pickle
+        self.redact = Redaction.coerce(redact)
         self.lease = positive_seconds("lease", lease)
         self._hub = SqlHub.for_url(
             url, connect_timeout=positive_seconds("connect_timeout", connect_timeout)
@@ -98,14 +114,21 @@ class SQLRunStore:
     # -- RunStore ------------------------------------------------------------------------
 
     async def save(self, run: SuspendedRun) -> None:
-        """Keep ``run`` (a run that just suspended), with its workflow's recorded target."""
-        data = self.serializer.dumps(replace(run, resumed_by=None))
-        expires = run.suspension.expires_at
+        """Keep ``run`` (a run that just suspended), with its workflow's recorded target.
+
+        Its suspension's reason and payload are stored redacted (``redact=``).
+        """
+        policy = Redaction.resolve(self.redact)
+        suspension = run.suspension
+        if policy is not None:
+            suspension = redacted_suspension(suspension, policy)
+        data = self.serializer.dumps(replace(run, suspension=suspension, resumed_by=None))
+        expires = suspension.expires_at
         values = {
             "run_id": run.run_id,
             "workflow_name": run.workflow_name,
-            "node_id": run.suspension.node_id,
-            "reason": run.suspension.reason,
+            "node_id": suspension.node_id,
+            "reason": suspension.reason,
             "data": data,
             "suspended_at": time.time(),
             "expires_at": expires.timestamp() if expires is not None else None,
@@ -271,6 +294,39 @@ class SQLRunStore:
         except WriteError as exc:
             msg = f"the run store {self._hub.display_url!r} could not {what}: {exc.reason}"
             raise exc.kind(msg) from None
+
+
+SUBWORKFLOW_PAYLOAD_KEYS: Final = frozenset({"child_run_id", "node_id", "payload"})
+"""The keys of the payload of a parent suspended by its sub-workflow (``Workflow.as_node``):
+the child run's id (what resuming the parent resumes), the child's node and its payload."""
+
+
+def redacted_suspension(suspension: Suspension, policy: Redaction) -> Suspension:
+    """``suspension`` as the store keeps it: its reason and payload redacted by ``policy``.
+
+    Only what describes the suspension is redacted; what a resume needs is
+    kept: the node, the expiry and, for a parent suspended by its sub-workflow,
+    the child run's id and node (the child's own payload is redacted).
+    """
+    return replace(
+        suspension,
+        reason=policy.text(suspension.reason),
+        payload=_redacted_payload(suspension.payload, policy),
+    )
+
+
+def _redacted_payload(payload: Any, policy: Redaction) -> Any:
+    if (
+        type(payload) is dict
+        and payload.keys() == SUBWORKFLOW_PAYLOAD_KEYS
+        and isinstance(payload["child_run_id"], str)
+    ):
+        return {
+            "child_run_id": payload["child_run_id"],
+            "node_id": payload["node_id"],
+            "payload": _redacted_payload(payload["payload"], policy),
+        }
+    return policy.value(payload)
 
 
 def _refusal(run_id: str, row: Any) -> str:

@@ -272,3 +272,40 @@ def test_cli_run_then_resume(tmp_path: Path, folder: Folder) -> None:
     )
     assert named.returncode == 0, named.stderr
     assert "shipped" in named.stdout
+
+
+@pytest.mark.slow
+def test_cli_resume_refuses_invalid_json_data_and_keeps_the_run_resumable(
+    tmp_path: Path, folder: Folder
+) -> None:
+    """`resume --data` takes JSON only: a malformed value exits 2 in one line, before the run
+    is claimed (the node never sees it), so the resume with the intended JSON still works."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+
+    def flowhooks(*args: str) -> subprocess.CompletedProcess[str]:
+        return folder.run("-m", "flowhooks", *args)
+
+    started = flowhooks("run", "flow.py:workflow", "-i", "amount=9", "--db", url)
+    assert started.returncode == 1
+    [suspended] = json.loads(
+        flowhooks("runs", "--db", url, "--status", "suspended", "--json").stdout
+    )
+    run_id = suspended["run_id"]
+    for bad in ('{"approved": true', "yes", "{'approved': True}", ""):
+        refused = flowhooks("resume", run_id, "--data", bad, "--db", url)
+        assert refused.returncode == 2, refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert line.startswith("flowhooks: error: --data is not valid JSON (")
+        assert "line 1 column" in line
+        assert """--data '{"approved": true}'""" in line
+        assert "Traceback" not in refused.stderr
+    assert folder.ran_nodes() == ["quote", "approve"]  # the node was not run again
+    assert query(url, "SELECT status, resumed_by FROM flowhooks_suspended_runs") == [
+        ("suspended", None)
+    ]
+    resumed = flowhooks("resume", run_id, "--data", '{"approved": true}', "--db", url, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["outputs"]["ship"] == "shipped"
+    text = flowhooks("resume", run_id, "--data", '"yes"', "--db", url)
+    assert text.returncode == 1  # valid JSON text: the run is simply already resumed
+    assert "already resumed by run" in text.stderr
