@@ -63,7 +63,8 @@ class HookStats:
         timeouts: calls that exceeded the handler's ``timeout``.
         seconds: total time spent in those calls, while timing was on.
         skipped: events not delivered because the handler's circuit breaker
-            was open (not counted in ``calls``).
+            was open, or because its earlier threaded call timed out and still
+            ran when this one's ``timeout`` ran out too (not counted in ``calls``).
     """
 
     calls: int = 0
@@ -147,10 +148,11 @@ def _event_key(key: object) -> EventType:
 class ThreadSlot:
     """One handler's worker-thread state, shared by its hooks.
 
-    A threaded call that timed out keeps running in its thread; until it
-    returns (``stuck`` is set meanwhile), the handler's later calls are
-    skipped, so a handler whose call timed out never runs concurrently with
-    itself. Calls that did not time out are not affected.
+    A threaded call that timed out keeps running in its thread (``stuck`` is
+    set meanwhile); the handler's later calls wait for it within their own
+    ``timeout`` and are skipped when it does not return in that time, so they
+    never overlap it, except ``workflow_end``, which runs at once in a thread
+    of its own (``_invoke``). Calls that did not time out are not affected.
     """
 
     __slots__ = ("stuck",)
