@@ -26,7 +26,7 @@ from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import HandlerStats
-from flowhooks._validate import check_count
+from flowhooks._validate import ParameterTypeError, check_count
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
 
@@ -115,7 +115,8 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
 
     Raises:
         TypeError: when ``wrapped`` is not a handler instance.
-        ValueError: for a bad ``max_queue``, ``overflow`` or ``close_timeout``.
+        ValueError: for a bad ``max_queue``, ``overflow`` or ``close_timeout``;
+            a ``TypeError`` too when its type is wrong.
     """
 
     _noun = "events"
@@ -130,11 +131,14 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         close_timeout: float | None = 30.0,
     ) -> None:
         max_queue = check_count("max_queue", max_queue, minimum=1, owner="BackgroundCallback")
-        if overflow not in _OVERFLOWS:
+        if not isinstance(overflow, str) or overflow not in _OVERFLOWS:
             msg = (
                 f"BackgroundCallback: overflow must be one of "
                 f"{', '.join(repr(o) for o in _OVERFLOWS)}, got {overflow!r}"
             )
+            if not isinstance(overflow, str):
+                msg += f" ({type(overflow).__name__})"
+                raise ParameterTypeError(msg)
             raise ValueError(msg)
         super().__init__(close_timeout=close_timeout)
         self._manager = wrap_handlers("BackgroundCallback", (wrapped,))

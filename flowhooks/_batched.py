@@ -24,7 +24,7 @@ from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._logs import failure_text
 from flowhooks._retry import RetryPolicy, retry_async
-from flowhooks._validate import check_count, check_seconds
+from flowhooks._validate import ParameterTypeError, check_count, check_seconds
 
 BatchSink = Callable[[list[Event]], object] | Callable[[list[Event]], Awaitable[object]]
 """A sync or async callable taking one batch (a ``list[Event]``)."""
@@ -421,6 +421,9 @@ def _parse_types(
     for item in items:
         try:
             types.add(parse_event_type(item))
+        except ParameterTypeError as exc:
+            msg = f"{owner}: bad entry in events: {exc}"
+            raise ParameterTypeError(msg) from None
         except ValueError as exc:
             msg = f"{owner}: bad entry in events: {exc}"
             raise ValueError(msg) from None

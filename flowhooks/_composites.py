@@ -298,7 +298,8 @@ class FilteringCallback(_WrappingDispatcher):
         ValueError: for an unknown event type in ``filters``, naming the valid ones.
         TypeError: for a predicate that is not a plain callable or needs more
             arguments than its event has, for a ``filters`` that is not a
-            mapping, or a ``wrapped`` that is not a handler instance.
+            mapping or has a key that is not a str, or a ``wrapped`` that is
+            not a handler instance.
     """
 
     def __init__(
@@ -317,6 +318,9 @@ class FilteringCallback(_WrappingDispatcher):
         for key, predicate in given.items():
             try:
                 event_type = parse_event_type(key)
+            except ParameterTypeError as exc:
+                msg = f"FilteringCallback: bad key in filters: {exc}"
+                raise ParameterTypeError(msg) from None
             except ValueError as exc:
                 msg = f"FilteringCallback: bad key in filters: {exc}"
                 raise ValueError(msg) from None

@@ -283,7 +283,16 @@ class RunContext:
         Returns:
             True when this call stopped the run; False when it was already
             stopping or had ended.
+
+        Raises:
+            TypeError: when ``reason`` is not a str or None.
         """
+        if reason is not None and not isinstance(reason, str):
+            msg = (
+                f"RunContext.cancel(reason) takes a str or None, "
+                f"got {reason!r} ({type(reason).__name__})"
+            )
+            raise TypeError(msg)
         cancel = _strong(self._cancel)
         if cancel is None:  # nothing to cancel with, or the run is gone
             return False

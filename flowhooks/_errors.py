@@ -36,8 +36,9 @@ class WorkflowError(FlowhooksError):
 
 
 class InvalidOptionError(WorkflowError, TypeError, ValueError):
-    """An option of ``node()`` or ``run()`` (``timeout=``, ``retries=``...) has a wrong
-    type or value: a ``WorkflowError``, and also the ``TypeError``/``ValueError`` it is."""
+    """An argument of ``node()``, ``Workflow()`` or ``run()`` (``timeout=``, ``retries=``,
+    ``inputs``, ``runner=``, a node's name...) has a wrong type or value: a
+    ``WorkflowError``, and also the ``TypeError``/``ValueError`` it is."""
 
 
 class CycleError(WorkflowError):

@@ -28,6 +28,7 @@ from pydantic import (
 
 from flowhooks._ids import new_id
 from flowhooks._serialize import LIMITS, exception_text, safe_text, to_jsonable
+from flowhooks._validate import ParameterTypeError
 
 
 class EventType(StrEnum):
@@ -69,6 +70,8 @@ def parse_event_type(name: str | EventType) -> EventType:
     """Return the ``EventType`` for ``"node_start"``, ``"on_node_start"`` or an ``EventType``.
 
     Raises:
+        TypeError: when ``name`` is not a str (also a ``ValueError``, what it
+            raised before).
         ValueError: naming the accepted values, when ``name`` is none of them.
     """
     if isinstance(name, EventType):
@@ -81,6 +84,12 @@ def parse_event_type(name: str | EventType) -> EventType:
         except ValueError:
             pass
     known = ", ".join(repr(t.value) for t in EventType)
+    if not isinstance(name, str):
+        msg = (
+            f"an event type must be a str (one of {known}) or an EventType, "
+            f"got {name!r} ({type(name).__name__})"
+        )
+        raise ParameterTypeError(msg)
     msg = f"unknown event type {name!r}; expected one of {known} (or the same with an 'on_' prefix)"
     raise ValueError(msg)
 

@@ -211,7 +211,7 @@ class ExternalRun(ExternalRunBase):
             will_retry: a failure will be retried by the caller: it is
                 reported with severity ``warning`` and ``will_retry=True``.
         """
-        name, data, attempt = check_node_args(name, input_data, attempt)
+        name, data, attempt = check_node_args(name, input_data, attempt, critical, will_retry)
         return ExternalNode(self, name, data, attempt, critical=critical, will_retry=will_retry)
 
     async def emit(self, name: str, data: Any = None) -> None:

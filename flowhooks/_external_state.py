@@ -63,9 +63,13 @@ def _mapping(name: str, value: object) -> dict[str, Any]:
 
 
 def check_node_args(
-    name: object, input_data: object, attempt: object
+    name: object,
+    input_data: object,
+    attempt: object,
+    critical: object = False,
+    will_retry: object = False,
 ) -> tuple[str, dict[str, Any], int]:
-    """Validate ``run.node(...)``'s arguments; return them normalised.
+    """Validate ``run.node(...)``'s arguments; return the first three normalised.
 
     Raises:
         TypeError: a wrong type, naming the parameter.
@@ -95,6 +99,18 @@ def check_node_args(
     if attempt < 1:
         msg = f"run.node({name!r}): attempt= takes an int >= 1, got {attempt!r}"
         raise ValueError(msg)
+    if critical is not False and critical is not True:
+        msg = (
+            f"run.node({name!r}): critical= takes True or False, "
+            f"got {critical!r} ({type(critical).__name__})"
+        )
+        raise TypeError(msg)
+    if will_retry is not False and will_retry is not True:
+        msg = (
+            f"run.node({name!r}): will_retry= takes True or False, "
+            f"got {will_retry!r} ({type(will_retry).__name__})"
+        )
+        raise TypeError(msg)
     return name, data, attempt
 
 

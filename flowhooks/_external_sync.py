@@ -277,7 +277,7 @@ class SyncExternalRun(ExternalRunBase):
 
         Same arguments as ``ExternalRun.node``.
         """
-        name, data, attempt = check_node_args(name, input_data, attempt)
+        name, data, attempt = check_node_args(name, input_data, attempt, critical, will_retry)
         return SyncExternalNode(self, name, data, attempt, critical=critical, will_retry=will_retry)
 
     def emit(self, name: str, data: Any = None) -> None:

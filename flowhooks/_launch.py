@@ -25,7 +25,7 @@ from flowhooks._events import RunStatus
 from flowhooks._execution import RunControl, RunState
 from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager
-from flowhooks._node import InvalidCallbackError, Node
+from flowhooks._node import InvalidCallbackError, Node, _reject_unknown_options
 from flowhooks._results import RunResult
 from flowhooks._resume import PROCESS_STORE, SUBWORKFLOW_ATTRIBUTE, RunStore, graph_fingerprint
 from flowhooks._runner import AsyncioRunner, Runner
@@ -139,25 +139,41 @@ def _prepare(
     if inputs is None:
         inputs = {}
     if not isinstance(inputs, Mapping):
-        msg = f"run() takes the workflow inputs as a mapping of name -> value, got {inputs!r}"
-        raise WorkflowError(msg)
+        msg = (
+            f"run() takes the workflow inputs as a mapping of name -> value, "
+            f"got {inputs!r} ({type(inputs).__name__})"
+        )
+        raise InvalidOptionError(msg)
     plan = workflow.plan(outputs)  # one name may come as a string
     input_dict = dict(inputs)
     workflow.check_inputs(input_dict, plan)
     if runner is None:
         runner = _DEFAULT_RUNNER
     elif not isinstance(runner, Runner):
-        msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()), got {runner!r}"
-        raise WorkflowError(msg)
+        given = (
+            f"the class {runner.__name__}; pass an instance, {runner.__name__}()"
+            if isinstance(runner, type)
+            else f"{runner!r} ({type(runner).__name__})"
+        )
+        msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()) or None, got {given}"
+        raise InvalidOptionError(msg)
     runner.check(workflow)
     if timeout is not None:
         try:
             timeout = check_seconds("timeout=", timeout, allow_none=True)
         except (TypeError, ValueError) as exc:
             raise InvalidOptionError(str(exc)) from None
+    if resource_id is not None and not isinstance(resource_id, str):
+        msg = (
+            f"resource_id= takes a str or None, got {resource_id!r} ({type(resource_id).__name__})"
+        )
+        raise InvalidOptionError(msg)
     if metadata is not None and not isinstance(metadata, Mapping):
-        msg = f"metadata= takes a mapping of run headers, got {metadata!r}"
-        raise WorkflowError(msg)
+        msg = (
+            f"metadata= takes a mapping of run headers or None, "
+            f"got {metadata!r} ({type(metadata).__name__})"
+        )
+        raise InvalidOptionError(msg)
     try:
         run_manager = as_manager(callbacks, where="run(callbacks=...)")
     except TypeError as exc:
@@ -262,6 +278,9 @@ async def resume_run(
     if not isinstance(run_id, str) or not run_id:
         msg = f"resume() takes the suspended run's id (a non-empty str), got {run_id!r}"
         raise TypeError(msg)
+    if not isinstance(force, bool):
+        msg = f"resume() force= takes True or False, got {force!r} ({type(force).__name__})"
+        raise TypeError(msg)
     for taken in ("inputs", "outputs", "resource_id", "metadata"):
         if taken in options:
             msg = f"resume() takes no {taken}=: a resumed run keeps the suspended run's"
@@ -344,7 +363,16 @@ class RunHandle:
         Returns:
             True only when this call stopped the run; False when the run was
             already stopping (a repeated cancel, a failure, a timeout) or had ended.
+
+        Raises:
+            TypeError: when ``reason`` is not a str or None.
         """
+        if reason is not None and not isinstance(reason, str):
+            msg = (
+                f"RunHandle.cancel(reason) takes a str or None, "
+                f"got {reason!r} ({type(reason).__name__})"
+            )
+            raise TypeError(msg)
         if self._task.done():
             return False
         return self._control.cancel(reason or "cancelled through RunHandle.cancel()")
@@ -396,6 +424,13 @@ def _current_state() -> RunState | None:
 
 def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any) -> Node:
     """Return a node whose body runs ``child`` as a sub-workflow of the current run."""
+    if name is not None and not isinstance(name, str):
+        msg = (
+            f"Workflow({child.name!r}).as_node(name=...) takes a str (a valid Python "
+            f"identifier) or None, got {name!r} ({type(name).__name__})"
+        )
+        raise InvalidOptionError(msg)
+    _reject_unknown_options(options)
     plan = child.plan()
     params = tuple(sorted(plan.inputs))
     required = frozenset(plan.required_inputs)

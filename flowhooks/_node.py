@@ -103,8 +103,14 @@ class Node:
             inner: Callable[..., Any] = fn.fn
             fn = inner
         if not callable(fn):
-            msg = f"@node needs a function, got {fn!r}"
-            raise WorkflowError(msg)
+            msg = f"@node needs a function, got {fn!r} ({type(fn).__name__})"
+            raise InvalidOptionError(msg)
+        if name is not None and not isinstance(name, str):
+            msg = (
+                f"node name= must be a str (a valid Python identifier) or None, "
+                f"got {name!r} ({type(name).__name__})"
+            )
+            raise InvalidOptionError(msg)
         node_name = name if name is not None else getattr(fn, "__name__", None)
         if not isinstance(node_name, str) or not node_name.isidentifier():
             msg = (
@@ -134,8 +140,17 @@ class Node:
         deps = tuple(depends_on)
         for dep in deps:
             if not isinstance(dep, str):
-                msg = f"{where}: depends_on takes node names (str), got {dep!r}"
-                raise WorkflowError(msg)
+                msg = (
+                    f"{where}: depends_on takes node names (str), "
+                    f"got {dep!r} ({type(dep).__name__})"
+                )
+                raise InvalidOptionError(msg)
+        if not isinstance(critical, bool):
+            msg = (
+                f"{where}: critical must be True or False, "
+                f"got {critical!r} ({type(critical).__name__})"
+            )
+            raise InvalidOptionError(msg)
         _check_function_callback(on_success, where=f"{where} on_success", args=("node_id", "ctx"))
         _check_function_callback(
             on_failure, where=f"{where} on_failure", args=("node_id", "error", "ctx")
@@ -152,7 +167,7 @@ class Node:
         self.retry_delay = delay
         self.backoff = factor
         self.timeout = timeout
-        self.critical = bool(critical)
+        self.critical = critical
         self.on_success = on_success
         self.on_failure = on_failure
         self.is_async = is_async if is_async is not None else inspect.iscoroutinefunction(fn)
@@ -265,7 +280,8 @@ def node(
             or async, after it failed for good.
 
     Raises:
-        TypeError: for an unknown option, naming the closest valid one.
+        TypeError: for an unknown option, naming the closest valid one; for an
+            option or ``fn`` of the wrong type (also a ``WorkflowError``).
         WorkflowError: for an invalid option value or callback, naming the node.
     """
     _reject_unknown_options(options.keys())

@@ -55,6 +55,8 @@ import pydantic_core
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from flowhooks._validate import ParameterTypeError
+
 TRUNCATION_MARKER: Final = "__flowhooks_truncated__"
 """Key present in the dict that stands in for a payload larger than the cap."""
 
@@ -93,14 +95,25 @@ def set_max_payload_chars(limit: int | None) -> None:
         limit: the cap; ``None`` restores the default (64,000 characters).
 
     Raises:
-        ValueError: when ``limit`` is not a positive integer.
+        TypeError: when ``limit`` is not an ``int`` or ``None`` (a ``bool`` is
+            not); it is also a ``ValueError``, what it raised before.
+        ValueError: when ``limit`` is below 1.
     """
-    if limit is None:
-        limit = DEFAULT_MAX_PAYLOAD_CHARS
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-        msg = f"max payload size must be a positive number of characters, got {limit!r}"
+    LIMITS["max_payload_chars"] = (
+        DEFAULT_MAX_PAYLOAD_CHARS if limit is None else _checked_cap("limit", limit)
+    )
+
+
+def _checked_cap(name: str, limit: object) -> int:
+    """A cap given by the caller: an ``int`` of at least 1, or an error naming ``name``."""
+    expected = "a positive number of characters (an int >= 1)"
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        msg = f"max payload size {name} must be {expected}, got {limit!r} ({type(limit).__name__})"
+        raise ParameterTypeError(msg)
+    if limit < 1:
+        msg = f"max payload size {name} must be {expected}, got {limit!r}"
         raise ValueError(msg)
-    LIMITS["max_payload_chars"] = limit
+    return limit
 
 
 def get_max_payload_chars() -> int:
@@ -167,6 +180,10 @@ def safe_text(value: Any, *, max_chars: int | None = None) -> Any:
     Args:
         value: the text (normally a ``str`` or ``None``).
         max_chars: the cap; defaults to the process-wide cap.
+
+    Raises:
+        TypeError: when ``max_chars`` is not an ``int`` or ``None``.
+        ValueError: when ``max_chars`` is below 1.
     """
     if type(value) is not str:
         if value is None:
@@ -174,7 +191,9 @@ def safe_text(value: Any, *, max_chars: int | None = None) -> Any:
         if not issubclass(type(value), str):
             return to_jsonable(value, max_chars=max_chars)
         value = str.__str__(value)
-    limit = LIMITS["max_payload_chars"] if max_chars is None else max_chars
+    limit = (
+        LIMITS["max_payload_chars"] if max_chars is None else _checked_cap("max_chars", max_chars)
+    )
     cut = len(value) > limit
     text = value[:limit] if cut else value
     if not text.isascii() and _SURROGATE.search(text) is not None:
@@ -443,8 +462,14 @@ def to_jsonable(value: Any, *, max_chars: int | None = None) -> Any:
     Returns:
         JSON-compatible data. A value too large for the cap becomes
         ``{"__flowhooks_truncated__": True, "original_chars": n, "preview": "..."}``.
+
+    Raises:
+        TypeError: when ``max_chars`` is not an ``int`` or ``None``.
+        ValueError: when ``max_chars`` is below 1.
     """
-    limit = LIMITS["max_payload_chars"] if max_chars is None else max_chars
+    limit = (
+        LIMITS["max_payload_chars"] if max_chars is None else _checked_cap("max_chars", max_chars)
+    )
     kind = type(value)
     if kind is str and len(value) * _MAX_ESCAPE + 2 <= limit:
         if value.isascii() or _SURROGATE.search(value) is None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from flowhooks._blocking import run_blocking
 from flowhooks._combined import as_manager
-from flowhooks._errors import WorkflowError
+from flowhooks._errors import InvalidOptionError, WorkflowError
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager
@@ -37,6 +37,27 @@ if TYPE_CHECKING:
 Callbacks = BaseCallbackHandler | Iterable[BaseCallbackHandler] | CallbackManager | None
 
 
+def _node_items(name: str, nodes: object) -> list[Callable[..., Any]]:
+    """``Workflow(nodes=...)`` as a list, or an ``InvalidOptionError`` saying what it takes."""
+    if nodes is None:
+        return []
+    if isinstance(nodes, str | bytes | Mapping) or not isinstance(nodes, Iterable):
+        msg = (
+            f"Workflow({name!r}) nodes= takes an iterable of nodes or functions, "
+            f"got {nodes!r} ({type(nodes).__name__})"
+        )
+        raise InvalidOptionError(msg)
+    items: list[Callable[..., Any]] = list(nodes)
+    for item in items:
+        if not callable(item):
+            msg = (
+                f"Workflow({name!r}) nodes= takes nodes or functions, "
+                f"got {item!r} ({type(item).__name__}) among them"
+            )
+            raise InvalidOptionError(msg)
+    return items
+
+
 class Workflow:
     """A named DAG of nodes, plus the callbacks attached to every run.
 
@@ -53,6 +74,9 @@ class Workflow:
     Raises:
         WorkflowError: for duplicate node names, a bad name or a callback that
             cannot take the documented arguments.
+        TypeError: for an argument of the wrong type (``name`` not a str,
+            ``nodes`` not an iterable of nodes or functions); also a
+            ``WorkflowError``.
     """
 
     def __init__(
@@ -67,9 +91,19 @@ class Workflow:
         on_workflow_cancel: Callable[..., Any] | None = None,
         on_workflow_suspend: Callable[..., Any] | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str):
+            msg = f"Workflow needs a non-empty name (a str), got {name!r} ({type(name).__name__})"
+            raise InvalidOptionError(msg)
+        if not name.strip():
             msg = f"Workflow needs a non-empty name, got {name!r}"
             raise WorkflowError(msg)
+        if not isinstance(description, str):
+            msg = (
+                f"Workflow({name!r}) description= must be a str, "
+                f"got {description!r} ({type(description).__name__})"
+            )
+            raise InvalidOptionError(msg)
+        items = _node_items(name, nodes)
         self.name = name
         self.description = description
         try:
@@ -89,7 +123,7 @@ class Workflow:
         self.on_workflow_suspend = on_workflow_suspend
         self._nodes: dict[str, Node] = {}
         self._plans: dict[frozenset[str] | None, RunPlan] = {}  # None: the whole graph
-        for item in nodes or ():
+        for item in items:
             self.add_node(item if isinstance(item, Node) else Node(item))
 
     # -- definition -------------------------------------------------------------------
@@ -232,6 +266,10 @@ class Workflow:
         Raises:
             WorkflowError: before any event, for an invalid graph, missing
                 inputs, unknown ``outputs`` or bad ``callbacks``.
+            TypeError: before any event, for an argument of the wrong type
+                (``inputs`` not a mapping, ``runner=`` not a ``Runner``
+                instance, ``metadata=`` not a mapping...); also a
+                ``WorkflowError`` where it was one before.
             asyncio.CancelledError: when the awaiting task was cancelled,
                 after the run's callbacks have run.
         """
@@ -353,6 +391,10 @@ class Workflow:
         Args:
             name: the node's name; defaults to this workflow's name.
             **options: further ``node`` options (retries, timeout, ...).
+
+        Raises:
+            TypeError: for a ``name`` that is not a str, or an unknown option.
+            WorkflowError: for a bad option value (as ``node`` does).
         """
         from flowhooks._launch import subworkflow_node
 

@@ -161,9 +161,10 @@ def test_node_names_an_unknown_option_when_decorating() -> None:
 
 
 def test_node_needs_a_callable() -> None:
-    """Decorating something that is not callable is a WorkflowError."""
-    with pytest.raises(WorkflowError, match=r"@node needs a function, got 42"):
+    """Decorating something that is not callable is a WorkflowError, and a TypeError."""
+    with pytest.raises(WorkflowError, match=r"@node needs a function, got 42 \(int\)") as info:
         node(42)  # type: ignore[call-overload]
+    assert isinstance(info.value, TypeError)
 
 
 def test_node_rejects_positional_only_parameters() -> None:
@@ -609,7 +610,7 @@ async def test_unknown_outputs_before_any_event(runner: AsyncioRunner) -> None:
     [
         ({"runner": "fast"}, r"runner= takes a Runner instance .*got 'fast'"),
         ({"timeout": 0}, r"timeout= must be a positive number of seconds or None, got 0"),
-        ({"metadata": [1]}, r"metadata= takes a mapping of run headers, got \[1\]"),
+        ({"metadata": [1]}, r"metadata= takes a mapping of run headers or None, got \[1\]"),
         ({"callbacks": BaseCallbackHandler}, r"BaseCallbackHandler"),
     ],
     ids=["runner", "timeout", "metadata", "handler-class"],
@@ -621,9 +622,12 @@ async def test_bad_run_options(options: dict[str, object], pattern: str) -> None
 
 
 async def test_inputs_must_be_a_mapping() -> None:
-    """run() rejects inputs that are not a mapping."""
-    with pytest.raises(WorkflowError, match=r"inputs as a mapping of name -> value, got \['s'\]"):
+    """run() rejects inputs that are not a mapping: a WorkflowError, and a TypeError."""
+    with pytest.raises(
+        WorkflowError, match=r"inputs as a mapping of name -> value, got \['s'\] \(list\)"
+    ) as info:
         await Workflow("w", nodes=[_src]).run(["s"])  # type: ignore[arg-type]
+    assert isinstance(info.value, TypeError)
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True], ids=["zero", "negative", "float", "bool"])

@@ -10,12 +10,13 @@ knows how to reach some hundred services from one URL each
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flowhooks import FlowhooksError
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._validate import check_str, reject_type
 
 __all__ = ["AlertDeliveryError", "AppriseNotifier"]
 
@@ -73,6 +74,8 @@ class AppriseNotifier:
 
     Raises:
         ImportError: when Apprise is not installed (``pip install 'flowhooks[notify]'``).
+        TypeError: when ``urls`` is not a str or a list of str, or ``title``
+            not a str (also a ``ValueError``, what a bad ``urls`` raised before).
         ValueError: when no URL is given, or Apprise does not understand one
             (the message shows its scheme and host, never its secrets).
     """
@@ -83,10 +86,18 @@ class AppriseNotifier:
         *,
         title: str = "{workflow_name}: {kind}",
     ) -> None:
+        if not isinstance(urls, str) and (
+            isinstance(urls, bytes | Mapping) or not isinstance(urls, Iterable)
+        ):
+            reject_type("AppriseNotifier urls", "one Apprise URL string or a list of them", urls)
         listed = [urls] if isinstance(urls, str) else list(urls)
-        if not listed or not all(isinstance(u, str) and u for u in listed):
+        for url in listed:
+            if not isinstance(url, str):
+                reject_type("AppriseNotifier urls entries", "Apprise URL strings", url)
+        if not listed or not all(listed):
             msg = f"AppriseNotifier needs one or more Apprise URL strings, got {urls!r}"
             raise ValueError(msg)
+        check_str("title", title)
         # Apprise loads its plugins on the first lookup, and some import modules
         # Python deprecates (imghdr): not the application's warning to act on.
         with warnings.catch_warnings():

@@ -35,6 +35,8 @@ from typing import Final
 
 from loguru import logger
 
+from flowhooks.handlers._validate import positive_int
+
 __all__ = ["DeliveryThread"]
 
 _IDLE_EXIT: Final = 30.0
@@ -67,14 +69,8 @@ class DeliveryThread:
     """
 
     def __init__(self, name: str, *, max_queue: int = 1000) -> None:
-        if isinstance(max_queue, bool) or not isinstance(max_queue, int):
-            msg = f"max_queue must be an int, got {type(max_queue).__name__}"
-            raise TypeError(msg)
-        if max_queue < 1:
-            msg = f"max_queue must be at least 1, got {max_queue}"
-            raise ValueError(msg)
         self.name = name
-        self.max_queue = max_queue
+        self.max_queue = positive_int("max_queue", max_queue)
         self.dropped = 0
         self._queue: queue.Queue[_Send] = queue.Queue(max_queue)
         self._lock = threading.Lock()

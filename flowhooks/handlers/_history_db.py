@@ -31,6 +31,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from flowhooks import FlowhooksError
+from flowhooks.handlers._validate import reject_type
 
 DEFAULT_URL: Final = "sqlite:///flowhooks.db"
 
@@ -198,12 +199,13 @@ def normalize_url(url: object) -> URL:
     already name those drivers are kept.
 
     Raises:
+        ArgumentTypeError: when ``url`` is not a str (or a SQLAlchemy ``URL``);
+            a ``TypeError``, and a ``ValueError`` too.
         ValueError: when ``url`` is not a database URL, or names a backend
             other than SQLite or PostgreSQL.
     """
     if not isinstance(url, str | URL):
-        msg = f"history database URL must be a string like 'sqlite:///flowhooks.db', got {url!r}"
-        raise ValueError(msg)
+        reject_type("url", "a history database URL string like 'sqlite:///flowhooks.db'", url)
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:

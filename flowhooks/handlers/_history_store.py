@@ -28,6 +28,7 @@ from flowhooks.handlers._history_db import (
     runs_table,
 )
 from flowhooks.handlers._sql_hub import SqlHub, WriteError
+from flowhooks.handlers._validate import check_str, positive_int, positive_seconds
 
 # -- records returned by HistoryStore --------------------------------------------------------
 
@@ -137,10 +138,14 @@ class HistoryStore:
         connect_timeout: seconds to wait for a connection.
 
     Raises:
-        ValueError: when ``url`` is not a SQLite or PostgreSQL URL.
+        TypeError: when ``url`` is not a str or ``connect_timeout`` not a
+            number (also a ``ValueError``).
+        ValueError: when ``url`` is not a SQLite or PostgreSQL URL, or
+            ``connect_timeout`` is not positive.
     """
 
     def __init__(self, url: str | URL = DEFAULT_URL, *, connect_timeout: float = 10.0) -> None:
+        connect_timeout = positive_seconds("connect_timeout", connect_timeout)
         self._db = _Database(url, connect_timeout=connect_timeout, echo=False)
         self.url = self._db.url
 
@@ -179,12 +184,14 @@ class HistoryStore:
                 ``failed``, ``cancelled``, ``suspended``, ``crashed``).
 
         Raises:
+            TypeError: when ``limit`` is not an int, or ``workflow`` or
+                ``status`` not a str or None (also a ``ValueError``).
             ValueError: when ``limit`` is not a positive integer.
             HistoryError: when the database cannot be read.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            msg = f"limit must be a positive integer, got {limit!r}"
-            raise ValueError(msg)
+        positive_int("limit", limit)
+        check_str("workflow", workflow, allow_none=True)
+        check_str("status", status, allow_none=True)
         if self._missing_file():
             return []
         query = sa.select(runs_table)
@@ -207,8 +214,10 @@ class HistoryStore:
         short form); an ambiguous prefix matches nothing.
 
         Raises:
+            TypeError: when ``run_id`` is not a str (also a ``ValueError``).
             HistoryError: when the database cannot be read.
         """
+        check_str("run_id", run_id)
         if self._missing_file() or not run_id:
             return None
         engine = await self._engine()

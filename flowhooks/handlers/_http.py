@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC
@@ -27,6 +26,7 @@ from loguru import logger
 
 from flowhooks import FlowhooksError, RetryPolicy
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._validate import positive_seconds, reject_type
 
 require("httpx", extra="http", handler="WebhookCallback")
 
@@ -45,10 +45,14 @@ class WebhookDeliveryError(FlowhooksError):
 
 
 def check_http_url(url: object, *, what: str) -> httpx.URL:
-    """Return ``url`` parsed, or raise a ``ValueError`` saying what is wrong with it."""
+    """Return ``url`` parsed, or raise a ``ValueError`` saying what is wrong with it.
+
+    Raises:
+        ArgumentTypeError: when ``url`` is not a str (or an ``httpx.URL``).
+        ValueError: when it is not an absolute http(s) URL with a host.
+    """
     if not isinstance(url, str | httpx.URL):
-        msg = f"{what} must be an http(s) URL string, got {url!r}"
-        raise ValueError(msg)
+        reject_type(what, "an http(s) URL string", url)
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
@@ -61,16 +65,13 @@ def check_http_url(url: object, *, what: str) -> httpx.URL:
 
 
 def check_positive(value: object, name: str) -> float:
-    """A finite, positive number of seconds, or a ``ValueError`` naming ``name``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        msg = f"{name} must be a positive number of seconds, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
+    """A finite, positive number of seconds.
+
+    Raises:
+        ArgumentTypeError: when ``value`` is not a number (a ``bool`` is not).
+        ValueError: when it is zero, negative, NaN or infinite.
+    """
+    return positive_seconds(name, value)
 
 
 def safe_url(url: str | httpx.URL) -> str:
@@ -89,13 +90,18 @@ def parse_allowed(entries: Iterable[str]) -> frozenset[tuple[str, int | None]]:
     """Parse allow-list entries into ``(host, port)``; ``port`` ``None``: the default port.
 
     Raises:
+        ArgumentTypeError: when ``entries`` is not a str or an iterable of str.
         ValueError: for an entry that is not a host name or ``host:port``.
     """
     if isinstance(entries, str):
         entries = [entries]
+    elif isinstance(entries, bytes | Mapping) or not isinstance(entries, Iterable):
+        reject_type("allowed_hosts", "a list of host names or 'host:port' entries", entries)
     parsed: set[tuple[str, int | None]] = set()
     for raw in entries:
-        if not isinstance(raw, str) or not raw.strip():
+        if not isinstance(raw, str):
+            reject_type("allowed_hosts entries", "host names or 'host:port' (str)", raw)
+        if not raw.strip():
             msg = f"allowed_hosts entries must be host names or 'host:port', got {raw!r}"
             raise ValueError(msg)
         entry = raw.strip().lower()
@@ -202,7 +208,9 @@ class JsonPoster:
     ) -> None:
         self.request_timeout = check_positive(request_timeout, timeout_name)
         self.deadline = check_positive(deadline, "deadline")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            reject_type("retries", "an int >= 0 (tries after the first)", retries)
+        if retries < 0:
             msg = f"retries must be an int >= 0 (tries after the first), got {retries!r}"
             raise ValueError(msg)
         self.retries = retries

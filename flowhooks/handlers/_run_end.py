@@ -23,6 +23,7 @@ from flowhooks import (
     RunResult,
     current_run,
 )
+from flowhooks.handlers._validate import check_flag
 
 _UNFINISHED = frozenset({NodeStatus.PENDING, NodeStatus.RUNNING})
 
@@ -70,7 +71,7 @@ class RunReporter(BaseCallbackHandler):
     """
 
     def __init__(self, *, subworkflows: bool = False) -> None:
-        self.subworkflows = subworkflows
+        self.subworkflows = check_flag("subworkflows", subworkflows)
         self._open_runs: set[str] = set()  # runs seen to start and not yet end
 
     async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:

@@ -18,9 +18,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Mapping
 from typing import Final
+
+from flowhooks.handlers._validate import is_number, reject_type
 
 SIGNATURE_HEADER: Final = "X-Flowhooks-Signature"
 """The older header carrying ``sha256=<hex HMAC-SHA256 of the body>``."""
@@ -31,6 +34,41 @@ _WHSEC: Final = "whsec_"
 
 def _raw_key(secret: str | bytes) -> bytes:
     return secret.encode() if isinstance(secret, str) else secret
+
+
+def _check_body(body: object) -> bytes:
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    if not isinstance(body, str):
+        reject_type("body", "the raw request body (bytes or str)", body)
+    return body.encode()
+
+
+def check_secret_type(secret: object, *, allow_none: bool = False) -> str | bytes | None:
+    """Return ``secret``, checking it is a str or bytes (or ``None`` when ``allow_none``).
+
+    Raises:
+        ArgumentTypeError: for anything else.
+    """
+    if not isinstance(secret, str | bytes) and not (secret is None and allow_none):
+        reject_type("secret", "a str or bytes" + (", or None" if allow_none else ""), secret)
+    return secret
+
+
+def check_secret(secret: object) -> bytes | None:
+    """The signing key of a handler's ``secret=`` option (``None``: no signing).
+
+    Raises:
+        ArgumentTypeError: when ``secret`` is not a str, bytes or None.
+        ValueError: when it is empty, or a ``whsec_`` secret that is not base64.
+    """
+    if check_secret_type(secret, allow_none=True) is None:
+        return None
+    assert isinstance(secret, str | bytes)
+    if not secret:
+        msg = f"secret must be a non-empty str or bytes, got {secret!r}"
+        raise ValueError(msg)
+    return signing_key(secret)
 
 
 def sign_body(body: bytes, secret: str | bytes) -> str:
@@ -52,11 +90,18 @@ def verify_signature(body: bytes | str, header: str | None, secret: str | bytes)
 
     Returns:
         Whether the header is a valid signature of ``body`` under ``secret``.
+
+    Raises:
+        TypeError: when an argument has the wrong type.
     """
+    raw = _check_body(body)
+    key = check_secret_type(secret)
+    assert key is not None
+    if header is not None and not isinstance(header, str):
+        reject_type("header", "the header's value (a str) or None", header)
     if not header or not header.startswith(_PREFIX):
         return False
-    raw = body.encode() if isinstance(body, str) else body
-    return hmac.compare_digest(sign_body(raw, secret), header.strip())
+    return hmac.compare_digest(sign_body(raw, key), header.strip())
 
 
 def signing_key(secret: str | bytes) -> bytes:
@@ -110,7 +155,22 @@ def verify_webhook(
     Returns:
         Whether one of the ``v1`` signatures matches and the timestamp is
         within ``tolerance``.
+
+    Raises:
+        TypeError: when an argument has the wrong type.
+        ValueError: when ``tolerance`` is negative or NaN.
     """
+    raw = _check_body(body)
+    check_secret_type(secret)
+    if not callable(getattr(headers, "items", None)):
+        reject_type("headers", "a mapping of the request's headers", headers)
+    if not is_number(tolerance):
+        reject_type("tolerance", "a number of seconds >= 0", tolerance)
+    if math.isnan(tolerance) or tolerance < 0:  # NaN would let any timestamp through
+        msg = f"tolerance must be a number of seconds >= 0, got {tolerance!r}"
+        raise ValueError(msg)
+    if now is not None and not is_number(now):
+        reject_type("now", "a Unix time (a number) or None", now)
     lowered = {k.lower(): v for k, v in headers.items()}
     message_id = lowered.get("webhook-id")
     stamp = lowered.get("webhook-timestamp", "")
@@ -120,7 +180,6 @@ def verify_webhook(
     current = time.time() if now is None else now
     if abs(current - int(stamp)) > tolerance:
         return False
-    raw = body.encode() if isinstance(body, str) else body
     try:
         expected = standard_signature(signing_key(secret), message_id, int(stamp), raw)
     except ValueError:

@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from flowhooks import (
@@ -53,7 +53,12 @@ from flowhooks.handlers._history_db import DEFAULT_URL, runs_table  # noqa: E402
 from flowhooks.handlers._outbox import Outbox, redacted_json, types_text  # noqa: E402
 from flowhooks.handlers._sql_hub import Op, SqlHub, WriteError, describe  # noqa: E402
 from flowhooks.handlers._sweep import RETENTION, STALE_AFTER  # noqa: E402
-from flowhooks.handlers._validate import positive_int, positive_seconds  # noqa: E402
+from flowhooks.handlers._validate import (  # noqa: E402
+    check_flag,
+    positive_int,
+    positive_seconds,
+    reject_type,
+)
 
 __all__ = ["DeliveryStats", "DurableCallback", "DurableError"]
 
@@ -82,8 +87,12 @@ def _event_types(events: Iterable[str | EventType] | None) -> frozenset[str] | N
         return None
     if isinstance(events, str | EventType):
         events = [events]
+    elif isinstance(events, bytes | Mapping) or not isinstance(events, Iterable):
+        reject_type("events", "a list of event type names or None", events)
     chosen: set[str] = set()
     for name in events:
+        if not isinstance(name, str | EventType):
+            reject_type("events entries", "event type names (str)", name)
         try:
             chosen.add(EventType(str(name).removeprefix("on_")).value)
         except ValueError:
@@ -141,7 +150,9 @@ class DurableCallback(BaseCallbackHandler):
 
     Raises:
         ValueError: bad ``name``, ``events``, URL or numbers (the message names the parameter).
-        TypeError: ``wrapped`` has no hook method.
+        TypeError: ``wrapped`` has no hook method, or an argument has the wrong type
+            (``name=3``, ``url=5``, ``lease="30"``; those that raised ``ValueError``
+            before still are one too).
     """
 
     def __init__(
@@ -169,7 +180,9 @@ class DurableCallback(BaseCallbackHandler):
         if not any(callable(getattr(wrapped, t.method_name, None)) for t in EventType):
             msg = f"DurableCallback wraps a handler with on_* hook methods, got {wrapped!r}"
             raise TypeError(msg)
-        if not isinstance(name, str) or not name.strip() or "," in name:
+        if not isinstance(name, str):
+            reject_type("name", "the consumer's name, a non-empty str without commas", name)
+        if not name.strip() or "," in name:
             msg = f"name= takes the consumer's name, a non-empty str without commas, got {name!r}"
             raise ValueError(msg)
         self.wrapped = wrapped
@@ -188,7 +201,7 @@ class DurableCallback(BaseCallbackHandler):
             if delivery_timeout is None
             else positive_seconds("delivery_timeout", delivery_timeout)
         )
-        self.deliver = deliver
+        self.deliver = check_flag("deliver", deliver)
         self.poll_interval = (
             None if poll_interval is None else positive_seconds("poll_interval", poll_interval)
         )

@@ -62,7 +62,12 @@ from flowhooks.handlers._history_store import (  # noqa: E402
 )
 from flowhooks.handlers._schema import SchemaOutdatedError  # noqa: E402
 from flowhooks.handlers._sql_hub import Op, SqlHub, WriteError, describe  # noqa: E402
-from flowhooks.handlers._validate import positive_seconds  # noqa: E402
+from flowhooks.handlers._validate import (  # noqa: E402
+    check_flag,
+    check_str,
+    positive_int,
+    positive_seconds,
+)
 
 __all__ = [
     "ErrorRecord",
@@ -125,6 +130,8 @@ class HistoryCallback(BaseCallbackHandler):
         echo: log every SQL statement (SQLAlchemy's ``echo``).
 
     Raises:
+        TypeError: for an argument of the wrong type (``url=5``,
+            ``heartbeat="5"``, ``echo="yes"``); also a ``ValueError``.
         ValueError: when ``url`` is not a SQLite or PostgreSQL URL, or a
             number is not positive.
     """
@@ -143,6 +150,11 @@ class HistoryCallback(BaseCallbackHandler):
     ) -> None:
         self.connect_timeout = positive_seconds("connect_timeout", connect_timeout)
         self.heartbeat = positive_seconds("heartbeat", heartbeat)
+        if max_payload_chars is not None:
+            positive_int("max_payload_chars", max_payload_chars)
+        check_flag("record_payloads", record_payloads)
+        check_str("workflow_target", workflow_target, allow_none=True)
+        check_flag("echo", echo)
         self._hub = SqlHub.for_url(url, connect_timeout=self.connect_timeout, echo=echo)
         self._hub.adopt_heartbeat(self.heartbeat)
         self._given = url

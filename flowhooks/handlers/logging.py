@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
 from loguru import logger as _default_logger
@@ -31,6 +31,7 @@ from flowhooks import (
     safe_text,
     to_jsonable,
 )
+from flowhooks.handlers._validate import check_flag, reject_type
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -155,7 +156,9 @@ class LoggingCallback(BaseCallbackHandler):
 
     Raises:
         ValueError: for an unknown ``level`` or a ``max_length`` below 1.
-        TypeError: for a ``redact`` option or key list of the wrong type.
+        TypeError: for an argument of the wrong type (``level=object()``,
+            ``max_length="x"``, ``traceback="yes"``, a key list that is not a
+            list); those that raised ``ValueError`` before still are one too.
     """
 
     def __init__(
@@ -173,14 +176,19 @@ class LoggingCallback(BaseCallbackHandler):
         self.logger = logger if logger is not None else _default_logger
         self._level_no = _level_number(level)
         self.level = level
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        if isinstance(max_length, bool) or not isinstance(max_length, int):
+            reject_type("max_length", "a positive number of characters (an int)", max_length)
+        if max_length < 1:
             msg = f"max_length must be a positive number of characters, got {max_length!r}"
             raise ValueError(msg)
         self.max_length = max_length
-        self.traceback = traceback
+        self.traceback = check_flag("traceback", traceback)
         if isinstance(redact_keys, str) or isinstance(extra_redact_keys, str):
             msg = "redact_keys and extra_redact_keys take a list of key names, not one string"
             raise TypeError(msg)
+        for name, keys in (("redact_keys", redact_keys), ("extra_redact_keys", extra_redact_keys)):
+            if isinstance(keys, bytes | Mapping) or not isinstance(keys, Iterable):
+                reject_type(name, "a list of key names", keys)
         extra = tuple(extra_redact_keys)
         self.redact_keys: tuple[str, ...] = (*redact_keys, *extra)
         self.redact = Redaction.coerce(redact)
@@ -191,7 +199,7 @@ class LoggingCallback(BaseCallbackHandler):
             self._own_keys = self.redact_keys
             self._extra_keys = ()
         self.policy()  # checks the key names now, not at the first record
-        self.payloads = payloads
+        self.payloads = check_flag("payloads", payloads)
 
     @property
     def logger(self) -> Logger | logging.Logger | logging.LoggerAdapter[Any]:
@@ -466,24 +474,22 @@ def _escaped(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def _level_number(level: str | int) -> int:
-    if isinstance(level, bool):
-        msg = f"level must be a loguru level name or number, got {level!r}"
-        raise ValueError(msg)
+def _level_number(level: object) -> int:
+    if isinstance(level, bool) or not isinstance(level, str | int):
+        reject_type("level", "a loguru level name (str) or number (int)", level)
     if isinstance(level, int):
         if level < 0:
             msg = f"level must be a non-negative number, got {level!r}"
             raise ValueError(msg)
         return level
-    if isinstance(level, str):
-        try:
-            return _default_logger.level(level.upper()).no
-        except ValueError:
-            pass
-        try:
-            return _default_logger.level(level).no
-        except ValueError:
-            pass
+    try:
+        return _default_logger.level(level.upper()).no
+    except ValueError:
+        pass
+    try:
+        return _default_logger.level(level).no
+    except ValueError:
+        pass
     msg = (
         f"unknown log level {level!r}; use a loguru level name such as 'DEBUG', "
         "'INFO' or 'WARNING', or a number"

@@ -17,6 +17,7 @@ from typing import Any, TypedDict, final
 
 from flowhooks import BaseCallbackHandler, ErrorInfo, Event
 from flowhooks.handlers._run_end import closing_status, finished_result
+from flowhooks.handlers._validate import reject_type
 
 __all__ = ["MetricsCallback", "MetricsReport", "NodeMetrics", "NodeSummary", "RunMetrics"]
 
@@ -136,15 +137,21 @@ class MetricsCallback(BaseCallbackHandler):
         slowest: how many entries ``slowest_nodes`` holds by default.
 
     Raises:
+        TypeError: for a ``max_runs`` or ``slowest`` that is not an int (also
+            a ``ValueError``, what it raised before).
         ValueError: for a ``max_runs`` or ``slowest`` below 0.
     """
 
     def __init__(self, *, max_runs: int | None = 1_000, slowest: int = 5) -> None:
-        for name, value in (("max_runs", max_runs), ("slowest", slowest)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                msg = f"{name} must be an int, got {value!r}"
-                raise ValueError(msg)
-            if value is not None and value < 0:
+        for name, value, expected in (
+            ("max_runs", max_runs, "an int >= 0 or None"),
+            ("slowest", slowest, "an int >= 0"),
+        ):
+            if value is None and name == "max_runs":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                reject_type(name, expected, value)
+            if value < 0:
                 msg = f"{name} must be 0 or more, got {value!r}"
                 raise ValueError(msg)
         self.max_runs = max_runs

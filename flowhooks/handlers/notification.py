@@ -32,11 +32,16 @@ from flowhooks import (
 )
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import RunReporter
+from flowhooks.handlers._validate import check_flag, reject_type
 
 require("httpx", extra="http", handler="NotificationCallback")
 
 from flowhooks.handlers._http import JsonPoster, check_http_url, check_positive  # noqa: E402
-from flowhooks.handlers._signing import SIGNATURE_HEADER, sign_body  # noqa: E402
+from flowhooks.handlers._signing import (  # noqa: E402
+    SIGNATURE_HEADER,
+    check_secret_type,
+    sign_body,
+)
 
 __all__ = [
     "DEFAULT_CHANNELS",
@@ -91,6 +96,9 @@ class WebhookNotifier:
         headers: extra headers for every request (e.g. an ``Authorization``).
 
     Raises:
+        TypeError: when an argument has the wrong type (``url=5``,
+            ``timeout="5"``, ``secret=123``); also a ``ValueError``, what these
+            raised before.
         ValueError: when ``url`` is not an absolute http(s) URL, or an option
             is out of range.
     """
@@ -108,7 +116,7 @@ class WebhookNotifier:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = str(check_http_url(url, what="WebhookNotifier url"))
-        self.secret = secret
+        self.secret = check_secret_type(secret, allow_none=True)
         self._poster = JsonPoster(
             "WebhookNotifier",
             request_timeout=timeout,
@@ -220,8 +228,10 @@ class NotificationCallback(RunReporter):
             to the process-wide policy, or a ``flowhooks.Redaction``.
 
     Raises:
-        TypeError: when ``notifier`` has no ``async send`` method, or
-            ``redact`` is not one of the options above.
+        TypeError: when ``notifier`` has no ``async send`` method, ``redact``
+            is not one of the options above, or another argument has the
+            wrong type (``deadline="5"``, ``run_url=5``, ``on_failure="yes"``;
+            those are also ``ValueError``, what they raised before).
         ValueError: for an unknown severity or alert kind, a ``run_url``
             template naming anything else, or a ``deadline`` that is not a
             positive number of seconds.
@@ -264,13 +274,19 @@ class NotificationCallback(RunReporter):
                 msg += f"; did you mean {notifier.__name__}(...)?"
             raise TypeError(msg)
         self.notifier = notifier
-        self.on_critical = on_critical
-        self.on_failure = on_failure
-        self.on_completion = on_completion
-        self.on_cancel = on_cancel
+        self.on_critical = check_flag("on_critical", on_critical)
+        self.on_failure = check_flag("on_failure", on_failure)
+        self.on_completion = check_flag("on_completion", on_completion)
+        self.on_cancel = check_flag("on_cancel", on_cancel)
         super().__init__(subworkflows=subworkflows)
         if isinstance(severities, str):
             severities = [severities]
+        elif isinstance(severities, bytes | Mapping) or not isinstance(severities, Iterable):
+            reject_type("severities", "a list of severity names", severities)
+        severities = list(severities)
+        for severity in severities:
+            if not isinstance(severity, str):  # a Severity is a str too
+                reject_type("severities entries", "severity names (str)", severity)
         known = {s.value for s in Severity}
         chosen = frozenset(str(s) for s in severities)
         if chosen - known:
@@ -280,6 +296,13 @@ class NotificationCallback(RunReporter):
             )
             raise ValueError(msg)
         self.severities = chosen
+        if channels is not None and not isinstance(channels, Mapping):
+            reject_type("channels", "a mapping of alert kind -> channel name, or None", channels)
+        for kind, channel in (channels or {}).items():
+            if not isinstance(kind, str) or not isinstance(channel, str):
+                reject_type(
+                    "channels", "a mapping of alert kind (str) -> channel name (str)", channels
+                )
         unknown = set(channels or {}) - set(DEFAULT_CHANNELS)
         if unknown:
             msg = (
@@ -423,7 +446,9 @@ def _check_template(run_url: object) -> str | None:
     """Return ``run_url`` when it renders with the known fields, else raise naming it."""
     if run_url is None:
         return None
-    if not isinstance(run_url, str) or not run_url:
+    if not isinstance(run_url, str):
+        reject_type("run_url", "a URL template string or None", run_url)
+    if not run_url:
         msg = f"run_url must be a URL template string or None, got {run_url!r}"
         raise ValueError(msg)
     try:

@@ -19,6 +19,7 @@ from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event, Red
 from flowhooks.handlers._delivery_thread import DeliveryThread
 from flowhooks.handlers._event_args import context_of, given_event
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._validate import check_str, positive_seconds, reject_type
 
 require("openlineage.client", extra="openlineage", handler="OpenLineageCallback")
 
@@ -60,7 +61,17 @@ def lineage_run_id(run_id: str, node_id: str | None = None, attempt: int | None 
     id gives ``uuid5(RUN_ID_NAMESPACE, run_id)``. A node attempt gives
     ``uuid5(RUN_ID_NAMESPACE, "<run uuid>/<node_id>/<attempt>")``. The ids are
     stable: anyone can compute them from the flowhooks ids.
+
+    Raises:
+        TypeError: when ``run_id`` is not a str, ``node_id`` not a str or
+            None, or ``attempt`` not an int or None.
     """
+    if type(run_id) is not str:
+        check_str("run_id", run_id)
+    if node_id is not None and type(node_id) is not str:
+        check_str("node_id", node_id, allow_none=True)
+    if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int)):
+        reject_type("attempt", "an int >= 1 or None", attempt)
     try:
         run_uuid = str(uuid.UUID(run_id))
     except ValueError:
@@ -132,6 +143,13 @@ class OpenLineageCallback(BaseCallbackHandler):
         redact: ``True`` (the process-wide policy, ``flowhooks.redaction()``),
             ``False`` (error texts as they are), key names to add to the
             process-wide policy, or a ``flowhooks.Redaction``.
+
+    Raises:
+        TypeError: for an argument of the wrong type (``namespace=5``,
+            ``deadline="5"``, ``producer=5``, a ``transport`` that is not one);
+            those that raised ``ValueError`` before still are one too.
+        ValueError: for an empty ``namespace`` or a ``deadline`` that is not a
+            positive number of seconds.
     """
 
     breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
@@ -147,7 +165,9 @@ class OpenLineageCallback(BaseCallbackHandler):
         redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
         self.redact = Redaction.coerce(redact)
-        if not isinstance(namespace, str) or not namespace.strip():
+        if not isinstance(namespace, str):
+            reject_type("namespace", "a non-empty str", namespace)
+        if not namespace.strip():
             msg = f"namespace must be a non-empty str, got {namespace!r}"
             raise ValueError(msg)
         if transport is not None and not isinstance(transport, Transport):
@@ -156,11 +176,9 @@ class OpenLineageCallback(BaseCallbackHandler):
                 f"(HttpTransport, ConsoleTransport, FileTransport, ...), got {transport!r}"
             )
             raise TypeError(msg)
-        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0:
-            msg = f"deadline must be a positive number of seconds, got {deadline!r}"
-            raise ValueError(msg)
+        self.deadline = positive_seconds("deadline", deadline)
+        check_str("producer", producer, allow_none=True)
         self.namespace = namespace
-        self.deadline = float(deadline)
         self.producer = producer or f"https://pypi.org/project/flowhooks/{flowhooks.__version__}/"
         self.client = OpenLineageClient(transport=transport)
         self.delivery = DeliveryThread("flowhooks-openlineage", max_queue=max_queue)

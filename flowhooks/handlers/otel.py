@@ -120,6 +120,10 @@ class OpenTelemetryCallback(BaseCallbackHandler):
             for the instrumentation scope ``flowhooks`` at flowhooks' version.
         tracer_provider: the provider of that default tracer; defaults to the
             global one (as OpenTelemetry instrumentations do).
+
+    Raises:
+        TypeError: when ``tracer`` is not a Tracer or ``tracer_provider`` not a
+            TracerProvider.
     """
 
     def __init__(
@@ -129,6 +133,14 @@ class OpenTelemetryCallback(BaseCallbackHandler):
             msg = (
                 f"OpenTelemetryCallback(tracer) takes an OpenTelemetry Tracer (or leave it out, "
                 f"or pass tracer_provider=...), got {tracer!r}"
+            )
+            raise TypeError(msg)
+        if tracer_provider is not None and not callable(
+            getattr(tracer_provider, "get_tracer", None)
+        ):
+            msg = (
+                "OpenTelemetryCallback(tracer_provider=...) takes an OpenTelemetry "
+                f"TracerProvider or None, got {tracer_provider!r}"
             )
             raise TypeError(msg)
         if tracer is None:

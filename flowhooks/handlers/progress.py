@@ -17,6 +17,7 @@ from typing import Any, Final, final
 from flowhooks import BaseCallbackHandler, ErrorInfo, Event
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import closing_status, finished_result, run_context_for
+from flowhooks.handlers._validate import check_flag, positive_number
 
 require("rich", extra="rich", handler="ProgressCallback")
 
@@ -123,6 +124,11 @@ class ProgressCallback(BaseCallbackHandler):
             display is redrawn on every event instead.
         refresh_per_second: redraws per second with ``auto_refresh``.
         redirect_logs: print log lines above the live bars (see above).
+
+    Raises:
+        TypeError: for an argument of the wrong type (``transient="yes"``,
+            ``refresh_per_second="10"``).
+        ValueError: for a ``refresh_per_second`` that is not a positive number.
     """
 
     def __init__(
@@ -138,15 +144,17 @@ class ProgressCallback(BaseCallbackHandler):
             msg = f"ProgressCallback(console=...) takes a rich.console.Console, got {console!r}"
             raise TypeError(msg)
         self.console: Console = console if console is not None else Console(stderr=True)
-        self.transient = transient
-        self.auto_refresh = auto_refresh
-        self.refresh_per_second = refresh_per_second
+        self.transient = check_flag("transient", transient)
+        self.auto_refresh = check_flag("auto_refresh", auto_refresh)
+        self.refresh_per_second = positive_number(
+            "refresh_per_second", refresh_per_second, noun="number of redraws per second"
+        )
         self._lock = threading.RLock()
         self._rows: dict[str, _Row] = {}
         self._progress: _TreeProgress | None = None
         self._parents: dict[TaskID, TaskID] = {}
         self._finished: deque[TaskID] = deque()  # finished rows still shown, oldest first
-        self.redirect_logs = redirect_logs
+        self.redirect_logs = check_flag("redirect_logs", redirect_logs)
         self._redirect: LogRedirect | None = None
 
     @property

@@ -8,9 +8,10 @@ the ``prometheus`` extra. Expose the registry the usual way
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
 from flowhooks import (
@@ -22,6 +23,7 @@ from flowhooks import (
     safe_text,
 )
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._validate import reject_type
 
 require("prometheus_client", extra="prometheus", handler="PrometheusCallback")
 
@@ -179,6 +181,20 @@ def _metrics_for(registry: CollectorRegistry, buckets: Sequence[float]) -> _Metr
         return metrics
 
 
+def _check_buckets(buckets: object) -> tuple[float, ...]:
+    """``buckets=`` as a tuple, or an error naming what is wrong with it."""
+    if isinstance(buckets, str | bytes | Mapping) or not isinstance(buckets, Iterable):
+        reject_type("buckets", "a list of durations in seconds", buckets)
+    chosen = tuple(buckets)
+    for bound in chosen:
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            reject_type("buckets entries", "numbers of seconds", bound)
+        if math.isnan(bound):
+            msg = f"buckets entries must be numbers of seconds, got {bound!r}"
+            raise ValueError(msg)
+    return chosen
+
+
 def _label(text: str) -> str:
     """A label value every scrape can encode (a lone surrogate in a name would break them all)."""
     return text if text.isascii() else str(safe_text(text))
@@ -223,6 +239,11 @@ class PrometheusCallback(BaseCallbackHandler):
             ``prometheus_client.REGISTRY``.
         buckets: histogram buckets in seconds for run and node durations; the
             first handler on a registry decides them.
+
+    Raises:
+        TypeError: when ``registry`` is not a ``CollectorRegistry`` or
+            ``buckets`` not a list of numbers.
+        ValueError: for a NaN bucket, or buckets prometheus_client refuses.
     """
 
     def __init__(
@@ -238,7 +259,7 @@ class PrometheusCallback(BaseCallbackHandler):
             )
             raise TypeError(msg)
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
-        self._metrics = _metrics_for(self.registry, buckets)
+        self._metrics = _metrics_for(self.registry, _check_buckets(buckets))
         self._metrics.acquire()
         # Releases the hook monitor on aclose(), or when this handler is collected.
         self._release = weakref.finalize(self, self._metrics.release)

@@ -20,6 +20,7 @@ from typing import Any, Final, final
 from flowhooks import BaseCallbackHandler, CircuitBreaker, ErrorInfo, Event, Redaction
 from flowhooks.handlers._event_args import context_of, given_event
 from flowhooks.handlers._extras import require
+from flowhooks.handlers._validate import reject_type
 
 require("sentry_sdk", extra="sentry", handler="SentryCallback")
 
@@ -109,7 +110,9 @@ class SentryCallback(BaseCallbackHandler):
         **options: Any,
     ) -> None:
         self.redact = Redaction.coerce(redact)
-        if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
+        if dsn is not None and not isinstance(dsn, str):
+            reject_type("dsn", "a non-empty str or None", dsn)
+        if dsn is not None and not dsn.strip():
             msg = f"dsn must be a non-empty str or None, got {dsn!r}"
             raise ValueError(msg)
         if dsn is None and options:

@@ -32,6 +32,7 @@ from flowhooks import (
 from flowhooks.handlers._diagnostics import debug
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import RunReporter
+from flowhooks.handlers._validate import reject_type
 
 require("httpx", extra="http", handler="WebhookCallback")
 
@@ -45,8 +46,8 @@ from flowhooks.handlers._http import (  # noqa: E402
 )
 from flowhooks.handlers._signing import (  # noqa: E402
     SIGNATURE_HEADER,
+    check_secret,
     sign_body,
-    signing_key,
     standard_headers,
     verify_signature,
     verify_webhook,
@@ -133,9 +134,11 @@ class WebhookCallback(RunReporter):
             process-wide policy, or a ``flowhooks.Redaction``.
 
     Raises:
+        TypeError: when an argument has the wrong type (``url=5``,
+            ``deadline="10"``, ``secret=123``); it is also a ``ValueError``,
+            what these raised before, except for ``redact``.
         ValueError: when ``url`` is not an absolute http(s) URL, an allow-list
             entry is malformed, or an option is out of range.
-        TypeError: when ``redact`` is not one of the options above.
     """
 
     breaker = CircuitBreaker()  # a network service: skipped for a while when it keeps failing
@@ -159,12 +162,11 @@ class WebhookCallback(RunReporter):
     ) -> None:
         self.redact = Redaction.coerce(redact)
         self.url = str(check_http_url(url, what="WebhookCallback url")) if url is not None else None
-        if secret is not None and not (isinstance(secret, str | bytes) and secret):
-            msg = f"secret must be a non-empty str or bytes, got {secret!r}"
-            raise ValueError(msg)
+        self._key = check_secret(secret)
         self.secret = secret
-        self._key = signing_key(secret) if secret is not None else None
         self.allowed_hosts = parse_allowed(allowed_hosts)
+        if not isinstance(metadata_key, str):
+            reject_type("metadata_key", "a str", metadata_key)
         self.metadata_key = metadata_key
         super().__init__(subworkflows=subworkflows)
         self._poster = JsonPoster(

@@ -452,9 +452,8 @@ def test_urls_are_mapped_to_async_drivers(url: str, driver: str) -> None:
         ("mysql://u@localhost/db", "unsupported history database 'mysql'"),
         ("not a url", "cannot parse history database URL"),
         ("postgresql://u@localhost", "names no database"),
-        (42, "must be a string"),
     ],
-    ids=["mysql", "garbage", "pg-no-db", "not-a-string"],
+    ids=["mysql", "garbage", "pg-no-db"],
 )
 def test_bad_urls_are_rejected_at_construction(url: Any, message: str) -> None:
     """A URL that is not SQLite or PostgreSQL is a ValueError when the handler is built."""
@@ -462,6 +461,15 @@ def test_bad_urls_are_rejected_at_construction(url: Any, message: str) -> None:
         HistoryCallback(url)
     with pytest.raises(ValueError, match=message):
         HistoryStore(url)
+
+
+def test_a_url_that_is_not_a_string_is_a_type_error() -> None:
+    """A URL of the wrong type is a TypeError naming ``url`` (and a ValueError, as it was)."""
+    message = r"url must be a history database URL string .*, got 42 \(int\)"
+    for make in (HistoryCallback, HistoryStore):
+        with pytest.raises(TypeError, match=message) as caught:
+            make(42)  # type: ignore[arg-type]
+        assert isinstance(caught.value, ValueError)
 
 
 def test_repr_hides_the_password() -> None:
