@@ -124,10 +124,11 @@ class CallbackManager(Dispatcher):
         self._plan_afresh()
         self._combinations: list[Any] | None = None
         """This manager's last combinations with workflows' managers (``flowhooks._combined``)."""
-        if isinstance(handlers, BaseCallbackHandler):
+        if isinstance(handlers, BaseCallbackHandler) or not isinstance(handlers, Iterable | None):
+            what = "one handler: " if isinstance(handlers, BaseCallbackHandler) else ""
             msg = (
-                f"CallbackManager takes a list of handlers, got one handler: "
-                f"{type(handlers).__name__}; write CallbackManager([handler])"
+                f"CallbackManager takes a list of handlers, got {what}{type(handlers).__name__}"
+                f" ({handlers!r}); write CallbackManager([handler])"
             )
             raise TypeError(msg)
         for handler in handlers or ():

@@ -17,7 +17,9 @@ import pytest
 from flowhooks import (
     AsyncioRunner,
     BackgroundCallback,
+    BaseCallbackHandler,
     BatchedCallback,
+    CallbackManager,
     ExternalRun,
     FilteringCallback,
     Workflow,
@@ -215,3 +217,14 @@ def test_a_cap_below_one_is_a_value_error(value: int) -> None:
         with pytest.raises(ValueError, match="positive number of characters") as caught:
             call()
         assert not isinstance(caught.value, TypeError)
+
+
+@pytest.mark.parametrize("handlers", [5, 2.5, object()])
+def test_a_callback_manager_of_something_not_iterable_says_what_it_takes(handlers: Any) -> None:
+    with pytest.raises(TypeError, match=r"takes a list of handlers, got .*CallbackManager\(\["):
+        CallbackManager(handlers)
+
+
+def test_a_callback_manager_of_one_handler_says_to_wrap_it_in_a_list() -> None:
+    with pytest.raises(TypeError, match="got one handler: BaseCallbackHandler"):
+        CallbackManager(BaseCallbackHandler())  # type: ignore[arg-type]
