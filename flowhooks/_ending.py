@@ -205,6 +205,7 @@ def _abandon_nodes(run: RunState, grace: float | None) -> None:
     """The nodes did not settle within the grace: leave them running, cancelled."""
     run.forced = True
     run.schedule.abandon()
+    run.events.revoke_turn()
     logger.bind(run_id=run.run_id).warning(
         "run {run_id} of workflow {workflow!r}: nodes still running {grace}s after the run "
         "was stopped were abandoned (they ignore cancellation); the run ends without them",

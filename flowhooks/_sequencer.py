@@ -233,6 +233,15 @@ class EventSequencer:
         finally:
             self._give_turn(frame)
 
+    def revoke_turn(self) -> None:
+        """The run ends without its abandoned nodes: a node task stuck in the middle of a
+        dispatch (a handler that ignores cancellation) still holds the turn; it is taken
+        back, as if that dispatch had ended, so the run's end can dispatch its
+        ``workflow_end``. Should the stuck handler return later, the rest of that event
+        reaches the handlers after it late; nothing else of that node does."""
+        if self._turn.holder is not None:
+            self._turn.release()
+
     def _give_turn(self, frame: TaskFrame) -> None:
         frame.dispatching = None
         turn = self._turn

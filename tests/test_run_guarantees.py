@@ -278,6 +278,55 @@ async def test_the_callers_timeout_fires_after_fail_fast_met_a_node_that_ignores
     assert [e.status for e in recorder.events_of("workflow_end")] == ["failed"]
 
 
+@pytest.mark.parametrize("stop", ["handle.cancel", "caller"])
+async def test_workflow_end_goes_out_when_a_handler_ignores_the_stop_mid_event(
+    runner: Runner, stop: str
+) -> None:
+    """A handler stuck in the middle of a node's event, swallowing every cancellation, holds
+    the run's dispatch turn; once its node is abandoned the turn is taken back, so the other
+    handlers still get the run's workflow_end."""
+    release = asyncio.Event()
+    stuck = asyncio.Event()
+
+    class Deaf(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            stuck.set()
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.01)
+
+    @node
+    async def quick() -> int:
+        return 1
+
+    @node
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    recorder = RecordingCallback()  # before Deaf: it has had the stuck event already
+    wf = Workflow("deaf-handler", nodes=[quick, slow])
+    try:
+        async with asyncio.timeout(10):  # bounded by the graces, not by the deaf handler
+            if stop == "handle.cancel":
+                handle = wf.start(callbacks=[recorder, Deaf()], runner=runner)
+                await stuck.wait()
+                handle.cancel("operator")
+                result = await handle
+                assert result.status is RunStatus.CANCELLED
+            else:
+                task = asyncio.create_task(wf.run(callbacks=[recorder, Deaf()], runner=runner))
+                await stuck.wait()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+    finally:
+        release.set()
+    ends = recorder.events_of("workflow_end")
+    assert [e.status for e in ends] == ["cancelled"]
+    await asyncio.sleep(0.05)  # the deaf handler returns; nothing reaches the recorder after
+    assert recorder.events[-1].type == "workflow_end"
+
+
 async def test_handle_cancel_says_whether_this_call_stopped_the_run(runner: Runner) -> None:
     entered = asyncio.Event()
 
