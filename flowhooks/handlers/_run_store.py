@@ -82,7 +82,8 @@ class SQLRunStore:
 
     Raises:
         ValueError: for a URL that is not SQLite or PostgreSQL, or a bad number.
-        TypeError: for a ``redact=`` that is none of those.
+        TypeError: for a ``redact=`` that is none of those, or a ``serializer``
+            without ``dumps`` and ``loads``.
     """
 
     def __init__(
@@ -94,6 +95,14 @@ class SQLRunStore:
         connect_timeout: float = 5.0,
         redact: bool | Redaction | Iterable[str] = True,
     ) -> None:
+        if serializer is not None and not all(
+            callable(getattr(serializer, name, None)) for name in ("dumps", "loads")
+        ):
+            msg = (
+                f"SQLRunStore(serializer=...) takes an object with dumps() and loads() "
+                f"(such as the pickle module), got {serializer!r} ({type(serializer).__name__})"
+            )
+            raise TypeError(msg)
         self.serializer: Serializer = serializer if serializer is not None else pickle
         self.redact = Redaction.coerce(redact)
         self.lease = positive_seconds("lease", lease)

@@ -309,3 +309,11 @@ def test_cli_resume_refuses_invalid_json_data_and_keeps_the_run_resumable(
     text = flowhooks("resume", run_id, "--data", '"yes"', "--db", url)
     assert text.returncode == 1  # valid JSON text: the run is simply already resumed
     assert "already resumed by run" in text.stderr
+
+
+@pytest.mark.parametrize("serializer", [object(), "pickle", 5])
+def test_a_serializer_without_dumps_and_loads_is_refused_up_front(
+    tmp_path: Path, serializer: Any
+) -> None:
+    with pytest.raises(TypeError, match=r"serializer=.*dumps\(\) and loads\(\)"):
+        SQLRunStore(f"sqlite:///{tmp_path / 'runs.db'}", serializer=serializer)
