@@ -22,7 +22,7 @@ The outcome rule, applied when the block ends:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
@@ -344,13 +344,22 @@ class ExternalRunState:
         )
         return None, info
 
+    def _forgiven(self) -> Set[str]:
+        """Nodes whose failure does not fail the run (none here; a bridge's run may have some)."""
+        return frozenset()
+
     def _node_failure(self) -> tuple[str | None, ErrorInfo | None]:
         """The first node whose last attempt failed, or one that did not complete."""
+        forgiven = self._forgiven()
         for name in self.failures:
             node = self.nodes[name]
-            if node.status is NodeStatus.FAILED and node.error is not None:
+            if name not in forgiven and node.status is NodeStatus.FAILED and node.error is not None:
                 return name, node.error
-        unfinished = [n for n, r in self.nodes.items() if r.status is not NodeStatus.SUCCEEDED]
+        unfinished = [
+            n
+            for n, r in self.nodes.items()
+            if n not in forgiven and r.status is not NodeStatus.SUCCEEDED
+        ]
         if not unfinished:
             return None, None
         exc = asyncio.CancelledError(f"node(s) {unfinished!r} did not complete")

@@ -30,7 +30,6 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from flowhooks._context import current_run_var
-from flowhooks._events import ErrorInfo, NodeStatus
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
 from flowhooks._ids import new_id
@@ -83,24 +82,8 @@ class FrameworkRunState(ExternalRunState):
         super().__init__(args, run_id)
         self.handled: set[str] = set()
 
-    def _node_failure(self) -> tuple[str | None, ErrorInfo | None]:
-        handled = self.handled
-        for name in self.failures:
-            node = self.nodes[name]
-            if name not in handled and node.status is NodeStatus.FAILED and node.error is not None:
-                return name, node.error
-        unfinished = [
-            n
-            for n, r in self.nodes.items()
-            if n not in handled and r.status is not NodeStatus.SUCCEEDED
-        ]
-        if not unfinished:
-            return None, None
-        exc = asyncio.CancelledError(f"node(s) {unfinished!r} did not complete")
-        info = ErrorInfo.from_exception(
-            exc, node_id=unfinished[0], run_id=self.run_id, workflow_name=self.workflow_name
-        )
-        return unfinished[0], info
+    def _forgiven(self) -> set[str]:
+        return self.handled
 
 
 class Run:
