@@ -78,6 +78,17 @@ class ParentLink:
         self.store = store
 
 
+def check_cancel_reason(where: str, reason: object) -> None:
+    """Refuse a cancel reason that is not text (it becomes ``RunResult.cancel_reason``).
+
+    Raises:
+        TypeError: when ``reason`` is not a str or None, naming ``where``.
+    """
+    if reason is not None and not isinstance(reason, str):
+        msg = f"{where}(reason) takes a str or None, got {reason!r} ({type(reason).__name__})"
+        raise TypeError(msg)
+
+
 class RunContext:
     """What code running inside a run can see: ``flowhooks.current_run()`` returns it.
 
@@ -287,12 +298,7 @@ class RunContext:
         Raises:
             TypeError: when ``reason`` is not a str or None.
         """
-        if reason is not None and not isinstance(reason, str):
-            msg = (
-                f"RunContext.cancel(reason) takes a str or None, "
-                f"got {reason!r} ({type(reason).__name__})"
-            )
-            raise TypeError(msg)
+        check_cancel_reason("RunContext.cancel", reason)
         cancel = _strong(self._cancel)
         if cancel is None:  # nothing to cancel with, or the run is gone
             return False

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flowhooks._combined import as_manager, combined
-from flowhooks._context import ParentLink, current_run_var
+from flowhooks._context import ParentLink, check_cancel_reason, current_run_var
 from flowhooks._ending import execute
 from flowhooks._errors import (
     DuplicateRunError,
@@ -367,12 +367,7 @@ class RunHandle:
         Raises:
             TypeError: when ``reason`` is not a str or None.
         """
-        if reason is not None and not isinstance(reason, str):
-            msg = (
-                f"RunHandle.cancel(reason) takes a str or None, "
-                f"got {reason!r} ({type(reason).__name__})"
-            )
-            raise TypeError(msg)
+        check_cancel_reason("RunHandle.cancel", reason)
         if self._task.done():
             return False
         return self._control.cancel(reason or "cancelled through RunHandle.cancel()")
