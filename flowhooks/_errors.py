@@ -21,7 +21,7 @@ handler).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from flowhooks._results import RunResult
@@ -39,6 +39,16 @@ class InvalidOptionError(WorkflowError, TypeError, ValueError):
     """An argument of ``node()``, ``Workflow()`` or ``run()`` (``timeout=``, ``retries=``,
     ``inputs``, ``runner=``, a node's name...) has a wrong type or value: a
     ``WorkflowError``, and also the ``TypeError``/``ValueError`` it is."""
+
+
+def refuse_type(takes: str, value: object) -> NoReturn:
+    """Raise the error for ``value`` of the wrong type: ``"<takes>, got <repr> (<type>)"``.
+
+    Raises:
+        InvalidOptionError: always.
+    """
+    msg = f"{takes}, got {value!r} ({type(value).__name__})"
+    raise InvalidOptionError(msg)
 
 
 class CycleError(WorkflowError):

@@ -20,6 +20,7 @@ from flowhooks._errors import (
     NotResumable,
     Suspend,
     WorkflowError,
+    refuse_type,
 )
 from flowhooks._events import RunStatus
 from flowhooks._execution import RunControl, RunState
@@ -139,11 +140,7 @@ def _prepare(
     if inputs is None:
         inputs = {}
     if not isinstance(inputs, Mapping):
-        msg = (
-            f"run() takes the workflow inputs as a mapping of name -> value, "
-            f"got {inputs!r} ({type(inputs).__name__})"
-        )
-        raise InvalidOptionError(msg)
+        refuse_type("run() takes the workflow inputs as a mapping of name -> value", inputs)
     plan = workflow.plan(outputs)  # one name may come as a string
     input_dict = dict(inputs)
     workflow.check_inputs(input_dict, plan)
@@ -164,16 +161,9 @@ def _prepare(
         except (TypeError, ValueError) as exc:
             raise InvalidOptionError(str(exc)) from None
     if resource_id is not None and not isinstance(resource_id, str):
-        msg = (
-            f"resource_id= takes a str or None, got {resource_id!r} ({type(resource_id).__name__})"
-        )
-        raise InvalidOptionError(msg)
+        refuse_type("resource_id= takes a str or None", resource_id)
     if metadata is not None and not isinstance(metadata, Mapping):
-        msg = (
-            f"metadata= takes a mapping of run headers or None, "
-            f"got {metadata!r} ({type(metadata).__name__})"
-        )
-        raise InvalidOptionError(msg)
+        refuse_type("metadata= takes a mapping of run headers or None", metadata)
     try:
         run_manager = as_manager(callbacks, where="run(callbacks=...)")
     except TypeError as exc:
@@ -420,11 +410,10 @@ def _current_state() -> RunState | None:
 def subworkflow_node(child: Workflow, *, name: str | None = None, **options: Any) -> Node:
     """Return a node whose body runs ``child`` as a sub-workflow of the current run."""
     if name is not None and not isinstance(name, str):
-        msg = (
-            f"Workflow({child.name!r}).as_node(name=...) takes a str (a valid Python "
-            f"identifier) or None, got {name!r} ({type(name).__name__})"
+        takes = (
+            f"Workflow({child.name!r}).as_node(name=...) takes a str (a valid Python identifier)"
         )
-        raise InvalidOptionError(msg)
+        refuse_type(f"{takes} or None", name)
     _reject_unknown_options(options)
     plan = child.plan()
     params = tuple(sorted(plan.inputs))

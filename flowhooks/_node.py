@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
-from flowhooks._errors import InvalidOptionError, WorkflowError
+from flowhooks._errors import InvalidOptionError, WorkflowError, refuse_type
 from flowhooks._validate import check_count, check_number, check_seconds
 
 _T = TypeVar("_T")
@@ -103,14 +103,9 @@ class Node:
             inner: Callable[..., Any] = fn.fn
             fn = inner
         if not callable(fn):
-            msg = f"@node needs a function, got {fn!r} ({type(fn).__name__})"
-            raise InvalidOptionError(msg)
+            refuse_type("@node needs a function", fn)
         if name is not None and not isinstance(name, str):
-            msg = (
-                f"node name= must be a str (a valid Python identifier) or None, "
-                f"got {name!r} ({type(name).__name__})"
-            )
-            raise InvalidOptionError(msg)
+            refuse_type("node name= must be a str (a valid Python identifier) or None", name)
         node_name = name if name is not None else getattr(fn, "__name__", None)
         if not isinstance(node_name, str) or not node_name.isidentifier():
             msg = (
@@ -140,17 +135,9 @@ class Node:
         deps = tuple(depends_on)
         for dep in deps:
             if not isinstance(dep, str):
-                msg = (
-                    f"{where}: depends_on takes node names (str), "
-                    f"got {dep!r} ({type(dep).__name__})"
-                )
-                raise InvalidOptionError(msg)
+                refuse_type(f"{where}: depends_on takes node names (str)", dep)
         if not isinstance(critical, bool):
-            msg = (
-                f"{where}: critical must be True or False, "
-                f"got {critical!r} ({type(critical).__name__})"
-            )
-            raise InvalidOptionError(msg)
+            refuse_type(f"{where}: critical must be True or False", critical)
         _check_function_callback(on_success, where=f"{where} on_success", args=("node_id", "ctx"))
         _check_function_callback(
             on_failure, where=f"{where} on_failure", args=("node_id", "error", "ctx")

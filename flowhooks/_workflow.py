@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from flowhooks._blocking import run_blocking
 from flowhooks._combined import as_manager
-from flowhooks._errors import InvalidOptionError, WorkflowError
+from flowhooks._errors import InvalidOptionError, WorkflowError, refuse_type
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager
@@ -42,11 +42,7 @@ def _node_items(name: str, nodes: object) -> list[Callable[..., Any]]:
     if nodes is None:
         return []
     if isinstance(nodes, str | bytes | Mapping) or not isinstance(nodes, Iterable):
-        msg = (
-            f"Workflow({name!r}) nodes= takes an iterable of nodes or functions, "
-            f"got {nodes!r} ({type(nodes).__name__})"
-        )
-        raise InvalidOptionError(msg)
+        refuse_type(f"Workflow({name!r}) nodes= takes an iterable of nodes or functions", nodes)
     items: list[Callable[..., Any]] = list(nodes)
     for item in items:
         if not callable(item):
@@ -92,17 +88,12 @@ class Workflow:
         on_workflow_suspend: Callable[..., Any] | None = None,
     ) -> None:
         if not isinstance(name, str):
-            msg = f"Workflow needs a non-empty name (a str), got {name!r} ({type(name).__name__})"
-            raise InvalidOptionError(msg)
+            refuse_type("Workflow needs a non-empty name (a str)", name)
         if not name.strip():
             msg = f"Workflow needs a non-empty name, got {name!r}"
             raise WorkflowError(msg)
         if not isinstance(description, str):
-            msg = (
-                f"Workflow({name!r}) description= must be a str, "
-                f"got {description!r} ({type(description).__name__})"
-            )
-            raise InvalidOptionError(msg)
+            refuse_type(f"Workflow({name!r}) description= must be a str", description)
         items = _node_items(name, nodes)
         self.name = name
         self.description = description
