@@ -53,6 +53,13 @@ async def sink(source: int) -> int:
     return source + 1
 
 
+async def swallow_cancellation_until(release: asyncio.Event) -> None:
+    """What a node or handler that ignores cancellation does: go on until ``release``."""
+    while not release.is_set():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.01)
+
+
 def pair() -> Workflow:
     return Workflow("pair", nodes=[source, sink])
 
@@ -169,11 +176,7 @@ async def test_a_node_ignoring_cancellation_is_abandoned_and_workflow_end_still_
     @node
     async def deaf() -> None:
         entered.set()
-        while not release.is_set():
-            try:
-                await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                continue
+        await swallow_cancellation_until(release)
 
     recorder = RecordingCallback()
     task = asyncio.create_task(
@@ -203,9 +206,7 @@ def deaf_workflow(
     @node
     async def deaf() -> None:
         entered.set()
-        while not release.is_set():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0.01)
+        await swallow_cancellation_until(release)
 
     @node
     async def fails() -> None:
@@ -291,9 +292,7 @@ async def test_workflow_end_goes_out_when_a_handler_ignores_the_stop_mid_event(
     class Deaf(BaseCallbackHandler):
         async def on_node_end(self, node_id: str, output_data: Any) -> None:
             stuck.set()
-            while not release.is_set():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(0.01)
+            await swallow_cancellation_until(release)
 
     @node
     async def quick() -> int:
