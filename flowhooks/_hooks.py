@@ -438,7 +438,8 @@ def make_entry(
     handlers' failures); the handlers inside it carry their own.
 
     Raises:
-        TypeError: for a bad priority or breaker, or a method with a wrong signature.
+        TypeError: for a bad priority or breaker, a method with a wrong signature, or an
+            attribute that raises when read.
         ValueError: when ``breaker`` is given for a manager or composite.
     """
     from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
@@ -448,6 +449,28 @@ def make_entry(
         raise ParameterTypeError(msg)
     if not isinstance(handler, Dispatcher):
         _warn_misspelled_hooks(type(handler))
+    try:
+        return _inspect_handler(handler, priority, order, label, breaker)
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:  # a property or __getattr__ of the handler's that raises
+        msg = (
+            f"cannot add {label}: reading its methods and options (on_*, raise_error, "
+            f"timeout, run_in_thread, breaker) raised {type(exc).__name__}: {exc}; "
+            "a handler's attributes must be readable when it is added"
+        )
+        raise ParameterTypeError(msg) from exc
+
+
+def _inspect_handler(
+    handler: BaseCallbackHandler,
+    priority: int,
+    order: int,
+    label: str,
+    breaker: CircuitBreaker | None,
+) -> Entry:
+    from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
+
     calls: dict[EventType, HookCall] = {}
     thread_slot = ThreadSlot()  # one per handler: its hooks share one worker-thread lane
     for event_type in EventType:

@@ -290,3 +290,36 @@ async def test_trigger_refuses_an_event_that_is_not_an_event() -> None:
     manager = CallbackManager([Decorated()])
     with pytest.raises(TypeError, match=r"trigger\(event=...\) takes a flowhooks.Event"):
         await manager.trigger("node_start", "a", {}, event={"run_id": "r1"})
+
+
+class _HookProperty(BaseCallbackHandler):
+    @property
+    def on_node_end(self) -> Any:  # type: ignore[override]
+        raise RuntimeError("not readable")
+
+
+class _RaiseErrorUnreadable(BaseCallbackHandler):
+    def __getattribute__(self, name: str) -> Any:
+        if name == "raise_error":
+            raise LookupError("no raise_error here")
+        return super().__getattribute__(name)
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("handler_type", [_HookProperty, _RaiseErrorUnreadable])
+def test_a_handler_whose_attributes_raise_is_refused_when_added_with_a_clear_error(
+    handler_type: type[BaseCallbackHandler],
+) -> None:
+    with pytest.raises(TypeError, match=r"cannot add .*raised (RuntimeError|LookupError)"):
+        CallbackManager([handler_type()])
+
+    @node
+    async def a() -> int:
+        return 1
+
+    wf = Workflow("unreadable", nodes=[a])
+    with pytest.raises(TypeError, match="attributes must be readable") as caught:
+        wf.run_sync(callbacks=[handler_type()])
+    assert isinstance(caught.value, flowhooks.WorkflowError)  # refused before any event
