@@ -25,7 +25,11 @@ from flowhooks.handlers._validate import reject_type
 require("sentry_sdk", extra="sentry", handler="SentryCallback")
 
 import sentry_sdk  # noqa: E402
-from sentry_sdk.utils import event_from_exception  # noqa: E402
+from sentry_sdk.utils import (  # noqa: E402
+    event_hint_with_exc_info,
+    exc_info_from_error,
+    exceptions_from_error_tuple,
+)
 
 __all__ = ["SentryCallback"]
 
@@ -34,6 +38,20 @@ _MAX_ITEMS: Final = 1_000
 """Items per list or mapping kept when an event is redacted (frames, breadcrumbs, variables)."""
 _CHAIN_LIMIT: Final = 32
 """How far down ``__cause__``/``__context__`` an exception is compared with reported ones."""
+
+
+def _exception_event(
+    exc: BaseException, options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Sentry event and hint of ``exc``, built with ``options``: the reporting client's.
+
+    ``event_from_exception`` takes a client's options in sentry-sdk 2.x but reads
+    the global client's in 3.x, which would build a handler's own client's
+    events with another client's settings (or none, with no global client).
+    """
+    exc_info = exc_info_from_error(exc)
+    values = exceptions_from_error_tuple(exc_info, options)
+    return {"level": "error", "exception": {"values": values}}, event_hint_with_exc_info(exc_info)
 
 
 @dataclass(slots=True)
@@ -281,9 +299,10 @@ class SentryCallback(BaseCallbackHandler):
         if not client.is_active():
             return
         exc = error.exception if error is not None else None
+        payload: Any  # the SDK's event dict: its declared type differs between 2.x and 3.x
         hint: dict[str, Any]
         if exc is not None:
-            payload, hint = event_from_exception(exc, client_options=client.options)
+            payload, hint = _exception_event(exc, client.options)
         else:  # no live exception (an event rebuilt from JSON, a run that failed without one)
             kind = error.type if error is not None else "WorkflowFailed"
             text = error.message if error is not None else f"run {event.status}"

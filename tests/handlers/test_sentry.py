@@ -272,6 +272,24 @@ async def test_with_a_dsn_it_leaves_the_applications_client_alone(
     assert sentry_sdk.get_client().transport is app_sentry
 
 
+@pytest.mark.parametrize("max_value_length", [None, 12])
+async def test_its_own_clients_options_shape_the_exception(max_value_length: int | None) -> None:
+    """The exception's frames are built with the handler's own client's options (here
+    ``max_value_length``), whatever the application's client (none here) would use."""
+    own = Capture()
+    options = {} if max_value_length is None else {"max_value_length": max_value_length}
+    await charging_workflow().run(
+        {"amount": 3}, callbacks=[SentryCallback(DSN, transport=own, **options)]
+    )
+    (event,) = own.events
+    frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
+    line = next(f for f in frames if f["function"] == "charge")["context_line"]
+    if max_value_length is None:
+        assert "raise RuntimeError" in line
+    else:
+        assert len(line) <= max_value_length
+
+
 async def test_without_any_client_nothing_is_sent_and_nothing_fails() -> None:
     from flowhooks import CallbackManager
 
