@@ -24,10 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from loguru import logger
 
 from flowhooks._context import current_run_var
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
@@ -148,6 +151,9 @@ class RunTree:
         self.resource_id = resource_id
         self.halts = halts
         self._open: dict[Key, Open] = {}
+        # Framework runs under a root whose flowhooks run a raise_error handler refused at
+        # its workflow_start (that run has ended, failed): they report nothing. -> is a root
+        self._refused: dict[Key, bool] = {}
         self._lock = threading.Lock()  # several trees may be served from several threads
 
     def get(self, key: Key) -> Open | None:
@@ -184,7 +190,13 @@ class RunTree:
     # -- runs that start and end ------------------------------------------------------
 
     async def start(
-        self, key: Key, parent_key: Key | None, name: str, inputs: Any, task: Any = None
+        self,
+        key: Key,
+        parent_key: Key | None,
+        name: str,
+        inputs: Any,
+        task: Any = None,
+        hidden: bool = False,
     ) -> None:
         """Framework run ``key`` started (a chain).
 
@@ -198,15 +210,33 @@ class RunTree:
 
         A step whose task's previous run raised is that task retried: the
         next attempt of the same node (``node_start`` with ``attempt`` + 1).
-        Any other direct child is a node of its own (``name``, ``name#2`` ...).
+        Any other direct child is a node of its own (``name``, ``name#2`` ...),
+        unless it is ``hidden`` (the framework's own bookkeeping, such as
+        LangGraph's ``__start__`` task): that one counts as inside the run.
+
+        A root whose ``workflow_start`` a ``raise_error`` handler refused has
+        ended (failed) at once; nothing under it is reported, and its
+        exception is raised here.
         """
+        with self._lock:
+            if parent_key is not None and parent_key in self._refused:
+                self._refused[key] = False
+                return
         parent = self.get(parent_key) if parent_key is not None else None
         if parent is None:
             root_name = self.workflow_name or name
-            run = await self._new_run(key, root_name, inputs, None)
+            try:
+                run = await self._new_run(key, root_name, inputs, None)
+            except BaseException:
+                with self._lock:
+                    self._refused[key] = True
+                raise
             item = Open(name, inputs, run, None)
             item.owns = run
             self._add(key, item)
+            return
+        if hidden and parent.owns is not None:
+            self._add(key, Open(name, inputs, parent.owns, None))
             return
         host = parent.owns
         if host is None and task is not None:
@@ -234,7 +264,8 @@ class RunTree:
         """
         item = self._pop(key)
         if item is None:
-            return False
+            with self._lock:
+                return self._refused.pop(key, False)
         owns = item.owns
         is_root = owns is not None and owns is item.run
         if owns is not None:
@@ -275,23 +306,44 @@ class RunTree:
         node = item.node if item.owns is None else None
         await call_in_run(run.state, node, _emit, run.state, name, data, node)
 
-    async def child(self, key: Key, parent_key: Key | None, name: str) -> bool:
-        """A framework run that is no chain (a tool, a model call) started inside ``parent_key``.
+    async def child(
+        self, key: Key, parent_key: Key | None, name: str, event: str, data: dict[str, Any]
+    ) -> bool:
+        """A framework run that is no chain (a tool, a model call) started inside ``parent_key``:
+        its custom ``event`` with ``data``.
 
-        It sends no node events; it is remembered so its end is attributed
-        to the same run and node. Returns whether it is inside a known run.
+        A direct step of a flowhooks run (a model in ``prompt | model |
+        parser``) is also a node of that run, as a chain there would be, with
+        ``data`` (but its ``name``) as the node's inputs. Inside a node it is
+        remembered so its end is attributed to the same run and node. Returns
+        whether it is inside a known run.
         """
         parent = self.get(parent_key) if parent_key is not None else None
         if parent is None:
             return False
-        run = parent.owns or parent.run
-        node = parent.node if parent.owns is None else None
-        self._add(key, Open(name, None, run, node))
+        if parent.owns is not None:
+            inputs = {k: v for k, v in data.items() if k != "name"}
+            await self.start(key, parent_key, name, inputs)
+        else:
+            self._add(key, Open(name, None, parent.run, parent.node))
+        await self.emit(key, event, data)
         return True
 
-    def forget(self, key: Key) -> Open | None:
-        """Drop a framework run started with ``child``; return it."""
-        return self._pop(key)
+    async def child_end(
+        self, key: Key, event: str, data: dict[str, Any], output: Any, error: BaseException | None
+    ) -> None:
+        """A framework run started with ``child`` ended: its custom ``event`` (``data``), then,
+        for one that is a node, its ``node_end`` (``output``) or ``error`` event."""
+        item = self.get(key)
+        if item is None:
+            return
+        try:
+            await self.emit(key, event, {"name": item.name, **data})
+        finally:
+            if item.attempt:
+                await self.end(key, output, error)
+            else:
+                self._pop(key)
 
 
 class LoopTrees:
@@ -341,11 +393,39 @@ async def call_in_run(
     thread): the call is then handed to the run's loop and awaited.
     """
     loop = state.loop
-    if loop is None or loop is asyncio.get_running_loop():
+    running = asyncio.get_running_loop()
+    if loop is not None and loop is not running and loop.is_closed():
+        _moved(state, running)
+        loop = running
+    if loop is None or loop is running:
         with as_current(state, node):
             return await fn(*args)
     handed = asyncio.run_coroutine_threadsafe(call_in_run(state, node, fn, *args), loop)
     return await asyncio.wrap_future(handed)
+
+
+_moved_runs: weakref.WeakSet[ExternalRunState] = weakref.WeakSet()
+"""Runs whose move to another loop was logged."""
+
+
+def _moved(state: ExternalRunState, loop: asyncio.AbstractEventLoop) -> None:
+    """The run's loop has closed: its later events go out on ``loop``, the caller's now.
+
+    LangChain calls an async handler from sync code (``invoke``) on a new
+    event loop for each callback, closed after it: the run follows, so that no
+    event is lost; a warning, once per run, says which handler fits that path.
+    """
+    if state.loop is not None and state not in _moved_runs:
+        logger.warning(
+            "Run {} of {!r} gets its events from a new event loop each time (LangChain "
+            "calls an async handler so from sync code, invoke() or stream()): its events "
+            "are delivered, but handlers that keep tasks or timers on a loop lose them "
+            "when it closes. Use FlowhooksCallbackHandler, which works on both paths.",
+            state.run_id,
+            state.workflow_name,
+        )
+        _moved_runs.add(state)
+    state.loop = loop
 
 
 async def start_run(

@@ -12,7 +12,8 @@ How LangChain's runs map to flowhooks events:
   run: ``workflow_start`` ... ``workflow_end``, its id the LangChain run id's
   hex, its name the chain's name (or ``workflow_name=``);
 * the root's direct child chains are its nodes: a LangGraph graph's nodes
-  (``metadata["langgraph_node"]``), an LCEL sequence's steps; a node run
+  (``metadata["langgraph_node"]``), an LCEL sequence's steps (a model or tool
+  step too), but not LangGraph's hidden ``__start__`` task; a node run
   again in the same run (a graph looping back to it in a later step) gets
   ``#2``, ``#3`` ... appended to its name;
 * a LangGraph node retried by its ``RetryPolicy`` (its task run again in the
@@ -65,6 +66,8 @@ except ImportError as _missing:  # pragma: no cover - exercised without the extr
 __all__ = ["AsyncFlowhooksCallbackHandler", "FlowhooksCallbackHandler"]
 
 _STEP_TAG = "graph:step:"
+_HIDDEN_TAG = "langsmith:hidden"
+"""LangGraph's own bookkeeping runs (its ``__start__`` task): not nodes."""
 
 
 def _manager(callbacks: Callbacks, owner: str) -> CallbackManager:
@@ -116,6 +119,10 @@ def _generations(response: Any) -> dict[str, Any]:
     generations = getattr(response, "generations", None) or []
     texts = [[getattr(g, "text", repr(g)) for g in group] for group in generations]
     return {"generations": texts, "llm_output": getattr(response, "llm_output", None)}
+
+
+def _error_data(error: BaseException) -> dict[str, Any]:
+    return {"error": f"{type(error).__name__}: {error}"}
 
 
 def _messages(messages: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
@@ -202,7 +209,8 @@ class FlowhooksCallbackHandler(LangChainHandler):
         name = _run_name(serialized, kwargs, "chain")
         loop = self._loops.loop_for(run_id, parent_run_id)
         task = _graph_task(name, metadata, tags)
-        self._loops.call(loop, self._tree.start, run_id, parent_run_id, name, inputs, task)
+        hidden = _HIDDEN_TAG in (tags or ())
+        self._loops.call(loop, self._tree.start, run_id, parent_run_id, name, inputs, task, hidden)
 
     def on_chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -257,21 +265,24 @@ class FlowhooksCallbackHandler(LangChainHandler):
         if parent_run_id is None or self._loops.known(parent_run_id) is None:
             return
         loop = self._loops.loop_for(run_id, parent_run_id)
-        if self._loops.call(loop, self._tree.child, run_id, parent_run_id, name):
-            self._loops.call(loop, self._tree.emit, run_id, event, data)
-        else:
-            self._loops.done(run_id, root=False)
+        if self._loops.call(loop, self._tree.child, run_id, parent_run_id, name, event, data):
+            return
+        self._loops.done(run_id, root=False)
 
-    def _child_end(self, run_id: UUID, event: str, data: dict[str, Any]) -> None:
+    def _child_end(
+        self,
+        run_id: UUID,
+        event: str,
+        data: dict[str, Any],
+        output: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
         loop = self._loops.known(run_id)
         if loop is None:
             return
         try:
-            item = self._tree.get(run_id)
-            if item is not None:
-                self._loops.call(loop, self._tree.emit, run_id, event, {"name": item.name, **data})
+            self._loops.call(loop, self._tree.child_end, run_id, event, data, output, error)
         finally:
-            self._tree.forget(run_id)
             self._loops.done(run_id, root=False)
 
     def on_tool_start(
@@ -293,11 +304,11 @@ class FlowhooksCallbackHandler(LangChainHandler):
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """The tool returned: custom event ``tool_end``."""
-        self._child_end(run_id, "tool_end", {"output": output})
+        self._child_end(run_id, "tool_end", {"output": output}, output)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """The tool raised: custom event ``tool_error``."""
-        self._child_end(run_id, "tool_error", {"error": f"{type(error).__name__}: {error}"})
+        self._child_end(run_id, "tool_error", _error_data(error), error=error)
 
     def on_llm_start(
         self,
@@ -328,11 +339,12 @@ class FlowhooksCallbackHandler(LangChainHandler):
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """The model answered: custom event ``llm_end`` with the generated texts."""
-        self._child_end(run_id, "llm_end", _generations(response))
+        generated = _generations(response)
+        self._child_end(run_id, "llm_end", generated, generated)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """The model call raised: custom event ``llm_error``."""
-        self._child_end(run_id, "llm_error", {"error": f"{type(error).__name__}: {error}"})
+        self._child_end(run_id, "llm_error", _error_data(error), error=error)
 
 
 class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
@@ -370,7 +382,8 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
         """A chain started: a run, a node, a sub-run, or a chain inside a node."""
         name = _run_name(serialized, kwargs, "chain")
         task = _graph_task(name, metadata, tags)
-        await self._tree.start(run_id, parent_run_id, name, inputs, task)
+        hidden = _HIDDEN_TAG in (tags or ())
+        await self._tree.start(run_id, parent_run_id, name, inputs, task, hidden)
 
     async def on_chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -405,16 +418,17 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
     async def _child(
         self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
-        if await self._tree.child(run_id, parent_run_id, name):
-            await self._tree.emit(run_id, event, data)
+        await self._tree.child(run_id, parent_run_id, name, event, data)
 
-    async def _child_end(self, run_id: UUID, event: str, data: dict[str, Any]) -> None:
-        item = self._tree.get(run_id)
-        try:
-            if item is not None:
-                await self._tree.emit(run_id, event, {"name": item.name, **data})
-        finally:
-            self._tree.forget(run_id)
+    async def _child_end(
+        self,
+        run_id: UUID,
+        event: str,
+        data: dict[str, Any],
+        output: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        await self._tree.child_end(run_id, event, data, output, error)
 
     async def on_tool_start(
         self,
@@ -435,11 +449,11 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
 
     async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """The tool returned: custom event ``tool_end``."""
-        await self._child_end(run_id, "tool_end", {"output": output})
+        await self._child_end(run_id, "tool_end", {"output": output}, output)
 
     async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """The tool raised: custom event ``tool_error``."""
-        await self._child_end(run_id, "tool_error", {"error": f"{type(error).__name__}: {error}"})
+        await self._child_end(run_id, "tool_error", _error_data(error), error=error)
 
     async def on_llm_start(
         self,
@@ -472,8 +486,9 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
 
     async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """The model answered: custom event ``llm_end`` with the generated texts."""
-        await self._child_end(run_id, "llm_end", _generations(response))
+        generated = _generations(response)
+        await self._child_end(run_id, "llm_end", generated, generated)
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """The model call raised: custom event ``llm_error``."""
-        await self._child_end(run_id, "llm_error", {"error": f"{type(error).__name__}: {error}"})
+        await self._child_end(run_id, "llm_error", _error_data(error), error=error)
