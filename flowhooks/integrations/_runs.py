@@ -22,7 +22,6 @@ event was sent and the node stays failed (``FrameworkRunState``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import weakref
 from collections import Counter
@@ -455,34 +454,57 @@ async def start_run(
     return state
 
 
-async def end_run(state: ExternalRunState, exc: BaseException | None) -> None:
-    """Send the run's ``workflow_end`` for an end by ``exc``; free its id."""
+async def end_run(
+    state: ExternalRunState, exc: BaseException | None, *, isolate: bool = True
+) -> None:
+    """Send the run's ``workflow_end`` for an end by ``exc``; free its id.
+
+    ``isolate=False``: a ``raise_error`` handler's exception from the end (or a
+    ``KeyboardInterrupt``/``SystemExit`` a handler raised there) is raised here,
+    once the end completed, for a framework that lets it reach its caller.
+    """
     try:
         await call_in_run(state, None, state.finish, exc)
     finally:
         _LIVE.release(state.run_id, state)
+    if not isolate and state.end_error is not None:
+        raise state.end_error
 
 
 async def start_node(
-    state: ExternalRunState, node: str, inputs: Any, attempt: int = 1
+    state: ExternalRunState, node: str, inputs: Any, attempt: int = 1, *, isolate: bool = True
 ) -> NodeAttempt | None:
-    """Start an attempt of ``node``; ``None`` when a ``raise_error`` handler failed it at once."""
+    """Start an attempt of ``node``; ``None`` when a ``raise_error`` handler failed it at once
+    (its ``error`` event sent; with ``isolate=False`` that exception is raised instead)."""
     step = state.enter_node(node, as_input(inputs), attempt)
     try:
         await state.node_start(step)
-    except Exception:  # the node failed (its error event sent); the framework goes on
-        return None
+    except Exception:
+        if not isolate:
+            raise
+        return None  # the node failed; the framework goes on
     return step
 
 
 async def end_node(
-    state: ExternalRunState, step: NodeAttempt, output: Any, error: BaseException | None
+    state: ExternalRunState,
+    step: NodeAttempt,
+    output: Any,
+    error: BaseException | None,
+    *,
+    isolate: bool = True,
 ) -> None:
-    """End an attempt: succeeded with ``output``, cancelled, or failed with ``error``."""
+    """End an attempt: succeeded with ``output``, cancelled, or failed with ``error``.
+
+    A ``raise_error`` handler's exception on ``node_end`` fails the node; it is
+    raised here only with ``isolate=False``.
+    """
     if error is None:
-        # A raise_error handler's exception has failed the node: the framework goes on.
-        with contextlib.suppress(Exception):
+        try:
             await state.node_succeeded(step, output)
+        except Exception:
+            if not isolate:
+                raise
     elif isinstance(error, _CANCELLING):
         state.node_cancelled(step)
     else:

@@ -13,7 +13,9 @@ its id is Hamilton's run id, its inputs the execution's inputs, its name
 ``workflow_name=`` or the names of the driver's modules. Each node Hamilton
 executes is a node (``input_data``: the node's keyword arguments,
 ``output_data``: its result); a node that raises sends its ``error`` event and
-the execution's error fails the run.
+the execution's error fails the run. A node run once per item of a
+``Parallelizable`` block is a node per execution (``name``, ``name#2`` ...).
+A ``raise_error`` handler's exception reaches Hamilton, which raises it.
 
 ``FlowhooksAdapter`` serves both drivers. Under the sync ``Driver`` each
 execution's events are dispatched on a private loop thread, in order (also
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any
 
@@ -91,6 +94,7 @@ class _Runs:
         self._names: dict[int, str] = {}  # graph id -> name, computed once per graph
         self.states: dict[str, ExternalRunState] = {}
         self.steps: dict[tuple[str, str, str | None], NodeAttempt] = {}
+        self.names: dict[str, Counter[str]] = {}  # run id -> executions of each node so far
         self.lock = threading.Lock()
 
     def args(self, run_id: str, graph: Any, inputs: Mapping[str, Any] | None) -> RunArgs:
@@ -115,12 +119,23 @@ class _Runs:
         state = await start_run(self.args(run_id, graph, inputs), loop)
         with self.lock:
             self.states[run_id] = state
+            self.names[run_id] = Counter()
 
     async def end(self, run_id: str, error: BaseException | None) -> None:
         with self.lock:
             state = self.states.pop(run_id, None)
+            self.names.pop(run_id, None)
         if state is not None:
-            await end_run(state, error)
+            await end_run(state, error, isolate=False)
+
+    def _node_name(self, run_id: str, name: str) -> str:
+        """``name`` for a node's first execution in the run, then ``name#2``, ``name#3`` ...:
+        a node inside a ``Parallelizable`` block runs once per item, maybe at once."""
+        with self.lock:
+            counts = self.names.setdefault(run_id, Counter())
+            counts[name] += 1
+            count = counts[name]
+        return name if count == 1 else f"{name}#{count}"
 
     async def node_start(
         self, run_id: str, name: str, kwargs: dict[str, Any], task_id: str | None
@@ -128,7 +143,7 @@ class _Runs:
         state = self.states.get(run_id)
         if state is None:
             return
-        step = await start_node(state, name, kwargs)
+        step = await start_node(state, self._node_name(run_id, name), kwargs, isolate=False)
         if step is not None:
             with self.lock:
                 self.steps[run_id, name, task_id] = step
@@ -140,7 +155,7 @@ class _Runs:
             step = self.steps.pop((run_id, name, task_id), None)
         state = self.states.get(run_id)
         if step is not None and state is not None:
-            await end_node(state, step, result, error)
+            await end_node(state, step, result, error, isolate=False)
 
 
 def _run_by_async_driver(graph: Any) -> bool:

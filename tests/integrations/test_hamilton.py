@@ -14,7 +14,7 @@ pytest.importorskip("hamilton")
 
 from hamilton import async_driver, base, driver
 
-from flowhooks import Event
+from flowhooks import BaseCallbackHandler, Event
 from flowhooks.handlers import MetricsCallback
 from flowhooks.integrations.hamilton import AsyncFlowhooksAdapter, FlowhooksAdapter
 from flowhooks.testing import RecordingCallback
@@ -271,3 +271,85 @@ def test_bad_arguments_are_named() -> None:
     bad: Any = 3
     with pytest.raises(TypeError, match="resource_id="):
         FlowhooksAdapter(None, resource_id=bad)
+
+
+PARALLEL_SOURCE = """
+import time
+from hamilton.htypes import Collect, Parallelizable
+
+def item(count: int) -> Parallelizable[int]:
+    yield from range(count)
+
+def squared(item: int) -> int:
+    time.sleep(0.02)  # the executor's threads run several at once
+    return item * item
+
+def total(squared: Collect[int]) -> int:
+    return sum(squared)
+"""
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_each_execution_in_a_parallel_block_is_a_node_of_its_own(threads: bool) -> None:
+    """A node run once per item of a ``Parallelizable`` (several at once in threads) is
+    ``squared``, ``squared#2`` ...: the dataflow's result stands and nothing is merged."""
+    from hamilton.execution.executors import MultiThreadingExecutor, SynchronousLocalTaskExecutor
+
+    recorder = RecordingCallback()
+    executor = MultiThreadingExecutor(max_tasks=4) if threads else SynchronousLocalTaskExecutor()
+    dr = (
+        driver.Builder()
+        .with_modules(_module("parallel_items", PARALLEL_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter(recorder))
+        .enable_dynamic_execution(allow_experimental_mode=True)
+        .with_remote_executor(executor)
+        .build()
+    )
+    assert dr.execute(["total"], inputs={"count": 4}) == {"total": 14}
+    _check_stream(recorder.events)
+    squared = sorted(
+        e.node_id or "" for e in recorder.events_of("node_end") if "squared" in (e.node_id or "")
+    )
+    assert squared == ["squared", "squared#2", "squared#3", "squared#4"]
+    end = recorder.events[-1]
+    assert end.status == "succeeded"
+    assert sorted(v for k, v in end.payload.items() if k.startswith("squared")) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("event_type", ["node_start", "node_end", "workflow_end"])
+@pytest.mark.parametrize("async_driver_", [False, True])
+async def test_a_raise_error_handler_reaches_the_caller(
+    event_type: str, async_driver_: bool
+) -> None:
+    """SPEC §4: a raise_error handler's exception propagates; Hamilton's execute raises it."""
+
+    class Guard(BaseCallbackHandler):
+        raise_error = True
+
+    async def refuse(self: Any, *args: Any) -> None:
+        raise RuntimeError(f"guard refused {event_type}")
+
+    setattr(Guard, f"on_{event_type}", refuse)
+    recorder = RecordingCallback()
+    adapter = FlowhooksAdapter([Guard(), recorder])
+    if async_driver_:
+        dr = (
+            await async_driver.Builder()
+            .with_modules(_module("async_flow_guard", ASYNC_SOURCE))
+            .with_adapters(adapter)
+            .build()
+        )
+        execution: Any = dr.execute(["doubled"], inputs={"day": 1})
+    else:
+        sync_dr = (
+            driver.Builder()
+            .with_modules(_module("sync_flow_guard", SYNC_SOURCE))
+            .with_adapters(adapter)
+            .build()
+        )
+        execution = asyncio.to_thread(sync_dr.execute, ["mean"], inputs={"day": 1})
+    with pytest.raises(RuntimeError, match=f"guard refused {event_type}"):
+        await execution
+    assert [e.type for e in recorder.events_of("workflow_end")] == ["workflow_end"]
+    expected = "succeeded" if event_type == "workflow_end" else "failed"
+    assert recorder.events[-1].status == expected
