@@ -312,9 +312,17 @@ async def dead_letters(
         msg = f"{' and '.join(chosen)} cannot be combined; pick one"
         raise CLIError(msg)
     if replay is not None:
-        return "replayed", await _on_database(
+        replayed = await _on_database(
             db, lambda conn, dialect: Outbox(dialect).replay(conn, consumer, replay)
         )
+        if not replayed:  # a typo, or an event delivered or replayed meanwhile
+            whose = f" of consumer {consumer!r}" if consumer is not None else ""
+            msg = (
+                f"no dead letter{whose} has the event id {replay!r}; "
+                "`flowhooks dead-letters` lists them with their event ids"
+            )
+            raise CLIError(msg, EXIT_FAILED)
+        return "replayed", replayed
     if replay_all:
         return "replayed", await _on_database(
             db, lambda conn, dialect: Outbox(dialect).replay(conn, consumer, None)

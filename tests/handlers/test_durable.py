@@ -171,6 +171,14 @@ async def test_failures_are_retried_then_dead_lettered(tmp_path: Path, logs: lis
         == "[]"
     )
 
+    mistyped = cli("dead-letters", "--db", url, "--replay", dead_id[:-1], cwd=tmp_path)
+    assert mistyped.returncode == 1
+    assert mistyped.stderr.startswith("flowhooks: error: no dead letter has the event id")
+    other = cli(
+        "dead-letters", "--db", url, "--consumer", "flaky", "--replay", dead_id, cwd=tmp_path
+    )
+    assert other.returncode == 1
+    assert "no dead letter of consumer 'flaky' has the event id" in other.stderr
     replayed = cli("dead-letters", "--db", url, "--replay", dead_id, cwd=tmp_path)
     assert replayed.stdout.strip() == "replayed 1 dead letter(s)"
     assert {r.event_id: r.status for r in outbox_rows(url, "doomed")}[dead_id] == "pending"
