@@ -395,17 +395,62 @@ async def suspended_run(db: str, run_id: str) -> tuple[str, str | None]:
     if exact:
         rows = exact
     if not rows:
-        msg = (
-            f"no suspended run {run_id!r} in {_display_url(db)!r}; "
-            "'flowhooks runs --status suspended' lists them"
-        )
-        raise CLIError(msg, EXIT_FAILED)
+        why = await _why_not_resumable(db, run_id, pattern)
+        raise CLIError(why, EXIT_FAILED)
     if len(rows) > 1:
         shown = ", ".join(row.run_id for row in rows[:5])
         msg = f"{run_id!r} is the start of several suspended runs' ids ({shown}); give more of it"
         raise CLIError(msg)
     found: str = rows[0].run_id
     return found, rows[0].workflow_target or None
+
+
+_ENDED: Final = {
+    "running": "is still running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "was cancelled",
+    "crashed": "crashed",
+}
+
+
+async def _why_not_resumable(db: str, run_id: str, pattern: str) -> str:
+    """Why ``db`` holds no resumable state for ``run_id``, from what its history recorded."""
+    import sqlalchemy as sa
+
+    from flowhooks.handlers._history_db import runs_table
+
+    r, later = runs_table, runs_table.alias("later")
+
+    def look(conn: Any, _dialect: str) -> list[Any]:
+        resumed_by = (
+            sa.select(later.c.run_id)
+            .where(later.c.resumed_from == r.c.run_id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(r.c.run_id, r.c.status, resumed_by.label("resumed_by"))
+            .where(sa.or_(r.c.run_id == run_id, r.c.run_id.like(pattern, escape="\\")))
+            .limit(2)
+        )
+        return list(conn.execute(query).all())
+
+    recorded = await _on_database(db, look)
+    listed = "'flowhooks runs --status suspended' lists the runs waiting"
+    if len(recorded) != 1:
+        return f"no suspended run {run_id!r} in {_display_url(db)!r}; {listed}"
+    run = recorded[0]
+    if run.resumed_by:
+        return f"run {run.run_id!r} was already resumed by run {run.resumed_by!r}"
+    if run.status != "suspended":
+        ended = _ENDED.get(run.status, f"is {run.status}")
+        return f"run {run.run_id!r} is not suspended: it {ended}; {listed}"
+    return (
+        f"run {run.run_id!r} suspended, but its state was not saved in "
+        f"{_display_url(db)!r}: it ran without store=, so only the process that ran it "
+        "could resume it (`flowhooks run`, and run(store=URL), save it in the database)"
+    )
 
 
 # -- history prune --------------------------------------------------------------------------------

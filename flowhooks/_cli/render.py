@@ -325,7 +325,9 @@ def print_run_states(out: Console, runs: list[RunRecord]) -> None:
         note = run.cancel_reason or (
             f"{run.error_type}: {run.error_message}" if run.error_type else ""
         )
-        if run.status == "suspended" and run.final_node and not note:
+        if run.status == "suspended" and run.resumed_by:
+            note = f"resumed by {run.resumed_by[:12]}"
+        elif run.status == "suspended" and run.final_node and not note:
             note = f"waiting at {run.final_node}"
         if run.resumed_from:
             note = f"resumed from {run.resumed_from[:12]}" + (f"; {note}" if note else "")

@@ -8,7 +8,7 @@ command is built on it. Its names are imported from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -59,6 +59,9 @@ class RunRecord:
     """For a resumed run, the id of the suspended run it continues."""
     workflow_target: str | None = None
     """Where its workflow is defined, when recorded (``flowhooks run`` records it)."""
+    resumed_by: str | None = None
+    """For a suspended run that was resumed, the id of the run that resumed it
+    (``list_runs`` fills it in)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +197,15 @@ class HistoryStore:
         check_str("status", status, allow_none=True)
         if self._missing_file():
             return []
-        query = sa.select(runs_table)
+        later = runs_table.alias("later")
+        resumed_by = (
+            sa.select(later.c.run_id)
+            .where(later.c.resumed_from == runs_table.c.run_id)
+            .order_by(later.c.started_at)
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = sa.select(runs_table, resumed_by.label("resumed_by"))
         if workflow is not None:
             query = query.where(runs_table.c.workflow_name == workflow)
         if status is not None:
@@ -205,7 +216,7 @@ class HistoryStore:
         engine = await self._engine()
         async with engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [_run_record(row) for row in rows]
+        return [replace(_run_record(row), resumed_by=row["resumed_by"]) for row in rows]
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """Return one run with its node attempts and errors, or ``None`` when unknown.

@@ -209,15 +209,22 @@ def prune(conn: sa.Connection, *, older_than: float) -> int:
 
     Their node attempts, errors, event ids, consumers, delivered or dead outbox
     rows and finished suspensions go too. Live, suspended and still-pending
-    work is kept. Returns the number of runs deleted.
+    work is kept; a suspended run that a recorded run resumed has ended. Returns
+    the number of runs deleted.
     """
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-    r = runs_table
+    r, later = runs_table, runs_table.alias("later")
+    resumed = sa.select(sa.literal(1)).where(later.c.resumed_from == r.c.run_id).exists()
     old = (
         sa.select(r.c.run_id)
         .where(r.c.ended_at.is_not(None))
         .where(r.c.ended_at < cutoff)
-        .where(r.c.status.not_in(("running", "suspended")))
+        .where(
+            sa.or_(
+                r.c.status.not_in(("running", "suspended")),
+                sa.and_(r.c.status == "suspended", resumed),
+            )
+        )
         .where(
             ~sa.select(sa.literal(1))
             .where(outbox_table.c.run_id == r.c.run_id)

@@ -317,3 +317,50 @@ def test_a_serializer_without_dumps_and_loads_is_refused_up_front(
 ) -> None:
     with pytest.raises(TypeError, match=r"serializer=.*dumps\(\) and loads\(\)"):
         SQLRunStore(f"sqlite:///{tmp_path / 'runs.db'}", serializer=serializer)
+
+
+def test_runs_resumed_or_kept_in_memory_are_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs suspended without ``store=`` (their state in the memory of the process that ran
+    them) are recorded as suspended: ``runs`` shows which were resumed and by which run,
+    ``resume`` says why neither can be resumed from the database, and ``history prune``
+    deletes the resumed one only."""
+    from flowhooks import Suspend, Workflow, current_run, node
+    from flowhooks.handlers.history import HistoryCallback
+
+    @node
+    def approve() -> bool:
+        if current_run().resume_data is None:
+            raise Suspend("needs approval")
+        return True
+
+    monkeypatch.setenv("COLUMNS", "160")  # the table's notes unwrapped
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    history = HistoryCallback(url)
+    workflow = Workflow("orders", nodes=[approve])
+    resumed = workflow.run_sync(callbacks=[history])
+    waiting = workflow.run_sync(callbacks=[history])
+    later = workflow.resume_sync(resumed.run_id, {"ok": True}, callbacks=[history])
+    assert later.status == "succeeded"
+    asyncio.run(history.aclose())
+
+    table = cli("runs", "--db", url, "--status", "suspended", cwd=tmp_path).stdout
+    assert f"resumed by {later.run_id[:12]}" in table
+    assert "waiting at approve" in table  # the other one
+    again = cli("resume", resumed.run_id[:12], "--db", url, cwd=tmp_path)
+    assert again.returncode == 1
+    assert f"already resumed by run '{later.run_id}'" in again.stderr
+    in_memory = cli("resume", waiting.run_id, "--db", url, cwd=tmp_path)
+    assert in_memory.returncode == 1
+    assert "its state was not saved" in in_memory.stderr
+    assert "store=" in in_memory.stderr
+    done = cli("resume", later.run_id, "--db", url, cwd=tmp_path)
+    assert "is not suspended: it succeeded" in done.stderr
+
+    time.sleep(1.1)
+    pruned = cli("history", "prune", "--older-than", "1s", "--db", url, cwd=tmp_path)
+    # the resumed run and the run that resumed it; the one still waiting is kept
+    assert pruned.stdout.startswith("pruned 2 run(s)"), pruned.stdout
+    left = query(url, "SELECT run_id FROM flowhooks_runs")
+    assert left == [(waiting.run_id,)]
