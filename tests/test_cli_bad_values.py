@@ -85,3 +85,16 @@ def test_resume_data_must_be_json(db: str, data: str) -> None:
     [line] = err.splitlines()
     assert line.startswith("flowhooks: error: --data is not valid JSON (")
     assert "quote it for the shell" in line.lower()
+
+
+@pytest.mark.parametrize(
+    ("command", "option"), [("history", "--older-than"), ("sweep", "--retention")]
+)
+def test_a_duration_without_a_unit_is_refused_with_the_units(
+    db: str, command: str, option: str
+) -> None:
+    """``30`` meant as days would delete nearly everything as seconds: a unit is required."""
+    args = ["history", "prune"] if command == "history" else ["sweep"]
+    code, err = invoke(*args, option, "30", "--db", db)
+    assert code == EXIT_BAD_INPUT
+    assert f"{option} 30 has no unit: say 30d (days)" in err

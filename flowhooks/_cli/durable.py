@@ -16,13 +16,16 @@ from flowhooks._cli.db import _check_url, _display_url, _history_module
 from flowhooks._cli.errors import EXIT_FAILED, CLIError
 
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _MAX_SECONDS: Final = 100 * 365.25 * 86400.0
 """The longest duration or number of seconds an option takes (longer ones overflow dates)."""
 
 
 def parse_duration(text: str, option: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or plain seconds, as a ``timedelta``.
+    """``30d``, ``12h``, ``90m``, ``45s`` or ``2w``, as a ``timedelta``.
+
+    A number without a unit is refused: these options decide what is deleted,
+    and ``30`` meant as days would delete nearly everything as seconds.
 
     Raises:
         CLIError: naming ``option`` when ``text`` is not such a duration.
@@ -30,6 +33,13 @@ def parse_duration(text: str, option: str) -> timedelta:
     match = _DURATION.match(text)
     if match is None:
         msg = f"{option} takes a duration like 30d, 12h, 90m or 45s, got {text!r}"
+        raise CLIError(msg)
+    if not match.group(2):
+        number = match.group(1)
+        msg = (
+            f"{option} {text.strip()} has no unit: say {number}d (days), {number}h (hours), "
+            f"{number}m (minutes), {number}s (seconds) or {number}w (weeks)"
+        )
         raise CLIError(msg)
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds > _MAX_SECONDS:
