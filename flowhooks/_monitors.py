@@ -15,6 +15,7 @@ metrics are built on this, the same way any user's tracing can be.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,10 +88,19 @@ def add_hook_monitor(monitor: HookMonitor) -> Callable[[], None]:
         A function that removes this registration (calling it again does nothing).
 
     Raises:
-        TypeError: when ``monitor`` is not callable.
+        TypeError: when ``monitor`` is not callable, or is a coroutine function.
     """
     if not callable(monitor):
         msg = f"add_hook_monitor(monitor) takes a callable, got {monitor!r}"
+        raise TypeError(msg)
+    if inspect.iscoroutinefunction(monitor) or inspect.iscoroutinefunction(
+        getattr(monitor, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    ):
+        msg = (
+            f"add_hook_monitor(monitor) takes a plain (synchronous) function, got the coroutine "
+            f"function {monitor!r}: monitors run inline right after each hook call, where "
+            "nothing awaits them; record what you need and hand slow work to a queue"
+        )
         raise TypeError(msg)
     with _lock:
         hook_monitors.append(monitor)

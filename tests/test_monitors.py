@@ -159,6 +159,21 @@ def test_monitor_must_be_callable() -> None:
         add_hook_monitor(42)  # type: ignore[arg-type]
 
 
+def test_a_coroutine_function_is_refused_as_a_monitor() -> None:
+    """Nothing awaits a monitor: an async one would never run (a 'never awaited' warning)."""
+
+    async def watch(call: HookCallReport) -> None:
+        pass
+
+    class Watcher:
+        async def __call__(self, call: HookCallReport) -> None:
+            pass
+
+    for monitor in (watch, Watcher()):
+        with pytest.raises(TypeError, match=r"plain \(synchronous\) function"):
+            add_hook_monitor(monitor)  # type: ignore[arg-type]
+
+
 async def test_a_registered_monitor_turns_timing_on() -> None:
     """While a monitor is registered, stats seconds grow; without one they stay 0.0."""
     handler = Quiet()
