@@ -7,6 +7,7 @@ callbacks, timeout) is raised here, before the run's first event.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -248,6 +249,18 @@ def resolve_store(store: RunStore | str | None) -> RunStore:
 
         return store_for_url(store)
     if isinstance(store, RunStore):
+        plain = [
+            name
+            for name in ("save", "claim", "unclaim")
+            if not inspect.iscoroutinefunction(getattr(store, name))
+        ]
+        if plain:
+            msg = (
+                f"store= got {type(store).__name__}, whose {', '.join(plain)} "
+                f"{'is' if len(plain) == 1 else 'are'} not `async def`: a RunStore's methods "
+                "are awaited (see flowhooks.RunStore)"
+            )
+            raise TypeError(msg)
         return store
     msg = (
         f"store= takes a database URL (e.g. 'sqlite:///flowhooks.db') or a RunStore, got {store!r}"

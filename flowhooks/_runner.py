@@ -14,6 +14,7 @@ only what it opened; the built-in runners hold nothing.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import deque
 from time import perf_counter
 from types import TracebackType
@@ -49,6 +50,10 @@ class Schedule(Protocol):
         """The run's end is given up on: cancel what still executes nodes."""
 
 
+_ASYNC_METHODS = ("submit", "open", "aclose", "hold_for_run", "release_for_run")
+"""The ``Runner`` methods a run awaits; a subclass's overrides must be coroutine functions."""
+
+
 class Runner:
     """Base class of runners: a runner walks the DAG; the run owns every node semantic.
 
@@ -73,6 +78,21 @@ class Runner:
     and then, for a cancelled or timed-out run, for its end (``workflow_end``,
     function callbacks, flushes) before abandoning what is left; ``None`` waits
     as long as it takes."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, when the class is made, an override of an async method that is a plain
+        ``def``: the run awaits what it returns, and would fail each node with an error
+        that names the node, not the runner."""
+        super().__init_subclass__(**kwargs)
+        for name in _ASYNC_METHODS:
+            method = cls.__dict__.get(name)
+            if method is not None and not inspect.iscoroutinefunction(method):
+                msg = (
+                    f"{cls.__qualname__}.{name} must be an `async def` (the run awaits it), "
+                    f"got {method!r}; for a body that blocks, use "
+                    "`return await asyncio.to_thread(...)` inside it"
+                )
+                raise TypeError(msg)
 
     def __init__(self, max_concurrency: int | None = None, fail_fast: bool = True) -> None:
         self.max_concurrency = check_count(

@@ -172,3 +172,45 @@ def test_depends_on_none_names_the_option() -> None:
 def test_sequential_runner_fail_fast_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="fail_fast must be True or False"):
         SequentialRunner(fail_fast="no")  # type: ignore[arg-type]
+
+
+def test_a_runner_override_that_is_not_async_is_refused_when_the_class_is_made() -> None:
+    """A plain ``def submit`` would fail every node with an error naming the node."""
+    from flowhooks import AsyncioRunner
+
+    with pytest.raises(TypeError, match=r"PlainRunner.submit must be an `async def`"):
+
+        class PlainRunner(AsyncioRunner):
+            def submit(self, node: Any, kwargs: dict[str, Any]) -> Any:  # type: ignore[override]
+                return node.fn(**kwargs)
+
+    class AsyncRunner(AsyncioRunner):  # an async override is fine
+        async def submit(self, node: Any, kwargs: dict[str, Any]) -> Any:
+            return await super().submit(node, kwargs)
+
+    @node
+    async def one() -> int:
+        return 1
+
+    assert Workflow("w", nodes=[one]).run_sync(runner=AsyncRunner()).outputs == {"one": 1}
+
+
+def test_a_run_store_with_plain_methods_is_refused_before_the_run() -> None:
+    from flowhooks import Suspend
+
+    class SyncStore:
+        def save(self, run: Any) -> None:
+            pass
+
+        def claim(self, run_id: str, claimant: str) -> Any:
+            return None
+
+        async def unclaim(self, run_id: str, claimant: str) -> None:
+            pass
+
+    @node
+    async def wait() -> int:
+        raise Suspend("later")
+
+    with pytest.raises(TypeError, match=r"SyncStore, whose save, claim are not `async def`"):
+        Workflow("w", nodes=[wait]).run_sync(store=SyncStore())
