@@ -75,6 +75,27 @@ def _check_directory(url: str) -> None:
             raise CLIError(msg)
 
 
+def _check_exists(url: str) -> None:
+    """Reject a SQLite URL whose file does not exist, for commands that act on what a
+    database holds (a mistyped path would otherwise make an empty database and report
+    nothing to do)."""
+    _check_directory(url)
+    parsed = _history_module().normalize_url(url)
+    database = parsed.database
+    if (
+        parsed.drivername.startswith("sqlite")
+        and database
+        and database != ":memory:"
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    ):
+        msg = (
+            f"no history database at {database!r} ({_display_url(url)!r}); check --db "
+            "(the first run that records history creates it, as does `flowhooks db upgrade`)"
+        )
+        raise CLIError(msg)
+
+
 async def _check_database(url: str) -> None:
     """Make sure the history database can be used before a run starts.
 

@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 from typing import Any, Final
 
-from flowhooks._cli.db import _check_url, _display_url, _history_module
+from flowhooks._cli.db import _check_exists, _check_url, _display_url, _history_module
 from flowhooks._cli.errors import EXIT_FAILED, CLIError
 
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -120,9 +120,9 @@ async def list_runs(db: str, status: str | None, limit: int) -> list[Any]:
 
 
 async def _on_database(db: str, work: Any) -> Any:
-    """Run ``work(connection)`` in one transaction on ``db`` (created or checked first)."""
-    _check_url(db)
-    _history_module()
+    """Run ``work(connection)`` in one transaction on ``db``, which must exist (a SQLite
+    file), checked first."""
+    _check_exists(db)
     from flowhooks.handlers._sql_hub import SqlHub, WriteError
 
     hub = SqlHub.for_url(db, connect_timeout=10.0)

@@ -159,10 +159,10 @@ async def test_sweep_purges_delivered_rows_past_retention(tmp_path: Path) -> Non
     """Delivered outbox rows older than the retention are deleted; newer and pending ones stay."""
     from datetime import timedelta
 
-    from flowhooks._cli.durable import sweep
+    from flowhooks._cli.durable import sweep, upgrade_database
 
     url = f"sqlite:///{tmp_path / 'h.db'}"
-    await sweep(url, 60, timedelta(days=7))  # creates the database
+    upgrade_database(url)  # creates the database
     now = time.time()
     engine = sa.create_engine(normalize_url(url).set(drivername="sqlite"))
     with engine.begin() as conn:
@@ -187,6 +187,12 @@ async def test_sweep_purges_delivered_rows_past_retention(tmp_path: Path) -> Non
 def test_sweep_and_runs_reject_bad_options(tmp_path: Path) -> None:
     """Bad options are one line each, exit 2."""
     url = f"sqlite:///{tmp_path / 'h.db'}"
+    for command in (["sweep"], ["dead-letters"], ["history", "prune", "--older-than", "1d"]):
+        typo = cli(*command, "--db", f"sqlite:///{tmp_path / 'h1.db'}", cwd=tmp_path)
+        assert typo.returncode == 2, typo.stderr
+        assert "no history database at" in typo.stderr
+        assert not (tmp_path / "h1.db").exists()  # not made empty by a typo
+    assert cli("db", "upgrade", "--db", url, cwd=tmp_path).returncode == 0
     bad = cli("sweep", "--db", url, "--retention", "soon", cwd=tmp_path)
     assert bad.returncode == 2
     assert "--retention takes a duration" in bad.stderr
