@@ -52,6 +52,8 @@ _DERIVED_CACHE: Final = 64
 _CIRCULAR: Final = "<circular reference>"
 _TOO_DEEP: Final = "<nested too deeply>"
 _OVER_BUDGET: Final = "<redaction limit reached>"
+_MIN_SCRUBBED: Final = 6
+"""Shortest secret text removed wherever it appears (shorter ones would hit ordinary words)."""
 _KEPT_TYPES: Final = (
     int,
     float,
@@ -208,9 +210,11 @@ class Redaction:
         """Return a redacted copy of ``value``; never raises, never mutates ``value``.
 
         Mappings become dicts, lists and sets lists, tuples tuples; pydantic
-        models and dataclasses become dicts of their fields. A secret-named
+        models, dataclasses and named tuples become dicts of their fields. A secret-named
         key's value (a ``str`` or ``bytes`` key, in a mapping or as the first
-        item of a two-item ``(key, value)`` pair) becomes ``"***"``. Strings,
+        item of a two-item ``(key, value)`` pair) becomes ``"***"``, and so does
+        that text (of 6 characters or more) wherever else it appears in
+        ``value``'s strings. Strings,
         string keys and ``bytes`` lose their credentials (``text``). Numbers,
         booleans, ``None``, dates, times, UUIDs and enum members are kept as
         they are; any other object becomes its ``repr()``, redacted.
@@ -220,7 +224,11 @@ class Redaction:
             max_items: show at most this many items of each container, then a
                 note of how many more there were (for a bounded preview).
         """
-        return _Walk(self, max_items).walk(value, 0)
+        walk = _Walk(self, max_items)
+        redacted = walk.walk(value, 0)
+        if walk.hidden:  # the same secret elsewhere in the value (a list, a message): gone too
+            redacted = _scrub(redacted, sorted(walk.hidden, key=len, reverse=True), 0)
+        return redacted
 
     # -- options ------------------------------------------------------------------------
 
@@ -273,13 +281,25 @@ RedactOption: TypeAlias = bool | Redaction | Iterable[str]
 class _Walk:
     """One redacted copy: the path being walked (for cycles) and the budget left."""
 
-    __slots__ = ("_active", "_budget", "_limit", "_policy")
+    __slots__ = ("_active", "_budget", "_limit", "_policy", "hidden")
 
     def __init__(self, policy: Redaction, max_items: int | None) -> None:
         self._policy = policy
         self._limit = max_items
         self._active: set[int] = set()
         self._budget = _BUDGET
+        self.hidden: set[str] = set()
+        """The secrets hidden under secret-named keys, to remove where else they appear."""
+
+    def _hide(self, item: Any) -> str:
+        """``"***"`` for a secret-named key's value, remembering its text."""
+        if isinstance(item, bytes | bytearray):
+            item = bytes(item).decode("latin-1")
+        if isinstance(item, str):
+            text = item.strip().strip("'\"")
+            if len(text) >= _MIN_SCRUBBED and text != REDACTED:
+                self.hidden.add(text)
+        return REDACTED
 
     def walk(self, value: Any, depth: int) -> Any:
         self._budget -= 1
@@ -332,6 +352,11 @@ class _Walk:
             return self._mapping(fields, depth)
         if isinstance(value, Mapping):
             return self._mapping(value, depth)
+        names = getattr(type(value), "_fields", None) if isinstance(value, tuple) else None
+        if isinstance(names, tuple):
+            # A named tuple: its field names are keys (``Creds(user, token)``), as a
+            # dataclass's are; as a plain tuple its values would go out unnamed, unredacted.
+            return self._mapping(dict(zip(names, value, strict=False)), depth)
         if isinstance(value, list | tuple | set | frozenset | deque):
             return self._sequence(value, depth)
         return self._repr(value)
@@ -359,7 +384,7 @@ class _Walk:
                 key = policy.text(key)
             elif isinstance(key, bytes):
                 key = self._bytes(key)
-            out[key] = REDACTED if hidden else self.walk(item, depth + 1)
+            out[key] = self._hide(item) if hidden else self.walk(item, depth + 1)
         return out
 
     def _sequence(self, value: Any, depth: int) -> list[Any] | tuple[Any, ...]:
@@ -371,12 +396,30 @@ class _Walk:
             and isinstance(items[0], str | bytes)
             and self._policy.hides(items[0], items[1])
         ):  # a (key, value) pair such as a header
-            pair = (self.walk(items[0], depth + 1), REDACTED)
+            pair = (self.walk(items[0], depth + 1), self._hide(items[1]))
             return pair if isinstance(value, tuple) else list(pair)
         walked = [self.walk(item, depth + 1) for item in items[:keep]]
         if len(items) > keep:
             walked.append(f"... {_more(value, keep, 'items')}")
         return tuple(walked) if isinstance(value, tuple) else walked
+
+
+def _scrub(value: Any, secrets: list[str], depth: int) -> Any:
+    """``value`` (already redacted: dicts, lists, tuples, strings) with each of ``secrets``
+    replaced by ``"***"`` in its strings."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {key: _scrub(item, secrets, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        scrubbed = [_scrub(item, secrets, depth + 1) for item in value]
+        return tuple(scrubbed) if isinstance(value, tuple) else scrubbed
+    return value
 
 
 def _more(value: Any, shown: int, what: str) -> str:

@@ -5,7 +5,9 @@ Payloads are arbitrary Python objects. The result is always strict JSON (what
 accept) that encodes to valid UTF-8:
 
 - plain data (dicts, lists, tuples, strings, numbers, booleans, ``None``) is
-  kept; models (with their own serialisers), dataclasses, datetimes, sets,
+  kept; a named tuple becomes an object of its fields (its names are what
+  tells a ``password`` field from the rest, redaction included); models
+  (with their own serialisers), dataclasses, datetimes, sets,
   UUIDs, ... are converted as pydantic converts them; anything else becomes
   its ``repr()``;
 - a one-shot iterator (a generator, ``map``, ``zip``, ``itertools.count()``,
@@ -348,7 +350,8 @@ def _convert(value: Any, limit: int) -> Any:
         if type(serializer) is pydantic_core.SchemaSerializer:
             return _pydantic_data(value, serializer, fallback)
         if _is_dataclass_instance(cls):
-            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return _named_fields(fields)
         if issubclass(cls, set | frozenset | deque):
             return list(value)
         return pydantic_core.to_jsonable_python(value, fallback=fallback, serialize_unknown=True)
@@ -411,6 +414,44 @@ def _encoder(limit: int) -> json.JSONEncoder:
     return json.JSONEncoder(
         ensure_ascii=False, allow_nan=False, default=functools.partial(_convert, limit=limit)
     )
+
+
+def _named_fields(value: Any, active: set[int] | None = None, depth: int = 0) -> Any:
+    """``value`` with each named tuple in its plain dicts, lists and tuples made a dict of its
+    fields; ``value`` itself when it holds none (nothing is copied then). The C encoder
+    would write a named tuple as a list, losing the field names. Never raises: on any
+    failure the value is left as it was."""
+    cls = type(value)
+    if cls is str or cls is int or cls is float or value is None or cls is bool:
+        return value
+    try:
+        if depth >= MAX_DEPTH:
+            return value
+        names = getattr(cls, "_fields", None) if issubclass(cls, tuple) else None
+        if isinstance(names, tuple):
+            return dict(zip(names, _named_fields(tuple(value), active, depth), strict=False))
+        if cls is not dict and cls is not list and cls is not tuple:
+            return value  # converted by _convert, or by the encoder as it is
+        active = set() if active is None else active
+        if id(value) in active:
+            return value  # a cycle: the encoder reports it
+        active.add(id(value))
+        try:
+            items = value.items() if cls is dict else enumerate(value)
+            changed: Any = None
+            for key, item in items:
+                new = _named_fields(item, active, depth + 1)
+                if new is not item:
+                    if changed is None:
+                        changed = dict(value) if cls is dict else list(value)
+                    changed[key] = new
+        finally:
+            active.discard(id(value))
+        if changed is None:
+            return value
+        return tuple(changed) if cls is tuple else changed
+    except Exception:  # RecursionError at the stack's edge, a hostile _fields ...
+        return value
 
 
 def _json_text(value: Any, limit: int) -> str:
@@ -481,7 +522,7 @@ def to_jsonable(value: Any, *, max_chars: int | None = None) -> Any:
             return value
     elif kind is float:
         return value if math.isfinite(value) else _non_finite(value)
-    text = _json_text(value, limit)
+    text = _json_text(_named_fields(value), limit)
     if len(text) <= limit:
         return _parse(text)
     return {TRUNCATION_MARKER: True, "original_chars": len(text), "preview": text[:limit]}

@@ -449,7 +449,8 @@ async def _take(gen: AsyncIterator[int], n: int) -> AsyncIterator[int]:
 
 
 def test_re_iterable_containers_serialise_as_before() -> None:
-    """Lists, tuples, sets, dicts, deques, named tuples and ranges are not one-shot."""
+    """Lists, tuples, sets, dicts, deques, named tuples and ranges are not one-shot; a named
+    tuple keeps its field names."""
     point = collections.namedtuple("point", "x y")
     assert to_jsonable(
         {
@@ -468,7 +469,7 @@ def test_re_iterable_containers_serialise_as_before() -> None:
         "frozenset": [3],
         "dict": {"a": 1},
         "deque": [1, 2],
-        "named": [1, 2],
+        "named": {"x": 1, "y": 2},
         "range": "range(0, 3)",
         "counter": {"a": 2, "b": 1},
     }

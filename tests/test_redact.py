@@ -444,3 +444,33 @@ def test_hostile_nested_values_never_raise_nor_leak(value: Any) -> None:
     finally:
         module._BUDGET = saved  # type: ignore[misc]
     assert SECRET not in repr(out)
+
+
+def test_a_named_tuple_keeps_its_field_names_and_its_secrets_are_hidden() -> None:
+    from typing import NamedTuple
+
+    class Creds(NamedTuple):
+        user: str
+        password: str
+
+    assert redact_value({"db": Creds("app", "hunter2")}) == {
+        "db": {"user": "app", "password": "***"}
+    }
+
+
+def test_a_secret_found_under_its_key_is_hidden_wherever_else_it_appears() -> None:
+    """A value that lost its key on the way (a list of reprs, a message) goes too."""
+    redacted = redact_value(
+        {
+            "api_key": "'sk-live-123'",
+            "positional": ["'bob'", "'sk-live-123'"],
+            "message": "called with sk-live-123 twice",
+            "short": {"token": "abc", "other": "abc"},
+        }
+    )
+    assert redacted == {
+        "api_key": "***",
+        "positional": ["'bob'", "'***'"],
+        "message": "called with *** twice",
+        "short": {"token": "***", "other": "abc"},  # too short to hunt for elsewhere
+    }

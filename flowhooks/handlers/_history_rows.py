@@ -286,7 +286,7 @@ class HistoryRows:
                 ended_at=result.ended_at,
                 duration=result.duration,
                 final_node=result.final_node,
-                cancel_reason=result.cancel_reason,
+                cancel_reason=self.text(result.cancel_reason),
                 error_type=info.type if info is not None else None,
                 error_message=self.text(info.message) if info is not None else None,
                 resumed_from=result.resumed_from,

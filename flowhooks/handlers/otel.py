@@ -229,7 +229,7 @@ class OpenTelemetryCallback(BaseCallbackHandler):
             span.set_status(Status(StatusCode.ERROR, detail))
         elif status == "cancelled":
             reason = getattr(result, "cancel_reason", None)
-            span.add_event("cancelled", {"reason": reason or ""}, timestamp=end)
+            span.add_event("cancelled", {"reason": _sent(reason or "")}, timestamp=end)
         _end_open(run, end)
 
     # -- nodes --------------------------------------------------------------------------

@@ -370,3 +370,22 @@ def test_the_otel_extra_needs_only_the_api() -> None:
     extras = project["project"]["optional-dependencies"]
     assert [dep.split(">")[0] for dep in extras["otel"]] == ["opentelemetry-api"]
     assert any(dep.startswith("opentelemetry-sdk") for dep in extras["dev"])
+
+
+async def test_a_cancel_reason_goes_out_without_credentials(tracer, exporter):
+    """The ``cancelled`` span event carries the reason with its credentials cut out."""
+    from flowhooks import Workflow, current_run, node
+
+    @node
+    async def stop() -> None:
+        current_run().cancel("operator: retry with https://ops:hunter2@db.example/x token=abc123")
+        await asyncio.sleep(10)
+
+    result = await Workflow("etl", nodes=[stop]).run(callbacks=[OpenTelemetryCallback(tracer)])
+    assert result.status == "cancelled"
+    run = by_name(exporter.get_finished_spans())["workflow etl"]
+    [cancelled] = [e for e in run.events if e.name == "cancelled"]
+    reason = str((cancelled.attributes or {})["reason"])
+    assert "hunter2" not in reason
+    assert "abc123" not in reason
+    assert "https://***@db.example/x" in reason

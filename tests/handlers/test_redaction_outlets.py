@@ -1,7 +1,7 @@
 """One secret through a real run, and every place run data leaves the process.
 
 The secret travels as an ``api_key`` input, a ``password`` in a nested
-dataclass, inside an object's repr, in a header pair list, under a ``bytes``
+dataclass and a named tuple, inside an object's repr, in a header pair list, under a ``bytes``
 key, in a URL's user information and query, and in an exception message
 (``Authorization: Bearer ...``). It must be absent from loguru output, stdlib
 log records, webhook and notification bodies received over loopback HTTP,
@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from loguru import logger
@@ -54,6 +54,11 @@ class Settings:
     db: Database
 
 
+class Creds(NamedTuple):
+    user: str
+    token: str
+
+
 class Client:
     def __init__(self, key: str) -> None:
         self.key = key
@@ -70,6 +75,7 @@ def secret_workflow() -> Workflow:
         return {
             "settings": Settings("prod", Database("db.example", api_key)),
             "client": Client(api_key),
+            "creds": Creds("bob", api_key),
             "headers": [("Authorization", f"Bearer {api_key}"), ("X-Api-Key", api_key)],
             b"api_key": api_key,
             "url": url,

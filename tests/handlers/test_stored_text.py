@@ -176,3 +176,22 @@ def test_the_database_file_alone_holds_the_history_once_the_process_exits(
     assert query(f"sqlite:///{copy / 'h.db'}", "SELECT status FROM flowhooks_runs") == [
         ("succeeded",)
     ]
+
+
+async def test_a_cancel_reason_is_stored_without_credentials(tmp_path: Path) -> None:
+    from flowhooks import current_run
+
+    @node
+    async def stop() -> None:
+        current_run().cancel("operator: retry with https://ops:hunter2@db.example/x token=abc123")
+        await asyncio.sleep(10)
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    history = HistoryCallback(url)
+    result = await Workflow("etl", nodes=[stop]).run(callbacks=[history])
+    await history.aclose()
+    assert result.status == "cancelled"
+    [(reason,)] = query(url, "SELECT cancel_reason FROM flowhooks_runs")
+    assert "hunter2" not in reason
+    assert "abc123" not in reason
+    assert reason.startswith("operator: retry with https://***@db.example/x")
