@@ -41,6 +41,8 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
     run.finish_in_walk = _finish  # a walk in a task of its own goes on with the end there
     external_cancel: asyncio.CancelledError | None = None
     try:
+        if run.stopping is None and run.runner.opens_for_runs:
+            external_cancel = await _hold_runner(run)
         try:
             await run.events.emit(EventType.WORKFLOW_START, (run.run_id, run.inputs))
         except asyncio.CancelledError:
@@ -75,6 +77,36 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
     if run.raised is not None:
         raise run.raised
     return result
+
+
+async def _hold_runner(run: RunState) -> asyncio.CancelledError | None:
+    """Open the run's runner if nobody has (a cluster runner connects), before
+    ``workflow_start`` (handlers find it open) but as part of the run: a stop
+    (``RunHandle.cancel``, ``timeout=``) interrupts the opening, a runner that cannot
+    open fails the run; either way ``workflow_start`` and ``workflow_end`` still go out.
+
+    Returns:
+        The cancellation of the awaiting task, when it came during the opening: the
+        run ends cancelled, then it is raised.
+    """
+    main = run.main
+    assert main is not None
+    run.bodies.add(main)  # what the run awaits now: a stop request cancels it
+    try:
+        await run.runner.hold_for_run()
+        run.holds_runner = True
+    except asyncio.CancelledError as exc:
+        run.bodies.discard(main)
+        if not run._consume_own_cancellation(main):
+            reason = str(exc) or "the task awaiting the run was cancelled"
+            run.request_stop(RunStatus.CANCELLED, reason)
+            return exc
+    except Exception as exc:
+        run.fail(None, run.error_info(exc, None, None))
+        run.stopping = RunStatus.FAILED
+    finally:
+        run.bodies.discard(main)
+    return None
 
 
 async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:

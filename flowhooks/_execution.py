@@ -135,6 +135,7 @@ class RunState(NodeOutcomes):
         "forced",
         "gave_up",
         "has_handlers",
+        "holds_runner",
         "injected",
         "inputs",
         "last_success",
@@ -239,12 +240,12 @@ class RunState(NodeOutcomes):
         self.main: asyncio.Task[Any] | None = None
         self.forced = False
         self.gave_up = False
+        self.holds_runner = False  # opened (or kept open) its runner: releases it when over
         self.nodes_settled = False
         self.force_timer: asyncio.TimerHandle | None = None
         self.timeout_timer: asyncio.TimerHandle | None = None
         # The run's end, when its walk may run it in its own task once the nodes are over
-        # (SequentialRunner): the end's coroutine function, then the started end and the
-        # cancellations of the awaiting task that came during it.
+        # (SequentialRunner): its coroutine function, the started end, the cancels meanwhile.
         self.finish_in_walk: Callable[[RunState], Coroutine[Any, Any, RunResult]] | None = None
         self.end_started: Started[RunResult] | None = None
         self.end_cancels = 0

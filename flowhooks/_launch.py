@@ -220,11 +220,11 @@ async def _execute(prepared: _Prepared) -> RunResult:
     frame_token = enter_run_task()
     runner = state.runner
     try:
-        await runner.hold_for_run()
         try:
             result = await execute(state, prepared.timeout, prepared.control)
         finally:
-            await runner.release_for_run()
+            if state.holds_runner:
+                await runner.release_for_run()
         state.let_go_of_walk()
         return result
     finally:

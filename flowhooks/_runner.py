@@ -166,6 +166,11 @@ class Runner:
         await self.aclose()
 
     @property
+    def opens_for_runs(self) -> bool:
+        """Whether a run must hold this runner open (``hold_for_run``) while it runs."""
+        return self._has_lifecycle
+
+    @property
     def _has_lifecycle(self) -> bool:
         cls = type(self)
         return cls.open is not Runner.open or cls.aclose is not Runner.aclose
