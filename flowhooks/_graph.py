@@ -218,8 +218,11 @@ def check_inputs(workflow: str, inputs: Mapping[str, Any], plan: RunPlan) -> Non
         return
     missing = sorted(name for name in plan.required_inputs if name not in inputs)
     if missing:
+        given = [str(name) for name in inputs if name not in plan.required_inputs]
         detail = "; ".join(
-            f"{name!r} (needed by {', '.join(plan.required_inputs[name])})" for name in missing
+            f"{name!r} (needed by {', '.join(plan.required_inputs[name])})"
+            + _given_as(name, given)
+            for name in missing
         )
         example = ", ".join(repr(m) + ": ..." for m in missing)
         msg = (
@@ -227,6 +230,12 @@ def check_inputs(workflow: str, inputs: Mapping[str, Any], plan: RunPlan) -> Non
             f"Pass them to run(), e.g. run({{{example}}})"
         )
         raise MissingInputError(msg, missing)
+
+
+def _given_as(missing: str, given: list[str]) -> str:
+    """A " (given as 'x'?)" suffix when an input that no node takes looks like ``missing``."""
+    close = difflib.get_close_matches(missing, given, n=1)
+    return f" (given as {close[0]!r}?)" if close else ""
 
 
 def _hint(unknown: list[str], nodes: Iterable[str]) -> str:

@@ -214,3 +214,14 @@ def test_a_run_store_with_plain_methods_is_refused_before_the_run() -> None:
 
     with pytest.raises(TypeError, match=r"SyncStore, whose save, claim are not `async def`"):
         Workflow("w", nodes=[wait]).run_sync(store=SyncStore())
+
+
+def test_a_missing_input_given_under_a_close_name_is_pointed_out() -> None:
+    @node
+    def load(source: str, limit: int = 3) -> str:
+        return source
+
+    from flowhooks import MissingInputError
+
+    with pytest.raises(MissingInputError, match=r"'source' \(needed by load\) \(given as 'sourc'"):
+        Workflow("etl", nodes=[load]).run_sync({"sourc": "x"})
