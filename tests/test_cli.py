@@ -450,7 +450,8 @@ BAD_INPUT = {
     "cycle": (["run", "pipeline.py:cyclic"], "has a cycle"),
     "invalid-db-url": (
         ["run", "pipeline.py:workflow", "-i", "source=a", "--db", "mysql://h/db"],
-        "unsupported history database 'mysql'",
+        "unsupported history database 'mysql' in 'mysql://h/db'; use 'sqlite:///PATH' or "
+        "'postgresql://host/dbname' (with user:password@ before the host)",
     ),
     "db-directory-missing": (
         ["run", "pipeline.py:workflow", "-i", "source=a", "--db", "sqlite:///no/such/dir/x.db"],

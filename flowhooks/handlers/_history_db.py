@@ -191,6 +191,10 @@ _DRIVERS: Final = {
 }
 
 
+_POSTGRES_FORM: Final = "'postgresql://host/dbname' (with user:password@ before the host)"
+"""How a PostgreSQL URL looks, written so that the redaction of printed text keeps it whole."""
+
+
 def normalize_url(url: object) -> URL:
     """Return the async-driver URL for ``url``.
 
@@ -211,7 +215,7 @@ def normalize_url(url: object) -> URL:
     except (ArgumentError, ValueError) as exc:
         msg = (
             f"cannot parse history database URL {str(url)!r}: {exc}; expected e.g. "
-            "'sqlite:///flowhooks.db' or 'postgresql://user:password@host/dbname'"
+            f"'sqlite:///flowhooks.db' or {_POSTGRES_FORM}"
         )
         raise ValueError(msg) from None
     driver = _DRIVERS.get(parsed.drivername)
@@ -219,7 +223,7 @@ def normalize_url(url: object) -> URL:
         msg = (
             f"unsupported history database {parsed.drivername!r} in "
             f"{parsed.render_as_string(hide_password=True)!r}; use 'sqlite:///PATH' "
-            "or 'postgresql://user:password@host/dbname'"
+            f"or {_POSTGRES_FORM}"
         )
         raise ValueError(msg)
     if driver.startswith("postgresql") and not parsed.database:
