@@ -718,6 +718,11 @@ def test_without_the_sql_extra_run_says_how_to_proceed(pipeline, tmp_path):
     assert done.returncode == EXIT_FAILED
     assert "pip install 'flowhooks[sql]' (or pass --no-history)" in done.stderr
     assert done.stderr.count("\n") == 1
+    assert done.stderr.count("pip install") == 1  # said once
+    history = [sys.executable, "-c", code, "history"]
+    listed = subprocess.run(history, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert listed.returncode == EXIT_FAILED
+    assert listed.stderr.count("pip install 'flowhooks[sql]'") == 1, listed.stderr
     plain = [*base, "--no-history"]
     done = subprocess.run(plain, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -24,10 +24,9 @@ def _history_module(hint: str = "") -> ModuleType:
     try:
         from flowhooks.handlers import history
     except ImportError as exc:
-        msg = (
-            f"the history database needs SQLAlchemy ({exc}); install it with: {_INSTALL_SQL}{hint}"
-        )
-        raise CLIError(msg, EXIT_FAILED) from None
+        missing = f" ({exc.name} is not installed)" if exc.name else ""
+        msg = f"the history database needs the sql extra{missing}; install it with: {_INSTALL_SQL}"
+        raise CLIError(msg + hint, EXIT_FAILED) from None
     return history
 
 
