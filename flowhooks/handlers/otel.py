@@ -267,6 +267,26 @@ class OpenTelemetryCallback(BaseCallbackHandler):
         if previous is not None:
             previous.end()
 
+    def node_span(self, run_id: str, node_id: str) -> Span | None:
+        """The span of ``node_id``'s running attempt in run ``run_id``, or ``None``.
+
+        Spans a node's own code starts are not children of its node span by
+        themselves (events are dispatched apart from the body's context); a
+        node nests them so::
+
+            ctx = current_run()
+            with trace.use_span(otel.node_span(ctx.run_id, "load"), end_on_exit=False):
+                ...  # spans started here are children of "node load"
+        """
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            for key in reversed(list(run.nodes)):
+                if key[0] == node_id:
+                    return run.nodes[key]
+        return None
+
     def _pop_node(self, run_id: str, node_id: str, attempt: int | None) -> Span | None:
         with self._lock:
             run = self._runs.get(run_id)

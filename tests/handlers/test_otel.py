@@ -389,3 +389,28 @@ async def test_a_cancel_reason_goes_out_without_credentials(tracer, exporter):
     assert "hunter2" not in reason
     assert "abc123" not in reason
     assert "https://***@db.example/x" in reason
+
+
+async def test_a_node_nests_its_own_spans_under_its_node_span(tracer, exporter):
+    """``node_span(run_id, node)`` is the running attempt's span, for ``trace.use_span``."""
+    from opentelemetry import trace
+
+    from flowhooks import Workflow, current_run, node
+
+    otel = OpenTelemetryCallback(tracer)
+
+    @node
+    async def load() -> int:
+        span = otel.node_span(current_run().run_id, "load")
+        assert span is not None
+        with trace.use_span(span, end_on_exit=False), tracer.start_as_current_span("db.query"):
+            return 1
+
+    result = await Workflow("etl", nodes=[load]).run(callbacks=[otel])
+    assert result.status == "succeeded"
+    spans = by_name(exporter.get_finished_spans())
+    query, node_span = spans["db.query"], spans["node load"]
+    assert query.parent is not None
+    assert query.parent.span_id == node_span.context.span_id
+    assert query.context.trace_id == spans["workflow etl"].context.trace_id
+    assert otel.node_span(result.run_id, "load") is None  # ended with its attempt
