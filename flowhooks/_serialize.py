@@ -416,6 +416,9 @@ def _encoder(limit: int) -> json.JSONEncoder:
     )
 
 
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
 def _named_fields(value: Any, active: set[int] | None = None, depth: int = 0) -> Any:
     """``value`` with each named tuple in its plain dicts, lists and tuples made a dict of its
     fields; ``value`` itself when it holds none (nothing is copied then). The C encoder
@@ -440,6 +443,8 @@ def _named_fields(value: Any, active: set[int] | None = None, depth: int = 0) ->
             items = value.items() if cls is dict else enumerate(value)
             changed: Any = None
             for key, item in items:
+                if type(item) in _SCALARS:  # most items: no call for them
+                    continue
                 new = _named_fields(item, active, depth + 1)
                 if new is not item:
                     if changed is None:
