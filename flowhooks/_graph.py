@@ -220,8 +220,7 @@ def check_inputs(workflow: str, inputs: Mapping[str, Any], plan: RunPlan) -> Non
     if missing:
         given = [str(name) for name in inputs if name not in plan.required_inputs]
         detail = "; ".join(
-            f"{name!r} (needed by {', '.join(plan.required_inputs[name])})"
-            + _given_as(name, given)
+            f"{name!r} (needed by {', '.join(plan.required_inputs[name])})" + _given_as(name, given)
             for name in missing
         )
         example = ", ".join(repr(m) + ": ..." for m in missing)

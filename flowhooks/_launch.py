@@ -155,7 +155,7 @@ def _prepare(
         )
         msg = f"runner= takes a Runner instance (e.g. AsyncioRunner()) or None, got {given}"
         raise InvalidOptionError(msg)
-    runner.check(workflow)
+    runner.check_run(workflow, plan.order if outputs is not None else None)
     if timeout is not None:
         try:
             timeout = check_seconds("timeout=", timeout, allow_none=True)

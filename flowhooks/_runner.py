@@ -27,6 +27,8 @@ from flowhooks._sequencer import set_frame
 from flowhooks._validate import check_count, check_seconds
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from flowhooks._execution import RunState
     from flowhooks._workflow import Workflow
 
@@ -52,6 +54,21 @@ class Schedule(Protocol):
 
 _ASYNC_METHODS = ("submit", "open", "aclose", "hold_for_run", "release_for_run")
 """The ``Runner`` methods a run awaits; a subclass's overrides must be coroutine functions."""
+
+
+_TAKES_OUTPUTS: dict[type[Runner], bool] = {}
+
+
+def _check_takes_outputs(cls: type[Runner]) -> bool:
+    """Whether ``cls.check`` takes ``outputs`` (an override of the older form may not)."""
+    known = _TAKES_OUTPUTS.get(cls)
+    if known is None:
+        try:
+            known = "outputs" in inspect.signature(cls.check).parameters
+        except (TypeError, ValueError):
+            known = False
+        _TAKES_OUTPUTS[cls] = known
+    return known
 
 
 class Runner:
@@ -106,6 +123,13 @@ class Runner:
         self._runs_holding = 0
         self._opened_by_runs = False
 
+    def check_run(self, workflow: Workflow, outputs: Iterable[str] | None) -> None:
+        """``check`` for one run: with the nodes it executes when its ``check`` takes them."""
+        if outputs is None or not _check_takes_outputs(type(self)):
+            self.check(workflow)
+        else:
+            self.check(workflow, outputs)
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "cancel_grace":
             value = check_seconds("cancel_grace", value, allow_none=True, allow_zero=True)
@@ -123,12 +147,14 @@ class Runner:
             return await node.fn(**kwargs)
         return await asyncio.to_thread(node.fn, **kwargs)
 
-    def check(self, workflow: Workflow) -> None:
+    def check(self, workflow: Workflow, outputs: Iterable[str] | None = None) -> None:
         """Raise ``WorkflowError`` when this runner cannot run ``workflow``'s nodes.
 
-        Every run calls it before its first event; the built-in runners run
+        Every run calls it before its first event, with ``outputs`` (the nodes the
+        run executes) when the run selects some; the built-in runners run
         anything. A cluster runner checks that each node function can be sent
-        to its workers.
+        to its workers. An override may take ``workflow`` alone: it is then
+        called without ``outputs``.
         """
 
     @property

@@ -225,3 +225,23 @@ def test_a_missing_input_given_under_a_close_name_is_pointed_out() -> None:
 
     with pytest.raises(MissingInputError, match=r"'source' \(needed by load\) \(given as 'sourc'"):
         Workflow("etl", nodes=[load]).run_sync({"sourc": "x"})
+
+
+def test_a_runner_whose_check_takes_the_workflow_alone_still_runs_selections() -> None:
+    """An override of the older form, ``check(self, workflow)``, is called without outputs."""
+    from flowhooks import AsyncioRunner, WorkflowError
+
+    checked: list[str] = []
+
+    class Picky(AsyncioRunner):
+        def check(self, workflow: Workflow) -> None:  # type: ignore[override]
+            checked.append(workflow.name)
+            if "b" in workflow.nodes:
+                raise WorkflowError("b cannot run here")
+
+    @node
+    def a() -> int:
+        return 1
+
+    assert Workflow("one", nodes=[a]).run_sync(runner=Picky(), outputs=["a"]).outputs == {"a": 1}
+    assert checked == ["one"]

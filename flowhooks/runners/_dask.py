@@ -20,7 +20,7 @@ from loguru import logger
 
 from flowhooks._ids import new_id
 from flowhooks.runners._driver import ClusterRunner, check_resources
-from flowhooks.runners._remote import RunSnapshot, run_attempt
+from flowhooks.runners._remote import run_attempt
 
 if TYPE_CHECKING:
     from distributed import Future
@@ -144,13 +144,12 @@ class DaskRunner(ClusterRunner):
 
     # -- one attempt -------------------------------------------------------------------
 
-    async def _execute(self, node: Node, kwargs: dict[str, Any], snapshot: RunSnapshot) -> bytes:
+    async def _execute(self, node: Node, task: bytes) -> bytes:
         client = self.client
         future: Future[bytes] = client.submit(
             dask_attempt,
             node.fn,
-            kwargs,
-            snapshot,
+            task,
             node.is_async,
             key=f"{node.name}-{new_id()}",
             pure=False,
@@ -186,15 +185,13 @@ class DaskRunner(ClusterRunner):
         )
 
 
-def dask_attempt(
-    fn: Callable[..., Any], kwargs: dict[str, Any], snapshot: RunSnapshot, is_async: bool
-) -> bytes:
+def dask_attempt(fn: Callable[..., Any], task: bytes, is_async: bool) -> bytes:
     """The task a worker runs: one attempt of a node body (see ``run_attempt``).
 
     An async body is cancelled at its next ``await`` once the scheduler has
     dropped the task.
     """
-    return run_attempt(fn, kwargs, snapshot, is_async, _task_still_wanted())
+    return run_attempt(fn, task, is_async, _task_still_wanted())
 
 
 def _task_still_wanted() -> Callable[[], bool] | None:

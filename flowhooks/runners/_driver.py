@@ -2,16 +2,21 @@
 
 A cluster runner overrides only where a node body executes (``submit``): the
 run's events, retries, timeouts and cancellation stay in the driver, the same
-as for every runner. For each attempt it sends the body to the engine with a
-``RunSnapshot``, awaits the engine's result, dispatches the custom events the
-body sent (in order, before the node's ``node_end``), and returns the output
-or raises the body's exception. Sub-workflow nodes run in the driver.
+as for every runner. For each attempt it pickles the node's arguments and a
+``RunSnapshot`` itself (``pack_task``, so what cannot travel is named), sends
+them to the engine with the body, awaits the engine's result, dispatches the
+custom events the body sent (in order, before the node's ``node_end``),
+applies what the body asked of the run (a cancel; a suspending body's
+``ctx.state`` changes), and returns the output or raises the body's
+exception. Sub-workflow nodes run in the driver.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -20,6 +25,7 @@ from flowhooks._context import current_run_var
 from flowhooks._errors import WorkflowError
 from flowhooks._resume import SUBWORKFLOW_ATTRIBUTE
 from flowhooks._runner import Runner
+from flowhooks._serialize import exception_text
 from flowhooks.runners._errors import worker_error
 from flowhooks.runners._remote import Outcome, RunSnapshot
 
@@ -45,12 +51,19 @@ class ClusterRunner(Runner):
     engine: str = "cluster"
     """The engine's name, for messages."""
 
-    def check(self, workflow: Workflow) -> None:
+    def check(self, workflow: Workflow, outputs: Iterable[str] | None = None) -> None:
         """Raise ``WorkflowError`` naming the first node whose function cannot be pickled.
+
+        Args:
+            workflow: the workflow to check.
+            outputs: check only the nodes a run with this ``outputs=`` executes
+                (those nodes and their ancestors); ``None`` for every node.
 
         Runs are checked the same way before their first event.
         """
-        for name, n in workflow.nodes.items():
+        names = workflow.plan(outputs).order if outputs is not None else workflow.nodes
+        for name in names:
+            n = workflow.nodes[name]
             if runs_in_driver(n):
                 continue
             try:
@@ -73,8 +86,8 @@ class ClusterRunner(Runner):
             msg = f"{type(self).__name__} is not open: use 'async with runner:' or a run"
             raise RuntimeError(msg)
         ctx = current_run_var.get()
-        snapshot = _snapshot(ctx, node, kwargs)
-        payload = await self._execute(node, kwargs, snapshot)
+        task = pack_task(node, kwargs, ctx, self.engine)
+        payload = await self._execute(node, task)
         try:
             outcome: Outcome = cloudpickle.loads(payload)
         except Exception as exc:
@@ -84,20 +97,121 @@ class ClusterRunner(Runner):
                 "make the classes it holds importable in the driver too"
             )
             raise RuntimeError(msg) from exc
+        for warning in outcome.warnings:
+            ctx.logger.warning("{warning}", warning=warning)
         for name, data in outcome.events:
             await ctx.emit(name, data)
+        if outcome.state_changes or outcome.state_removed:  # a suspending body's changes
+            ctx.state.update(outcome.state_changes)
+            for key in outcome.state_removed:
+                ctx.state.pop(key, None)
+        if outcome.cancel_requested and ctx.cancel(outcome.cancel_reason):
+            # The run's own stop cancels this node's task: the node ends cancelled, as
+            # when a body in the driver cancels its run.
+            await asyncio.sleep(0)
         if outcome.ok:
             return outcome.value
         raise _failure(node, outcome, self.engine)
 
-    async def _execute(self, node: Node, kwargs: dict[str, Any], snapshot: RunSnapshot) -> bytes:
-        """Run ``run_attempt(node.fn, kwargs, snapshot, node.is_async)`` on a worker."""
+    async def _execute(self, node: Node, task: bytes) -> bytes:
+        """Run ``run_attempt(node.fn, task, node.is_async)`` on a worker."""
         raise NotImplementedError
 
 
-def _snapshot(ctx: RunContext, node: Node, kwargs: dict[str, Any]) -> RunSnapshot:
+def pack_task(node: Node, kwargs: dict[str, Any], ctx: RunContext, engine: str) -> bytes:
+    """Pickle what a worker needs for one attempt of ``node``: its arguments and a snapshot.
+
+    Pickled here, in the driver, so that what cannot travel is named: an
+    argument or a ``ctx.state`` value that cannot be pickled fails the attempt
+    with a ``TypeError`` naming it; a run input the node does not take that
+    cannot be pickled is left out of ``current_run().inputs`` on the worker.
+
+    Raises:
+        TypeError: naming the node and the argument or state key that cannot be pickled.
+    """
+    state = ctx.state
+    state_blob: bytes | None = None
+    if state:
+        try:
+            state_blob = cloudpickle.dumps(state)
+        except Exception:  # named below, after the node's own arguments
+            state_blob = None
+    snapshot = _snapshot(ctx, node, kwargs, state_blob)
+    if state_blob is not None or not state:
+        try:
+            task: bytes = cloudpickle.dumps((kwargs, snapshot))
+        except Exception:  # find which part, below
+            pass
+        else:
+            return task
+    for name, value in kwargs.items():
+        if (problem := _unpicklable(value)) is not None:
+            source = (
+                f"the output of node {name!r}" if name in snapshot.dependencies else "a run input"
+            )
+            msg = (
+                f"node {node.name!r} cannot run on a {engine} worker: its argument {name!r} "
+                f"({source}, {_kind(value)}) cannot be pickled with cloudpickle ({problem}). "
+                "A node's arguments travel to its worker: pass picklable values (data, paths, "
+                "keys) and open locks, connections and clients inside the node"
+            )
+            raise TypeError(msg)
+    for key, value in list(state.items()):
+        if (problem := _unpicklable(value)) is not None:
+            msg = (
+                f"node {node.name!r} cannot run on a {engine} worker: ctx.state[{key!r}] "
+                f"({_kind(value)}) cannot be pickled with cloudpickle ({problem}). The run's "
+                "state travels to the workers with every node: keep locks, connections and "
+                "clients out of ctx.state (open them inside the node, or keep them in a handler)"
+            )
+            raise TypeError(msg)
+    if state and state_blob is None:  # each value pickles, the dict as a whole does not
+        msg = (
+            f"node {node.name!r} cannot run on a {engine} worker: ctx.state cannot be pickled "
+            "with cloudpickle as a whole; keep plain, picklable values in it"
+        )
+        raise TypeError(msg)
+    inputs = {k: v for k, v in snapshot.inputs.items() if _unpicklable(v) is None}
+    snapshot = replace(snapshot, inputs=inputs)
+    for field_name, what in (("metadata", "the run's metadata"), ("resume_data", "resume data")):
+        if (problem := _unpicklable(getattr(snapshot, field_name))) is not None:
+            msg = (
+                f"node {node.name!r} cannot run on a {engine} worker: {what} cannot be "
+                f"pickled with cloudpickle ({problem}); it travels to the workers with the "
+                "node, so it must hold picklable values only"
+            )
+            raise TypeError(msg)
+    try:
+        task = cloudpickle.dumps((kwargs, snapshot))
+    except Exception as exc:
+        msg = (
+            f"node {node.name!r} cannot run on a {engine} worker: what it needs of the run "
+            f"cannot be pickled with cloudpickle ({type(exc).__name__}: {exc})"
+        )
+        raise TypeError(msg) from exc
+    return task
+
+
+def _unpicklable(value: Any) -> str | None:
+    """Why ``value`` cannot be pickled, or ``None`` when it can."""
+    try:
+        cloudpickle.dumps(value)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exception_text(exc)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    """``"a dict"``, ``"a _thread.lock"``: the value's class, for an error message."""
+    cls = type(value)
+    module = "" if cls.__module__ == "builtins" else f"{cls.__module__}."
+    return f"a {module}{cls.__qualname__}"
+
+
+def _snapshot(
+    ctx: RunContext, node: Node, kwargs: dict[str, Any], state: bytes | None
+) -> RunSnapshot:
     outputs = ctx.outputs
-    state = getattr(ctx, "state", None)
     run = getattr(ctx, "_run", None)
     results = getattr(run, "nodes", None)
     result = results.get(node.name) if isinstance(results, Mapping) else None
@@ -114,7 +228,7 @@ def _snapshot(ctx: RunContext, node: Node, kwargs: dict[str, Any]) -> RunSnapsho
         parent_node_id=ctx.parent_node_id,
         started_at=ctx.started_at,
         node_count=ctx.node_count,
-        state=state if isinstance(state, dict) else None,
+        state=state,
         dependencies=tuple(name for name in kwargs if name in outputs),
         resume_data=ctx.resume_data,  # in the node's task: the data, if it is the resumed node
         resumed_from=ctx.resumed_from,

@@ -19,7 +19,7 @@ from loguru import logger
 
 from flowhooks._validate import check_count
 from flowhooks.runners._driver import ClusterRunner, check_resources
-from flowhooks.runners._remote import RunSnapshot, run_attempt
+from flowhooks.runners._remote import run_attempt
 
 if TYPE_CHECKING:
     from flowhooks._node import Node
@@ -108,8 +108,8 @@ class RayRunner(ClusterRunner):
             self._started_ray = False
             ray.shutdown()
 
-    async def _execute(self, node: Node, kwargs: dict[str, Any], snapshot: RunSnapshot) -> bytes:
-        ref = self._remote.remote(node.fn, kwargs, snapshot, node.is_async)
+    async def _execute(self, node: Node, task: bytes) -> bytes:
+        ref = self._remote.remote(node.fn, task, node.is_async)
         try:
             payload: bytes = await ref
         except asyncio.CancelledError:  # a timeout or the run's stop: free the run at once
@@ -129,8 +129,6 @@ class RayRunner(ClusterRunner):
         )
 
 
-def ray_attempt(
-    fn: Callable[..., Any], kwargs: dict[str, Any], snapshot: RunSnapshot, is_async: bool
-) -> bytes:
+def ray_attempt(fn: Callable[..., Any], task: bytes, is_async: bool) -> bytes:
     """The task a Ray worker runs: one attempt of a node body (see ``run_attempt``)."""
-    return run_attempt(fn, kwargs, snapshot, is_async)
+    return run_attempt(fn, task, is_async)
