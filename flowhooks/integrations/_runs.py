@@ -393,9 +393,8 @@ async def call_in_run(
     """
     loop = state.loop
     running = asyncio.get_running_loop()
-    if loop is not None and loop is not running and loop.is_closed():
-        _moved(state, running)
-        loop = running
+    if loop is not None and loop is not running and (loop.is_closed() or state in _moved_runs):
+        return await _on_this_loop(state, node, fn, args, running)
     if loop is None or loop is running:
         with as_current(state, node):
             return await fn(*args)
@@ -403,28 +402,45 @@ async def call_in_run(
     return await asyncio.wrap_future(handed)
 
 
-_moved_runs: weakref.WeakSet[ExternalRunState] = weakref.WeakSet()
-"""Runs whose move to another loop was logged."""
+_moved_runs: weakref.WeakKeyDictionary[ExternalRunState, threading.RLock] = (
+    weakref.WeakKeyDictionary()
+)
+"""Runs that follow their callbacks' loops, each with the lock that keeps their calls in order."""
+_moving = threading.Lock()
 
 
-def _moved(state: ExternalRunState, loop: asyncio.AbstractEventLoop) -> None:
-    """The run's loop has closed: its later events go out on ``loop``, the caller's now.
+async def _on_this_loop(
+    state: ExternalRunState,
+    node: str | None,
+    fn: Callable[..., Coroutine[Any, Any, T]],
+    args: tuple[Any, ...],
+    running: asyncio.AbstractEventLoop,
+) -> T:
+    """Run ``fn(*args)`` for ``state`` on the caller's loop, one call of the run at a time.
 
-    LangChain calls an async handler from sync code (``invoke``) on a new
-    event loop for each callback, closed after it: the run follows, so that no
-    event is lost; a warning, once per run, says which handler fits that path.
+    LangChain calls an async handler from sync code (``invoke``) on a new event
+    loop for each callback, closed right after it, from several threads at once
+    for parallel branches. The run's loop closed: from then on each call runs on
+    its own caller's loop (handing it to another would lose it when that loop
+    closes), under the run's lock so that its events stay in order. A warning,
+    once per run, says which handler fits that path.
     """
-    if state.loop is not None and state not in _moved_runs:
-        logger.warning(
-            "Run {} of {!r} gets its events from a new event loop each time (LangChain "
-            "calls an async handler so from sync code, invoke() or stream()): its events "
-            "are delivered, but handlers that keep tasks or timers on a loop lose them "
-            "when it closes. Use FlowhooksCallbackHandler, which works on both paths.",
-            state.run_id,
-            state.workflow_name,
-        )
-        _moved_runs.add(state)
-    state.loop = loop
+    with _moving:
+        lock = _moved_runs.get(state)
+        if lock is None:
+            lock = _moved_runs[state] = threading.RLock()
+            logger.warning(
+                "Run {} of {!r} gets its events from a new event loop each time (LangChain "
+                "calls an async handler so from sync code, invoke() or stream()): its events "
+                "are delivered, but handlers that keep tasks or timers on a loop lose them "
+                "when it closes. Use FlowhooksCallbackHandler, which works on both paths.",
+                state.run_id,
+                state.workflow_name,
+            )
+    with lock:  # blocks this callback's own thread only: its loop runs nothing else
+        state.loop = running
+        with as_current(state, node):
+            return await fn(*args)
 
 
 async def start_run(

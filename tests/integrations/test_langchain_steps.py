@@ -177,3 +177,20 @@ def test_an_async_handler_under_sync_invoke_still_ends_its_run(warnings: list[st
     assert recorder.events[-1].status == "succeeded"
     [warning] = [w for w in warnings if "new event loop" in w]
     assert "FlowhooksCallbackHandler" in warning
+
+
+def test_an_async_handler_under_sync_invoke_with_parallel_branches() -> None:
+    """Branches in threads, each callback on a loop of its own: nothing hangs or is lost."""
+    from langchain_core.runnables import RunnableParallel
+
+    recorder = RecordingCallback()
+    branches = RunnableParallel({f"b{i}": RunnableLambda(lambda x: x) for i in range(6)})
+    handler = AsyncFlowhooksCallbackHandler(recorder)
+    for _ in range(5):
+        assert branches.invoke(1, {"callbacks": [handler]}) == {f"b{i}": 1 for i in range(6)}
+    for run_id in set(recorder.run_ids):
+        events = [e for e in recorder.events if e.run_id == run_id]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert [e.type for e in events].count("node_end") == 6
+        assert events[-1].type == "workflow_end"
+    assert len(set(recorder.run_ids)) == 5
