@@ -372,6 +372,7 @@ class _Walk:
         policy = self._policy
         out: dict[Any, Any] = {}
         limit = self._limit
+        named_pair = self._named_pair(value)
         for i, (key, item) in enumerate(value.items()):
             if limit is not None and i >= limit:
                 out["..."] = _more(value, limit, "keys")
@@ -379,13 +380,27 @@ class _Walk:
             if self._budget <= 0:
                 out["..."] = _OVER_BUDGET
                 break
-            hidden = policy.hides(key, item)
+            hidden = policy.hides(key, item) or (named_pair and i == 1)
             if isinstance(key, str):
                 key = policy.text(key)
             elif isinstance(key, bytes):
                 key = self._bytes(key)
             out[key] = self._hide(item) if hidden else self.walk(item, depth + 1)
         return out
+
+    def _named_pair(self, value: Mapping[Any, Any]) -> bool:
+        """Whether ``value`` is a ``(key, value)`` pair with named fields whose key is
+        secret: ``{"name": "Authorization", "value": "Bearer ..."}`` (a header as HAR
+        writes it), ``Setting(key="password", val=...)``; its second value is hidden."""
+        if len(value) != 2:
+            return False
+        (first_key, first), (_, second) = value.items()
+        policy = self._policy
+        return (
+            isinstance(first, str | bytes)
+            and not policy.hides(first_key, first)
+            and policy.hides(first, second)
+        )
 
     def _sequence(self, value: Any, depth: int) -> list[Any] | tuple[Any, ...]:
         keep = max(self._limit if self._limit is not None else self._budget, 0)
@@ -405,17 +420,26 @@ class _Walk:
 
 
 def _scrub(value: Any, secrets: list[str], depth: int) -> Any:
-    """``value`` (already redacted: dicts, lists, tuples, strings) with each of ``secrets``
-    replaced by ``"***"`` in its strings."""
+    """``value`` (already redacted: dicts, lists, tuples, strings, bytes) with each of
+    ``secrets`` replaced by ``"***"`` in its strings, string keys and bytes."""
     if isinstance(value, str):
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
+    if isinstance(value, bytes):
+        text = value.decode("latin-1")
+        cleaned = _scrub(text, secrets, depth)
+        return value if cleaned == text else cleaned.encode("latin-1", "replace")
     if depth >= _MAX_DEPTH:
         return value
     if isinstance(value, dict):
-        return {key: _scrub(item, secrets, depth + 1) for key, item in value.items()}
+        return {
+            _scrub(key, secrets, depth) if isinstance(key, str) else key: _scrub(
+                item, secrets, depth + 1
+            )
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         scrubbed = [_scrub(item, secrets, depth + 1) for item in value]
         return tuple(scrubbed) if isinstance(value, tuple) else scrubbed

@@ -466,6 +466,8 @@ def test_a_secret_found_under_its_key_is_hidden_wherever_else_it_appears() -> No
             "positional": ["'bob'", "'sk-live-123'"],
             "message": "called with sk-live-123 twice",
             "short": {"token": "abc", "other": "abc"},
+            "raw": b"POST /login pw=sk-live-123",
+            "seen": {"sk-live-123": 3},
         }
     )
     assert redacted == {
@@ -473,4 +475,28 @@ def test_a_secret_found_under_its_key_is_hidden_wherever_else_it_appears() -> No
         "positional": ["'bob'", "'***'"],
         "message": "called with *** twice",
         "short": {"token": "***", "other": "abc"},  # too short to hunt for elsewhere
+        "raw": b"POST /login pw=***",
+        "seen": {"***": 3},
     }
+
+
+def test_a_pair_with_named_fields_hides_its_value_when_its_key_is_secret() -> None:
+    """A header as HAR writes it, or a two-field named tuple used as a pair."""
+    from typing import NamedTuple
+
+    from flowhooks import to_jsonable
+
+    class Setting(NamedTuple):
+        key: str
+        val: str
+
+    data = {
+        "headers": [{"name": "Authorization", "value": "Bearer abc.def.ghi"}],
+        "settings": [Setting("password", "hunter2hunter2"), Setting("region", "eu")],
+    }
+    expected = {
+        "headers": [{"name": "Authorization", "value": "***"}],
+        "settings": [{"key": "password", "val": "***"}, {"key": "region", "val": "eu"}],
+    }
+    assert redact_value(data) == expected
+    assert redact_value(to_jsonable(data)) == expected  # as the history and webhooks do
