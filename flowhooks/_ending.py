@@ -97,13 +97,19 @@ async def _hold_runner(run: RunState) -> asyncio.CancelledError | None:
         run.holds_runner = True
     except asyncio.CancelledError as exc:
         run.bodies.discard(main)
+        if run.gave_up and main.uncancel() == 0:
+            return None  # the run's own wake-up: the opening ignored its stop twice
         if not run._consume_own_cancellation(main):
             reason = str(exc) or "the task awaiting the run was cancelled"
             run.request_stop(RunStatus.CANCELLED, reason)
             return exc
     except Exception as exc:
-        run.fail(None, run.error_info(exc, None, None))
-        run.stopping = RunStatus.FAILED
+        run.bodies.discard(main)
+        if main in run.injected:  # the stop's cancellation, turned into an error by the opening
+            run._consume_own_cancellation(main)
+        if run.stopping is None:  # a stop that came first (a cancel) decides the outcome
+            run.fail(None, run.error_info(exc, None, None))
+            run.stopping = RunStatus.FAILED
     finally:
         run.bodies.discard(main)
     return None

@@ -207,12 +207,12 @@ class Runner:
             return
         self._runs_holding += 1
         if not self.is_open:
-            self._opened_by_runs = True
             try:
                 await self.open()
-            except BaseException:
+            except BaseException:  # not opened: nothing for the runs to close later
                 self._runs_holding -= 1
                 raise
+            self._opened_by_runs = True
 
     async def release_for_run(self) -> None:
         """A run ended: close the runner when runs opened it and the last one is done."""

@@ -112,3 +112,60 @@ async def test_handlers_find_the_runner_open_and_the_run_closes_it() -> None:
     assert result.status is RunStatus.SUCCEEDED
     assert seen == [True]
     assert (runner.opened, runner.closed, runner.is_open) == (1, 1, False)
+
+
+class Stubborn(AsyncioRunner):
+    """An opening that turns a cancellation into an error of its own (a client library)."""
+
+    async def open(self) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise ConnectionError("could not connect") from None
+
+
+async def test_a_cancelled_opening_that_raises_an_error_still_ends_the_run_cancelled() -> None:
+    recorder = RecordingCallback()
+    handle = _workflow().start(runner=Stubborn(), callbacks=[recorder])
+    await asyncio.sleep(0.05)
+    assert handle.cancel("user pressed stop") is True
+    async with asyncio.timeout(5):
+        result = await handle
+    assert result.status is RunStatus.CANCELLED
+    assert result.cancel_reason == "user pressed stop"
+    assert result.error is None
+
+
+async def test_an_opening_that_failed_leaves_a_runner_opened_later_to_its_owner() -> None:
+    """A run whose opening failed does not make a later run close the owner's runner."""
+    runner = SlowToOpen(delay=0, error=OSError("down"))
+    assert (await _workflow().run(runner=runner)).status is RunStatus.FAILED
+    runner.error = None
+    async with runner:
+        assert (await _workflow().run(runner=runner)).status is RunStatus.SUCCEEDED
+        assert runner.is_open  # still the owner's
+    assert runner.closed == 1
+
+
+class Deaf(AsyncioRunner):
+    """An opening that swallows the run's first cancellation (a connect loop that retries)."""
+
+    async def open(self) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(30)
+        await super().open()
+
+
+async def test_an_opening_that_ignores_the_stop_is_left_behind_and_the_run_ends() -> None:
+    runner = Deaf()
+    runner.cancel_grace = 0.1
+    recorder = RecordingCallback()
+    handle = _workflow().start(runner=runner, callbacks=[recorder])
+    await asyncio.sleep(0.05)
+    assert handle.cancel("user pressed stop") is True
+    async with asyncio.timeout(5):
+        result = await handle  # a RunResult: nobody cancelled the awaiting task
+    assert result.status is RunStatus.CANCELLED
+    assert _types(recorder) == ["workflow_start", "workflow_end"]

@@ -10,7 +10,8 @@ thread (``asyncio.run``), so they cannot block the worker's own loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed import Client, get_worker
@@ -29,6 +30,35 @@ if TYPE_CHECKING:
 
 _CANCEL_WAIT = 5.0
 """Seconds ``aclose`` waits for the scheduler to acknowledge pending task cancellations."""
+
+
+_CLOSING: set[asyncio.Future[Any]] = set()
+"""Closings of what a failed or cancelled ``open`` started, kept until they are done."""
+
+
+async def _awaited(awaitable: Any) -> Any:
+    """``await awaitable`` (``None`` as it is: an engine's close may return nothing)."""
+    if awaitable is not None:
+        return await awaitable
+    return None
+
+
+async def _started_then_closed(starting: asyncio.Future[Any], cluster: Any) -> None:
+    """Wait for a cluster's start to finish (however it ends), then close it."""
+    with contextlib.suppress(BaseException):
+        await starting
+    await _awaited(cluster.close())
+
+
+async def _close_for_good(closing: Awaitable[Any]) -> None:
+    """Close what an ``open`` started, even when it was cancelled: the closing goes on in a
+    task of its own (a cancellation of the caller does not stop it) and its errors are
+    dropped, as the caller raises what made it close."""
+    task = asyncio.ensure_future(closing)
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(task)
 
 
 class DaskRunner(ClusterRunner):
@@ -107,20 +137,31 @@ class DaskRunner(ClusterRunner):
             if target is None:
                 from distributed import LocalCluster
 
-                self._cluster = await LocalCluster(  # type: ignore[no-untyped-call]
+                cluster = LocalCluster(  # type: ignore[no-untyped-call]
                     asynchronous=True, dashboard_address=":0"
                 )
-                target = self._cluster.scheduler_address
+                # Started in a task of its own: a cluster interrupted while it starts its
+                # worker processes cannot close them, so a stop lets it finish, then closes it.
+                starting = asyncio.ensure_future(_awaited(cluster))
+                try:
+                    await asyncio.shield(starting)
+                except BaseException:  # failed, or cancelled (a run's stop) while starting
+                    await _close_for_good(_started_then_closed(starting, cluster))
+                    raise
+                self._cluster = cluster
+                target = cluster.scheduler_address
             client = _usable_client(target)
             if client is None:
+                made = Client(  # type: ignore[no-untyped-call]
+                    _address_of(target), asynchronous=True, set_as_default=False
+                )
                 try:
-                    client = await Client(  # type: ignore[no-untyped-call]
-                        _address_of(target), asynchronous=True, set_as_default=False
-                    )
-                except BaseException:
-                    if self._cluster is not None:  # do not leave a cluster nobody can close
+                    client = await made
+                except BaseException:  # do not leave a client or cluster nobody can close
+                    await _close_for_good(_awaited(made.close()))  # type: ignore[no-untyped-call]
+                    if self._cluster is not None:
                         cluster, self._cluster = self._cluster, None
-                        await cluster.close()
+                        await _close_for_good(_awaited(cluster.close()))
                     raise
                 self._own_client = True
             self._client = client

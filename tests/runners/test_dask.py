@@ -440,3 +440,20 @@ def test_cluster_example_runs_on_a_scheduler_address(dask_cluster: Any, tmp_path
         f"driver process {driver}: sum of squares 568820 (computed in process "
     )
     assert f"process {driver})" not in out[6]
+
+
+@pytest.mark.slow
+async def test_a_run_stopped_while_its_runner_starts_a_local_cluster_leaves_no_process() -> None:
+    """The stop ends the run; the half-started cluster finishes starting and is closed."""
+    import multiprocessing
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    runner = DaskRunner()
+    result = await Workflow("l", nodes=[node(lambda: 1, name="one")]).run(
+        runner=runner, timeout=0.2
+    )
+    assert result.status == "failed"
+    assert result.error is not None and result.error.type == "TimeoutError"
+    assert not runner.is_open
+    left = {p.pid for p in multiprocessing.active_children()} - before
+    assert left == set()
