@@ -453,7 +453,8 @@ async def test_a_run_stopped_while_its_runner_starts_a_local_cluster_leaves_no_p
         runner=runner, timeout=0.2
     )
     assert result.status == "failed"
-    assert result.error is not None and result.error.type == "TimeoutError"
+    assert result.error is not None
+    assert result.error.type == "TimeoutError"
     assert not runner.is_open
     left = {p.pid for p in multiprocessing.active_children()} - before
     assert left == set()
