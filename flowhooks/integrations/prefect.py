@@ -20,16 +20,26 @@
 ``hooks.on_task_running`` ...).
 
 A flow run is a flowhooks run: its id is the flow run's id, its name
-``workflow_name=`` or the flow's name, its inputs the flow's parameters. Its
-end follows its final state: ``Completed`` succeeded, ``Failed`` failed with
-the flow's exception, ``Cancelled`` cancelled, ``Crashed`` failed with the
-crash (an interruption: cancelled). Each task run of it (of a task with the
-hooks) is a node: ``node_start`` with the task's parameters, ``node_end``
-with its result, or its ``error`` event; a task that Prefect retries sends
-one ``node_start`` per attempt (``attempt`` = Prefect's run count), each
-failed attempt but the last an ``error`` with ``will_retry``. Nodes are named
-after their task, made unique within the run (``extract``, ``extract#2``).
-Task runs outside a flow run with the hooks are not reported.
+``workflow_name=`` or the flow's name, its inputs the flow's parameters; a
+subflow's run is a sub-run of its parent flow run's (``parent_run_id``).
+Its end follows the flow run's final state, whatever its task runs did:
+``Completed`` succeeded, ``Failed`` failed with the flow's exception,
+``Cancelled`` cancelled, ``Paused`` suspended, ``Crashed`` failed with the
+crash (an interruption, Ctrl-C or SIGTERM: cancelled). Each task run of it
+(of a task with the hooks) is a node: ``node_start`` with the values the task
+is called with, ``node_end`` with its result, or its ``error`` event; a task
+that Prefect retries sends one ``node_start`` per attempt (``attempt`` =
+Prefect's run count), each failed attempt but the last an ``error`` with
+``will_retry``, sent when it fails. Nodes are named after their task, made
+unique within the run (``extract``, ``extract#2``). Task runs outside a flow
+run with the hooks are not reported.
+
+Prefect calls no hook for some states (a flow run that ends ``Cancelled``
+without ``Cancelling``, or ``Paused``; a task run that awaits a delayed
+retry, crashes or is cancelled), nor gives a hook the engine that runs the
+flow or task run, whose resolved parameters are the task's inputs. A hook
+finds that engine among its callers and follows the states it sets from then
+on; where it is not found, the hooks report what Prefect passes them.
 
 Prefect calls state hooks synchronously (async flows too), and logs and
 swallows what they raise: each flow run's events are dispatched on a
@@ -39,21 +49,37 @@ private loop thread, in order, the hook returning once they were delivered.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any, TypedDict
 
+from loguru import logger
+
+from flowhooks._events import RunStatus
 from flowhooks._external_state import NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
 from flowhooks._manager import CallbackManager
+from flowhooks._results import RunResult
 from flowhooks._workflow import Callbacks
 from flowhooks.integrations._options import RunOptions, manager_of
-from flowhooks.integrations._runs import Run, as_input, call_in_run, end_node, end_run, start_run
+from flowhooks.integrations._runs import (
+    FrameworkRunState,
+    Run,
+    as_input,
+    call_in_run,
+    end_node,
+    end_run,
+    start_run,
+)
 
 try:
     from prefect import results as prefect_results
-    from prefect.context import TaskRunContext
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.exceptions import TerminationSignal
     from prefect.flows import FlowStateHook
     from prefect.tasks import StateHookCallable
 except ImportError as _missing:  # pragma: no cover - exercised without the extra only
@@ -67,6 +93,13 @@ __all__ = ["FlowHooks", "PrefectHooks", "TaskHooks", "flowhooks_hooks"]
 
 _RESULT_RECORD: type[Any] = getattr(prefect_results, "ResultRecord")  # noqa: B009 - re-exported
 """The in-memory holder of a final state's value (defined in a private Prefect module)."""
+
+_CALLERS = 8
+"""How many callers of a hook are searched for the Prefect engine that called it."""
+
+_live_flow_runs: set[str] = set()
+"""Ids of the flow runs reported now, by any ``PrefectHooks``: the parents a subflow links to."""
+_live_lock = threading.Lock()
 
 
 class TaskHooks(TypedDict):
@@ -109,15 +142,130 @@ def _failure(state: Any, fallback: str) -> BaseException:
     return RuntimeError(getattr(state, "message", None) or fallback)
 
 
-class _FlowRun:
-    """A flow run being reported: its loop thread, its run, and its tasks running now."""
+def _interruption(exc: BaseException) -> BaseException:
+    """``exc``, or the cancellation it stands for: Prefect's ``TerminationSignal`` (SIGTERM).
 
-    __slots__ = ("loop", "run", "tasks")
+    flowhooks' own runs end ``cancelled`` on SIGTERM as on Ctrl-C; so do
+    the flow and task runs it interrupts.
+    """
+    if not isinstance(exc, TerminationSignal):
+        return exc
+    number = getattr(exc, "signal", None)
+    try:
+        name = signal.Signals(number).name if isinstance(number, int) else "a termination signal"
+    except ValueError:
+        name = f"signal {number}"
+    return asyncio.CancelledError(name)
+
+
+def _cancelled(state: Any, fallback: str) -> asyncio.CancelledError:
+    return asyncio.CancelledError(getattr(state, "message", None) or fallback)
+
+
+def _flow_outcome(state: Any) -> BaseException | None:
+    """How a flow run that entered ``state`` ends: ``None`` (succeeded or suspended) or why."""
+    if state.is_failed():
+        return _failure(state, "the flow run failed")
+    if state.is_crashed():
+        return _interruption(_failure(state, "the flow run crashed"))
+    if state.is_cancelled() or state.is_cancelling():
+        return _cancelled(state, "the flow run was cancelled")
+    return None
+
+
+def _engine_of(run: Any, attribute: str) -> Any:
+    """The Prefect engine that is calling a state hook about ``run`` (a task or flow run).
+
+    Prefect calls state hooks from a method of the engine running the task or
+    flow run, and passes them no handle on it: it is ``self`` of the nearest
+    caller whose ``attribute`` (``task_run``, ``flow_run``) is ``run``.
+    ``None`` when the hook is called otherwise.
+    """
+    frame: FrameType | None = sys._getframe(2)  # the hook's caller
+    for _ in range(_CALLERS):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        try:
+            found = getattr(candidate, attribute, None) is run
+        except Exception:  # a property that raises: not an engine
+            found = False
+        if found and callable(getattr(candidate, "set_state", None)):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _watch(engine: Any, owner: object, seen: Callable[[Any], None]) -> None:
+    """Call ``seen(state)`` with each state ``engine`` enters from now on, once per ``owner``.
+
+    Prefect calls no hook for some states; every state an engine enters goes
+    through its ``set_state``, wrapped here on that engine only. ``seen``
+    runs after it, in the same thread, while Prefect handles the exception
+    that led there (a failed attempt's, for a retry); what it raises is
+    logged, never raised into Prefect.
+    """
+    current = engine.set_state
+    owners: frozenset[int] = getattr(current, "flowhooks_owners", frozenset())
+    if id(owner) in owners:
+        return
+
+    def tell(state: Any) -> None:
+        try:
+            seen(state)
+        except Exception as exc:
+            logger.opt(exception=exc).error("flowhooks: reporting Prefect state {} failed", state)
+
+    wrapper: Callable[..., Any]
+    if inspect.iscoroutinefunction(current):
+
+        async def set_state_async(*args: Any, **kwargs: Any) -> Any:
+            state = await current(*args, **kwargs)
+            tell(state)
+            return state
+
+        wrapper = set_state_async
+    else:
+
+        def set_state(*args: Any, **kwargs: Any) -> Any:
+            state = current(*args, **kwargs)
+            tell(state)
+            return state
+
+        wrapper = set_state
+    setattr(wrapper, "flowhooks_owners", owners | {id(owner)})  # noqa: B010 - a function attribute
+    engine.set_state = wrapper
+
+
+class _FlowRunState(FrameworkRunState):
+    """A flow run's state: its outcome is the flow run's final state.
+
+    A task run that failed, crashed, was cancelled or did not end by then is
+    ``handled``: the flow run's state says whether the flow got past it. A
+    flow run that ends ``Paused`` (waiting for a resume) ends ``suspended``.
+    """
+
+    paused = False
+
+    def _build_result(self, exc: BaseException | None) -> RunResult:
+        if not self.paused:
+            return super()._build_result(exc)
+        result = super()._build_result(None)
+        result.status = RunStatus.SUSPENDED
+        result.error = result.final_node = None
+        return result
+
+
+class _FlowRun:
+    """A flow run being reported: its loop thread, its run, and its task runs."""
+
+    __slots__ = ("loop", "names", "run", "tasks")
 
     def __init__(self, loop: _LoopThread) -> None:
         self.loop = loop
         self.run: Run | None = None
-        self.tasks: dict[str, NodeAttempt] = {}  # task run id -> its current attempt
+        self.tasks: dict[str, NodeAttempt] = {}  # task run id -> its attempt running now
+        self.names: dict[str, str] = {}  # task run id -> its node (the same for each attempt)
 
 
 class PrefectHooks:
@@ -159,28 +307,27 @@ class PrefectHooks:
 
     def on_flow_running(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run starts: ``workflow_start`` (again after a retry of the flow: nothing)."""
-        self._flow_started(flow, flow_run)
+        self._flow_started(flow, flow_run, _engine_of(flow_run, "flow_run"))
 
     def on_flow_completion(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run completed: ``workflow_end``, succeeded."""
-        self._flow_ended(flow_run, None)
+        self._flow_ended(str(flow_run.id), state)
 
     def on_flow_failure(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run failed: ``workflow_end``, failed with the flow's exception."""
-        self._flow_ended(flow_run, _failure(state, "the flow run failed"))
+        self._flow_ended(str(flow_run.id), state)
 
     def on_flow_cancellation(self, flow: Any, flow_run: Any, state: Any) -> None:
-        """A flow run was cancelled: ``workflow_end``, cancelled with the state's message."""
-        message = getattr(state, "message", None) or "the flow run was cancelled"
-        self._flow_ended(flow_run, asyncio.CancelledError(message))
+        """A flow run is cancelled: ``workflow_end``, cancelled with the state's message."""
+        self._flow_ended(str(flow_run.id), state)
 
     def on_flow_crashed(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run crashed: ``workflow_end``, failed (cancelled when it was interrupted)."""
-        self._flow_ended(flow_run, _failure(state, "the flow run crashed"))
+        self._flow_ended(str(flow_run.id), state)
 
     def on_task_running(self, task: Any, task_run: Any, state: Any) -> None:
         """An attempt of a task run starts: ``node_start`` (after a failed attempt's ``error``)."""
-        self._task_started(task, task_run)
+        self._task_started(task, task_run, _engine_of(task_run, "task_run"))
 
     def on_task_completion(self, task: Any, task_run: Any, state: Any) -> None:
         """A task run completed: ``node_end`` with its result."""
@@ -192,7 +339,7 @@ class PrefectHooks:
 
     # -- flow runs ----------------------------------------------------------------------
 
-    def _flow_started(self, flow: Any, flow_run: Any) -> None:
+    def _flow_started(self, flow: Any, flow_run: Any, engine: Any) -> None:
         key = str(flow_run.id)
         with self._lock:
             if key in self._flows:
@@ -206,29 +353,39 @@ class PrefectHooks:
             run_id=key,
             resource_id=options.resource_id,
             metadata=options.metadata,
-            parent_run_id=None,
+            parent_run_id=_parent_of(key),
         )
         try:
-            item.run = Run(item.loop.run(start_run, args))
+            item.run = Run(item.loop.run(start_run, args, None, _FlowRunState))
         except BaseException:
             self._forget(key)
             raise
+        with _live_lock:
+            _live_flow_runs.add(key)
+        if engine is not None:
+            _watch(engine, self, lambda new: self._flow_state(key, new))
 
-    def _flow_ended(self, flow_run: Any, error: BaseException | None) -> None:
-        key = str(flow_run.id)
+    def _flow_state(self, key: str, state: Any) -> None:
+        """The flow run's engine set ``state``: a final or paused one ends the run (once)."""
+        if state.is_final() or state.is_paused():
+            self._flow_ended(key, state)
+
+    def _flow_ended(self, key: str, state: Any) -> None:
         with self._lock:
             item = self._flows.get(key)
         if item is None:
             return
         try:
             if item.run is not None:
-                item.loop.run(end_run, item.run.state, error)
+                item.loop.run(_finish, item.run.state, _flow_outcome(state), state.is_paused())
         finally:
             self._forget(key)
 
     def _forget(self, key: str) -> None:
         with self._lock:
             item = self._flows.pop(key, None)
+        with _live_lock:
+            _live_flow_runs.discard(key)
         if item is not None:
             item.loop.stop()
 
@@ -239,20 +396,19 @@ class PrefectHooks:
             item = self._flows.get(str(getattr(task_run, "flow_run_id", None)))
         return item if item is not None and item.run is not None else None
 
-    def _task_started(self, task: Any, task_run: Any) -> None:
+    def _task_started(self, task: Any, task_run: Any, engine: Any) -> None:
         item = self._flow_of(task_run)
         if item is None:
             return
-        context = TaskRunContext.get()
-        inputs: Mapping[str, Any] = {}
-        if context is not None and context.task_run.id == task_run.id:
-            inputs = context.parameters or {}
+        inputs = _parameters(task_run, engine)
         attempt = max(int(getattr(task_run, "run_count", 1) or 1), 1)
-        # A retry's on_running is called while the engine handles the attempt's exception.
+        # Prefect calls on_running while it handles the exception of the attempt before
+        # (an immediate retry) or of this attempt (one interrupted as it unwinds).
         raised = sys.exc_info()[1]
-        item.loop.run(
-            self._start_attempt, item, str(task_run.id), str(task.name), inputs, attempt, raised
-        )
+        key = str(task_run.id)
+        item.loop.run(self._start_attempt, item, key, str(task.name), inputs, attempt, raised)
+        if engine is not None:
+            _watch(engine, self, lambda new: self._task_state(engine.task_run or task_run, new))
 
     @staticmethod
     async def _start_attempt(
@@ -266,14 +422,21 @@ class PrefectHooks:
         run = item.run
         assert run is not None  # checked by _flow_of
         state = run.state
-        previous = item.tasks.pop(key, None)
-        if previous is not None:  # Prefect retries the task: that attempt failed
+        previous = item.tasks.get(key)
+        if previous is not None and attempt <= previous.attempt:
+            # Not a new attempt: Prefect calls on_running again, from a finally block,
+            # when an attempt is interrupted (a crash, a flow timeout). It ends by that.
+            error = _interruption(raised) if raised is not None else None
+            error = error or asyncio.CancelledError(f"the task run of {name!r} was interrupted")
+            await _end_attempt(item, key, None, error)
+            return
+        if previous is not None:  # a retry whose failed attempt was not seen ending
             error = raised if isinstance(raised, Exception) else None
-            error = error or RuntimeError(f"attempt {previous.attempt} of {name!r} failed")
-            await call_in_run(state, previous.name, _failed_will_retry, state, previous, error)
-            node = previous.name
-        else:
-            node = run.node_name(name)
+            await _retried(item, key, error)
+        node = item.names.get(key) or run.node_name(name)
+        item.names[key] = node
+        if isinstance(state, FrameworkRunState):
+            state.handled.discard(node)  # this attempt decides now
         step = state.enter_node(node, as_input(dict(inputs)), attempt)
         try:
             await call_in_run(state, node, state.node_start, step)
@@ -281,19 +444,106 @@ class PrefectHooks:
             return
         item.tasks[key] = step
 
+    def _task_state(self, task_run: Any, state: Any) -> None:
+        """A task run's engine set ``state``; those Prefect calls no hook for end the attempt.
+
+        A retry (``AwaitingRetry``, or an immediate ``Retrying``): the failed
+        attempt's ``error`` (``will_retry``), with the exception Prefect is
+        handling. ``Crashed``: the crash's ``error`` (cancelled, silently,
+        when it was an interruption). ``Cancelled``: cancelled, silently.
+        """
+        item = self._flow_of(task_run)
+        if item is None:
+            return
+        key = str(task_run.id)
+        if state.is_scheduled() or state.is_running():
+            raised = sys.exc_info()[1]
+            error = raised if isinstance(raised, Exception) else None
+            attempt = int(getattr(task_run, "run_count", 0) or 0)
+            item.loop.run(_retried, item, key, error, None if state.is_scheduled() else attempt)
+        elif state.is_crashed():
+            crash = _interruption(_failure(state, "the task run crashed"))
+            item.loop.run(_end_attempt, item, key, None, crash)
+        elif state.is_cancelled() or state.is_cancelling():
+            cancel = _cancelled(state, "the task run was cancelled")
+            item.loop.run(_end_attempt, item, key, None, cancel)
+
     def _task_ended(self, task_run: Any, output: Any, error: BaseException | None) -> None:
         item = self._flow_of(task_run)
         if item is not None:
-            item.loop.run(self._end_attempt, item, str(task_run.id), output, error)
+            item.loop.run(_end_attempt, item, str(task_run.id), output, error)
 
-    @staticmethod
-    async def _end_attempt(
-        item: _FlowRun, key: str, output: Any, error: BaseException | None
-    ) -> None:
-        step = item.tasks.pop(key, None)
-        if step is not None and item.run is not None:
-            state = item.run.state
-            await call_in_run(state, step.name, end_node, state, step, output, error)
+
+def _parent_of(key: str) -> str | None:
+    """The id of the reported flow run that flow run ``key`` is a subflow of, if any.
+
+    Prefect starts a subflow's run inside its parent flow run's context
+    (also from a task of it, in another thread): its first ``on_running``
+    still sees the parent's.
+    """
+    context = FlowRunContext.get()
+    parent = getattr(getattr(context, "flow_run", None), "id", None)
+    if parent is None or str(parent) == key:
+        return None
+    with _live_lock:
+        return str(parent) if str(parent) in _live_flow_runs else None
+
+
+def _parameters(task_run: Any, engine: Any) -> Mapping[str, Any]:
+    """The values a task run's function is called with: its engine's resolved parameters.
+
+    Without the engine: the task run context's parameters, where Prefect
+    has not yet resolved the futures and states passed as arguments.
+    """
+    parameters = getattr(engine, "parameters", None) if engine is not None else None
+    if isinstance(parameters, Mapping):
+        return parameters
+    context = TaskRunContext.get()
+    if context is not None and context.task_run.id == task_run.id:
+        return context.parameters or {}
+    return {}
+
+
+async def _finish(state: Any, error: BaseException | None, paused: bool) -> None:
+    """End a flow run's run: by ``error``, else succeeded (or suspended when ``paused``).
+
+    Its task runs that have not ended are handled: the flow run's state decides.
+    """
+    if isinstance(state, _FlowRunState):
+        state.handled.update(state.running)
+        state.paused = paused and error is None
+    await end_run(state, error)
+
+
+async def _end_attempt(item: _FlowRun, key: str, output: Any, error: BaseException | None) -> None:
+    """End a task run's running attempt: ``node_end``, its ``error``, or cancelled."""
+    step = item.tasks.pop(key, None)
+    if step is None or item.run is None:
+        return
+    state = item.run.state
+    await call_in_run(state, step.name, end_node, state, step, output, error)
+    if error is not None and isinstance(state, FrameworkRunState):
+        state.handled.add(step.name)  # the flow run's state says whether Prefect got past it
+
+
+async def _retried(
+    item: _FlowRun, key: str, error: BaseException | None, attempt: int | None = None
+) -> None:
+    """A task run's running attempt failed and Prefect retries it: its ``error``, ``will_retry``.
+
+    ``attempt`` is the run count of a retry that starts now (``None``: one
+    awaited); the attempt running is the one that failed only when it is an
+    earlier one.
+    """
+    step = item.tasks.get(key)
+    if step is None or item.run is None or (attempt is not None and attempt <= step.attempt):
+        return
+    del item.tasks[key]
+    state = item.run.state
+    error = error or RuntimeError(f"attempt {step.attempt} of {step.name!r} failed")
+    await call_in_run(state, step.name, _failed_will_retry, state, step, error)
+    if isinstance(state, FrameworkRunState):
+        state.handled.add(step.name)
 
 
 async def _failed_will_retry(state: Any, step: NodeAttempt, error: BaseException) -> None:

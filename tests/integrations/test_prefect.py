@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 if importlib.util.find_spec("prefect") is None:
     pytest.skip("prefect is not installed", allow_module_level=True)
 
-from flowhooks import InvalidCallbackError
+from flowhooks import Event, InvalidCallbackError, RunResult, current_run
 from flowhooks.testing import RecordingCallback
 
 pytestmark = [
@@ -43,10 +45,30 @@ def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             yield home
 
 
+class ResultRecorder(RecordingCallback):
+    """A recorder that also keeps each run's ``RunResult`` (by run id) when the run ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.results: dict[str, RunResult] = {}
+
+    async def on_workflow_end(
+        self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
+    ) -> None:
+        await super().on_workflow_end(workflow_id, output_data, event=event)
+        result = current_run().result
+        assert result is not None
+        self.results[workflow_id] = result
+
+
 def _hooks(recorder: RecordingCallback, **options: Any) -> Any:
     from flowhooks.integrations.prefect import flowhooks_hooks
 
     return flowhooks_hooks([recorder], **options)
+
+
+def _loop_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("flowhooks-prefect-")]
 
 
 def test_a_flow_run_is_a_run_and_its_task_runs_are_nodes() -> None:
@@ -227,3 +249,250 @@ def test_arguments_are_checked() -> None:
         "on_running",
     ]
     assert sorted(hooks.task) == ["on_completion", "on_failure", "on_running"]
+
+
+def test_a_completed_flow_run_succeeds_whatever_its_task_runs_did() -> None:
+    import time
+
+    from prefect import flow, task
+    from prefect.states import Cancelled
+
+    recorder = ResultRecorder()
+    hooks = _hooks(recorder)
+    runs: list[int] = []
+
+    @task(**hooks.task)
+    def fails() -> None:
+        raise ValueError("handled by the flow")
+
+    @task(**hooks.task)
+    def cancels() -> Any:
+        return Cancelled()
+
+    @task(**hooks.task)
+    def slow() -> int:
+        time.sleep(0.5)
+        return 1
+
+    @flow(**hooks.flow)
+    def handles() -> str:
+        fails(return_state=True)
+        cancels(return_state=True)
+        slow.submit()  # never awaited: it ends after the flow run
+        return "done"
+
+    @flow(retries=1, **hooks.flow)
+    def retried() -> str:
+        runs.append(1)
+        if len(runs) == 1:
+            fails()
+        return "second try"
+
+    assert handles() == "done"
+    assert retried() == "second try"
+    time.sleep(0.7)
+    first, second = recorder.run_ids
+    assert recorder.events_for_run(first)[-1].type == "workflow_end"  # nothing after it
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["succeeded", "succeeded"]
+    (handled, _) = recorder.errors
+    assert (handled.node_id, handled.type, handled.will_retry) == ("fails", "ValueError", False)
+    nodes = recorder.results[first].nodes
+    assert {name: node.status.value for name, node in nodes.items()} == {
+        "fails": "failed",
+        "cancels": "cancelled",
+        "slow": "cancelled",
+    }
+    assert nodes["fails"].error is not None
+    assert nodes["fails"].error.message == "handled by the flow"
+    assert recorder.results[second].succeeded
+    assert recorder.results[second].nodes["fails"].status == "failed"
+
+
+def test_flow_runs_ending_cancelled_or_paused_end_their_run() -> None:
+    from prefect import flow, task
+    from prefect.states import Cancelled, Paused
+
+    recorder = ResultRecorder()
+    hooks = _hooks(recorder)
+
+    @task(**hooks.task)
+    def cancel() -> Any:
+        return Cancelled()
+
+    @flow(**hooks.flow)
+    def returns_cancelled() -> Any:
+        return Cancelled(message="not today")
+
+    @flow(**hooks.flow)
+    def returns_a_cancelled_task() -> Any:
+        return cancel.submit()
+
+    @flow(**hooks.flow)
+    async def returns_cancelled_async() -> Any:
+        return Cancelled(message="not today either")
+
+    @flow(**hooks.flow)
+    def returns_paused() -> Any:
+        return Paused()
+
+    assert returns_cancelled(return_state=True).is_cancelled()
+    assert returns_a_cancelled_task(return_state=True).is_cancelled()
+    assert asyncio.run(returns_cancelled_async(return_state=True)).is_cancelled()
+    assert returns_paused(return_state=True).is_paused()
+    ends = recorder.events_of("workflow_end")
+    assert [e.status for e in ends] == ["cancelled", "cancelled", "cancelled", "suspended"]
+    assert len(recorder.events_of("workflow_start")) == 4
+    results = [recorder.results[e.run_id] for e in ends]
+    assert [r.cancel_reason for r in results[:3:2]] == ["not today", "not today either"]
+    assert results[3].error is None
+    assert _loop_threads() == []
+
+
+class Interrupt(BaseException):
+    """A crash of a task run: an exception that is no ``Exception``."""
+
+
+def test_an_interrupted_task_attempt_is_not_a_retry() -> None:
+    from prefect import flow, task
+
+    recorder = RecordingCallback()
+    hooks = _hooks(recorder)
+
+    @task(**hooks.task)
+    def crashes() -> None:
+        raise Interrupt("pulled the plug")
+
+    @flow(**hooks.flow)
+    def nightly() -> None:
+        crashes()
+
+    with pytest.raises(Interrupt):
+        nightly()
+    assert recorder.types == ["workflow_start", "node_start", "error", "workflow_end"]
+    (error,) = recorder.errors
+    assert (error.type, error.message, error.attempt, error.will_retry) == (
+        "Interrupt",
+        "pulled the plug",
+        1,
+        False,
+    )
+    assert recorder.events[-1].status == "failed"
+
+
+def test_a_delayed_retry_sends_the_failed_attempts_own_error_when_it_fails() -> None:
+    from prefect import flow, task
+
+    recorder = RecordingCallback()
+    hooks = _hooks(recorder)
+    calls: list[int] = []
+
+    @task(retries=1, retry_delay_seconds=0.6, **hooks.task)
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) % 2:
+            raise ValueError(f"boom {len(calls)}")
+        return "ok"
+
+    @task(retries=1, retry_delay_seconds=0.6, **hooks.task)
+    async def flaky_async() -> str:
+        return flaky.fn()
+
+    @flow(**hooks.flow)
+    def nightly() -> str:
+        return flaky()
+
+    @flow(**hooks.flow)
+    async def nightly_async() -> str:
+        return await flaky_async()
+
+    assert nightly() == "ok"
+    assert asyncio.run(nightly_async()) == "ok"
+    errors = recorder.events_of("error")
+    assert [(e.node_id, e.attempt) for e in errors] == [("flaky", 1), ("flaky_async", 1)]
+    for event, message in zip(errors, ["boom 1", "boom 3"], strict=True):
+        info = event.payload
+        assert (info.type, info.message, info.will_retry) == ("ValueError", message, True)
+        assert isinstance(info.exception, ValueError)
+        assert event.duration is not None
+        assert event.duration < 0.5  # sent when the attempt failed, not after the delay
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["succeeded"] * 2
+
+
+def test_task_inputs_are_the_values_the_task_is_called_with() -> None:
+    from prefect import flow, task
+
+    recorder = RecordingCallback()
+    hooks = _hooks(recorder)
+
+    @task(**hooks.task)
+    def five() -> int:
+        return 5
+
+    @task(**hooks.task)
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    @flow(**hooks.flow)
+    def nightly() -> list[int]:
+        upstream = five.submit()
+        return [plus_one.submit(upstream).result(), *plus_one.map([upstream]).result()]
+
+    assert nightly() == [6, 6]
+    starts = {e.node_id: e.payload for e in recorder.events_of("node_start")}
+    assert starts == {"five": {}, "plus_one": {"x": 5}, "plus_one#2": {"x": 5}}
+
+
+def test_a_subflow_run_is_a_sub_run_of_its_parent_flow_run() -> None:
+    from prefect import flow, task
+
+    recorder = RecordingCallback()
+    hooks = _hooks(recorder)
+
+    @task(**hooks.task)
+    def echo(x: int) -> int:
+        return x
+
+    @flow(**hooks.flow)
+    def child(x: int) -> int:
+        return echo(x)
+
+    @flow(**hooks.flow)
+    def parent() -> int:
+        return child(1) + echo.submit(2).result()
+
+    assert parent() == 3
+    assert child(4) == 4  # called on its own: a root run
+    starts = recorder.events_of("workflow_start")
+    assert [(e.workflow_name, e.parent_run_id) for e in starts] == [
+        ("parent", None),
+        ("child", starts[0].run_id),
+        ("child", None),
+    ]
+    child_events = recorder.events_for_run(starts[1].run_id)
+    assert {e.parent_run_id for e in child_events} == {starts[0].run_id}
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["succeeded"] * 3
+
+
+def test_a_flow_run_ended_by_sigterm_is_cancelled() -> None:
+    import os
+
+    from prefect import flow
+    from prefect.exceptions import TerminationSignal
+
+    recorder = ResultRecorder()
+    hooks = _hooks(recorder)
+
+    @flow(**hooks.flow)
+    def terminated() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # Prefect passes the signal on to the handler it replaced: keep it from ending pytest.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        with pytest.raises(TerminationSignal):
+            terminated()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert recorder.types == ["workflow_start", "workflow_end"]
+    assert recorder.events[-1].status == "cancelled"
+    assert recorder.results[recorder.run_ids[0]].cancel_reason == "SIGTERM"
