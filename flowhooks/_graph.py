@@ -218,7 +218,7 @@ def check_inputs(workflow: str, inputs: Mapping[str, Any], plan: RunPlan) -> Non
         return
     missing = sorted(name for name in plan.required_inputs if name not in inputs)
     if missing:
-        given = [str(name) for name in inputs if name not in plan.required_inputs]
+        given = [n for n in inputs if isinstance(n, str) and n not in plan.required_inputs]
         detail = "; ".join(
             f"{name!r} (needed by {', '.join(plan.required_inputs[name])})" + _given_as(name, given)
             for name in missing

@@ -303,6 +303,33 @@ def _call_shape(
     return wants_event, is_async
 
 
+_NO_DEFAULT: Any = object()
+
+
+def read_attribute(
+    handler: object, name: str, default: Any = _NO_DEFAULT, *, as_bool: bool = False
+) -> Any:
+    """``handler.name`` (``default`` when missing), read when the handler is added.
+
+    A property or ``__getattr__`` of the handler's that raises (or an option whose
+    truth cannot be told) is refused with a ``TypeError`` naming the handler and
+    the attribute, not let out as the handler's own exception.
+    """
+    try:
+        if default is _NO_DEFAULT:
+            value = getattr(handler, name)
+        else:
+            value = getattr(handler, name, default)
+        return bool(value) if as_bool else value
+    except Exception as exc:
+        msg = (
+            f"cannot add {type(handler).__name__}: reading its {name!r} raised "
+            f"{type(exc).__name__}: {exc}; a handler's methods and options must be "
+            "readable when it is added"
+        )
+        raise ParameterTypeError(msg) from exc
+
+
 def inspect_hook(
     handler: BaseCallbackHandler,
     event_type: EventType,
@@ -316,13 +343,13 @@ def inspect_hook(
             positional arguments, saying which arguments it must accept.
     """
     method_name = event_type.method_name
-    fn = getattr(handler, method_name)
+    fn = read_attribute(handler, method_name)
     if not callable(fn):
         msg = f"{_describe(handler, method_name)} must be a method, got {fn!r}"
         raise TypeError(msg)
     wants_event, is_async = _call_shape(handler, method_name, fn, event_type)
-    timeout = getattr(handler, "timeout", None)
-    in_thread = bool(getattr(handler, "run_in_thread", False)) and not is_async
+    timeout = read_attribute(handler, "timeout", None)
+    in_thread = read_attribute(handler, "run_in_thread", False, as_bool=True) and not is_async
     try:
         timeout = check_seconds(f"{type(handler).__name__}.timeout", timeout, allow_none=True)
     except ValueError as exc:  # reported as a TypeError by add_handler, as every handler flaw
@@ -341,7 +368,7 @@ def inspect_hook(
         kind=kind,
         is_async=is_async,
         wants_event=wants_event,
-        raise_error=bool(getattr(handler, "raise_error", False)),
+        raise_error=read_attribute(handler, "raise_error", False, as_bool=True),
         timeout=float(timeout) if timeout is not None else None,
         in_thread=in_thread,
         thread_slot=(thread_slot or ThreadSlot()) if in_thread else None,
@@ -449,28 +476,6 @@ def make_entry(
         raise ParameterTypeError(msg)
     if not isinstance(handler, Dispatcher):
         _warn_misspelled_hooks(type(handler))
-    try:
-        return _inspect_handler(handler, priority, order, label, breaker)
-    except (TypeError, ValueError):
-        raise
-    except Exception as exc:  # a property or __getattr__ of the handler's that raises
-        msg = (
-            f"cannot add {label}: reading its methods and options (on_*, raise_error, "
-            f"timeout, run_in_thread, breaker) raised {type(exc).__name__}: {exc}; "
-            "a handler's attributes must be readable when it is added"
-        )
-        raise ParameterTypeError(msg) from exc
-
-
-def _inspect_handler(
-    handler: BaseCallbackHandler,
-    priority: int,
-    order: int,
-    label: str,
-    breaker: CircuitBreaker | None,
-) -> Entry:
-    from flowhooks._dispatcher import Dispatcher  # composites subclass the handler base
-
     calls: dict[EventType, HookCall] = {}
     thread_slot = ThreadSlot()  # one per handler: its hooks share one worker-thread lane
     for event_type in EventType:
@@ -483,7 +488,7 @@ def _inspect_handler(
                 kind=CallKind.DISPATCHER,
                 is_async=True,
                 wants_event=False,
-                raise_error=bool(handler.raise_error),
+                raise_error=read_attribute(handler, "raise_error", False, as_bool=True),
                 timeout=None,
                 in_thread=False,
             )
@@ -521,7 +526,7 @@ def _guard(
         return None
     if breaker is None:
         breaker = check_breaker(
-            getattr(handler, "breaker", None), f"{type(handler).__name__}.breaker"
+            read_attribute(handler, "breaker", None), f"{type(handler).__name__}.breaker"
         )
         if breaker is None:
             return None

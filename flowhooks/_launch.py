@@ -7,7 +7,6 @@ callbacks, timeout) is raised here, before the run's first event.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from flowhooks._manager import CallbackManager
 from flowhooks._node import InvalidCallbackError, Node, _reject_unknown_options
 from flowhooks._results import RunResult
 from flowhooks._resume import PROCESS_STORE, SUBWORKFLOW_ATTRIBUTE, RunStore, graph_fingerprint
-from flowhooks._runner import AsyncioRunner, Runner
+from flowhooks._runner import AsyncioRunner, Runner, is_async_method
 from flowhooks._sequencer import enter_run_task, leave_run_task
 from flowhooks._validate import check_seconds
 from flowhooks._workflow import Workflow
@@ -252,7 +251,7 @@ def resolve_store(store: RunStore | str | None) -> RunStore:
         plain = [
             name
             for name in ("save", "claim", "unclaim")
-            if not inspect.iscoroutinefunction(getattr(store, name))
+            if not is_async_method(getattr(store, name))
         ]
         if plain:
             msg = (

@@ -56,6 +56,16 @@ _ASYNC_METHODS = ("submit", "open", "aclose", "hold_for_run", "release_for_run")
 """The ``Runner`` methods a run awaits; a subclass's overrides must be coroutine functions."""
 
 
+def is_async_method(method: object) -> bool:
+    """Whether ``method`` is a coroutine function, or wraps one (``functools.wraps``)."""
+    try:
+        return inspect.iscoroutinefunction(method) or inspect.iscoroutinefunction(
+            inspect.unwrap(method)  # type: ignore[arg-type]
+        )
+    except ValueError:  # a __wrapped__ cycle
+        return False
+
+
 _TAKES_OUTPUTS: dict[type[Runner], bool] = {}
 
 
@@ -103,7 +113,7 @@ class Runner:
         super().__init_subclass__(**kwargs)
         for name in _ASYNC_METHODS:
             method = cls.__dict__.get(name)
-            if method is not None and not inspect.iscoroutinefunction(method):
+            if method is not None and not is_async_method(method):
                 msg = (
                     f"{cls.__qualname__}.{name} must be an `async def` (the run awaits it), "
                     f"got {method!r}; for a body that blocks, use "

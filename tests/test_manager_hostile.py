@@ -308,11 +308,24 @@ class _RaiseErrorUnreadable(BaseCallbackHandler):
         pass
 
 
-@pytest.mark.parametrize("handler_type", [_HookProperty, _RaiseErrorUnreadable])
+class _TimeoutUnreadable(BaseCallbackHandler):
+    @property
+    def timeout(self) -> Any:  # type: ignore[override]
+        raise ValueError("config not loaded")
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("handler_type", [_HookProperty, _RaiseErrorUnreadable, _TimeoutUnreadable])
 def test_a_handler_whose_attributes_raise_is_refused_when_added_with_a_clear_error(
     handler_type: type[BaseCallbackHandler],
 ) -> None:
-    with pytest.raises(TypeError, match=r"cannot add .*raised (RuntimeError|LookupError)"):
+    with pytest.raises(
+        TypeError,
+        match=rf"cannot add {handler_type.__name__}: reading its '\w+' raised "
+        r"(RuntimeError|LookupError|ValueError)",
+    ):
         CallbackManager([handler_type()])
 
     @node
@@ -320,6 +333,6 @@ def test_a_handler_whose_attributes_raise_is_refused_when_added_with_a_clear_err
         return 1
 
     wf = Workflow("unreadable", nodes=[a])
-    with pytest.raises(TypeError, match="attributes must be readable") as caught:
+    with pytest.raises(TypeError, match="methods and options must be readable") as caught:
         wf.run_sync(callbacks=[handler_type()])
     assert isinstance(caught.value, flowhooks.WorkflowError)  # refused before any event
