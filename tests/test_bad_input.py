@@ -245,3 +245,42 @@ def test_a_runner_whose_check_takes_the_workflow_alone_still_runs_selections() -
 
     assert Workflow("one", nodes=[a]).run_sync(runner=Picky(), outputs=["a"]).outputs == {"a": 1}
     assert checked == ["one"]
+
+
+def test_a_runner_method_behind_a_wrapping_decorator_is_accepted() -> None:
+    import functools
+
+    from flowhooks import AsyncioRunner
+
+    def traced(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    class Traced(AsyncioRunner):
+        @traced
+        async def submit(self, node: Any, kwargs: dict[str, Any]) -> Any:
+            return await super().submit(node, kwargs)
+
+    @node
+    async def one() -> int:
+        return 1
+
+    assert Workflow("w", nodes=[one]).run_sync(runner=Traced()).outputs == {"one": 1}
+
+
+def test_an_input_key_with_a_broken_str_does_not_spoil_the_missing_input_error() -> None:
+    from flowhooks import MissingInputError
+
+    class Key:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    @node
+    def load(source: str) -> str:
+        return source
+
+    with pytest.raises(MissingInputError, match="'source'"):
+        Workflow("w", nodes=[load]).run_sync({Key(): 1})  # type: ignore[dict-item]
