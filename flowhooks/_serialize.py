@@ -351,7 +351,7 @@ def _convert(value: Any, limit: int) -> Any:
             return _pydantic_data(value, serializer, fallback)
         if _is_dataclass_instance(cls):
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-            return _named_fields(fields)
+            return _named_fields(fields, limit)
         if issubclass(cls, set | frozenset | deque):
             return list(value)
         return pydantic_core.to_jsonable_python(value, fallback=fallback, serialize_unknown=True)
@@ -419,33 +419,37 @@ def _encoder(limit: int) -> json.JSONEncoder:
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
-def _named_fields(value: Any, active: set[int] | None = None, depth: int = 0) -> Any:
+def _named_fields(value: Any, limit: int) -> Any:
     """``value`` with each named tuple in its plain dicts, lists and tuples made a dict of its
     fields; ``value`` itself when it holds none (nothing is copied then). The C encoder
-    would write a named tuple as a list, losing the field names. Never raises: on any
-    failure the value is left as it was."""
+    would write a named tuple as a list, losing the field names. At most ``limit`` items
+    are looked at (a JSON text capped at ``limit`` characters shows no more). Never
+    raises: on any failure the value is left as it was."""
     cls = type(value)
     if cls is str or cls is int or cls is float or value is None or cls is bool:
         return value
-    try:
-        if depth >= MAX_DEPTH:
-            return value
+    left = [limit]
+    active: set[int] = set()
+
+    def walk(value: Any, depth: int) -> Any:
+        cls = type(value)
         names = getattr(cls, "_fields", None) if issubclass(cls, tuple) else None
         if isinstance(names, tuple):
-            return dict(zip(names, _named_fields(tuple(value), active, depth), strict=False))
-        if cls is not dict and cls is not list and cls is not tuple:
+            return dict(zip(names, walk(tuple(value), depth), strict=False))
+        if (cls is not dict and cls is not list and cls is not tuple) or depth >= MAX_DEPTH:
             return value  # converted by _convert, or by the encoder as it is
-        active = set() if active is None else active
         if id(value) in active:
             return value  # a cycle: the encoder reports it
         active.add(id(value))
         try:
-            items = value.items() if cls is dict else enumerate(value)
             changed: Any = None
-            for key, item in items:
+            for key, item in value.items() if cls is dict else enumerate(value):
+                left[0] -= 1
+                if left[0] < 0:
+                    break
                 if type(item) in _SCALARS:  # most items: no call for them
                     continue
-                new = _named_fields(item, active, depth + 1)
+                new = walk(item, depth + 1)
                 if new is not item:
                     if changed is None:
                         changed = dict(value) if cls is dict else list(value)
@@ -455,6 +459,9 @@ def _named_fields(value: Any, active: set[int] | None = None, depth: int = 0) ->
         if changed is None:
             return value
         return tuple(changed) if cls is tuple else changed
+
+    try:
+        return walk(value, 0)
     except Exception:  # RecursionError at the stack's edge, a hostile _fields ...
         return value
 
@@ -527,7 +534,7 @@ def to_jsonable(value: Any, *, max_chars: int | None = None) -> Any:
             return value
     elif kind is float:
         return value if math.isfinite(value) else _non_finite(value)
-    text = _json_text(_named_fields(value), limit)
+    text = _json_text(_named_fields(value, limit), limit)
     if len(text) <= limit:
         return _parse(text)
     return {TRUNCATION_MARKER: True, "original_chars": len(text), "preview": text[:limit]}
