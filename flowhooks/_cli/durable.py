@@ -457,9 +457,10 @@ async def _why_not_resumable(db: str, run_id: str, pattern: str) -> str:
         ended = _ENDED.get(run.status, f"is {run.status}")
         return f"run {run.run_id!r} is not suspended: it {ended}; {listed}"
     return (
-        f"run {run.run_id!r} suspended, but its state was not saved in "
-        f"{_display_url(db)!r}: it ran without store=, so only the process that ran it "
-        "could resume it (`flowhooks run`, and run(store=URL), save it in the database)"
+        f"run {run.run_id!r} suspended, but its state is not saved in "
+        f"{_display_url(db)!r}: it ran without store= (only the process that ran it could "
+        "resume it) or with another store; `flowhooks run`, and run(store=URL), save it in "
+        "the database"
     )
 
 

@@ -209,12 +209,18 @@ def prune(conn: sa.Connection, *, older_than: float) -> int:
 
     Their node attempts, errors, event ids, consumers, delivered or dead outbox
     rows and finished suspensions go too. Live, suspended and still-pending
-    work is kept; a suspended run that a recorded run resumed has ended. Returns
+    work is kept; a suspended run that a recorded run resumed (and that run ended) has
+    ended. Returns
     the number of runs deleted.
     """
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
     r, later = runs_table, runs_table.alias("later")
-    resumed = sa.select(sa.literal(1)).where(later.c.resumed_from == r.c.run_id).exists()
+    resumed = (  # by a run that ended: a resume whose process died may be retried
+        sa.select(sa.literal(1))
+        .where(later.c.resumed_from == r.c.run_id)
+        .where(later.c.status.not_in(("running", "crashed")))
+        .exists()
+    )
     old = (
         sa.select(r.c.run_id)
         .where(r.c.ended_at.is_not(None))

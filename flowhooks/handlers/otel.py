@@ -268,7 +268,8 @@ class OpenTelemetryCallback(BaseCallbackHandler):
             previous.end()
 
     def node_span(self, run_id: str, node_id: str) -> Span | None:
-        """The span of ``node_id``'s running attempt in run ``run_id``, or ``None``.
+        """The span of ``node_id``'s running attempt in run ``run_id``; ``None`` when no attempt
+        of it is running (or the run is not traced by this handler).
 
         Spans a node's own code starts are not children of its node span by
         themselves (events are dispatched apart from the body's context); a

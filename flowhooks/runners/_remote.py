@@ -206,8 +206,16 @@ def run_attempt(
     """
     kwargs: dict[str, Any]
     snapshot: RunSnapshot
-    kwargs, snapshot = cloudpickle.loads(task)
-    state = cloudpickle.loads(snapshot.state) if snapshot.state is not None else {}
+    try:
+        kwargs, snapshot = cloudpickle.loads(task)
+        state = cloudpickle.loads(snapshot.state) if snapshot.state is not None else {}
+    except BaseException as exc:  # a class the worker cannot import, most often
+        unloadable = RuntimeError(
+            f"the node's arguments or run state could not be unpickled on the worker "
+            f"({type(exc).__name__}: {exc}); make the classes they hold importable on the "
+            "workers (install the module there), or pass plain data"
+        )
+        return _dumps(_failed(unloadable, []))
     events: list[tuple[str, Any]] = []
     ctx = WorkerRunContext(snapshot, kwargs, events, state)
     token = current_run_var.set(ctx)

@@ -282,3 +282,31 @@ async def test_check_takes_the_outputs_a_run_selects(runner: DaskRunner) -> None
     assert result.outputs == {"fine": 1}
     with pytest.raises(WorkflowError, match=r"node 'other'"):
         await wf.run(runner=runner)
+
+
+async def test_an_argument_the_workers_cannot_unpickle_fails_its_node_clearly(
+    runner: DaskRunner,
+) -> None:
+    """A class from a module only the driver has: a node failure saying so, not an engine
+    error."""
+    import sys
+    import types
+
+    module = types.ModuleType("flowhooks_driver_only")
+    exec("class Order:\n    def __init__(self, n):\n        self.n = n\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+
+        @node
+        def total(order: Any) -> int:
+            return int(order.n)
+
+        result = await Workflow("orders", nodes=[total]).run(
+            {"order": module.Order(3)}, runner=runner
+        )
+    finally:
+        del sys.modules[module.__name__]
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "could not be unpickled on the worker" in result.error.message
+    assert "flowhooks_driver_only" in result.error.message
