@@ -51,17 +51,23 @@ def _types(recorder: RecordingCallback) -> list[str]:
     return [e.type.value for e in recorder.events]
 
 
-async def test_a_cancel_during_the_opening_ends_the_run_at_once() -> None:
+async def _cancelled_while_opening(runner: AsyncioRunner) -> tuple[Any, RecordingCallback]:
+    """Start a run on ``runner``, cancel it with its handle during the opening, await it."""
     recorder = RecordingCallback()
-    handle = _workflow().start(runner=SlowToOpen(), callbacks=[recorder])
+    handle = _workflow().start(runner=runner, callbacks=[recorder])
     await asyncio.sleep(0.05)
-    assert handle.cancel("not today") is True
+    assert handle.cancel("user pressed stop") is True
     async with asyncio.timeout(5):
-        result = await handle
+        result = await handle  # a RunResult: nobody cancelled the awaiting task
     assert result.status is RunStatus.CANCELLED
-    assert result.cancel_reason == "not today"
+    assert result.cancel_reason == "user pressed stop"
     assert _types(recorder) == ["workflow_start", "workflow_end"]
     assert_well_formed(recorder.events)
+    return result, recorder
+
+
+async def test_a_cancel_during_the_opening_ends_the_run_at_once() -> None:
+    await _cancelled_while_opening(SlowToOpen())
 
 
 async def test_the_run_timeout_covers_the_opening() -> None:
@@ -125,14 +131,7 @@ class Stubborn(AsyncioRunner):
 
 
 async def test_a_cancelled_opening_that_raises_an_error_still_ends_the_run_cancelled() -> None:
-    recorder = RecordingCallback()
-    handle = _workflow().start(runner=Stubborn(), callbacks=[recorder])
-    await asyncio.sleep(0.05)
-    assert handle.cancel("user pressed stop") is True
-    async with asyncio.timeout(5):
-        result = await handle
-    assert result.status is RunStatus.CANCELLED
-    assert result.cancel_reason == "user pressed stop"
+    result, _ = await _cancelled_while_opening(Stubborn())
     assert result.error is None
 
 
@@ -161,11 +160,4 @@ class Deaf(AsyncioRunner):
 async def test_an_opening_that_ignores_the_stop_is_left_behind_and_the_run_ends() -> None:
     runner = Deaf()
     runner.cancel_grace = 0.1
-    recorder = RecordingCallback()
-    handle = _workflow().start(runner=runner, callbacks=[recorder])
-    await asyncio.sleep(0.05)
-    assert handle.cancel("user pressed stop") is True
-    async with asyncio.timeout(5):
-        result = await handle  # a RunResult: nobody cancelled the awaiting task
-    assert result.status is RunStatus.CANCELLED
-    assert _types(recorder) == ["workflow_start", "workflow_end"]
+    await _cancelled_while_opening(runner)
