@@ -15,8 +15,10 @@ only. A handler that cannot be weakly referenced gets a state per
 registration. The breaker refers to its handlers weakly: the states of
 handlers that were garbage collected are dropped as new handlers come.
 
-States: *closed* (calls go through; failures and timeouts are counted,
-a success resets the count), *open* (calls are skipped and counted as
+States: *closed* (calls go through; failures and timeouts are counted per
+event type, a success resets its event type's count, so a handler that fails
+on every ``workflow_end`` opens although its ``workflow_start`` succeeds),
+*open* (calls are skipped and counted as
 ``skipped`` until ``reset_after`` seconds have passed), *half-open* (calls go
 through again; the first success closes it, a failure opens it again at
 once). Opening and closing are logged once each.
@@ -146,15 +148,22 @@ class BreakerState:
     the handler; a closed breaker with no failure counted is read without it.
     """
 
-    __slots__ = ("_lock", "_opened_at", "_state", "breaker", "consecutive", "label")
+    __slots__ = ("_failing", "_lock", "_opened_at", "_state", "breaker", "label")
 
     def __init__(self, breaker: CircuitBreaker, label: str) -> None:
         self.breaker = breaker
         self.label = label
-        self.consecutive = 0
+        # Consecutive failures per event type: a webhook fails only on workflow_end, and
+        # its workflow_start, which always succeeds, must not reset that count.
+        self._failing: dict[object, int] = {}
         self._state = _CLOSED
         self._opened_at = 0.0
         self._lock = threading.Lock()
+
+    @property
+    def consecutive(self) -> int:
+        """The longest run of consecutive failures of one of the handler's event types."""
+        return max(self._failing.values(), default=0)
 
     @property
     def is_open(self) -> bool:
@@ -180,31 +189,33 @@ class BreakerState:
             self._state = _HALF_OPEN
             return True
 
-    def succeeded(self) -> None:
-        """Record a call that returned: resets the count, closes a half-open breaker."""
-        if self._state == _CLOSED and self.consecutive == 0:
+    def succeeded(self, event_type: object = None) -> None:
+        """Record a call that returned: resets its event type's count, closes a half-open
+        breaker."""
+        if self._state == _CLOSED and not self._failing:
             return  # the usual case: nothing to change
         with self._lock:
-            self.consecutive = 0
+            self._failing.pop(event_type, None)
             if self._state != _HALF_OPEN:
                 return
             self._state = _CLOSED
+            self._failing.clear()
         logger.warning(
             "Circuit breaker of callback {handler} closed: a call succeeded again",
             handler=self.label,
         )
 
-    def failed(self) -> None:
-        """Record a call that raised or timed out; open the breaker at the threshold."""
+    def failed(self, event_type: object = None) -> None:
+        """Record a call that raised or timed out; open the breaker when one event type
+        reaches the threshold of consecutive failures."""
         with self._lock:
-            self.consecutive += 1
+            count = self._failing[event_type] = self._failing.get(event_type, 0) + 1
             if self._state == _OPEN:
                 return
-            if self._state == _CLOSED and self.consecutive < self.breaker.failures:
+            if self._state == _CLOSED and count < self.breaker.failures:
                 return
             self._state = _OPEN
             self._opened_at = monotonic()
-            count = self.consecutive
         logger.error(
             "Circuit breaker of callback {handler} opened after {count} consecutive "
             "failure(s); its calls are skipped for {seconds:g}s",

@@ -325,7 +325,7 @@ async def call_other(
             call.stats.skipped += 1
             return False
         await invoke_general(call, args, event)
-        guard.succeeded()
+        guard.succeeded(call.event_type)
     else:
         await invoke_general(call, args, event)
     return True
@@ -337,7 +337,7 @@ def count_failure(call: HookCall, exc: Exception, elapsed: float) -> bool:
     dispatch loop. A ``HandlerStillBusy`` call was never made: it is counted in
     ``skipped`` only (and as a failure by the breaker: the handler is stuck)."""
     if call.breaker is not None:
-        call.breaker.failed()
+        call.breaker.failed(call.event_type)
     stats = call.stats
     if isinstance(exc, HandlerStillBusy):
         stats.skipped += 1

@@ -320,3 +320,23 @@ def test_a_breaker_forgets_handlers_that_are_gone() -> None:
         breaker.state_for(Flaky(), "Flaky")
     gc.collect()
     assert len(breaker._states) < 200
+
+
+def test_a_handler_failing_on_one_event_opens_although_its_other_events_succeed() -> None:
+    """A webhook fails on workflow_end only: its workflow_start successes do not reset that."""
+    from flowhooks.handlers import WebhookCallback
+
+    @node
+    def one() -> int:
+        return 1
+
+    wf = Workflow("w", nodes=[one])
+    hook = WebhookCallback("http://127.0.0.1:9/hook", deadline=0.3)  # nobody listens there
+    manager = CallbackManager([hook])
+    for _ in range(5):
+        assert wf.run_sync(callbacks=manager).status == "succeeded"
+    ended = manager.stats[hook]["workflow_end"]
+    assert (ended.errors, ended.skipped) == (5, 0)
+    assert wf.run_sync(callbacks=manager).status == "succeeded"
+    assert ended.skipped == 1  # open: the dead endpoint costs nothing now
+    assert ended.errors == 5
