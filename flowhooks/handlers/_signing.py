@@ -101,7 +101,7 @@ def verify_signature(body: bytes | str, header: str | None, secret: str | bytes)
         reject_type("header", "the header's value (a str) or None", header)
     if not header or not header.startswith(_PREFIX):
         return False
-    return hmac.compare_digest(sign_body(raw, key), header.strip())
+    return _same(header.strip(), sign_body(raw, key))
 
 
 def signing_key(secret: str | bytes) -> bytes:
@@ -175,7 +175,7 @@ def verify_webhook(
     message_id = lowered.get("webhook-id")
     stamp = lowered.get("webhook-timestamp", "")
     signatures = lowered.get("webhook-signature")
-    if not message_id or not signatures or not stamp.isdigit():
+    if not message_id or not signatures or not _is_seconds(stamp):
         return False
     current = time.time() if now is None else now
     if abs(current - int(stamp)) > tolerance:
@@ -185,7 +185,20 @@ def verify_webhook(
     except ValueError:
         return False
     return any(
-        hmac.compare_digest(candidate, expected)
+        _same(candidate, expected)
         for candidate in signatures.split()
         if candidate.startswith("v1,")
+    )
+
+
+def _is_seconds(stamp: object) -> bool:
+    """Whether a header holds a Unix time: ASCII digits, of a sane length (``"²"`` is a
+    digit to ``str.isdigit`` and too long a number cannot be converted)."""
+    return isinstance(stamp, str) and 0 < len(stamp) <= 20 and stamp.isascii() and stamp.isdigit()
+
+
+def _same(received: object, expected: str) -> bool:
+    """``hmac.compare_digest`` that answers ``False`` for a header that is not ASCII text."""
+    return (
+        isinstance(received, str) and received.isascii() and hmac.compare_digest(received, expected)
     )

@@ -380,3 +380,23 @@ async def test_webhook_notifier_body_is_strict_json(receiver: Receiver) -> None:
         "loop": ["x", "<circular reference>"],
     }
     assert list(rows) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("webhook-timestamp", "\u00b2"),  # a digit to str.isdigit, not to int()
+        ("webhook-timestamp", "1" * 5000),  # past int()'s digit limit
+        ("webhook-timestamp", "\u0661\u0667"),  # Arabic-Indic digits
+        ("webhook-signature", "v1,\u00e9"),  # compare_digest refuses non-ASCII text
+    ],
+)
+def test_hostile_headers_fail_verification_instead_of_raising(name: str, value: str) -> None:
+    from flowhooks.handlers._signing import signing_key, standard_headers
+    from flowhooks.handlers.webhook import verify_webhook
+
+    body = b'{"run_id": "r"}'
+    headers = standard_headers(signing_key("s3cret"), "msg_1", body)
+    assert verify_webhook(body, headers, "s3cret")
+    assert verify_webhook(body, {**headers, name: value}, "s3cret") is False
+    assert verify_signature(body, "sha256=\u00e9", "s3cret") is False
