@@ -33,7 +33,7 @@ from typing import Any, Final, final
 
 from loguru import logger
 
-from flowhooks._validate import check_count, check_seconds
+from flowhooks._validate import ParameterTypeError, check_count, check_seconds
 
 _CLOSED: Final = 0
 _OPEN: Final = 1
@@ -134,7 +134,7 @@ def check_breaker(value: object, where: str) -> CircuitBreaker | None:
     if value is None or isinstance(value, CircuitBreaker):
         return value
     msg = f"{where} must be a CircuitBreaker or None, got {value!r}"
-    raise TypeError(msg)
+    raise ParameterTypeError(msg)
 
 
 @final

@@ -289,7 +289,7 @@ def _call_shape(
                 f"Define it as `def {method_name}(self, {expected})`, optionally "
                 "with a keyword-only `event` parameter to receive the full Event."
             )
-            raise TypeError(msg) from None
+            raise ParameterTypeError(msg) from None
     is_async = (
         inspect.iscoroutinefunction(fn)
         or inspect.iscoroutinefunction(
@@ -346,7 +346,7 @@ def inspect_hook(
     fn = read_attribute(handler, method_name)
     if not callable(fn):
         msg = f"{_describe(handler, method_name)} must be a method, got {fn!r}"
-        raise TypeError(msg)
+        raise ParameterTypeError(msg)
     wants_event, is_async = _call_shape(handler, method_name, fn, event_type)
     timeout = read_attribute(handler, "timeout", None)
     in_thread = read_attribute(handler, "run_in_thread", False, as_bool=True) and not is_async
@@ -476,6 +476,29 @@ def make_entry(
         raise ParameterTypeError(msg)
     if not isinstance(handler, Dispatcher):
         _warn_misspelled_hooks(type(handler))
+    try:
+        return _inspected(handler, priority, order, label, breaker)
+    except ParameterTypeError:  # what flowhooks found wrong, said already
+        raise
+    except Exception as exc:  # the handler's own code, run while it was looked at
+        msg = (
+            f"cannot add {label}: looking at its methods and options raised "
+            f"{type(exc).__name__}: {exc}; a handler's methods and options must be "
+            "readable when it is added"
+        )
+        raise ParameterTypeError(msg) from exc
+
+
+def _inspected(
+    handler: BaseCallbackHandler,
+    priority: int,
+    order: int,
+    label: str,
+    breaker: CircuitBreaker | None,
+) -> Entry:
+    """``make_entry``'s inspection of a handler whose priority was checked."""
+    from flowhooks._dispatcher import Dispatcher
+
     calls: dict[EventType, HookCall] = {}
     thread_slot = ThreadSlot()  # one per handler: its hooks share one worker-thread lane
     for event_type in EventType:
@@ -522,7 +545,7 @@ def _guard(
                 f"add_handler(breaker=...) guards a handler's own methods, not a manager or "
                 f"composite ({label}); give the breaker to the handlers inside it"
             )
-            raise ValueError(msg)
+            raise ParameterTypeError(msg)
         return None
     if breaker is None:
         breaker = check_breaker(

@@ -317,14 +317,27 @@ class _TimeoutUnreadable(BaseCallbackHandler):
         pass
 
 
-@pytest.mark.parametrize("handler_type", [_HookProperty, _RaiseErrorUnreadable, _TimeoutUnreadable])
+class _Unready:
+    """A descriptor that raises however it is read, on the class as on an instance."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        raise RuntimeError("config not loaded")
+
+
+class _ClassDescriptor(BaseCallbackHandler):
+    on_node_end = _Unready()
+
+
+@pytest.mark.parametrize(
+    "handler_type", [_HookProperty, _RaiseErrorUnreadable, _TimeoutUnreadable, _ClassDescriptor]
+)
 def test_a_handler_whose_attributes_raise_is_refused_when_added_with_a_clear_error(
     handler_type: type[BaseCallbackHandler],
 ) -> None:
     with pytest.raises(
         TypeError,
-        match=rf"cannot add {handler_type.__name__}: reading its '\w+' raised "
-        r"(RuntimeError|LookupError|ValueError)",
+        match=rf"cannot add {handler_type.__name__}: (reading its '\w+'|looking at its "
+        r"methods and options) raised (RuntimeError|LookupError|ValueError)",
     ):
         CallbackManager([handler_type()])
 
