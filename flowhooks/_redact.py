@@ -52,6 +52,7 @@ _DERIVED_CACHE: Final = 64
 _CIRCULAR: Final = "<circular reference>"
 _TOO_DEEP: Final = "<nested too deeply>"
 _OVER_BUDGET: Final = "<redaction limit reached>"
+_REDACTED_BYTES: Final = REDACTED.encode()
 _MIN_SCRUBBED: Final = 6
 """Shortest secret text removed wherever it appears (shorter ones would hit ordinary words)."""
 _KEPT_TYPES: Final = (
@@ -294,7 +295,11 @@ class _Walk:
     def _hide(self, item: Any) -> str:
         """``"***"`` for a secret-named key's value, remembering its text."""
         if isinstance(item, bytes | bytearray):
-            item = bytes(item).decode("latin-1")
+            raw = bytes(item)
+            try:
+                item = raw.decode()
+            except UnicodeDecodeError:
+                item = raw.decode("latin-1")
         if isinstance(item, str):
             text = item.strip().strip("'\"")
             if len(text) >= _MIN_SCRUBBED and text != REDACTED:
@@ -421,23 +426,25 @@ class _Walk:
 
 def _scrub(value: Any, secrets: list[str], depth: int) -> Any:
     """``value`` (already redacted: dicts, lists, tuples, strings, bytes) with each of
-    ``secrets`` replaced by ``"***"`` in its strings, string keys and bytes."""
+    ``secrets`` replaced by ``"***"`` in its strings and bytes (UTF-8 or Latin-1), its
+    keys included."""
     if isinstance(value, str):
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, bytes):
-        text = value.decode("latin-1")
-        cleaned = _scrub(text, secrets, depth)
-        return value if cleaned == text else cleaned.encode("latin-1", "replace")
+        for secret in secrets:
+            for encoding in ("utf-8", "latin-1"):
+                found = secret.encode(encoding, "ignore")
+                if found and found in value:
+                    value = value.replace(found, _REDACTED_BYTES)
+        return value
     if depth >= _MAX_DEPTH:
         return value
     if isinstance(value, dict):
         return {
-            _scrub(key, secrets, depth) if isinstance(key, str) else key: _scrub(
-                item, secrets, depth + 1
-            )
+            _scrub(key, secrets, depth + 1): _scrub(item, secrets, depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):

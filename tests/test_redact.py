@@ -500,3 +500,21 @@ def test_a_pair_with_named_fields_hides_its_value_when_its_key_is_secret() -> No
     }
     assert redact_value(data) == expected
     assert redact_value(to_jsonable(data)) == expected  # as the history and webhooks do
+
+
+def test_the_hunt_for_a_hidden_secret_covers_keys_of_every_kind_and_utf8_bytes() -> None:
+    secret = "p\u00e4ssw\u00f6rt-geheim-42"
+    redacted = redact_value(
+        {
+            "password": secret,
+            "body": f"pw={secret}".encode(),
+            "by_bytes": {secret.encode(): 1},
+            "by_tuple": {("k", secret): 1},
+        }
+    )
+    assert redacted == {
+        "password": "***",
+        "body": b"pw=***",
+        "by_bytes": {b"***": 1},
+        "by_tuple": {("k", "***"): 1},
+    }
