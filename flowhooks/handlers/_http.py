@@ -153,7 +153,7 @@ def retry_after(response: httpx.Response, now: float | None = None) -> float | N
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to float()
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -166,6 +166,22 @@ def retry_after(response: httpx.Response, now: float | None = None) -> float | N
 
 
 # -- posting -------------------------------------------------------------------------------
+
+_ERROR_TEXT_BYTES: Final = 200
+"""How much of a refusal's body goes into the error (the rest is never read)."""
+
+
+async def _body_start(response: httpx.Response) -> str:
+    """The first characters of a response's body, read without reading the rest."""
+    start = b""
+    try:
+        async for chunk in response.aiter_raw():
+            start += chunk
+            if len(start) >= _ERROR_TEXT_BYTES:
+                break
+    except httpx.HTTPError:  # the body broke off: what came is enough
+        pass
+    return start[:_ERROR_TEXT_BYTES].decode("utf-8", "replace")
 
 
 class _Retryable(Exception):
@@ -293,28 +309,34 @@ class JsonPoster:
             remaining = ends_at - asyncio.get_running_loop().time()
             per_request = max(0.001, min(self.request_timeout, remaining))
             try:
-                response = await client.post(
-                    url, content=body, headers=dict(headers()), timeout=per_request
-                )
+                # Streamed: only the status, the headers and the start of an error's body
+                # are read; whatever else the endpoint sends (any size) is never read.
+                async with client.stream(
+                    "POST", url, content=body, headers=dict(headers()), timeout=per_request
+                ) as response:
+                    status = response.status_code
+                    if status < 300:
+                        return status
+                    if status in _REDIRECTS and "location" in response.headers:
+                        url = self._redirect(url, response.headers["location"], allowed)
+                        continue
+                    if status >= 500 or status in RETRY_STATUSES:
+                        msg = f"HTTP {status}"
+                        raise _Retryable(msg, retry_after(response))
+                    start = await _body_start(response)
+                    msg = (
+                        f"{self.owner} POST to {safe_url(url)} was refused with "
+                        f"HTTP {status}: {start!r} (not retried)"
+                    )
+                    raise WebhookDeliveryError(msg)
             except httpx.TransportError as exc:
                 text = str(exc)
                 raise _Retryable(
                     f"{type(exc).__name__}: {text}" if text else type(exc).__name__
                 ) from None
-            status = response.status_code
-            if status < 300:
-                return status
-            if status in _REDIRECTS and "location" in response.headers:
-                url = self._redirect(url, response.headers["location"], allowed)
-                continue
-            if status >= 500 or status in RETRY_STATUSES:
-                msg = f"HTTP {status}"
-                raise _Retryable(msg, retry_after(response))
-            msg = (
-                f"{self.owner} POST to {safe_url(url)} was refused with "
-                f"HTTP {status}: {response.text[:200]!r} (not retried)"
-            )
-            raise WebhookDeliveryError(msg)
+            except httpx.InvalidURL as exc:  # a redirect to a URL that cannot be requested
+                msg = f"{self.owner} POST to {safe_url(url)} cannot be sent: {exc}"
+                raise WebhookDeliveryError(msg) from None
         msg = f"{self.owner} POST to {safe_url(target)}: more than {_MAX_REDIRECTS} redirects"
         raise WebhookDeliveryError(msg)
 
