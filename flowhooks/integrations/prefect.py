@@ -22,10 +22,16 @@
 A flow run is a flowhooks run: its id is the flow run's id, its name
 ``workflow_name=`` or the flow's name, its inputs the flow's parameters; a
 subflow's run is a sub-run of its parent flow run's (``parent_run_id``).
+Several ``PrefectHooks`` on one flow each report it to their own handlers,
+as a run of their own: the first under the flow run's id, the others under
+a fresh id, with the flow run's id in metadata ``prefect_flow_run_id``.
 Its end follows the flow run's final state, whatever its task runs did:
 ``Completed`` succeeded, ``Failed`` failed with the flow's exception,
 ``Cancelled`` cancelled, ``Paused`` suspended, ``Crashed`` failed with the
-crash (an interruption, Ctrl-C or SIGTERM: cancelled). Each task run of it
+crash (an interruption, Ctrl-C or SIGTERM: cancelled). A flow run that
+leaves its engine with no final state set ends by what left it: ``Pause``
+suspended, ``Abort`` cancelled, any other exception failed (an interruption:
+cancelled). Each task run of it
 (of a task with the hooks) is a node: ``node_start`` with the values the task
 is called with, ``node_end`` with its result, or its ``error`` event; a task
 that Prefect retries sends one ``node_start`` per attempt (``attempt`` =
@@ -39,7 +45,8 @@ without ``Cancelling``, or ``Paused``; a task run that awaits a delayed
 retry, crashes or is cancelled), nor gives a hook the engine that runs the
 flow or task run, whose resolved parameters are the task's inputs. A hook
 finds that engine among its callers and follows the states it sets from then
-on; where it is not found, the hooks report what Prefect passes them.
+on, and what leaves the flow run's engine; where it is not found, the hooks
+report what Prefect passes them.
 
 Prefect calls state hooks synchronously (async flows too), and logs and
 swallows what they raise: each flow run's events are dispatched on a
@@ -49,19 +56,16 @@ private loop thread, in order, the hook returning once they were delivered.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from types import FrameType
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from loguru import logger
-
+from flowhooks._errors import DuplicateRunError
 from flowhooks._events import RunStatus
 from flowhooks._external_state import NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
+from flowhooks._ids import new_id
 from flowhooks._manager import CallbackManager
 from flowhooks._results import RunResult
 from flowhooks._workflow import Callbacks
@@ -77,11 +81,22 @@ from flowhooks.integrations._runs import (
 )
 
 try:
-    from prefect import results as prefect_results
     from prefect.context import FlowRunContext, TaskRunContext
-    from prefect.exceptions import TerminationSignal
+    from prefect.exceptions import Pause
     from prefect.flows import FlowStateHook
     from prefect.tasks import StateHookCallable
+
+    from flowhooks.integrations._prefect_engine import (
+        cancelled,
+        engine_of,
+        escape_outcome,
+        failure,
+        flow_outcome,
+        guard,
+        interruption,
+        value_of,
+        watch,
+    )
 except ImportError as _missing:  # pragma: no cover - exercised without the extra only
     _msg = (
         "flowhooks.integrations.prefect needs prefect, which is not installed; "
@@ -91,14 +106,11 @@ except ImportError as _missing:  # pragma: no cover - exercised without the extr
 
 __all__ = ["FlowHooks", "PrefectHooks", "TaskHooks", "flowhooks_hooks"]
 
-_RESULT_RECORD: type[Any] = getattr(prefect_results, "ResultRecord")  # noqa: B009 - re-exported
-"""The in-memory holder of a final state's value (defined in a private Prefect module)."""
-
-_CALLERS = 8
-"""How many callers of a hook are searched for the Prefect engine that called it."""
+_FLOW_RUN_ID = "prefect_flow_run_id"
+"""The metadata key of the flow run's id, in a run whose id is not the flow run's."""
 
 _live_flow_runs: set[str] = set()
-"""Ids of the flow runs reported now, by any ``PrefectHooks``: the parents a subflow links to."""
+"""Ids of the flow runs reported now under their own id: the parents a subflow links to."""
 _live_lock = threading.Lock()
 
 
@@ -121,120 +133,6 @@ class FlowHooks(TypedDict):
     on_failure: list[FlowStateHook[..., Any]]
     on_cancellation: list[FlowStateHook[..., Any]]
     on_crashed: list[FlowStateHook[..., Any]]
-
-
-def _value(state: Any) -> Any:
-    """What a final state holds: a task's or flow's return value, or its exception.
-
-    Read from the state's in-memory result record, never from result
-    storage (``state.result()`` would fetch it, and is a coroutine in an
-    async flow); ``None`` when the state does not hold it.
-    """
-    data = getattr(state, "data", None)
-    return data.result if isinstance(data, _RESULT_RECORD) else data
-
-
-def _failure(state: Any, fallback: str) -> BaseException:
-    """The exception a failed or crashed state holds, or a ``RuntimeError`` with its message."""
-    value = _value(state)
-    if isinstance(value, BaseException):
-        return value
-    return RuntimeError(getattr(state, "message", None) or fallback)
-
-
-def _interruption(exc: BaseException) -> BaseException:
-    """``exc``, or the cancellation it stands for: Prefect's ``TerminationSignal`` (SIGTERM).
-
-    flowhooks' own runs end ``cancelled`` on SIGTERM as on Ctrl-C; so do
-    the flow and task runs it interrupts.
-    """
-    if not isinstance(exc, TerminationSignal):
-        return exc
-    number = getattr(exc, "signal", None)
-    try:
-        name = signal.Signals(number).name if isinstance(number, int) else "a termination signal"
-    except ValueError:
-        name = f"signal {number}"
-    return asyncio.CancelledError(name)
-
-
-def _cancelled(state: Any, fallback: str) -> asyncio.CancelledError:
-    return asyncio.CancelledError(getattr(state, "message", None) or fallback)
-
-
-def _flow_outcome(state: Any) -> BaseException | None:
-    """How a flow run that entered ``state`` ends: ``None`` (succeeded or suspended) or why."""
-    if state.is_failed():
-        return _failure(state, "the flow run failed")
-    if state.is_crashed():
-        return _interruption(_failure(state, "the flow run crashed"))
-    if state.is_cancelled() or state.is_cancelling():
-        return _cancelled(state, "the flow run was cancelled")
-    return None
-
-
-def _engine_of(run: Any, attribute: str) -> Any:
-    """The Prefect engine that is calling a state hook about ``run`` (a task or flow run).
-
-    Prefect calls state hooks from a method of the engine running the task or
-    flow run, and passes them no handle on it: it is ``self`` of the nearest
-    caller whose ``attribute`` (``task_run``, ``flow_run``) is ``run``.
-    ``None`` when the hook is called otherwise.
-    """
-    frame: FrameType | None = sys._getframe(2)  # the hook's caller
-    for _ in range(_CALLERS):
-        if frame is None:
-            return None
-        candidate = frame.f_locals.get("self")
-        try:
-            found = getattr(candidate, attribute, None) is run
-        except Exception:  # a property that raises: not an engine
-            found = False
-        if found and callable(getattr(candidate, "set_state", None)):
-            return candidate
-        frame = frame.f_back
-    return None
-
-
-def _watch(engine: Any, owner: object, seen: Callable[[Any], None]) -> None:
-    """Call ``seen(state)`` with each state ``engine`` enters from now on, once per ``owner``.
-
-    Prefect calls no hook for some states; every state an engine enters goes
-    through its ``set_state``, wrapped here on that engine only. ``seen``
-    runs after it, in the same thread, while Prefect handles the exception
-    that led there (a failed attempt's, for a retry); what it raises is
-    logged, never raised into Prefect.
-    """
-    current = engine.set_state
-    owners: frozenset[int] = getattr(current, "flowhooks_owners", frozenset())
-    if id(owner) in owners:
-        return
-
-    def tell(state: Any) -> None:
-        try:
-            seen(state)
-        except Exception as exc:
-            logger.opt(exception=exc).error("flowhooks: reporting Prefect state {} failed", state)
-
-    wrapper: Callable[..., Any]
-    if inspect.iscoroutinefunction(current):
-
-        async def set_state_async(*args: Any, **kwargs: Any) -> Any:
-            state = await current(*args, **kwargs)
-            tell(state)
-            return state
-
-        wrapper = set_state_async
-    else:
-
-        def set_state(*args: Any, **kwargs: Any) -> Any:
-            state = current(*args, **kwargs)
-            tell(state)
-            return state
-
-        wrapper = set_state
-    setattr(wrapper, "flowhooks_owners", owners | {id(owner)})  # noqa: B010 - a function attribute
-    engine.set_state = wrapper
 
 
 class _FlowRunState(FrameworkRunState):
@@ -307,35 +205,35 @@ class PrefectHooks:
 
     def on_flow_running(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run starts: ``workflow_start`` (again after a retry of the flow: nothing)."""
-        self._flow_started(flow, flow_run, _engine_of(flow_run, "flow_run"))
+        self._flow_started(flow, flow_run, engine_of(flow_run, "flow_run"))
 
     def on_flow_completion(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run completed: ``workflow_end``, succeeded."""
-        self._flow_ended(str(flow_run.id), state)
+        self._flow_entered(str(flow_run.id), state)
 
     def on_flow_failure(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run failed: ``workflow_end``, failed with the flow's exception."""
-        self._flow_ended(str(flow_run.id), state)
+        self._flow_entered(str(flow_run.id), state)
 
     def on_flow_cancellation(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run is cancelled: ``workflow_end``, cancelled with the state's message."""
-        self._flow_ended(str(flow_run.id), state)
+        self._flow_entered(str(flow_run.id), state)
 
     def on_flow_crashed(self, flow: Any, flow_run: Any, state: Any) -> None:
         """A flow run crashed: ``workflow_end``, failed (cancelled when it was interrupted)."""
-        self._flow_ended(str(flow_run.id), state)
+        self._flow_entered(str(flow_run.id), state)
 
     def on_task_running(self, task: Any, task_run: Any, state: Any) -> None:
         """An attempt of a task run starts: ``node_start`` (after a failed attempt's ``error``)."""
-        self._task_started(task, task_run, _engine_of(task_run, "task_run"))
+        self._task_started(task, task_run, engine_of(task_run, "task_run"))
 
     def on_task_completion(self, task: Any, task_run: Any, state: Any) -> None:
         """A task run completed: ``node_end`` with its result."""
-        self._task_ended(task_run, _value(state), None)
+        self._task_ended(task_run, value_of(state), None)
 
     def on_task_failure(self, task: Any, task_run: Any, state: Any) -> None:
         """A task run's last attempt failed: its ``error`` event."""
-        self._task_ended(task_run, None, _failure(state, "the task run failed"))
+        self._task_ended(task_run, None, failure(state, "the task run failed"))
 
     # -- flow runs ----------------------------------------------------------------------
 
@@ -345,49 +243,97 @@ class PrefectHooks:
             if key in self._flows:
                 return  # a retry of the flow run: the run goes on
             item = self._flows[key] = _FlowRun(_LoopThread(f"flowhooks-prefect-{key}"))
-        options = self._options
-        args = RunArgs(
-            self._manager,
-            workflow_name=options.workflow_name or str(flow.name),
-            inputs=dict(getattr(flow_run, "parameters", None) or {}),
-            run_id=key,
-            resource_id=options.resource_id,
-            metadata=options.metadata,
-            parent_run_id=_parent_of(key),
-        )
         try:
-            item.run = Run(item.loop.run(start_run, args, None, _FlowRunState))
+            try:
+                args = self._args(flow, flow_run, key)
+                state = item.loop.run(start_run, args, None, _FlowRunState)
+            except DuplicateRunError:  # another PrefectHooks reports it under the flow run's id
+                args = self._args(flow, flow_run, new_id(), {_FLOW_RUN_ID: key})
+                state = item.loop.run(start_run, args, None, _FlowRunState)
         except BaseException:
             self._forget(key)
             raise
-        with _live_lock:
-            _live_flow_runs.add(key)
+        item.run = Run(state)
+        if state.run_id == key:
+            with _live_lock:
+                _live_flow_runs.add(key)
         if engine is not None:
-            _watch(engine, self, lambda new: self._flow_state(key, new))
+            watch(engine, self, lambda new: self._flow_state(key, new))
+            guard(engine, self, lambda exc: self._flow_escaped(key, exc))
+
+    def _args(
+        self, flow: Any, flow_run: Any, run_id: str, extra: Mapping[str, Any] | None = None
+    ) -> RunArgs:
+        """The arguments of the run that reports ``flow_run``, under ``run_id``."""
+        options = self._options
+        key = str(flow_run.id)
+        return RunArgs(
+            self._manager,
+            workflow_name=options.workflow_name or str(flow.name),
+            inputs=dict(getattr(flow_run, "parameters", None) or {}),
+            run_id=run_id,
+            resource_id=options.resource_id,
+            metadata={**options.metadata, **extra} if extra else options.metadata,
+            parent_run_id=self._parent_of(key),
+        )
+
+    def _parent_of(self, key: str) -> str | None:
+        """The id of the run reporting the flow run that flow run ``key`` is a subflow of, if any.
+
+        Prefect starts a subflow's run inside its parent flow run's context
+        (also from a task of it, in another thread): its first ``on_running``
+        still sees the parent's. The parent is this object's run of it, else
+        the run any ``PrefectHooks`` reports it as under its own id.
+        """
+        context = FlowRunContext.get()
+        parent = getattr(getattr(context, "flow_run", None), "id", None)
+        if parent is None or str(parent) == key:
+            return None
+        with self._lock:
+            item = self._flows.get(str(parent))
+        if item is not None and item.run is not None:
+            return item.run.state.run_id
+        with _live_lock:
+            return str(parent) if str(parent) in _live_flow_runs else None
 
     def _flow_state(self, key: str, state: Any) -> None:
         """The flow run's engine set ``state``: a final or paused one ends the run (once)."""
         if state.is_final() or state.is_paused():
-            self._flow_ended(key, state)
+            self._flow_entered(key, state)
 
-    def _flow_ended(self, key: str, state: Any) -> None:
+    def _flow_entered(self, key: str, state: Any) -> None:
+        """The flow run entered ``state``, which ends its run (once)."""
+        self._flow_ended(key, flow_outcome(state), state.is_paused())
+
+    def _flow_escaped(self, key: str, exc: BaseException) -> None:
+        """``exc`` left the flow run's engine: the run ends by it if no final state ended it.
+
+        Prefect then sets no final state (it could not, or ``Abort`` and
+        ``Pause`` set none), or sets ``Crashed`` after this for an
+        interruption, which ends the run the same way.
+        """
+        self._flow_ended(key, escape_outcome(exc), isinstance(exc, Pause))
+
+    def _flow_ended(self, key: str, error: BaseException | None, paused: bool) -> None:
         with self._lock:
             item = self._flows.get(key)
         if item is None:
             return
         try:
             if item.run is not None:
-                item.loop.run(_finish, item.run.state, _flow_outcome(state), state.is_paused())
+                item.loop.run(_finish, item.run.state, error, paused)
         finally:
             self._forget(key)
 
     def _forget(self, key: str) -> None:
         with self._lock:
             item = self._flows.pop(key, None)
-        with _live_lock:
-            _live_flow_runs.discard(key)
-        if item is not None:
-            item.loop.stop()
+        if item is None:
+            return
+        if item.run is not None and item.run.state.run_id == key:
+            with _live_lock:
+                _live_flow_runs.discard(key)
+        item.loop.stop()
 
     # -- task runs ----------------------------------------------------------------------
 
@@ -408,7 +354,7 @@ class PrefectHooks:
         key = str(task_run.id)
         item.loop.run(self._start_attempt, item, key, str(task.name), inputs, attempt, raised)
         if engine is not None:
-            _watch(engine, self, lambda new: self._task_state(engine.task_run or task_run, new))
+            watch(engine, self, lambda new: self._task_state(engine.task_run or task_run, new))
 
     @staticmethod
     async def _start_attempt(
@@ -426,7 +372,7 @@ class PrefectHooks:
         if previous is not None and attempt <= previous.attempt:
             # Not a new attempt: Prefect calls on_running again, from a finally block,
             # when an attempt is interrupted (a crash, a flow timeout). It ends by that.
-            error = _interruption(raised) if raised is not None else None
+            error = interruption(raised) if raised is not None else None
             error = error or asyncio.CancelledError(f"the task run of {name!r} was interrupted")
             await _end_attempt(item, key, None, error)
             return
@@ -462,31 +408,16 @@ class PrefectHooks:
             attempt = int(getattr(task_run, "run_count", 0) or 0)
             item.loop.run(_retried, item, key, error, None if state.is_scheduled() else attempt)
         elif state.is_crashed():
-            crash = _interruption(_failure(state, "the task run crashed"))
+            crash = interruption(failure(state, "the task run crashed"))
             item.loop.run(_end_attempt, item, key, None, crash)
         elif state.is_cancelled() or state.is_cancelling():
-            cancel = _cancelled(state, "the task run was cancelled")
+            cancel = cancelled(state, "the task run was cancelled")
             item.loop.run(_end_attempt, item, key, None, cancel)
 
     def _task_ended(self, task_run: Any, output: Any, error: BaseException | None) -> None:
         item = self._flow_of(task_run)
         if item is not None:
             item.loop.run(_end_attempt, item, str(task_run.id), output, error)
-
-
-def _parent_of(key: str) -> str | None:
-    """The id of the reported flow run that flow run ``key`` is a subflow of, if any.
-
-    Prefect starts a subflow's run inside its parent flow run's context
-    (also from a task of it, in another thread): its first ``on_running``
-    still sees the parent's.
-    """
-    context = FlowRunContext.get()
-    parent = getattr(getattr(context, "flow_run", None), "id", None)
-    if parent is None or str(parent) == key:
-        return None
-    with _live_lock:
-        return str(parent) if str(parent) in _live_flow_runs else None
 
 
 def _parameters(task_run: Any, engine: Any) -> Mapping[str, Any]:

@@ -496,3 +496,123 @@ def test_a_flow_run_ended_by_sigterm_is_cancelled() -> None:
     assert recorder.types == ["workflow_start", "workflow_end"]
     assert recorder.events[-1].status == "cancelled"
     assert recorder.results[recorder.run_ids[0]].cancel_reason == "SIGTERM"
+
+
+def _id_is_free(run_id: str) -> bool:
+    from flowhooks import DuplicateRunError, ExternalRun
+
+    try:
+        with ExternalRun.sync(workflow_name="probe", run_id=run_id):
+            return True
+    except DuplicateRunError:
+        return False
+
+
+def test_a_flow_run_that_leaves_its_engine_without_a_final_state_still_ends_its_run() -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import Abort, ObjectNotFound, Pause
+    from prefect.states import Suspended
+
+    recorder = ResultRecorder()
+    hooks = _hooks(recorder)
+
+    def current_id() -> Any:
+        context = FlowRunContext.get()
+        assert context is not None
+        return context.flow_run.id
+
+    @flow(**hooks.flow)
+    def deleted() -> int:
+        # Prefect then cannot set the final state: the API no longer has the flow run.
+        with get_client(sync_client=True) as client:
+            client.delete_flow_run(current_id())
+        return 1
+
+    @flow(**hooks.flow)
+    def aborted() -> None:
+        raise Abort("the API said stop")
+
+    @flow(**hooks.flow)
+    async def aborted_async() -> None:
+        raise Abort("the API said stop, async")
+
+    @flow(**hooks.flow)
+    def suspended() -> None:
+        raise Pause(state=Suspended())
+
+    with pytest.raises(ObjectNotFound):
+        deleted()
+    with pytest.raises(Abort):
+        aborted()
+    with pytest.raises(Abort):
+        asyncio.run(aborted_async())
+    with pytest.raises(Pause):
+        suspended()
+    assert recorder.types == ["workflow_start", "workflow_end"] * 4
+    recorder.assert_no_duplicates()
+    ends = recorder.events_of("workflow_end")
+    assert [e.status for e in ends] == ["failed", "cancelled", "cancelled", "suspended"]
+    results = [recorder.results[e.run_id] for e in ends]
+    assert results[0].error is not None
+    assert results[0].error.type == "ObjectNotFound"
+    assert [r.cancel_reason for r in results[1:3]] == [
+        "the API said stop",
+        "the API said stop, async",
+    ]
+    assert results[3].error is None
+    assert _loop_threads() == []
+    assert all(_id_is_free(run_id) for run_id in recorder.run_ids)
+
+
+def test_several_hooks_objects_on_one_flow_each_report_its_runs() -> None:
+    from prefect import flow, task
+    from prefect.context import FlowRunContext
+
+    first, second = RecordingCallback(), RecordingCallback()
+    one, two = _hooks(first), _hooks(second, metadata={"team": "ops"})
+    both = {name: [*one.flow[name], *two.flow[name]] for name in one.flow}
+    tasks = {name: [*one.task[name], *two.task[name]] for name in one.task}
+    flow_run_ids: list[str] = []
+
+    @task(**tasks)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow(**both)
+    def child(x: int) -> int:
+        context = FlowRunContext.get()
+        assert context is not None
+        flow_run_ids.append(str(context.flow_run.id))
+        return double(x)
+
+    @flow(**both)
+    def parent(x: int) -> int:
+        context = FlowRunContext.get()
+        assert context is not None
+        flow_run_ids.append(str(context.flow_run.id))
+        return double(x) + child(x)
+
+    assert parent(1) == 4
+    parent_id, child_id = flow_run_ids
+    shape = ["workflow_start", "node_start", "node_end", "workflow_start"]
+    shape += ["node_start", "node_end", "workflow_end", "workflow_end"]
+    assert first.types == second.types == shape
+    for recorder in (first, second):
+        recorder.assert_no_duplicates()
+        assert [e.status for e in recorder.events_of("workflow_end")] == ["succeeded"] * 2
+    # The first object reports each flow run under its id, the second under one of its own.
+    assert first.run_ids == [parent_id, child_id]
+    assert [e.metadata for e in first.events_of("workflow_start")] == [{}, {}]
+    parent_run, child_run = second.run_ids
+    assert not {parent_run, child_run} & {parent_id, child_id}
+    starts = second.events_of("workflow_start")
+    assert [e.metadata for e in starts] == [
+        {"team": "ops", "prefect_flow_run_id": parent_id},
+        {"team": "ops", "prefect_flow_run_id": child_id},
+    ]
+    assert [e.parent_run_id for e in starts] == [None, parent_run]
+    assert [e.parent_run_id for e in first.events_of("workflow_start")] == [None, parent_id]
+    assert _loop_threads() == []
+    assert all(_id_is_free(run_id) for run_id in [*first.run_ids, *second.run_ids])
