@@ -29,6 +29,7 @@ LAYERS = [
     "_events",
     # handlers and dispatch
     "_handler",
+    "_hook_names",
     "_hooks",
     "_plan_cache",
     "_monitors",
