@@ -353,7 +353,7 @@ def test_runs_resumed_or_kept_in_memory_are_told_apart(
     assert f"already resumed by run '{later.run_id}'" in again.stderr
     in_memory = cli("resume", waiting.run_id, "--db", url, cwd=tmp_path)
     assert in_memory.returncode == 1
-    assert "its state was not saved" in in_memory.stderr
+    assert "its state is not saved" in in_memory.stderr
     assert "store=" in in_memory.stderr
     done = cli("resume", later.run_id, "--db", url, cwd=tmp_path)
     assert "is not suspended: it succeeded" in done.stderr
