@@ -48,6 +48,9 @@ def test_prefect_flow_example(tmp_path: Path) -> None:
         tmp_path,
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # The example starts Prefect's temporary server; on a busy machine it takes more
+        # than Prefect's default 20 s to answer (the bridge's tests allow 120 s too).
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
     )
     first = out[: out.index("run 2 (no orders):")]
     assert [line.split()[1] for line in first if line.startswith("   ")][:6] == [
