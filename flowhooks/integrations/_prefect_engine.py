@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -153,25 +153,23 @@ def watch(engine: Any, owner: object, seen: Callable[[Any], None]) -> None:
         return
     tell = _telling("state", seen)
 
-    wrapper: Callable[..., Any]
-    if inspect.iscoroutinefunction(current):
+    def set_state(*args: Any, **kwargs: Any) -> Any:
+        state = current(*args, **kwargs)
+        if inspect.isawaitable(state):  # the async engine's: told once it is awaited
+            return _told_after(state, tell)
+        tell(state)
+        return state
 
-        async def set_state_async(*args: Any, **kwargs: Any) -> Any:
-            state = await current(*args, **kwargs)
-            tell(state)
-            return state
-
-        wrapper = set_state_async
-    else:
-
-        def set_state(*args: Any, **kwargs: Any) -> Any:
-            state = current(*args, **kwargs)
-            tell(state)
-            return state
-
-        wrapper = set_state
+    wrapper = set_state
     setattr(wrapper, "flowhooks_owners", owners)  # noqa: B010 - a function attribute
     engine.set_state = wrapper
+
+
+async def _told_after(pending: Awaitable[Any], tell: Callable[[Any], None]) -> Any:
+    """Await ``pending`` (an async ``set_state``), then tell the state it returned."""
+    state = await pending
+    tell(state)
+    return state
 
 
 def guard(engine: Any, owner: object, escaped: Callable[[BaseException], None]) -> None:
@@ -218,9 +216,7 @@ class _Guarded:
         except BaseException as raised:
             self._tell(raised)
             raise
-        if exc is not None and not kept:
-            self._tell(exc)
-        return kept
+        return self._settled(exc, kept=kept)
 
     async def __aenter__(self) -> Any:
         return await self._inner.__aenter__()
@@ -233,6 +229,10 @@ class _Guarded:
         except BaseException as raised:
             self._tell(raised)
             raise
+        return self._settled(exc, kept=kept)
+
+    def _settled(self, exc: BaseException | None, *, kept: bool) -> bool:
+        """Tell ``exc`` when the wrapped context let it through; return whether it kept it."""
         if exc is not None and not kept:
             self._tell(exc)
         return kept
