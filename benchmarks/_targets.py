@@ -217,9 +217,8 @@ def _dispatch(results: Results) -> list[Target]:
             "≤ 1.3x the `dispatch` row",
             r("flowhooks-shortcut/async/N=1", "flowhooks/async/N=1"),
             {"N=10": r("flowhooks-shortcut/async/N=10", "flowhooks/async/N=10")},
-            why="the shortcut is a coroutine function awaiting `dispatch` (it takes the "
-            "`raise_error` mark off an exception leaving to the caller); that coroutine "
-            "level alone costs about a no-op handler call, as its bound shows",
+            why="the shortcut packs the arguments and returns `dispatch`'s own coroutine "
+            "(no coroutine of its own); what is left is that call and the packing",
             bound=(
                 "one bare `async def` around `dispatch`",
                 r("bound-shortcut/async/N=1", "flowhooks/async/N=1"),

@@ -23,13 +23,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, final
 
-from flowhooks._dispatcher import Dispatcher
+from flowhooks._dispatcher import Dispatcher, _mark_propagating
 from flowhooks._events import EVENT_ARGS, Event, EventType, parse_event_type
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._hooks import HandlerStats, HookCall
 from flowhooks._invoke import count_failure
 from flowhooks._logs import debug
-from flowhooks._manager import CallbackManager, _mark_propagating
+from flowhooks._manager import CallbackManager
 from flowhooks._retry import RetryPolicy, retry_async
 from flowhooks._validate import ParameterTypeError
 

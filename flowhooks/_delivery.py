@@ -65,10 +65,9 @@ from loguru import logger
 
 from flowhooks._context import current_run_var
 from flowhooks._delivery_scope import delivering
-from flowhooks._dispatcher import Dispatcher
+from flowhooks._dispatcher import Dispatcher, _mark_propagating
 from flowhooks._events import Event
 from flowhooks._logs import failure_text
-from flowhooks._manager import _mark_propagating
 from flowhooks._validate import check_seconds
 
 ItemT = TypeVar("ItemT")

@@ -9,7 +9,9 @@ methods, so nesting costs one call per level and builds the ``Event`` once.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from abc import abstractmethod
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type
@@ -206,6 +208,77 @@ class Dispatcher(BaseCallbackHandler):
         except Exception as exc:
             clear_propagating(exc)  # it leaves the managers here, for the caller
             raise
+
+
+class CallerShortcuts(Dispatcher):
+    """A dispatcher whose typed shortcuts hand back ``dispatch``'s own coroutine.
+
+    ``await manager.on_node_start("a", {})`` then costs one coroutine, not two:
+    a coroutine level costs about as much as a no-op handler call. Such a
+    ``dispatch`` builds a missing ``Event`` itself and takes a fourth argument,
+    ``caller``: true when the call comes from user code, so that the
+    ``raise_error`` mark comes off an exception leaving to it. A subclass that
+    overrides ``dispatch`` without ``caller`` gets the generic shortcuts back.
+    The shortcuts are plain methods returning a coroutine: awaitable as ever,
+    though ``inspect.iscoroutinefunction`` is false for them.
+    """
+
+    _builds_events = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("dispatch")
+        if own is not None and "caller" not in inspect.signature(own).parameters:
+            for etype in EventType:
+                name = etype.method_name
+                if name not in cls.__dict__:
+                    setattr(cls, name, getattr(Dispatcher, name))
+
+    @abstractmethod
+    async def dispatch(
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        event: Event | None,
+        caller: bool = False,
+    ) -> None:
+        """Forward one event; ``caller``: clear the ``raise_error`` mark of what leaves."""
+
+    def on_workflow_start(
+        self, workflow_id: str, input_data: dict[str, Any], *, event: Event | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Dispatch ``workflow_start`` to the handlers."""
+        return self.dispatch(_WORKFLOW_START, (workflow_id, input_data), event, True)
+
+    def on_workflow_end(
+        self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Dispatch ``workflow_end`` to the handlers."""
+        return self.dispatch(_WORKFLOW_END, (workflow_id, output_data), event, True)
+
+    def on_node_start(
+        self, node_id: str, input_data: dict[str, Any], *, event: Event | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Dispatch ``node_start`` to the handlers."""
+        return self.dispatch(_NODE_START, (node_id, input_data), event, True)
+
+    def on_node_end(
+        self, node_id: str, output_data: Any, *, event: Event | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Dispatch ``node_end`` to the handlers."""
+        return self.dispatch(_NODE_END, (node_id, output_data), event, True)
+
+    def on_error(
+        self, error_info: ErrorInfo, *, event: Event | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Dispatch ``error`` to the handlers."""
+        return self.dispatch(_ERROR, (error_info,), event, True)
+
+    def on_custom_event(
+        self, name: str, data: Any, *, event: Event | None = None
+    ) -> Coroutine[Any, Any, None]:
+        """Dispatch a custom event to the handlers."""
+        return self.dispatch(_CUSTOM_EVENT, (name, data), event, True)
 
 
 _EVENT_FIELDS = frozenset(

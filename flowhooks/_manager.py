@@ -26,15 +26,12 @@ from loguru import logger
 
 from flowhooks._breaker import CircuitBreaker, check_breaker
 from flowhooks._context import run_id_for_logs
-from flowhooks._dispatcher import Dispatcher
-from flowhooks._dispatcher import (  # re-exported: composites import them from here
-    _mark_propagating as _mark_propagating,
-)
 from flowhooks._dispatcher import (
-    clear_propagating as clear_propagating,
-)
-from flowhooks._dispatcher import (
-    must_propagate as must_propagate,
+    CallerShortcuts,
+    Dispatcher,
+    _mark_propagating,
+    clear_propagating,
+    must_propagate,
 )
 from flowhooks._events import Event, EventType, event_from_args
 from flowhooks._handler import BaseCallbackHandler
@@ -63,8 +60,7 @@ manager's handlers at once would each replace the list the other just changed.
 Registration is rare; one lock for all keeps managers free of a lock to pickle."""
 
 NOBODY, SOME, WANT_EVENT = 0, 1, 2
-"""Who takes an event type (``CallbackManager.modes``): no handler; some do; some also
-want the ``Event``."""
+"""Who takes an event type (``CallbackManager.modes``): nobody, some, some want ``Event``."""
 
 # The call kinds as module constants: the dispatch loop compares one per call.
 _ASYNC: Final = CallKind.ASYNC
@@ -79,7 +75,7 @@ def _slot_values(obj: object) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in names if hasattr(obj, name)}
 
 
-class CallbackManager(Dispatcher):
+class CallbackManager(CallerShortcuts):
     """Holds handlers and dispatches events to them in priority order.
 
     Handlers for one event run one after another, highest ``priority`` first,
@@ -99,8 +95,6 @@ class CallbackManager(Dispatcher):
         TypeError: when ``timing`` is not a bool, or a handler is not valid
             (see ``add_handler``).
     """
-
-    _builds_events = True  # dispatch builds a missing Event when some handler asks
 
     def __init__(
         self, handlers: Iterable[BaseCallbackHandler] | None = None, *, timing: bool = False
@@ -394,7 +388,11 @@ class CallbackManager(Dispatcher):
         return self._plans[event_type].wants_event
 
     async def dispatch(  # noqa: C901 - the hot loop of every event, dense on purpose
-        self, event_type: EventType, args: tuple[Any, ...], event: Event | None
+        self,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        event: Event | None,
+        caller: bool = False,
     ) -> None:
         """Call every handler of ``event_type`` in order, isolating their failures.
 
@@ -498,6 +496,8 @@ class CallbackManager(Dispatcher):
         if halted is not None:
             raise halted
         if deferred is not None:
+            if caller:  # it leaves the managers here, for the caller
+                clear_propagating(deferred)
             raise deferred
 
     def _failed(self, call: HookCall, exc: Exception, event: Event | None, elapsed: float) -> bool:

@@ -1195,3 +1195,60 @@ async def test_an_isolated_failure_is_logged_without_the_credentials_in_its_mess
     assert "RuntimeError" in text
     assert "hunter2" not in text
     assert "sk-live-9" not in text
+
+
+async def test_typed_shortcuts_clear_the_raise_error_mark_through_nested_managers() -> None:
+    """Every typed shortcut hands the caller the handler's own exception, unmarked, from any depth.
+
+    The shortcuts return ``dispatch``'s coroutine directly; the mark that carries a
+    ``raise_error`` failure up through managers must still come off at the caller.
+    """
+
+    class StrictEverywhere(BaseCallbackHandler):
+        raise_error = True
+
+        def _fail(self, *args: Any, **kwargs: Any) -> None:
+            raise KeyError("strict")
+
+        on_workflow_start = on_workflow_end = on_node_start = on_node_end = _fail  # type: ignore[assignment]
+        on_error = on_custom_event = _fail  # type: ignore[assignment]
+
+    inner = CallbackManager([StrictEverywhere()])
+    outer = CallbackManager([inner])
+    error = ErrorInfo(type="ValueError", message="m", node_id="a")
+    calls = [
+        lambda m: m.on_workflow_start("r", {}),
+        lambda m: m.on_workflow_end("r", {}),
+        lambda m: m.on_node_start("a", {}),
+        lambda m: m.on_node_end("a", 1),
+        lambda m: m.on_error(error),
+        lambda m: m.on_custom_event("c", 1),
+    ]
+    for manager in (inner, outer):
+        for call in calls:
+            with pytest.raises(KeyError, match="strict") as raised:
+                await call(manager)
+            assert not hasattr(raised.value, "__flowhooks_propagate__")
+    # Inside a manager above (not at the caller), the mark is what makes it propagate.
+    with pytest.raises(KeyError, match="strict"):
+        await CallbackManager([outer]).dispatch(EventType.NODE_START, ("a", {}), None)
+
+
+async def test_subclass_overriding_dispatch_without_caller_keeps_working_shortcuts() -> None:
+    """A ``CallbackManager`` subclass whose ``dispatch`` has the three-argument form
+    still gets every typed shortcut, through its own ``dispatch``."""
+    seen: list[tuple[EventType, tuple[Any, ...]]] = []
+
+    class Recording(CallbackManager):
+        async def dispatch(  # type: ignore[override]
+            self, event_type: EventType, args: tuple[Any, ...], event: Any
+        ) -> None:
+            seen.append((event_type, args))
+            await super().dispatch(event_type, args, event)
+
+    log: list[Any] = []
+    manager = Recording([Log("only", log)])
+    await manager.on_node_start("a", {"x": 1})
+    await manager.on_custom_event("c", 2)
+    assert seen == [(EventType.NODE_START, ("a", {"x": 1})), (EventType.CUSTOM_EVENT, ("c", 2))]
+    assert [entry[:2] for entry in log] == [("only", "node_start"), ("only", "custom_event")]
