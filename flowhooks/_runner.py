@@ -266,7 +266,9 @@ class ConcurrentWalk:
     """Ready nodes start as asyncio tasks, up to ``max_concurrency`` at once.
 
     A node becomes ready when its last dependency succeeded; the walk is over
-    when no node task is left running.
+    when no node task is left running. When one node alone is ready at the start,
+    its task's first step runs eagerly (``start_eagerly``): a short run whose
+    nodes never wait then costs no task switch.
     """
 
     __slots__ = ("_done", "_limit", "active", "fail_fast", "indegree", "ready", "run", "tasks")
@@ -297,8 +299,20 @@ class ConcurrentWalk:
 
     async def walk(self) -> None:
         self._first_ready()
-        self._done = asyncio.get_running_loop().create_future()
-        self._start_ready()
+        done = self._done = asyncio.get_running_loop().create_future()
+        ready = self.ready
+        if len(ready) == 1 and self.run.stopping is None:
+            # One node to start (a chain, one root): its task runs its first step now, as
+            # its first turn would have, and a run whose nodes never wait is over without
+            # a turn of the loop. Several ready nodes start as tasks, to interleave.
+            self.active = 1
+            started = start_eagerly(self._drive(ready.popleft()), (current_run_var,))
+            if not started.done():
+                self.tasks.add(started.task)
+            if started.caller_cancelled and done.done():
+                await asyncio.sleep(0)  # the caller's cancellation, asked meanwhile, lands here
+        else:
+            self._start_ready()
         if self.active:
             # Shielded: cancelling the awaiting task must not cancel the shared future
             # that wait_idle() and the node tasks still use to finish the run.

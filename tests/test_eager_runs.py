@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from flowhooks import (
+    AsyncioRunner,
     BaseCallbackHandler,
     CallbackManager,
     ExternalRun,
@@ -15,6 +16,9 @@ from flowhooks import (
     Workflow,
     node,
 )
+
+RUNNERS = pytest.mark.parametrize("make_runner", [SequentialRunner, AsyncioRunner])
+"""Both walks start eagerly: the sequential one always, the concurrent one with one ready node."""
 
 
 class Ends(BaseCallbackHandler):
@@ -27,7 +31,10 @@ class Ends(BaseCallbackHandler):
         self.statuses.append(event.status)
 
 
-async def test_a_cancel_of_the_awaiting_task_during_the_first_step_cancels_the_run() -> None:
+@RUNNERS
+async def test_a_cancel_of_the_awaiting_task_during_the_first_step_cancels_the_run(
+    make_runner: Any,
+) -> None:
     """The caller's task is asked to cancel while the walk runs in its first step."""
     caller: list[asyncio.Task[Any]] = []
 
@@ -44,7 +51,7 @@ async def test_a_cancel_of_the_awaiting_task_during_the_first_step_cancels_the_r
     wf = Workflow("cancelled-in-step", nodes=[first, second])
 
     async def awaiting() -> Any:
-        return await wf.run(callbacks=[ends], runner=SequentialRunner())
+        return await wf.run(callbacks=[ends], runner=make_runner())
 
     task = asyncio.get_running_loop().create_task(awaiting())
     caller.append(task)
@@ -53,7 +60,8 @@ async def test_a_cancel_of_the_awaiting_task_during_the_first_step_cancels_the_r
     assert ends.statuses == ["cancelled"]
 
 
-async def test_runs_that_never_wait_still_let_other_tasks_run() -> None:
+@RUNNERS
+async def test_runs_that_never_wait_still_let_other_tasks_run(make_runner: Any) -> None:
     ticks = 0
 
     async def heartbeat() -> None:
@@ -70,7 +78,7 @@ async def test_runs_that_never_wait_still_let_other_tasks_run() -> None:
     beating = asyncio.get_running_loop().create_task(heartbeat())
     try:
         for _ in range(50):
-            assert (await wf.run(runner=SequentialRunner())).succeeded
+            assert (await wf.run(runner=make_runner())).succeeded
         assert ticks >= 25  # a turn of the loop per run, at least
     finally:
         beating.cancel()
@@ -78,7 +86,8 @@ async def test_runs_that_never_wait_still_let_other_tasks_run() -> None:
     assert [t for t in pending if t is not beating] == []
 
 
-async def test_deeply_nested_sequential_sub_runs() -> None:
+@RUNNERS
+async def test_deeply_nested_sub_runs(make_runner: Any) -> None:
     """Nested runs do not pile their eager steps on one stack without limit."""
     depth = 150
 
@@ -99,7 +108,7 @@ async def test_deeply_nested_sequential_sub_runs() -> None:
         return Workflow(f"level-{n}", nodes=[inner, outer])
 
     ends = Ends()
-    result = await level(depth).run(callbacks=[ends], runner=SequentialRunner())
+    result = await level(depth).run(callbacks=[ends], runner=make_runner())
     assert result.succeeded
     assert ends.statuses == ["succeeded"] * (depth + 1)
 
