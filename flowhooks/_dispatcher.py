@@ -210,6 +210,20 @@ class Dispatcher(BaseCallbackHandler):
             raise
 
 
+def forwards_to(handler: object, target: Dispatcher, seen: set[int]) -> bool:
+    """Whether ``handler`` is ``target`` or holds it, at any depth of managers and composites."""
+    if handler is target:
+        return True
+    if not isinstance(handler, Dispatcher) or id(handler) in seen:
+        return False
+    seen.add(id(handler))
+    try:
+        inner = tuple(getattr(handler, "handlers", ()))
+    except Exception:  # a composite of someone else's whose property fails: nothing to see
+        return False
+    return any(forwards_to(h, target, seen) for h in inner)
+
+
 class CallerShortcuts(Dispatcher):
     """A dispatcher whose typed shortcuts hand back ``dispatch``'s own coroutine.
 

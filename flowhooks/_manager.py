@@ -14,6 +14,7 @@ monitor registered).
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import threading
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from flowhooks._dispatcher import (
     Dispatcher,
     _mark_propagating,
     clear_propagating,
+    forwards_to,
     must_propagate,
 )
 from flowhooks._events import Event, EventType, event_from_args
@@ -174,7 +176,7 @@ class CallbackManager(CallerShortcuts):
         if checked is self:
             msg = "cannot add a CallbackManager to itself"
             raise ValueError(msg)
-        if _forwards_to(checked, self, set()):
+        if forwards_to(checked, self, set()):
             msg = (
                 f"cannot add {repr_text(checked)}: it already forwards events to this "
                 "CallbackManager (through the managers or composites it holds), so the two "
@@ -534,8 +536,14 @@ class CallbackManager(CallerShortcuts):
         await self._call_closers("flush")
 
     async def aclose(self) -> None:
-        """Flush, then release every handler's resources (timers, tasks, connections)."""
-        await self._call_closers("flush")
+        """Flush, then release every handler's resources (timers, tasks, connections); every
+        handler is closed even when a flush raised, and the flush's error is raised after."""
+        try:
+            await self._call_closers("flush")
+        except BaseException:
+            with contextlib.suppress(Exception):  # the flush's error is the one to raise
+                await self._call_closers("aclose")
+            raise
         await self._call_closers("aclose")
 
     async def _call_closers(self, name: str) -> None:
@@ -580,20 +588,6 @@ class CallbackManager(CallerShortcuts):
     def __repr__(self) -> str:
         names = ", ".join(type(h).__name__ for h in self.handlers)
         return f"{type(self).__name__}([{names}])"
-
-
-def _forwards_to(handler: object, target: CallbackManager, seen: set[int]) -> bool:
-    """Whether ``handler`` is ``target`` or holds it, at any depth of managers and composites."""
-    if handler is target:
-        return True
-    if not isinstance(handler, Dispatcher) or id(handler) in seen:
-        return False
-    seen.add(id(handler))
-    try:
-        inner = tuple(getattr(handler, "handlers", ()))
-    except Exception:  # a composite of someone else's whose property fails: nothing to see
-        return False
-    return any(_forwards_to(h, target, seen) for h in inner)
 
 
 class PriorityCallbackManager(CallbackManager):

@@ -973,6 +973,39 @@ async def test_failing_aclose_with_raise_error_propagates() -> None:
         await CallbackManager([BadClose()]).aclose()
 
 
+@pytest.mark.parametrize("raised", [OSError("disk full"), SystemExit(3)])
+async def test_a_flush_that_propagates_still_lets_every_handler_close(
+    raised: BaseException,
+) -> None:
+    """aclose() (and leaving ``async with``) closes every handler even when a flush raised
+    out of it (a raise_error handler's error, a SystemExit); that error is raised after,
+    not one of a later aclose."""
+    log: list[str] = []
+
+    class StrictFlush(BaseCallbackHandler):
+        raise_error = True
+
+        async def flush(self) -> None:
+            log.append("strict.flush")
+            raise raised
+
+        async def aclose(self) -> None:
+            log.append("strict.aclose")
+
+    class StrictClose(BaseCallbackHandler):
+        raise_error = True
+
+        async def aclose(self) -> None:
+            log.append("other.aclose")
+            raise KeyError("not this one")
+
+    with pytest.raises(type(raised)) as caught:
+        async with CallbackManager([StrictFlush(), Closing(log), StrictClose()]):
+            pass
+    assert caught.value is raised
+    assert log == ["strict.flush", "c.flush", "strict.aclose", "c.aclose", "other.aclose"]
+
+
 def test_repr_names_handlers() -> None:
     """repr(manager) lists its handlers' classes in dispatch order."""
     manager = CallbackManager([DocsStyle(), Boom()])
