@@ -1,5 +1,6 @@
 """Shared test configuration: hypothesis profiles ("ci" when the CI variable is set, else "dev"),
-a memory cap for tests that serialise endless iterators, and one Dask cluster per session."""
+a memory cap for tests that serialise endless iterators, one Dask cluster per session, and
+flowhooks' own log switches put back to their defaults after every test."""
 
 import os
 from collections.abc import Iterator
@@ -12,6 +13,19 @@ from hypothesis import settings
 settings.register_profile("dev", deadline=None)
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def default_log_switches() -> Iterator[None]:
+    """Put loguru's switches for flowhooks back as the library sets them on import: a test
+    that silences flowhooks and then calls ``logger.enable("flowhooks")`` turns its DEBUG
+    diagnostics on too, for every later test."""
+    yield
+    from loguru import logger
+
+    logger.enable("flowhooks")
+    logger.disable("flowhooks._logs")
+    logger.disable("flowhooks.handlers._diagnostics")
 
 
 @pytest.fixture

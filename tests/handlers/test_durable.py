@@ -505,6 +505,13 @@ PG_HOOKS = textwrap.dedent(
 
     class Log(BaseCallbackHandler):
         def on_custom_event(self, name, data, *, event):
+            # No delivery ends before a second worker delivers too: on a loaded machine
+            # the first worker to claim could otherwise deliver all rows before the others
+            # have connected. A worker holds at most its concurrency's rows meanwhile.
+            (gate / f"delivering-{os.getpid()}").touch()
+            until = time.monotonic() + 20  # within the 30 s lease
+            while len(list(gate.glob("delivering-*"))) < 2 and time.monotonic() < until:
+                time.sleep(0.01)
             time.sleep(0.005)
             with open(os.environ["DELIVERED"], "a") as out:
                 out.write(f"{event.id} {event.run_id} {event.seq} {os.getpid()}\\n")
