@@ -88,9 +88,10 @@ class Dispatcher(BaseCallbackHandler):
         receive; ``event=`` passes a ready-made one.
 
         Raises:
-            ValueError: for an unknown event type.
-            TypeError: for missing or unexpected arguments, naming them, or an ``event=``
-                that is not an ``Event``.
+            ValueError: for an unknown event type, an ``event=`` of another type, or a
+                field value an ``Event`` does not take (naming the field).
+            TypeError: for missing or unexpected arguments, naming them, an ``event=``
+                that is not an ``Event``, or Event fields given besides ``event=``.
         """
         etype = parse_event_type(event_type)
         event = kwargs.pop("event", None)
@@ -122,6 +123,18 @@ class Dispatcher(BaseCallbackHandler):
                 f"trigger({etype.value!r}) got unexpected keyword arguments "
                 f"{sorted(kwargs)}; it takes {', '.join(names)} and the Event fields "
                 f"{', '.join(sorted(_EVENT_FIELDS))}"
+            )
+            raise TypeError(msg)
+        if event is not None and event.type is not etype:
+            msg = (
+                f"trigger({etype.value!r}) got an event= of type {event.type.value!r}; "
+                f"pass an Event of type {etype.value!r}, or trigger {event.type.value!r}"
+            )
+            raise ValueError(msg)
+        if event is not None and fields:
+            msg = (
+                f"trigger(event=...) sends the Event as it is, so {sorted(fields)} cannot be "
+                f"given too; pass event=event.model_copy(update={{...}}) instead"
             )
             raise TypeError(msg)
         argt = tuple(values)

@@ -14,13 +14,16 @@ import traceback
 from collections.abc import Iterator, KeysView
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, Self, TypeVar
+from typing import Annotated, Any, Final, Self, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     FieldSerializationInfo,
+    StrictInt,
     ValidationError,
     field_serializer,
     model_validator,
@@ -140,6 +143,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _in_utc(value: datetime) -> datetime:
+    """A given timestamp in UTC: an aware one converted, a naive one taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        msg = "a number of seconds, not a bool"
+        raise ValueError(msg)
+    return value
+
+
+UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
+"""Timestamps of events and errors: always timezone-aware UTC."""
+Attempt = Annotated[StrictInt, Field(ge=1)]
+"""A 1-based attempt number (not a bool)."""
+Seconds = Annotated[float, BeforeValidator(_no_bool), Field(ge=0, allow_inf_nan=False)]
+"""A duration: finite, not negative, not a bool."""
+
+
 class ErrorInfo(BaseModel):
     """One failure: a node attempt that raised, or the run's timeout.
 
@@ -157,9 +180,9 @@ class ErrorInfo(BaseModel):
     node_id: str | None = None
     run_id: str = ""
     workflow_name: str = ""
-    attempt: int | None = None
+    attempt: Attempt | None = None
     will_retry: bool = False
-    timestamp: datetime = Field(default_factory=utcnow)
+    timestamp: UtcTime = Field(default_factory=utcnow)
     exception: BaseException | None = Field(default=None, exclude=True, repr=False)
 
     @field_serializer(
@@ -258,16 +281,16 @@ class Event(BaseModel):
 
     id: str = Field(default_factory=new_id)
     type: EventType
-    seq: int = 0
+    seq: Annotated[StrictInt, Field(ge=0)] = 0
     run_id: str = ""
     workflow_name: str = ""
     parent_run_id: str | None = None
     resource_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     node_id: str | None = None
-    attempt: int | None = None
-    timestamp: datetime = Field(default_factory=utcnow)
-    duration: float | None = None
+    attempt: Attempt | None = None
+    timestamp: UtcTime = Field(default_factory=utcnow)
+    duration: Seconds | None = None
     status: str | None = None
     name: str | None = None
     payload: Any = None

@@ -85,3 +85,66 @@ async def test_handler_called_without_event_can_build_its_own() -> None:
     await CallbackManager([handler]).trigger("node_end", node_id="a", output_data=1)
     built, passed = seen
     assert (built.node_id, built.payload) == (passed.node_id, passed.payload) == ("a", 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("attempt", 0),
+        ("attempt", -2),
+        ("attempt", True),
+        ("attempt", 1.5),
+        ("duration", float("nan")),
+        ("duration", float("inf")),
+        ("duration", -1.0),
+        ("duration", True),
+        ("seq", -7),
+        ("seq", False),
+    ],
+)
+async def test_given_numbers_are_checked_wherever_an_event_is_made(field: str, value: Any) -> None:
+    """attempt is 1-based, duration finite seconds, seq not negative; none is a bool.
+    The error names the field, from Event(...), Event.from_hook and trigger alike."""
+    with pytest.raises(ValueError, match=field):
+        Event(type=EventType.NODE_END, node_id="a", **{field: value})
+    with pytest.raises(ValueError, match=field):
+        Event.from_hook("node_end", "a", 1, **{field: value})
+    got: list[Event] = []
+
+    class Keeps(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any, *, event: Event) -> None:
+            got.append(event)
+
+    if field != "seq":  # trigger numbers nothing: seq is not one of its fields
+        with pytest.raises(ValueError, match=field):
+            await CallbackManager([Keeps()]).trigger("node_end", "a", 1, **{field: value})
+        assert got == []
+    with pytest.raises(ValueError, match=field):
+        ErrorInfo(type="E", message="m", attempt=value) if field == "attempt" else Event(
+            type=EventType.NODE_END, **{field: value}
+        )
+
+
+def test_timestamps_are_always_utc() -> None:
+    """A given timestamp is converted to UTC; a naive one is taken as UTC (SPEC: aware UTC)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    naive = datetime(2026, 1, 1, 12, 0)
+    plus_two = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    made = [
+        Event.from_hook("node_start", "a", {}, timestamp=naive),
+        Event(type=EventType.NODE_START, timestamp=naive),
+        Event.model_validate_json(
+            Event(type=EventType.NODE_START, timestamp=naive).model_dump_json()
+        ),
+    ]
+    for event in made:
+        assert event.timestamp == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+        assert event.timestamp.tzinfo is UTC
+    moved = Event.from_hook("node_start", "a", {}, timestamp=plus_two)
+    assert moved.timestamp == plus_two
+    assert moved.timestamp.tzinfo is UTC
+    assert moved.timestamp.hour == 10
+    error = ErrorInfo(type="E", message="m", timestamp=plus_two)
+    assert error.timestamp.tzinfo is UTC
+    assert error.timestamp.hour == 10

@@ -1285,3 +1285,19 @@ async def test_subclass_overriding_dispatch_without_caller_keeps_working_shortcu
     await manager.on_custom_event("c", 2)
     assert seen == [(EventType.NODE_START, ("a", {"x": 1})), (EventType.CUSTOM_EVENT, ("c", 2))]
     assert [entry[:2] for entry in log] == [("only", "node_start"), ("only", "custom_event")]
+
+
+async def test_trigger_refuses_an_event_that_does_not_match() -> None:
+    """event= of another type, or Event fields besides event=, are errors naming what is
+    wrong; no handler is called."""
+    log: list[Any] = []
+    manager = CallbackManager([Log("h", log)])
+    other = Event.from_hook("node_end", "zz", 7, run_id="r")
+    with pytest.raises(ValueError, match="event= of type 'node_end'"):
+        await manager.trigger("node_start", "a", {}, event=other)
+    same = Event.from_hook("node_start", "a", {}, run_id="r")
+    with pytest.raises(TypeError, match=r"\['run_id'\] cannot be given too"):
+        await manager.trigger("node_start", "a", {}, event=same, run_id="other")
+    assert log == []
+    await manager.trigger("node_start", "a", {}, event=same)
+    assert [entry[:2] for entry in log] == [("h", "node_start")]

@@ -146,7 +146,7 @@ def sweep(
             parent_run_id=run.parent_run_id,
             resource_id=run.resource_id,
             metadata=run.run_metadata if isinstance(run.run_metadata, dict) else {},
-            duration=(now - started).total_seconds() if started else None,
+            duration=max(0.0, (now - started).total_seconds()) if started else None,
         )
         conn.execute(
             record,
