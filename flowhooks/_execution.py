@@ -427,10 +427,8 @@ class RunState(NodeOutcomes):
         escaping it stops the run and is re-raised to the caller after the
         run's end.
 
-        The task's frame marks the node's events (``TaskFrame``); while the
-        body runs, the node's bare name stands in for it, so tasks the body
-        starts do not count as inside the node's dispatches. A run without
-        handlers dispatches nothing: the name alone is all it needs.
+        The task's frame marks the node's events (``TaskFrame``); the body runs
+        under the node's bare name (tasks it starts are not inside its dispatches).
         """
         node, result = self.plan.steps[position], self.results[position]
         frame = None
@@ -559,6 +557,8 @@ class RunState(NodeOutcomes):
                     return await self._node_failed(
                         node, result, exc, attempt, end - start, first_start, emitted=True
                     )
+                if task.cancelling() and not self.forced:  # a handler's, or the body's own
+                    return await self._cancel_left_pending(node, result, task)
                 result.output = output
                 result.status = _SUCCEEDED
                 result._ended = end

@@ -296,7 +296,7 @@ async def test_a_cancel_requested_before_the_run_is_not_swallowed() -> None:
 
 async def test_a_walk_task_asked_to_cancel_by_its_last_node_does_not_cut_the_end_short() -> None:
     """A node_end handler (or the body) cancels its own task without waiting after it:
-    that request is for the walk; the end still completes, in a task of its own."""
+    the node fails with that cancellation (never lost), and the end still completes."""
     ends = EndAndFlush()
 
     class CancelsItsTask(BaseCallbackHandler):
@@ -309,8 +309,11 @@ async def test_a_walk_task_asked_to_cancel_by_its_last_node_does_not_cut_the_end
     result = await Workflow("self-cancel", nodes=[one, two]).run(
         callbacks=[CancelsItsTask(), ends], runner=SequentialRunner()
     )
-    assert result.succeeded
-    assert ends.log == ["end:succeeded", "end done", "flush"]
+    assert result.status == "failed"
+    error = result.nodes["two"].error
+    assert error is not None
+    assert error.type == "CancelledError"
+    assert ends.log == ["end:failed", "end done", "flush"]
 
 
 @pytest.mark.parametrize("runner", [SequentialRunner, None], ids=["sequential", "asyncio"])

@@ -441,3 +441,59 @@ async def test_a_refused_store_does_not_keep_the_run_id() -> None:
     with pytest.raises(TypeError, match="store="):
         await pair().run(run_id="kept", store=42)  # type: ignore[arg-type]
     assert (await pair().run(run_id="kept")).status is RunStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("on", ["node_start", "node_end", "custom_event"])
+@pytest.mark.parametrize("sync_handler", [False, True], ids=["async", "sync"])
+async def test_a_handler_that_cancels_its_own_task_and_returns_fails_that_node(
+    runner: Runner, on: str, sync_handler: bool
+) -> None:
+    """A handler calls ``asyncio.current_task().cancel()`` and returns without waiting,
+    on an event of node ``a`` whose body never waits either: the cancellation is not
+    lost, nor charged to the next node. ``a`` fails with a CancelledError, ``b`` does
+    not run, the run fails, every handler gets ``workflow_end``."""
+
+    def cancel_own_task(name: str) -> None:
+        if name == "a":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+
+    method = f"on_{on}"
+    if sync_handler:
+
+        def hook(self: Any, name: str, data: Any) -> None:
+            cancel_own_task(name)
+
+    else:
+
+        async def hook(self: Any, name: str, data: Any) -> None:  # type: ignore[misc]
+            cancel_own_task(name)
+
+    Cancels = type("Cancels", (BaseCallbackHandler,), {method: hook})
+
+    @node
+    async def a() -> int:
+        from flowhooks import current_run
+
+        run = current_run()
+        assert run is not None
+        await run.emit("a", None)  # the custom event's name: the node's own
+        return 1
+
+    @node
+    async def b(a: int) -> int:
+        return a + 1
+
+    recorder = RecordingCallback()
+    result = await Workflow("self-cancel", nodes=[a, b]).run(
+        callbacks=[Cancels(), recorder], runner=runner
+    )
+    assert result.status is RunStatus.FAILED
+    error = result.nodes["a"].error
+    assert error is not None
+    assert error.type == "CancelledError"
+    assert result.nodes["b"].status is NodeStatus.SKIPPED
+    assert_well_formed(recorder.events)
+    assert recorder.events[-1].status == "failed"
+    assert [e.node_id for e in recorder.events if e.type == "node_start"] == ["a"]
