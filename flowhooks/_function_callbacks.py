@@ -16,6 +16,7 @@ from loguru import logger
 from flowhooks._events import EventType
 from flowhooks._logs import failure_text
 from flowhooks._monitors import callback_label, hook_monitors, report_callback_call
+from flowhooks._threads import call_in_thread
 
 
 async def call_function_callback(
@@ -33,7 +34,7 @@ async def call_function_callback(
         if asyncio.iscoroutinefunction(fn):
             await fn(*args)
         else:
-            outcome = await asyncio.to_thread(fn, *args)
+            outcome = await asyncio.to_thread(call_in_thread, fn, *args)
             if asyncio.iscoroutine(outcome):
                 await outcome
     except Exception as exc:

@@ -45,7 +45,7 @@ from flowhooks._errors import FlowhooksError
 from flowhooks._events import Event, EventType
 from flowhooks._hooks import CallKind, HookCall, ThreadCall, ThreadSlot
 from flowhooks._plan_cache import bump_generation
-from flowhooks._threads import handler_pool
+from flowhooks._threads import call_in_thread, handler_pool
 
 
 class HandlerTimeoutError(FlowhooksError, TimeoutError):
@@ -136,7 +136,7 @@ def _run_in_thread(
 ) -> Any:
     """Run a handler method in a worker thread; when it returns, free a handler it held up."""
     try:
-        return fn(*args, **kwargs)
+        return call_in_thread(fn, *args, **kwargs)
     finally:
         _finish(slot, call)
 

@@ -24,6 +24,7 @@ from flowhooks._context import current_run_var
 from flowhooks._eager import Started, start_eagerly
 from flowhooks._node import Node
 from flowhooks._sequencer import set_frame
+from flowhooks._threads import call_in_thread
 from flowhooks._validate import check_count, check_seconds
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ class Runner:
         """
         if node.is_async:
             return await node.fn(**kwargs)
-        return await asyncio.to_thread(node.fn, **kwargs)
+        return await asyncio.to_thread(call_in_thread, node.fn, **kwargs)
 
     def check(self, workflow: Workflow, outputs: Iterable[str] | None = None) -> None:
         """Raise ``WorkflowError`` when this runner cannot run ``workflow``'s nodes.

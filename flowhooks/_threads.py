@@ -25,6 +25,22 @@ _T = TypeVar("_T")
 _Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
+def call_in_thread(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """Call ``fn`` (in a worker thread) so that what it raises can reach the awaiting loop.
+
+    A ``StopIteration`` (``next()`` on an exhausted iterator) cannot: asyncio
+    refuses to set it on a future, logs that, and leaves whoever awaits the
+    call waiting for ever. It comes out as a ``RuntimeError`` raised from it,
+    as a coroutine's does.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except StopIteration as exc:
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        msg = f"{name} raised StopIteration"
+        raise RuntimeError(msg) from exc
+
+
 class DaemonThreadPool(ThreadPoolExecutor):
     """An executor of daemon threads that grows while none is idle, up to ``max_workers``.
 
@@ -75,7 +91,7 @@ class DaemonThreadPool(ThreadPoolExecutor):
             future, fn, args, kwargs = work
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(*args, **kwargs))
+                    future.set_result(call_in_thread(fn, *args, **kwargs))
                 except BaseException as exc:
                     future.set_exception(exc)
             del work, future, fn, args, kwargs  # nothing of the call outlives it

@@ -629,3 +629,60 @@ async def test_events_a_node_start_handler_sends_go_out_before_its_guard_fails_t
         ("custom_event", "noticed"),
     ]
     assert_well_formed(rec.events)
+
+
+def _first_of(rows: list[int]) -> int:
+    return next(iter(rows))  # StopIteration when rows is empty
+
+
+async def test_a_sync_body_raising_stop_iteration_fails_its_node(runner: Any) -> None:
+    """``next()`` on an empty iterator in a sync node (run in a worker thread) fails the
+    node; asyncio cannot carry a StopIteration through a future, and the run used to wait
+    for ever."""
+
+    @node
+    def first(rows: list[int]) -> int:
+        return _first_of(rows)
+
+    result = await asyncio.wait_for(
+        Workflow("stop-iteration", nodes=[first]).run({"rows": []}, runner=runner), 30
+    )
+    assert result.status is RunStatus.FAILED
+    error = result.nodes["first"].error
+    assert error is not None
+    assert error.type == "RuntimeError"
+    assert "raised StopIteration" in error.message
+
+
+async def test_sync_callbacks_and_threaded_handlers_raising_stop_iteration_are_isolated(
+    runner: Any,
+) -> None:
+    """A sync ``on_success``, a sync workflow callback and a ``run_in_thread`` handler that
+    raise StopIteration are logged and isolated like any failure; the run succeeds."""
+    calls: list[str] = []
+
+    def on_ok(name: str, ctx: Any) -> None:
+        calls.append("on_success")
+        _first_of([])
+
+    def on_complete(result: Any) -> None:
+        calls.append("on_workflow_complete")
+        _first_of([])
+
+    class Threaded(BaseCallbackHandler):
+        run_in_thread = True
+
+        def on_node_end(self, node_id: str, output_data: Any) -> None:
+            calls.append("handler")
+            _first_of([])
+
+    @node(on_success=on_ok)
+    def one() -> int:
+        return 1
+
+    manager = CallbackManager([Threaded()])
+    wf = Workflow("stop-iteration-callbacks", nodes=[one], on_workflow_complete=on_complete)
+    result = await asyncio.wait_for(wf.run(callbacks=manager, runner=runner), 30)
+    assert result.succeeded
+    assert sorted(calls) == ["handler", "on_success", "on_workflow_complete"]
+    assert manager.stats["Threaded"]["node_end"].errors == 1

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flowhooks import BaseCallbackHandler, Event
+from flowhooks._threads import call_in_thread
 
 
 @functools.lru_cache(maxsize=512)
@@ -47,7 +48,7 @@ def hook_of(handler: object, method_name: str) -> Callable[..., Any] | None:
 async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if inspect.iscoroutinefunction(method):
         return await method(*args, **kwargs)
-    result = await asyncio.to_thread(method, *args, **kwargs)
+    result = await asyncio.to_thread(call_in_thread, method, *args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result
