@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from flowhooks import BaseCallbackHandler, Event
-from flowhooks._threads import call_in_thread
 
 
 @functools.lru_cache(maxsize=512)
@@ -45,10 +44,22 @@ def hook_of(handler: object, method_name: str) -> Callable[..., Any] | None:
     return method if callable(method) else None
 
 
+def _without_stop_iteration(
+    method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call a sync hook in the worker thread; a ``StopIteration`` it raises comes out as a
+    ``RuntimeError`` (asyncio cannot set one on the call's future: it would never end)."""
+    try:
+        return method(*args, **kwargs)
+    except StopIteration as exc:
+        msg = f"{getattr(method, '__qualname__', 'the hook')} raised StopIteration"
+        raise RuntimeError(msg) from exc
+
+
 async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if inspect.iscoroutinefunction(method):
         return await method(*args, **kwargs)
-    result = await asyncio.to_thread(call_in_thread, method, *args, **kwargs)
+    result = await asyncio.to_thread(_without_stop_iteration, method, args, kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result

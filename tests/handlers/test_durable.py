@@ -113,6 +113,32 @@ async def test_events_are_delivered_in_order_with_the_same_ids(db_url: str) -> N
     assert len({e.id for e in recorder.calls}) == len(recorder.calls)
 
 
+async def test_a_sync_hook_raising_stop_iteration_is_dead_lettered(tmp_path: Path) -> None:
+    """A sync hook that raises StopIteration (run in a worker thread) fails its delivery
+    like any error; before, the worker waited for that call for ever."""
+
+    class Exhausted(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.dead: list[str] = []
+
+        def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            next(iter([]))
+
+        async def on_dead_letter(self, event: Event, error: str) -> None:
+            self.dead.append(error)
+
+    hook = Exhausted()
+    durable = DurableCallback(
+        hook, name="exhausted", url=sqlite_url(tmp_path), max_attempts=2, backoff=0.01
+    )
+    await CHAIN.run({"x": 1}, callbacks=[durable])
+    assert await durable.drain(timeout=30)
+    await durable.aclose()
+    [error] = hook.dead
+    assert error.startswith("RuntimeError: ")
+    assert error.endswith("Exhausted.on_workflow_end raised StopIteration")
+
+
 async def test_failures_are_retried_then_dead_lettered(tmp_path: Path, logs: list[str]) -> None:
     """A hook failing fewer than max_attempts times is delivered; one failing always is a dead
     letter, handed to on_dead_letter with the last error, and listed by the CLI."""
