@@ -157,13 +157,22 @@ class Node:
         self.critical = critical
         self.on_success = on_success
         self.on_failure = on_failure
-        self.is_async = is_async if is_async is not None else inspect.iscoroutinefunction(fn)
+        self.is_async = is_async if is_async is not None else _is_async_callable(fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, params={list(self.params)!r})"
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    """An ``async def`` function (or a partial of one), or an object whose ``__call__`` is."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(
+        getattr(type(fn), "__call__", None)
+    )
 
 
 def _signature_params(fn: Callable[..., Any], where: str) -> tuple[tuple[str, ...], set[str]]:

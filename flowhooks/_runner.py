@@ -152,11 +152,15 @@ class Runner:
         """Execute one attempt of ``node``'s body and return its result.
 
         The default awaits async functions on the event loop and runs sync
-        functions in a worker thread (``asyncio.to_thread``).
+        functions in a worker thread (``asyncio.to_thread``); a coroutine a sync
+        function returns (a plain decorator around an ``async def``) is awaited.
         """
         if node.is_async:
             return await node.fn(**kwargs)
-        return await asyncio.to_thread(call_in_thread, node.fn, **kwargs)
+        output = await asyncio.to_thread(call_in_thread, node.fn, **kwargs)
+        if inspect.iscoroutine(output):  # a plain wrapper around an async function
+            return await output
+        return output
 
     def check(self, workflow: Workflow, outputs: Iterable[str] | None = None) -> None:
         """Raise ``WorkflowError`` when this runner cannot run ``workflow``'s nodes.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -669,3 +670,45 @@ async def test_a_shallow_copy_shares_nodes_and_their_plans() -> None:
     twin.add_node(node(b, name="b"))
     assert list(wf.nodes) == ["a", "b"]
     assert (await wf.run()).outputs == {"a": 1, "b": 2}
+
+
+# -- callables of every kind as nodes ---------------------------------------------------
+
+
+class AddOne:
+    """A callable object whose ``__call__`` is ``async def``."""
+
+    async def __call__(self, x: int) -> int:
+        return x + 1
+
+
+def plain_wrapper(fn: Any) -> Any:
+    """A decorator that forgot ``functools.wraps`` and ``async``: it returns the coroutine."""
+
+    def wrapper(x: int) -> Any:
+        return fn(x)
+
+    return wrapper
+
+
+async def _async_double(x: int) -> int:
+    return 2 * x
+
+
+async def test_async_callables_of_every_kind_are_awaited(runner: AsyncioRunner) -> None:
+    """An object with ``async def __call__`` is an async node (run on the loop); a plain
+    function returning a coroutine has it awaited: neither leaves a coroutine as output."""
+    import functools
+
+    add_one = node(AddOne(), name="add_one")
+    assert add_one.is_async
+    assert node(functools.partial(_async_double), name="p").is_async
+    doubled = node(plain_wrapper(_async_double), name="doubled")
+    assert not doubled.is_async  # a sync function: run in a worker thread, then awaited
+    recorder = RecordingCallback()
+    result = await Workflow("callables", nodes=[add_one, doubled]).run(
+        {"x": 1}, callbacks=[recorder], runner=runner
+    )
+    assert result.succeeded
+    assert result.outputs == {"add_one": 2, "doubled": 2}
+    assert [e.payload for e in recorder.events if e.type == "node_end"] == [2, 2]
