@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from flowhooks._blocking import run_blocking
 from flowhooks._combined import as_manager
-from flowhooks._errors import InvalidOptionError, WorkflowError, refuse_type
+from flowhooks._errors import CycleError, InvalidOptionError, WorkflowError, refuse_type
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
 from flowhooks._handler import BaseCallbackHandler
 from flowhooks._manager import CallbackManager
@@ -27,6 +27,7 @@ from flowhooks._node import (
     _check_function_callback,
     node,
 )
+from flowhooks._resume import SUBWORKFLOW_ATTRIBUTE
 
 if TYPE_CHECKING:
     from flowhooks._launch import RunHandle
@@ -224,6 +225,8 @@ class Workflow:
         elif None not in self._plans:
             self.plan()  # a graph with a cycle anywhere cannot run any part of it
         plan = build_run_plan(self.name, self._nodes, key)
+        if key is None:
+            _refuse_containing_itself(self, [], set())
         self._plans[key] = plan
         return plan
 
@@ -402,3 +405,29 @@ class Workflow:
                 arrow = "-.->" if dep in n.depends_on and dep not in n.params else "-->"
                 lines.append(f"    {dep} {arrow} {name}")
         return "\n".join(lines)
+
+
+def _refuse_containing_itself(
+    workflow: Workflow, path: list[tuple[Workflow, str]], cleared: set[int]
+) -> None:
+    """Raise ``CycleError`` when ``workflow`` runs itself through sub-workflow nodes.
+
+    ``path`` holds the workflows (and their nodes) above ``workflow``; ``cleared`` the
+    ids of those already checked below. A run of such a workflow would start runs within
+    runs until the stack or the memory ran out.
+    """
+    for above, (outer, _) in enumerate(path):
+        if outer is workflow:
+            steps = [f"{w.name}.{node}" for w, node in path[above:]] + [workflow.name]
+            msg = (
+                f"workflow {workflow.name!r} contains itself through sub-workflow nodes "
+                f"({' -> '.join(steps)}); a sub-workflow cannot run the workflow it is in"
+            )
+            raise CycleError(msg, steps)
+    if id(workflow) in cleared:
+        return
+    for name, item in workflow._nodes.items():
+        child = getattr(item.fn, SUBWORKFLOW_ATTRIBUTE, None)
+        if isinstance(child, Workflow):
+            _refuse_containing_itself(child, [*path, (workflow, name)], cleared)
+    cleared.add(id(workflow))

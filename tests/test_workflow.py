@@ -712,3 +712,28 @@ async def test_async_callables_of_every_kind_are_awaited(runner: AsyncioRunner) 
     assert result.succeeded
     assert result.outputs == {"add_one": 2, "doubled": 2}
     assert [e.payload for e in recorder.events if e.type == "node_end"] == [2, 2]
+
+
+def test_a_workflow_that_contains_itself_is_a_cycle() -> None:
+    """A workflow whose sub-workflow nodes lead back to it (itself, or two that hold each
+    other) is refused by validate() and run, naming the way round, before any event."""
+    wf = Workflow("p", nodes=[_src])
+    wf.node(wf.as_node(name="again"))
+    with pytest.raises(CycleError, match=r"'p' contains itself .*\(p\.again -> p\)") as caught:
+        wf.validate()
+    assert caught.value.cycle == ["p.again", "p"]
+    recorder = RecordingCallback()
+    with pytest.raises(CycleError):
+        wf.run_sync(callbacks=[recorder], timeout=5)
+    assert recorder.events == []
+
+    first, second = Workflow("first", nodes=[_src]), Workflow("second", nodes=[_src])
+    first.node(second.as_node(name="inner"))
+    second.node(first.as_node(name="outer"))  # first -> second -> first
+    with pytest.raises(CycleError, match=r"second\.outer -> first\.inner -> second"):
+        second.validate()
+    # A workflow used twice, side by side or nested deeper, is no cycle.
+    shared = Workflow("shared", nodes=[_src])
+    parent = Workflow("parent", nodes=[shared.as_node(name="one"), shared.as_node(name="two")])
+    top = Workflow("top", nodes=[parent.as_node(name="p1"), shared.as_node(name="s")])
+    top.validate()
