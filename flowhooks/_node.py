@@ -170,9 +170,7 @@ def _is_async_callable(fn: Callable[..., Any]) -> bool:
     """An ``async def`` function (or a partial of one), or an object whose ``__call__`` is."""
     if inspect.iscoroutinefunction(fn):
         return True
-    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(
-        getattr(type(fn), "__call__", None)
-    )
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _signature_params(fn: Callable[..., Any], where: str) -> tuple[tuple[str, ...], set[str]]:
