@@ -53,7 +53,7 @@ from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._resume import MemoryRunStore, RunStore, SuspendedRun
 from flowhooks._retry import RetryPolicy
 from flowhooks._runner import AsyncioRunner, Runner, SequentialRunner
-from flowhooks._serialize import safe_text, set_max_payload_chars, to_jsonable
+from flowhooks._serialize import safe_text, set_max_payload_chars, to_jsonable, visible_text
 from flowhooks._workflow import Workflow
 from flowhooks.handlers import _exit as _exit_last  # noqa: F401 - its exit hook runs last
 
@@ -126,6 +126,7 @@ __all__ = [
     "safe_text",
     "set_max_payload_chars",
     "to_jsonable",
+    "visible_text",
     "__version__",
 ]
 

@@ -169,6 +169,33 @@ def _fitting_prefix(text: str, limit: int) -> int:
     return limit // _MAX_ESCAPE if size > limit else n
 
 
+# C0 (ESC, BEL, CR, ...), DEL, C1 (0x80-0x9f, CSI 0x9b among them), the line and
+# paragraph separators, and the bidirectional controls that reorder what is shown.
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_CONTROL_BUT_NEWLINE: Final = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
+_SHORT: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _shown(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+def visible_text(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to show on a terminal: every control character written as its escape.
+
+    Run data (a workflow's or a node's name, an error message) can hold escape
+    sequences that would retitle, clear or rewrite the terminal, and
+    bidirectional controls that reorder what is shown. ``"a\\x1b[2Jb"`` becomes
+    ``a\\x1b[2Jb`` with a visible backslash; a newline becomes ``\\n`` unless
+    ``keep_newlines``. Text without control characters is returned unchanged.
+    """
+    return (_CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL).sub(_shown, text)
+
+
 def safe_text(value: Any, *, max_chars: int | None = None) -> Any:
     """Return the text ``value`` ready for any JSON writer, never raising.
 

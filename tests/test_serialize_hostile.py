@@ -591,3 +591,15 @@ def _check_every_path(value: Any, text: str) -> None:
 
     result = _result(value, error=error)
     assert len(json_of(result.to_dict())) <= 20 * PART
+
+
+def test_visible_text_shows_every_control_character_as_its_escape() -> None:
+    """flowhooks.visible_text: terminal escapes, C1 controls, bidi marks and (unless kept)
+    newlines come out as visible escapes; ordinary text is unchanged."""
+    from flowhooks import visible_text
+
+    assert visible_text("plain ünïcode ✓") == "plain ünïcode ✓"
+    assert visible_text("a\x1b[2Jb\x07\x9b\x7f") == "a\\x1b[2Jb\\x07\\x9b\\x7f"
+    assert visible_text("l\u202eR\u2066x\u200f") == "l\\u202eR\\u2066x\\u200f"
+    assert visible_text("one\ntwo\r\tthree") == "one\\ntwo\\r\\tthree"
+    assert visible_text("one\ntwo\x1b", keep_newlines=True) == "one\ntwo\\x1b"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import re
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from flowhooks._cli.db import _display_url
 from flowhooks._events import RunStatus
 from flowhooks._redact import redact_text
+from flowhooks._serialize import visible_text
 
 if TYPE_CHECKING:
     from loguru import Message, Record
@@ -36,20 +36,6 @@ if TYPE_CHECKING:
     from flowhooks._results import RunResult
     from flowhooks.handlers.history import RunDetail, RunRecord
     from flowhooks.handlers.metrics import MetricsCallback
-
-# C0 (ESC, BEL, CR, ...), DEL, C1 (0x80-0x9f, CSI 0x9b among them), the line and
-# paragraph separators, and the bidirectional controls that reorder what is shown.
-_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-_CONTROL_BUT_NEWLINE: Final = re.compile(
-    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
-)
-_SHORT: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(match: re.Match[str]) -> str:
-    char = match.group()
-    code = ord(char)
-    return _SHORT.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
 
 
 def printable(value: object) -> str:
@@ -63,12 +49,12 @@ def printable(value: object) -> str:
     without control characters is returned unchanged.
     """
     text = value if isinstance(value, str) else str(value)
-    return _CONTROL.sub(_escaped, redact_text(text))
+    return visible_text(redact_text(text))
 
 
 def printable_lines(text: str) -> str:
     """Like ``printable``, but keeps the newlines of multi-line text (a graph, a traceback)."""
-    return _CONTROL_BUT_NEWLINE.sub(_escaped, redact_text(text))
+    return visible_text(redact_text(text), keep_newlines=True)
 
 
 def one_line(text: object, limit: int = 300) -> str:
@@ -103,7 +89,8 @@ def _console_class() -> type[Console]:
             self, renderable: RenderableType, options: ConsoleOptions | None = None
         ) -> Iterable[Segment]:
             for segment in super().render(renderable, options):
-                if segment.control is None and _CONTROL_BUT_NEWLINE.search(segment.text):
+                text = segment.text
+                if segment.control is None and visible_text(text, keep_newlines=True) != text:
                     yield Segment(printable_lines(segment.text), segment.style)
                 else:
                     yield segment

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
-from flowhooks import BaseCallbackHandler, ErrorInfo, Event
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, visible_text
 from flowhooks.handlers._extras import require
 from flowhooks.handlers._run_end import closing_status, finished_result, run_context_for
 from flowhooks.handlers._validate import check_flag, positive_number
@@ -204,7 +204,7 @@ class ProgressCallback(BaseCallbackHandler):
         total = row.total
         if finished and total is None:
             total = row.done
-        progress.update(row.task_id, completed=row.done, total=total, state=state)
+        progress.update(row.task_id, completed=row.done, total=total, state=visible_text(state))
         if finished:
             progress.stop_task(row.task_id)
             self._forget_old_rows(progress, row.task_id)
@@ -227,7 +227,10 @@ class ProgressCallback(BaseCallbackHandler):
 
     def _print(self, row: _Row, text: str) -> None:
         self.console.print(
-            f"{'  ' * row.depth}{row.label} {text}", markup=False, highlight=False, soft_wrap=True
+            visible_text(f"{'  ' * row.depth}{row.label} {text}"),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
 
     def _row(
@@ -252,7 +255,7 @@ class ProgressCallback(BaseCallbackHandler):
             progress = self._display()
             indent = "  " * (row.depth - 1) + "└ " if row.depth else ""
             row.task_id = progress.add_task(
-                f"{indent}{escape(row.label)}",
+                f"{indent}{escape(visible_text(row.label))}",
                 total=row.total,
                 completed=row.done,
                 state="started",

@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from loguru import logger
@@ -366,3 +367,27 @@ async def test_a_display_kept_up_by_a_long_run_keeps_a_bounded_number_of_finishe
     long.cancel()
     await asyncio.gather(long, return_exceptions=True)
     await progress.aclose()
+
+
+@pytest.mark.parametrize("make_console", [plain, terminal], ids=["plain", "terminal"])
+async def test_control_characters_of_run_data_are_shown_escaped(make_console: Any) -> None:
+    """A workflow or node name holding a terminal escape (a title change, a screen clear)
+    or a bidi control is printed with its escapes visible, never sent to the terminal."""
+    console = make_console()
+    m = CallbackManager([ProgressCallback(console)])
+    await start(m, "r", name="etl\x1b]0;pwned\x07")
+    await done(m, "r", "load\x1b[2J\u202e")
+    await m.trigger("node_start", node_id="bad\x1b[31m", input_data={}, run_id="r")
+    await m.trigger(
+        "error",
+        error_info=ErrorInfo(type="Oops\x1b[5m", message="m", node_id="bad\x1b[31m"),
+        run_id="r",
+    )
+    await end(m, "r", status="failed")
+    written = console.file.getvalue()
+    for raw in ("\x1b]0;pwned", "\x1b[2J", "\u202e", "bad\x1b[31m", "Oops\x1b[5m"):
+        assert raw not in written
+    text = console.export_text()
+    assert "etl\\x1b]0;pwned\\x07" in text
+    if make_console is plain:  # a live bar shows running nodes only while they run
+        assert "load\\x1b[2J\\u202e" in text
