@@ -98,3 +98,37 @@ def test_a_duration_without_a_unit_is_refused_with_the_units(
     code, err = invoke(*args, option, "30", "--db", db)
     assert code == EXIT_BAD_INPUT
     assert f"{option} 30 has no unit: say 30d (days)" in err
+
+
+def test_a_run_named_prune_is_shown_by_history(tmp_path: Path) -> None:
+    """``flowhooks history prune`` without --older-than shows a run whose id is 'prune'
+    (run ids are the caller's); with no such run it asks for --older-than."""
+    import asyncio
+
+    from flowhooks import Workflow, node
+    from flowhooks.handlers.history import HistoryCallback
+
+    @node
+    def a() -> int:
+        return 1
+
+    url = f"sqlite:///{tmp_path / 'named.db'}"
+
+    def record(run_id: str) -> None:
+        async def go() -> None:
+            history = HistoryCallback(url)
+            await Workflow("w", nodes=[a]).run(callbacks=[history], run_id=run_id)
+            await history.aclose()
+
+        asyncio.run(go())
+
+    code, err = invoke("history", "prune", "--db", url)
+    assert code == EXIT_BAD_INPUT
+    assert "history prune needs --older-than DURATION" in err
+    record("prune-not")
+    code, err = invoke("history", "prune", "--db", url)
+    assert code == EXIT_BAD_INPUT  # a prefix of another run's id is not that run
+    record("prune")
+    result = CliRunner().invoke(create_app(), ["history", "prune", "--db", url, "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert '"run_id": "prune"' in result.stdout

@@ -228,19 +228,25 @@ def history_command(
     """
     with _reported():
         _check_directory(db)
-        if run_id == "prune":
-            from flowhooks._cli.durable import parse_duration, prune_history
-
-            if older_than is None:
+        found = None
+        if run_id == "prune" and older_than is None:
+            # A run may be named 'prune' (run_id= is the caller's): shown when there is one.
+            found = asyncio.run(_read_history(db, run_id, limit))
+            if found is None or isinstance(found, list) or found.run.run_id != run_id:
                 msg = "history prune needs --older-than DURATION (e.g. --older-than 30d)"
                 raise CLIError(msg)
+        elif run_id == "prune":
+            from flowhooks._cli.durable import parse_duration, prune_history
+
+            assert older_than is not None
             removed = asyncio.run(prune_history(db, parse_duration(older_than, "--older-than")))
             sys.stdout.write(f"pruned {removed} run(s) that ended more than {older_than} ago\n")
             return
         if older_than is not None:
             msg = "--older-than goes with 'flowhooks history prune'"
             raise CLIError(msg)
-        found = asyncio.run(_read_history(db, run_id, limit))
+        if found is None:
+            found = asyncio.run(_read_history(db, run_id, limit))
         out = console()
         if run_id is not None:
             if not isinstance(found, list) and found is not None:
