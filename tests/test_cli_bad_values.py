@@ -132,3 +132,19 @@ def test_a_run_named_prune_is_shown_by_history(tmp_path: Path) -> None:
     result = CliRunner().invoke(create_app(), ["history", "prune", "--db", url, "--json"])
     assert result.exit_code == 0, result.stderr
     assert '"run_id": "prune"' in result.stdout
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize(
+    "command",
+    [("history",), ("runs",), ("sweep",), ("dead-letters",), ("resume", "r1", "--data", "{}")],
+)
+def test_an_in_memory_database_is_refused_by_the_commands_that_read(
+    url: str, command: tuple[str, ...]
+) -> None:
+    """A command reading what runs recorded says an in-memory database holds nothing, with
+    the URL as typed; no SQL statement in the message."""
+    code, err = invoke(*command, "--db", url)
+    assert code == EXIT_BAD_INPUT
+    assert f"{url!r} is an in-memory SQLite database" in err
+    assert "SELECT" not in err

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 from flowhooks._blocking import run_blocking
 from flowhooks._cli.db import (
     DEFAULT_DB,
-    _check_directory,
+    _check_readable,
     _check_url,
     _display_url,
     _read_history,
@@ -227,7 +227,7 @@ def history_command(
     'flowhooks history prune --older-than 30d' deletes finished runs older than that.
     """
     with _reported():
-        _check_directory(db)
+        _check_readable(db)
         found = None
         if run_id == "prune" and older_than is None:
             # A run may be named 'prune' (run_id= is the caller's): shown when there is one.

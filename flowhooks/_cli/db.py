@@ -35,7 +35,10 @@ def _display_url(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if parsed.password is None:
+            return url  # as typed (rendering would percent-encode a ':memory:' path)
+        return parsed.render_as_string(hide_password=True)
     except Exception:  # not parseable: nothing to hide that the user did not type
         return url
 
@@ -46,7 +49,11 @@ def _db_message(verb: str, url: str, exc: BaseException) -> str:
 
     if isinstance(exc, FlowhooksError):
         return str(exc)
-    return f"cannot {verb} the history database {_display_url(url)!r}: {type(exc).__name__}: {exc}"
+    # A SQLAlchemy error ends with the statement, its parameters and a link: only the
+    # database's own message is for the user ("no such table: flowhooks_runs").
+    orig = getattr(exc, "orig", None)
+    what = f"{type(orig).__name__}: {orig}" if orig is not None else f"{type(exc).__name__}: {exc}"
+    return f"cannot {verb} the history database {_display_url(url)!r}: {what}"
 
 
 def _check_url(url: str, hint: str = "") -> None:
@@ -74,11 +81,32 @@ def _check_directory(url: str) -> None:
             raise CLIError(msg)
 
 
+def _check_readable(url: str) -> None:
+    """``_check_directory``, and reject an in-memory SQLite database, for commands that read
+    what runs recorded: such a database lived and died with the process that made it."""
+    _check_directory(url)
+    parsed = _history_module().normalize_url(url)
+    database = parsed.database or ""
+    in_memory = (
+        not database
+        or database == ":memory:"
+        or (database.startswith("file:") and "memory" in database)
+        or parsed.query.get("mode") == "memory"
+    )
+    if parsed.drivername.startswith("sqlite") and in_memory:
+        msg = (
+            f"{_display_url(url)!r} is an in-memory SQLite database: it holds nothing once "
+            "the process that made it ends; give the file the runs were recorded in "
+            "(e.g. --db sqlite:///flowhooks.db)"
+        )
+        raise CLIError(msg)
+
+
 def _check_exists(url: str) -> None:
     """Reject a SQLite URL whose file does not exist, for commands that act on what a
     database holds (a mistyped path would otherwise make an empty database and report
     nothing to do)."""
-    _check_directory(url)
+    _check_readable(url)
     parsed = _history_module().normalize_url(url)
     database = parsed.database
     if (

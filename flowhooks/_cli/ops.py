@@ -10,7 +10,7 @@ import sys
 from contextlib import nullcontext
 from typing import Annotated
 
-from flowhooks._cli.db import DEFAULT_DB, _check_directory, _display_url
+from flowhooks._cli.db import DEFAULT_DB, _check_readable, _display_url
 from flowhooks._cli.errors import EXIT_FAILED, CLIError
 from flowhooks._cli.execute import _execute
 from flowhooks._cli.load import load_workflow
@@ -59,7 +59,7 @@ def runs_command(
 
     with _reported():
         check_status(status)
-        _check_directory(db)
+        _check_readable(db)
         runs = asyncio.run(list_runs(db, status, limit))
         if as_json:
             sys.stdout.write(json.dumps(run_dicts(runs), indent=2) + "\n")
@@ -154,7 +154,7 @@ def resume_command(
     from flowhooks._cli.durable import parse_resume_data, suspended_run
 
     with _reported():
-        _check_directory(db)
+        _check_readable(db)
         resume_data = parse_resume_data(data)
         run_id, recorded = asyncio.run(suspended_run(db, run_id))
         target = workflow or recorded
