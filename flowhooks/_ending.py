@@ -287,8 +287,12 @@ async def _finish(run: RunState) -> RunResult:
     result = build_result(run)
     run.decided = True
     status = result.status
-    if status is RunStatus.SUSPENDED:
-        await _save_suspended(run, result)
+    if status is RunStatus.SUSPENDED and not await _save_suspended(run, result):
+        # Not resumable: the run fails with the store's error, and says so.
+        result = build_result(run)
+        status = result.status
+        assert run.error is not None
+        await run.emit_error_isolated(run.error, None, None, None, "the store failure's event")
     run.closed = True  # nothing may follow workflow_end
     await _isolated(
         run,
@@ -352,11 +356,13 @@ async def _node_callbacks_done(run: RunState) -> None:
             run.remember_raised(outcome)
 
 
-async def _save_suspended(run: RunState, result: RunResult) -> None:
+async def _save_suspended(run: RunState, result: RunResult) -> bool:
     """Keep a suspended run's resumable state in its store, before ``workflow_end``.
 
-    A store that fails leaves the run suspended but not resumable: the
-    error is re-raised to the caller once the run's end completed.
+    Returns False when the store failed: the run cannot be resumed, so it fails
+    instead, with an error naming the store and what it raised (``run.error``;
+    its result is built afresh). A ``KeyboardInterrupt`` or ``SystemExit`` of
+    the store is re-raised to the caller once the run's end completed.
     """
     suspension = result.suspension
     assert suspension is not None
@@ -380,15 +386,16 @@ async def _save_suspended(run: RunState, result: RunResult) -> None:
     except (KeyboardInterrupt, SystemExit) as exc:  # re-raised once the end completed
         run.remember_raised(exc)
     except Exception as exc:
-        logger.bind(run_id=run.run_id).error(
-            "run {run_id} of workflow {workflow!r} suspended, but its state could not be "
-            "saved to {store!r}: {error}",
-            run_id=run.run_id,
-            workflow=run.workflow_name,
-            store=run.store,
-            error=exc,
+        unsaved = RuntimeError(
+            f"the run suspended at {suspension.node_id!r}, but its state could not be saved "
+            f"to {run.store!r} ({type(exc).__name__}: {exc}); it cannot be resumed"
         )
-        run.remember_raised(exc)
+        unsaved.__cause__ = exc
+        run.fail(None, run.error_info(unsaved, None, None))
+        run.stopping = RunStatus.FAILED
+        run.result = None
+        return False
+    return True
 
 
 def build_result(run: RunState) -> RunResult:

@@ -268,3 +268,50 @@ def test_a_finished_resume_stays_final_after_its_process_is_killed(tmp_path: Pat
     assert "ran" not in second.stdout.splitlines()
     assert second.stdout.startswith("refused NotResumable"), second.stdout + second.stderr
     assert "already resumed" in second.stdout
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        msg = "cannot pickle this"
+        raise TypeError(msg)
+
+
+@pytest.mark.parametrize("where", ["store raises", "state unpicklable"])
+async def test_a_suspension_the_store_cannot_keep_fails_the_run(where: str, tmp_path: Path) -> None:
+    """A run whose suspension cannot be saved cannot be resumed: it is not reported
+    ``suspended`` but ``failed``, with an error naming the store and the cause, an
+    ``error`` event before ``workflow_end``, and the failure callback; ``run`` returns."""
+    calls: list[str] = []
+
+    class DownStore(MemoryRunStore):
+        async def save(self, run: Any) -> None:
+            msg = "database is down"
+            raise OSError(msg)
+
+    @node
+    async def ask() -> int:
+        current_run().state["held"] = _Unpicklable() if where == "state unpicklable" else 1
+        raise Suspend("approve?")
+
+    wf = Workflow(
+        "w",
+        nodes=[ask],
+        on_workflow_failure=lambda result: calls.append("failure"),
+        on_workflow_suspend=lambda result: calls.append("suspend"),
+    )
+    store: Any = DownStore() if where == "store raises" else f"sqlite:///{tmp_path / 's.db'}"
+    recorder = RecordingCallback()
+    result = await wf.run(callbacks=[recorder], store=store)
+    assert result.status is RunStatus.FAILED
+    assert result.suspension is None
+    assert result.error is not None
+    assert result.error.type == "RuntimeError"
+    assert "could not be saved" in result.error.message
+    assert ("database is down" if where == "store raises" else "cannot pickle") in (
+        result.error.message
+    )
+    assert [(e.type.value, e.status) for e in recorder.events][-2:] == [
+        ("error", None),
+        ("workflow_end", "failed"),
+    ]
+    assert calls == ["failure"]
