@@ -317,7 +317,6 @@ def read_attribute(
             value = getattr(handler, name)
         else:
             value = getattr(handler, name, default)
-        return bool(value) if as_bool else value
     except Exception as exc:
         msg = (
             f"cannot add {type(handler).__name__}: reading its {name!r} raised "
@@ -325,6 +324,13 @@ def read_attribute(
             "readable when it is added"
         )
         raise ParameterTypeError(msg) from exc
+    if as_bool and not isinstance(value, bool):
+        msg = (
+            f"cannot add {type(handler).__name__}: its {name!r} must be True or False, "
+            f"got {repr_text(value)} ({type(value).__name__})"
+        )
+        raise ParameterTypeError(msg)
+    return value
 
 
 def inspect_hook(

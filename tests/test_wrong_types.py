@@ -228,3 +228,19 @@ def test_a_callback_manager_of_something_not_iterable_says_what_it_takes(handler
 def test_a_callback_manager_of_one_handler_says_to_wrap_it_in_a_list() -> None:
     with pytest.raises(TypeError, match="got one handler: BaseCallbackHandler"):
         CallbackManager(BaseCallbackHandler())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("attribute", ["raise_error", "run_in_thread"])
+@pytest.mark.parametrize("value", ["yes", "no", None, 1, 0.0])
+def test_handler_switches_must_be_bools(attribute: str, value: Any) -> None:
+    """``raise_error`` and ``run_in_thread`` are True or False: another value (a string
+    that reads as true, None) is refused when the handler is added, naming it."""
+    from flowhooks import BaseCallbackHandler, CallbackManager
+
+    class Switched(BaseCallbackHandler):
+        def on_node_start(self, node_id: str, input_data: Any) -> None:
+            pass
+
+    setattr(Switched, attribute, value)
+    with pytest.raises(TypeError, match=f"Switched: its '{attribute}' must be True or False"):
+        CallbackManager([Switched()])
