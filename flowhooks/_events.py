@@ -246,6 +246,9 @@ class ErrorInfo(BaseModel):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in type(self).model_fields
 
+    def __len__(self) -> int:
+        return len(type(self).model_fields)
+
     def keys(self) -> KeysView[str]:
         """Return the field names, as a mapping would."""
         return type(self).model_fields.keys()

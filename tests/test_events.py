@@ -159,7 +159,7 @@ def _info(**fields: object) -> ErrorInfo:
 
 
 def test_error_info_reads_like_a_mapping() -> None:
-    """ErrorInfo supports [], get(), in, keys(), values() and items()."""
+    """ErrorInfo supports [], get(), in, len(), keys(), values(), items() and dict()."""
     info = _info(severity="critical")
     assert info["message"] == "bad value"
     assert info["severity"] == "critical"
@@ -171,6 +171,7 @@ def test_error_info_reads_like_a_mapping() -> None:
     assert list(info.keys())[:2] == ["type", "message"]
     assert dict(info.items())["type"] == "ValueError"
     assert next(iter(info.values())) == "ValueError"
+    assert len(info) == len(list(info.keys())) == len(dict(info))
 
 
 def test_error_info_unknown_key_is_key_error() -> None:
