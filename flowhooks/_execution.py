@@ -6,9 +6,8 @@ The runner's schedule (``_runner``) decides which node runs when and calls
 Cancellation (fail-fast, the run timeout, ``RunHandle.cancel``) only ever
 interrupts node *bodies*, never a handler in the middle of an event, so no
 handler loses an event. The run's end (``workflow_end``, function callbacks,
-the managers' flush) runs to completion even if the awaiting task is
-cancelled once more meanwhile; a further cancellation abandons it, so
-shutdown never hangs.
+the managers' flush) runs to completion even if the awaiting task is cancelled
+once more meanwhile; a further cancellation abandons it: shutdown never hangs.
 """
 
 from __future__ import annotations
@@ -438,10 +437,9 @@ class RunState(NodeOutcomes):
         else:
             set_frame(node.name)
         try:
-            # The one hot loop of a run, in one function on purpose (a coroutine per call
-            # level costs a few percent of a node): per attempt, node_start, the body, and
-            # on success the output and node_end. Failures, retries, suspension and
-            # cancellation leave it through NodeOutcomes.
+            # The one hot loop of a run, in one function on purpose (a coroutine per level
+            # costs a few percent of a node): per attempt, node_start, the body, and on
+            # success node_end; every other way out goes through NodeOutcomes.
             name = node.name
             outputs, inputs = self.outputs, self.inputs
             kwargs: dict[str, Any] = {}
@@ -524,6 +522,8 @@ class RunState(NodeOutcomes):
                 if task in self.injected:  # the body caught the run's own cancellation
                     await self._absorb_injected_cancel(task)
                     return self._node_cancelled(result, first_start)
+                if task.cancelling() and not self.forced:  # the body's own, or a handler's
+                    return await self._cancel_left_pending(node, result, task, emitted=False)
                 outputs[name] = output
                 result.duration = end - first_start
                 try:
@@ -557,8 +557,8 @@ class RunState(NodeOutcomes):
                     return await self._node_failed(
                         node, result, exc, attempt, end - start, first_start, emitted=True
                     )
-                if task.cancelling() and not self.forced:  # a handler's, or the body's own
-                    return await self._cancel_left_pending(node, result, task)
+                if task.cancelling() and not self.forced:  # a node_end handler's
+                    return await self._cancel_left_pending(node, result, task, emitted=True)
                 result.output = output
                 result.status = _SUCCEEDED
                 result._ended = end

@@ -105,15 +105,17 @@ class NodeOutcomes:
         return await self._node_failed(node, result, exc, attempt, 0.0, started, emitted=emitted)
 
     async def _cancel_left_pending(
-        self, node: Node, result: NodeResult, task: asyncio.Task[Any]
+        self, node: Node, result: NodeResult, task: asyncio.Task[Any], *, emitted: bool
     ) -> bool:
-        """A handler of the node's events (or its body) cancelled the node's task, and
+        """The node's body or a handler of its events cancelled the node's task, and
         nothing waited since: the cancellation would land on whatever the task awaits
-        next, or be lost. It is taken here, and the node fails with it."""
+        next, or be lost. It is taken here, and the node fails with it: with its
+        ``error`` event when the body returned (``emitted`` False), or after the
+        ``node_end`` during which a handler cancelled."""
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0)  # delivered now, to this node
         return await self._cancelled_by_someone_else(
-            node, result, task, asyncio.CancelledError(), emitted=True
+            node, result, task, asyncio.CancelledError(), emitted=emitted
         )
 
     async def _attempt_failed(

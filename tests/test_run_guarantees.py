@@ -497,3 +497,39 @@ async def test_a_handler_that_cancels_its_own_task_and_returns_fails_that_node(
     assert_well_formed(recorder.events)
     assert recorder.events[-1].status == "failed"
     assert [e.node_id for e in recorder.events if e.type == "node_start"] == ["a"]
+    # Cancelled before node_end (its node_start or custom event): the attempt ends with its
+    # error event, not node_end; cancelled during node_end: node_end was its last event.
+    ended = [e.type.value for e in recorder.events if e.node_id == "a"][-1]
+    assert ended == ("node_end" if on == "node_end" else "error")
+
+
+@pytest.mark.parametrize("with_handler", [False, True], ids=["no handler", "recorded"])
+async def test_a_body_that_cancels_its_own_task_and_returns_fails_with_an_error_event(
+    runner: Runner, with_handler: bool
+) -> None:
+    """An async body that calls ``asyncio.current_task().cancel()`` and returns fails its
+    node with a CancelledError, reported by an ``error`` event (no ``node_end``): handlers
+    and the result agree."""
+
+    @node
+    async def a() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        return 1
+
+    recorder = RecordingCallback()
+    result = await Workflow("body-self-cancel", nodes=[a]).run(
+        callbacks=[recorder] if with_handler else None, runner=runner
+    )
+    assert result.status is RunStatus.FAILED
+    error = result.nodes["a"].error
+    assert error is not None
+    assert error.type == "CancelledError"
+    if with_handler:
+        assert [e.type.value for e in recorder.events] == [
+            "workflow_start",
+            "node_start",
+            "error",
+            "workflow_end",
+        ]
