@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from abc import abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from flowhooks._events import ErrorInfo, Event, EventType, parse_event_type
@@ -244,22 +244,24 @@ class CallerShortcuts(Dispatcher):
     a coroutine level costs about as much as a no-op handler call. Such a
     ``dispatch`` builds a missing ``Event`` itself and takes a fourth argument,
     ``caller``: true when the call comes from user code, so that the
-    ``raise_error`` mark comes off an exception leaving to it. A subclass that
-    overrides ``dispatch`` without ``caller`` gets the generic shortcuts back.
-    The shortcuts are plain methods returning a coroutine: awaitable as ever,
-    though ``inspect.iscoroutinefunction`` is false for them.
+    ``raise_error`` mark comes off an exception leaving to it. The shortcuts
+    are plain methods returning a coroutine: awaitable as ever, though
+    ``inspect.iscoroutinefunction`` is false for them.
+
+    A subclass whose ``dispatch`` (its own or a mixin's) has the three-argument
+    form gets it wrapped so that it takes ``caller`` too: the shortcuts, and a
+    ``super()`` call to them from the subclass's own, work with it unchanged.
     """
 
     _builds_events = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("dispatch")
-        if own is not None and "caller" not in inspect.signature(own).parameters:
-            for etype in EventType:
-                name = etype.method_name
-                if name not in cls.__dict__:
-                    setattr(cls, name, getattr(Dispatcher, name))
+        dispatch = cls.dispatch  # through the MRO: a mixin's counts
+        parameters = inspect.signature(dispatch, follow_wrapped=False).parameters
+        caller = parameters.get("caller")
+        if caller is None or caller.kind is inspect.Parameter.KEYWORD_ONLY:
+            cls.dispatch = _taking_caller(dispatch)  # type: ignore[method-assign]
 
     @abstractmethod
     async def dispatch(
@@ -306,6 +308,31 @@ class CallerShortcuts(Dispatcher):
     ) -> Coroutine[Any, Any, None]:
         """Dispatch a custom event to the handlers."""
         return self.dispatch(_CUSTOM_EVENT, (name, data), event, True)
+
+
+def _taking_caller(
+    dispatch: Callable[..., Awaitable[None]],
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """``dispatch`` (the three-argument form a subclass wrote) taking ``caller`` as well."""
+
+    async def with_caller(
+        self: Dispatcher,
+        event_type: EventType,
+        args: tuple[Any, ...],
+        event: Event | None,
+        caller: bool = False,
+    ) -> None:
+        try:
+            await dispatch(self, event_type, args, event)
+        except Exception as exc:
+            if caller:  # it leaves the managers here, for the caller
+                clear_propagating(exc)
+            raise
+
+    with_caller.__name__ = getattr(dispatch, "__name__", "dispatch")
+    with_caller.__qualname__ = getattr(dispatch, "__qualname__", "dispatch")
+    with_caller.__doc__ = dispatch.__doc__
+    return with_caller
 
 
 _EVENT_FIELDS = frozenset(

@@ -1268,23 +1268,53 @@ async def test_typed_shortcuts_clear_the_raise_error_mark_through_nested_manager
 
 
 async def test_subclass_overriding_dispatch_without_caller_keeps_working_shortcuts() -> None:
-    """A ``CallbackManager`` subclass whose ``dispatch`` has the three-argument form
-    still gets every typed shortcut, through its own ``dispatch``."""
-    seen: list[tuple[EventType, tuple[Any, ...]]] = []
+    """A ``CallbackManager`` subclass whose ``dispatch`` has the three-argument form (its
+    own, or a mixin's) still gets every typed shortcut through it, also when its own
+    shortcut calls ``super()``; a raise_error failure still reaches the caller unmarked."""
+    seen: list[tuple[str, EventType]] = []
+
+    class AuditMixin:
+        async def dispatch(self, event_type: EventType, args: tuple[Any, ...], event: Any) -> None:
+            seen.append(("mixin", event_type))
+            await super().dispatch(event_type, args, event)  # type: ignore[misc]
+
+    class Audited(AuditMixin, CallbackManager):
+        pass
 
     class Recording(CallbackManager):
         async def dispatch(  # type: ignore[override]
             self, event_type: EventType, args: tuple[Any, ...], event: Any
         ) -> None:
-            seen.append((event_type, args))
+            seen.append(("own", event_type))
             await super().dispatch(event_type, args, event)
 
-    log: list[Any] = []
-    manager = Recording([Log("only", log)])
-    await manager.on_node_start("a", {"x": 1})
-    await manager.on_custom_event("c", 2)
-    assert seen == [(EventType.NODE_START, ("a", {"x": 1})), (EventType.CUSTOM_EVENT, ("c", 2))]
-    assert [entry[:2] for entry in log] == [("only", "node_start"), ("only", "custom_event")]
+        async def on_node_start(  # type: ignore[override]
+            self, node_id: str, input_data: dict[str, Any], *, event: Any = None
+        ) -> None:
+            seen.append(("shortcut", EventType.NODE_START))
+            await super().on_node_start(node_id, input_data, event=event)
+
+    for cls, tag in ((Audited, "mixin"), (Recording, "own")):
+        seen.clear()
+        log: list[Any] = []
+        manager = cls([Log("only", log)])
+        await manager.on_node_start("a", {"x": 1})
+        await manager.on_custom_event("c", 2)
+        await manager.trigger("node_end", "a", 3)
+        assert [entry[:2] for entry in log] == [
+            ("only", "node_start"),
+            ("only", "custom_event"),
+            ("only", "node_end"),
+        ]
+        expected = [(tag, t) for t in (EventType.NODE_START, EventType.CUSTOM_EVENT)]
+        expected.append((tag, EventType.NODE_END))
+        if cls is Recording:
+            expected.insert(0, ("shortcut", EventType.NODE_START))
+        assert seen == expected
+        strict = cls([Strict()])
+        with pytest.raises(KeyError, match="strict") as raised:
+            await strict.on_node_start("a", {})
+        assert not hasattr(raised.value, "__flowhooks_propagate__")
 
 
 async def test_trigger_refuses_an_event_that_does_not_match() -> None:
