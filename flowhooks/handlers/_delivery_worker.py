@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import socket
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
+from pydantic import ValidationError
 
 from flowhooks import Event, redact_text
 from flowhooks.handlers._handler_call import call_dead_letter, call_hook
@@ -39,6 +41,29 @@ from flowhooks.handlers._outbox import CHANNEL, Claimed, Outbox
 from flowhooks.handlers._sql_backends import postgres_connect_args
 from flowhooks.handlers._sql_hub import SqlHub, WriteError
 from flowhooks.handlers._sweep import RETENTION, STALE_AFTER, sweep
+
+
+def stored_event(text: str | bytes) -> Event:
+    """The ``Event`` an outbox row holds, read leniently where an older version wrote less.
+
+    Events are checked more strictly than they once were (``attempt`` from 1,
+    ``duration`` finite and not negative, ``seq`` not negative); a row written
+    before, such as a crash sweep's ``workflow_end`` with a negative duration
+    from clocks that differ, is still delivered: the value that no longer passes
+    is dropped (``None``), or for ``seq`` set to 0.
+    """
+    try:
+        return Event.model_validate_json(text)
+    except ValidationError as exc:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise
+        fields = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        if not fields <= {"attempt", "duration", "seq"}:
+            raise
+        for name in fields:
+            data[name] = 0 if name == "seq" else None
+        return Event.model_validate(data)
 
 
 @dataclass
@@ -231,7 +256,7 @@ class DeliveryWorker:
     async def _deliver_one(self, row: Claimed, token: str) -> Claimed | None:
         """Deliver one row and settle it; return the next row of its run, claimed, if due."""
         try:
-            event = Event.model_validate_json(row.event)
+            event = stored_event(row.event)
         except Exception as exc:  # a row no handler can take: bury it at once
             await self._bury(row, token, None, f"the stored event cannot be read: {exc}")
             return None

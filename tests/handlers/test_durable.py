@@ -296,6 +296,48 @@ async def test_history_and_outbox_rows_share_each_event(db_url: str, durable_fir
     assert status == "succeeded"
 
 
+async def test_rows_written_before_the_stricter_event_checks_are_still_delivered(
+    tmp_path: Path,
+) -> None:
+    """An outbox row whose event an older version wrote with a value the Event checks now
+    refuse (a crash sweep's negative duration across clocks, attempt 0) is delivered with
+    that value dropped, not buried as unreadable; a row broken otherwise is still buried."""
+    url = sqlite_url(tmp_path)
+    recorder = Recorder()
+    producer = DurableCallback(recorder, name="old", url=url, deliver=False)
+    await CHAIN.run({"x": 1}, callbacks=[producer])
+    await producer.aclose()
+
+    def age(conn: sa.Connection) -> None:
+        rows = conn.execute(
+            sa.text("SELECT id, event FROM flowhooks_outbox WHERE consumer = 'old'")
+        ).all()
+        for row_id, text in rows:
+            data = json.loads(text)
+            if data["type"] == "workflow_end":
+                data["duration"] = -2.5
+            elif data["type"] == "node_end" and data["node_id"] == "second":
+                data["attempt"] = 0
+            elif data["type"] == "node_end":
+                data["node_id"] = 5  # not a stored event of any version
+            conn.execute(
+                sa.text("UPDATE flowhooks_outbox SET event = :e WHERE id = :i"),
+                {"e": json.dumps(data), "i": row_id},
+            )
+
+    await SqlHub.for_url(url).call(age)
+    consumer = DurableCallback(recorder, name="old", url=url)
+    assert await consumer.drain(timeout=30)
+    await consumer.aclose()
+    ends = [e for e in recorder.calls if e.type == "workflow_end"]
+    assert [e.duration for e in ends] == [None]
+    seconds = [e for e in recorder.calls if e.node_id == "second"]
+    assert [e.attempt for e in seconds] == [None]
+    statuses = sorted(r.status for r in outbox_rows(url, "old"))
+    assert statuses.count("dead") == 2  # the two other node_end rows: node_id 5
+    assert set(statuses) == {"done", "dead"}
+
+
 async def test_without_history_the_run_is_still_recorded(tmp_path: Path) -> None:
     """A DurableCallback alone records its runs (status, heartbeat) for runs and the sweep."""
     url = sqlite_url(tmp_path)
