@@ -76,6 +76,8 @@ class Workflow:
             ``WorkflowError``.
     """
 
+    _nesting_checked = -1  # (instances pickled before it existed read this)
+
     def __init__(
         self,
         name: str,
@@ -115,6 +117,7 @@ class Workflow:
         self.on_workflow_suspend = on_workflow_suspend
         self._nodes: dict[str, Node] = {}
         self._plans: dict[frozenset[str] | None, RunPlan] = {}  # None: the whole graph
+        self._nesting_checked = -1  # the _graph_changes count this workflow was checked at
         for item in items:
             self.add_node(item if isinstance(item, Node) else Node(item))
 
@@ -136,6 +139,7 @@ class Workflow:
             raise WorkflowError(msg)
         self._nodes[item.name] = item
         self._plans.clear()
+        _graph_changes[0] += 1  # any workflow may hold this one as a sub-workflow
         return item
 
     @overload
@@ -158,6 +162,7 @@ class Workflow:
         """Pickled and deep-copied without its cached run plans (the next run rebuilds them)."""
         state = self.__dict__.copy()
         state["_plans"] = {}
+        state["_nesting_checked"] = -1
         return state
 
     def __copy__(self) -> Workflow:
@@ -217,6 +222,10 @@ class Workflow:
             ValueError: for an empty ``outputs`` selection.
         """
         key = selection(self.name, outputs)
+        if self._nesting_checked != _graph_changes[0]:
+            # Again after any workflow changed: a sub-workflow may have come to hold this one.
+            _refuse_containing_itself(self, [], set())
+            self._nesting_checked = _graph_changes[0]
         cached = self._plans.get(key)
         if cached is not None:
             return cached
@@ -225,8 +234,6 @@ class Workflow:
         elif None not in self._plans:
             self.plan()  # a graph with a cycle anywhere cannot run any part of it
         plan = build_run_plan(self.name, self._nodes, key)
-        if key is None:
-            _refuse_containing_itself(self, [], set())
         self._plans[key] = plan
         return plan
 
@@ -407,6 +414,11 @@ class Workflow:
         return "\n".join(lines)
 
 
+_graph_changes = [0]
+"""Nodes added to any workflow so far: a workflow checks again that it does not contain
+itself (``_refuse_containing_itself``) when this has moved since its last check."""
+
+
 def _refuse_containing_itself(
     workflow: Workflow, path: list[tuple[Workflow, str]], cleared: set[int]
 ) -> None:
@@ -427,7 +439,10 @@ def _refuse_containing_itself(
     if id(workflow) in cleared:
         return
     for name, item in workflow._nodes.items():
-        child = getattr(item.fn, SUBWORKFLOW_ATTRIBUTE, None)
+        try:
+            child = getattr(item.fn, SUBWORKFLOW_ATTRIBUTE, None)
+        except Exception:  # a callable object whose __getattr__ raises: not a sub-workflow
+            continue
         if isinstance(child, Workflow):
             _refuse_containing_itself(child, [*path, (workflow, name)], cleared)
     cleared.add(id(workflow))

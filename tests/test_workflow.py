@@ -732,6 +732,18 @@ def test_a_workflow_that_contains_itself_is_a_cycle() -> None:
     second.node(first.as_node(name="outer"))  # first -> second -> first
     with pytest.raises(CycleError, match=r"second\.outer -> first\.inner -> second"):
         second.validate()
+    # Checked again after any workflow changed: a plan cached before the change is no way
+    # round the check.
+    outer, inner = Workflow("A", nodes=[_src]), Workflow("B", nodes=[_src])
+    outer.node(inner.as_node(name="b"))
+    outer.validate()
+    inner.node(outer.as_node(name="a"))
+    with pytest.raises(CycleError, match=r"A\.b -> B\.a -> A"):
+        outer.validate()
+    recorder = RecordingCallback()
+    with pytest.raises(CycleError):
+        outer.run_sync(callbacks=[recorder])
+    assert recorder.events == []
     # A workflow used twice, side by side or nested deeper, is no cycle.
     shared = Workflow("shared", nodes=[_src])
     parent = Workflow("parent", nodes=[shared.as_node(name="one"), shared.as_node(name="two")])
