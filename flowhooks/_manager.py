@@ -14,6 +14,7 @@ monitor registered).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copyreg
 import threading
@@ -540,6 +541,8 @@ class CallbackManager(CallerShortcuts):
         handler is closed even when a flush raised, and the flush's error is raised after."""
         try:
             await self._call_closers("flush")
+        except asyncio.CancelledError:
+            raise  # the caller stops waiting: closing now would keep it waiting
         except BaseException:
             with contextlib.suppress(Exception):  # the flush's error is the one to raise
                 await self._call_closers("aclose")

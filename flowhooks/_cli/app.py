@@ -231,7 +231,8 @@ def history_command(
         found = None
         if run_id == "prune" and older_than is None:
             # A run may be named 'prune' (run_id= is the caller's): shown when there is one.
-            found = asyncio.run(_read_history(db, run_id, limit))
+            with contextlib.suppress(CLIError):  # an unreadable database: the hint below
+                found = asyncio.run(_read_history(db, run_id, limit))
             if found is None or isinstance(found, list) or found.run.run_id != run_id:
                 msg = "history prune needs --older-than DURATION (e.g. --older-than 30d)"
                 raise CLIError(msg)

@@ -90,7 +90,8 @@ def _check_readable(url: str) -> None:
     in_memory = (
         not database
         or database == ":memory:"
-        or (database.startswith("file:") and "memory" in database)
+        or database.startswith("file::memory:")
+        or (database.startswith("file:") and "mode=memory" in database)
         or parsed.query.get("mode") == "memory"
     )
     if parsed.drivername.startswith("sqlite") and in_memory:
