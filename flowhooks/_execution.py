@@ -557,7 +557,7 @@ class RunState(NodeOutcomes):
                     return await self._node_failed(
                         node, result, exc, attempt, end - start, first_start, emitted=True
                     )
-                if task.cancelling() and not self.forced:  # a node_end handler's
+                if frame is not None and task.cancelling() and not self.forced:  # node_end's
                     return await self._cancel_left_pending(node, result, task, emitted=True)
                 result.output = output
                 result.status = _SUCCEEDED

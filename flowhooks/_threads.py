@@ -91,7 +91,7 @@ class DaemonThreadPool(ThreadPoolExecutor):
             future, fn, args, kwargs = work
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(call_in_thread(fn, *args, **kwargs))
+                    future.set_result(fn(*args, **kwargs))
                 except BaseException as exc:
                     future.set_exception(exc)
             del work, future, fn, args, kwargs  # nothing of the call outlives it
