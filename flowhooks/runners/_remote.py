@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -220,7 +221,9 @@ def run_attempt(
     ctx = WorkerRunContext(snapshot, kwargs, events, state)
     token = current_run_var.set(ctx)
     try:
-        value = asyncio.run(_run_async(fn, kwargs, ctx, still_wanted)) if is_async else fn(**kwargs)
+        value = fn(**kwargs)  # an async body's coroutine, not run yet
+        if is_async or inspect.iscoroutine(value):  # a sync wrapper may return one too
+            value = asyncio.run(_run_async(value, ctx, still_wanted))
         outcome = Outcome(ok=True, value=value, events=events)
     except _NoLongerWanted:
         outcome = Outcome(ok=False, events=events, cancelled=True, worker=_host())
@@ -240,12 +243,11 @@ class _NoLongerWanted(Exception):
 
 
 async def _run_async(
-    fn: Callable[..., Any],
-    kwargs: dict[str, Any],
+    awaitable: Awaitable[Any],
     ctx: WorkerRunContext,
     still_wanted: Callable[[], bool] | None,
 ) -> Any:
-    body = asyncio.ensure_future(fn(**kwargs))
+    body = asyncio.ensure_future(awaitable)
     ctx._loop = asyncio.get_running_loop()  # emit_sync refuses to block it; cancel stops body
     ctx._body = body
     if still_wanted is None:

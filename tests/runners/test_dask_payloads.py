@@ -258,6 +258,29 @@ async def test_emit_sync_in_an_async_body_raises_as_in_one_process(runner: DaskR
     assert "use 'await ctx.emit(...)'" in there.outputs["a"]
 
 
+async def test_a_coroutine_a_sync_body_returns_is_awaited_on_the_worker(
+    runner: DaskRunner,
+) -> None:
+    """A plain decorator around an ``async def`` returns a coroutine: its value is the output,
+    as in one process, and the coroutine can still reach its run."""
+
+    async def inner(x: int) -> str:
+        await asyncio.sleep(0)
+        await current_run().emit("inside", x)
+        return f"awaited {x}"
+
+    def plain_wrapper(x: int) -> Any:  # not async: it returns inner's coroutine
+        return inner(x)
+
+    wf = Workflow("w", nodes=[node(plain_wrapper, name="wrapped")])
+    here = await wf.run(inputs={"x": 2})
+    recorder = RecordingCallback()
+    there = await wf.run(inputs={"x": 2}, runner=runner, callbacks=[recorder])
+    assert there.status == RunStatus.SUCCEEDED, there.error
+    assert there.outputs["wrapped"] == here.outputs["wrapped"] == "awaited 2"
+    assert [e.payload for e in recorder.events if e.type == "custom_event"] == [2]
+
+
 async def test_check_takes_the_outputs_a_run_selects(runner: DaskRunner) -> None:
     """check(wf, outputs=...) looks only at the nodes such a run executes."""
     lock = threading.Lock()
