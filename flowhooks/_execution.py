@@ -421,13 +421,10 @@ class RunState(NodeOutcomes):
     ) -> bool:
         """Run every attempt of the plan's node at ``position`` in ``task``; True if it succeeded.
 
-        A schedule's one call per node. A node that fails for good stops a
-        fail-fast run (``NodeOutcomes._node_failed``); a ``BaseException``
-        escaping it stops the run and is re-raised to the caller after the
-        run's end.
-
-        The task's frame marks the node's events (``TaskFrame``); the body runs
-        under the node's bare name (tasks it starts are not inside its dispatches).
+        A schedule's one call per node. A node that fails for good stops a fail-fast run;
+        a ``BaseException`` fails the node, stops the run, and is re-raised to the caller
+        after the run's end. The task's frame marks the node's events (``TaskFrame``); the
+        body runs under the node's bare name (tasks it starts are not in its dispatches).
         """
         node, result = self.plan.steps[position], self.results[position]
         frame = None
@@ -489,6 +486,10 @@ class RunState(NodeOutcomes):
                         start = first_start if attempt == 1 else perf_counter()
                 except Exception as exc:  # a raise_error handler: the node fails without retry
                     return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # KeyboardInterrupt, SystemExit, ...: as above
+                    return await self._stopped_by(node, result, exc, attempt, 0.0, first_start)
                 if self.stopping is not None and self.stopping is not RunStatus.SUSPENDED:
                     return self._node_cancelled(result, first_start)
                 bodies.add(task)
@@ -515,6 +516,10 @@ class RunState(NodeOutcomes):
                     if retry is None:
                         continue
                     return retry
+                except BaseException as exc:  # not a cancellation (above): no retry
+                    self._body_left(task, frame)
+                    elapsed = perf_counter() - start
+                    return await self._stopped_by(node, result, exc, attempt, elapsed, first_start)
                 end = perf_counter()
                 bodies.discard(task)  # _body_left, inline
                 if frame is not None:
@@ -552,9 +557,10 @@ class RunState(NodeOutcomes):
                     if self.forced:
                         raise
                     return await self._cancelled_by_someone_else(node, result, task, exc, True)
-                except Exception as exc:
+                except BaseException as exc:  # a raise_error handler's, KeyboardInterrupt, ...
                     del outputs[name]
-                    return await self._node_failed(
+                    fails = self._node_failed if isinstance(exc, Exception) else self._stopped_by
+                    return await fails(
                         node, result, exc, attempt, end - start, first_start, emitted=True
                     )
                 if frame is not None and task.cancelling() and not self.forced:  # node_end's
@@ -592,9 +598,3 @@ class RunState(NodeOutcomes):
             self.suspension = Suspension(node.name, suspend.reason, suspend.payload, expires_at)
         self.request_stop(RunStatus.SUSPENDED, suspend.reason)
         return False
-
-    def _body_left(self, task: asyncio.Task[Any], frame: TaskFrame | None) -> None:
-        """The body of an attempt returned or raised: it can no longer be cancelled as one."""
-        self.bodies.discard(task)
-        if frame is not None:
-            set_frame(frame)

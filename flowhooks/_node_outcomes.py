@@ -20,12 +20,13 @@ from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Sever
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._logs import failure_text
 from flowhooks._results import NodeResult
+from flowhooks._sequencer import set_frame
 
 if TYPE_CHECKING:
     from flowhooks._context import RunContext
     from flowhooks._node import Node
     from flowhooks._runner import Runner
-    from flowhooks._sequencer import EventSequencer
+    from flowhooks._sequencer import EventSequencer, TaskFrame
 
 _ERROR = EventType.ERROR
 
@@ -155,6 +156,10 @@ class NodeOutcomes:
             return await self._node_failed(
                 node, result, handler_exc, attempt, elapsed, first_start, emitted=True
             )
+        except BaseException as handler_exc:  # KeyboardInterrupt, SystemExit, ...
+            return await self._stopped_by(
+                node, result, handler_exc, attempt, elapsed, first_start, emitted=True
+            )
         if self.stopping is not None:
             return self._node_cancelled(result, first_start)
         if not await self._wait_before_retry(node, attempt, task):
@@ -236,6 +241,35 @@ class NodeOutcomes:
         if self.runner.fail_fast:
             self.request_stop(RunStatus.FAILED, None)
         return False
+
+    async def _stopped_by(
+        self,
+        node: Node,
+        result: NodeResult,
+        exc: BaseException,
+        attempt: int,
+        duration: float,
+        first_start: float,
+        *,
+        emitted: bool = False,
+    ) -> bool:
+        """A ``BaseException`` that is no cancellation (``KeyboardInterrupt``, ``SystemExit``)
+        from the node's body or a handler of its events.
+
+        The node fails with it, as with a ``raise_error`` handler's exception (its
+        error event unless ``emitted``: the attempt already ended), so the run's
+        result names it; the run stops and raises it once its end is delivered.
+        """
+        self.remember_raised(exc)
+        await self._node_failed(node, result, exc, attempt, duration, first_start, emitted=emitted)
+        self.request_stop(RunStatus.FAILED, None)
+        return False
+
+    def _body_left(self, task: asyncio.Task[Any], frame: TaskFrame | None) -> None:
+        """The body of an attempt returned or raised: it can no longer be cancelled as one."""
+        self.bodies.discard(task)
+        if frame is not None:
+            set_frame(frame)
 
     async def emit_error_isolated(
         self,

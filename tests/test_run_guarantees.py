@@ -437,6 +437,79 @@ async def test_a_base_exception_from_a_handler_still_ends_the_run_for_everyone(
         assert after.events_of("node_start") == []
 
 
+class RaisesOnNode(BaseCallbackHandler):
+    """Raises ``exc`` on one event of node ``source``: ``node_start``, ``node_end``, a
+    custom event it sends, or its retried attempt's ``error``."""
+
+    def __init__(self, event_type: str, exc: BaseException) -> None:
+        self.event_type = event_type
+        self.exc = exc
+
+    def _maybe(self, event_type: str) -> None:
+        if event_type == self.event_type:
+            raise self.exc
+
+    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+        self._maybe("node_start")
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        self._maybe("node_end")
+
+    async def on_custom_event(self, name: str, data: Any) -> None:
+        self._maybe("custom_event")
+
+    async def on_error(self, error_info: Any) -> None:
+        self._maybe("error")
+
+
+@pytest.mark.parametrize("event_type", ["node_start", "node_end", "custom_event", "error", "body"])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3), Interrupt()], ids=repr)
+async def test_a_base_exception_on_a_node_event_fails_that_node_as_the_runs_error(
+    runner: Runner, event_type: str, exc: BaseException
+) -> None:
+    """As a raise_error handler's exception on a node event does: the node fails with
+    it, it is the run's error and ``final_node``; each attempt ends with one ``node_end``
+    or one ``error``; the exception reaches the caller after ``workflow_end``."""
+    attempts: list[int] = []
+
+    @node(retries=1)
+    async def source() -> int:
+        from flowhooks import current_run
+
+        attempts.append(1)
+        if event_type == "body":
+            raise exc
+        if event_type == "custom_event":
+            await current_run().emit("progress", 1)
+        if event_type == "error" and len(attempts) == 1:
+            raise ValueError("first attempt fails; its error event will_retry")
+        return 1
+
+    ended: list[Any] = []
+    recorder = RecordingCallback()
+    wf = Workflow("pair", nodes=[source, sink], on_workflow_failure=ended.append)
+    with pytest.raises(type(exc)):
+        await wf.run(callbacks=[RaisesOnNode(event_type, exc), recorder], runner=runner)
+    assert_well_formed(recorder.events)
+    (result,) = ended
+    assert result.status is RunStatus.FAILED
+    assert result.final_node == "source"
+    assert result.nodes["source"].status is NodeStatus.FAILED
+    assert result.error is not None and result.error.type == type(exc).__name__
+    assert result.nodes["sink"].status is not NodeStatus.SUCCEEDED
+    tried = max(len(attempts), 1)  # a node_start handler's raise: the body never ran
+    starts = recorder.events_of("node_start")
+    assert [e.node_id for e in starts] == ["source"] * tried
+    last_attempt_ends = [
+        e
+        for e in recorder.events
+        if e.node_id == "source" and e.attempt == tried and e.type in ("node_end", "error")
+    ]
+    assert len(last_attempt_ends) == 1
+    assert recorder.events[-1].type == "workflow_end"
+    assert recorder.events[-1].status == "failed"
+
+
 async def test_a_refused_store_does_not_keep_the_run_id() -> None:
     with pytest.raises(TypeError, match="store="):
         await pair().run(run_id="kept", store=42)  # type: ignore[arg-type]

@@ -1496,7 +1496,8 @@ async def test_concurrent_runs_keep_their_events_apart(runner_or_dask: Runner) -
 
 
 async def test_base_exception_from_a_node_still_ends_the_run(runner: Runner) -> None:
-    """A SystemExit from a node body propagates from run() after workflow_end has fired."""
+    """A SystemExit from a node body fails that node (its attempt ends with an ``error``
+    event) and propagates from run() after workflow_end has fired."""
     rec = RecordingCallback()
 
     @node
@@ -1505,8 +1506,14 @@ async def test_base_exception_from_a_node_still_ends_the_run(runner: Runner) -> 
 
     with pytest.raises(SystemExit):
         await Workflow("exit", nodes=[leave]).run(callbacks=[rec], runner=runner)
-    assert steps(rec) == [("workflow_start", None), ("node_start", "leave"), ("workflow_end", None)]
+    assert steps(rec) == [
+        ("workflow_start", None),
+        ("node_start", "leave"),
+        ("error", "leave"),
+        ("workflow_end", None),
+    ]
     assert rec.events[-1].status == "failed"
+    assert rec.events_of("error")[0].payload.type == "SystemExit"
 
 
 async def test_cancelling_the_awaiting_task_during_a_handler(any_runner_or_dask: Runner) -> None:
