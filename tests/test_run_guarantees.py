@@ -495,7 +495,8 @@ async def test_a_base_exception_on_a_node_event_fails_that_node_as_the_runs_erro
     assert result.status is RunStatus.FAILED
     assert result.final_node == "source"
     assert result.nodes["source"].status is NodeStatus.FAILED
-    assert result.error is not None and result.error.type == type(exc).__name__
+    assert result.error is not None
+    assert result.error.type == type(exc).__name__
     assert result.nodes["sink"].status is not NodeStatus.SUCCEEDED
     tried = max(len(attempts), 1)  # a node_start handler's raise: the body never ran
     starts = recorder.events_of("node_start")
