@@ -321,7 +321,7 @@ async def _finish(run: RunState) -> RunResult:
                 EventType.WORKFLOW_END,
             ),
         )
-    await _isolated(run, run.manager.flush())
+    await _isolated(run, run.events.manager.flush())  # the handlers the run had
     return result
 
 

@@ -447,7 +447,6 @@ class RunState(NodeOutcomes):
                     kwargs[p] = inputs[p]
             result.inputs = kwargs
             events, bodies = self.events, self.bodies
-            manager = events.manager
             direct = node.is_async and node.timeout is None and self.default_submit
             result.status = _RUNNING
             result._started = first_start = perf_counter()
@@ -467,7 +466,7 @@ class RunState(NodeOutcomes):
                             )
                             error = None
                             try:
-                                await manager.dispatch(_NODE_START, args, event)
+                                await events.manager.dispatch(_NODE_START, args, event)
                             except BaseException as exc:  # delivered after what was queued
                                 error = exc
                             if error is not None or not events.give_node_turn(frame):
@@ -542,7 +541,7 @@ class RunState(NodeOutcomes):
                             )
                             error = None
                             try:
-                                await manager.dispatch(_NODE_END, args, event)
+                                await events.manager.dispatch(_NODE_END, args, event)
                             except BaseException as exc:  # delivered after what was queued
                                 error = exc
                             if error is not None or not events.give_node_turn(frame):

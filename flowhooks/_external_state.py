@@ -279,7 +279,7 @@ class ExternalRunState:
             clear_propagating(handler_exc)
             self.end_error = handler_exc
         try:
-            await self.manager.flush()
+            await self.events.manager.flush()  # the handlers the run had
         except asyncio.CancelledError:
             raise
         except BaseException as handler_exc:

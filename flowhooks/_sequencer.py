@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections import deque
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -151,6 +152,7 @@ class EventSequencer:
         "_generation",
         "_modes",
         "_pending",
+        "_started_with",
         "_turn",
         "identity",
         "manager",
@@ -159,6 +161,7 @@ class EventSequencer:
 
     def __init__(self, manager: CallbackManager, identity: dict[str, Any]) -> None:
         self.manager = manager
+        self._started_with = manager._entries  # replaced, never changed in place
         self.identity = identity
         self._blank: dict[str, Any] = dict.fromkeys(EVENT_FIELDS)
         self._blank.update(identity)
@@ -169,8 +172,19 @@ class EventSequencer:
         self._generation = -1
 
     def _refresh(self) -> None:
-        """Cache, per event type, who takes it; redone when a handler was added or removed."""
-        self._modes = self.manager.modes()
+        """Cache, per event type, who takes it; redone when a handler was added or removed.
+
+        A handler added to or removed from the run's own manager while the run
+        goes on is not the run's: it dispatches on to the handlers it started
+        with, through a copy of the manager as it was, and the change shows at
+        the next run. Handlers of managers nested in it change at once.
+        """
+        manager = self.manager
+        if manager._entries is not self._started_with:
+            kept = copy.copy(manager)  # shares the registrations, stats included
+            kept._entries = self._started_with
+            self.manager = manager = kept
+        self._modes = manager.modes()
         self._generation = _generation[0]
 
     def node_turn(self, frame: TaskFrame, event_type: EventType) -> int:

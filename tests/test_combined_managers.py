@@ -14,6 +14,8 @@ import pickle
 import weakref
 from typing import Any
 
+import pytest
+
 from flowhooks import BaseCallbackHandler, CallbackManager, Workflow, node
 
 
@@ -255,3 +257,89 @@ async def test_the_kept_combination_is_reused_and_refreshed() -> None:
     (fresh,) = run_manager._combinations or []
     assert fresh[3] is not first[3]
     assert seen == ["wf", "run", "wf", "run", "wf", "run", "late"]
+
+
+class Everything(BaseCallbackHandler):
+    """Records every event it gets, by type and node."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str | None]] = []
+
+    async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
+        self.got.append(("workflow_start", None))
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        self.got.append(("node_start", node_id))
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        self.got.append(("node_end", node_id))
+
+    async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+        self.got.append(("workflow_end", None))
+
+
+FULL_RUN = [
+    ("workflow_start", None),
+    ("node_start", "a"),
+    ("node_end", "a"),
+    ("node_start", "b"),
+    ("node_end", "b"),
+    ("workflow_end", None),
+]
+
+
+async def _second() -> int:
+    return 2
+
+
+def _pair(*handlers: BaseCallbackHandler) -> Workflow:
+    return Workflow(
+        "pair",
+        nodes=[node(_one, name="a"), node(_second, name="b", depends_on=["a"])],
+        callbacks=list(handlers) or None,
+    )
+
+
+@pytest.mark.parametrize("workflow_handlers", [False, True], ids=["one manager", "two managers"])
+async def test_a_handler_added_or_removed_during_a_run_shows_at_the_next_run(
+    workflow_handlers: bool,
+) -> None:
+    """The run's handlers are those it started with, whether it dispatches to the given
+    manager itself or to a combination: no handler gets a run without its start, or
+    loses a run's end."""
+    manager = CallbackManager()
+    late, leaving = Everything(), Everything()
+
+    class Changer(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            if node_id == "a" and late not in manager.handlers:
+                manager.add_handler(late)
+
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            if node_id == "a" and leaving in manager.handlers:
+                manager.remove_handler(leaving)
+
+    manager.add_handler(Changer())
+    manager.add_handler(leaving)
+    wf = _pair(Everything()) if workflow_handlers else _pair()
+    result = await wf.run(callbacks=manager)
+    assert result.succeeded
+    assert late.got == []
+    assert leaving.got == FULL_RUN
+    assert manager.handlers[-1] is late  # the changes themselves were made
+
+    await wf.run(callbacks=manager)
+    assert late.got == FULL_RUN
+    assert leaving.got == FULL_RUN
+
+
+async def test_an_external_run_keeps_the_handlers_it_started_with() -> None:
+    from flowhooks import ExternalRun
+
+    manager = CallbackManager()
+    late = Everything()
+    async with ExternalRun(manager, workflow_name="ext") as run:
+        manager.add_handler(late)
+        async with run.node("a"):
+            pass
+    assert late.got == []
