@@ -27,6 +27,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -494,7 +495,7 @@ async def start_node(
     (its ``error`` event sent; with ``isolate=False`` that exception is raised instead)."""
     step = state.enter_node(node, as_input(inputs), attempt)
     try:
-        await state.node_start(step)
+        await call_in_run(state, node, state.node_start, step)  # current_run() in handlers
     except Exception:
         if not isolate:
             raise
@@ -517,14 +518,16 @@ async def end_node(
     """
     if error is None:
         try:
-            await state.node_succeeded(step, output)
+            await call_in_run(state, step.name, state.node_succeeded, step, output)
         except Exception:
             if not isolate:
                 raise
     elif isinstance(error, _CANCELLING):
         state.node_cancelled(step)
     else:
-        await state.node_failed(step, error, will_retry=False)
+        await call_in_run(
+            state, step.name, partial(state.node_failed, will_retry=False), step, error
+        )
 
 
 async def _emit(state: ExternalRunState, name: str, data: Any, node: str | None) -> None:

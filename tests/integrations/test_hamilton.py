@@ -353,3 +353,74 @@ async def test_a_raise_error_handler_reaches_the_caller(
     assert [e.type for e in recorder.events_of("workflow_end")] == ["workflow_end"]
     expected = "succeeded" if event_type == "workflow_end" else "failed"
     assert recorder.events[-1].status == expected
+
+
+class SeesItsRun(BaseCallbackHandler):
+    """On every event, what ``current_run()`` says; on a node's end, a custom event."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+
+    def _look(self, what: str) -> None:
+        from flowhooks import current_run
+
+        ctx = current_run(None)
+        self.seen.append((what, ctx.run_id if ctx else None))
+
+    async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
+        self._look("workflow_start")
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        self._look(f"node_start {node_id}")
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        from flowhooks import current_run
+
+        self._look(f"node_end {node_id}")
+        await current_run().emit("seen", node_id)
+
+    async def on_error(self, error_info: Any) -> None:
+        self._look(f"error {error_info.node_id}")
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["succeeds", "fails"])
+def test_handlers_see_the_run_as_current_on_node_events(failing: bool) -> None:
+    """current_run() in a handler is the bridged run on every event, nodes' included: a
+    handler can send a custom event from node_end, and it is that node's."""
+    looker, recorder = SeesItsRun(), RecordingCallback()
+    dr = (
+        driver.Builder()
+        .with_modules(_module(f"features_current_{failing}", SYNC_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter([looker, recorder]))
+        .build()
+    )
+    if failing:
+        with pytest.raises(ValueError, match="too many rows"):
+            dr.execute(["count"], overrides={"rows": list(range(200))})
+    else:
+        dr.execute(["total"], inputs={"day": 1})
+    [run_id] = set(recorder.run_ids)
+    assert looker.seen[0] == ("workflow_start", run_id)
+    assert all(seen_run == run_id for _, seen_run in looker.seen), looker.seen
+    if not failing:
+        customs = recorder.events_of("custom_event")
+        assert [(e.node_id, e.payload) for e in customs] == [("rows", "rows"), ("total", "total")]
+    else:
+        assert ("error count", run_id) in looker.seen
+
+
+async def test_handlers_see_the_run_as_current_under_the_async_driver() -> None:
+    looker, recorder = SeesItsRun(), RecordingCallback()
+    dr = await (
+        async_driver.Builder()
+        .with_modules(_module("async_features_current", ASYNC_SOURCE))
+        .with_adapters(base.DictResult(), AsyncFlowhooksAdapter([looker, recorder]))
+        .build()
+    )
+    await dr.execute(["doubled"], inputs={"day": 1})
+    [run_id] = set(recorder.run_ids)
+    assert [seen_run for _, seen_run in looker.seen] == [run_id] * 7  # start, 3 x 2 node events
+    customs = recorder.events_of("custom_event")
+    assert [(e.node_id, e.payload) for e in customs] == [
+        (n, n) for n in ("rows", "total", "doubled")
+    ]
