@@ -68,7 +68,9 @@ class ExternalRun(ExternalRunBase):
         run_id: the run's id; a fresh uuid4 hex when ``None``.
         resource_id: a tenant/user id carried by every event.
         metadata: run headers carried by every event.
-        parent_run_id: the id of the run this one belongs to (a sub-run).
+        parent_run_id: the id of the run this one belongs to (a sub-run);
+            opened inside another run (a node's body, another ``ExternalRun``'s
+            block), that run's, which also gives ``resource_id`` when not given.
 
     Attributes:
         cancel_grace: seconds the end of a run gets to complete once the task

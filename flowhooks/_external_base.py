@@ -86,6 +86,13 @@ class ExternalRunBase:
         if self._state is not None:
             msg = f"ExternalRun {self.run_id} was already entered; create one per run"
             raise RuntimeError(msg)
+        enclosing = current_run_var.get(None)
+        if enclosing is not None and self._args.parent_run_id is None:
+            # Opened inside another run (a node's body, another block): a sub-run of it,
+            # as a Workflow run started there is.
+            self._args.parent_run_id = enclosing.run_id
+            if self._args.resource_id is None:
+                self._args.resource_id = enclosing.resource_id
         _LIVE.claim(self.run_id)
         state = ExternalRunState(self._args, self.run_id)
         _LIVE.own(self.run_id, state)

@@ -526,6 +526,39 @@ async def test_inside_a_workflow_node_the_outer_node_is_not_this_runs_node() -> 
     assert hello.run_id == result.outputs["outer"]
 
 
+async def test_opened_inside_another_run_it_is_a_sub_run_of_it() -> None:
+    """Inside a Workflow node or an ExternalRun's block, a new ExternalRun is linked to
+    that run (parent_run_id, and its resource_id unless given), as a Workflow run started
+    in a node body is; an explicit parent_run_id wins."""
+    recorder = RecordingCallback()
+
+    @node
+    async def outer() -> tuple[str | None, str | None]:
+        async with ExternalRun(recorder, workflow_name="in-workflow") as run:
+            pass
+        assert run.result is not None
+        return run.result.parent_run_id, run.result.resource_id
+
+    result = await Workflow("outer", nodes=[outer]).run(resource_id="tenant-7")
+    assert result.outputs["outer"] == (result.run_id, "tenant-7")
+
+    async with ExternalRun(workflow_name="outside", resource_id="t1") as parent:
+        async with parent.node("step"), ExternalRun(recorder, workflow_name="in-step") as child:
+            pass
+        async with ExternalRun(recorder, workflow_name="explicit", parent_run_id="p") as given:
+            pass
+    assert child.result is not None
+    assert (child.result.parent_run_id, child.result.resource_id) == (parent.run_id, "t1")
+    assert {e.parent_run_id for e in recorder.events_for_run(child.run_id)} == {parent.run_id}
+    assert given.result is not None
+    assert given.result.parent_run_id == "p"
+
+    async with ExternalRun(recorder, workflow_name="alone") as alone:
+        pass
+    assert alone.result is not None
+    assert alone.result.parent_run_id is None
+
+
 async def test_a_keyboard_interrupt_from_workflow_start_still_ends_the_run() -> None:
     """A handler's KeyboardInterrupt on workflow_start: every handler still gets the run's
     one workflow_end, then the interrupt reaches the caller."""
