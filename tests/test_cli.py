@@ -888,3 +888,37 @@ def test_no_secret_reaches_the_terminal_the_json_or_the_history(cli, tmp_path, m
         assert SECRET not in output
     assert SECRET not in detail.stdout
     assert "upload" in detail.stdout
+
+
+def test_listed_runs_whose_ids_begin_alike_are_shown_apart(cli, tmp_path):
+    """Time-ordered ids of runs started together (LangChain's) share their first twelve
+    characters: the listings show each one long enough to tell it apart, and that is
+    what `history ID` takes."""
+    import asyncio
+
+    from flowhooks import Workflow, node
+    from flowhooks.handlers import HistoryCallback
+
+    db = f"sqlite:///{tmp_path / 'alike.db'}"
+    ids = ["019af3c27d107a11b2c3d4e5f6a7b8c9", "019af3c27d107c4e9f1a0b9e3a1c2d3e"]
+
+    @node
+    async def step() -> int:
+        return 1
+
+    async def record() -> None:
+        history = HistoryCallback(db)
+        for run_id in ids:
+            await Workflow("alike", nodes=[step]).run(run_id=run_id, callbacks=[history])
+        await history.aclose()
+
+    asyncio.run(record())
+    for command in ("history", "runs"):
+        listing = invoke(cli, command, "--db", db)
+        assert listing.exit_code == 0, listing.output
+        assert "019af3c27d107a" in listing.stdout
+        assert "019af3c27d107c" in listing.stdout
+    for run_id in ids:
+        detail = invoke(cli, "history", "--db", db, run_id[:14])
+        assert detail.exit_code == 0, detail.output
+        assert run_id in detail.stdout

@@ -285,15 +285,43 @@ def print_runs(out: Console, runs: list[RunRecord]) -> None:
     table.add_column("status")
     table.add_column("started", no_wrap=True)
     table.add_column("duration", justify="right")
+    shown = distinct_prefixes([run.run_id for run in runs])
     for run in runs:
         table.add_row(
-            markup(run.run_id[:12]),
+            markup(shown[run.run_id]),
             markup(run.workflow_name),
             _status(run.status),
             _when(run.started_at),
             _seconds(run.duration),
         )
     out.print(table)
+
+
+def distinct_prefixes(ids: list[str], minimum: int = 12) -> dict[str, str]:
+    """Each id's shortest prefix of at least ``minimum`` characters that no other id shown
+    with it starts with (what ``flowhooks history ID`` and ``resume`` take).
+
+    Ids that begin with their time (LangChain's version-7 UUIDs) share their first
+    twelve characters when their runs started in the same millisecond.
+    """
+    ordered = sorted(set(ids))
+    shown: dict[str, str] = {}
+    for i, run_id in enumerate(ordered):
+        length = minimum
+        for other in ordered[max(i - 1, 0) : i + 2]:  # only neighbours can share more
+            if other != run_id:
+                length = max(length, _common_length(run_id, other) + 1)
+        shown[run_id] = run_id[:length]
+    return shown
+
+
+def _common_length(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def print_run_states(out: Console, runs: list[RunRecord]) -> None:
@@ -308,6 +336,7 @@ def print_run_states(out: Console, runs: list[RunRecord]) -> None:
     table.add_column("status", no_wrap=True, min_width=9)
     table.add_column("started", no_wrap=True, min_width=19)
     table.add_column("note")
+    shown = distinct_prefixes([run.run_id for run in runs])
     for run in runs:
         note = run.cancel_reason or (
             f"{run.error_type}: {run.error_message}" if run.error_type else ""
@@ -319,7 +348,7 @@ def print_run_states(out: Console, runs: list[RunRecord]) -> None:
         if run.resumed_from:
             note = f"resumed from {run.resumed_from[:12]}" + (f"; {note}" if note else "")
         table.add_row(
-            markup(run.run_id[:12]),
+            markup(shown[run.run_id]),
             markup(run.workflow_name),
             _status(run.status),
             _when(run.started_at),
@@ -340,11 +369,12 @@ def print_dead_letters(out: Console, letters: list[Any]) -> None:
     table.add_column("event", no_wrap=True)
     table.add_column("tries", justify="right")
     table.add_column("last error", overflow="fold")
+    runs = distinct_prefixes([letter.run_id for letter in letters], 8)
     for letter in letters:
         table.add_row(
             markup(letter.event_id),
             markup(letter.consumer),
-            markup(letter.run_id[:8]),
+            markup(runs[letter.run_id]),
             markup(letter.event_type),
             str(letter.attempts),
             markup(one_line(letter.error or "", 200)),

@@ -55,10 +55,25 @@ class _Row:
 
     @property
     def label(self) -> str:
-        return f"{self.workflow_name or 'run'} [{self.run_id[:8]}]"
+        return f"{self.workflow_name or 'run'} [{_short(self.run_id)}]"
 
     def counts(self) -> str:
         return f"{self.done}/{self.total if self.total is not None else '?'}"
+
+
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
+
+
+def _short(run_id: str) -> str:
+    """Eight characters that tell runs apart: a random id's first, a time-ordered one's last.
+
+    UUID versions 1, 6 and 7 (LangChain's run ids are version 7) begin with
+    their time, so runs started within a minute share their first eight.
+    """
+    plain = run_id.replace("-", "")
+    if len(plain) == 32 and plain[12] in "167" and _HEX.issuperset(plain):
+        return plain[-8:].lower()
+    return run_id[:8]
 
 
 class _TreeProgress(Progress):
