@@ -639,7 +639,7 @@ PROCESS_BAD_INPUT = [
     "invalid-db-url",
     "db-unreachable",
     "broken-module",
-    "history-not-a-database",
+    "history-invalid-url",  # a database that is not one exits 1: see the reading commands' test
     "no-such-module",
     "module-no-attribute",
     "module-missing-import",
@@ -922,3 +922,14 @@ def test_listed_runs_whose_ids_begin_alike_are_shown_apart(cli, tmp_path):
         detail = invoke(cli, "history", "--db", db, run_id[:14])
         assert detail.exit_code == 0, detail.output
         assert run_id in detail.stdout
+
+
+def test_every_reading_command_exits_1_on_a_database_it_cannot_read(cli, tmp_path):
+    """A --db that exists but is no usable history database is the same failure for each
+    reading command: exit 1, one line naming the database's own complaint."""
+    (tmp_path / "garbage.db").write_text("this is not a database\n" * 20)
+    db = f"sqlite:///{tmp_path / 'garbage.db'}"
+    for args in (["history"], ["runs"], ["sweep"], ["dead-letters"]):
+        result = invoke(cli, *args, "--db", db)
+        assert result.exit_code == EXIT_FAILED, (args, result.stderr)
+        assert "file is not a database" in result.stderr

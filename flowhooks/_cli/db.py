@@ -154,8 +154,8 @@ async def _read_history(
             return detail
         runs: list[RunRecord] = await store.list_runs(limit=limit)
         return runs
-    except Exception as exc:
+    except Exception as exc:  # reachable but unusable: as the other reading commands say
         msg = _db_message("read", url, exc)
-        raise CLIError(msg) from None
+        raise CLIError(msg, EXIT_FAILED) from None
     finally:
         await store.aclose()
