@@ -933,3 +933,34 @@ def test_every_reading_command_exits_1_on_a_database_it_cannot_read(cli, tmp_pat
         result = invoke(cli, *args, "--db", db)
         assert result.exit_code == EXIT_FAILED, (args, result.stderr)
         assert "file is not a database" in result.stderr
+
+
+def test_history_of_one_run_says_which_run_resumed_it_and_the_other_way(cli, tmp_path):
+    import asyncio
+
+    from flowhooks import Suspend, Workflow, current_run, node
+    from flowhooks.handlers import HistoryCallback
+
+    db = f"sqlite:///{tmp_path / 'resumed.db'}"
+
+    @node
+    async def approve() -> str:
+        if current_run().resume_data is None:
+            raise Suspend("waiting for approval")
+        return "approved"
+
+    async def suspend_then_resume() -> tuple[str, str]:
+        history = HistoryCallback(db)
+        wf = Workflow("approval", nodes=[approve], callbacks=[history])
+        first = await wf.run(store=db)
+        later = await wf.resume(first.run_id, {"ok": True}, store=db)
+        await history.aclose()
+        return first.run_id, later.run_id
+
+    suspended, resumed = asyncio.run(suspend_then_resume())
+    detail = invoke(cli, "history", "--db", db, suspended)
+    assert detail.exit_code == 0, detail.output
+    assert f"resumed by: {resumed}" in detail.stdout
+    detail = invoke(cli, "history", "--db", db, resumed)
+    assert detail.exit_code == 0, detail.output
+    assert f"resumed from: {suspended}" in detail.stdout

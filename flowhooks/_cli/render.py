@@ -397,6 +397,10 @@ def print_detail(out: Console, detail: RunDetail) -> None:
     )
     if run.parent_run_id:
         out.print(f"parent run: {markup(run.parent_run_id)}", soft_wrap=True)
+    if run.resumed_from:
+        out.print(f"resumed from: {markup(run.resumed_from)}", soft_wrap=True)
+    if run.resumed_by:
+        out.print(f"resumed by: {markup(run.resumed_by)}", soft_wrap=True)
     if run.error_type:
         where = f" in node {run.final_node!r}" if run.final_node else ""
         out.print(

@@ -61,7 +61,7 @@ class RunRecord:
     """Where its workflow is defined, when recorded (``flowhooks run`` records it)."""
     resumed_by: str | None = None
     """For a suspended run that was resumed, the id of the run that resumed it
-    (``list_runs`` fills it in)."""
+    (``list_runs`` and ``get_run`` fill it in)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +277,16 @@ class HistoryStore:
                 .mappings()
                 .all()
             )
+            resumed_by = (
+                await conn.execute(
+                    sa.select(runs_table.c.run_id)
+                    .where(runs_table.c.resumed_from == full_id)
+                    .order_by(runs_table.c.started_at)
+                    .limit(1)
+                )
+            ).scalar()
         return RunDetail(
-            run=_run_record(row),
+            run=replace(_run_record(row), resumed_by=resumed_by),
             nodes=[_node_record(n) for n in nodes],
             errors=[_error_record(e) for e in errors],
         )
