@@ -211,8 +211,9 @@ async def main() -> int:
     console.print(table)
     console.print(
         f"  metrics: {report['total_workflows']} runs, {report['total_node_attempts']} node "
-        f"attempts, {report['retries']} retried, error rate {report['error_rate']:.0%} "
-        "(suspended attempts left out)"
+        f"attempts ({report['node_successes']} succeeded, {report['node_failures']} failed, "
+        f"the rest suspended), {report['retries']} retried, error rate "
+        f"{report['error_rate']:.0%} of the attempts that succeeded or failed"
     )
     console.print(f"  history: every run above is in {DATABASE} (next: flowhooks history)")
     await alerts.aclose()

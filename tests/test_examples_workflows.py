@@ -151,7 +151,7 @@ def test_demo_tours_retry_suspend_resume_alert_and_history(tmp_path: Path) -> No
     assert "alert channel: 503 Service Unavailable (the alert will retry)" in out
     assert "alert channel received: Critical error in workflow 'nightly-orders'" in out
     assert "cannot export to 'ftp://old-server'" in out
-    assert "metrics: 4 runs" in out
+    assert "metrics: 4 runs, 13 node attempts (9 succeeded, 2 failed, the rest suspended)" in out
     with sqlite3.connect(tmp_path / "flowhooks.db") as db:
         statuses = sorted(s for (s,) in db.execute("SELECT status FROM flowhooks_runs"))
     assert statuses == ["failed", "succeeded", "suspended", "suspended"]

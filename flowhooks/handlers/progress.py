@@ -58,7 +58,9 @@ class _Row:
         return f"{self.workflow_name or 'run'} [{_short(self.run_id)}]"
 
     def counts(self) -> str:
-        return f"{self.done}/{self.total if self.total is not None else '?'}"
+        """``3/5 nodes``: nodes ended (failed ones too, which are named), of how many."""
+        ended = f"{self.done}/{self.total if self.total is not None else '?'} nodes"
+        return f"{ended}, {self.failed} failed" if self.failed else ended
 
 
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
@@ -306,7 +308,7 @@ class ProgressCallback(BaseCallbackHandler):
         with self._lock:
             row = self._row(workflow_id, event, starting=True)
             if row is not None and not self.live:
-                nodes = f" ({row.counts()} nodes)" if row.total is not None else ""
+                nodes = f" ({row.counts()})" if row.total is not None else ""
                 self._print(row, f"started{nodes}")
 
     async def on_node_start(
@@ -334,7 +336,7 @@ class ProgressCallback(BaseCallbackHandler):
             if self.live:
                 self._update(row, self._running(row))
             else:
-                self._print(row, f"{node_id} succeeded ({row.counts()} nodes)")
+                self._print(row, f"{node_id} succeeded ({row.counts()})")
 
     async def on_error(self, error_info: ErrorInfo, *, event: Event | None = None) -> None:
         """Count a node that failed for good as done; show retries."""
@@ -362,7 +364,7 @@ class ProgressCallback(BaseCallbackHandler):
             if self.live:
                 self._update(row, f"[red]{escape(text)}[/]")
             else:
-                self._print(row, f"{text} ({row.counts()} nodes)")
+                self._print(row, f"{text} ({row.counts()})")
 
     async def on_workflow_end(
         self, workflow_id: str, output_data: dict[str, Any], *, event: Event | None = None
@@ -388,7 +390,7 @@ class ProgressCallback(BaseCallbackHandler):
             else:
                 if closed:
                     self._print(row, closed)
-                self._print(row, f"{status} in {seconds:.2f}s ({row.counts()} nodes)")
+                self._print(row, f"{status} in {seconds:.2f}s ({row.counts()})")
 
     async def aclose(self) -> None:
         """Stop the live display, leaving unfinished rows as they are."""

@@ -127,8 +127,8 @@ async def test_retries_do_not_count_and_final_failures_do():
     assert console.export_text().splitlines() == [
         "etl [r-1] started",
         "etl [r-1] load failed (IOError), retrying (0/? nodes)",
-        "etl [r-1] load failed (IOError) (1/? nodes)",
-        "etl [r-1] failed in 0.50s (1/? nodes)",
+        "etl [r-1] load failed (IOError) (1/? nodes, 1 failed)",
+        "etl [r-1] failed in 0.50s (1/? nodes, 1 failed)",
     ]
 
 
@@ -246,7 +246,7 @@ async def test_plain_lines_report_a_cancelled_node_at_run_end(fail_fast_workflow
     lines = console.export_text().splitlines()
     assert lines[-2].endswith("slow cancelled")
     assert "failed in" in lines[-1]
-    assert lines[-1].endswith("(1/2 nodes)")
+    assert lines[-1].endswith("(1/2 nodes, 1 failed)")
 
 
 async def test_live_row_does_not_list_a_cancelled_node_as_running(fail_fast_workflow):
