@@ -357,11 +357,26 @@ def print_run_states(out: Console, runs: list[RunRecord]) -> None:
     out.print(table)
 
 
+_DEAD_LETTER_TABLE_WIDTH = 110
+"""Narrower than this, the event id and the other columns leave the error a few letters."""
+
+
 def print_dead_letters(out: Console, letters: list[Any]) -> None:
     """Print dead letters: event id (what ``--replay`` takes), consumer, run id prefix, event
     type, attempts, last error."""
     from rich.table import Table
 
+    runs = distinct_prefixes([letter.run_id for letter in letters], 8)
+    if out.width < _DEAD_LETTER_TABLE_WIDTH:  # a pipe, a log, a narrow terminal: no table
+        for letter in letters:
+            out.print(
+                f"{markup(letter.event_id)}  {markup(letter.event_type)} of run "
+                f"{markup(runs[letter.run_id])}, consumer {markup(letter.consumer)}, "
+                f"{letter.attempts} tries",
+                soft_wrap=True,
+            )
+            out.print(f"  last error: {markup(one_line(letter.error or '', 200))}", soft_wrap=True)
+        return
     table = Table()
     table.add_column("event id", no_wrap=True)
     table.add_column("consumer")
@@ -369,7 +384,6 @@ def print_dead_letters(out: Console, letters: list[Any]) -> None:
     table.add_column("event", no_wrap=True)
     table.add_column("tries", justify="right")
     table.add_column("last error", overflow="fold")
-    runs = distinct_prefixes([letter.run_id for letter in letters], 8)
     for letter in letters:
         table.add_row(
             markup(letter.event_id),

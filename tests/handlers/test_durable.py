@@ -197,6 +197,9 @@ async def test_failures_are_retried_then_dead_lettered(tmp_path: Path, logs: lis
         == "[]"
     )
 
+    shown = cli("dead-letters", "--db", url, cwd=tmp_path).stdout  # a pipe: 80 columns
+    assert f"{dead_id}  node_end of run {result.run_id[:8]}, consumer doomed, 3 tries" in shown
+    assert f"  last error: {error}" in shown.splitlines()
     mistyped = cli("dead-letters", "--db", url, "--replay", dead_id[:-1], cwd=tmp_path)
     assert mistyped.returncode == 1
     assert mistyped.stderr.startswith("flowhooks: error: no dead letter has the event id")
