@@ -133,7 +133,7 @@ async def _run(args: argparse.Namespace) -> tuple[dict[str, Result], dict[str, A
     try:
         if cluster_cases:
             group: list[tuple[str, list[Any], int | None]] = [
-                ("cluster", cluster_cases, 1 if quick else 20)
+                ("cluster", cluster_cases, 1 if quick else 40)
             ]
             results.update(await _measure_groups(group, args, settings))
     finally:

@@ -177,7 +177,7 @@ async def outbox(quick: bool) -> dict[str, Any]:
             Count.seen += 1
 
     runs = 10 if quick else 25
-    rounds = 2 if quick else 15
+    rounds = 2 if quick else 31
     folder = Path(tempfile.mkdtemp(prefix="flowhooks-bench-"))
     alone_url = f"sqlite:///{folder / 'alone.db'}"
     both_url = f"sqlite:///{folder / 'both.db'}"

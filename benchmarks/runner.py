@@ -552,7 +552,7 @@ async def concurrent(quick: bool) -> dict[str, Any]:
     """
     fh = _flowhooks_api()
     runs = 200 if quick else 1000
-    repeats = 1 if quick else 7
+    repeats = 1 if quick else 11
 
     class Counting(fh.BaseCallbackHandler):
         def __init__(self) -> None:
