@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from flowhooks._manager import CallbackManager
     from flowhooks._results import RunResult
+    from flowhooks._sequencer import EventSequencer
 
 _T = TypeVar("_T")
 
@@ -64,18 +65,24 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 class ParentLink:
     """What a workflow run started inside a run takes from it beyond what its context
-    shows (``run_id``, ``resource_id``, ``metadata``): the run's manager and store.
+    shows (``run_id``, ``resource_id``, ``metadata``): the run's handlers and store.
 
     Held by the run's context, strongly: neither refers back to the run, so a run
     started later from a task the run left behind is a sub-run of it whether or not
     the run's own state is still in memory.
     """
 
-    __slots__ = ("manager", "store")
+    __slots__ = ("events", "store")
 
-    def __init__(self, manager: CallbackManager, store: Any) -> None:
-        self.manager = manager
+    def __init__(self, events: EventSequencer, store: Any) -> None:
+        self.events = events
         self.store = store
+
+    @property
+    def manager(self) -> CallbackManager:
+        """The handlers the run dispatches to: those it started with (a change to its
+        manager during it shows at the next run, not in its sub-runs)."""
+        return self.events.handlers_now()
 
 
 def check_cancel_reason(where: str, reason: object) -> None:

@@ -197,7 +197,7 @@ def _prepare(
         raise
     _LIVE.own(claimed, state)
     state.store = run_store
-    state.ctx._parent_link = ParentLink(manager, run_store)
+    state.ctx._parent_link = ParentLink(state.events, run_store)
     if outputs is not None:
         state.selection = tuple(plan.order) if isinstance(outputs, str) else tuple(outputs)
     return _Prepared(state, timeout, control)

@@ -187,6 +187,12 @@ class EventSequencer:
         self._modes = manager.modes()
         self._generation = _generation[0]
 
+    def handlers_now(self) -> CallbackManager:
+        """The manager the run dispatches to now: the handlers it started with."""
+        if self._generation != _generation[0]:
+            self._refresh()
+        return self.manager
+
     def node_turn(self, frame: TaskFrame, event_type: EventType) -> int:
         """How a node's own event goes out, decided in one call (twice per node).
 
@@ -356,6 +362,8 @@ class EventSequencer:
         first: Exception | None = None
         pending = self._pending
         while pending:
+            if self._generation != _generation[0]:  # a handler changed them meanwhile
+                self._refresh()
             queued = pending.popleft()
             self.seq += 1
             try:

@@ -343,3 +343,72 @@ async def test_an_external_run_keeps_the_handlers_it_started_with() -> None:
         async with run.node("a"):
             pass
     assert late.got == []
+
+
+class Named(BaseCallbackHandler):
+    """Records workflow starts and ends and custom events, by workflow name."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str]] = []
+
+    async def on_workflow_start(self, workflow_id: str, input_data: Any, *, event: Any) -> None:
+        self.got.append(("workflow_start", event.workflow_name))
+
+    async def on_custom_event(self, name: str, data: Any, *, event: Any) -> None:
+        self.got.append(("custom_event", event.workflow_name))
+
+    async def on_workflow_end(self, workflow_id: str, output_data: Any, *, event: Any) -> None:
+        self.got.append(("workflow_end", event.workflow_name))
+
+
+async def test_an_event_a_handler_sent_before_adding_a_handler_does_not_reach_it() -> None:
+    """Sent from a dispatch (queued right behind it), then a handler added: the queued
+    event goes to the handlers the run started with."""
+    manager = CallbackManager()
+    late, early = Named(), Named()
+
+    class Changer(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            from flowhooks import current_run
+
+            await current_run().emit("sent", 1)
+            manager.add_handler(late)
+
+    manager.add_handler(Changer())
+    manager.add_handler(early)
+    await Workflow("w", nodes=[node(_one, name="a")]).run(callbacks=manager)
+    assert ("custom_event", "w") in early.got
+    assert late.got == []
+
+
+async def test_a_sub_run_started_after_a_change_gets_the_handlers_its_parent_kept() -> None:
+    """A sub-workflow's events reach its parent run's handlers: those the parent started
+    with, not its manager as changed during the parent run."""
+    manager = CallbackManager()
+    late, leaving = Named(), Named()
+
+    class Changer(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            if node_id == "first":
+                manager.add_handler(late)
+                manager.remove_handler(leaving)
+
+    manager.add_handler(Changer())
+    manager.add_handler(leaving)
+    child = Workflow("child", nodes=[node(_one, name="leaf")])
+
+    async def runs_child() -> None:
+        await child.run()
+
+    parent = Workflow(
+        "parent",
+        nodes=[node(_one, name="first"), node(runs_child, name="runs_child", depends_on=["first"])],
+    )
+    await parent.run(callbacks=manager)
+    assert leaving.got == [
+        ("workflow_start", "parent"),
+        ("workflow_start", "child"),
+        ("workflow_end", "child"),
+        ("workflow_end", "parent"),
+    ]
+    assert late.got == []

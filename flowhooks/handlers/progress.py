@@ -67,13 +67,16 @@ _HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
 def _short(run_id: str) -> str:
-    """Eight characters that tell runs apart: a random id's first, a time-ordered one's last.
+    """Eight characters that tell runs apart: a random id's first, a version 7 UUID's last.
 
-    UUID versions 1, 6 and 7 (LangChain's run ids are version 7) begin with
-    their time, so runs started within a minute share their first eight.
+    A version 7 UUID (LangChain's run ids) begins with its time, so runs started
+    within a minute share their first eight, and ends at random. (Versions 1
+    and 6 begin with their time too but end with the machine's address, the
+    same for every run: their first eight, the clock's fastest digits in
+    version 1, are kept.)
     """
     plain = run_id.replace("-", "")
-    if len(plain) == 32 and plain[12] in "167" and _HEX.issuperset(plain):
+    if len(plain) == 32 and plain[12] == "7" and _HEX.issuperset(plain):
         return plain[-8:].lower()
     return run_id[:8]
 

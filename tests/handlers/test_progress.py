@@ -6,6 +6,7 @@ import asyncio
 import io
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -394,18 +395,21 @@ async def test_control_characters_of_run_data_are_shown_escaped(make_console: An
 
 
 async def test_runs_with_time_ordered_ids_are_told_apart():
-    """Ids that begin with their time (UUID versions 1, 6 and 7: LangChain's run ids) share
-    their first characters between runs started close together: the line shows their
-    random end instead. A random (version 4) id shows its start."""
+    """Version 7 UUIDs (LangChain's run ids) begin with their time, so runs started close
+    together share their first characters: the line shows their random end instead. A
+    random (version 4) id, and a version 1 id (whose end is the machine's address), show
+    their start."""
     console = plain()
     m = CallbackManager([ProgressCallback(console)])
     first = "019af3c2-7d10-7c4e-9f1a-0b9e3a1c2d3e"  # the same millisecond prefix...
     second = "019af3c27d107a11b2c3d4e5f6a7b8c9"  # ...dashed or not, random ends
     random_id = "3f2a9c1e5b7d4e0f8a6c2b1d9e7f5a3c"
-    for run in (first, second, random_id):
+    version_1 = [str(uuid.uuid1()) for _ in range(3)]
+    for run in (first, second, random_id, *version_1):
         await start(m, run)
         await end(m, run)
     lines = console.export_text().splitlines()
     assert lines[0] == "etl [3a1c2d3e] started"
     assert lines[2] == "etl [f6a7b8c9] started"
     assert lines[4] == "etl [3f2a9c1e] started"
+    assert [lines[6 + 2 * i] for i in range(3)] == [f"etl [{v[:8]}] started" for v in version_1]
