@@ -70,7 +70,8 @@ class ExternalRun(ExternalRunBase):
         metadata: run headers carried by every event.
         parent_run_id: the id of the run this one belongs to (a sub-run);
             opened inside another run (a node's body, another ``ExternalRun``'s
-            block), that run's, which also gives ``resource_id`` when not given.
+            block), that run's, which also gives ``resource_id`` and ``metadata``
+            when not given.
 
     Attributes:
         cancel_grace: seconds the end of a run gets to complete once the task

@@ -58,6 +58,7 @@ class ExternalRunBase:
             metadata=metadata,
             parent_run_id=parent_run_id,
         )
+        self._metadata_given = metadata is not None
         self.run_id: str = run_id if run_id is not None else new_id()
         self.workflow_name: str = workflow_name
         self._state: ExternalRunState | None = None
@@ -93,6 +94,8 @@ class ExternalRunBase:
             self._args.parent_run_id = enclosing.run_id
             if self._args.resource_id is None:
                 self._args.resource_id = enclosing.resource_id
+            if not self._metadata_given:
+                self._args.metadata = dict(enclosing.metadata)
         _LIVE.claim(self.run_id)
         state = ExternalRunState(self._args, self.run_id)
         _LIVE.own(self.run_id, state)

@@ -528,8 +528,8 @@ async def test_inside_a_workflow_node_the_outer_node_is_not_this_runs_node() -> 
 
 async def test_opened_inside_another_run_it_is_a_sub_run_of_it() -> None:
     """Inside a Workflow node or an ExternalRun's block, a new ExternalRun is linked to
-    that run (parent_run_id, and its resource_id unless given), as a Workflow run started
-    in a node body is; an explicit parent_run_id wins."""
+    that run (parent_run_id, and its resource_id and metadata unless given), as a
+    Workflow run started in a node body is; an explicit parent_run_id wins."""
     recorder = RecordingCallback()
 
     @node
@@ -539,8 +539,10 @@ async def test_opened_inside_another_run_it_is_a_sub_run_of_it() -> None:
         assert run.result is not None
         return run.result.parent_run_id, run.result.resource_id
 
-    result = await Workflow("outer", nodes=[outer]).run(resource_id="tenant-7")
+    result = await Workflow("outer", nodes=[outer]).run(resource_id="tenant-7", metadata={"k": 1})
     assert result.outputs["outer"] == (result.run_id, "tenant-7")
+    [inner_start] = [e for e in recorder.events if e.workflow_name == "in-workflow"][:1]
+    assert inner_start.metadata == {"k": 1}
 
     async with ExternalRun(workflow_name="outside", resource_id="t1") as parent:
         async with parent.node("step"), ExternalRun(recorder, workflow_name="in-step") as child:
