@@ -326,10 +326,13 @@ async def _finish(run: RunState) -> RunResult:
 
 
 async def _isolated(run: RunState, step: Awaitable[object]) -> None:
-    """Await one step of the end; what it raises waits for the caller until the end is over
-    (a ``CancelledError`` is raised at once only when this task itself was cancelled)."""
+    """Await one step of the end; what it raises (or returns as escaping, as a function
+    callback does) waits for the caller until the end is over (a ``CancelledError`` is
+    raised at once only when this task itself was cancelled)."""
     try:
-        await step
+        escaped = await step
+        if isinstance(escaped, BaseException):
+            run.remember_raised(escaped)
     except asyncio.CancelledError:
         if task_cancelled():
             raise

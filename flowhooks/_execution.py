@@ -250,7 +250,7 @@ class RunState(NodeOutcomes):
         self.end_cancels = 0
         self.bodies: set[asyncio.Task[Any]] = set()
         self.injected: set[asyncio.Task[Any]] = set()
-        self.callback_tasks: set[asyncio.Task[None]] = set()
+        self.callback_tasks: set[asyncio.Task[BaseException | None]] = set()
         self.default_submit = runner.inline_async_bodies
         self.schedule: Schedule = runner.schedule(self)
         self.ctx = RunContext(

@@ -58,7 +58,7 @@ class NodeOutcomes:
     runner: Runner
     bodies: set[asyncio.Task[Any]]
     injected: set[asyncio.Task[Any]]
-    callback_tasks: set[asyncio.Task[None]]
+    callback_tasks: set[asyncio.Task[BaseException | None]]
     events: EventSequencer
     ctx: RunContext
     run_id: str
@@ -339,4 +339,12 @@ class NodeOutcomes:
             call_function_callback(fn, args, what, self.run_id, event_type)
         )
         self.callback_tasks.add(task)
-        task.add_done_callback(self.callback_tasks.discard)
+        task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Task[BaseException | None]) -> None:
+        """A node callback ended; one that raised a ``KeyboardInterrupt`` or ``SystemExit``
+        stops the run, which raises it once its end is delivered (as a handler's would)."""
+        self.callback_tasks.discard(task)
+        if not task.cancelled() and (escaped := task.result()) is not None:
+            self.remember_raised(escaped)
+            self.request_stop(RunStatus.FAILED, None)

@@ -607,3 +607,49 @@ async def test_a_body_that_cancels_its_own_task_and_returns_fails_with_an_error_
             "error",
             "workflow_end",
         ]
+
+
+@pytest.mark.parametrize("which", ["on_success", "on_failure", "on_workflow_complete"])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(4)], ids=repr)
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_base_exception_from_a_function_callback_ends_the_run_then_is_raised(
+    runner: Runner, which: str, exc: BaseException, is_async: bool
+) -> None:
+    """A KeyboardInterrupt or SystemExit from a node's or a workflow's function callback
+    is not let out of the event loop before the run's end: every handler gets its
+    ``workflow_end``, then ``run`` raises it. From a node callback it stops the run."""
+
+    def raising(*args: Any) -> None:
+        raise exc
+
+    async def raising_async(*args: Any) -> None:
+        raise exc
+
+    callback = raising_async if is_async else raising
+    recorder = RecordingCallback()
+    fails = which == "on_failure"
+
+    async def first() -> int:
+        if fails:
+            raise ValueError("first fails")
+        return 1
+
+    async def later(first: int) -> int:
+        return first + 1
+
+    node_options = {which: callback} if which != "on_workflow_complete" else {}
+    wf_options = {which: callback} if which == "on_workflow_complete" else {}
+    wf = Workflow(
+        "callbacks",
+        nodes=[node(first, name="first", **node_options), node(later, name="later")],
+        **wf_options,
+    )
+    with pytest.raises(type(exc)):
+        await wf.run(callbacks=[recorder], runner=runner)
+    assert_well_formed(recorder.events)
+    assert recorder.types.count("workflow_end") == 1
+    assert recorder.events[-1].type == "workflow_end"
+    if which == "on_workflow_complete":  # after workflow_end: the run's outcome stands
+        assert recorder.events[-1].status == "succeeded"
+    else:
+        assert recorder.events[-1].status == "failed"
