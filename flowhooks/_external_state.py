@@ -30,7 +30,7 @@ from typing import Any
 from loguru import logger
 
 from flowhooks._combined import as_manager
-from flowhooks._context import RunContext
+from flowhooks._context import ParentLink, RunContext
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._logs import failure_text
@@ -235,6 +235,9 @@ class ExternalRunState:
             metadata=self.metadata,
             run=self,
         )
+        # A Workflow run started inside this run is a sub-run of it, as inside a node of a
+        # Workflow run: linked, and its events reach this run's handlers too.
+        self.ctx._parent_link = ParentLink(self.events, None)
 
     # -- the run ----------------------------------------------------------------------
 

@@ -561,6 +561,32 @@ async def test_opened_inside_another_run_it_is_a_sub_run_of_it() -> None:
     assert alone.result.parent_run_id is None
 
 
+async def test_a_workflow_run_inside_it_is_a_sub_run_its_handlers_see() -> None:
+    """A Workflow run started in an ExternalRun's block (or a node of it) is a sub-run, as
+    inside a Workflow node: parent_run_id, and its events reach the block's handlers."""
+    recorder = RecordingCallback()
+
+    @node
+    async def leaf() -> int:
+        return 1
+
+    child = Workflow("child", nodes=[leaf])
+    outer = ExternalRun(recorder, workflow_name="outer", resource_id="t2")
+    async with outer as run, run.node("step") as step:
+        step.output = await child.run()
+    inner = step.output
+    assert inner.parent_run_id == run.run_id
+    assert inner.resource_id == "t2"
+    child_events = recorder.events_for_run(inner.run_id)
+    assert [e.type for e in child_events] == [
+        "workflow_start",
+        "node_start",
+        "node_end",
+        "workflow_end",
+    ]
+    assert {e.parent_run_id for e in child_events} == {run.run_id}
+
+
 async def test_a_keyboard_interrupt_from_workflow_start_still_ends_the_run() -> None:
     """A handler's KeyboardInterrupt on workflow_start: every handler still gets the run's
     one workflow_end, then the interrupt reaches the caller."""
