@@ -59,7 +59,6 @@ from flowhooks.integrations._configured import load_handlers
 from flowhooks.integrations._options import RunOptions, manager_of
 
 try:
-    from kedro.framework import project as kedro_project
     from kedro.framework.hooks import hook_impl
 except ImportError as _missing:  # pragma: no cover - exercised without the extra only
     _msg = (
@@ -117,6 +116,10 @@ def _configured_spec(project_path: str | None) -> tuple[str, str] | None:
 
 def _run_name(run_params: Mapping[str, Any]) -> str:
     """``"<package>:<pipelines>"``, e.g. ``"spaceflights:__default__"``."""
+    # Imported here: importing it configures Kedro's logging, which a session has done
+    # already, and a script importing this module should not get.
+    from kedro.framework import project as kedro_project
+
     package = kedro_project.PACKAGE_NAME or Path(str(run_params.get("project_path", "."))).name
     pipelines = run_params.get("pipeline_names") or ["__default__"]
     return f"{package or 'kedro'}:{'+'.join(map(str, pipelines))}"

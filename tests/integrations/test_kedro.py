@@ -440,3 +440,17 @@ def test_a_run_stopped_by_ctrl_c_still_sends_its_workflow_end(tmp_path: Path) ->
     )
     assert "KeyboardInterrupt" in done.stderr
     assert out.read_text() == "workflow_end cancelled\n"
+
+
+def test_importing_the_plugin_prints_nothing() -> None:
+    """Importing it (a script, a test) does not configure Kedro's logging as importing
+    ``kedro.framework.project`` does, which printed an INFO banner."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import flowhooks.integrations.kedro"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")
