@@ -31,6 +31,16 @@ _CUSTOM_EVENT: Final = EventType.CUSTOM_EVENT
 
 _PROPAGATE: Final = "__flowhooks_propagate__"
 
+ABANDONED: Final = "flowhooks: the run ended without this node"
+"""The message a run cancels the tasks of the nodes it abandons with: a dispatch that
+such a cancellation reaches stops at once (``is_abandonment``), since the run's
+``workflow_end`` has gone out, and nothing may follow it."""
+
+
+def is_abandonment(exc: BaseException) -> bool:
+    """Whether ``exc`` is the cancellation of an abandoned node's task (``ABANDONED``)."""
+    return bool(exc.args) and exc.args[0] == ABANDONED
+
 
 def _mark_propagating(exc: BaseException) -> None:
     with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__

@@ -156,6 +156,7 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
             settled = await waiting.wait(idle, settle_deadline)
         except asyncio.CancelledError:
             idle.cancel()
+            run.forced = True  # an abandoned node's task sends nothing more
             run.schedule.abandon()
             run.closed = True
             raise
@@ -256,6 +257,7 @@ def _abandon_nodes(run: RunState, grace: float | None) -> None:
 def _abandon(run: RunState, finish: asyncio.Task[RunResult], why: str) -> None:
     """Give up on the end of a stopped run: cancel it and any node still executing."""
     finish.cancel()
+    run.forced = True  # an abandoned node's task sends nothing more
     run.schedule.abandon()
     run.closed = True
     log_end_abandoned(run.run_id, run.workflow_name, why)

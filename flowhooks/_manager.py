@@ -2,14 +2,12 @@
 
 Place in the chain: events -> handler -> hooks -> **manager** -> composites.
 
-This is the only place that awaits handler methods. Per event it executes the
-``Plan`` that ``_hooks.build_plan`` built when handlers last changed: handlers
-that do not override the event are not in it, sync and async methods are
-told apart once, and the ``Event`` object is only built when some handler
-asked for ``event=``. Failures are isolated here: logged through loguru,
-counted, and dispatch goes on, unless the handler set ``raise_error``. The
-clock is read per call only while timing is on (``timing=True`` or a hook
-monitor registered).
+The only place that awaits handler methods. Per event it executes the ``Plan``
+built when handlers last changed (``_hooks.build_plan``: handlers not overriding
+the event are left out, call kinds are told apart once), building the ``Event``
+only for handlers asking for ``event=``. Failures are isolated here (logged,
+counted, dispatch goes on) unless the handler set ``raise_error``. The clock is
+read per call only while timing is on (``timing=True``, or a hook monitor).
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from flowhooks._dispatcher import (
     _mark_propagating,
     clear_propagating,
     forwards_to,
+    is_abandonment,
     must_propagate,
 )
 from flowhooks._events import Event, EventType, event_from_args
@@ -442,8 +441,10 @@ class CallbackManager(CallerShortcuts):
                         deferred = deferred or exc
                     continue
                 except BaseException as exc:  # CancelledError, KeyboardInterrupt, SystemExit, ...
-                    # Never swallowed, but raised only once every handler has had the event: a
-                    # handler never sees a run's end without its start, nor a gap in its seq.
+                    # Never swallowed, but raised only once every handler has had the event
+                    # (no handler sees a run's end without its start, nor a gap in its seq),
+                    if is_abandonment(exc):  # unless its run ended without its node: at once
+                        raise
                     halted = halted or exc
                     stats.calls += 1
                     stats.errors += 1
@@ -480,6 +481,8 @@ class CallbackManager(CallerShortcuts):
                         last = perf_counter()
                     continue
                 except BaseException as exc:
+                    if is_abandonment(exc):
+                        raise
                     halted = halted or exc
                     stats.calls += 1
                     stats.errors += 1

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from flowhooks._context import current_run_var
+from flowhooks._dispatcher import ABANDONED
 from flowhooks._eager import Started, start_eagerly
 from flowhooks._node import Node
 from flowhooks._sequencer import set_frame
@@ -46,7 +47,7 @@ class Schedule(Protocol):
     async def wait_idle(self) -> None:
         """Wait until no node of the run is executing (after a stop was requested)."""
 
-    def force_stop(self) -> None:
+    def force_stop(self, message: str | None = None) -> None:
         """The stop's grace ran out: cancel node tasks still running, wherever they are."""
 
     def abandon(self) -> None:
@@ -415,12 +416,12 @@ class ConcurrentWalk:
         if self._done is not None and self.active:
             await asyncio.shield(self._done)
 
-    def force_stop(self) -> None:
+    def force_stop(self, message: str | None = None) -> None:
         for task in list(self.tasks):
-            task.cancel()
+            task.cancel(message)
 
     def abandon(self) -> None:
-        self.force_stop()
+        self.force_stop(ABANDONED)
 
 
 class SequentialWalk:
@@ -510,10 +511,10 @@ class SequentialWalk:
             assert self._walking is not None
             await asyncio.shield(self._walking.task)
 
-    def force_stop(self) -> None:
+    def force_stop(self, message: str | None = None) -> None:
         if self.busy():  # nodes only: once they are over, the task runs the run's end
             assert self._walking is not None
-            self._walking.task.cancel()
+            self._walking.task.cancel(message)
 
     def abandon(self) -> None:
-        self.force_stop()
+        self.force_stop(ABANDONED)

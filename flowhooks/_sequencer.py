@@ -257,8 +257,10 @@ class EventSequencer:
         """The run ends without its abandoned nodes: a node task stuck in the middle of a
         dispatch (a handler that ignores cancellation) still holds the turn; it is taken
         back, as if that dispatch had ended, so the run's end can dispatch its
-        ``workflow_end``. Should the stuck handler return later, the rest of that event
-        reaches the handlers after it late; nothing else of that node does."""
+        ``workflow_end``. The node's task is cancelled with ``ABANDONED``, which ends
+        that dispatch where it reaches it; should a stuck handler swallow it too and
+        return later, the rest of that event reaches the handlers after it late;
+        nothing else of that node does."""
         if self._turn.holder is not None:
             self._turn.release()
 

@@ -20,6 +20,7 @@ from flowhooks import (
     AsyncioRunner,
     BaseCallbackHandler,
     BatchedCallback,
+    CallbackManager,
     DuplicateRunError,
     Event,
     NodeStatus,
@@ -324,6 +325,57 @@ async def test_workflow_end_goes_out_when_a_handler_ignores_the_stop_mid_event(
     assert [e.status for e in ends] == ["cancelled"]
     await asyncio.sleep(0.05)  # the deaf handler returns; nothing reaches the recorder after
     assert recorder.events[-1].type == "workflow_end"
+
+
+@pytest.mark.parametrize("stop", ["handle.cancel", "task.cancel", "twice"])
+async def test_nothing_of_an_abandoned_event_reaches_handlers_after_the_run_end(
+    runner: Runner, stop: str
+) -> None:
+    """A handler hangs in a node's event (it would honour a cancellation), so the stopped
+    run abandons the node after its grace and ends without it: the handlers after the
+    hung one do not get the rest of that event after workflow_end, nor an error event of
+    the abandoned attempt (after a second cancel, when the end itself is given up on)."""
+    hung = asyncio.Event()
+
+    class Hangs(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            hung.set()
+            await asyncio.sleep(3600)
+
+    @node
+    async def only() -> int:
+        return 1
+
+    recorder = RecordingCallback()
+    manager = CallbackManager()
+    manager.add_handler(Hangs(), priority=1)
+    manager.add_handler(recorder)
+    wf = Workflow("abandoned", nodes=[only])
+    async with asyncio.timeout(10):
+        if stop == "handle.cancel":
+            handle = wf.start(callbacks=manager, runner=runner)
+            await hung.wait()
+            handle.cancel("operator")
+            assert (await handle).status is RunStatus.CANCELLED
+        else:
+            task = asyncio.create_task(wf.run(callbacks=manager, runner=runner))
+            await hung.wait()
+            task.cancel()
+            if stop == "twice":
+                await asyncio.sleep(0.05)
+                task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    for _ in range(5):  # the abandoned task's turns
+        await asyncio.sleep(0.01)
+    seqs = [e.seq for e in recorder.events]
+    assert seqs == sorted(set(seqs))
+    assert "error" not in recorder.types  # an abandoned attempt sends nothing
+    if stop == "twice":  # the end was given up on too: no workflow_end, and nothing else
+        assert recorder.types[0] == "workflow_start"
+    else:
+        assert recorder.types.count("workflow_end") == 1
+        assert recorder.events[-1].type == "workflow_end"
 
 
 async def test_handle_cancel_says_whether_this_call_stopped_the_run(runner: Runner) -> None:
