@@ -15,7 +15,7 @@ from flowhooks._ending import log_end_abandoned
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._ids import new_id
 from flowhooks._launch import _LIVE  # the live-run registry Workflow runs use too
-from flowhooks._sequencer import enter_run_task, leave_run_task
+from flowhooks._sequencer import enter_run_task, in_a_dispatch, leave_run_task
 from flowhooks._validate import check_seconds
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class ExternalRunBase:
         if self._state is not None:
             msg = f"ExternalRun {self.run_id} was already entered; create one per run"
             raise RuntimeError(msg)
-        enclosing = current_run_var.get(None)
+        enclosing = None if in_a_dispatch() else current_run_var.get(None)
         if enclosing is not None and self._args.parent_run_id is None:
             # Opened inside another run (a node's body, another block): a sub-run of it,
             # as a Workflow run started there is.

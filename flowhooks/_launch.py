@@ -30,7 +30,7 @@ from flowhooks._node import InvalidCallbackError, Node, _reject_unknown_options
 from flowhooks._results import RunResult
 from flowhooks._resume import PROCESS_STORE, SUBWORKFLOW_ATTRIBUTE, RunStore, graph_fingerprint
 from flowhooks._runner import AsyncioRunner, Runner, is_async_method
-from flowhooks._sequencer import enter_run_task, leave_run_task
+from flowhooks._sequencer import enter_run_task, in_a_dispatch, leave_run_task
 from flowhooks._validate import check_seconds
 from flowhooks._workflow import Workflow
 
@@ -169,8 +169,8 @@ def _prepare(
     except TypeError as exc:
         raise InvalidCallbackError(str(exc)) from None
     parent = current_run_var.get(None)
-    link = parent._parent_link if parent is not None else None
-    if link is None:  # not inside a Workflow run (none, or an ExternalRun's, or a worker's)
+    link = parent._parent_link if parent is not None and not in_a_dispatch() else None
+    if link is None:  # not inside a run's node or block (a handler's run is its own)
         parent = None
     manager = _dispatching_to(workflow, run_manager, link.manager if link is not None else None)
     if parent is not None:

@@ -127,6 +127,12 @@ def get_frame() -> TaskFrame | str | None:
     return _frame.get()
 
 
+def in_a_dispatch() -> bool:
+    """Whether the calling code is a handler's (or a task it started) during a dispatch."""
+    frame = _frame.get()
+    return isinstance(frame, TaskFrame) and frame.dispatching is not None
+
+
 def current_node() -> str | None:
     """The node of the current run whose code this is (``None`` outside its nodes)."""
     frame = _frame.get()

@@ -705,3 +705,32 @@ async def test_a_base_exception_from_a_function_callback_ends_the_run_then_is_ra
         assert recorder.events[-1].status == "succeeded"
     else:
         assert recorder.events[-1].status == "failed"
+
+
+async def test_a_run_started_from_a_handler_is_a_run_of_its_own() -> None:
+    """A handler that starts a run (a cleanup workflow on failure, or one in a worker thread
+    with ``run_sync``) starts an independent run: not a sub-run of the run whose event it
+    handles, whose handlers (itself among them) would get its events, and recurse."""
+    cleanup_wf = Workflow("cleanup", nodes=[node(sink.fn, name="tidy")])
+    ended: list[tuple[str, str | None]] = []
+    cleanups: list[Any] = []
+
+    class RunsCleanup(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: Any, *, event: Any) -> None:
+            ended.append((event.workflow_name, event.parent_run_id))
+            if event.workflow_name == "pair":
+                cleanups.append(await cleanup_wf.run(inputs={"source": 1}))
+
+    class RunsInThread(BaseCallbackHandler):
+        run_in_thread = True
+        timeout = 10
+
+        def on_node_end(self, node_id: str, output_data: Any) -> None:
+            if node_id == "sink":
+                cleanups.append(cleanup_wf.run_sync(inputs={"source": 1}))
+
+    result = await pair().run(callbacks=[RunsCleanup(), RunsInThread()])
+    assert result.succeeded
+    assert ended == [("pair", None)]  # the cleanup runs' events are not the pair run's
+    assert len(cleanups) == 2
+    assert all(c.succeeded and c.parent_run_id is None for c in cleanups)
