@@ -24,6 +24,7 @@ from flowhooks._sequencer import set_frame
 
 if TYPE_CHECKING:
     from flowhooks._context import RunContext
+    from flowhooks._graph import RunPlan
     from flowhooks._node import Node
     from flowhooks._runner import Runner
     from flowhooks._sequencer import EventSequencer, TaskFrame
@@ -64,6 +65,8 @@ class NodeOutcomes:
     run_id: str
     workflow_name: str
     stopping: RunStatus | None
+    plan: RunPlan
+    results: list[NodeResult]
 
     if TYPE_CHECKING:
 
@@ -331,6 +334,18 @@ class NodeOutcomes:
             severity=severity,
             message=message,
         )
+
+    def never_started(self, position: int) -> None:
+        """The task of the node at ``position`` was cancelled before it began: no event of
+        it went out; it fails with a ``CancelledError``, as a node whose task someone
+        else cancels does (it cannot vanish from a run that then reports success)."""
+        node, result = self.plan.steps[position], self.results[position]
+        exc = asyncio.CancelledError("its task was cancelled before the node started")
+        result.status = NodeStatus.FAILED
+        result.error = self.error_info(exc, node, 1)
+        self.fail(node.name, result.error)
+        if self.runner.fail_fast:
+            self.request_stop(RunStatus.FAILED, None)
 
     def _spawn_callback(
         self, fn: Any, args: tuple[Any, ...], what: str, event_type: EventType

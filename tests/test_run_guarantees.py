@@ -734,3 +734,37 @@ async def test_a_run_started_from_a_handler_is_a_run_of_its_own() -> None:
     assert ended == [("pair", None)]  # the cleanup runs' events are not the pair run's
     assert len(cleanups) == 2
     assert all(c.succeeded and c.parent_run_id is None for c in cleanups)
+
+
+async def test_a_node_task_cancelled_before_its_first_step_fails_its_node() -> None:
+    """A handler (or a node) cancelling another node's task before that task has run a
+    single step: the node fails with a CancelledError, the run ends failed; it never
+    waits for a node that will never run."""
+    main = asyncio.current_task()
+
+    class CancelsTheOthers(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            if node_id == "x":
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task() and task is not main:
+                        task.cancel()
+
+    @node
+    async def x() -> int:
+        return 1
+
+    @node
+    async def y() -> int:
+        return 2
+
+    recorder = RecordingCallback()
+    async with asyncio.timeout(10):
+        result = await Workflow("siblings", nodes=[x, y]).run(
+            callbacks=[CancelsTheOthers(), recorder], runner=AsyncioRunner()
+        )
+    assert result.status is RunStatus.FAILED
+    assert result.nodes["y"].status is NodeStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "CancelledError"
+    assert_well_formed(recorder.events)
+    assert recorder.events[-1].type == "workflow_end"
