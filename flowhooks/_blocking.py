@@ -62,10 +62,8 @@ def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         def on_signal(signum: int) -> None:
             received.append(signum)
             # The first cancels the run (its reason: the signal's name); the
-            # second abandons the end of the run that the first one let finish
-            # (its message differs: the same one again is taken as the same cancel).
-            name = signal.Signals(signum).name
-            task.cancel(msg=name if len(received) == 1 else f"{name} ({len(received)})")
+            # second abandons the end of the run that the first one let finish.
+            task.cancel(msg=signal.Signals(signum).name)
 
         if threading.current_thread() is threading.main_thread():
             for handled in _HANDLED:

@@ -69,15 +69,11 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
             run.request_stop(RunStatus.CANCELLED, reason)
     finally:
         run.nodes_over()
-    result, cancelled_meanwhile = await _end(
-        run,
-        patience=0 if external_cancel is not None else 1,
-        message=external_cancel.args[0] if external_cancel and external_cancel.args else None,
-    )
+    result, cancelled_meanwhile = await _end(run, patience=0 if external_cancel is not None else 1)
     if external_cancel is not None:
         raise external_cancel
-    if cancelled_meanwhile is not None:
-        raise cancelled_meanwhile
+    if cancelled_meanwhile:
+        raise asyncio.CancelledError
     if run.raised is not None:
         raise run.raised
     return result
@@ -119,9 +115,7 @@ async def _hold_runner(run: RunState) -> asyncio.CancelledError | None:
     return None
 
 
-async def _end(
-    run: RunState, *, patience: int, message: object = None
-) -> tuple[RunResult, asyncio.CancelledError | None]:
+async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     """Wait for the nodes, then run the end of the run (``_finish``) to completion, within limits.
 
     Up to ``patience`` cancellations of the awaiting task are reported
@@ -146,7 +140,7 @@ async def _end(
         # Fail-fast: the nodes it cancelled get the grace to settle; the end of a failed run
         # (its alerts) is bounded only when the caller cancels it meanwhile.
         settle_deadline = loop.time() + grace
-    waiting = _Patience(patience, grace, message if message is not None else run.end_cancel)
+    waiting = _Patience(patience, grace)
     if run.end_started is not None:  # the walk went on with the end in its own task
         if run.end_cancels:  # the awaiting task was cancelled during it: it gets the grace
             waiting.cancellations = run.end_cancels
@@ -184,58 +178,34 @@ async def _wait_for_end(
     waiting: _Patience,
     deadline: float | None,
     grace: float | None,
-) -> tuple[RunResult, asyncio.CancelledError | None]:
+) -> tuple[RunResult, bool]:
     """Wait for the started end of the run, within ``waiting``'s patience and ``deadline``."""
     if finish.finished_now():
         # One turn of the event loop per run all the same: other tasks get theirs, and
         # the finished tasks of the run's walk and end end.
         try:
             await asyncio.sleep(0)
-        except asyncio.CancelledError as exc:
-            return finish.result(), exc
-        return finish.result(), waiting.cancelled()
+        except asyncio.CancelledError:
+            return finish.result(), True
+        return finish.result(), waiting.cancellations > 0
     try:
         if await waiting.wait(finish.task, deadline):
-            return finish.result(), waiting.cancelled()
+            return finish.result(), waiting.cancellations > 0
     except asyncio.CancelledError:
         _abandon(run, finish.task, "after a further cancellation")
         raise
     _abandon(run, finish.task, f"after the {grace:g}s grace period")
-    return build_result(run), waiting.cancelled()
+    return build_result(run), waiting.cancellations > 0
 
 
 class _Patience:
-    """Waits on a task of the run's end, counting the awaiting task's cancellations.
+    """Waits on a task of the run's end, counting the awaiting task's cancellations."""
 
-    A cancellation carrying the message of one already counted is that one again, not
-    a further one: an anyio cancel scope (``move_on_after``) cancels its task again on
-    every turn of the loop until the task leaves it. Giving the end up for that would
-    cost every handler its ``workflow_end`` for one timeout; the grace still bounds it.
-    """
-
-    def __init__(self, patience: int, grace: float | None, message: object = None) -> None:
+    def __init__(self, patience: int, grace: float | None) -> None:
         self.patience = patience
         self.grace = grace
         self.cancellations = 0
         self.deadline_from_cancel: float | None = None
-        self.message = message
-
-    def cancelled(self) -> asyncio.CancelledError | None:
-        """The cancellation to raise once the end is over (with its message, by which an
-        anyio cancel scope knows its own), or ``None``."""
-        if not self.cancellations:
-            return None
-        return asyncio.CancelledError(*(() if self.message is None else (self.message,)))
-
-    def _counts(self, exc: asyncio.CancelledError) -> bool:
-        """Whether ``exc`` is a further cancellation (and count it if so)."""
-        message = exc.args[0] if exc.args else None
-        if message is not None and message == self.message:
-            return False
-        self.cancellations += 1
-        if self.message is None:
-            self.message = message
-        return True
 
     async def wait(self, task: asyncio.Task[object], deadline: float | None) -> bool:
         """Wait for ``task``; False when ``deadline`` passed first.
@@ -247,8 +217,8 @@ class _Patience:
         if task.done():  # finished in its first step: a cancellation got meanwhile lands here
             try:
                 await asyncio.sleep(0)
-            except asyncio.CancelledError as exc:
-                self._counts(exc)
+            except asyncio.CancelledError:
+                self.cancellations += 1
             return True
         while True:
             try:
@@ -260,11 +230,11 @@ class _Patience:
                 return True
             except TimeoutError:
                 return task.done()  # it ended as the grace ran out: its result stands
-            except asyncio.CancelledError as exc:
-                further = self._counts(exc)
+            except asyncio.CancelledError:
+                self.cancellations += 1
                 if task.done():  # nothing to interrupt: reported once the end is over
                     return True
-                if further and self.cancellations > self.patience:
+                if self.cancellations > self.patience:
                     raise
                 if deadline is None and self.grace is not None:
                     deadline = self.deadline_from_cancel = loop.time() + self.grace

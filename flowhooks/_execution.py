@@ -124,7 +124,6 @@ class RunState(NodeOutcomes):
         "ctx",
         "decided",
         "default_submit",
-        "end_cancel",
         "end_cancels",
         "end_started",
         "error",
@@ -244,12 +243,11 @@ class RunState(NodeOutcomes):
         self.nodes_settled = False
         self.force_timer: asyncio.TimerHandle | None = None
         self.timeout_timer: asyncio.TimerHandle | None = None
-        # The run's end, when its walk runs it in its own task once the nodes are over
-        # (SequentialRunner): its function, the started end, the cancels meanwhile (count, message).
+        # The run's end, when its walk may run it in its own task once the nodes are over
+        # (SequentialRunner): its coroutine function, the started end, the cancels meanwhile.
         self.finish_in_walk: Callable[[RunState], Coroutine[Any, Any, RunResult]] | None = None
         self.end_started: Started[RunResult] | None = None
         self.end_cancels = 0
-        self.end_cancel: object = None
         self.bodies: set[asyncio.Task[Any]] = set()
         self.injected: set[asyncio.Task[Any]] = set()
         self.callback_tasks: set[asyncio.Task[BaseException | None]] = set()
@@ -413,7 +411,8 @@ class RunState(NodeOutcomes):
     def remember_raised(self, exc: BaseException) -> None:
         """Keep the first exception to re-raise to the caller once the run has ended."""
         clear_propagating(exc)
-        self.raised = self.raised or exc
+        if self.raised is None:
+            self.raised = exc
 
     # -- one node ---------------------------------------------------------------------
 

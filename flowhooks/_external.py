@@ -166,9 +166,6 @@ class ExternalRun(ExternalRunBase):
         patience = 0 if isinstance(exc, asyncio.CancelledError) else 1
         grace = self.cancel_grace if patience == 0 else None
         interrupted: asyncio.CancelledError | None = None
-        # A cancellation with the message of one already seen is that one again (an
-        # anyio cancel scope cancels its task on every turn of the loop), not a further one.
-        seen = exc.args[0] if isinstance(exc, asyncio.CancelledError) and exc.args else None
         while True:
             try:
                 async with asyncio.timeout(grace):
@@ -182,10 +179,6 @@ class ExternalRun(ExternalRunBase):
             except asyncio.CancelledError as cancelled:
                 if finish.done():
                     raise
-                message = cancelled.args[0] if cancelled.args else None
-                if message is not None and message == seen:
-                    continue
-                seen = message if seen is None else seen
                 interrupted = cancelled
                 if patience == 0:
                     self._abandon(state, finish, "after a further cancellation")

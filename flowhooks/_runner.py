@@ -500,7 +500,6 @@ class SequentialWalk:
             if self.ending:  # the nodes are over: the end goes on in the task
                 if caller_asked and isinstance(exc, asyncio.CancelledError):
                     run.end_cancels += 1  # within the end's patience, as for an end task
-                    run.end_cancel = exc.args[0] if exc.args else None
                 return
             if isinstance(exc, asyncio.CancelledError) and walking.cancelled() and not caller_asked:
                 return  # cancelled from inside (a handler cancelled its own task): nodes tell

@@ -610,23 +610,3 @@ async def test_a_keyboard_interrupt_from_workflow_start_still_ends_the_run() -> 
         await pipeline()
     for rec in (first, last):
         assert [e.type.value for e in rec.events] == ["workflow_start", "workflow_end"]
-
-
-@pytest.mark.parametrize("where", ["block", "end"])
-async def test_an_anyio_cancel_scope_around_the_block_still_gets_the_end_out(where: str) -> None:
-    """anyio's ``move_on_after`` cancels again on every turn of the loop: one cancellation,
-    not a second that gives the run's end up; every handler gets ``workflow_end``."""
-    anyio = pytest.importorskip("anyio")
-    ended: list[str | None] = []
-
-    class AwaitsInEnd(BaseCallbackHandler):
-        async def on_workflow_end(self, workflow_id: str, output_data: Any, *, event: Any) -> None:
-            await asyncio.sleep(0.1 if where == "end" else 0.02)
-            ended.append(event.status)
-
-    async with asyncio.timeout(10):
-        with anyio.move_on_after(0.05):
-            async with ExternalRun(AwaitsInEnd(), workflow_name="scoped"):
-                if where == "block":
-                    await asyncio.sleep(5)
-    assert len(ended) == 1

@@ -768,37 +768,3 @@ async def test_a_node_task_cancelled_before_its_first_step_fails_its_node() -> N
     assert result.error.type == "CancelledError"
     assert_well_formed(recorder.events)
     assert recorder.events[-1].type == "workflow_end"
-
-
-@pytest.mark.parametrize("where", ["nodes", "end"])
-async def test_an_anyio_cancel_scope_around_a_run_still_gets_its_end_out(
-    runner: Runner, where: str
-) -> None:
-    """An anyio cancel scope (``move_on_after``, as FastAPI and Starlette code uses) cancels
-    the task again on every turn of the loop until it leaves the scope: that is one
-    cancellation, not a second one that gives the run's end up. Every handler gets
-    ``workflow_end``, even one that awaits in it."""
-    anyio = pytest.importorskip("anyio")
-    ended: list[str] = []
-
-    class AwaitsInEnd(BaseCallbackHandler):
-        async def on_workflow_end(self, workflow_id: str, output_data: Any, *, event: Any) -> None:
-            await asyncio.sleep(0.02)  # an HTTP POST of the run's result, say
-            ended.append(event.status)
-
-    @node
-    async def slow() -> int:
-        await asyncio.sleep(0 if where == "end" else 5)
-        return 1
-
-    class SlowEnd(BaseCallbackHandler):
-        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
-            if where == "end":
-                await asyncio.sleep(0.1)  # the scope's deadline passes during the end
-
-    async with asyncio.timeout(10):
-        with anyio.move_on_after(0.05):
-            await Workflow("scoped", nodes=[slow]).run(
-                callbacks=[SlowEnd(), AwaitsInEnd()], runner=runner
-            )
-    assert len(ended) == 1
