@@ -31,15 +31,32 @@ _CUSTOM_EVENT: Final = EventType.CUSTOM_EVENT
 
 _PROPAGATE: Final = "__flowhooks_propagate__"
 
-ABANDONED: Final = "flowhooks: the run ended without this node"
-"""The message a run cancels the tasks of the nodes it abandons with: a dispatch that
-such a cancellation reaches stops at once (``is_abandonment``), since the run's
-``workflow_end`` has gone out, and nothing may follow it."""
+
+class Abandoned:
+    """What a run cancels the tasks of the nodes it abandons with: a dispatch of that run
+    that such a cancellation reaches stops at once (``is_abandonment``), since the run's
+    ``workflow_end`` has gone out, and nothing may follow it. ``events`` is the run's
+    sequencer: a dispatch of another run in the same task (a run the node started) goes
+    on as for any cancellation."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: object) -> None:
+        self.events = events
+
+    def __str__(self) -> str:
+        return "flowhooks: the run ended without this node"
 
 
 def is_abandonment(exc: BaseException) -> bool:
-    """Whether ``exc`` is the cancellation of an abandoned node's task (``ABANDONED``)."""
-    return bool(exc.args) and exc.args[0] == ABANDONED
+    """Whether ``exc`` is the abandonment of the run whose event is being dispatched."""
+    token = exc.args[0] if exc.args else None
+    if not isinstance(token, Abandoned):
+        return False
+    from flowhooks._sequencer import TaskFrame, get_frame  # a layer above: the rare path only
+
+    frame = get_frame()
+    return isinstance(frame, TaskFrame) and frame.dispatching is token.events
 
 
 def _mark_propagating(exc: BaseException) -> None:

@@ -98,7 +98,7 @@ class _Settled:
     async def wait_idle(self) -> None:
         return None
 
-    def force_stop(self, message: str | None = None) -> None:
+    def force_stop(self, message: object = None) -> None:
         return None
 
     def abandon(self) -> None:

@@ -65,6 +65,7 @@ class NodeOutcomes:
     run_id: str
     workflow_name: str
     stopping: RunStatus | None
+    nodes_settled: bool
     plan: RunPlan
     results: list[NodeResult]
 
@@ -362,4 +363,6 @@ class NodeOutcomes:
         self.callback_tasks.discard(task)
         if not task.cancelled() and (escaped := task.result()) is not None:
             self.remember_raised(escaped)
-            self.request_stop(RunStatus.FAILED, None)
+            self.fail(None, self.error_info(escaped, None, None))  # the run's error, if first
+            if not self.nodes_settled:  # else the run's end already waits for it, then raises
+                self.request_stop(RunStatus.FAILED, None)

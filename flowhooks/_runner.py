@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from flowhooks._context import current_run_var
-from flowhooks._dispatcher import ABANDONED
+from flowhooks._dispatcher import Abandoned
 from flowhooks._eager import Started, start_eagerly
 from flowhooks._node import Node
 from flowhooks._sequencer import set_frame
@@ -47,7 +47,7 @@ class Schedule(Protocol):
     async def wait_idle(self) -> None:
         """Wait until no node of the run is executing (after a stop was requested)."""
 
-    def force_stop(self, message: str | None = None) -> None:
+    def force_stop(self, message: object = None) -> None:
         """The stop's grace ran out: cancel node tasks still running, wherever they are."""
 
     def abandon(self) -> None:
@@ -335,14 +335,11 @@ class ConcurrentWalk:
         else:
             self._start_ready()
         if self.active:
+            # Until the nodes are over (when the walk is left too: a stop's wait_idle).
             self._reaper = asyncio.get_running_loop().call_later(_REAP_EVERY, self._reap)
-            try:
-                # Shielded: cancelling the awaiting task must not cancel the shared future
-                # that wait_idle() and the node tasks still use to finish the run.
-                await asyncio.shield(self._done)
-            finally:
-                if self._reaper is not None:
-                    self._reaper.cancel()
+            # Shielded: cancelling the awaiting task must not cancel the shared future
+            # that wait_idle() and the node tasks still use to finish the run.
+            await asyncio.shield(self._done)
 
     def _start_ready(self) -> None:
         run, ready, limit = self.run, self.ready, self._limit
@@ -353,7 +350,7 @@ class ConcurrentWalk:
             self.tasks[create_task(self._drive(position))] = position
 
     def _reap(self) -> None:
-        """Every ``_REAP_EVERY`` seconds while the walk waits: a node task that ended
+        """Every ``_REAP_EVERY`` seconds until the nodes are over: a node task that ended
         without running ``_drive``'s ``finally`` was cancelled (by a handler, a node)
         before its first step. Its node fails, and the walk goes on without it. (A done
         callback per task would find it at once, at a third of a task's cost.)"""
@@ -364,10 +361,18 @@ class ConcurrentWalk:
                 self.active -= 1
                 self.run.never_started(position)
         self._start_ready()
-        if self.active == 0 and self._done is not None and not self._done.done():
-            self._done.set_result(None)
+        if self.active == 0:
+            self._over()
         elif self._done is not None and not self._done.done():
             self._reaper = asyncio.get_running_loop().call_later(_REAP_EVERY, self._reap)
+
+    def _over(self) -> None:
+        """No node task is left: the walk, and a stop's ``wait_idle``, are over."""
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
 
     async def _drive(self, position: int) -> None:
         """Run the node at ``position``, then each node it alone makes ready, in this task.
@@ -418,8 +423,8 @@ class ConcurrentWalk:
             self.tasks.pop(task, None)  # the strong reference that kept the task alive
             self.active -= 1
             self._start_ready()
-            if self.active == 0 and self._done is not None and not self._done.done():
-                self._done.set_result(None)
+            if self.active == 0:
+                self._over()
 
     async def _step(self, position: int, task: asyncio.Task[None]) -> bool:
         """Run one node in ``task``; on success, count its dependents' ready."""
@@ -454,12 +459,12 @@ class ConcurrentWalk:
         if self._done is not None and self.active:
             await asyncio.shield(self._done)
 
-    def force_stop(self, message: str | None = None) -> None:
+    def force_stop(self, message: object = None) -> None:
         for task in list(self.tasks):
             task.cancel(message)
 
     def abandon(self) -> None:
-        self.force_stop(ABANDONED)
+        self.force_stop(Abandoned(self.run.events))
 
 
 class SequentialWalk:
@@ -549,10 +554,10 @@ class SequentialWalk:
             assert self._walking is not None
             await asyncio.shield(self._walking.task)
 
-    def force_stop(self, message: str | None = None) -> None:
+    def force_stop(self, message: object = None) -> None:
         if self.busy():  # nodes only: once they are over, the task runs the run's end
             assert self._walking is not None
             self._walking.task.cancel(message)
 
     def abandon(self) -> None:
-        self.force_stop(ABANDONED)
+        self.force_stop(Abandoned(self.run.events))

@@ -263,7 +263,7 @@ class EventSequencer:
         """The run ends without its abandoned nodes: a node task stuck in the middle of a
         dispatch (a handler that ignores cancellation) still holds the turn; it is taken
         back, as if that dispatch had ended, so the run's end can dispatch its
-        ``workflow_end``. The node's task is cancelled with ``ABANDONED``, which ends
+        ``workflow_end``. The node's task is cancelled with ``Abandoned``, which ends
         that dispatch where it reaches it; should a stuck handler swallow it too and
         return later, the rest of that event reaches the handlers after it late;
         nothing else of that node does."""

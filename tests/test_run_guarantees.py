@@ -768,3 +768,84 @@ async def test_a_node_task_cancelled_before_its_first_step_fails_its_node() -> N
     assert result.error.type == "CancelledError"
     assert_well_formed(recorder.events)
     assert recorder.events[-1].type == "workflow_end"
+
+
+async def test_abandoning_a_node_leaves_a_run_it_started_to_end_whole() -> None:
+    """The abandonment of run A's node stops A's dispatch in that node's task, not the
+    dispatch of an ExternalRun the node's body opened: that run's handlers get its events
+    without a gap."""
+    entered = asyncio.Event()
+
+    class Stubborn(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            entered.set()
+            ignored = 0
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    ignored += 1
+                    if ignored >= 3:
+                        raise
+
+    from flowhooks import ExternalRun
+
+    inner = RecordingCallback()
+    manager = CallbackManager()
+    manager.add_handler(Stubborn(), priority=1)
+    manager.add_handler(inner)
+
+    @node
+    async def opens_a_run() -> int:
+        async with ExternalRun(manager, workflow_name="inner") as run, run.node("s"):
+            pass
+        return 1
+
+    runner = AsyncioRunner()
+    runner.cancel_grace = 0.1
+    handle = Workflow("outer", nodes=[opens_a_run]).start(runner=runner)
+    await entered.wait()
+    handle.cancel("stop")
+    async with asyncio.timeout(5):
+        await handle
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    seqs = [e.seq for e in inner.events]
+    assert seqs == list(range(1, len(seqs) + 1)), inner.types
+
+
+@pytest.mark.parametrize("grace", [None, 30.0])
+async def test_a_node_task_cancelled_before_its_first_step_with_the_caller_ends_soon(
+    grace: float | None,
+) -> None:
+    """As an "on shutdown, cancel every task" routine does: a not yet started node task
+    and the task awaiting the run cancelled in one turn. The run's end does not wait the
+    grace (or for ever, without one) for the node that never started."""
+    holder: list[asyncio.Task[Any]] = []
+
+    class CancelsEverything(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            if node_id == "x":
+                me = asyncio.current_task()
+                for task in asyncio.all_tasks():
+                    if task is not me and task not in holder:
+                        task.cancel()
+                holder[0].cancel()
+
+    @node
+    async def x() -> int:
+        return 1
+
+    @node
+    async def y() -> int:
+        return 2
+
+    runner = AsyncioRunner()
+    runner.cancel_grace = grace
+    run = asyncio.create_task(
+        Workflow("siblings", nodes=[x, y]).run(callbacks=[CancelsEverything()], runner=runner)
+    )
+    holder.extend([run, asyncio.current_task()])  # type: ignore[list-item]
+    done, _ = await asyncio.wait({run}, timeout=5)
+    assert done, "the run still waited for a node that never started"
+    assert run.cancelled()
