@@ -483,12 +483,10 @@ class RunState(NodeOutcomes):
                         if frame is None:
                             events.seq += 1  # numbered, not dispatched: the run has no handlers
                         start = first_start if attempt == 1 else perf_counter()
-                except Exception as exc:  # a raise_error handler: the node fails without retry
-                    return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
                 except asyncio.CancelledError:
                     raise
-                except BaseException as exc:  # KeyboardInterrupt, SystemExit, ...: as above
-                    return await self._stopped_by(node, result, exc, attempt, 0.0, first_start)
+                except BaseException as exc:  # a raise_error handler's, KeyboardInterrupt, ...
+                    return await self._node_failed(node, result, exc, attempt, 0.0, first_start)
                 if self.stopping is not None and self.stopping is not RunStatus.SUSPENDED:
                     return self._node_cancelled(result, first_start)
                 bodies.add(task)
@@ -518,7 +516,7 @@ class RunState(NodeOutcomes):
                 except BaseException as exc:  # not a cancellation (above): no retry
                     self._body_left(task, frame)
                     elapsed = perf_counter() - start
-                    return await self._stopped_by(node, result, exc, attempt, elapsed, first_start)
+                    return await self._node_failed(node, result, exc, attempt, elapsed, first_start)
                 end = perf_counter()
                 bodies.discard(task)  # _body_left, inline
                 if frame is not None:
@@ -558,8 +556,7 @@ class RunState(NodeOutcomes):
                     return await self._cancelled_by_someone_else(node, result, task, exc, True)
                 except BaseException as exc:  # a raise_error handler's, KeyboardInterrupt, ...
                     del outputs[name]
-                    fails = self._node_failed if isinstance(exc, Exception) else self._stopped_by
-                    return await fails(
+                    return await self._node_failed(
                         node, result, exc, attempt, end - start, first_start, emitted=True
                     )
                 if frame is not None and task.cancelling() and not self.forced:  # node_end's

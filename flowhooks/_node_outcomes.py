@@ -156,12 +156,8 @@ class NodeOutcomes:
             if self.forced:
                 raise
             return await self._cancelled_by_someone_else(node, result, task, cancel, True)
-        except Exception as handler_exc:
+        except BaseException as handler_exc:  # a raise_error handler's, KeyboardInterrupt, ...
             return await self._node_failed(
-                node, result, handler_exc, attempt, elapsed, first_start, emitted=True
-            )
-        except BaseException as handler_exc:  # KeyboardInterrupt, SystemExit, ...
-            return await self._stopped_by(
                 node, result, handler_exc, attempt, elapsed, first_start, emitted=True
             )
         if self.stopping is not None:
@@ -225,7 +221,15 @@ class NodeOutcomes:
         *,
         emitted: bool = False,
     ) -> bool:
-        """Fail ``node`` for good: emit its error (unless its event already ended the attempt)."""
+        """Fail ``node`` for good: emit its error (unless its event already ended the attempt).
+
+        A ``BaseException`` that is no cancellation (``KeyboardInterrupt``, ``SystemExit``,
+        from the body or a handler of the node's events) fails it the same way, and also
+        stops the run, which raises it once its end is delivered.
+        """
+        raised = not isinstance(exc, Exception | asyncio.CancelledError)
+        if raised:
+            self.remember_raised(exc)
         clear_propagating(exc)
         if info is None:
             info = self.error_info(exc, node, attempt)
@@ -242,31 +246,8 @@ class NodeOutcomes:
             self._spawn_callback(
                 node.on_failure, (node.name, info, self.ctx), f"on_failure of {node.name!r}", _ERROR
             )
-        if self.runner.fail_fast:
+        if raised or self.runner.fail_fast:
             self.request_stop(RunStatus.FAILED, None)
-        return False
-
-    async def _stopped_by(
-        self,
-        node: Node,
-        result: NodeResult,
-        exc: BaseException,
-        attempt: int,
-        duration: float,
-        first_start: float,
-        *,
-        emitted: bool = False,
-    ) -> bool:
-        """A ``BaseException`` that is no cancellation (``KeyboardInterrupt``, ``SystemExit``)
-        from the node's body or a handler of its events.
-
-        The node fails with it, as with a ``raise_error`` handler's exception (its
-        error event unless ``emitted``: the attempt already ended), so the run's
-        result names it; the run stops and raises it once its end is delivered.
-        """
-        self.remember_raised(exc)
-        await self._node_failed(node, result, exc, attempt, duration, first_start, emitted=emitted)
-        self.request_stop(RunStatus.FAILED, None)
         return False
 
     def _body_left(self, task: asyncio.Task[Any], frame: TaskFrame | None) -> None:
