@@ -736,6 +736,20 @@ async def test_a_run_started_from_a_handler_is_a_run_of_its_own() -> None:
     assert all(c.succeeded and c.parent_run_id is None for c in cleanups)
 
 
+def siblings() -> Workflow:
+    """Two independent nodes, ``x`` and ``y``: ``y``'s task is made while ``x`` starts."""
+
+    @node
+    async def x() -> int:
+        return 1
+
+    @node
+    async def y() -> int:
+        return 2
+
+    return Workflow("siblings", nodes=[x, y])
+
+
 async def test_a_node_task_cancelled_before_its_first_step_fails_its_node() -> None:
     """A handler (or a node) cancelling another node's task before that task has run a
     single step: the node fails with a CancelledError, the run ends failed; it never
@@ -749,17 +763,9 @@ async def test_a_node_task_cancelled_before_its_first_step_fails_its_node() -> N
                     if task is not asyncio.current_task() and task is not main:
                         task.cancel()
 
-    @node
-    async def x() -> int:
-        return 1
-
-    @node
-    async def y() -> int:
-        return 2
-
     recorder = RecordingCallback()
     async with asyncio.timeout(10):
-        result = await Workflow("siblings", nodes=[x, y]).run(
+        result = await siblings().run(
             callbacks=[CancelsTheOthers(), recorder], runner=AsyncioRunner()
         )
     assert result.status is RunStatus.FAILED
@@ -832,19 +838,9 @@ async def test_a_node_task_cancelled_before_its_first_step_with_the_caller_ends_
                         task.cancel()
                 holder[0].cancel()
 
-    @node
-    async def x() -> int:
-        return 1
-
-    @node
-    async def y() -> int:
-        return 2
-
     runner = AsyncioRunner()
     runner.cancel_grace = grace
-    run = asyncio.create_task(
-        Workflow("siblings", nodes=[x, y]).run(callbacks=[CancelsEverything()], runner=runner)
-    )
+    run = asyncio.create_task(siblings().run(callbacks=[CancelsEverything()], runner=runner))
     holder.extend([run, asyncio.current_task()])  # type: ignore[list-item]
     done, _ = await asyncio.wait({run}, timeout=5)
     assert done, "the run still waited for a node that never started"
