@@ -30,8 +30,9 @@ import asyncio
 import contextvars
 import sys
 import threading
-from asyncio.tasks import _enter_task, _leave_task, current_task
+from asyncio.tasks import _enter_task, _leave_task, _unregister_task, current_task
 from collections.abc import Coroutine, Generator
+from time import perf_counter
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -46,13 +47,36 @@ MAX_DEPTH = 8
 runs eagerly, ...) at most; a deeper start is an ordinary task."""
 
 
-class _Depth(threading.local):
-    """How many eager steps are running on this thread's stack."""
-
-    value = 0
+TURN_AFTER = 0.001
+"""Seconds a thread's event loop may go without a turn from runs that never wait."""
 
 
-_depth = _Depth()
+class _ThreadState(threading.local):
+    """How many eager steps are running on this thread's stack, and when the last run
+    that never waited gave the loop a turn (``turn_due``)."""
+
+    depth = 0
+    turn_at = 0.0
+
+
+_thread = _ThreadState()
+
+
+def turn_due(awaiting: asyncio.Task[Any] | None) -> bool:
+    """Whether a run that ended without waiting should give the event loop a turn now.
+
+    A loop of such runs would otherwise never let timers, I/O callbacks and other
+    tasks run; a turn per run costs about a tenth of a short run, so it is one every
+    ``TURN_AFTER`` seconds of the thread's runs instead. It is always due when the
+    task awaiting the run has a cancellation asked for (the turn delivers it, and
+    the run reports it once ended).
+    """
+    now = perf_counter()
+    state = _thread
+    if now - state.turn_at < TURN_AFTER and (awaiting is None or not awaiting.cancelling()):
+        return False
+    state.turn_at = now
+    return True
 
 
 class Started(Generic[T]):
@@ -130,24 +154,24 @@ def start_eagerly(
     the run's coroutines keep theirs for the caller and never let one escape.
     """
     loop = asyncio.get_running_loop()
-    depth = _depth
+    state = _thread
     if (
         loop.get_task_factory() is not None
         or sys.exception() is not None
-        or (depth.value >= MAX_DEPTH)
+        or (state.depth >= MAX_DEPTH)
     ):
         return Started(loop.create_task(coro))
     context = contextvars.copy_context()
     caller = current_task(loop)
     asked_before = caller.cancelling() if caller is not None else 0
-    depth.value += 1
+    state.depth += 1
     try:
         if _EAGER_TASKS:
             started = _start_eager_task(loop, coro, context, forget)
         else:
             started = _start_with_first_step(loop, coro, context, caller, forget)
     finally:
-        depth.value -= 1
+        state.depth -= 1
     started.caller_cancelled = caller is not None and caller.cancelling() > asked_before
     return started
 
@@ -275,4 +299,8 @@ def _start_with_first_step(
         return Started(task)  # cancelled during a step that then returned: it ends cancelled
     value, error = continuation._value, continuation._error
     continuation._value = continuation._error = None  # the outcome is kept in Started only
+    # Over, but pending until its own first turn: out of ``asyncio.all_tasks()`` (as a
+    # finished eager task is on 3.12+), and no warning should the loop close before it.
+    _unregister_task(task)
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
     return Started(task, True, value, error)

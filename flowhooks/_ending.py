@@ -20,7 +20,7 @@ from loguru import logger
 
 from flowhooks._context import current_run_var
 from flowhooks._dispatcher import clear_propagating
-from flowhooks._eager import Started, start_eagerly
+from flowhooks._eager import Started, start_eagerly, turn_due
 from flowhooks._events import EventType, NodeStatus, RunStatus
 from flowhooks._function_callbacks import call_function_callback
 from flowhooks._node_outcomes import task_cancelled
@@ -181,12 +181,12 @@ async def _wait_for_end(
 ) -> tuple[RunResult, bool]:
     """Wait for the started end of the run, within ``waiting``'s patience and ``deadline``."""
     if finish.finished_now():
-        # One turn of the event loop per run all the same: other tasks get theirs, and
-        # the finished tasks of the run's walk and end end.
-        try:
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            return finish.result(), True
+        # A run that never waited still lets other tasks run, once a millisecond.
+        if turn_due(run.main):
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                return finish.result(), True
         return finish.result(), waiting.cancellations > 0
     try:
         if await waiting.wait(finish.task, deadline):

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 from flowhooks._context import current_run_var
-from flowhooks._eager import start_eagerly
+from flowhooks._eager import start_eagerly, turn_due
 from flowhooks._external_base import ExternalNodeBase, ExternalRunBase, log_abandoned
 from flowhooks._external_state import (
     ExternalRunState,
@@ -160,7 +160,8 @@ class ExternalRun(ExternalRunBase):
         started = start_eagerly(state.finish(exc), (current_run_var,))
         if started.finished_now():
             started.result()
-            await asyncio.sleep(0)  # one turn of the loop per run all the same
+            if turn_due(asyncio.current_task()):  # other tasks run, once a millisecond
+                await asyncio.sleep(0)
             return
         finish = started.task
         patience = 0 if isinstance(exc, asyncio.CancelledError) else 1

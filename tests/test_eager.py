@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+import time
 import weakref
 
 import pytest
 
 from flowhooks import BaseCallbackHandler
-from flowhooks._eager import start_eagerly
+from flowhooks._eager import TURN_AFTER, start_eagerly, turn_due
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("eager_test_var", default="caller")
 
@@ -357,3 +358,32 @@ async def test_a_started_task_shows_its_coroutine() -> None:
     assert [f.f_code.co_name for f in frames] == ["waiting_for_the_gate"]
     gate.set()
     await started.task
+
+
+async def test_a_turn_is_due_once_a_millisecond_or_for_a_pending_cancellation() -> None:
+    me = asyncio.current_task()
+    turn_due(None)  # the thread's clock starts now
+    assert not turn_due(me)  # less than TURN_AFTER since the last turn
+    deadline = time.perf_counter() + TURN_AFTER
+    while time.perf_counter() < deadline:
+        pass
+    assert turn_due(me)
+    assert not turn_due(me)
+    assert me is not None
+    me.cancel()  # asked, not delivered yet: the turn delivers it
+    assert turn_due(me)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.sleep(0)
+    me.uncancel()
+
+
+async def test_a_step_that_finished_leaves_no_pending_task() -> None:
+    async def work() -> int:
+        return 3
+
+    started = start_eagerly(work())
+    assert started.finished_now()
+    assert started.result() == 3
+    assert started.task not in asyncio.all_tasks()  # as a finished eager task on 3.12+
+    await asyncio.sleep(0)
+    assert started.task.done()

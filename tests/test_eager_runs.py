@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -76,12 +77,20 @@ async def test_runs_that_never_wait_still_let_other_tasks_run(make_runner: Any) 
 
     wf = Workflow("busy", nodes=[step])
     beating = asyncio.get_running_loop().create_task(heartbeat())
+    await asyncio.sleep(0)
+    ticks = 0
+    runs = 0
+    started = time.perf_counter()
     try:
-        for _ in range(50):
+        while (elapsed := time.perf_counter() - started) < 0.05:
             assert (await wf.run(runner=make_runner())).succeeded
-        assert ticks >= 25  # a turn of the loop per run, at least
+            runs += 1
+        # A turn every millisecond of runs (not one per run: see test_eager's turn_due).
+        assert elapsed >= 0.05
+        assert ticks >= 3
     finally:
         beating.cancel()
+    # No task of a run is left pending once it returned (the last runs' included).
     pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
     assert [t for t in pending if t is not beating] == []
 
