@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import copy
 import weakref
@@ -31,13 +30,21 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
-def _held_weakly(
-    fn: Callable[..., _T], owner: object
-) -> Callable[..., _T] | weakref.WeakMethod[Any]:
-    """``fn``, or a weak reference to it when it is a method of ``owner`` (the run)."""
+class _MethodOfRun:
+    """A method of the run, kept without its ``self``: called through the context's
+    reference to the run (weak where the run allows it), so the context does not
+    keep the run alive. Lighter to make than a ``weakref.WeakMethod`` (one per run)."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+
+
+def _held_weakly(fn: Callable[..., _T], owner: object) -> Callable[..., _T] | _MethodOfRun:
+    """``fn``, or ``fn`` without its ``self`` when it is a method of ``owner`` (the run)."""
     if owner is not None and getattr(fn, "__self__", None) is owner:
-        with contextlib.suppress(TypeError):  # an owner without weak references: held
-            return weakref.WeakMethod(fn)
+        return _MethodOfRun(fn.__func__)  # type: ignore[attr-defined]
     return fn
 
 
@@ -49,11 +56,6 @@ def _reference(run: object) -> Callable[[], object] | None:
         return weakref.ref(run)
     except TypeError:
         return lambda: run
-
-
-def _strong(fn: Any) -> Any:
-    """What ``_held_weakly`` kept, callable again; ``None`` when its run is gone."""
-    return fn() if isinstance(fn, weakref.WeakMethod) else fn
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -199,6 +201,13 @@ class RunContext:
         """The run's state while it exists (a run holds it as long as it may use it)."""
         return self._run_ref() if self._run_ref is not None else None
 
+    def _callable(self, fn: Any) -> Any:
+        """What ``_held_weakly`` kept, callable again; ``None`` when its run is gone."""
+        if isinstance(fn, _MethodOfRun):
+            run = self._run
+            return None if run is None else fn.func.__get__(run)
+        return fn
+
     @property
     def resume_data(self) -> Any:
         """In a resumed run, what ``resume`` gave the node that suspended; else ``None``.
@@ -252,7 +261,7 @@ class RunContext:
         if not isinstance(name, str) or not name:
             msg = f"emit() needs a non-empty event name, got {name!r}"
             raise TypeError(msg)
-        emit = _strong(self._emit)
+        emit = self._callable(self._emit)
         if emit is None:  # the run is gone: it ended long ago
             msg = (
                 f"run {self.run_id} of workflow {self.workflow_name!r} has ended; "
@@ -306,7 +315,7 @@ class RunContext:
             TypeError: when ``reason`` is not a str or None.
         """
         check_cancel_reason("RunContext.cancel", reason)
-        cancel = _strong(self._cancel)
+        cancel = self._callable(self._cancel)
         if cancel is None:  # nothing to cancel with, or the run is gone
             return False
         loop = self._loop

@@ -323,7 +323,9 @@ async def _finish(run: RunState) -> RunResult:
                 EventType.WORKFLOW_END,
             ),
         )
-    await _isolated(run, run.events.manager.flush())  # the handlers the run had
+    manager = run.events.manager  # the handlers the run had
+    if manager.buffers():
+        await _isolated(run, manager.flush())
     return result
 
 

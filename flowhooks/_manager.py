@@ -539,6 +539,10 @@ class CallbackManager(CallerShortcuts):
         """Deliver everything buffered by the handlers (batches, background queues)."""
         await self._call_closers("flush")
 
+    def buffers(self) -> bool:
+        """Whether ``flush`` has anything to call (a run's end skips it otherwise)."""
+        return any(e.closers or isinstance(e.handler, Dispatcher) for e in self._entries)
+
     async def aclose(self) -> None:
         """Flush, then release every handler's resources (timers, tasks, connections); every
         handler is closed even when a flush raised, and the flush's error is raised after."""

@@ -492,7 +492,7 @@ class SequentialWalk:
         # Started eagerly: a walk whose nodes and handlers never wait is over before
         # its task's first turn, and the caller goes on without waiting for it.
         run = self.run
-        caller = asyncio.current_task()
+        caller = run.main  # the task awaiting the run, which awaits this
         walking = self._walking = start_eagerly(self._walk(), (current_run_var,))
         try:
             if walking.finished_now():

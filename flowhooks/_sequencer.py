@@ -169,8 +169,7 @@ class EventSequencer:
         self.manager = manager
         self._started_with = manager._entries  # replaced, never changed in place
         self.identity = identity
-        self._blank: dict[str, Any] = dict.fromkeys(EVENT_FIELDS)
-        self._blank.update(identity)
+        self._blank: dict[str, Any] | None = None  # made by the first Event (most runs: none)
         self.seq = 0
         self._turn = DispatchTurn()
         self._pending: deque[tuple[Any, ...]] = deque()
@@ -395,7 +394,11 @@ class EventSequencer:
             return None
         # A copy of the run's blank event, filled in: a dict built from keyword
         # arguments and the identity costs about twice as much, on every event.
-        values = self._blank.copy()
+        blank = self._blank
+        if blank is None:
+            blank = self._blank = dict.fromkeys(EVENT_FIELDS)
+            blank.update(self.identity)
+        values = blank.copy()
         values["id"] = new_id()
         values["type"] = event_type
         values["seq"] = self.seq
