@@ -43,8 +43,9 @@ class _MethodOfRun:
 
 def _held_weakly(fn: Callable[..., _T], owner: object) -> Callable[..., _T] | _MethodOfRun:
     """``fn``, or ``fn`` without its ``self`` when it is a method of ``owner`` (the run)."""
-    if owner is not None and getattr(fn, "__self__", None) is owner:
-        return _MethodOfRun(fn.__func__)  # type: ignore[attr-defined]
+    func = getattr(fn, "__func__", None)  # a built-in's bound method has none: held
+    if owner is not None and func is not None and getattr(fn, "__self__", None) is owner:
+        return _MethodOfRun(func)
     return fn
 
 

@@ -540,7 +540,9 @@ class CallbackManager(CallerShortcuts):
         await self._call_closers("flush")
 
     def buffers(self) -> bool:
-        """Whether ``flush`` has anything to call (a run's end skips it otherwise)."""
+        """Whether ``flush`` may do anything (a run's end skips it otherwise)."""
+        if type(self).flush is not CallbackManager.flush or "flush" in self.__dict__:
+            return True  # a subclass's (or an instance's own) flush
         return any(e.closers or isinstance(e.handler, Dispatcher) for e in self._entries)
 
     async def aclose(self) -> None:

@@ -925,6 +925,40 @@ async def test_flush_calls_every_flush() -> None:
     assert log == ["a.flush", "b.flush"]
 
 
+async def test_a_run_flushes_its_manager_whatever_defines_flush() -> None:
+    """A run ends with its manager's flush: the handlers' own, a subclass's override of
+    the manager's, an instance's own; a manager whose handlers buffer nothing too."""
+    log: list[str] = []
+
+    class Flushing(CallbackManager):
+        async def flush(self) -> None:
+            log.append("subclass")
+            await super().flush()
+
+    class Plain(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            log.append("node_end")
+
+    async def own_flush() -> None:
+        log.append("instance")
+
+    @node
+    def step() -> int:
+        return 1
+
+    wf = Workflow("flushed", nodes=[step])
+    await wf.run(callbacks=Flushing([Plain()]))
+    assert log == ["node_end", "subclass"]
+    log.clear()
+    patched = CallbackManager([Plain()])
+    patched.flush = own_flush  # type: ignore[method-assign]
+    await wf.run(callbacks=patched)
+    assert log == ["node_end", "instance"]
+    log.clear()
+    await wf.run(callbacks=CallbackManager([Plain(), Closing(log)]))
+    assert log == ["node_end", "c.flush"]
+
+
 async def test_aclose_flushes_then_closes() -> None:
     """manager.aclose() flushes every handler first, then closes them."""
     log: list[str] = []

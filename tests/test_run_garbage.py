@@ -204,3 +204,20 @@ async def test_a_context_can_be_made_for_a_run_object_without_weak_references() 
         await ctx.emit("hello")
         assert target.sent == ["hello"]
         assert ctx.cancel() is True
+
+
+async def test_a_context_takes_a_built_in_method_of_its_run_object() -> None:
+    """A built-in type's bound method (``set.add``) as ``cancel`` is held as given."""
+    seen: set[Any] = set()
+    ctx = RunContext(
+        run_id="r",
+        workflow_name="w",
+        inputs={},
+        outputs={},
+        emit=RecordingCallback().on_custom_event,
+        cancel=seen.add,
+        started_at=datetime.now(UTC),
+        run=seen,
+    )
+    assert ctx.cancel("stop") is False  # set.add returns None
+    assert seen == {"stop"}
