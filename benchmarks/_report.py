@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import Result
+from benchmarks._previous import read_previous, render_moves
 from benchmarks._targets import NOT_JUDGED, Target, paired, x
 
 Results = dict[str, Result]
@@ -79,8 +80,10 @@ def render_markdown(
     extras: dict[str, Any],
     targets: list[Target],
     notes: list[str],
+    previous: dict[str, Any] | None = None,
 ) -> str:
-    """The report as Markdown: machine, targets, then every case."""
+    """The report as Markdown: machine, targets (and how far they moved since the
+    ``previous`` run's report, when given), then every case."""
     lines = [
         "# flowhooks benchmark results",
         "",
@@ -125,6 +128,8 @@ def render_markdown(
     if not_run:
         lines.append("")
         lines.append("Not measured in this run: " + "; ".join(not_run) + ".")
+    if previous is not None and info["mode"] == "full":
+        lines += render_moves(previous, targets)
     for group, unit_label in (
         ("peers", "per run"),
         ("user", "per run"),
@@ -324,7 +329,8 @@ def write_reports(
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "latest.md"
     js = out_dir / "latest.json"
-    md.write_text(render_markdown(info, results, extras, targets, notes))
+    previous = read_previous(js)
+    md.write_text(render_markdown(info, results, extras, targets, notes, previous))
     (out_dir / "comparison.md").write_text(render_comparison(info, results))
     payload = {
         "machine": info,

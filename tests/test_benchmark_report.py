@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from benchmarks._harness import Result
@@ -235,3 +236,52 @@ def test_postgres_deliveries_are_judged_or_said_to_be_not_run() -> None:
     md = render_markdown(_info(), {}, skipped, evaluate({}, skipped), [])
     (not_measured,) = [line for line in md.splitlines() if line.startswith("Not measured")]
     assert what in not_measured
+
+
+def _report_of(
+    targets: list[Target], mode: str = "full", date: str = "2026-11-22 00:00 UTC"
+) -> dict[str, Any]:
+    """What latest.json holds for a run that measured ``targets``."""
+    return {
+        "machine": {**_info(), "mode": mode, "date": date},
+        "targets": [t.as_dict() for t in targets],
+    }
+
+
+def _measured(what: str, value: float) -> Target:
+    t = Target(what, "<= 2x", 2.0, measured=value, shown=f"x{value:.2f}")
+    t.judge()
+    return t
+
+
+def test_the_report_says_how_far_each_row_moved_since_the_previous_run(tmp_path: Any) -> None:
+    from benchmarks._report import write_reports
+
+    before = [_measured("row a", 1.00), _measured("row b", 2.00), _measured("row c", 1.50)]
+    (tmp_path / "latest.json").write_text(json.dumps(_report_of(before)))
+    now = [_measured("row a", 1.03), _measured("row b", 2.40), Target("row d", "", None)]
+    md, js = write_reports(tmp_path, _info(), {}, {}, now, [])
+    text = md.read_text()
+    assert "## Against the previous run" in text
+    assert "(2026-11-22 00:00 UTC). **1 of 2 rows within 5%**" in text
+    assert "| row a | x1.00 | x1.03 | +3.0% |" in text
+    assert "| row b | x2.00 | x2.40 | +20.0% **moved** |" in text
+    assert "row c |" not in text.split("## Against the previous run")[1]  # not measured now
+    # The next run compares with this one.
+    assert [t["what"] for t in json.loads(js.read_text())["targets"]] == ["row a", "row b", "row d"]
+
+
+def test_no_comparison_with_a_quick_run_a_broken_file_or_none(tmp_path: Any) -> None:
+    from benchmarks._report import write_reports
+
+    now = [_measured("row a", 1.0)]
+    write_reports(tmp_path, _info(), {}, {}, now, [])  # no previous report
+    assert "Against the previous run" not in (tmp_path / "latest.md").read_text()
+    (tmp_path / "latest.json").write_text(json.dumps(_report_of(now, mode="quick")))
+    write_reports(tmp_path, _info(), {}, {}, now, [])
+    assert "Against the previous run" not in (tmp_path / "latest.md").read_text()
+    (tmp_path / "latest.json").write_text("{not json")
+    write_reports(tmp_path, _info(), {}, {}, now, [])
+    assert "Against the previous run" not in (tmp_path / "latest.md").read_text()
+    write_reports(tmp_path, {**_info(), "mode": "quick"}, {}, {}, now, [])  # quick: none
+    assert "Against the previous run" not in (tmp_path / "latest.md").read_text()
