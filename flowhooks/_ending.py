@@ -72,8 +72,8 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
     result, cancelled_meanwhile = await _end(run, patience=0 if external_cancel is not None else 1)
     if external_cancel is not None:
         raise external_cancel
-    if cancelled_meanwhile:
-        raise asyncio.CancelledError
+    if cancelled_meanwhile is not None:  # as it came: a cancel scope knows its own by it
+        raise cancelled_meanwhile
     if run.raised is not None:
         raise run.raised
     return result
@@ -115,7 +115,7 @@ async def _hold_runner(run: RunState) -> asyncio.CancelledError | None:
     return None
 
 
-async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
+async def _end(run: RunState, *, patience: int) -> tuple[RunResult, asyncio.CancelledError | None]:
     """Wait for the nodes, then run the end of the run (``_finish``) to completion, within limits.
 
     Up to ``patience`` cancellations of the awaiting task are reported
@@ -126,7 +126,7 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     the end itself then gets the same grace.
 
     Returns:
-        The run's result and whether a cancellation arrived meanwhile.
+        The run's result and the cancellation that arrived meanwhile (the last, if several).
     """
     loop = asyncio.get_running_loop()
     grace = run.runner.cancel_grace
@@ -143,7 +143,8 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, bool]:
     waiting = _Patience(patience, grace)
     if run.end_started is not None:  # the walk went on with the end in its own task
         if run.end_cancels:  # the awaiting task was cancelled during it: it gets the grace
-            waiting.cancellations = run.end_cancels
+            waiting.cancellations = len(run.end_cancels)
+            waiting.cancelled = run.end_cancels[-1]
             if deadline is None and grace is not None:
                 deadline = loop.time() + grace
         return await _wait_for_end(run, run.end_started, waiting, deadline, grace)
@@ -178,24 +179,24 @@ async def _wait_for_end(
     waiting: _Patience,
     deadline: float | None,
     grace: float | None,
-) -> tuple[RunResult, bool]:
+) -> tuple[RunResult, asyncio.CancelledError | None]:
     """Wait for the started end of the run, within ``waiting``'s patience and ``deadline``."""
     if finish.finished_now():
         # A run that never waited still lets other tasks run, once a millisecond.
         if turn_due(run.main):
             try:
                 await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                return finish.result(), True
-        return finish.result(), waiting.cancellations > 0
+            except asyncio.CancelledError as exc:
+                return finish.result(), exc
+        return finish.result(), waiting.cancelled
     try:
         if await waiting.wait(finish.task, deadline):
-            return finish.result(), waiting.cancellations > 0
+            return finish.result(), waiting.cancelled
     except asyncio.CancelledError:
         _abandon(run, finish.task, "after a further cancellation")
         raise
     _abandon(run, finish.task, f"after the {grace:g}s grace period")
-    return build_result(run), waiting.cancellations > 0
+    return build_result(run), waiting.cancelled
 
 
 class _Patience:
@@ -205,6 +206,7 @@ class _Patience:
         self.patience = patience
         self.grace = grace
         self.cancellations = 0
+        self.cancelled: asyncio.CancelledError | None = None  # the last of them
         self.deadline_from_cancel: float | None = None
 
     async def wait(self, task: asyncio.Task[object], deadline: float | None) -> bool:
@@ -217,8 +219,9 @@ class _Patience:
         if task.done():  # finished in its first step: a cancellation got meanwhile lands here
             try:
                 await asyncio.sleep(0)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 self.cancellations += 1
+                self.cancelled = exc
             return True
         while True:
             try:
@@ -230,8 +233,9 @@ class _Patience:
                 return True
             except TimeoutError:
                 return task.done()  # it ended as the grace ran out: its result stands
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 self.cancellations += 1
+                self.cancelled = exc
                 if task.done():  # nothing to interrupt: reported once the end is over
                     return True
                 if self.cancellations > self.patience:

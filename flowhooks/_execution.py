@@ -247,7 +247,7 @@ class RunState(NodeOutcomes):
         # (SequentialRunner): its coroutine function, the started end, the cancels meanwhile.
         self.finish_in_walk: Callable[[RunState], Coroutine[Any, Any, RunResult]] | None = None
         self.end_started: Started[RunResult] | None = None
-        self.end_cancels = 0
+        self.end_cancels: list[asyncio.CancelledError] = []
         self.bodies: set[asyncio.Task[Any]] = set()
         self.injected: set[asyncio.Task[Any]] = set()
         self.callback_tasks: set[asyncio.Task[BaseException | None]] = set()

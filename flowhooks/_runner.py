@@ -504,7 +504,7 @@ class SequentialWalk:
             caller_asked = caller is not None and caller.cancelling() > 0
             if self.ending:  # the nodes are over: the end goes on in the task
                 if caller_asked and isinstance(exc, asyncio.CancelledError):
-                    run.end_cancels += 1  # within the end's patience, as for an end task
+                    run.end_cancels.append(exc)  # within the end's patience, as for an end task
                 return
             if isinstance(exc, asyncio.CancelledError) and walking.cancelled() and not caller_asked:
                 return  # cancelled from inside (a handler cancelled its own task): nodes tell

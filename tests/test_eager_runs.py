@@ -359,3 +359,64 @@ async def test_a_node_callback_that_cancels_itself_does_not_cut_the_end_short(
     )
     assert result.succeeded
     assert ends.log == ["end:succeeded", "end done", "flush"]
+
+
+@RUNNERS
+@pytest.mark.parametrize("waits", [False, True])
+async def test_a_cancellation_during_the_run_s_end_is_raised_as_it_came(
+    make_runner: Any, waits: bool
+) -> None:
+    """The awaiting task is cancelled with a message while ``workflow_end``'s handler
+    runs (and waits, or not): the end completes, then ``run`` raises that cancellation,
+    message and all (a cancel scope tells its own cancellations by their message)."""
+    awaiting: list[asyncio.Task[Any]] = []
+    gate = asyncio.Event()
+
+    class CancelsTheCaller(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            awaiting[0].cancel("Cancelled via cancel scope 1234")
+            if waits:
+                await gate.wait()
+
+    @node
+    async def step() -> int:
+        return 1
+
+    ends = Ends()
+    wf = Workflow("scoped", nodes=[step])
+
+    async def run() -> None:
+        await wf.run(callbacks=[CancelsTheCaller(), ends], runner=make_runner())
+
+    task = asyncio.get_running_loop().create_task(run())
+    awaiting.append(task)
+    await asyncio.sleep(0)
+    gate.set()
+    with pytest.raises(asyncio.CancelledError) as raised:
+        await task
+    assert ends.statuses == ["succeeded"]
+    assert raised.value.args == ("Cancelled via cancel scope 1234",)
+
+
+@RUNNERS
+async def test_an_anyio_cancel_scope_cancelled_during_the_run_s_end_catches_it(
+    make_runner: Any,
+) -> None:
+    """A handler of ``workflow_end`` cancels the anyio scope around the run: the run
+    ends, and the scope takes the cancellation as its own (it does not escape it)."""
+    anyio = pytest.importorskip("anyio")
+    ends = Ends()
+
+    class CancelsTheScope(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            scope.cancel()
+
+    @node
+    async def step() -> int:
+        return 1
+
+    wf = Workflow("scoped", nodes=[step])
+    with anyio.CancelScope() as scope:
+        await wf.run(callbacks=[CancelsTheScope(), ends], runner=make_runner())
+    assert scope.cancelled_caught
+    assert ends.statuses == ["succeeded"]
