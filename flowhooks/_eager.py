@@ -138,7 +138,9 @@ class Started(Generic[T]):
 
 
 def start_eagerly(
-    coro: Coroutine[Any, Any, T], forget: tuple[contextvars.ContextVar[Any], ...] = ()
+    coro: Coroutine[Any, Any, T],
+    forget: tuple[contextvars.ContextVar[Any], ...] = (),
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Started[T]:
     """Start ``coro`` in a new task and run its first step now (see the module's docstring).
 
@@ -147,13 +149,14 @@ def start_eagerly(
     comes later (3.11) or which stays referenced (3.12+), does not keep them alive (a
     run's ``RunContext``, and through it the whole run). Only those: clearing every
     variable would cost each start time in proportion to the variables an application
-    has set.
+    has set. ``loop``: the running loop, when the caller has it at hand.
 
     A ``KeyboardInterrupt`` or ``SystemExit`` raised by the first step is the
     outcome on 3.11, but propagates from here on 3.12+ (as from any eager task):
     the run's coroutines keep theirs for the caller and never let one escape.
     """
-    loop = asyncio.get_running_loop()
+    if loop is None:
+        loop = asyncio.get_running_loop()
     state = _thread
     if (
         loop.get_task_factory() is not None

@@ -33,11 +33,11 @@ if TYPE_CHECKING:
 
 async def execute(run: RunState, timeout: float | None, control: RunControl | None) -> RunResult:
     """Run ``run`` start to end in the calling task; see ``Workflow.run``."""
-    run.main = asyncio.current_task()
+    run.main = asyncio.current_task(run.loop)
     if control is not None:
         control.attach(run)
     if timeout is not None:
-        run.timeout_timer = asyncio.get_running_loop().call_later(timeout, run.on_timeout, timeout)
+        run.timeout_timer = run.loop.call_later(timeout, run.on_timeout, timeout)
     run.finish_in_walk = _finish  # a walk in a task of its own goes on with the end there
     external_cancel: asyncio.CancelledError | None = None
     try:
@@ -128,7 +128,7 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, asyncio.Canc
     Returns:
         The run's result and the cancellation that arrived meanwhile (the last, if several).
     """
-    loop = asyncio.get_running_loop()
+    loop = run.loop
     grace = run.runner.cancel_grace
     deadline = settle_deadline = None
     if grace is not None and (run.stopping is RunStatus.CANCELLED or run.timed_out):
@@ -169,7 +169,7 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, asyncio.Canc
             deadline = waiting.deadline_from_cancel
     # Started eagerly: an end whose handlers never wait is over at once, without a turn
     # of the event loop; one that waits goes on in its own task, as the caller waits.
-    finish = start_eagerly(_finish(run), (current_run_var,))
+    finish = start_eagerly(_finish(run), (current_run_var,), run.loop)
     return await _wait_for_end(run, finish, waiting, deadline, grace)
 
 

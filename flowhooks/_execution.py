@@ -138,6 +138,7 @@ class RunState(NodeOutcomes):
         "injected",
         "inputs",
         "last_success",
+        "loop",
         "main",
         "manager",
         "metadata",
@@ -199,6 +200,7 @@ class RunState(NodeOutcomes):
         self.resource_id = resource_id
         self.metadata = metadata
         self.outputs: dict[str, Any] = {}
+        self.loop = asyncio.get_running_loop()  # a run lives on the loop it was made on
         self.started_at = datetime.now(UTC)
         self.t0 = perf_counter()
         offset = self.started_at.timestamp() - self.t0  # perf_counter() readings to wall time

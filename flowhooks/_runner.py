@@ -319,7 +319,7 @@ class ConcurrentWalk:
 
     async def walk(self) -> None:
         self._first_ready()
-        done = self._done = asyncio.get_running_loop().create_future()
+        done = self._done = self.run.loop.create_future()
         ready = self.ready
         if len(ready) == 1 and self.run.stopping is None:
             # One node to start (a chain, one root): its task runs its first step now, as
@@ -327,7 +327,7 @@ class ConcurrentWalk:
             # a turn of the loop. Several ready nodes start as tasks, to interleave.
             self.active = 1
             position = ready.popleft()
-            started = start_eagerly(self._drive(position), (current_run_var,))
+            started = start_eagerly(self._drive(position), (current_run_var,), self.run.loop)
             if not started.done():
                 self.tasks[started.task] = position
             if started.caller_cancelled and done.done():
@@ -336,14 +336,14 @@ class ConcurrentWalk:
             self._start_ready()
         if self.active:
             # Until the nodes are over (when the walk is left too: a stop's wait_idle).
-            self._reaper = asyncio.get_running_loop().call_later(_REAP_EVERY, self._reap)
+            self._reaper = self.run.loop.call_later(_REAP_EVERY, self._reap)
             # Shielded: cancelling the awaiting task must not cancel the shared future
             # that wait_idle() and the node tasks still use to finish the run.
             await asyncio.shield(self._done)
 
     def _start_ready(self) -> None:
         run, ready, limit = self.run, self.ready, self._limit
-        create_task = asyncio.get_running_loop().create_task
+        create_task = run.loop.create_task
         while ready and run.stopping is None and (limit is None or self.active < limit):
             self.active += 1
             position = ready.popleft()
@@ -364,7 +364,7 @@ class ConcurrentWalk:
         if self.active == 0:
             self._over()
         elif self._done is not None and not self._done.done():
-            self._reaper = asyncio.get_running_loop().call_later(_REAP_EVERY, self._reap)
+            self._reaper = self.run.loop.call_later(_REAP_EVERY, self._reap)
 
     def _over(self) -> None:
         """No node task is left: the walk, and a stop's ``wait_idle``, are over."""
@@ -390,7 +390,7 @@ class ConcurrentWalk:
         I/O callbacks and other tasks first.
         """
         run = self.run
-        task = asyncio.current_task()
+        task = asyncio.current_task(run.loop)
         assert task is not None
         turn_at = perf_counter()
         try:
@@ -493,7 +493,7 @@ class SequentialWalk:
         # its task's first turn, and the caller goes on without waiting for it.
         run = self.run
         caller = run.main  # the task awaiting the run, which awaits this
-        walking = self._walking = start_eagerly(self._walk(), (current_run_var,))
+        walking = self._walking = start_eagerly(self._walk(), (current_run_var,), run.loop)
         try:
             if walking.finished_now():
                 if not self.ending:  # an end's outcome is for the end's waiter (_ending)
@@ -516,7 +516,7 @@ class SequentialWalk:
     async def _walk(self) -> Any:
         run = self.run
         deps, nodes, restored = run.plan.deps, run.nodes, run.restored
-        task = asyncio.current_task()
+        task = asyncio.current_task(run.loop)
         assert task is not None
         try:
             for position, name in enumerate(run.plan.order):
