@@ -219,7 +219,7 @@ class RunState(NodeOutcomes):
         self.events.loop = self.loop
         # A run whose manager has no handlers can get none (``run`` gives it a shared
         # empty manager): its node events are only numbered, without a lookup.
-        self.has_handlers = bool(manager.entries)
+        self.has_handlers = bool(manager._entries)
         self.closed = False
         self.stopping: RunStatus | None = None
         self.stop_reason: str | None = None

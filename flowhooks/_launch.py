@@ -112,9 +112,11 @@ def _dispatching_to(
 ) -> CallbackManager:
     """The one manager a run dispatches to: its workflow's, its own and its parent run's."""
     given = (workflow.callbacks, run_manager, parent)
-    present = [m for m in given if m is not None and m.entries]
+    present = [m for m in given if m is not None and m._entries]
     if not present:  # the shared empty manager: combining nothing would build a new one
         return _NO_CALLBACKS
+    if len(present) == 1:
+        return present[0]
     if len(present) == 2 and present[0] is given[0]:
         return combined(present[0], present[1])  # kept across runs
     return CallbackManager.combine(*present)
