@@ -216,7 +216,6 @@ class RunState(NodeOutcomes):
                 "metadata": metadata,
             },
         )
-        self.events.loop = self.loop
         # A run whose manager has no handlers can get none (``run`` gives it a shared
         # empty manager): its node events are only numbered, without a lookup.
         self.has_handlers = bool(manager._entries)

@@ -249,7 +249,7 @@ class ExternalRunState:
                 a handler raised (or a cancel): the run has then ended, with its
                 ``workflow_end``.
         """
-        self.loop = self.events.loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         try:
             await self.events.emit(EventType.WORKFLOW_START, (self.run_id, self.inputs))
         except BaseException as exc:  # a KeyboardInterrupt or a cancel too: the run still ends

@@ -161,7 +161,6 @@ class EventSequencer:
         "_started_with",
         "_turn",
         "identity",
-        "loop",
         "manager",
         "seq",
     )
@@ -170,7 +169,6 @@ class EventSequencer:
         self.manager = manager
         self._started_with = manager._entries  # replaced, never changed in place
         self.identity = identity
-        self.loop: asyncio.AbstractEventLoop | None = None  # the run's, once it has started
         self._blank: dict[str, Any] | None = None  # made by the first Event (most runs: none)
         self.seq = 0
         self._turn = DispatchTurn()
@@ -312,7 +310,7 @@ class EventSequencer:
                 # task sharing its frame: it goes right after the event, in the same turn.
                 self._pending.append((event_type, args, node_id, attempt, duration, status, name))
                 return
-            task = asyncio.current_task(self.loop)
+            task = asyncio.current_task()
             assert task is not None
         else:
             task = frame.owner
