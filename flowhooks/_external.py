@@ -253,7 +253,7 @@ class ExternalNode(ExternalNodeBase["ExternalRun"]):
             critical=self._critical,
             will_retry=self._will_retry,
         )
-        task = asyncio.current_task(state.loop)  # the loop given: no lookup of the running one
+        task = asyncio.current_task()
         if task is None:  # pragma: no cover - async with always runs in a task
             msg = "run.node() must be used inside an asyncio task"
             raise RuntimeError(msg)

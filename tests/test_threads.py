@@ -115,3 +115,37 @@ def test_shared_handlers_across_threads_lose_nothing(tmp_path: Path) -> None:
     assert report["succeeded_workflows"] == total
     assert report["total_nodes"] == 3 * total
     assert report["error_rate"] == 0.0
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_events_sent_from_a_worker_thread_s_own_event_loop_reach_the_run(external: bool) -> None:
+    """A sync node (or a thread an ``ExternalRun`` block waits for) runs a coroutine on an
+    event loop of its own that sends a custom event to the run: it arrives, in order."""
+    import asyncio
+
+    from flowhooks import ExternalRun, current_run
+
+    rec = RecordingCallback()
+    if external:
+
+        async def block() -> None:
+            async with ExternalRun(rec, workflow_name="ext") as run:
+
+                def worker() -> None:
+                    asyncio.run(run.emit("progress", 1))
+
+                await asyncio.to_thread(worker)
+
+        asyncio.run(block())
+    else:
+
+        @node
+        def a() -> int:
+            asyncio.run(current_run().emit("progress", 1))
+            return 1
+
+        result = Workflow("threaded-emit", nodes=[a]).run_sync(callbacks=[rec])
+        assert result.status is RunStatus.SUCCEEDED, result.error
+    kinds = [e.type.value for e in rec.events]
+    assert "custom_event" in kinds
+    assert kinds[0] == "workflow_start" and kinds[-1] == "workflow_end"
