@@ -148,4 +148,5 @@ def test_events_sent_from_a_worker_thread_s_own_event_loop_reach_the_run(externa
         assert result.status is RunStatus.SUCCEEDED, result.error
     kinds = [e.type.value for e in rec.events]
     assert "custom_event" in kinds
-    assert kinds[0] == "workflow_start" and kinds[-1] == "workflow_end"
+    assert kinds[0] == "workflow_start"
+    assert kinds[-1] == "workflow_end"
