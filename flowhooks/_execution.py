@@ -457,7 +457,7 @@ class RunState(NodeOutcomes):
                 attempt += 1
                 result.attempts = attempt
                 try:
-                    # A run without handlers has no frame: its node events are only numbered.
+                    # A run without handlers has no frame: its node events go nowhere.
                     if frame is not None and (how := events.node_turn(frame, _NODE_START)):
                         if how >= TAKEN:
                             args = (name, kwargs)
@@ -481,9 +481,7 @@ class RunState(NodeOutcomes):
                         start = perf_counter()
                         if attempt == 1:
                             first_start = start
-                    else:
-                        if frame is None:
-                            events.seq += 1  # numbered, not dispatched: the run has no handlers
+                    else:  # nobody takes it (node_turn numbered it), or nobody can: no handlers
                         start = first_start if attempt == 1 else perf_counter()
                 except asyncio.CancelledError:
                     raise
@@ -550,8 +548,6 @@ class RunState(NodeOutcomes):
                             await events.emit(
                                 _NODE_END, (name, output), name, attempt, end - start, frame=frame
                             )
-                    elif frame is None:
-                        events.seq += 1  # numbered, not dispatched: the run has no handlers
                 except asyncio.CancelledError as exc:  # a handler's, or someone else's cancel
                     if self.forced:
                         raise
