@@ -328,7 +328,7 @@ async def _finish(run: RunState) -> RunResult:
             ),
         )
     manager = run.events.manager  # the handlers the run had
-    if manager.buffers():
+    if manager._buffers():
         await _isolated(run, manager.flush())
     return result
 

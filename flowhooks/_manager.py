@@ -539,7 +539,7 @@ class CallbackManager(CallerShortcuts):
         """Deliver everything buffered by the handlers (batches, background queues)."""
         await self._call_closers("flush")
 
-    def buffers(self) -> bool:
+    def _buffers(self) -> bool:
         """Whether ``flush`` may do anything (a run's end skips it otherwise)."""
         if type(self).flush is not CallbackManager.flush or "flush" in self.__dict__:
             return True  # a subclass's (or an instance's own) flush
