@@ -427,8 +427,13 @@ class RunState(NodeOutcomes):
         a ``BaseException`` fails the node, stops the run, and is re-raised to the caller
         after the run's end. The task's frame marks the node's events (``TaskFrame``); the
         body runs under the node's bare name (tasks it starts are not in its dispatches).
+        A node whose task first runs once the run failed or was cancelled does not start
+        (it ends skipped); a suspension lets the nodes already scheduled run.
         """
         node, result = self.plan.steps[position], self.results[position]
+        stopping = self.stopping
+        if stopping is not None and stopping is not RunStatus.SUSPENDED:
+            return False  # stopped before this node's task first ran: not started
         frame = None
         if self.has_handlers:
             frame = TaskFrame(node.name, task)

@@ -21,10 +21,12 @@ from flowhooks import (
     CallbackManager,
     ErrorInfo,
     Event,
+    NodeStatus,
     RunContext,
     RunHandle,
     Runner,
     RunResult,
+    RunStatus,
     SequentialRunner,
     Workflow,
     WorkflowCancelled,
@@ -1552,3 +1554,28 @@ def test_runner_options_may_be_given_positionally() -> None:
     assert SequentialRunner(False).fail_fast is False
     with pytest.raises(TypeError, match="fail_fast"):
         SequentialRunner("no")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_a_fail_fast_run_starts_no_node_once_it_failed(retries: int) -> None:
+    """Two roots start in one turn; the first fails for good before the second's task
+    ran a step: the second never starts (no node_start) and ends skipped."""
+
+    @node(retries=retries)
+    async def bad() -> None:
+        raise ValueError("bad")
+
+    @node
+    async def other() -> int:
+        await asyncio.sleep(0.2)
+        return 1
+
+    recorder = RecordingCallback()
+    result = await Workflow("fail-fast", nodes=[bad, other]).run(
+        callbacks=[recorder], runner=AsyncioRunner()
+    )
+    assert result.status is RunStatus.FAILED
+    assert result.nodes["other"].status is NodeStatus.SKIPPED
+    assert result.nodes["other"].attempts == 0
+    assert ("node_start", "other") not in [(e.type, e.node_id) for e in recorder.events]
+    assert_well_formed(recorder.events)
