@@ -890,6 +890,51 @@ def test_no_secret_reaches_the_terminal_the_json_or_the_history(cli, tmp_path, m
     assert "upload" in detail.stdout
 
 
+def test_json_listings_redact_rows_stored_unredacted(cli, tmp_path):
+    """A database may hold run data stored unredacted (a handler with ``redact=False``):
+    ``runs --json``, ``history --json`` and ``history RUN_ID --json`` redact it, as
+    their tables do."""
+    import asyncio
+
+    from flowhooks import Workflow, node
+    from flowhooks.handlers import HistoryCallback
+
+    db = f"sqlite:///{tmp_path / 'raw.db'}"
+
+    @node
+    def bad(x: int) -> int:
+        raise ValueError(f"bad token={SECRET} at https://u:{SECRET}@host/")
+
+    @node
+    async def slow(x: int) -> int:
+        await asyncio.sleep(5)
+        return x
+
+    async def record() -> list[str]:
+        history = HistoryCallback(db, redact=False)
+        failed = await Workflow("raw", nodes=[bad]).run(
+            {"x": 1, "password": SECRET}, callbacks=[history]
+        )
+        handle = Workflow("stopped", nodes=[slow]).start({"x": 1}, callbacks=[history])
+        await asyncio.sleep(0.1)
+        handle.cancel(f"operator token={SECRET}")
+        stopped = await handle
+        await history.aclose()
+        return [failed.run_id, stopped.run_id]
+
+    run_ids = asyncio.run(record())
+    outputs = [
+        invoke(cli, "runs", "--db", db, "--json"),
+        invoke(cli, "history", "--db", db, "--json"),
+    ]
+    outputs += [invoke(cli, "history", run_id, "--db", db, "--json") for run_id in run_ids]
+    for output in outputs:
+        assert output.exit_code == 0, output.output
+        assert SECRET not in output.stdout
+        assert "***" in output.stdout
+    assert {row["run_id"] for row in json.loads(outputs[0].stdout)} == set(run_ids)
+
+
 def test_listed_runs_whose_ids_begin_alike_are_shown_apart(cli, tmp_path):
     """Time-ordered ids of runs started together (LangChain's) share their first twelve
     characters: the listings show each one long enough to tell it apart, and that is

@@ -95,10 +95,14 @@ def check_status(status: str | None) -> None:
 
 
 def run_dicts(runs: list[Any]) -> list[dict[str, Any]]:
-    """``flowhooks runs --json``: the listed fields of each run, JSON-ready."""
+    """``flowhooks runs --json``: the listed fields of each run, JSON-ready and redacted
+    (a row may hold what a handler with ``redact=False`` stored)."""
+    from flowhooks._redact import redact_value
     from flowhooks._serialize import to_jsonable
 
-    return [to_jsonable({name: getattr(run, name) for name in RUN_FIELDS}) for run in runs]
+    rows = [to_jsonable({name: getattr(run, name) for name in RUN_FIELDS}) for run in runs]
+    redacted: list[dict[str, Any]] = redact_value(rows)
+    return redacted
 
 
 async def list_runs(db: str, status: str | None, limit: int) -> list[Any]:

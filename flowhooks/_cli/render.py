@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from flowhooks._cli.db import _display_url
 from flowhooks._events import RunStatus
-from flowhooks._redact import redact_text
+from flowhooks._redact import redact_text, redact_value
 from flowhooks._serialize import visible_text
 
 if TYPE_CHECKING:
@@ -457,10 +457,12 @@ def print_detail(out: Console, detail: RunDetail) -> None:
 
 
 def record_dict(record: Any) -> dict[str, Any]:
-    """A history record as JSON-ready data (``json.dumps`` escapes its control characters)."""
+    """A history record as JSON-ready data (``json.dumps`` escapes its control characters),
+    redacted by the process's policy, as everywhere run data leaves the process (a row
+    may hold what a handler with ``redact=False`` stored)."""
     from dataclasses import asdict
 
     from flowhooks._serialize import to_jsonable
 
-    data: dict[str, Any] = to_jsonable(asdict(record))
+    data: dict[str, Any] = redact_value(to_jsonable(asdict(record)))
     return data
