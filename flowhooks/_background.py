@@ -76,9 +76,7 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
     (``current_run().emit(...)``) is queued behind that run's current event
     instead of waiting for the run's turn, so it never deadlocks, whatever the
     ``overflow`` policy and the queue's fill; an event dispatched by the
-    worker itself is admitted to a full ``block`` queue. A run waits (at most
-    ``close_timeout``) for what it queued before it sends ``workflow_end``, so
-    those replies go out in the run. The wrapped
+    worker itself is admitted to a full ``block`` queue. The wrapped
     handler's own failures are
     isolated and counted by an inner manager (see ``handler_stats``). With
     ``raise_error`` on the wrapped handler, its exception is kept for the run
@@ -283,13 +281,6 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
             if not fut.done():
                 fut.set_result(None)
                 return
-
-    async def _settle(self) -> None:
-        """Wait (at most ``close_timeout``) until the events queued so far were delivered,
-        so the wrapped handler's replies to them go out before the run's end."""
-        lane = self._lane()
-        await self._finished(lane, lane.accepted)
-        await self._manager._settle()
 
     async def _after_drain(self, lane: _BackgroundLane) -> None:
         self._report_drops()

@@ -128,9 +128,6 @@ class _WrappingDispatcher(Dispatcher):
         """Flush the wrapped handlers."""
         await self._manager.flush()
 
-    async def _settle(self) -> None:
-        await self._manager._settle()
-
     async def aclose(self) -> None:
         """Flush, then close the wrapped handlers."""
         await self._manager.aclose()

@@ -356,27 +356,21 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         """Wait (at most ``close_timeout``) until all that ``lane`` accepted so far is finished."""
         self._before_drain(lane)
         target = lane.accepted
-        if not await self._finished(lane, target):
-            logger.warning(
-                "{owner}.flush(): {n} {noun} still undelivered after {t}s; "
-                "delivery goes on in the background",
-                owner=type(self).__name__,
-                n=target - lane.finished,
-                noun=self._noun,
-                t=self._close_timeout,
-            )
+        if lane.finished < target:
+            self._kick(lane)
+            fut: asyncio.Future[None] = lane.loop.create_future()
+            lane.waiters.append((target, fut))
+            if not await _wait(fut, self._close_timeout):
+                logger.warning(
+                    "{owner}.flush(): {n} {noun} still undelivered after {t}s; "
+                    "delivery goes on in the background",
+                    owner=type(self).__name__,
+                    n=target - lane.finished,
+                    noun=self._noun,
+                    t=self._close_timeout,
+                )
         await self._after_drain(lane)
         self._raise_fatal(lane)
-
-    async def _finished(self, lane: LaneT, target: int) -> bool:
-        """Wait (at most ``close_timeout``) until ``lane`` finished ``target`` items; False
-        when the time ran out first."""
-        if lane.finished >= target:
-            return True
-        self._kick(lane)
-        fut: asyncio.Future[None] = lane.loop.create_future()
-        lane.waiters.append((target, fut))
-        return await _wait(fut, self._close_timeout)
 
     def _raise_fatal(self, lane: LaneT) -> None:
         fatal = lane.fatal

@@ -104,12 +104,6 @@ class Dispatcher(BaseCallbackHandler):
         """Return whether anything below reacts to ``event_type`` (cheap pre-check)."""
         return True
 
-    async def _settle(self) -> None:
-        """Wait (bounded) until the events handed to background delivery so far were
-        handled: a run calls it before its end, so what those handlers send in reply
-        (a custom event) still goes out before ``workflow_end``. Nothing to wait for
-        here; ``BackgroundCallback`` and the dispatchers over handlers forward it."""
-
     async def trigger(self, event_type: str | EventType, *args: Any, **kwargs: Any) -> None:
         """Send one event by name, as if a run had emitted it.
 

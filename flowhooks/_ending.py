@@ -299,9 +299,6 @@ async def _finish(run: RunState) -> RunResult:
         status = result.status
         assert run.error is not None
         await run.emit_error_isolated(run.error, None, None, None, "the store failure's event")
-    manager = run.events.handlers_now()  # the handlers the run had
-    if manager._buffers():  # background handlers' replies to its events go out before its end
-        await _isolated(run, manager._settle())
     run.closed = True  # nothing may follow workflow_end
     await _isolated(
         run,
@@ -330,7 +327,7 @@ async def _finish(run: RunState) -> RunResult:
                 EventType.WORKFLOW_END,
             ),
         )
-    manager = run.events.handlers_now()
+    manager = run.events.manager  # the handlers the run had
     if manager._buffers():
         await _isolated(run, manager.flush())
     return result

@@ -268,15 +268,6 @@ class ExternalRunState:
         if self.result is not None:
             return self.result
         result = self._build_result(exc)
-        manager = self.events.handlers_now()  # the handlers the run had
-        if manager._buffers():  # background handlers' replies go out before the end
-            try:
-                await manager._settle()
-            except asyncio.CancelledError:
-                raise
-            except BaseException as handler_exc:
-                clear_propagating(handler_exc)
-                self.end_error = handler_exc
         self.closed = True  # nothing may follow workflow_end
         try:
             await self.events.emit(

