@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._dispatcher import clear_propagating
+from flowhooks._dispatcher import Dispatcher, clear_propagating
 from flowhooks._eager import Started, start_eagerly, turn_due
 from flowhooks._events import EventType, NodeStatus, RunStatus
 from flowhooks._function_callbacks import call_function_callback
+from flowhooks._manager import CallbackManager
 from flowhooks._node_outcomes import task_cancelled
 from flowhooks._results import NodeResult, RunResult
 from flowhooks._resume import SuspendedRun, graph_fingerprint
@@ -328,9 +329,18 @@ async def _finish(run: RunState) -> RunResult:
             ),
         )
     manager = run.events.manager  # the handlers the run had
-    if manager._buffers():
+    if _flushes(manager):
         await _isolated(run, manager.flush())
     return result
+
+
+def _flushes(manager: CallbackManager) -> bool:
+    """Whether ``manager.flush()`` may do anything (the run's end skips it otherwise): a
+    subclass's or an instance's own ``flush``, a handler overriding ``flush`` or ``aclose``,
+    a nested manager or composite."""
+    if type(manager).flush is not CallbackManager.flush or "flush" in manager.__dict__:
+        return True
+    return any(e.closers or isinstance(e.handler, Dispatcher) for e in manager._entries)
 
 
 async def _isolated(run: RunState, step: Awaitable[object]) -> None:

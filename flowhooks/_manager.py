@@ -539,12 +539,6 @@ class CallbackManager(CallerShortcuts):
         """Deliver everything buffered by the handlers (batches, background queues)."""
         await self._call_closers("flush")
 
-    def _buffers(self) -> bool:
-        """Whether ``flush`` may do anything (a run's end skips it otherwise)."""
-        if type(self).flush is not CallbackManager.flush or "flush" in self.__dict__:
-            return True  # a subclass's (or an instance's own) flush
-        return any(e.closers or isinstance(e.handler, Dispatcher) for e in self._entries)
-
     async def aclose(self) -> None:
         """Flush, then release every handler's resources (timers, tasks, connections); every
         handler is closed even when a flush raised, and the flush's error is raised after."""
