@@ -20,7 +20,7 @@ from loguru import logger
 
 from flowhooks import _delivery_scope
 from flowhooks._composites import wrap_handlers
-from flowhooks._delivery import DeferredDelivery, Lane
+from flowhooks._delivery import DeferredDelivery, Lane, run_end_budget
 from flowhooks._delivery_scope import RunScope
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType
@@ -76,7 +76,12 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
     (``current_run().emit(...)``) is queued behind that run's current event
     instead of waiting for the run's turn, so it never deadlocks, whatever the
     ``overflow`` policy and the queue's fill; an event dispatched by the
-    worker itself is admitted to a full ``block`` queue. The wrapped
+    worker itself is admitted to a full ``block`` queue. Before its
+    ``workflow_end``, a run waits until the events queued so far were
+    delivered (within ``close_timeout``, shared with the flush after
+    ``workflow_end``, and the runner's ``cancel_grace``; not for a run being
+    cancelled or suspended, nor from the worker itself), so that what the
+    wrapped handler sends in reply goes out in the run. The wrapped
     handler's own failures are
     isolated and counted by an inner manager (see ``handler_stats``). With
     ``raise_error`` on the wrapped handler, its exception is kept for the run
@@ -255,6 +260,31 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
 
     def _new_lane(self, loop: asyncio.AbstractEventLoop) -> _BackgroundLane:
         return _BackgroundLane(loop)
+
+    def _below(self) -> tuple[BaseCallbackHandler, ...]:
+        return (self._manager,)
+
+    def _holds_events(self) -> bool:
+        lane = self._lanes.get(asyncio.get_running_loop())
+        return lane is not None and lane.finished < lane.accepted and not self._delivering_here()
+
+    async def _settle(self, limit: float | None) -> None:
+        lane = self._lane()
+        close_timeout = self._close_timeout
+        budget = run_end_budget.get()
+        if budget is not None and close_timeout is not None:
+            budget[id(self)] = lane.loop.time() + close_timeout
+        if close_timeout is not None and (limit is None or close_timeout < limit):
+            limit = close_timeout
+        target = lane.accepted
+        if not await self._finished(lane, target, limit):
+            logger.warning(
+                "BackgroundCallback: {n} events of the loop still undelivered after {t:g}s at "
+                "the end of a run; what the wrapped handler sends in reply to them is not "
+                "part of that run",
+                n=target - lane.finished,
+                t=limit,
+            )
 
     async def _deliver(self, item: _Item) -> None:
         """Dispatch one event to the inner manager, in the context of its run."""

@@ -124,6 +124,9 @@ class _WrappingDispatcher(Dispatcher):
         """Calls, errors, timeouts and seconds of each wrapped handler, per event type."""
         return self._manager.stats
 
+    def _below(self) -> tuple[BaseCallbackHandler, ...]:
+        return (self._manager,)
+
     async def flush(self) -> None:
         """Flush the wrapped handlers."""
         await self._manager.flush()

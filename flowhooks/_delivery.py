@@ -58,7 +58,7 @@ import asyncio
 import threading
 from abc import abstractmethod
 from collections import deque
-from contextvars import Context
+from contextvars import Context, ContextVar
 from typing import Any, ClassVar, Generic, TypeVar
 
 from loguru import logger
@@ -71,6 +71,13 @@ from flowhooks._logs import failure_text
 from flowhooks._validate import check_seconds
 
 ItemT = TypeVar("ItemT")
+
+run_end_budget: ContextVar[dict[int, float] | None] = ContextVar(
+    "flowhooks_run_end_budget", default=None
+)
+"""Set by a run's end: when each composite's ``close_timeout`` runs out for it (by ``id``),
+counted from the wait before ``workflow_end`` (``_settle``), so that the flush after it
+waits only what is left: the end waits ``close_timeout`` at most for one composite."""
 
 
 def _check_timeout(owner: str, value: object) -> float | None:
@@ -356,11 +363,14 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         """Wait (at most ``close_timeout``) until all that ``lane`` accepted so far is finished."""
         self._before_drain(lane)
         target = lane.accepted
-        if lane.finished < target:
-            self._kick(lane)
-            fut: asyncio.Future[None] = lane.loop.create_future()
-            lane.waiters.append((target, fut))
-            if not await _wait(fut, self._close_timeout):
+        # From its own delivery (a run a wrapped handler started ends): the worker is busy
+        # with the caller, so what is queued goes out after it; waiting would only stall.
+        if lane.finished < target and not self._delivering_here():
+            limit = self._close_timeout
+            budget = run_end_budget.get()
+            if budget is not None and id(self) in budget:  # the run's end waited before
+                limit = max(budget[id(self)] - lane.loop.time(), 0.0)
+            if not await self._finished(lane, target, limit):
                 logger.warning(
                     "{owner}.flush(): {n} {noun} still undelivered after {t}s; "
                     "delivery goes on in the background",
@@ -371,6 +381,16 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                 )
         await self._after_drain(lane)
         self._raise_fatal(lane)
+
+    async def _finished(self, lane: LaneT, target: int, limit: float | None) -> bool:
+        """Wait (at most ``limit`` seconds) until ``lane`` finished ``target`` items; False
+        when the time ran out first."""
+        if lane.finished >= target:
+            return True
+        self._kick(lane)
+        fut: asyncio.Future[None] = lane.loop.create_future()
+        lane.waiters.append((target, fut))
+        return await _wait(fut, limit)
 
     def _raise_fatal(self, lane: LaneT) -> None:
         fatal = lane.fatal
@@ -389,6 +409,31 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
             await self._undelivered(left)
         self._wake(lane)
         await self._after_shut(lane)
+
+
+def holding_events(root: Dispatcher) -> list[Dispatcher]:
+    """The dispatchers at or below ``root`` (outermost first) holding events of the running
+    loop not yet delivered, whose handlers may still reply: see ``Dispatcher._settle``."""
+    found: list[Dispatcher] = []
+    seen: set[int] = set()
+    stack: list[object] = [root]
+    while stack:
+        handler = stack.pop()
+        if not isinstance(handler, Dispatcher) or id(handler) in seen:
+            continue
+        seen.add(id(handler))
+        if handler._holds_events():
+            found.append(handler)
+        stack.extend(reversed(handler._below()))
+    return found
+
+
+async def settle_deliveries(holding: list[Dispatcher], limit: float | None) -> None:
+    """Let each of ``holding`` deliver what it holds, all within ``limit`` seconds."""
+    loop = asyncio.get_running_loop()
+    until = None if limit is None else loop.time() + limit
+    for dispatcher in holding:
+        await dispatcher._settle(None if until is None else max(until - loop.time(), 0.0))
 
 
 class _RunErrors:

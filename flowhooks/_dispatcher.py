@@ -104,6 +104,20 @@ class Dispatcher(BaseCallbackHandler):
         """Return whether anything below reacts to ``event_type`` (cheap pre-check)."""
         return True
 
+    def _below(self) -> tuple[BaseCallbackHandler, ...]:
+        """The handlers it forwards to: a run's end walks them for background deliveries."""
+        return ()
+
+    async def _settle(self, limit: float | None) -> None:
+        """Wait (at most ``limit`` seconds, and its own ``close_timeout``) until the events
+        of the running loop it holds undelivered were handled, so that what their handlers
+        send in reply (a custom event) is still part of the run; ``BackgroundCallback``
+        does. Called by a run's end just before ``workflow_end``."""
+
+    def _holds_events(self) -> bool:
+        """Whether ``_settle`` has anything to wait for now."""
+        return False
+
     async def trigger(self, event_type: str | EventType, *args: Any, **kwargs: Any) -> None:
         """Send one event by name, as if a run had emitted it.
 

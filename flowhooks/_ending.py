@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from flowhooks._context import current_run_var
+from flowhooks._delivery import holding_events, run_end_budget, settle_deliveries
 from flowhooks._dispatcher import Dispatcher, clear_propagating
 from flowhooks._eager import Started, start_eagerly, turn_due
 from flowhooks._events import EventType, NodeStatus, RunStatus
@@ -300,6 +301,38 @@ async def _finish(run: RunState) -> RunResult:
         status = result.status
         assert run.error is not None
         await run.emit_error_isolated(run.error, None, None, None, "the store failure's event")
+    manager = run.events.manager  # the handlers the run had
+    flushes = _flushes(manager)
+    budget = None
+    if flushes and _may_settle(run) and (holding := holding_events(manager)):
+        # Background handlers' replies to the run's events go out before its end.
+        budget = run_end_budget.set({})
+        await _isolated(run, settle_deliveries(holding, run.runner.cancel_grace))
+    try:
+        return await _close(run, result, manager, flushes)
+    finally:
+        if budget is not None:
+            run_end_budget.reset(budget)
+
+
+def _may_settle(run: RunState) -> bool:
+    """Whether the end may wait for background deliveries: not that of a run being stopped
+    (cancelled, timed out, suspended, abandoned), whose end keeps its grace for
+    ``workflow_end``."""
+    stopping = run.stopping
+    return (
+        (stopping is None or stopping is RunStatus.FAILED)
+        and not run.timed_out
+        and not run.forced
+        and not run.end_cancels
+    )
+
+
+async def _close(
+    run: RunState, result: RunResult, manager: CallbackManager, flushes: bool
+) -> RunResult:
+    """Send ``workflow_end``, call the workflow's function callback, flush the handlers."""
+    status = result.status
     run.closed = True  # nothing may follow workflow_end
     await _isolated(
         run,
@@ -328,8 +361,7 @@ async def _finish(run: RunState) -> RunResult:
                 EventType.WORKFLOW_END,
             ),
         )
-    manager = run.events.manager  # the handlers the run had
-    if _flushes(manager):
+    if flushes:
         await _isolated(run, manager.flush())
     return result
 

@@ -31,6 +31,7 @@ from loguru import logger
 
 from flowhooks._combined import as_manager
 from flowhooks._context import ParentLink, RunContext
+from flowhooks._delivery import holding_events, run_end_budget, settle_deliveries
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._logs import failure_text
@@ -268,6 +269,25 @@ class ExternalRunState:
         if self.result is not None:
             return self.result
         result = self._build_result(exc)
+        manager = self.events.manager  # the handlers the run had
+        budget = cut = None
+        if result.status is not RunStatus.CANCELLED and (holding := holding_events(manager)):
+            # Background handlers' replies to the run's events go out before its end.
+            budget = run_end_budget.set({})
+            try:
+                await settle_deliveries(holding, None)
+            except asyncio.CancelledError as exc:  # the wait only: the run still ends
+                cut = exc
+        try:
+            await self._close(result, manager)
+        finally:
+            if budget is not None:
+                run_end_budget.reset(budget)
+        if cut is not None:
+            raise cut
+        return result
+
+    async def _close(self, result: RunResult, manager: CallbackManager) -> None:
         self.closed = True  # nothing may follow workflow_end
         try:
             await self.events.emit(
@@ -282,13 +302,12 @@ class ExternalRunState:
             clear_propagating(handler_exc)
             self.end_error = handler_exc
         try:
-            await self.events.manager.flush()  # the handlers the run had
+            await manager.flush()
         except asyncio.CancelledError:
             raise
         except BaseException as handler_exc:
             clear_propagating(handler_exc)
             self.end_error = self.end_error or handler_exc
-        return result
 
     def _build_result(self, exc: BaseException | None) -> RunResult:
         error: ErrorInfo | None = None

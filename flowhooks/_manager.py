@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterable
 from inspect import isawaitable
 from time import perf_counter
-from types import TracebackType
 from typing import Any, Final, Self
 
 from loguru import logger
@@ -285,6 +284,9 @@ class CallbackManager(CallerShortcuts):
     @property
     def handlers(self) -> tuple[BaseCallbackHandler, ...]:
         """The registered handlers, in dispatch order."""
+        return tuple(e.handler for e in self._entries)
+
+    def _below(self) -> tuple[BaseCallbackHandler, ...]:
         return tuple(e.handler for e in self._entries)
 
     @property
@@ -583,12 +585,7 @@ class CallbackManager(CallerShortcuts):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:

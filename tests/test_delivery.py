@@ -29,6 +29,7 @@ from flowhooks import (
     Workflow,
     node,
 )
+from flowhooks.testing import RecordingCallback
 
 
 class QuickStop(AsyncioRunner):
@@ -115,8 +116,8 @@ async def test_events_sent_by_hand_are_delivered_outside_any_run():
 class Echo(BaseCallbackHandler):
     """Sends a custom event for every node event it is delivered; records the echoes.
 
-    A node event delivered after its run has sent ``workflow_end`` cannot be
-    echoed any more (nothing may follow ``workflow_end``): it is noted as late.
+    A node event delivered after its run has sent ``workflow_end`` could not be
+    echoed any more (nothing may follow ``workflow_end``): it would be noted as late.
     """
 
     def __init__(self) -> None:
@@ -142,7 +143,8 @@ class Echo(BaseCallbackHandler):
 
 @pytest.mark.parametrize(("runs", "max_queue"), [(1, 1), (1, 2), (2, 2), (4, 1), (4, 3)])
 async def test_events_the_wrapped_handler_sends_never_deadlock_a_full_block_queue(runs, max_queue):
-    """Every echo is delivered, once, to the run it belongs to; no run waits for another."""
+    """Every echo is delivered, once, to the run it belongs to, before that run's end; no
+    run waits for another."""
     echo = Echo()
     background = BackgroundCallback(echo, max_queue=max_queue, overflow="block")
     wf = diamond()
@@ -160,8 +162,8 @@ async def test_events_the_wrapped_handler_sends_never_deadlock_a_full_block_queu
         for kind in ("started", "ended")
         for name in ("first", "second", "last")
     )
-    assert sorted(echo.echoes + echo.late) == expected
-    assert len(echo.echoes) >= runs  # the early ones at least: sent while the run went on
+    assert echo.late == []  # the run's end waited for the queue: every echo went out in it
+    assert sorted(echo.echoes) == expected
     await background.aclose()
 
 
@@ -375,3 +377,132 @@ def logs():
     handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
     yield messages
     logger.remove(handler_id)
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop_oldest", "drop_newest"])
+async def test_a_custom_event_the_wrapped_handler_sends_reaches_the_run_before_its_end(
+    overflow: str,
+) -> None:
+    """A run whose nodes never wait ends in one go: the background worker has not run
+    yet when its nodes are over. The run's end waits for the queue first, so the
+    wrapped handler's custom event is the run's, before ``workflow_end``."""
+    echo = Echo()
+    recorder = RecordingCallback()
+
+    @node
+    async def quick() -> int:
+        return 1
+
+    result = await Workflow("quick", nodes=[quick]).run(
+        callbacks=[BackgroundCallback(echo, overflow=overflow), recorder]
+    )
+    assert result.status is RunStatus.SUCCEEDED
+    assert echo.late == []
+    kinds = [(e.type, e.name) for e in recorder.events]
+    assert kinds[-1] == ("workflow_end", None)
+    assert ("custom_event", "started") in kinds
+    assert ("custom_event", "ended") in kinds
+
+
+async def test_an_external_run_s_end_waits_for_the_background_queue_too() -> None:
+    echo = Echo()
+    recorder = RecordingCallback()
+    async with (
+        flowhooks.ExternalRun([BackgroundCallback(echo), recorder], workflow_name="block") as run,
+        run.node("step") as step,
+    ):
+        step.output = 1
+    assert echo.late == []
+    names = [e.name for e in recorder.events if e.type == "custom_event"]
+    assert names == ["started", "ended"]
+    assert recorder.events[-1].type == "workflow_end"
+
+
+class Stuck(BaseCallbackHandler):
+    """Takes ``seconds`` over every node event it is delivered."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        await asyncio.sleep(self.seconds)
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        await asyncio.sleep(self.seconds)
+
+
+async def test_a_cancelled_run_does_not_wait_for_the_queue_before_its_end() -> None:
+    """A stopped run's end has ``cancel_grace`` for ``workflow_end``: it does not spend it
+    waiting for a slow background handler (close_timeout far beyond the grace)."""
+    recorder = RecordingCallback()
+    started = asyncio.Event()
+
+    @node
+    async def waits() -> int:
+        started.set()
+        await asyncio.sleep(60)
+        return 1
+
+    class Grace(AsyncioRunner):
+        cancel_grace = 0.5
+
+    background = BackgroundCallback(Stuck(30), close_timeout=60)
+    task = asyncio.ensure_future(
+        Workflow("stopped", nodes=[waits]).run(callbacks=[background, recorder], runner=Grace())
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.events[-1].type == "workflow_end"
+    assert recorder.events[-1].status == "cancelled"
+    background._close_timeout = 0.1  # the 30 s handler need not hold up the test's end
+    await background.aclose()
+
+
+async def test_the_end_waits_close_timeout_once_for_a_slow_background_handler(logs) -> None:
+    """The wait before ``workflow_end`` and the flush after it share one ``close_timeout``."""
+    recorder = RecordingCallback()
+
+    @node
+    async def quick() -> int:
+        return 1
+
+    background = BackgroundCallback(Stuck(30), close_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result = await Workflow("slow", nodes=[quick]).run(callbacks=[background, recorder])
+    took = loop.time() - t0
+    assert result.status is RunStatus.SUCCEEDED
+    assert recorder.events[-1].type == "workflow_end"
+    assert 1.0 <= took < 1.8  # twice close_timeout (2 s) if each wait had its own
+    assert any("at the end of a run" in m for m in logs)
+    background._close_timeout = 0.1
+    await background.aclose()
+
+
+async def test_a_run_started_from_the_background_worker_does_not_wait_for_itself(logs) -> None:
+    """A wrapped handler that runs a workflow with the same composite: that run's end
+    cannot wait for the queue its own delivery is holding up."""
+    inner_results: list[RunStatus] = []
+
+    @node
+    async def quick() -> int:
+        return 1
+
+    class Starter(BaseCallbackHandler):
+        async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
+            if workflow_id and not inner_results:
+                inner = await Workflow("inner", nodes=[quick]).run(callbacks=[background])
+                inner_results.append(inner.status)
+
+    background = BackgroundCallback(Starter(), close_timeout=20)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result = await Workflow("outer", nodes=[quick]).run(callbacks=[background])
+    await background.flush()
+    assert result.status is RunStatus.SUCCEEDED
+    assert inner_results == [RunStatus.SUCCEEDED]
+    assert loop.time() - t0 < 10  # not the 20 s close_timeout of a wait for itself
+    assert not any("at the end of a run" in m for m in logs)
+    await background.aclose()
