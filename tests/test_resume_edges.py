@@ -315,3 +315,34 @@ async def test_a_suspension_the_store_cannot_keep_fails_the_run(where: str, tmp_
         ("workflow_end", "failed"),
     ]
     assert calls == ["failure"]
+
+
+@pytest.mark.parametrize("odd", ["reason", "workflow", "run_id"])
+async def test_undecodable_text_in_a_suspension_is_kept_and_resumed(
+    odd: str, tmp_path: Path
+) -> None:
+    """A lone surrogate (a file name ``os.listdir`` could not decode) in the reason, the
+    workflow's name or the run id: stored escaped, as ``HistoryCallback`` does; the run
+    still suspends and resumes from the database."""
+    from flowhooks.handlers import HistoryCallback
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    reason = "file report-\udcff.csv needs review" if odd == "reason" else "review"
+
+    @node
+    def gate() -> int:
+        if current_run().resume_data is None:
+            raise Suspend(reason)
+        return 1
+
+    wf = Workflow("w-\udcff" if odd == "workflow" else "w", nodes=[gate])
+    run_id = "run-\udcff" if odd == "run_id" else None
+    result = await wf.run(store=url, run_id=run_id, callbacks=[HistoryCallback(url)])
+    assert result.status is RunStatus.SUSPENDED, result.error
+    with pytest.raises(NotResumable):
+        await wf.resume("run-\udcfe", store=url)  # another id, escaped alike: not this run
+    resumed = await wf.resume(result.run_id, {"ok": True}, store=url)
+    assert resumed.status is RunStatus.SUCCEEDED
+    assert resumed.outputs == {"gate": 1}
+    with pytest.raises(NotResumable, match="already resumed"):
+        await wf.resume(result.run_id, store=url)

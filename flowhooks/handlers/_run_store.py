@@ -134,26 +134,27 @@ class SQLRunStore:
         data = self.serializer.dumps(replace(run, suspension=suspension, resumed_by=None))
         expires = suspension.expires_at
         values = {
-            "run_id": run.run_id,
-            "workflow_name": run.workflow_name,
-            "node_id": suspension.node_id,
-            "reason": suspension.reason,
+            "run_id": _key(run.run_id),
+            "workflow_name": _key(run.workflow_name),
+            "node_id": _key(suspension.node_id),
+            "reason": _key(suspension.reason),
             "data": data,
             "suspended_at": time.time(),
             "expires_at": expires.timestamp() if expires is not None else None,
             "status": SUSPENDED,
         }
         insert = self._insert
+        key = values["run_id"]
 
         def write(conn: sa.Connection) -> None:
             target = conn.execute(
-                sa.select(runs_table.c.workflow_target).where(runs_table.c.run_id == run.run_id)
+                sa.select(runs_table.c.workflow_target).where(runs_table.c.run_id == key)
             ).scalar()
             conn.execute(insert, {**values, "workflow_target": target})
             # a run that suspended again is the end of the resume that started it
             conn.execute(
                 sa.update(suspended_table)
-                .where(suspended_table.c.resumed_by == run.run_id)
+                .where(suspended_table.c.resumed_by == key)
                 .where(suspended_table.c.status == CLAIMED)
                 .values(status=RESUMED, lease_until=None)
             )
@@ -173,20 +174,20 @@ class SQLRunStore:
             s = suspended_table
             taken = conn.execute(
                 sa.update(s)
-                .where(s.c.run_id == run_id)
+                .where(s.c.run_id == _key(run_id))
                 .where(
                     sa.or_(
                         s.c.status == SUSPENDED,
                         sa.and_(s.c.status == CLAIMED, s.c.lease_until < now),
                     )
                 )
-                .values(status=CLAIMED, resumed_by=claimant, lease_until=now + lease)
+                .values(status=CLAIMED, resumed_by=_key(claimant), lease_until=now + lease)
             )
             if taken.rowcount == 1:
-                data = conn.execute(sa.select(s.c.data).where(s.c.run_id == run_id)).scalar()
+                data = conn.execute(sa.select(s.c.data).where(s.c.run_id == _key(run_id))).scalar()
                 return data, None
             row = conn.execute(
-                sa.select(s.c.status, s.c.resumed_by).where(s.c.run_id == run_id)
+                sa.select(s.c.status, s.c.resumed_by).where(s.c.run_id == _key(run_id))
             ).first()
             return None, row
 
@@ -210,8 +211,8 @@ class SQLRunStore:
         await self._call(
             lambda conn: conn.execute(
                 sa.update(s)
-                .where(s.c.run_id == run_id)
-                .where(s.c.resumed_by == claimant)
+                .where(s.c.run_id == _key(run_id))
+                .where(s.c.resumed_by == _key(claimant))
                 .where(s.c.status == CLAIMED)
                 .values(status=SUSPENDED, resumed_by=None, lease_until=None)
             ),
@@ -233,8 +234,8 @@ class SQLRunStore:
         s = suspended_table
         conn.execute(
             sa.update(s)
-            .where(s.c.run_id == run_id)
-            .where(s.c.resumed_by == claimant)
+            .where(s.c.run_id == _key(run_id))
+            .where(s.c.resumed_by == _key(claimant))
             .values(status=RESUMED, lease_until=None)
         )
         with self._lock:
@@ -274,8 +275,8 @@ class SQLRunStore:
             else:
                 conn.execute(
                     sa.update(s)
-                    .where(s.c.run_id == run_id)
-                    .where(s.c.resumed_by == claimant)
+                    .where(s.c.run_id == _key(run_id))
+                    .where(s.c.resumed_by == _key(claimant))
                     .where(s.c.status == CLAIMED)
                     .values(lease_until=now + self.lease)
                 )
@@ -336,6 +337,16 @@ def _redacted_payload(payload: Any, policy: Redaction) -> Any:
             "payload": _redacted_payload(payload["payload"], policy),
         }
     return policy.value(payload)
+
+
+def _key(text: str) -> str:
+    """``text`` as a text column keeps it: a lone surrogate (an undecodable file name) as
+    the six characters of its escape, as ``HistoryCallback`` writes it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def _refusal(run_id: str, row: Any) -> str:
