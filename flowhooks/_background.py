@@ -294,10 +294,10 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
             await self._manager.dispatch(event_type, args, event)
         except Exception as exc:  # only raise_error failures get past the manager
             self._errors.keep(event, exc)
-        except asyncio.CancelledError:
-            raise  # cut short: neither delivered nor dropped
-        except BaseException:
-            self._count_delivered()
+        except BaseException as exc:
+            task = asyncio.current_task()
+            if not isinstance(exc, asyncio.CancelledError) or not (task and task.cancelling()):
+                self._count_delivered()  # else cut short: neither delivered nor dropped
             raise
         finally:
             _delivery_scope.leave(tokens)

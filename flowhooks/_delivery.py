@@ -303,7 +303,10 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                             lane.finished += 1
                             self._wake(lane)
                         raise
-                    self._keep_fatal(lane, exc)
+                    if isinstance(exc, asyncio.CancelledError):  # raised, nothing cancelled
+                        self._stray_cancel(exc)
+                    else:
+                        self._keep_fatal(lane, exc)
                 lane.active = None
                 lane.finished += 1
                 if lane.waiters:
@@ -311,6 +314,19 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         finally:
             if lane.worker is task:
                 lane.worker = None
+                if queue and any(not fut.done() for _, fut in lane.waiters):
+                    # A cancellation nobody here asked for (the wrapped code cancelled its
+                    # own task) while a drain waits: a new worker delivers the rest.
+                    self._kick(lane)
+
+    def _stray_cancel(self, exc: asyncio.CancelledError) -> None:
+        """The wrapped code raised ``CancelledError`` while nothing cancelled the worker: a
+        failure of that code (logged; the inner manager counted it), not a stop."""
+        logger.error(
+            "{owner}: the wrapped code raised {error}; isolated, delivery goes on",
+            owner=type(self).__name__,
+            error=failure_text(exc, with_traceback=True),
+        )
 
     def _keep_fatal(self, lane: LaneT, exc: BaseException) -> None:
         if lane.fatal is None:
@@ -399,8 +415,8 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
             raise fatal
 
     async def _shut(self, lane: LaneT) -> None:
-        await _stop(lane.worker, self._close_timeout, type(self).__name__)
-        lane.worker = None
+        worker, lane.worker = lane.worker, None  # its own stop: it starts no other
+        await _stop(worker, self._close_timeout, type(self).__name__)
         self._before_shut(lane)
         left = list(lane.queue)
         lane.queue.clear()

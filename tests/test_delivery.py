@@ -506,3 +506,68 @@ async def test_a_run_started_from_the_background_worker_does_not_wait_for_itself
     assert loop.time() - t0 < 10  # not the 20 s close_timeout of a wait for itself
     assert not any("at the end of a run" in m for m in logs)
     await background.aclose()
+
+
+# -- cancellation raised inside the delivery ---------------------------------------------
+
+
+async def test_a_wrapped_handler_that_cancels_its_own_task_does_not_strand_the_queue() -> None:
+    """The worker's task ends with that cancellation; a flush waiting meanwhile gets the
+    rest delivered by a new worker at once, not after ``close_timeout``."""
+    seen: list[str] = []
+
+    class CancelsItself(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            if node_id == "a":
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+            seen.append(node_id)
+
+    background = BackgroundCallback(CancelsItself(), close_timeout=20)
+    manager = CallbackManager([background])
+    for name in "abc":
+        await manager.on_node_start(name, {})
+    await asyncio.wait_for(manager.flush(), 10)  # 20 s if the rest waited for a next event
+    assert seen == ["b", "c"]
+    assert background.stats.delivered == 2
+    await background.aclose()
+
+
+async def test_a_batch_sink_that_cancels_its_own_task_does_not_strand_the_queue() -> None:
+    batches: list[list[str]] = []
+
+    async def sink(batch: list[Event]) -> None:
+        if not batches:
+            batches.append([])
+            asyncio.current_task().cancel()  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+        batches.append([e.node_id or "" for e in batch])
+
+    batched = BatchedCallback(sink, batch_size=1, close_timeout=20)
+    manager = CallbackManager([batched])
+    for name in "abc":
+        await manager.on_node_start(name, {})
+    await asyncio.wait_for(manager.flush(), 10)
+    assert batches[1:] == [["a"], ["b"], ["c"]]  # the interrupted batch is delivered again
+    await batched.aclose()
+
+
+async def test_cancelled_error_raised_by_a_background_handler_is_logged_and_counted(logs) -> None:
+    """Raised without anything cancelling the worker, it is the handler's failure: logged,
+    counted, the event delivered, the run unaffected (its node went on without waiting)."""
+
+    class Raises(BaseCallbackHandler):
+        async def on_node_start(self, node_id: str, input_data: Any) -> None:
+            raise asyncio.CancelledError("from the handler")
+
+    @node
+    async def one() -> int:
+        return 1
+
+    background = BackgroundCallback(Raises())
+    result = await Workflow("stray", nodes=[one]).run(callbacks=[background])
+    assert result.status is RunStatus.SUCCEEDED
+    assert background.stats.delivered == 1
+    assert background.handler_stats["Raises"][EventType.NODE_START].errors == 1
+    assert any("raised CancelledError" in m and "isolated" in m for m in logs)
+    await background.aclose()
