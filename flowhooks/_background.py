@@ -266,7 +266,7 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
 
     def _holds_events(self) -> bool:
         lane = self._lanes.get(asyncio.get_running_loop())
-        return lane is not None and lane.finished < lane.accepted and not self._delivering_here()
+        return lane is not None and lane.finished < lane.accepted
 
     async def _settle(self, limit: float | None) -> None:
         lane = self._lane()
@@ -279,7 +279,7 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         target = lane.accepted
         if not await self._finished(lane, target, limit):
             logger.warning(
-                "BackgroundCallback: {n} events of the loop still undelivered after {t:g}s at "
+                "BackgroundCallback: {n} events of the loop still undelivered after {t:.3g}s at "
                 "the end of a run; what the wrapped handler sends in reply to them is not "
                 "part of that run",
                 n=target - lane.finished,

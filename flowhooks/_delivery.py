@@ -58,6 +58,7 @@ import asyncio
 import threading
 from abc import abstractmethod
 from collections import deque
+from collections.abc import Iterator
 from contextvars import Context, ContextVar
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -379,21 +380,19 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         """Wait (at most ``close_timeout``) until all that ``lane`` accepted so far is finished."""
         self._before_drain(lane)
         target = lane.accepted
-        # From its own delivery (a run a wrapped handler started ends): the worker is busy
-        # with the caller, so what is queued goes out after it; waiting would only stall.
-        if lane.finished < target and not self._delivering_here():
+        if lane.finished < target:
             limit = self._close_timeout
             budget = run_end_budget.get()
             if budget is not None and id(self) in budget:  # the run's end waited before
                 limit = max(budget[id(self)] - lane.loop.time(), 0.0)
             if not await self._finished(lane, target, limit):
                 logger.warning(
-                    "{owner}.flush(): {n} {noun} still undelivered after {t}s; "
+                    "{owner}.flush(): {n} {noun} still undelivered after {t:.3g}s; "
                     "delivery goes on in the background",
                     owner=type(self).__name__,
                     n=target - lane.finished,
                     noun=self._noun,
-                    t=self._close_timeout,
+                    t=limit,
                 )
         await self._after_drain(lane)
         self._raise_fatal(lane)
@@ -427,29 +426,80 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         await self._after_shut(lane)
 
 
-def holding_events(root: Dispatcher) -> list[Dispatcher]:
-    """The dispatchers at or below ``root`` (outermost first) holding events of the running
-    loop not yet delivered, whose handlers may still reply: see ``Dispatcher._settle``."""
-    found: list[Dispatcher] = []
+def holds_events(root: Dispatcher) -> bool:
+    """Whether a dispatcher at or below ``root`` holds events of the running loop not yet
+    delivered, whose handlers may still reply: see ``Dispatcher._settle``."""
+    return any(d._holds_events() for d in _dispatchers(root))
+
+
+def _dispatchers(root: Dispatcher) -> Iterator[Dispatcher]:
+    """``root`` and the dispatchers below it, each once, outermost first."""
     seen: set[int] = set()
     stack: list[object] = [root]
     while stack:
         handler = stack.pop()
-        if not isinstance(handler, Dispatcher) or id(handler) in seen:
-            continue
-        seen.add(id(handler))
-        if handler._holds_events():
-            found.append(handler)
-        stack.extend(reversed(handler._below()))
-    return found
+        if isinstance(handler, Dispatcher) and id(handler) not in seen:
+            seen.add(id(handler))
+            yield handler
+            stack.extend(reversed(handler._below()))
 
 
-async def settle_deliveries(holding: list[Dispatcher], limit: float | None) -> None:
-    """Let each of ``holding`` deliver what it holds, all within ``limit`` seconds."""
+async def settle_deliveries(root: Dispatcher, limit: float | None) -> None:
+    """Let each dispatcher at or below ``root`` deliver what it holds, all within ``limit``
+    seconds; an outer one first, so that what it hands on to those below it is waited
+    for too."""
     loop = asyncio.get_running_loop()
     until = None if limit is None else loop.time() + limit
-    for dispatcher in holding:
-        await dispatcher._settle(None if until is None else max(until - loop.time(), 0.0))
+    for dispatcher in _dispatchers(root):
+        if dispatcher._holds_events():
+            await dispatcher._settle(None if until is None else max(until - loop.time(), 0.0))
+
+
+class EndSettle:
+    """A run's end waiting for its background deliveries (``settle_deliveries``) before
+    ``workflow_end``, in a task of its own, so that a cancellation of whoever awaits the
+    run cuts the wait short (``cut``): the end goes on at the next turn of the loop, its
+    grace kept for ``workflow_end`` (an anyio scope cancels again at every turn). Touched
+    only from the run's loop."""
+
+    __slots__ = ("over", "task", "was_cut")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.over: asyncio.Future[None] | None = None
+        self.was_cut = False
+
+    def cut(self) -> None:
+        """Stop the wait now, or, before it began, keep it from beginning."""
+        self.was_cut = True
+        if self.over is not None:
+            _resolve(self.over)
+        if self.task is not None:
+            self.task.cancel()
+
+    async def wait(self, root: Dispatcher, limit: float | None) -> None:
+        """Run ``settle_deliveries(root, limit)`` unless cut; return once it ended or was cut."""
+        if self.was_cut:
+            return
+        loop = asyncio.get_running_loop()
+        self.over = over = loop.create_future()
+        self.task = task = loop.create_task(settle_deliveries(root, limit))
+        task.add_done_callback(lambda _: _resolve(over))
+        try:
+            await over
+        finally:
+            self.task = self.over = None
+            if not task.done():  # cut, or this task itself was cancelled: the wait goes
+                task.cancel()
+            elif not task.cancelled() and task.exception() is not None:
+                logger.opt(exception=task.exception()).error(
+                    "waiting for background deliveries at the end of a run failed"
+                )
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class _RunErrors:

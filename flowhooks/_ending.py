@@ -15,11 +15,12 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._delivery import holding_events, run_end_budget, settle_deliveries
+from flowhooks._delivery import EndSettle, holds_events, run_end_budget
 from flowhooks._dispatcher import Dispatcher, clear_propagating
 from flowhooks._eager import Started, start_eagerly, turn_due
 from flowhooks._events import EventType, NodeStatus, RunStatus
@@ -142,9 +143,10 @@ async def _end(run: RunState, *, patience: int) -> tuple[RunResult, asyncio.Canc
         # Fail-fast: the nodes it cancelled get the grace to settle; the end of a failed run
         # (its alerts) is bounded only when the caller cancels it meanwhile.
         settle_deadline = loop.time() + grace
-    waiting = _Patience(patience, grace)
+    waiting = _Patience(patience, grace, run)
     if run.end_started is not None:  # the walk went on with the end in its own task
         if run.end_cancels:  # the awaiting task was cancelled during it: it gets the grace
+            _cut_settle(run)
             waiting.cancellations = len(run.end_cancels)
             waiting.cancelled = run.end_cancels[-1]
             if deadline is None and grace is not None:
@@ -204,9 +206,10 @@ async def _wait_for_end(
 class _Patience:
     """Waits on a task of the run's end, counting the awaiting task's cancellations."""
 
-    def __init__(self, patience: int, grace: float | None) -> None:
+    def __init__(self, patience: int, grace: float | None, run: RunState) -> None:
         self.patience = patience
         self.grace = grace
+        self.run = run
         self.cancellations = 0
         self.cancelled: asyncio.CancelledError | None = None  # the last of them
         self.deadline_from_cancel: float | None = None
@@ -240,6 +243,7 @@ class _Patience:
                 self.cancelled = exc
                 if task.done():  # nothing to interrupt: reported once the end is over
                     return True
+                _cut_settle(self.run)
                 if self.cancellations > self.patience:
                     raise
                 if deadline is None and self.grace is not None:
@@ -303,16 +307,28 @@ async def _finish(run: RunState) -> RunResult:
         await run.emit_error_isolated(run.error, None, None, None, "the store failure's event")
     manager = run.events.manager  # the handlers the run had
     flushes = _flushes(manager)
-    budget = None
-    if flushes and _may_settle(run) and (holding := holding_events(manager)):
-        # Background handlers' replies to the run's events go out before its end.
-        budget = run_end_budget.set({})
-        await _isolated(run, settle_deliveries(holding, run.runner.cancel_grace))
+    if not flushes:
+        return await _close(run, result, manager, flushes)
+    budget = run_end_budget.set({})  # this end's own (not that of a run it is inside)
     try:
+        if _may_settle(run) and holds_events(manager):
+            # Background handlers' replies to the run's events go out before its end.
+            settle = _settles.setdefault(run, EndSettle())
+            await _isolated(run, settle.wait(manager, run.runner.cancel_grace))
         return await _close(run, result, manager, flushes)
     finally:
-        if budget is not None:
-            run_end_budget.reset(budget)
+        run_end_budget.reset(budget)
+
+
+_settles: WeakKeyDictionary[RunState, EndSettle] = WeakKeyDictionary()
+"""The end's wait for background deliveries, of runs that have one or whose awaiting task
+was cancelled during the end (which cuts that wait short)."""
+
+
+def _cut_settle(run: RunState) -> None:
+    """The task awaiting the run was cancelled during its end: no more waiting for
+    background deliveries, ``workflow_end`` goes out at once."""
+    _settles.setdefault(run, EndSettle()).cut()
 
 
 def _may_settle(run: RunState) -> bool:

@@ -157,7 +157,7 @@ class ExternalRun(ExternalRunBase):
         cancelled, or on a second cancellation, or when ``cancel_grace`` runs
         out, what is left of the end is abandoned (logged) and shutdown goes on.
         """
-        started = start_eagerly(state.finish(exc), (current_run_var,))
+        started = start_eagerly(state.finish(exc, self.cancel_grace), (current_run_var,))
         if started.finished_now():
             started.result()
             if turn_due(asyncio.current_task()):  # other tasks run, once a millisecond
@@ -180,6 +180,7 @@ class ExternalRun(ExternalRunBase):
             except asyncio.CancelledError as cancelled:
                 if finish.done():
                     raise
+                state.settle.cut()  # workflow_end goes out now
                 interrupted = cancelled
                 if patience == 0:
                     self._abandon(state, finish, "after a further cancellation")

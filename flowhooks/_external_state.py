@@ -31,7 +31,7 @@ from loguru import logger
 
 from flowhooks._combined import as_manager
 from flowhooks._context import ParentLink, RunContext
-from flowhooks._delivery import holding_events, run_end_budget, settle_deliveries
+from flowhooks._delivery import EndSettle, holds_events, run_end_budget
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._logs import failure_text
@@ -205,6 +205,7 @@ class ExternalRunState:
         self.failures: list[str] = []  # node names in the order their attempts failed
         self.last_success: str | None = None
         self.closed = False
+        self.settle = EndSettle()  # the end's wait for background deliveries
         self.result: RunResult | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set when the run starts
         # A raise_error handler's exception from the end, or a BaseException (KeyboardInterrupt,
@@ -258,8 +259,12 @@ class ExternalRunState:
             await self.finish(exc)
             raise
 
-    async def finish(self, exc: BaseException | None) -> RunResult:
+    async def finish(self, exc: BaseException | None, grace: float | None = None) -> RunResult:
         """Settle the outcome of a block that ended with ``exc``; send ``workflow_end`` once.
+
+        Before it, background deliveries get (at most ``grace`` seconds) to deliver what
+        the run queued, so replies to its events are part of it; a cancellation of the
+        task awaiting the end cuts that short (``settle.cut()``).
 
         A ``raise_error`` handler's exception from ``workflow_end`` or the
         managers' flush, or a ``KeyboardInterrupt``/``SystemExit`` a handler
@@ -270,21 +275,14 @@ class ExternalRunState:
             return self.result
         result = self._build_result(exc)
         manager = self.events.manager  # the handlers the run had
-        budget = cut = None
-        if result.status is not RunStatus.CANCELLED and (holding := holding_events(manager)):
-            # Background handlers' replies to the run's events go out before its end.
-            budget = run_end_budget.set({})
-            try:
-                await settle_deliveries(holding, None)
-            except asyncio.CancelledError as exc:  # the wait only: the run still ends
-                cut = exc
+        budget = run_end_budget.set({})  # this end's own (not that of a run it is inside)
         try:
+            if result.status is not RunStatus.CANCELLED and holds_events(manager):
+                # Background handlers' replies to the run's events go out before its end.
+                await self.settle.wait(manager, grace)
             await self._close(result, manager)
         finally:
-            if budget is not None:
-                run_end_budget.reset(budget)
-        if cut is not None:
-            raise cut
+            run_end_budget.reset(budget)
         return result
 
     async def _close(self, result: RunResult, manager: CallbackManager) -> None:

@@ -17,6 +17,7 @@ interruption while the run's end is awaited abandons what is left of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
@@ -232,7 +233,7 @@ class SyncExternalRun(ExternalRunBase):
         After the block was interrupted, or on a second interruption, or once
         ``cancel_grace`` ran out, what is left of the end is abandoned.
         """
-        future = loop.submit(state, None, state.finish, exc)
+        future = loop.submit(state, None, state.finish, exc, self.cancel_grace)
         patience = 0 if isinstance(exc, _CANCELLING) else 1
         timeout = self.cancel_grace if patience == 0 else None
         interrupted: BaseException | None = None
@@ -246,6 +247,8 @@ class SyncExternalRun(ExternalRunBase):
             except BaseException as exc_waiting:
                 if future.done():
                     break
+                with contextlib.suppress(RuntimeError):  # its loop has ended meanwhile
+                    loop.loop.call_soon_threadsafe(state.settle.cut)  # workflow_end goes out now
                 interrupted = exc_waiting
                 if patience == 0:
                     self._abandon(state, future, "after a further interruption")

@@ -1,0 +1,323 @@
+"""A run's end and its background deliveries (SPEC §5 v2): before ``workflow_end``, a run
+waits for what its ``BackgroundCallback``s hold, so the wrapped handlers' replies are part
+of the run, without ever costing the run its ``workflow_end`` (a cancel during the wait, an
+anyio scope, a slow handler) or more than one ``close_timeout``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+import flowhooks
+from flowhooks import (
+    AsyncioRunner,
+    BackgroundCallback,
+    BaseCallbackHandler,
+    ExternalRun,
+    RunStatus,
+    SequentialRunner,
+    Workflow,
+    current_run,
+    node,
+)
+from flowhooks.testing import RecordingCallback
+
+
+@node
+async def quick() -> int:
+    return 1
+
+
+class Echo(BaseCallbackHandler):
+    """Replies to every node event with a custom event, after ``delay`` seconds; notes the
+    replies its run no longer took (sent after ``workflow_end``) as late."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.late: list[str] = []
+
+    async def _echo(self, name: str, node_id: str) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        try:
+            await current_run().emit(name, node_id)
+        except RuntimeError:
+            self.late.append(f"{name}:{node_id}")
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        await self._echo("started", node_id)
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        await self._echo("ended", node_id)
+
+
+def kinds(recorder: RecordingCallback) -> list[str]:
+    return [e.type.value for e in recorder.events]
+
+
+async def drop(background: BackgroundCallback) -> None:
+    """Close a composite whose handler is stuck, without waiting for it."""
+    background._close_timeout = 0.1
+    await background.aclose()
+
+
+@pytest.fixture
+def logs():
+    from loguru import logger
+
+    messages: list[str] = []
+    handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
+    yield messages
+    logger.remove(handler_id)
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop_oldest", "drop_newest"])
+async def test_a_custom_event_the_wrapped_handler_sends_reaches_the_run_before_its_end(
+    overflow: str,
+) -> None:
+    """A run whose nodes never wait ends in one go: the background worker has not run
+    yet when its nodes are over. The run's end waits for the queue first, so the
+    wrapped handler's custom event is the run's, before ``workflow_end``."""
+    echo = Echo()
+    recorder = RecordingCallback()
+
+    @node
+    async def quick() -> int:
+        return 1
+
+    result = await Workflow("quick", nodes=[quick]).run(
+        callbacks=[BackgroundCallback(echo, overflow=overflow), recorder]
+    )
+    assert result.status is RunStatus.SUCCEEDED
+    assert echo.late == []
+    kinds = [(e.type, e.name) for e in recorder.events]
+    assert kinds[-1] == ("workflow_end", None)
+    assert ("custom_event", "started") in kinds
+    assert ("custom_event", "ended") in kinds
+
+
+async def test_an_external_run_s_end_waits_for_the_background_queue_too() -> None:
+    echo = Echo()
+    recorder = RecordingCallback()
+    async with (
+        flowhooks.ExternalRun([BackgroundCallback(echo), recorder], workflow_name="block") as run,
+        run.node("step") as step,
+    ):
+        step.output = 1
+    assert echo.late == []
+    names = [e.name for e in recorder.events if e.type == "custom_event"]
+    assert names == ["started", "ended"]
+    assert recorder.events[-1].type == "workflow_end"
+
+
+class Stuck(BaseCallbackHandler):
+    """Takes ``seconds`` over every node event it is delivered."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def on_node_start(self, node_id: str, input_data: Any) -> None:
+        await asyncio.sleep(self.seconds)
+
+    async def on_node_end(self, node_id: str, output_data: Any) -> None:
+        await asyncio.sleep(self.seconds)
+
+
+async def test_a_cancelled_run_does_not_wait_for_the_queue_before_its_end() -> None:
+    """A stopped run's end has ``cancel_grace`` for ``workflow_end``: it does not spend it
+    waiting for a slow background handler (close_timeout far beyond the grace)."""
+    recorder = RecordingCallback()
+    started = asyncio.Event()
+
+    @node
+    async def waits() -> int:
+        started.set()
+        await asyncio.sleep(60)
+        return 1
+
+    class Grace(AsyncioRunner):
+        cancel_grace = 0.5
+
+    background = BackgroundCallback(Stuck(30), close_timeout=60)
+    task = asyncio.ensure_future(
+        Workflow("stopped", nodes=[waits]).run(callbacks=[background, recorder], runner=Grace())
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.events[-1].type == "workflow_end"
+    assert recorder.events[-1].status == "cancelled"
+    background._close_timeout = 0.1  # the 30 s handler need not hold up the test's end
+    await background.aclose()
+
+
+async def test_the_end_waits_close_timeout_once_for_a_slow_background_handler(logs) -> None:
+    """The wait before ``workflow_end`` and the flush after it share one ``close_timeout``."""
+    recorder = RecordingCallback()
+
+    @node
+    async def quick() -> int:
+        return 1
+
+    background = BackgroundCallback(Stuck(30), close_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result = await Workflow("slow", nodes=[quick]).run(callbacks=[background, recorder])
+    took = loop.time() - t0
+    assert result.status is RunStatus.SUCCEEDED
+    assert recorder.events[-1].type == "workflow_end"
+    assert 1.0 <= took < 1.8  # twice close_timeout (2 s) if each wait had its own
+    assert any("at the end of a run" in m for m in logs)
+    background._close_timeout = 0.1
+    await background.aclose()
+
+
+async def test_a_run_the_wrapped_handler_awaits_waits_close_timeout_once(logs) -> None:
+    """A wrapped handler that runs a workflow with the same composite and awaits it: that
+    run's end cannot have the queue behind the handler delivered, so it waits its
+    ``close_timeout`` (documented), once, and the outer run ends within the same budget."""
+    inner_results: list[RunStatus] = []
+
+    @node
+    async def quick() -> int:
+        return 1
+
+    class Starter(BaseCallbackHandler):
+        async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
+            if not inner_results:
+                inner = await Workflow("inner", nodes=[quick]).run(callbacks=[background])
+                inner_results.append(inner.status)
+
+    background = BackgroundCallback(Starter(), close_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result = await Workflow("outer", nodes=[quick]).run(callbacks=[background])
+    took = loop.time() - t0
+    await background.flush()
+    assert result.status is RunStatus.SUCCEEDED
+    assert inner_results == [RunStatus.SUCCEEDED]
+    assert took < 1.8  # one close_timeout, not one before workflow_end and one after
+    await background.aclose()
+
+
+class Grace(AsyncioRunner):
+    cancel_grace = 3.0
+
+
+class SequentialGrace(SequentialRunner):
+    cancel_grace = 3.0
+
+
+@pytest.mark.parametrize("runner", [Grace, SequentialGrace])
+async def test_an_anyio_scope_cancelled_while_the_end_waits_keeps_workflow_end(runner) -> None:
+    """An anyio scope cancels again at every turn of the loop: the first cancellation cuts
+    the wait for the background queue short, and ``workflow_end`` goes out before the
+    next one could abandon the end."""
+    recorder = RecordingCallback()
+    background = BackgroundCallback(Stuck(30), close_timeout=20)
+    with anyio.move_on_after(0.3):
+        await Workflow("w", nodes=[quick]).run(callbacks=[background, recorder], runner=runner())
+    assert kinds(recorder)[-1] == "workflow_end"
+    await drop(background)
+
+
+async def test_two_cancels_while_the_end_waits_keep_workflow_end() -> None:
+    recorder = RecordingCallback()
+    background = BackgroundCallback(Stuck(30), close_timeout=20)
+    task = asyncio.ensure_future(
+        Workflow("w", nodes=[quick]).run(callbacks=[background, recorder], runner=Grace())
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert kinds(recorder)[-1] == "workflow_end"
+    await drop(background)
+
+
+async def test_an_external_run_s_wait_is_bounded_by_its_cancel_grace() -> None:
+    """``workflow_end`` goes out after ``cancel_grace`` (the flush after it then waits
+    without limit, as ``close_timeout=None`` asks)."""
+    recorder = RecordingCallback()
+    background = BackgroundCallback(Stuck(3600), close_timeout=None)
+
+    async def block() -> None:
+        run = ExternalRun([background, recorder], workflow_name="ext")
+        run.cancel_grace = 0.5
+        async with run, run.node("step") as step:
+            step.output = 1
+
+    task = asyncio.ensure_future(block())
+    for _ in range(400):
+        if "workflow_end" in kinds(recorder):
+            break
+        await asyncio.sleep(0.05)
+    assert kinds(recorder)[-1] == "workflow_end"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    background._lanes.clear()  # the stuck worker is left behind
+
+
+def test_a_sync_external_run_s_wait_is_bounded_by_its_cancel_grace() -> None:
+    recorder = RecordingCallback()
+    background = BackgroundCallback(Stuck(3600), close_timeout=None)
+    done = threading.Event()
+
+    def block() -> None:
+        run = ExternalRun.sync([background, recorder], workflow_name="ext")
+        run.cancel_grace = 0.5
+        with run, run.node("step") as step:
+            step.output = 1
+        done.set()
+
+    threading.Thread(target=block, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while "workflow_end" not in kinds(recorder) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kinds(recorder)[-1] == "workflow_end"
+
+
+async def test_a_run_in_a_task_the_wrapped_handler_started_is_drained_at_its_end() -> None:
+    """Not awaited by the delivery, such a run's end waits for the queue as any run's."""
+    spawned: list[asyncio.Task[Any]] = []
+    seen: list[str] = []
+
+    class Spawner(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            await asyncio.sleep(0.05)
+            seen.append(workflow_id)
+            if not spawned:
+                follow_up = Workflow("followup", nodes=[quick]).run(callbacks=[background])
+                spawned.append(asyncio.ensure_future(follow_up))
+
+    background = BackgroundCallback(Spawner())
+    first = await Workflow("first", nodes=[quick]).run(callbacks=[background])
+    assert first.run_id in seen
+    follow = await spawned[0]
+    assert follow.run_id in seen  # drained at the end of every run (SPEC §5)
+    await background.aclose()
+
+
+@pytest.mark.parametrize("shape", ["nested", "chained"])
+async def test_replies_of_a_background_callback_inside_another_go_out_in_the_run(shape) -> None:
+    echo = Echo(delay=0.01)
+    inner: BaseCallbackHandler = BackgroundCallback(echo)
+    if shape == "chained":
+        inner = flowhooks.ChainedCallback(inner)
+    outer = BackgroundCallback(inner)
+    recorder = RecordingCallback()
+    await Workflow("w", nodes=[quick]).run(callbacks=[outer, recorder])
+    assert echo.late == []
+    names = [e.name for e in recorder.events if e.type == "custom_event"]
+    assert names == ["started", "ended"]
+    assert kinds(recorder)[-1] == "workflow_end"
+    await outer.aclose()
