@@ -72,7 +72,10 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
     the runner calls at the end of every run) and on ``aclose()``.
 
     Batches are delivered one at a time, in the order they were sealed, by a
-    delivery task, so dispatch itself never waits for the sink. A failing
+    delivery task, so dispatch itself never waits for the sink; an idle task
+    starts at once, in the dispatch that fills a batch, so a sink that does
+    not wait (a plain function) has the batch when that dispatch returns, and
+    one that waits goes on in the background. A failing
     batch is retried ``retry_attempts`` times with exponential backoff
     (``retry_backoff``, then twice that, ... capped at 10 s); ``flush()``
     waits for those retries. A batch that still fails goes to
@@ -258,7 +261,7 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
         buffer.append(event)
         if len(buffer) >= self._batch_size:
             self._seal(lane)
-            self._kick(lane)
+            self._kick(lane, now=True)  # a sink that does not wait has it on return
         elif lane.timer is None and self._interval is not None:
             lane.timer = lane.loop.call_later(self._interval, self._on_timer, lane)
 

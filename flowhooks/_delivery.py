@@ -67,6 +67,7 @@ from loguru import logger
 from flowhooks._context import current_run_var
 from flowhooks._delivery_scope import delivering
 from flowhooks._dispatcher import Dispatcher, _mark_propagating
+from flowhooks._eager import start_eagerly
 from flowhooks._events import Event
 from flowhooks._logs import failure_text
 from flowhooks._validate import check_seconds
@@ -130,6 +131,7 @@ class Lane(Generic[ItemT]):
         finished: items delivered, dropped or handed on as undeliverable so far.
         waiters: drains waiting until ``finished`` reaches a target.
         worker: the task delivering the queue, while it is not empty.
+        token: the running worker's own mark (a worker whose mark it no longer is stops).
         fatal: the first ``BaseException`` a delivery raised, until a drain raises it.
     """
 
@@ -141,6 +143,7 @@ class Lane(Generic[ItemT]):
         "loop",
         "queue",
         "thread",
+        "token",
         "waiters",
         "worker",
     )
@@ -154,6 +157,7 @@ class Lane(Generic[ItemT]):
         self.finished = 0
         self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.worker: asyncio.Task[None] | None = None
+        self.token: object | None = None
         self.fatal: BaseException | None = None
 
     def replaceable(self) -> bool:
@@ -268,28 +272,39 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         lane.queue.append(item)
         lane.accepted += 1
 
-    def _kick(self, lane: LaneT) -> None:
-        """Start ``lane``'s worker unless one is running."""
+    def _kick(self, lane: LaneT, now: bool = False) -> None:
+        """Start ``lane``'s worker unless one is running. With ``now``, its first step runs
+        here, before the caller goes on: an item whose delivery does not wait (a plain
+        function as the sink) is delivered by then; one that waits goes on in the task."""
         worker = lane.worker
-        if worker is None or worker.done():  # done: cancelled before it ever ran
-            marks = (*delivering.get(), self)
-            context = Context()
-            context.run(delivering.set, marks)
-            lane.worker = lane.loop.create_task(
-                self._work(lane), name=f"flowhooks {type(self).__name__} worker", context=context
-            )
+        if lane.token is not None and (worker is None or not worker.done()):
+            return  # running, or starting (its first step is under way): done: cancelled
+        token = lane.token = object()  # before it ever ran, that one needs a successor
+        marks = (*delivering.get(), self)
+        context = Context()
+        context.run(delivering.set, marks)
+        work = self._work(lane, token)
+        if now:
+            started = start_eagerly(work, (), lane.loop, context=context)
+            if lane.token is token:  # still running: its task goes on after the first step
+                lane.worker = started.task
+            return
+        lane.worker = lane.loop.create_task(
+            work, name=f"flowhooks {type(self).__name__} worker", context=context
+        )
 
     def _delivering_here(self) -> bool:
         """Whether the calling code runs in this composite's delivery (its worker or a task
         the worker's callee started)."""
         return self in delivering.get()
 
-    async def _work(self, lane: LaneT) -> None:
-        """Deliver ``lane``'s queue in order; end as soon as it is empty."""
+    async def _work(self, lane: LaneT, token: object) -> None:
+        """Deliver ``lane``'s queue in order; end as soon as it is empty (or once another
+        worker, or none, holds ``lane.token``: one left behind by close stops here)."""
         queue = lane.queue
         task = asyncio.current_task()
         try:
-            while queue and lane.worker is task:  # a worker left behind by close stops here
+            while queue and lane.token is token:
                 item = queue.popleft()
                 lane.active = item
                 self._taken(lane)
@@ -313,8 +328,8 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                 if lane.waiters:
                     self._wake(lane)
         finally:
-            if lane.worker is task:
-                lane.worker = None
+            if lane.token is token:
+                lane.token = lane.worker = None
                 if queue and any(not fut.done() for _, fut in lane.waiters):
                     # A cancellation nobody here asked for (the wrapped code cancelled its
                     # own task) while a drain waits: a new worker delivers the rest.
@@ -414,7 +429,7 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
             raise fatal
 
     async def _shut(self, lane: LaneT) -> None:
-        worker, lane.worker = lane.worker, None  # its own stop: it starts no other
+        worker, lane.worker, lane.token = lane.worker, None, None  # its stop starts no other
         await _stop(worker, self._close_timeout, type(self).__name__)
         self._before_shut(lane)
         left = list(lane.queue)

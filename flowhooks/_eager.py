@@ -141,6 +141,8 @@ def start_eagerly(
     coro: Coroutine[Any, Any, T],
     forget: tuple[contextvars.ContextVar[Any], ...] = (),
     loop: asyncio.AbstractEventLoop | None = None,
+    *,
+    context: contextvars.Context | None = None,
 ) -> Started[T]:
     """Start ``coro`` in a new task and run its first step now (see the module's docstring).
 
@@ -149,7 +151,8 @@ def start_eagerly(
     comes later (3.11) or which stays referenced (3.12+), does not keep them alive (a
     run's ``RunContext``, and through it the whole run). Only those: clearing every
     variable would cost each start time in proportion to the variables an application
-    has set. ``loop``: the running loop, when the caller has it at hand.
+    has set. ``loop``: the running loop, when the caller has it at hand. ``context``: the
+    task's context (default: a copy of the caller's).
 
     A ``KeyboardInterrupt`` or ``SystemExit`` raised by the first step is the
     outcome on 3.11, but propagates from here on 3.12+ (as from any eager task):
@@ -163,8 +166,9 @@ def start_eagerly(
         or sys.exception() is not None
         or (state.depth >= MAX_DEPTH)
     ):
-        return Started(loop.create_task(coro))
-    context = contextvars.copy_context()
+        return Started(loop.create_task(coro, context=context))
+    if context is None:
+        context = contextvars.copy_context()
     caller = current_task(loop)
     asked_before = caller.cancelling() if caller is not None else 0
     state.depth += 1

@@ -117,6 +117,48 @@ async def test_batches_flush_when_batch_size_is_reached():
     await manager.aclose()
 
 
+@pytest.mark.parametrize("kind", ["function", "coroutine"])
+async def test_a_full_batch_reaches_a_sink_that_does_not_wait_before_dispatch_returns(kind):
+    """SPEC §5: it flushes when ``batch_size`` is reached, not at the loop's next turn."""
+    got: list[list[int]] = []
+
+    def function(batch: list[Event]) -> None:
+        got.append([e.payload for e in batch])
+
+    async def coroutine(batch: list[Event]) -> None:
+        function(batch)
+
+    batched = BatchedCallback(function if kind == "function" else coroutine, batch_size=3)
+    manager = CallbackManager([batched])
+    for i in range(7):
+        await manager.on_node_end(f"n{i}", i)
+        assert len(got) == (i + 1) // 3
+    assert got == [[0, 1, 2], [3, 4, 5]]
+    await manager.aclose()
+    assert got == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_a_sink_that_waits_gets_its_batches_in_order_without_holding_dispatch_up():
+    """The first full batch starts in the dispatch that filled it; once the sink waits,
+    that dispatch returns and the next batches queue behind, delivered in order."""
+    gate = asyncio.Event()
+    got: list[list[int]] = []
+
+    async def sink(batch: list[Event]) -> None:
+        got.append([e.payload for e in batch])
+        await gate.wait()
+
+    batched = BatchedCallback(sink, batch_size=2)
+    manager = CallbackManager([batched])
+    for i in range(6):
+        await manager.on_node_end(f"n{i}", i)
+    assert got == [[0, 1]]  # started at once, now waiting; the others queued
+    gate.set()
+    await manager.flush()
+    assert got == [[0, 1], [2, 3], [4, 5]]
+    await manager.aclose()
+
+
 async def test_batches_flush_on_the_interval_timer():
     """A partial batch is delivered flush_interval seconds after its first event."""
     sink = Collect()
