@@ -80,8 +80,9 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
     ``workflow_end``, a run waits until the events queued so far were
     delivered (within ``close_timeout``, shared with the flush after
     ``workflow_end``, and the runner's ``cancel_grace``; not for a run being
-    cancelled or suspended, nor from the worker itself), so that what the
-    wrapped handler sends in reply goes out in the run. The wrapped
+    cancelled or suspended; a cancellation of the task awaiting the run cuts
+    it short), so that what the wrapped handler sends in reply goes out in
+    the run. The wrapped
     handler's own failures are
     isolated and counted by an inner manager (see ``handler_stats``). With
     ``raise_error`` on the wrapped handler, its exception is kept for the run

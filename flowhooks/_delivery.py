@@ -330,10 +330,16 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         finally:
             if lane.token is token:
                 lane.token = lane.worker = None
-                if queue and any(not fut.done() for _, fut in lane.waiters):
-                    # A cancellation nobody here asked for (the wrapped code cancelled its
-                    # own task) while a drain waits: a new worker delivers the rest.
-                    self._kick(lane)
+                if queue and lane.waiters:
+                    # Ended by a cancellation nobody here asked for: the wrapped code's
+                    # own, or the loop shutting down (which cancels the drains too).
+                    lane.loop.call_soon(self._rekick, lane)
+
+    def _rekick(self, lane: LaneT) -> None:
+        """Start a new worker if a drain still waits (the worker cancelled itself); not
+        when the drains were cancelled too, as a loop shutting down cancels every task."""
+        if lane.queue and any(not fut.done() for _, fut in lane.waiters):
+            self._kick(lane)
 
     def _stray_cancel(self, exc: asyncio.CancelledError) -> None:
         """The wrapped code raised ``CancelledError`` while nothing cancelled the worker: a

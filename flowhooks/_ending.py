@@ -314,7 +314,11 @@ async def _finish(run: RunState) -> RunResult:
         if _may_settle(run) and holds_events(manager):
             # Background handlers' replies to the run's events go out before its end.
             settle = _settles.setdefault(run, EndSettle())
-            await _isolated(run, settle.wait(manager, run.runner.cancel_grace))
+            try:
+                await settle.wait(manager, run.runner.cancel_grace)
+            except asyncio.CancelledError:  # this task itself (a shutdown): the end, no flush
+                await _close(run, result, manager, False)
+                raise
         return await _close(run, result, manager, flushes)
     finally:
         run_end_budget.reset(budget)
@@ -328,7 +332,11 @@ was cancelled during the end (which cuts that wait short)."""
 def _cut_settle(run: RunState) -> None:
     """The task awaiting the run was cancelled during its end: no more waiting for
     background deliveries, ``workflow_end`` goes out at once."""
-    _settles.setdefault(run, EndSettle()).cut()
+    settle = _settles.get(run)
+    if settle is None and _flushes(run.events.manager):  # else none can begin
+        settle = _settles[run] = EndSettle()
+    if settle is not None:
+        settle.cut()
 
 
 def _may_settle(run: RunState) -> bool:

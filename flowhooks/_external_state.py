@@ -279,13 +279,18 @@ class ExternalRunState:
         try:
             if result.status is not RunStatus.CANCELLED and holds_events(manager):
                 # Background handlers' replies to the run's events go out before its end.
-                await self.settle.wait(manager, grace)
+                try:
+                    await self.settle.wait(manager, grace)
+                except asyncio.CancelledError:  # this task itself (a shutdown): no flush
+                    await self._close(result, None)
+                    raise
             await self._close(result, manager)
         finally:
             run_end_budget.reset(budget)
         return result
 
-    async def _close(self, result: RunResult, manager: CallbackManager) -> None:
+    async def _close(self, result: RunResult, manager: CallbackManager | None) -> None:
+        """Send ``workflow_end``, then flush ``manager`` (if any)."""
         self.closed = True  # nothing may follow workflow_end
         try:
             await self.events.emit(
@@ -299,6 +304,8 @@ class ExternalRunState:
         except BaseException as handler_exc:
             clear_propagating(handler_exc)
             self.end_error = handler_exc
+        if manager is None:
+            return
         try:
             await manager.flush()
         except asyncio.CancelledError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -321,3 +322,91 @@ async def test_replies_of_a_background_callback_inside_another_go_out_in_the_run
     assert names == ["started", "ended"]
     assert kinds(recorder)[-1] == "workflow_end"
     await outer.aclose()
+
+
+@pytest.mark.parametrize("runner", [AsyncioRunner, SequentialRunner])
+async def test_a_cancel_every_task_routine_during_the_wait_keeps_workflow_end(runner) -> None:
+    """The task running the end cancelled itself (a shutdown routine, ``asyncio.run``'s
+    own): ``workflow_end`` still goes out, without the flush's wait."""
+    background = BackgroundCallback(Stuck(30), close_timeout=20)
+    recorder = RecordingCallback()
+    run = asyncio.ensure_future(
+        Workflow("w", nodes=[quick]).run(callbacks=[background, recorder], runner=runner())
+    )
+    await asyncio.sleep(0.2)  # the end waits for the stuck handler now
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.cancel()
+    await asyncio.wait({run}, timeout=5)
+    assert run.done()
+    assert kinds(recorder)[-1] == "workflow_end"
+    await drop(background)
+
+
+async def test_an_external_run_cancelled_everywhere_during_the_wait_keeps_workflow_end() -> None:
+    background = BackgroundCallback(Stuck(30), close_timeout=20)
+    recorder = RecordingCallback()
+
+    async def block() -> None:
+        run = ExternalRun([background, recorder], workflow_name="ext")
+        async with run, run.node("step") as step:
+            step.output = 1
+
+    outer = asyncio.ensure_future(block())
+    await asyncio.sleep(0.2)
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.cancel()
+    await asyncio.wait({outer}, timeout=5)
+    assert outer.done()
+    assert kinds(recorder)[-1] == "workflow_end"
+    await drop(background)
+
+
+def test_asyncio_run_ending_during_a_flush_leaves_no_worker_behind(tmp_path) -> None:
+    """The loop's shutdown cancels the worker and the waiting flush together: no new worker
+    is started for what is left (it would be left pending, delivering as the loop closes)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "shutdown.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, gc
+            from flowhooks import BackgroundCallback, BaseCallbackHandler
+
+            calls = []
+
+            class Slow(BaseCallbackHandler):
+                async def on_node_start(self, node_id, input_data):
+                    calls.append(node_id)
+                    await asyncio.sleep(30)
+
+            async def main(pad):
+                background = BackgroundCallback(Slow(), close_timeout=20)
+                for i in range(3):
+                    await background.trigger("node_start", f"n{i}", None)
+                pads = [asyncio.ensure_future(asyncio.sleep(60)) for _ in range(pad)]
+                flushing = asyncio.ensure_future(background.flush())
+                await asyncio.sleep(0.1)
+
+            for pad in range(4):
+                calls.clear()
+                asyncio.run(main(pad))
+                gc.collect()
+                print("CALLS", calls)
+            """
+        )
+    )
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=90, env=env
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-2000:]
+    assert "Task was destroyed but it is pending" not in out, out[-2000:]
+    assert out.count("CALLS ['n0']") == 4, out[-2000:]  # nothing delivered while closing
