@@ -20,7 +20,7 @@ from loguru import logger
 
 from flowhooks import _delivery_scope
 from flowhooks._composites import wrap_handlers
-from flowhooks._delivery import DeferredDelivery, Lane, run_end_budget
+from flowhooks._delivery import DeferredDelivery, Lane, queue_only, run_end_budget
 from flowhooks._delivery_scope import RunScope
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType
@@ -214,7 +214,8 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         if len(queue) >= self._max_queue:
             overflow = self._overflow
             if overflow == "block":
-                if not self._delivering_here():  # the worker would wait for itself
+                # Not when the worker would wait for itself, nor when none will run again.
+                if not self._delivering_here() and not queue_only.get():
                     try:
                         await self._wait_for_space(lane)
                     except asyncio.CancelledError:

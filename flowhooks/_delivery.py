@@ -74,6 +74,12 @@ from flowhooks._validate import check_seconds
 
 ItemT = TypeVar("ItemT")
 
+queue_only: ContextVar[bool] = ContextVar("flowhooks_queue_only", default=False)
+"""Set while a run's end goes on after its own task was cancelled (the loop shutting
+down): composites queue what they get, without waiting for room or starting a worker
+that nobody would stop; the next loop to use them delivers it, as it does what any
+closed loop left queued."""
+
 run_end_budget: ContextVar[dict[int, float] | None] = ContextVar(
     "flowhooks_run_end_budget", default=None
 )
@@ -279,6 +285,8 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         worker = lane.worker
         if lane.token is not None and (worker is None or not worker.done()):
             return  # running, or starting (its first step is under way): done: cancelled
+        if queue_only.get():
+            return  # the loop is going away: the next loop to use the lane delivers it
         token = lane.token = object()  # before it ever ran, that one needs a successor
         marks = (*delivering.get(), self)
         context = Context()
@@ -289,9 +297,11 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
             if lane.token is token:  # still running: its task goes on after the first step
                 lane.worker = started.task
             return
-        lane.worker = lane.loop.create_task(
+        task = lane.loop.create_task(
             work, name=f"flowhooks {type(self).__name__} worker", context=context
         )
+        if lane.token is token:  # (an eager task factory may have run it to its end)
+            lane.worker = task
 
     def _delivering_here(self) -> bool:
         """Whether the calling code runs in this composite's delivery (its worker or a task
@@ -424,6 +434,8 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         if lane.finished >= target:
             return True
         self._kick(lane)
+        if lane.finished >= target:  # delivered in the worker's first step (an eager task)
+            return True
         fut: asyncio.Future[None] = lane.loop.create_future()
         lane.waiters.append((target, fut))
         return await _wait(fut, limit)

@@ -20,7 +20,7 @@ from weakref import WeakKeyDictionary
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._delivery import EndSettle, holds_events, run_end_budget
+from flowhooks._delivery import EndSettle, holds_events, queue_only, run_end_budget
 from flowhooks._dispatcher import Dispatcher, clear_propagating
 from flowhooks._eager import Started, start_eagerly, turn_due
 from flowhooks._events import EventType, NodeStatus, RunStatus
@@ -317,7 +317,11 @@ async def _finish(run: RunState) -> RunResult:
             try:
                 await settle.wait(manager, run.runner.cancel_grace)
             except asyncio.CancelledError:  # this task itself (a shutdown): the end, no flush
-                await _close(run, result, manager, False)
+                shutting = queue_only.set(True)
+                try:
+                    await _close(run, result, manager, False)
+                finally:
+                    queue_only.reset(shutting)
                 raise
         return await _close(run, result, manager, flushes)
     finally:

@@ -31,7 +31,7 @@ from loguru import logger
 
 from flowhooks._combined import as_manager
 from flowhooks._context import ParentLink, RunContext
-from flowhooks._delivery import EndSettle, holds_events, run_end_budget
+from flowhooks._delivery import EndSettle, holds_events, queue_only, run_end_budget
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._logs import failure_text
@@ -282,7 +282,11 @@ class ExternalRunState:
                 try:
                     await self.settle.wait(manager, grace)
                 except asyncio.CancelledError:  # this task itself (a shutdown): no flush
-                    await self._close(result, None)
+                    shutting = queue_only.set(True)
+                    try:
+                        await self._close(result, None)
+                    finally:
+                        queue_only.reset(shutting)
                     raise
             await self._close(result, manager)
         finally:

@@ -6,6 +6,10 @@ anyio scope, a slow handler) or more than one ``close_timeout``."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -363,50 +367,131 @@ async def test_an_external_run_cancelled_everywhere_during_the_wait_keeps_workfl
     await drop(background)
 
 
-def test_asyncio_run_ending_during_a_flush_leaves_no_worker_behind(tmp_path) -> None:
-    """The loop's shutdown cancels the worker and the waiting flush together: no new worker
-    is started for what is left (it would be left pending, delivering as the loop closes)."""
-    import subprocess
-    import sys
-    import textwrap
-
-    script = tmp_path / "shutdown.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import asyncio, gc
-            from flowhooks import BackgroundCallback, BaseCallbackHandler
-
-            calls = []
-
-            class Slow(BaseCallbackHandler):
-                async def on_node_start(self, node_id, input_data):
-                    calls.append(node_id)
-                    await asyncio.sleep(30)
-
-            async def main(pad):
-                background = BackgroundCallback(Slow(), close_timeout=20)
-                for i in range(3):
-                    await background.trigger("node_start", f"n{i}", None)
-                pads = [asyncio.ensure_future(asyncio.sleep(60)) for _ in range(pad)]
-                flushing = asyncio.ensure_future(background.flush())
-                await asyncio.sleep(0.1)
-
-            for pad in range(4):
-                calls.clear()
-                asyncio.run(main(pad))
-                gc.collect()
-                print("CALLS", calls)
-            """
-        )
-    )
-    import os
-
+def run_script(tmp_path: Path, source: str) -> str:
+    """Run ``source`` in a Python process of its own; return what it printed (both streams)."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=90, env=env
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-2000:]
+    return out
+
+
+def test_asyncio_run_ending_during_a_flush_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """The loop's shutdown cancels the worker and the waiting flush together: no new worker
+    is started for what is left (it would be left pending, delivering as the loop closes)."""
+    out = run_script(
+        tmp_path,
+        """
+        import asyncio, gc
+        from flowhooks import BackgroundCallback, BaseCallbackHandler
+
+        calls = []
+
+        class Slow(BaseCallbackHandler):
+            async def on_node_start(self, node_id, input_data):
+                calls.append(node_id)
+                await asyncio.sleep(30)
+
+        async def main(pad):
+            background = BackgroundCallback(Slow(), close_timeout=20)
+            for i in range(3):
+                await background.trigger("node_start", f"n{i}", None)
+            pads = [asyncio.ensure_future(asyncio.sleep(60)) for _ in range(pad)]
+            flushing = asyncio.ensure_future(background.flush())
+            await asyncio.sleep(0.1)
+
+        for pad in range(4):
+            calls.clear()
+            asyncio.run(main(pad))
+            gc.collect()
+            print("CALLS", calls)
+        """,
+    )
     assert "Task was destroyed but it is pending" not in out, out[-2000:]
     assert out.count("CALLS ['n0']") == 4, out[-2000:]  # nothing delivered while closing
+
+
+def test_a_shutdown_during_the_wait_with_a_full_block_queue_does_not_stall(
+    tmp_path: Path,
+) -> None:
+    """``workflow_end`` sent by an end whose task the shutdown cancelled is queued beyond a
+    full ``block`` queue (its worker is cancelled too): no wait for room that never comes."""
+    out = run_script(
+        tmp_path,
+        """
+        import asyncio, time
+        from flowhooks import BackgroundCallback, BaseCallbackHandler, Workflow, node
+
+        @node
+        async def quick() -> int:
+            return 1
+
+        class Slow(BaseCallbackHandler):
+            async def on_workflow_start(self, workflow_id, input_data):
+                await asyncio.sleep(60)
+            async def on_node_start(self, node_id, input_data): pass
+            async def on_node_end(self, node_id, output_data): pass
+            async def on_workflow_end(self, workflow_id, output_data): pass
+
+        async def main():
+            bg = BackgroundCallback(Slow(), max_queue=2, overflow="block", close_timeout=20)
+            asyncio.ensure_future(Workflow("w", nodes=[quick]).run(callbacks=[bg]))
+            await asyncio.sleep(0.2)
+
+        t = time.monotonic()
+        asyncio.run(main())
+        print("ELAPSED", time.monotonic() - t)
+        """,
+    )
+    assert float(out.split("ELAPSED")[1].split()[0]) < 10, out[-2000:]  # the grace is 30 s
+
+
+def test_a_shutdown_during_the_wait_starts_no_batch_worker(tmp_path: Path) -> None:
+    """The ``workflow_end`` that fills a batch during a shutdown is queued, not delivered by
+    a worker nobody would stop; the next loop delivers it, once."""
+    out = run_script(
+        tmp_path,
+        """
+        import asyncio, gc
+        from flowhooks import (
+            BackgroundCallback, BaseCallbackHandler, BatchedCallback, Workflow, node,
+        )
+
+        @node
+        async def quick() -> int:
+            return 1
+
+        class Stuck(BaseCallbackHandler):
+            async def on_node_end(self, node_id, output_data):
+                await asyncio.sleep(30)
+
+        got = []
+
+        async def sink(batch):
+            got.append([e.type.value for e in batch])
+            await asyncio.sleep(0.2)
+
+        batched = BatchedCallback(sink, batch_size=4, flush_interval=None, retry_attempts=0)
+
+        async def main():
+            background = BackgroundCallback(Stuck(), close_timeout=20)
+            run = Workflow("w", nodes=[quick]).run(callbacks=[background, batched])
+            asyncio.ensure_future(run)
+            await asyncio.sleep(0.2)
+
+        async def later():
+            await batched.flush()
+
+        asyncio.run(main())
+        asyncio.run(later())
+        gc.collect()
+        print("GOT", got, "DEAD", batched.stats.dead_letters)
+        """,
+    )
+    assert "Task was destroyed but it is pending" not in out, out[-2000:]
+    assert "GeneratorExit" not in out, out[-2000:]
+    assert "GOT [['workflow_start', 'node_start', 'node_end', 'workflow_end']] DEAD 0" in out, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 from typing import Any
 
@@ -830,3 +831,57 @@ async def test_a_hand_sent_events_failure_never_fails_an_unrelated_run() -> None
     assert result.status == "succeeded"
     with pytest.raises(RuntimeError, match="guard on hand-sent probe"):
         await background.flush()  # outside any run: the hand-sent event's failure surfaces
+
+
+# -- with an eager task factory (Python 3.12+) -----------------------------------------
+
+needs_eager_factory = pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="asyncio.eager_task_factory is Python 3.12+"
+)
+
+
+@pytest.fixture
+async def eager_loop():
+    """The running loop with ``asyncio.eager_task_factory``: a task's first step runs in
+    ``create_task`` itself, and a worker may end before its task is even returned."""
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    yield loop
+    loop.set_task_factory(None)
+
+
+@needs_eager_factory
+async def test_one_batch_at_a_time_in_order_with_an_eager_task_factory(eager_loop):
+    active, most, got = [0], [0], []
+
+    async def sink(batch: list[Event]) -> None:
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        got.append([e.payload for e in batch])
+        if batch[0].payload == 1:  # sends more while its own batch is being delivered
+            await manager.on_node_end("r", 100)
+            await manager.on_node_end("r", 101)
+            await asyncio.sleep(0.01)
+        active[0] -= 1
+
+    batched = BatchedCallback(sink, batch_size=2, close_timeout=5)
+    manager = CallbackManager([batched])
+    await manager.on_node_end("n", 0)
+    await manager.flush()
+    await manager.on_node_end("n", 1)
+    await manager.on_node_end("n", 2)
+    await manager.flush()
+    assert most[0] == 1
+    assert got == [[0], [1, 2], [100, 101]]
+    await manager.aclose()
+
+
+@needs_eager_factory
+async def test_a_flush_with_an_eager_task_factory_returns_once_delivered(eager_loop):
+    got: list[int] = []
+    batched = BatchedCallback(lambda batch: got.append(len(batch)), close_timeout=30)
+    manager = CallbackManager([batched])
+    await manager.on_node_end("n", 1)
+    await asyncio.wait_for(manager.flush(), 5)  # not the 30 s close_timeout
+    assert got == [1]
+    await manager.aclose()
