@@ -1,6 +1,7 @@
 """Shared test configuration: hypothesis profiles ("ci" when the CI variable is set, else "dev"),
-a memory cap for tests that serialise endless iterators, one Dask cluster per session, and
-flowhooks' own log switches put back to their defaults after every test."""
+a memory cap for tests that serialise endless iterators, one Dask cluster per session,
+flowhooks' own log switches put back to their defaults after every test, and ``logs``: the
+loguru messages of a test."""
 
 import os
 from collections.abc import Iterator
@@ -26,6 +27,17 @@ def default_log_switches() -> Iterator[None]:
     logger.enable("flowhooks")
     logger.disable("flowhooks._logs")
     logger.disable("flowhooks.handlers._diagnostics")
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """The loguru messages emitted during the test, each as ``"LEVEL message"``."""
+    from loguru import logger
+
+    messages: list[str] = []
+    handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
+    yield messages
+    logger.remove(handler_id)
 
 
 @pytest.fixture

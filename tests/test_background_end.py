@@ -71,16 +71,6 @@ async def drop(background: BackgroundCallback) -> None:
     await background.aclose()
 
 
-@pytest.fixture
-def logs():
-    from loguru import logger
-
-    messages: list[str] = []
-    handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
-    yield messages
-    logger.remove(handler_id)
-
-
 @pytest.mark.parametrize("overflow", ["block", "drop_oldest", "drop_newest"])
 async def test_a_custom_event_the_wrapped_handler_sends_reaches_the_run_before_its_end(
     overflow: str,

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loguru import logger
 
 from flowhooks import (
     BackgroundCallback,
@@ -27,15 +26,6 @@ from flowhooks import (
     Workflow,
     node,
 )
-
-
-@pytest.fixture
-def logs():
-    """Collect loguru messages emitted during the test."""
-    messages: list[str] = []
-    handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
-    yield messages
-    logger.remove(handler_id)
 
 
 async def until(condition, limit: float = 2.0) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from loguru import logger
 
 from flowhooks import (
     BaseCallbackHandler,
@@ -92,15 +91,6 @@ class EventTaker(BaseCallbackHandler):
 
 def error_info(severity: str = "error", node_id: str = "n") -> ErrorInfo:
     return ErrorInfo(type="ValueError", message="bad", severity=severity, node_id=node_id)
-
-
-@pytest.fixture
-def logs():
-    """Collect loguru messages emitted during the test."""
-    messages: list[str] = []
-    handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
-    yield messages
-    logger.remove(handler_id)
 
 
 # -- ChainedCallback ------------------------------------------------------------------

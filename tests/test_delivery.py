@@ -367,17 +367,6 @@ def test_a_keyboard_interrupt_in_background_delivery_reaches_the_flush():
     asyncio.run(background.aclose())
 
 
-@pytest.fixture
-def logs():
-    """Collect loguru messages emitted during the test."""
-    from loguru import logger
-
-    messages: list[str] = []
-    handler_id = logger.add(messages.append, level="DEBUG", format="{level} {message}")
-    yield messages
-    logger.remove(handler_id)
-
-
 # -- cancellation raised inside the delivery ---------------------------------------------
 
 

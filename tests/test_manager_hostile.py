@@ -8,11 +8,10 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from loguru import logger
 
 import flowhooks
 from flowhooks import (
@@ -24,15 +23,6 @@ from flowhooks import (
     Workflow,
     node,
 )
-
-
-@pytest.fixture
-def logs() -> Iterator[list[str]]:
-    """The loguru messages of the test."""
-    messages: list[str] = []
-    sink = logger.add(messages.append, level="DEBUG", format="{level} {message}")
-    yield messages
-    logger.remove(sink)
 
 
 def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
