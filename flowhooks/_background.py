@@ -20,7 +20,7 @@ from loguru import logger
 
 from flowhooks import _delivery_scope
 from flowhooks._composites import wrap_handlers
-from flowhooks._delivery import DeferredDelivery, Lane, queue_only, run_end_budget
+from flowhooks._delivery import DeferredDelivery, Lane, held_back, run_end_budget
 from flowhooks._delivery_scope import RunScope
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType
@@ -211,11 +211,15 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         if event is None:
             event = event_from_args(event_type, args)
         queue = lane.queue
+        if held_back(event_type, event):  # the end of a run whose loop is going away
+            self._enqueue(lane, (event_type, args, event, _delivery_scope.capture()))
+            with self._lock:
+                self._stats.enqueued += 1
+            return
         if len(queue) >= self._max_queue:
             overflow = self._overflow
             if overflow == "block":
-                # Not when the worker would wait for itself, nor when none will run again.
-                if not self._delivering_here() and not queue_only.get():
+                if not self._delivering_here():  # the worker would wait for itself
                     try:
                         await self._wait_for_space(lane)
                     except asyncio.CancelledError:

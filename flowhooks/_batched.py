@@ -19,7 +19,7 @@ from typing import Any
 
 from loguru import logger
 
-from flowhooks._delivery import DeferredDelivery, Lane
+from flowhooks._delivery import DeferredDelivery, Lane, held_back
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._logs import failure_text
@@ -259,7 +259,10 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
         lane = self._lane()
         buffer = lane.buffer
         buffer.append(event)
-        if len(buffer) >= self._batch_size:
+        if held_back(event_type, event):  # the end of a run whose loop is going away
+            if len(buffer) >= self._batch_size:
+                self._seal(lane)
+        elif len(buffer) >= self._batch_size:
             self._seal(lane)
             self._kick(lane, now=True)  # a sink that does not wait has it on return
         elif lane.timer is None and self._interval is not None:

@@ -68,17 +68,26 @@ from flowhooks._context import current_run_var
 from flowhooks._delivery_scope import delivering
 from flowhooks._dispatcher import Dispatcher, _mark_propagating
 from flowhooks._eager import start_eagerly
-from flowhooks._events import Event
+from flowhooks._events import Event, EventType
 from flowhooks._logs import failure_text
 from flowhooks._validate import check_seconds
 
 ItemT = TypeVar("ItemT")
 
-queue_only: ContextVar[bool] = ContextVar("flowhooks_queue_only", default=False)
-"""Set while a run's end goes on after its own task was cancelled (the loop shutting
-down): composites queue what they get, without waiting for room or starting a worker
-that nobody would stop; the next loop to use them delivers it, as it does what any
-closed loop left queued."""
+queue_only: ContextVar[str | None] = ContextVar("flowhooks_queue_only", default=None)
+"""The run whose ``workflow_end`` an end sends after its own task was cancelled (a loop
+shutting down, a routine cancelling every task): see ``held_back``."""
+
+
+def held_back(event_type: EventType, event: Event) -> bool:
+    """Whether a composite only queues this event: the ``workflow_end`` of a run whose end
+    goes on after its own task was cancelled. It neither waits for room nor starts a worker
+    that nobody would stop; it is delivered with what the composite holds the next time it
+    is used or closed (a later loop takes over what a closed one left). Only that event:
+    code its handlers start, which sees the variable too, is not affected."""
+    run_id = queue_only.get()
+    return run_id is not None and event_type is EventType.WORKFLOW_END and event.run_id == run_id
+
 
 run_end_budget: ContextVar[dict[int, float] | None] = ContextVar(
     "flowhooks_run_end_budget", default=None
@@ -285,8 +294,6 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         worker = lane.worker
         if lane.token is not None and (worker is None or not worker.done()):
             return  # running, or starting (its first step is under way): done: cancelled
-        if queue_only.get():
-            return  # the loop is going away: the next loop to use the lane delivers it
         token = lane.token = object()  # before it ever ran, that one needs a successor
         marks = (*delivering.get(), self)
         context = Context()

@@ -317,7 +317,7 @@ async def _finish(run: RunState) -> RunResult:
             try:
                 await settle.wait(manager, run.runner.cancel_grace)
             except asyncio.CancelledError:  # this task itself (a shutdown): the end, no flush
-                shutting = queue_only.set(True)
+                shutting = queue_only.set(run.run_id)
                 try:
                     await _close(run, result, manager, False)
                 finally:

@@ -282,7 +282,7 @@ class ExternalRunState:
                 try:
                     await self.settle.wait(manager, grace)
                 except asyncio.CancelledError:  # this task itself (a shutdown): no flush
-                    shutting = queue_only.set(True)
+                    shutting = queue_only.set(self.run_id)
                     try:
                         await self._close(result, None)
                     finally:

@@ -485,3 +485,109 @@ def test_a_shutdown_during_the_wait_starts_no_batch_worker(tmp_path: Path) -> No
     assert "Task was destroyed but it is pending" not in out, out[-2000:]
     assert "GeneratorExit" not in out, out[-2000:]
     assert "GOT [['workflow_start', 'node_start', 'node_end', 'workflow_end']] DEAD 0" in out, out
+
+
+async def cancel_every_other_task() -> None:
+    """An application's "cancel every task" routine; the loop lives on."""
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.cancel()
+    await asyncio.sleep(0.1)
+
+
+async def test_after_a_cancel_everything_routine_workflow_end_waits_in_the_composite() -> None:
+    """The end's own task cancelled during its wait: direct handlers get ``workflow_end``
+    at once; the composite, whose worker was cancelled too, holds it with the rest and
+    delivers it when next flushed (or used, or closed)."""
+    seen: list[str] = []
+
+    class Slow(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            seen.append("node_end")
+            await asyncio.sleep(1)
+
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            seen.append("workflow_end")
+
+    background = BackgroundCallback(Slow(), close_timeout=20)
+    recorder = RecordingCallback()
+    run = asyncio.ensure_future(Workflow("w", nodes=[quick]).run(callbacks=[background, recorder]))
+    await asyncio.sleep(0.2)
+    await cancel_every_other_task()
+    assert run.done()
+    assert kinds(recorder)[-1] == "workflow_end"
+    await asyncio.wait_for(background.flush(), 5)
+    assert seen[-1] == "workflow_end"
+    await background.aclose()
+
+
+async def test_code_started_by_that_end_s_handlers_delivers_as_usual() -> None:
+    """A task a ``workflow_end`` handler starts at that moment: its own events and flushes
+    on other composites go through at once (only that run's ``workflow_end`` is held)."""
+    got: list[str] = []
+
+    class Audit(BaseCallbackHandler):
+        async def on_custom_event(self, name: str, data: Any) -> None:
+            got.append(name)
+
+    audit = BackgroundCallback(Audit(), close_timeout=20)
+    reports: list[asyncio.Task[None]] = []
+
+    async def report() -> None:
+        await audit.trigger("custom_event", "after-run", None)
+        await audit.flush()
+
+    class Starter(BaseCallbackHandler):
+        def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            reports.append(asyncio.get_running_loop().create_task(report()))
+
+    background = BackgroundCallback(Stuck(30), close_timeout=20)
+    run = asyncio.ensure_future(Workflow("w", nodes=[quick]).run(callbacks=[background, Starter()]))
+    await asyncio.sleep(0.2)
+    await cancel_every_other_task()
+    assert run.done()
+    assert reports
+    await asyncio.wait_for(reports[0], 5)  # not the 20 s close_timeout
+    assert got == ["after-run"]
+    await drop(background)
+    await audit.aclose()
+
+
+def test_a_shutdown_is_not_held_by_a_workflow_end_handler_that_flushes(tmp_path: Path) -> None:
+    out = run_script(
+        tmp_path,
+        """
+        import asyncio, time
+        from flowhooks import BackgroundCallback, BaseCallbackHandler, Workflow, node
+
+        @node
+        async def quick() -> int:
+            return 1
+
+        class Stuck(BaseCallbackHandler):
+            async def on_node_end(self, node_id, output_data):
+                await asyncio.sleep(60)
+
+        class Audit(BaseCallbackHandler):
+            async def on_custom_event(self, name, data):
+                print("AUDIT", name)
+
+        audit = BackgroundCallback(Audit())  # the default close_timeout: 30 s
+
+        class Forward(BaseCallbackHandler):
+            async def on_workflow_end(self, workflow_id, output_data):
+                await audit.trigger("custom_event", "run-over", None)
+                await audit.flush()
+
+        async def main():
+            bg = BackgroundCallback(Stuck(), close_timeout=20)
+            asyncio.ensure_future(Workflow("w", nodes=[quick]).run(callbacks=[bg, Forward()]))
+            await asyncio.sleep(0.2)
+
+        t = time.monotonic()
+        asyncio.run(main())
+        print("ELAPSED", time.monotonic() - t)
+        """,
+    )
+    assert float(out.split("ELAPSED")[1].split()[0]) < 10, out[-2000:]
+    assert "AUDIT run-over" in out, out[-2000:]
