@@ -207,11 +207,12 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         """
         if event_type is _WORKFLOW_END and not self._manager.handles(event_type):
             return  # let through only for what the run delivers before it (see handles)
-        lane = self._lane()
         if event is None:
             event = event_from_args(event_type, args)
+        held = held_back(event_type, event)
+        lane = self._lane(kick=not held)
         queue = lane.queue
-        if held_back(event_type, event):  # the end of a run whose loop is going away
+        if held:  # the end of a run whose loop is going away
             self._enqueue(lane, (event_type, args, event, _delivery_scope.capture()))
             with self._lock:
                 self._stats.enqueued += 1

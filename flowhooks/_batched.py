@@ -256,10 +256,11 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
             return
         if event is None:
             event = event_from_args(event_type, args)
-        lane = self._lane()
+        held = held_back(event_type, event)
+        lane = self._lane(kick=not held)
         buffer = lane.buffer
         buffer.append(event)
-        if held_back(event_type, event):  # the end of a run whose loop is going away
+        if held:  # the end of a run whose loop is going away
             if len(buffer) >= self._batch_size:
                 self._seal(lane)
         elif len(buffer) >= self._batch_size:

@@ -65,7 +65,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._delivery_scope import delivering
+from flowhooks._delivery_scope import delivering, queue_only
 from flowhooks._dispatcher import Dispatcher, _mark_propagating
 from flowhooks._eager import start_eagerly
 from flowhooks._events import Event, EventType
@@ -73,10 +73,6 @@ from flowhooks._logs import failure_text
 from flowhooks._validate import check_seconds
 
 ItemT = TypeVar("ItemT")
-
-queue_only: ContextVar[str | None] = ContextVar("flowhooks_queue_only", default=None)
-"""The run whose ``workflow_end`` an end sends after its own task was cancelled (a loop
-shutting down, a routine cancelling every task): see ``held_back``."""
 
 
 def held_back(event_type: EventType, event: Event) -> bool:
@@ -240,22 +236,23 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
 
     # -- lanes ------------------------------------------------------------------------
 
-    def _lane(self) -> LaneT:
-        """Return the running loop's lane, opening it on first use."""
+    def _lane(self, kick: bool = True) -> LaneT:
+        """Return the running loop's lane, opening it on first use (and, with ``kick``,
+        starting a worker for what a closed loop's lane left in it)."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(loop)
         if lane is None:
-            lane = self._open_lane(loop)
+            lane = self._open_lane(loop, kick)
         return lane
 
-    def _open_lane(self, loop: asyncio.AbstractEventLoop) -> LaneT:
+    def _open_lane(self, loop: asyncio.AbstractEventLoop, kick: bool = True) -> LaneT:
         lane = self._new_lane(loop)
         with self._lock:
             for old in [old for old in self._lanes.values() if old.replaceable()]:
                 del self._lanes[old.loop]
                 self._take_over(lane, old)
             self._lanes[loop] = lane
-        if lane.queue:
+        if lane.queue and kick:
             self._kick(lane)
         return lane
 

@@ -36,6 +36,11 @@ from flowhooks._sequencer import EventSequencer, TaskFrame, _frame
 delivering: ContextVar[tuple[object, ...]] = ContextVar("flowhooks_delivering", default=())
 """The composites whose worker the current code runs in (innermost last)."""
 
+queue_only: ContextVar[str | None] = ContextVar("flowhooks_queue_only", default=None)
+"""The run whose ``workflow_end`` an end sends after its own task was cancelled (a loop
+shutting down, a routine cancelling every task): see ``_delivery.held_back``. A delivery
+later on does not carry it (``enter``)."""
+
 _Tokens = list[tuple[ContextVar[Any], Token[Any]]]
 
 
@@ -70,13 +75,13 @@ def enter(scope: RunScope) -> _Tokens:
     """Make the calling task run in ``scope``; hand the result to ``leave`` afterwards.
 
     Every context variable of the dispatch is set, except which deliveries
-    the code runs in (the worker's own). The task gets a frame of its own
+    the code runs in (the worker's own) and ``queue_only``. The task gets a frame of its own
     that joins the run's dispatch, so events the code sends are queued behind
     the run's current event (see the module docstring).
     """
     tokens: _Tokens = []
     for var, value in scope.context.items():
-        if var is not _frame and var is not delivering:
+        if var is not _frame and var is not delivering and var is not queue_only:
             tokens.append((var, var.set(value)))
     task = asyncio.current_task()
     if task is not None:

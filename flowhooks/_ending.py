@@ -20,7 +20,8 @@ from weakref import WeakKeyDictionary
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._delivery import EndSettle, holds_events, queue_only, run_end_budget
+from flowhooks._delivery import EndSettle, holds_events, run_end_budget
+from flowhooks._delivery_scope import queue_only
 from flowhooks._dispatcher import Dispatcher, clear_propagating
 from flowhooks._eager import Started, start_eagerly, turn_due
 from flowhooks._events import EventType, NodeStatus, RunStatus

@@ -31,7 +31,8 @@ from loguru import logger
 
 from flowhooks._combined import as_manager
 from flowhooks._context import ParentLink, RunContext
-from flowhooks._delivery import EndSettle, holds_events, queue_only, run_end_budget
+from flowhooks._delivery import EndSettle, holds_events, run_end_budget
+from flowhooks._delivery_scope import queue_only
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._logs import failure_text

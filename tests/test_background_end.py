@@ -591,3 +591,86 @@ def test_a_shutdown_is_not_held_by_a_workflow_end_handler_that_flushes(tmp_path:
     )
     assert float(out.split("ELAPSED")[1].split()[0]) < 10, out[-2000:]
     assert "AUDIT run-over" in out, out[-2000:]
+
+
+async def test_a_held_end_delivered_later_is_not_held_again_by_an_inner_composite() -> None:
+    """Once the outer composite delivers the run's end (it is used again), the one inside
+    it delivers it too: the holding applies to the cancelled end only."""
+    from flowhooks._delivery_scope import queue_only
+
+    seen: list[object] = []
+
+    class EndRecorder(BaseCallbackHandler):
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            seen.append(queue_only.get())
+
+    class StuckOnce(BaseCallbackHandler):
+        stuck = False
+
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            if not self.stuck:
+                self.stuck = True
+                await asyncio.sleep(30)
+
+    inner = BackgroundCallback(EndRecorder(), close_timeout=5)
+    outer = BackgroundCallback(flowhooks.ChainedCallback(StuckOnce(), inner), close_timeout=5)
+    run = asyncio.ensure_future(Workflow("w", nodes=[quick]).run(callbacks=[outer]))
+    await asyncio.sleep(0.2)
+    await cancel_every_other_task()
+    assert run.done()
+    await outer.trigger("node_end", "by-hand", 1)  # used again: it delivers what it holds
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.02)
+    assert inner.queued == 0
+    assert seen == [None]
+    await outer.aclose()
+
+
+def test_a_composite_that_takes_only_workflow_end_starts_no_worker_at_shutdown(
+    tmp_path: Path,
+) -> None:
+    """Its first use in each loop is the held end: taking over what the closed loop left
+    starts no worker in the loop going away; every end is delivered once."""
+    out = run_script(
+        tmp_path,
+        """
+        import asyncio, gc
+        from flowhooks import BackgroundCallback, BaseCallbackHandler, BatchedCallback
+        from flowhooks import Workflow, node
+
+        @node
+        async def quick() -> int:
+            return 1
+
+        class Stuck(BaseCallbackHandler):
+            async def on_node_end(self, node_id, output_data):
+                await asyncio.sleep(30)
+
+        calls = []
+
+        async def sink(batch):
+            calls.append([e.run_id for e in batch])
+            await asyncio.sleep(0.5)
+
+        ends = BatchedCallback(
+            sink, batch_size=1, events=["workflow_end"], flush_interval=None, retry_attempts=0
+        )
+
+        async def main():
+            stuck = BackgroundCallback(Stuck(), close_timeout=20)
+            run = Workflow("w", nodes=[quick]).run(callbacks=[stuck, ends])
+            asyncio.ensure_future(run)
+            await asyncio.sleep(0.2)
+
+        asyncio.run(main())
+        asyncio.run(main())
+        gc.collect()
+        asyncio.run(ends.aclose())
+        gc.collect()
+        print("CALLS", len(calls), len({tuple(c) for c in calls}), ends.stats.dead_letters)
+        """,
+    )
+    assert "Task was destroyed but it is pending" not in out, out[-2000:]
+    assert "CALLS 2 2 0" in out, out[-2000:]
