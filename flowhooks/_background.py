@@ -280,7 +280,7 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         close_timeout = self._close_timeout
         budget = run_end_budget.get()
         if budget is not None and close_timeout is not None:
-            budget[id(self)] = lane.loop.time() + close_timeout
+            budget.until[id(self)] = lane.loop.time() + close_timeout
         if close_timeout is not None and (limit is None or close_timeout < limit):
             limit = close_timeout
         target = lane.accepted

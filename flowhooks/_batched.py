@@ -75,7 +75,10 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
     delivery task, so dispatch itself never waits for the sink; an idle task
     starts at once, in the dispatch that fills a batch, so a sink that does
     not wait (a plain function) has the batch when that dispatch returns, and
-    one that waits goes on in the background. A failing
+    one that waits goes on in the background (on a loop with a task factory,
+    or from inside an ``except`` block, it starts at the next turn). A sink
+    that cancels its own task while a flush waits has that batch dead-lettered
+    (else it is delivered again, as any interrupted batch). A failing
     batch is retried ``retry_attempts`` times with exponential backoff
     (``retry_backoff``, then twice that, ... capped at 10 s); ``flush()``
     waits for those retries. A batch that still fails goes to
@@ -323,6 +326,10 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
         if lane.buffer:
             self._seal(lane)
         self._cancel_timer(lane)
+
+    async def _abandoned(self, item: list[Event]) -> None:
+        error = RuntimeError("the batch sink cancelled its own task; the batch is not retried")
+        await self._dead_letter(item, error)
 
     async def _undelivered(self, items: list[list[Event]]) -> None:
         for batch in items:

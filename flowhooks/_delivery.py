@@ -60,7 +60,7 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import Iterator
 from contextvars import Context, ContextVar
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from loguru import logger
 
@@ -74,6 +74,9 @@ from flowhooks._validate import check_seconds
 
 ItemT = TypeVar("ItemT")
 
+_CLOSING: Final = object()
+"""``Lane.token`` while ``aclose()`` stops the worker: no other starts meanwhile."""
+
 
 def held_back(event_type: EventType, event: Event) -> bool:
     """Whether a composite only queues this event: the ``workflow_end`` of a run whose end
@@ -85,12 +88,28 @@ def held_back(event_type: EventType, event: Event) -> bool:
     return run_id is not None and event_type is EventType.WORKFLOW_END and event.run_id == run_id
 
 
-run_end_budget: ContextVar[dict[int, float] | None] = ContextVar(
-    "flowhooks_run_end_budget", default=None
-)
-"""Set by a run's end: when each composite's ``close_timeout`` runs out for it (by ``id``),
-counted from the wait before ``workflow_end`` (``_settle``), so that the flush after it
-waits only what is left: the end waits ``close_timeout`` at most for one composite."""
+class EndBudget:
+    """One ``close_timeout`` per composite for a run's end: the wait before ``workflow_end``
+    (``_settle``) notes when each composite's runs out, and the end's flush after it waits
+    only what is left. Only the task running that end has it: deliveries and tasks that
+    start during the end (which see the context variable too) flush as usual."""
+
+    __slots__ = ("owner", "until")
+
+    def __init__(self) -> None:
+        self.owner = asyncio.current_task()
+        self.until: dict[int, float] = {}
+
+    def limit(self, composite: object, loop: asyncio.AbstractEventLoop) -> float | None:
+        """What is left of ``composite``'s wait at this end (None: it did not wait yet)."""
+        until = self.until.get(id(composite))
+        if until is None or asyncio.current_task() is not self.owner:
+            return None
+        return max(until - loop.time(), 0.0)
+
+
+run_end_budget: ContextVar[EndBudget | None] = ContextVar("flowhooks_run_end_budget", default=None)
+"""The ``EndBudget`` of the run's end running (set by it)."""
 
 
 def _check_timeout(owner: str, value: object) -> float | None:
@@ -143,14 +162,18 @@ class Lane(Generic[ItemT]):
         waiters: drains waiting until ``finished`` reaches a target.
         worker: the task delivering the queue, while it is not empty.
         token: the running worker's own mark (a worker whose mark it no longer is stops).
+        interrupted: the item put back at the head by the last worker's cancellation.
+        abandoned: that item, when the cancellation was its delivery's own: given up on.
         fatal: the first ``BaseException`` a delivery raised, until a drain raises it.
     """
 
     __slots__ = (
+        "abandoned",
         "accepted",
         "active",
         "fatal",
         "finished",
+        "interrupted",
         "loop",
         "queue",
         "thread",
@@ -169,6 +192,8 @@ class Lane(Generic[ItemT]):
         self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.token: object | None = None
+        self.interrupted: ItemT | None = None
+        self.abandoned: ItemT | None = None
         self.fatal: BaseException | None = None
 
     def replaceable(self) -> bool:
@@ -227,6 +252,9 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
 
     async def _undelivered(self, items: list[ItemT]) -> None:
         """``aclose()`` could not deliver ``items`` within ``close_timeout``."""
+
+    async def _abandoned(self, item: ItemT) -> None:
+        """``item``'s delivery cancelled the worker's own task; it is not tried again."""
 
     async def _after_shut(self, lane: LaneT) -> None:
         """``aclose()`` has handed on what was left."""
@@ -289,22 +317,22 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         here, before the caller goes on: an item whose delivery does not wait (a plain
         function as the sink) is delivered by then; one that waits goes on in the task."""
         worker = lane.worker
+        # A worker runs, starts (its first step under way: no task yet) or is being
+        # stopped by aclose(); one whose task is done was cancelled before it ever ran.
         if lane.token is not None and (worker is None or not worker.done()):
-            return  # running, or starting (its first step is under way): done: cancelled
-        token = lane.token = object()  # before it ever ran, that one needs a successor
+            return
+        token = lane.token = object()
         marks = (*delivering.get(), self)
         context = Context()
         context.run(delivering.set, marks)
         work = self._work(lane, token)
+        name = f"flowhooks {type(self).__name__} worker"
         if now:
-            started = start_eagerly(work, (), lane.loop, context=context)
-            if lane.token is token:  # still running: its task goes on after the first step
-                lane.worker = started.task
-            return
-        task = lane.loop.create_task(
-            work, name=f"flowhooks {type(self).__name__} worker", context=context
-        )
-        if lane.token is token:  # (an eager task factory may have run it to its end)
+            task = start_eagerly(work, (), lane.loop, context=context).task
+        else:
+            task = lane.loop.create_task(work, name=name, context=context)
+        if lane.token is token:  # still running (its first step may have ended it)
+            task.set_name(name)
             lane.worker = task
 
     def _delivering_here(self) -> bool:
@@ -323,12 +351,18 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                 lane.active = item
                 self._taken(lane)
                 try:
-                    await self._deliver(item)
+                    abandoned = lane.abandoned
+                    if abandoned is not None and item is abandoned:  # it cancelled its task
+                        lane.abandoned = None
+                        await self._abandoned(abandoned)
+                    else:
+                        await self._deliver(item)
                 except BaseException as exc:
                     lane.active = None
                     if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
                         if self._redeliver_interrupted:
                             queue.appendleft(item)
+                            lane.interrupted = item
                         else:
                             lane.finished += 1
                             self._wake(lane)
@@ -351,8 +385,13 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
 
     def _rekick(self, lane: LaneT) -> None:
         """Start a new worker if a drain still waits (the worker cancelled itself); not
-        when the drains were cancelled too, as a loop shutting down cancels every task."""
+        when the drains were cancelled too, as a loop shutting down cancels every task.
+        The item whose delivery cancelled itself is not tried again: it would only do the
+        same (``_abandoned``)."""
+        interrupted, lane.interrupted = lane.interrupted, None
         if lane.queue and any(not fut.done() for _, fut in lane.waiters):
+            if interrupted is not None and lane.queue[0] is interrupted:
+                lane.abandoned = interrupted
             self._kick(lane)
 
     def _stray_cancel(self, exc: asyncio.CancelledError) -> None:
@@ -418,8 +457,9 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         if lane.finished < target:
             limit = self._close_timeout
             budget = run_end_budget.get()
-            if budget is not None and id(self) in budget:  # the run's end waited before
-                limit = max(budget[id(self)] - lane.loop.time(), 0.0)
+            left = budget.limit(self, lane.loop) if budget is not None else None
+            if left is not None:  # the run's end waited for it before workflow_end
+                limit = left
             if not await self._finished(lane, target, limit):
                 logger.warning(
                     "{owner}.flush(): {n} {noun} still undelivered after {t:.3g}s; "
@@ -451,8 +491,12 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
             raise fatal
 
     async def _shut(self, lane: LaneT) -> None:
-        worker, lane.worker, lane.token = lane.worker, None, None  # its stop starts no other
-        await _stop(worker, self._close_timeout, type(self).__name__)
+        # The worker stops after its item; while it does, nothing starts another.
+        worker, lane.worker, lane.token = lane.worker, None, _CLOSING
+        try:
+            await _stop(worker, self._close_timeout, type(self).__name__)
+        finally:
+            lane.token = None
         self._before_shut(lane)
         left = list(lane.queue)
         lane.queue.clear()

@@ -20,7 +20,7 @@ from weakref import WeakKeyDictionary
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._delivery import EndSettle, holds_events, run_end_budget
+from flowhooks._delivery import EndBudget, EndSettle, holds_events, run_end_budget
 from flowhooks._delivery_scope import queue_only
 from flowhooks._dispatcher import Dispatcher, clear_propagating
 from flowhooks._eager import Started, start_eagerly, turn_due
@@ -310,11 +310,11 @@ async def _finish(run: RunState) -> RunResult:
     flushes = _flushes(manager)
     if not flushes:
         return await _close(run, result, manager, flushes)
-    budget = run_end_budget.set({})  # this end's own (not that of a run it is inside)
+    budget = run_end_budget.set(EndBudget())  # this end's own, not an outer run's
     try:
         if _may_settle(run) and holds_events(manager):
             # Background handlers' replies to the run's events go out before its end.
-            settle = _settles.setdefault(run, EndSettle())
+            settle = _settles.get(run) or _settles.setdefault(run, EndSettle())
             try:
                 await settle.wait(manager, run.runner.cancel_grace)
             except asyncio.CancelledError:  # this task itself (a shutdown): the end, no flush

@@ -31,7 +31,7 @@ from loguru import logger
 
 from flowhooks._combined import as_manager
 from flowhooks._context import ParentLink, RunContext
-from flowhooks._delivery import EndSettle, holds_events, run_end_budget
+from flowhooks._delivery import EndBudget, EndSettle, holds_events, run_end_budget
 from flowhooks._delivery_scope import queue_only
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
@@ -276,7 +276,7 @@ class ExternalRunState:
             return self.result
         result = self._build_result(exc)
         manager = self.events.manager  # the handlers the run had
-        budget = run_end_budget.set({})  # this end's own (not that of a run it is inside)
+        budget = run_end_budget.set(EndBudget())  # this end's own, not an outer run's
         try:
             if result.status is not RunStatus.CANCELLED and holds_events(manager):
                 # Background handlers' replies to the run's events go out before its end.
