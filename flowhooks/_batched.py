@@ -76,9 +76,10 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
     starts at once, in the dispatch that fills a batch, so a sink that does
     not wait (a plain function) has the batch when that dispatch returns, and
     one that waits goes on in the background (on a loop with a task factory,
-    or from inside an ``except`` block, it starts at the next turn). A sink
-    that cancels its own task while a flush waits has that batch dead-lettered
-    (else it is delivered again, as any interrupted batch). A failing
+    or from inside an ``except`` block, it starts at the next turn). A batch
+    whose delivery is cut short is delivered again, unless it cancelled its
+    own task twice in a row while a flush waited: it is then dead-lettered. A
+    failing
     batch is retried ``retry_attempts`` times with exponential backoff
     (``retry_backoff``, then twice that, ... capped at 10 s); ``flush()``
     waits for those retries. A batch that still fails goes to
@@ -328,7 +329,9 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
         self._cancel_timer(lane)
 
     async def _abandoned(self, item: list[Event]) -> None:
-        error = RuntimeError("the batch sink cancelled its own task; the batch is not retried")
+        error = RuntimeError(
+            "the batch sink cancelled its own task twice in a row; the batch is not retried"
+        )
         await self._dead_letter(item, error)
 
     async def _undelivered(self, items: list[list[Event]]) -> None:

@@ -162,8 +162,9 @@ class Lane(Generic[ItemT]):
         waiters: drains waiting until ``finished`` reaches a target.
         worker: the task delivering the queue, while it is not empty.
         token: the running worker's own mark (a worker whose mark it no longer is stops).
-        interrupted: the item put back at the head by the last worker's cancellation.
-        abandoned: that item, when the cancellation was its delivery's own: given up on.
+        interrupted: the item last put back at the head by a worker's cancellation.
+        interruptions: how many times in a row its delivery was cut short so.
+        abandoned: that item, once it cut its own delivery short too often: given up on.
         fatal: the first ``BaseException`` a delivery raised, until a drain raises it.
     """
 
@@ -174,6 +175,7 @@ class Lane(Generic[ItemT]):
         "fatal",
         "finished",
         "interrupted",
+        "interruptions",
         "loop",
         "queue",
         "thread",
@@ -193,6 +195,7 @@ class Lane(Generic[ItemT]):
         self.worker: asyncio.Task[None] | None = None
         self.token: object | None = None
         self.interrupted: ItemT | None = None
+        self.interruptions = 0
         self.abandoned: ItemT | None = None
         self.fatal: BaseException | None = None
 
@@ -362,7 +365,10 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                     if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
                         if self._redeliver_interrupted:
                             queue.appendleft(item)
-                            lane.interrupted = item
+                            if item is lane.interrupted:
+                                lane.interruptions += 1
+                            else:
+                                lane.interrupted, lane.interruptions = item, 1
                         else:
                             lane.finished += 1
                             self._wake(lane)
@@ -373,6 +379,8 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                         self._keep_fatal(lane, exc)
                 lane.active = None
                 lane.finished += 1
+                if item is lane.interrupted:  # delivered (or given up on) at last
+                    lane.interrupted, lane.interruptions = None, 0
                 if lane.waiters:
                     self._wake(lane)
         finally:
@@ -384,14 +392,14 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                     lane.loop.call_soon(self._rekick, lane)
 
     def _rekick(self, lane: LaneT) -> None:
-        """Start a new worker if a drain still waits (the worker cancelled itself); not
-        when the drains were cancelled too, as a loop shutting down cancels every task.
-        The item whose delivery cancelled itself is not tried again: it would only do the
-        same (``_abandoned``)."""
-        interrupted, lane.interrupted = lane.interrupted, None
+        """Start a new worker if a drain still waits (the worker's task was cancelled by its
+        own delivery, or by code outside); not when the drains were cancelled too, as a loop
+        shutting down cancels every task. An item whose delivery was cut short twice in a
+        row while a drain waited is not tried again (``_abandoned``): it cancels its own
+        task, and would do so until the drain gives up."""
         if lane.queue and any(not fut.done() for _, fut in lane.waiters):
-            if interrupted is not None and lane.queue[0] is interrupted:
-                lane.abandoned = interrupted
+            if lane.interruptions >= 2 and lane.queue[0] is lane.interrupted:
+                lane.abandoned = lane.interrupted
             self._kick(lane)
 
     def _stray_cancel(self, exc: asyncio.CancelledError) -> None:
@@ -495,8 +503,12 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         worker, lane.worker, lane.token = lane.worker, None, _CLOSING
         try:
             await _stop(worker, self._close_timeout, type(self).__name__)
-        finally:
+        except BaseException:  # aclose() itself cancelled: a drain waiting still gets a worker
             lane.token = None
+            if lane.queue and any(not fut.done() for _, fut in lane.waiters):
+                self._kick(lane)
+            raise
+        lane.token = None
         self._before_shut(lane)
         left = list(lane.queue)
         lane.queue.clear()

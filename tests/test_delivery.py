@@ -416,8 +416,9 @@ async def test_a_batch_sink_that_cancels_its_own_task_does_not_strand_the_queue(
 
 
 async def test_a_batch_whose_sink_always_cancels_its_task_is_dead_lettered_once() -> None:
-    """Tried again while a flush waits, it would cancel the worker again and again until
-    ``close_timeout``: it is dead-lettered instead, and the batches behind it delivered."""
+    """Tried again and again while a flush waits, it would cancel the worker until the
+    flush's ``close_timeout``: after the second time it is dead-lettered instead, and the
+    batches behind it delivered."""
     calls: list[list[str]] = []
     dead: list[list[str]] = []
 
@@ -439,7 +440,7 @@ async def test_a_batch_whose_sink_always_cancels_its_task_is_dead_lettered_once(
     await manager.on_node_start("b", {})
     await manager.on_node_start("c", {})
     await asyncio.wait_for(manager.flush(), 10)
-    assert calls == [["a"], ["b", "c"]]
+    assert calls == [["a"], ["a"], ["b", "c"]]  # once more (it might be an outside cancel)
     assert dead == [["a"]]
     assert batched.stats.dead_letters == 1
     await manager.aclose()
@@ -499,3 +500,57 @@ async def test_an_event_sent_while_aclose_stops_the_worker_starts_no_other() -> 
     assert workers == []
     assert log == ["start e1", "closed"]
     assert background.stats.dropped == 2
+
+
+async def test_a_batch_cut_short_once_by_an_outside_cancel_is_delivered_again() -> None:
+    """Another task cancelling the delivery while a flush waits: the batch is tried again,
+    not taken for one whose sink cancels its own task."""
+    calls: list[list[str]] = []
+    delivering: list[asyncio.Task[Any]] = []
+
+    class SlowFirst(BatchedCallback):
+        async def process_batch(self, batch: list[Event]) -> None:
+            calls.append([e.node_id or "" for e in batch])
+            if len(calls) == 1:
+                delivering.append(asyncio.current_task())  # type: ignore[arg-type]
+                await asyncio.sleep(30)
+
+    batched = SlowFirst(batch_size=1, flush_interval=None, close_timeout=10)
+    manager = CallbackManager([batched])
+    await manager.on_node_start("a", {})
+    await asyncio.sleep(0.05)
+    flushing = asyncio.ensure_future(manager.flush())
+    await asyncio.sleep(0.01)  # the flush waits for the batch now
+    delivering[0].cancel()
+    await asyncio.wait_for(flushing, 5)
+    assert calls == [["a"], ["a"]]
+    assert batched.stats.dead_letters == 0
+    await manager.aclose()
+
+
+async def test_a_flush_waiting_while_a_cancelled_aclose_stopped_the_worker_completes() -> None:
+    log: list[str] = []
+
+    class Slow(BaseCallbackHandler):
+        async def on_custom_event(self, name: str, data: Any) -> None:
+            log.append(name)
+            if name == "e1":
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    await asyncio.sleep(0.3)  # cleanup on cancel
+                    raise
+
+    background = BackgroundCallback(Slow(), close_timeout=0.5)
+    await background.trigger("custom_event", "e1", None)
+    await background.trigger("custom_event", "e2", None)
+    closing = asyncio.ensure_future(background.aclose())
+    await asyncio.sleep(0.6)  # its drain gave up: it is stopping the worker now
+    flushing = asyncio.ensure_future(background.flush())
+    await asyncio.sleep(0)
+    closing.cancel()
+    await asyncio.gather(closing, return_exceptions=True)
+    await asyncio.wait_for(flushing, 5)
+    assert log == ["e1", "e2"]
+    assert background.queued == 0
+    await background.aclose()
