@@ -77,9 +77,9 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
     not wait (a plain function) has the batch when that dispatch returns, and
     one that waits goes on in the background (on a loop with a task factory,
     or from inside an ``except`` block, it starts at the next turn). A batch
-    whose delivery is cut short is delivered again, unless it cancelled its
-    own task twice in a row while a flush waited: it is then dead-lettered. A
-    failing
+    whose delivery is cut short is delivered again, unless that happened twice
+    in a row while a flush waited for it (a sink that cancels its own task):
+    it is then dead-lettered. A failing
     batch is retried ``retry_attempts`` times with exponential backoff
     (``retry_backoff``, then twice that, ... capped at 10 s); ``flush()``
     waits for those retries. A batch that still fails goes to
@@ -330,7 +330,8 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
 
     async def _abandoned(self, item: list[Event]) -> None:
         error = RuntimeError(
-            "the batch sink cancelled its own task twice in a row; the batch is not retried"
+            "the batch's delivery was cancelled twice in a row while a flush waited for it "
+            "(a sink that cancels its own task?); it is not retried"
         )
         await self._dead_letter(item, error)
 

@@ -365,10 +365,11 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                     if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
                         if self._redeliver_interrupted:
                             queue.appendleft(item)
-                            if item is lane.interrupted:
+                            waited = any(not fut.done() for _, fut in lane.waiters)
+                            if item is not lane.interrupted:
+                                lane.interrupted, lane.interruptions = item, 0
+                            if waited:  # counted only while a drain waits for it
                                 lane.interruptions += 1
-                            else:
-                                lane.interrupted, lane.interruptions = item, 1
                         else:
                             lane.finished += 1
                             self._wake(lane)
@@ -395,12 +396,20 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         """Start a new worker if a drain still waits (the worker's task was cancelled by its
         own delivery, or by code outside); not when the drains were cancelled too, as a loop
         shutting down cancels every task. An item whose delivery was cut short twice in a
-        row while a drain waited is not tried again (``_abandoned``): it cancels its own
-        task, and would do so until the drain gives up."""
+        row while a drain waited is not tried again (``_abandoned``): most likely it
+        cancels its own task, and would do so until the drain gives up."""
         if lane.queue and any(not fut.done() for _, fut in lane.waiters):
             if lane.interruptions >= 2 and lane.queue[0] is lane.interrupted:
                 lane.abandoned = lane.interrupted
             self._kick(lane)
+
+    def _stopped(self, lane: LaneT) -> None:
+        """The worker a cancelled ``aclose()`` was stopping has ended: start another if a
+        drain waits (unless another ``aclose()`` or worker has taken over meanwhile)."""
+        if lane.token is _CLOSING:
+            lane.token = None
+            if lane.queue and any(not fut.done() for _, fut in lane.waiters):
+                self._kick(lane)
 
     def _stray_cancel(self, exc: asyncio.CancelledError) -> None:
         """The wrapped code raised ``CancelledError`` while nothing cancelled the worker: a
@@ -503,15 +512,19 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         worker, lane.worker, lane.token = lane.worker, None, _CLOSING
         try:
             await _stop(worker, self._close_timeout, type(self).__name__)
-        except BaseException:  # aclose() itself cancelled: a drain waiting still gets a worker
-            lane.token = None
-            if lane.queue and any(not fut.done() for _, fut in lane.waiters):
-                self._kick(lane)
+        except BaseException:  # aclose() itself cancelled: a drain waiting still gets a worker,
+            if worker is None or worker.done():  # once the one being stopped has ended
+                self._stopped(lane)
+            else:  # (or, should it ignore its cancellation, after close_timeout)
+                worker.add_done_callback(lambda _: self._stopped(lane))
+                if self._close_timeout is not None:
+                    lane.loop.call_later(self._close_timeout, self._stopped, lane)
             raise
         lane.token = None
         self._before_shut(lane)
         left = list(lane.queue)
         lane.queue.clear()
+        lane.interrupted, lane.interruptions = None, 0
         lane.finished += len(left)
         if left:
             await self._undelivered(left)

@@ -533,13 +533,15 @@ async def test_a_flush_waiting_while_a_cancelled_aclose_stopped_the_worker_compl
 
     class Slow(BaseCallbackHandler):
         async def on_custom_event(self, name: str, data: Any) -> None:
-            log.append(name)
+            log.append(f"start {name}")
             if name == "e1":
                 try:
                     await asyncio.sleep(30)
                 except asyncio.CancelledError:
                     await asyncio.sleep(0.3)  # cleanup on cancel
+                    log.append("end e1")
                     raise
+            log.append(f"end {name}")
 
     background = BackgroundCallback(Slow(), close_timeout=0.5)
     await background.trigger("custom_event", "e1", None)
@@ -551,6 +553,33 @@ async def test_a_flush_waiting_while_a_cancelled_aclose_stopped_the_worker_compl
     closing.cancel()
     await asyncio.gather(closing, return_exceptions=True)
     await asyncio.wait_for(flushing, 5)
-    assert log == ["e1", "e2"]
+    assert log == ["start e1", "end e1", "start e2", "end e2"]  # one at a time, in order
     assert background.queued == 0
     await background.aclose()
+
+
+async def test_two_outside_cancels_while_no_flush_waited_do_not_dead_letter_a_batch() -> None:
+    """Only cuts while a flush waits count towards giving a batch up."""
+    calls: list[list[str]] = []
+    delivering: list[asyncio.Task[Any]] = []
+
+    class Slow(BatchedCallback):
+        async def process_batch(self, batch: list[Event]) -> None:
+            calls.append([e.node_id or "" for e in batch])
+            if len(calls) <= 2:
+                delivering.append(asyncio.current_task())  # type: ignore[arg-type]
+                await asyncio.sleep(30)
+
+    batched = Slow(batch_size=1, flush_interval=None, close_timeout=10)
+    manager = CallbackManager([batched])
+    await manager.on_node_start("a", {})
+    await asyncio.sleep(0.05)
+    delivering[0].cancel()  # no flush waits: it waits in the queue
+    await asyncio.sleep(0.05)
+    flushing = asyncio.ensure_future(manager.flush())  # starts a worker: second try
+    await asyncio.sleep(0.05)
+    delivering[1].cancel()  # one cut while the flush waits: tried once more
+    await asyncio.wait_for(flushing, 5)
+    assert calls == [["a"], ["a"], ["a"]]
+    assert batched.stats.dead_letters == 0
+    await manager.aclose()
