@@ -357,10 +357,21 @@ async def test_an_external_run_cancelled_everywhere_during_the_wait_keeps_workfl
     await drop(background)
 
 
+SCRIPT_PREAMBLE = """
+import asyncio, gc, time
+from flowhooks import BackgroundCallback, BaseCallbackHandler, BatchedCallback, Workflow, node
+
+@node
+async def quick() -> int:
+    return 1
+"""
+
+
 def run_script(tmp_path: Path, source: str) -> str:
-    """Run ``source`` in a Python process of its own; return what it printed (both streams)."""
+    """Run ``source`` (after ``SCRIPT_PREAMBLE``: asyncio, the composites, a node ``quick``)
+    in a Python process of its own; return what it printed (both streams)."""
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(source))
+    script.write_text(SCRIPT_PREAMBLE + textwrap.dedent(source))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
@@ -376,9 +387,6 @@ def test_asyncio_run_ending_during_a_flush_leaves_no_worker_behind(tmp_path: Pat
     out = run_script(
         tmp_path,
         """
-        import asyncio, gc
-        from flowhooks import BackgroundCallback, BaseCallbackHandler
-
         calls = []
 
         class Slow(BaseCallbackHandler):
@@ -413,13 +421,6 @@ def test_a_shutdown_during_the_wait_with_a_full_block_queue_does_not_stall(
     out = run_script(
         tmp_path,
         """
-        import asyncio, time
-        from flowhooks import BackgroundCallback, BaseCallbackHandler, Workflow, node
-
-        @node
-        async def quick() -> int:
-            return 1
-
         class Slow(BaseCallbackHandler):
             async def on_workflow_start(self, workflow_id, input_data):
                 await asyncio.sleep(60)
@@ -446,15 +447,6 @@ def test_a_shutdown_during_the_wait_starts_no_batch_worker(tmp_path: Path) -> No
     out = run_script(
         tmp_path,
         """
-        import asyncio, gc
-        from flowhooks import (
-            BackgroundCallback, BaseCallbackHandler, BatchedCallback, Workflow, node,
-        )
-
-        @node
-        async def quick() -> int:
-            return 1
-
         class Stuck(BaseCallbackHandler):
             async def on_node_end(self, node_id, output_data):
                 await asyncio.sleep(30)
@@ -557,13 +549,6 @@ def test_a_shutdown_is_not_held_by_a_workflow_end_handler_that_flushes(tmp_path:
     out = run_script(
         tmp_path,
         """
-        import asyncio, time
-        from flowhooks import BackgroundCallback, BaseCallbackHandler, Workflow, node
-
-        @node
-        async def quick() -> int:
-            return 1
-
         class Stuck(BaseCallbackHandler):
             async def on_node_end(self, node_id, output_data):
                 await asyncio.sleep(60)
@@ -636,14 +621,6 @@ def test_a_composite_that_takes_only_workflow_end_starts_no_worker_at_shutdown(
     out = run_script(
         tmp_path,
         """
-        import asyncio, gc
-        from flowhooks import BackgroundCallback, BaseCallbackHandler, BatchedCallback
-        from flowhooks import Workflow, node
-
-        @node
-        async def quick() -> int:
-            return 1
-
         class Stuck(BaseCallbackHandler):
             async def on_node_end(self, node_id, output_data):
                 await asyncio.sleep(30)

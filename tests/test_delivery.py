@@ -502,20 +502,27 @@ async def test_an_event_sent_while_aclose_stops_the_worker_starts_no_other() -> 
     assert background.stats.dropped == 2
 
 
+class SlowFirstTries(BatchedCallback):
+    """Batches of one; the first ``slow`` tries hang (their tasks in ``delivering``)."""
+
+    def __init__(self, slow: int) -> None:
+        super().__init__(batch_size=1, flush_interval=None, close_timeout=10)
+        self.slow = slow
+        self.calls: list[list[str]] = []
+        self.delivering: list[asyncio.Task[Any]] = []
+
+    async def process_batch(self, batch: list[Event]) -> None:
+        self.calls.append([e.node_id or "" for e in batch])
+        if len(self.calls) <= self.slow:
+            self.delivering.append(asyncio.current_task())  # type: ignore[arg-type]
+            await asyncio.sleep(30)
+
+
 async def test_a_batch_cut_short_once_by_an_outside_cancel_is_delivered_again() -> None:
     """Another task cancelling the delivery while a flush waits: the batch is tried again,
     not taken for one whose sink cancels its own task."""
-    calls: list[list[str]] = []
-    delivering: list[asyncio.Task[Any]] = []
-
-    class SlowFirst(BatchedCallback):
-        async def process_batch(self, batch: list[Event]) -> None:
-            calls.append([e.node_id or "" for e in batch])
-            if len(calls) == 1:
-                delivering.append(asyncio.current_task())  # type: ignore[arg-type]
-                await asyncio.sleep(30)
-
-    batched = SlowFirst(batch_size=1, flush_interval=None, close_timeout=10)
+    batched = SlowFirstTries(1)
+    calls, delivering = batched.calls, batched.delivering
     manager = CallbackManager([batched])
     await manager.on_node_start("a", {})
     await asyncio.sleep(0.05)
@@ -560,17 +567,8 @@ async def test_a_flush_waiting_while_a_cancelled_aclose_stopped_the_worker_compl
 
 async def test_two_outside_cancels_while_no_flush_waited_do_not_dead_letter_a_batch() -> None:
     """Only cuts while a flush waits count towards giving a batch up."""
-    calls: list[list[str]] = []
-    delivering: list[asyncio.Task[Any]] = []
-
-    class Slow(BatchedCallback):
-        async def process_batch(self, batch: list[Event]) -> None:
-            calls.append([e.node_id or "" for e in batch])
-            if len(calls) <= 2:
-                delivering.append(asyncio.current_task())  # type: ignore[arg-type]
-                await asyncio.sleep(30)
-
-    batched = Slow(batch_size=1, flush_interval=None, close_timeout=10)
+    batched = SlowFirstTries(2)
+    calls, delivering = batched.calls, batched.delivering
     manager = CallbackManager([batched])
     await manager.on_node_start("a", {})
     await asyncio.sleep(0.05)
