@@ -20,7 +20,8 @@ from loguru import logger
 
 from flowhooks import _delivery_scope
 from flowhooks._composites import wrap_handlers
-from flowhooks._delivery import DeferredDelivery, Lane, held_back, run_end_budget
+from flowhooks._delivery import DeferredDelivery, Lane
+from flowhooks._delivery_end import held_back, run_end_budget
 from flowhooks._delivery_scope import RunScope
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType

@@ -19,7 +19,8 @@ from typing import Any
 
 from loguru import logger
 
-from flowhooks._delivery import DeferredDelivery, Lane, held_back
+from flowhooks._delivery import DeferredDelivery, Lane
+from flowhooks._delivery_end import held_back
 from flowhooks._dispatcher import event_from_args
 from flowhooks._events import Event, EventType, parse_event_type
 from flowhooks._logs import failure_text

@@ -1,7 +1,7 @@
 """``DeferredDelivery``: the base of composites that deliver after dispatch returns.
 
 Place in the chain: events -> handler -> plan -> manager -> composites
-(``_composites`` -> ``_delivery_scope`` -> **here** -> ``_batched``,
+(``_composites`` -> ``_delivery_scope`` -> ``_delivery_end`` -> **here** -> ``_batched``,
 ``_background``). ``BatchedCallback`` (items: sealed batches) and
 ``BackgroundCallback`` (items: single events) are its subclasses; they fill
 in what an item is and how one is delivered, and the base owns the rest:
@@ -58,17 +58,17 @@ import asyncio
 import threading
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Iterator
-from contextvars import Context, ContextVar
+from contextvars import Context
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._delivery_scope import delivering, queue_only
+from flowhooks._delivery_end import run_end_budget
+from flowhooks._delivery_scope import delivering
 from flowhooks._dispatcher import Dispatcher, _mark_propagating
 from flowhooks._eager import start_eagerly
-from flowhooks._events import Event, EventType
+from flowhooks._events import Event
 from flowhooks._logs import failure_text
 from flowhooks._validate import check_seconds
 
@@ -76,40 +76,6 @@ ItemT = TypeVar("ItemT")
 
 _CLOSING: Final = object()
 """``Lane.token`` while ``aclose()`` stops the worker: no other starts meanwhile."""
-
-
-def held_back(event_type: EventType, event: Event) -> bool:
-    """Whether a composite only queues this event: the ``workflow_end`` of a run whose end
-    goes on after its own task was cancelled. It neither waits for room nor starts a worker
-    that nobody would stop; it is delivered with what the composite holds the next time it
-    is used or closed (a later loop takes over what a closed one left). Only that event:
-    code its handlers start, which sees the variable too, is not affected."""
-    run_id = queue_only.get()
-    return run_id is not None and event_type is EventType.WORKFLOW_END and event.run_id == run_id
-
-
-class EndBudget:
-    """One ``close_timeout`` per composite for a run's end: the wait before ``workflow_end``
-    (``_settle``) notes when each composite's runs out, and the end's flush after it waits
-    only what is left. Only the task running that end has it: deliveries and tasks that
-    start during the end (which see the context variable too) flush as usual."""
-
-    __slots__ = ("owner", "until")
-
-    def __init__(self) -> None:
-        self.owner = asyncio.current_task()
-        self.until: dict[int, float] = {}
-
-    def limit(self, composite: object, loop: asyncio.AbstractEventLoop) -> float | None:
-        """What is left of ``composite``'s wait at this end (None: it did not wait yet)."""
-        until = self.until.get(id(composite))
-        if until is None or asyncio.current_task() is not self.owner:
-            return None
-        return max(until - loop.time(), 0.0)
-
-
-run_end_budget: ContextVar[EndBudget | None] = ContextVar("flowhooks_run_end_budget", default=None)
-"""The ``EndBudget`` of the run's end running (set by it)."""
 
 
 def _check_timeout(owner: str, value: object) -> float | None:
@@ -530,82 +496,6 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
             await self._undelivered(left)
         self._wake(lane)
         await self._after_shut(lane)
-
-
-def holds_events(root: Dispatcher) -> bool:
-    """Whether a dispatcher at or below ``root`` holds events of the running loop not yet
-    delivered, whose handlers may still reply: see ``Dispatcher._settle``."""
-    return any(d._holds_events() for d in _dispatchers(root))
-
-
-def _dispatchers(root: Dispatcher) -> Iterator[Dispatcher]:
-    """``root`` and the dispatchers below it, each once, outermost first."""
-    seen: set[int] = set()
-    stack: list[object] = [root]
-    while stack:
-        handler = stack.pop()
-        if isinstance(handler, Dispatcher) and id(handler) not in seen:
-            seen.add(id(handler))
-            yield handler
-            stack.extend(reversed(handler._below()))
-
-
-async def settle_deliveries(root: Dispatcher, limit: float | None) -> None:
-    """Let each dispatcher at or below ``root`` deliver what it holds, all within ``limit``
-    seconds; an outer one first, so that what it hands on to those below it is waited
-    for too."""
-    loop = asyncio.get_running_loop()
-    until = None if limit is None else loop.time() + limit
-    for dispatcher in _dispatchers(root):
-        if dispatcher._holds_events():
-            await dispatcher._settle(None if until is None else max(until - loop.time(), 0.0))
-
-
-class EndSettle:
-    """A run's end waiting for its background deliveries (``settle_deliveries``) before
-    ``workflow_end``, in a task of its own, so that a cancellation of whoever awaits the
-    run cuts the wait short (``cut``): the end goes on at the next turn of the loop, its
-    grace kept for ``workflow_end`` (an anyio scope cancels again at every turn). Touched
-    only from the run's loop."""
-
-    __slots__ = ("over", "task", "was_cut")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.over: asyncio.Future[None] | None = None
-        self.was_cut = False
-
-    def cut(self) -> None:
-        """Stop the wait now, or, before it began, keep it from beginning."""
-        self.was_cut = True
-        if self.over is not None:
-            _resolve(self.over)
-        if self.task is not None:
-            self.task.cancel()
-
-    async def wait(self, root: Dispatcher, limit: float | None) -> None:
-        """Run ``settle_deliveries(root, limit)`` unless cut; return once it ended or was cut."""
-        if self.was_cut:
-            return
-        loop = asyncio.get_running_loop()
-        self.over = over = loop.create_future()
-        self.task = task = loop.create_task(settle_deliveries(root, limit))
-        task.add_done_callback(lambda _: _resolve(over))
-        try:
-            await over
-        finally:
-            self.task = self.over = None
-            if not task.done():  # cut, or this task itself was cancelled: the wait goes
-                task.cancel()
-            elif not task.cancelled() and task.exception() is not None:
-                logger.opt(exception=task.exception()).error(
-                    "waiting for background deliveries at the end of a run failed"
-                )
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class _RunErrors:

@@ -38,7 +38,7 @@ delivering: ContextVar[tuple[object, ...]] = ContextVar("flowhooks_delivering", 
 
 queue_only: ContextVar[str | None] = ContextVar("flowhooks_queue_only", default=None)
 """The run whose ``workflow_end`` an end sends after its own task was cancelled (a loop
-shutting down, a routine cancelling every task): see ``_delivery.held_back``. A delivery
+shutting down, a routine cancelling every task): see ``_delivery_end.held_back``. A delivery
 later on does not carry it (``enter``)."""
 
 _Tokens = list[tuple[ContextVar[Any], Token[Any]]]

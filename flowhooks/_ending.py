@@ -20,8 +20,7 @@ from weakref import WeakKeyDictionary
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._delivery import EndBudget, EndSettle, holds_events, run_end_budget
-from flowhooks._delivery_scope import queue_only
+from flowhooks._delivery_end import EndSettle, end_after_deliveries
 from flowhooks._dispatcher import Dispatcher, clear_propagating
 from flowhooks._eager import Started, start_eagerly, turn_due
 from flowhooks._events import EventType, NodeStatus, RunStatus
@@ -307,26 +306,19 @@ async def _finish(run: RunState) -> RunResult:
         assert run.error is not None
         await run.emit_error_isolated(run.error, None, None, None, "the store failure's event")
     manager = run.events.manager  # the handlers the run had
-    flushes = _flushes(manager)
-    if not flushes:
-        return await _close(run, result, manager, flushes)
-    budget = run_end_budget.set(EndBudget())  # this end's own, not an outer run's
-    try:
-        if _may_settle(run) and holds_events(manager):
-            # Background handlers' replies to the run's events go out before its end.
-            settle = _settles.get(run) or _settles.setdefault(run, EndSettle())
-            try:
-                await settle.wait(manager, run.runner.cancel_grace)
-            except asyncio.CancelledError:  # this task itself (a shutdown): the end, no flush
-                shutting = queue_only.set(run.run_id)
-                try:
-                    await _close(run, result, manager, False)
-                finally:
-                    queue_only.reset(shutting)
-                raise
-        return await _close(run, result, manager, flushes)
-    finally:
-        run_end_budget.reset(budget)
+    if not _flushes(manager):  # no composite, nothing to flush: the end alone
+        return await _close(run, result, manager, False)
+
+    def settle() -> EndSettle:
+        return _settles.get(run) or _settles.setdefault(run, EndSettle())
+
+    return await end_after_deliveries(
+        manager,
+        settle if _may_settle(run) else None,
+        run.runner.cancel_grace,
+        run.run_id,
+        lambda flush: _close(run, result, manager, flush),
+    )
 
 
 _settles: WeakKeyDictionary[RunState, EndSettle] = WeakKeyDictionary()

@@ -31,8 +31,7 @@ from loguru import logger
 
 from flowhooks._combined import as_manager
 from flowhooks._context import ParentLink, RunContext
-from flowhooks._delivery import EndBudget, EndSettle, holds_events, run_end_budget
-from flowhooks._delivery_scope import queue_only
+from flowhooks._delivery_end import EndSettle, end_after_deliveries
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
 from flowhooks._logs import failure_text
@@ -276,22 +275,13 @@ class ExternalRunState:
             return self.result
         result = self._build_result(exc)
         manager = self.events.manager  # the handlers the run had
-        budget = run_end_budget.set(EndBudget())  # this end's own, not an outer run's
-        try:
-            if result.status is not RunStatus.CANCELLED and holds_events(manager):
-                # Background handlers' replies to the run's events go out before its end.
-                try:
-                    await self.settle.wait(manager, grace)
-                except asyncio.CancelledError:  # this task itself (a shutdown): no flush
-                    shutting = queue_only.set(self.run_id)
-                    try:
-                        await self._close(result, None)
-                    finally:
-                        queue_only.reset(shutting)
-                    raise
-            await self._close(result, manager)
-        finally:
-            run_end_budget.reset(budget)
+        await end_after_deliveries(
+            manager,
+            (lambda: self.settle) if result.status is not RunStatus.CANCELLED else None,
+            grace,
+            self.run_id,
+            lambda flush: self._close(result, manager if flush else None),
+        )
         return result
 
     async def _close(self, result: RunResult, manager: CallbackManager | None) -> None:

@@ -42,6 +42,7 @@ LAYERS = [
     # composites
     "_composites",
     "_delivery_scope",
+    "_delivery_end",
     "_delivery",
     "_batched",
     "_background",
