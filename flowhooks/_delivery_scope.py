@@ -1,8 +1,8 @@
 """What code that delivers an event later sees: the run of the event, and whose delivery it is.
 
 Place in the chain: events -> handler -> plan -> manager -> composites
-(``_composites`` -> **here** -> ``_delivery`` -> ``_batched``,
-``_background``).
+(``_composites`` -> **here** -> ``_delivery_end`` -> ``_delivery`` ->
+``_batched``, ``_background``).
 
 A composite that calls a wrapped handler from its own worker task, after the
 event's dispatch has returned (``BackgroundCallback``), captures a
