@@ -210,15 +210,10 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
             return  # let through only for what the run delivers before it (see handles)
         if event is None:
             event = event_from_args(event_type, args)
-        held = held_back(event_type, event)
+        held = held_back(event_type, event)  # the end of a run whose loop is going away
         lane = self._lane(kick=not held)
         queue = lane.queue
-        if held:  # the end of a run whose loop is going away
-            self._enqueue(lane, (event_type, args, event, _delivery_scope.capture()))
-            with self._lock:
-                self._stats.enqueued += 1
-            return
-        if len(queue) >= self._max_queue:
+        if not held and len(queue) >= self._max_queue:
             overflow = self._overflow
             if overflow == "block":
                 if not self._delivering_here():  # the worker would wait for itself
@@ -239,7 +234,8 @@ class BackgroundCallback(DeferredDelivery[_Item, _BackgroundLane]):
         self._enqueue(lane, (event_type, args, event, _delivery_scope.capture()))
         with self._lock:
             self._stats.enqueued += 1
-        self._kick(lane)
+        if not held:
+            self._kick(lane)
 
     # -- lifecycle --------------------------------------------------------------------
 

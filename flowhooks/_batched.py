@@ -261,17 +261,15 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
             return
         if event is None:
             event = event_from_args(event_type, args)
-        held = held_back(event_type, event)
+        held = held_back(event_type, event)  # the end of a run whose loop is going away
         lane = self._lane(kick=not held)
         buffer = lane.buffer
         buffer.append(event)
-        if held:  # the end of a run whose loop is going away
-            if len(buffer) >= self._batch_size:
-                self._seal(lane)
-        elif len(buffer) >= self._batch_size:
+        if len(buffer) >= self._batch_size:
             self._seal(lane)
-            self._kick(lane, now=True)  # a sink that does not wait has it on return
-        elif lane.timer is None and self._interval is not None:
+            if not held:
+                self._kick(lane, now=True)  # a sink that does not wait has it on return
+        elif not held and lane.timer is None and self._interval is not None:
             lane.timer = lane.loop.call_later(self._interval, self._on_timer, lane)
 
     # -- lifecycle --------------------------------------------------------------------

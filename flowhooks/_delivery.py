@@ -165,6 +165,10 @@ class Lane(Generic[ItemT]):
         self.abandoned: ItemT | None = None
         self.fatal: BaseException | None = None
 
+    def awaited(self) -> bool:
+        """Whether a drain (``flush()``, a run's end) still waits for this lane."""
+        return any(not fut.done() for _, fut in self.waiters)
+
     def replaceable(self) -> bool:
         """Whether another loop may take this lane over now (see the class docstring)."""
         return self.loop.is_closed() or self.thread == threading.get_ident()
@@ -331,7 +335,7 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
                     if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
                         if self._redeliver_interrupted:
                             queue.appendleft(item)
-                            waited = any(not fut.done() for _, fut in lane.waiters)
+                            waited = lane.awaited()
                             if item is not lane.interrupted:
                                 lane.interrupted, lane.interruptions = item, 0
                             if waited:  # counted only while a drain waits for it
@@ -364,7 +368,7 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         shutting down cancels every task. An item whose delivery was cut short twice in a
         row while a drain waited is not tried again (``_abandoned``): most likely it
         cancels its own task, and would do so until the drain gives up."""
-        if lane.queue and any(not fut.done() for _, fut in lane.waiters):
+        if lane.queue and lane.awaited():
             if lane.interruptions >= 2 and lane.queue[0] is lane.interrupted:
                 lane.abandoned = lane.interrupted
             self._kick(lane)
@@ -374,7 +378,7 @@ class DeferredDelivery(Dispatcher, Generic[ItemT, LaneT]):
         drain waits (unless another ``aclose()`` or worker has taken over meanwhile)."""
         if lane.token is _CLOSING:
             lane.token = None
-            if lane.queue and any(not fut.done() for _, fut in lane.waiters):
+            if lane.queue and lane.awaited():
                 self._kick(lane)
 
     def _stray_cancel(self, exc: asyncio.CancelledError) -> None:
