@@ -62,7 +62,12 @@ class BaseCallbackHandler:
     raise_error: ClassVar[bool] = False
     timeout: ClassVar[float | None] = None
     run_in_thread: ClassVar[bool] = False
-    breaker: CircuitBreaker | None = None
+    if TYPE_CHECKING:
+        breaker: CircuitBreaker | None = None
+    else:
+        # Not annotated at run time: a handler that is also a pydantic model would
+        # otherwise take it for a field of a type pydantic cannot build.
+        breaker = None
 
     if TYPE_CHECKING:
         # What a type checker sees: each lifecycle method may be overridden in
