@@ -95,7 +95,35 @@ class _Runs:
         self.states: dict[str, ExternalRunState] = {}
         self.steps: dict[tuple[str, str, str | None], NodeAttempt] = {}
         self.names: dict[str, Counter[str]] = {}  # run id -> executions of each node so far
+        self.before: dict[tuple[Any, ...], BaseException] = {}  # in flight as a pre hook ran
         self.lock = threading.Lock()
+
+    def mark(self, key: tuple[Any, ...]) -> None:
+        """Note the exception being handled, if any, as the pre hook of ``key`` is called:
+        the caller's own, which the post hook must not take for the execution's."""
+        flying = sys.exc_info()[1]
+        if flying is not None:
+            with self.lock:
+                self.before[key] = flying
+
+    def failure(
+        self, key: tuple[Any, ...], success: bool, error: BaseException | None, what: str
+    ) -> BaseException | None:
+        """What ended ``key``'s node or execution, called from its post hook: ``None`` if it
+        succeeded.
+
+        Hamilton catches only ``Exception``s. A ``KeyboardInterrupt`` or a cancellation
+        on its way out passes its post hooks as ``success=True`` (or, for an
+        ``AsyncDriver`` execution, ``success=False`` with no error): that exception is
+        the one being handled as the hook is called.
+        """
+        before = self.before.get(key)  # kept until the run's end: a hook may be called twice
+        if not success and error is not None:
+            return error
+        flying = sys.exc_info()[1]
+        if flying is not None and flying is not before and not isinstance(flying, Exception):
+            return flying
+        return None if success else RuntimeError(f"{what} failed")
 
     def args(self, run_id: str, graph: Any, inputs: Mapping[str, Any] | None) -> RunArgs:
         name = self.workflow_name
@@ -125,6 +153,8 @@ class _Runs:
         with self.lock:
             state = self.states.pop(run_id, None)
             self.names.pop(run_id, None)
+            for key in [k for k in self.before if k[0] == run_id]:
+                del self.before[key]
         if state is not None:
             await end_run(state, error, isolate=False)
 
@@ -187,12 +217,6 @@ class _OnAwait:
         return self._fn(*self._args).__await__()
 
 
-def _failure(node_: Any, success: bool, error: BaseException | None) -> BaseException | None:
-    if success:
-        return None
-    return error or RuntimeError(f"node {node_.name!r} failed")
-
-
 class FlowhooksAdapter(
     lifecycle.BasePreGraphExecute,
     lifecycle.BasePostGraphExecute,
@@ -240,6 +264,7 @@ class FlowhooksAdapter(
         overrides: dict[str, Any],
     ) -> _OnAwait | None:
         """An execution starts: ``workflow_start`` (for a sync ``Driver``, on a loop thread)."""
+        self._runs.mark((run_id,))
         if _run_by_async_driver(graph):
             return _OnAwait(self._runs.start, run_id, graph, inputs)
         loop = _LoopThread(f"flowhooks-hamilton-{run_id}")
@@ -262,11 +287,12 @@ class FlowhooksAdapter(
         results: dict[str, Any] | None,
     ) -> _OnAwait | None:
         """The execution ended: ``workflow_end`` (failed with ``error`` unless it succeeded)."""
+        failure = self._runs.failure((run_id,), success, error, "the execution")
         loop = self._loops.get(run_id)
         if loop is None:
-            return _OnAwait(self._runs.end, run_id, None if success else error)
+            return _OnAwait(self._runs.end, run_id, failure)
         try:
-            loop.run(self._runs.end, run_id, None if success else error)
+            loop.run(self._runs.end, run_id, failure)
         finally:
             self._stop(run_id)
         return None
@@ -281,6 +307,7 @@ class FlowhooksAdapter(
         self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
     ) -> _OnAwait | None:
         """A node starts: ``node_start`` with its keyword arguments."""
+        self._runs.mark((run_id, node_.name, task_id))
         loop = self._loops.get(run_id)
         if loop is None:
             return _OnAwait(self._runs.node_start, run_id, node_.name, kwargs, task_id)
@@ -299,7 +326,8 @@ class FlowhooksAdapter(
         task_id: str | None = None,
     ) -> _OnAwait | None:
         """A node ended: ``node_end`` with its result, or its ``error`` event."""
-        failure = _failure(node_, success, error)
+        key = (run_id, node_.name, task_id)
+        failure = self._runs.failure(key, success, error, f"node {node_.name!r}")
         loop = self._loops.get(run_id)
         if loop is None:
             return _OnAwait(self._runs.node_end, run_id, node_.name, task_id, result, failure)
@@ -317,7 +345,9 @@ class AsyncFlowhooksAdapter(
 
     It reports an ``AsyncDriver`` execution as ``FlowhooksAdapter`` does, on
     the driver's loop; the sync ``Driver`` never calls it. Same arguments as
-    ``FlowhooksAdapter``.
+    ``FlowhooksAdapter``. Each hook returns the awaitable the driver awaits:
+    called in the driver's own frame, it sees what the driver is handling (a
+    cancellation on its way out, which Hamilton reports as no error).
     """
 
     def __init__(
@@ -330,7 +360,7 @@ class AsyncFlowhooksAdapter(
     ) -> None:
         self._runs = _Runs("AsyncFlowhooksAdapter", manager, workflow_name, resource_id, metadata)
 
-    async def pre_graph_execute(
+    def pre_graph_execute(
         self,
         *,
         run_id: str,
@@ -338,11 +368,12 @@ class AsyncFlowhooksAdapter(
         final_vars: list[str],
         inputs: dict[str, Any],
         overrides: dict[str, Any],
-    ) -> None:
+    ) -> _OnAwait:
         """An execution starts: ``workflow_start``."""
-        await self._runs.start(run_id, graph, inputs)
+        self._runs.mark((run_id,))
+        return _OnAwait(self._runs.start, run_id, graph, inputs)
 
-    async def post_graph_execute(
+    def post_graph_execute(
         self,
         *,
         run_id: str,
@@ -350,17 +381,19 @@ class AsyncFlowhooksAdapter(
         success: bool,
         error: Exception | None,
         results: dict[str, Any] | None,
-    ) -> None:
+    ) -> _OnAwait:
         """The execution ended: ``workflow_end`` (failed with ``error`` unless it succeeded)."""
-        await self._runs.end(run_id, None if success else error)
+        failure = self._runs.failure((run_id,), success, error, "the execution")
+        return _OnAwait(self._runs.end, run_id, failure)
 
-    async def pre_node_execute(
+    def pre_node_execute(
         self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
-    ) -> None:
+    ) -> _OnAwait:
         """A node starts: ``node_start`` with its keyword arguments."""
-        await self._runs.node_start(run_id, node_.name, kwargs, task_id)
+        self._runs.mark((run_id, node_.name, task_id))
+        return _OnAwait(self._runs.node_start, run_id, node_.name, kwargs, task_id)
 
-    async def post_node_execute(
+    def post_node_execute(
         self,
         *,
         run_id: str,
@@ -370,8 +403,8 @@ class AsyncFlowhooksAdapter(
         error: Exception | None,
         result: Any,
         task_id: str | None = None,
-    ) -> None:
+    ) -> _OnAwait:
         """A node ended: ``node_end`` with its result, or its ``error`` event."""
-        await self._runs.node_end(
-            run_id, node_.name, task_id, result, _failure(node_, success, error)
-        )
+        key = (run_id, node_.name, task_id)
+        failure = self._runs.failure(key, success, error, f"node {node_.name!r}")
+        return _OnAwait(self._runs.node_end, run_id, node_.name, task_id, result, failure)

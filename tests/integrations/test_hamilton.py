@@ -424,3 +424,78 @@ async def test_handlers_see_the_run_as_current_under_the_async_driver() -> None:
     assert [(e.node_id, e.payload) for e in customs] == [
         (n, n) for n in ("rows", "total", "doubled")
     ]
+
+
+INTERRUPTED_SOURCE = """
+def ok(day: int) -> int:
+    return day
+
+def stopped(ok: int) -> int:
+    raise KeyboardInterrupt
+"""
+
+
+def test_a_keyboard_interrupt_in_a_node_cancels_the_run() -> None:
+    """Ctrl-C in a node: Hamilton's hooks say success=True; the run ends cancelled."""
+    recorder = RecordingCallback()
+    dr = (
+        driver.Builder()
+        .with_modules(_module("interrupted", INTERRUPTED_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter(recorder))
+        .build()
+    )
+    with pytest.raises(KeyboardInterrupt):
+        dr.execute(["stopped"], inputs={"day": 1})
+    _check_stream(recorder.events)
+    assert [e.node_id for e in recorder.events_of("node_end")] == ["ok"]
+    assert recorder.events[-1].status == "cancelled"
+
+
+def test_an_execution_inside_an_except_block_is_not_taken_for_its_exception() -> None:
+    """The exception the caller is handling is not the execution's own."""
+    recorder = RecordingCallback()
+    dr = (
+        driver.Builder()
+        .with_modules(_module("in_handler", SYNC_SOURCE))
+        .with_adapters(base.DictResult(), FlowhooksAdapter(recorder))
+        .build()
+    )
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        assert dr.execute(["mean"], inputs={"day": 1}) == {"mean": 2.0}
+    assert recorder.events[-1].status == "succeeded"
+    assert {e.node_id for e in recorder.events_of("node_end")} == {"rows", "total", "count", "mean"}
+
+
+SLOW_SOURCE = """
+import asyncio
+
+async def quick(day: int) -> int:
+    return day
+
+async def slow(quick: int) -> int:
+    await asyncio.sleep(30)
+    return quick
+"""
+
+
+@pytest.mark.parametrize("adapter", [FlowhooksAdapter, AsyncFlowhooksAdapter])
+async def test_a_cancelled_async_driver_execution_ends_cancelled(adapter: Any) -> None:
+    """Cancelled while a node waits: no node_end for it, the run ends cancelled."""
+    recorder = RecordingCallback()
+    dr = await (
+        async_driver.Builder()
+        .with_modules(_module(f"slow_{adapter.__name__}", SLOW_SOURCE))
+        .with_adapters(base.DictResult(), adapter(recorder))
+        .build()
+    )
+    execution = asyncio.ensure_future(dr.execute(["slow"], inputs={"day": 1}))
+    while not recorder.events_for("slow"):
+        await asyncio.sleep(0.01)
+    execution.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await execution
+    _check_stream(recorder.events)
+    assert [e.node_id for e in recorder.events_of("node_end")] == ["quick"]
+    assert recorder.events[-1].status == "cancelled"
