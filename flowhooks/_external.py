@@ -19,6 +19,7 @@ from flowhooks._context import current_run_var
 from flowhooks._eager import start_eagerly, turn_due
 from flowhooks._external_base import ExternalNodeBase, ExternalRunBase, log_abandoned
 from flowhooks._external_state import (
+    CANCELLING,
     ExternalRunState,
     check_node_args,
 )
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     from flowhooks._context import RunContext
     from flowhooks._results import RunResult
     from flowhooks._workflow import Callbacks
-
-_CANCELLING = (asyncio.CancelledError, KeyboardInterrupt)
 
 
 @final
@@ -289,7 +288,7 @@ class ExternalNode(ExternalNodeBase["ExternalRun"]):
         try:
             if exc is None:
                 await state.node_succeeded(step, self.output)
-            elif isinstance(exc, _CANCELLING):
+            elif isinstance(exc, CANCELLING):
                 state.node_cancelled(step)
             else:
                 await state.node_failed(step, exc, will_retry=step.will_retry)

@@ -43,8 +43,10 @@ from flowhooks._sequencer import EventSequencer, TaskFrame, current_node
 _NODE_START = EventType.NODE_START
 _NODE_END = EventType.NODE_END
 _ERROR = EventType.ERROR
-_CANCELLING = (asyncio.CancelledError, KeyboardInterrupt)
-"""Exceptions that end a block (or a node) as cancelled rather than failed."""
+CANCELLING = (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
+"""Exceptions that end a block (or a node) as cancelled rather than failed: a
+cancellation, Ctrl-C, or the generator around the block closed by its consumer
+(a stream abandoned early)."""
 
 
 def _optional_str(name: str, value: object) -> str | None:
@@ -322,7 +324,7 @@ class ExternalRunState:
             if node._started is not None:
                 node.duration = now - node._started
         self.running.clear()
-        if isinstance(exc, _CANCELLING):
+        if isinstance(exc, CANCELLING):
             status = RunStatus.CANCELLED
             cancel_reason = str(exc) or f"the run's block raised {type(exc).__name__}"
         elif exc is not None:

@@ -29,6 +29,7 @@ from loguru import logger
 from flowhooks._context import current_run_var
 from flowhooks._external_base import ExternalNodeBase, ExternalRunBase, log_abandoned
 from flowhooks._external_state import (
+    CANCELLING,
     ExternalRunState,
     NodeAttempt,
     check_node_args,
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_CANCELLING = (asyncio.CancelledError, KeyboardInterrupt)
+_INTERRUPTING = (asyncio.CancelledError, KeyboardInterrupt)
+"""Exceptions that interrupted the block itself: its end gets no further patience."""
 _CLOSE_WAIT: Final = 5.0
 """Seconds the loop thread gets to stop, and its leftover tasks to end, at the run's end."""
 
@@ -234,7 +236,7 @@ class SyncExternalRun(ExternalRunBase):
         ``cancel_grace`` ran out, what is left of the end is abandoned.
         """
         future = loop.submit(state, None, state.finish, exc, self.cancel_grace)
-        patience = 0 if isinstance(exc, _CANCELLING) else 1
+        patience = 0 if isinstance(exc, _INTERRUPTING) else 1
         timeout = self.cancel_grace if patience == 0 else None
         interrupted: BaseException | None = None
         while True:
@@ -325,7 +327,7 @@ async def _end_node(
 ) -> None:
     if exc is None:
         await state.node_succeeded(step, output)
-    elif isinstance(exc, _CANCELLING):
+    elif isinstance(exc, CANCELLING):
         state.node_cancelled(step)
     else:
         await state.node_failed(step, exc, will_retry=step.will_retry)

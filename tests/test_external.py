@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -237,6 +238,31 @@ async def test_critical_nodes_report_critical_errors() -> None:
     assert error.workflow_name == "w"
     assert isinstance(error.exception, OSError)
     assert "gateway down" in error.stack_trace
+
+
+async def test_an_async_generator_closed_by_its_consumer_cancels_the_run() -> None:
+    """``aclose()`` of a generator whose block was still open: cancelled, no ``error``."""
+    recorder = RecordingCallback()
+    runs: list[ExternalRun] = []
+
+    async def rows() -> AsyncGenerator[int, None]:
+        async with ExternalRun(recorder, workflow_name="stream") as run:
+            runs.append(run)
+            for i in range(5):
+                async with run.node(f"row{i}"):
+                    yield i
+
+    stream = rows()
+    async for row in stream:
+        if row == 1:
+            break
+    await stream.aclose()
+    result = runs[0].result
+    assert result is not None
+    assert result.status == "cancelled"
+    assert result.nodes["row1"].status == "cancelled"
+    assert not recorder.errors
+    assert recorder.events[-1].status == "cancelled"
 
 
 async def test_cancelling_the_task_cancels_the_run_and_reraises() -> None:

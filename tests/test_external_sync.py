@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -161,6 +162,29 @@ def test_keyboard_interrupt_cancels_the_run() -> None:
     assert run.result.status == "cancelled"
     assert run.result.nodes["wait"].status == "cancelled"
     recorder.assert_types(["workflow_start", "node_start", "workflow_end"])
+
+
+def test_a_generator_closed_by_its_consumer_cancels_the_run() -> None:
+    """A block inside a generator whose consumer stopped early: cancelled, not failed."""
+    recorder = RecordingCallback()
+    runs: list[SyncExternalRun] = []
+
+    def rows() -> Generator[int, None, None]:
+        with ExternalRun.sync(recorder, workflow_name="stream") as run:
+            runs.append(run)
+            for i in range(5):
+                with run.node(f"row{i}"):
+                    yield i
+
+    stream = rows()
+    assert [next(stream), next(stream)] == [0, 1]
+    stream.close()
+    result = runs[0].result
+    assert result is not None
+    assert result.status == "cancelled"
+    assert result.nodes["row1"].status == "cancelled"
+    assert result.outputs == {"row0": None}
+    assert not recorder.errors
 
 
 def test_a_raise_error_handler_raises_in_the_calling_thread() -> None:

@@ -28,23 +28,24 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
 from flowhooks._context import current_run_var
-from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
+from flowhooks._external_state import CANCELLING, ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._external_sync import _LoopThread
 from flowhooks._ids import new_id
 from flowhooks._launch import _LIVE
 from flowhooks._manager import CallbackManager
 from flowhooks._sequencer import enter_run_task, leave_run_task, set_frame
 
+if TYPE_CHECKING:
+    from flowhooks._results import RunResult
+
 T = TypeVar("T")
 Key = Any
 """A framework's id of one of its runs (LangChain: a ``UUID``)."""
-
-_CANCELLING = (asyncio.CancelledError, KeyboardInterrupt)
 
 
 def as_input(value: Any) -> dict[str, Any]:
@@ -89,13 +90,28 @@ class FrameworkRunState(ExternalRunState):
         return self.handled
 
 
+class ChainRunState(FrameworkRunState):
+    """A ``FrameworkRunState`` for a run whose framework may end it before its steps.
+
+    LangChain ends an LCEL chain whose stream its consumer closed early before
+    the step it was streaming. The chain returned, so the run succeeds; the
+    step still open ends cancelled with it, and does not fail it.
+    """
+
+    def _build_result(self, exc: BaseException | None) -> RunResult:
+        if exc is None:
+            self.handled.update(self.running)
+        return super()._build_result(exc)
+
+
 class Run:
     """One flowhooks run made from a framework run (the root, or a promoted sub-run)."""
 
-    __slots__ = ("names", "retries", "state")
+    __slots__ = ("names", "parent", "retries", "state")
 
-    def __init__(self, state: ExternalRunState) -> None:
+    def __init__(self, state: ExternalRunState, parent: Run | None = None) -> None:
         self.state = state
+        self.parent = parent  # the run it is a sub-run of
         self.names: Counter[str] = Counter()
         # A graph task whose last run raised -> its node and that attempt's number.
         self.retries: dict[Any, tuple[str, int]] = {}
@@ -182,7 +198,7 @@ class RunTree:
             parent_run_id=parent_state.run_id if parent_state else None,
         )
         loop = parent_state.loop if parent_state is not None else None
-        return Run(await start_run(args, loop, FrameworkRunState))
+        return Run(await start_run(args, loop, ChainRunState), parent)
 
     async def _end_run(self, run: Run, exc: BaseException | None) -> None:
         await end_run(run.state, exc)
@@ -268,6 +284,8 @@ class RunTree:
                 return self._refused.pop(key, False)
         owns = item.owns
         is_root = owns is not None and owns is item.run
+        if owns is not None and is_root:
+            await self._end_left_open(owns)
         if owns is not None:
             await self._end_run(owns, error)
         step = item.step
@@ -277,6 +295,30 @@ class RunTree:
         if error is not None and item.node is not None and item.attempt:
             self._node_raised(item, step, error)
         return is_root
+
+    async def _end_left_open(self, root: Run) -> None:
+        """The root ``root`` ends: what is still open under it ends with it.
+
+        In order, a framework ends what runs inside a run first; LangChain
+        does not when a stream is closed early (an LCEL chain ends before the
+        step it was streaming). The root's end cancels its open nodes; open
+        sub-runs end here, cancelled, the deepest first. What the framework
+        reports of them afterwards is dropped.
+        """
+
+        def depth(run: Run | None) -> int:
+            count = 0
+            while run is not None and run is not root:
+                run, count = run.parent, count + 1
+            return count if run is root else -1
+
+        with self._lock:
+            left = [(key, item) for key, item in self._open.items() if depth(item.run) >= 0]
+            for key, _ in left:
+                del self._open[key]
+        subs = [item.owns for _, item in left if item.owns is not None]
+        for sub in sorted(subs, key=depth, reverse=True):
+            await self._end_run(sub, asyncio.CancelledError("the run it is part of ended first"))
 
     def _node_raised(self, item: Open, step: NodeAttempt | None, error: BaseException) -> None:
         """A node's own framework run raised ``error``: remember what may follow.
@@ -290,7 +332,7 @@ class RunTree:
         run, node = item.run, item.node
         if node is None:
             return
-        if item.task is not None and not isinstance(error, _CANCELLING):
+        if item.task is not None and not isinstance(error, CANCELLING):
             run.retries[item.task] = (node, item.attempt)
         state = run.state
         halted = self.halts is not None and self.halts(error)
@@ -371,6 +413,9 @@ class LoopTrees:
         """Run ``key`` ended; a root's loop thread is stopped."""
         with self._lock:
             loop = self._loops.pop(key, None)
+            if root and loop is not None:  # what its tree reports later is dropped
+                for other in [k for k, tree_loop in self._loops.items() if tree_loop is loop]:
+                    del self._loops[other]
         if root and loop is not None:
             loop.stop()
 
@@ -522,7 +567,7 @@ async def end_node(
         except Exception:
             if not isolate:
                 raise
-    elif isinstance(error, _CANCELLING):
+    elif isinstance(error, CANCELLING):
         state.node_cancelled(step)
     else:
         await call_in_run(
