@@ -264,7 +264,7 @@ class DeliveryWorker:
             await call_hook(self.handler, event, self.timeout)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # a handler's SystemExit or KeyboardInterrupt too: its own
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             error = redact_text(error, self.redact)  # stored, logged and listed as it is
             if row.attempts >= self.policy.max_attempts:
@@ -305,7 +305,9 @@ class DeliveryWorker:
             return
         try:
             await call_dead_letter(self.handler, event, error)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             logger.error(
                 "DurableCallback {!r}: on_dead_letter raised {}: {}",
                 self.consumer,

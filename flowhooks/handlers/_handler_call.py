@@ -68,16 +68,21 @@ async def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 async def call_hook(handler: object, event: Event, timeout: float | None) -> None:
     """Call ``handler``'s hook for ``event`` (with ``event=`` when it takes it), within ``timeout``.
 
+    The hook runs in the caller's task (not in a task of its own, as ``wait_for``
+    would on Python 3.11), so whatever it raises, a ``KeyboardInterrupt`` or a
+    ``SystemExit`` too, reaches the caller rather than the event loop.
+
     Raises:
         TimeoutError: the hook ran longer than ``timeout``.
-        Exception: whatever the hook raised.
+        BaseException: whatever the hook raised.
     """
     method = hook_of(handler, event.type.method_name)
     if method is None:
         return
     function = getattr(method, "__func__", method)
     kwargs = {"event": event} if _takes_event(function) else {}
-    await asyncio.wait_for(_call(method, *event.args, **kwargs), timeout)
+    async with asyncio.timeout(timeout):
+        await _call(method, *event.args, **kwargs)
 
 
 async def call_dead_letter(handler: object, event: Event, error: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,6 +138,98 @@ async def test_a_sync_hook_raising_stop_iteration_is_dead_lettered(tmp_path: Pat
     [error] = hook.dead
     assert error.startswith("RuntimeError: ")
     assert error.endswith("Exhausted.on_workflow_end raised StopIteration")
+
+
+class ExitsOnce(BaseCallbackHandler):
+    """Raises ``exit_with`` at its first call (from an ``async def`` or a plain ``def`` hook)."""
+
+    def __init__(self, exit_with: BaseException, sync: bool) -> None:
+        self.exit_with = exit_with
+        self.sync = sync
+        self.calls = 0
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise self.exit_with
+
+    async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
+        if not self.sync:
+            self._call()
+
+    def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+        if self.sync:
+            self._call()
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async-hook", "sync-hook"])
+@pytest.mark.parametrize("exit_with", [KeyboardInterrupt(), SystemExit(3)], ids=repr)
+async def test_a_handlers_exit_is_a_failed_attempt_that_is_retried(
+    tmp_path: Path, exit_with: BaseException, sync: bool
+) -> None:
+    """A hook raising KeyboardInterrupt or SystemExit killed the worker thread: the row
+    waited for a later event, drain or process. It is a failure like any other, retried."""
+    hook = ExitsOnce(exit_with, sync)
+    durable = DurableCallback(hook, name="exits", url=sqlite_url(tmp_path), backoff=0.01)
+    try:
+        await CHAIN.run({"x": 1}, callbacks=[durable])
+        assert await durable.drain(timeout=30)
+        assert durable.stats.retried == 1
+        await CHAIN.run({"x": 2}, callbacks=[durable])  # the same worker goes on
+        assert await durable.drain(timeout=30)
+    finally:
+        await durable.aclose()
+    assert hook.calls == 3
+    assert query(sqlite_url(tmp_path), "SELECT DISTINCT status FROM flowhooks_outbox") == [
+        ("done",)
+    ]
+
+
+def test_deliver_counts_a_handlers_system_exit_as_a_retry(tmp_path: Path) -> None:
+    """`flowhooks deliver --once`: a handler's SystemExit neither ends the command nor hides
+    its summary; the other rows are delivered."""
+    (tmp_path / "exiting.py").write_text(
+        textwrap.dedent(
+            """
+            from flowhooks import BaseCallbackHandler
+
+            class ExitsOnce(BaseCallbackHandler):
+                calls = 0
+
+                async def on_workflow_end(self, workflow_id, output_data):
+                    type(self).calls += 1
+                    if type(self).calls == 1:
+                        raise SystemExit(9)
+            """
+        )
+    )
+    url = sqlite_url(tmp_path)
+
+    async def queue() -> None:
+        durable = DurableCallback(
+            BaseCallbackHandler(), name="ops", url=url, deliver=False, events=["workflow_end"]
+        )
+        for x in (1, 2):
+            await CHAIN.run({"x": x}, callbacks=[durable])
+        await durable.aclose()
+
+    asyncio.run(queue())
+    done = cli(
+        "deliver",
+        "exiting:ExitsOnce",
+        "-c",
+        "ops",
+        "--db",
+        url,
+        "--once",
+        "--backoff",
+        "0.01",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # the retried row may come due (backoff 0.01 s) before --once ends
+    assert re.search(r"delivered [12], retried 1, dead letters 0", done.stdout), done.stdout
 
 
 async def test_failures_are_retried_then_dead_lettered(tmp_path: Path, logs: list[str]) -> None:
