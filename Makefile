@@ -36,8 +36,10 @@ test: $(STAMP)
 	$(PY) -m coverage run -m pytest
 	$(PY) -m coverage report
 	$(MAKE) --no-print-directory test-prefect
+	$(MAKE) --no-print-directory test-ray
 
-# RayRunner's tests: ray is large, so it is not in `all`; this installs it and runs them.
+# RayRunner's tests: ray is large, so it is not in `all`; this installs it and runs them
+# (after the main run, which skips them while ray is not installed).
 # Prefect pins apprise<2.1 while the notify extra needs 2.3: its tests run in a
 # venv of their own, with the real Prefect (ephemeral mode, no server).
 PREFECT_VENV := .venv-prefect
