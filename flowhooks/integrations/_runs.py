@@ -123,6 +123,16 @@ class Run:
         return name if count == 1 else f"{name}#{count}"
 
 
+class _Step(tuple[Any]):
+    """The key of the node that a framework run called on its own (a model, a tool) is in the
+    run it makes, beside that run's own key."""
+
+    __slots__ = ()
+
+    def __new__(cls, key: Key) -> _Step:
+        return super().__new__(cls, (key,))
+
+
 class Open:
     """A framework run that started and has not ended yet."""
 
@@ -351,41 +361,59 @@ class RunTree:
     async def child(
         self, key: Key, parent_key: Key | None, name: str, event: str, data: dict[str, Any]
     ) -> bool:
-        """A framework run that is no chain (a tool, a model call) started inside ``parent_key``:
-        its custom ``event`` with ``data``.
+        """A framework run that is no chain (a tool, a model, a retriever) started inside
+        ``parent_key``: its custom ``event`` with ``data``.
 
         A direct step of a flowhooks run (a model in ``prompt | model |
         parser``) is also a node of that run, as a chain there would be, with
         ``data`` (but its ``name``) as the node's inputs. Inside a node it is
-        remembered so its end is attributed to the same run and node. Returns
-        whether it is inside a known run.
+        remembered so its end is attributed to the same run and node. Called
+        on its own (no parent), it is a run of one node, itself. Returns
+        whether it is reported (inside a known run, or a run of its own).
         """
-        parent = self.get(parent_key) if parent_key is not None else None
+        inputs = {k: v for k, v in data.items() if k != "name"}
+        if parent_key is None:
+            await self.start(key, None, name, inputs)
+            await self.start(_Step(key), key, name, inputs)
+            await self.emit(_Step(key), event, data)
+            return True
+        parent = self.get(parent_key)
         if parent is None:
             return False
         if parent.owns is not None:
-            inputs = {k: v for k, v in data.items() if k != "name"}
             await self.start(key, parent_key, name, inputs)
         else:
             self._add(key, Open(name, None, parent.run, parent.node))
         await self.emit(key, event, data)
         return True
 
+    def alone(self, key: Key) -> bool:
+        """Whether framework run ``key`` was started with ``child`` on its own: a run."""
+        with self._lock:
+            return _Step(key) in self._open or self._refused.get(key, False)
+
     async def child_end(
         self, key: Key, event: str, data: dict[str, Any], output: Any, error: BaseException | None
     ) -> None:
         """A framework run started with ``child`` ended: its custom ``event`` (``data``), then,
-        for one that is a node, its ``node_end`` (``output``) or ``error`` event."""
-        item = self.get(key)
+        for one that is a node, its ``node_end`` (``output``) or ``error`` event; for one
+        called on its own, then its run's end."""
+        alone = self.get(_Step(key)) is not None
+        node_key = _Step(key) if alone else key
+        item = self.get(node_key)
         if item is None:
+            with self._lock:
+                self._refused.pop(key, None)  # a run of its own refused at its start
             return
         try:
-            await self.emit(key, event, {"name": item.name, **data})
+            await self.emit(node_key, event, {"name": item.name, **data})
         finally:
             if item.attempt:
-                await self.end(key, output, error)
+                await self.end(node_key, output, error)
             else:
-                self._pop(key)
+                self._pop(node_key)
+            if alone:
+                await self.end(key, output, error)
 
 
 class LoopTrees:

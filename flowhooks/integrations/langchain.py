@@ -32,7 +32,11 @@ How LangChain's runs map to flowhooks events:
   paused rather than finished;
 * ``dispatch_custom_event(name, data)`` is a custom event ``name``; tool calls
   are ``tool_start`` / ``tool_end`` / ``tool_error`` custom events, model calls
-  ``llm_start`` / ``llm_end`` / ``llm_error``, each from the node they run in;
+  ``llm_start`` / ``llm_end`` / ``llm_error``, retriever calls
+  ``retriever_start`` / ``retriever_end`` / ``retriever_error``, each from the
+  node they run in (or are);
+* a model, tool or retriever called on its own (``model.invoke(...)``) is a
+  run of one node, itself;
 * chains nested deeper inside a node send nothing of their own.
 
 ``FlowhooksCallbackHandler`` is a sync LangChain handler that works on both
@@ -123,6 +127,19 @@ def _generations(response: Any) -> dict[str, Any]:
 
 def _error_data(error: BaseException) -> dict[str, Any]:
     return {"error": f"{type(error).__name__}: {error}"}
+
+
+def _documents(documents: Sequence[Any]) -> dict[str, Any]:
+    """A retriever's documents, as ``{"documents": [{"page_content", "metadata"}, ...]}``."""
+    return {
+        "documents": [
+            {
+                "page_content": getattr(d, "page_content", d),
+                "metadata": getattr(d, "metadata", {}),
+            }
+            for d in documents
+        ]
+    }
 
 
 def _messages(messages: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
@@ -262,8 +279,8 @@ class FlowhooksCallbackHandler(LangChainHandler):
     def _child(
         self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
-        if parent_run_id is None or self._loops.known(parent_run_id) is None:
-            return
+        if parent_run_id is not None and self._loops.known(parent_run_id) is None:
+            return  # inside a run this handler does not report
         loop = self._loops.loop_for(run_id, parent_run_id)
         if self._loops.call(loop, self._tree.child, run_id, parent_run_id, name, event, data):
             return
@@ -280,10 +297,11 @@ class FlowhooksCallbackHandler(LangChainHandler):
         loop = self._loops.known(run_id)
         if loop is None:
             return
+        alone = self._tree.alone(run_id)
         try:
             self._loops.call(loop, self._tree.child_end, run_id, event, data, output, error)
         finally:
-            self._loops.done(run_id, root=False)
+            self._loops.done(run_id, root=alone)
 
     def on_tool_start(
         self,
@@ -345,6 +363,28 @@ class FlowhooksCallbackHandler(LangChainHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """The model call raised: custom event ``llm_error``."""
         self._child_end(run_id, "llm_error", _error_data(error), error=error)
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A retriever was called: custom event ``retriever_start``."""
+        name = _run_name(serialized, kwargs, "retriever")
+        self._child(run_id, parent_run_id, name, "retriever_start", {"name": name, "query": query})
+
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+        """The retriever returned: custom event ``retriever_end`` with the documents."""
+        found = _documents(documents)
+        self._child_end(run_id, "retriever_end", found, found)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """The retriever raised: custom event ``retriever_error``."""
+        self._child_end(run_id, "retriever_error", _error_data(error), error=error)
 
 
 class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
@@ -492,3 +532,30 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """The model call raised: custom event ``llm_error``."""
         await self._child_end(run_id, "llm_error", _error_data(error), error=error)
+
+    async def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A retriever was called: custom event ``retriever_start``."""
+        name = _run_name(serialized, kwargs, "retriever")
+        data = {"name": name, "query": query}
+        await self._child(run_id, parent_run_id, name, "retriever_start", data)
+
+    async def on_retriever_end(
+        self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """The retriever returned: custom event ``retriever_end`` with the documents."""
+        found = _documents(documents)
+        await self._child_end(run_id, "retriever_end", found, found)
+
+    async def on_retriever_error(
+        self, error: BaseException, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """The retriever raised: custom event ``retriever_error``."""
+        await self._child_end(run_id, "retriever_error", _error_data(error), error=error)
