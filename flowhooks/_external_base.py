@@ -15,7 +15,7 @@ from flowhooks._ending import log_end_abandoned
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._ids import new_id
 from flowhooks._launch import _LIVE  # the live-run registry Workflow runs use too
-from flowhooks._sequencer import enter_run_task, in_a_dispatch, leave_run_task
+from flowhooks._sequencer import enter_run_task, in_a_dispatch, leave_run_task, reset_where_set
 from flowhooks._validate import check_seconds
 
 if TYPE_CHECKING:
@@ -106,13 +106,15 @@ class ExternalRunBase:
 
     def _release(self, state: ExternalRunState) -> None:
         """The run has been left: the caller's context is restored, its id may be used again."""
-        if self._frame_token is not None:
-            leave_run_task(self._frame_token)
-            self._frame_token = None
-        if self._run_token is not None:
-            current_run_var.reset(self._run_token)
-            self._run_token = None
-        _LIVE.release(self.run_id, state)
+        try:
+            if self._frame_token is not None:
+                leave_run_task(self._frame_token)
+                self._frame_token = None
+            if self._run_token is not None:
+                reset_where_set(current_run_var, self._run_token)
+                self._run_token = None
+        finally:
+            _LIVE.release(self.run_id, state)
 
 
 def log_abandoned(state: ExternalRunState, why: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
@@ -34,7 +35,13 @@ from flowhooks._external_state import (
     NodeAttempt,
     check_node_args,
 )
-from flowhooks._sequencer import current_node, enter_run_task, leave_run_task, set_frame
+from flowhooks._sequencer import (
+    current_node,
+    enter_run_task,
+    leave_run_task,
+    reset_where_set,
+    set_frame,
+)
 
 if TYPE_CHECKING:
     from typing import Self
@@ -44,8 +51,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_INTERRUPTING = (asyncio.CancelledError, KeyboardInterrupt)
-"""Exceptions that interrupted the block itself: its end gets no further patience."""
 _CLOSE_WAIT: Final = 5.0
 """Seconds the loop thread gets to stop, and its leftover tasks to end, at the run's end."""
 
@@ -183,7 +188,8 @@ class SyncExternalRun(ExternalRunBase):
 
     Attributes:
         cancel_grace: seconds the end of the run gets once the block was
-            interrupted (``KeyboardInterrupt``); ``None``: no limit.
+            interrupted (``KeyboardInterrupt``) or closed (``GeneratorExit``: a
+            generator around it closed early); ``None``: no limit.
     """
 
     _loop: _LoopThread | None = None
@@ -235,8 +241,12 @@ class SyncExternalRun(ExternalRunBase):
         After the block was interrupted, or on a second interruption, or once
         ``cancel_grace`` ran out, what is left of the end is abandoned.
         """
+        if sys.is_finalizing():  # a generator around the block closed at interpreter exit:
+            # the loop thread no longer runs, nothing can be sent
+            log_abandoned(state, "at interpreter exit")
+            return
         future = loop.submit(state, None, state.finish, exc, self.cancel_grace)
-        patience = 0 if isinstance(exc, _INTERRUPTING) else 1
+        patience = 0 if isinstance(exc, CANCELLING) else 1
         timeout = self.cancel_grace if patience == 0 else None
         interrupted: BaseException | None = None
         while True:
@@ -370,7 +380,7 @@ class SyncExternalNode(ExternalNodeBase["SyncExternalRun"]):
         if step is None:  # pragma: no cover - __exit__ follows a successful __enter__
             return
         if self._run_context is not None:
-            current_run_var.reset(self._run_context)
+            reset_where_set(current_run_var, self._run_context)
             self._run_context = None
         if self._token is not None:
             leave_run_task(self._token)

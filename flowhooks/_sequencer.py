@@ -115,7 +115,16 @@ def enter_run_task() -> Token[TaskFrame | str | None]:
 
 def leave_run_task(token: Token[TaskFrame | str | None]) -> None:
     """Give the calling task back what ``enter_run_task`` replaced."""
-    _frame.reset(token)
+    reset_where_set(_frame, token)
+
+
+def reset_where_set(var: ContextVar[Any], token: Token[Any]) -> None:
+    """Reset ``var`` with ``token``, unless the caller runs in another context than the one
+    that set it: a block inside a generator closed by the garbage collector's hook, or from
+    another thread. That context is not the caller's to restore, and leaving the block
+    must not fail because of it."""
+    with contextlib.suppress(ValueError):
+        var.reset(token)
 
 
 set_frame = _frame.set

@@ -265,6 +265,29 @@ async def test_an_async_generator_closed_by_its_consumer_cancels_the_run() -> No
     assert recorder.events[-1].status == "cancelled"
 
 
+async def test_an_async_generator_abandoned_by_its_consumer_cancels_the_run() -> None:
+    """``break`` without ``aclose()``: asyncio's finalizer hook closes the generator in a task
+    (and a context) of its own. The run still ends cancelled and its id is free again."""
+    recorder = RecordingCallback()
+
+    async def rows() -> AsyncGenerator[int, None]:
+        async with (
+            ExternalRun(recorder, workflow_name="stream", run_id="abandoned") as run,
+            run.node("row"),
+        ):
+            yield 1
+
+    async for _ in rows():
+        break
+    for _ in range(100):
+        if recorder.events_of("workflow_end"):
+            break
+        await asyncio.sleep(0.01)
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["cancelled"]
+    async with ExternalRun(recorder, workflow_name="again", run_id="abandoned"):
+        pass
+
+
 async def test_cancelling_the_task_cancels_the_run_and_reraises() -> None:
     """A CancelledError escaping the block ends the run cancelled; handlers still get the end."""
     recorder = RecordingCallback()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,6 +189,52 @@ def test_a_generator_closed_by_its_consumer_cancels_the_run() -> None:
     assert result.nodes["row1"].status == "cancelled"
     assert result.outputs == {"row0": None}
     assert not recorder.errors
+
+
+def test_a_generator_closed_from_another_thread_cancels_the_run() -> None:
+    recorder = RecordingCallback()
+
+    def rows() -> Generator[int, None, None]:
+        with (
+            ExternalRun.sync(recorder, workflow_name="s", run_id="elsewhere") as run,
+            run.node("row"),
+        ):
+            yield 1
+
+    stream = rows()
+    next(stream)
+    closer = threading.Thread(target=stream.close)
+    closer.start()
+    closer.join(30)
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["cancelled"]
+    with ExternalRun.sync(recorder, workflow_name="again", run_id="elsewhere"):
+        pass
+
+
+def test_a_generator_left_open_at_exit_does_not_hold_up_the_process(tmp_path: Path) -> None:
+    """Closed while the interpreter shuts down, its run cannot end (the loop thread no longer
+    runs): the end is given up at once, and the process exits."""
+    script = tmp_path / "left_open.py"
+    script.write_text(
+        "from flowhooks import ExternalRun\n"
+        "def rows():\n"
+        "    with ExternalRun.sync([], workflow_name='s') as run:\n"
+        "        yield 1\n"
+        "stream = rows()\n"
+        "next(stream)\n"
+        "print('done')\n"
+    )
+    started = time.monotonic()
+    finished = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "done"
+    assert time.monotonic() - started < 20  # not the 30 s grace, nor for ever
 
 
 def test_a_raise_error_handler_raises_in_the_calling_thread() -> None:

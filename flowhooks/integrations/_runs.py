@@ -94,13 +94,17 @@ class ChainRunState(FrameworkRunState):
     """A ``FrameworkRunState`` for a run whose framework may end it before its steps.
 
     LangChain ends an LCEL chain whose stream its consumer closed early before
-    the step it was streaming. The chain returned, so the run succeeds; the
-    step still open ends cancelled with it, and does not fail it.
+    the step it was streaming, as if the chain had returned. A run that ends
+    with steps still open did not finish: it ends cancelled, as a stream
+    closed early does where the framework says so (``GeneratorExit``).
     """
 
     def _build_result(self, exc: BaseException | None) -> RunResult:
-        if exc is None:
-            self.handled.update(self.running)
+        if exc is None and self.running:
+            open_steps = ", ".join(repr(name) for name in self.running)
+            exc = asyncio.CancelledError(
+                f"the chain ended before its step(s) {open_steps} did (a stream closed early)"
+            )
         return super()._build_result(exc)
 
 
@@ -196,7 +200,10 @@ class RunTree:
             return self._open.pop(key, None)
 
     async def _new_run(self, key: Key, name: str, inputs: Any, parent: Run | None) -> Run:
-        run_id = key.hex if hasattr(key, "hex") and not isinstance(key, str) else str(key)
+        if isinstance(key, _Step):  # the node of a run of one node, made a sub-run
+            run_id = new_id()
+        else:
+            run_id = key.hex if hasattr(key, "hex") and not isinstance(key, str) else str(key)
         parent_state = parent.state if parent is not None else None
         args = RunArgs(
             self.manager,
@@ -244,6 +251,7 @@ class RunTree:
         ended (failed) at once; nothing under it is reported, and its
         exception is raised here.
         """
+        parent_key = self._inside(parent_key)
         with self._lock:
             if parent_key is not None and parent_key in self._refused:
                 self._refused[key] = False
@@ -351,6 +359,7 @@ class RunTree:
 
     async def emit(self, key: Key | None, name: str, data: Any) -> None:
         """A custom event from inside framework run ``key`` (dropped outside any known run)."""
+        key = self._inside(key)
         item = self.get(key) if key is not None else None
         if item is None:
             return
@@ -360,7 +369,7 @@ class RunTree:
 
     async def child(
         self, key: Key, parent_key: Key | None, name: str, event: str, data: dict[str, Any]
-    ) -> bool:
+    ) -> None:
         """A framework run that is no chain (a tool, a model, a retriever) started inside
         ``parent_key``: its custom ``event`` with ``data``.
 
@@ -368,24 +377,36 @@ class RunTree:
         parser``) is also a node of that run, as a chain there would be, with
         ``data`` (but its ``name``) as the node's inputs. Inside a node it is
         remembered so its end is attributed to the same run and node. Called
-        on its own (no parent), it is a run of one node, itself. Returns
-        whether it is reported (inside a known run, or a run of its own).
+        on its own (no parent, or a parent this handler does not report, where
+        a chain would be a root too), it is a run of one node, itself.
         """
         inputs = {k: v for k, v in data.items() if k != "name"}
-        if parent_key is None:
+        parent_key = self._inside(parent_key)
+        with self._lock:
+            if parent_key is not None and parent_key in self._refused:
+                self._refused[key] = False  # under a refused root: nothing is reported
+                return
+        parent = self.get(parent_key) if parent_key is not None else None
+        if parent is None:  # on its own, or in a run this handler does not report
             await self.start(key, None, name, inputs)
             await self.start(_Step(key), key, name, inputs)
             await self.emit(_Step(key), event, data)
-            return True
-        parent = self.get(parent_key)
-        if parent is None:
-            return False
+            return
         if parent.owns is not None:
             await self.start(key, parent_key, name, inputs)
         else:
             self._add(key, Open(name, None, parent.run, parent.node))
         await self.emit(key, event, data)
-        return True
+
+    def _inside(self, key: Key | None) -> Key | None:
+        """Where what happens inside framework run ``key`` goes: the node of a run of one
+        node (a model or tool called on its own: a model it calls is inside that node),
+        else ``key`` itself."""
+        if key is None:
+            return None
+        step = _Step(key)
+        with self._lock:
+            return step if step in self._open else key
 
     def alone(self, key: Key) -> bool:
         """Whether framework run ``key`` was started with ``child`` on its own: a run."""

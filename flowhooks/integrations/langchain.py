@@ -279,12 +279,8 @@ class FlowhooksCallbackHandler(LangChainHandler):
     def _child(
         self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
-        if parent_run_id is not None and self._loops.known(parent_run_id) is None:
-            return  # inside a run this handler does not report
         loop = self._loops.loop_for(run_id, parent_run_id)
-        if self._loops.call(loop, self._tree.child, run_id, parent_run_id, name, event, data):
-            return
-        self._loops.done(run_id, root=False)
+        self._loops.call(loop, self._tree.child, run_id, parent_run_id, name, event, data)
 
     def _child_end(
         self,

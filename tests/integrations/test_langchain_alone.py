@@ -176,3 +176,41 @@ def test_a_refused_run_of_one_model_reports_nothing_more_and_leaves_no_thread() 
     assert [e.type for e in recorder.events] == ["workflow_start", "workflow_end"]
     assert recorder.events[-1].status == "failed"
     assert _no_bridge_threads()
+
+
+def test_what_a_tool_called_alone_calls_is_inside_its_node() -> None:
+    """A model the tool calls, and a custom event it sends, come from the tool's node."""
+    from langchain_core.callbacks import dispatch_custom_event
+
+    model = FakeListChatModel(responses=["hi"])
+
+    @tool
+    def ask(q: str) -> str:
+        """Ask the model."""
+        dispatch_custom_event("asked", {"q": q})
+        return str(model.invoke(q).content)
+
+    recorder = RecordingCallback()
+    assert ask.invoke({"q": "x"}, {"callbacks": [FlowhooksCallbackHandler(recorder)]}) == "hi"
+    assert _kinds(recorder) == [
+        ("workflow_start", None),
+        ("node_start", "ask"),
+        ("custom_event", "tool_start"),
+        ("custom_event", "asked"),
+        ("custom_event", "llm_start"),
+        ("custom_event", "llm_end"),
+        ("custom_event", "tool_end"),
+        ("node_end", "ask"),
+        ("workflow_end", None),
+    ]
+    assert {e.node_id for e in recorder.events_of("custom_event")} == {"ask"}
+
+
+def test_a_model_with_its_own_handler_inside_an_unreported_chain_is_a_run() -> None:
+    """As a chain there would be: the handler reports what it was given to, on its own."""
+    recorder = RecordingCallback()
+    model = FakeListChatModel(responses=["hi"], callbacks=[FlowhooksCallbackHandler(recorder)])
+    (RunnableLambda(lambda x: x, name="prep") | model).invoke("x")
+    assert [e.node_id for e in recorder.events_of("node_start")] == ["FakeListChatModel"]
+    assert recorder.events[-1].status == "succeeded"
+    assert _no_bridge_threads()

@@ -2,9 +2,9 @@
 
 LangGraph reports such a stream as its root chain raising ``GeneratorExit``;
 an LCEL sequence ends its root chain normally, before the step it was
-streaming. Either way each run gets exactly one ``workflow_end``, none is
-``failed`` (no alert for a consumer that stopped reading), and what LangChain
-reports after the root's end is dropped without an error.
+streaming. Either way the run ends ``cancelled`` (not ``failed``: no alert for
+a consumer that stopped reading), each run gets exactly one ``workflow_end``,
+and what LangChain reports after the root's end is dropped without an error.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def langchain_errors(caplog: pytest.LogCaptureFixture) -> Iterator[list[str]]:
     errors += [r.getMessage() for r in caplog.records if "callback" in r.getMessage()]
 
 
-def test_an_lcel_stream_closed_early_succeeds_without_callback_errors(
+def test_an_lcel_stream_closed_early_is_cancelled_without_callback_errors(
     langchain_errors: list[str],
 ) -> None:
     recorder = RecordingCallback()
@@ -99,7 +99,7 @@ def test_an_lcel_stream_closed_early_succeeds_without_callback_errors(
     )
     assert next(stream) == 1
     stream.close()
-    assert list(_ends(recorder).values()) == ["succeeded"]
+    assert list(_ends(recorder).values()) == ["cancelled"]
     assert [e.node_id for e in recorder.events_of("node_start")] == ["RunnableLambda", "_gen"]
     assert [e.node_id for e in recorder.events_of("node_end")] == ["RunnableLambda"]
     assert recorder.events[-1].type == "workflow_end"  # nothing reported after it
@@ -117,7 +117,7 @@ def test_an_lcel_stream_of_a_graph_closed_early_ends_the_sub_run_first(
     next(stream)
     stream.close()
     ends = recorder.events_of("workflow_end")
-    assert [e.status for e in ends] == ["cancelled", "succeeded"]
+    assert [e.status for e in ends] == ["cancelled", "cancelled"]
     assert ends[0].parent_run_id == ends[1].run_id
     assert recorder.events[-1] is ends[1]
     assert langchain_errors == []
