@@ -260,12 +260,32 @@ class DeliveryWorker:
         except Exception as exc:  # a row no handler can take: bury it at once
             await self._bury(row, token, None, f"the stored event cannot be read: {exc}")
             return None
+        if row.attempts > self.policy.max_attempts:  # claimed again after each of its tries
+            unsettled = (
+                f"its delivery did not finish in {self.policy.max_attempts} attempt(s): the "
+                "worker stopped (killed, or its process died) or lost its lease each time"
+            )
+            await self._bury(row, token, event, unsettled)
+            return None
+        failure: BaseException | None = None
+        holding: list[asyncio.Task[None]] = []  # a hook still running at a third of the lease
+        timer = asyncio.get_running_loop().call_later(
+            self.lease / 3, lambda: holding.append(asyncio.ensure_future(self._hold(row, token)))
+        )
         try:
             await call_hook(self.handler, event, self.timeout)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a handler's SystemExit or KeyboardInterrupt too: its own
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failure = exc
+        finally:
+            timer.cancel()
+            for task in holding:
+                task.cancel()
+        if failure is not None:
+            error = (
+                f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+            )
             error = redact_text(error, self.redact)  # stored, logged and listed as it is
             if row.attempts >= self.policy.max_attempts:
                 await self._bury(row, token, event, error)
@@ -286,6 +306,32 @@ class DeliveryWorker:
         else:
             self.stats.lost_claims += 1
         return following
+
+    async def _hold(self, row: Claimed, token: str) -> None:
+        """Renew the claim on ``row`` while its hook runs (started once a third of the lease
+        has passed, then every third).
+
+        A hook may take longer than the lease (its ``timeout`` allows it): without
+        this, the row would look abandoned and be claimed again, and delivered a
+        second time beside the first, at every lease. A worker that dies stops
+        renewing, so its rows still come back after one lease.
+        """
+        while True:
+            try:
+                held = await self.hub.call(
+                    lambda conn: self._outbox.renew(conn, row.id, token, self.lease)
+                )
+            except WriteError as exc:
+                logger.warning(
+                    "DurableCallback worker {!r} could not renew its claim in {}: {}",
+                    self.consumer,
+                    self.hub.display_url,
+                    exc.reason,
+                )
+                held = True  # tried again at the next third, within the lease
+            if not held:
+                return  # the claim was lost: another worker has the row now
+            await asyncio.sleep(self.lease / 3)
 
     async def _bury(self, row: Claimed, token: str, event: Event | None, error: str) -> None:
         if not await self._settle(lambda c: self._outbox.bury(c, row.id, token, error)):

@@ -196,6 +196,7 @@ class Outbox:
             due_at=_p("due_at"), lease_until=None, worker=None, last_error=_p("error")
         )
         self._bury = held.values(status=DEAD, lease_until=None, last_error=_p("error"))
+        self._renew = held.values(lease_until=_p("until"))
         earliest = (
             sa.select(t.c.id)
             .where(t.c.consumer == _p("consumer"))
@@ -375,6 +376,11 @@ class Outbox:
         """Put a failed row back, due at ``due_at``, keeping ``error``."""
         params = {"b_id": row_id, "b_token": token, "b_due_at": due_at, "b_error": error}
         return conn.execute(self._retry, params).rowcount == 1
+
+    def renew(self, conn: sa.Connection, row_id: int, token: str, lease: float) -> bool:
+        """Hold a claimed row ``lease`` seconds from now; False when the claim was lost."""
+        params = {"b_id": row_id, "b_token": token, "b_until": time.time() + lease}
+        return conn.execute(self._renew, params).rowcount == 1
 
     def bury(self, conn: sa.Connection, row_id: int, token: str, error: str) -> bool:
         """Make a row that failed for good a dead letter, keeping ``error``."""

@@ -232,6 +232,78 @@ def test_deliver_counts_a_handlers_system_exit_as_a_retry(tmp_path: Path) -> Non
     assert re.search(r"delivered [12], retried 1, dead letters 0", done.stdout), done.stdout
 
 
+async def test_a_hook_slower_than_the_lease_is_delivered_once(tmp_path: Path) -> None:
+    """The worker renews its claim while the hook runs: the row is not taken for an abandoned
+    one and delivered again beside the first call at every lease."""
+
+    class Slow(BaseCallbackHandler):
+        timeout = 60.0
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def on_workflow_end(self, workflow_id: str, output_data: Any) -> None:
+            self.calls += 1
+            await asyncio.sleep(1.5)
+
+    hook = Slow()
+    durable = DurableCallback(
+        hook, name="slow", url=sqlite_url(tmp_path), lease=0.4, events=["workflow_end"]
+    )
+    try:
+        await CHAIN.run({"x": 1}, callbacks=[durable])
+        assert await durable.drain(timeout=30)
+    finally:
+        await durable.aclose()
+    assert hook.calls == 1
+    assert (durable.stats.delivered, durable.stats.lost_claims) == (1, 0)
+
+
+POISON = """
+import os, signal
+from pathlib import Path
+from flowhooks import BaseCallbackHandler
+
+class KillsItsWorker(BaseCallbackHandler):
+    async def on_workflow_end(self, workflow_id, output_data):
+        with Path("calls.txt").open("a") as calls:
+            calls.write("x\\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_dead_letter(self, event, error):
+        Path("dead.txt").write_text(error)
+"""
+
+
+@pytest.mark.slow
+def test_an_event_that_kills_its_worker_is_a_dead_letter_after_max_attempts(
+    tmp_path: Path,
+) -> None:
+    """Each delivery kills the worker's process; a supervisor restarts it. After
+    ``max_attempts`` claims that never settled, the row is a dead letter, not delivered
+    again for ever."""
+    (tmp_path / "poison.py").write_text(POISON)
+    url = sqlite_url(tmp_path)
+
+    async def queue() -> None:
+        durable = DurableCallback(
+            BaseCallbackHandler(), name="ops", url=url, deliver=False, events=["workflow_end"]
+        )
+        await CHAIN.run({"x": 1}, callbacks=[durable])
+        await durable.aclose()
+
+    asyncio.run(queue())
+    deliver = ("deliver", "poison:KillsItsWorker", "-c", "ops", "--db", url, "--once")
+    for _ in range(4):
+        cli(*deliver, "--max-attempts", "2", "--lease", "0.3", cwd=tmp_path)
+        time.sleep(0.5)  # the killed worker's lease runs out
+    assert (tmp_path / "calls.txt").read_text().count("x") == 2
+    assert query(url, "SELECT status FROM flowhooks_outbox") == [("dead",)]
+    assert "did not finish in 2 attempt(s)" in (tmp_path / "dead.txt").read_text()
+    listed = cli("dead-letters", "--db", url, "--json", cwd=tmp_path)
+    assert len(json.loads(listed.stdout)) == 1
+
+
 async def test_failures_are_retried_then_dead_lettered(tmp_path: Path, logs: list[str]) -> None:
     """A hook failing fewer than max_attempts times is delivered; one failing always is a dead
     letter, handed to on_dead_letter with the last error, and listed by the CLI."""
