@@ -388,6 +388,15 @@ def current_run(default: Any = _MISSING, /) -> Any:
     raise LookupError(msg)
 
 
+def live_enclosing_run() -> RunContext | None:
+    """The run that code here runs in, as the parent of a run it starts: ``None`` outside
+    any run, and once that run has ended (its context may still name it: a block closed
+    from another thread or by the garbage collector cannot restore the context that
+    entered it, and a task a node started may outlive its run)."""
+    ctx = current_run_var.get(None)
+    return ctx if ctx is not None and ctx.result is None else None
+
+
 def run_id_for_logs() -> str:
     """Return the current run's id, or ``""`` outside any run."""
     ctx = current_run_var.get(None)

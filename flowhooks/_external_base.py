@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from flowhooks._context import current_run_var
+from flowhooks._context import current_run_var, live_enclosing_run
 from flowhooks._ending import log_end_abandoned
 from flowhooks._external_state import ExternalRunState, NodeAttempt, RunArgs
 from flowhooks._ids import new_id
@@ -87,7 +87,7 @@ class ExternalRunBase:
         if self._state is not None:
             msg = f"ExternalRun {self.run_id} was already entered; create one per run"
             raise RuntimeError(msg)
-        enclosing = None if in_a_dispatch() else current_run_var.get(None)
+        enclosing = None if in_a_dispatch() else live_enclosing_run()
         if enclosing is not None and self._args.parent_run_id is None:
             # Opened inside another run (a node's body, another block): a sub-run of it,
             # as a Workflow run started there is.

@@ -385,5 +385,7 @@ class SyncExternalNode(ExternalNodeBase["SyncExternalRun"]):
         if self._token is not None:
             leave_run_task(self._token)
             self._token = None
+        if sys.is_finalizing():  # closed at interpreter exit: the loop thread no longer runs
+            return  # (the run's end, which follows, says it was given up)
         state, loop = self._run._live("node()")
         loop.call(state, self.name, _end_node, state, step, exc, self.output)

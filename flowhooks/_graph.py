@@ -220,7 +220,8 @@ def check_inputs(workflow: str, inputs: Mapping[str, Any], plan: RunPlan) -> Non
     if missing:
         given = [n for n in inputs if isinstance(n, str) and n not in plan.required_inputs]
         detail = "; ".join(
-            f"{name!r} (needed by {', '.join(plan.required_inputs[name])})" + _given_as(name, given)
+            f"{name!r} (needed by {', '.join(plan.required_inputs[name])})"
+            + missing_input_hint(name, given, plan.order)
             for name in missing
         )
         example = ", ".join(repr(m) + ": ..." for m in missing)
@@ -231,10 +232,15 @@ def check_inputs(workflow: str, inputs: Mapping[str, Any], plan: RunPlan) -> Non
         raise MissingInputError(msg, missing)
 
 
-def _given_as(missing: str, given: list[str]) -> str:
-    """A " (given as 'x'?)" suffix when an input that no node takes looks like ``missing``."""
-    close = difflib.get_close_matches(missing, given, n=1)
-    return f" (given as {close[0]!r}?)" if close else ""
+def missing_input_hint(missing: str, given: Iterable[str], nodes: Iterable[str]) -> str:
+    """A suffix for a missing input's name: " (given as 'x'?)" when an input that no node
+    takes looks like it, else " (a typo for the node 'x'?)" when a node's name does (a
+    parameter meant to take that node's result)."""
+    close = difflib.get_close_matches(missing, list(given), n=1)
+    if close:
+        return f" (given as {close[0]!r}?)"
+    close = difflib.get_close_matches(missing, list(nodes), n=1)
+    return f" (a typo for the node {close[0]!r}?)" if close else ""
 
 
 def _hint(unknown: list[str], nodes: Iterable[str]) -> str:

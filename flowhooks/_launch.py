@@ -12,7 +12,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flowhooks._combined import as_manager, combined
-from flowhooks._context import ParentLink, check_cancel_reason, current_run_var
+from flowhooks._context import (
+    ParentLink,
+    check_cancel_reason,
+    current_run_var,
+    live_enclosing_run,
+)
 from flowhooks._ending import execute
 from flowhooks._errors import (
     DuplicateRunError,
@@ -170,7 +175,7 @@ def _prepare(
         run_manager = as_manager(callbacks, where="run(callbacks=...)")
     except TypeError as exc:
         raise InvalidCallbackError(str(exc)) from None
-    parent = current_run_var.get(None)
+    parent = live_enclosing_run()
     link = parent._parent_link if parent is not None and not in_a_dispatch() else None
     if link is None:  # not inside a run's node or block (a handler's run is its own)
         parent = None

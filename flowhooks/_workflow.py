@@ -302,7 +302,27 @@ class Workflow:
                 thread; use ``await wf.run(...)`` there.
         """
         self._no_running_loop("run_sync")
+        self._check_options("run_sync", options, self.run)
         return run_blocking(lambda: self.run(inputs, **options))
+
+    def _check_options(
+        self, method: str, options: Mapping[str, Any], target: Callable[..., Any]
+    ) -> None:
+        """Refuse a keyword ``target`` does not take, naming ``method`` (not ``target``)
+        and, for a workflow input given as a keyword, where inputs go."""
+        import inspect
+
+        takes = inspect.signature(target).parameters
+        for name in options:
+            if name in takes and takes[name].kind is inspect.Parameter.KEYWORD_ONLY:
+                continue
+            if name in self.inputs:
+                hint = f"; the workflow's inputs go in a mapping: {method}({{{name!r}: ...}})"
+            else:
+                keywords = [p for p, v in takes.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+                hint = f" (it takes {', '.join(keywords)})"
+            msg = f"Workflow.{method}() got an unexpected keyword argument {name!r}{hint}"
+            raise TypeError(msg)
 
     def _no_running_loop(self, method: str) -> None:
         """Raise ``RuntimeError`` when ``method`` (a sync entry point) is called inside a loop."""
@@ -370,6 +390,7 @@ class Workflow:
         """``resume`` from synchronous code (takes the same options)."""
 
         self._no_running_loop("resume_sync")
+        self._check_options("resume_sync", options, self.resume)
         return run_blocking(lambda: self.resume(run_id, data, **options))
 
     def start(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:

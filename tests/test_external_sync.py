@@ -23,7 +23,9 @@ from flowhooks import (
     Event,
     ExternalRun,
     SyncExternalRun,
+    Workflow,
     current_run,
+    node,
 )
 from flowhooks.testing import RecordingCallback
 
@@ -191,6 +193,11 @@ def test_a_generator_closed_by_its_consumer_cancels_the_run() -> None:
     assert not recorder.errors
 
 
+@node
+def _one() -> int:
+    return 1
+
+
 def test_a_generator_closed_from_another_thread_cancels_the_run() -> None:
     recorder = RecordingCallback()
 
@@ -207,8 +214,14 @@ def test_a_generator_closed_from_another_thread_cancels_the_run() -> None:
     closer.start()
     closer.join(30)
     assert [e.status for e in recorder.events_of("workflow_end")] == ["cancelled"]
-    with ExternalRun.sync(recorder, workflow_name="again", run_id="elsewhere"):
+    # The ended run is no parent of the next ones of this thread, nor gets their events.
+    later = RecordingCallback()
+    with ExternalRun.sync(later, workflow_name="again", run_id="elsewhere"):
         pass
+    assert later.events[0].parent_run_id is None
+    result = Workflow("after", nodes=[_one]).run_sync(callbacks=[later])
+    assert result.parent_run_id is None
+    assert [e.run_id for e in recorder.events_of("workflow_end")] == ["elsewhere"]
 
 
 def test_a_generator_left_open_at_exit_does_not_hold_up_the_process(tmp_path: Path) -> None:
@@ -218,7 +231,7 @@ def test_a_generator_left_open_at_exit_does_not_hold_up_the_process(tmp_path: Pa
     script.write_text(
         "from flowhooks import ExternalRun\n"
         "def rows():\n"
-        "    with ExternalRun.sync([], workflow_name='s') as run:\n"
+        "    with ExternalRun.sync([], workflow_name='s') as run, run.node('row'):\n"
         "        yield 1\n"
         "stream = rows()\n"
         "next(stream)\n"

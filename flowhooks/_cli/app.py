@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 from flowhooks._blocking import run_blocking
 from flowhooks._cli.db import (
     DEFAULT_DB,
+    _check_listable,
     _check_readable,
     _check_url,
     _display_url,
+    _not_found,
     _read_history,
 )
 from flowhooks._cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CLIError
@@ -51,6 +53,7 @@ from flowhooks._cli.render import (
     warn,
 )
 from flowhooks._errors import WorkflowError
+from flowhooks._graph import missing_input_hint
 from flowhooks._redact import redact_value
 
 if TYPE_CHECKING:
@@ -122,14 +125,14 @@ def run_command(
         except WorkflowError as exc:
             raise CLIError(str(exc)) from None
         missing = [name for name in wf.required_inputs if name not in inputs]
+        unknown = sorted(set(inputs) - wanted)
         if missing:
             flags = " ".join(f"--input {name}=VALUE" for name in missing)
-            msg = (
-                f"workflow {wf.name!r} is missing required input(s): {', '.join(missing)}; "
-                f"pass {flags}"
+            named = ", ".join(
+                name + missing_input_hint(name, unknown, wf.nodes) for name in missing
             )
+            msg = f"workflow {wf.name!r} is missing required input(s): {named}; pass {flags}"
             raise CLIError(msg)
-        unknown = sorted(set(inputs) - wanted)
         if unknown:
             takes = ", ".join(sorted(wanted)) or "no inputs"
             warn(
@@ -247,6 +250,7 @@ def history_command(
             msg = "--older-than goes with 'flowhooks history prune'"
             raise CLIError(msg)
         if found is None:
+            _check_listable(db)
             found = asyncio.run(_read_history(db, run_id, limit))
         out = console()
         if run_id is not None:
@@ -261,11 +265,7 @@ def history_command(
                 else:
                     print_detail(out, found)
                 return
-            msg = (
-                f"no run {run_id!r} in {_display_url(db)!r} "
-                "(or that prefix matches several runs); 'flowhooks history' lists them"
-            )
-            raise CLIError(msg, EXIT_FAILED)
+            raise CLIError(asyncio.run(_not_found(db, run_id)), EXIT_FAILED)
         runs = found if isinstance(found, list) else []
         if as_json:
             sys.stdout.write(json.dumps([record_dict(r) for r in runs], indent=2) + "\n")

@@ -103,6 +103,16 @@ def _check_readable(url: str) -> None:
         raise CLIError(msg)
 
 
+def _check_listable(url: str) -> None:
+    """For the commands that list what runs recorded: the default database may not exist
+    yet (nothing recorded so far, said as such); one given with ``--db`` must (a mistyped
+    path would look like a database where nothing was recorded)."""
+    if url == DEFAULT_DB:
+        _check_readable(url)
+    else:
+        _check_exists(url)
+
+
 def _check_exists(url: str) -> None:
     """Reject a SQLite URL whose file does not exist, for commands that act on what a
     database holds (a mistyped path would otherwise make an empty database and report
@@ -141,6 +151,21 @@ async def _check_database(url: str) -> None:
         raise CLIError(msg) from None
     finally:
         await store.aclose()
+
+
+async def _not_found(url: str, run_id: str) -> str:
+    """Why ``history RUN_ID`` found no run: no id begins with it, or several do."""
+    store = _history_module().HistoryStore(url, connect_timeout=10.0)
+    try:
+        begun = await store._ids_beginning(run_id, 4)
+    except Exception:  # the reading that failed to find it said what it could
+        begun = []
+    finally:
+        await store.aclose()
+    if len(begun) > 1:
+        shown = ", ".join(repr(run) for run in begun[:3]) + (", ..." if len(begun) > 3 else "")
+        return f"{run_id!r} begins several runs ({shown}); give more of the run id"
+    return f"no run {run_id!r} in {_display_url(url)!r}; 'flowhooks history' lists them"
 
 
 async def _read_history(

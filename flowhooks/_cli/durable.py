@@ -105,14 +105,19 @@ def run_dicts(runs: list[Any]) -> list[dict[str, Any]]:
     return redacted
 
 
-async def list_runs(db: str, status: str | None, limit: int) -> list[Any]:
-    """The most recent runs recorded in ``db`` (of ``status`` when given), newest first."""
+async def list_runs(db: str, status: str | None, limit: int, *, waiting: bool = False) -> list[Any]:
+    """The most recent runs recorded in ``db`` (of ``status`` when given; only suspended
+    runs that no run resumed when ``waiting``), newest first."""
     from flowhooks._cli.db import _db_message
 
     history = _history_module()
     store = history.HistoryStore(db, connect_timeout=10.0)
     try:
-        runs: list[Any] = await store.list_runs(limit=limit, status=status)
+        if waiting:
+            found = await store.list_runs(limit=limit, status="suspended", resumed=False)
+        else:
+            found = await store.list_runs(limit=limit, status=status)
+        runs: list[Any] = found
         return runs
     except Exception as exc:
         raise CLIError(_db_message("read", db, exc), EXIT_FAILED) from None

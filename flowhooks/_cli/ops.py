@@ -10,7 +10,7 @@ import sys
 from contextlib import nullcontext
 from typing import Annotated
 
-from flowhooks._cli.db import DEFAULT_DB, _check_readable, _display_url
+from flowhooks._cli.db import DEFAULT_DB, _check_listable, _check_readable, _display_url
 from flowhooks._cli.errors import EXIT_FAILED, CLIError
 from flowhooks._cli.execute import _execute
 from flowhooks._cli.load import load_workflow
@@ -53,18 +53,31 @@ def runs_command(
     ] = DEFAULT_DB,
     limit: Annotated[int, _Opt("--limit", "-n", min=1, help="Show at most N runs.")] = 50,
     as_json: Annotated[bool, _Opt("--json", help="Print the runs as a JSON list.")] = False,
+    waiting: Annotated[
+        bool,
+        _Opt(
+            "--waiting",
+            help="Only suspended runs that no run has resumed yet: the ones "
+            "'flowhooks resume' takes.",
+        ),
+    ] = False,
 ) -> None:
     """List runs with their status, suspended and crashed ones included, newest first."""
     from flowhooks._cli.durable import check_status, list_runs, run_dicts
 
     with _reported():
         check_status(status)
-        _check_readable(db)
-        runs = asyncio.run(list_runs(db, status, limit))
+        if waiting and status not in (None, "suspended"):
+            msg = "--waiting lists suspended runs: it goes without --status, or with suspended"
+            raise CLIError(msg)
+        _check_listable(db)
+        runs = asyncio.run(list_runs(db, status, limit, waiting=waiting))
         if as_json:
             sys.stdout.write(json.dumps(run_dicts(runs), indent=2) + "\n")
         elif not runs:
             which = f" with status {status}" if status else ""
+            if waiting:
+                which = " suspended and not yet resumed"
             console().print(
                 f"No runs{which} recorded in {printable(_display_url(db))}.",
                 soft_wrap=True,

@@ -176,7 +176,12 @@ class HistoryStore:
             raise HistoryError(msg) from exc
 
     async def list_runs(
-        self, limit: int = 20, workflow: str | None = None, status: str | None = None
+        self,
+        limit: int = 20,
+        workflow: str | None = None,
+        status: str | None = None,
+        *,
+        resumed: bool | None = None,
     ) -> list[RunRecord]:
         """Return the most recent runs, newest first.
 
@@ -185,6 +190,9 @@ class HistoryStore:
             workflow: only runs of the workflow with this name.
             status: only runs with this status (``running``, ``succeeded``,
                 ``failed``, ``cancelled``, ``suspended``, ``crashed``).
+            resumed: ``False``: only runs no run resumed (with
+                ``status="suspended"``: the runs still waiting); ``True``: only
+                runs a run resumed.
 
         Raises:
             TypeError: when ``limit`` is not an int, or ``workflow`` or
@@ -195,6 +203,9 @@ class HistoryStore:
         positive_int("limit", limit)
         check_str("workflow", workflow, allow_none=True)
         check_str("status", status, allow_none=True)
+        if resumed is not None and not isinstance(resumed, bool):
+            msg = f"resumed= takes True, False or None, got {resumed!r}"
+            raise TypeError(msg)
         if self._missing_file():
             return []
         later = runs_table.alias("later")
@@ -210,6 +221,8 @@ class HistoryStore:
             query = query.where(runs_table.c.workflow_name == workflow)
         if status is not None:
             query = query.where(runs_table.c.status == status)
+        if resumed is not None:
+            query = query.where(resumed_by.is_not(None) if resumed else resumed_by.is_(None))
         query = query.order_by(
             runs_table.c.started_at.desc().nulls_last(), runs_table.c.run_id
         ).limit(limit)
@@ -217,6 +230,17 @@ class HistoryStore:
         async with engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [replace(_run_record(row), resumed_by=row["resumed_by"]) for row in rows]
+
+    async def _ids_beginning(self, prefix: str, limit: int) -> list[str]:
+        """The ids of up to ``limit`` runs that begin with ``prefix`` (for a message that
+        says why a short id found no run: none, or several)."""
+        if self._missing_file():
+            return []
+        engine = await self._engine()
+        async with engine.connect() as conn:
+            query = _beginning(prefix, sa.select(runs_table.c.run_id))
+            found = await conn.execute(query.order_by(runs_table.c.run_id).limit(limit))
+            return list(found.scalars())
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """Return one run with its node attempts and errors, or ``None`` when unknown.
@@ -239,15 +263,8 @@ class HistoryStore:
                 .first()
             )
             if row is None:
-                escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 matches = (
-                    (
-                        await conn.execute(
-                            sa.select(runs_table)
-                            .where(runs_table.c.run_id.like(f"{escaped}%", escape="\\"))
-                            .limit(2)
-                        )
-                    )
+                    (await conn.execute(_beginning(run_id, sa.select(runs_table)).limit(2)))
                     .mappings()
                     .all()
                 )
@@ -360,3 +377,10 @@ def _error_record(row: sa.RowMapping) -> ErrorRecord:
         will_retry=bool(row["will_retry"]),
         timestamp=_aware(row["timestamp"]),
     )
+
+
+def _beginning(prefix: str, query: Any) -> Any:
+    """``query`` restricted to the runs whose id begins with ``prefix`` (case counts, as in
+    an exact id; SQLite's ``LIKE`` would ignore it)."""
+    column = runs_table.c.run_id
+    return query.where(sa.func.substr(column, 1, len(prefix)) == prefix)

@@ -189,6 +189,15 @@ class SQLRunStore:
             row = conn.execute(
                 sa.select(s.c.status, s.c.resumed_by).where(s.c.run_id == _key(run_id))
             ).first()
+            if row is None:  # a short id, as the CLI's lists show? the runs it begins
+                key = _key(run_id)
+                begun = conn.execute(
+                    sa.select(s.c.run_id)
+                    .where(sa.func.substr(s.c.run_id, 1, len(key)) == key)
+                    .order_by(s.c.run_id)
+                    .limit(3)
+                ).scalars()
+                return None, list(begun)
             return None, row
 
         data, row = await self._call(take, f"claim suspended run {run_id!r}")
@@ -350,7 +359,15 @@ def _key(text: str) -> str:
 
 
 def _refusal(run_id: str, row: Any) -> str:
-    if row is None:
+    """Why ``run_id`` cannot be resumed: ``row`` is its stored state, or the ids of the
+    suspended runs it begins (none stored under ``run_id`` itself)."""
+    if isinstance(row, list):
+        if row:
+            ids = " or ".join(repr(r) for r in row)
+            return (
+                f"run {run_id!r} is not a suspended run this store knows, but it begins {ids}: "
+                "pass the whole run id (the CLI's lists show its first 12 characters)"
+            )
         return (
             f"run {run_id!r} is not a suspended run this store knows: it never suspended, "
             "or it was suspended with another store= (pass the same store= to run() and resume())"
@@ -359,7 +376,7 @@ def _refusal(run_id: str, row: Any) -> str:
         return f"run {run_id!r} was suspended until a deadline that has passed; it expired"
     return (
         f"run {run_id!r} was already resumed by run {row.resumed_by!r}; "
-        "a suspended run resumes once"
+        "a suspended run resumes once ('flowhooks runs --waiting' lists those still waiting)"
     )
 
 

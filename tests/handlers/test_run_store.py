@@ -157,7 +157,7 @@ def test_suspend_in_one_process_resume_in_another(db_url: str, folder: Folder) -
     again = folder.run("resume.py", db_url, run_id, "0", "30")
     assert json.loads(again.stdout) == {
         "refused": f"run {run_id!r} was already resumed by run {outcome['run_id']!r}; "
-        "a suspended run resumes once"
+        "a suspended run resumes once ('flowhooks runs --waiting' lists those still waiting)"
     }
 
 
