@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -88,6 +88,10 @@ class FrameworkRunState(ExternalRunState):
 
     def _forgiven(self) -> set[str]:
         return self.handled
+
+
+_ENDED_ROOTS_KEPT = 1024
+"""Ended roots a tree remembers, so that a late start under one is not taken for a root."""
 
 
 class ChainRunState(FrameworkRunState):
@@ -181,10 +185,33 @@ class RunTree:
         self.resource_id = resource_id
         self.halts = halts
         self._open: dict[Key, Open] = {}
-        # Framework runs under a root whose flowhooks run a raise_error handler refused at
-        # its workflow_start (that run has ended, failed): they report nothing. -> is a root
-        self._refused: dict[Key, bool] = {}
+        # Framework runs that report nothing, until their end: those under a root whose
+        # flowhooks run a raise_error handler refused at its workflow_start (that run has
+        # ended, failed), and those still open when their root ended (a stream closed
+        # early), with what starts under them. -> whether it is such a refused root
+        self._silenced: dict[Key, bool] = {}
+        # Roots that ended lately: what starts under one afterwards (a stream's branch
+        # still running when the stream was closed) reports nothing either.
+        self._ended_roots: OrderedDict[Key, None] = OrderedDict()
         self._lock = threading.Lock()  # several trees may be served from several threads
+
+    def silence_under(self, key: Key, parent_key: Key | None) -> bool:
+        """If ``parent_key`` reports nothing, neither does ``key``: return True (for a
+        caller that must not give it a loop of its own)."""
+        with self._lock:
+            if parent_key is None or (
+                parent_key not in self._silenced and parent_key not in self._ended_roots
+            ):
+                return False
+            self._silenced[key] = False
+            return True
+
+    def forget(self, key: Key) -> bool:
+        """Framework run ``key`` ended without reaching the tree (its root's loop is gone):
+        drop what is kept of it; return whether it was a refused root."""
+        with self._lock:
+            self._open.pop(key, None)
+            return self._silenced.pop(key, False)
 
     def get(self, key: Key) -> Open | None:
         """The open framework run ``key``, if known."""
@@ -252,10 +279,8 @@ class RunTree:
         exception is raised here.
         """
         parent_key = self._inside(parent_key)
-        with self._lock:
-            if parent_key is not None and parent_key in self._refused:
-                self._refused[key] = False
-                return
+        if self.silence_under(key, parent_key):
+            return
         parent = self.get(parent_key) if parent_key is not None else None
         if parent is None:
             root_name = self.workflow_name or name
@@ -263,7 +288,7 @@ class RunTree:
                 run = await self._new_run(key, root_name, inputs, None)
             except BaseException:
                 with self._lock:
-                    self._refused[key] = True
+                    self._silenced[key] = True
                 raise
             item = Open(name, inputs, run, None)
             item.owns = run
@@ -299,10 +324,14 @@ class RunTree:
         item = self._pop(key)
         if item is None:
             with self._lock:
-                return self._refused.pop(key, False)
+                return self._silenced.pop(key, False)
         owns = item.owns
         is_root = owns is not None and owns is item.run
         if owns is not None and is_root:
+            with self._lock:
+                self._ended_roots[key] = None
+                if len(self._ended_roots) > _ENDED_ROOTS_KEPT:
+                    self._ended_roots.popitem(last=False)
             await self._end_left_open(owns)
         if owns is not None:
             await self._end_run(owns, error)
@@ -334,6 +363,7 @@ class RunTree:
             left = [(key, item) for key, item in self._open.items() if depth(item.run) >= 0]
             for key, _ in left:
                 del self._open[key]
+                self._silenced[key] = False  # until its end, with what starts under it
         subs = [item.owns for _, item in left if item.owns is not None]
         for sub in sorted(subs, key=depth, reverse=True):
             await self._end_run(sub, asyncio.CancelledError("the run it is part of ended first"))
@@ -382,10 +412,8 @@ class RunTree:
         """
         inputs = {k: v for k, v in data.items() if k != "name"}
         parent_key = self._inside(parent_key)
-        with self._lock:
-            if parent_key is not None and parent_key in self._refused:
-                self._refused[key] = False  # under a refused root: nothing is reported
-                return
+        if self.silence_under(key, parent_key):
+            return
         parent = self.get(parent_key) if parent_key is not None else None
         if parent is None:  # on its own, or in a run this handler does not report
             await self.start(key, None, name, inputs)
@@ -411,7 +439,7 @@ class RunTree:
     def alone(self, key: Key) -> bool:
         """Whether framework run ``key`` was started with ``child`` on its own: a run."""
         with self._lock:
-            return _Step(key) in self._open or self._refused.get(key, False)
+            return _Step(key) in self._open or self._silenced.get(key, False)
 
     async def child_end(
         self, key: Key, event: str, data: dict[str, Any], output: Any, error: BaseException | None
@@ -424,7 +452,7 @@ class RunTree:
         item = self.get(node_key)
         if item is None:
             with self._lock:
-                self._refused.pop(key, None)  # a run of its own refused at its start
+                self._silenced.pop(key, None)  # a run of its own refused at its start
             return
         try:
             await self.emit(node_key, event, {"name": item.name, **data})

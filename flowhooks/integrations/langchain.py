@@ -49,6 +49,7 @@ graphs and chains run only through the async API (``ainvoke``, ``astream``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -72,6 +73,25 @@ __all__ = ["AsyncFlowhooksCallbackHandler", "FlowhooksCallbackHandler"]
 _STEP_TAG = "graph:step:"
 _HIDDEN_TAG = "langsmith:hidden"
 """LangGraph's own bookkeeping runs (its ``__start__`` task): not nodes."""
+
+
+_root_here: ContextVar[UUID | None] = ContextVar("flowhooks_langchain_root", default=None)
+"""The root chain last started in this context (both handlers are called inline, in the
+caller's context, so what that chain runs sees it)."""
+
+
+def _enter_root(run_id: UUID) -> None:
+    _root_here.set(run_id)
+
+
+def _parent_or_root(tree: RunTree, parent_run_id: UUID | None) -> UUID | None:
+    """The parent of a model, tool or retriever: the one LangChain gives, or, when it gives
+    none, the root chain this call runs in, while that runs. LangChain gives none to what a
+    ``with_fallbacks`` runs; one called on its own has no root chain running around it."""
+    if parent_run_id is not None:
+        return parent_run_id
+    root = _root_here.get()
+    return root if root is not None and tree.get(root) is not None else None
 
 
 def _manager(callbacks: Callbacks, owner: str) -> CallbackManager:
@@ -223,6 +243,10 @@ class FlowhooksCallbackHandler(LangChainHandler):
         **kwargs: Any,
     ) -> None:
         """A chain started: a run, a node, a sub-run, or a chain inside a node."""
+        if self._tree.silence_under(run_id, parent_run_id):
+            return
+        if parent_run_id is None:
+            _enter_root(run_id)
         name = _run_name(serialized, kwargs, "chain")
         loop = self._loops.loop_for(run_id, parent_run_id)
         task = _graph_task(name, metadata, tags)
@@ -249,6 +273,7 @@ class FlowhooksCallbackHandler(LangChainHandler):
     def _end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
         loop = self._loops.known(run_id)
         if loop is None:
+            self._tree.forget(run_id)  # what its root's end dropped, or never reported
             return
         root = False
         try:
@@ -279,6 +304,9 @@ class FlowhooksCallbackHandler(LangChainHandler):
     def _child(
         self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
+        parent_run_id = _parent_or_root(self._tree, parent_run_id)
+        if self._tree.silence_under(run_id, parent_run_id):
+            return
         loop = self._loops.loop_for(run_id, parent_run_id)
         self._loops.call(loop, self._tree.child, run_id, parent_run_id, name, event, data)
 
@@ -292,6 +320,7 @@ class FlowhooksCallbackHandler(LangChainHandler):
     ) -> None:
         loop = self._loops.known(run_id)
         if loop is None:
+            self._tree.forget(run_id)
             return
         alone = self._tree.alone(run_id)
         try:
@@ -391,6 +420,8 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
     arguments and mapping as ``FlowhooksCallbackHandler``.
     """
 
+    run_inline = True  # awaited in order, in the caller's task (not gathered in tasks)
+
     def __init__(
         self,
         manager: Callbacks = None,
@@ -416,6 +447,8 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """A chain started: a run, a node, a sub-run, or a chain inside a node."""
+        if parent_run_id is None:
+            _enter_root(run_id)
         name = _run_name(serialized, kwargs, "chain")
         task = _graph_task(name, metadata, tags)
         hidden = _HIDDEN_TAG in (tags or ())
@@ -454,7 +487,9 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
     async def _child(
         self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
-        await self._tree.child(run_id, parent_run_id, name, event, data)
+        await self._tree.child(
+            run_id, _parent_or_root(self._tree, parent_run_id), name, event, data
+        )
 
     async def _child_end(
         self,

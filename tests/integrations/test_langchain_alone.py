@@ -214,3 +214,27 @@ def test_a_model_with_its_own_handler_inside_an_unreported_chain_is_a_run() -> N
     assert [e.node_id for e in recorder.events_of("node_start")] == ["FakeListChatModel"]
     assert recorder.events[-1].status == "succeeded"
     assert _no_bridge_threads()
+
+
+class _Down(FakeListChatModel):
+    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("primary down")
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("primary down")
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+async def test_models_a_with_fallbacks_runs_are_its_nodes(handler: Any) -> None:
+    """LangChain gives the models a ``with_fallbacks`` runs no parent: they are still the
+    steps of the run they serve (not runs of their own), and the handled failure of the
+    first one does not fail it, nor raise an alert as a run of its own."""
+    recorder = RecordingCallback()
+    model = _Down(responses=["x"]).with_fallbacks([FakeListChatModel(responses=["backup"])])
+    reply = await model.ainvoke("hi", {"callbacks": [handler(recorder)]})
+    assert reply.content == "backup"
+    assert len(set(recorder.run_ids)) == 1
+    assert [e.node_id for e in recorder.events_of("node_start")] == ["_Down", "FakeListChatModel"]
+    [error] = recorder.errors
+    assert error.node_id == "_Down"
+    assert recorder.events[-1].status == "succeeded"

@@ -177,3 +177,23 @@ async def test_a_graph_astream_closed_early_is_cancelled(langchain_errors: list[
     assert set(_ends(recorder).values()) == {"cancelled"}
     assert len(_ends(recorder)) == 2
     assert langchain_errors == []
+
+
+def test_what_starts_under_an_ended_root_is_dropped() -> None:
+    """LangChain may start a parallel branch, or a model inside one, after the stream's root
+    ended: nothing of it is reported, and no loop thread is left behind for it."""
+    import threading
+    from uuid import uuid4
+
+    recorder = RecordingCallback()
+    handler = FlowhooksCallbackHandler([recorder])
+    root, branch, model = uuid4(), uuid4(), uuid4()
+    handler.on_chain_start({"name": "stream"}, {"input": 1}, run_id=root)
+    handler.on_chain_end({"output": 1}, run_id=root)
+    handler.on_chain_start({"name": "late"}, {"input": 1}, run_id=branch, parent_run_id=root)
+    handler.on_chat_model_start({"name": "m"}, [[]], run_id=model, parent_run_id=branch)
+    handler.on_llm_end(None, run_id=model)
+    handler.on_chain_end({"output": 2}, run_id=branch)
+    assert [e.type for e in recorder.events] == ["workflow_start", "workflow_end"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("flowhooks-bridge")]
+    assert not handler._tree._silenced  # nothing kept once the late runs ended
