@@ -260,12 +260,8 @@ class DeliveryWorker:
         except Exception as exc:  # a row no handler can take: bury it at once
             await self._bury(row, token, None, f"the stored event cannot be read: {exc}")
             return None
-        if row.attempts > self.policy.max_attempts:  # claimed again after each of its tries
-            unsettled = (
-                f"its delivery did not finish in {self.policy.max_attempts} attempt(s): the "
-                "worker stopped (killed, or its process died) or lost its lease each time"
-            )
-            await self._bury(row, token, event, unsettled)
+        if row.attempts > self.policy.max_attempts:  # its tries are used up: not tried again
+            await self._bury_unattempted(row, token, event)
             return None
         failure: BaseException | None = None
         holding: list[asyncio.Task[None]] = []  # a hook still running at a third of the lease
@@ -333,9 +329,26 @@ class DeliveryWorker:
                 return  # the claim was lost: another worker has the row now
             await asyncio.sleep(self.lease / 3)
 
+    async def _bury_unattempted(self, row: Claimed, token: str, event: Event) -> None:
+        """Bury a row whose attempts were used up before this claim: the ones that failed, and
+        the ones that never settled (a hook that killed its worker is not tried for ever)."""
+        note = (
+            f"no attempt left of max_attempts={self.policy.max_attempts} (claimed "
+            f"{row.attempts - 1} time(s); an attempt that did not settle, its worker stopped "
+            "or its lease lost, counts as one)"
+        )
+        kept = await self._settle(
+            lambda c: self._outbox.bury_unattempted(c, row.id, token, note), None
+        )
+        if kept is not None:
+            await self._buried(row, row.attempts - 1, event, kept)
+
     async def _bury(self, row: Claimed, token: str, event: Event | None, error: str) -> None:
-        if not await self._settle(lambda c: self._outbox.bury(c, row.id, token, error)):
-            return
+        if await self._settle(lambda c: self._outbox.bury(c, row.id, token, error)):
+            await self._buried(row, row.attempts, event, error)
+
+    async def _buried(self, row: Claimed, tries: int, event: Event | None, error: str) -> None:
+        """Count, log and report (``on_dead_letter``) a row just made a dead letter."""
         self.stats.dead += 1
         logger.warning(
             "DurableCallback {!r}: event {} ({} of run {}) failed {} time(s) and is a dead "
@@ -344,7 +357,7 @@ class DeliveryWorker:
             row.event_id,
             row.event_type,
             row.run_id,
-            row.attempts,
+            tries,
             error,
         )
         if event is None:

@@ -197,6 +197,12 @@ class Outbox:
         )
         self._bury = held.values(status=DEAD, lease_until=None, last_error=_p("error"))
         self._renew = held.values(lease_until=_p("until"))
+        self._bury_unclaimed = held.values(
+            status=DEAD, lease_until=None, last_error=_p("error"), attempts=t.c.attempts - 1
+        )
+        self._last_error = sa.select(t.c.last_error).where(
+            t.c.id == _p("id"), t.c.worker == _p("token"), t.c.status == PENDING
+        )
         earliest = (
             sa.select(t.c.id)
             .where(t.c.consumer == _p("consumer"))
@@ -381,6 +387,22 @@ class Outbox:
         """Hold a claimed row ``lease`` seconds from now; False when the claim was lost."""
         params = {"b_id": row_id, "b_token": token, "b_until": time.time() + lease}
         return conn.execute(self._renew, params).rowcount == 1
+
+    def bury_unattempted(
+        self, conn: sa.Connection, row_id: int, token: str, note: str
+    ) -> str | None:
+        """Make a dead letter of a row claimed once more than it may be tried, without
+        trying it: that claim is no attempt, and the row keeps its last error (an attempt
+        that did not settle, its worker killed, has none), followed by ``note``.
+
+        Returns the error kept, or ``None`` when the claim was lost.
+        """
+        last = conn.execute(self._last_error, {"b_id": row_id, "b_token": token}).first()
+        if last is None:
+            return None
+        error = f"{last[0]}; then {note}" if last[0] else note
+        params = {"b_id": row_id, "b_token": token, "b_error": error}
+        return error if conn.execute(self._bury_unclaimed, params).rowcount == 1 else None
 
     def bury(self, conn: sa.Connection, row_id: int, token: str, error: str) -> bool:
         """Make a row that failed for good a dead letter, keeping ``error``."""

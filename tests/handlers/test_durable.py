@@ -268,6 +268,8 @@ class KillsItsWorker(BaseCallbackHandler):
     async def on_workflow_end(self, workflow_id, output_data):
         with Path("calls.txt").open("a") as calls:
             calls.write("x\\n")
+        if Path("calls.txt").read_text().count("x") == 1:
+            raise RuntimeError("smtp refused")  # a real failure first, retried
         os.kill(os.getpid(), signal.SIGKILL)
 
     def on_dead_letter(self, event, error):
@@ -279,9 +281,9 @@ class KillsItsWorker(BaseCallbackHandler):
 def test_an_event_that_kills_its_worker_is_a_dead_letter_after_max_attempts(
     tmp_path: Path,
 ) -> None:
-    """Each delivery kills the worker's process; a supervisor restarts it. After
-    ``max_attempts`` claims that never settled, the row is a dead letter, not delivered
-    again for ever."""
+    """The first delivery fails, the next kills the worker's process; a supervisor restarts
+    it. With ``max_attempts`` used up, the row is a dead letter (not delivered again for
+    ever), counting the two attempts made and keeping the real error."""
     (tmp_path / "poison.py").write_text(POISON)
     url = sqlite_url(tmp_path)
 
@@ -298,8 +300,9 @@ def test_an_event_that_kills_its_worker_is_a_dead_letter_after_max_attempts(
         cli(*deliver, "--max-attempts", "2", "--lease", "0.3", cwd=tmp_path)
         time.sleep(0.5)  # the killed worker's lease runs out
     assert (tmp_path / "calls.txt").read_text().count("x") == 2
-    assert query(url, "SELECT status FROM flowhooks_outbox") == [("dead",)]
-    assert "did not finish in 2 attempt(s)" in (tmp_path / "dead.txt").read_text()
+    assert query(url, "SELECT status, attempts FROM flowhooks_outbox") == [("dead", 2)]
+    error = (tmp_path / "dead.txt").read_text()
+    assert error.startswith("RuntimeError: smtp refused; then no attempt left of max_attempts=2")
     listed = cli("dead-letters", "--db", url, "--json", cwd=tmp_path)
     assert len(json.loads(listed.stdout)) == 1
 
