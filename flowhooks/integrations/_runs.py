@@ -90,8 +90,9 @@ class FrameworkRunState(ExternalRunState):
         return self.handled
 
 
-_ENDED_ROOTS_KEPT = 1024
-"""Ended roots a tree remembers, so that a late start under one is not taken for a root."""
+_ENDED_KEPT = 4096
+"""Ended framework runs a tree remembers, so that what starts under one afterwards (a
+node's thread that outlived its cancelled run) is not taken for a run of its own."""
 
 
 class ChainRunState(FrameworkRunState):
@@ -190,9 +191,9 @@ class RunTree:
         # ended, failed), and those still open when their root ended (a stream closed
         # early), with what starts under them. -> whether it is such a refused root
         self._silenced: dict[Key, bool] = {}
-        # Roots that ended lately: what starts under one afterwards (a stream's branch
-        # still running when the stream was closed) reports nothing either.
-        self._ended_roots: OrderedDict[Key, None] = OrderedDict()
+        # Framework runs that ended lately: what starts under one afterwards (a stream's
+        # branch still running when the stream was closed) reports nothing either.
+        self._ended: OrderedDict[Key, None] = OrderedDict()
         self._lock = threading.Lock()  # several trees may be served from several threads
 
     def silence_under(self, key: Key, parent_key: Key | None) -> bool:
@@ -200,7 +201,7 @@ class RunTree:
         caller that must not give it a loop of its own)."""
         with self._lock:
             if parent_key is None or (
-                parent_key not in self._silenced and parent_key not in self._ended_roots
+                parent_key not in self._silenced and parent_key not in self._ended
             ):
                 return False
             self._silenced[key] = False
@@ -223,8 +224,14 @@ class RunTree:
             self._open[key] = item
 
     def _pop(self, key: Key) -> Open | None:
+        """Framework run ``key`` ended: its open record, if any (kept among the ended)."""
         with self._lock:
-            return self._open.pop(key, None)
+            item = self._open.pop(key, None)
+            if item is not None:
+                self._ended[key] = None
+                if len(self._ended) > _ENDED_KEPT:
+                    self._ended.popitem(last=False)
+            return item
 
     async def _new_run(self, key: Key, name: str, inputs: Any, parent: Run | None) -> Run:
         if isinstance(key, _Step):  # the node of a run of one node, made a sub-run
@@ -328,10 +335,6 @@ class RunTree:
         owns = item.owns
         is_root = owns is not None and owns is item.run
         if owns is not None and is_root:
-            with self._lock:
-                self._ended_roots[key] = None
-                if len(self._ended_roots) > _ENDED_ROOTS_KEPT:
-                    self._ended_roots.popitem(last=False)
             await self._end_left_open(owns)
         if owns is not None:
             await self._end_run(owns, error)

@@ -49,8 +49,7 @@ graphs and chains run only through the async API (``ainvoke``, ``astream``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from flowhooks._manager import CallbackManager
@@ -61,6 +60,7 @@ from flowhooks.integrations._runs import LoopTrees, RunTree
 try:
     from langchain_core.callbacks import AsyncCallbackHandler
     from langchain_core.callbacks import BaseCallbackHandler as LangChainHandler
+    from langchain_core.runnables.config import var_child_runnable_config
 except ImportError as _missing:  # pragma: no cover - exercised without the extra only
     _msg = (
         "flowhooks.integrations.langchain needs langchain-core, which is not installed; "
@@ -75,23 +75,19 @@ _HIDDEN_TAG = "langsmith:hidden"
 """LangGraph's own bookkeeping runs (its ``__start__`` task): not nodes."""
 
 
-_root_here: ContextVar[UUID | None] = ContextVar("flowhooks_langchain_root", default=None)
-"""The root chain last started in this context (both handlers are called inline, in the
-caller's context, so what that chain runs sees it)."""
-
-
-def _enter_root(run_id: UUID) -> None:
-    _root_here.set(run_id)
-
-
-def _parent_or_root(tree: RunTree, parent_run_id: UUID | None) -> UUID | None:
-    """The parent of a model, tool or retriever: the one LangChain gives, or, when it gives
-    none, the root chain this call runs in, while that runs. LangChain gives none to what a
-    ``with_fallbacks`` runs; one called on its own has no root chain running around it."""
+def _parent_or_root(tree: RunTree, run_id: UUID, parent_run_id: UUID | None) -> UUID | None:
+    """The parent of a framework run: the one LangChain gives, or, when it gives none, the
+    run LangChain says the calling code executes in (its child config's callbacks), if that
+    is one of this handler's open runs. LangChain gives none to what a ``with_fallbacks``
+    runs; one called on its own (or a root of ``batch``) executes in none."""
     if parent_run_id is not None:
         return parent_run_id
-    root = _root_here.get()
-    return root if root is not None and tree.get(root) is not None else None
+    config = var_child_runnable_config.get() or {}
+    callbacks = config.get("callbacks")
+    enclosing = getattr(callbacks, "parent_run_id", None)
+    if enclosing is not None and enclosing != run_id and tree.get(enclosing) is not None:
+        return cast("UUID", enclosing)
+    return None
 
 
 def _manager(callbacks: Callbacks, owner: str) -> CallbackManager:
@@ -119,6 +115,15 @@ def _halts(error: BaseException) -> bool:
     """Whether a node's error paused its graph (LangGraph's ``GraphInterrupt``)."""
     return any(
         cls.__name__ == "GraphInterrupt" and cls.__module__.startswith("langgraph")
+        for cls in type(error).__mro__
+    )
+
+
+def _hands_off(error: BaseException) -> bool:
+    """Whether a chain "raised" to hand over to its parent graph (LangGraph's
+    ``Command(graph=Command.PARENT)`` travels as a ``ParentCommand``): no failure."""
+    return any(
+        cls.__name__ == "ParentCommand" and cls.__module__.startswith("langgraph")
         for cls in type(error).__mro__
     )
 
@@ -243,10 +248,9 @@ class FlowhooksCallbackHandler(LangChainHandler):
         **kwargs: Any,
     ) -> None:
         """A chain started: a run, a node, a sub-run, or a chain inside a node."""
+        parent_run_id = _parent_or_root(self._tree, run_id, parent_run_id)
         if self._tree.silence_under(run_id, parent_run_id):
             return
-        if parent_run_id is None:
-            _enter_root(run_id)
         name = _run_name(serialized, kwargs, "chain")
         loop = self._loops.loop_for(run_id, parent_run_id)
         task = _graph_task(name, metadata, tags)
@@ -268,7 +272,7 @@ class FlowhooksCallbackHandler(LangChainHandler):
         **kwargs: Any,
     ) -> None:
         """A chain raised: an ``error`` event for a node, a failed run for a run."""
-        self._end(run_id, None, error)
+        self._end(run_id, None, None if _hands_off(error) else error)
 
     def _end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
         loop = self._loops.known(run_id)
@@ -304,7 +308,7 @@ class FlowhooksCallbackHandler(LangChainHandler):
     def _child(
         self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
-        parent_run_id = _parent_or_root(self._tree, parent_run_id)
+        parent_run_id = _parent_or_root(self._tree, run_id, parent_run_id)
         if self._tree.silence_under(run_id, parent_run_id):
             return
         loop = self._loops.loop_for(run_id, parent_run_id)
@@ -420,8 +424,6 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
     arguments and mapping as ``FlowhooksCallbackHandler``.
     """
 
-    run_inline = True  # awaited in order, in the caller's task (not gathered in tasks)
-
     def __init__(
         self,
         manager: Callbacks = None,
@@ -447,8 +449,7 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """A chain started: a run, a node, a sub-run, or a chain inside a node."""
-        if parent_run_id is None:
-            _enter_root(run_id)
+        parent_run_id = _parent_or_root(self._tree, run_id, parent_run_id)
         name = _run_name(serialized, kwargs, "chain")
         task = _graph_task(name, metadata, tags)
         hidden = _HIDDEN_TAG in (tags or ())
@@ -469,7 +470,7 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """A chain raised: an ``error`` event for a node, a failed run for a run."""
-        await self._tree.end(run_id, None, error)
+        await self._tree.end(run_id, None, None if _hands_off(error) else error)
 
     async def on_custom_event(
         self,
@@ -488,7 +489,7 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
         self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
         await self._tree.child(
-            run_id, _parent_or_root(self._tree, parent_run_id), name, event, data
+            run_id, _parent_or_root(self._tree, run_id, parent_run_id), name, event, data
         )
 
     async def _child_end(

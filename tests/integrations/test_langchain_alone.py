@@ -238,3 +238,34 @@ async def test_models_a_with_fallbacks_runs_are_its_nodes(handler: Any) -> None:
     [error] = recorder.errors
     assert error.node_id == "_Down"
     assert recorder.events[-1].status == "succeeded"
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+async def test_a_chain_with_fallbacks_at_the_root_is_one_run(handler: Any) -> None:
+    def primary(text: str) -> str:
+        raise ValueError("rate limited")
+
+    recorder = RecordingCallback()
+    chain = RunnableLambda(primary, name="primary").with_fallbacks(
+        [FakeListChatModel(responses=["backup"], name="backup")]
+    )
+    reply = await chain.ainvoke("hi", {"callbacks": [handler(recorder)]})
+    assert reply.content == "backup"
+    assert [e.status for e in recorder.events_of("workflow_end")] == ["succeeded"]
+    assert [e.node_id for e in recorder.events_of("node_start")] == ["primary", "backup"]
+    assert [e.node_id for e in recorder.errors] == ["primary"]
+
+
+def test_each_input_of_a_batch_is_a_run_of_its_own() -> None:
+    """RunnableSequence.batch starts every input's root chain in the caller's context, one
+    after another: each is a root, not a step of the one started before it."""
+    recorder = RecordingCallback()
+    chain = RunnableLambda(lambda x: x + 1, name="inc") | RunnableLambda(str, name="text")
+    config: Any = {"callbacks": [FlowhooksCallbackHandler(recorder)], "max_concurrency": 2}
+    assert chain.batch([1, 2, 3, 4], config) == ["2", "3", "4", "5"]
+    assert len(set(recorder.run_ids)) == 4
+    for run_id in set(recorder.run_ids):
+        events = [e for e in recorder.events if e.run_id == run_id]
+        assert [e.node_id for e in events if e.type == "node_start"] == ["inc", "text"]
+        assert events[-1].status == "succeeded"
+    assert _no_bridge_threads()

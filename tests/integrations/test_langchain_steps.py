@@ -194,3 +194,29 @@ def test_an_async_handler_under_sync_invoke_with_parallel_branches() -> None:
         assert [e.type for e in events].count("node_end") == 6
         assert events[-1].type == "workflow_end"
     assert len(set(recorder.run_ids)) == 5
+
+
+@pytest.mark.parametrize("handler_type", [FlowhooksCallbackHandler, AsyncFlowhooksCallbackHandler])
+async def test_a_handoff_to_the_parent_graph_is_no_failure(handler_type: Any) -> None:
+    """``Command(graph=Command.PARENT)`` travels as an exception through the subgraph: a
+    handoff between agents, not an error; both runs succeed."""
+    from langgraph.types import Command
+
+    def jump(state: _Count) -> Command:  # type: ignore[type-arg]
+        return Command(goto="target", update={"x": 1}, graph=Command.PARENT)
+
+    inner = StateGraph(_Count)
+    inner.add_node("jump", jump)
+    inner.add_edge(START, "jump")
+    outer = StateGraph(_Count)
+    outer.add_node("inner", inner.compile())
+    outer.add_node("target", lambda s: {"x": s["x"] + 1})
+    outer.add_edge(START, "inner")
+    recorder = RecordingCallback()
+    result = await outer.compile(name="outer").ainvoke(
+        {"x": 0}, {"callbacks": [handler_type(recorder)]}
+    )
+    assert result == {"x": 2}
+    assert recorder.errors == []
+    ends = {e.workflow_name: e.status for e in recorder.events_of("workflow_end")}
+    assert ends == {"outer": "succeeded", "inner": "succeeded"}

@@ -10,6 +10,7 @@ and what LangChain reports after the root's end is dropped without an error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
@@ -197,3 +198,40 @@ def test_what_starts_under_an_ended_root_is_dropped() -> None:
     assert [e.type for e in recorder.events] == ["workflow_start", "workflow_end"]
     assert not [t for t in threading.enumerate() if t.name.startswith("flowhooks-bridge")]
     assert not handler._tree._silenced  # nothing kept once the late runs ended
+
+
+@pytest.mark.parametrize("handler", [FlowhooksCallbackHandler, AsyncFlowhooksCallbackHandler])
+def test_a_model_called_in_a_node_that_outlived_its_cancelled_run_is_dropped(
+    handler: Any,
+) -> None:
+    """A sync node keeps running in its thread after ``ainvoke`` was cancelled; the model it
+    then calls is no run of its own."""
+    import time
+
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    model = FakeListChatModel(responses=["late"])
+
+    def slow(state: State) -> State:
+        time.sleep(0.3)
+        model.invoke("hi")
+        return {"n": 1}
+
+    graph = StateGraph(State)
+    graph.add_node("slow", slow)
+    graph.add_edge(START, "slow")
+    recorder = RecordingCallback()
+
+    async def go() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                graph.compile(name="slowgraph").ainvoke(
+                    {"n": 0}, {"callbacks": [handler(recorder)]}
+                ),
+                0.1,
+            )
+        await asyncio.sleep(0.6)
+
+    asyncio.run(go())
+    ends = [(e.workflow_name, e.status) for e in recorder.events_of("workflow_end")]
+    assert ends == [("slowgraph", "cancelled")]
