@@ -22,6 +22,7 @@ event was sent and the node stays failed (``FrameworkRunState``).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import weakref
 from collections import Counter, OrderedDict
@@ -524,8 +525,34 @@ async def call_in_run(
     if loop is None or loop is running:
         with as_current(state, node):
             return await fn(*args)
+    if _blocked_in_sync_dispatch(loop):
+        # Handing it over would wait for ever: done here, while the run's loop waits for it
+        # (a handler's task or timer started now lives on this loop, closed right after).
+        with as_current(state, node):
+            return await fn(*args)
     handed = asyncio.run_coroutine_threadsafe(call_in_run(state, node, fn, *args), loop)
     return await asyncio.wrap_future(handed)
+
+
+_SYNC_DISPATCH = (("langchain_core", "handle_event"),)
+"""Where a framework's sync code waits for an async handler's callback that it runs on a
+loop of its own in another thread: LangChain's sync callback dispatch, when sync code
+(``model.invoke`` in an ``async def`` step) runs on a thread whose loop is running."""
+
+
+def _blocked_in_sync_dispatch(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop``'s thread is stopped in a framework's sync dispatch (it waits for the
+    very callback that would be handed to ``loop``: the two would wait for each other)."""
+    thread_id = getattr(loop, "_thread_id", None)
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    while frame is not None:
+        code = frame.f_code
+        if any(
+            code.co_name == name and package in code.co_filename for package, name in _SYNC_DISPATCH
+        ):
+            return True
+        frame = frame.f_back
+    return False
 
 
 _moved_runs: weakref.WeakKeyDictionary[ExternalRunState, threading.RLock] = (

@@ -220,3 +220,45 @@ async def test_a_handoff_to_the_parent_graph_is_no_failure(handler_type: Any) ->
     assert recorder.errors == []
     ends = {e.workflow_name: e.status for e in recorder.events_of("workflow_end")}
     assert ends == {"outer": "succeeded", "inner": "succeeded"}
+
+
+@pytest.mark.timeout(60)  # before, it waited for ever: the test's own bound
+async def test_sync_langchain_calls_inside_an_async_node_do_not_deadlock_the_async_handler() -> (
+    None
+):
+    """Sync code in an ``async def`` node (``model.invoke``, ``dispatch_custom_event``) makes
+    LangChain run the async handler's callbacks on a loop of their own, in another thread,
+    while the node's loop waits for them: they are delivered there, not handed to that
+    waiting loop (which would wait for ever)."""
+    from langchain_core.callbacks import dispatch_custom_event
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    model = FakeListChatModel(responses=["r"])
+
+    async def think(state: _Count) -> _Count:
+        dispatch_custom_event("progress", {"x": state["x"]})
+        model.invoke("hi")
+        return {"x": state["x"] + 1}
+
+    graph = StateGraph(_Count)
+    graph.add_node("think", think)
+    graph.add_edge(START, "think")
+    recorder = RecordingCallback()
+    handler = AsyncFlowhooksCallbackHandler(recorder)
+    result = await graph.compile(name="agent").ainvoke({"x": 0}, {"callbacks": [handler]})
+    assert result == {"x": 1}
+    assert [e.type.value for e in recorder.events] == [
+        "workflow_start",
+        "node_start",
+        "custom_event",
+        "custom_event",
+        "custom_event",
+        "node_end",
+        "workflow_end",
+    ]
+    customs = recorder.events_of("custom_event")
+    assert [(e.name, e.node_id) for e in customs] == [
+        ("progress", "think"),
+        ("llm_start", "think"),
+        ("llm_end", "think"),
+    ]
