@@ -48,7 +48,8 @@ graphs and chains run only through the async API (``ainvoke``, ``astream``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
@@ -206,7 +207,195 @@ class _Options:
         )
 
 
-class FlowhooksCallbackHandler(LangChainHandler):
+class _Hooks:
+    """LangChain's callbacks, translated once for both handlers.
+
+    Each hook works out what a LangChain run is to flowhooks and says what to
+    do through the handler's edge: ``_start``, ``_end``, ``_emit``, ``_child``
+    and ``_child_end``. ``FlowhooksCallbackHandler``'s edge does it before
+    returning (on the run's loop thread); ``AsyncFlowhooksCallbackHandler``'s
+    returns a coroutine, which its hooks await.
+    """
+
+    _tree: RunTree
+
+    # -- chains -----------------------------------------------------------------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A chain started: a run, a node, a sub-run, or a chain inside a node."""
+        parent = _parent_or_root(self._tree, run_id, parent_run_id)
+        name = _run_name(serialized, kwargs, "chain")
+        task = _graph_task(name, metadata, tags)
+        hidden = _HIDDEN_TAG in (tags or ())
+        return self._start(run_id, parent, name, inputs, task, hidden)
+
+    def on_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> Any:
+        """A chain returned: ``node_end`` for a node, ``workflow_end`` for a run."""
+        return self._end(run_id, outputs, None)
+
+    def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A chain raised: an ``error`` event for a node, a failed run for a run."""
+        return self._end(run_id, None, None if _hands_off(error) else error)
+
+    # -- custom events, tools, models, retrievers -------------------------------------
+
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``dispatch_custom_event(name, data)`` inside a run: a custom event ``name``."""
+        return self._emit(run_id, name, data)
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A tool was called: custom event ``tool_start``."""
+        name = _run_name(serialized, kwargs, "tool")
+        data = {"name": name, "input": inputs if inputs is not None else input_str}
+        return self._child_of(run_id, parent_run_id, name, "tool_start", data)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        """The tool returned: custom event ``tool_end``."""
+        return self._child_end(run_id, "tool_end", {"output": output}, output)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        """The tool raised: custom event ``tool_error``."""
+        return self._child_end(run_id, "tool_error", _error_data(error), error=error)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A model was called: custom event ``llm_start``."""
+        name = _run_name(serialized, kwargs, "llm")
+        data = {"name": name, "prompts": prompts}
+        return self._child_of(run_id, parent_run_id, name, "llm_start", data)
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A chat model was called: custom event ``llm_start``."""
+        name = _run_name(serialized, kwargs, "chat_model")
+        data = {"name": name, "messages": _messages(messages)}
+        return self._child_of(run_id, parent_run_id, name, "llm_start", data)
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> Any:
+        """The model answered: custom event ``llm_end`` with the generated texts."""
+        generated = _generations(response)
+        return self._child_end(run_id, "llm_end", generated, generated)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        """The model call raised: custom event ``llm_error``."""
+        return self._child_end(run_id, "llm_error", _error_data(error), error=error)
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A retriever was called: custom event ``retriever_start``."""
+        name = _run_name(serialized, kwargs, "retriever")
+        data = {"name": name, "query": query}
+        return self._child_of(run_id, parent_run_id, name, "retriever_start", data)
+
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> Any:
+        """The retriever returned: custom event ``retriever_end`` with the documents."""
+        found = _documents(documents)
+        return self._child_end(run_id, "retriever_end", found, found)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> Any:
+        """The retriever raised: custom event ``retriever_error``."""
+        return self._child_end(run_id, "retriever_error", _error_data(error), error=error)
+
+    def _child_of(
+        self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
+    ) -> Any:
+        return self._child(
+            run_id, _parent_or_root(self._tree, run_id, parent_run_id), name, event, data
+        )
+
+    # -- the edge: each handler's own ---------------------------------------------------
+
+    def _start(
+        self, run_id: UUID, parent: UUID | None, name: str, inputs: Any, task: Any, hidden: bool
+    ) -> Any:
+        raise NotImplementedError
+
+    def _end(self, run_id: UUID, output: Any, error: BaseException | None) -> Any:
+        raise NotImplementedError
+
+    def _emit(self, run_id: UUID, name: str, data: Any) -> Any:
+        raise NotImplementedError
+
+    def _child(
+        self, run_id: UUID, parent: UUID | None, name: str, event: str, data: dict[str, Any]
+    ) -> Any:
+        raise NotImplementedError
+
+    def _child_end(
+        self,
+        run_id: UUID,
+        event: str,
+        data: dict[str, Any],
+        output: Any = None,
+        error: BaseException | None = None,
+    ) -> Any:
+        raise NotImplementedError
+
+
+_HOOK_NAMES = tuple(name for name in vars(_Hooks) if name.startswith("on_"))
+
+
+class FlowhooksCallbackHandler(_Hooks, LangChainHandler):
     """Reports LangChain/LangGraph runs to flowhooks handlers, from sync and async code.
 
     Args:
@@ -234,45 +423,15 @@ class FlowhooksCallbackHandler(LangChainHandler):
         ).tree
         self._loops = LoopTrees()
 
-    # -- chains -----------------------------------------------------------------------
+    # The edge: each step done on the root run's private loop thread, waited for.
 
-    def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
+    def _start(
+        self, run_id: UUID, parent: UUID | None, name: str, inputs: Any, task: Any, hidden: bool
     ) -> None:
-        """A chain started: a run, a node, a sub-run, or a chain inside a node."""
-        parent_run_id = _parent_or_root(self._tree, run_id, parent_run_id)
-        if self._tree.silence_under(run_id, parent_run_id):
-            return
-        name = _run_name(serialized, kwargs, "chain")
-        loop = self._loops.loop_for(run_id, parent_run_id)
-        task = _graph_task(name, metadata, tags)
-        hidden = _HIDDEN_TAG in (tags or ())
-        self._loops.call(loop, self._tree.start, run_id, parent_run_id, name, inputs, task, hidden)
-
-    def on_chain_end(
-        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        """A chain returned: ``node_end`` for a node, ``workflow_end`` for a run."""
-        self._end(run_id, outputs, None)
-
-    def on_chain_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A chain raised: an ``error`` event for a node, a failed run for a run."""
-        self._end(run_id, None, None if _hands_off(error) else error)
+        if self._tree.silence_under(run_id, parent):
+            return  # no loop thread for what reports nothing
+        loop = self._loops.loop_for(run_id, parent)
+        self._loops.call(loop, self._tree.start, run_id, parent, name, inputs, task, hidden)
 
     def _end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
         loop = self._loops.known(run_id)
@@ -285,34 +444,18 @@ class FlowhooksCallbackHandler(LangChainHandler):
         finally:
             self._loops.done(run_id, root=root)
 
-    # -- custom events, tools, models -------------------------------------------------
-
-    def on_custom_event(
-        self,
-        name: str,
-        data: Any,
-        *,
-        run_id: UUID,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """``dispatch_custom_event(name, data)`` inside a run: a custom event ``name``."""
-        self._emit(run_id, name, data)
-
-    def _emit(self, run_id: UUID | None, name: str, data: Any) -> None:
-        loop = self._loops.known(run_id) if run_id is not None else None
+    def _emit(self, run_id: UUID, name: str, data: Any) -> None:
+        loop = self._loops.known(run_id)
         if loop is not None:
             self._loops.call(loop, self._tree.emit, run_id, name, data)
 
     def _child(
-        self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
+        self, run_id: UUID, parent: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
-        parent_run_id = _parent_or_root(self._tree, run_id, parent_run_id)
-        if self._tree.silence_under(run_id, parent_run_id):
+        if self._tree.silence_under(run_id, parent):
             return
-        loop = self._loops.loop_for(run_id, parent_run_id)
-        self._loops.call(loop, self._tree.child, run_id, parent_run_id, name, event, data)
+        loop = self._loops.loop_for(run_id, parent)
+        self._loops.call(loop, self._tree.child, run_id, parent, name, event, data)
 
     def _child_end(
         self,
@@ -332,91 +475,19 @@ class FlowhooksCallbackHandler(LangChainHandler):
         finally:
             self._loops.done(run_id, root=alone)
 
-    def on_tool_start(
-        self,
-        serialized: dict[str, Any] | None,
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        inputs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A tool was called inside a node: custom event ``tool_start``."""
-        name = _run_name(serialized, kwargs, "tool")
-        data = {"name": name, "input": inputs if inputs is not None else input_str}
-        self._child(run_id, parent_run_id, name, "tool_start", data)
 
-    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        """The tool returned: custom event ``tool_end``."""
-        self._child_end(run_id, "tool_end", {"output": output}, output)
+def _awaiting(hook: Callable[..., Any]) -> Callable[..., Coroutine[Any, Any, None]]:
+    """``hook`` as an ``async def``, awaiting what the async edge returns (LangChain awaits
+    an async handler's hooks only when they are coroutine functions)."""
 
-    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """The tool raised: custom event ``tool_error``."""
-        self._child_end(run_id, "tool_error", _error_data(error), error=error)
+    @functools.wraps(hook)
+    async def awaiting(self: Any, *args: Any, **kwargs: Any) -> None:
+        await hook(self, *args, **kwargs)
 
-    def on_llm_start(
-        self,
-        serialized: dict[str, Any] | None,
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A model was called inside a node: custom event ``llm_start``."""
-        name = _run_name(serialized, kwargs, "llm")
-        self._child(run_id, parent_run_id, name, "llm_start", {"name": name, "prompts": prompts})
-
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any] | None,
-        messages: list[list[Any]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A chat model was called inside a node: custom event ``llm_start``."""
-        name = _run_name(serialized, kwargs, "chat_model")
-        data = {"name": name, "messages": _messages(messages)}
-        self._child(run_id, parent_run_id, name, "llm_start", data)
-
-    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        """The model answered: custom event ``llm_end`` with the generated texts."""
-        generated = _generations(response)
-        self._child_end(run_id, "llm_end", generated, generated)
-
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """The model call raised: custom event ``llm_error``."""
-        self._child_end(run_id, "llm_error", _error_data(error), error=error)
-
-    def on_retriever_start(
-        self,
-        serialized: dict[str, Any] | None,
-        query: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A retriever was called: custom event ``retriever_start``."""
-        name = _run_name(serialized, kwargs, "retriever")
-        self._child(run_id, parent_run_id, name, "retriever_start", {"name": name, "query": query})
-
-    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
-        """The retriever returned: custom event ``retriever_end`` with the documents."""
-        found = _documents(documents)
-        self._child_end(run_id, "retriever_end", found, found)
-
-    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """The retriever raised: custom event ``retriever_error``."""
-        self._child_end(run_id, "retriever_error", _error_data(error), error=error)
+    return awaiting
 
 
-class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
+class AsyncFlowhooksCallbackHandler(_Hooks, AsyncCallbackHandler):
     """``FlowhooksCallbackHandler`` for async-only use: events go out on the caller's loop.
 
     No thread is involved; use it with ``ainvoke`` / ``astream`` (on the sync
@@ -437,60 +508,23 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
             type(self).__name__, manager, workflow_name, resource_id, metadata
         ).tree
 
-    async def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A chain started: a run, a node, a sub-run, or a chain inside a node."""
-        parent_run_id = _parent_or_root(self._tree, run_id, parent_run_id)
-        name = _run_name(serialized, kwargs, "chain")
-        task = _graph_task(name, metadata, tags)
-        hidden = _HIDDEN_TAG in (tags or ())
-        await self._tree.start(run_id, parent_run_id, name, inputs, task, hidden)
+    # The edge: each step a coroutine on the caller's loop.
 
-    async def on_chain_end(
-        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    async def _start(
+        self, run_id: UUID, parent: UUID | None, name: str, inputs: Any, task: Any, hidden: bool
     ) -> None:
-        """A chain returned: ``node_end`` for a node, ``workflow_end`` for a run."""
-        await self._tree.end(run_id, outputs, None)
+        await self._tree.start(run_id, parent, name, inputs, task, hidden)
 
-    async def on_chain_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A chain raised: an ``error`` event for a node, a failed run for a run."""
-        await self._tree.end(run_id, None, None if _hands_off(error) else error)
+    async def _end(self, run_id: UUID, output: Any, error: BaseException | None) -> None:
+        await self._tree.end(run_id, output, error)
 
-    async def on_custom_event(
-        self,
-        name: str,
-        data: Any,
-        *,
-        run_id: UUID,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """``adispatch_custom_event(name, data)`` inside a run: a custom event ``name``."""
+    async def _emit(self, run_id: UUID, name: str, data: Any) -> None:
         await self._tree.emit(run_id, name, data)
 
     async def _child(
-        self, run_id: UUID, parent_run_id: UUID | None, name: str, event: str, data: dict[str, Any]
+        self, run_id: UUID, parent: UUID | None, name: str, event: str, data: dict[str, Any]
     ) -> None:
-        await self._tree.child(
-            run_id, _parent_or_root(self._tree, run_id, parent_run_id), name, event, data
-        )
+        await self._tree.child(run_id, parent, name, event, data)
 
     async def _child_end(
         self,
@@ -502,92 +536,7 @@ class AsyncFlowhooksCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         await self._tree.child_end(run_id, event, data, output, error)
 
-    async def on_tool_start(
-        self,
-        serialized: dict[str, Any] | None,
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        inputs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A tool was called inside a node: custom event ``tool_start``."""
-        name = _run_name(serialized, kwargs, "tool")
-        data = {"name": name, "input": inputs if inputs is not None else input_str}
-        await self._child(run_id, parent_run_id, name, "tool_start", data)
 
-    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        """The tool returned: custom event ``tool_end``."""
-        await self._child_end(run_id, "tool_end", {"output": output}, output)
-
-    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """The tool raised: custom event ``tool_error``."""
-        await self._child_end(run_id, "tool_error", _error_data(error), error=error)
-
-    async def on_llm_start(
-        self,
-        serialized: dict[str, Any] | None,
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A model was called inside a node: custom event ``llm_start``."""
-        name = _run_name(serialized, kwargs, "llm")
-        await self._child(
-            run_id, parent_run_id, name, "llm_start", {"name": name, "prompts": prompts}
-        )
-
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any] | None,
-        messages: list[list[Any]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A chat model was called inside a node: custom event ``llm_start``."""
-        name = _run_name(serialized, kwargs, "chat_model")
-        data = {"name": name, "messages": _messages(messages)}
-        await self._child(run_id, parent_run_id, name, "llm_start", data)
-
-    async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        """The model answered: custom event ``llm_end`` with the generated texts."""
-        generated = _generations(response)
-        await self._child_end(run_id, "llm_end", generated, generated)
-
-    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """The model call raised: custom event ``llm_error``."""
-        await self._child_end(run_id, "llm_error", _error_data(error), error=error)
-
-    async def on_retriever_start(
-        self,
-        serialized: dict[str, Any] | None,
-        query: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """A retriever was called: custom event ``retriever_start``."""
-        name = _run_name(serialized, kwargs, "retriever")
-        data = {"name": name, "query": query}
-        await self._child(run_id, parent_run_id, name, "retriever_start", data)
-
-    async def on_retriever_end(
-        self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any
-    ) -> None:
-        """The retriever returned: custom event ``retriever_end`` with the documents."""
-        found = _documents(documents)
-        await self._child_end(run_id, "retriever_end", found, found)
-
-    async def on_retriever_error(
-        self, error: BaseException, *, run_id: UUID, **kwargs: Any
-    ) -> None:
-        """The retriever raised: custom event ``retriever_error``."""
-        await self._child_end(run_id, "retriever_error", _error_data(error), error=error)
+for _name in _HOOK_NAMES:
+    setattr(AsyncFlowhooksCallbackHandler, _name, _awaiting(getattr(_Hooks, _name)))
+del _name
