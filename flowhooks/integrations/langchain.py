@@ -218,6 +218,14 @@ class _Hooks:
     """
 
     _tree: RunTree
+    # The edge, each handler's own: (run_id, parent, name, inputs, task, hidden),
+    # (run_id, output, error), (run_id, name, data), (run_id, parent, name, event, data),
+    # (run_id, event, data, output=None, error=None).
+    _start: Callable[..., Any]
+    _end: Callable[..., Any]
+    _emit: Callable[..., Any]
+    _child: Callable[..., Any]
+    _child_end: Callable[..., Any]
 
     # -- chains -----------------------------------------------------------------------
 
@@ -362,34 +370,6 @@ class _Hooks:
         return self._child(
             run_id, _parent_or_root(self._tree, run_id, parent_run_id), name, event, data
         )
-
-    # -- the edge: each handler's own ---------------------------------------------------
-
-    def _start(
-        self, run_id: UUID, parent: UUID | None, name: str, inputs: Any, task: Any, hidden: bool
-    ) -> Any:
-        raise NotImplementedError
-
-    def _end(self, run_id: UUID, output: Any, error: BaseException | None) -> Any:
-        raise NotImplementedError
-
-    def _emit(self, run_id: UUID, name: str, data: Any) -> Any:
-        raise NotImplementedError
-
-    def _child(
-        self, run_id: UUID, parent: UUID | None, name: str, event: str, data: dict[str, Any]
-    ) -> Any:
-        raise NotImplementedError
-
-    def _child_end(
-        self,
-        run_id: UUID,
-        event: str,
-        data: dict[str, Any],
-        output: Any = None,
-        error: BaseException | None = None,
-    ) -> Any:
-        raise NotImplementedError
 
 
 _HOOK_NAMES = tuple(name for name in vars(_Hooks) if name.startswith("on_"))
