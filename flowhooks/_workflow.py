@@ -390,7 +390,6 @@ class Workflow:
         """``resume`` from synchronous code (takes the same options)."""
 
         self._no_running_loop("resume_sync")
-        self._check_options("resume_sync", options, self.resume)
         return run_blocking(lambda: self.resume(run_id, data, **options))
 
     def start(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:

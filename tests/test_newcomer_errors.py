@@ -46,10 +46,6 @@ def test_an_input_passed_as_a_keyword_says_where_inputs_go() -> None:
         wf.run_sync(source="orders.csv")
     with pytest.raises(TypeError, match=r"'callbaks' \(it takes callbacks, runner, "):
         wf.run_sync({"source": "x"}, callbaks=[])
-    with pytest.raises(
-        TypeError, match=r"resume_sync\(\) got an unexpected keyword argument 'storre'"
-    ):
-        wf.resume_sync("r", None, storre="x")
 
 
 @node
@@ -70,6 +66,15 @@ def test_a_short_run_id_given_to_resume_names_the_runs_it_begins(tmp_path: Path)
         wf.resume_sync("3a8497fb11fc", {"ok": True}, store=store)
     with pytest.raises(NotResumable, match=r"it never suspended"):
         wf.resume_sync("ffff", {"ok": True}, store=store)
+
+
+def test_resume_sync_takes_what_resume_takes(tmp_path: Path) -> None:
+    """``resume`` passes options it does not name (``timeout=``) on: so does resume_sync."""
+    wf = Workflow("approval", nodes=[approve])
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    suspended = wf.run_sync({"source": "x"}, store=store)
+    resumed = wf.resume_sync(suspended.run_id, True, store=store, timeout=30)
+    assert resumed.status == "succeeded"
 
 
 # -- the command line ----------------------------------------------------------------------------

@@ -291,6 +291,8 @@ class RunTree:
             return
         parent = self.get(parent_key) if parent_key is not None else None
         if parent is None:
+            with self._lock:  # a run id used again (LangChain's config run_id): a new run
+                self._ended.pop(key, None)
             root_name = self.workflow_name or name
             try:
                 run = await self._new_run(key, root_name, inputs, None)

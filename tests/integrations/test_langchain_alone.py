@@ -269,3 +269,17 @@ def test_each_input_of_a_batch_is_a_run_of_its_own() -> None:
         assert [e.node_id for e in events if e.type == "node_start"] == ["inc", "text"]
         assert events[-1].status == "succeeded"
     assert _no_bridge_threads()
+
+
+def test_a_run_id_given_again_is_a_new_run_with_its_nodes() -> None:
+    """LangChain's ``config["run_id"]`` may name a root again once its run ended."""
+    from uuid import uuid4
+
+    recorder = RecordingCallback()
+    handler = FlowhooksCallbackHandler(recorder)
+    chain = RunnableLambda(lambda x: x + 1, name="inc") | RunnableLambda(str, name="text")
+    run_id = uuid4()
+    for _ in range(2):
+        assert chain.invoke(1, {"callbacks": [handler], "run_id": run_id}) == "2"
+    starts = [e.node_id for e in recorder.events_of("node_start")]
+    assert starts == ["inc", "text", "inc", "text"]
