@@ -471,8 +471,10 @@ class AsyncFlowhooksCallbackHandler(_Hooks, AsyncCallbackHandler):
     """``FlowhooksCallbackHandler`` for async-only use: events go out on the caller's loop.
 
     No thread is involved; use it with ``ainvoke`` / ``astream`` (on the sync
-    path LangChain would give each callback a loop of its own). Same
-    arguments and mapping as ``FlowhooksCallbackHandler``.
+    path LangChain would give each callback a loop of its own), in graphs and
+    chains whose async steps do not call sync LangChain code that fans out
+    (see the docs' Limits). Same arguments and mapping as
+    ``FlowhooksCallbackHandler``.
     """
 
     def __init__(
