@@ -281,6 +281,14 @@ def node(
     _reject_unknown_options(options.keys())
 
     def wrap(f: Callable[..., Any]) -> Node:
+        if isinstance(f, Node):  # already one (``wf.node(child.as_node())``): as it is
+            if options:
+                msg = (
+                    f"{f.name!r} is already a node; give its options where it is made "
+                    f"(@node(...), as_node(...)), got {', '.join(sorted(options))}"
+                )
+                raise InvalidOptionError(msg)
+            return f
         return Node(f, **options)  # the defaults live in Node alone
 
     if fn is None:

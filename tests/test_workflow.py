@@ -749,3 +749,22 @@ def test_a_workflow_that_contains_itself_is_a_cycle() -> None:
     parent = Workflow("parent", nodes=[shared.as_node(name="one"), shared.as_node(name="two")])
     top = Workflow("top", nodes=[parent.as_node(name="p1"), shared.as_node(name="s")])
     top.validate()
+
+
+def test_wf_node_of_a_sub_workflow_node_keeps_its_inputs() -> None:
+    """``wf.node(child.as_node(...))``, the form the docs show, adds the node as it is: its
+    parameters are the child's inputs (before, it was wrapped again and took none)."""
+    child = Workflow("child")
+
+    @child.node
+    def double(x: int) -> int:
+        return 2 * x
+
+    parent = Workflow("parent")
+    sub = parent.node(child.as_node(name="sub"))
+    assert sub.params == ("x",)
+    result = parent.run_sync({"x": 2})
+    assert result.status == "succeeded"
+    assert result.outputs == {"sub": {"double": 4}}
+    with pytest.raises(WorkflowError, match="'sub' is already a node; give its options"):
+        node(child.as_node(name="sub"), retries=2)
