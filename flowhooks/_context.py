@@ -135,6 +135,7 @@ class RunContext:
         "_resume_data",
         "_resume_node",
         "_run_ref",
+        "_stranded",
         "inputs",
         "metadata",
         "node_count",
@@ -169,6 +170,7 @@ class RunContext:
         cancel: Callable[[str | None], bool] | None = None,
     ) -> None:
         self.run_id = run_id
+        self._stranded = False  # its block ended where its context could not be restored
         self.node_count = node_count
         # The run is held weakly, and its own methods through it: the run holds its
         # context, so strong links back would make every run cyclic garbage, left for
@@ -375,7 +377,7 @@ def current_run(default: Any = _MISSING, /) -> Any:
         LookupError: outside any run when no ``default`` is given, with a
             hint about where it works.
     """
-    ctx = current_run_var.get(None)
+    ctx = live_enclosing_run()
     if ctx is not None:
         return ctx
     if default is not _MISSING:
@@ -390,11 +392,12 @@ def current_run(default: Any = _MISSING, /) -> Any:
 
 def live_enclosing_run() -> RunContext | None:
     """The run that code here runs in, as the parent of a run it starts: ``None`` outside
-    any run, and once that run has ended (its context may still name it: a block closed
-    from another thread or by the garbage collector cannot restore the context that
-    entered it, and a task a node started may outlive its run)."""
+    any run, and for a stranded one (an ``ExternalRun`` block closed from another thread
+    or by the garbage collector could not restore the context that entered it, which
+    still names the run). A task a node left running is still in its run: a run it
+    starts later is a sub-run of it."""
     ctx = current_run_var.get(None)
-    return ctx if ctx is not None and ctx.result is None else None
+    return ctx if ctx is not None and not ctx._stranded else None
 
 
 def run_id_for_logs() -> str:

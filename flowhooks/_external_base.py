@@ -111,7 +111,8 @@ class ExternalRunBase:
                 leave_run_task(self._frame_token)
                 self._frame_token = None
             if self._run_token is not None:
-                reset_where_set(current_run_var, self._run_token)
+                if not reset_where_set(current_run_var, self._run_token):
+                    state.ctx._stranded = True  # the entering context still names it
                 self._run_token = None
         finally:
             _LIVE.release(self.run_id, state)

@@ -380,7 +380,8 @@ class SyncExternalNode(ExternalNodeBase["SyncExternalRun"]):
         if step is None:  # pragma: no cover - __exit__ follows a successful __enter__
             return
         if self._run_context is not None:
-            reset_where_set(current_run_var, self._run_context)
+            if not reset_where_set(current_run_var, self._run_context):
+                self._run._live("node()")[0].ctx._stranded = True
             self._run_context = None
         if self._token is not None:
             leave_run_task(self._token)

@@ -118,13 +118,16 @@ def leave_run_task(token: Token[TaskFrame | str | None]) -> None:
     reset_where_set(_frame, token)
 
 
-def reset_where_set(var: ContextVar[Any], token: Token[Any]) -> None:
+def reset_where_set(var: ContextVar[Any], token: Token[Any]) -> bool:
     """Reset ``var`` with ``token``, unless the caller runs in another context than the one
-    that set it: a block inside a generator closed by the garbage collector's hook, or from
-    another thread. That context is not the caller's to restore, and leaving the block
-    must not fail because of it."""
-    with contextlib.suppress(ValueError):
+    that set it (a block inside a generator closed by the garbage collector's hook, or
+    from another thread: that context is not the caller's to restore, and leaving the
+    block must not fail because of it). Returns whether it was reset."""
+    try:
         var.reset(token)
+    except ValueError:
+        return False
+    return True
 
 
 set_frame = _frame.set

@@ -214,7 +214,9 @@ def test_a_generator_closed_from_another_thread_cancels_the_run() -> None:
     closer.start()
     closer.join(30)
     assert [e.status for e in recorder.events_of("workflow_end")] == ["cancelled"]
-    # The ended run is no parent of the next ones of this thread, nor gets their events.
+    # The ended run is not current here any more, no parent of the next ones of this
+    # thread, and gets none of their events.
+    assert current_run(None) is None
     later = RecordingCallback()
     with ExternalRun.sync(later, workflow_name="again", run_id="elsewhere"):
         pass
