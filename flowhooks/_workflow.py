@@ -238,8 +238,37 @@ class Workflow:
         return plan
 
     def check_inputs(self, inputs: Mapping[str, Any], plan: RunPlan) -> None:
-        """Raise ``MissingInputError`` naming every required input missing from ``inputs``."""
+        """Raise ``MissingInputError`` naming every required input missing from ``inputs``;
+        warn about inputs that no node of the workflow takes (a typo, most often)."""
         check_inputs(self.name, inputs, plan)
+        if inputs.keys() - plan.inputs.keys():  # else all taken: the usual case, no more work
+            self._warn_unknown_inputs(inputs)
+
+    def _warn_unknown_inputs(self, inputs: Mapping[str, Any]) -> None:
+        import difflib
+
+        from loguru import logger
+
+        takes = self.plan().inputs  # the whole workflow's, not only a selection's
+        unknown = [name for name in inputs if name not in takes]
+        if not unknown:
+            return  # taken by nodes outside this run's outputs= selection
+        known = [name for name in takes if isinstance(name, str)]
+        named = ", ".join(
+            repr(name)
+            + (
+                f" (did you mean {close[0]!r}?)"
+                if isinstance(name, str) and (close := difflib.get_close_matches(name, known, 1))
+                else ""
+            )
+            for name in unknown[:10]
+        )
+        logger.warning(
+            "workflow {!r} takes no input {}; it is ignored (the workflow takes: {})",
+            self.name,
+            named,
+            ", ".join(sorted(known)) or "no inputs",
+        )
 
     # -- running (delegated to the runner module) -------------------------------------
 

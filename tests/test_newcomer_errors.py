@@ -165,3 +165,19 @@ def test_runs_waiting_lists_only_suspended_runs_not_resumed(here: Path) -> None:
         wf.resume_sync("first", True, store=url)
     wrong = _cli("runs", "--waiting", "--status", "failed")
     assert wrong.exit_code == EXIT_BAD_INPUT
+
+
+def test_an_input_no_node_takes_is_a_warning_naming_the_close_one(logs: list[str]) -> None:
+    @node
+    def load(source: str, region: str = "eu") -> str:
+        return f"{source}@{region}"
+
+    wf = Workflow("etl", nodes=[extract, load])
+    result = wf.run_sync({"source": "x", "regoin": "us"})
+    assert result.status == "succeeded"
+    assert result.outputs["load"] == "x@eu"
+    [warning] = [line for line in logs if line.startswith("WARNING")]
+    assert "workflow 'etl' takes no input 'regoin' (did you mean 'region'?)" in warning
+    logs.clear()
+    wf.run_sync({"source": "x", "region": "us"}, outputs=["extract"])  # taken, not selected
+    assert not [line for line in logs if line.startswith("WARNING")]

@@ -139,6 +139,7 @@ def run_command(
                 f"workflow {wf.name!r} does not take input(s) {', '.join(unknown)} "
                 f"(it takes: {takes})"
             )
+            inputs = {name: value for name, value in inputs.items() if name in wanted}
         database = None if no_history else db
         if database is not None:
             _check_url(database, " (or pass --no-history)")
