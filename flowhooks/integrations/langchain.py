@@ -56,7 +56,7 @@ from uuid import UUID
 from flowhooks._manager import CallbackManager
 from flowhooks._workflow import Callbacks
 from flowhooks.integrations._options import manager_of
-from flowhooks.integrations._runs import LoopTrees, RunTree
+from flowhooks.integrations._run_tree import LoopTrees, RunTree
 
 try:
     from langchain_core.callbacks import AsyncCallbackHandler
