@@ -47,10 +47,12 @@ def _garbage_of_flowhooks() -> list[str]:
 
 
 def _made_by_flowhooks(obj: object) -> bool:
+    """An instance of a flowhooks class, or a frame or coroutine running flowhooks code (or
+    this module's): what a run's own cycle holds. Plain functions are left out: another
+    library's garbage may refer to one (a Dask future's callback to a runner function)."""
     if type(obj).__module__.startswith("flowhooks"):
         return True
     code = getattr(obj, "f_code", None) or getattr(obj, "cr_code", None)
-    code = code or getattr(obj, "__code__", None)
     filename = getattr(code, "co_filename", "")
     return f"{os.sep}flowhooks{os.sep}" in filename or filename == __file__
 
