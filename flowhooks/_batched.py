@@ -235,7 +235,7 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
             handler=type(self).__name__,
             n=len(batch),
             tries=self._policy.attempts,
-            error=f"{type(error).__name__}: {error}",
+            error=failure_text(error, with_traceback=False),
             ids=ids,
         )
         return None
@@ -390,7 +390,7 @@ class BatchedCallback(DeferredDelivery[list[Event], _BatchLane]):
             "{handler}: delivering a batch failed ({error}); retry {number} of {total} "
             "in {delay:.3f}s",
             handler=type(self).__name__,
-            error=f"{type(exc).__name__}: {exc}",
+            error=failure_text(exc, with_traceback=False),
             number=number,
             total=self._policy.attempts - 1,
             delay=delay,

@@ -40,6 +40,7 @@ from typing import Any, Final, TypeAlias
 
 from pydantic import BaseModel
 
+from flowhooks._redact_json import TRUNCATION_MARKER, redact_json_text
 from flowhooks._redact_keys import DEFAULT_REDACT_KEYS, KeyMatcher
 from flowhooks._redact_text import MASK, TextScrubber
 
@@ -378,6 +379,7 @@ class _Walk:
         out: dict[Any, Any] = {}
         limit = self._limit
         named_pair = self._named_pair(value)
+        cut = type(value) is dict and value.get(TRUNCATION_MARKER) is True
         for i, (key, item) in enumerate(value.items()):
             if limit is not None and i >= limit:
                 out["..."] = _more(value, limit, "keys")
@@ -390,8 +392,24 @@ class _Walk:
                 key = policy.text(key)
             elif isinstance(key, bytes):
                 key = self._bytes(key)
-            out[key] = self._hide(item) if hidden else self.walk(item, depth + 1)
+            if hidden:
+                out[key] = self._hide(item)
+            elif cut and key == "preview" and type(item) is str:
+                out[key] = self._preview(item)
+            else:
+                out[key] = self.walk(item, depth + 1)
         return out
+
+    def _preview(self, text: str) -> str:
+        """The JSON text of a payload cut to the size cap: its secret keys' values hidden
+        as in the payload itself (``_redact_json``), then its strings' credentials."""
+        self._budget -= 1
+        masked, found = redact_json_text(text, self._policy.hides)
+        for secret in found:
+            shown = secret.strip()
+            if len(shown) >= _MIN_SCRUBBED and shown != REDACTED:
+                self.hidden.add(shown)
+        return self._policy.text(masked)
 
     def _named_pair(self, value: Mapping[Any, Any]) -> bool:
         """Whether ``value`` is a ``(key, value)`` pair with named fields whose key is

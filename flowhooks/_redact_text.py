@@ -3,7 +3,10 @@
 Used by ``_redact`` on every string it redacts (values, keys, exception
 messages, tracebacks, reprs). The rules, in order:
 
-1. the user information of a URL: ``https://bob:pw@host/`` -> ``https://***@host/``;
+1. the user information of a URL: ``https://bob:pw@host/`` -> ``https://***@host/``
+   (a password may hold ``/``, ``#`` or ``?`` unencoded; ``https:\\/\\/``, as
+   JSON may escape it, counts too), and what follows ``://`` in a text cut to
+   the size cap right after it, where the ``@`` that would end a password was cut;
 2. ``Bearer``/``Basic`` credentials: ``Bearer abc.def`` -> ``Bearer ***``
    (a ``Basic`` word counts as a credential only when it looks like base64:
    a digit, ``+``, ``/`` or ``=``, or mixed case, so ``Basic setup`` stays);
@@ -25,21 +28,31 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from flowhooks._redact_json import TRUNCATION_MARKER
 from flowhooks._redact_keys import KEEP, PLURAL, KeyMatcher
 
 MASK: Final = "***"
 
 _HINT = re.compile(r"""[:=]|["'][ \t]{0,3},|(?i:bearer|basic)""")
-_USERINFO = re.compile(r"://[^\s/?#]*@")
+_SCHEME_END = r"(:(?:\\?/){2})"
+_USERINFO = re.compile(_SCHEME_END + r"(?:[^\s/?#]{0,256}|[^\s/?#@:]{0,256}:[^\s@]{0,256})@")
+_CUT_URL = re.compile(
+    _SCHEME_END + r"[^\s@]{0,512}(?=\.\.\. \[" + re.escape(TRUNCATION_MARKER) + r": \d+ chars\]$)"
+)
 _AUTH_SCHEME = re.compile(r"\b(?i:(bearer|basic))(\s+)([A-Za-z0-9\-._~+/]+=*)")
 _ASSIGNMENT = re.compile(
-    r"""(?<![\w.\-])(?:[bB](?=["']))?(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-]*)(?P=q)"""
-    r"""[ \t]{0,3}(?P<sep>[:=,])(?!//)[ \t]{0,3}"""
+    r"""(?<![\w.\-])(?:-{1,2}(?=[A-Za-z_]))?(?:[bB](?=["']))?(?P<q>["']?)(?:-{1,2})?"""
+    r"""(?P<key>[A-Za-z_][\w.\-]*(?:\[[\w.\-]*\])*)(?P=q)\]?"""
+    r"""[ \t]{0,16}(?P<sep>[:=,])(?!//)[ \t]{0,16}(?:\r?\n[ \t]{0,64}(?=[bB]?["']))?"""
+)
+_SCHEMES = (
+    "bearer|basic|token|digest|bot|apikey|key|ssws|negotiate|ntlm|hmac|splunk"
+    "|sharedaccesssignature|aws4-hmac-sha256"
 )
 _VALUE = re.compile(
     r"""[bBuUrR]?"(?:[^"\\\n]|\\.)*"?"""
     r"""|[bBuUrR]?'(?:[^'\\\n]|\\.)*'?"""
-    r"""|(?:(?i:bearer|basic|token|digest|bot|apikey)[ \t]+)?[^\s,;&'"<>(){}\[\]]+"""
+    rf"""|(?:(?i:{_SCHEMES})[ \t]+)?[^\s,;&'"<>(){{}}\[\]]+"""
 )
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -85,8 +98,10 @@ class TextScrubber:
     def scrub(self, text: str) -> str:
         """Return ``text`` with credentials replaced by ``***``."""
         if _HINT.search(text) is not None:
-            if "://" in text:
-                text = _USERINFO.sub("://" + MASK + "@", text)
+            if "/" in text:
+                text = _USERINFO.sub(r"\1" + MASK + "@", text)
+                if TRUNCATION_MARKER in text:
+                    text = _CUT_URL.sub(r"\1" + MASK, text)
             text = _AUTH_SCHEME.sub(_auth_scheme, text)
             text = self._assignments(text)
         for pattern in self._patterns:

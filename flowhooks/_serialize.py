@@ -57,10 +57,8 @@ import pydantic_core
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from flowhooks._redact_json import TRUNCATION_MARKER as TRUNCATION_MARKER
 from flowhooks._validate import ParameterTypeError
-
-TRUNCATION_MARKER: Final = "__flowhooks_truncated__"
-"""Key present in the dict that stands in for a payload larger than the cap."""
 
 CIRCULAR_REFERENCE: Final = "<circular reference>"
 """What stands in for a value that refers back to one of its own containers."""

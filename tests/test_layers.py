@@ -16,6 +16,7 @@ LAYERS = [
     # vocabulary
     "_ids",
     "_redact_keys",
+    "_redact_json",
     "_redact_text",
     "_redact",
     "_logs",

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 import flowhooks
 from flowhooks import REDACTED, Redaction, redact_text, redact_value, redaction, reset_redaction
 from flowhooks._redact_keys import KeyMatcher
+from flowhooks._serialize import TRUNCATION_MARKER, safe_text, to_jsonable
 
 SECRET = "sk-live-123"
 
@@ -173,6 +174,22 @@ def test_redact_false_returns_the_value_itself() -> None:
         ("token, then more", "token, then more"),
         ("node 'a' started", "node 'a' started"),
         ("time 12:30, ratio a=b", "time 12:30, ratio a=b"),
+        # passwords holding '#' or '/', JSON's escaped slashes; a '@' later on is the host's
+        ("postgresql://bob:pw#x@db/app", "postgresql://***@db/app"),
+        ("redis://:pw/x@cache", "redis://***@cache"),
+        ("https:\\/\\/bob:pw@h", "https:\\/\\/***@h"),
+        ("https://u:p@host/x?next=a@b", "https://***@host/x?next=a@b"),
+        ("see http://host:8080/path ok", "see http://host:8080/path ok"),
+        # command lines, aligned and pretty-printed assignments, bracketed keys, schemes
+        ("['psql', '--password=pw1', 'x']", "['psql', '--password=***', 'x']"),
+        ("['--password', 'pw1']", "['--password', '***']"),
+        ("password    = pw1", "password    = ***"),
+        ('{"token":\n  "pw1"}', '{"token":\n  "***"}'),
+        ("Enter your password:\nthe next line", "Enter your password:\nthe next line"),
+        ('headers["X-Api-Key"] = "pw1"', 'headers["X-Api-Key"] = "***"'),
+        ("https://h/x?auth[token]=pw1&y=1", "https://h/x?auth[token]=***&y=1"),
+        ("Authorization: SSWS pw1", "Authorization: ***"),
+        ("Authorization: Negotiate pw1", "Authorization: ***"),
     ],
 )
 def test_text_rules(text: str, expected: str) -> None:
@@ -518,3 +535,73 @@ def test_the_hunt_for_a_hidden_secret_covers_keys_of_every_kind_and_utf8_bytes()
         "by_bytes": {b"***": 1},
         "by_tuple": {("k", "***"): 1},
     }
+
+
+def test_a_url_cut_before_its_at_loses_what_follows_its_scheme() -> None:
+    """Text cut to the cap right inside a URL's password: the '@' that ends it is gone."""
+    cut = safe_text("x" * 40 + " postgresql://bob:pw-secret@db/app failed", max_chars=62)
+    assert "bob:pw-s... [" in cut  # the cut falls inside the password
+    assert "pw-s" not in redact_text(cut)
+    assert redact_text(cut).startswith("x" * 40 + " postgresql://***...")
+
+
+def test_texts_of_pathological_shapes_are_scanned_in_linear_time() -> None:
+    """Many '://' with nothing between: each URL rule looks a bounded way ahead."""
+    for text in ("://" * 30_000, "://a:" * 20_000, "://a@" * 20_000):
+        assert redact_text(text)  # returns (a quadratic scan would take minutes)
+
+
+# -- payloads cut to the size cap -------------------------------------------------------
+
+
+def _cut(value: object, cap: int = 2_000) -> dict[str, object]:
+    data = to_jsonable(value, max_chars=cap)
+    assert isinstance(data, dict)
+    assert data.get(TRUNCATION_MARKER) is True
+    return data
+
+
+def test_a_cut_payload_keeps_no_secret_value_of_any_shape() -> None:
+    """The preview of a payload over the cap is read as JSON: a secret key's list, object
+    or number value is hidden, and so is its text elsewhere in the preview."""
+    payload = {
+        "auth": ["bob", "pw-in-a-list"],
+        "credentials": {"user": "bob", "pass": "pw-in-an-object"},
+        "api_key": 123456789,
+        "note": "copied pw-in-an-object here",
+        "total_tokens": 5,
+        "items": [{"id": i} for i in range(1_000)],
+    }
+    out = redact_value(_cut(payload))
+    preview = out["preview"]
+    for secret in ("pw-in-a-list", "pw-in-an-object", "123456789"):
+        assert secret not in preview
+    assert preview.startswith(
+        '{"auth": "***", "credentials": "***", "api_key": "***", "note": "copied *** here", '
+        '"total_tokens": 5, "items": [{"id": 0}'
+    )
+    assert out["original_chars"] == _cut(payload)["original_chars"]
+
+
+@pytest.mark.parametrize(
+    "cap",
+    [20, 26, 30, 35],
+)
+def test_a_value_cut_anywhere_is_hidden_up_to_the_cut(cap: int) -> None:
+    """Cut inside the key, between key and value, inside a list or a string of it."""
+    out = redact_value(_cut({"x": 1, "token": ["abcdefgh", "ijklmnop"]}, cap))
+    assert "ijklmnop" not in out["preview"]
+    assert "abcd" not in out["preview"]
+
+
+def test_a_cut_payload_nested_in_a_result_is_read_as_json_too() -> None:
+    """Markers deeper inside (a run result's capped output) get the same reading."""
+    inner = _cut({"password": ["p", "pw-nested-deep"], "rows": list(range(2_000))})
+    out = redact_value({"outputs": {"load": inner}})
+    assert "pw-nested-deep" not in out["outputs"]["load"]["preview"]
+
+
+def test_a_dict_that_only_looks_like_a_marker_is_walked_as_it_is() -> None:
+    """Only the real marker (``True``, a dict) has its preview read as JSON."""
+    odd = {TRUNCATION_MARKER: "yes", "preview": '{"token": ["a"]}'}
+    assert redact_value(odd) == odd

@@ -227,7 +227,8 @@ def print_summary(
         soft_wrap=True,
     )
     if result.succeeded and result.final_node in result.outputs:
-        shown = json.dumps(to_jsonable(result.outputs[result.final_node]), ensure_ascii=False)
+        final = redact_value(to_jsonable(result.outputs[result.final_node]))
+        shown = json.dumps(final, ensure_ascii=False)
         out.print(
             f"output of {markup(result.final_node)}: {markup(one_line(shown, 500))}",
             soft_wrap=True,
@@ -456,13 +457,18 @@ def print_detail(out: Console, detail: RunDetail) -> None:
         out.print(errors)
 
 
+_WHOLE: Final = 2**62
+"""A cap no record reaches (a record is shown whole)."""
+
+
 def record_dict(record: Any) -> dict[str, Any]:
     """A history record as JSON-ready data (``json.dumps`` escapes its control characters),
     redacted by the process's policy, as everywhere run data leaves the process (a row
-    may hold what a handler with ``redact=False`` stored)."""
+    may hold what a handler with ``redact=False`` stored). Not cut to the payload cap:
+    its payloads were capped when they were stored, and the record is shown whole."""
     from dataclasses import asdict
 
     from flowhooks._serialize import to_jsonable
 
-    data: dict[str, Any] = redact_value(to_jsonable(asdict(record)))
+    data: dict[str, Any] = to_jsonable(redact_value(asdict(record)), max_chars=_WHOLE)
     return data

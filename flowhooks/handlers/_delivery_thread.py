@@ -35,6 +35,7 @@ from typing import Final
 
 from loguru import logger
 
+from flowhooks import redact_text
 from flowhooks.handlers._validate import positive_int
 
 __all__ = ["DeliveryThread"]
@@ -193,11 +194,11 @@ class DeliveryThread:
         elif not waited:  # nobody else will report it
             if not self._failed_in_background:
                 logger.warning(
-                    "{}: {} failed in the background: {!r} (the next failures are counted, "
+                    "{}: {} failed in the background: {} (the next failures are counted, "
                     "not logged, until a send succeeds)",
                     self.name,
                     job.what,
-                    error,
+                    _error_text(error),
                 )
             self._failed_in_background += 1
 
@@ -206,3 +207,12 @@ def _settle(done: asyncio.Future[BaseException | None], error: BaseException | N
     """Hand a send's outcome to its waiting caller (on the caller's loop)."""
     if not done.done():
         done.set_result(error)
+
+
+def _error_text(error: BaseException) -> str:
+    """``Type: message`` of a failed send, without credentials (a URL's, a header's)."""
+    try:
+        message = str(error)
+    except Exception:  # a broken __str__
+        message = ""
+    return redact_text(f"{type(error).__name__}: {message}" if message else type(error).__name__)

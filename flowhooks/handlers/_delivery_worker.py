@@ -35,8 +35,8 @@ from typing import Any
 from loguru import logger
 from pydantic import ValidationError
 
-from flowhooks import Event, redact_text
-from flowhooks.handlers._handler_call import call_dead_letter, call_hook
+from flowhooks import Event
+from flowhooks.handlers._handler_call import call_dead_letter, call_hook, error_text
 from flowhooks.handlers._outbox import CHANNEL, Claimed, Outbox
 from flowhooks.handlers._sql_backends import postgres_connect_args
 from flowhooks.handlers._sql_hub import SqlHub, WriteError
@@ -279,10 +279,7 @@ class DeliveryWorker:
             for task in holding:
                 task.cancel()
         if failure is not None:
-            error = (
-                f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
-            )
-            error = redact_text(error, self.redact)  # stored, logged and listed as it is
+            error = error_text(failure, self.redact)  # stored, logged and listed as it is
             if row.attempts >= self.policy.max_attempts:
                 await self._bury(row, token, event, error)
             else:
@@ -368,10 +365,9 @@ class DeliveryWorker:
             raise
         except BaseException as exc:
             logger.error(
-                "DurableCallback {!r}: on_dead_letter raised {}: {}",
+                "DurableCallback {!r}: on_dead_letter raised {}",
                 self.consumer,
-                type(exc).__name__,
-                exc,
+                error_text(exc, self.redact),
             )
 
     async def _settle(self, work: Any, failed: Any = False) -> Any:

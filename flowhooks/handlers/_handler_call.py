@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from flowhooks import BaseCallbackHandler, Event
+from flowhooks import BaseCallbackHandler, Event, redact_text
 
 
 @functools.lru_cache(maxsize=512)
@@ -95,3 +95,15 @@ async def call_dead_letter(handler: object, event: Event, error: str) -> bool:
         return False
     await _call(method, event, error)
     return True
+
+
+def error_text(exc: BaseException, redact: Any = True) -> str:
+    """``Type: message`` of a hook's failure without credentials, as kept, logged and
+    listed (``redact`` is the handler's ``redact=`` option). Never raises: an exception
+    whose ``__str__`` raises gives its type alone."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = ""
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return redact_text(text, redact)

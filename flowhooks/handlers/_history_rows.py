@@ -193,12 +193,19 @@ class HistoryRows:
         """Run headers as stored: JSON, without secrets."""
         return redact_value(to_jsonable(value), self.redact)
 
+    def name(self, value: str | None) -> str | None:
+        """A workflow's name or a resource id as stored: without credentials (a name
+        that quotes a URL). Run and node ids are stored as given: they are looked up."""
+        return value if value is None else redact_text(value, self.redact)
+
     def text(self, value: str | None) -> str | None:
         """An error message or stack trace as stored: capped (``set_max_payload_chars``),
         storable, and without credentials."""
         if value is None:
             return None
-        return redact_text(safe_text(value, max_chars=self.max_payload_chars), self.redact)
+        # redacted before it is cut: a cut could part a URL's password from its '@'
+        stored: str = safe_text(redact_text(value, self.redact), max_chars=self.max_payload_chars)
+        return stored
 
     def op(self, event: Event) -> Op:
         """The writes for ``event`` (computed now, run later in its transaction)."""
@@ -238,13 +245,13 @@ class HistoryRows:
     def _run_started(self, event: Event) -> Op:
         values = {
             "run_id": event.run_id,
-            "workflow_name": event.workflow_name,
+            "workflow_name": self.name(event.workflow_name),
             "status": "running",
             "started_at": event.timestamp,
             "heartbeat_at": event.timestamp,
             "last_seq": event.seq,
             "parent_run_id": event.parent_run_id,
-            "resource_id": event.resource_id,
+            "resource_id": self.name(event.resource_id),
             "run_metadata": self.metadata(event.metadata),
             "inputs": self.payload(event.payload),
             "ended_at": None,
@@ -295,10 +302,10 @@ class HistoryRows:
                 closing[node_id] = (closing_status(result, node_id).value, node.ended_at)
         row = {
             "run_id": event.run_id,
-            "workflow_name": event.workflow_name,
+            "workflow_name": self.name(event.workflow_name),
             "started_at": result.started_at if result is not None else None,
             "parent_run_id": event.parent_run_id,
-            "resource_id": event.resource_id,
+            "resource_id": self.name(event.resource_id),
             "run_metadata": self.metadata(event.metadata),
             "inputs": self.payload(result.inputs) if result is not None else None,
         }
@@ -374,7 +381,7 @@ class HistoryRows:
         values = {
             "event_id": event.id,
             "run_id": event.run_id or info.run_id,
-            "workflow_name": event.workflow_name or info.workflow_name,
+            "workflow_name": self.name(event.workflow_name or info.workflow_name),
             "node_id": info.node_id if info.node_id is not None else event.node_id,
             "attempt": info.attempt if info.attempt is not None else event.attempt,
             "type": info.type,

@@ -279,13 +279,13 @@ class LoggingCallback(BaseCallbackHandler):
         if policy is not None:
             message = policy.text(message)
             subject = policy.text(subject)
-            extra = {k: policy.text(v) if isinstance(v, str) else v for k, v in extra.items()}
         fields.update(extra)
         if not message.isascii():  # a lone surrogate would make the sink fail on this record
             message = safe_text(message)
-        for key, value in fields.items():  # names and ids too (a workflow named by a user)
-            if type(value) is str and not value.isascii():
-                fields[key] = safe_text(value)
+        for key, value in fields.items():  # names and ids too (a workflow named after a URL)
+            if isinstance(value, str):
+                shown = value if policy is None else policy.text(value)
+                fields[key] = shown if shown.isascii() else safe_text(shown)
         subject = subject if subject.isascii() else safe_text(subject)
         number = max(level_no, self._level_no)
         level: str | int = _LEVEL_NAMES.get(number, number)
