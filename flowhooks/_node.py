@@ -294,3 +294,17 @@ def node(
     if fn is None:
         return wrap
     return wrap(fn)
+
+
+def options_signature(function: Callable[..., Any]) -> inspect.Signature:
+    """``function``'s signature with its ``**options`` written out as the keyword-only
+    parameters they are, with ``Node``'s defaults: what ``inspect.signature`` and
+    ``help()`` show for ``node`` and ``Workflow.node``."""
+    own = inspect.signature(function)
+    given = inspect.signature(Node.__init__).parameters
+    keep = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    options = [given[name].replace(kind=inspect.Parameter.KEYWORD_ONLY) for name in _OPTION_NAMES]
+    return own.replace(parameters=[*keep, *options])
+
+
+node.__signature__ = options_signature(node)  # type: ignore[attr-defined]

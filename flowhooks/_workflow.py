@@ -26,6 +26,7 @@ from flowhooks._node import (
     NodeOptions,
     _check_function_callback,
     node,
+    options_signature,
 )
 from flowhooks._resume import SUBWORKFLOW_ATTRIBUTE
 
@@ -157,6 +158,8 @@ class Workflow:
             return self.add_node(node(f, **options))
 
         return register if fn is None else register(fn)
+
+    node.__signature__ = options_signature(node)  # type: ignore[attr-defined]
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled and deep-copied without its cached run plans (the next run rebuilds them)."""

@@ -204,3 +204,31 @@ def test_builtin_handlers_import_only_public_names(path: Path) -> None:
     if path.name == "__init__.py":
         module += ".__init__"  # so relative imports resolve against the package itself
     assert _private_imports(path.read_text(encoding="utf-8"), module) == []
+
+
+NODE_OPTIONS = {
+    "name": None,
+    "depends_on": (),
+    "retries": 0,
+    "retry_delay": 0.0,
+    "backoff": 2.0,
+    "timeout": None,
+    "critical": False,
+    "on_success": None,
+    "on_failure": None,
+}
+
+
+@pytest.mark.parametrize(
+    "function", [flowhooks.node, flowhooks.Workflow.node, flowhooks.Workflow("w").node]
+)
+def test_node_signature_names_its_options_and_defaults(function: object) -> None:
+    """``inspect.signature(node)`` is the one SPEC writes: ``fn`` positional-only, then
+    the options keyword-only with their defaults (not ``**options``)."""
+    parameters = inspect.signature(function).parameters  # type: ignore[arg-type]
+    fn = parameters["fn"]
+    assert fn.kind is inspect.Parameter.POSITIONAL_ONLY
+    assert fn.default is None
+    options = {name: p.default for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert options == NODE_OPTIONS
+    assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
