@@ -250,6 +250,44 @@ async def test_a_run_stopped_from_inside_ends_without_a_node_that_ignores_the_st
     assert recorder.events[-1].type == "workflow_end"
 
 
+@pytest.mark.parametrize("stop", ["handle.cancel", "timeout", "caller", "fail-fast"])
+@pytest.mark.parametrize("runner_type", [AsyncioRunner, SequentialRunner])
+async def test_a_node_that_ignores_the_stop_is_abandoned_after_one_grace(
+    runner_type: type[Runner], stop: str
+) -> None:
+    """SPEC: "a node ignores cancellation: after cancel_grace it is abandoned", however the
+    run was stopped. The grace is long against this machine's noise, and the bound sits
+    between one grace and two (where a second grace would end it)."""
+    if stop == "fail-fast" and runner_type is SequentialRunner:
+        pytest.skip("one node at a time: the failing sibling never starts beside the deaf one")
+    grace = 2.0
+    runner = runner_type()
+    runner.cancel_grace = grace
+    entered, release = asyncio.Event(), asyncio.Event()
+    wf = deaf_workflow(entered, release, sibling=stop == "fail-fast")
+    loop = asyncio.get_running_loop()
+    awaitable: Any
+    if stop == "timeout":
+        stopped = loop.time() + 0.05
+        awaitable = wf.run(runner=runner, timeout=0.05)
+    elif stop == "handle.cancel":
+        awaitable = wf.start(runner=runner)
+        await entered.wait()
+        stopped = loop.time()
+        awaitable.cancel("operator")
+    else:  # the caller cancels the task awaiting the run; or a sibling fails (fail-fast)
+        awaitable = asyncio.ensure_future(wf.run(runner=runner))
+        await entered.wait()
+        stopped = loop.time()
+        if stop == "caller":
+            awaitable.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await _within(10, awaitable, release)
+    waited = loop.time() - stopped
+    assert waited >= grace * 0.45  # it was not given up on at once
+    assert waited < grace * 1.6, f"abandoned {waited:.2f}s after the stop"
+
+
 async def test_fail_fast_ends_without_a_node_that_ignores_the_stop() -> None:
     runner = AsyncioRunner()
     runner.cancel_grace = 0.3
