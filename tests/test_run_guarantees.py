@@ -310,7 +310,7 @@ async def test_the_callers_timeout_fires_after_fail_fast_met_a_node_that_ignores
     wf = deaf_workflow(entered, release, sibling=True)
 
     async def run_with_a_deadline() -> None:
-        async with asyncio.timeout(0.5):  # fires while fail-fast waits for the deaf node
+        async with asyncio.timeout(0.15):  # fires while fail-fast waits for the deaf node
             await wf.run(callbacks=[recorder], runner=runner)
 
     with pytest.raises(TimeoutError):
