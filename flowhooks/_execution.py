@@ -54,6 +54,11 @@ _SUCCEEDED = NodeStatus.SUCCEEDED
 _ERROR = EventType.ERROR
 
 
+_SETTLE_AFTER_FORCE = 0.25
+"""Seconds (at most a tenth of the grace) that node tasks cancelled once more when the
+grace ran out have to end before they are abandoned."""
+
+
 class RunControl:
     """Cancellation requested through a ``RunHandle``, possibly before the run started."""
 
@@ -335,7 +340,7 @@ class RunState(NodeOutcomes):
             return
         self._cancel_bodies()
         if grace is not None and self.main is not None:
-            self.force_timer = asyncio.get_running_loop().call_later(grace / 2, self._force_stop)
+            self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
 
     def can_cancel(self) -> bool:
         """Whether a cancel would stop the run: not ended, not stopping (but a suspension)."""
@@ -359,32 +364,33 @@ class RunState(NodeOutcomes):
         self._cancel_bodies()
         grace = self.runner.cancel_grace
         assert grace is not None
-        self.force_timer = asyncio.get_running_loop().call_later(grace / 2, self._force_stop)
+        self.force_timer = asyncio.get_running_loop().call_later(grace, self._force_stop)
 
     def _force_stop(self) -> None:
-        """Half the grace after a stop ran out: cancel node tasks still running, wherever they
-        are (in a handler of one of their events, or a body that ignores cancellation); at
-        the end of the grace, those still running are abandoned (``_give_up_on_nodes``)."""
+        """The grace after a stop ran out: cancel node tasks still running, wherever they are
+        (in a handler of one of their events, or a body that ignores cancellation), and
+        abandon those that this does not end at once (``_give_up_on_nodes``, a moment
+        later: a body doing its cleanup had the whole grace for it)."""
         if self.nodes_settled:
             return
         self.forced = True
         self.schedule.force_stop()
         grace = self.runner.cancel_grace
         logger.bind(run_id=self.run_id).warning(
-            "run {run_id} of workflow {workflow!r}: nodes still running {waited:g}s after the "
+            "run {run_id} of workflow {workflow!r}: nodes still running {grace:g}s after the "
             "run was stopped were cancelled (give handlers a timeout to avoid this)",
             run_id=self.run_id,
             workflow=self.workflow_name,
-            waited=None if grace is None else grace / 2,
+            grace=grace,
         )
         if grace is not None and self.main is not None:
-            self.force_timer = asyncio.get_running_loop().call_later(
-                grace / 2, self._give_up_on_nodes
-            )
+            settle = min(grace / 10, _SETTLE_AFTER_FORCE)
+            self.force_timer = asyncio.get_running_loop().call_later(settle, self._give_up_on_nodes)
 
     def _give_up_on_nodes(self) -> None:
-        """A node ignored the whole grace: wake the task awaiting the run with a
-        cancellation of the run's own (``execute`` takes it back); the run ends without it."""
+        """A node ignored the grace and the cancellation after it: wake the task awaiting the
+        run with a cancellation of the run's own (``execute`` takes it back); the run ends
+        without it."""
         if not self.nodes_settled and self.main is not None and not self.main.done():
             self.gave_up = True
             self.main.cancel("the run's nodes ignored its stop")

@@ -288,6 +288,42 @@ async def test_a_node_that_ignores_the_stop_is_abandoned_after_one_grace(
     assert waited < grace * 1.6, f"abandoned {waited:.2f}s after the stop"
 
 
+@pytest.mark.parametrize("stop", ["handle.cancel", "timeout", "caller"])
+async def test_a_node_cleaning_up_after_the_stop_has_the_whole_grace(stop: str) -> None:
+    """A node that honours the stop but cleans up first is not cut short before the grace
+    is over: its cleanup, shorter than the grace, completes."""
+    runner = AsyncioRunner()
+    runner.cancel_grace = 2.0
+    entered, cleaned = asyncio.Event(), asyncio.Event()
+
+    @node
+    async def tidy() -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(1.0)  # the cleanup: half of the grace
+            cleaned.set()
+            raise
+
+    wf = Workflow("tidy", nodes=[tidy])
+    awaitable: Any
+    if stop == "timeout":
+        awaitable = wf.run(runner=runner, timeout=0.05)
+    elif stop == "caller":
+        awaitable = asyncio.ensure_future(wf.run(runner=runner))
+        await entered.wait()
+        awaitable.cancel()
+    else:
+        awaitable = wf.start(runner=runner)
+        await entered.wait()
+        awaitable.cancel("operator")
+    with contextlib.suppress(asyncio.CancelledError):
+        result = await asyncio.wait_for(awaitable, 10)
+        assert result.nodes["tidy"].status is NodeStatus.CANCELLED
+    assert cleaned.is_set()
+
+
 async def test_fail_fast_ends_without_a_node_that_ignores_the_stop() -> None:
     runner = AsyncioRunner()
     runner.cancel_grace = 0.3
