@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import re
 import threading
 import uuid
@@ -41,7 +42,7 @@ from typing import Any, Final, TypeAlias
 from pydantic import BaseModel
 
 from flowhooks._redact_json import TRUNCATION_MARKER, redact_json_text
-from flowhooks._redact_keys import DEFAULT_REDACT_KEYS, KeyMatcher
+from flowhooks._redact_keys import DEFAULT_REDACT_KEYS, SECRET, KeyMatcher
 from flowhooks._redact_text import MASK, TextScrubber
 
 REDACTED: Final = MASK
@@ -200,6 +201,17 @@ class Redaction:
             return self._scrubber.scrub(plain)
         except Exception as exc:  # a hostile str subclass, an odd user pattern
             return _placeholder(text, exc)
+
+    def key_verdict(self, key: str) -> int:
+        """``SECRET``, ``PLURAL`` (secret unless its value is a number) or ``KEEP``."""
+        try:
+            return self._matcher.verdict(key)
+        except Exception:  # a hostile str subclass: hide, to be safe
+            return SECRET
+
+    def scrub_text(self, text: str, cut: bool) -> str:
+        """``text`` without credentials; ``cut``: it was cut short at its end."""
+        return self._scrubber.scrub(text, cut=cut)
 
     def hides(self, key: object, value: Any = None) -> bool:
         """Whether the value of ``key`` is redacted (``str`` and ``bytes`` keys)."""
@@ -404,12 +416,19 @@ class _Walk:
         """The JSON text of a payload cut to the size cap: its secret keys' values hidden
         as in the payload itself (``_redact_json``), then its strings' credentials."""
         self._budget -= 1
-        masked, found = redact_json_text(text, self._policy.hides)
+        policy = self._policy
+        try:
+            masked, found = redact_json_text(text, policy.key_verdict, policy.scrub_text)
+        except Exception as exc:  # an odd user pattern: hide the preview rather than risk it
+            return _placeholder(text, exc)
         for secret in found:
             shown = secret.strip()
             if len(shown) >= _MIN_SCRUBBED and shown != REDACTED:
                 self.hidden.add(shown)
-        return self._policy.text(masked)
+                escaped = json.dumps(shown, ensure_ascii=False)[1:-1]
+                if escaped != shown:  # how the preview's JSON text holds it
+                    self.hidden.add(escaped)
+        return masked
 
     def _named_pair(self, value: Mapping[Any, Any]) -> bool:
         """Whether ``value`` is a ``(key, value)`` pair with named fields whose key is

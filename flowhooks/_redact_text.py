@@ -4,9 +4,8 @@ Used by ``_redact`` on every string it redacts (values, keys, exception
 messages, tracebacks, reprs). The rules, in order:
 
 1. the user information of a URL: ``https://bob:pw@host/`` -> ``https://***@host/``
-   (a password may hold ``/``, ``#`` or ``?`` unencoded; ``https:\\/\\/``, as
-   JSON may escape it, counts too), and what follows ``://`` in a text cut to
-   the size cap right after it, where the ``@`` that would end a password was cut;
+   (``_redact_urls``: a password holding ``/``, ``#``, ``?`` or ``@`` too, and a
+   password a cut parted from its ``@``);
 2. ``Bearer``/``Basic`` credentials: ``Bearer abc.def`` -> ``Bearer ***``
    (a ``Basic`` word counts as a credential only when it looks like base64:
    a digit, ``+``, ``/`` or ``=``, or mixed case, so ``Basic setup`` stays);
@@ -30,20 +29,18 @@ from typing import Final
 
 from flowhooks._redact_json import TRUNCATION_MARKER
 from flowhooks._redact_keys import KEEP, PLURAL, KeyMatcher
+from flowhooks._redact_urls import hide_userinfo
 
 MASK: Final = "***"
 
 _HINT = re.compile(r"""[:=]|["'][ \t]{0,3},|(?i:bearer|basic)""")
-_SCHEME_END = r"(:(?:\\?/){2})"
-_USERINFO = re.compile(_SCHEME_END + r"(?:[^\s/?#]{0,256}|[^\s/?#@:]{0,256}:[^\s@]{0,256})@")
-_CUT_URL = re.compile(
-    _SCHEME_END + r"[^\s@]{0,512}(?=\.\.\. \[" + re.escape(TRUNCATION_MARKER) + r": \d+ chars\]$)"
-)
+_CUT_MARK = re.compile(r"\.\.\. \[" + re.escape(TRUNCATION_MARKER) + r": \d+ chars\]\Z")
 _AUTH_SCHEME = re.compile(r"\b(?i:(bearer|basic))(\s+)([A-Za-z0-9\-._~+/]+=*)")
 _ASSIGNMENT = re.compile(
     r"""(?<![\w.\-])(?:-{1,2}(?=[A-Za-z_]))?(?:[bB](?=["']))?(?P<q>["']?)(?:-{1,2})?"""
     r"""(?P<key>[A-Za-z_][\w.\-]*(?:\[[\w.\-]*\])*)(?P=q)\]?"""
-    r"""[ \t]{0,16}(?P<sep>[:=,])(?!//)[ \t]{0,16}(?:\r?\n[ \t]{0,64}(?=[bB]?["']))?"""
+    r"""[ \t]{0,16}(?:(?P<pair>,)[ \t]{0,16}"""
+    r"""|[:=](?!//)[ \t]{0,16}(?:\r?\n[ \t]{0,64}(?=[bB]?["']))?)"""
 )
 _SCHEMES = (
     "bearer|basic|token|digest|bot|apikey|key|ssws|negotiate|ntlm|hmac|splunk"
@@ -95,13 +92,18 @@ class TextScrubber:
         self._keys = keys
         self._patterns = patterns
 
-    def scrub(self, text: str) -> str:
-        """Return ``text`` with credentials replaced by ``***``."""
+    def scrub(self, text: str, *, cut: bool = False) -> str:
+        """Return ``text`` with credentials replaced by ``***``.
+
+        ``cut``: the text was cut short at its end (without ``safe_text``'s marker).
+        """
         if _HINT.search(text) is not None:
             if "/" in text:
-                text = _USERINFO.sub(r"\1" + MASK + "@", text)
-                if TRUNCATION_MARKER in text:
-                    text = _CUT_URL.sub(r"\1" + MASK, text)
+                mark = _CUT_MARK.search(text) if TRUNCATION_MARKER in text else None
+                if mark is not None:
+                    text = hide_userinfo(text[: mark.start()], cut=True) + mark.group(0)
+                else:
+                    text = hide_userinfo(text, cut=cut)
             text = _AUTH_SCHEME.sub(_auth_scheme, text)
             text = self._assignments(text)
         for pattern in self._patterns:
@@ -117,7 +119,7 @@ class TextScrubber:
         verdict = self._keys.verdict
         while (found := search(text, pos)) is not None:
             pos = found.end()
-            pair = found.group("sep") == ","
+            pair = found.group("pair") is not None
             if pair and not found.group("q"):
                 continue  # a comma after a bare word is prose, not a pair
             hit = verdict(found.group("key"))

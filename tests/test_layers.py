@@ -17,6 +17,7 @@ LAYERS = [
     "_ids",
     "_redact_keys",
     "_redact_json",
+    "_redact_urls",
     "_redact_text",
     "_redact",
     "_logs",

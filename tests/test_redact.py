@@ -190,6 +190,26 @@ def test_redact_false_returns_the_value_itself() -> None:
         ("https://h/x?auth[token]=pw1&y=1", "https://h/x?auth[token]=***&y=1"),
         ("Authorization: SSWS pw1", "Authorization: ***"),
         ("Authorization: Negotiate pw1", "Authorization: ***"),
+        # long credentials; ports and '@' in paths are not user information
+        ("https://bob:" + "Q" * 300 + "@git.example.com/x", "https://***@git.example.com/x"),
+        ("https://" + "T" * 300 + "@host/x", "https://***@host/x"),
+        ("https://user:pa/ss#w@rd@host", "https://***@host"),
+        (
+            "GET https://registry.npmjs.org:443/@types/node",
+            "GET https://registry.npmjs.org:443/@types/node",
+        ),
+        (
+            "http://localhost:8080/users/alice@example.com",
+            "http://localhost:8080/users/alice@example.com",
+        ),
+        (
+            "jdbc:mysql://localhost:3306/db?user=root@localhost",
+            "jdbc:mysql://localhost:3306/db?user=root@localhost",
+        ),
+        (
+            '{\n  "columns": [\n    "password_hash",\n    "email"\n  ]\n}',
+            '{\n  "columns": [\n    "password_hash",\n    "email"\n  ]\n}',
+        ),
     ],
 )
 def test_text_rules(text: str, expected: str) -> None:
@@ -568,17 +588,18 @@ def test_a_cut_payload_keeps_no_secret_value_of_any_shape() -> None:
         "auth": ["bob", "pw-in-a-list"],
         "credentials": {"user": "bob", "pass": "pw-in-an-object"},
         "api_key": 123456789,
-        "note": "copied pw-in-an-object here",
+        "token": "pw-a-string",
+        "note": "copied pw-a-string here",
         "total_tokens": 5,
         "items": [{"id": i} for i in range(1_000)],
     }
     out = redact_value(_cut(payload))
     preview = out["preview"]
-    for secret in ("pw-in-a-list", "pw-in-an-object", "123456789"):
+    for secret in ("pw-in-a-list", "pw-in-an-object", "123456789", "pw-a-string"):
         assert secret not in preview
     assert preview.startswith(
-        '{"auth": "***", "credentials": "***", "api_key": "***", "note": "copied *** here", '
-        '"total_tokens": 5, "items": [{"id": 0}'
+        '{"auth": "***", "credentials": "***", "api_key": "***", "token": "***", '
+        '"note": "copied *** here", "total_tokens": 5, "items": [{"id": 0}'
     )
     assert out["original_chars"] == _cut(payload)["original_chars"]
 
@@ -605,3 +626,65 @@ def test_a_dict_that_only_looks_like_a_marker_is_walked_as_it_is() -> None:
     """Only the real marker (``True``, a dict) has its preview read as JSON."""
     odd = {TRUNCATION_MARKER: "yes", "preview": '{"token": ["a"]}'}
     assert redact_value(odd) == odd
+
+
+def test_a_cut_ordinary_url_keeps_its_host_and_path() -> None:
+    """Only a cut URL that may hold a password (a ':' before its first '/') loses its rest."""
+    cut = safe_text("x" * 40 + " https://example.com/api/v1/items/12345 more", max_chars=70)
+    assert "https://example.com/api/v1/it" in redact_text(cut)
+
+
+@pytest.mark.parametrize(
+    ("value", "cap", "secret"),
+    [
+        # a JSON document inside a string, and a cut payload inside a cut payload
+        ({"log": '{"password": "Hunter2Secret"} ' + "z" * 300}, 200, "Hunter2Secret"),
+        (
+            {
+                "outer": to_jsonable(
+                    {"auth": ["u", "hunter2pw"], "r": list(range(300))}, max_chars=100
+                ),
+                "p": "y" * 400,
+            },
+            300,
+            "hunter2pw",
+        ),
+        # a URL's password the cut parted from its '@'
+        ({"pad": "x" * 150, "dsn": "postgresql://app:Hunter2Secret99@db/app"}, 200, "Hunter2"),
+        # a secret holding a quote and a backslash, and its copy elsewhere
+        (
+            {"api_key": 'pw"quoted\\sec', "note": 'copy pw"quoted\\sec', "pad": "x" * 300},
+            200,
+            "quoted",
+        ),
+        # a key written with an escape
+        ({"pass\u0077ord": "unicodeesc1", "pad": "x" * 300}, 120, "unicodeesc1"),
+    ],
+)
+def test_every_string_of_a_preview_is_read_as_its_text(
+    value: object, cap: int, secret: str
+) -> None:
+    out = redact_value(_cut(value, cap))
+    assert secret not in out["preview"]
+
+
+def test_a_secret_objects_own_values_are_not_hidden_elsewhere() -> None:
+    """As in an uncut payload, only a secret key's string is hidden elsewhere, not the
+    names and values of an object or list under it (they are hidden in place)."""
+    value = {
+        "credentials": {"region": "eu-west-1", "password": "pw-secret-1"},
+        "users": [{"region": "eu-west-1"}],
+        "pad": "x" * 300,
+    }
+    preview = redact_value(_cut(value, 200))["preview"]
+    assert '"users": [{"region": "eu-west-1"}]' in preview
+    assert "pw-secret-1" not in preview
+
+
+def test_a_deeply_nested_cut_payload_is_redacted_not_replaced() -> None:
+    """Nesting hundreds of levels deep: the preview comes back redacted, not a placeholder."""
+    nested: object = "x" * 70_000
+    for _ in range(600):
+        nested = {"k": nested}
+    out = redact_value(_cut(nested, 64_000))
+    assert out["preview"].startswith('{"k": {"k": ')

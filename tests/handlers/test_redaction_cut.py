@@ -35,9 +35,10 @@ URL_IN_TEXT = f"postgresql://bob:{SECRET}@db.internal/app"
 def big_output() -> dict[str, Any]:
     """Secrets under secret-named keys, in shapes text rules cannot see, then many rows."""
     return {
-        "auth": ["bob", SECRET],
-        "credentials": {"user": "bob", "pass": SECRET + "-2"},
-        "log": f"connected with {SECRET}",
+        "auth": ["bob", SECRET + "-in-a-list"],
+        "credentials": {"user": "bob", "pass": SECRET + "-in-an-object"},
+        "token": SECRET,
+        "log": f"connected with {SECRET}",  # a secret key's string, hidden here too
         "rows": ROWS,
     }
 
