@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from loguru import logger
+
 from flowhooks._threads import DaemonThreadPool
 
 _T = TypeVar("_T")
@@ -90,11 +92,44 @@ def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         loop.close()
 
 
+_LEFT_BEHIND_WAIT = 1.0
+"""Seconds the tasks a run left behind (abandoned nodes and handler calls) get to end
+once cancelled again, before the loop closes without them."""
+
+
 def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is left on ``loop`` and let it end, as ``asyncio.run`` does."""
+    """Cancel what is left on ``loop`` and let it end, as ``asyncio.run`` does, but without
+    waiting for ever on a task that ignores its cancellation: the run already abandoned
+    it, so the call returns after a short wait and the loop closes without it."""
     left = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for t in left:
         t.cancel()
     if left:
-        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        done, stuck = loop.run_until_complete(asyncio.wait(left, timeout=_LEFT_BEHIND_WAIT))
+        for t in done:  # what they raised was the run's to report: not "never retrieved"
+            if not t.cancelled():
+                t.exception()
+        if stuck:
+            logger.warning(
+                "{} task(s) the run left behind ignored their cancellation; the event loop "
+                "closes without them",
+                len(stuck),
+            )
+            _forget_quietly(loop, stuck)
     loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+def _forget_quietly(loop: asyncio.AbstractEventLoop, stuck: set[asyncio.Task[Any]]) -> None:
+    """Let ``stuck`` tasks be destroyed pending without asyncio's error about each (the
+    warning above told it once); every other report goes where it went."""
+    previous = loop.get_exception_handler()
+
+    def handler(target: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("task") in stuck:
+            return
+        if previous is not None:
+            previous(target, context)
+        else:
+            target.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -919,3 +923,54 @@ async def test_a_node_task_cancelled_before_its_first_step_with_the_caller_ends_
     done, _ = await asyncio.wait({run}, timeout=5)
     assert done, "the run still waited for a node that never started"
     assert run.cancelled()
+
+
+LEFT_BEHIND = """
+import asyncio
+from flowhooks import AsyncioRunner, BaseCallbackHandler, Workflow, node
+
+class Stubborn(BaseCallbackHandler):
+    timeout = 0.1
+    async def on_node_end(self, node_id, output_data):
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass
+
+@node
+async def a():
+    return 1
+
+@node
+async def deaf():
+    while True:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+
+print("handler", Workflow("w", nodes=[a]).run_sync(callbacks=[Stubborn()]).status, flush=True)
+runner = AsyncioRunner()
+runner.cancel_grace = 0.5
+print("node", Workflow("w2", nodes=[deaf]).run_sync(timeout=0.2, runner=runner).status)
+"""
+
+
+def test_run_sync_returns_though_a_handler_or_node_ignores_cancellation(tmp_path: Path) -> None:
+    """``run_sync`` does not wait for ever on what the run abandoned: a handler call past its
+    timeout, a node past the grace, both swallowing every cancellation."""
+    script = tmp_path / "left_behind.py"
+    script.write_text(LEFT_BEHIND)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["handler", "succeeded", "node", "failed"]
+    assert "left behind ignored their cancellation" in done.stderr
+    assert "Task was destroyed" not in done.stderr
