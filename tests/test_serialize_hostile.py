@@ -24,11 +24,15 @@ from json_checks import strict_json
 from pydantic import BaseModel, ConfigDict
 
 from flowhooks import (
+    AsyncioRunner,
+    BaseCallbackHandler,
     ErrorInfo,
     Event,
     NodeStatus,
+    Runner,
     RunResult,
     RunStatus,
+    SequentialRunner,
     Workflow,
     node,
     set_max_payload_chars,
@@ -380,6 +384,30 @@ def test_a_bound_lazy_proxy_is_shown_by_its_target() -> None:
     proxy = LazyProxy(lambda: {"id": 7})
     assert to_jsonable(proxy) == "{'id': 7}"
     assert parse_strictly(_event([proxy]).model_dump_json())["payload"] == ["{'id': 7}"]
+
+
+@pytest.mark.parametrize("runner", [AsyncioRunner, SequentialRunner])
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_node_may_return_an_unbound_lazy_proxy(runner: type[Runner], is_async: bool) -> None:
+    """Its value is the proxy, whatever its __class__ raises: the node succeeds, sync or
+    async, and handlers get the proxy itself."""
+    seen: list[Any] = []
+
+    class Keep(BaseCallbackHandler):
+        async def on_node_end(self, node_id: str, output_data: Any) -> None:
+            seen.append(output_data)
+
+    def who() -> Any:
+        return LazyProxy()
+
+    async def who_async() -> Any:
+        return LazyProxy()
+
+    step = node(who_async if is_async else who, name="who")
+    result = Workflow("lazy", nodes=[step]).run_sync(callbacks=[Keep()], runner=runner())
+    assert result.status == "succeeded", result.error
+    assert type(seen[0]) is LazyProxy
+    assert type(result.outputs["who"]) is LazyProxy
 
 
 # -- recursion and depth ---------------------------------------------------------------
