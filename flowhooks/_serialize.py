@@ -562,7 +562,10 @@ def to_jsonable(value: Any, *, max_chars: int | None = None) -> Any:
     text = _json_text(_named_fields(value, limit), limit)
     if len(text) <= limit:
         return _parse(text)
-    return {TRUNCATION_MARKER: True, "original_chars": len(text), "preview": text[:limit]}
+    # The preview is itself a string in JSON: cut where its own escapes (of the quotes
+    # and backslashes of the text) still fit in the cap.
+    preview = text[: _fitting_prefix(text, limit)]
+    return {TRUNCATION_MARKER: True, "original_chars": len(text), "preview": preview}
 
 
 def dumps(value: Any, *, max_chars: int | None = None) -> str:

@@ -360,7 +360,8 @@ def test_a_huge_repr_is_cut_before_it_is_encoded() -> None:
     assert marker[MARKER] is True
     assert marker["original_chars"] < 64_100  # the repr was cut before the JSON was written
     assert marker["preview"].startswith('{"big": "<HugeRepr: repr of 10000000 chars, cut> rrrr')
-    assert len(marker["preview"]) == 64_000
+    # the preview's own JSON (its quotes escaped) fits in the cap, and fills it
+    assert 63_990 <= len(json.dumps(marker["preview"], ensure_ascii=False)) - 2 <= 64_000
     assert to_jsonable([HugeRepr(500)]) == ["r" * 500]  # a repr within the cap is whole
 
 
@@ -566,9 +567,9 @@ def payload_cap(chars: int) -> Iterator[None]:
         set_max_payload_chars(None)
 
 
-PART = 2 * CAP + 200
-"""The most JSON one capped part takes: a truncation marker's preview is ``CAP`` characters of
-JSON text, and quoting it again at most doubles it (each ``"`` and ``\\`` gets a backslash)."""
+PART = CAP + 200
+"""The most JSON one capped part takes: a truncation marker's preview is cut where its own
+JSON (its quotes and backslashes escaped) fits in ``CAP``; the marker's keys come on top."""
 
 
 def _result(value: Any, error: ErrorInfo | None = None, node_id: str = "n") -> RunResult:
