@@ -43,8 +43,21 @@ def failure_text(exc: BaseException, *, with_traceback: bool) -> str:
     notes = getattr(exc, "__notes__", None)
     if notes:  # e.g. which part of a composite failed (the traceback repeats them)
         summary += " (" + "; ".join(str(n) for n in notes) + ")"
-    summary = redact_text(summary)
+    summary = redact_text(_capped(summary))
     return summary + traceback_suffix(exc) if with_traceback else summary
+
+
+LOG_TEXT_CAP = 64_000
+"""Characters of an exception's text a log record carries (a 20 MB message is cut, and
+costs nothing to redact or write beyond that)."""
+
+
+def _capped(text: str) -> str:
+    """``text`` cut to ``LOG_TEXT_CAP`` characters, saying how long it was (redacted after:
+    the text rules read a URL cut before its ``@`` as a password)."""
+    if len(text) <= LOG_TEXT_CAP:
+        return text
+    return f"{text[:LOG_TEXT_CAP]}... [__flowhooks_truncated__: {len(text)} chars]"
 
 
 def traceback_suffix(exc: BaseException) -> str:
@@ -52,4 +65,4 @@ def traceback_suffix(exc: BaseException) -> str:
 
     Redacted like ``failure_text``: a traceback quotes source lines and messages.
     """
-    return redact_text("\n" + "".join(traceback.format_exception(exc)).rstrip())
+    return redact_text(_capped("\n" + "".join(traceback.format_exception(exc)).rstrip()))

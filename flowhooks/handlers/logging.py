@@ -275,6 +275,8 @@ class LoggingCallback(BaseCallbackHandler):
         fields = _fields(etype, event, node_id)
         if stack_trace:
             message = f"{message}\n{stack_trace.rstrip()}"
+        if len(message) > _MESSAGE_CAP:  # a 20 MB exception message: cut before the rest
+            message = safe_text(message, max_chars=_MESSAGE_CAP)
         policy = self.policy()
         if policy is not None:
             message = policy.text(message)
@@ -284,6 +286,8 @@ class LoggingCallback(BaseCallbackHandler):
             message = safe_text(message)
         for key, value in fields.items():  # names and ids too (a workflow named after a URL)
             if isinstance(value, str):
+                if len(value) > _MESSAGE_CAP:  # error_message: the exception's whole text
+                    value = safe_text(value, max_chars=_MESSAGE_CAP)
                 shown = value if policy is None else policy.text(value)
                 fields[key] = shown if shown.isascii() else safe_text(shown)
         subject = subject if subject.isascii() else safe_text(subject)
@@ -495,6 +499,10 @@ def _level_number(level: object) -> int:
         "'INFO' or 'WARNING', or a number"
     )
     raise ValueError(msg)
+
+
+_MESSAGE_CAP = 64_000
+"""Characters of a record's message (an error's message and traceback included)."""
 
 
 def _fields(etype: EventType, event: Event | None, node_id: str | None) -> dict[str, Any]:

@@ -600,3 +600,26 @@ async def test_node_error_logs_never_show_local_values():
     assert "login refused" in text
     assert "Traceback" in text
     assert "hunter2-SECRET" not in text
+
+
+async def test_a_huge_exception_message_gives_capped_records(records):
+    """A 20 MB exception message: the error record, its bound fields and the manager's
+    isolation record of a handler raising one are cut, the secret after the cut included."""
+    huge = "M" * 20_000_000 + " https://bob:pw-after-the-cut@db/x"
+
+    @node
+    def boom() -> None:
+        raise ValueError(huge)
+
+    class Raising(LoggingCallback):
+        async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
+            raise ValueError(huge)
+
+    await Workflow("w", nodes=[boom]).run(callbacks=[LoggingCallback(), Raising()])
+    error = next(r for r in records if r["extra"].get("event_type") == "error")
+    assert len(error["message"]) < 200_000
+    assert len(error["extra"]["error_message"]) < 70_000
+    isolated = next(r for r in records if "Raising" in r["message"] and r["level"].name == "ERROR")
+    assert len(isolated["message"]) < 200_000
+    assert "__flowhooks_truncated__" in isolated["message"]
+    assert not any("pw-after-the-cut" in r["message"] for r in records)
