@@ -47,7 +47,8 @@ async def execute(run: RunState, timeout: float | None, control: RunControl | No
         if run.stopping is None and run.runner.opens_for_runs:
             external_cancel = await _hold_runner(run)
         try:
-            await run.events.emit(EventType.WORKFLOW_START, (run.run_id, run.inputs))
+            # A copy: a handler that edits what it is given changes no node's inputs.
+            await run.events.emit(EventType.WORKFLOW_START, (run.run_id, dict(run.inputs)))
         except asyncio.CancelledError:
             if task_cancelled():
                 raise
@@ -359,7 +360,7 @@ async def _close(
         run,
         run.events.emit(
             EventType.WORKFLOW_END,
-            (run.run_id, run.outputs),
+            (run.run_id, dict(run.outputs)),  # a copy: handlers cannot edit the result's
             duration=result.duration,
             status=status.value,
         ),

@@ -473,8 +473,11 @@ class RunState(NodeOutcomes):
                 try:
                     # A run without handlers has no frame: its node events go nowhere.
                     if frame is not None and (how := events.node_turn(frame, _NODE_START)):
+                        # A copy: a handler that edits it (pops a password before logging)
+                        # changes nothing the node is called with.
+                        shown = kwargs.copy()
                         if how >= TAKEN:
-                            args = (name, kwargs)
+                            args = (name, shown)
                             event = (
                                 events.node_event(_NODE_START, args, name, attempt, None)
                                 if how == TAKEN_WITH_EVENT
@@ -489,7 +492,7 @@ class RunState(NodeOutcomes):
                                 await events.end_node_turn(frame, error)
                         else:
                             await events.emit(
-                                _NODE_START, (name, kwargs), name, attempt, frame=frame
+                                _NODE_START, (name, shown), name, attempt, frame=frame
                             )
                         # Durations measure the node's body, not the handlers around it.
                         start = perf_counter()

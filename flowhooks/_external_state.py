@@ -255,7 +255,7 @@ class ExternalRunState:
         """
         self.loop = asyncio.get_running_loop()
         try:
-            await self.events.emit(EventType.WORKFLOW_START, (self.run_id, self.inputs))
+            await self.events.emit(EventType.WORKFLOW_START, (self.run_id, dict(self.inputs)))
         except BaseException as exc:  # a KeyboardInterrupt or a cancel too: the run still ends
             clear_propagating(exc)
             await self.finish(exc)

@@ -974,3 +974,39 @@ def test_run_sync_returns_though_a_handler_or_node_ignores_cancellation(tmp_path
     assert done.stdout.split() == ["handler", "succeeded", "node", "failed"]
     assert "left behind ignored their cancellation" in done.stderr
     assert "Task was destroyed" not in done.stderr
+
+
+class Editing(BaseCallbackHandler):
+    """Edits every mapping it is given, in place (a handler "sanitising" before it logs)."""
+
+    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+        input_data.clear()
+
+    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+        input_data.clear()
+
+    async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
+        output_data.clear()
+
+
+@pytest.mark.parametrize("runner_type", [AsyncioRunner, SequentialRunner])
+async def test_a_handler_editing_what_it_is_given_changes_nothing_of_the_run(
+    runner_type: type[Runner],
+) -> None:
+    """Inputs, node arguments and the result's outputs are the run's, not the handler's."""
+
+    @node
+    async def start(seed: int) -> int:
+        return seed + 1
+
+    @node
+    async def after(start: int) -> int:
+        return start * 10
+
+    recorder = RecordingCallback()
+    wf = Workflow("editing", nodes=[start, after])
+    result = await wf.run({"seed": 1}, callbacks=[Editing(), recorder], runner=runner_type())
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert result.inputs == {"seed": 1}
+    assert result.outputs == {"start": 2, "after": 20}
+    assert result.nodes["after"].inputs == {"start": 2}
