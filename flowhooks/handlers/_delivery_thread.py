@@ -35,7 +35,7 @@ from typing import Final
 
 from loguru import logger
 
-from flowhooks import redact_text
+from flowhooks.handlers._handler_call import error_text
 from flowhooks.handlers._validate import positive_int
 
 __all__ = ["DeliveryThread"]
@@ -198,7 +198,7 @@ class DeliveryThread:
                     "not logged, until a send succeeds)",
                     self.name,
                     job.what,
-                    _error_text(error),
+                    error_text(error),
                 )
             self._failed_in_background += 1
 
@@ -207,12 +207,3 @@ def _settle(done: asyncio.Future[BaseException | None], error: BaseException | N
     """Hand a send's outcome to its waiting caller (on the caller's loop)."""
     if not done.done():
         done.set_result(error)
-
-
-def _error_text(error: BaseException) -> str:
-    """``Type: message`` of a failed send, without credentials (a URL's, a header's)."""
-    try:
-        message = str(error)
-    except Exception:  # a broken __str__
-        message = ""
-    return redact_text(f"{type(error).__name__}: {message}" if message else type(error).__name__)
