@@ -19,7 +19,6 @@ from flowhooks._events import (  # re-exported: the delivery composites import i
     event_from_args as event_from_args,
 )
 from flowhooks._handler import BaseCallbackHandler
-from flowhooks._serialize import repr_text
 
 # Event types as module constants: reading an enum member (EventType.X) costs an
 # attribute lookup on the enum class at every use.
@@ -277,38 +276,6 @@ def forwards_to(handler: object, target: Dispatcher, seen: set[int]) -> bool:
     except Exception:  # a composite of someone else's whose property fails: nothing to see
         return False
     return any(forwards_to(h, target, seen) for h in inner)
-
-
-def reached_handlers(handler: object, found: dict[int, object]) -> dict[int, object]:
-    """``handler`` and every handler it holds, at any depth of managers and composites,
-    added to ``found`` by identity (and returned)."""
-    if id(handler) in found:
-        return found
-    found[id(handler)] = handler
-    if isinstance(handler, Dispatcher):
-        try:
-            inner = tuple(getattr(handler, "handlers", ()))
-        except Exception:  # a composite of someone else's whose property fails
-            return found
-        for held in inner:
-            reached_handlers(held, found)
-    return found
-
-
-def refuse_reached_twice(held: list[object], checked: object) -> None:
-    """Raise ``ValueError`` when ``checked``, or a handler it holds (in managers or
-    composites), is reached already through ``held``: it would get every event twice."""
-    mine: dict[int, object] = {}
-    for handler in held:
-        reached_handlers(handler, mine)
-    for key, handler in reached_handlers(checked, {}).items():
-        if key in mine:
-            msg = (
-                f"cannot add {repr_text(checked)}: {repr_text(handler)} is reached through "
-                "this CallbackManager already (directly or through a manager or composite it "
-                "holds), and would get every event twice; add it once"
-            )
-            raise ValueError(msg)
 
 
 class CallerShortcuts(Dispatcher):

@@ -33,7 +33,6 @@ from flowhooks._dispatcher import (
     forwards_to,
     is_abandonment,
     must_propagate,
-    refuse_reached_twice,
 )
 from flowhooks._events import Event, EventType, event_from_args
 from flowhooks._handler import BaseCallbackHandler
@@ -191,7 +190,6 @@ class CallbackManager(CallerShortcuts):
                     "remove it first to change its priority"
                 )
                 raise ValueError(msg)
-        refuse_reached_twice([entry.handler for entry in self._entries], checked)
         label = self._label_for(checked)
         added = make_entry(
             checked, priority=priority, order=self._order, label=label, breaker=breaker

@@ -36,9 +36,7 @@ everything else to ``_convert`` one object at a time. Only a payload the
 encoder refuses (NaN, a cycle, an odd dict key, a huge int, nesting too deep)
 is walked in Python.
 
-A subclass of a built-in container is read through the built-in type's own
-iteration: its ``__iter__`` or ``items()`` override is not called, so one that
-never ends cannot hold the serialisation. Not bounded: a ``__repr__`` that
+Not bounded: a ``__repr__`` (or a container subclass's ``__iter__``) that
 never returns cannot be interrupted safely from inside the process, so it
 holds the serialisation as it would hold any other call.
 """
@@ -52,7 +50,6 @@ import json
 import math
 import re
 from collections import deque
-from itertools import islice
 from json.encoder import encode_basestring
 from typing import Any, Final
 
@@ -445,23 +442,6 @@ def _encoder(limit: int) -> json.JSONEncoder:
 
 
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
-_CONTAINERS: Final = frozenset({dict, list, tuple, set, frozenset, deque})
-_CONTAINER_BASES: Final = (dict, list, tuple, set, frozenset, deque)
-
-
-def _plain_copy(value: Any, most: int) -> Any:
-    """A subclass of a built-in container as the plain container it holds, read through the
-    built-in type's own iteration (an override of ``__iter__`` or ``items()`` that never
-    ends, or lies, is not called), at most ``most`` items."""
-    cls = type(value)
-    if issubclass(cls, dict):
-        return dict(islice(dict.items(value), most))
-    base: Any
-    for base in (list, tuple, set, frozenset, deque):
-        if issubclass(cls, base):
-            items = list(islice(base.__iter__(value), most))
-            return tuple(items) if base is tuple else items
-    return value
 
 
 def _named_fields(value: Any, limit: int) -> Any:
@@ -480,9 +460,7 @@ def _named_fields(value: Any, limit: int) -> Any:
         cls = type(value)
         names = getattr(cls, "_fields", None) if issubclass(cls, tuple) else None
         if isinstance(names, tuple):
-            return dict(zip(names, walk(tuple(tuple.__iter__(value)), depth), strict=False))
-        if cls not in _CONTAINERS and issubclass(cls, _CONTAINER_BASES):
-            return walk(_plain_copy(value, left[0] + 1), depth)
+            return dict(zip(names, walk(tuple(value), depth), strict=False))
         if (cls is not dict and cls is not list and cls is not tuple) or depth >= MAX_DEPTH:
             return value  # converted by _convert, or by the encoder as it is
         if id(value) in active:

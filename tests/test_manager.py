@@ -749,32 +749,6 @@ def test_adding_a_registered_handler_again_is_value_error() -> None:
     assert len(manager.handlers) == 2
 
 
-def test_a_handler_reached_again_through_a_manager_or_composite_is_value_error() -> None:
-    """SPEC: a handler is added once, "it would otherwise get every event twice"; that holds
-    for one reached through a nested manager or a composite too, either way round."""
-    handler = DocsStyle()
-    manager = CallbackManager([handler])
-    for holder in (CallbackManager([handler]), ChainedCallback(handler)):
-        with pytest.raises(ValueError, match="would get every event twice"):
-            manager.add_handler(holder)
-    with pytest.raises(ValueError, match="would get every event twice"):
-        CallbackManager([ChainedCallback(handler), handler])
-    assert manager.handlers == (handler,)
-    # different instances, and managers that share no handler, are fine
-    both = CallbackManager([CallbackManager([DocsStyle()]), ChainedCallback(DocsStyle())])
-    assert len(both.handlers) == 2
-
-
-async def test_a_handler_refused_twice_gets_each_event_once() -> None:
-    """What the refusal keeps from happening: one handler, one call per event."""
-    recorder = RecordingCallback()
-    manager = CallbackManager([recorder])
-    with pytest.raises(ValueError):
-        manager.add_handler(CallbackManager([recorder]))
-    await manager.on_node_start("a", {})
-    assert [e.type for e in recorder.events] == ["node_start"]
-
-
 def test_handler_listed_twice_in_callbacks_is_value_error() -> None:
     """callbacks=[h, h] is a ValueError naming the parameter and the position."""
     handler = DocsStyle()
