@@ -84,52 +84,64 @@ def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     finally:
         for number in installed:
             loop.remove_signal_handler(number)
-        _finish_loop(loop)
+        closing = _finish_loop(loop)
         # Whatever the pool still runs now, the run has left behind (a sync node body past
         # its timeout, or stuck when the run was stopped): daemon threads, not waited for.
         executor.shutdown(wait=False)
         asyncio.set_event_loop(None)
-        loop.close()
+        if closing:
+            loop.close()
 
 
 _LEFT_BEHIND_WAIT = 1.0
-"""Seconds the tasks a run left behind (abandoned nodes and handler calls) get to end
-once cancelled again, before the loop closes without them."""
+"""Seconds the tasks still on the loop when the run is over (abandoned nodes and handler
+calls, tasks handlers started) get to end once cancelled, before the call returns."""
 
 
-def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
+def _finish_loop(loop: asyncio.AbstractEventLoop) -> bool:
     """Cancel what is left on ``loop`` and let it end, as ``asyncio.run`` does, but without
-    waiting for ever on a task that ignores its cancellation: the run already abandoned
-    it, so the call returns after a short wait and the loop closes without it."""
+    waiting for ever on a task that ignores its cancellation or takes long to clean up.
+
+    Returns whether the loop is done with: ``False`` when tasks were still running after
+    ``_LEFT_BEHIND_WAIT``; the loop then goes on in a daemon thread of its own until they
+    end (their cleanup completes, and one that never ends costs the process nothing at
+    exit), and closes there.
+    """
     left = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for t in left:
         t.cancel()
     if left:
-        done, stuck = loop.run_until_complete(asyncio.wait(left, timeout=_LEFT_BEHIND_WAIT))
+        done, running = loop.run_until_complete(asyncio.wait(left, timeout=_LEFT_BEHIND_WAIT))
         for t in done:  # what they raised was the run's to report: not "never retrieved"
             if not t.cancelled():
                 t.exception()
-        if stuck:
+        if running:
             logger.warning(
-                "{} task(s) the run left behind ignored their cancellation; the event loop "
-                "closes without them",
-                len(stuck),
+                "{} task(s) were still running {}s after the run ended and were cancelled; "
+                "the call returns, and they go on in a background thread until they end",
+                len(running),
+                _LEFT_BEHIND_WAIT,
             )
-            _forget_quietly(loop, stuck)
+            threading.Thread(
+                target=_run_until_done,
+                args=(loop, running),
+                name="flowhooks-left-behind",
+                daemon=True,
+            ).start()
+            return False
     loop.run_until_complete(loop.shutdown_asyncgens())
+    return True
 
 
-def _forget_quietly(loop: asyncio.AbstractEventLoop, stuck: set[asyncio.Task[Any]]) -> None:
-    """Let ``stuck`` tasks be destroyed pending without asyncio's error about each (the
-    warning above told it once); every other report goes where it went."""
-    previous = loop.get_exception_handler()
-
-    def handler(target: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if context.get("task") in stuck:
-            return
-        if previous is not None:
-            previous(target, context)
-        else:
-            target.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
+def _run_until_done(loop: asyncio.AbstractEventLoop, running: set[asyncio.Task[Any]]) -> None:
+    """The loop of a finished call, in a thread of its own: until its last tasks end."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(asyncio.wait(running))
+        for t in running:
+            if not t.cancelled():
+                t.exception()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
