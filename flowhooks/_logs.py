@@ -43,7 +43,7 @@ def failure_text(exc: BaseException, *, with_traceback: bool) -> str:
     notes = getattr(exc, "__notes__", None)
     if notes:  # e.g. which part of a composite failed (the traceback repeats them)
         summary += " (" + "; ".join(str(n) for n in notes) + ")"
-    summary = redact_text(_capped(summary))
+    summary = _capped(summary)
     return summary + traceback_suffix(exc) if with_traceback else summary
 
 
@@ -52,12 +52,18 @@ LOG_TEXT_CAP = 64_000
 costs nothing to redact or write beyond that)."""
 
 
+_REDACT_MARGIN = 4_096
+"""Characters past the cap redacted with the rest, so that a credential the cut runs
+through (a URL's password, a user pattern's match) is found whole."""
+
+
 def _capped(text: str) -> str:
-    """``text`` cut to ``LOG_TEXT_CAP`` characters, saying how long it was (redacted after:
-    the text rules read a URL cut before its ``@`` as a password)."""
+    """``text`` redacted and cut to ``LOG_TEXT_CAP`` characters, saying how long it was:
+    only its head (and a margin) is redacted, so a 20 MB message costs next to nothing."""
     if len(text) <= LOG_TEXT_CAP:
-        return text
-    return f"{text[:LOG_TEXT_CAP]}... [__flowhooks_truncated__: {len(text)} chars]"
+        return redact_text(text)
+    head = redact_text(text[: LOG_TEXT_CAP + _REDACT_MARGIN])[:LOG_TEXT_CAP]
+    return f"{head}... [__flowhooks_truncated__: {len(text)} chars]"
 
 
 def traceback_suffix(exc: BaseException) -> str:
@@ -65,4 +71,4 @@ def traceback_suffix(exc: BaseException) -> str:
 
     Redacted like ``failure_text``: a traceback quotes source lines and messages.
     """
-    return redact_text(_capped("\n" + "".join(traceback.format_exception(exc)).rstrip()))
+    return _capped("\n" + "".join(traceback.format_exception(exc)).rstrip())

@@ -273,11 +273,10 @@ class LoggingCallback(BaseCallbackHandler):
         nothing is redacted or rendered otherwise.
         """
         fields = _fields(etype, event, node_id)
-        if stack_trace:
-            message = f"{message}\n{stack_trace.rstrip()}"
-        if len(message) > _MESSAGE_CAP:  # a 20 MB exception message: cut before the rest
-            message = safe_text(message, max_chars=_MESSAGE_CAP)
         policy = self.policy()
+        message = _capped(message, policy)  # a 20 MB exception message: its head
+        if stack_trace:  # capped on its own: a long message leaves the frames in
+            message = f"{message}\n{_capped(stack_trace.rstrip(), policy)}"
         if policy is not None:
             message = policy.text(message)
             subject = policy.text(subject)
@@ -286,9 +285,8 @@ class LoggingCallback(BaseCallbackHandler):
             message = safe_text(message)
         for key, value in fields.items():  # names and ids too (a workflow named after a URL)
             if isinstance(value, str):
-                if len(value) > _MESSAGE_CAP:  # error_message: the exception's whole text
-                    value = safe_text(value, max_chars=_MESSAGE_CAP)
-                shown = value if policy is None else policy.text(value)
+                capped = _capped(value, policy)  # error_message: an exception's whole text
+                shown = capped if policy is None else policy.text(capped)
                 fields[key] = shown if shown.isascii() else safe_text(shown)
         subject = subject if subject.isascii() else safe_text(subject)
         number = max(level_no, self._level_no)
@@ -502,7 +500,21 @@ def _level_number(level: object) -> int:
 
 
 _MESSAGE_CAP = 64_000
-"""Characters of a record's message (an error's message and traceback included)."""
+"""Characters of an error's message, and of its traceback, in a record."""
+_REDACT_MARGIN = 4_096
+"""Characters past the cap redacted with the rest, so that a credential the cut runs
+through (a URL's password, a user pattern's match) is found whole."""
+
+
+def _capped(text: str, policy: Redaction | None) -> str:
+    """``text`` cut to ``_MESSAGE_CAP`` characters, saying how long it was; its head (and
+    a margin) redacted first, so that nothing of a credential the cut falls in is kept."""
+    if len(text) <= _MESSAGE_CAP:
+        return text
+    head = text[: _MESSAGE_CAP + _REDACT_MARGIN]
+    if policy is not None:
+        head = policy.text(head)
+    return f"{head[:_MESSAGE_CAP]}... [__flowhooks_truncated__: {len(text)} chars]"
 
 
 def _fields(etype: EventType, event: Event | None, node_id: str | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
+import flowhooks
 from flowhooks import CallbackManager, ErrorInfo, Workflow, node
 from flowhooks.handlers import LoggingCallback
 from flowhooks.handlers.logging import DEFAULT_REDACT_KEYS, REDACTED, redact
@@ -605,7 +606,8 @@ async def test_node_error_logs_never_show_local_values():
 async def test_a_huge_exception_message_gives_capped_records(records):
     """A 20 MB exception message: the error record, its bound fields and the manager's
     isolation record of a handler raising one are cut, the secret after the cut included."""
-    huge = "M" * 20_000_000 + " https://bob:pw-after-the-cut@db/x"
+    # a user pattern's match that the cut at 64,000 characters runs through
+    huge = "M" * 63_990 + " sk-" + "A1b2C3d4" * 3 + " " + "M" * 20_000_000
 
     @node
     def boom() -> None:
@@ -615,11 +617,17 @@ async def test_a_huge_exception_message_gives_capped_records(records):
         async def on_workflow_start(self, workflow_id: str, input_data: Any) -> None:
             raise ValueError(huge)
 
-    await Workflow("w", nodes=[boom]).run(callbacks=[LoggingCallback(), Raising()])
+    flowhooks.redaction(patterns=[r"sk-[A-Za-z0-9]{24}"])
+    try:
+        await Workflow("w", nodes=[boom]).run(callbacks=[LoggingCallback(), Raising()])
+    finally:
+        flowhooks.reset_redaction()
     error = next(r for r in records if r["extra"].get("event_type") == "error")
     assert len(error["message"]) < 200_000
+    assert "in boom" in error["message"]  # the traceback's frames are kept
     assert len(error["extra"]["error_message"]) < 70_000
     isolated = next(r for r in records if "Raising" in r["message"] and r["level"].name == "ERROR")
     assert len(isolated["message"]) < 200_000
     assert "__flowhooks_truncated__" in isolated["message"]
-    assert not any("pw-after-the-cut" in r["message"] for r in records)
+    assert not any("sk-A1b2" in r["message"] for r in records)
+    assert not any("sk-A1b2" in r["extra"].get("error_message", "") for r in records)
