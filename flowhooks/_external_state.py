@@ -292,7 +292,7 @@ class ExternalRunState:
         try:
             await self.events.emit(
                 EventType.WORKFLOW_END,
-                (self.run_id, self.outputs),
+                (self.run_id, dict(self.outputs)),  # a copy, as a Workflow run gives
                 duration=result.duration,
                 status=result.status.value,
             )
@@ -444,7 +444,11 @@ class ExternalRunState:
         """
         try:
             await self.events.emit(
-                _NODE_START, (step.name, step.inputs), step.name, step.attempt, frame=step.frame
+                _NODE_START,
+                (step.name, dict(step.inputs)),
+                step.name,
+                step.attempt,
+                frame=step.frame,
             )
         except Exception as exc:
             clear_propagating(exc)
