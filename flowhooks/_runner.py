@@ -17,7 +17,7 @@ import asyncio
 import inspect
 from collections import deque
 from time import perf_counter
-from types import CoroutineType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from flowhooks._context import current_run_var
@@ -159,9 +159,13 @@ class Runner:
         if node.is_async:
             return await node.fn(**kwargs)
         output = await asyncio.to_thread(call_in_thread, node.fn, **kwargs)
-        # A plain wrapper around an async function returns a coroutine. Its type, not
-        # isinstance: a lazy proxy's __class__ may raise (its object was never made).
-        if issubclass(type(output), CoroutineType):
+        # A plain wrapper around an async function returns a coroutine (or a proxy of
+        # one). A lazy proxy's __class__, which isinstance reads, may raise: no coroutine.
+        try:
+            returned_coroutine = inspect.iscoroutine(output)
+        except Exception:
+            returned_coroutine = False
+        if returned_coroutine:
             return await output
         return output
 

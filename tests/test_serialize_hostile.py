@@ -411,6 +411,29 @@ def test_a_node_may_return_an_unbound_lazy_proxy(runner: type[Runner], is_async:
     assert type(result.outputs["who"]) is LazyProxy
 
 
+class CoroutineProxy:
+    """A transparent proxy of a coroutine (as wrapt's or lazy_object_proxy's are)."""
+
+    def __init__(self, coroutine: Any) -> None:
+        self._coroutine = coroutine
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._coroutine)
+
+    def __await__(self) -> Any:
+        return self._coroutine.__await__()
+
+
+def test_a_sync_node_returning_a_proxy_of_a_coroutine_has_it_awaited() -> None:
+    async def answer() -> int:
+        return 42
+
+    step = node(lambda: CoroutineProxy(answer()), name="wrapped")
+    result = Workflow("proxied", nodes=[step]).run_sync()
+    assert result.outputs == {"wrapped": 42}
+
+
 # -- recursion and depth ---------------------------------------------------------------
 
 

@@ -222,7 +222,11 @@ def run_attempt(
     token = current_run_var.set(ctx)
     try:
         value = fn(**kwargs)  # an async body's coroutine, not run yet
-        if is_async or inspect.iscoroutine(value):  # a sync wrapper may return one too
+        try:  # a sync wrapper may return one too; a lazy proxy's __class__ may raise
+            returned_coroutine = is_async or inspect.iscoroutine(value)
+        except Exception:
+            returned_coroutine = False
+        if returned_coroutine:
             value = asyncio.run(_run_async(value, ctx, still_wanted))
         outcome = Outcome(ok=True, value=value, events=events)
     except _NoLongerWanted:
