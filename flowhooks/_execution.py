@@ -23,7 +23,7 @@ from flowhooks._context import RunContext
 from flowhooks._dispatcher import clear_propagating
 from flowhooks._errors import Suspend
 from flowhooks._events import ErrorInfo, EventType, NodeStatus, RunStatus, Severity
-from flowhooks._node_outcomes import NodeOutcomes
+from flowhooks._node_outcomes import SETTLED, NodeOutcomes
 from flowhooks._results import NodeResult, RunResult, Suspension
 from flowhooks._sequencer import (
     TAKEN,
@@ -85,32 +85,6 @@ class RunControl:
         if state is not None:
             state.request_stop(RunStatus.CANCELLED, reason)
         return True
-
-
-class _Settled:
-    """The schedule of a run that has ended with every node settled: nothing to walk,
-    wait for, stop or abandon. It takes the place of the run's walk, which refers back
-    to the run: a cycle that would leave every run to the garbage collector."""
-
-    __slots__ = ()
-
-    async def walk(self) -> None:
-        return None
-
-    def busy(self) -> bool:
-        return False
-
-    async def wait_idle(self) -> None:
-        return None
-
-    def force_stop(self, message: object = None) -> None:
-        return None
-
-    def abandon(self) -> None:
-        return None
-
-
-_SETTLED = _Settled()
 
 
 class RunState(NodeOutcomes):
@@ -305,7 +279,7 @@ class RunState(NodeOutcomes):
     def let_go_of_walk(self) -> None:
         """The run has ended: drop its walk, unless a node it abandoned still executes."""
         if not self.schedule.busy():
-            self.schedule = _SETTLED
+            self.schedule = SETTLED
 
     def nodes_over(self) -> None:
         """No node of the run executes any more: its timeout and stop timers are moot."""

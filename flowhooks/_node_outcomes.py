@@ -347,3 +347,30 @@ class NodeOutcomes:
             self.fail(None, self.error_info(escaped, None, None))  # the run's error, if first
             if not self.nodes_settled:  # else the run's end already waits for it, then raises
                 self.request_stop(RunStatus.FAILED, None)
+
+
+class Settled:
+    """The schedule of a run that has ended with every node settled: nothing to walk,
+    wait for, stop or abandon. It takes the place of the run's walk, which refers back
+    to the run: a cycle that would leave every run to the garbage collector."""
+
+    __slots__ = ()
+
+    async def walk(self) -> None:
+        return None
+
+    def busy(self) -> bool:
+        return False
+
+    async def wait_idle(self) -> None:
+        return None
+
+    def force_stop(self, message: object = None) -> None:
+        return None
+
+    def abandon(self) -> None:
+        return None
+
+
+SETTLED = Settled()
+"""The one ``Settled`` schedule (it holds nothing)."""
