@@ -31,6 +31,10 @@ _T = TypeVar("_T")
 
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
 
+DEFAULT_GRACE = 30.0
+"""What is left on the loop of a call with no runner of its own (the default runner's
+``cancel_grace``) gets this long to end."""
+
 
 def _signal_outcome(signum: int) -> BaseException:
     """What the process would have done on ``signum``: an exception to raise."""
@@ -45,8 +49,13 @@ def _ours_to_handle(signum: int) -> bool:
     return current in (signal.default_int_handler, signal.SIG_DFL)
 
 
-def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+def run_blocking(
+    make: Callable[[], Coroutine[Any, Any, _T]], *, grace: float | None = DEFAULT_GRACE
+) -> _T:
     """Run the coroutine ``make()`` returns on a new event loop, until it completes.
+
+    ``grace``: seconds the tasks still on the loop once the coroutine is done get to end
+    after they are cancelled (the run's ``cancel_grace``; ``None``: as long as they take).
 
     Raises:
         KeyboardInterrupt: after a SIGINT, once the run's callbacks completed.
@@ -84,47 +93,45 @@ def run_blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     finally:
         for number in installed:
             loop.remove_signal_handler(number)
-        closing = _finish_loop(loop)
-        # Whatever the pool still runs now, the run has left behind (a sync node body past
-        # its timeout, or stuck when the run was stopped): daemon threads, not waited for.
-        executor.shutdown(wait=False)
+        closing = _finish_loop(loop, executor, grace)
         asyncio.set_event_loop(None)
         if closing:
+            # Whatever the pool still runs now, the run has left behind (a sync node body
+            # past its timeout, or stuck when the run was stopped): daemon threads.
+            executor.shutdown(wait=False)
             loop.close()
 
 
-_LEFT_BEHIND_WAIT = 1.0
-"""Seconds the tasks still on the loop when the run is over (abandoned nodes and handler
-calls, tasks handlers started) get to end once cancelled, before the call returns."""
-
-
-def _finish_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    """Cancel what is left on ``loop`` and let it end, as ``asyncio.run`` does, but without
-    waiting for ever on a task that ignores its cancellation or takes long to clean up.
+def _finish_loop(
+    loop: asyncio.AbstractEventLoop, executor: DaemonThreadPool, grace: float | None
+) -> bool:
+    """Cancel what is left on ``loop`` and let it end, as ``asyncio.run`` does, but waiting
+    at most ``grace`` for a task that ignores its cancellation or cleans up for long.
 
     Returns whether the loop is done with: ``False`` when tasks were still running after
-    ``_LEFT_BEHIND_WAIT``; the loop then goes on in a daemon thread of its own until they
-    end (their cleanup completes, and one that never ends costs the process nothing at
-    exit), and closes there.
+    ``grace``; the loop (with its executor) then goes on in a daemon thread of its own
+    until they end, and closes there: the call returns, and a task that never ends costs
+    the process nothing at exit.
     """
     left = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for t in left:
         t.cancel()
     if left:
-        done, running = loop.run_until_complete(asyncio.wait(left, timeout=_LEFT_BEHIND_WAIT))
+        done, running = loop.run_until_complete(asyncio.wait(left, timeout=grace))
         for t in done:  # what they raised was the run's to report: not "never retrieved"
             if not t.cancelled():
                 t.exception()
         if running:
             logger.warning(
-                "{} task(s) were still running {}s after the run ended and were cancelled; "
-                "the call returns, and they go on in a background thread until they end",
+                "{} task(s) were still running {}s after the run ended and were cancelled "
+                "(the runner's cancel_grace); the call returns, and they go on in a "
+                "background thread until they end",
                 len(running),
-                _LEFT_BEHIND_WAIT,
+                grace,
             )
             threading.Thread(
                 target=_run_until_done,
-                args=(loop, running),
+                args=(loop, executor),
                 name="flowhooks-left-behind",
                 daemon=True,
             ).start()
@@ -133,15 +140,17 @@ def _finish_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return True
 
 
-def _run_until_done(loop: asyncio.AbstractEventLoop, running: set[asyncio.Task[Any]]) -> None:
+def _run_until_done(loop: asyncio.AbstractEventLoop, executor: DaemonThreadPool) -> None:
     """The loop of a finished call, in a thread of its own: until its last tasks end."""
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(asyncio.wait(running))
-        for t in running:
-            if not t.cancelled():
-                t.exception()
+        while running := [t for t in asyncio.all_tasks(loop) if not t.done()]:
+            loop.run_until_complete(asyncio.wait(running))
+            for t in running:
+                if not t.cancelled():
+                    t.exception()
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         asyncio.set_event_loop(None)
+        executor.shutdown(wait=False)
         loop.close()

@@ -57,13 +57,19 @@ _REDACT_MARGIN = 4_096
 through (a URL's password, a user pattern's match) is found whole."""
 
 
-def _capped(text: str) -> str:
+def _capped(text: str, *, both_ends: bool = False) -> str:
     """``text`` redacted and cut to ``LOG_TEXT_CAP`` characters, saying how long it was:
-    only its head (and a margin) is redacted, so a 20 MB message costs next to nothing."""
+    its head, or with ``both_ends`` its head and its tail (a traceback's last frames).
+    Only what is kept (and a margin) is redacted: a 20 MB message costs next to nothing."""
     if len(text) <= LOG_TEXT_CAP:
         return redact_text(text)
-    head = redact_text(text[: LOG_TEXT_CAP + _REDACT_MARGIN])[:LOG_TEXT_CAP]
-    return f"{head}... [__flowhooks_truncated__: {len(text)} chars]"
+    mark = f"... [__flowhooks_truncated__: {len(text)} chars]"
+    keep = LOG_TEXT_CAP // 2 if both_ends else LOG_TEXT_CAP
+    head = redact_text(text[: keep + _REDACT_MARGIN])[:keep]
+    if not both_ends:
+        return f"{head}{mark}"
+    tail = redact_text(text[-(keep + _REDACT_MARGIN) :])[-keep:]
+    return f"{head}{mark}\n{tail}"
 
 
 def traceback_suffix(exc: BaseException) -> str:
@@ -71,4 +77,4 @@ def traceback_suffix(exc: BaseException) -> str:
 
     Redacted like ``failure_text``: a traceback quotes source lines and messages.
     """
-    return _capped("\n" + "".join(traceback.format_exception(exc)).rstrip())
+    return _capped("\n" + "".join(traceback.format_exception(exc)).rstrip(), both_ends=True)

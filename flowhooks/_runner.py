@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
+from collections.abc import Callable
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -81,6 +82,18 @@ def _check_takes_outputs(cls: type[Runner]) -> bool:
             known = False
         _TAKES_OUTPUTS[cls] = known
     return known
+
+
+def _call_sync_body(fn: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[Any, bool]:
+    """Call a sync node body (in its worker thread) and say whether it returned a
+    coroutine (or a proxy of one) to await. Asked there: a lazy proxy's ``__class__``,
+    which ``isinstance`` reads, builds its object (under the node's thread and timeout,
+    not on the event loop) or raises (no coroutine, then)."""
+    output = call_in_thread(fn, **kwargs)
+    try:
+        return output, inspect.iscoroutine(output)
+    except Exception:
+        return output, False
 
 
 class Runner:
@@ -158,14 +171,8 @@ class Runner:
         """
         if node.is_async:
             return await node.fn(**kwargs)
-        output = await asyncio.to_thread(call_in_thread, node.fn, **kwargs)
-        # A plain wrapper around an async function returns a coroutine (or a proxy of
-        # one). A lazy proxy's __class__, which isinstance reads, may raise: no coroutine.
-        try:
-            returned_coroutine = inspect.iscoroutine(output)
-        except Exception:
-            returned_coroutine = False
-        if returned_coroutine:
+        output, returned_coroutine = await asyncio.to_thread(_call_sync_body, node.fn, kwargs)
+        if returned_coroutine:  # a plain wrapper around an async function
             return await output
         return output
 

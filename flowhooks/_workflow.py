@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
-from flowhooks._blocking import run_blocking
+from flowhooks._blocking import DEFAULT_GRACE, run_blocking
 from flowhooks._combined import as_manager
 from flowhooks._errors import CycleError, InvalidOptionError, WorkflowError, refuse_type
 from flowhooks._graph import RunPlan, build_run_plan, check_inputs, check_names, selection
@@ -335,7 +335,7 @@ class Workflow:
         """
         self._no_running_loop("run_sync")
         self._check_options("run_sync", options, self.run)
-        return run_blocking(lambda: self.run(inputs, **options))
+        return run_blocking(lambda: self.run(inputs, **options), grace=_grace_of(options))
 
     def _check_options(
         self, method: str, options: Mapping[str, Any], target: Callable[..., Any]
@@ -422,7 +422,7 @@ class Workflow:
         """``resume`` from synchronous code (takes the same options)."""
 
         self._no_running_loop("resume_sync")
-        return run_blocking(lambda: self.resume(run_id, data, **options))
+        return run_blocking(lambda: self.resume(run_id, data, **options), grace=_grace_of(options))
 
     def start(self, inputs: Mapping[str, Any] | None = None, **options: Any) -> RunHandle:
         """Start a run in the background of the running loop and return its ``RunHandle``.
@@ -498,3 +498,10 @@ def _refuse_containing_itself(
         if isinstance(child, Workflow):
             _refuse_containing_itself(child, [*path, (workflow, name)], cleared)
     cleared.add(id(workflow))
+
+
+def _grace_of(options: dict[str, Any]) -> float | None:
+    """The ``cancel_grace`` of the runner a blocking call's run uses (its ``runner=``)."""
+    runner = options.get("runner")
+    grace = DEFAULT_GRACE if runner is None else getattr(runner, "cancel_grace", DEFAULT_GRACE)
+    return grace if grace is None or isinstance(grace, int | float) else DEFAULT_GRACE

@@ -275,8 +275,8 @@ class LoggingCallback(BaseCallbackHandler):
         fields = _fields(etype, event, node_id)
         policy = self.policy()
         message = _capped(message, policy)  # a 20 MB exception message: its head
-        if stack_trace:  # capped on its own: a long message leaves the frames in
-            message = f"{message}\n{_capped(stack_trace.rstrip(), policy)}"
+        if stack_trace:  # capped on its own, keeping both ends: the last frames raised it
+            message = f"{message}\n{_capped(stack_trace.rstrip(), policy, both_ends=True)}"
         if policy is not None:
             message = policy.text(message)
             subject = policy.text(subject)
@@ -506,15 +506,19 @@ _REDACT_MARGIN = 4_096
 through (a URL's password, a user pattern's match) is found whole."""
 
 
-def _capped(text: str, policy: Redaction | None) -> str:
-    """``text`` cut to ``_MESSAGE_CAP`` characters, saying how long it was; its head (and
-    a margin) redacted first, so that nothing of a credential the cut falls in is kept."""
+def _capped(text: str, policy: Redaction | None, *, both_ends: bool = False) -> str:
+    """``text`` cut to ``_MESSAGE_CAP`` characters, saying how long it was: its head, or
+    with ``both_ends`` its head and its tail (a traceback's last frames). What is kept is
+    redacted with a margin first, so that nothing of a credential a cut falls in is kept."""
     if len(text) <= _MESSAGE_CAP:
         return text
-    head = text[: _MESSAGE_CAP + _REDACT_MARGIN]
+    mark = f"... [__flowhooks_truncated__: {len(text)} chars]"
+    keep = _MESSAGE_CAP // 2 if both_ends else _MESSAGE_CAP
+    head = text[: keep + _REDACT_MARGIN]
+    tail = text[-(keep + _REDACT_MARGIN) :] if both_ends else ""
     if policy is not None:
-        head = policy.text(head)
-    return f"{head[:_MESSAGE_CAP]}... [__flowhooks_truncated__: {len(text)} chars]"
+        head, tail = policy.text(head), policy.text(tail)
+    return f"{head[:keep]}{mark}\n{tail[-keep:]}" if both_ends else f"{head[:keep]}{mark}"
 
 
 def _fields(etype: EventType, event: Event | None, node_id: str | None) -> dict[str, Any]:

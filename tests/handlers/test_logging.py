@@ -631,3 +631,21 @@ async def test_a_huge_exception_message_gives_capped_records(records):
     assert "__flowhooks_truncated__" in isolated["message"]
     assert not any("sk-A1b2" in r["message"] for r in records)
     assert not any("sk-A1b2" in r["extra"].get("error_message", "") for r in records)
+
+
+async def test_a_cut_traceback_keeps_the_frames_that_raised(records):
+    """A huge message of the cause fills the traceback's head: its tail, where the error
+    was raised, is kept too."""
+
+    @node
+    def orders() -> None:
+        try:
+            raise ValueError("bad body: " + "B" * 100_000)
+        except ValueError as cause:
+            raise RuntimeError("orders API unusable") from cause
+
+    await Workflow("w", nodes=[orders]).run(callbacks=[LoggingCallback()])
+    error = next(r for r in records if r["extra"].get("event_type") == "error")
+    assert 'raise RuntimeError("orders API unusable") from cause' in error["message"]
+    assert "direct cause" in error["message"]
+    assert len(error["message"]) < 140_000
