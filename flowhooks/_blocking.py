@@ -12,7 +12,10 @@ Like ``asyncio.run``, with what a process that runs pipelines needs:
 * **No hang at exit.** Sync node bodies run in daemon threads; one stuck in
   a blocking call (past its timeout, or when the run was stopped) is
   abandoned once the run has ended instead of holding the call's return or
-  the interpreter's exit.
+  the interpreter's exit. Tasks still on the loop when the run is over (a
+  handler call or node the run abandoned, a task a handler started) are
+  cancelled and get the runner's ``cancel_grace``; what is still running then
+  goes on with the loop in a daemon thread, and the call returns.
 """
 
 from __future__ import annotations
