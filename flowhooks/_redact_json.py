@@ -51,7 +51,7 @@ def _decoded(token: str) -> Any:
 def _cut_string(token: str) -> str:
     """The text of a string token the cut left open (its escapes decoded where whole)."""
     body = token[1:]
-    for trim in range(3):  # a cut inside an escape: drop its start
+    for trim in range(6):  # a cut inside an escape (up to \uXXX): drop its start
         try:
             decoded = json.loads('"' + body[: len(body) - trim] + '"')
         except (ValueError, RecursionError):

@@ -688,3 +688,10 @@ def test_a_deeply_nested_cut_payload_is_redacted_not_replaced() -> None:
         nested = {"k": nested}
     out = redact_value(_cut(nested, 64_000))
     assert out["preview"].startswith('{"k": {"k": ')
+
+
+@pytest.mark.parametrize("cut", ['"ab\\u00', '"ab\\u0', '"ab\\u', '"ab\\', '"ab\\u000'])
+def test_a_string_cut_inside_an_escape_is_read_up_to_the_escape(cut: str) -> None:
+    from flowhooks._redact_json import _cut_string
+
+    assert _cut_string(cut) == "ab"
