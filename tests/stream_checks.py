@@ -1,11 +1,13 @@
-"""Checks shared by the runner tests: is one run's event stream well formed (SPEC §2)?"""
+"""Checks shared by the runner tests: is one run's event stream well formed (SPEC §2)?
+And a handler they share."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from flowhooks import ErrorInfo, Event, EventType
+from flowhooks import BaseCallbackHandler, ErrorInfo, Event, EventType
 
 
 def assert_well_formed(
@@ -83,3 +85,16 @@ def assert_well_formed(
                 finished.add(node)
         else:
             assert e.type is EventType.CUSTOM_EVENT, e.type
+
+
+class Editing(BaseCallbackHandler):
+    """Edits every mapping it is given, in place (a handler "sanitising" before it logs)."""
+
+    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
+        input_data.clear()
+
+    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
+        input_data.clear()
+
+    async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
+        output_data.clear()

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
+from stream_checks import Editing
 
 from flowhooks import (
     BaseCallbackHandler,
@@ -663,17 +664,6 @@ async def test_a_keyboard_interrupt_from_workflow_start_still_ends_the_run() -> 
 
 async def test_a_handler_editing_what_it_is_given_changes_nothing_of_the_block() -> None:
     """As for a Workflow run: the mappings handed over are copies, per event."""
-
-    class Editing(BaseCallbackHandler):
-        async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
-            input_data.clear()
-
-        async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
-            input_data.clear()
-
-        async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
-            output_data.clear()
-
     mine = {"day": 1}
     run = ExternalRun(Editing(), workflow_name="w", inputs={"day": 1})
     async with run, run.node("extract", mine) as n:

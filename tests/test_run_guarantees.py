@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stream_checks import assert_well_formed
+from stream_checks import Editing, assert_well_formed
 
 from flowhooks import (
     AsyncioRunner,
@@ -1005,19 +1005,6 @@ def test_run_sync_returns_though_a_handler_or_node_ignores_cancellation(tmp_path
     assert "go on in a background thread" in done.stderr
     assert "Task was destroyed" not in done.stderr
     assert "Traceback" not in done.stderr
-
-
-class Editing(BaseCallbackHandler):
-    """Edits every mapping it is given, in place (a handler "sanitising" before it logs)."""
-
-    async def on_workflow_start(self, workflow_id: str, input_data: dict[str, Any]) -> None:
-        input_data.clear()
-
-    async def on_node_start(self, node_id: str, input_data: dict[str, Any]) -> None:
-        input_data.clear()
-
-    async def on_workflow_end(self, workflow_id: str, output_data: dict[str, Any]) -> None:
-        output_data.clear()
 
 
 @pytest.mark.parametrize("runner_type", [AsyncioRunner, SequentialRunner])
